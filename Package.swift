@@ -1,0 +1,37 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "nodenet",
+    products: [
+        .library(name: "Netlink", targets: ["Netlink"]),
+        .library(name: "NodeNet", targets: ["NodeNet"]),
+        .executable(name: "nodenetd", targets: ["nodenetd"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // libmnl (socket handling) plus the few syscalls glibc hides behind _GNU_SOURCE.
+        .systemLibrary(
+            name: "CMnl", path: "Sources/CMnl", pkgConfig: "libmnl",
+            providers: [.apt(["libmnl-dev"])]),
+        // libbpf: object loading, programs, maps.
+        .systemLibrary(
+            name: "CBPF", path: "Sources/CBPF", pkgConfig: "libbpf",
+            providers: [.apt(["libbpf-dev", "libelf-dev"])]),
+        // Typed rtnetlink: kernel messages only, no node concepts.
+        .target(name: "Netlink", dependencies: ["CMnl"]),
+        // The domain: spec, plan, apply, datapath, lab.
+        .target(name: "NodeNet", dependencies: ["Netlink"]),
+        .executableTarget(
+            name: "nodenetd",
+            dependencies: ["NodeNet", "Netlink", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        // Benchmarks are not product code: they may run `ip` as the baseline.
+        .executableTarget(name: "netlink-bench", dependencies: ["Netlink"], path: "Benchmarks/NetlinkBench"),
+        .testTarget(
+            name: "NetlinkTests", dependencies: ["Netlink", "CBPF"],
+            resources: [.copy("Fixtures")]),
+        .testTarget(name: "NodeNetTests", dependencies: ["NodeNet"]),
+    ]
+)

@@ -1,0 +1,131 @@
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A change the kernel announced on a multicast group.
+public enum NetlinkEvent: Sendable {
+    case newLink(Link)
+    case deletedLink(Link)
+    case newAddress(InterfaceAddress)
+    case deletedAddress(InterfaceAddress)
+    case newRoute(Route)
+    case deletedRoute(Route)
+    case newNeighbour(Neighbour)
+    case deletedNeighbour(Neighbour)
+    /// The socket's buffer overflowed and the kernel dropped events. State may have
+    /// changed unseen: the consumer must re-dump what it cares about.
+    case overrun
+    /// A message that could not be decoded (kept so nothing is lost silently).
+    case undecodable(type: UInt16, error: NetlinkError)
+
+    /// Decodes one multicast message; nil for message types the monitor does not cover.
+    static func decode(_ message: NetlinkMessage) -> NetlinkEvent? {
+        do {
+            switch message.header.type {
+            case RTM.newLink: return .newLink(try Link(message: message))
+            case RTM.delLink: return .deletedLink(try Link(message: message))
+            case RTM.newAddress: return .newAddress(try InterfaceAddress(message: message))
+            case RTM.delAddress: return .deletedAddress(try InterfaceAddress(message: message))
+            case RTM.newRoute: return .newRoute(try Route(message: message))
+            case RTM.delRoute: return .deletedRoute(try Route(message: message))
+            case RTM.newNeighbour: return .newNeighbour(try Neighbour(message: message))
+            case RTM.delNeighbour: return .deletedNeighbour(try Neighbour(message: message))
+            default: return nil
+            }
+        } catch let error as NetlinkError {
+            return .undecodable(type: message.header.type, error: error)
+        } catch {
+            return .undecodable(type: message.header.type, error: .malformed("\(error)"))
+        }
+    }
+}
+
+/// Link, address, route and neighbour events from one namespace, as an async sequence.
+///
+/// The socket is subscribed before `init` returns, so every change made after that is seen.
+/// A dedicated thread reads it; the sequence ends when `stop()` is called or the consumer
+/// stops iterating. A kernel buffer overrun arrives as `.overrun`, and reading goes on.
+public struct NetlinkMonitor: AsyncSequence, Sendable {
+    public typealias Element = NetlinkEvent
+
+    private let stream: AsyncStream<NetlinkEvent>
+    private let stopped: StopFlag
+
+    /// - Parameter receiveBuffer: `SO_RCVBUF` for the subscription (larger = fewer overruns).
+    public init(
+        namespace: NamespaceReference = .current, groups: MulticastGroups = .all, receiveBuffer: Int32 = 4 << 20
+    ) throws {
+        let socket = try NetlinkSocket(namespace: namespace, groups: groups)
+        socket.setReceiveBuffer(receiveBuffer)
+        let stopped = StopFlag()
+        let (stream, continuation) = AsyncStream<NetlinkEvent>.makeStream(bufferingPolicy: .unbounded)
+        continuation.onTermination = { _ in stopped.stop() }
+        self.stream = stream
+        self.stopped = stopped
+        let reader = MonitorReader(socket: socket, continuation: continuation, stopped: stopped)
+        try reader.start()
+    }
+
+    public func makeAsyncIterator() -> AsyncStream<NetlinkEvent>.Iterator { stream.makeAsyncIterator() }
+
+    /// Ends the sequence; the reader thread exits within its poll interval.
+    public func stop() { stopped.stop() }
+}
+
+final class StopFlag: Sendable {
+    private let flag = Atomic<Bool>(false)
+    func stop() { flag.store(true, ordering: .releasing) }
+    var isStopped: Bool { flag.load(ordering: .acquiring) }
+}
+
+private final class MonitorReader: @unchecked Sendable {
+    let socket: NetlinkSocket
+    let continuation: AsyncStream<NetlinkEvent>.Continuation
+    let stopped: StopFlag
+    static let pollMilliseconds: Int32 = 100
+
+    init(socket: NetlinkSocket, continuation: AsyncStream<NetlinkEvent>.Continuation, stopped: StopFlag) {
+        self.socket = socket
+        self.continuation = continuation
+        self.stopped = stopped
+    }
+
+    func start() throws {
+        let box = Unmanaged.passRetained(self).toOpaque()
+        var thread = pthread_t()
+        let rc = pthread_create(
+            &thread, nil,
+            { raw in
+                let reader = Unmanaged<MonitorReader>.fromOpaque(raw!).takeRetainedValue()
+                reader.run()
+                return nil
+            }, box)
+        guard rc == 0 else {
+            Unmanaged<MonitorReader>.fromOpaque(box).release()
+            throw NetlinkError(Errno(rawValue: rc), kind: .system, detail: "pthread_create (monitor)")
+        }
+        pthread_detach(thread)
+    }
+
+    private func run() {
+        defer { continuation.finish() }
+        var pfd = pollfd(fd: socket.fileDescriptor, events: Int16(POLLIN), revents: 0)
+        while !stopped.isStopped {
+            pfd.revents = 0
+            let ready = poll(&pfd, 1, Self.pollMilliseconds)
+            if ready == 0 || (ready < 0 && errno == EINTR) { continue }
+            if ready < 0 { return }
+            do {
+                for message in try socket.receive(context: "reading netlink events") {
+                    if let event = NetlinkEvent.decode(message) { continuation.yield(event) }
+                }
+            } catch let error as NetlinkError where error.errno == .noBufferSpace {
+                continuation.yield(.overrun)
+            } catch {
+                continuation.yield(.undecodable(type: 0, error: error as? NetlinkError ?? .malformed("\(error)")))
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An rtnetlink socket (libmnl), bound to the network namespace it was opened in.
+///
+/// Extended ACKs, capped ACKs and strict dump checking are on. Every request asks for an
+/// acknowledgement and waits for it; replies are matched by sequence number; dumps are read
+/// to `NLMSG_DONE` and retried when the kernel marks them interrupted. One request is in
+/// flight at a time, so a socket can be shared by several tasks or threads.
+public final class NetlinkSocket: @unchecked Sendable {
+    /// Receive buffer per `recvmsg`: the kernel builds dump batches of up to 32 KiB.
+    public static let receiveBufferSize = 64 * 1024
+    /// Bytes of requests sent in one `sendmsg` by `batch` (kept under the default `wmem_max`).
+    public static let batchBytes = 128 * 1024
+    /// How many times an interrupted dump is retried before `.dumpInterrupted` is thrown.
+    public static let dumpRetries = 8
+
+    public let namespace: NamespaceReference
+    public let portID: UInt32
+    let transport: any NetlinkTransport
+    private let state: Mutex<UInt32>
+
+    /// Opens a socket in `namespace` (the calling thread's own namespace for `.current`).
+    public convenience init(namespace: NamespaceReference = .current) throws {
+        try self.init(namespace: namespace, groups: [])
+    }
+
+    convenience init(namespace: NamespaceReference, groups: MulticastGroups) throws {
+        self.init(transport: try MnlTransport(namespace: namespace, groups: groups), namespace: namespace)
+    }
+
+    init(transport: any NetlinkTransport, namespace: NamespaceReference = .current) {
+        self.transport = transport
+        self.namespace = namespace
+        self.portID = transport.portID
+        self.state = Mutex(UInt32.random(in: 1...0x7FFF_FFFF))
+    }
+
+    var fileDescriptor: Int32 { transport.fileDescriptor }
+
+    /// Sets `SO_RCVBUF` (forcing past `rmem_max` when privileged).
+    func setReceiveBuffer(_ bytes: Int32) {
+        var size = bytes
+        if setsockopt(fileDescriptor, SOL_SOCKET, SO_RCVBUFFORCE, &size, 4) != 0 {
+            _ = setsockopt(fileDescriptor, SOL_SOCKET, SO_RCVBUF, &size, 4)
+        }
+    }
+
+    // MARK: Requests
+
+    /// Sends one request with `NLM_F_ACK` and waits for the acknowledgement. Returns the
+    /// replies that came before it (a non-dump GET answers with one message).
+    @discardableResult
+    public func execute(_ request: NetlinkRequest) throws -> [NetlinkMessage] {
+        try state.withLock { sequence in
+            sequence &+= 1
+            let seq = sequence
+            var message = request.message
+            message.flags.formUnion([.request, .ack])
+            let bytes = message.finished(sequence: seq, portID: portID)
+            try send(bytes, context: request.context)
+            var replies: [NetlinkMessage] = []
+            while true {
+                for reply in try receive(context: request.context) where reply.header.sequence == seq {
+                    if reply.header.type == NetlinkMessageType.error {
+                        if let failure = try ExtendedAck(parsing: reply).failure(request: bytes, context: request.context) {
+                            throw failure
+                        }
+                        return replies
+                    }
+                    replies.append(reply)
+                }
+            }
+        }
+    }
+
+    /// Runs a dump to the end. A dump the kernel marks interrupted (its object set changed
+    /// while it was read) is retried up to `dumpRetries` times, then reported as `.dumpInterrupted`.
+    public func dump(_ request: NetlinkRequest) throws -> [NetlinkMessage] {
+        for _ in 0...Self.dumpRetries {
+            let (messages, interrupted) = try dumpOnce(request)
+            if !interrupted { return messages }
+        }
+        throw NetlinkError(.interrupted, kind: .dumpInterrupted, context: request.context)
+    }
+
+    private func dumpOnce(_ request: NetlinkRequest) throws -> ([NetlinkMessage], Bool) {
+        try state.withLock { sequence in
+            sequence &+= 1
+            let seq = sequence
+            var message = request.message
+            message.flags.formUnion([.request, .dump])
+            let bytes = message.finished(sequence: seq, portID: portID)
+            try send(bytes, context: request.context)
+            var messages: [NetlinkMessage] = []
+            var interrupted = false
+            while true {
+                for reply in try receive(context: request.context) where reply.header.sequence == seq {
+                    if reply.header.flags.contains(.dumpInterrupted) { interrupted = true }
+                    switch reply.header.type {
+                    case NetlinkMessageType.done:
+                        if let failure = try Self.doneFailure(reply, context: request.context) { throw failure }
+                        return (messages, interrupted)
+                    case NetlinkMessageType.error:
+                        if let failure = try ExtendedAck(parsing: reply).failure(request: bytes, context: request.context) {
+                            throw failure
+                        }
+                        return (messages, interrupted)
+                    default:
+                        messages.append(reply)
+                    }
+                }
+            }
+        }
+    }
+
+    /// `NLMSG_DONE` carries an `int` status and, with `NLM_F_ACK_TLVS`, extended-ACK attributes.
+    static func doneFailure(_ message: NetlinkMessage, context: String) throws -> NetlinkError? {
+        guard message.payload.count >= 4 else { return nil }
+        let reader = ByteReader(message.payload)
+        let status = try reader.i32(0)
+        guard status < 0 else { return nil }
+        var e = NetlinkError(Errno(rawValue: -status), kind: .kernel, context: context)
+        if message.header.flags.contains(.ackTLVs), message.payload.count > 4 {
+            let tlvs = try AttributeList(parsing: try reader.slice(4, message.payload.count - 4))
+            e.kernelMessage = tlvs[ExtAckAttribute.message]?.string
+        }
+        return e
+    }
+
+    /// Sends many requests with few system calls and returns one result per request, in order.
+    ///
+    /// Requests are packed into `sendmsg` calls of up to `batchBytes`. They are sent without
+    /// `NLM_F_ACK` (the kernel reports failures anyway) and each packet ends with an
+    /// acknowledged `NLMSG_NOOP`: the kernel handles a packet's messages in order, so once the
+    /// NOOP's ACK arrives every request before it without an error report has succeeded.
+    /// Meant for mutations (NEW/DEL/SET), not for GET requests.
+    public func batch(_ requests: [NetlinkRequest]) -> [Result<Void, NetlinkError>] {
+        var results = [Result<Void, NetlinkError>](repeating: .success(()), count: requests.count)
+        var start = 0
+        while start < requests.count {
+            var packet: [UInt8] = []
+            packet.reserveCapacity(Self.batchBytes + 64)
+            var sent: [[UInt8]] = []
+            var end = start
+            state.withLock { sequence in
+                let base = sequence &+ 1
+                while end < requests.count {
+                    var message = requests[end].message
+                    message.flags.insert(.request)
+                    message.flags.remove(.ack)
+                    let bytes = message.finished(sequence: base &+ UInt32(end - start), portID: portID)
+                    if !packet.isEmpty && packet.count + bytes.count > Self.batchBytes { break }
+                    packet.append(contentsOf: bytes)
+                    sent.append(bytes)
+                    end += 1
+                }
+                let fence = base &+ UInt32(end - start)
+                sequence = fence
+                var noop = MessageBuilder(type: NetlinkMessageType.noop, flags: [.request, .ack])
+                noop.flags = [.request, .ack]
+                packet.append(contentsOf: noop.finished(sequence: fence, portID: portID))
+                do {
+                    try send(packet, context: "sending a batch of \(end - start) requests")
+                    var done = false
+                    while !done {
+                        for reply in try receive(context: "reading batch acknowledgements") {
+                            let seq = reply.header.sequence
+                            if seq == fence {
+                                done = true
+                                continue
+                            }
+                            let index = Int(seq &- base)
+                            guard seq &- base < UInt32(end - start), reply.header.type == NetlinkMessageType.error else { continue }
+                            let ack = try ExtendedAck(parsing: reply)
+                            if let failure = ack.failure(request: sent[index], context: requests[start + index].context) {
+                                results[start + index] = .failure(failure)
+                            }
+                        }
+                    }
+                } catch let error as NetlinkError {
+                    for i in start..<end { results[i] = .failure(error) }
+                } catch {
+                    for i in start..<end { results[i] = .failure(NetlinkError(.protocolError, kind: .system, detail: "\(error)")) }
+                }
+            }
+            start = end
+        }
+        return results
+    }
+
+    // MARK: I/O
+
+    private func send(_ bytes: [UInt8], context: String) throws {
+        do { try transport.send(bytes) } catch let e as NetlinkError { throw e.context(context) }
+    }
+
+    /// Receives one datagram and splits it into messages.
+    func receive(context: String) throws -> [NetlinkMessage] {
+        let datagram: [UInt8]
+        do { datagram = try transport.receive() } catch let e as NetlinkError { throw e.context(context) }
+        return try NetlinkMessage.parse(datagram[...])
+    }
+}
