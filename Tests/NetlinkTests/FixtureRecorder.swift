@@ -6,7 +6,11 @@ import Testing
 
 /// Records the byte fixtures the unit tests decode, from real kernel traffic in a throwaway
 /// namespace. Runs only when asked: `NODENET_RECORD_FIXTURES=1 swift test --filter FixtureRecorder`.
-@Suite(.serialized, .enabled(if: ProcessInfo.processInfo.environment["NODENET_RECORD_FIXTURES"] != nil && Privileges.canLoadBPF))
+@Suite(
+    .serialized,
+    .enabled(
+        if: ProcessInfo.processInfo.environment["NODENET_RECORD_FIXTURES"] != nil && Privileges.canLoadBPF,
+        "records Fixtures/ only on request: NODENET_RECORD_FIXTURES=1 swift test --filter FixtureRecorder (as root)"))
 struct FixtureRecorder {
     final class Recording: NetlinkTransport, @unchecked Sendable {
         let inner: MnlTransport
@@ -19,10 +23,10 @@ struct FixtureRecorder {
             sent.append(bytes)
             try inner.send(bytes)
         }
-        func receive() throws -> [UInt8] {
-            let d = try inner.receive()
-            received.append(d)
-            return d
+        func receive(into buffer: inout [UInt8]) throws -> Int {
+            let n = try inner.receive(into: &buffer)
+            received.append(Array(buffer[0..<n]))
+            return n
         }
         func take() -> [[UInt8]] {
             defer { received = [] }

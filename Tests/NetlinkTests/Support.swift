@@ -128,9 +128,11 @@ final class FakeKernel: NetlinkTransport, @unchecked Sendable {
         pending += respond(try NetlinkMessage.parse(bytes[...]), sent.count)
     }
 
-    func receive() throws -> [UInt8] {
+    func receive(into buffer: inout [UInt8]) throws -> Int {
         guard !pending.isEmpty else { throw NetlinkError(Errno(EAGAIN), kind: .system, detail: "fake kernel has nothing to say") }
-        return pending.removeFirst()
+        let datagram = pending.removeFirst()
+        buffer.replaceSubrange(0..<datagram.count, with: datagram)
+        return datagram.count
     }
 }
 

@@ -59,3 +59,22 @@ public struct AttributeList: Sendable, Equatable {
         attributes.filter { !known.contains($0.type) }
     }
 }
+
+/// Walks attributes without building a list: for decoders on hot paths (route dumps).
+/// Same validation as `AttributeList(parsing:)`.
+func forEachAttribute(
+    in bytes: ArraySlice<UInt8>, _ body: (_ type: UInt16, _ attribute: NetlinkAttribute) throws -> Void
+) throws {
+    let reader = ByteReader(bytes)
+    var offset = 0
+    while bytes.count - offset >= 4 {
+        let length = Int(try reader.u16(offset))
+        let rawType = try reader.u16(offset + 2)
+        guard length >= 4 else { throw NetlinkError.malformed("attribute at offset \(offset) has length \(length)") }
+        let attribute = NetlinkAttribute(
+            type: rawType & AttributeFlags.typeMask, isNested: rawType & AttributeFlags.nested != 0,
+            payload: try reader.slice(offset + 4, length - 4))
+        try body(attribute.type, attribute)
+        offset += netlinkAlign(length)
+    }
+}

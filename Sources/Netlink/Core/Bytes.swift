@@ -16,18 +16,26 @@ struct ByteReader {
         return bytes[start..<start + length]
     }
 
-    func u8(_ offset: Int) throws -> UInt8 { try slice(offset, 1).first! }
+    private func check(_ offset: Int, _ length: Int) throws {
+        guard offset >= 0, offset <= bytes.count - length else {
+            throw NetlinkError.malformed("need \(length) bytes at offset \(offset), have \(bytes.count)")
+        }
+    }
 
+    func u8(_ offset: Int) throws -> UInt8 {
+        try check(offset, 1)
+        return bytes[bytes.startIndex + offset]
+    }
+
+    // Netlink is host-endian: plain unaligned loads.
     func u16(_ offset: Int) throws -> UInt16 {
-        let s = try slice(offset, 2)
-        return UInt16(s[s.startIndex]) | UInt16(s[s.startIndex + 1]) << 8
+        try check(offset, 2)
+        return bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt16.self) }
     }
 
     func u32(_ offset: Int) throws -> UInt32 {
-        let s = try slice(offset, 4)
-        var v: UInt32 = 0
-        for i in 0..<4 { v |= UInt32(s[s.startIndex + i]) << (8 * UInt32(i)) }
-        return v
+        try check(offset, 4)
+        return bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt32.self) }
     }
 
     func i32(_ offset: Int) throws -> Int32 { Int32(bitPattern: try u32(offset)) }

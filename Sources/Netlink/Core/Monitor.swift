@@ -118,7 +118,7 @@ private final class MonitorReader: @unchecked Sendable {
             if ready == 0 || (ready < 0 && errno == EINTR) { continue }
             if ready < 0 { return }
             do {
-                for message in try socket.receive(context: "reading netlink events") {
+                for message in try socket.receiveEvents(context: "reading netlink events") {
                     if let event = NetlinkEvent.decode(message) { continuation.yield(event) }
                 }
             } catch let error as NetlinkError where error.errno == .noBufferSpace {

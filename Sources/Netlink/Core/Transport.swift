@@ -11,8 +11,9 @@ protocol NetlinkTransport: Sendable {
     var fileDescriptor: Int32 { get }
     /// Sends one datagram (which may hold several messages).
     func send(_ bytes: [UInt8]) throws
-    /// Receives one datagram; throws with `errno` set on failure (`ENOBUFS` on overrun).
-    func receive() throws -> [UInt8]
+    /// Receives one datagram into `buffer` (at least `receiveBufferSize` bytes) and returns
+    /// its length; throws on failure (`ENOBUFS` on overrun).
+    func receive(into buffer: inout [UInt8]) throws -> Int
 }
 
 /// libmnl socket bound in the namespace it was created in.
@@ -54,16 +55,14 @@ final class MnlTransport: NetlinkTransport, @unchecked Sendable {
         guard n == bytes.count else { throw NetlinkError.system("sendto(netlink)") }
     }
 
-    func receive() throws -> [UInt8] {
-        var buffer = [UInt8](repeating: 0, count: NetlinkSocket.receiveBufferSize)
+    func receive(into buffer: inout [UInt8]) throws -> Int {
         while true {
             let n = buffer.withUnsafeMutableBytes { mnl_socket_recvfrom(handle, $0.baseAddress, $0.count) }
             if n < 0 {
                 if errno == EINTR { continue }
                 throw NetlinkError.system("recvfrom(netlink)")
             }
-            buffer.removeLast(buffer.count - n)
-            return buffer
+            return n
         }
     }
 }

@@ -78,7 +78,7 @@ extension NetlinkSocket {
         var header: [UInt8] = [family.rawValue, 0, 0, 0]
         header.appendI32(interfaceIndex ?? 0)
         m.append(familyHeader: header)
-        return try dump(NetlinkRequest(m, context: "listing addresses")).map(InterfaceAddress.init(message:))
+        return try dump(NetlinkRequest(m, context: "listing addresses")) { try InterfaceAddress(message: $0) }
             .filter { interfaceIndex == nil || $0.interfaceIndex == interfaceIndex }
     }
 

@@ -223,7 +223,7 @@ extension NetlinkSocket {
     public func links() throws -> [Link] {
         var m = MessageBuilder(type: RTM.getLink, flags: [])
         m.append(familyHeader: ifinfomsg(index: 0, flags: [], change: []))
-        return try dump(NetlinkRequest(m, context: "listing links")).map(Link.init(message:))
+        return try dump(NetlinkRequest(m, context: "listing links")) { try Link(message: $0) }
     }
 
     /// The link called `name`, or nil when there is none.

@@ -1,0 +1,207 @@
+// netlink-bench: route programming and dumping with the Netlink module against
+// `ip -batch` / `ip route show`, in the same run, in throwaway namespaces.
+//
+//   swift run -c release netlink-bench [--count N ...] [--repeat R] [--json]
+//
+// Each measurement adds N /32 routes (`10.x.y.z/32 dev v0 scope link proto 201`) into a
+// fresh namespace, then dumps them back (after one untimed check dump on both sides).
+// Medians of R runs; ratios are nodenet vs iproute2. `ip` runs through posix_spawn, output
+// to /dev/null, and includes its start-up (shown separately).
+import Foundation
+import Netlink
+
+struct Options {
+    var counts: [Int] = []
+    var repeats = 3
+    var json = false
+
+    init(_ args: [String]) throws {
+        var i = 0
+        while i < args.count {
+            switch args[i] {
+            case "--count":
+                i += 1
+                guard i < args.count, let n = Int(args[i]), n > 0, n <= 1_000_000 else { throw Usage() }
+                counts.append(n)
+            case "--repeat":
+                i += 1
+                guard i < args.count, let n = Int(args[i]), (1...20).contains(n) else { throw Usage() }
+                repeats = n
+            case "--json": json = true
+            case "-h", "--help": throw Usage()
+            default: throw Usage()
+            }
+            i += 1
+        }
+        if counts.isEmpty { counts = [10_000, 100_000] }
+    }
+}
+
+struct Usage: Error {
+    static let text = """
+        usage: netlink-bench [--count N]... [--repeat R] [--json]
+          Adds N /32 routes into a fresh network namespace with the Netlink module (batched)
+          and with `ip -batch`, then dumps them with each; prints routes/s and ratios.
+          Defaults: --count 10000 --count 100000 --repeat 3. Needs root.
+        """
+}
+
+struct Row: Encodable {
+    var routes: Int
+    var nodenetAddSeconds: Double
+    var ipBatchAddSeconds: Double
+    var nodenetDumpSeconds: Double
+    var ipRouteShowSeconds: Double
+    /// Breakdown: the dump's messages without decoding, and `ip -n NS link show lo` (start-up).
+    var rawDumpSeconds: Double
+    var ipStartupSeconds: Double
+    var nodenetAddsPerSecond: Double { Double(routes) / nodenetAddSeconds }
+    var ipBatchAddsPerSecond: Double { Double(routes) / ipBatchAddSeconds }
+    var addSpeedup: Double { ipBatchAddSeconds / nodenetAddSeconds }
+    var dumpTimeRatio: Double { nodenetDumpSeconds / ipRouteShowSeconds }
+
+    enum CodingKeys: String, CodingKey {
+        case routes, nodenetAddSeconds, ipBatchAddSeconds, nodenetDumpSeconds, ipRouteShowSeconds
+        case nodenetAddsPerSecond, ipBatchAddsPerSecond, addSpeedup, dumpTimeRatio, rawDumpSeconds, ipStartupSeconds
+    }
+    func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(routes, forKey: .routes)
+        try c.encode(nodenetAddSeconds, forKey: .nodenetAddSeconds)
+        try c.encode(ipBatchAddSeconds, forKey: .ipBatchAddSeconds)
+        try c.encode(nodenetDumpSeconds, forKey: .nodenetDumpSeconds)
+        try c.encode(ipRouteShowSeconds, forKey: .ipRouteShowSeconds)
+        try c.encode(nodenetAddsPerSecond, forKey: .nodenetAddsPerSecond)
+        try c.encode(ipBatchAddsPerSecond, forKey: .ipBatchAddsPerSecond)
+        try c.encode(addSpeedup, forKey: .addSpeedup)
+        try c.encode(dumpTimeRatio, forKey: .dumpTimeRatio)
+        try c.encode(rawDumpSeconds, forKey: .rawDumpSeconds)
+        try c.encode(ipStartupSeconds, forKey: .ipStartupSeconds)
+    }
+}
+
+func seconds(_ body: () throws -> Void) rethrows -> Double {
+    let start = ContinuousClock.now
+    try body()
+    let d = ContinuousClock.now - start
+    return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+}
+
+func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
+
+/// Runs `ip ARGS` with stdout and stderr on /dev/null and returns its exit status.
+/// posix_spawn + waitpid: Foundation's Process polls for exit in 50 ms steps, which would
+/// distort the baseline.
+@discardableResult
+func ip(_ args: [String]) throws -> Int32 {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+    let argv = (["ip"] + args).map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var pid: pid_t = 0
+    let rc = posix_spawnp(&pid, "ip", &actions, nil, argv, environ)
+    guard rc == 0 else { throw BenchError("posix_spawnp(ip): \(String(cString: strerror(rc)))") }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    return (status >> 8) & 0xFF
+}
+
+let proto = RouteProtocol(rawValue: 201)
+
+func destination(_ i: Int) -> IPPrefix {
+    IPPrefix(IPAddress(ipv4: 0x0A00_0000 + UInt32(i)), length: 32)!
+}
+
+/// A fresh namespace with `v0` (a veth, up) to route to. Removed by `body`'s end.
+func withBenchNamespace<T>(_ body: (String, NetlinkSocket, Int32) throws -> T) throws -> T {
+    let name = "nnbench\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    try NetworkNamespace.create(name)
+    defer { try? NetworkNamespace.delete(name) }
+    let s = try NetlinkSocket(namespace: .named(name))
+    try s.add(LinkConfiguration(name: "v0", kind: .veth(peer: VethPeer(name: "v1")), up: true))
+    try s.setLink(named: "v1", LinkChange(up: true))
+    let index = try s.link(named: "v0")!.index
+    return try body(name, s, index)
+}
+
+func measure(count: Int) throws -> [Double] {
+    // nodenet: batched adds, then a kernel-filtered dump decoded into Route values.
+    var nodenetAdd = 0.0, nodenetDump = 0.0, ipAdd = 0.0, ipShow = 0.0, rawDump = 0.0, ipStartup = 0.0
+    try withBenchNamespace { _, s, index in
+        let requests = (0..<count).map {
+            Route(destination: destination($0), outputInterface: index, scope: .link, protocol: proto).addRequest
+        }
+        var failures = 0
+        nodenetAdd = seconds {
+            failures = s.batch(requests).filter { if case .failure = $0 { true } else { false } }.count
+        }
+        guard failures == 0 else { throw BenchError("\(failures) route adds failed") }
+        // Both sides check the count with one untimed dump first (the first dump after a mass
+        // insert also pays the kernel's deferred trie clean-up), then time theirs.
+        var dumped = try s.routes(RouteFilter(protocol: proto)).count
+        guard dumped == count else { throw BenchError("dumped \(dumped) of \(count) routes") }
+        rawDump = try seconds { dumped = try s.dump(RouteFilter(protocol: proto).request).count }
+        nodenetDump = try seconds { dumped = try s.routes(RouteFilter(protocol: proto)).count }
+    }
+    // iproute2: the same routes from a batch file, then `ip route show` of them.
+    try withBenchNamespace { name, s, _ in
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("\(name).batch")
+        defer { try? FileManager.default.removeItem(at: file) }
+        let text = (0..<count).map { "route add \(destination($0)) dev v0 scope link proto 201" }.joined(separator: "\n") + "\n"
+        try text.write(to: file, atomically: true, encoding: .utf8)
+        var status: Int32 = 0
+        ipAdd = try seconds { status = try ip(["-n", name, "-batch", file.path]) }
+        guard status == 0 else { throw BenchError("ip -batch exited \(status)") }
+        guard try s.routes(RouteFilter(protocol: proto)).count == count else { throw BenchError("ip -batch added too few") }
+        ipShow = try seconds { status = try ip(["-n", name, "route", "show", "proto", "201"]) }
+        guard status == 0 else { throw BenchError("ip route show exited \(status)") }
+        ipStartup = try seconds { status = try ip(["-n", name, "link", "show", "lo"]) }
+    }
+    return [nodenetAdd, ipAdd, nodenetDump, ipShow, rawDump, ipStartup]
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+do {
+    let options = try Options(Array(CommandLine.arguments.dropFirst()))
+    var rows: [Row] = []
+    for count in options.counts {
+        var samples: [[Double]] = []
+        for _ in 0..<options.repeats { samples.append(try measure(count: count)) }
+        let m = (0..<6).map { i in median(samples.map { $0[i] }) }
+        rows.append(Row(
+            routes: count, nodenetAddSeconds: m[0], ipBatchAddSeconds: m[1], nodenetDumpSeconds: m[2],
+            ipRouteShowSeconds: m[3], rawDumpSeconds: m[4], ipStartupSeconds: m[5]))
+    }
+    if options.json {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        print(String(decoding: try e.encode(rows), as: UTF8.self))
+    } else {
+        print("routes   nodenet add        ip -batch add      speedup   nodenet dump  ip route show  dump time ratio")
+        for r in rows {
+            print(String(
+                format: "%-8d %6.3f s %7.0f/s  %6.3f s %7.0f/s  %5.2fx    %7.3f s     %7.3f s      %5.2f",
+                r.routes, r.nodenetAddSeconds, r.nodenetAddsPerSecond, r.ipBatchAddSeconds, r.ipBatchAddsPerSecond,
+                r.addSpeedup, r.nodenetDumpSeconds, r.ipRouteShowSeconds, r.dumpTimeRatio))
+        }
+        for r in rows {
+            print(String(
+                format: "breakdown %d: raw kernel dump (no decoding) %.3f s; `ip -n NS link show lo` start-up %.3f s",
+                r.routes, r.rawDumpSeconds, r.ipStartupSeconds))
+        }
+        print("(medians of \(options.repeats) runs; targets: add speedup >= 1.5x, dump time ratio <= 0.5)")
+    }
+} catch is Usage {
+    print(Usage.text)
+    exit(2)
+} catch {
+    print("netlink-bench: \(error)")
+    exit(1)
+}

@@ -1,0 +1,312 @@
+import CBPF
+import Foundation
+import Testing
+
+@testable import Netlink
+
+/// Real kernel, in namespaces each test creates and always removes. Skipped without root.
+@Suite(.serialized, .enabled(if: Privileges.canManageNamespaces, Privileges.skipReason))
+struct IntegrationTests {
+    /// Two namespaces joined by a veth whose peer was created straight into the second one.
+    func withPair<T>(_ body: (_ a: NetlinkSocket, _ b: NetlinkSocket, _ names: [String], _ va: Link, _ vb: Link) throws -> T) throws -> T {
+        try withNamespaces(["a", "b"]) { names in
+            let a = try NetlinkSocket(namespace: .named(names[0]))
+            let b = try NetlinkSocket(namespace: .named(names[1]))
+            try a.add(LinkConfiguration(
+                name: "va", kind: .veth(peer: VethPeer(name: "vb", namespace: .named(names[1]))), mtu: 1500, up: true))
+            try b.setLink(named: "vb", LinkChange(up: true))
+            try a.setLink(named: "lo", LinkChange(up: true))
+            try b.setLink(named: "lo", LinkChange(up: true))
+            let va = try #require(try a.link(named: "va"))
+            let vb = try #require(try b.link(named: "vb"))
+            return try body(a, b, names, va, vb)
+        }
+    }
+
+    @Test func namespacesAreCreatedListedAndRemoved() throws {
+        let name = TestNames.unique("life")
+        try NetworkNamespace.create(name)
+        var removed = false
+        defer { if !removed { try? NetworkNamespace.delete(name) } }
+        #expect(NetworkNamespace.list().contains(name))
+        #expect(throws: NetlinkError(.exists)) { try NetworkNamespace.create(name) }
+        // A fresh namespace holds only lo, down; `ip netns` sees it too.
+        let links = try NetlinkSocket(namespace: .named(name)).links()
+        #expect(links.map(\.name) == ["lo"])
+        #expect(links[0].isUp == false)
+        #expect(try runTool(["ip", "netns", "list"]).output.contains(name))
+        try NetworkNamespace.delete(name)
+        removed = true
+        #expect(!NetworkNamespace.list().contains(name))
+        #expect(throws: NetlinkError(.noSuchFileOrDirectory)) { try NetworkNamespace.delete(name) }
+    }
+
+    @Test func vethPeerIsCreatedStraightIntoAnotherNamespace() throws {
+        try withPair { a, b, _, va, vb in
+            #expect(va.kind == "veth" && vb.kind == "veth")
+            #expect(va.peerIndex == vb.index && vb.peerIndex == va.index)
+            #expect(va.linkNetnsID != nil, "the peer lives in another namespace")
+            let inA = try a.links().map(\.name).sorted(), inB = try b.links().map(\.name).sorted()
+            #expect(inA == ["lo", "va"])
+            #expect(inB == ["lo", "vb"])
+            #expect(va.mtu == 1500 && vb.mtu == 1500)
+        }
+    }
+
+    @Test func linkAttributesChange() throws {
+        try withPair { a, _, _, va, _ in
+            let mac = MACAddress("02:00:0a:00:02:b8")!
+            try a.setLink(index: va.index, LinkChange(noARP: true, mtu: 1400, address: mac))
+            let changed = try #require(try a.link(index: va.index))
+            #expect(changed.isNoARP && changed.mtu == 1400 && changed.address == mac)
+            try a.add(LinkConfiguration(name: "br0", kind: .bridge, up: true))
+            let bridge = try #require(try a.link(named: "br0"))
+            try a.setLink(index: va.index, LinkChange(masterIndex: bridge.index))
+            #expect(try a.link(index: va.index)?.masterIndex == bridge.index)
+            #expect(try a.link(index: va.index)?.slaveKind == "bridge")
+            try a.setLink(index: va.index, LinkChange(masterIndex: 0))
+            #expect(try a.link(index: va.index)?.masterIndex == nil)
+            try a.deleteLink(named: "br0")
+            #expect(try a.link(named: "br0") == nil)
+        }
+    }
+
+    @Test func linkMovesToAnotherNamespace() throws {
+        try withPair { a, b, names, _, _ in
+            try a.add(LinkConfiguration(name: "m0", kind: .veth(peer: VethPeer(name: "m1"))))
+            let m1 = try #require(try a.link(named: "m1"))
+            try a.moveLink(index: m1.index, to: .named(names[1]))
+            #expect(try a.link(named: "m1") == nil)
+            #expect(try b.link(named: "m1")?.kind == "veth")
+        }
+    }
+
+    @Test func dummyLinksNeedTheDriver() throws {
+        try withNamespaces(["dummy"]) { names in
+            let s = try NetlinkSocket(namespace: .named(names[0]))
+            do {
+                try s.add(LinkConfiguration(name: "d0", kind: .dummy))
+                #expect(try s.link(named: "d0")?.kind == "dummy")
+            } catch let e as NetlinkError where e.errno == .notSupported || e.errno == .noSuchDevice || e.errno == .notFound {
+                print("dummy link case skipped: this kernel has no dummy driver (\(e))")
+            }
+        }
+    }
+
+    @Test func slash32AddressesOnlinkAndDefaultRoutesCarryAPing() throws {
+        try withPair { a, b, names, va, vb in
+            // A: 10.99.0.1/32 on va and 10.99.1.1/32 on lo; B: 10.99.0.2/32 on vb.
+            try a.add(InterfaceAddress(interfaceIndex: va.index, prefix: IPPrefix("10.99.0.1/32")!))
+            try a.add(InterfaceAddress(interfaceIndex: 1, prefix: IPPrefix("10.99.1.1/32")!))
+            try b.add(InterfaceAddress(interfaceIndex: vb.index, prefix: IPPrefix("10.99.0.2/32")!, scope: .universe))
+            // /32 gives no connected route: a scope-link host route each way, then B's default.
+            try a.add(Route(destination: IPPrefix("10.99.0.2/32")!, outputInterface: va.index, scope: .link))
+            try b.add(Route(destination: IPPrefix("10.99.0.1/32")!, outputInterface: vb.index, scope: .link))
+            try b.add(Route(destination: IPPrefix("0.0.0.0/0")!, gateway: IPAddress("10.99.0.1"), outputInterface: vb.index, onLink: true, mtu: 1500))
+
+            let addresses = try b.addresses(family: .inet, interfaceIndex: vb.index)
+            #expect(addresses.map(\.prefix) == [IPPrefix("10.99.0.2/32")!])
+            let routes = try b.routes(RouteFilter(outputInterface: vb.index))
+            let def = try #require(routes.first { $0.isDefault })
+            #expect(def.gateway == IPAddress("10.99.0.1") && def.onLink && def.mtu == 1500)
+            #expect(try b.routeLookup(to: IPAddress("10.99.1.1")!).gateway == IPAddress("10.99.0.1"))
+
+            // Real packets: B reaches A's lo address only through its default route.
+            let ping = try runTool(["ip", "netns", "exec", names[1], "ping", "-c", "2", "-i", "0.2", "-W", "2", "10.99.1.1"])
+            #expect(ping.status == 0, "\(ping.output)")
+            #expect(ping.output.contains("2 received"))
+        }
+    }
+
+    @Test func replaceChangesTheGatewayWhileAddExclusiveFails() throws {
+        try withPair { a, _, _, va, _ in
+            let route = Route(destination: IPPrefix("10.50.0.0/24")!, gateway: IPAddress("10.99.0.2"), outputInterface: va.index, onLink: true)
+            try a.add(route)
+            let error = #expect(throws: NetlinkError.self) { try a.add(route) }
+            #expect(error == NetlinkError(.exists))
+            #expect(error?.description.hasPrefix("adding route 10.50.0.0/24 via 10.99.0.2") == true)
+            var moved = route
+            moved.gateway = IPAddress("10.99.0.3")
+            try a.replace(moved)
+            let found = try a.routes(RouteFilter(outputInterface: va.index)).filter { $0.destination == route.destination }
+            #expect(found.count == 1)
+            #expect(found.first?.gateway == IPAddress("10.99.0.3"))
+            try a.delete(moved)
+            #expect(try a.routes(RouteFilter(outputInterface: va.index)).isEmpty)
+            #expect(throws: NetlinkError(.notFound)) { try a.delete(moved) }
+        }
+    }
+
+    @Test func badGatewayCarriesTheKernelsWords() throws {
+        try withPair { a, _, _, va, _ in
+            let route = Route(destination: IPPrefix("10.0.1.0/24")!, gateway: IPAddress("172.18.0.3"), outputInterface: va.index)
+            let error = #expect(throws: NetlinkError.self) { try a.add(route) }
+            #expect(error?.kernelMessage == "Nexthop has invalid gateway")
+            #expect(error?.description == "adding route 10.0.1.0/24 via 172.18.0.3 dev \(va.index): Nexthop has invalid gateway (ENETUNREACH)")
+        }
+    }
+
+    @Test func tenThousandBatchedRoutesDumpBackEqual() throws {
+        try withPair { a, _, _, va, _ in
+            let proto = RouteProtocol(rawValue: 201)
+            let wanted = (0..<10_000).map { i in
+                Route(destination: IPPrefix(IPAddress(ipv4: 0x0AC8_0000 + UInt32(i)), length: 32)!, outputInterface: va.index, scope: .link, protocol: proto)
+            }
+            let results = a.batch(wanted.map(\.addRequest))
+            #expect(results.allSatisfy { if case .success = $0 { true } else { false } })
+            let dumped = try a.routes(RouteFilter(protocol: proto))
+            #expect(dumped.count == 10_000)
+            #expect(Set(dumped.map(\.destination)) == Set(wanted.map(\.destination)))
+            #expect(dumped.allSatisfy { $0.outputInterface == va.index && $0.scope == .link && $0.protocol == proto })
+            // A second batch of the same adds fails route by route, with the kernel's errno.
+            let again = a.batch(Array(wanted.prefix(3)).map(\.addRequest))
+            #expect(again.allSatisfy { if case .failure(let e) = $0 { e == NetlinkError(.exists) } else { false } })
+            // The kernel filter really filters: other protocols are not returned.
+            try a.add(Route(destination: IPPrefix("10.201.0.0/24")!, outputInterface: va.index, scope: .link))
+            #expect(try a.routes(RouteFilter(protocol: proto)).count == 10_000)
+            #expect(a.batch(wanted.map(\.deleteRequest)).allSatisfy { if case .success = $0 { true } else { false } })
+            #expect(try a.routes(RouteFilter(protocol: proto)).isEmpty)
+        }
+    }
+
+    @Test func monitorSeesARouteAddedOverAnotherSocket() async throws {
+        try await withNamespaces(["mon"]) { names in
+            let ns = NamespaceReference.named(names[0])
+            let s = try NetlinkSocket(namespace: ns)
+            try s.setLink(named: "lo", LinkChange(up: true))
+            let monitor = try NetlinkMonitor(namespace: ns, groups: [.ipv4Route, .link])
+            defer { monitor.stop() }
+            try NetlinkSocket(namespace: ns).add(Route(destination: IPPrefix("10.77.0.0/16")!, outputInterface: 1, scope: .link))
+            let seen = try await withTimeout(seconds: 5) { () -> Route? in
+                for await event in monitor {
+                    if case .newRoute(let r) = event, r.destination == IPPrefix("10.77.0.0/16") { return r }
+                }
+                return nil
+            }
+            #expect(seen?.outputInterface == 1)
+        }
+    }
+
+    @Test func monitorReportsOverrunInsteadOfStopping() async throws {
+        try await withNamespaces(["ovr"]) { names in
+            let ns = NamespaceReference.named(names[0])
+            let s = try NetlinkSocket(namespace: ns)
+            try s.setLink(named: "lo", LinkChange(up: true))
+            // A tiny receive buffer and a burst of 5 000 routes overflow it.
+            let monitor = try NetlinkMonitor(namespace: ns, groups: [.ipv4Route], receiveBuffer: 4096)
+            defer { monitor.stop() }
+            let routes = (0..<5_000).map { Route(destination: IPPrefix(IPAddress(ipv4: 0x0A4D_0000 + UInt32($0)), length: 32)!, outputInterface: 1, scope: .link) }
+            _ = s.batch(routes.map(\.addRequest))
+            try s.add(Route(destination: IPPrefix("10.78.0.0/16")!, outputInterface: 1, scope: .link))
+            let outcome = try await withTimeout(seconds: 10) { () -> (Bool, Bool)? in
+                var overrun = false
+                for await event in monitor {
+                    if case .overrun = event { overrun = true }
+                    if case .newRoute(let r) = event, r.destination == IPPrefix("10.78.0.0/16") { return (overrun, true) }
+                }
+                return (overrun, false)
+            }
+            #expect(outcome?.0 == true, "an overrun event is delivered")
+            #expect(outcome?.1 == true, "events keep coming after the overrun")
+        }
+    }
+
+    @Test func clsactWithBPFFilterIsListedWithItsProgramName() throws {
+        try withPair { a, _, names, va, _ in
+            try a.addClsact(interfaceIndex: va.index)
+            #expect(try a.qdiscs(interfaceIndex: va.index).contains { $0.isClsact })
+            #expect(throws: NetlinkError(.exists)) { try a.addClsact(interfaceIndex: va.index) }
+            let insns: [bpf_insn] = [
+                bpf_insn(code: 0xb7, dst_reg: 0, src_reg: 0, off: 0, imm: 0),  // r0 = TC_ACT_OK
+                bpf_insn(code: 0x95, dst_reg: 0, src_reg: 0, off: 0, imm: 0),  // exit
+            ]
+            let fd = insns.withUnsafeBufferPointer { bpf_prog_load(BPF_PROG_TYPE_SCHED_CLS, "nn_pass", "GPL", $0.baseAddress, 2, nil) }
+            try #require(fd >= 0, "loading a trivial tc program")
+            defer { close(fd) }
+            var info = bpf_prog_info()
+            var length = UInt32(MemoryLayout<bpf_prog_info>.size)
+            #expect(bpf_obj_get_info_by_fd(fd, &info, &length) == 0)
+
+            try a.add(BPFFilterConfiguration(interfaceIndex: va.index, direction: .ingress, programFD: fd, name: "nodenet-test"))
+            let filters = try a.filters(interfaceIndex: va.index, direction: .ingress)
+            #expect(filters.count == 1)
+            #expect(filters.first?.bpf?.name == "nodenet-test")
+            #expect(filters.first?.bpf?.programID == info.id)
+            #expect(filters.first?.bpf?.directAction == true)
+            #expect(try a.filters(interfaceIndex: va.index, direction: .egress).isEmpty)
+            // Standard tools see it under its name.
+            let shown = try runTool(["tc", "-n", names[0], "filter", "show", "dev", "va", "ingress"])
+            #expect(shown.output.contains("nodenet-test") && shown.output.contains("direct-action"))
+            // Replace keeps one filter; delete removes it; deleting clsact removes the hook.
+            try a.replace(BPFFilterConfiguration(interfaceIndex: va.index, direction: .ingress, programFD: fd, name: "nodenet-test2"))
+            #expect(try a.filters(interfaceIndex: va.index, direction: .ingress).map { $0.bpf?.name } == ["nodenet-test2"])
+            try a.deleteFilter(interfaceIndex: va.index, direction: .ingress, priority: 1)
+            #expect(try a.filters(interfaceIndex: va.index, direction: .ingress).isEmpty)
+            try a.deleteClsact(interfaceIndex: va.index)
+            #expect(try !a.qdiscs(interfaceIndex: va.index).contains { $0.isClsact })
+        }
+    }
+
+    @Test func neighboursAreReplacedListedAndDeleted() throws {
+        try withPair { a, _, _, va, _ in
+            let entry = Neighbour(interfaceIndex: va.index, address: IPAddress("10.99.0.9")!, linkLayerAddress: MACAddress("02:00:00:00:00:09"))
+            try a.replace(entry)
+            var updated = entry
+            updated.linkLayerAddress = MACAddress("02:00:00:00:00:0a")
+            try a.replace(updated)
+            let listed = try a.neighbours(family: .inet, interfaceIndex: va.index).filter { $0.address == entry.address }
+            #expect(listed.count == 1)
+            #expect(listed.first?.linkLayerAddress == updated.linkLayerAddress && listed.first?.state == .permanent)
+            try a.delete(updated)
+            #expect(try a.neighbours(family: .inet, interfaceIndex: va.index).allSatisfy { $0.address != entry.address })
+        }
+    }
+
+    @Test func sysctlIsPerNamespace() throws {
+        try withNamespaces(["sys"]) { names in
+            let ns = NamespaceReference.named(names[0])
+            let root = try Sysctl.read("net.ipv4.ip_forward")
+            try Sysctl.write("net.ipv4.ip_forward", "1", in: ns)
+            #expect(try Sysctl.read("net.ipv4.ip_forward", in: ns) == "1")
+            #expect(try Sysctl.read("net.ipv4.ip_forward") == root, "the root namespace is untouched")
+            try Sysctl.write("net/ipv4/conf/lo/rp_filter", "0", in: ns)
+            #expect(try Sysctl.read("net.ipv4.conf.lo.rp_filter", in: ns) == "0")
+        }
+    }
+
+    @Test func oneSocketServesManyTasksAtOnce() async throws {
+        try await withNamespaces(["par"]) { names in
+            let s = try NetlinkSocket(namespace: .named(names[0]))
+            try s.setLink(named: "lo", LinkChange(up: true))
+            try await withThrowingTaskGroup(of: Int.self) { group in
+                for i in 0..<16 {
+                    group.addTask {
+                        try s.add(Route(destination: IPPrefix(IPAddress(ipv4: 0x0A58_0000 + UInt32(i) << 8), length: 24)!, outputInterface: 1, scope: .link))
+                        return try s.links().count
+                    }
+                }
+                for try await count in group { #expect(count == 1) }
+            }
+            #expect(try s.routes(RouteFilter(outputInterface: 1)).count == 16)
+        }
+    }
+}
+
+/// Runs `body`, failing with a timeout after `seconds` (tests must be bounded).
+func withTimeout<T: Sendable>(seconds: Double, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(nanoseconds: UInt64(seconds * 1e9))
+            throw TimeoutError(seconds: seconds)
+        }
+        let first = try await group.next()!
+        group.cancelAll()
+        return first
+    }
+}
+
+struct TimeoutError: Error, CustomStringConvertible {
+    let seconds: Double
+    var description: String { "timed out after \(seconds) s" }
+}
