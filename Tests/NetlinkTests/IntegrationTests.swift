@@ -41,6 +41,16 @@ struct IntegrationTests {
         #expect(throws: NetlinkError(.noSuchFileOrDirectory)) { try NetworkNamespace.delete(name) }
     }
 
+    @Test func aTableThatDoesNotExistYetHasNoRoutes() throws {
+        try withNamespaces(["empty"]) { names in
+            let s = try NetlinkSocket(namespace: .named(names[0]))
+            // A fresh namespace has no main table until its first route: the kernel says ENOENT.
+            let raw = #expect(throws: NetlinkError.self) { try s.dump(RouteFilter(table: RouteTable.main).request) }
+            #expect(raw?.kernelMessage == "ipv4: FIB table does not exist")
+            #expect(try s.routes(RouteFilter(table: RouteTable.main)).isEmpty)
+        }
+    }
+
     @Test func vethPeerIsCreatedStraightIntoAnotherNamespace() throws {
         try withPair { a, b, _, va, vb in
             #expect(va.kind == "veth" && vb.kind == "veth")

@@ -21,12 +21,20 @@ final class MnlTransport: NetlinkTransport, @unchecked Sendable {
     private let handle: OpaquePointer
     let portID: UInt32
 
-    init(namespace: NamespaceReference, groups: MulticastGroups) throws {
-        let fd: Int32 = try NetworkNamespace.run(in: namespace) {
-            let fd = socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), SocketOption.netlinkRoute)
-            guard fd >= 0 else { throw NetlinkError.system("socket(AF_NETLINK)", context: "opening netlink socket in \(namespace)") }
-            return fd
-        }
+    /// A raw netlink socket in the calling thread's namespace.
+    static func openSocket(_ namespace: NamespaceReference) throws -> Int32 {
+        let fd = socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), SocketOption.netlinkRoute)
+        guard fd >= 0 else { throw NetlinkError.system("socket(AF_NETLINK)", context: "opening netlink socket in \(namespace)") }
+        return fd
+    }
+
+    convenience init(namespace: NamespaceReference, groups: MulticastGroups) throws {
+        let fd: Int32 = try NetworkNamespace.run(in: namespace) { try Self.openSocket(namespace) }
+        try self.init(fd: fd, namespace: namespace, groups: groups)
+    }
+
+    /// Takes over `fd`, a netlink socket created in `namespace`.
+    init(fd: Int32, namespace: NamespaceReference, groups: MulticastGroups) throws {
         guard let handle = mnl_socket_fdopen(fd) else {
             let e = NetlinkError.system("mnl_socket_fdopen")
             close(fd)

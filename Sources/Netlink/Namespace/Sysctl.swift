@@ -43,6 +43,36 @@ public enum Sysctl {
     }
 }
 
+extension Sysctl {
+    /// Reads many keys with one namespace switch; a key that does not exist reads as nil.
+    public static func read(_ keys: [String], in namespace: NamespaceReference = .current) throws -> [String: String] {
+        try NetworkNamespace.run(in: namespace) {
+            var values: [String: String] = [:]
+            for key in keys {
+                if let value = try? read(key, in: .current) { values[key] = value }
+            }
+            return values
+        }
+    }
+
+    /// Writes many values with one namespace switch, in order; stops at the first failure
+    /// and returns how many were written before it.
+    public static func write(_ settings: [(key: String, value: String)], in namespace: NamespaceReference = .current) -> (written: Int, error: NetlinkError?) {
+        do {
+            return try NetworkNamespace.run(in: namespace) {
+                for (i, s) in settings.enumerated() {
+                    do { try write(s.key, s.value, in: .current) } catch let e as NetlinkError { return (i, e) }
+                }
+                return (settings.count, nil)
+            }
+        } catch let e as NetlinkError {
+            return (0, e)
+        } catch {
+            return (0, NetlinkError(.protocolError, kind: .system, detail: "\(error)"))
+        }
+    }
+}
+
 extension String {
     fileprivate func replacingDots() -> String {
         String(map { $0 == "." ? "/" : $0 })

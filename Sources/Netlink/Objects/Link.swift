@@ -22,6 +22,14 @@ public struct Link: Sendable, Equatable {
     public var unknownAttributes: [NetlinkAttribute]
 
     public var isUp: Bool { flags.contains(.up) }
+
+    /// Deletes the link called `name` (a veth takes its peer with it).
+    public static func deleteRequest(named name: String) -> NetlinkRequest {
+        var m = MessageBuilder(type: RTM.delLink, flags: [])
+        m.append(familyHeader: ifinfomsg(index: 0, flags: [], change: []))
+        m.attribute(IFLA.ifname, string: name)
+        return NetlinkRequest(m, context: "deleting link \(name)")
+    }
     public var isNoARP: Bool { flags.contains(.noARP) }
 
     static let headerSize = 16
@@ -100,12 +108,16 @@ public struct VethPeer: Sendable, Equatable {
     public var namespace: NamespaceReference
     public var mtu: UInt32?
     public var address: MACAddress?
+    /// Create the peer with NOARP set. (A peer cannot be created *up*: the kernel opens it
+    /// before the pair is linked and answers ENOTCONN; bring it up afterwards.)
+    public var noARP: Bool
 
-    public init(name: String, namespace: NamespaceReference = .current, mtu: UInt32? = nil, address: MACAddress? = nil) {
+    public init(name: String, namespace: NamespaceReference = .current, mtu: UInt32? = nil, address: MACAddress? = nil, noARP: Bool = false) {
         self.name = name
         self.namespace = namespace
         self.mtu = mtu
         self.address = address
+        self.noARP = noARP
     }
 }
 
@@ -149,7 +161,8 @@ public struct LinkConfiguration: Sendable, Equatable {
             if case .veth(let peer) = kind {
                 info.nested(IFLA.infoData) { data in
                     data.nested(IFLA.vethInfoPeer) { p in
-                        p.append(familyHeader: ifinfomsg(index: 0, flags: [], change: []))
+                        let peerFlags: InterfaceFlags = peer.noARP ? [.noARP] : []
+                        p.append(familyHeader: ifinfomsg(index: 0, flags: peerFlags, change: peerFlags))
                         p.attribute(IFLA.ifname, string: peer.name)
                         if let mtu = peer.mtu ?? mtu { p.attribute(IFLA.mtu, u32: mtu) }
                         if let address = peer.address { p.attribute(IFLA.address, address.bytes) }
@@ -184,6 +197,13 @@ public struct LinkChange: Sendable, Equatable {
         self.address = address
         self.masterIndex = masterIndex
         self.name = name
+    }
+
+    /// The request for the link called `name` (the kernel looks it up; no ifindex needed).
+    public func request(named linkName: String) -> NetlinkRequest {
+        var r = request(index: 0, describing: "changing link \(linkName)")
+        r.message.attribute(IFLA.ifname, string: linkName)
+        return r
     }
 
     /// The request. `namespaceFD`, when given, moves the link into that namespace.
@@ -280,12 +300,7 @@ extension NetlinkSocket {
         try execute(NetlinkRequest(m, context: "deleting link \(index)"))
     }
 
-    public func deleteLink(named name: String) throws {
-        var m = MessageBuilder(type: RTM.delLink, flags: [])
-        m.append(familyHeader: ifinfomsg(index: 0, flags: [], change: []))
-        m.attribute(IFLA.ifname, string: name)
-        try execute(NetlinkRequest(m, context: "deleting link \(name)"))
-    }
+    public func deleteLink(named name: String) throws { try execute(Link.deleteRequest(named: name)) }
 
     private func withPeerNamespace(_ link: LinkConfiguration, _ body: (Int32?) throws -> Void) throws {
         guard case .veth(let peer) = link.kind, peer.namespace != .current else { return try body(nil) }

@@ -195,10 +195,17 @@ public struct RouteFilter: Sendable, Equatable {
 }
 
 extension NetlinkSocket {
+    /// Routes matching `filter`. A table that does not exist yet (a fresh namespace has no
+    /// main table until its first route) holds no routes: the kernel's ENOENT for a
+    /// table-filtered dump is returned as an empty list.
     public func routes(_ filter: RouteFilter = RouteFilter()) throws -> [Route] {
-        try dump(filter.request) { message -> Route? in
-            let route = try Route(message: message)
-            return filter.matches(route) ? route : nil
+        do {
+            return try dump(filter.request) { message -> Route? in
+                let route = try Route(message: message)
+                return filter.matches(route) ? route : nil
+            }
+        } catch let e as NetlinkError where e.kind == .kernel && e.errno == .noSuchFileOrDirectory && filter.table != nil {
+            return []
         }
     }
 

@@ -1,0 +1,234 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Executes a plan: consecutive operations in the same namespace go to the kernel as one
+/// batch; every success records its inverse; the first failure rolls everything back.
+struct Applier {
+    /// How to undo one operation that succeeded.
+    enum UndoStep {
+        case request(NamespaceScope, NetlinkRequest)
+        case sysctl(key: String, value: String)
+        /// Cannot be restored (a deleted link comes back only as a new link).
+        case irreversible(String)
+    }
+
+    let session: NodeSession
+    private(set) var undo: [UndoStep] = []
+    private(set) var applied = 0
+
+    init(session: NodeSession) { self.session = session }
+
+    /// Runs all `changes`; on failure throws `ApplyFailure` after rolling back.
+    mutating func run(_ changes: [PlannedChange]) throws {
+        var start = 0
+        while start < changes.count {
+            var end = start + 1
+            let key = groupKey(changes[start].operation)
+            while end < changes.count, key != nil, groupKey(changes[end].operation) == key { end += 1 }
+            let group = Array(changes[start..<end])
+            do {
+                try execute(group)
+            } catch let failure as GroupFailure {
+                let rollback = rollBack()
+                throw ApplyFailure(change: failure.change, error: failure.error, rollback: rollback)
+            }
+            start = end
+        }
+    }
+
+    private enum GroupKey: Equatable {
+        case netlink(NamespaceScope)
+        case sysctl
+    }
+
+    private func groupKey(_ op: Operation) -> GroupKey? {
+        switch op {
+        case .createHostPair: return nil
+        case .setSysctl: return .sysctl
+        default: return .netlink(op.scope)
+        }
+    }
+
+    struct GroupFailure: Error {
+        let change: PlannedChange
+        let error: any Error
+    }
+
+    private mutating func execute(_ group: [PlannedChange]) throws {
+        switch group[0].operation {
+        case .setSysctl:
+            let settings = group.compactMap { c -> (key: String, value: String)? in
+                if case .setSysctl(let s, _) = c.operation { return (s.key, s.value) }
+                return nil
+            }
+            let (written, error) = Sysctl.write(settings, in: session.namespace)
+            for change in group.prefix(written) {
+                if case .setSysctl(let s, let previous?) = change.operation { undo.append(.sysctl(key: s.key, value: previous)) }
+                applied += 1
+            }
+            if let error { throw GroupFailure(change: group[written], error: error) }
+        default:
+            try executeNetlink(group)
+        }
+    }
+
+    private mutating func executeNetlink(_ group: [PlannedChange]) throws {
+        let scope = group[0].operation.scope
+        let socket: NetlinkSocket
+        do { socket = try session.socket(for: scope) } catch { throw GroupFailure(change: group[0], error: error) }
+        // Device names → ifindex as the namespace is now (earlier groups may have created them).
+        var indices: [String: Int32] = [:]
+        if group.contains(where: \.needsIndices) {
+            do {
+                indices = Dictionary(try socket.links().map { ($0.name, $0.index) }, uniquingKeysWith: { a, _ in a })
+            } catch { throw GroupFailure(change: group[0], error: error) }
+        }
+        var namespaceFDs: [String: Int32] = [:]
+        defer { for fd in namespaceFDs.values { close(fd) } }
+        var requests: [NetlinkRequest] = []
+        var inverses: [UndoStep] = []
+        for change in group {
+            do {
+                let (request, inverse) = try build(change.operation, indices: indices, namespaceFDs: &namespaceFDs)
+                requests.append(request)
+                inverses.append(inverse)
+            } catch {
+                // Nothing of this group was sent yet; send what came before it first.
+                let sent = requests.count
+                try send(Array(group.prefix(sent)), requests, inverses, on: socket)
+                throw GroupFailure(change: change, error: error)
+            }
+        }
+        try send(group, requests, inverses, on: socket)
+    }
+
+    private mutating func send(_ group: [PlannedChange], _ requests: [NetlinkRequest], _ inverses: [UndoStep], on socket: NetlinkSocket) throws {
+        guard !requests.isEmpty else { return }
+        let results = requests.count == 1
+            ? [Result { try socket.execute(requests[0]) }.map { _ in () }.mapError { $0 as? NetlinkError ?? NetlinkError(.protocolError) }]
+            : socket.batch(requests)
+        var firstFailure: (PlannedChange, NetlinkError)?
+        for (i, result) in results.enumerated() {
+            switch result {
+            case .success:
+                undo.append(inverses[i])
+                applied += 1
+            case .failure(let error):
+                if firstFailure == nil { firstFailure = (group[i], error) }
+            }
+        }
+        if let (change, error) = firstFailure { throw GroupFailure(change: change, error: error) }
+    }
+
+    /// The request for one operation and the step that undoes it.
+    private func build(_ op: Operation, indices: [String: Int32], namespaceFDs: inout [String: Int32]) throws -> (NetlinkRequest, UndoStep) {
+        func index(_ device: String) throws -> Int32 {
+            guard let i = indices[device] else { throw NodeNetError.missing("device \(device) does not exist in \(op.scope)") }
+            return i
+        }
+        switch op {
+        case .createHostPair(let mtu):
+            let config = LinkConfiguration(
+                name: NodeNetNames.hostDevice,
+                kind: .veth(peer: VethPeer(name: NodeNetNames.netDevice, mtu: mtu, noARP: true)),
+                mtu: mtu, up: true, noARP: true)
+            return (config.createRequest(), .request(.node, Link.deleteRequest(named: NodeNetNames.hostDevice)))
+        case .setLink(let scope, let device, let change, let undoChange):
+            return (change.request(named: device), .request(scope, undoChange.request(named: device)))
+        case .addAddress(let scope, let device, let prefix, let addressScope):
+            let address = InterfaceAddress(interfaceIndex: try index(device), prefix: prefix, scope: addressScope)
+            return (address.addRequest, .request(scope, address.deleteRequest))
+        case .deleteAddress(let scope, _, let address):
+            return (address.deleteRequest, .request(scope, address.addRequest))
+        case .putRoute(let scope, let intent, let previous):
+            let route = intent.route(interfaceIndex: try index(intent.device))
+            if let previous {
+                return (route.replaceRequest, .request(scope, previous.replaceRequest))
+            }
+            return (route.addRequest, .request(scope, route.deleteRequest))
+        case .deleteRoute(let scope, let route):
+            return (route.deleteRequest, .request(scope, route.addRequest))
+        case .setSysctl:
+            fatalError("sysctls are applied by group")
+        case .createEndpoint(let device, let netns, let mtu):
+            let fd: Int32
+            if let open = namespaceFDs[netns] { fd = open } else {
+                fd = try NetworkNamespace.open(NamespaceReference(netns))
+                namespaceFDs[netns] = fd
+            }
+            let config = LinkConfiguration(
+                name: device, kind: .veth(peer: VethPeer(name: NodeNetNames.podDevice, namespace: NamespaceReference(netns), mtu: mtu)),
+                mtu: mtu, up: true)
+            return (config.createRequest(peerNamespaceFD: fd), .request(.node, Link.deleteRequest(named: device)))
+        case .deleteLink(let scope, let device):
+            return (Link.deleteRequest(named: device), .irreversible("\(device) in \(scope) was deleted and cannot be restored"))
+        }
+    }
+
+    /// Undoes every recorded step, newest first. Returns what could not be undone.
+    mutating func rollBack() -> RollbackOutcome {
+        var failures: [String] = []
+        var undone = 0
+        for step in undo.reversed() {
+            switch step {
+            case .request(let scope, let request):
+                do {
+                    try session.socket(for: scope).execute(request)
+                    undone += 1
+                } catch {
+                    failures.append("\(request.context) [\(scope)]: \(error)")
+                }
+            case .sysctl(let key, let value):
+                do {
+                    try Sysctl.write(key, value, in: session.namespace)
+                    undone += 1
+                } catch {
+                    failures.append("restoring sysctl \(key)=\(value): \(error)")
+                }
+            case .irreversible(let what):
+                failures.append(what)
+            }
+        }
+        undo.removeAll()
+        return RollbackOutcome(undone: undone, failures: failures)
+    }
+}
+
+extension PlannedChange {
+    var needsIndices: Bool {
+        switch operation {
+        case .addAddress, .putRoute: return true
+        default: return false
+        }
+    }
+}
+
+public struct RollbackOutcome: Sendable, CustomStringConvertible {
+    public var undone: Int
+    public var failures: [String]
+    public var complete: Bool { failures.isEmpty }
+
+    public var description: String {
+        complete
+            ? "rolled back: \(undone) change\(undone == 1 ? "" : "s") undone, the node is as it was before the apply"
+            : "rollback incomplete: \(undone) changes undone; not restored:\n" + failures.map { "  \($0)" }.joined(separator: "\n")
+    }
+}
+
+/// An apply that failed midway: what failed, the kernel's error, and the rollback's outcome.
+public struct ApplyFailure: Error, Sendable, CustomStringConvertible {
+    public var change: PlannedChange
+    public var error: any Error & Sendable
+    public var rollback: RollbackOutcome
+
+    init(change: PlannedChange, error: any Error, rollback: RollbackOutcome) {
+        self.change = change
+        self.error = (error as? NetlinkError).map { $0 as any Error & Sendable } ?? NodeNetError.state("\(error)")
+        self.rollback = rollback
+    }
+
+    public var description: String {
+        "apply failed at \(change.subject) [\(change.namespace)]: \(error)\n\(rollback)"
+    }
+}

@@ -1,0 +1,57 @@
+/// Sockets for one node: its own namespace and the pods' namespaces (opened together on
+/// one helper thread, cached for the session).
+public final class NodeSession: @unchecked Sendable {
+    public let namespace: NamespaceReference
+    public let node: NetlinkSocket
+    private var podSockets: [String: NetlinkSocket] = [:]
+    /// Why a pod namespace could not be opened, by `netns`.
+    private(set) var podErrors: [String: String] = [:]
+
+    public init(namespace: NamespaceReference = .current) throws {
+        self.namespace = namespace
+        node = try NetlinkSocket(namespace: namespace)
+    }
+
+    /// Sockets for the given pod namespaces; namespaces that cannot be entered are left out.
+    func podSockets(_ netnsNames: [String]) -> [String: NetlinkSocket] {
+        let missing = netnsNames.filter { podSockets[$0] == nil }
+        if !missing.isEmpty {
+            for (name, result) in zip(missing, NetlinkSocket.open(in: missing.map(NamespaceReference.init))) {
+                switch result {
+                case .success(let socket): podSockets[name] = socket
+                case .failure(let error): podErrors[name] = "\(error)"
+                }
+            }
+        }
+        return podSockets.filter { netnsNames.contains($0.key) }
+    }
+
+    func podSocket(_ netns: String) throws -> NetlinkSocket {
+        if let s = podSockets(Array([netns]))[netns] { return s }
+        throw NodeNetError.missing("network namespace \(netns) cannot be entered")
+    }
+
+    func socket(for scope: NamespaceScope) throws -> NetlinkSocket {
+        switch scope {
+        case .node: return node
+        case .pod(let netns): return try podSocket(netns)
+        }
+    }
+
+    /// The MTU of `device` in the node's namespace.
+    public func mtu(of device: String) throws -> UInt32? { try node.link(named: device)?.mtu }
+
+    /// Reads everything the plan compares: node links/addresses/owned routes, the sysctls the
+    /// desired state names, and each pod namespace's links/addresses/owned routes.
+    public func observe(_ desired: DesiredState) throws -> ObservedState {
+        let nodeState = try ObservedNamespace.read(node)
+        let sysctls = try Sysctl.read(desired.sysctls.map(\.key), in: namespace)
+        let netnsNames = desired.endpoints.map(\.pod.netns)
+        var pods: [String: ObservedNamespace] = [:]
+        for (netns, socket) in podSockets(netnsNames) {
+            // A pod namespace can disappear between opening and reading: treat it as gone.
+            do { pods[netns] = try ObservedNamespace.read(socket) } catch { podErrors[netns] = "\(error)" }
+        }
+        return ObservedState(node: nodeState, sysctls: sysctls, pods: pods, podErrors: podErrors.filter { pods[$0.key] == nil })
+    }
+}

@@ -1,0 +1,47 @@
+/// What the kernel holds right now, read with one dump per object kind per namespace.
+public struct ObservedNamespace: Sendable, Equatable {
+    public var links: [String: Link]
+    public var addresses: [InterfaceAddress]
+    /// Main-table IPv4 routes carrying nodenet's protocol.
+    public var ownedRoutes: [Route]
+
+    public init(links: [Link], addresses: [InterfaceAddress], ownedRoutes: [Route]) {
+        self.links = Dictionary(links.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        self.addresses = addresses
+        self.ownedRoutes = ownedRoutes
+    }
+
+    var names: [Int32: String] { Dictionary(links.values.map { ($0.index, $0.name) }, uniquingKeysWith: { a, _ in a }) }
+
+    func index(of device: String) -> Int32? { links[device]?.index }
+
+    func addresses(on device: String) -> [InterfaceAddress] {
+        guard let index = index(of: device) else { return [] }
+        return addresses.filter { $0.interfaceIndex == index && $0.prefix.family == .inet }
+    }
+
+    /// Reads a namespace through `socket`.
+    public static func read(_ socket: NetlinkSocket) throws -> ObservedNamespace {
+        ObservedNamespace(
+            links: try socket.links(),
+            addresses: try socket.addresses(family: .inet),
+            ownedRoutes: try socket.routes(RouteFilter(family: .inet, table: RouteTable.main, protocol: NodeNetNames.routeProtocol)))
+    }
+}
+
+public struct ObservedState: Sendable, Equatable {
+    public var node: ObservedNamespace
+    /// Current values of the sysctls the desired state names (absent: no such key).
+    public var sysctls: [String: String]
+    /// Pod namespaces by the spec's `netns` string; absent when the namespace is gone.
+    public var pods: [String: ObservedNamespace]
+    /// Why a pod namespace could not be read, by `netns`.
+    public var podErrors: [String: String]
+
+    public init(node: ObservedNamespace, sysctls: [String: String], pods: [String: ObservedNamespace], podErrors: [String: String] = [:]) {
+        self.node = node
+        self.sysctls = sysctls
+        self.pods = pods
+        self.podErrors = podErrors
+    }
+}

@@ -1,0 +1,103 @@
+/// One node's networking, driven from its spec: plan, apply (with verification and
+/// rollback), status, listings and teardown. Works on the current namespace (a real node)
+/// or on a node that is a network namespace (the lab, tests).
+public final class NodeController: @unchecked Sendable {
+    public let spec: NodeSpec
+    public let session: NodeSession
+
+    public init(spec: NodeSpec, namespace: NamespaceReference = .current) throws {
+        self.spec = spec
+        session = try NodeSession(namespace: namespace)
+    }
+
+    /// The desired state; the MTU defaults to the native device's.
+    public func desiredState() throws -> DesiredState {
+        var deviceMTU: UInt32 = 1500
+        if spec.node.mtu == nil {
+            guard let mtu = try session.mtu(of: spec.node.device) else {
+                throw NodeNetError.missing("native device \(spec.node.device) does not exist in \(session.namespace)")
+            }
+            deviceMTU = mtu
+        }
+        return DesiredState(spec: spec, deviceMTU: deviceMTU)
+    }
+
+    /// What apply would change. Changes nothing.
+    public func plan() throws -> Planner.Plan {
+        let desired = try desiredState()
+        return try plan(desired, ledger: try Ledger.load(from: spec.stateDirectory))
+    }
+
+    func plan(_ desired: DesiredState, ledger: Ledger?) throws -> Planner.Plan {
+        Planner.plan(desired: desired, observed: try session.observe(desired), ledger: ledger, nativeDevice: spec.node.device)
+    }
+
+    /// Makes the kernel match the spec, then re-reads it and reports what still differs.
+    /// A failure midway rolls the node back and throws `ApplyFailure`.
+    public func apply() throws -> ApplyReport {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let desired = try desiredState()
+        let previousLedger = try Ledger.load(from: spec.stateDirectory)
+        let plan = try plan(desired, ledger: previousLedger)
+        guard plan.conflicts.isEmpty else {
+            throw NodeNetError.conflict("cannot apply:\n" + plan.conflicts.map { "  \($0)" }.joined(separator: "\n"))
+        }
+        let wantedEndpoints = desired.endpoints.map {
+            Ledger.Endpoint(pod: $0.pod.id, hostDevice: $0.hostDevice, netns: $0.pod.netns, ip: $0.pod.ip.description)
+        }
+        var ledger = previousLedger ?? Ledger(node: spec.node.name)
+        if plan.isEmpty {
+            if ledger.endpoints != wantedEndpoints || !ledger.complete {
+                ledger.endpoints = wantedEndpoints
+                ledger.complete = true
+                try ledger.save(to: spec.stateDirectory)
+            }
+            return ApplyReport(node: spec.node.name, changes: [], mismatches: [], seconds: seconds(since: start, clock))
+        }
+        // Before touching anything: remember every endpoint that may exist afterwards and
+        // the sysctl values about to be overwritten, so a crash or teardown can clean up.
+        var inProgress = ledger
+        inProgress.endpoints = Array(Set(ledger.endpoints + wantedEndpoints)).sorted { $0.hostDevice < $1.hostDevice }
+        for change in plan.changes {
+            if case .setSysctl(let s, let previous?) = change.operation, inProgress.sysctlOriginals[s.key] == nil, s.device == nil {
+                inProgress.sysctlOriginals[s.key] = previous
+            }
+        }
+        inProgress.complete = false
+        try inProgress.save(to: spec.stateDirectory)
+
+        var applier = Applier(session: session)
+        do {
+            try applier.run(plan.changes)
+        } catch let failure as ApplyFailure {
+            if failure.rollback.complete {
+                if previousLedger != nil { try? ledger.save(to: spec.stateDirectory) } else { Ledger.remove(from: spec.stateDirectory) }
+            }
+            throw failure
+        }
+        let after = try self.plan(desired, ledger: inProgress)
+        inProgress.endpoints = wantedEndpoints
+        inProgress.complete = after.isEmpty
+        try inProgress.save(to: spec.stateDirectory)
+        return ApplyReport(
+            node: spec.node.name, changes: plan.changes, mismatches: after.changes.map(\.mismatch) + after.conflicts,
+            seconds: seconds(since: start, clock))
+    }
+
+    private func seconds(since start: ContinuousClock.Instant, _ clock: ContinuousClock) -> Double {
+        let d = clock.now - start
+        return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    }
+}
+
+/// The outcome of an apply.
+public struct ApplyReport: Sendable {
+    public var node: String
+    /// The changes made, in order (empty on a converged node).
+    public var changes: [PlannedChange]
+    /// `what: wanted X, found Y` for everything that still differs after applying.
+    public var mismatches: [String]
+    public var seconds: Double
+    public var verified: Bool { mismatches.isEmpty }
+}

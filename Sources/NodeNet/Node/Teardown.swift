@@ -1,0 +1,59 @@
+/// What `teardown` removed.
+public struct TeardownReport: Sendable, Codable, Equatable {
+    public var routes: Int
+    public var endpoints: Int
+    public var hostPair: Bool
+    public var sysctlsRestored: [String]
+    public var ledgerRemoved: Bool
+    public var nothingToDo: Bool { routes == 0 && endpoints == 0 && !hostPair && sysctlsRestored.isEmpty && !ledgerRemoved }
+}
+
+extension NodeController {
+    /// Removes everything nodenet owns on the node: its routes, the endpoints it recorded
+    /// (or the spec names), the host pair, and the ledger; restores the global sysctls it
+    /// changed. Safe to run twice.
+    public func teardown() throws -> TeardownReport {
+        try Self.teardown(
+            namespace: session.namespace, stateDirectory: spec.stateDirectory, socket: session.node,
+            extraEndpoints: spec.pods.map(NodeNetNames.endpointDevice(for:)))
+    }
+
+    /// Teardown from the ledger alone (no spec).
+    public static func teardown(namespace: NamespaceReference, stateDirectory: String) throws -> TeardownReport {
+        try teardown(namespace: namespace, stateDirectory: stateDirectory, socket: NetlinkSocket(namespace: namespace), extraEndpoints: [])
+    }
+
+    private static func teardown(namespace: NamespaceReference, stateDirectory: String, socket: NetlinkSocket, extraEndpoints: [String]) throws -> TeardownReport {
+        let ledger = try Ledger.load(from: stateDirectory)
+        let links = Dictionary(try socket.links().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let routes = try socket.routes(RouteFilter(family: .inet, table: RouteTable.main, protocol: NodeNetNames.routeProtocol))
+        var report = TeardownReport(routes: 0, endpoints: 0, hostPair: false, sysctlsRestored: [], ledgerRemoved: false)
+        for result in socket.batch(routes.map(\.deleteRequest)) {
+            switch result {
+            case .success: report.routes += 1
+            case .failure(let e) where e.errno == .notFound || e.errno == .noSuchFileOrDirectory: break
+            case .failure(let e): throw e
+            }
+        }
+        let devices = Set((ledger?.endpoints.map(\.hostDevice) ?? []) + extraEndpoints).filter { links[$0] != nil }
+        for device in devices.sorted() {
+            try socket.deleteLink(named: device)
+            report.endpoints += 1
+        }
+        if links[NodeNetNames.hostDevice] != nil {
+            try socket.deleteLink(named: NodeNetNames.hostDevice)
+            report.hostPair = true
+        }
+        for (key, value) in (ledger?.sysctlOriginals ?? [:]).sorted(by: { $0.key < $1.key }) {
+            if (try? Sysctl.read(key, in: namespace)) != value {
+                try Sysctl.write(key, value, in: namespace)
+                report.sysctlsRestored.append("\(key)=\(value)")
+            }
+        }
+        if ledger != nil {
+            Ledger.remove(from: stateDirectory)
+            report.ledgerRemoved = true
+        }
+        return report
+    }
+}

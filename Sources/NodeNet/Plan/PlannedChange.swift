@@ -1,0 +1,70 @@
+/// Which namespace an operation works in.
+public enum NamespaceScope: Sendable, Hashable, CustomStringConvertible {
+    case node
+    /// A pod's namespace, by the spec's `netns` string.
+    case pod(String)
+
+    public var description: String {
+        switch self {
+        case .node: return "node"
+        case .pod(let netns): return "pod \(netns)"
+        }
+    }
+}
+
+/// One kernel operation of a plan, with enough of the prior state to undo it.
+enum Operation: Sendable, Equatable {
+    case createHostPair(mtu: UInt32)
+    case setLink(NamespaceScope, device: String, LinkChange, undo: LinkChange)
+    case addAddress(NamespaceScope, device: String, prefix: IPPrefix, scope: RouteScope)
+    case deleteAddress(NamespaceScope, device: String, InterfaceAddress)
+    /// Add-exclusive when `previous` is nil (a foreign route in the way fails with EEXIST
+    /// rather than being overwritten); replace of our own route otherwise.
+    case putRoute(NamespaceScope, RouteIntent, previous: Route?)
+    case deleteRoute(NamespaceScope, Route)
+    case setSysctl(SysctlSetting, previous: String?)
+    case createEndpoint(hostDevice: String, netns: String, mtu: UInt32)
+    case deleteLink(NamespaceScope, device: String)
+
+    var scope: NamespaceScope {
+        switch self {
+        case .createHostPair, .setSysctl, .createEndpoint: return .node
+        case .setLink(let s, _, _, _), .addAddress(let s, _, _, _), .deleteAddress(let s, _, _), .putRoute(let s, _, _),
+            .deleteRoute(let s, _), .deleteLink(let s, _):
+            return s
+        }
+    }
+}
+
+public enum ChangeAction: String, Sendable, Codable {
+    case create, update, delete
+}
+
+/// One line of a plan: what changes, where, and what the kernel has now.
+public struct PlannedChange: Sendable, Equatable, CustomStringConvertible {
+    public var action: ChangeAction
+    /// `link`, `address`, `route`, `sysctl` or `endpoint`.
+    public var kind: String
+    public var namespace: NamespaceScope
+    /// The object, e.g. `route 10.0.1.0/24` or `sysctl net.ipv4.ip_forward`.
+    public var subject: String
+    public var wanted: String?
+    public var found: String?
+    let operation: Operation
+
+    public var description: String {
+        let sign = action == .create ? "+" : action == .delete ? "-" : "~"
+        var s = "\(sign) \(subject)"
+        switch action {
+        case .create: s += ": \(wanted ?? "")"
+        case .update: s += ": \(found ?? "?") -> \(wanted ?? "?")"
+        case .delete: s += ": \(found ?? "")"
+        }
+        return s + "  [\(namespace)]"
+    }
+
+    /// `what: wanted X, found Y`, for verification reports.
+    public var mismatch: String {
+        "\(subject) [\(namespace)]: wanted \(wanted ?? "nothing"), found \(found ?? "nothing")"
+    }
+}

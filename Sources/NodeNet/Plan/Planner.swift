@@ -1,0 +1,225 @@
+/// Computes the changes that take the observed kernel state to the desired one.
+///
+/// Only objects nodenet owns are compared: routes with nodenet's protocol, the host pair,
+/// endpoint veths recorded in the ledger or wanted by the spec, and what lives on the pods'
+/// `eth0`. Order: create before use, then prune (routes before the links they use), so a
+/// failure midway never leaves the node with less than it had.
+public struct Planner {
+    public struct Plan: Sendable, Equatable {
+        public var changes: [PlannedChange]
+        /// Objects in the way that nodenet does not own; apply refuses to run over them.
+        public var conflicts: [String]
+        public var isEmpty: Bool { changes.isEmpty }
+    }
+
+    let desired: DesiredState
+    let observed: ObservedState
+    let ledger: Ledger?
+    let device: String
+    private var changes: [PlannedChange] = []
+    private var conflicts: [String] = []
+
+    public static func plan(desired: DesiredState, observed: ObservedState, ledger: Ledger?, nativeDevice: String) -> Plan {
+        var p = Planner(desired: desired, observed: observed, ledger: ledger, device: nativeDevice)
+        p.run()
+        return Plan(changes: p.changes, conflicts: p.conflicts)
+    }
+
+    private init(desired: DesiredState, observed: ObservedState, ledger: Ledger?, device: String) {
+        self.desired = desired
+        self.observed = observed
+        self.ledger = ledger
+        self.device = device
+    }
+
+    private mutating func add(_ action: ChangeAction, _ kind: String, _ scope: NamespaceScope, _ subject: String,
+                              wanted: String?, found: String?, _ operation: Operation) {
+        changes.append(PlannedChange(action: action, kind: kind, namespace: scope, subject: subject, wanted: wanted, found: found, operation: operation))
+    }
+
+    private mutating func run() {
+        let node = observed.node
+        if node.links[device] == nil {
+            conflicts.append("native device \(device) does not exist in the node's namespace")
+        }
+        planHostPair()
+        planSysctls { $0.device == nil || $0.device == NodeNetNames.hostDevice || $0.device == NodeNetNames.netDevice }
+        for intent in desired.nodeRoutes.prefix(2) { planRoute(intent, in: .node, observed: node) }
+        for endpoint in desired.endpoints { planEndpointLink(endpoint) }
+        for endpoint in desired.endpoints { planPodSide(endpoint) }
+        let endpointDevices = Set(desired.endpoints.map(\.hostDevice))
+        planSysctls { $0.device.map(endpointDevices.contains) ?? false }
+        for endpoint in desired.endpoints { planRoute(endpoint.hostRoute, in: .node, observed: node) }
+        for intent in desired.nodeRoutes.dropFirst(2) { planRoute(intent, in: .node, observed: node) }
+        planPrune()
+    }
+
+    // MARK: Host pair
+
+    private mutating func planHostPair() {
+        let node = observed.node
+        let wanted = "veth \(NodeNetNames.hostDevice) <-> \(NodeNetNames.netDevice), up, noarp, mtu \(desired.mtu)"
+        guard let host = node.links[NodeNetNames.hostDevice] else {
+            if node.links[NodeNetNames.netDevice] != nil {
+                conflicts.append("\(NodeNetNames.netDevice) exists without \(NodeNetNames.hostDevice); remove it or run teardown")
+                return
+            }
+            add(.create, "link", .node, "link \(NodeNetNames.hostDevice)", wanted: wanted, found: nil, .createHostPair(mtu: desired.mtu))
+            add(.update, "link", .node, "link \(NodeNetNames.netDevice)", wanted: "up", found: "down (new)",
+                .setLink(.node, device: NodeNetNames.netDevice, LinkChange(up: true), undo: LinkChange(up: false)))
+            planAddress(NodeNetNames.hostDevice, IPPrefix(desired.routerIP, length: 32)!, scope: .link, in: .node, observed: node, deviceIsNew: true)
+            return
+        }
+        guard host.kind == "veth", let net = node.links[NodeNetNames.netDevice], net.kind == "veth", net.peerIndex == host.index else {
+            conflicts.append("\(NodeNetNames.hostDevice) exists but is not a veth paired with \(NodeNetNames.netDevice)")
+            return
+        }
+        for link in [host, net] { planLinkState(link, in: .node, mtu: desired.mtu, noARP: true) }
+        planAddress(NodeNetNames.hostDevice, IPPrefix(desired.routerIP, length: 32)!, scope: .link, in: .node, observed: node, deviceIsNew: false)
+    }
+
+    /// Brings a link to up, the MTU and (optionally) NOARP.
+    private mutating func planLinkState(_ link: Link, in scope: NamespaceScope, mtu: UInt32?, noARP: Bool?) {
+        var change = LinkChange(), undo = LinkChange()
+        var wanted: [String] = [], found: [String] = []
+        if !link.isUp {
+            change.up = true
+            undo.up = false
+            wanted.append("up")
+            found.append("down")
+        }
+        if let mtu, link.mtu != mtu {
+            change.mtu = mtu
+            undo.mtu = link.mtu
+            wanted.append("mtu \(mtu)")
+            found.append("mtu \(link.mtu.map(String.init) ?? "?")")
+        }
+        if let noARP, link.isNoARP != noARP {
+            change.noARP = noARP
+            undo.noARP = link.isNoARP
+            wanted.append(noARP ? "noarp" : "arp")
+            found.append(link.isNoARP ? "noarp" : "arp")
+        }
+        guard !wanted.isEmpty else { return }
+        add(.update, "link", scope, "link \(link.name)", wanted: wanted.joined(separator: ", "), found: found.joined(separator: ", "),
+            .setLink(scope, device: link.name, change, undo: undo))
+    }
+
+    private mutating func planAddress(_ device: String, _ prefix: IPPrefix, scope: RouteScope, in ns: NamespaceScope, observed: ObservedNamespace?, deviceIsNew: Bool) {
+        let current = deviceIsNew ? [] : observed?.addresses(on: device) ?? []
+        if !current.contains(where: { $0.prefix == prefix && $0.scope == scope }) {
+            add(.create, "address", ns, "address \(prefix) on \(device)", wanted: "\(prefix) scope \(scope)", found: nil,
+                .addAddress(ns, device: device, prefix: prefix, scope: scope))
+        }
+    }
+
+    // MARK: Sysctls
+
+    private mutating func planSysctls(_ include: (SysctlSetting) -> Bool) {
+        for setting in desired.sysctls where include(setting) {
+            let current = observed.sysctls[setting.key]
+            guard current != setting.value else { continue }
+            add(current == nil ? .create : .update, "sysctl", .node, "sysctl \(setting.key)", wanted: setting.value, found: current,
+                .setSysctl(setting, previous: current))
+        }
+    }
+
+    // MARK: Routes
+
+    private mutating func planRoute(_ intent: RouteIntent, in scope: NamespaceScope, observed: ObservedNamespace?) {
+        let index = observed?.index(of: intent.device)
+        let mine = observed?.ownedRoutes.first { $0.destination == intent.destination }
+        if let mine, index != nil, intent.matches(mine, interfaceIndex: index) { return }
+        let names = observed?.names ?? [:]
+        add(mine == nil ? .create : .update, "route", scope, "route \(intent.destination.length == 0 ? "default" : intent.destination.description)",
+            wanted: intent.description, found: mine?.describe(names: names), .putRoute(scope, intent, previous: mine))
+    }
+
+    // MARK: Endpoints
+
+    /// Whether the endpoint's host veth exists and is paired with the pod's eth0.
+    private func endpointState(_ endpoint: DesiredState.Endpoint) -> (host: Link?, pod: Link?, paired: Bool) {
+        let host = observed.node.links[endpoint.hostDevice]
+        let pod = observed.pods[endpoint.pod.netns]?.links[NodeNetNames.podDevice]
+        let paired = host != nil && pod != nil && host?.peerIndex == pod?.index && pod?.peerIndex == host?.index
+            && host?.kind == "veth" && pod?.kind == "veth"
+        return (host, pod, paired)
+    }
+
+    private mutating func planEndpointLink(_ endpoint: DesiredState.Endpoint) {
+        let (host, pod, paired) = endpointState(endpoint)
+        let subject = "endpoint \(endpoint.pod.id)"
+        let wanted = "veth \(endpoint.hostDevice) <-> \(NodeNetNames.podDevice) in \(endpoint.pod.netns), mtu \(desired.mtu)"
+        if observed.pods[endpoint.pod.netns] == nil {
+            conflicts.append("pod \(endpoint.pod.id): network namespace \(endpoint.pod.netns) cannot be read: \(observed.podErrors[endpoint.pod.netns] ?? "it does not exist")")
+            return
+        }
+        if let host, !paired {
+            // Half an endpoint (its pod namespace was recreated, or a crash): rebuild it.
+            add(.delete, "endpoint", .node, "link \(host.name)", wanted: nil, found: "veth not paired with \(endpoint.pod.netns) eth0",
+                .deleteLink(.node, device: host.name))
+        }
+        if host == nil || !paired {
+            if pod != nil && !paired {
+                conflicts.append("pod \(endpoint.pod.id): \(endpoint.pod.netns) already has an \(NodeNetNames.podDevice) that is not nodenet's")
+                return
+            }
+            add(.create, "endpoint", .node, subject, wanted: wanted, found: nil,
+                .createEndpoint(hostDevice: endpoint.hostDevice, netns: endpoint.pod.netns, mtu: desired.mtu))
+            return
+        }
+        planLinkState(host!, in: .node, mtu: desired.mtu, noARP: nil)
+        planLinkState(pod!, in: .pod(endpoint.pod.netns), mtu: desired.mtu, noARP: nil)
+    }
+
+    private mutating func planPodSide(_ endpoint: DesiredState.Endpoint) {
+        guard let podNS = observed.pods[endpoint.pod.netns] else { return }
+        let scope = NamespaceScope.pod(endpoint.pod.netns)
+        let fresh = !endpointState(endpoint).paired
+        if let lo = podNS.links["lo"], !lo.isUp {
+            add(.update, "link", scope, "link lo", wanted: "up", found: "down", .setLink(scope, device: "lo", LinkChange(up: true), undo: LinkChange(up: false)))
+        }
+        if fresh {
+            add(.update, "link", scope, "link \(NodeNetNames.podDevice)", wanted: "up", found: "down (new)",
+                .setLink(scope, device: NodeNetNames.podDevice, LinkChange(up: true), undo: LinkChange(up: false)))
+        }
+        let view: ObservedNamespace? = fresh ? nil : podNS
+        planAddress(NodeNetNames.podDevice, IPPrefix(endpoint.pod.ip, length: 32)!, scope: .universe, in: scope, observed: view, deviceIsNew: fresh)
+        for intent in endpoint.podRoutes { planRoute(intent, in: scope, observed: view) }
+    }
+
+    // MARK: Prune
+
+    private mutating func planPrune() {
+        let node = observed.node
+        let names = node.names
+        // Routes: ours in the node namespace that no desired route covers.
+        let wantedNode = Set(desired.nodeRoutes.map(\.destination) + desired.endpoints.map(\.hostRoute.destination))
+        for route in node.ownedRoutes where !wantedNode.contains(route.destination) {
+            add(.delete, "route", .node, "route \(route.destination)", wanted: nil, found: route.describe(names: names), .deleteRoute(.node, route))
+        }
+        // Pod side: stale routes and addresses on eth0 of endpoints that stay.
+        for endpoint in desired.endpoints where endpointState(endpoint).paired {
+            guard let podNS = observed.pods[endpoint.pod.netns] else { continue }
+            let scope = NamespaceScope.pod(endpoint.pod.netns)
+            let wanted = Set(endpoint.podRoutes.map(\.destination))
+            for route in podNS.ownedRoutes where !wanted.contains(route.destination) {
+                add(.delete, "route", scope, "route \(route.destination)", wanted: nil, found: route.describe(names: podNS.names), .deleteRoute(scope, route))
+            }
+            for address in podNS.addresses(on: NodeNetNames.podDevice) where address.prefix != IPPrefix(endpoint.pod.ip, length: 32) {
+                add(.delete, "address", scope, "address \(address.prefix) on \(NodeNetNames.podDevice)", wanted: nil, found: "\(address.prefix)",
+                    .deleteAddress(scope, device: NodeNetNames.podDevice, address))
+            }
+        }
+        for address in node.addresses(on: NodeNetNames.hostDevice) where address.prefix != IPPrefix(desired.routerIP, length: 32) {
+            add(.delete, "address", .node, "address \(address.prefix) on \(NodeNetNames.hostDevice)", wanted: nil, found: "\(address.prefix)",
+                .deleteAddress(.node, device: NodeNetNames.hostDevice, address))
+        }
+        // Endpoints the ledger knows that the spec no longer wants.
+        let wantedDevices = Set(desired.endpoints.map(\.hostDevice))
+        for old in ledger?.endpoints ?? [] where !wantedDevices.contains(old.hostDevice) && node.links[old.hostDevice] != nil {
+            add(.delete, "endpoint", .node, "endpoint \(old.pod)", wanted: nil, found: "veth \(old.hostDevice) (\(old.ip))",
+                .deleteLink(.node, device: old.hostDevice))
+        }
+    }
+}

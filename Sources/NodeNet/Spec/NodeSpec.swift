@@ -1,0 +1,160 @@
+/// A node's desired networking (`apiVersion: nodenet/v1`). Build one with
+/// `NodeSpec.load(_:)`, which decodes strictly and validates; see docs/spec.md.
+public struct NodeSpec: Sendable, Equatable {
+    public static let apiVersion = "nodenet/v1"
+
+    public var node: LocalNode
+    /// Destinations inside it are never masqueraded (pod IPs stay visible across nodes).
+    public var nativeRoutingCIDR: IPPrefix?
+    /// Install `remotePodCIDR via remoteNodeIP dev <device>` for every remote node.
+    public var autoDirectNodeRoutes: Bool
+    /// Handle services in BPF instead of iptables (the services datapath).
+    public var kubeProxyReplacement: Bool
+    public var datapath: DatapathSettings
+    public var pods: [PodSpec]
+    public var nodes: [RemoteNode]
+    public var services: [ServiceSpec]
+    public var nodePortRange: ClosedRange<Int>
+    /// Where the ledger of applied state lives. Default `/var/lib/nodenet/<node.name>`.
+    public var stateDirectory: String
+
+    public init(
+        node: LocalNode, nativeRoutingCIDR: IPPrefix? = nil, autoDirectNodeRoutes: Bool = true,
+        kubeProxyReplacement: Bool = true, datapath: DatapathSettings = DatapathSettings(), pods: [PodSpec] = [],
+        nodes: [RemoteNode] = [], services: [ServiceSpec] = [], nodePortRange: ClosedRange<Int> = 30000...32767,
+        stateDirectory: String? = nil
+    ) {
+        self.node = node
+        self.nativeRoutingCIDR = nativeRoutingCIDR
+        self.autoDirectNodeRoutes = autoDirectNodeRoutes
+        self.kubeProxyReplacement = kubeProxyReplacement
+        self.datapath = datapath
+        self.pods = pods
+        self.nodes = nodes
+        self.services = services
+        self.nodePortRange = nodePortRange
+        self.stateDirectory = stateDirectory ?? "/var/lib/nodenet/\(node.name)"
+    }
+}
+
+public struct LocalNode: Sendable, Equatable {
+    public var name: String
+    /// The native device (`eth0`): direct routes leave through it.
+    public var device: String
+    public var address: IPAddress
+    public var podCIDR: IPPrefix
+    /// Held by `cilium_host` as /32; the pods' gateway. Default: first host of `podCIDR`.
+    public var routerIP: IPAddress
+    /// MTU of the host pair and the pods. Default: the native device's MTU.
+    public var mtu: UInt32?
+
+    public init(name: String, device: String, address: IPAddress, podCIDR: IPPrefix, routerIP: IPAddress? = nil, mtu: UInt32? = nil) {
+        self.name = name
+        self.device = device
+        self.address = address
+        self.podCIDR = podCIDR
+        self.routerIP = routerIP ?? LocalNode.defaultRouterIP(podCIDR)
+        self.mtu = mtu
+    }
+
+    /// The first host address of a pod CIDR (`10.0.2.1` for `10.0.2.0/24`).
+    public static func defaultRouterIP(_ cidr: IPPrefix) -> IPAddress {
+        let network = cidr.network.address
+        return IPAddress(ipv4: (network.ipv4Value ?? 0) &+ 1)
+    }
+}
+
+public struct PodSpec: Sendable, Equatable {
+    public var name: String
+    /// Kubernetes namespace (default `default`); part of the endpoint's identity.
+    public var namespace: String
+    /// The pod's network namespace: a name under /var/run/netns or an absolute path.
+    public var netns: String
+    public var ip: IPAddress
+
+    public init(name: String, namespace: String = "default", netns: String, ip: IPAddress) {
+        self.name = name
+        self.namespace = namespace
+        self.netns = netns
+        self.ip = ip
+    }
+
+    public var id: String { "\(namespace)/\(name)" }
+    public var netnsReference: NamespaceReference { NamespaceReference(netns) }
+}
+
+public struct RemoteNode: Sendable, Equatable {
+    public var name: String
+    public var address: IPAddress
+    public var podCIDR: IPPrefix
+
+    public init(name: String, address: IPAddress, podCIDR: IPPrefix) {
+        self.name = name
+        self.address = address
+        self.podCIDR = podCIDR
+    }
+}
+
+public enum ServiceType: String, Sendable, Equatable, CaseIterable {
+    case clusterIP = "ClusterIP"
+    case nodePort = "NodePort"
+}
+
+public enum TransportProtocol: String, Sendable, Equatable, CaseIterable {
+    case tcp = "TCP"
+    case udp = "UDP"
+}
+
+public struct ServiceSpec: Sendable, Equatable {
+    public var name: String
+    public var type: ServiceType
+    public var clusterIP: IPAddress
+    public var ports: [ServicePort]
+    public var backends: [ServiceBackend]
+
+    public init(name: String, type: ServiceType, clusterIP: IPAddress, ports: [ServicePort], backends: [ServiceBackend]) {
+        self.name = name
+        self.type = type
+        self.clusterIP = clusterIP
+        self.ports = ports
+        self.backends = backends
+    }
+}
+
+public struct ServicePort: Sendable, Equatable {
+    public var name: String?
+    public var `protocol`: TransportProtocol
+    public var port: Int
+    public var targetPort: Int
+    public var nodePort: Int?
+
+    public init(name: String? = nil, protocol: TransportProtocol = .tcp, port: Int, targetPort: Int? = nil, nodePort: Int? = nil) {
+        self.name = name
+        self.protocol = `protocol`
+        self.port = port
+        self.targetPort = targetPort ?? port
+        self.nodePort = nodePort
+    }
+}
+
+public struct ServiceBackend: Sendable, Equatable {
+    public var ip: IPAddress
+    /// Overrides the service port's `targetPort` for this backend.
+    public var port: Int?
+
+    public init(ip: IPAddress, port: Int? = nil) {
+        self.ip = ip
+        self.port = port
+    }
+}
+
+/// How pod traffic is forwarded.
+public enum DatapathMode: String, Sendable, Equatable, CaseIterable {
+    /// Plain kernel routing: /32 routes to each pod's lxc, direct /24 routes between nodes.
+    case kernel
+}
+
+public struct DatapathSettings: Sendable, Equatable {
+    public var mode: DatapathMode
+    public init(mode: DatapathMode = .kernel) { self.mode = mode }
+}

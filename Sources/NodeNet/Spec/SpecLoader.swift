@@ -1,0 +1,44 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension NodeSpec {
+    /// Decodes and validates a spec. Throws `SpecError` with every problem found; touches
+    /// nothing (it only checks that the pods' network namespaces exist).
+    public static func load(_ data: Data, namespaceExists: @escaping (String) -> Bool = { access($0, F_OK) == 0 }) throws -> NodeSpec {
+        let root: JSONValue
+        do {
+            root = try JSONValue.parse(data)
+        } catch {
+            throw SpecError([SpecProblem("", "not valid JSON: \(Self.describe(error))")])
+        }
+        var reader = SpecReader()
+        let spec = reader.read(root)
+        var problems = reader.problems
+        if let spec {
+            var validator = SpecValidator(
+                spec: spec, podPaths: reader.podPaths, nodePaths: reader.nodePaths, servicePaths: reader.servicePaths,
+                namespaceExists: namespaceExists)
+            problems += validator.validate()
+            if problems.isEmpty { return spec }
+        }
+        throw SpecError(problems)
+    }
+
+    /// Reads and validates the spec file at `path`.
+    public static func load(path: String) throws -> NodeSpec {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw SpecError([SpecProblem("", "cannot read \(path): \(String(cString: strerror(errno)))")])
+        }
+        return try load(data)
+    }
+
+    private static func describe(_ error: Error) -> String {
+        if case DecodingError.dataCorrupted(let context) = error {
+            return (context.underlyingError.map { "\($0)" } ?? context.debugDescription)
+        }
+        return "\(error)"
+    }
+}

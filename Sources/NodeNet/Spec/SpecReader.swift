@@ -1,0 +1,230 @@
+import Foundation
+
+/// Reads a JSON document into a `NodeSpec`, strictly: unknown fields, wrong types and
+/// missing required fields are problems, all collected with their paths.
+struct SpecReader {
+    private(set) var problems: [SpecProblem] = []
+    /// JSON paths of the pods, nodes and services that were read (problems in the others
+    /// were already reported), so semantic checks name the right index.
+    private(set) var podPaths: [String] = []
+    private(set) var nodePaths: [String] = []
+    private(set) var servicePaths: [String] = []
+
+    mutating func problem(_ path: String, _ message: String) { problems.append(SpecProblem(path, message)) }
+
+    /// The object at `path`, after checking that only `allowed` keys are present.
+    mutating func object(_ value: JSONValue?, _ path: String, allowed: [String]) -> [String: JSONValue]? {
+        guard let value else { return nil }
+        guard case .object(let fields) = value else {
+            problem(path, "must be an object, found \(value.kindName)")
+            return nil
+        }
+        for key in fields.keys.sorted() where !allowed.contains(key) {
+            problem(join(path, key), "unknown field (known: \(allowed.joined(separator: ", ")))")
+        }
+        return fields
+    }
+
+    mutating func array(_ fields: [String: JSONValue], _ key: String, _ path: String) -> [JSONValue] {
+        guard let value = fields[key] else { return [] }
+        guard case .array(let items) = value else {
+            problem(join(path, key), "must be an array, found \(value.kindName)")
+            return []
+        }
+        return items
+    }
+
+    mutating func string(_ fields: [String: JSONValue], _ key: String, _ path: String, required: Bool) -> String? {
+        guard let value = fields[key] else {
+            if required { problem(join(path, key), "is required") }
+            return nil
+        }
+        guard case .string(let s) = value else {
+            problem(join(path, key), "must be a string, found \(value.kindName)")
+            return nil
+        }
+        if s.isEmpty {
+            problem(join(path, key), "must not be empty")
+            return nil
+        }
+        return s
+    }
+
+    mutating func bool(_ fields: [String: JSONValue], _ key: String, _ path: String) -> Bool? {
+        guard let value = fields[key] else { return nil }
+        guard case .bool(let b) = value else {
+            problem(join(path, key), "must be true or false, found \(value.kindName)")
+            return nil
+        }
+        return b
+    }
+
+    mutating func integer(_ fields: [String: JSONValue], _ key: String, _ path: String, required: Bool, range: ClosedRange<Int>) -> Int? {
+        guard let value = fields[key] else {
+            if required { problem(join(path, key), "is required") }
+            return nil
+        }
+        guard case .number(let n) = value, n == n.rounded(), abs(n) < 1e15 else {
+            problem(join(path, key), "must be a whole number, found \(value.kindName == "a number" ? "\(value)" : value.kindName)")
+            return nil
+        }
+        let i = Int(n)
+        guard range.contains(i) else {
+            problem(join(path, key), "\(i) is out of range \(range.lowerBound)-\(range.upperBound)")
+            return nil
+        }
+        return i
+    }
+
+    mutating func address(_ fields: [String: JSONValue], _ key: String, _ path: String, required: Bool) -> IPAddress? {
+        guard let text = string(fields, key, path, required: required) else { return nil }
+        guard let ip = IPAddress(text), ip.isIPv4 else {
+            problem(join(path, key), "\"\(text)\" is not an IPv4 address")
+            return nil
+        }
+        return ip
+    }
+
+    mutating func cidr(_ fields: [String: JSONValue], _ key: String, _ path: String, required: Bool) -> IPPrefix? {
+        guard let text = string(fields, key, path, required: required) else { return nil }
+        guard text.contains("/"), let prefix = IPPrefix(text), prefix.family == .inet else {
+            problem(join(path, key), "\"\(text)\" is not an IPv4 CIDR (like 10.0.2.0/24)")
+            return nil
+        }
+        guard prefix.isNetwork else {
+            problem(join(path, key), "\(text) has host bits set (did you mean \(prefix.network)?)")
+            return nil
+        }
+        return prefix
+    }
+
+    func join(_ path: String, _ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+    // MARK: The spec
+
+    mutating func read(_ root: JSONValue) -> NodeSpec? {
+        guard let top = object(root, "", allowed: [
+            "apiVersion", "node", "nativeRoutingCIDR", "autoDirectNodeRoutes", "kubeProxyReplacement", "datapath",
+            "pods", "nodes", "services", "nodePortRange", "stateDirectory",
+        ]) else { return nil }
+        if let version = string(top, "apiVersion", "", required: true), version != NodeSpec.apiVersion {
+            problem("apiVersion", "\"\(version)\" is not supported (use \"\(NodeSpec.apiVersion)\")")
+        }
+        var node: LocalNode?
+        if top["node"] == nil { problem("node", "is required") }
+        if let fields = object(top["node"], "node", allowed: ["name", "device", "address", "podCIDR", "routerIP", "mtu"]) {
+            let name = string(fields, "name", "node", required: true)
+            let device = string(fields, "device", "node", required: true)
+            let address = address(fields, "address", "node", required: true)
+            let podCIDR = cidr(fields, "podCIDR", "node", required: true)
+            let routerIP = self.address(fields, "routerIP", "node", required: false)
+            let mtu = integer(fields, "mtu", "node", required: false, range: 68...65535)
+            if let device, device.utf8.count > 15 || device.contains("/") || device.contains(" ") {
+                problem("node.device", "\"\(device)\" is not a valid interface name")
+            }
+            if let name, let device, let address, let podCIDR {
+                node = LocalNode(name: name, device: device, address: address, podCIDR: podCIDR, routerIP: routerIP, mtu: mtu.map(UInt32.init))
+            }
+        }
+        let nativeRoutingCIDR = cidr(top, "nativeRoutingCIDR", "", required: false)
+        let autoDirect = bool(top, "autoDirectNodeRoutes", "") ?? true
+        let kpr = bool(top, "kubeProxyReplacement", "") ?? true
+        var datapath = DatapathSettings()
+        if let fields = object(top["datapath"], "datapath", allowed: ["mode"]) {
+            if let mode = string(fields, "mode", "datapath", required: false) {
+                if let m = DatapathMode(rawValue: mode) {
+                    datapath.mode = m
+                } else {
+                    problem("datapath.mode", "\"\(mode)\" is not available (this build has: \(DatapathMode.allCases.map(\.rawValue).joined(separator: ", ")))")
+                }
+            }
+        }
+        var range = 30000...32767
+        if let text = string(top, "nodePortRange", "", required: false) {
+            let parts = text.split(separator: "-").compactMap { Int($0) }
+            if parts.count == 2, parts[0] >= 1, parts[0] <= parts[1], parts[1] <= 65535 {
+                range = parts[0]...parts[1]
+            } else {
+                problem("nodePortRange", "\"\(text)\" is not a port range like 30000-32767")
+            }
+        }
+        let stateDirectory = string(top, "stateDirectory", "", required: false)
+        if let stateDirectory, !stateDirectory.hasPrefix("/") {
+            problem("stateDirectory", "\"\(stateDirectory)\" must be an absolute path")
+        }
+
+        var pods: [PodSpec] = []
+        for (i, item) in array(top, "pods", "").enumerated() {
+            let path = "pods[\(i)]"
+            guard let fields = object(item, path, allowed: ["name", "namespace", "netns", "ip"]) else { continue }
+            let name = string(fields, "name", path, required: true)
+            let namespace = string(fields, "namespace", path, required: false) ?? "default"
+            let netns = string(fields, "netns", path, required: true)
+            let ip = address(fields, "ip", path, required: true)
+            if let name, let netns, let ip {
+                pods.append(PodSpec(name: name, namespace: namespace, netns: netns, ip: ip))
+                podPaths.append(path)
+            }
+        }
+        var nodes: [RemoteNode] = []
+        for (i, item) in array(top, "nodes", "").enumerated() {
+            let path = "nodes[\(i)]"
+            guard let fields = object(item, path, allowed: ["name", "address", "podCIDR"]) else { continue }
+            let name = string(fields, "name", path, required: true)
+            let address = address(fields, "address", path, required: true)
+            let podCIDR = cidr(fields, "podCIDR", path, required: true)
+            if let name, let address, let podCIDR {
+                nodes.append(RemoteNode(name: name, address: address, podCIDR: podCIDR))
+                nodePaths.append(path)
+            }
+        }
+        var services: [ServiceSpec] = []
+        for (i, item) in array(top, "services", "").enumerated() {
+            let path = "services[\(i)]"
+            guard let fields = object(item, path, allowed: ["name", "type", "clusterIP", "ports", "backends"]) else { continue }
+            let name = string(fields, "name", path, required: true)
+            var type = ServiceType.clusterIP
+            if let t = string(fields, "type", path, required: false) {
+                if let parsed = ServiceType(rawValue: t) { type = parsed } else {
+                    problem("\(path).type", "\"\(t)\" is not ClusterIP or NodePort")
+                }
+            }
+            let clusterIP = address(fields, "clusterIP", path, required: true)
+            var ports: [ServicePort] = []
+            let portItems = array(fields, "ports", path)
+            if portItems.isEmpty { problem("\(path).ports", "needs at least one port") }
+            for (j, portItem) in portItems.enumerated() {
+                let pp = "\(path).ports[\(j)]"
+                guard let pf = object(portItem, pp, allowed: ["name", "protocol", "port", "targetPort", "nodePort"]) else { continue }
+                let portName = string(pf, "name", pp, required: false)
+                var proto = TransportProtocol.tcp
+                if let p = string(pf, "protocol", pp, required: false) {
+                    if let parsed = TransportProtocol(rawValue: p) { proto = parsed } else {
+                        problem("\(pp).protocol", "\"\(p)\" is not TCP or UDP")
+                    }
+                }
+                let port = integer(pf, "port", pp, required: true, range: 1...65535)
+                let target = integer(pf, "targetPort", pp, required: false, range: 1...65535)
+                let nodePort = integer(pf, "nodePort", pp, required: false, range: 1...65535)
+                if let port { ports.append(ServicePort(name: portName, protocol: proto, port: port, targetPort: target, nodePort: nodePort)) }
+            }
+            var backends: [ServiceBackend] = []
+            for (j, b) in array(fields, "backends", path).enumerated() {
+                let bp = "\(path).backends[\(j)]"
+                guard let bf = object(b, bp, allowed: ["ip", "port"]) else { continue }
+                let ip = address(bf, "ip", bp, required: true)
+                let port = integer(bf, "port", bp, required: false, range: 1...65535)
+                if let ip { backends.append(ServiceBackend(ip: ip, port: port)) }
+            }
+            if let name, let clusterIP {
+                services.append(ServiceSpec(name: name, type: type, clusterIP: clusterIP, ports: ports, backends: backends))
+                servicePaths.append(path)
+            }
+        }
+        guard let node else { return nil }
+        return NodeSpec(
+            node: node, nativeRoutingCIDR: nativeRoutingCIDR, autoDirectNodeRoutes: autoDirect, kubeProxyReplacement: kpr,
+            datapath: datapath, pods: pods, nodes: nodes, services: services, nodePortRange: range,
+            stateDirectory: stateDirectory)
+    }
+}

@@ -1,0 +1,132 @@
+/// Semantic checks on a structurally valid spec. Every problem is reported, with its path.
+struct SpecValidator {
+    let spec: NodeSpec
+    let podPaths: [String]
+    let nodePaths: [String]
+    let servicePaths: [String]
+    /// Whether a pod's network namespace exists (reading the filesystem, changing nothing).
+    let namespaceExists: (String) -> Bool
+    private(set) var problems: [SpecProblem] = []
+
+    init(spec: NodeSpec, podPaths: [String], nodePaths: [String], servicePaths: [String], namespaceExists: @escaping (String) -> Bool) {
+        self.spec = spec
+        self.podPaths = podPaths
+        self.nodePaths = nodePaths
+        self.servicePaths = servicePaths
+        self.namespaceExists = namespaceExists
+    }
+
+    mutating func problem(_ path: String, _ message: String) { problems.append(SpecProblem(path, message)) }
+
+    mutating func validate() -> [SpecProblem] {
+        checkNode()
+        checkPods()
+        checkRemoteNodes()
+        checkServices()
+        return problems
+    }
+
+    private func isNetworkOrBroadcast(_ ip: IPAddress, in cidr: IPPrefix) -> Bool {
+        guard cidr.length < 31, let v = ip.ipv4Value, let base = cidr.network.address.ipv4Value else { return false }
+        let broadcast = base | (UInt32.max >> UInt32(cidr.length))
+        return v == base || v == broadcast
+    }
+
+    private mutating func checkNode() {
+        let node = spec.node
+        if !node.podCIDR.contains(node.routerIP) {
+            problem("node.routerIP", "\(node.routerIP) is outside podCIDR \(node.podCIDR)")
+        } else if isNetworkOrBroadcast(node.routerIP, in: node.podCIDR) {
+            problem("node.routerIP", "\(node.routerIP) is the network or broadcast address of \(node.podCIDR)")
+        }
+        if node.podCIDR.contains(node.address) {
+            problem("node.address", "\(node.address) is inside this node's podCIDR \(node.podCIDR)")
+        }
+        if node.podCIDR.length > 30 {
+            problem("node.podCIDR", "\(node.podCIDR) is too small for a router IP and pods (use /30 or larger)")
+        }
+    }
+
+    private mutating func checkPods() {
+        let node = spec.node
+        var byID: [String: String] = [:], byIP: [IPAddress: String] = [:], byNetns: [String: String] = [:]
+        for (pod, path) in zip(spec.pods, podPaths) {
+            if let first = byID[pod.id] { problem("\(path).name", "\(pod.id) is already used by \(first)") } else { byID[pod.id] = path }
+            if !node.podCIDR.contains(pod.ip) {
+                problem("\(path).ip", "\(pod.ip) is outside podCIDR \(node.podCIDR)")
+            } else if isNetworkOrBroadcast(pod.ip, in: node.podCIDR) {
+                problem("\(path).ip", "\(pod.ip) is the network or broadcast address of \(node.podCIDR)")
+            } else if pod.ip == node.routerIP {
+                problem("\(path).ip", "\(pod.ip) is the router IP (node.routerIP)")
+            }
+            if let first = byIP[pod.ip] { problem("\(path).ip", "\(pod.ip) is already used by \(first) (\(spec.pods[podPaths.firstIndex(of: first)!].id))") } else { byIP[pod.ip] = path }
+            if let first = byNetns[pod.netns] {
+                problem("\(path).netns", "\(pod.netns) is already the network namespace of \(first)")
+            } else {
+                byNetns[pod.netns] = path
+                let file = pod.netnsReference.path ?? ""
+                if !namespaceExists(file) {
+                    problem("\(path).netns", "network namespace \(pod.netns) does not exist (\(file))")
+                }
+            }
+        }
+    }
+
+    private mutating func checkRemoteNodes() {
+        let node = spec.node
+        var byName: [String: String] = [node.name: "node.name"], byAddress: [IPAddress: String] = [node.address: "node.address"]
+        var cidrs: [(IPPrefix, String)] = [(node.podCIDR, "node.podCIDR")]
+        for (remote, path) in zip(spec.nodes, nodePaths) {
+            if let first = byName[remote.name] { problem("\(path).name", "\(remote.name) is already used by \(first)") } else { byName[remote.name] = path }
+            if let first = byAddress[remote.address] { problem("\(path).address", "\(remote.address) is already used by \(first)") } else { byAddress[remote.address] = path }
+            if let clash = cidrs.first(where: { $0.0.overlaps(remote.podCIDR) }) {
+                problem("\(path).podCIDR", "\(remote.podCIDR) overlaps \(clash.1) \(clash.0)")
+            }
+            cidrs.append((remote.podCIDR, "\(path).podCIDR"))
+        }
+        // Node addresses must not fall inside any pod CIDR.
+        for (address, path) in [(node.address, "node.address")] + zip(spec.nodes.map(\.address), nodePaths.map { "\($0).address" }) {
+            for (cidr, cidrPath) in cidrs.dropFirst() where cidr.contains(address) {
+                problem(path, "\(address) is inside \(cidrPath) \(cidr)")
+            }
+        }
+    }
+
+    private mutating func checkServices() {
+        var byName: [String: String] = [:], byClusterIP: [IPAddress: String] = [:]
+        var nodePorts: [String: String] = [:]
+        let podCIDRs = [spec.node.podCIDR] + spec.nodes.map(\.podCIDR)
+        for (service, path) in zip(spec.services, servicePaths) {
+            if let first = byName[service.name] { problem("\(path).name", "\(service.name) is already used by \(first)") } else { byName[service.name] = path }
+            if let first = byClusterIP[service.clusterIP] { problem("\(path).clusterIP", "\(service.clusterIP) is already used by \(first)") } else { byClusterIP[service.clusterIP] = path }
+            if let cidr = podCIDRs.first(where: { $0.contains(service.clusterIP) }) {
+                problem("\(path).clusterIP", "\(service.clusterIP) is inside pod CIDR \(cidr)")
+            }
+            var frontends: [String: Int] = [:]
+            for (j, port) in service.ports.enumerated() {
+                let pp = "\(path).ports[\(j)]"
+                let key = "\(port.port)/\(port.protocol.rawValue)"
+                if let first = frontends[key] { problem("\(pp).port", "\(key) is already used by \(path).ports[\(first)]") } else { frontends[key] = j }
+                switch (service.type, port.nodePort) {
+                case (.clusterIP, .some):
+                    problem("\(pp).nodePort", "only NodePort services have node ports")
+                case (.nodePort, .none):
+                    problem("\(pp).nodePort", "is required for a NodePort service")
+                case (.nodePort, .some(let nodePort)):
+                    if !spec.nodePortRange.contains(nodePort) {
+                        problem("\(pp).nodePort", "\(nodePort) is outside the NodePort range \(spec.nodePortRange.lowerBound)-\(spec.nodePortRange.upperBound)")
+                    }
+                    let npKey = "\(nodePort)/\(port.protocol.rawValue)"
+                    if let first = nodePorts[npKey] { problem("\(pp).nodePort", "\(npKey) is already used by \(first)") } else { nodePorts[npKey] = pp }
+                case (.clusterIP, .none):
+                    break
+                }
+            }
+            var backends: [String: Int] = [:]
+            for (j, backend) in service.backends.enumerated() {
+                let key = "\(backend.ip):\(backend.port.map(String.init) ?? "")"
+                if let first = backends[key] { problem("\(path).backends[\(j)].ip", "\(backend.ip) is already backends[\(first)]") } else { backends[key] = j }
+            }
+        }
+    }
+}

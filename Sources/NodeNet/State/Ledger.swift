@@ -1,0 +1,81 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What nodenet last applied on a node, persisted in the node's state directory
+/// (`ledger.json`), so that state which left the spec while nodenetd was not running is
+/// still removed at the next apply, and teardown can restore what was there before.
+public struct Ledger: Codable, Sendable, Equatable {
+    public struct Endpoint: Codable, Sendable, Equatable, Hashable {
+        public var pod: String
+        public var hostDevice: String
+        public var netns: String
+        public var ip: String
+    }
+
+    public var apiVersion = NodeSpec.apiVersion
+    public var node: String
+    /// Endpoints that may exist on the node. Written as the union of old and new before an
+    /// apply starts (so a crash leaves nothing unknown) and as the new set after it.
+    public var endpoints: [Endpoint]
+    /// Sysctl values found before nodenet first changed them, restored by teardown.
+    public var sysctlOriginals: [String: String]
+    /// False while an apply is in progress (or was killed).
+    public var complete: Bool
+    public var updatedAt: String
+
+    public init(node: String) {
+        self.node = node
+        endpoints = []
+        sysctlOriginals = [:]
+        complete = true
+        updatedAt = ""
+    }
+
+    public static func path(in directory: String) -> String { directory + "/ledger.json" }
+
+    /// The ledger in `directory`, or nil when there is none.
+    public static func load(from directory: String) throws -> Ledger? {
+        let path = path(in: directory)
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        do {
+            return try JSONDecoder().decode(Ledger.self, from: data)
+        } catch {
+            throw NodeNetError.state("reading the ledger \(path): \(error)")
+        }
+    }
+
+    /// Writes the ledger atomically (temporary file + rename).
+    public func save(to directory: String) throws {
+        var copy = self
+        copy.updatedAt = ISO8601DateFormatter().string(from: Date())
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try encoder.encode(copy).write(to: URL(fileURLWithPath: Self.path(in: directory)), options: .atomic)
+        } catch {
+            throw NodeNetError.state("writing the ledger in \(directory): \(error)")
+        }
+    }
+
+    public static func remove(from directory: String) {
+        unlink(path(in: directory))
+        rmdir(directory)
+    }
+}
+
+/// Errors of the NodeNet layer that are not the kernel's.
+public enum NodeNetError: Error, Sendable, CustomStringConvertible {
+    case state(String)
+    case conflict(String)
+    case missing(String)
+
+    public var description: String {
+        switch self {
+        case .state(let s), .conflict(let s), .missing(let s): return s
+        }
+    }
+}
