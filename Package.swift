@@ -29,9 +29,11 @@ let package = Package(
             dependencies: ["NodeNet", "Netlink", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // Benchmarks are not product code: they may run `ip` as the baseline.
         .executableTarget(name: "netlink-bench", dependencies: ["Netlink"], path: "Benchmarks/NetlinkBench"),
+        // Shared test helpers (privileges, throwaway namespaces); not product code.
+        .target(name: "TestSupport", dependencies: ["Netlink"], path: "Tests/TestSupport"),
         .testTarget(
-            name: "NetlinkTests", dependencies: ["Netlink", "CBPF"],
+            name: "NetlinkTests", dependencies: ["Netlink", "CBPF", "TestSupport"],
             resources: [.copy("Fixtures")]),
-        .testTarget(name: "NodeNetTests", dependencies: ["NodeNet"]),
+        .testTarget(name: "NodeNetTests", dependencies: ["NodeNet", "TestSupport"]),
     ]
 )

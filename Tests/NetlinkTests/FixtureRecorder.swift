@@ -1,6 +1,7 @@
 import CBPF
 import Foundation
 import Testing
+import TestSupport
 
 @testable import Netlink
 

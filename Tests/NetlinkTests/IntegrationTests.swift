@@ -1,11 +1,12 @@
 import CBPF
 import Foundation
 import Testing
+import TestSupport
 
 @testable import Netlink
 
 /// Real kernel, in namespaces each test creates and always removes. Skipped without root.
-@Suite(.serialized, .enabled(if: Privileges.canManageNamespaces, Privileges.skipReason))
+@Suite(.serialized, .enabled(if: Privileges.canManageNamespaces, Comment(rawValue: Privileges.skipReason)))
 struct IntegrationTests {
     /// Two namespaces joined by a veth whose peer was created straight into the second one.
     func withPair<T>(_ body: (_ a: NetlinkSocket, _ b: NetlinkSocket, _ names: [String], _ va: Link, _ vb: Link) throws -> T) throws -> T {

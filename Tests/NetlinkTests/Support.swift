@@ -1,80 +1,8 @@
 import Foundation
 import Testing
+import TestSupport
 
 @testable import Netlink
-
-/// Whether integration tests can run: decided from effective capabilities, not the uid.
-enum Privileges {
-    static let capNetAdmin = 12
-    static let capSysAdmin = 21
-    static let capBPF = 39
-
-    static let effective: UInt64 = {
-        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
-            let value = UInt64(line.dropFirst("CapEff:".count).trimmingCharacters(in: .whitespaces), radix: 16)
-        else { return 0 }
-        return value
-    }()
-
-    static func has(_ bit: Int) -> Bool { effective & (1 << UInt64(bit)) != 0 }
-
-    static let canManageNamespaces = has(capNetAdmin) && has(capSysAdmin)
-    static let canLoadBPF = canManageNamespaces && (has(capBPF) || has(capSysAdmin))
-
-    static let skipReason: Comment =
-        "integration test skipped: needs CAP_NET_ADMIN and CAP_SYS_ADMIN (run as root) to create network namespaces"
-}
-
-/// Unique, per-process namespace names, so parallel test runs never collide.
-enum TestNames {
-    nonisolated(unsafe) private static var counter = 0
-    private static let lock = NSLock()
-    static func unique(_ label: String) -> String {
-        lock.lock()
-        defer { lock.unlock() }
-        counter += 1
-        return "nnt\(getpid())-\(counter)-\(label)"
-    }
-}
-
-/// Creates namespaces for one test and removes them when the body ends, even when it throws.
-func withNamespaces<T>(_ labels: [String], _ body: ([String]) throws -> T) throws -> T {
-    var created: [String] = []
-    defer { for name in created { try? NetworkNamespace.delete(name) } }
-    for label in labels {
-        let name = TestNames.unique(label)
-        try NetworkNamespace.create(name)
-        created.append(name)
-    }
-    return try body(created)
-}
-
-func withNamespaces<T>(_ labels: [String], _ body: ([String]) async throws -> T) async throws -> T {
-    var created: [String] = []
-    defer { for name in created { try? NetworkNamespace.delete(name) } }
-    for label in labels {
-        let name = TestNames.unique(label)
-        try NetworkNamespace.create(name)
-        created.append(name)
-    }
-    return try await body(created)
-}
-
-/// Runs a command-line tool to *observe* the kernel (tests only; product code never does).
-@discardableResult
-func runTool(_ arguments: [String]) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
-}
 
 // MARK: Fixtures
 

@@ -38,6 +38,27 @@ public struct Link: Sendable, Equatable {
         IFLA.stats64, IFLA.linkNetnsID,
     ]
 
+    /// A link value built by hand (tests, planners working from recorded state).
+    public init(
+        index: Int32, name: String, kind: String? = nil, flags: InterfaceFlags = [], mtu: UInt32? = 1500,
+        address: MACAddress? = nil, peerIndex: Int32? = nil, masterIndex: Int32? = nil
+    ) {
+        self.index = index
+        self.name = name
+        self.hardwareType = 1
+        self.flags = flags
+        self.mtu = mtu
+        self.address = address
+        self.kind = kind
+        self.slaveKind = nil
+        self.masterIndex = masterIndex
+        self.peerIndex = peerIndex
+        self.linkNetnsID = nil
+        self.operState = nil
+        self.statistics = nil
+        self.unknownAttributes = []
+    }
+
     public init(message: NetlinkMessage) throws {
         let r = ByteReader(message.payload)
         hardwareType = try r.u16(2)

@@ -1,0 +1,188 @@
+import Foundation
+import Testing
+
+@testable import NodeNet
+
+/// Spec decoding and validation: every problem, with its JSON path and exact message.
+@Suite struct SpecTests {
+    /// The seed's worker2, with pod namespaces that "exist" (the check is injected).
+    static let worker2 = """
+        {
+          "apiVersion": "nodenet/v1",
+          "node": { "name": "worker2", "device": "eth0", "address": "172.18.0.2", "podCIDR": "10.0.2.0/24", "routerIP": "10.0.2.184" },
+          "nativeRoutingCIDR": "10.0.0.0/8",
+          "autoDirectNodeRoutes": true,
+          "kubeProxyReplacement": true,
+          "pods": [
+            { "name": "net", "namespace": "default", "netns": "pod-net", "ip": "10.0.2.32" },
+            { "name": "server", "netns": "pod-server", "ip": "10.0.2.204" }
+          ],
+          "nodes": [
+            { "name": "control-plane", "address": "172.18.0.4", "podCIDR": "10.0.0.0/24" },
+            { "name": "worker", "address": "172.18.0.3", "podCIDR": "10.0.1.0/24" }
+          ],
+          "services": [ { "name": "default/serversvc", "type": "NodePort", "clusterIP": "10.96.18.68",
+                          "ports": [ { "name": "cni", "protocol": "TCP", "port": 80, "targetPort": 80, "nodePort": 32000 } ],
+                          "backends": [ { "ip": "10.0.1.15" }, { "ip": "10.0.2.204" }, { "ip": "10.0.0.142" } ] } ]
+        }
+        """
+
+    static func load(_ text: String, existing: Set<String> = ["/var/run/netns/pod-net", "/var/run/netns/pod-server"]) throws -> NodeSpec {
+        try NodeSpec.load(Data(text.utf8), namespaceExists: { existing.contains($0) })
+    }
+
+    /// Applies `edit` to the worker2 document (as a JSON object) and returns the problems.
+    static func problems(_ edit: (inout [String: Any]) -> Void) -> [String] {
+        var object = try! JSONSerialization.jsonObject(with: Data(worker2.utf8)) as! [String: Any]
+        edit(&object)
+        let data = try! JSONSerialization.data(withJSONObject: object)
+        do {
+            _ = try NodeSpec.load(data, namespaceExists: { ["/var/run/netns/pod-net", "/var/run/netns/pod-server", "/var/run/netns/pod-x"].contains($0) })
+            return []
+        } catch let e as SpecError {
+            return e.problems.map(\.description)
+        } catch {
+            return ["unexpected \(error)"]
+        }
+    }
+
+    @Test func seedWorker2IsValidWithDefaults() throws {
+        let spec = try Self.load(Self.worker2)
+        #expect(spec.node.routerIP == IPAddress("10.0.2.184"))
+        #expect(spec.pods.map(\.id) == ["default/net", "default/server"])
+        #expect(spec.nodes.count == 2 && spec.services.count == 1)
+        #expect(spec.services[0].ports[0].nodePort == 32000)
+        #expect(spec.stateDirectory == "/var/lib/nodenet/worker2")
+        #expect(spec.nodePortRange == 30000...32767)
+        #expect(spec.datapath.mode == .kernel)
+    }
+
+    @Test func routerIPDefaultsToTheFirstHost() throws {
+        let spec = try Self.load(Self.worker2.replacingOccurrences(of: ", \"routerIP\": \"10.0.2.184\"", with: ""))
+        #expect(spec.node.routerIP == IPAddress("10.0.2.1"))
+    }
+
+    struct Case: CustomTestStringConvertible, Sendable {
+        let name: String
+        let edit: @Sendable (inout [String: Any]) -> Void
+        let expected: [String]
+        var testDescription: String { name }
+    }
+
+    static func pod(_ i: Int, _ key: String, _ value: any Sendable) -> @Sendable (inout [String: Any]) -> Void {
+        { o in
+            var pods = o["pods"] as! [[String: Any]]
+            pods[i][key] = value
+            o["pods"] = pods
+        }
+    }
+
+    static func remote(_ i: Int, _ key: String, _ value: any Sendable) -> @Sendable (inout [String: Any]) -> Void {
+        { o in
+            var nodes = o["nodes"] as! [[String: Any]]
+            nodes[i][key] = value
+            o["nodes"] = nodes
+        }
+    }
+
+    static func node(_ key: String, _ value: any Sendable) -> @Sendable (inout [String: Any]) -> Void {
+        { o in
+            var node = o["node"] as! [String: Any]
+            node[key] = value
+            o["node"] = node
+        }
+    }
+
+    static func port(_ key: String, _ value: any Sendable) -> @Sendable (inout [String: Any]) -> Void {
+        { o in
+            var services = o["services"] as! [[String: Any]]
+            var ports = services[0]["ports"] as! [[String: Any]]
+            ports[0][key] = value
+            services[0]["ports"] = ports
+            o["services"] = services
+        }
+    }
+
+    static let cases: [Case] = [
+        Case(name: "unknown top-level field", edit: { $0["tunnel"] = "vxlan" },
+             expected: ["tunnel: unknown field (known: apiVersion, node, nativeRoutingCIDR, autoDirectNodeRoutes, kubeProxyReplacement, datapath, pods, nodes, services, nodePortRange, stateDirectory)"]),
+        Case(name: "unknown pod field", edit: pod(0, "ipAddress", "10.0.2.9"),
+             expected: ["pods[0].ipAddress: unknown field (known: name, namespace, netns, ip)"]),
+        Case(name: "wrong apiVersion", edit: { $0["apiVersion"] = "cilium/v2" },
+             expected: ["apiVersion: \"cilium/v2\" is not supported (use \"nodenet/v1\")"]),
+        Case(name: "missing node", edit: { $0["node"] = nil }, expected: ["node: is required"]),
+        Case(name: "missing required field", edit: node("device", NSNull()), expected: ["node.device: must be a string, found null"]),
+        Case(name: "malformed address", edit: node("address", "172.18.0"), expected: ["node.address: \"172.18.0\" is not an IPv4 address"]),
+        Case(name: "malformed CIDR", edit: node("podCIDR", "10.0.2/24"), expected: ["node.podCIDR: \"10.0.2/24\" is not an IPv4 CIDR (like 10.0.2.0/24)"]),
+        Case(name: "CIDR with host bits", edit: remote(1, "podCIDR", "10.0.1.7/24"),
+             expected: ["nodes[1].podCIDR: 10.0.1.7/24 has host bits set (did you mean 10.0.1.0/24?)"]),
+        Case(name: "wrong type", edit: { $0["autoDirectNodeRoutes"] = "yes" },
+             expected: ["autoDirectNodeRoutes: must be true or false, found a string"]),
+        Case(name: "pod IP outside the pod CIDR", edit: pod(1, "ip", "10.0.3.7"), expected: ["pods[1].ip: 10.0.3.7 is outside podCIDR 10.0.2.0/24"]),
+        Case(name: "duplicate pod IP", edit: pod(1, "ip", "10.0.2.32"), expected: ["pods[1].ip: 10.0.2.32 is already used by pods[0] (default/net)"]),
+        Case(name: "duplicate pod name", edit: pod(1, "name", "net"), expected: ["pods[1].name: default/net is already used by pods[0]"]),
+        Case(name: "pod IP is the router IP", edit: pod(0, "ip", "10.0.2.184"), expected: ["pods[0].ip: 10.0.2.184 is the router IP (node.routerIP)"]),
+        Case(name: "pod namespace missing", edit: pod(0, "netns", "pod-gone"),
+             expected: ["pods[0].netns: network namespace pod-gone does not exist (/var/run/netns/pod-gone)"]),
+        Case(name: "two pods in one namespace", edit: pod(1, "netns", "pod-net"),
+             expected: ["pods[1].netns: pod-net is already the network namespace of pods[0]"]),
+        Case(name: "router IP outside the pod CIDR", edit: node("routerIP", "10.0.5.1"), expected: ["node.routerIP: 10.0.5.1 is outside podCIDR 10.0.2.0/24"]),
+        Case(name: "router IP equal to a pod IP", edit: node("routerIP", "10.0.2.204"), expected: ["pods[1].ip: 10.0.2.204 is the router IP (node.routerIP)"]),
+        Case(name: "remote pod CIDRs overlap each other", edit: remote(1, "podCIDR", "10.0.0.0/23"),
+             expected: ["nodes[1].podCIDR: 10.0.0.0/23 overlaps nodes[0].podCIDR 10.0.0.0/24"]),
+        Case(name: "remote pod CIDR overlaps the local one", edit: remote(0, "podCIDR", "10.0.2.0/25"),
+             expected: ["nodes[0].podCIDR: 10.0.2.0/25 overlaps node.podCIDR 10.0.2.0/24"]),
+        Case(name: "node address inside the own pod CIDR", edit: node("address", "10.0.2.9"),
+             expected: ["node.address: 10.0.2.9 is inside this node's podCIDR 10.0.2.0/24"]),
+        Case(name: "remote node address inside a pod CIDR", edit: remote(0, "address", "10.0.1.9"),
+             expected: ["nodes[0].address: 10.0.1.9 is inside nodes[1].podCIDR 10.0.1.0/24"]),
+        Case(name: "duplicate remote node name", edit: remote(1, "name", "control-plane"),
+             expected: ["nodes[1].name: control-plane is already used by nodes[0]"]),
+        Case(name: "remote node named like this node", edit: remote(0, "name", "worker2"), expected: ["nodes[0].name: worker2 is already used by node.name"]),
+        Case(name: "port out of range", edit: port("port", 70000), expected: ["services[0].ports[0].port: 70000 is out of range 1-65535"]),
+        Case(name: "node port outside the NodePort range", edit: port("nodePort", 8080),
+             expected: ["services[0].ports[0].nodePort: 8080 is outside the NodePort range 30000-32767"]),
+        Case(name: "node port clash between services", edit: { o in
+            var services = o["services"] as! [[String: Any]]
+            var second = services[0]
+            second["name"] = "default/other"
+            second["clusterIP"] = "10.96.0.9"
+            services.append(second)
+            o["services"] = services
+        }, expected: ["services[1].ports[0].nodePort: 32000/TCP is already used by services[0].ports[0]"]),
+        Case(name: "node port on a ClusterIP service", edit: { o in
+            var services = o["services"] as! [[String: Any]]
+            services[0]["type"] = "ClusterIP"
+            o["services"] = services
+        }, expected: ["services[0].ports[0].nodePort: only NodePort services have node ports"]),
+        Case(name: "not a number", edit: port("port", "80"), expected: ["services[0].ports[0].port: must be a whole number, found a string"]),
+    ]
+
+    @Test(arguments: cases) func badSpecIsRejectedWithItsPath(_ c: Case) {
+        #expect(Self.problems(c.edit) == c.expected)
+    }
+
+    @Test func everyProblemIsReportedAtOnce() {
+        let problems = Self.problems { o in
+            Self.pod(0, "ip", "10.0.3.7")(&o)
+            Self.remote(1, "podCIDR", "10.0.0.0/23")(&o)
+            Self.port("nodePort", 8080)(&o)
+            o["extra"] = 1
+        }
+        #expect(problems.count == 4)
+        #expect(problems.contains("pods[0].ip: 10.0.3.7 is outside podCIDR 10.0.2.0/24"))
+    }
+
+    @Test func invalidJSONIsOneProblem() {
+        #expect(throws: SpecError.self) { try Self.load("{ \"apiVersion\": ") }
+    }
+
+    @Test func endpointDeviceNamesAreStableAndShaped() {
+        let pod = PodSpec(name: "net", netns: "pod-net", ip: IPAddress("10.0.2.32")!)
+        let name = NodeNetNames.endpointDevice(for: pod)
+        #expect(name == NodeNetNames.endpointDevice(for: PodSpec(name: "net", netns: "elsewhere", ip: IPAddress("10.0.2.33")!)))
+        #expect(name.count == 15 && NodeNetNames.isEndpointDevice(name))
+        #expect(name != NodeNetNames.endpointDevice(for: PodSpec(name: "net", namespace: "kube-system", netns: "x", ip: IPAddress("10.0.2.32")!)))
+        #expect(!NodeNetNames.isEndpointDevice("lxc_health") && !NodeNetNames.isEndpointDevice("eth0"))
+    }
+}

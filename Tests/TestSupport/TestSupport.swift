@@ -1,0 +1,78 @@
+// Helpers shared by the test targets: privilege checks, throwaway namespaces, tools that
+// observe the kernel. Not product code.
+import Foundation
+import Netlink
+
+/// Whether integration tests can run: decided from effective capabilities, not the uid.
+public enum Privileges {
+    public static let capNetAdmin = 12
+    public static let capSysAdmin = 21
+    public static let capBPF = 39
+
+    public static let effective: UInt64 = {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
+            let value = UInt64(line.dropFirst("CapEff:".count).trimmingCharacters(in: .whitespaces), radix: 16)
+        else { return 0 }
+        return value
+    }()
+
+    public static func has(_ bit: Int) -> Bool { effective & (1 << UInt64(bit)) != 0 }
+
+    public static let canManageNamespaces = has(capNetAdmin) && has(capSysAdmin)
+    public static let canLoadBPF = canManageNamespaces && (has(capBPF) || has(capSysAdmin))
+
+    public static let skipReason =
+        "integration test skipped: needs CAP_NET_ADMIN and CAP_SYS_ADMIN (run as root) to create network namespaces"
+}
+
+/// Unique, per-process namespace names, so parallel test runs never collide.
+public enum TestNames {
+    nonisolated(unsafe) private static var counter = 0
+    private static let lock = NSLock()
+    public static func unique(_ label: String) -> String {
+        lock.lock()
+        defer { lock.unlock() }
+        counter += 1
+        return "nnt\(getpid())-\(counter)-\(label)"
+    }
+}
+
+/// Creates namespaces for one test and removes them when the body ends, even when it throws.
+public func withNamespaces<T>(_ labels: [String], _ body: ([String]) throws -> T) throws -> T {
+    var created: [String] = []
+    defer { for name in created { try? NetworkNamespace.delete(name) } }
+    for label in labels {
+        let name = TestNames.unique(label)
+        try NetworkNamespace.create(name)
+        created.append(name)
+    }
+    return try body(created)
+}
+
+public func withNamespaces<T>(_ labels: [String], _ body: ([String]) async throws -> T) async throws -> T {
+    var created: [String] = []
+    defer { for name in created { try? NetworkNamespace.delete(name) } }
+    for label in labels {
+        let name = TestNames.unique(label)
+        try NetworkNamespace.create(name)
+        created.append(name)
+    }
+    return try await body(created)
+}
+
+/// Runs a command-line tool to *observe* the kernel (tests only; product code never does).
+@discardableResult
+public func runTool(_ arguments: [String]) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
