@@ -203,17 +203,34 @@ struct IntegrationTests {
             let ns = NamespaceReference.named(names[0])
             let s = try NetlinkSocket(namespace: ns)
             try s.setLink(named: "lo", LinkChange(up: true))
-            // A tiny receive buffer and a burst of 5 000 routes overflow it.
-            let monitor = try NetlinkMonitor(namespace: ns, groups: [.ipv4Route], receiveBuffer: 4096)
-            defer { monitor.stop() }
-            let routes = (0..<5_000).map { Route(destination: IPPrefix(IPAddress(ipv4: 0x0A4D_0000 + UInt32($0)), length: 32)!, outputInterface: 1, scope: .link) }
+            // Subscribe with a tiny receive buffer and let a burst of 2 000 routes overflow it
+            // before anyone reads; then start the monitor on that socket.
+            let subscribed = try NetlinkSocket(namespace: ns, groups: [.ipv4Route])
+            subscribed.setReceiveBuffer(4096)
+            let routes = (0..<2_000).map { Route(destination: IPPrefix(IPAddress(ipv4: 0x0A4D_0000 + UInt32($0)), length: 32)!, outputInterface: 1, scope: .link) }
             _ = s.batch(routes.map(\.addRequest))
-            try s.add(Route(destination: IPPrefix("10.78.0.0/16")!, outputInterface: 1, scope: .link))
+            let monitor = try NetlinkMonitor(subscribed: subscribed)
+            defer { monitor.stop() }
+            // Once the overrun is reported, drops are silent until the queue has drained (the
+            // consumer re-dumps meanwhile). Events must keep coming: add a marker route every
+            // 50 ms (at most 100) until one is seen.
             let outcome = try await withTimeout(seconds: 10) { () -> (Bool, Bool)? in
                 var overrun = false
+                var feeder: Task<Void, Never>?
+                defer { feeder?.cancel() }
                 for await event in monitor {
-                    if case .overrun = event { overrun = true }
-                    if case .newRoute(let r) = event, r.destination == IPPrefix("10.78.0.0/16") { return (overrun, true) }
+                    if case .overrun = event, !overrun {
+                        overrun = true
+                        feeder = Task {
+                            for i in 0..<100 where !Task.isCancelled {
+                                try? s.add(Route(destination: IPPrefix(IPAddress(ipv4: 0x0A4E_0000 + UInt32(i) << 8), length: 24)!, outputInterface: 1, scope: .link))
+                                try? await Task.sleep(nanoseconds: 50_000_000)
+                            }
+                        }
+                    }
+                    if case .newRoute(let r) = event, r.destination.length == 24, IPPrefix("10.78.0.0/16")!.contains(r.destination.address) {
+                        return (overrun, true)
+                    }
                 }
                 return (overrun, false)
             }

@@ -60,7 +60,7 @@ import Testing
         ] + sysctlsFor("cilium_host") + sysctlsFor("cilium_net") + [
             "create route 10.0.2.184/32 [node]", "create route 10.0.2.0/24 [node]",
             "create endpoint default/net [node]",
-            "update link lo [pod pod-net]", "update link eth0 [pod pod-net]", "create address 10.0.2.32/32 on eth0 [pod pod-net]",
+            "update link eth0 [pod pod-net]", "create address 10.0.2.32/32 on eth0 [pod pod-net]",
             "create route 10.0.2.184/32 [pod pod-net]", "create route default [pod pod-net]",
         ] + sysctlsFor(lxc) + ["create route 10.0.2.32/32 [node]", "create route 10.0.1.0/24 [node]"]
         #expect(lines == expected)

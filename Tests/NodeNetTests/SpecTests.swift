@@ -186,3 +186,11 @@ import Testing
         #expect(!NodeNetNames.isEndpointDevice("lxc_health") && !NodeNetNames.isEndpointDevice("eth0"))
     }
 }
+
+extension SpecTests {
+    @Test func specRoundTripsThroughJSON() throws {
+        let spec = try Self.load(Self.worker2)
+        let again = try NodeSpec.load(try spec.jsonData(), namespaceExists: { _ in true })
+        #expect(again == spec)
+    }
+}

@@ -59,6 +59,11 @@ public struct NetlinkMonitor: AsyncSequence, Sendable {
     ) throws {
         let socket = try NetlinkSocket(namespace: namespace, groups: groups)
         socket.setReceiveBuffer(receiveBuffer)
+        try self.init(subscribed: socket)
+    }
+
+    /// Starts reading a socket that is already subscribed to multicast groups.
+    init(subscribed socket: NetlinkSocket) throws {
         let stopped = StopFlag()
         let (stream, continuation) = AsyncStream<NetlinkEvent>.makeStream(bufferingPolicy: .unbounded)
         continuation.onTermination = { _ in stopped.stop() }

@@ -5,7 +5,9 @@ public final class NodeController: @unchecked Sendable {
     public let spec: NodeSpec
     public let session: NodeSession
 
+    /// Validates `spec` (throws `SpecError`) and opens the node's namespace.
     public init(spec: NodeSpec, namespace: NamespaceReference = .current) throws {
+        try spec.validate()
         self.spec = spec
         session = try NodeSession(namespace: namespace)
     }

@@ -176,9 +176,8 @@ public struct Planner {
         guard let podNS = observed.pods[endpoint.pod.netns] else { return }
         let scope = NamespaceScope.pod(endpoint.pod.netns)
         let fresh = !endpointState(endpoint).paired
-        if let lo = podNS.links["lo"], !lo.isUp {
-            add(.update, "link", scope, "link lo", wanted: "up", found: "down", .setLink(scope, device: "lo", LinkChange(up: true), undo: LinkChange(up: false)))
-        }
+        // The pod's lo is not ours: the runtime (or the lab) brings it up, as Kubernetes'
+        // loopback plugin does. Bringing it up also adds 127.0.0.1, which down does not undo.
         if fresh {
             add(.update, "link", scope, "link \(NodeNetNames.podDevice)", wanted: "up", found: "down (new)",
                 .setLink(scope, device: NodeNetNames.podDevice, LinkChange(up: true), undo: LinkChange(up: false)))

@@ -27,6 +27,16 @@ extension NodeSpec {
         throw SpecError(problems)
     }
 
+    /// Runs the semantic checks on a spec built in code (`load` already does this).
+    /// Paths use the arrays' indices, as if the spec had been read from JSON.
+    public func validate(namespaceExists: @escaping (String) -> Bool = { access($0, F_OK) == 0 }) throws {
+        var validator = SpecValidator(
+            spec: self, podPaths: pods.indices.map { "pods[\($0)]" }, nodePaths: nodes.indices.map { "nodes[\($0)]" },
+            servicePaths: services.indices.map { "services[\($0)]" }, namespaceExists: namespaceExists)
+        let problems = validator.validate()
+        if !problems.isEmpty { throw SpecError(problems) }
+    }
+
     /// Reads and validates the spec file at `path`.
     public static func load(path: String) throws -> NodeSpec {
         guard let data = FileManager.default.contents(atPath: path) else {

@@ -1,0 +1,37 @@
+import Foundation
+
+extension NodeSpec {
+    /// The spec as JSON in the documented `nodenet/v1` form (what `load` reads back).
+    public func jsonData() throws -> Data {
+        var node: [String: Any] = [
+            "name": self.node.name, "device": self.node.device, "address": self.node.address.description,
+            "podCIDR": self.node.podCIDR.description, "routerIP": self.node.routerIP.description,
+        ]
+        if let mtu = self.node.mtu { node["mtu"] = mtu }
+        var top: [String: Any] = [
+            "apiVersion": NodeSpec.apiVersion, "node": node, "autoDirectNodeRoutes": autoDirectNodeRoutes,
+            "kubeProxyReplacement": kubeProxyReplacement, "datapath": ["mode": datapath.mode.rawValue],
+            "stateDirectory": stateDirectory, "nodePortRange": "\(nodePortRange.lowerBound)-\(nodePortRange.upperBound)",
+            "pods": pods.map { ["name": $0.name, "namespace": $0.namespace, "netns": $0.netns, "ip": $0.ip.description] },
+            "nodes": nodes.map { ["name": $0.name, "address": $0.address.description, "podCIDR": $0.podCIDR.description] },
+            "services": services.map { s -> [String: Any] in
+                [
+                    "name": s.name, "type": s.type.rawValue, "clusterIP": s.clusterIP.description,
+                    "ports": s.ports.map { p -> [String: Any] in
+                        var port: [String: Any] = ["protocol": p.protocol.rawValue, "port": p.port, "targetPort": p.targetPort]
+                        if let name = p.name { port["name"] = name }
+                        if let nodePort = p.nodePort { port["nodePort"] = nodePort }
+                        return port
+                    },
+                    "backends": s.backends.map { b -> [String: Any] in
+                        var backend: [String: Any] = ["ip": b.ip.description]
+                        if let port = b.port { backend["port"] = port }
+                        return backend
+                    },
+                ]
+            },
+        ]
+        if let nativeRoutingCIDR { top["nativeRoutingCIDR"] = nativeRoutingCIDR.description }
+        return try JSONSerialization.data(withJSONObject: top, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+    }
+}

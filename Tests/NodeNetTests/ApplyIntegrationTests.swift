@@ -1,0 +1,203 @@
+import Foundation
+import Testing
+import TestSupport
+
+@testable import NodeNet
+
+/// `apply` against a real kernel, on a node that is a network namespace. Skipped without root.
+@Suite(.serialized, .enabled(if: Privileges.canManageNamespaces, Comment(rawValue: Privileges.skipReason)))
+struct ApplyIntegrationTests {
+    @Test func seedKernelStateRowByRow() async throws {
+        try await TestNode.with(pods: 2) { t in
+            let spec = t.spec()
+            let report = try t.controller(spec).apply()
+            #expect(report.verified, "\(report.mismatches)")
+            let node = try NetlinkSocket(namespace: t.namespace)
+            let links = Dictionary(uniqueKeysWithValues: try node.links().map { ($0.name, $0) })
+            // Host pair: veth cilium_host <-> cilium_net, up, NOARP, MTU of eth0.
+            let host = try #require(links["cilium_host"]), net = try #require(links["cilium_net"])
+            #expect(host.kind == "veth" && net.kind == "veth" && host.peerIndex == net.index && net.peerIndex == host.index)
+            #expect(host.isUp && net.isUp && host.isNoARP && net.isNoARP && host.mtu == 1500 && net.mtu == 1500)
+            let hostAddresses = try node.addresses(family: .inet, interfaceIndex: host.index)
+            #expect(hostAddresses.map { "\($0.prefix) \($0.scope)" } == ["10.0.2.184/32 link"])
+            // Sysctls.
+            #expect(try Sysctl.read("net.ipv4.ip_forward", in: t.namespace) == "1")
+            let lxcs = spec.pods.map(NodeNetNames.endpointDevice(for:))
+            for device in ["cilium_host", "cilium_net"] + lxcs {
+                let values = try ["forwarding", "rp_filter", "accept_local", "send_redirects"].map { try Sysctl.read("net/ipv4/conf/\(device)/\($0)", in: t.namespace) }
+                #expect(values == ["1", "0", "1", "0"], "\(device)")
+            }
+            // Node routes, exactly the seed's (with nodenet's protocol).
+            let names = Dictionary(uniqueKeysWithValues: links.values.map { ($0.index, $0.name) })
+            let routes = Set(try node.routes(RouteFilter(protocol: NodeNetNames.routeProtocol)).map { $0.describe(names: names) })
+            #expect(routes == [
+                "10.0.0.0/24 via 172.18.0.4 dev eth0", "10.0.1.0/24 via 172.18.0.3 dev eth0",
+                "10.0.2.0/24 via 10.0.2.184 dev cilium_host src 10.0.2.184", "10.0.2.184/32 dev cilium_host scope link",
+                "10.0.2.32/32 dev \(lxcs[0]) scope link", "10.0.2.204/32 dev \(lxcs[1]) scope link",
+            ])
+            // Pod side: eth0 with the /32, the router on-link, the default via it with the MTU.
+            let pod = try NetlinkSocket(namespace: .named(t.pods[0]))
+            let eth0 = try #require(try pod.link(named: "eth0"))
+            #expect(eth0.isUp && eth0.kind == "veth" && eth0.peerIndex == links[lxcs[0]]?.index)
+            #expect(try pod.addresses(family: .inet, interfaceIndex: eth0.index).map { "\($0.prefix) \($0.scope)" } == ["10.0.2.32/32 global"])
+            let podNames = [eth0.index: "eth0"]
+            #expect(Set(try pod.routes(RouteFilter()).map { $0.describe(names: podNames) }) == [
+                "default via 10.0.2.184 dev eth0 mtu 1500", "10.0.2.184/32 dev eth0 scope link",
+            ])
+            #expect(links[lxcs[0]]?.isUp == true && NodeNetNames.isEndpointDevice(lxcs[0]))
+            // Real packets: pod to pod on the node, and pod to another node's address.
+            #expect(try t.ping(from: 0, "10.0.2.204"))
+            #expect(try t.ping(from: 1, "10.0.2.32"))
+            #expect(try t.ping(from: 0, "172.18.0.3"))
+        }
+    }
+
+    @Test func reapplyMakesNoKernelWrites() async throws {
+        try await TestNode.with(pods: 2) { t in
+            let controller = try t.controller(t.spec())
+            _ = try controller.apply()
+            let nodeEvents = try NetlinkMonitor(namespace: t.namespace)
+            let podEvents = try NetlinkMonitor(namespace: .named(t.pods[0]))
+            let report = try controller.apply()
+            #expect(report.changes.isEmpty && report.verified)
+            #expect(try controller.plan().isEmpty)
+            // A marker change proves the monitors work; nothing may come before it.
+            try NetlinkSocket(namespace: t.namespace).add(Route(destination: IPPrefix("10.250.0.0/16")!, outputInterface: 1, scope: .link))
+            let pod = try NetlinkSocket(namespace: .named(t.pods[0]))
+            try pod.add(Route(destination: IPPrefix("10.250.0.0/16")!, outputInterface: try pod.link(named: "eth0")!.index, scope: .link))
+            for monitor in [nodeEvents, podEvents] {
+                let first = try await withTimeout(seconds: 5) { () -> String in
+                    for await event in monitor {
+                        if case .newRoute(let r) = event { return r.destination.description }
+                        return "\(event)"
+                    }
+                    return "end"
+                }
+                monitor.stop()
+                #expect(first == "10.250.0.0/16", "the re-apply changed something: \(first)")
+            }
+        }
+    }
+
+    @Test func removingAPodAndANodeRemovesExactlyTheirObjects() async throws {
+        try await TestNode.with(pods: 2) { t in
+            let node = try NetlinkSocket(namespace: t.namespace)
+            let eth0 = try node.link(named: "eth0")!.index
+            // A foreign route in the same table: never touched.
+            try node.add(Route(destination: IPPrefix("10.123.0.0/16")!, gateway: IPAddress("172.18.0.3"), outputInterface: eth0, protocol: .static))
+            let full = t.spec()
+            _ = try t.controller(full).apply()
+            let gone = NodeNetNames.endpointDevice(for: full.pods[1])
+            let smaller = t.spec(podCount: 1, remote: [full.nodes[1]])
+            let report = try t.controller(smaller).apply()
+            #expect(report.verified)
+            #expect(Set(report.changes.map(\.subject)) == ["route 10.0.2.204/32", "route 10.0.0.0/24", "endpoint default/server"])
+            #expect(try node.link(named: gone) == nil)
+            #expect(try NetlinkSocket(namespace: .named(t.pods[1])).link(named: "eth0") == nil)
+            let routes = try node.routes(RouteFilter()).map(\.destination.description)
+            #expect(!routes.contains("10.0.0.0/24") && !routes.contains("10.0.2.204/32"))
+            #expect(routes.contains("10.0.1.0/24") && routes.contains("10.0.2.32/32") && routes.contains("10.123.0.0/16"))
+            #expect(try t.ping(from: 0, "172.18.0.3"))
+            // The ledger knows only what is left.
+            #expect(try Ledger.load(from: t.stateDirectory)?.endpoints.map(\.pod) == ["default/net"])
+            _ = try t.controller(smaller).teardown()
+            #expect(try node.routes(RouteFilter()).contains { $0.destination == IPPrefix("10.123.0.0/16") && $0.protocol == .static })
+        }
+    }
+
+    @Test func aFailureMidwayRollsBackToTheExactPreviousState() async throws {
+        try await TestNode.with(pods: 3) { t in
+            _ = try t.controller(t.spec(podCount: 2)).apply()
+            let ledgerBefore = try Ledger.load(from: t.stateDirectory)
+            let before = try TestNode.snapshot(t.namespace), podBefore = try TestNode.snapshot(.named(t.pods[2]))
+            // A third pod and a node whose address is not on eth0's subnet: the kernel refuses
+            // that direct route, after the pod was already wired up.
+            var bad = t.spec(podCount: 3)
+            bad.nodes.append(RemoteNode(name: "faraway", address: IPAddress("192.168.77.7")!, podCIDR: IPPrefix("10.0.9.0/24")!))
+            let failure = #expect(throws: ApplyFailure.self) { try t.controller(bad).apply() }
+            #expect(failure?.change.subject == "route 10.0.9.0/24")
+            let text = "\(failure?.error as Any)"
+            #expect(text.contains("Nexthop has invalid gateway"), "\(text)")
+            #expect(failure?.rollback.complete == true)
+            #expect(try TestNode.snapshot(t.namespace) == before)
+            let podAfter = try TestNode.snapshot(.named(t.pods[2]))
+            #expect(podAfter == podBefore, "\(podAfter.difference(from: podBefore))")
+            #expect(try Ledger.load(from: t.stateDirectory) == ledgerBefore)
+        }
+    }
+
+    @Test func teardownLeavesTheNodeAsBeforeTheFirstApply() async throws {
+        try await TestNode.with(pods: 2) { t in
+            let before = try TestNode.snapshot(t.namespace)
+            let controller = try t.controller(t.spec())
+            _ = try controller.apply()
+            #expect(try TestNode.snapshot(t.namespace) != before)
+            let report = try controller.teardown()
+            #expect(report.endpoints == 2 && report.hostPair && report.ledgerRemoved)
+            #expect(report.sysctlsRestored == ["net.ipv4.ip_forward=0"])
+            #expect(try TestNode.snapshot(t.namespace) == before)
+            #expect(try controller.teardown().nothingToDo)
+            #expect(try NodeController.teardown(namespace: t.namespace, stateDirectory: t.stateDirectory).nothingToDo)
+        }
+    }
+
+    @Test func worksOnTheCurrentNamespaceOfAThreadInsideTheNode() async throws {
+        try await TestNode.with(pods: 1) { t in
+            let spec = t.spec()
+            // The same code path as on a real node (namespace .current), run on a thread that
+            // is inside the test node, never in the test process's own namespace.
+            let report = try NetworkNamespace.run(in: t.namespace) { try NodeController(spec: spec, namespace: .current).apply() }
+            #expect(report.verified && !report.changes.isEmpty)
+            #expect(try t.controller(spec).plan().isEmpty)
+            #expect(try t.ping(from: 0, "10.0.2.184"))
+        }
+    }
+
+    @Test func killedMidApplyTheNextApplyConverges() async throws {
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("nodenetd")
+        try #require(FileManager.default.isExecutableFile(atPath: binary.path), "build nodenetd first (swift build --build-tests builds it)")
+        try await TestNode.with(pods: 60) { t in
+            let remote = (0..<1000).map { i in
+                RemoteNode(name: "n\(i)", address: IPAddress(ipv4: 0xAC12_1000 + UInt32(i)), podCIDR: IPPrefix(IPAddress(ipv4: 0x0B00_0000 + UInt32(i) << 8), length: 24)!)
+            }
+            let spec = t.spec(remote: remote)
+            let file = FileManager.default.temporaryDirectory.appendingPathComponent(TestNames.unique("spec") + ".json")
+            defer { try? FileManager.default.removeItem(at: file) }
+            try spec.jsonData().write(to: file)
+            let process = Process()
+            process.executableURL = binary
+            process.arguments = ["apply", file.path, "--netns", t.node]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            // Kill it while it works: once the ledger says "in progress".
+            let deadline = Date().addingTimeInterval(10)
+            while Date() < deadline, (try? Ledger.load(from: t.stateDirectory))??.complete != false, process.isRunning {
+                usleep(200)
+            }
+            usleep(3_000)
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            let report = try t.controller(spec).apply()
+            #expect(report.verified, "\(report.mismatches.prefix(5))")
+            #expect(try t.controller(spec).plan().isEmpty)
+            let lxcs = try NetlinkSocket(namespace: t.namespace).links().filter { NodeNetNames.isEndpointDevice($0.name) }
+            #expect(lxcs.count == 60)
+            #expect(try Ledger.load(from: t.stateDirectory)?.complete == true)
+        }
+    }
+}
+
+/// Runs `body`, failing after `seconds` (tests are bounded).
+func withTimeout<T: Sendable>(seconds: Double, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(nanoseconds: UInt64(seconds * 1e9))
+            throw CancellationError()
+        }
+        let first = try await group.next()!
+        group.cancelAll()
+        return first
+    }
+}
