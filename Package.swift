@@ -29,6 +29,7 @@ let package = Package(
             dependencies: ["NodeNet", "Netlink", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // Benchmarks are not product code: they may run `ip` as the baseline.
         .executableTarget(name: "netlink-bench", dependencies: ["Netlink"], path: "Benchmarks/NetlinkBench"),
+        .executableTarget(name: "apply-bench", dependencies: ["NodeNet"], path: "Benchmarks/ApplyBench"),
         // Shared test helpers (privileges, throwaway namespaces); not product code.
         .target(name: "TestSupport", dependencies: ["Netlink"], path: "Tests/TestSupport"),
         .testTarget(
