@@ -79,10 +79,12 @@ public struct NetlinkMonitor: AsyncSequence, Sendable {
     public func stop() { stopped.stop() }
 }
 
-final class StopFlag: Sendable {
+/// A flag a thread polls to know when to stop.
+public final class StopFlag: Sendable {
     private let flag = Atomic<Bool>(false)
-    func stop() { flag.store(true, ordering: .releasing) }
-    var isStopped: Bool { flag.load(ordering: .acquiring) }
+    public init() {}
+    public func stop() { flag.store(true, ordering: .releasing) }
+    public var isStopped: Bool { flag.load(ordering: .acquiring) }
 }
 
 private final class MonitorReader: @unchecked Sendable {

@@ -99,6 +99,15 @@ public enum NetworkNamespace {
         return try result!.get()
     }
 
+    /// Moves the *calling thread* into `reference`, for good. Only for a thread that is about
+    /// to `exec` another program or exit (like `ip netns exec`): every other use must go
+    /// through `run(in:)`, which never leaves a thread in a foreign namespace.
+    public static func enterForExec(_ reference: NamespaceReference) throws {
+        let fd = try open(reference)
+        defer { close(fd) }
+        guard setns(fd, nodenet_clone_newnet()) == 0 else { throw NetlinkError.system("setns", context: "entering \(reference)") }
+    }
+
     /// Runs `body` inside each namespace in turn, on one dedicated thread (one switch per
     /// namespace instead of one thread each). A namespace that cannot be entered is
     /// reported to `failed` and skipped.

@@ -178,9 +178,19 @@ struct SpecReader {
                 nodePaths.append(path)
             }
         }
+        let services = readServices(top, "")
+        guard let node else { return nil }
+        return NodeSpec(
+            node: node, nativeRoutingCIDR: nativeRoutingCIDR, autoDirectNodeRoutes: autoDirect, kubeProxyReplacement: kpr,
+            datapath: datapath, pods: pods, nodes: nodes, services: services, nodePortRange: range,
+            stateDirectory: stateDirectory)
+    }
+
+    /// `services` of an object (the node spec or a lab cluster file).
+    mutating func readServices(_ fields: [String: JSONValue], _ path: String) -> [ServiceSpec] {
         var services: [ServiceSpec] = []
-        for (i, item) in array(top, "services", "").enumerated() {
-            let path = "services[\(i)]"
+        for (i, item) in array(fields, "services", path).enumerated() {
+            let path = join(path, "services[\(i)]")
             guard let fields = object(item, path, allowed: ["name", "type", "clusterIP", "ports", "backends"]) else { continue }
             let name = string(fields, "name", path, required: true)
             var type = ServiceType.clusterIP
@@ -221,10 +231,6 @@ struct SpecReader {
                 servicePaths.append(path)
             }
         }
-        guard let node else { return nil }
-        return NodeSpec(
-            node: node, nativeRoutingCIDR: nativeRoutingCIDR, autoDirectNodeRoutes: autoDirect, kubeProxyReplacement: kpr,
-            datapath: datapath, pods: pods, nodes: nodes, services: services, nodePortRange: range,
-            stateDirectory: stateDirectory)
+        return services
     }
 }

@@ -1,0 +1,133 @@
+import Foundation
+
+/// A lab cluster: a fabric standing for the docker network, nodes with their pods, an
+/// external host, and services. `LabCluster.seed` is the seed walkthrough's kind cluster.
+public struct LabCluster: Sendable, Equatable {
+    public struct Node: Sendable, Equatable {
+        public var name: String
+        public var address: IPAddress
+        public var podCIDR: IPPrefix
+        public var routerIP: IPAddress?
+        public var pods: [Pod]
+    }
+
+    public struct Pod: Sendable, Equatable {
+        public var name: String
+        public var ip: IPAddress
+    }
+
+    /// Lab name: lowercase letters, digits and '-', at most 12 characters.
+    public var name: String
+    public var fabricCIDR: IPPrefix
+    /// The external host's address on the fabric (the docker network's gateway in kind).
+    public var externalAddress: IPAddress
+    public var nativeRoutingCIDR: IPPrefix
+    public var nodes: [Node]
+    public var services: [ServiceSpec]
+
+    /// The seed's cluster: control-plane, worker, worker2 with the DaemonSet's server pods,
+    /// the client pod `net`, and the NodePort service `default/serversvc`.
+    public static func seed(name: String = "seed") -> LabCluster {
+        LabCluster(
+            name: name, fabricCIDR: IPPrefix("172.18.0.0/16")!, externalAddress: IPAddress("172.18.0.1")!,
+            nativeRoutingCIDR: IPPrefix("10.0.0.0/8")!,
+            nodes: [
+                Node(name: "control-plane", address: IPAddress("172.18.0.4")!, podCIDR: IPPrefix("10.0.0.0/24")!, routerIP: nil,
+                     pods: [Pod(name: "cilium-with-replacement-cp", ip: IPAddress("10.0.0.142")!)]),
+                Node(name: "worker", address: IPAddress("172.18.0.3")!, podCIDR: IPPrefix("10.0.1.0/24")!, routerIP: IPAddress("10.0.1.152"),
+                     pods: [Pod(name: "cilium-with-replacement-w1", ip: IPAddress("10.0.1.15")!)]),
+                Node(name: "worker2", address: IPAddress("172.18.0.2")!, podCIDR: IPPrefix("10.0.2.0/24")!, routerIP: IPAddress("10.0.2.184"),
+                     pods: [Pod(name: "cilium-with-replacement-w2", ip: IPAddress("10.0.2.204")!), Pod(name: "net", ip: IPAddress("10.0.2.32")!)]),
+            ],
+            services: [
+                ServiceSpec(
+                    name: "default/serversvc", type: .nodePort, clusterIP: IPAddress("10.96.18.68")!,
+                    ports: [ServicePort(name: "cni", protocol: .tcp, port: 80, targetPort: 80, nodePort: 32000)],
+                    backends: [ServiceBackend(ip: IPAddress("10.0.1.15")!), ServiceBackend(ip: IPAddress("10.0.2.204")!), ServiceBackend(ip: IPAddress("10.0.0.142")!)]),
+            ])
+    }
+
+    /// Reads a cluster file (strictly, every problem reported with its path).
+    public static func load(_ data: Data) throws -> LabCluster {
+        let root: JSONValue
+        do { root = try JSONValue.parse(data) } catch { throw SpecError([SpecProblem("", "not valid JSON: \(error)")]) }
+        var r = SpecReader()
+        guard let top = r.object(root, "", allowed: ["name", "fabric", "nativeRoutingCIDR", "nodes", "services"]) else {
+            throw SpecError(r.problems)
+        }
+        let name = r.string(top, "name", "", required: false) ?? "lab"
+        var fabricCIDR = IPPrefix("172.18.0.0/16")!, external = IPAddress("172.18.0.1")!
+        if let fabric = r.object(top["fabric"], "fabric", allowed: ["cidr", "external"]) {
+            fabricCIDR = r.cidr(fabric, "cidr", "fabric", required: false) ?? fabricCIDR
+            external = r.address(fabric, "external", "fabric", required: false) ?? external
+        }
+        let native = r.cidr(top, "nativeRoutingCIDR", "", required: false) ?? IPPrefix("10.0.0.0/8")!
+        var nodes: [Node] = []
+        for (i, item) in r.array(top, "nodes", "").enumerated() {
+            let path = "nodes[\(i)]"
+            guard let f = r.object(item, path, allowed: ["name", "address", "podCIDR", "routerIP", "pods"]) else { continue }
+            var pods: [Pod] = []
+            for (j, p) in r.array(f, "pods", path).enumerated() {
+                let pp = "\(path).pods[\(j)]"
+                guard let pf = r.object(p, pp, allowed: ["name", "ip"]) else { continue }
+                if let n = r.string(pf, "name", pp, required: true), let ip = r.address(pf, "ip", pp, required: true) { pods.append(Pod(name: n, ip: ip)) }
+            }
+            if let n = r.string(f, "name", path, required: true), let a = r.address(f, "address", path, required: true),
+               let c = r.cidr(f, "podCIDR", path, required: true) {
+                nodes.append(Node(name: n, address: a, podCIDR: c, routerIP: r.address(f, "routerIP", path, required: false), pods: pods))
+            }
+        }
+        if nodes.isEmpty { r.problem("nodes", "needs at least one node") }
+        let services = r.readServices(top, "")
+        let cluster = LabCluster(name: name, fabricCIDR: fabricCIDR, externalAddress: external, nativeRoutingCIDR: native, nodes: nodes, services: services)
+        let problems = r.problems + cluster.problems()
+        if !problems.isEmpty { throw SpecError(problems) }
+        return cluster
+    }
+
+    /// Lab-level checks; each node's spec is validated again by apply.
+    func problems() -> [SpecProblem] {
+        var p: [SpecProblem] = []
+        if name.isEmpty || name.count > 12 || !name.allSatisfy({ $0.isLowercase || $0.isNumber || $0 == "-" }) {
+            p.append(SpecProblem("name", "\"\(name)\" must be 1-12 characters of a-z, 0-9 and '-'"))
+        }
+        if !fabricCIDR.contains(externalAddress) { p.append(SpecProblem("fabric.external", "\(externalAddress) is outside \(fabricCIDR)")) }
+        var seen: [String: String] = [:], addresses: Set<IPAddress> = [externalAddress]
+        for (i, node) in nodes.enumerated() {
+            if !fabricCIDR.contains(node.address) { p.append(SpecProblem("nodes[\(i)].address", "\(node.address) is outside the fabric \(fabricCIDR)")) }
+            if !addresses.insert(node.address).inserted { p.append(SpecProblem("nodes[\(i)].address", "\(node.address) is already used")) }
+            for (j, pod) in node.pods.enumerated() {
+                if let first = seen[pod.name] { p.append(SpecProblem("nodes[\(i)].pods[\(j)].name", "\(pod.name) is already used by \(first)")) }
+                seen[pod.name] = "nodes[\(i)].pods[\(j)]"
+                if pod.name.utf8.count > 40 { p.append(SpecProblem("nodes[\(i)].pods[\(j)].name", "is longer than 40 characters")) }
+            }
+        }
+        return p
+    }
+
+    // MARK: Names of what the lab creates
+
+    var prefix: String { "nnl-\(name)-" }
+    public var fabricNamespace: String { prefix + "fabric" }
+    public var externalNamespace: String { prefix + "external" }
+    public func namespace(ofNode node: String) -> String { prefix + "n-" + node }
+    public func namespace(ofPod pod: String) -> String { prefix + "p-" + pod }
+    public var runDirectory: String { "/run/nodenet/lab/\(name)" }
+    public func stateDirectory(ofNode node: String) -> String { "\(runDirectory)/\(node)/state" }
+    public func bpffsDirectory(ofNode node: String) -> String { "\(BPFFS.root)/nodenet-lab/\(name)/\(node)" }
+    public func cgroupPath(ofNode node: String) -> String? { CgroupV2.root.map { "\($0)/nodenet-lab/\(name)/\(node)" } }
+
+    /// The node spec the lab applies to `node`: its pods, every other node, all services.
+    public func spec(forNode nodeName: String) -> NodeSpec? {
+        guard let node = nodes.first(where: { $0.name == nodeName }) else { return nil }
+        return NodeSpec(
+            node: LocalNode(name: node.name, device: "eth0", address: node.address, podCIDR: node.podCIDR, routerIP: node.routerIP),
+            nativeRoutingCIDR: nativeRoutingCIDR,
+            pods: node.pods.map { PodSpec(name: $0.name, netns: namespace(ofPod: $0.name), ip: $0.ip) },
+            nodes: nodes.filter { $0.name != nodeName }.map { RemoteNode(name: $0.name, address: $0.address, podCIDR: $0.podCIDR) },
+            services: services, stateDirectory: stateDirectory(ofNode: node.name))
+    }
+
+    /// Which node a pod runs on.
+    public func node(ofPod pod: String) -> Node? { nodes.first { $0.pods.contains { $0.name == pod } } }
+}

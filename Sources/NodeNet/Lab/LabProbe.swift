@@ -1,0 +1,102 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Observations for the lab's checks, made from inside namespaces: HTTP requests, UDP
+/// echoes, the IP forwarding counter and link packet counters.
+public enum LabProbe {
+    public struct HTTPResult: Sendable {
+        public var body: String
+        /// The client's own address and port, as the connection saw them.
+        public var local: String
+        /// The address the connection reached (after any translation at connect time).
+        public var peer: String
+    }
+
+    /// `GET /` to `address:port` from inside `namespace`, bounded by `timeout` seconds.
+    public static func httpGet(from namespace: NamespaceReference, to address: IPAddress, port: UInt16 = 80, timeout: Int32 = 3) throws -> HTTPResult {
+        let fd: Int32 = try NetworkNamespace.run(in: namespace) {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { throw NodeNetError.state("socket: \(String(cString: strerror(errno)))") }
+            return fd
+        }
+        defer { close(fd) }
+        var tv = timeval(tv_sec: Int(timeout), tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var target = sockaddr_in()
+        target.sin_family = sa_family_t(AF_INET)
+        target.sin_port = port.bigEndian
+        target.sin_addr.s_addr = address.ipv4Value!.bigEndian
+        let rc = withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard rc == 0 else { throw NodeNetError.state("connecting to \(address):\(port): \(String(cString: strerror(errno)))") }
+        let request = "GET / HTTP/1.1\r\nHost: \(address)\r\nConnection: close\r\n\r\n"
+        _ = request.withCString { write(fd, $0, strlen($0)) }
+        var response: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while response.count < 65536 {
+            let n = read(fd, &buffer, buffer.count)
+            if n < 0 { throw NodeNetError.state("reading from \(address):\(port): \(String(cString: strerror(errno)))") }
+            if n == 0 { break }
+            response += buffer[0..<n]
+        }
+        let text = String(decoding: response, as: UTF8.self)
+        let body = text.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
+        return HTTPResult(body: body, local: name(of: fd, peer: false), peer: name(of: fd, peer: true))
+    }
+
+    /// Sends `payload` to `address:port` over UDP from `namespace` and returns the reply.
+    public static func udpEcho(from namespace: NamespaceReference, to address: IPAddress, port: UInt16 = 53, payload: String, timeout: Int32 = 3) throws -> String {
+        let fd: Int32 = try NetworkNamespace.run(in: namespace) { socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        guard fd >= 0 else { throw NodeNetError.state("socket: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var tv = timeval(tv_sec: Int(timeout), tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var target = sockaddr_in()
+        target.sin_family = sa_family_t(AF_INET)
+        target.sin_port = port.bigEndian
+        target.sin_addr.s_addr = address.ipv4Value!.bigEndian
+        let bytes = Array(payload.utf8)
+        let sent = withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, bytes, bytes.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard sent == bytes.count else { throw NodeNetError.state("sending to \(address):\(port): \(String(cString: strerror(errno)))") }
+        var buffer = [UInt8](repeating: 0, count: 2048)
+        let n = recv(fd, &buffer, buffer.count, 0)
+        guard n >= 0 else { throw NodeNetError.state("no UDP reply from \(address):\(port): \(String(cString: strerror(errno)))") }
+        return String(decoding: buffer[0..<n], as: UTF8.self)
+    }
+
+    private static func name(of fd: Int32, peer: Bool) -> String {
+        var a = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { peer ? getpeername(fd, $0, &length) : getsockname(fd, $0, &length) } }
+        return PodServer.describe(a)
+    }
+
+    /// `Ip: ForwDatagrams` from /proc/net/snmp in `namespace`: packets the IP stack forwarded.
+    public static func forwardedDatagrams(in namespace: NamespaceReference) throws -> UInt64 {
+        let text: String = try NetworkNamespace.run(in: namespace) {
+            // /proc/net follows the reading thread's namespace.
+            guard let t = try? String(contentsOfFile: "/proc/thread-self/net/snmp", encoding: .utf8) else {
+                throw NodeNetError.state("cannot read /proc/thread-self/net/snmp")
+            }
+            return t
+        }
+        let lines = text.split(separator: "\n").filter { $0.hasPrefix("Ip:") }
+        guard lines.count >= 2 else { throw NodeNetError.state("unexpected /proc/net/snmp") }
+        let names = lines[0].split(separator: " "), values = lines[1].split(separator: " ")
+        guard let i = names.firstIndex(of: "ForwDatagrams"), i < values.count, let v = UInt64(values[i]) else {
+            throw NodeNetError.state("no ForwDatagrams in /proc/net/snmp")
+        }
+        return v
+    }
+
+    /// Packets received plus sent by `device` in `namespace`.
+    public static func packets(of device: String, in namespace: NamespaceReference) throws -> UInt64 {
+        guard let link = try NetlinkSocket(namespace: namespace).link(named: device), let stats = link.statistics else {
+            throw NodeNetError.missing("\(device) in \(namespace)")
+        }
+        return stats.rxPackets + stats.txPackets
+    }
+}

@@ -1,0 +1,113 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The lab's pod workload: HTTP on port 80 answering `PodName: <name> | PodIP: eth0 <ip>/32`
+/// (the seed's DaemonSet) and a UDP echo on port 53. Its sockets are created inside the pod's
+/// namespace; it serves them on two threads of its own.
+public final class PodServer: @unchecked Sendable {
+    public let name: String
+    public let ip: IPAddress
+    private let tcp: Int32
+    private let udp: Int32
+    private let log: @Sendable (String) -> Void
+    private let stopped = StopFlag()
+
+    public var body: String { "PodName: \(name) | PodIP: eth0 \(ip)/32\n" }
+
+    public init(name: String, ip: IPAddress, namespace: NamespaceReference, log: @escaping @Sendable (String) -> Void = { _ in }) throws {
+        self.name = name
+        self.ip = ip
+        self.log = log
+        (tcp, udp) = try NetworkNamespace.run(in: namespace) {
+            let tcp = try Self.bound(SOCK_STREAM, port: 80)
+            do {
+                return (tcp, try Self.bound(SOCK_DGRAM, port: 53))
+            } catch {
+                close(tcp)
+                throw error
+            }
+        }
+        guard listen(tcp, 128) == 0 else { throw NodeNetError.state("listen: \(String(cString: strerror(errno)))") }
+    }
+
+    deinit {
+        close(tcp)
+        close(udp)
+    }
+
+    private static func bound(_ type: __socket_type, port: UInt16) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(type.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw NodeNetError.state("socket: \(String(cString: strerror(errno)))") }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, 4)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        let rc = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard rc == 0 else {
+            let e = String(cString: strerror(errno))
+            close(fd)
+            throw NodeNetError.state("binding port \(port): \(e)")
+        }
+        return fd
+    }
+
+    /// Starts serving; returns at once.
+    public func start() {
+        Thread.detachNewThread { [self] in serveHTTP() }
+        Thread.detachNewThread { [self] in serveUDP() }
+    }
+
+    /// Stops serving (the threads exit within their poll interval).
+    public func stop() { stopped.stop() }
+
+    private func ready(_ fd: Int32) -> Bool {
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return poll(&p, 1, 100) > 0
+    }
+
+    private func serveHTTP() {
+        let response = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
+        while !stopped.isStopped {
+            guard ready(tcp) else { continue }
+            var peer = sockaddr_in()
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let conn = withUnsafeMutablePointer(to: &peer) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { accept(tcp, $0, &length) } }
+            guard conn >= 0 else { continue }
+            var timeout = timeval(tv_sec: 2, tv_usec: 0)
+            setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            var request: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 2048)
+            while request.count < 16384 {
+                let n = read(conn, &buffer, buffer.count)
+                if n <= 0 { break }
+                request += buffer[0..<n]
+                if request.count >= 4, request.suffix(4) == [13, 10, 13, 10] { break }
+            }
+            _ = response.withCString { write(conn, $0, strlen($0)) }
+            close(conn)
+            let line = String(decoding: request.prefix { $0 != 13 }, as: UTF8.self)
+            log("http \(Self.describe(peer)) \(line)")
+        }
+    }
+
+    private func serveUDP() {
+        var buffer = [UInt8](repeating: 0, count: 2048)
+        while !stopped.isStopped {
+            guard ready(udp) else { continue }
+            var peer = sockaddr_in()
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let n = withUnsafeMutablePointer(to: &peer) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(udp, &buffer, buffer.count, 0, $0, &length) } }
+            guard n >= 0 else { continue }
+            _ = withUnsafePointer(to: &peer) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(udp, buffer, n, 0, $0, length) } }
+            log("udp \(Self.describe(peer)) \(n) bytes")
+        }
+    }
+
+    static func describe(_ a: sockaddr_in) -> String {
+        "\(IPAddress(ipv4: UInt32(bigEndian: a.sin_addr.s_addr))):\(UInt16(bigEndian: a.sin_port))"
+    }
+}

@@ -1,0 +1,118 @@
+import ArgumentParser
+import Foundation
+import NodeNet
+
+/// The lab's processes: per-node pod servers, `exec`. (Lab code may start processes; the
+/// library and the rest of the daemon never do.)
+enum LabRuntime {
+    static func up(_ c: LabCluster, interrupt: Interrupt) throws {
+        do {
+            try Lab(cluster: c).up(cancelled: { interrupt.fired })
+            for node in c.nodes where !node.pods.isEmpty {
+                if interrupt.fired { throw CancellationError() }
+                try startServer(c, node: node.name)
+            }
+            try waitForServers(c, interrupt: interrupt)
+        } catch {
+            Lab.down(name: c.name)
+            if error is CancellationError || interrupt.fired {
+                printError("interrupted: lab \(c.name) removed")
+                throw ExitCode(130)
+            }
+            throw error
+        }
+    }
+
+    static var executable: String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        return n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : CommandLine.arguments[0]
+    }
+
+    /// Starts `nodenetd lab serve --node NODE` in its own session, logging to the node's
+    /// run directory, and puts it into the node's cgroup.
+    static func startServer(_ c: LabCluster, node: String) throws {
+        let log = "\(c.runDirectory)/\(node)/serve.log"
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        posix_spawnattr_setflags(&attributes, 0x80)  // POSIX_SPAWN_SETSID (glibc), not exported to Swift
+        let args = [executable, "lab", "serve", "--name", c.name, "--node", node]
+        let argv = args.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
+        guard rc == 0 else { throw NodeNetError.state("starting the pod servers of \(node): \(String(cString: strerror(rc)))") }
+        if let cgroup = c.cgroupPath(ofNode: node) { try CgroupV2.add(pid: pid, to: cgroup) }
+    }
+
+    /// Waits (at most 10 s) until every pod answers HTTP on its own address.
+    static func waitForServers(_ c: LabCluster, interrupt: Interrupt) throws {
+        let deadline = Date().addingTimeInterval(10)
+        for node in c.nodes {
+            for pod in node.pods {
+                while (try? LabProbe.httpGet(from: .named(c.namespace(ofPod: pod.name)), to: pod.ip, timeout: 1)) == nil {
+                    if interrupt.fired { throw CancellationError() }
+                    guard Date() < deadline else {
+                        throw NodeNetError.state("pod \(pod.name) does not serve HTTP (see \(c.runDirectory)/\(node.name)/serve.log)")
+                    }
+                    usleep(20_000)
+                }
+            }
+        }
+    }
+
+    /// The pod servers of one node, until SIGTERM/SIGINT.
+    static func serve(_ c: LabCluster, node name: String) throws {
+        guard let node = c.nodes.first(where: { $0.name == name }) else { throw InvalidInput(message: "no node \(name) in lab \(c.name)") }
+        if let cgroup = c.cgroupPath(ofNode: name) { try CgroupV2.add(pid: getpid(), to: cgroup) }
+        let interrupt = Interrupt()
+        let servers = try node.pods.map { pod in
+            try PodServer(name: pod.name, ip: pod.ip, namespace: .named(c.namespace(ofPod: pod.name))) { line in
+                FileHandle.standardOutput.write(Data("\(pod.name) \(line)\n".utf8))
+            }
+        }
+        servers.forEach { $0.start() }
+        FileHandle.standardOutput.write(Data("serving \(node.pods.map(\.name).joined(separator: ", ")) (pid \(getpid()))\n".utf8))
+        while !interrupt.fired { usleep(100_000) }
+        servers.forEach { $0.stop() }
+    }
+
+    /// Where a node, pod or `external` lives: its namespace and cgroup.
+    static func place(of target: String, in c: LabCluster) -> (String, String?)? {
+        if target == "external" { return (c.externalNamespace, nil) }
+        if c.nodes.contains(where: { $0.name == target }) { return (c.namespace(ofNode: target), c.cgroupPath(ofNode: target)) }
+        if let node = c.node(ofPod: target) { return (c.namespace(ofPod: target), c.cgroupPath(ofNode: node.name)) }
+        return nil
+    }
+
+    /// Replaces this process with `command`, inside `namespace` and `cgroup`.
+    static func exec(_ command: [String], namespace: String, cgroup: String?) throws -> Never {
+        if let cgroup { try CgroupV2.add(pid: getpid(), to: cgroup) }
+        try NetworkNamespace.enterForExec(.named(namespace))
+        let argv = command.map { strdup($0) } + [nil]
+        execvp(command[0], argv)
+        printError("nodenetd lab exec: cannot run \(command[0]): \(String(cString: strerror(errno)))")
+        Foundation.exit(127)
+    }
+
+    /// Runs `nodenetd lab exec TARGET -- ARGS` and returns its status and output.
+    static func capture(lab: String, _ target: String, _ args: [String]) throws -> (status: Int32, output: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = ["lab", "exec", "--name", lab, target, "--"] + args
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = pipe
+        try p.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+}
