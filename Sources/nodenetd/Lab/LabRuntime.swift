@@ -39,6 +39,9 @@ enum LabRuntime {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // Nothing else may leak into a long-lived server (an inherited pipe would keep
+        // whoever reads `lab up`'s output waiting forever).
+        for fd in openDescriptors() where fd > 2 { posix_spawn_file_actions_addclose(&actions, fd) }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -50,6 +53,11 @@ enum LabRuntime {
         let rc = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
         guard rc == 0 else { throw NodeNetError.state("starting the pod servers of \(node): \(String(cString: strerror(rc)))") }
         if let cgroup = c.cgroupPath(ofNode: node) { try CgroupV2.add(pid: pid, to: cgroup) }
+    }
+
+    /// This process's open file descriptors.
+    static func openDescriptors() -> [Int32] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []).compactMap { Int32($0) }
     }
 
     /// Waits (at most 10 s) until every pod answers HTTP on its own address.
