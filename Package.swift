@@ -10,6 +10,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
     ],
     targets: [
         // libmnl (socket handling) plus the few syscalls glibc hides behind _GNU_SOURCE.
@@ -23,7 +25,12 @@ let package = Package(
         // Typed rtnetlink: kernel messages only, no node concepts.
         .target(name: "Netlink", dependencies: ["CMnl"]),
         // The domain: spec, plan, apply, datapath, lab.
-        .target(name: "NodeNet", dependencies: ["Netlink"]),
+        .target(
+            name: "NodeNet",
+            dependencies: [
+                "Netlink", .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]),
         .executableTarget(
             name: "nodenetd",
             dependencies: ["NodeNet", "Netlink", .product(name: "ArgumentParser", package: "swift-argument-parser")]),

@@ -16,7 +16,7 @@ struct Nodenetd: ParsableCommand {
             2 invalid input (bad spec, bad arguments).
             """,
         subcommands: [
-            ApplyCommand.self, PlanCommand.self, StatusCommand.self, EndpointCommand.self, RouteCommand.self,
+            ApplyCommand.self, PlanCommand.self, RunCommand.self, StatusCommand.self, EndpointCommand.self, RouteCommand.self,
             TeardownCommand.self, LabCommand.self,
         ])
 

@@ -72,6 +72,7 @@ public enum RTM {
     public static let newQdisc: UInt16 = 36
     public static let delQdisc: UInt16 = 37
     public static let getQdisc: UInt16 = 38
+    public static let newNetconf: UInt16 = 80
     public static let newFilter: UInt16 = 44
     public static let delFilter: UInt16 = 45
     public static let getFilter: UInt16 = 46
@@ -87,7 +88,9 @@ public struct MulticastGroups: OptionSet, Sendable, Hashable {
     public static let ipv4Route = MulticastGroups(rawValue: 0x40)
     public static let ipv6Address = MulticastGroups(rawValue: 0x100)
     public static let ipv6Route = MulticastGroups(rawValue: 0x400)
-    public static let all: MulticastGroups = [.link, .neighbour, .ipv4Address, .ipv4Route, .ipv6Address, .ipv6Route]
+    /// `RTNLGRP_IPV4_NETCONF`: per-device IPv4 settings (forwarding, rp_filter, ...) changed.
+    public static let ipv4Netconf = MulticastGroups(rawValue: 1 << 23)
+    public static let all: MulticastGroups = [.link, .neighbour, .ipv4Address, .ipv4Route, .ipv6Address, .ipv6Route, .ipv4Netconf]
 }
 
 enum IFLA {

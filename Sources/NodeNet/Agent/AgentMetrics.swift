@@ -1,0 +1,68 @@
+import Prometheus
+
+/// The agent's Prometheus metrics (prefix `nodenet_`).
+public final class AgentMetrics: Sendable {
+    public let registry: PrometheusCollectorRegistry
+    let reconciles: [String: Counter]
+    let reconcileFailures: Counter
+    let reconcileDuration: DurationHistogram
+    let repairDuration: DurationHistogram
+    let kernelErrors: Counter
+    let specReloads: Counter
+    let specReloadErrors: Counter
+    let endpoints: Gauge
+    let remoteNodes: Gauge
+    let services: Gauge
+    let backends: Gauge
+    let healthy: Gauge
+
+    static let triggers = ["start", "event", "resync", "reload"]
+    static let kinds = ["link", "address", "route", "sysctl", "endpoint"]
+    private let repairsByKind: [String: Counter]
+
+    public init() {
+        let registry = PrometheusCollectorRegistry()
+        self.registry = registry
+        let buckets: [Duration] = [.milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+                                   .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5)]
+        reconciles = Dictionary(uniqueKeysWithValues: Self.triggers.map {
+            ($0, registry.makeCounter(descriptor: Self.name("nodenet_reconcile_runs_total", "Reconcile runs (plan + apply + verify) by what triggered them."), labels: [("trigger", $0)]))
+        })
+        reconcileFailures = registry.makeCounter(descriptor: Self.name("nodenet_reconcile_failures_total", "Reconcile runs that failed or did not verify."))
+        reconcileDuration = registry.makeDurationHistogram(descriptor: Self.name("nodenet_reconcile_duration_seconds", "Time of one reconcile run."), buckets: buckets)
+        repairDuration = registry.makeDurationHistogram(descriptor: Self.name("nodenet_drift_repair_duration_seconds", "Time from a netlink event showing drift to the end of its repair."), buckets: buckets)
+        repairsByKind = Dictionary(uniqueKeysWithValues: Self.kinds.map {
+            ($0, registry.makeCounter(descriptor: Self.name("nodenet_drift_repairs_total", "Kernel objects restored after they drifted, by kind."), labels: [("kind", $0)]))
+        })
+        kernelErrors = registry.makeCounter(descriptor: Self.name("nodenet_kernel_errors_total", "Errors returned by the kernel while applying."))
+        specReloads = registry.makeCounter(descriptor: Self.name("nodenet_spec_reloads_total", "Spec reloads that were accepted."))
+        specReloadErrors = registry.makeCounter(descriptor: Self.name("nodenet_spec_reload_errors_total", "Spec reloads rejected as invalid (the running spec stays)."))
+        endpoints = registry.makeGauge(descriptor: Self.name("nodenet_endpoints", "Pod endpoints in the spec."))
+        remoteNodes = registry.makeGauge(descriptor: Self.name("nodenet_remote_nodes", "Remote nodes in the spec."))
+        services = registry.makeGauge(descriptor: Self.name("nodenet_services", "Services in the spec."))
+        backends = registry.makeGauge(descriptor: Self.name("nodenet_service_backends", "Service backends in the spec."))
+        healthy = registry.makeGauge(descriptor: Self.name("nodenet_healthy", "1 when the last reconcile succeeded and the kernel matches the spec."))
+    }
+
+    /// `nodenet_<name>` split into metric name and unit (`total`, `seconds`) as Prometheus wants.
+    static func name(_ full: String, _ help: String) -> MetricNameDescriptor {
+        var base = String(full.dropFirst("nodenet_".count)), unit = ""
+        for u in ["total", "seconds"] where base.hasSuffix("_" + u) {
+            base = String(base.dropLast(u.count + 1))
+            unit = u
+        }
+        return MetricNameDescriptor(namespace: "nodenet", metricName: base, unitName: unit, helpText: help)
+    }
+
+    func repaired(kind: String) { repairsByKind[kind]?.increment() }
+
+    func describe(_ spec: NodeSpec) {
+        endpoints.set(to: Double(spec.pods.count))
+        remoteNodes.set(to: Double(spec.nodes.count))
+        services.set(to: Double(spec.services.count))
+        backends.set(to: Double(spec.services.map(\.backends.count).reduce(0, +)))
+    }
+
+    /// The Prometheus text exposition.
+    public func exposition() -> String { registry.emitToString() }
+}

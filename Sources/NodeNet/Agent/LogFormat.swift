@@ -1,0 +1,73 @@
+import Foundation
+import Logging
+
+/// Structured log lines: `logfmt` (`ts=… level=info subsystem=reconcile msg="…" key=value`)
+/// or one JSON object per line. The logger's label is the subsystem.
+public struct StructuredLogHandler: LogHandler {
+    public enum Format: String, Sendable, CaseIterable {
+        case logfmt, json
+    }
+
+    public var metadata: Logger.Metadata = [:]
+    public var logLevel: Logger.Level = .info
+    public var metadataProvider: Logger.MetadataProvider?
+    let subsystem: String
+    let format: Format
+    let output: @Sendable (String) -> Void
+
+    public init(subsystem: String, format: Format, level: Logger.Level = .info,
+                output: @escaping @Sendable (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) {
+        self.subsystem = subsystem
+        self.format = format
+        self.logLevel = level
+        self.output = output
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var fields: [(String, String)] = [
+            ("ts", Self.timestamp()), ("level", event.level.rawValue), ("subsystem", subsystem), ("msg", event.message.description),
+        ]
+        let merged = metadata.merging(metadataProvider?.get() ?? [:]) { a, _ in a }.merging(event.metadata ?? [:]) { _, b in b }
+        for (k, v) in merged.sorted(by: { $0.key < $1.key }) { fields.append((k, "\(v)")) }
+        if let error = event.error { fields.append(("error", "\(error)")) }
+        output(Self.render(fields, format))
+    }
+
+    static func render(_ fields: [(String, String)], _ format: Format) -> String {
+        switch format {
+        case .logfmt:
+            return fields.map { k, v in
+                let needsQuotes = v.isEmpty || v.contains(where: { $0 == " " || $0 == "=" || $0 == "\"" || $0 == "\n" })
+                return needsQuotes ? "\(k)=\(quote(v))" : "\(k)=\(v)"
+            }.joined(separator: " ")
+        case .json:
+            return "{" + fields.map { "\(quote($0.0)):\(quote($0.1))" }.joined(separator: ",") + "}"
+        }
+    }
+
+    static func quote(_ s: String) -> String {
+        var out = "\""
+        for c in s.unicodeScalars {
+            switch c {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\t": out += "\\t"
+            default:
+                if c.value < 0x20 { out += String(format: "\\u%04x", c.value) } else { out.unicodeScalars.append(c) }
+            }
+        }
+        return out + "\""
+    }
+
+    static func timestamp() -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f.string(from: Date())
+    }
+}

@@ -1,0 +1,301 @@
+import Foundation
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Keeps a node converged: applies the spec, then stays level-triggered. Netlink events on
+/// objects nodenet owns, a periodic full re-plan, and spec changes (file edits, also by
+/// atomic rename, or `reload()`) each run a full plan + apply against a fresh read of the
+/// kernel. Stopping never tears anything down.
+public final class NodeAgent: @unchecked Sendable {
+    public struct Options: Sendable {
+        public var specPath: String
+        public var namespace: NamespaceReference
+        /// Full re-plan period (catches what events miss, including monitor overruns).
+        public var resyncInterval: Duration
+        /// How often the spec file is checked for changes.
+        public var specCheckInterval: Duration
+
+        public init(specPath: String, namespace: NamespaceReference = .current, resyncInterval: Duration = .seconds(30), specCheckInterval: Duration = .milliseconds(500)) {
+            self.specPath = specPath
+            self.namespace = namespace
+            self.resyncInterval = resyncInterval
+            self.specCheckInterval = specCheckInterval
+        }
+    }
+
+    /// Why a reconcile runs.
+    enum Trigger: Sendable {
+        case event(String, at: ContinuousClock.Instant)
+        case resync
+        case reload(String)
+        case stop
+    }
+
+    public enum Health: Sendable, Equatable {
+        case starting
+        case healthy
+        case unhealthy(String)
+    }
+
+    public let options: Options
+    public let metrics: AgentMetrics
+    let logger: (String) -> Logger
+    private let state = StateBox()
+    private let triggers: AsyncStream<Trigger>
+    private let continuation: AsyncStream<Trigger>.Continuation
+
+    final class StateBox: @unchecked Sendable {
+        let lock = NSLock()
+        var health: Health = .starting
+        var reconciles = 0
+        func with<T>(_ body: (StateBox) -> T) -> T {
+            lock.lock()
+            defer { lock.unlock() }
+            return body(self)
+        }
+    }
+
+    /// - Parameter logger: makes a logger for a subsystem (`reconcile`, `monitor`, `spec`, `agent`).
+    public init(options: Options, metrics: AgentMetrics = AgentMetrics(), logger: @escaping (String) -> Logger) {
+        self.options = options
+        self.metrics = metrics
+        self.logger = logger
+        (triggers, continuation) = AsyncStream<Trigger>.makeStream(bufferingPolicy: .unbounded)
+    }
+
+    public var health: Health { state.with { $0.health } }
+    /// Reconcile runs so far.
+    public var reconcileCount: Int { state.with { $0.reconciles } }
+
+    /// The health and metrics endpoint's answer for `path`: (status, content type, body).
+    /// `/healthz` is 200 when the last reconcile succeeded and verified, else 503 with why.
+    public func httpResponse(path: String) -> (Int, String, String) {
+        switch path {
+        case "/healthz":
+            switch health {
+            case .healthy: return (200, "text/plain", "ok\n")
+            case .starting: return (503, "text/plain", "starting\n")
+            case .unhealthy(let why): return (503, "text/plain", "unhealthy: \(why)\n")
+            }
+        case "/metrics":
+            return (200, "text/plain; version=0.0.4", metrics.exposition())
+        default:
+            return (404, "text/plain", "try /healthz or /metrics\n")
+        }
+    }
+
+    /// Re-reads the spec (what SIGHUP does).
+    public func reload(reason: String = "SIGHUP") { continuation.yield(.reload(reason)) }
+    /// Stops `run()` after the current reconcile; nothing is torn down.
+    public func stop() { continuation.yield(.stop) }
+
+    /// Loads the spec, applies it, and keeps the node converged until `stop()`.
+    /// Throws `SpecError` when the spec is invalid at start.
+    public func run() async throws {
+        let log = logger("agent")
+        var spec = try NodeSpec.load(path: options.specPath)
+        var stamp = FileStamp(options.specPath)
+        var controller = try NodeController(spec: spec, namespace: options.namespace)
+        metrics.describe(spec)
+        log.info("starting", metadata: ["node": "\(spec.node.name)", "namespace": "\(options.namespace)", "spec": "\(options.specPath)"])
+        reconcile(controller, trigger: "start", reason: "start", eventAt: nil)
+
+        let monitor = try NetlinkMonitor(namespace: options.namespace, groups: [.link, .ipv4Address, .ipv4Route, .ipv4Netconf])
+        defer { monitor.stop() }
+        let owned = OwnershipFilter(spec: spec, device: spec.node.device)
+        let ownedBox = OwnedBox(owned)
+        let tasks = [
+            Task { [continuation, logger] in
+                let log = logger("monitor")
+                for await event in monitor {
+                    if case .overrun = event {
+                        log.warning("netlink monitor overran; re-planning")
+                        continuation.yield(.event("monitor overrun", at: .now))
+                    } else if let reason = ownedBox.value.concerns(event) {
+                        continuation.yield(.event(reason, at: .now))
+                    }
+                }
+            },
+            Task { [continuation, options] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: options.resyncInterval)
+                    continuation.yield(.resync)
+                }
+            },
+            Task { [continuation, options] in
+                var last = FileStamp(options.specPath)
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: options.specCheckInterval)
+                    let now = FileStamp(options.specPath)
+                    if now != last {
+                        last = now
+                        continuation.yield(.reload("spec file changed"))
+                    }
+                }
+            },
+        ]
+        defer { tasks.forEach { $0.cancel() } }
+
+        var lastStart = ContinuousClock.now
+        for await trigger in triggers {
+            switch trigger {
+            case .stop:
+                log.info("stopping; the datapath stays as it is")
+                return
+            case .resync:
+                lastStart = .now
+                reconcile(controller, trigger: "resync", reason: "periodic re-plan", eventAt: nil)
+            case .event(let reason, let at):
+                // A reconcile that started after this event already saw its effect.
+                guard at >= lastStart else { continue }
+                lastStart = .now
+                reconcile(controller, trigger: "event", reason: reason, eventAt: at)
+            case .reload(let reason):
+                let current = FileStamp(options.specPath)
+                if reason == "spec file changed" && current == stamp { continue }
+                stamp = current
+                do {
+                    let next = try NodeSpec.load(path: options.specPath)
+                    guard next != spec else {
+                        logger("spec").info("spec unchanged", metadata: ["reason": "\(reason)"])
+                        continue
+                    }
+                    controller = try NodeController(spec: next, namespace: options.namespace)
+                    spec = next
+                    ownedBox.value = OwnershipFilter(spec: spec, device: spec.node.device)
+                    metrics.specReloads.increment()
+                    metrics.describe(spec)
+                    logger("spec").info("spec reloaded", metadata: ["reason": "\(reason)", "pods": "\(spec.pods.count)", "nodes": "\(spec.nodes.count)"])
+                    lastStart = .now
+                    reconcile(controller, trigger: "reload", reason: reason, eventAt: nil)
+                } catch let error as SpecError {
+                    metrics.specReloadErrors.increment()
+                    logger("spec").error("new spec rejected; keeping the running one", metadata: [
+                        "reason": "\(reason)", "problems": "\(error.problems.map(\.description).joined(separator: "; "))",
+                    ])
+                } catch {
+                    metrics.specReloadErrors.increment()
+                    logger("spec").error("new spec rejected; keeping the running one", metadata: ["reason": "\(reason)", "error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    /// One plan + apply + verify, logged change by change.
+    private func reconcile(_ controller: NodeController, trigger: String, reason: String, eventAt: ContinuousClock.Instant?) {
+        let log = logger("reconcile")
+        let start = ContinuousClock.now
+        metrics.reconciles[trigger]?.increment()
+        state.with { $0.reconciles += 1 }
+        do {
+            let report = try controller.apply()
+            for change in report.changes {
+                log.info("\(change.action.rawValue) \(change.subject)", metadata: [
+                    "why": "\(reason)", "kind": "\(change.kind)", "namespace": "\(change.namespace)",
+                    "found": "\(change.found ?? "nothing")", "wanted": "\(change.wanted ?? "nothing")",
+                ])
+                if trigger == "event" || trigger == "resync" { metrics.repaired(kind: change.kind) }
+            }
+            let elapsed = ContinuousClock.now - start
+            metrics.reconcileDuration.record(elapsed)
+            if let eventAt, !report.changes.isEmpty {
+                let latency = ContinuousClock.now - eventAt
+                metrics.repairDuration.record(latency)
+                log.info("drift repaired", metadata: ["why": "\(reason)", "changes": "\(report.changes.count)", "latency_ms": "\(Self.milliseconds(latency))"])
+            } else {
+                log.debug("reconciled", metadata: ["trigger": "\(trigger)", "changes": "\(report.changes.count)", "ms": "\(Self.milliseconds(elapsed))"])
+            }
+            if trigger == "start" || trigger == "reload" {
+                log.info("converged", metadata: ["trigger": "\(trigger)", "changes": "\(report.changes.count)", "ms": "\(Self.milliseconds(elapsed))"])
+            }
+            if report.verified {
+                setHealth(.healthy)
+            } else {
+                metrics.reconcileFailures.increment()
+                setHealth(.unhealthy("kernel does not match the spec after apply: " + report.mismatches.prefix(3).joined(separator: "; ")))
+                log.error("verification failed", metadata: ["mismatches": "\(report.mismatches.joined(separator: "; "))"])
+            }
+        } catch {
+            metrics.reconcileFailures.increment()
+            if error is ApplyFailure || error is NetlinkError { metrics.kernelErrors.increment() }
+            setHealth(.unhealthy("\(error)"))
+            log.error("reconcile failed", metadata: ["why": "\(reason)", "error": "\(error)"])
+        }
+    }
+
+    private func setHealth(_ h: Health) {
+        state.with { $0.health = h }
+        metrics.healthy.set(to: h == .healthy ? 1.0 : 0.0)
+    }
+
+    static func milliseconds(_ d: Duration) -> String {
+        String(format: "%.3f", Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15)
+    }
+}
+
+/// Identity of a file's contents for change detection (survives atomic renames).
+struct FileStamp: Equatable, Sendable {
+    var inode: UInt64 = 0, size: Int64 = 0, mtime: Int = 0, mtimeNanos: Int = 0
+
+    init(_ path: String) {
+        var s = stat()
+        guard stat(path, &s) == 0 else { return }
+        inode = UInt64(s.st_ino)
+        size = Int64(s.st_size)
+        mtime = s.st_mtim.tv_sec
+        mtimeNanos = s.st_mtim.tv_nsec
+    }
+}
+
+final class OwnedBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var filter: OwnershipFilter
+    init(_ f: OwnershipFilter) { filter = f }
+    var value: OwnershipFilter {
+        get {
+            lock.lock()
+            defer { lock.unlock() }
+            return filter
+        }
+        set {
+            lock.lock()
+            filter = newValue
+            lock.unlock()
+        }
+    }
+}
+
+/// Decides whether a netlink event touches something nodenet owns (and says what).
+struct OwnershipFilter: Sendable {
+    let devices: Set<String>
+    let device: String
+
+    init(spec: NodeSpec, device: String) {
+        devices = Set([NodeNetNames.hostDevice, NodeNetNames.netDevice] + spec.pods.map(NodeNetNames.endpointDevice(for:)))
+        self.device = device
+    }
+
+    func concerns(_ event: NetlinkEvent) -> String? {
+        switch event {
+        case .deletedRoute(let r) where r.protocol == NodeNetNames.routeProtocol:
+            return "route \(r.destination) deleted"
+        case .newRoute(let r) where r.protocol == NodeNetNames.routeProtocol:
+            return "route \(r.destination) changed"
+        case .deletedLink(let l) where devices.contains(l.name) || l.name == device:
+            return "link \(l.name) deleted"
+        case .newLink(let l) where devices.contains(l.name):
+            return l.isUp ? nil : "link \(l.name) is down"
+        case .newLink(let l) where l.name == device:
+            return "native device \(l.name) changed"
+        case .deletedAddress(let a):
+            return "address \(a.prefix) deleted"
+        case .netconf:
+            return "an IPv4 device setting changed"
+        default:
+            return nil
+        }
+    }
+}
