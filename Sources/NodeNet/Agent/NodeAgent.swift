@@ -96,8 +96,9 @@ public final class NodeAgent: @unchecked Sendable {
     /// Throws `SpecError` when the spec is invalid at start.
     public func run() async throws {
         let log = logger("agent")
-        var spec = try NodeSpec.load(path: options.specPath)
+        // Stamp before loading: an edit landing in between is then seen as a change.
         var stamp = FileStamp(options.specPath)
+        var spec = try NodeSpec.load(path: options.specPath)
         var controller = try NodeController(spec: spec, namespace: options.namespace)
         metrics.describe(spec)
         log.info("starting", metadata: ["node": "\(spec.node.name)", "namespace": "\(options.namespace)", "spec": "\(options.specPath)"])
@@ -125,8 +126,8 @@ public final class NodeAgent: @unchecked Sendable {
                     continuation.yield(.resync)
                 }
             },
-            Task { [continuation, options] in
-                var last = FileStamp(options.specPath)
+            Task { [continuation, options, stamp] in
+                var last = stamp
                 while !Task.isCancelled {
                     try? await Task.sleep(for: options.specCheckInterval)
                     let now = FileStamp(options.specPath)

@@ -1,0 +1,262 @@
+import Foundation
+import Logging
+import Testing
+import TestSupport
+
+@testable import NodeNet
+
+/// `nodenetd run` against a real kernel, in-process and as a process. Skipped without root.
+@Suite(.serialized, .enabled(if: Privileges.canManageNamespaces, Comment(rawValue: Privileges.skipReason)))
+struct AgentIntegrationTests {
+    /// A running in-process agent on a test node; stopped when the body ends.
+    static func withAgent<T>(pods: Int = 2, podCount: Int? = nil, _ body: (TestNode, NodeAgent, URL, LogLines) async throws -> T) async throws -> T {
+        try await TestNode.with(pods: pods) { t in
+            let file = URL(fileURLWithPath: t.stateDirectory + ".spec.json")
+            try FileManager.default.createDirectory(atPath: t.stateDirectory, withIntermediateDirectories: true)
+            try t.spec(podCount: podCount).jsonData().write(to: file)
+            defer { try? FileManager.default.removeItem(at: file) }
+            let lines = LogLines()
+            let agent = NodeAgent(
+                options: NodeAgent.Options(specPath: file.path, namespace: t.namespace, resyncInterval: .seconds(60), specCheckInterval: .milliseconds(50)),
+                logger: { label in Logger(label: label) { _ in StructuredLogHandler(subsystem: label, format: .logfmt, output: lines.append) } })
+            let run = Task { try await agent.run() }
+            defer {
+                agent.stop()
+                run.cancel()
+            }
+            try await waitFor("the first apply") { agent.health == .healthy }
+            return try await body(t, agent, file, lines)
+        }
+    }
+
+    final class LogLines: @unchecked Sendable {
+        private let lock = NSLock()
+        private var lines: [String] = []
+        var all: [String] {
+            lock.lock()
+            defer { lock.unlock() }
+            return lines
+        }
+        func append(_ line: String) {
+            lock.lock()
+            lines.append(line)
+            lock.unlock()
+        }
+    }
+
+    /// Polls `condition` every 5 ms for at most `seconds`; returns how long it took.
+    @discardableResult
+    static func waitFor(_ what: String, seconds: Double = 5, _ condition: () throws -> Bool) async throws -> Double {
+        let start = Date()
+        while !(try condition()) {
+            guard Date().timeIntervalSince(start) < seconds else { throw NodeNetError.state("timed out waiting for \(what)") }
+            try await Task.sleep(nanoseconds: 5_000_000)
+        }
+        return Date().timeIntervalSince(start)
+    }
+
+    @Test func driftIsRepairedAndTimed() async throws {
+        try await Self.withAgent { t, agent, _, lines in
+            let node = try NetlinkSocket(namespace: t.namespace)
+            let direct = try #require(try node.routes(RouteFilter(protocol: NodeNetNames.routeProtocol)).first { $0.destination == IPPrefix("10.0.1.0/24") })
+            try node.delete(direct)
+            let routeTime = try await Self.waitFor("the route to come back") {
+                try node.routes(RouteFilter(protocol: NodeNetNames.routeProtocol)).contains { $0.destination == IPPrefix("10.0.1.0/24") }
+            }
+            let lxc = NodeNetNames.endpointDevice(for: t.spec().pods[0])
+            try node.deleteLink(named: lxc)
+            let linkTime = try await Self.waitFor("the endpoint to come back") {
+                try node.link(named: lxc) != nil && (try? t.ping(from: 0, "10.0.2.204")) == true
+            }
+            try Sysctl.write("net/ipv4/conf/cilium_host/rp_filter", "1", in: t.namespace)
+            let sysctlTime = try await Self.waitFor("rp_filter to be reset") { try Sysctl.read("net/ipv4/conf/cilium_host/rp_filter", in: t.namespace) == "0" }
+            print(String(format: "repair times: route %.1f ms, endpoint %.1f ms (incl. a ping), rp_filter %.1f ms", routeTime * 1000, linkTime * 1000, sysctlTime * 1000))
+            #expect(lines.all.contains { $0.contains("msg=\"drift repaired\"") && $0.contains("latency_ms=") && $0.contains("why=\"route 10.0.1.0/24 deleted\"") })
+            // The repair is logged once apply returns: wait for the line.
+            try await Self.waitFor("the sysctl repair's log line") {
+                lines.all.contains { $0.contains("msg=\"update sysctl net/ipv4/conf/cilium_host/rp_filter\"") && $0.contains("found=1") && $0.contains("wanted=0") }
+            }
+            #expect(agent.metrics.exposition().contains("nodenet_drift_repairs_total{kind=\"route\"}"))
+            #expect(agent.health == .healthy)
+        }
+    }
+
+    @Test func aForeignRouteIsLeftAlone() async throws {
+        try await Self.withAgent { t, agent, _, _ in
+            let node = try NetlinkSocket(namespace: t.namespace)
+            let before = agent.reconcileCount
+            try node.add(Route(destination: IPPrefix("10.77.0.0/16")!, outputInterface: try node.link(named: "eth0")!.index, scope: .link))
+            try await Task.sleep(nanoseconds: 300_000_000)
+            #expect(agent.reconcileCount == before, "a foreign route triggers nothing")
+            #expect(try node.routes(RouteFilter()).contains { $0.destination == IPPrefix("10.77.0.0/16") })
+        }
+    }
+
+    @Test func specEditsAreAppliedAndInvalidOnesRejected() async throws {
+        try await Self.withAgent(pods: 3, podCount: 2) { t, agent, file, lines in
+            let node = try NetlinkSocket(namespace: t.namespace)
+            // Add the third pod by atomic rename, as editors and config tools do.
+            let bigger = t.spec(podCount: 3)
+            try bigger.jsonData().write(to: file, options: .atomic)
+            let third = NodeNetNames.endpointDevice(for: bigger.pods[2])
+            try await Self.waitFor("the new pod's endpoint") { try node.link(named: third) != nil && agent.health == .healthy }
+            #expect(try t.ping(from: 2, "10.0.2.32"))
+            // An invalid edit: rejected with its problems, the running state stays.
+            try Data(#"{"apiVersion":"nodenet/v1","node":{"name":"x"}}"#.utf8).write(to: file, options: .atomic)
+            try await Self.waitFor("the rejection") { lines.all.contains { $0.contains("new spec rejected") } }
+            #expect(lines.all.contains { $0.contains("node.device: is required") })
+            #expect(try node.link(named: third) != nil)
+            #expect(agent.metrics.exposition().contains("nodenet_spec_reload_errors_total 1"))
+            // SIGHUP-style reload with the file unchanged: nothing happens.
+            agent.reload()
+            #expect(try t.controller(bigger).plan().isEmpty)
+        }
+    }
+
+    @Test func healthzTurnsUnhealthyWhenRepairIsImpossible() async throws {
+        try await Self.withAgent { t, agent, _, _ in
+            let socketPath = t.stateDirectory + "/health.sock"
+            let server = try StatusServer(address: .unix(socketPath)) { agent.httpResponse(path: $0) }
+            defer { server.stop() }
+            #expect(try httpGetUnix(socketPath, "/healthz") == "HTTP/1.1 200 OK|ok\n")
+            let metrics = try httpGetUnix(socketPath, "/metrics")
+            let samples = metrics.split(separator: "\n").filter { !$0.hasPrefix("#") && $0.hasPrefix("nodenet_") }
+            let values = Dictionary(samples.compactMap { line -> (String, Double)? in
+                let parts = line.split(separator: " ")
+                guard parts.count == 2, let v = Double(parts[1]) else { return nil }
+                return (String(parts[0]), v)
+            }, uniquingKeysWith: { a, _ in a })
+            #expect(values["nodenet_endpoints"] == 2 && values["nodenet_remote_nodes"] == 2 && values["nodenet_healthy"] == 1)
+            #expect(values["nodenet_reconcile_runs_total{trigger=\"start\"}"] == 1)
+            // Take the native device away: its direct routes cannot be restored.
+            try NetlinkSocket(namespace: t.namespace).deleteLink(named: "eth0")
+            try await Self.waitFor("unhealthy") { agent.health != .healthy }
+            let health = try httpGetUnix(socketPath, "/healthz")
+            #expect(health.hasPrefix("HTTP/1.1 503 Service Unavailable|unhealthy: "), "\(health)")
+            #expect(health.contains("native device eth0 does not exist"))
+        }
+    }
+
+    @Test func restartDuringTrafficLosesNothing() async throws {
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("nodenetd")
+        try #require(FileManager.default.isExecutableFile(atPath: binary.path), "build nodenetd first")
+        try await TestNode.with(pods: 2) { t in
+            let file = URL(fileURLWithPath: t.stateDirectory + ".spec.json")
+            defer { try? FileManager.default.removeItem(at: file) }
+            try t.spec().jsonData().write(to: file)
+            let log = URL(fileURLWithPath: t.stateDirectory + ".log")
+            defer { try? FileManager.default.removeItem(at: log) }
+            FileManager.default.createFile(atPath: log.path, contents: nil)
+            func start() throws -> Process {
+                let p = Process()
+                p.executableURL = binary
+                p.arguments = ["run", "--spec", file.path, "--netns", t.node, "--log-format", "json"]
+                let handle = try FileHandle(forWritingTo: log)
+                handle.seekToEndOfFile()
+                p.standardError = handle
+                p.standardOutput = FileHandle.nullDevice
+                try p.run()
+                return p
+            }
+            var daemon = try start()
+            try await Self.waitFor("the first apply", seconds: 10) { (try? t.controller(t.spec()).plan().isEmpty) == true }
+            // An established TCP connection from pod 0 to pod 1, and a ping every 10 ms.
+            let connection = try TCPPair(client: .named(t.pods[0]), server: .named(t.pods[1]), serverIP: IPAddress("10.0.2.204")!)
+            #expect(try connection.roundTrip("before"))
+            let ping = Process()
+            ping.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            ping.arguments = ["ip", "netns", "exec", t.pods[0], "ping", "-q", "-i", "0.01", "-c", "200", "-W", "1", "10.0.2.204"]
+            let out = Pipe()
+            ping.standardOutput = out
+            try ping.run()
+            try await Task.sleep(nanoseconds: 400_000_000)
+            daemon.terminate()  // SIGTERM
+            daemon.waitUntilExit()
+            try await Task.sleep(nanoseconds: 500_000_000)
+            daemon = try start()
+            defer {
+                daemon.terminate()
+                daemon.waitUntilExit()
+            }
+            ping.waitUntilExit()
+            let summary = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            #expect(summary.contains("200 packets transmitted, 200 received"), "\(summary)")
+            #expect(try connection.roundTrip("after"))
+            try await Self.waitFor("the restarted agent's first apply") {
+                (try String(contentsOf: log, encoding: .utf8)).split(separator: "\n").filter { $0.contains("\"msg\":\"converged\"") }.count == 2
+            }
+            let converged = try String(contentsOf: log, encoding: .utf8).split(separator: "\n").filter { $0.contains("\"msg\":\"converged\"") }
+            #expect(converged.last?.contains("\"changes\":\"0\"") == true, "the restarted agent adopts the state and changes nothing")
+            #expect(try String(contentsOf: log, encoding: .utf8).contains("stopping; the datapath stays as it is"))
+        }
+    }
+}
+
+/// GET over a unix socket: "status line|body".
+func httpGetUnix(_ path: String, _ resource: String) throws -> String {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var a = sockaddr_un()
+    a.sun_family = sa_family_t(AF_UNIX)
+    withUnsafeMutableBytes(of: &a.sun_path) { raw in for (i, b) in path.utf8.enumerated() { raw[i] = b } }
+    let rc = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+    guard rc == 0 else { throw NodeNetError.state("connect \(path): \(errno)") }
+    let request = "GET \(resource) HTTP/1.1\r\nHost: x\r\n\r\n"
+    _ = request.withCString { write(fd, $0, strlen($0)) }
+    var response: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = read(fd, &buffer, buffer.count)
+        if n <= 0 { break }
+        response += buffer[0..<n]
+    }
+    let text = String(decoding: response, as: UTF8.self)
+    let parts = text.components(separatedBy: "\r\n\r\n")
+    return (parts.first?.components(separatedBy: "\r\n").first ?? "") + "|" + parts.dropFirst().joined(separator: "\r\n\r\n")
+}
+
+/// One established TCP connection between two namespaces, for round trips over time.
+final class TCPPair {
+    let client: Int32, accepted: Int32
+
+    init(client clientNS: NamespaceReference, server serverNS: NamespaceReference, serverIP: IPAddress, port: UInt16 = 7070) throws {
+        let listener: Int32 = try NetworkNamespace.run(in: serverNS) {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var a = sockaddr_in()
+            a.sin_family = sa_family_t(AF_INET)
+            a.sin_port = port.bigEndian
+            guard withUnsafePointer(to: &a, { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }) == 0,
+                  listen(fd, 1) == 0 else { throw NodeNetError.state("listen: \(errno)") }
+            return fd
+        }
+        defer { close(listener) }
+        let clientFD: Int32 = try NetworkNamespace.run(in: clientNS) { socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0) }
+        var target = sockaddr_in()
+        target.sin_family = sa_family_t(AF_INET)
+        target.sin_port = port.bigEndian
+        target.sin_addr.s_addr = serverIP.ipv4Value!.bigEndian
+        guard withUnsafePointer(to: &target, { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(clientFD, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }) == 0 else {
+            close(clientFD)
+            throw NodeNetError.state("connect: \(errno)")
+        }
+        client = clientFD
+        accepted = accept(listener, nil, nil)
+        var tv = timeval(tv_sec: 2, tv_usec: 0)
+        for fd in [client, accepted] { setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size)) }
+    }
+
+    deinit {
+        close(client)
+        close(accepted)
+    }
+
+    /// Sends `text` both ways over the established connection.
+    func roundTrip(_ text: String) throws -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let bytes = Array(text.utf8)
+        guard write(client, bytes, bytes.count) == bytes.count else { return false }
+        let n = read(accepted, &buffer, buffer.count)
+        guard n == bytes.count, write(accepted, buffer, n) == n else { return false }
+        return read(client, &buffer, buffer.count) == bytes.count && Array(buffer[0..<bytes.count]) == bytes
+    }
+}
