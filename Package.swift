@@ -37,6 +37,9 @@ let package = Package(
         // Benchmarks are not product code: they may run `ip` as the baseline.
         .executableTarget(name: "netlink-bench", dependencies: ["Netlink"], path: "Benchmarks/NetlinkBench"),
         .executableTarget(name: "apply-bench", dependencies: ["NodeNet"], path: "Benchmarks/ApplyBench"),
+        .executableTarget(
+            name: "repair-bench", dependencies: ["NodeNet", .product(name: "Logging", package: "swift-log")],
+            path: "Benchmarks/RepairBench"),
         // Shared test helpers (privileges, throwaway namespaces); not product code.
         .target(name: "TestSupport", dependencies: ["Netlink"], path: "Tests/TestSupport"),
         .testTarget(

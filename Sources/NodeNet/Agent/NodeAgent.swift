@@ -192,7 +192,16 @@ public final class NodeAgent: @unchecked Sendable {
         metrics.reconciles[trigger]?.increment()
         state.with { $0.reconciles += 1 }
         do {
-            let report = try controller.apply()
+            var report = try controller.apply()
+            // A mismatch after apply is usually new drift that landed while we worked
+            // (someone changed the kernel again): re-plan at once, a bounded number of times.
+            var attempts = 1
+            while !report.verified && attempts < 3 {
+                log.info("verification saw new drift; re-planning", metadata: ["mismatches": "\(report.mismatches.count)"])
+                let again = try controller.apply()
+                report = ApplyReport(node: again.node, changes: report.changes + again.changes, mismatches: again.mismatches, seconds: report.seconds + again.seconds)
+                attempts += 1
+            }
             for change in report.changes {
                 log.info("\(change.action.rawValue) \(change.subject)", metadata: [
                     "why": "\(reason)", "kind": "\(change.kind)", "namespace": "\(change.namespace)",

@@ -1,0 +1,98 @@
+// repair-bench: how fast the agent (`nodenetd run`) restores an owned route that someone
+// deleted. The agent runs in-process on a throwaway node namespace with R remote nodes;
+// the benchmark deletes one of their direct routes N times (a different one each time),
+// timing from the delete's acknowledgement to the route being back (watched with a
+// netlink monitor, no polling).
+//
+//   swift run -c release repair-bench [--deletions N] [--nodes R] [--json]
+import Foundation
+import Logging
+import NodeNet
+
+struct BenchError: Error, CustomStringConvertible {
+    var description: String
+}
+
+var deletions = 100, remoteNodes = 200, json = false
+var args = Array(CommandLine.arguments.dropFirst())
+while !args.isEmpty {
+    let a = args.removeFirst()
+    switch a {
+    case "--deletions": deletions = max(1, min(10000, Int(args.isEmpty ? "" : args.removeFirst()) ?? 100))
+    case "--nodes": remoteNodes = max(1, min(5000, Int(args.isEmpty ? "" : args.removeFirst()) ?? 200))
+    case "--json": json = true
+    default:
+        print("usage: repair-bench [--deletions N] [--nodes R] [--json]   (needs root)")
+        exit(2)
+    }
+}
+
+let tag = "nnrb\(getpid())"
+let node = "\(tag)-node", fabric = "\(tag)-fab", state = "/tmp/\(tag)-state"
+func cleanUp() {
+    try? NetworkNamespace.delete(node)
+    try? NetworkNamespace.delete(fabric)
+    try? FileManager.default.removeItem(atPath: state)
+    try? FileManager.default.removeItem(atPath: state + ".json")
+}
+
+do {
+    try NetworkNamespace.create(node)
+    try NetworkNamespace.create(fabric)
+    let s = try NetlinkSocket(namespace: .named(node))
+    try s.add(LinkConfiguration(name: "eth0", kind: .veth(peer: VethPeer(name: "eth0", namespace: .named(fabric))), mtu: 1500, up: true))
+    try s.add(InterfaceAddress(interfaceIndex: try s.link(named: "eth0")!.index, prefix: IPPrefix("172.18.0.2/16")!))
+    let spec = NodeSpec(
+        node: LocalNode(name: "bench", device: "eth0", address: IPAddress("172.18.0.2")!, podCIDR: IPPrefix("10.0.2.0/24")!),
+        nodes: (0..<remoteNodes).map { i in
+            RemoteNode(name: "n\(i)", address: IPAddress(ipv4: 0xAC12_1000 + UInt32(i)), podCIDR: IPPrefix(IPAddress(ipv4: 0x0B00_0000 + UInt32(i) << 8), length: 24)!)
+        },
+        stateDirectory: state)
+    try spec.jsonData().write(to: URL(fileURLWithPath: state + ".json"))
+    let agent = NodeAgent(
+        options: NodeAgent.Options(specPath: state + ".json", namespace: .named(node), resyncInterval: .seconds(3600)),
+        logger: { label in
+            var l = Logger(label: label) { _ in StructuredLogHandler(subsystem: label, format: .logfmt, level: .error) }
+            l.logLevel = .error
+            return l
+        })
+    let run = Task.detached { try await agent.run() }
+    let start = Date()
+    while agent.health != .healthy {
+        guard Date().timeIntervalSince(start) < 30 else { throw BenchError(description: "agent did not converge: \(agent.health)") }
+        usleep(1000)
+    }
+    let routes = try s.routes(RouteFilter(protocol: NodeNetNames.routeProtocol)).filter { $0.destination.address.ipv4Value! >> 24 == 11 }
+    let watch = try NetlinkMonitor(namespace: .named(node), groups: [.ipv4Route])
+    var iterator = watch.makeAsyncIterator()
+    var samples: [Double] = []
+    for i in 0..<deletions {
+        let route = routes[i % routes.count]
+        let t0 = ContinuousClock.now
+        try s.delete(route)
+        var back = false
+        while !back {
+            guard let event = await iterator.next() else { throw BenchError(description: "monitor ended") }
+            if case .newRoute(let r) = event, r.destination == route.destination { back = true }
+            guard ContinuousClock.now - t0 < .seconds(5) else { throw BenchError(description: "route \(route.destination) not restored within 5 s") }
+        }
+        let d = ContinuousClock.now - t0
+        samples.append(Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15)
+    }
+    watch.stop()
+    agent.stop()
+    _ = try? await run.value
+    let sorted = samples.sorted()
+    let median = sorted[sorted.count / 2], p90 = sorted[Int(Double(sorted.count - 1) * 0.9)], worst = sorted.last!
+    if json {
+        print(#"{"deletions":\#(deletions),"remoteNodes":\#(remoteNodes),"medianMs":\#(median),"p90Ms":\#(p90),"worstMs":\#(worst)}"#)
+    } else {
+        print(String(format: "%d deletions of owned routes (node with %d remote nodes): repair median %.2f ms, p90 %.2f ms, worst %.2f ms (target: median < 100 ms)",
+                     deletions, remoteNodes, median, p90, worst))
+    }
+    cleanUp()
+} catch {
+    cleanUp()
+    print("repair-bench: \(error)")
+    exit(1)
+}
