@@ -35,10 +35,11 @@ let package = Package(
             name: "nodenetd",
             dependencies: ["NodeNet", "Netlink", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // Benchmarks are not product code: they may run `ip` as the baseline.
-        .executableTarget(name: "netlink-bench", dependencies: ["Netlink"], path: "Benchmarks/NetlinkBench"),
-        .executableTarget(name: "apply-bench", dependencies: ["NodeNet"], path: "Benchmarks/ApplyBench"),
+        .target(name: "BenchSupport", path: "Benchmarks/BenchSupport"),
+        .executableTarget(name: "netlink-bench", dependencies: ["Netlink", "BenchSupport"], path: "Benchmarks/NetlinkBench"),
+        .executableTarget(name: "apply-bench", dependencies: ["NodeNet", "BenchSupport"], path: "Benchmarks/ApplyBench"),
         .executableTarget(
-            name: "repair-bench", dependencies: ["NodeNet", .product(name: "Logging", package: "swift-log")],
+            name: "repair-bench", dependencies: ["NodeNet", "BenchSupport", .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/RepairBench"),
         // Shared test helpers (privileges, throwaway namespaces); not product code.
         .target(name: "TestSupport", dependencies: ["Netlink"], path: "Tests/TestSupport"),

@@ -7,6 +7,7 @@
 // host pair, endpoint veths (peer straight into each pod namespace), addresses, routes and
 // sysctls: one `ip -n NODE -batch` for the node, one `ip -n POD -batch` per pod (iproute2
 // has no way to reach several namespaces from one batch), and the same sysctl writes.
+import BenchSupport
 import Foundation
 import NodeNet
 
@@ -41,36 +42,10 @@ struct Usage: Error {
         """
 }
 
-struct BenchError: Error, CustomStringConvertible {
-    var description: String
-    init(_ d: String) { description = d }
-}
-
-func seconds(_ body: () throws -> Void) rethrows -> Double {
-    let start = ContinuousClock.now
-    try body()
-    let d = ContinuousClock.now - start
-    return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
-}
-
-func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
-
-/// `ip ARGS` with `input` on stdin; posix_spawn + waitpid (Foundation's Process polls).
-func ip(_ args: [String], input: String) throws {
-    let file = FileManager.default.temporaryDirectory.appendingPathComponent("apply-bench-\(getpid()).batch")
-    try input.write(to: file, atomically: true, encoding: .utf8)
-    defer { try? FileManager.default.removeItem(at: file) }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-    let argv = (["ip"] + args + ["-batch", file.path]).map { strdup($0) } + [nil]
-    defer { argv.forEach { free($0) } }
-    var pid: pid_t = 0
-    guard posix_spawnp(&pid, "ip", &actions, nil, argv, environ) == 0 else { throw BenchError("cannot run ip") }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-    guard status == 0 else { throw BenchError("ip \(args.joined(separator: " ")) -batch failed (\(status >> 8))") }
+/// `ip ARGS -batch` with `input`; fails unless it exits 0.
+func ipBatch(_ args: [String], input: String) throws {
+    let status = try ip(args, batch: input)
+    guard status == 0 else { throw BenchError("ip \(args.joined(separator: " ")) -batch failed (\(status))") }
 }
 
 /// A node namespace with eth0 (peer in a fabric namespace) and `pods` empty pod namespaces.
@@ -117,16 +92,16 @@ func baseline(_ s: Scratch, _ spec: NodeSpec) throws {
         node.append("link add \(e.hostDevice) mtu 1500 type veth peer name eth0 mtu 1500 netns \(e.pod.netns)")
         node.append("link set \(e.hostDevice) up")
     }
-    try ip(["-n", s.node], input: node.joined(separator: "\n") + "\n")
+    try ipBatch(["-n", s.node], input: node.joined(separator: "\n") + "\n")
     for e in desired.endpoints {
         let pod = ["link set eth0 up", "address add \(e.pod.ip)/32 dev eth0"] + e.podRoutes.map { "route add \($0.description) proto 207" }
-        try ip(["-n", e.pod.netns], input: pod.joined(separator: "\n") + "\n")
+        try ipBatch(["-n", e.pod.netns], input: pod.joined(separator: "\n") + "\n")
     }
     let (written, error) = Sysctl.write(desired.sysctls.map { ($0.key, $0.value) }, in: .named(s.node))
     guard error == nil, written == desired.sysctls.count else { throw BenchError("sysctls: \(error.map { "\($0)" } ?? "")") }
     let rest = desired.endpoints.map { "route add \($0.hostRoute.description) proto 207" }
         + desired.nodeRoutes.dropFirst(2).map { "route add \($0.description) proto 207" }
-    try ip(["-n", s.node], input: rest.joined(separator: "\n") + "\n")
+    try ipBatch(["-n", s.node], input: rest.joined(separator: "\n") + "\n")
 }
 
 struct Result: Encodable {

@@ -7,6 +7,7 @@
 // fresh namespace, then dumps them back (after one untimed check dump on both sides).
 // Medians of R runs; ratios are nodenet vs iproute2. `ip` runs through posix_spawn, output
 // to /dev/null, and includes its start-up (shown separately).
+import BenchSupport
 import Foundation
 import Netlink
 
@@ -80,35 +81,6 @@ struct Row: Encodable {
     }
 }
 
-func seconds(_ body: () throws -> Void) rethrows -> Double {
-    let start = ContinuousClock.now
-    try body()
-    let d = ContinuousClock.now - start
-    return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
-}
-
-func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
-
-/// Runs `ip ARGS` with stdout and stderr on /dev/null and returns its exit status.
-/// posix_spawn + waitpid: Foundation's Process polls for exit in 50 ms steps, which would
-/// distort the baseline.
-@discardableResult
-func ip(_ args: [String]) throws -> Int32 {
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-    let argv = (["ip"] + args).map { strdup($0) } + [nil]
-    defer { argv.forEach { free($0) } }
-    var pid: pid_t = 0
-    let rc = posix_spawnp(&pid, "ip", &actions, nil, argv, environ)
-    guard rc == 0 else { throw BenchError("posix_spawnp(ip): \(String(cString: strerror(rc)))") }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-    return (status >> 8) & 0xFF
-}
-
 let proto = RouteProtocol(rawValue: 201)
 
 func destination(_ i: Int) -> IPPrefix {
@@ -148,12 +120,9 @@ func measure(count: Int) throws -> [Double] {
     }
     // iproute2: the same routes from a batch file, then `ip route show` of them.
     try withBenchNamespace { name, s, _ in
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("\(name).batch")
-        defer { try? FileManager.default.removeItem(at: file) }
         let text = (0..<count).map { "route add \(destination($0)) dev v0 scope link proto 201" }.joined(separator: "\n") + "\n"
-        try text.write(to: file, atomically: true, encoding: .utf8)
         var status: Int32 = 0
-        ipAdd = try seconds { status = try ip(["-n", name, "-batch", file.path]) }
+        ipAdd = try seconds { status = try ip(["-n", name], batch: text) }
         guard status == 0 else { throw BenchError("ip -batch exited \(status)") }
         guard try s.routes(RouteFilter(protocol: proto)).count == count else { throw BenchError("ip -batch added too few") }
         ipShow = try seconds { status = try ip(["-n", name, "route", "show", "proto", "201"]) }
@@ -161,11 +130,6 @@ func measure(count: Int) throws -> [Double] {
         ipStartup = try seconds { status = try ip(["-n", name, "link", "show", "lo"]) }
     }
     return [nodenetAdd, ipAdd, nodenetDump, ipShow, rawDump, ipStartup]
-}
-
-struct BenchError: Error, CustomStringConvertible {
-    var description: String
-    init(_ d: String) { description = d }
 }
 
 do {

@@ -5,13 +5,10 @@
 // netlink monitor, no polling).
 //
 //   swift run -c release repair-bench [--deletions N] [--nodes R] [--json]
+import BenchSupport
 import Foundation
 import Logging
 import NodeNet
-
-struct BenchError: Error, CustomStringConvertible {
-    var description: String
-}
 
 var deletions = 100, remoteNodes = 200, json = false
 var args = Array(CommandLine.arguments.dropFirst())
@@ -59,7 +56,7 @@ do {
     let run = Task.detached { try await agent.run() }
     let start = Date()
     while agent.health != .healthy {
-        guard Date().timeIntervalSince(start) < 30 else { throw BenchError(description: "agent did not converge: \(agent.health)") }
+        guard Date().timeIntervalSince(start) < 30 else { throw BenchError("agent did not converge: \(agent.health)") }
         usleep(1000)
     }
     let routes = try s.routes(RouteFilter(protocol: NodeNetNames.routeProtocol)).filter { $0.destination.address.ipv4Value! >> 24 == 11 }
@@ -72,9 +69,9 @@ do {
         try s.delete(route)
         var back = false
         while !back {
-            guard let event = await iterator.next() else { throw BenchError(description: "monitor ended") }
+            guard let event = await iterator.next() else { throw BenchError("monitor ended") }
             if case .newRoute(let r) = event, r.destination == route.destination { back = true }
-            guard ContinuousClock.now - t0 < .seconds(5) else { throw BenchError(description: "route \(route.destination) not restored within 5 s") }
+            guard ContinuousClock.now - t0 < .seconds(5) else { throw BenchError("route \(route.destination) not restored within 5 s") }
         }
         let d = ContinuousClock.now - t0
         samples.append(Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15)

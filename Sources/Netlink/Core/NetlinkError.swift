@@ -38,7 +38,7 @@ public struct NetlinkError: Error, Sendable, Equatable, CustomStringConvertible 
     }
 
     /// A failed system call; reads `errno` of the calling thread.
-    static func system(_ call: String, context: String? = nil) -> NetlinkError {
+    static func syscall(_ call: String, context: String? = nil) -> NetlinkError {
         NetlinkError(.current, kind: .system, context: context, detail: call)
     }
 

@@ -24,7 +24,7 @@ final class MnlTransport: NetlinkTransport, @unchecked Sendable {
     /// A raw netlink socket in the calling thread's namespace.
     static func openSocket(_ namespace: NamespaceReference) throws -> Int32 {
         let fd = socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), SocketOption.netlinkRoute)
-        guard fd >= 0 else { throw NetlinkError.system("socket(AF_NETLINK)", context: "opening netlink socket in \(namespace)") }
+        guard fd >= 0 else { throw NetlinkError.syscall("socket(AF_NETLINK)", context: "opening netlink socket in \(namespace)") }
         return fd
     }
 
@@ -36,12 +36,12 @@ final class MnlTransport: NetlinkTransport, @unchecked Sendable {
     /// Takes over `fd`, a netlink socket created in `namespace`.
     init(fd: Int32, namespace: NamespaceReference, groups: MulticastGroups) throws {
         guard let handle = mnl_socket_fdopen(fd) else {
-            let e = NetlinkError.system("mnl_socket_fdopen")
+            let e = NetlinkError.syscall("mnl_socket_fdopen")
             close(fd)
             throw e
         }
         guard mnl_socket_bind(handle, groups.rawValue, 0) == 0 else {
-            let e = NetlinkError.system("bind(AF_NETLINK)", context: "opening netlink socket in \(namespace)")
+            let e = NetlinkError.syscall("bind(AF_NETLINK)", context: "opening netlink socket in \(namespace)")
             mnl_socket_close(handle)
             throw e
         }
@@ -60,7 +60,7 @@ final class MnlTransport: NetlinkTransport, @unchecked Sendable {
 
     func send(_ bytes: [UInt8]) throws {
         let n = bytes.withUnsafeBytes { mnl_socket_sendto(handle, $0.baseAddress, $0.count) }
-        guard n == bytes.count else { throw NetlinkError.system("sendto(netlink)") }
+        guard n == bytes.count else { throw NetlinkError.syscall("sendto(netlink)") }
     }
 
     func receive(into buffer: inout [UInt8]) throws -> Int {
@@ -68,7 +68,7 @@ final class MnlTransport: NetlinkTransport, @unchecked Sendable {
             let n = buffer.withUnsafeMutableBytes { mnl_socket_recvfrom(handle, $0.baseAddress, $0.count) }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw NetlinkError.system("recvfrom(netlink)")
+                throw NetlinkError.syscall("recvfrom(netlink)")
             }
             return n
         }

@@ -24,16 +24,16 @@ public enum NetworkNamespace {
         try prepareDirectory(context: context)
         let path = "\(directory)/\(name)"
         let fd = Glibc.open(path, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0)
-        guard fd >= 0 else { throw NetlinkError.system("creating \(path)", context: context) }
+        guard fd >= 0 else { throw NetlinkError.syscall("creating \(path)", context: context) }
         close(fd)
         var failure: NetlinkError?
         try runOnFreshThread {
             guard unshare(nodenet_clone_newnet()) == 0 else {
-                failure = .system("unshare(CLONE_NEWNET)", context: context)
+                failure = .syscall("unshare(CLONE_NEWNET)", context: context)
                 return
             }
             if mount("/proc/thread-self/ns/net", path, "none", msBind, nil) != 0 {
-                failure = .system("bind-mounting the namespace on \(path)", context: context)
+                failure = .syscall("bind-mounting the namespace on \(path)", context: context)
             }
         }
         if let failure {
@@ -50,7 +50,7 @@ public enum NetworkNamespace {
         let path = "\(directory)/\(name)"
         guard access(path, F_OK) == 0 else { throw NetlinkError(.noSuchFileOrDirectory, kind: .system, context: context) }
         _ = umount2(path, mntDetach)
-        guard unlink(path) == 0 else { throw NetlinkError.system("unlink(\(path))", context: context) }
+        guard unlink(path) == 0 else { throw NetlinkError.syscall("unlink(\(path))", context: context) }
     }
 
     /// Names under `/var/run/netns`, sorted.
@@ -73,7 +73,7 @@ public enum NetworkNamespace {
     public static func open(_ reference: NamespaceReference) throws -> Int32 {
         let path = reference.path ?? "/proc/thread-self/ns/net"
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw NetlinkError.system("open(\(path))", context: "opening \(reference)") }
+        guard fd >= 0 else { throw NetlinkError.syscall("open(\(path))", context: "opening \(reference)") }
         return fd
     }
 
@@ -89,7 +89,7 @@ public enum NetworkNamespace {
         try withoutActuallyEscaping(body) { body in
             try runOnFreshThread {
                 guard setns(target, nodenet_clone_newnet()) == 0 else {
-                    result = .failure(NetlinkError.system("setns", context: "entering \(reference)"))
+                    result = .failure(NetlinkError.syscall("setns", context: "entering \(reference)"))
                     return
                 }
                 result = Result { try body() }
@@ -105,7 +105,7 @@ public enum NetworkNamespace {
     public static func enterForExec(_ reference: NamespaceReference) throws {
         let fd = try open(reference)
         defer { close(fd) }
-        guard setns(fd, nodenet_clone_newnet()) == 0 else { throw NetlinkError.system("setns", context: "entering \(reference)") }
+        guard setns(fd, nodenet_clone_newnet()) == 0 else { throw NetlinkError.syscall("setns", context: "entering \(reference)") }
     }
 
     /// Runs `body` inside each namespace in turn, on one dedicated thread (one switch per
@@ -132,7 +132,7 @@ public enum NetworkNamespace {
                         }
                         defer { if target != home { close(target) } }
                         guard setns(target, nodenet_clone_newnet()) == 0 else {
-                            failed(i, .system("setns", context: "entering \(reference)"))
+                            failed(i, .syscall("setns", context: "entering \(reference)"))
                             continue
                         }
                         body(i, reference)
@@ -153,13 +153,13 @@ public enum NetworkNamespace {
     private static func prepareDirectory(context: String) throws {
         for dir in ["/var/run", directory] where access(dir, F_OK) != 0 {
             guard mkdir(dir, 0o755) == 0 || errno == EEXIST else {
-                throw NetlinkError.system("mkdir(\(dir))", context: context)
+                throw NetlinkError.syscall("mkdir(\(dir))", context: context)
             }
         }
         if mount("", directory, "none", msShared | msRec, nil) == 0 { return }
-        guard errno == EINVAL else { throw NetlinkError.system("making \(directory) a shared mount", context: context) }
+        guard errno == EINVAL else { throw NetlinkError.syscall("making \(directory) a shared mount", context: context) }
         guard mount(directory, directory, "none", msBind | msRec, nil) == 0,
             mount("", directory, "none", msShared | msRec, nil) == 0
-        else { throw NetlinkError.system("bind-mounting \(directory) on itself", context: context) }
+        else { throw NetlinkError.syscall("bind-mounting \(directory) on itself", context: context) }
     }
 }

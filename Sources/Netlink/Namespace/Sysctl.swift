@@ -18,11 +18,11 @@ public enum Sysctl {
         let path = path(for: key)
         return try NetworkNamespace.run(in: namespace) {
             let fd = open(path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw NetlinkError.system("open(\(path))", context: "reading sysctl \(key) in \(namespace)") }
+            guard fd >= 0 else { throw NetlinkError.syscall("open(\(path))", context: "reading sysctl \(key) in \(namespace)") }
             defer { close(fd) }
             var buffer = [UInt8](repeating: 0, count: 4096)
             let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            guard n >= 0 else { throw NetlinkError.system("read(\(path))", context: "reading sysctl \(key) in \(namespace)") }
+            guard n >= 0 else { throw NetlinkError.syscall("read(\(path))", context: "reading sysctl \(key) in \(namespace)") }
             var text = String(decoding: buffer[0..<n], as: UTF8.self)
             while text.last == "\n" { text.removeLast() }
             return text
@@ -34,11 +34,11 @@ public enum Sysctl {
         let context = "setting sysctl \(key)=\(value) in \(namespace)"
         try NetworkNamespace.run(in: namespace) {
             let fd = open(path, O_WRONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw NetlinkError.system("open(\(path))", context: context) }
+            guard fd >= 0 else { throw NetlinkError.syscall("open(\(path))", context: context) }
             defer { close(fd) }
             let bytes = Array(value.utf8)
             let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            guard n == bytes.count else { throw NetlinkError.system("write(\(path))", context: context) }
+            guard n == bytes.count else { throw NetlinkError.syscall("write(\(path))", context: context) }
         }
     }
 }

@@ -51,6 +51,8 @@ public final class NodeAgent: @unchecked Sendable {
         let lock = NSLock()
         var health: Health = .starting
         var reconciles = 0
+        /// When the monitor last saw drift (updated before the event is queued).
+        var lastEventAt: ContinuousClock.Instant?
         func with<T>(_ body: (StateBox) -> T) -> T {
             lock.lock()
             defer { lock.unlock() }
@@ -109,14 +111,18 @@ public final class NodeAgent: @unchecked Sendable {
         let owned = OwnershipFilter(spec: spec, device: spec.node.device)
         let ownedBox = OwnedBox(owned)
         let tasks = [
-            Task { [continuation, logger] in
+            Task { [continuation, logger, state] in
                 let log = logger("monitor")
                 for await event in monitor {
                     if case .overrun = event {
                         log.warning("netlink monitor overran; re-planning")
-                        continuation.yield(.event("monitor overrun", at: .now))
+                        let now = ContinuousClock.now
+                        state.with { $0.lastEventAt = now }
+                        continuation.yield(.event("monitor overrun", at: now))
                     } else if let reason = ownedBox.value.concerns(event) {
-                        continuation.yield(.event(reason, at: .now))
+                        let now = ContinuousClock.now
+                        state.with { $0.lastEventAt = now }
+                        continuation.yield(.event(reason, at: now))
                     }
                 }
             },
@@ -221,8 +227,13 @@ public final class NodeAgent: @unchecked Sendable {
             if trigger == "start" || trigger == "reload" {
                 log.info("converged", metadata: ["trigger": "\(trigger)", "changes": "\(report.changes.count)", "ms": "\(Self.milliseconds(elapsed))"])
             }
+            let newerDrift = state.with { $0.lastEventAt.map { $0 > start } ?? false }
             if report.verified {
                 setHealth(.healthy)
+            } else if newerDrift {
+                // The kernel changed again while we worked; those events are queued and the
+                // next reconcile handles them. Not a failure.
+                log.info("more drift arrived during this reconcile; handling it next", metadata: ["mismatches": "\(report.mismatches.count)"])
             } else {
                 metrics.reconcileFailures.increment()
                 setHealth(.unhealthy("kernel does not match the spec after apply: " + report.mismatches.prefix(3).joined(separator: "; ")))

@@ -85,17 +85,7 @@ public final class StatusServer: @unchecked Sendable {
             guard poll(&p, 1, 100) > 0 else { continue }
             let conn = accept(fd, nil, nil)
             guard conn >= 0 else { continue }
-            var tv = timeval(tv_sec: 2, tv_usec: 0)
-            setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-            var request: [UInt8] = []
-            var buffer = [UInt8](repeating: 0, count: 1024)
-            while request.count < 8192 {
-                let n = read(conn, &buffer, buffer.count)
-                if n <= 0 { break }
-                request += buffer[0..<n]
-                if request.count >= 4, request.suffix(4) == [13, 10, 13, 10] { break }
-            }
-            let line = String(decoding: request.prefix { $0 != 13 }, as: UTF8.self).split(separator: " ")
+            let line = readHTTPRequestLine(conn).split(separator: " ")
             let (status, type, body) = line.count >= 2 && line[0] == "GET" ? handler(String(line[1])) : (405, "text/plain", "only GET\n")
             let reason = [200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"][status] ?? "Status"
             let response = "HTTP/1.1 \(status) \(reason)\r\nContent-Type: \(type)\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
@@ -103,4 +93,19 @@ public final class StatusServer: @unchecked Sendable {
             close(conn)
         }
     }
+}
+
+/// Reads an HTTP request's head from `fd` (at most 16 KiB, 2 s) and returns its first line.
+func readHTTPRequestLine(_ fd: Int32) -> String {
+    var tv = timeval(tv_sec: 2, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    var request: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 2048)
+    while request.count < 16384 {
+        let n = read(fd, &buffer, buffer.count)
+        if n <= 0 { break }
+        request += buffer[0..<n]
+        if request.count >= 4, request.suffix(4) == [13, 10, 13, 10] { break }
+    }
+    return String(decoding: request.prefix { $0 != 13 }, as: UTF8.self)
 }

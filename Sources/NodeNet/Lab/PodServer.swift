@@ -77,19 +77,9 @@ public final class PodServer: @unchecked Sendable {
             var length = socklen_t(MemoryLayout<sockaddr_in>.size)
             let conn = withUnsafeMutablePointer(to: &peer) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { accept(tcp, $0, &length) } }
             guard conn >= 0 else { continue }
-            var timeout = timeval(tv_sec: 2, tv_usec: 0)
-            setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            var request: [UInt8] = []
-            var buffer = [UInt8](repeating: 0, count: 2048)
-            while request.count < 16384 {
-                let n = read(conn, &buffer, buffer.count)
-                if n <= 0 { break }
-                request += buffer[0..<n]
-                if request.count >= 4, request.suffix(4) == [13, 10, 13, 10] { break }
-            }
+            let line = readHTTPRequestLine(conn)
             _ = response.withCString { write(conn, $0, strlen($0)) }
             close(conn)
-            let line = String(decoding: request.prefix { $0 != 13 }, as: UTF8.self)
             log("http \(Self.describe(peer)) \(line)")
         }
     }

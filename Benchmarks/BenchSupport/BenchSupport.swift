@@ -1,0 +1,46 @@
+// Helpers shared by the benchmark executables (not product code).
+import Foundation
+
+/// Wall time of `body`, in seconds.
+public func seconds(_ body: () throws -> Void) rethrows -> Double {
+    let start = ContinuousClock.now
+    try body()
+    let d = ContinuousClock.now - start
+    return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+}
+
+public func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
+
+public struct BenchError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
+}
+
+/// Runs `ip ARGS` (optionally `-batch FILE` with `batch` as its contents), stdout and stderr
+/// on /dev/null, and returns its exit status. posix_spawn + waitpid: Foundation's Process
+/// polls for exit in 50 ms steps, which would distort a baseline.
+@discardableResult
+public func ip(_ args: [String], batch: String? = nil) throws -> Int32 {
+    var argsWithBatch = args
+    var file: URL?
+    if let batch {
+        let f = FileManager.default.temporaryDirectory.appendingPathComponent("bench-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).batch")
+        try batch.write(to: f, atomically: true, encoding: .utf8)
+        argsWithBatch += ["-batch", f.path]
+        file = f
+    }
+    defer { file.map { try? FileManager.default.removeItem(at: $0) } }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+    let argv = (["ip"] + argsWithBatch).map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var pid: pid_t = 0
+    let rc = posix_spawnp(&pid, "ip", &actions, nil, argv, environ)
+    guard rc == 0 else { throw BenchError("posix_spawnp(ip): \(String(cString: strerror(rc)))") }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    return (status >> 8) & 0xFF
+}
