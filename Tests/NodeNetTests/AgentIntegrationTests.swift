@@ -146,7 +146,7 @@ struct AgentIntegrationTests {
             try t.spec().jsonData().write(to: file)
             let log = URL(fileURLWithPath: t.stateDirectory + ".log")
             defer { try? FileManager.default.removeItem(at: log) }
-            FileManager.default.createFile(atPath: log.path, contents: nil)
+            _ = FileManager.default.createFile(atPath: log.path, contents: nil)
             func start() throws -> Process {
                 let p = Process()
                 p.executableURL = binary
