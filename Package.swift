@@ -22,6 +22,13 @@ let package = Package(
         .systemLibrary(
             name: "CBPF", path: "Sources/CBPF", pkgConfig: "libbpf",
             providers: [.apt(["libbpf-dev", "libelf-dev"])]),
+        // The BPF map layouts (bpf/lib/maps.h), shared with the BPF programs.
+        .systemLibrary(name: "CNodeNetBPF", path: "Sources/CNodeNetBPF"),
+        // Compiles bpf/*.c during the build and embeds the objects.
+        .executableTarget(name: "bpf-embed", path: "Tools/bpf-embed"),
+        .plugin(name: "BPFBuild", capability: .buildTool(), dependencies: ["bpf-embed"]),
+        // Typed libbpf: objects from memory, configuration, load, maps, programs.
+        .target(name: "BPF", dependencies: ["CBPF", "CNodeNetBPF"], plugins: ["BPFBuild"]),
         // Typed rtnetlink: kernel messages only, no node concepts.
         .target(name: "Netlink", dependencies: ["CMnl"]),
         // The domain: spec, plan, apply, datapath, lab.
@@ -42,10 +49,11 @@ let package = Package(
             name: "repair-bench", dependencies: ["NodeNet", "BenchSupport", .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/RepairBench"),
         // Shared test helpers (privileges, throwaway namespaces); not product code.
-        .target(name: "TestSupport", dependencies: ["Netlink"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["Netlink", "NodeNet"], path: "Tests/TestSupport"),
         .testTarget(
             name: "NetlinkTests", dependencies: ["Netlink", "CBPF", "TestSupport"],
             resources: [.copy("Fixtures")]),
         .testTarget(name: "NodeNetTests", dependencies: ["NodeNet", "TestSupport"]),
+        .testTarget(name: "BPFTests", dependencies: ["BPF", "CNodeNetBPF", "NodeNet", "TestSupport"]),
     ]
 )

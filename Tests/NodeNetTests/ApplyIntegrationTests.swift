@@ -29,7 +29,7 @@ struct ApplyIntegrationTests {
             }
             // Node routes, exactly the seed's (with nodenet's protocol).
             let names = Dictionary(uniqueKeysWithValues: links.values.map { ($0.index, $0.name) })
-            let routes = Set(try node.routes(RouteFilter(protocol: NodeNetNames.routeProtocol)).map { $0.describe(names: names) })
+            let routes = Set(try node.routes(RouteFilter(protocol: NodeNetNames.routeProtocol)).map { $0.summary(names: names) })
             #expect(routes == [
                 "10.0.0.0/24 via 172.18.0.4 dev eth0", "10.0.1.0/24 via 172.18.0.3 dev eth0",
                 "10.0.2.0/24 via 10.0.2.184 dev cilium_host src 10.0.2.184", "10.0.2.184/32 dev cilium_host scope link",
@@ -41,7 +41,7 @@ struct ApplyIntegrationTests {
             #expect(eth0.isUp && eth0.kind == "veth" && eth0.peerIndex == links[lxcs[0]]?.index)
             #expect(try pod.addresses(family: .inet, interfaceIndex: eth0.index).map { "\($0.prefix) \($0.scope)" } == ["10.0.2.32/32 global"])
             let podNames = [eth0.index: "eth0"]
-            #expect(Set(try pod.routes(RouteFilter()).map { $0.describe(names: podNames) }) == [
+            #expect(Set(try pod.routes(RouteFilter()).map { $0.summary(names: podNames) }) == [
                 "default via 10.0.2.184 dev eth0 mtu 1500", "10.0.2.184/32 dev eth0 scope link",
             ])
             #expect(links[lxcs[0]]?.isUp == true && NodeNetNames.isEndpointDevice(lxcs[0]))

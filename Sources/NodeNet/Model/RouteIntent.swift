@@ -44,6 +44,9 @@ public struct RouteIntent: Sendable, Equatable, Hashable, CustomStringConvertibl
 
 extension Route {
     /// `ip route` style text, with device names from `names` (ifindex → name).
+    public func summary(names: [Int32: String]) -> String { describe(names: names) }
+
+    /// `ip route` style text, with device names from `names` (ifindex → name).
     func describe(names: [Int32: String]) -> String {
         var s = isDefault ? "default" : destination.description
         if let gateway { s += " via \(gateway)" }

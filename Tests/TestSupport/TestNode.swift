@@ -1,21 +1,18 @@
 import Foundation
-import Testing
-import TestSupport
-
-@testable import NodeNet
+import NodeNet
 
 /// A node that is a network namespace: `eth0` 172.18.0.2/16, whose peer (in a "fabric"
 /// namespace) holds the other nodes' addresses, plus one namespace per pod. Everything is
 /// removed when the body ends, even when it throws.
-struct TestNode {
-    let node: String
-    let fabric: String
-    let pods: [String]
-    let stateDirectory: String
+public struct TestNode {
+    public let node: String
+    public let fabric: String
+    public let pods: [String]
+    public let stateDirectory: String
 
-    var namespace: NamespaceReference { .named(node) }
+    public var namespace: NamespaceReference { .named(node) }
 
-    static func with<T>(pods count: Int, _ body: (TestNode) async throws -> T) async throws -> T {
+    public static func with<T>(pods count: Int, _ body: (TestNode) async throws -> T) async throws -> T {
         let labels = ["node", "fab"] + (0..<count).map { "p\($0)" }
         let state = FileManager.default.temporaryDirectory.appendingPathComponent(TestNames.unique("state")).path
         defer { try? FileManager.default.removeItem(atPath: state) }
@@ -41,7 +38,7 @@ struct TestNode {
     }
 
     /// The seed's worker2 with `podCount` pods (10.0.2.32, 10.0.2.204, then 10.0.2.10…).
-    func spec(podCount: Int? = nil, remote: [RemoteNode]? = nil) -> NodeSpec {
+    public func spec(podCount: Int? = nil, remote: [RemoteNode]? = nil) -> NodeSpec {
         let ips = ["10.0.2.32", "10.0.2.204"] + (10..<200).filter { $0 != 32 && $0 != 184 }.map { "10.0.2.\($0)" }
         let names = ["net", "server"] + (2..<200).map { "pod\($0)" }
         let pods = (0..<(podCount ?? self.pods.count)).map { i in PodSpec(name: names[i], netns: self.pods[i], ip: IPAddress(ips[i])!) }
@@ -54,23 +51,23 @@ struct TestNode {
             nativeRoutingCIDR: IPPrefix("10.0.0.0/8"), pods: pods, nodes: remote, stateDirectory: stateDirectory)
     }
 
-    func controller(_ spec: NodeSpec) throws -> NodeController { try NodeController(spec: spec, namespace: namespace) }
+    public func controller(_ spec: NodeSpec) throws -> NodeController { try NodeController(spec: spec, namespace: namespace) }
 
     /// Everything observable in a namespace, as sorted text lines (indices replaced by names).
-    static func snapshot(_ ns: NamespaceReference) throws -> [String] {
+    public static func snapshot(_ ns: NamespaceReference) throws -> [String] {
         let s = try NetlinkSocket(namespace: ns)
         let links = try s.links()
         let names = Dictionary(uniqueKeysWithValues: links.map { ($0.index, $0.name) })
         var lines = links.map { "link \($0.name) \($0.kind ?? "-") up=\($0.isUp) noarp=\($0.isNoARP) mtu=\($0.mtu ?? 0)" }
         lines += try s.addresses(family: .inet).map { "addr \(names[$0.interfaceIndex] ?? "?") \($0.prefix) \($0.scope)" }
         lines += try s.routes(RouteFilter(family: .inet, table: nil)).map { r in
-            "route table \(r.table) \(r.describe(names: names)) type \(r.type) proto \(r.protocol)"
+            "route table \(r.table) \(r.summary(names: names)) type \(r.type) proto \(r.protocol)"
         }
         lines.append("ip_forward \(try Sysctl.read("net.ipv4.ip_forward", in: ns))")
         return lines.sorted()
     }
 
-    func ping(from podIndex: Int, _ address: String) throws -> Bool {
+    public func ping(from podIndex: Int, _ address: String) throws -> Bool {
         try runTool(["ip", "netns", "exec", pods[podIndex], "ping", "-c", "1", "-W", "2", address]).status == 0
     }
 }

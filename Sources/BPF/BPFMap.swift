@@ -1,0 +1,70 @@
+import CBPF
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Typed access to a BPF map by fd (bpf(2) through libbpf's low-level calls).
+public struct BPFMap<Key: BitwiseCopyable, Value: BitwiseCopyable>: @unchecked Sendable {
+    public let fd: Int32
+    public let name: String
+    let perCPU: Bool
+
+    /// Creates or replaces `key`'s value.
+    public func update(_ key: Key, _ value: Value) throws {
+        var k = key, v = value
+        let rc = bpf_map_update_elem(fd, &k, &v, UInt64(BPF_ANY))
+        guard rc == 0 else { throw BPFError.libbpf(rc, "updating map \(name)") }
+    }
+
+    public func lookup(_ key: Key) throws -> Value? {
+        var k = key
+        let v = UnsafeMutablePointer<Value>.allocate(capacity: 1)
+        defer { v.deallocate() }
+        let rc = bpf_map_lookup_elem(fd, &k, v)
+        if rc != 0 {
+            if errno == ENOENT || rc == -ENOENT { return nil }
+            throw BPFError.libbpf(rc, "looking up in map \(name)")
+        }
+        return v.pointee
+    }
+
+    /// Removes `key`; true when it was there.
+    @discardableResult
+    public func delete(_ key: Key) throws -> Bool {
+        var k = key
+        let rc = bpf_map_delete_elem(fd, &k)
+        if rc != 0 {
+            if errno == ENOENT || rc == -ENOENT { return false }
+            throw BPFError.libbpf(rc, "deleting from map \(name)")
+        }
+        return true
+    }
+
+    /// Every key, by walking the map (a map changed meanwhile may show a key twice or not at all).
+    public func keys() throws -> [Key] {
+        var result: [Key] = []
+        let next = UnsafeMutablePointer<Key>.allocate(capacity: 1)
+        defer { next.deallocate() }
+        var rc = bpf_map_get_next_key(fd, nil, next)
+        while rc == 0 {
+            result.append(next.pointee)
+            var current = next.pointee
+            rc = bpf_map_get_next_key(fd, &current, next)
+            if result.count > 10_000_000 { break }
+        }
+        return result
+    }
+}
+
+extension BPFMap where Value == UInt64 {
+    /// For per-CPU counters: the sum over all CPUs.
+    public func sum(_ key: Key) throws -> UInt64 {
+        let cpus = Int(libbpf_num_possible_cpus())
+        var k = key
+        var values = [UInt64](repeating: 0, count: max(1, perCPU ? cpus : 1))
+        let rc = bpf_map_lookup_elem(fd, &k, &values)
+        guard rc == 0 else { throw BPFError.libbpf(rc, "reading counters in map \(name)") }
+        return values.reduce(0, +)
+    }
+}

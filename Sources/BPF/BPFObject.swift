@@ -1,0 +1,100 @@
+import CBPF
+
+#if canImport(Glibc)
+import Glibc
+import Foundation
+#endif
+
+/// A BPF object (ELF) opened from memory with libbpf: configure it, pin its maps, load it,
+/// then take its programs and maps. Closing it (deinit) drops our references; programs
+/// attached to tc hooks and pinned maps live on.
+public final class BPFObject: @unchecked Sendable {
+    private let handle: OpaquePointer
+    private let bytes: [UInt8]
+    public let name: String
+    public private(set) var isLoaded = false
+
+    /// An object compiled from bpf/NAME.c into this binary at build time.
+    public convenience init(embedded name: String) throws {
+        guard let b64 = EmbeddedBPFObjects.base64[name], let data = Data(base64Encoded: b64) else {
+            throw BPFError(ENOENT, "no embedded BPF object \(name) (have: \(EmbeddedBPFObjects.base64.keys.sorted().joined(separator: ", ")))")
+        }
+        try self.init(bytes: [UInt8](data), name: name)
+    }
+
+    public init(bytes: [UInt8], name: String) throws {
+        self.bytes = bytes
+        self.name = name
+        var opts = bpf_object_open_opts()
+        opts.sz = MemoryLayout<bpf_object_open_opts>.size
+        let handle: OpaquePointer? = name.withCString { cname in
+            opts.object_name = cname
+            return bytes.withUnsafeBytes { bpf_object__open_mem($0.baseAddress, $0.count, &opts) }
+        }
+        guard let handle else { throw BPFError(errno, "opening BPF object \(name)") }
+        self.handle = handle
+    }
+
+    deinit { bpf_object__close(handle) }
+
+    /// All maps of the object.
+    private var maps: [OpaquePointer] {
+        var result: [OpaquePointer] = []
+        var map = bpf_object__next_map(handle, nil)
+        while let m = map {
+            result.append(m)
+            map = bpf_object__next_map(handle, m)
+        }
+        return result
+    }
+
+    /// Sets the object's read-only configuration (its `.rodata`: one `const volatile`
+    /// struct) before load. `value` must have exactly the C struct's layout.
+    public func setConfiguration<T: BitwiseCopyable>(_ value: T) throws {
+        guard !isLoaded else { throw BPFError(EBUSY, "configuring \(name) after load") }
+        guard let rodata = maps.first(where: { String(cString: bpf_map__name($0)).hasSuffix(".rodata") }) else {
+            throw BPFError(ENOENT, "\(name) has no .rodata to configure")
+        }
+        var copy = value
+        let rc = withUnsafeBytes(of: &copy) { bpf_map__set_initial_value(rodata, $0.baseAddress, $0.count) }
+        guard rc == 0 else { throw BPFError.libbpf(rc, "setting the configuration of \(name)") }
+    }
+
+    /// Pins every map the programs share (not `.rodata`/`.bss`/`.data`) under `directory`
+    /// by name. A compatible map already pinned there is reused on load, so state survives
+    /// restarts; an incompatible one makes load fail with EINVAL.
+    public func pinMaps(under directory: String) throws {
+        for map in maps {
+            let mapName = String(cString: bpf_map__name(map))
+            guard !mapName.contains(".") else { continue }
+            let rc = bpf_map__set_pin_path(map, "\(directory)/\(mapName)")
+            guard rc == 0 else { throw BPFError.libbpf(rc, "setting the pin path of \(mapName)") }
+        }
+    }
+
+    /// Loads (and verifies) the programs and creates or reuses the maps.
+    public func load() throws {
+        let rc = bpf_object__load(handle)
+        guard rc == 0 else { throw BPFError.libbpf(rc, "loading BPF object \(name) (the verifier's log is on stderr)") }
+        isLoaded = true
+    }
+
+    /// The file descriptor of a loaded program.
+    public func programFD(named program: String) throws -> Int32 {
+        guard isLoaded else { throw BPFError(EINVAL, "\(name) is not loaded") }
+        guard let p = bpf_object__find_program_by_name(handle, program) else { throw BPFError(ENOENT, "no program \(program) in \(name)") }
+        let fd = bpf_program__fd(p)
+        guard fd >= 0 else { throw BPFError.libbpf(fd, "program \(program) of \(name)") }
+        return fd
+    }
+
+    /// A typed view of a loaded map. `Key` and `Value` must match the C layouts (bpf/lib/maps.h).
+    public func map<Key: BitwiseCopyable, Value: BitwiseCopyable>(named mapName: String, key: Key.Type, value: Value.Type) throws -> BPFMap<Key, Value> {
+        guard isLoaded else { throw BPFError(EINVAL, "\(name) is not loaded") }
+        guard let m = bpf_object__find_map_by_name(handle, mapName) else { throw BPFError(ENOENT, "no map \(mapName) in \(name)") }
+        guard bpf_map__key_size(m) == MemoryLayout<Key>.size, bpf_map__value_size(m) == MemoryLayout<Value>.size || bpf_map__type(m) == BPF_MAP_TYPE_PERCPU_ARRAY else {
+            throw BPFError(EINVAL, "map \(mapName): key/value sizes \(bpf_map__key_size(m))/\(bpf_map__value_size(m)) do not match \(Key.self)/\(Value.self)")
+        }
+        return BPFMap(fd: bpf_map__fd(m), name: mapName, perCPU: bpf_map__type(m) == BPF_MAP_TYPE_PERCPU_ARRAY || bpf_map__type(m) == BPF_MAP_TYPE_PERCPU_HASH)
+    }
+}

@@ -1,0 +1,93 @@
+import BPF
+import CNodeNetBPF
+import Foundation
+import NodeNet
+import Testing
+import TestSupport
+
+/// The from-container program, built into the binary by the BPFBuild plugin, against a real
+/// kernel. Skipped without the privileges to load BPF and create namespaces.
+@Suite(.serialized, .enabled(if: Privileges.canLoadBPF, Comment(rawValue: Privileges.skipReason + " and to load BPF programs")))
+struct DatapathTests {
+    static func mac(_ m: MACAddress) -> (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) {
+        let b = m.bytes
+        return (b[0], b[1], b[2], b[3], b[4], b[5])
+    }
+
+    static func key(_ ip: IPAddress) -> nodenet_endpoint_key { nodenet_endpoint_key(ip: ip.ipv4Value!.bigEndian) }
+
+    static func loaded() throws -> BPFObject {
+        let object = try BPFObject(embedded: "bpf_lxc")
+        try object.setConfiguration(nodenet_lxc_config(router_ip: IPAddress("10.0.2.184")!.ipv4Value!.bigEndian, reserved: 0))
+        try object.load()
+        return object
+    }
+
+    @Test func theEmbeddedObjectLoadsAndItsMapsWork() throws {
+        let object = try Self.loaded()
+        #expect(try object.programFD(named: "nodenet_from_container") > 0)
+        let endpoints = try object.map(named: "nodenet_endpoints", key: nodenet_endpoint_key.self, value: nodenet_endpoint.self)
+        let entry = nodenet_endpoint(ifindex: 7, host_mac: Self.mac(MACAddress("02:00:00:00:00:07")!), pod_mac: Self.mac(MACAddress("02:00:00:00:01:07")!), flags: 0)
+        try endpoints.update(Self.key(IPAddress("10.0.2.32")!), entry)
+        let back = try #require(try endpoints.lookup(Self.key(IPAddress("10.0.2.32")!)))
+        #expect(back.ifindex == 7 && back.pod_mac.5 == 7 && back.host_mac.0 == 2)
+        #expect(try endpoints.keys().map { UInt32(bigEndian: $0.ip) } == [IPAddress("10.0.2.32")!.ipv4Value!])
+        #expect(try endpoints.delete(Self.key(IPAddress("10.0.2.32")!)))
+        #expect(try endpoints.lookup(Self.key(IPAddress("10.0.2.32")!)) == nil)
+        #expect(throws: BPFError.self) { try object.map(named: "nodenet_endpoints", key: UInt64.self, value: nodenet_endpoint.self) }
+    }
+
+    /// A node wired by apply (kernel mode), then the from-container program on both pods' lxc.
+    func withBPFNode(_ body: (TestNode, BPFObject, BPFMap<UInt32, UInt64>) async throws -> Void) async throws {
+        try await TestNode.with(pods: 2) { t in
+            let spec = t.spec()
+            _ = try t.controller(spec).apply()
+            let object = try Self.loaded()
+            let endpoints = try object.map(named: "nodenet_endpoints", key: nodenet_endpoint_key.self, value: nodenet_endpoint.self)
+            let node = try NetlinkSocket(namespace: t.namespace)
+            let fd = try object.programFD(named: "nodenet_from_container")
+            for (i, pod) in spec.pods.enumerated() {
+                let lxc = try #require(try node.link(named: NodeNetNames.endpointDevice(for: pod)))
+                let eth0 = try #require(try NetlinkSocket(namespace: .named(t.pods[i])).link(named: "eth0"))
+                try endpoints.update(Self.key(pod.ip), nodenet_endpoint(ifindex: UInt32(lxc.index), host_mac: Self.mac(lxc.address!), pod_mac: Self.mac(eth0.address!), flags: 0))
+                try node.addClsact(interfaceIndex: lxc.index)
+                try node.add(BPFFilterConfiguration(interfaceIndex: lxc.index, direction: .ingress, programFD: fd, name: "nodenet-from-container"))
+            }
+            try await body(t, object, try object.map(named: "nodenet_verdicts", key: UInt32.self, value: UInt64.self))
+        }
+    }
+
+    @Test func sameNodeTrafficIsRedirectedPastTheRoutingStack() async throws {
+        try await withBPFNode { t, _, verdicts in
+            let forwardedBefore = try LabProbe.forwardedDatagrams(in: t.namespace)
+            let hostBefore = try LabProbe.packets(of: "cilium_host", in: t.namespace)
+            let ping = try runTool(["ip", "netns", "exec", t.pods[0], "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.2.204"])
+            #expect(ping.output.contains("3 received"), "\(ping.output)")
+            #expect(ping.output.contains("ttl=63"), "one routed hop, as in the seed")
+            #expect(try LabProbe.forwardedDatagrams(in: t.namespace) == forwardedBefore, "the node's IP stack forwarded nothing")
+            #expect(try LabProbe.packets(of: "cilium_host", in: t.namespace) == hostBefore)
+            #expect(try verdicts.sum(UInt32(NODENET_VERDICT_LOCAL_REDIRECT.rawValue)) >= 6, "3 requests and 3 replies redirected")
+            // The frame that reaches the server pod carries the server's lxc MAC as source:
+            // the pod's neighbour entry for 10.0.2.32 is... not needed; its default gateway's MAC is its lxc.
+            let server = try NetlinkSocket(namespace: .named(t.pods[1]))
+            let eth0 = try #require(try server.link(named: "eth0"))
+            let lxc = try #require(try NetlinkSocket(namespace: t.namespace).link(named: NodeNetNames.endpointDevice(for: t.spec().pods[1])))
+            let neighbours = try server.neighbours(family: .inet, interfaceIndex: eth0.index)
+            #expect(neighbours.contains { $0.address == IPAddress("10.0.2.184") && $0.linkLayerAddress == lxc.address }, "\(neighbours)")
+        }
+    }
+
+    @Test func aForgedSourceIsDroppedAndCounted() async throws {
+        try await withBPFNode { t, _, verdicts in
+            let pod = try NetlinkSocket(namespace: .named(t.pods[0]))
+            let eth0 = try #require(try pod.link(named: "eth0"))
+            try pod.add(InterfaceAddress(interfaceIndex: eth0.index, prefix: IPPrefix("10.0.2.99/32")!))
+            let before = try verdicts.sum(UInt32(NODENET_VERDICT_DROP_SPOOFED.rawValue))
+            let ping = try runTool(["ip", "netns", "exec", t.pods[0], "ping", "-c", "2", "-i", "0.2", "-W", "1", "-I", "10.0.2.99", "10.0.2.204"])
+            #expect(ping.output.contains("0 received"), "\(ping.output)")
+            #expect(try verdicts.sum(UInt32(NODENET_VERDICT_DROP_SPOOFED.rawValue)) >= before + 2)
+            // The pod's own address still works.
+            #expect(try t.ping(from: 0, "10.0.2.204"))
+        }
+    }
+}

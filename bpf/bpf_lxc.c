@@ -1,0 +1,114 @@
+/* from-container: tc ingress of each pod's host-side veth (lxc…).
+ *
+ * - ARP requests are answered with the lxc MAC (the pod's gateway is never a real neighbour);
+ * - a source address that is not the pod's own is dropped (spoofing);
+ * - a local destination is delivered straight into that pod (bpf_redirect_peer), with the
+ *   destination lxc MAC as source, as the seed observes; no routing stack, no cilium_host;
+ * - anything else is looked up in the FIB and sent to the next hop (bpf_redirect_neigh);
+ * - what the program cannot handle goes to the kernel stack, which still works. */
+#include "lib/common.h"
+#include "lib/arp.h"
+#include "lib/l3.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, NODENET_ENDPOINTS_MAX);
+	__type(key, struct nodenet_endpoint_key);
+	__type(value, struct nodenet_endpoint);
+} nodenet_endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NODENET_VERDICT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} nodenet_verdicts SEC(".maps");
+
+const volatile struct nodenet_lxc_config CONFIG = {};
+
+static __always_inline void count(__u32 verdict)
+{
+	__u64 *n = bpf_map_lookup_elem(&nodenet_verdicts, &verdict);
+	if (n)
+		*n += 1;
+}
+
+SEC("tc")
+int nodenet_from_container(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return TC_ACT_OK;
+
+	if (eth->h_proto == bpf_htons(ETH_P_ARP)) {
+		/* Our lxc's MAC is the source endpoint's host_mac; find it by the sender address. */
+		struct nodenet_arp *arp = (void *)(eth + 1);
+		if ((void *)(arp + 1) > end)
+			return TC_ACT_OK;
+		struct nodenet_endpoint_key key = { .ip = arp->spa };
+		struct nodenet_endpoint *self = bpf_map_lookup_elem(&nodenet_endpoints, &key);
+		if (!self || self->ifindex != skb->ifindex)
+			return TC_ACT_OK;
+		__u8 mac[6];
+		__builtin_memcpy(mac, self->host_mac, 6);
+		int rc = nodenet_arp_respond(skb, mac);
+		if (rc < 0)
+			return TC_ACT_OK;
+		count(NODENET_VERDICT_ARP_REPLY);
+		return rc;
+	}
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > end)
+		return TC_ACT_OK;
+
+	struct nodenet_endpoint_key src_key = { .ip = ip->saddr };
+	struct nodenet_endpoint *src = bpf_map_lookup_elem(&nodenet_endpoints, &src_key);
+	if (!src || src->ifindex != skb->ifindex) {
+		count(NODENET_VERDICT_DROP_SPOOFED);
+		return TC_ACT_SHOT;
+	}
+
+	struct nodenet_endpoint_key dst_key = { .ip = ip->daddr };
+	struct nodenet_endpoint *dst = bpf_map_lookup_elem(&nodenet_endpoints, &dst_key);
+	if (dst) {
+		__u8 pod_mac[6], host_mac[6];
+		__u32 ifindex = dst->ifindex;
+		__builtin_memcpy(pod_mac, dst->pod_mac, 6);
+		__builtin_memcpy(host_mac, dst->host_mac, 6);
+		if (nodenet_dec_ttl(skb, ip) < 0)
+			return TC_ACT_OK;
+		bpf_skb_store_bytes(skb, 0, pod_mac, 6, 0);
+		bpf_skb_store_bytes(skb, 6, host_mac, 6, 0);
+		count(NODENET_VERDICT_LOCAL_REDIRECT);
+		return bpf_redirect_peer(ifindex, 0);
+	}
+
+	struct bpf_fib_lookup fib = {};
+	fib.family = AF_INET;
+	fib.tos = ip->tos;
+	fib.l4_protocol = ip->protocol;
+	fib.tot_len = bpf_ntohs(ip->tot_len);
+	fib.ipv4_src = ip->saddr;
+	fib.ipv4_dst = ip->daddr;
+	fib.ifindex = skb->ifindex;
+	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) {
+		count(NODENET_VERDICT_TO_STACK);
+		return TC_ACT_OK;
+	}
+	/* Re-validate after the lookup: the verifier needs fresh packet pointers. */
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+	ip = data + sizeof(struct ethhdr);
+	if ((void *)(ip + 1) > end)
+		return TC_ACT_OK;
+	if (nodenet_dec_ttl(skb, ip) < 0)
+		return TC_ACT_OK;
+	count(NODENET_VERDICT_REMOTE_REDIRECT);
+	return bpf_redirect_neigh(fib.ifindex, 0, 0, 0);
+}
+
+char LICENSE[] SEC("license") = "GPL";
