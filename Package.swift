@@ -35,7 +35,7 @@ let package = Package(
         .target(
             name: "NodeNet",
             dependencies: [
-                "Netlink", .product(name: "Logging", package: "swift-log"),
+                "Netlink", "BPF", "CNodeNetBPF", .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
         .executableTarget(

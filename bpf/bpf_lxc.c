@@ -9,29 +9,9 @@
 #include "lib/common.h"
 #include "lib/arp.h"
 #include "lib/l3.h"
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, NODENET_ENDPOINTS_MAX);
-	__type(key, struct nodenet_endpoint_key);
-	__type(value, struct nodenet_endpoint);
-} nodenet_endpoints SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, NODENET_VERDICT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} nodenet_verdicts SEC(".maps");
+#include "lib/endpoints.h"
 
 const volatile struct nodenet_lxc_config CONFIG = {};
-
-static __always_inline void count(__u32 verdict)
-{
-	__u64 *n = bpf_map_lookup_elem(&nodenet_verdicts, &verdict);
-	if (n)
-		*n += 1;
-}
 
 SEC("tc")
 int nodenet_from_container(struct __sk_buff *skb)
@@ -55,7 +35,7 @@ int nodenet_from_container(struct __sk_buff *skb)
 		int rc = nodenet_arp_respond(skb, mac);
 		if (rc < 0)
 			return TC_ACT_OK;
-		count(NODENET_VERDICT_ARP_REPLY);
+		nodenet_count(NODENET_VERDICT_ARP_REPLY);
 		return rc;
 	}
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
@@ -67,24 +47,14 @@ int nodenet_from_container(struct __sk_buff *skb)
 	struct nodenet_endpoint_key src_key = { .ip = ip->saddr };
 	struct nodenet_endpoint *src = bpf_map_lookup_elem(&nodenet_endpoints, &src_key);
 	if (!src || src->ifindex != skb->ifindex) {
-		count(NODENET_VERDICT_DROP_SPOOFED);
+		nodenet_count(NODENET_VERDICT_DROP_SPOOFED);
 		return TC_ACT_SHOT;
 	}
 
 	struct nodenet_endpoint_key dst_key = { .ip = ip->daddr };
 	struct nodenet_endpoint *dst = bpf_map_lookup_elem(&nodenet_endpoints, &dst_key);
-	if (dst) {
-		__u8 pod_mac[6], host_mac[6];
-		__u32 ifindex = dst->ifindex;
-		__builtin_memcpy(pod_mac, dst->pod_mac, 6);
-		__builtin_memcpy(host_mac, dst->host_mac, 6);
-		if (nodenet_dec_ttl(skb, ip) < 0)
-			return TC_ACT_OK;
-		bpf_skb_store_bytes(skb, 0, pod_mac, 6, 0);
-		bpf_skb_store_bytes(skb, 6, host_mac, 6, 0);
-		count(NODENET_VERDICT_LOCAL_REDIRECT);
-		return bpf_redirect_peer(ifindex, 0);
-	}
+	if (dst)
+		return nodenet_deliver_local(skb, ip, dst);
 
 	struct bpf_fib_lookup fib = {};
 	fib.family = AF_INET;
@@ -96,7 +66,7 @@ int nodenet_from_container(struct __sk_buff *skb)
 	fib.ifindex = skb->ifindex;
 	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) {
-		count(NODENET_VERDICT_TO_STACK);
+		nodenet_count(NODENET_VERDICT_TO_STACK);
 		return TC_ACT_OK;
 	}
 	/* Re-validate after the lookup: the verifier needs fresh packet pointers. */
@@ -107,7 +77,7 @@ int nodenet_from_container(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (nodenet_dec_ttl(skb, ip) < 0)
 		return TC_ACT_OK;
-	count(NODENET_VERDICT_REMOTE_REDIRECT);
+	nodenet_count(NODENET_VERDICT_REMOTE_REDIRECT);
 	return bpf_redirect_neigh(fib.ifindex, 0, 0, 0);
 }
 

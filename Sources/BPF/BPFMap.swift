@@ -5,10 +5,30 @@ import Glibc
 #endif
 
 /// Typed access to a BPF map by fd (bpf(2) through libbpf's low-level calls).
-public struct BPFMap<Key: BitwiseCopyable, Value: BitwiseCopyable>: @unchecked Sendable {
+public final class BPFMap<Key: BitwiseCopyable, Value: BitwiseCopyable>: @unchecked Sendable {
     public let fd: Int32
     public let name: String
     let perCPU: Bool
+    private let owned: Bool
+
+    init(fd: Int32, name: String, perCPU: Bool, owned: Bool) {
+        self.fd = fd
+        self.name = name
+        self.perCPU = perCPU
+        self.owned = owned
+    }
+
+    deinit { if owned { close(fd) } }
+
+    /// The map pinned at `path` (bpffs), or nil when nothing is pinned there.
+    public static func pinned(at path: String, perCPU: Bool = false) throws -> BPFMap? {
+        let fd = bpf_obj_get(path)
+        if fd < 0 {
+            if errno == ENOENT { return nil }
+            throw BPFError(errno, "opening pinned map \(path)")
+        }
+        return BPFMap(fd: fd, name: path, perCPU: perCPU, owned: true)
+    }
 
     /// Creates or replaces `key`'s value.
     public func update(_ key: Key, _ value: Value) throws {

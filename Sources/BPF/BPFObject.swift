@@ -14,22 +14,36 @@ public final class BPFObject: @unchecked Sendable {
     public let name: String
     public private(set) var isLoaded = false
 
-    /// An object compiled from bpf/NAME.c into this binary at build time.
-    public convenience init(embedded name: String) throws {
+    /// An object compiled from bpf/NAME.c into this binary at build time. Maps declared
+    /// with pinning by name are pinned (or reused) under `pinRoot`, a bpffs directory.
+    public convenience init(embedded name: String, pinRoot: String? = nil) throws {
         guard let b64 = EmbeddedBPFObjects.base64[name], let data = Data(base64Encoded: b64) else {
             throw BPFError(ENOENT, "no embedded BPF object \(name) (have: \(EmbeddedBPFObjects.base64.keys.sorted().joined(separator: ", ")))")
         }
-        try self.init(bytes: [UInt8](data), name: name)
+        try self.init(bytes: [UInt8](data), name: name, pinRoot: pinRoot)
     }
 
-    public init(bytes: [UInt8], name: String) throws {
+    /// 8 hex digits identifying an embedded object's build: part of attached filters' names,
+    /// so an upgraded program is recognised without loading anything.
+    public static func digest(embedded name: String) -> String? {
+        guard let b64 = EmbeddedBPFObjects.base64[name] else { return nil }
+        var hash: UInt32 = 0x811C_9DC5
+        for byte in b64.utf8 { hash = (hash ^ UInt32(byte)) &* 0x0100_0193 }
+        let hex = String(hash, radix: 16)
+        return String(repeating: "0", count: 8 - hex.count) + hex
+    }
+
+    public init(bytes: [UInt8], name: String, pinRoot: String? = nil) throws {
         self.bytes = bytes
         self.name = name
         var opts = bpf_object_open_opts()
         opts.sz = MemoryLayout<bpf_object_open_opts>.size
         let handle: OpaquePointer? = name.withCString { cname in
             opts.object_name = cname
-            return bytes.withUnsafeBytes { bpf_object__open_mem($0.baseAddress, $0.count, &opts) }
+            return (pinRoot ?? "").withCString { root in
+                if pinRoot != nil { opts.pin_root_path = root }
+                return bytes.withUnsafeBytes { bpf_object__open_mem($0.baseAddress, $0.count, &opts) }
+            }
         }
         guard let handle else { throw BPFError(errno, "opening BPF object \(name)") }
         self.handle = handle
@@ -60,18 +74,6 @@ public final class BPFObject: @unchecked Sendable {
         guard rc == 0 else { throw BPFError.libbpf(rc, "setting the configuration of \(name)") }
     }
 
-    /// Pins every map the programs share (not `.rodata`/`.bss`/`.data`) under `directory`
-    /// by name. A compatible map already pinned there is reused on load, so state survives
-    /// restarts; an incompatible one makes load fail with EINVAL.
-    public func pinMaps(under directory: String) throws {
-        for map in maps {
-            let mapName = String(cString: bpf_map__name(map))
-            guard !mapName.contains(".") else { continue }
-            let rc = bpf_map__set_pin_path(map, "\(directory)/\(mapName)")
-            guard rc == 0 else { throw BPFError.libbpf(rc, "setting the pin path of \(mapName)") }
-        }
-    }
-
     /// Loads (and verifies) the programs and creates or reuses the maps.
     public func load() throws {
         let rc = bpf_object__load(handle)
@@ -95,6 +97,6 @@ public final class BPFObject: @unchecked Sendable {
         guard bpf_map__key_size(m) == MemoryLayout<Key>.size, bpf_map__value_size(m) == MemoryLayout<Value>.size || bpf_map__type(m) == BPF_MAP_TYPE_PERCPU_ARRAY else {
             throw BPFError(EINVAL, "map \(mapName): key/value sizes \(bpf_map__key_size(m))/\(bpf_map__value_size(m)) do not match \(Key.self)/\(Value.self)")
         }
-        return BPFMap(fd: bpf_map__fd(m), name: mapName, perCPU: bpf_map__type(m) == BPF_MAP_TYPE_PERCPU_ARRAY || bpf_map__type(m) == BPF_MAP_TYPE_PERCPU_HASH)
+        return BPFMap(fd: bpf_map__fd(m), name: mapName, perCPU: bpf_map__type(m) == BPF_MAP_TYPE_PERCPU_ARRAY || bpf_map__type(m) == BPF_MAP_TYPE_PERCPU_HASH, owned: false)
     }
 }

@@ -201,3 +201,71 @@ func withTimeout<T: Sendable>(seconds: Double, _ body: @escaping @Sendable () as
         return first
     }
 }
+
+/// `datapath.mode: bpf` through apply: programs attached, endpoint entries, no forwarding in
+/// the node's IP stack, idempotent re-apply, switching back to kernel mode, teardown.
+@Suite(.serialized, .enabled(if: Privileges.canLoadBPF, Comment(rawValue: Privileges.skipReason + " and to load BPF programs")))
+struct BPFModeApplyTests {
+    func bpfSpec(_ t: TestNode) -> NodeSpec {
+        var spec = t.spec()
+        spec.datapath = DatapathSettings(mode: .bpf)
+        spec.bpffsDirectory = "/sys/fs/bpf/\(TestNames.unique("bpf"))"
+        return spec
+    }
+
+    @Test func bpfModeAttachesProgramsAndKeepsPodTrafficOutOfTheIPStack() async throws {
+        try await TestNode.with(pods: 2) { t in
+            let spec = bpfSpec(t)
+            defer { BPFFS.remove(spec.bpffsDirectory) }
+            let report = try t.controller(spec).apply()
+            #expect(report.verified, "\(report.mismatches)")
+            #expect(report.changes.filter { $0.kind == "datapath" }.count == 5, "2 map entries, 2 from-container, 1 from-netdev")
+            let node = try NetlinkSocket(namespace: t.namespace)
+            for pod in spec.pods {
+                let lxc = try #require(try node.link(named: NodeNetNames.endpointDevice(for: pod)))
+                let names = try node.filters(interfaceIndex: lxc.index, direction: .ingress).compactMap { $0.bpf?.name }
+                #expect(names == [DatapathProgram.fromContainer.filterName])
+            }
+            let eth0 = try #require(try node.link(named: "eth0"))
+            #expect(try node.filters(interfaceIndex: eth0.index, direction: .ingress).compactMap { $0.bpf?.name } == [DatapathProgram.fromNetdev.filterName])
+            let shown = try runTool(["tc", "-n", t.node, "filter", "show", "dev", "eth0", "ingress"])
+            #expect(shown.output.contains("nodenet-from-netdev"), "visible to standard tools")
+            #expect(FileManager.default.fileExists(atPath: "\(spec.bpffsDirectory)/nodenet_endpoints"))
+
+            let forwarded = try LabProbe.forwardedDatagrams(in: t.namespace)
+            #expect(try t.ping(from: 0, "10.0.2.204"))
+            #expect(try LabProbe.forwardedDatagrams(in: t.namespace) == forwarded)
+            #expect(try t.controller(spec).apply().changes.isEmpty, "re-apply changes nothing")
+
+            // Back to kernel mode: our programs come off; traffic goes through the stack again.
+            var kernel = spec
+            kernel.datapath = DatapathSettings(mode: .kernel)
+            let back = try t.controller(kernel).apply()
+            #expect(back.changes.filter { $0.action == .delete && $0.kind == "datapath" }.count == 3)
+            #expect(try node.filters(interfaceIndex: eth0.index, direction: .ingress).isEmpty)
+            #expect(try t.ping(from: 0, "10.0.2.204"))
+            #expect(try LabProbe.forwardedDatagrams(in: t.namespace) > forwarded)
+
+            // BPF again, then teardown removes the native device's program and the pins.
+            _ = try t.controller(spec).apply()
+            let teardown = try t.controller(spec).teardown()
+            #expect(teardown.programs == 1 && teardown.pinsRemoved)
+            #expect(try node.filters(interfaceIndex: eth0.index, direction: .ingress).isEmpty)
+            #expect(!FileManager.default.fileExists(atPath: spec.bpffsDirectory))
+        }
+    }
+
+    @Test func forwardingSurvivesTheProcessAndPinnedEntriesAreReused() async throws {
+        try await TestNode.with(pods: 2) { t in
+            let spec = bpfSpec(t)
+            defer { BPFFS.remove(spec.bpffsDirectory) }
+            // Apply in a child thread's scope: the controller and every BPF object are gone after it.
+            do { _ = try t.controller(spec).apply() }
+            let forwarded = try LabProbe.forwardedDatagrams(in: t.namespace)
+            #expect(try t.ping(from: 1, "10.0.2.32"), "attached programs and pinned maps keep forwarding")
+            #expect(try LabProbe.forwardedDatagrams(in: t.namespace) == forwarded)
+            // A new controller reads the pinned entries back and finds nothing to do.
+            #expect(try t.controller(spec).plan().isEmpty)
+        }
+    }
+}

@@ -9,15 +9,23 @@ struct Applier {
     enum UndoStep {
         case request(NamespaceScope, NetlinkRequest)
         case sysctl(key: String, value: String)
+        case endpointEntry(IPAddress, EndpointEntry?)
         /// Cannot be restored (a deleted link comes back only as a new link).
         case irreversible(String)
     }
 
     let session: NodeSession
+    let spec: NodeSpec
     private(set) var undo: [UndoStep] = []
     private(set) var applied = 0
+    /// The datapath's programs and maps, loaded on first use (a plan without datapath
+    /// changes loads nothing).
+    private var datapath: DatapathObjects?
 
-    init(session: NodeSession) { self.session = session }
+    init(session: NodeSession, spec: NodeSpec) {
+        self.session = session
+        self.spec = spec
+    }
 
     /// Runs all `changes`; on failure throws `ApplyFailure` after rolling back.
     mutating func run(_ changes: [PlannedChange]) throws {
@@ -44,7 +52,7 @@ struct Applier {
 
     private func groupKey(_ op: Operation) -> GroupKey? {
         switch op {
-        case .createHostPair: return nil
+        case .createHostPair, .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram: return nil
         case .setSysctl: return .sysctl
         default: return .netlink(op.scope)
         }
@@ -57,6 +65,9 @@ struct Applier {
 
     private mutating func execute(_ group: [PlannedChange]) throws {
         switch group[0].operation {
+        case .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram:
+            do { try executeDatapath(group[0].operation) } catch { throw GroupFailure(change: group[0], error: error) }
+            applied += 1
         case .setSysctl:
             let settings = group.compactMap { c -> (key: String, value: String)? in
                 if case .setSysctl(let s, _) = c.operation { return (s.key, s.value) }
@@ -149,8 +160,8 @@ struct Applier {
             return (route.addRequest, .request(scope, route.deleteRequest))
         case .deleteRoute(let scope, let route):
             return (route.deleteRequest, .request(scope, route.addRequest))
-        case .setSysctl:
-            fatalError("sysctls are applied by group")
+        case .setSysctl, .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram:
+            fatalError("applied outside netlink groups")
         case .createEndpoint(let device, let netns, let mtu):
             let fd: Int32
             if let open = namespaceFDs[netns] { fd = open } else {
@@ -164,6 +175,56 @@ struct Applier {
         case .deleteLink(let scope, let device):
             return (Link.deleteRequest(named: device), .irreversible("\(device) in \(scope) was deleted and cannot be restored"))
         }
+    }
+
+    private mutating func loadedDatapath() throws -> DatapathObjects {
+        if let datapath { return datapath }
+        let loaded = try DatapathObjects(spec: spec)
+        datapath = loaded
+        return loaded
+    }
+
+    /// One datapath operation (map entries, attached programs), with its undo step.
+    private mutating func executeDatapath(_ op: Operation) throws {
+        let node = session.node
+        switch op {
+        case .putEndpointEntry(let ip, let hostDevice, let netns, let previous):
+            guard let host = try node.link(named: hostDevice), let mac = host.address else {
+                throw NodeNetError.missing("\(hostDevice) does not exist")
+            }
+            guard let pod = try session.podSocket(netns).link(named: NodeNetNames.podDevice), let podMAC = pod.address else {
+                throw NodeNetError.missing("eth0 does not exist in \(netns)")
+            }
+            let entry = EndpointEntry(ifindex: UInt32(host.index), hostMAC: mac, podMAC: podMAC)
+            try loadedDatapath().endpoints.update(EndpointEntry.key(ip), entry.c)
+            undo.append(.endpointEntry(ip, previous))
+        case .deleteEndpointEntry(let ip, let previous):
+            try loadedDatapath().endpoints.delete(EndpointEntry.key(ip))
+            undo.append(.endpointEntry(ip, previous))
+        case .attachProgram(let device, let program, let replacing):
+            guard let link = try node.link(named: device) else { throw NodeNetError.missing("\(device) does not exist") }
+            do { try node.addClsact(interfaceIndex: link.index) } catch let e as NetlinkError where e.errno == .exists {}
+            let filter = BPFFilterConfiguration(
+                interfaceIndex: link.index, direction: .ingress, programFD: try loadedDatapath().programFD(program), name: program.filterName,
+                priority: program.priority, handle: program.handle)
+            if replacing {
+                try node.replace(filter)
+                undo.append(.irreversible("\(program.filterName) replaced the previous program on \(device)"))
+            } else {
+                try node.add(filter)
+                undo.append(.request(.node, Self.deleteFilterRequest(index: link.index, program.priority, program.handle)))
+            }
+        case .detachProgram(let device, let priority, let handle):
+            guard let link = try node.link(named: device) else { return }
+            try node.deleteFilter(interfaceIndex: link.index, direction: .ingress, priority: priority, handle: handle)
+            undo.append(.irreversible("a program was detached from \(device)"))
+        default:
+            fatalError("not a datapath operation")
+        }
+    }
+
+    static func deleteFilterRequest(index: Int32, _ priority: UInt16, _ handle: UInt32) -> NetlinkRequest {
+        TCDirection.ingress.deleteFilterRequest(interfaceIndex: index, priority: priority, handle: handle)
     }
 
     /// Undoes every recorded step, newest first. Returns what could not be undone.
@@ -185,6 +246,14 @@ struct Applier {
                     undone += 1
                 } catch {
                     failures.append("restoring sysctl \(key)=\(value): \(error)")
+                }
+            case .endpointEntry(let ip, let entry):
+                do {
+                    let map = try loadedDatapath().endpoints
+                    if let entry { try map.update(EndpointEntry.key(ip), entry.c) } else { try map.delete(EndpointEntry.key(ip)) }
+                    undone += 1
+                } catch {
+                    failures.append("restoring endpoint map entry \(ip): \(error)")
                 }
             case .irreversible(let what):
                 failures.append(what)

@@ -43,7 +43,7 @@ public final class NodeSession: @unchecked Sendable {
 
     /// Reads everything the plan compares: node links/addresses/owned routes, the sysctls the
     /// desired state names, and each pod namespace's links/addresses/owned routes.
-    public func observe(_ desired: DesiredState) throws -> ObservedState {
+    public func observe(_ desired: DesiredState, spec: NodeSpec? = nil) throws -> ObservedState {
         let nodeState = try ObservedNamespace.read(node)
         let sysctls = try Sysctl.read(desired.sysctls.map(\.key), in: namespace)
         let netnsNames = desired.endpoints.map(\.pod.netns)
@@ -52,6 +52,15 @@ public final class NodeSession: @unchecked Sendable {
             // A pod namespace can disappear between opening and reading: treat it as gone.
             do { pods[netns] = try ObservedNamespace.read(socket) } catch { podErrors[netns] = "\(error)" }
         }
-        return ObservedState(node: nodeState, sysctls: sysctls, pods: pods, podErrors: podErrors.filter { pods[$0.key] == nil })
+        var observed = ObservedState(node: nodeState, sysctls: sysctls, pods: pods, podErrors: podErrors.filter { pods[$0.key] == nil })
+        if let spec {
+            // tc filters on the devices the datapath attaches to (ours or left over).
+            for device in desired.endpoints.map(\.hostDevice) + [spec.node.device] {
+                guard let link = nodeState.links[device] else { continue }
+                observed.ingressFilters[device] = (try? node.filters(interfaceIndex: link.index, direction: .ingress)) ?? []
+            }
+            if spec.datapath.mode == .bpf { observed.endpointEntries = try DatapathObjects.pinnedEntries(spec) }
+        }
+        return observed
     }
 }

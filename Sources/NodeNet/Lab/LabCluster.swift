@@ -24,6 +24,8 @@ public struct LabCluster: Sendable, Equatable {
     public var nativeRoutingCIDR: IPPrefix
     public var nodes: [Node]
     public var services: [ServiceSpec]
+    /// The nodes' datapath (`bpf` unless the cluster file says otherwise).
+    public var datapathMode: DatapathMode = .bpf
 
     /// The seed's cluster: control-plane, worker, worker2 with the DaemonSet's server pods,
     /// the client pod `net`, and the NodePort service `default/serversvc`.
@@ -122,10 +124,10 @@ public struct LabCluster: Sendable, Equatable {
         guard let node = nodes.first(where: { $0.name == nodeName }) else { return nil }
         return NodeSpec(
             node: LocalNode(name: node.name, device: "eth0", address: node.address, podCIDR: node.podCIDR, routerIP: node.routerIP),
-            nativeRoutingCIDR: nativeRoutingCIDR,
+            nativeRoutingCIDR: nativeRoutingCIDR, datapath: DatapathSettings(mode: datapathMode),
             pods: node.pods.map { PodSpec(name: $0.name, netns: namespace(ofPod: $0.name), ip: $0.ip) },
             nodes: nodes.filter { $0.name != nodeName }.map { RemoteNode(name: $0.name, address: $0.address, podCIDR: $0.podCIDR) },
-            services: services, stateDirectory: stateDirectory(ofNode: node.name))
+            services: services, stateDirectory: stateDirectory(ofNode: node.name), bpffsDirectory: bpffsDirectory(ofNode: node.name))
     }
 
     /// Which node a pod runs on.

@@ -78,9 +78,10 @@ public final class PodServer: @unchecked Sendable {
             let conn = withUnsafeMutablePointer(to: &peer) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { accept(tcp, $0, &length) } }
             guard conn >= 0 else { continue }
             let line = readHTTPRequestLine(conn)
+            // Log before answering: whoever got the answer can then find the log line.
+            log("http \(Self.describe(peer)) \(line)")
             _ = response.withCString { write(conn, $0, strlen($0)) }
             close(conn)
-            log("http \(Self.describe(peer)) \(line)")
         }
     }
 
@@ -92,8 +93,8 @@ public final class PodServer: @unchecked Sendable {
             var length = socklen_t(MemoryLayout<sockaddr_in>.size)
             let n = withUnsafeMutablePointer(to: &peer) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(udp, &buffer, buffer.count, 0, $0, &length) } }
             guard n >= 0 else { continue }
-            _ = withUnsafePointer(to: &peer) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(udp, buffer, n, 0, $0, length) } }
             log("udp \(Self.describe(peer)) \(n) bytes")
+            _ = withUnsafePointer(to: &peer) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(udp, buffer, n, 0, $0, length) } }
         }
     }
 

@@ -37,6 +37,10 @@ public struct ObservedState: Sendable, Equatable {
     public var pods: [String: ObservedNamespace]
     /// Why a pod namespace could not be read, by `netns`.
     public var podErrors: [String: String]
+    /// Ingress tc filters of the endpoint devices and the native device (node namespace).
+    public var ingressFilters: [String: [TCFilter]] = [:]
+    /// Entries of the node's pinned endpoints map, by pod IP.
+    public var endpointEntries: [IPAddress: EndpointEntry] = [:]
 
     public init(node: ObservedNamespace, sysctls: [String: String], pods: [String: ObservedNamespace], podErrors: [String: String] = [:]) {
         self.node = node

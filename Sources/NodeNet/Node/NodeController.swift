@@ -31,7 +31,8 @@ public final class NodeController: @unchecked Sendable {
     }
 
     func plan(_ desired: DesiredState, ledger: Ledger?) throws -> Planner.Plan {
-        Planner.plan(desired: desired, observed: try session.observe(desired), ledger: ledger, nativeDevice: spec.node.device)
+        Planner.plan(desired: desired, observed: try session.observe(desired, spec: spec), ledger: ledger, nativeDevice: spec.node.device,
+                     datapath: spec.datapath.mode)
     }
 
     /// Makes the kernel match the spec, then re-reads it and reports what still differs.
@@ -67,9 +68,10 @@ public final class NodeController: @unchecked Sendable {
             }
         }
         inProgress.complete = false
+        if spec.datapath.mode == .bpf { inProgress.bpffsDirectory = spec.bpffsDirectory }
         try inProgress.save(to: spec.stateDirectory)
 
-        var applier = Applier(session: session)
+        var applier = Applier(session: session, spec: spec)
         do {
             try applier.run(plan.changes)
         } catch let failure as ApplyFailure {

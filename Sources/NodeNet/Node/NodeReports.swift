@@ -111,7 +111,7 @@ extension NodeController {
                 ? "Requested, not available: this build has no services datapath yet (\(spec.services.count) services validated, not programmed)"
                 : "Disabled",
             masquerading: "Disabled (not available in this build)",
-            hostRouting: "Legacy (kernel routing through the host stack)",
+            hostRouting: spec.datapath.mode == .bpf ? "BPF (pod traffic redirected past the routing stack)" : "Legacy (kernel routing through the host stack)",
             podCIDR: spec.node.podCIDR.description, routerIP: spec.node.routerIP.description,
             ipamAllocated: spec.pods.count + 1, ipamCapacity: capacity,
             endpointsReady: endpointRows.filter { $0.state == "ready" }.count, endpoints: endpointRows.count,

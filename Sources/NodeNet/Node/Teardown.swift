@@ -1,11 +1,16 @@
+import Foundation
+
 /// What `teardown` removed.
 public struct TeardownReport: Sendable, Codable, Equatable {
     public var routes: Int
     public var endpoints: Int
     public var hostPair: Bool
+    /// Our tc filters removed from devices that stay (the native device).
+    public var programs: Int
+    public var pinsRemoved: Bool
     public var sysctlsRestored: [String]
     public var ledgerRemoved: Bool
-    public var nothingToDo: Bool { routes == 0 && endpoints == 0 && !hostPair && sysctlsRestored.isEmpty && !ledgerRemoved }
+    public var nothingToDo: Bool { routes == 0 && endpoints == 0 && !hostPair && programs == 0 && !pinsRemoved && sysctlsRestored.isEmpty && !ledgerRemoved }
 }
 
 extension NodeController {
@@ -15,19 +20,21 @@ extension NodeController {
     public func teardown() throws -> TeardownReport {
         try Self.teardown(
             namespace: session.namespace, stateDirectory: spec.stateDirectory, socket: session.node,
-            extraEndpoints: spec.pods.map(NodeNetNames.endpointDevice(for:)))
+            extraEndpoints: spec.pods.map(NodeNetNames.endpointDevice(for:)), bpffsDirectory: spec.bpffsDirectory)
     }
 
     /// Teardown from the ledger alone (no spec).
     public static func teardown(namespace: NamespaceReference, stateDirectory: String) throws -> TeardownReport {
-        try teardown(namespace: namespace, stateDirectory: stateDirectory, socket: NetlinkSocket(namespace: namespace), extraEndpoints: [])
+        try teardown(namespace: namespace, stateDirectory: stateDirectory, socket: NetlinkSocket(namespace: namespace), extraEndpoints: [], bpffsDirectory: nil)
     }
 
-    private static func teardown(namespace: NamespaceReference, stateDirectory: String, socket: NetlinkSocket, extraEndpoints: [String]) throws -> TeardownReport {
+    private static func teardown(
+        namespace: NamespaceReference, stateDirectory: String, socket: NetlinkSocket, extraEndpoints: [String], bpffsDirectory: String?
+    ) throws -> TeardownReport {
         let ledger = try Ledger.load(from: stateDirectory)
         let links = Dictionary(try socket.links().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         let routes = try socket.routes(RouteFilter(family: .inet, table: RouteTable.main, protocol: NodeNetNames.routeProtocol))
-        var report = TeardownReport(routes: 0, endpoints: 0, hostPair: false, sysctlsRestored: [], ledgerRemoved: false)
+        var report = TeardownReport(routes: 0, endpoints: 0, hostPair: false, programs: 0, pinsRemoved: false, sysctlsRestored: [], ledgerRemoved: false)
         for result in socket.batch(routes.map(\.deleteRequest)) {
             switch result {
             case .success: report.routes += 1
@@ -39,6 +46,17 @@ extension NodeController {
         for device in devices.sorted() {
             try socket.deleteLink(named: device)
             report.endpoints += 1
+        }
+        // Our programs on devices that stay (the native device): only filters named nodenet-*.
+        for link in links.values where !devices.contains(link.name) && !link.name.hasPrefix("cilium_") {
+            for f in (try? socket.filters(interfaceIndex: link.index, direction: .ingress)) ?? [] where DatapathProgram.isOurs(f) {
+                try socket.deleteFilter(interfaceIndex: link.index, direction: .ingress, priority: f.priority, handle: f.handle)
+                report.programs += 1
+            }
+        }
+        if let pins = bpffsDirectory ?? ledger?.bpffsDirectory, FileManager.default.fileExists(atPath: pins) {
+            BPFFS.remove(pins)
+            report.pinsRemoved = true
         }
         if links[NodeNetNames.hostDevice] != nil {
             try socket.deleteLink(named: NodeNetNames.hostDevice)

@@ -25,10 +25,18 @@ enum Operation: Sendable, Equatable {
     case setSysctl(SysctlSetting, previous: String?)
     case createEndpoint(hostDevice: String, netns: String, mtu: UInt32)
     case deleteLink(NamespaceScope, device: String)
+    /// Puts a pod's entry (resolved at execution: lxc ifindex and MACs) into the endpoints map.
+    case putEndpointEntry(ip: IPAddress, hostDevice: String, netns: String, previous: EndpointEntry?)
+    case deleteEndpointEntry(ip: IPAddress, previous: EndpointEntry)
+    /// Attaches (or replaces) a datapath program on a device's ingress (clsact added if missing).
+    case attachProgram(device: String, DatapathProgram, replacing: Bool)
+    /// Removes one of our tc filters.
+    case detachProgram(device: String, priority: UInt16, handle: UInt32)
 
     var scope: NamespaceScope {
         switch self {
-        case .createHostPair, .setSysctl, .createEndpoint: return .node
+        case .createHostPair, .setSysctl, .createEndpoint, .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram:
+            return .node
         case .setLink(let s, _, _, _), .addAddress(let s, _, _, _), .deleteAddress(let s, _, _), .putRoute(let s, _, _),
             .deleteRoute(let s, _), .deleteLink(let s, _):
             return s

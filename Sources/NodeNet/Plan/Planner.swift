@@ -16,24 +16,31 @@ public struct Planner {
     let observed: ObservedState
     let ledger: Ledger?
     let device: String
+    let datapath: DatapathMode
     private var changes: [PlannedChange] = []
     private var conflicts: [String] = []
 
-    public static func plan(desired: DesiredState, observed: ObservedState, ledger: Ledger?, nativeDevice: String) -> Plan {
-        var p = Planner(desired: desired, observed: observed, ledger: ledger, device: nativeDevice)
+    public static func plan(desired: DesiredState, observed: ObservedState, ledger: Ledger?, nativeDevice: String, datapath: DatapathMode = .kernel) -> Plan {
+        var p = Planner(desired: desired, observed: observed, ledger: ledger, device: nativeDevice, datapath: datapath)
         p.run()
         return Plan(changes: p.changes, conflicts: p.conflicts)
     }
 
-    private init(desired: DesiredState, observed: ObservedState, ledger: Ledger?, device: String) {
+    private init(desired: DesiredState, observed: ObservedState, ledger: Ledger?, device: String, datapath: DatapathMode) {
         self.desired = desired
         self.observed = observed
         self.ledger = ledger
         self.device = device
+        self.datapath = datapath
     }
 
     private mutating func add(_ action: ChangeAction, _ kind: String, _ scope: NamespaceScope, _ subject: String,
                               wanted: String?, found: String?, _ operation: Operation) {
+        addChange(action, kind, scope, subject, wanted: wanted, found: found, operation)
+    }
+
+    mutating func addChange(_ action: ChangeAction, _ kind: String, _ scope: NamespaceScope, _ subject: String,
+                            wanted: String?, found: String?, _ operation: Operation) {
         changes.append(PlannedChange(action: action, kind: kind, namespace: scope, subject: subject, wanted: wanted, found: found, operation: operation))
     }
 
@@ -50,8 +57,10 @@ public struct Planner {
         let endpointDevices = Set(desired.endpoints.map(\.hostDevice))
         planSysctls { $0.device.map(endpointDevices.contains) ?? false }
         for endpoint in desired.endpoints { planRoute(endpoint.hostRoute, in: .node, observed: node) }
+        planDatapath()
         for intent in desired.nodeRoutes.dropFirst(2) { planRoute(intent, in: .node, observed: node) }
         planPrune()
+        planDatapathPrune()
     }
 
     // MARK: Host pair

@@ -17,12 +17,14 @@ public struct NodeSpec: Sendable, Equatable {
     public var nodePortRange: ClosedRange<Int>
     /// Where the ledger of applied state lives. Default `/var/lib/nodenet/<node.name>`.
     public var stateDirectory: String
+    /// The node's bpffs directory (pinned maps). Default `/sys/fs/bpf/nodenet/<node.name>`.
+    public var bpffsDirectory: String
 
     public init(
         node: LocalNode, nativeRoutingCIDR: IPPrefix? = nil, autoDirectNodeRoutes: Bool = true,
         kubeProxyReplacement: Bool = true, datapath: DatapathSettings = DatapathSettings(), pods: [PodSpec] = [],
         nodes: [RemoteNode] = [], services: [ServiceSpec] = [], nodePortRange: ClosedRange<Int> = 30000...32767,
-        stateDirectory: String? = nil
+        stateDirectory: String? = nil, bpffsDirectory: String? = nil
     ) {
         self.node = node
         self.nativeRoutingCIDR = nativeRoutingCIDR
@@ -34,6 +36,7 @@ public struct NodeSpec: Sendable, Equatable {
         self.services = services
         self.nodePortRange = nodePortRange
         self.stateDirectory = stateDirectory ?? "/var/lib/nodenet/\(node.name)"
+        self.bpffsDirectory = bpffsDirectory ?? "/sys/fs/bpf/nodenet/\(node.name)"
     }
 }
 
@@ -152,6 +155,9 @@ public struct ServiceBackend: Sendable, Equatable {
 public enum DatapathMode: String, Sendable, Equatable, CaseIterable {
     /// Plain kernel routing: /32 routes to each pod's lxc, direct /24 routes between nodes.
     case kernel
+    /// Kernel routing state as above, plus BPF on each lxc (from-container) and on the native
+    /// device (from-netdev) that carries pod traffic past the routing stack.
+    case bpf
 }
 
 public struct DatapathSettings: Sendable, Equatable {

@@ -105,7 +105,7 @@ struct SpecReader {
     mutating func read(_ root: JSONValue) -> NodeSpec? {
         guard let top = object(root, "", allowed: [
             "apiVersion", "node", "nativeRoutingCIDR", "autoDirectNodeRoutes", "kubeProxyReplacement", "datapath",
-            "pods", "nodes", "services", "nodePortRange", "stateDirectory",
+            "pods", "nodes", "services", "nodePortRange", "stateDirectory", "bpffsDirectory",
         ]) else { return nil }
         if let version = string(top, "apiVersion", "", required: true), version != NodeSpec.apiVersion {
             problem("apiVersion", "\"\(version)\" is not supported (use \"\(NodeSpec.apiVersion)\")")
@@ -149,6 +149,10 @@ struct SpecReader {
             }
         }
         let stateDirectory = string(top, "stateDirectory", "", required: false)
+        let bpffsDirectory = string(top, "bpffsDirectory", "", required: false)
+        if let bpffsDirectory, !bpffsDirectory.hasPrefix("/sys/fs/bpf/") {
+            problem("bpffsDirectory", "\"\(bpffsDirectory)\" must be a directory under /sys/fs/bpf/")
+        }
         if let stateDirectory, !stateDirectory.hasPrefix("/") {
             problem("stateDirectory", "\"\(stateDirectory)\" must be an absolute path")
         }
@@ -183,7 +187,7 @@ struct SpecReader {
         return NodeSpec(
             node: node, nativeRoutingCIDR: nativeRoutingCIDR, autoDirectNodeRoutes: autoDirect, kubeProxyReplacement: kpr,
             datapath: datapath, pods: pods, nodes: nodes, services: services, nodePortRange: range,
-            stateDirectory: stateDirectory)
+            stateDirectory: stateDirectory, bpffsDirectory: bpffsDirectory)
     }
 
     /// `services` of an object (the node spec or a lab cluster file).

@@ -11,7 +11,7 @@ extension NodeSpec {
         var top: [String: Any] = [
             "apiVersion": NodeSpec.apiVersion, "node": node, "autoDirectNodeRoutes": autoDirectNodeRoutes,
             "kubeProxyReplacement": kubeProxyReplacement, "datapath": ["mode": datapath.mode.rawValue],
-            "stateDirectory": stateDirectory, "nodePortRange": "\(nodePortRange.lowerBound)-\(nodePortRange.upperBound)",
+            "stateDirectory": stateDirectory, "bpffsDirectory": bpffsDirectory, "nodePortRange": "\(nodePortRange.lowerBound)-\(nodePortRange.upperBound)",
             "pods": pods.map { ["name": $0.name, "namespace": $0.namespace, "netns": $0.netns, "ip": $0.ip.description] },
             "nodes": nodes.map { ["name": $0.name, "address": $0.address.description, "podCIDR": $0.podCIDR.description] },
             "services": services.map { s -> [String: Any] in

@@ -24,6 +24,8 @@ public struct Ledger: Codable, Sendable, Equatable {
     public var sysctlOriginals: [String: String]
     /// False while an apply is in progress (or was killed).
     public var complete: Bool
+    /// The bpffs directory of the node's pinned maps, when the BPF datapath was used.
+    public var bpffsDirectory: String?
     public var updatedAt: String
 
     public init(node: String) {

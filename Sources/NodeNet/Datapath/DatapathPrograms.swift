@@ -1,0 +1,94 @@
+import BPF
+import CNodeNetBPF
+import Foundation
+
+/// The BPF programs of the datapath, where they attach and what their filters are called.
+public enum DatapathProgram: String, Sendable, CaseIterable {
+    /// Ingress of each pod's lxc (bpf/bpf_lxc.c).
+    case fromContainer = "from-container"
+    /// Ingress of the native device (bpf/bpf_netdev.c).
+    case fromNetdev = "from-netdev"
+
+    var object: String { self == .fromContainer ? "bpf_lxc" : "bpf_netdev" }
+    var function: String { self == .fromContainer ? "nodenet_from_container" : "nodenet_from_netdev" }
+
+    /// `nodenet-from-container-1a2b3c4d`: the digest names the build, so an attached filter
+    /// from an older build is recognised and replaced.
+    public var filterName: String { "nodenet-\(rawValue)-\(BPFObject.digest(embedded: object) ?? "00000000")" }
+
+    /// Priority and handle of our filter. On the native device (shared with others) the
+    /// handle is distinctive; lxc devices are ours alone.
+    var priority: UInt16 { 1 }
+    var handle: UInt32 { self == .fromContainer ? 1 : 0x6E6E }
+
+    static func isOurs(_ filter: TCFilter) -> Bool { filter.bpf?.name?.hasPrefix("nodenet-") == true }
+}
+
+/// An endpoints-map entry as plain values (the C struct is not Equatable).
+public struct EndpointEntry: Sendable, Equatable, CustomStringConvertible {
+    public var ifindex: UInt32
+    public var hostMAC: MACAddress
+    public var podMAC: MACAddress
+
+    init(_ e: nodenet_endpoint) {
+        ifindex = e.ifindex
+        hostMAC = MACAddress(bytes: withUnsafeBytes(of: e.host_mac) { Array($0) })!
+        podMAC = MACAddress(bytes: withUnsafeBytes(of: e.pod_mac) { Array($0) })!
+    }
+
+    init(ifindex: UInt32, hostMAC: MACAddress, podMAC: MACAddress) {
+        self.ifindex = ifindex
+        self.hostMAC = hostMAC
+        self.podMAC = podMAC
+    }
+
+    var c: nodenet_endpoint {
+        let h = hostMAC.bytes, p = podMAC.bytes
+        return nodenet_endpoint(ifindex: ifindex, host_mac: (h[0], h[1], h[2], h[3], h[4], h[5]), pod_mac: (p[0], p[1], p[2], p[3], p[4], p[5]), flags: 0)
+    }
+
+    public var description: String { "ifindex \(ifindex), lxc \(hostMAC), pod \(podMAC)" }
+
+    static func key(_ ip: IPAddress) -> nodenet_endpoint_key { nodenet_endpoint_key(ip: ip.ipv4Value!.bigEndian) }
+}
+
+/// The loaded programs of one node for one apply; maps are pinned under the node's bpffs
+/// directory and shared between the objects.
+final class DatapathObjects {
+    let objects: [DatapathProgram: BPFObject]
+    let endpoints: BPFMap<nodenet_endpoint_key, nodenet_endpoint>
+
+    init(spec: NodeSpec) throws {
+        try BPFFS.prepare(spec.bpffsDirectory)
+        var objects: [DatapathProgram: BPFObject] = [:]
+        for program in DatapathProgram.allCases {
+            let o = try BPFObject(embedded: program.object, pinRoot: spec.bpffsDirectory)
+            if program == .fromContainer {
+                try o.setConfiguration(nodenet_lxc_config(router_ip: spec.node.routerIP.ipv4Value!.bigEndian, reserved: 0))
+            }
+            try o.load()
+            objects[program] = o
+        }
+        self.objects = objects
+        endpoints = try objects[.fromContainer]!.map(named: "nodenet_endpoints", key: nodenet_endpoint_key.self, value: nodenet_endpoint.self)
+    }
+
+    func programFD(_ p: DatapathProgram) throws -> Int32 { try objects[p]!.programFD(named: p.function) }
+
+    /// Entries of the pinned endpoints map of a node (empty when nothing is pinned yet).
+    static func pinnedEntries(_ spec: NodeSpec) throws -> [IPAddress: EndpointEntry] {
+        guard let map = try BPFMap<nodenet_endpoint_key, nodenet_endpoint>.pinned(at: "\(spec.bpffsDirectory)/nodenet_endpoints") else { return [:] }
+        var result: [IPAddress: EndpointEntry] = [:]
+        for key in try map.keys() {
+            if let value = try map.lookup(key) { result[IPAddress(ipv4: UInt32(bigEndian: key.ip))] = EndpointEntry(value) }
+        }
+        return result
+    }
+
+    /// Removes the node's pinned maps and its bpffs directory.
+    static func unpin(_ spec: NodeSpec) -> Bool {
+        let existed = FileManager.default.fileExists(atPath: spec.bpffsDirectory)
+        BPFFS.remove(spec.bpffsDirectory)
+        return existed
+    }
+}

@@ -1,0 +1,56 @@
+/// The BPF datapath's part of a plan: endpoints-map entries and attached programs. In
+/// kernel mode, any filter of ours that is left is removed.
+extension Planner {
+    private func filter(on device: String, _ program: DatapathProgram) -> TCFilter? {
+        observed.ingressFilters[device]?.first { $0.priority == program.priority && $0.handle == program.handle && DatapathProgram.isOurs($0) }
+    }
+
+    /// The entry a pod needs, from the links as observed (nil when its devices are new).
+    private func wantedEntry(_ endpoint: DesiredState.Endpoint) -> EndpointEntry? {
+        guard let host = observed.node.links[endpoint.hostDevice], let pod = observed.pods[endpoint.pod.netns]?.links[NodeNetNames.podDevice],
+              host.peerIndex == pod.index, let hostMAC = host.address, let podMAC = pod.address
+        else { return nil }
+        return EndpointEntry(ifindex: UInt32(host.index), hostMAC: hostMAC, podMAC: podMAC)
+    }
+
+    mutating func planDatapath() {
+        guard datapath == .bpf else { return }
+        for endpoint in desired.endpoints where observed.pods[endpoint.pod.netns] != nil {
+            let current = observed.endpointEntries[endpoint.pod.ip]
+            let wanted = wantedEntry(endpoint)
+            if wanted == nil || current != wanted {
+                addChange(current == nil ? .create : .update, "datapath", .node, "endpoint map entry \(endpoint.pod.ip)",
+                          wanted: wanted?.description ?? "lxc \(endpoint.hostDevice) and the pod's eth0", found: current?.description,
+                          .putEndpointEntry(ip: endpoint.pod.ip, hostDevice: endpoint.hostDevice, netns: endpoint.pod.netns, previous: current))
+            }
+            attach(.fromContainer, on: endpoint.hostDevice, deviceIsNew: wanted == nil)
+        }
+        if observed.node.links[device] != nil { attach(.fromNetdev, on: device, deviceIsNew: false) }
+    }
+
+    private mutating func attach(_ program: DatapathProgram, on device: String, deviceIsNew: Bool) {
+        let current = deviceIsNew ? nil : filter(on: device, program)
+        guard current?.bpf?.name != program.filterName else { return }
+        addChange(current == nil ? .create : .update, "datapath", .node, "\(program.rawValue) on \(device)",
+                  wanted: "tc ingress bpf \(program.filterName) direct-action", found: current?.bpf?.name,
+                  .attachProgram(device: device, program, replacing: current != nil))
+    }
+
+    mutating func planDatapathPrune() {
+        if datapath == .bpf {
+            let wanted = Set(desired.endpoints.map(\.pod.ip))
+            for (ip, entry) in observed.endpointEntries.sorted(by: { $0.key < $1.key }) where !wanted.contains(ip) {
+                addChange(.delete, "datapath", .node, "endpoint map entry \(ip)", wanted: nil, found: entry.description,
+                          .deleteEndpointEntry(ip: ip, previous: entry))
+            }
+            return
+        }
+        // Kernel mode: take our programs off the devices (switching back from BPF mode).
+        for (device, filters) in observed.ingressFilters.sorted(by: { $0.key < $1.key }) {
+            for f in filters where DatapathProgram.isOurs(f) {
+                addChange(.delete, "datapath", .node, "\(f.bpf?.name ?? "filter") on \(device)", wanted: nil, found: "tc ingress bpf \(f.bpf?.name ?? "")",
+                          .detachProgram(device: device, priority: f.priority, handle: f.handle))
+            }
+        }
+    }
+}

@@ -1,0 +1,48 @@
+/* The maps every nodenet program shares, pinned by name under the node's bpffs directory
+ * (libbpf reuses a compatible pinned map, so the contents survive restarts and are shared
+ * between the from-container and from-netdev objects). */
+#ifndef NODENET_BPF_ENDPOINTS_H
+#define NODENET_BPF_ENDPOINTS_H
+
+#include "common.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, NODENET_ENDPOINTS_MAX);
+	__type(key, struct nodenet_endpoint_key);
+	__type(value, struct nodenet_endpoint);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nodenet_endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NODENET_VERDICT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nodenet_verdicts SEC(".maps");
+
+static __always_inline void nodenet_count(__u32 verdict)
+{
+	__u64 *n = bpf_map_lookup_elem(&nodenet_verdicts, &verdict);
+	if (n)
+		*n += 1;
+}
+
+/* Delivers the packet straight into a local pod: destination MAC = the pod's eth0, source
+ * MAC = its lxc (as the seed observes), TTL decremented, redirected into the lxc's peer. */
+static __always_inline int nodenet_deliver_local(struct __sk_buff *skb, struct iphdr *ip, struct nodenet_endpoint *dst)
+{
+	__u8 pod_mac[6], host_mac[6];
+	__u32 ifindex = dst->ifindex;
+	__builtin_memcpy(pod_mac, dst->pod_mac, 6);
+	__builtin_memcpy(host_mac, dst->host_mac, 6);
+	if (nodenet_dec_ttl(skb, ip) < 0)
+		return TC_ACT_OK;
+	bpf_skb_store_bytes(skb, 0, pod_mac, 6, 0);
+	bpf_skb_store_bytes(skb, 6, host_mac, 6, 0);
+	nodenet_count(NODENET_VERDICT_LOCAL_REDIRECT);
+	return bpf_redirect_peer(ifindex, 0);
+}
+
+#endif
