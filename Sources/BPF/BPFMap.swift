@@ -32,12 +32,14 @@ public final class BPFMap<Key: BitwiseCopyable, Value: BitwiseCopyable>: @unchec
 
     /// Creates or replaces `key`'s value.
     public func update(_ key: Key, _ value: Value) throws {
+        guard !perCPU else { throw BPFError(EINVAL, "map \(name) is per-CPU: one value per CPU, not one") }
         var k = key, v = value
         let rc = bpf_map_update_elem(fd, &k, &v, UInt64(BPF_ANY))
         guard rc == 0 else { throw BPFError.libbpf(rc, "updating map \(name)") }
     }
 
     public func lookup(_ key: Key) throws -> Value? {
+        guard !perCPU else { throw BPFError(EINVAL, "map \(name) is per-CPU: use sum(_:)") }
         var k = key
         let v = UnsafeMutablePointer<Value>.allocate(capacity: 1)
         defer { v.deallocate() }

@@ -47,6 +47,11 @@ public final class BPFObject: @unchecked Sendable {
         }
         guard let handle else { throw BPFError(errno, "opening BPF object \(name)") }
         self.handle = handle
+        if pinRoot == nil {
+            // No pin root: pin nothing (libbpf would otherwise pin "by name" maps in the root
+            // of /sys/fs/bpf, outside any directory of ours).
+            for map in maps { _ = bpf_map__set_pin_path(map, nil) }
+        }
     }
 
     deinit { bpf_object__close(handle) }

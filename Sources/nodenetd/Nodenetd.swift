@@ -22,6 +22,8 @@ struct Nodenetd: ParsableCommand {
 
     /// Maps errors to the documented exit codes: 2 for invalid input, 1 for the rest.
     static func main() {
+        // A client that goes away mid-response must never kill the daemon.
+        signal(SIGPIPE, SIG_IGN)
         do {
             var command = try parseAsRoot()
             try command.run()

@@ -16,6 +16,7 @@ struct DatapathTests {
 
     static func key(_ ip: IPAddress) -> nodenet_endpoint_key { nodenet_endpoint_key(ip: ip.ipv4Value!.bigEndian) }
 
+    /// Loaded without a pin root: nothing is pinned anywhere.
     static func loaded() throws -> BPFObject {
         let object = try BPFObject(embedded: "bpf_lxc")
         try object.setConfiguration(nodenet_lxc_config(router_ip: IPAddress("10.0.2.184")!.ipv4Value!.bigEndian, reserved: 0))
@@ -35,6 +36,30 @@ struct DatapathTests {
         #expect(try endpoints.delete(Self.key(IPAddress("10.0.2.32")!)))
         #expect(try endpoints.lookup(Self.key(IPAddress("10.0.2.32")!)) == nil)
         #expect(throws: BPFError.self) { try object.map(named: "nodenet_endpoints", key: UInt64.self, value: nodenet_endpoint.self) }
+        #expect(!FileManager.default.fileExists(atPath: "/sys/fs/bpf/nodenet_endpoints"), "nothing pinned outside our directories")
+    }
+
+    @Test func pinnedMapsAreSharedBetweenObjectsAndSurviveThem() throws {
+        let root = "/sys/fs/bpf/\(TestNames.unique("pins"))"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let key = Self.key(IPAddress("10.0.2.204")!)
+        do {
+            let lxc = try BPFObject(embedded: "bpf_lxc", pinRoot: root)
+            try lxc.setConfiguration(nodenet_lxc_config(router_ip: 0, reserved: 0))
+            try lxc.load()
+            try lxc.map(named: "nodenet_endpoints", key: nodenet_endpoint_key.self, value: nodenet_endpoint.self)
+                .update(key, nodenet_endpoint(ifindex: 9, host_mac: Self.mac(MACAddress("02:00:00:00:00:09")!), pod_mac: Self.mac(MACAddress("02:00:00:00:01:09")!), flags: 0))
+        }
+        // The first object is gone; a second object (the other program) reuses the pin.
+        let netdev = try BPFObject(embedded: "bpf_netdev", pinRoot: root)
+        try netdev.load()
+        let shared = try netdev.map(named: "nodenet_endpoints", key: nodenet_endpoint_key.self, value: nodenet_endpoint.self)
+        #expect(try shared.lookup(key)?.ifindex == 9)
+        let pinned = try #require(try BPFMap<nodenet_endpoint_key, nodenet_endpoint>.pinned(at: "\(root)/nodenet_endpoints"))
+        #expect(try pinned.keys().count == 1)
+        let counters = try netdev.map(named: "nodenet_verdicts", key: UInt32.self, value: UInt64.self)
+        #expect(throws: BPFError.self) { try counters.lookup(0) }
     }
 
     /// A node wired by apply (kernel mode), then the from-container program on both pods' lxc.

@@ -146,6 +146,7 @@ import Testing
             }
         }
         #expect(kernel.sent.count < 5000 / 100, "batches of many requests per sendmsg")
+        #expect(kernel.sent.allSatisfy { (try? NetlinkMessage.parse($0[...]).count) ?? 0 <= NetlinkSocket.batchRequests + 1 })
         #expect(kernel.sent.allSatisfy { $0.count <= NetlinkSocket.batchBytes + 16 })
     }
 }

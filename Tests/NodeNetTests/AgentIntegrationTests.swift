@@ -25,6 +25,7 @@ struct AgentIntegrationTests {
                 run.cancel()
             }
             try await waitFor("the first apply") { agent.health == .healthy }
+            try await waitQuiet(agent)
             return try await body(t, agent, file, lines)
         }
     }
@@ -41,6 +42,20 @@ struct AgentIntegrationTests {
             lock.lock()
             lines.append(line)
             lock.unlock()
+        }
+    }
+
+    /// Waits until the agent has run no reconcile for 200 ms (its own first changes trigger
+    /// one more, no-op, reconcile through the monitor).
+    static func waitQuiet(_ agent: NodeAgent) async throws {
+        var last = agent.reconcileCount
+        var stableSince = Date()
+        while Date().timeIntervalSince(stableSince) < 0.2 {
+            try await Task.sleep(nanoseconds: 20_000_000)
+            if agent.reconcileCount != last {
+                last = agent.reconcileCount
+                stableSince = Date()
+            }
         }
     }
 

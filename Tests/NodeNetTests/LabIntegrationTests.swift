@@ -131,13 +131,21 @@ struct LabIntegrationTests {
         #expect(try LabProbe.udpEcho(from: .named(cluster.namespace(ofPod: "a1")), to: IPAddress("10.1.4.11")!, payload: "hello") == "hello")
     }
 
+    @Test func namesThatCouldEscapeAreRefused() {
+        for name in ["..", "../..", "a-b", "", "a/b", "UPPER", "thirteenchars"] {
+            #expect(!LabCluster.isValidName(name), "\(name)")
+            #expect(Lab.down(name: name).nothingToDo, "down with \(name) touches nothing")
+        }
+        #expect(LabCluster.isValidName("seed") && LabCluster.isValidName("demo2"))
+    }
+
     @Test func badClusterFilesAreRejectedWithPaths() {
         let error = #expect(throws: SpecError.self) {
             try LabCluster.load(Data(#"{ "name": "Bad_Name", "nodes": [ { "name": "n1", "address": "10.9.0.1", "podCIDR": "10.1.1.0/24", "pods": [ { "name": "a", "ip": "x" } ] } ] }"#.utf8))
         }
         #expect(error?.problems.map(\.description) == [
             "nodes[0].pods[0].ip: \"x\" is not an IPv4 address",
-            "name: \"Bad_Name\" must be 1-12 characters of a-z, 0-9 and '-'",
+            "name: \"Bad_Name\" must be 1-12 characters of a-z and 0-9",
             "nodes[0].address: 10.9.0.1 is outside the fabric 172.18.0.0/16",
         ])
     }

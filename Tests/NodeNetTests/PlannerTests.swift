@@ -123,7 +123,12 @@ import Testing
         observed.pods["pod-net"] = Self.empty.pods["pod-net"]
         observed.node.links[Self.lxc]!.peerIndex = 77
         let p = plan(observed)
-        #expect(Array(p.changes.map { "\($0.action.rawValue) \($0.subject)" }.prefix(2)) == ["delete link \(Self.lxc)", "create endpoint default/net"])
+        let lines = p.changes.map { "\($0.action.rawValue) \($0.subject)" }
+        #expect(Array(lines.prefix(2)) == ["delete link \(Self.lxc)", "create endpoint default/net"])
+        // Everything on the old device went with it: route, sysctls and pod side are planned again.
+        #expect(lines.contains("create route 10.0.2.32/32"))
+        #expect(lines.filter { $0.hasPrefix("create sysctl net/ipv4/conf/\(Self.lxc)/") }.count == 4)
+        #expect(lines.contains("create address 10.0.2.32/32 on eth0"))
     }
 
     @Test func missingDeviceAndPodNamespaceAreConflicts() {

@@ -33,7 +33,7 @@ struct ExtendedAck: Sendable, Equatable {
     /// offending attribute's type be named.
     func failure(request: [UInt8]?, context: String?) -> NetlinkError? {
         guard error != 0 else { return nil }
-        var e = NetlinkError(Errno(rawValue: -error), kind: .kernel, context: context)
+        var e = NetlinkError(Errno(rawValue: 0 &- error), kind: .kernel, context: context)
         e.kernelMessage = message
         e.attributeOffset = offset
         e.missingAttributeType = missingType

@@ -132,7 +132,10 @@ private final class MonitorReader: @unchecked Sendable {
             pfd.revents = 0
             let ready = poll(&pfd, 1, Self.pollMilliseconds)
             if ready == 0 || (ready < 0 && errno == EINTR) { continue }
-            if ready < 0 { return }
+            if ready < 0 {
+                continuation.yield(.undecodable(type: 0, error: .syscall("poll(netlink monitor)")))
+                return
+            }
             do {
                 for message in try socket.receiveEvents(context: "reading netlink events") {
                     if let event = NetlinkEvent.decode(message) { continuation.yield(event) }

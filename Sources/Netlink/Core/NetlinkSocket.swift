@@ -15,6 +15,11 @@ public final class NetlinkSocket: @unchecked Sendable {
     public static let receiveBufferSize = 64 * 1024
     /// Bytes of requests sent in one `sendmsg` by `batch` (kept under the default `wmem_max`).
     public static let batchBytes = 128 * 1024
+    /// Requests per `sendmsg` at most: each failure queues an error ACK (about 1 KiB of
+    /// receive buffer) before we read any, so a packet must never fail more than fits.
+    public static let batchRequests = 1024
+    /// Receive buffer of request sockets: room for `batchRequests` error ACKs.
+    static let requestReceiveBuffer: Int32 = 4 << 20
     /// How many times an interrupted dump is retried before `.dumpInterrupted` is thrown.
     public static let dumpRetries = 8
 
@@ -41,6 +46,7 @@ public final class NetlinkSocket: @unchecked Sendable {
 
     convenience init(namespace: NamespaceReference, groups: MulticastGroups) throws {
         self.init(transport: try MnlTransport(namespace: namespace, groups: groups), namespace: namespace)
+        setReceiveBuffer(Self.requestReceiveBuffer)
     }
 
     /// Opens one socket per namespace, switching namespaces on a single helper thread
@@ -61,7 +67,9 @@ public final class NetlinkSocket: @unchecked Sendable {
         return zip(fds, namespaces).map { fd, reference in
             fd.flatMap { fd in
                 Result {
-                    NetlinkSocket(transport: try MnlTransport(fd: fd, namespace: reference, groups: []), namespace: reference)
+                    let socket = NetlinkSocket(transport: try MnlTransport(fd: fd, namespace: reference, groups: []), namespace: reference)
+                    socket.setReceiveBuffer(Self.requestReceiveBuffer)
+                    return socket
                 }.mapError { $0 as? NetlinkError ?? NetlinkError(.protocolError) }
             }
         }
@@ -138,8 +146,19 @@ public final class NetlinkSocket: @unchecked Sendable {
             try send(bytes, context: request.context)
             var items: [T] = []
             var interrupted = false
+            var pending: (any Error)?
+            // The kernel keeps a dump running until it is read to the end: after a failure
+            // (decoding, the caller's transform), drain it, then report the failure.
+            defer {
+                if pending != nil { drain(sequence: seq, into: &state.buffer) }
+            }
             while true {
-                for reply in try receive(into: &state.buffer, context: request.context) where reply.header.sequence == seq {
+                let batch: [NetlinkMessage]
+                do { batch = try receive(into: &state.buffer, context: request.context) } catch {
+                    pending = error
+                    throw error
+                }
+                for reply in batch where reply.header.sequence == seq {
                     if reply.header.flags.contains(.dumpInterrupted) { interrupted = true }
                     switch reply.header.type {
                     case NetlinkMessageType.done:
@@ -151,9 +170,24 @@ public final class NetlinkSocket: @unchecked Sendable {
                         }
                         return (items, interrupted)
                     default:
-                        if !interrupted, let item = try transform(reply) { items.append(item) }
+                        do {
+                            if !interrupted, let item = try transform(reply) { items.append(item) }
+                        } catch {
+                            pending = error
+                            throw error
+                        }
                     }
                 }
+            }
+        }
+    }
+
+    /// Reads and discards the rest of dump `sequence` (bounded).
+    private func drain(sequence: UInt32, into buffer: inout [UInt8]) {
+        for _ in 0..<100_000 {
+            guard let batch = try? receive(into: &buffer, context: "draining a dump") else { return }
+            if batch.contains(where: { $0.header.sequence == sequence && ($0.header.type == NetlinkMessageType.done || $0.header.type == NetlinkMessageType.error) }) {
+                return
             }
         }
     }
@@ -164,7 +198,7 @@ public final class NetlinkSocket: @unchecked Sendable {
         let reader = ByteReader(message.payload)
         let status = try reader.i32(0)
         guard status < 0 else { return nil }
-        var e = NetlinkError(Errno(rawValue: -status), kind: .kernel, context: context)
+        var e = NetlinkError(Errno(rawValue: 0 &- status), kind: .kernel, context: context)
         if message.header.flags.contains(.ackTLVs), message.payload.count > 4 {
             let tlvs = try AttributeList(parsing: try reader.slice(4, message.payload.count - 4))
             e.kernelMessage = tlvs[ExtAckAttribute.message]?.string
@@ -194,7 +228,7 @@ public final class NetlinkSocket: @unchecked Sendable {
                     message.flags.insert(.request)
                     message.flags.remove(.ack)
                     let bytes = message.finished(sequence: base &+ UInt32(end - start), portID: portID)
-                    if !packet.isEmpty && packet.count + bytes.count > Self.batchBytes { break }
+                    if !packet.isEmpty && (packet.count + bytes.count > Self.batchBytes || end - start >= Self.batchRequests) { break }
                     packet.append(contentsOf: bytes)
                     sent.append(bytes)
                     end += 1

@@ -129,7 +129,9 @@ public struct Route: Sendable, Equatable {
             family.rawValue, destination.length, 0, 0, UInt8(table < 256 ? table : 0), self.protocol.rawValue,
             deleting ? RouteScope.nowhere.rawValue : scope.rawValue, type.rawValue,
         ]
-        header.appendU32(onLink ? (flags | RTA.flagOnLink) : (flags & ~RTA.flagOnLink))
+        // Only RTNH_F_ONLINK is ours to send: flags the kernel reports (LINKDOWN, DEAD,
+        // OFFLOAD...) are rejected in requests.
+        header.appendU32(onLink ? RTA.flagOnLink : 0)
         m.append(familyHeader: header)
         if destination.length > 0 { m.attribute(RTA.dst, destination.network.address.bytes) }
         m.attribute(RTA.table, u32: table)

@@ -51,8 +51,6 @@ public final class NodeAgent: @unchecked Sendable {
         let lock = NSLock()
         var health: Health = .starting
         var reconciles = 0
-        /// When the monitor last saw drift (updated before the event is queued).
-        var lastEventAt: ContinuousClock.Instant?
         func with<T>(_ body: (StateBox) -> T) -> T {
             lock.lock()
             defer { lock.unlock() }
@@ -104,27 +102,27 @@ public final class NodeAgent: @unchecked Sendable {
         var controller = try NodeController(spec: spec, namespace: options.namespace)
         metrics.describe(spec)
         log.info("starting", metadata: ["node": "\(spec.node.name)", "namespace": "\(options.namespace)", "spec": "\(options.specPath)"])
-        reconcile(controller, trigger: "start", reason: "start", eventAt: nil)
-
+        // Subscribe before the first apply: drift in between is then seen, not left to resync.
         let monitor = try NetlinkMonitor(namespace: options.namespace, groups: [.link, .ipv4Address, .ipv4Route, .ipv4Netconf])
         defer { monitor.stop() }
+        await reconcile(controller, trigger: "start", reason: "start", eventAt: nil)
         let owned = OwnershipFilter(spec: spec, device: spec.node.device)
         let ownedBox = OwnedBox(owned)
         let tasks = [
-            Task { [continuation, logger, state] in
+            Task { [continuation, logger] in
                 let log = logger("monitor")
                 for await event in monitor {
                     if case .overrun = event {
                         log.warning("netlink monitor overran; re-planning")
-                        let now = ContinuousClock.now
-                        state.with { $0.lastEventAt = now }
-                        continuation.yield(.event("monitor overrun", at: now))
+                        continuation.yield(.event("monitor overrun", at: .now))
+                    } else if case .undecodable(_, let error) = event {
+                        log.warning("netlink monitor error; re-planning", metadata: ["error": "\(error)"])
+                        continuation.yield(.event("monitor error", at: .now))
                     } else if let reason = ownedBox.value.concerns(event) {
-                        let now = ContinuousClock.now
-                        state.with { $0.lastEventAt = now }
-                        continuation.yield(.event(reason, at: now))
+                        continuation.yield(.event(reason, at: .now))
                     }
                 }
+                if !Task.isCancelled { log.error("netlink monitor stopped; only the periodic re-plan repairs drift now") }
             },
             Task { [continuation, options] in
                 while !Task.isCancelled {
@@ -154,12 +152,12 @@ public final class NodeAgent: @unchecked Sendable {
                 return
             case .resync:
                 lastStart = .now
-                reconcile(controller, trigger: "resync", reason: "periodic re-plan", eventAt: nil)
+                await reconcile(controller, trigger: "resync", reason: "periodic re-plan", eventAt: nil)
             case .event(let reason, let at):
                 // A reconcile that started after this event already saw its effect.
                 guard at >= lastStart else { continue }
                 lastStart = .now
-                reconcile(controller, trigger: "event", reason: reason, eventAt: at)
+                await reconcile(controller, trigger: "event", reason: reason, eventAt: at)
             case .reload(let reason):
                 let current = FileStamp(options.specPath)
                 if reason == "spec file changed" && current == stamp { continue }
@@ -177,7 +175,7 @@ public final class NodeAgent: @unchecked Sendable {
                     metrics.describe(spec)
                     logger("spec").info("spec reloaded", metadata: ["reason": "\(reason)", "pods": "\(spec.pods.count)", "nodes": "\(spec.nodes.count)"])
                     lastStart = .now
-                    reconcile(controller, trigger: "reload", reason: reason, eventAt: nil)
+                    await reconcile(controller, trigger: "reload", reason: reason, eventAt: nil)
                 } catch let error as SpecError {
                     metrics.specReloadErrors.increment()
                     logger("spec").error("new spec rejected; keeping the running one", metadata: [
@@ -191,8 +189,19 @@ public final class NodeAgent: @unchecked Sendable {
         }
     }
 
+    /// One reconcile, on a thread of its own: it blocks in system calls (netlink, sysctl
+    /// files, namespace threads), which must not hold a Swift concurrency thread.
+    private func reconcile(_ controller: NodeController, trigger: String, reason: String, eventAt: ContinuousClock.Instant?) async {
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            Thread.detachNewThread { [self] in
+                reconcileNow(controller, trigger: trigger, reason: reason, eventAt: eventAt)
+                done.resume()
+            }
+        }
+    }
+
     /// One plan + apply + verify, logged change by change.
-    private func reconcile(_ controller: NodeController, trigger: String, reason: String, eventAt: ContinuousClock.Instant?) {
+    private func reconcileNow(_ controller: NodeController, trigger: String, reason: String, eventAt: ContinuousClock.Instant?) {
         let log = logger("reconcile")
         let start = ContinuousClock.now
         metrics.reconciles[trigger]?.increment()
@@ -227,13 +236,8 @@ public final class NodeAgent: @unchecked Sendable {
             if trigger == "start" || trigger == "reload" {
                 log.info("converged", metadata: ["trigger": "\(trigger)", "changes": "\(report.changes.count)", "ms": "\(Self.milliseconds(elapsed))"])
             }
-            let newerDrift = state.with { $0.lastEventAt.map { $0 > start } ?? false }
             if report.verified {
                 setHealth(.healthy)
-            } else if newerDrift {
-                // The kernel changed again while we worked; those events are queued and the
-                // next reconcile handles them. Not a failure.
-                log.info("more drift arrived during this reconcile; handling it next", metadata: ["mismatches": "\(report.mismatches.count)"])
             } else {
                 metrics.reconcileFailures.increment()
                 setHealth(.unhealthy("kernel does not match the spec after apply: " + report.mismatches.prefix(3).joined(separator: "; ")))

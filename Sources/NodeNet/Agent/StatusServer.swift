@@ -89,7 +89,7 @@ public final class StatusServer: @unchecked Sendable {
             let (status, type, body) = line.count >= 2 && line[0] == "GET" ? handler(String(line[1])) : (405, "text/plain", "only GET\n")
             let reason = [200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"][status] ?? "Status"
             let response = "HTTP/1.1 \(status) \(reason)\r\nContent-Type: \(type)\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
-            _ = response.withCString { write(conn, $0, strlen($0)) }
+            _ = response.withCString { send(conn, $0, strlen($0), msgNoSignal) }
             close(conn)
         }
     }
@@ -109,3 +109,6 @@ func readHTTPRequestLine(_ fd: Int32) -> String {
     }
     return String(decoding: request.prefix { $0 != 13 }, as: UTF8.self)
 }
+
+/// `MSG_NOSIGNAL`: a peer that went away yields EPIPE, not a process-killing SIGPIPE.
+let msgNoSignal: Int32 = 0x4000

@@ -153,8 +153,11 @@ struct Applier {
         case .deleteAddress(let scope, _, let address):
             return (address.deleteRequest, .request(scope, address.addRequest))
         case .putRoute(let scope, let intent, let previous):
-            let route = intent.route(interfaceIndex: try index(intent.device))
+            var route = intent.route(interfaceIndex: try index(intent.device))
             if let previous {
+                // Replace matches on destination, TOS and metric: keep ours, so a foreign route
+                // at another metric is never the one replaced.
+                route.priority = previous.priority
                 return (route.replaceRequest, .request(scope, previous.replaceRequest))
             }
             return (route.addRequest, .request(scope, route.deleteRequest))

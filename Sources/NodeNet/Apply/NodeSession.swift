@@ -44,6 +44,10 @@ public final class NodeSession: @unchecked Sendable {
     /// Reads everything the plan compares: node links/addresses/owned routes, the sysctls the
     /// desired state names, and each pod namespace's links/addresses/owned routes.
     public func observe(_ desired: DesiredState, spec: NodeSpec? = nil) throws -> ObservedState {
+        // Sockets pin their namespaces: a cached one would keep reading a pod namespace the
+        // runtime has deleted and recreated under the same name. Open them afresh.
+        podSockets = [:]
+        podErrors = [:]
         let nodeState = try ObservedNamespace.read(node)
         let sysctls = try Sysctl.read(desired.sysctls.map(\.key), in: namespace)
         let netnsNames = desired.endpoints.map(\.pod.netns)

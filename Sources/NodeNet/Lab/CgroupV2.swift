@@ -41,6 +41,7 @@ public enum CgroupV2 {
     /// Removes the cgroup directories below `path` and `path` itself, deepest first; they
     /// must hold no processes.
     public static func remove(_ path: String) {
+        guard let root, isSafeSubdirectory(path, of: root) else { return }
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: path) else { return }
         for entry in entries {
             var isDirectory: ObjCBool = false
@@ -71,8 +72,10 @@ public enum BPFFS {
         }
     }
 
-    /// Removes `directory` and everything pinned below it.
+    /// Removes `directory` and everything pinned below it. Only a directory strictly below
+    /// /sys/fs/bpf with no `..` is ever removed.
     public static func remove(_ directory: String) {
+        guard isSafeSubdirectory(directory, of: root) else { return }
         try? FileManager.default.removeItem(atPath: directory)
     }
 }
@@ -94,4 +97,12 @@ enum Mounts {
             return Entry(point: String(fields[4]), type: String(type))
         }
     }
+}
+
+/// Whether `path` lies strictly below `root`, with no `.` or `..` components (paths built
+/// from names must never escape into the rest of the filesystem).
+func isSafeSubdirectory(_ path: String, of root: String) -> Bool {
+    guard path.hasPrefix(root + "/") else { return false }
+    let rest = path.dropFirst(root.count + 1).split(separator: "/", omittingEmptySubsequences: false)
+    return !rest.isEmpty && rest.allSatisfy { !$0.isEmpty && $0 != "." && $0 != ".." }
 }

@@ -15,7 +15,7 @@ public struct Lab: Sendable {
 
     /// Whether any namespace of a lab called `name` exists.
     public static func exists(_ name: String) -> Bool {
-        NetworkNamespace.list().contains { $0.hasPrefix("nnl-\(name)-") }
+        LabCluster.isValidName(name) && NetworkNamespace.list().contains { $0.hasPrefix("nnl-\(name)-") }
     }
 
     /// Names of labs that have namespaces on this machine.
@@ -29,6 +29,8 @@ public struct Lab: Sendable {
     @discardableResult
     public func up(cancelled: () -> Bool = { false }) throws -> [String: ApplyReport] {
         func checkCancelled() throws { if cancelled() { throw CancellationError() } }
+        let problems = cluster.problems()
+        guard problems.isEmpty else { throw SpecError(problems) }
         guard !Lab.exists(cluster.name) else { throw NodeNetError.conflict("lab \(cluster.name) is already up (run `nodenetd lab down --name \(cluster.name)` first)") }
         try FileManager.default.createDirectory(atPath: cluster.runDirectory, withIntermediateDirectories: true)
         try cluster.jsonData().write(to: URL(fileURLWithPath: "\(cluster.runDirectory)/cluster.json"))
@@ -95,9 +97,12 @@ public struct Lab: Sendable {
     /// Removes everything a lab called `name` created, found by name (so a lab whose `up`
     /// crashed halfway is cleaned up too): processes in its cgroups, namespaces, cgroups,
     /// bpffs and run directories. Safe to run twice.
+    /// A name that is not a valid lab name removes nothing (it could otherwise point the
+    /// cleanup outside the lab's directories).
     @discardableResult
     public static func down(name: String) -> DownReport {
         var report = DownReport(processes: 0, namespaces: 0, directories: 0)
+        guard LabCluster.isValidName(name) else { return report }
         let cgroupRoot = CgroupV2.root.map { "\($0)/nodenet-lab/\(name)" }
         if let cgroupRoot {
             let groups = (try? FileManager.default.contentsOfDirectory(atPath: cgroupRoot)) ?? []
@@ -131,6 +136,7 @@ public struct Lab: Sendable {
 
     /// The cluster of a lab that is up (from its run directory).
     public static func load(name: String) throws -> LabCluster {
+        guard LabCluster.isValidName(name) else { throw NodeNetError.missing("\"\(name)\" is not a lab name (1-12 characters of a-z and 0-9)") }
         let path = "/run/nodenet/lab/\(name)/cluster.json"
         guard let data = FileManager.default.contents(atPath: path) else {
             throw NodeNetError.missing("lab \(name) is not up (no \(path))")

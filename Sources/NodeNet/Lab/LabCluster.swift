@@ -16,7 +16,8 @@ public struct LabCluster: Sendable, Equatable {
         public var ip: IPAddress
     }
 
-    /// Lab name: lowercase letters, digits and '-', at most 12 characters.
+    /// Lab name: 1-12 lowercase letters and digits (no '-': lab "a" must never match lab
+    /// "a-b"'s namespaces, and the name becomes part of paths that `down` removes).
     public var name: String
     public var fabricCIDR: IPPrefix
     /// The external host's address on the fabric (the docker network's gateway in kind).
@@ -90,21 +91,35 @@ public struct LabCluster: Sendable, Equatable {
     /// Lab-level checks; each node's spec is validated again by apply.
     func problems() -> [SpecProblem] {
         var p: [SpecProblem] = []
-        if name.isEmpty || name.count > 12 || !name.allSatisfy({ $0.isLowercase || $0.isNumber || $0 == "-" }) {
-            p.append(SpecProblem("name", "\"\(name)\" must be 1-12 characters of a-z, 0-9 and '-'"))
+        if !LabCluster.isValidName(name) {
+            p.append(SpecProblem("name", "\"\(name)\" must be 1-12 characters of a-z and 0-9"))
         }
         if !fabricCIDR.contains(externalAddress) { p.append(SpecProblem("fabric.external", "\(externalAddress) is outside \(fabricCIDR)")) }
         var seen: [String: String] = [:], addresses: Set<IPAddress> = [externalAddress]
         for (i, node) in nodes.enumerated() {
+            if !LabCluster.isValidObjectName(node.name) {
+                p.append(SpecProblem("nodes[\(i)].name", "\"\(node.name)\" must be 1-40 characters of a-z, 0-9 and '-', starting with a letter or digit"))
+            }
             if !fabricCIDR.contains(node.address) { p.append(SpecProblem("nodes[\(i)].address", "\(node.address) is outside the fabric \(fabricCIDR)")) }
             if !addresses.insert(node.address).inserted { p.append(SpecProblem("nodes[\(i)].address", "\(node.address) is already used")) }
             for (j, pod) in node.pods.enumerated() {
                 if let first = seen[pod.name] { p.append(SpecProblem("nodes[\(i)].pods[\(j)].name", "\(pod.name) is already used by \(first)")) }
                 seen[pod.name] = "nodes[\(i)].pods[\(j)]"
-                if pod.name.utf8.count > 40 { p.append(SpecProblem("nodes[\(i)].pods[\(j)].name", "is longer than 40 characters")) }
+                if !LabCluster.isValidObjectName(pod.name) {
+                    p.append(SpecProblem("nodes[\(i)].pods[\(j)].name", "\"\(pod.name)\" must be 1-40 characters of a-z, 0-9 and '-', starting with a letter or digit"))
+                }
             }
         }
         return p
+    }
+
+    public static func isValidName(_ name: String) -> Bool {
+        (1...12).contains(name.count) && name.allSatisfy { ($0.isLowercase && $0.isASCII) || ($0.isNumber && $0.isASCII) }
+    }
+
+    static func isValidObjectName(_ name: String) -> Bool {
+        (1...40).contains(name.count) && name.first != "-"
+            && name.allSatisfy { ($0.isLowercase && $0.isASCII) || ($0.isNumber && $0.isASCII) || $0 == "-" }
     }
 
     // MARK: Names of what the lab creates

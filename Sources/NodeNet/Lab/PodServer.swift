@@ -80,7 +80,7 @@ public final class PodServer: @unchecked Sendable {
             let line = readHTTPRequestLine(conn)
             // Log before answering: whoever got the answer can then find the log line.
             log("http \(Self.describe(peer)) \(line)")
-            _ = response.withCString { write(conn, $0, strlen($0)) }
+            _ = response.withCString { send(conn, $0, strlen($0), msgNoSignal) }
             close(conn)
         }
     }

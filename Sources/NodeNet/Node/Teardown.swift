@@ -42,7 +42,11 @@ extension NodeController {
             case .failure(let e): throw e
             }
         }
-        let devices = Set((ledger?.endpoints.map(\.hostDevice) ?? []) + extraEndpoints).filter { links[$0] != nil }
+        // Links are deleted only when the ledger proves nodenet created them here (a node may
+        // run real Cilium, whose devices have the same names). Spec-named endpoints count only
+        // if the ledger knows them too.
+        let known = Set(ledger?.endpoints.map(\.hostDevice) ?? [])
+        let devices = known.union(Set(extraEndpoints).intersection(known)).filter { links[$0] != nil }
         for device in devices.sorted() {
             try socket.deleteLink(named: device)
             report.endpoints += 1
@@ -58,7 +62,7 @@ extension NodeController {
             BPFFS.remove(pins)
             report.pinsRemoved = true
         }
-        if links[NodeNetNames.hostDevice] != nil {
+        if ledger != nil, links[NodeNetNames.hostDevice] != nil {
             try socket.deleteLink(named: NodeNetNames.hostDevice)
             report.hostPair = true
         }

@@ -7,7 +7,7 @@ extension Planner {
 
     /// The entry a pod needs, from the links as observed (nil when its devices are new).
     private func wantedEntry(_ endpoint: DesiredState.Endpoint) -> EndpointEntry? {
-        guard let host = observed.node.links[endpoint.hostDevice], let pod = observed.pods[endpoint.pod.netns]?.links[NodeNetNames.podDevice],
+        guard !recreated.contains(endpoint.hostDevice), let host = observed.node.links[endpoint.hostDevice], let pod = observed.pods[endpoint.pod.netns]?.links[NodeNetNames.podDevice],
               host.peerIndex == pod.index, let hostMAC = host.address, let podMAC = pod.address
         else { return nil }
         return EndpointEntry(ifindex: UInt32(host.index), hostMAC: hostMAC, podMAC: podMAC)

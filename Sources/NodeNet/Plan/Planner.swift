@@ -18,6 +18,9 @@ public struct Planner {
     let device: String
     let datapath: DatapathMode
     private var changes: [PlannedChange] = []
+    /// Endpoint devices this plan deletes and creates again: what the kernel shows for them
+    /// (routes, sysctls, filters) belongs to the old device and goes away with it.
+    var recreated: Set<String> = []
     private var conflicts: [String] = []
 
     public static func plan(desired: DesiredState, observed: ObservedState, ledger: Ledger?, nativeDevice: String, datapath: DatapathMode = .kernel) -> Plan {
@@ -126,7 +129,7 @@ public struct Planner {
 
     private mutating func planSysctls(_ include: (SysctlSetting) -> Bool) {
         for setting in desired.sysctls where include(setting) {
-            let current = observed.sysctls[setting.key]
+            let current = setting.device.map(recreated.contains) == true ? nil : observed.sysctls[setting.key]
             guard current != setting.value else { continue }
             add(current == nil ? .create : .update, "sysctl", .node, "sysctl \(setting.key)", wanted: setting.value, found: current,
                 .setSysctl(setting, previous: current))
@@ -136,8 +139,9 @@ public struct Planner {
     // MARK: Routes
 
     private mutating func planRoute(_ intent: RouteIntent, in scope: NamespaceScope, observed: ObservedNamespace?) {
-        let index = observed?.index(of: intent.device)
-        let mine = observed?.ownedRoutes.first { $0.destination == intent.destination }
+        let fresh = recreated.contains(intent.device)
+        let index = fresh ? nil : observed?.index(of: intent.device)
+        let mine = fresh ? nil : observed?.ownedRoutes.first { $0.destination == intent.destination }
         if let mine, index != nil, intent.matches(mine, interfaceIndex: index) { return }
         let names = observed?.names ?? [:]
         add(mine == nil ? .create : .update, "route", scope, "route \(intent.destination.length == 0 ? "default" : intent.destination.description)",
@@ -167,6 +171,7 @@ public struct Planner {
             // Half an endpoint (its pod namespace was recreated, or a crash): rebuild it.
             add(.delete, "endpoint", .node, "link \(host.name)", wanted: nil, found: "veth not paired with \(endpoint.pod.netns) eth0",
                 .deleteLink(.node, device: host.name))
+            recreated.insert(host.name)
         }
         if host == nil || !paired {
             if pod != nil && !paired {

@@ -119,6 +119,10 @@ struct SpecReader {
             let podCIDR = cidr(fields, "podCIDR", "node", required: true)
             let routerIP = self.address(fields, "routerIP", "node", required: false)
             let mtu = integer(fields, "mtu", "node", required: false, range: 68...65535)
+            if let name, !(1...63).contains(name.count) || name.hasPrefix(".") || name.hasPrefix("-")
+                || !name.allSatisfy({ ($0.isLetter && $0.isASCII) || ($0.isNumber && $0.isASCII) || $0 == "-" || $0 == "." || $0 == "_" }) {
+                problem("node.name", "\"\(name)\" must be 1-63 characters of letters, digits, '-', '_' and '.', not starting with '.' or '-'")
+            }
             if let device, device.utf8.count > 15 || device.contains("/") || device.contains(" ") {
                 problem("node.device", "\"\(device)\" is not a valid interface name")
             }
@@ -150,11 +154,11 @@ struct SpecReader {
         }
         let stateDirectory = string(top, "stateDirectory", "", required: false)
         let bpffsDirectory = string(top, "bpffsDirectory", "", required: false)
-        if let bpffsDirectory, !bpffsDirectory.hasPrefix("/sys/fs/bpf/") {
-            problem("bpffsDirectory", "\"\(bpffsDirectory)\" must be a directory under /sys/fs/bpf/")
+        if let bpffsDirectory, !isSafeSubdirectory(bpffsDirectory, of: BPFFS.root) {
+            problem("bpffsDirectory", "\"\(bpffsDirectory)\" must be a directory under /sys/fs/bpf/ (no '..')")
         }
-        if let stateDirectory, !stateDirectory.hasPrefix("/") {
-            problem("stateDirectory", "\"\(stateDirectory)\" must be an absolute path")
+        if let stateDirectory, !stateDirectory.hasPrefix("/") || stateDirectory.split(separator: "/").contains("..") {
+            problem("stateDirectory", "\"\(stateDirectory)\" must be an absolute path without '..'")
         }
 
         var pods: [PodSpec] = []

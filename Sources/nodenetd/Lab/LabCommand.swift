@@ -23,8 +23,11 @@ struct LabName: ParsableArguments {
     @Option(name: .customLong("name"), help: "The lab's name (default: the only running lab, else 'seed').")
     var value: String?
 
-    func resolve() -> String {
-        if let value { return value }
+    func resolve() throws -> String {
+        if let value {
+            guard LabCluster.isValidName(value) else { throw InvalidInput(message: "--name \"\(value)\": a lab name is 1-12 characters of a-z and 0-9") }
+            return value
+        }
         let running = Lab.running()
         return running.count == 1 ? running[0] : "seed"
     }
@@ -78,10 +81,11 @@ struct LabDown: ParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
-        let report = Lab.down(name: lab.resolve())
+        let name = try lab.resolve()
+        let report = Lab.down(name: name)
         if json { return try printJSON(report) }
-        print(report.nothingToDo ? "lab \(lab.resolve()): nothing to remove"
-              : "lab \(lab.resolve()) removed: \(report.processes) processes, \(report.namespaces) namespaces, \(report.directories) directories")
+        print(report.nothingToDo ? "lab \(name): nothing to remove"
+              : "lab \(name) removed: \(report.processes) processes, \(report.namespaces) namespaces, \(report.directories) directories")
     }
 }
 
@@ -95,7 +99,7 @@ struct LabStatus: ParsableCommand {
     }
 
     func run() throws {
-        let c = try Lab.load(name: lab.resolve())
+        let c = try Lab.load(name: try lab.resolve())
         var rows = [Row(kind: "external", name: "external", node: nil, namespace: c.externalNamespace, address: c.externalAddress.description, detail: "fabric \(c.fabricCIDR)")]
         for n in c.nodes {
             let spec = c.spec(forNode: n.name)!
@@ -119,7 +123,7 @@ struct LabSpec: ParsableCommand {
     @OptionGroup var lab: LabName
 
     func run() throws {
-        let c = try Lab.load(name: lab.resolve())
+        let c = try Lab.load(name: try lab.resolve())
         guard let spec = c.spec(forNode: node) else {
             throw InvalidInput(message: "no node \(node) in lab \(c.name) (nodes: \(c.nodes.map(\.name).joined(separator: ", ")))")
         }
@@ -140,7 +144,7 @@ struct LabExec: ParsableCommand {
     }
 
     func run() throws {
-        let c = try Lab.load(name: lab.resolve())
+        let c = try Lab.load(name: try lab.resolve())
         guard let (namespace, cgroup) = LabRuntime.place(of: target, in: c) else {
             let names = ["external"] + c.nodes.map(\.name) + c.nodes.flatMap { $0.pods.map(\.name) }
             throw InvalidInput(message: "no \(target) in lab \(c.name) (known: \(names.joined(separator: ", ")))")
@@ -156,7 +160,7 @@ struct LabServe: ParsableCommand {
     @Option(help: "The node whose pods to serve.") var node: String
 
     func run() throws {
-        let c = try Lab.load(name: lab.resolve())
+        let c = try Lab.load(name: try lab.resolve())
         try LabRuntime.serve(c, node: node)
     }
 }
