@@ -41,7 +41,7 @@ struct DatapathTests {
 
     @Test func pinnedMapsAreSharedBetweenObjectsAndSurviveThem() throws {
         let root = "/sys/fs/bpf/\(TestNames.unique("pins"))"
-        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: false)
+        try BPFFS.prepare(root)  // mounts bpffs when it is not (a fresh machine)
         defer { try? FileManager.default.removeItem(atPath: root) }
         let key = Self.key(IPAddress("10.0.2.204")!)
         do {
