@@ -53,7 +53,7 @@ let package = Package(
         .testTarget(
             name: "NetlinkTests", dependencies: ["Netlink", "CBPF", "TestSupport"],
             resources: [.copy("Fixtures")]),
-        .testTarget(name: "NodeNetTests", dependencies: ["NodeNet", "TestSupport"]),
+        .testTarget(name: "NodeNetTests", dependencies: ["NodeNet", "BPF", "TestSupport"]),
         .testTarget(name: "BPFTests", dependencies: ["BPF", "CNodeNetBPF", "NodeNet", "TestSupport"]),
     ]
 )

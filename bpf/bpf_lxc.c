@@ -36,6 +36,7 @@ int nodenet_from_container(struct __sk_buff *skb)
 		if (rc < 0)
 			return TC_ACT_OK;
 		nodenet_count(NODENET_VERDICT_ARP_REPLY);
+		nodenet_emit(skb, NODENET_VERDICT_ARP_REPLY, 0, skb->ifindex);
 		return rc;
 	}
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
@@ -48,6 +49,7 @@ int nodenet_from_container(struct __sk_buff *skb)
 	struct nodenet_endpoint *src = bpf_map_lookup_elem(&nodenet_endpoints, &src_key);
 	if (!src || src->ifindex != skb->ifindex) {
 		nodenet_count(NODENET_VERDICT_DROP_SPOOFED);
+		nodenet_emit(skb, NODENET_VERDICT_DROP_SPOOFED, ip, 0);
 		return TC_ACT_SHOT;
 	}
 
@@ -67,6 +69,7 @@ int nodenet_from_container(struct __sk_buff *skb)
 	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) {
 		nodenet_count(NODENET_VERDICT_TO_STACK);
+		nodenet_emit(skb, NODENET_VERDICT_TO_STACK, ip, 0);
 		return TC_ACT_OK;
 	}
 	/* Re-validate after the lookup: the verifier needs fresh packet pointers. */
@@ -75,6 +78,8 @@ int nodenet_from_container(struct __sk_buff *skb)
 	ip = data + sizeof(struct ethhdr);
 	if ((void *)(ip + 1) > end)
 		return TC_ACT_OK;
+	/* Emit first: changing the packet (TTL) invalidates packet pointers. */
+	nodenet_emit(skb, NODENET_VERDICT_REMOTE_REDIRECT, ip, fib.ifindex);
 	if (nodenet_dec_ttl(skb, ip) < 0)
 		return TC_ACT_OK;
 	nodenet_count(NODENET_VERDICT_REMOTE_REDIRECT);

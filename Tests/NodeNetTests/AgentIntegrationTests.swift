@@ -114,7 +114,9 @@ struct AgentIntegrationTests {
             let bigger = t.spec(podCount: 3)
             try bigger.jsonData().write(to: file, options: .atomic)
             let third = NodeNetNames.endpointDevice(for: bigger.pods[2])
-            try await Self.waitFor("the new pod's endpoint") { try node.link(named: third) != nil && agent.health == .healthy }
+            try await Self.waitFor("the new pod's endpoint") { try node.link(named: third) != nil }
+            // Converged: a plan against the new spec finds nothing left to do.
+            try await Self.waitFor("the new spec to be applied") { (try? t.controller(bigger).plan().isEmpty) == true }
             #expect(try t.ping(from: 2, "10.0.2.32"))
             // An invalid edit: rejected with its problems, the running state stays.
             try Data(#"{"apiVersion":"nodenet/v1","node":{"name":"x"}}"#.utf8).write(to: file, options: .atomic)

@@ -1,3 +1,4 @@
+import BPF
 import Foundation
 import Testing
 import TestSupport
@@ -266,6 +267,38 @@ struct BPFModeApplyTests {
             #expect(try LabProbe.forwardedDatagrams(in: t.namespace) == forwarded)
             // A new controller reads the pinned entries back and finds nothing to do.
             #expect(try t.controller(spec).plan().isEmpty)
+        }
+    }
+}
+
+extension BPFModeApplyTests {
+    @Test func theMonitorSeesVerdictsWithAddressesAndDropReasons() async throws {
+        try await TestNode.with(pods: 2) { t in
+            let spec = bpfSpec(t)
+            defer { BPFFS.remove(spec.bpffsDirectory) }
+            _ = try t.controller(spec).apply()
+            let names = Dictionary(try NetlinkSocket(namespace: t.namespace).links().map { ($0.index, $0.name) }, uniquingKeysWith: { a, _ in a })
+            var monitor: DatapathMonitor? = try DatapathMonitor(bpffsDirectory: spec.bpffsDirectory)
+            #expect(try t.ping(from: 0, "10.0.2.204"))
+            let pod = try NetlinkSocket(namespace: .named(t.pods[0]))
+            try pod.add(InterfaceAddress(interfaceIndex: try pod.link(named: "eth0")!.index, prefix: IPPrefix("10.0.2.99/32")!))
+            _ = try runTool(["ip", "netns", "exec", t.pods[0], "ping", "-c", "1", "-W", "1", "-I", "10.0.2.99", "10.0.2.204"])
+            var events: [DatapathEvent] = []
+            for _ in 0..<10 { events += try monitor!.poll(milliseconds: 50, names: names) }
+            let lxc0 = NodeNetNames.endpointDevice(for: spec.pods[0]), lxc1 = NodeNetNames.endpointDevice(for: spec.pods[1])
+            #expect(events.contains { $0.verdict == "local-redirect" && $0.source == "10.0.2.32" && $0.destination == "10.0.2.204" && $0.device == lxc0 && $0.targetDevice == lxc1 && $0.protocol == "ICMP" })
+            #expect(events.contains { $0.verdict == "local-redirect" && $0.source == "10.0.2.204" && $0.destination == "10.0.2.32" })
+            let drop = events.first { $0.verdict == "drop" }
+            #expect(drop?.source == "10.0.2.99" && drop?.dropReason == "source address is not the pod's own (spoofed)")
+            #expect(drop?.description == "DROP (source address is not the pod's own (spoofed)) on \(lxc0): 10.0.2.99 -> 10.0.2.204 ICMP")
+            // Closed monitor: the flag is off and traffic emits nothing (emitting costs one
+            // array lookup when nobody listens).
+            monitor = nil
+            let flag = try #require(try BPFMap<UInt32, UInt32>.pinned(at: "\(spec.bpffsDirectory)/nodenet_monitor"))
+            #expect(try flag.lookup(0) == 0)
+            #expect(try t.ping(from: 0, "10.0.2.204"))
+            let later = try DatapathMonitor(bpffsDirectory: spec.bpffsDirectory)
+            #expect(try later.poll(milliseconds: 100, names: names).isEmpty, "nothing was queued while nobody listened")
         }
     }
 }

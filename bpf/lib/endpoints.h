@@ -5,6 +5,8 @@
 #define NODENET_BPF_ENDPOINTS_H
 
 #include "common.h"
+#include "l3.h"
+#include "events.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -37,6 +39,7 @@ static __always_inline int nodenet_deliver_local(struct __sk_buff *skb, struct i
 	__u32 ifindex = dst->ifindex;
 	__builtin_memcpy(pod_mac, dst->pod_mac, 6);
 	__builtin_memcpy(host_mac, dst->host_mac, 6);
+	nodenet_emit(skb, NODENET_VERDICT_LOCAL_REDIRECT, ip, ifindex);
 	if (nodenet_dec_ttl(skb, ip) < 0)
 		return TC_ACT_OK;
 	bpf_skb_store_bytes(skb, 0, pod_mac, 6, 0);

@@ -36,4 +36,19 @@ enum nodenet_verdict {
 	NODENET_VERDICT_MAX = 8,
 };
 
+/* One datapath event (ring buffer `nodenet_events`), written only while a monitor listens
+ * (`nodenet_monitor[0] != 0`). Addresses and ports in network byte order. */
+struct nodenet_event {
+	__u64 timestamp_ns;  /* bpf_ktime_get_ns */
+	__u32 ifindex;       /* where the packet came in */
+	__u8 verdict;        /* enum nodenet_verdict */
+	__u8 protocol;       /* IP protocol (0 for ARP) */
+	__u16 reserved;
+	__u32 saddr, daddr;
+	__u16 sport, dport;
+	__u32 target_ifindex; /* where it was sent (redirects) */
+};
+
+#define NODENET_EVENTS_BYTES (256 * 1024)
+
 #endif

@@ -1,0 +1,51 @@
+/* Datapath events for `nodenetd monitor`: one ring-buffer record per verdict, written only
+ * while a monitor listens, so the cost when nobody does is one array lookup. */
+#ifndef NODENET_BPF_EVENTS_H
+#define NODENET_BPF_EVENTS_H
+
+#include "common.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, NODENET_EVENTS_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nodenet_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nodenet_monitor SEC(".maps");
+
+static __always_inline void nodenet_emit(struct __sk_buff *skb, __u8 verdict, struct iphdr *ip, __u32 target_ifindex)
+{
+	__u32 zero = 0;
+	__u32 *listening = bpf_map_lookup_elem(&nodenet_monitor, &zero);
+	if (!listening || !*listening)
+		return;
+	struct nodenet_event e = {};
+	e.timestamp_ns = bpf_ktime_get_ns();
+	e.ifindex = skb->ifindex;
+	e.verdict = verdict;
+	e.target_ifindex = target_ifindex;
+	if (ip) {
+		void *end = (void *)(long)skb->data_end;
+		if ((void *)(ip + 1) <= end) {
+			e.protocol = ip->protocol;
+			e.saddr = ip->saddr;
+			e.daddr = ip->daddr;
+			if (ip->ihl == 5 && (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP)) {
+				__be16 *ports = (void *)(ip + 1);
+				if ((void *)(ports + 2) <= end) {
+					e.sport = ports[0];
+					e.dport = ports[1];
+				}
+			}
+		}
+	}
+	bpf_ringbuf_output(&nodenet_events, &e, sizeof(e), 0);
+}
+
+#endif
