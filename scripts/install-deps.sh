@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   libmnl-dev libbpf-dev libelf-dev pkg-config   # build: libmnl, libbpf (and libelf behind it)
-  iproute2 iputils-ping                         # tests observe the kernel with ip, tc and ping
+  iproute2 iputils-ping bpftool                 # tests observe the kernel with ip, tc, ping and bpftool
 )
 
 missing=()

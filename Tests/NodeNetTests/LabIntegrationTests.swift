@@ -150,3 +150,28 @@ struct LabIntegrationTests {
         ])
     }
 }
+
+extension LabIntegrationTests {
+    /// The seed's packet paths on the lab (BPF mode): cross-node pod traffic is never
+    /// forwarded by either node's IP stack, and the programs are visible to bpftool.
+    @Test func crossNodeTrafficSkipsBothNodesRoutingStacks() throws {
+        let lab = Self.labName("x")
+        defer { Lab.down(name: lab) }
+        let cluster = LabCluster.seed(name: lab)
+        try Lab(cluster: cluster).up()
+        let server = try PodServer(name: "cilium-with-replacement-w1", ip: IPAddress("10.0.1.15")!, namespace: .named(cluster.namespace(ofPod: "cilium-with-replacement-w1")))
+        server.start()
+        defer { server.stop() }
+        let nodes = ["worker2", "worker"].map { NamespaceReference.named(cluster.namespace(ofNode: $0)) }
+        let before = try nodes.map { try LabProbe.forwardedDatagrams(in: $0) }
+        let hostBefore = try nodes.map { try LabProbe.packets(of: "cilium_host", in: $0) }
+        let ping = try runTool(["ip", "netns", "exec", cluster.namespace(ofPod: "net"), "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.1.15"])
+        #expect(ping.output.contains("3 received") && ping.output.contains("ttl=62"), "\(ping.output)")
+        let http = try LabProbe.httpGet(from: .named(cluster.namespace(ofPod: "net")), to: IPAddress("10.0.1.15")!)
+        #expect(http.body == "PodName: cilium-with-replacement-w1 | PodIP: eth0 10.0.1.15/32\n" && http.local.hasPrefix("10.0.2.32:"))
+        #expect(try nodes.map { try LabProbe.forwardedDatagrams(in: $0) } == before, "neither node's IP stack forwarded pod traffic")
+        #expect(try nodes.map { try LabProbe.packets(of: "cilium_host", in: $0) } == hostBefore)
+        let progs = try runTool(["bpftool", "prog", "show"])
+        #expect(progs.output.contains("nodenet_from_co") && progs.output.contains("nodenet_from_ne"), "bpftool shows the programs by name")
+    }
+}
