@@ -207,9 +207,9 @@ func withTimeout<T: Sendable>(seconds: Double, _ body: @escaping @Sendable () as
 /// the node's IP stack, idempotent re-apply, switching back to kernel mode, teardown.
 @Suite(.serialized, .enabled(if: Privileges.canLoadBPF, Comment(rawValue: Privileges.skipReason + " and to load BPF programs")))
 struct BPFModeApplyTests {
-    func bpfSpec(_ t: TestNode) -> NodeSpec {
+    func bpfSpec(_ t: TestNode, attach: AttachMode = .clsact) -> NodeSpec {
         var spec = t.spec()
-        spec.datapath = DatapathSettings(mode: .bpf)
+        spec.datapath = DatapathSettings(mode: .bpf, attachMode: attach)
         spec.bpffsDirectory = "/sys/fs/bpf/\(TestNames.unique("bpf"))"
         return spec
     }
@@ -300,5 +300,52 @@ extension BPFModeApplyTests {
             let later = try DatapathMonitor(bpffsDirectory: spec.bpffsDirectory)
             #expect(try later.poll(milliseconds: 100, names: names).isEmpty, "nothing was queued while nobody listened")
         }
+    }
+}
+
+extension BPFModeApplyTests {
+    @Test(.enabled(if: TCXLink.isSupported, "tcx needs kernel 6.6 or later"))
+    func tcxLinksCarryTheSameDatapathAndModesSwitchCleanly() async throws {
+        try await TestNode.with(pods: 2) { t in
+            let tcx = bpfSpec(t, attach: .tcx)
+            defer { BPFFS.remove(tcx.bpffsDirectory) }
+            let report = try t.controller(tcx).apply()
+            #expect(report.verified, "\(report.mismatches)")
+            let node = try NetlinkSocket(namespace: t.namespace)
+            let eth0 = try #require(try node.link(named: "eth0"))
+            let links = try FileManager.default.contentsOfDirectory(atPath: tcx.bpffsDirectory + "/links").sorted()
+            #expect(links.count == 3, "\(links)")
+            #expect(links.contains { $0.hasPrefix("from-netdev@eth0@\(eth0.index)@") })
+            #expect(try node.filters(interfaceIndex: eth0.index, direction: .ingress).isEmpty, "tcx, not cls_bpf")
+            let forwarded = try LabProbe.forwardedDatagrams(in: t.namespace)
+            #expect(try t.ping(from: 0, "10.0.2.204"))
+            #expect(try LabProbe.forwardedDatagrams(in: t.namespace) == forwarded, "tcx programs redirect too")
+            #expect(try t.controller(tcx).apply().changes.isEmpty)
+
+            // tcx -> clsact: links unpinned (programs detached), filters attached.
+            let clsact = bpfSpec(t, attach: .clsact)
+            var other = clsact
+            other.bpffsDirectory = tcx.bpffsDirectory
+            #expect(try t.controller(other).apply().verified)
+            #expect(((try? FileManager.default.contentsOfDirectory(atPath: tcx.bpffsDirectory + "/links")) ?? []).isEmpty)
+            #expect(try node.filters(interfaceIndex: eth0.index, direction: .ingress).compactMap { $0.bpf?.name } == [DatapathProgram.fromNetdev.filterName])
+            #expect(try t.ping(from: 0, "10.0.2.204"))
+            // ... and back: filters removed, links pinned again.
+            #expect(try t.controller(tcx).apply().verified)
+            #expect(try node.filters(interfaceIndex: eth0.index, direction: .ingress).isEmpty)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: tcx.bpffsDirectory + "/links").count == 3)
+            let before = try LabProbe.forwardedDatagrams(in: t.namespace)
+            #expect(try t.ping(from: 1, "10.0.2.32"))
+            #expect(try LabProbe.forwardedDatagrams(in: t.namespace) == before)
+            // Teardown unpins everything: no program stays attached.
+            let down = try t.controller(tcx).teardown()
+            #expect(down.pinsRemoved && !FileManager.default.fileExists(atPath: tcx.bpffsDirectory))
+        }
+    }
+
+    @Test func autoPicksTcxWhereTheKernelHasIt() {
+        var spec = PlannerTests.spec
+        spec.datapath = DatapathSettings(mode: .bpf, attachMode: .auto)
+        #expect(spec.effectiveAttachMode == (TCXLink.isSupported ? .tcx : .clsact))
     }
 }

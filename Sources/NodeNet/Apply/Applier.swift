@@ -1,6 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import BPF
+import Foundation
 
 /// Executes a plan: consecutive operations in the same namespace go to the kernel as one
 /// batch; every success records its inverse; the first failure rolls everything back.
@@ -10,6 +12,8 @@ struct Applier {
         case request(NamespaceScope, NetlinkRequest)
         case sysctl(key: String, value: String)
         case endpointEntry(IPAddress, EndpointEntry?)
+        /// Removes a pinned tcx link (detaching its program).
+        case unpin(String)
         /// Cannot be restored (a deleted link comes back only as a new link).
         case irreversible(String)
     }
@@ -52,7 +56,7 @@ struct Applier {
 
     private func groupKey(_ op: Operation) -> GroupKey? {
         switch op {
-        case .createHostPair, .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram: return nil
+        case .createHostPair, .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram, .unpinLink: return nil
         case .setSysctl: return .sysctl
         default: return .netlink(op.scope)
         }
@@ -65,7 +69,7 @@ struct Applier {
 
     private mutating func execute(_ group: [PlannedChange]) throws {
         switch group[0].operation {
-        case .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram:
+        case .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram, .unpinLink:
             do { try executeDatapath(group[0].operation) } catch { throw GroupFailure(change: group[0], error: error) }
             applied += 1
         case .setSysctl:
@@ -163,7 +167,7 @@ struct Applier {
             return (route.addRequest, .request(scope, route.deleteRequest))
         case .deleteRoute(let scope, let route):
             return (route.deleteRequest, .request(scope, route.addRequest))
-        case .setSysctl, .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram:
+        case .setSysctl, .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram, .unpinLink:
             fatalError("applied outside netlink groups")
         case .createEndpoint(let device, let netns, let mtu):
             let fd: Int32
@@ -204,6 +208,24 @@ struct Applier {
         case .deleteEndpointEntry(let ip, let previous):
             try loadedDatapath().endpoints.delete(EndpointEntry.key(ip))
             undo.append(.endpointEntry(ip, previous))
+        case .attachProgram(let device, let program, let replacing) where spec.effectiveAttachMode == .tcx:
+            guard let link = try node.link(named: device) else { throw NodeNetError.missing("\(device) does not exist") }
+            try FileManager.default.createDirectory(atPath: spec.linkDirectory, withIntermediateDirectories: true)
+            let path = "\(spec.linkDirectory)/\(program.linkPinName(device: device, ifindex: link.index))"
+            let fd = try loadedDatapath().programFD(program)
+            let prefix = program.linkPinPrefix(device: device) + "\(link.index)@"
+            if replacing, let old = try FileManager.default.contentsOfDirectory(atPath: spec.linkDirectory).first(where: { $0.hasPrefix(prefix) }) {
+                try TCXLink.replaceProgram(pinnedAt: "\(spec.linkDirectory)/\(old)", with: fd)
+                guard rename("\(spec.linkDirectory)/\(old)", path) == 0 else { throw NodeNetError.state("renaming pin \(old): \(String(cString: strerror(errno)))") }
+                undo.append(.irreversible("\(program.filterName) replaced the previous program on \(device)"))
+            } else {
+                try NetworkNamespace.run(in: session.namespace) { try TCXLink.attachIngress(programFD: fd, ifindex: link.index, pinAt: path) }
+                undo.append(.unpin(path))
+            }
+        case .unpinLink(let name):
+            let path = "\(spec.linkDirectory)/\(name)"
+            guard unlink(path) == 0 || errno == ENOENT else { throw NodeNetError.state("removing \(path): \(String(cString: strerror(errno)))") }
+            undo.append(.irreversible("tcx link \(name) was removed"))
         case .attachProgram(let device, let program, let replacing):
             guard let link = try node.link(named: device) else { throw NodeNetError.missing("\(device) does not exist") }
             do { try node.addClsact(interfaceIndex: link.index) } catch let e as NetlinkError where e.errno == .exists {}
@@ -258,6 +280,8 @@ struct Applier {
                 } catch {
                     failures.append("restoring endpoint map entry \(ip): \(error)")
                 }
+            case .unpin(let path):
+                if unlink(path) == 0 || errno == ENOENT { undone += 1 } else { failures.append("removing \(path): \(String(cString: strerror(errno)))") }
             case .irreversible(let what):
                 failures.append(what)
             }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Sockets for one node: its own namespace and the pods' namespaces (opened together on
 /// one helper thread, cached for the session).
 public final class NodeSession: @unchecked Sendable {
@@ -64,6 +66,7 @@ public final class NodeSession: @unchecked Sendable {
                 observed.ingressFilters[device] = (try? node.filters(interfaceIndex: link.index, direction: .ingress)) ?? []
             }
             if spec.datapath.mode == .bpf { observed.endpointEntries = try DatapathObjects.pinnedEntries(spec) }
+            observed.tcxLinks = Set((try? FileManager.default.contentsOfDirectory(atPath: spec.linkDirectory)) ?? [])
         }
         return observed
     }

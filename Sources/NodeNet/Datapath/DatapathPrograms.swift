@@ -24,6 +24,25 @@ public enum DatapathProgram: String, Sendable, CaseIterable {
     static func isOurs(_ filter: TCFilter) -> Bool { filter.bpf?.name?.hasPrefix("nodenet-") == true }
 }
 
+extension NodeSpec {
+    /// The attach mode in effect: `auto` is tcx on kernels that have it, clsact otherwise.
+    public var effectiveAttachMode: AttachMode {
+        datapath.attachMode == .auto ? (TCXLink.isSupported ? .tcx : .clsact) : datapath.attachMode
+    }
+
+    /// Where tcx links are pinned.
+    var linkDirectory: String { bpffsDirectory + "/links" }
+}
+
+extension DatapathProgram {
+    /// `from-container@lxc1a2b3c4d5e6f@7@1a2b3c4d`: what, where (name and ifindex, so a
+    /// recreated device is noticed) and which build.
+    func linkPinName(device: String, ifindex: Int32) -> String { "\(rawValue)@\(device)@\(ifindex)@\(BPFObject.digest(embedded: object) ?? "0")" }
+
+    /// The pin names of this program on `device`, whatever ifindex or build.
+    func linkPinPrefix(device: String) -> String { "\(rawValue)@\(device)@" }
+}
+
 /// An endpoints-map entry as plain values (the C struct is not Equatable).
 public struct EndpointEntry: Sendable, Equatable, CustomStringConvertible {
     public var ifindex: UInt32

@@ -39,6 +39,8 @@ public struct ObservedState: Sendable, Equatable {
     public var podErrors: [String: String]
     /// Ingress tc filters of the endpoint devices and the native device (node namespace).
     public var ingressFilters: [String: [TCFilter]] = [:]
+    /// Names of the pinned tcx links in the node's bpffs `links` directory.
+    public var tcxLinks: Set<String> = []
     /// Entries of the node's pinned endpoints map, by pod IP.
     public var endpointEntries: [IPAddress: EndpointEntry] = [:]
 

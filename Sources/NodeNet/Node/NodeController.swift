@@ -32,7 +32,7 @@ public final class NodeController: @unchecked Sendable {
 
     func plan(_ desired: DesiredState, ledger: Ledger?) throws -> Planner.Plan {
         Planner.plan(desired: desired, observed: try session.observe(desired, spec: spec), ledger: ledger, nativeDevice: spec.node.device,
-                     datapath: spec.datapath.mode)
+                     datapath: spec.datapath.mode, attachMode: spec.effectiveAttachMode)
     }
 
     /// Makes the kernel match the spec, then re-reads it and reports what still differs.

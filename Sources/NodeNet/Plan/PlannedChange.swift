@@ -32,10 +32,12 @@ enum Operation: Sendable, Equatable {
     case attachProgram(device: String, DatapathProgram, replacing: Bool)
     /// Removes one of our tc filters.
     case detachProgram(device: String, priority: UInt16, handle: UInt32)
+    /// Removes a pinned tcx link (which detaches its program).
+    case unpinLink(name: String)
 
     var scope: NamespaceScope {
         switch self {
-        case .createHostPair, .setSysctl, .createEndpoint, .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram:
+        case .createHostPair, .setSysctl, .createEndpoint, .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram, .unpinLink:
             return .node
         case .setLink(let s, _, _, _), .addAddress(let s, _, _, _), .deleteAddress(let s, _, _), .putRoute(let s, _, _),
             .deleteRoute(let s, _), .deleteLink(let s, _):

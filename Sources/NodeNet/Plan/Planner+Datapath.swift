@@ -29,11 +29,28 @@ extension Planner {
     }
 
     private mutating func attach(_ program: DatapathProgram, on device: String, deviceIsNew: Bool) {
+        if attachMode == .tcx {
+            let index = deviceIsNew ? nil : observed.node.links[device]?.index
+            if let index, observed.tcxLinks.contains(program.linkPinName(device: device, ifindex: index)) { return }
+            let sameDevice = index.map { i in observed.tcxLinks.first { $0.hasPrefix(program.linkPinPrefix(device: device) + "\(i)@") } } ?? nil
+            addChange(sameDevice == nil ? .create : .update, "datapath", .node, "\(program.rawValue) on \(device)",
+                      wanted: "tcx ingress link, program \(program.filterName)", found: sameDevice.map { "tcx link \($0)" },
+                      .attachProgram(device: device, program, replacing: sameDevice != nil))
+            return
+        }
         let current = deviceIsNew ? nil : filter(on: device, program)
         guard current?.bpf?.name != program.filterName else { return }
         addChange(current == nil ? .create : .update, "datapath", .node, "\(program.rawValue) on \(device)",
                   wanted: "tc ingress bpf \(program.filterName) direct-action", found: current?.bpf?.name,
                   .attachProgram(device: device, program, replacing: current != nil))
+    }
+
+    /// tcx links that no wanted attachment uses (device gone or recreated, pod removed,
+    /// another mode in effect).
+    private mutating func pruneLinks(keeping wanted: Set<String>) {
+        for name in observed.tcxLinks.sorted() where !wanted.contains(name) {
+            addChange(.delete, "datapath", .node, "tcx link \(name)", wanted: nil, found: name, .unpinLink(name: name))
+        }
     }
 
     mutating func planDatapathPrune() {
@@ -43,9 +60,27 @@ extension Planner {
                 addChange(.delete, "datapath", .node, "endpoint map entry \(ip)", wanted: nil, found: entry.description,
                           .deleteEndpointEntry(ip: ip, previous: entry))
             }
-            return
         }
-        // Kernel mode: take our programs off the devices (switching back from BPF mode).
+        if datapath == .bpf && attachMode == .tcx {
+            // Links in use: the current pin of each wanted attachment (devices as observed).
+            var keep: Set<String> = []
+            for endpoint in desired.endpoints where !recreated.contains(endpoint.hostDevice) {
+                if let i = observed.node.links[endpoint.hostDevice]?.index { keep.insert(DatapathProgram.fromContainer.linkPinName(device: endpoint.hostDevice, ifindex: i)) }
+            }
+            if let i = observed.node.links[device]?.index { keep.insert(DatapathProgram.fromNetdev.linkPinName(device: device, ifindex: i)) }
+            // A link being replaced in place keeps its (renamed) pin: do not prune those.
+            let replaced = changes.compactMap { c -> String? in
+                if case .attachProgram(let d, let p, true) = c.operation, let i = observed.node.links[d]?.index {
+                    return observed.tcxLinks.first { $0.hasPrefix(p.linkPinPrefix(device: d) + "\(i)@") }
+                }
+                return nil
+            }
+            pruneLinks(keeping: keep.union(replaced))
+        } else {
+            pruneLinks(keeping: [])
+        }
+        if datapath == .bpf && attachMode == .clsact { return }
+        // Kernel mode, or tcx: our cls_bpf filters come off (switching modes).
         for (device, filters) in observed.ingressFilters.sorted(by: { $0.key < $1.key }) {
             for f in filters where DatapathProgram.isOurs(f) {
                 addChange(.delete, "datapath", .node, "\(f.bpf?.name ?? "filter") on \(device)", wanted: nil, found: "tc ingress bpf \(f.bpf?.name ?? "")",

@@ -17,19 +17,24 @@ public struct Planner {
     let ledger: Ledger?
     let device: String
     let datapath: DatapathMode
-    private var changes: [PlannedChange] = []
+    let attachMode: AttachMode
+    private(set) var changes: [PlannedChange] = []
     /// Endpoint devices this plan deletes and creates again: what the kernel shows for them
     /// (routes, sysctls, filters) belongs to the old device and goes away with it.
     var recreated: Set<String> = []
     private var conflicts: [String] = []
 
-    public static func plan(desired: DesiredState, observed: ObservedState, ledger: Ledger?, nativeDevice: String, datapath: DatapathMode = .kernel) -> Plan {
-        var p = Planner(desired: desired, observed: observed, ledger: ledger, device: nativeDevice, datapath: datapath)
+    public static func plan(
+        desired: DesiredState, observed: ObservedState, ledger: Ledger?, nativeDevice: String, datapath: DatapathMode = .kernel,
+        attachMode: AttachMode = .clsact
+    ) -> Plan {
+        var p = Planner(desired: desired, observed: observed, ledger: ledger, device: nativeDevice, datapath: datapath, attachMode: attachMode)
         p.run()
         return Plan(changes: p.changes, conflicts: p.conflicts)
     }
 
-    private init(desired: DesiredState, observed: ObservedState, ledger: Ledger?, device: String, datapath: DatapathMode) {
+    private init(desired: DesiredState, observed: ObservedState, ledger: Ledger?, device: String, datapath: DatapathMode, attachMode: AttachMode) {
+        self.attachMode = attachMode
         self.desired = desired
         self.observed = observed
         self.ledger = ledger

@@ -160,7 +160,21 @@ public enum DatapathMode: String, Sendable, Equatable, CaseIterable {
     case bpf
 }
 
+/// How the BPF programs attach to devices.
+public enum AttachMode: String, Sendable, Equatable, CaseIterable {
+    /// tcx where the kernel has it (6.6+), else clsact.
+    case auto
+    /// tcx links (kernel >= 6.6), pinned so they outlive the process.
+    case tcx
+    /// A clsact qdisc with direct-action cls_bpf filters (every kernel >= 5.10).
+    case clsact
+}
+
 public struct DatapathSettings: Sendable, Equatable {
     public var mode: DatapathMode
-    public init(mode: DatapathMode = .kernel) { self.mode = mode }
+    public var attachMode: AttachMode
+    public init(mode: DatapathMode = .kernel, attachMode: AttachMode = .auto) {
+        self.mode = mode
+        self.attachMode = attachMode
+    }
 }

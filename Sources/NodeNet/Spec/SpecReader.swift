@@ -134,7 +134,12 @@ struct SpecReader {
         let autoDirect = bool(top, "autoDirectNodeRoutes", "") ?? true
         let kpr = bool(top, "kubeProxyReplacement", "") ?? true
         var datapath = DatapathSettings()
-        if let fields = object(top["datapath"], "datapath", allowed: ["mode"]) {
+        if let fields = object(top["datapath"], "datapath", allowed: ["mode", "attachMode"]) {
+            if let attach = string(fields, "attachMode", "datapath", required: false) {
+                if let a = AttachMode(rawValue: attach) { datapath.attachMode = a } else {
+                    problem("datapath.attachMode", "\"\(attach)\" is not auto, tcx or clsact")
+                }
+            }
             if let mode = string(fields, "mode", "datapath", required: false) {
                 if let m = DatapathMode(rawValue: mode) {
                     datapath.mode = m

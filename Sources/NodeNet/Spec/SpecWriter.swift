@@ -10,7 +10,7 @@ extension NodeSpec {
         if let mtu = self.node.mtu { node["mtu"] = mtu }
         var top: [String: Any] = [
             "apiVersion": NodeSpec.apiVersion, "node": node, "autoDirectNodeRoutes": autoDirectNodeRoutes,
-            "kubeProxyReplacement": kubeProxyReplacement, "datapath": ["mode": datapath.mode.rawValue],
+            "kubeProxyReplacement": kubeProxyReplacement, "datapath": ["mode": datapath.mode.rawValue, "attachMode": datapath.attachMode.rawValue],
             "stateDirectory": stateDirectory, "bpffsDirectory": bpffsDirectory, "nodePortRange": "\(nodePortRange.lowerBound)-\(nodePortRange.upperBound)",
             "pods": pods.map { ["name": $0.name, "namespace": $0.namespace, "netns": $0.netns, "ip": $0.ip.description] },
             "nodes": nodes.map { ["name": $0.name, "address": $0.address.description, "podCIDR": $0.podCIDR.description] },
