@@ -54,7 +54,7 @@ let package = Package(
         .testTarget(
             name: "NetlinkTests", dependencies: ["Netlink", "CBPF", "TestSupport"],
             resources: [.copy("Fixtures")]),
-        .testTarget(name: "NodeNetTests", dependencies: ["NodeNet", "BPF", "TestSupport"]),
+        .testTarget(name: "NodeNetTests", dependencies: ["NodeNet", "BPF", "CBPF", "CNodeNetBPF", "TestSupport"]),
         .testTarget(name: "BPFTests", dependencies: ["BPF", "CNodeNetBPF", "NodeNet", "TestSupport"]),
     ]
 )

@@ -56,6 +56,8 @@ public final class BPFObject: @unchecked Sendable {
 
     deinit { bpf_object__close(handle) }
 
+    var handleForShapes: OpaquePointer { handle }
+
     /// All maps of the object.
     private var maps: [OpaquePointer] {
         var result: [OpaquePointer] = []
@@ -103,5 +105,52 @@ public final class BPFObject: @unchecked Sendable {
             throw BPFError(EINVAL, "map \(mapName): key/value sizes \(bpf_map__key_size(m))/\(bpf_map__value_size(m)) do not match \(Key.self)/\(Value.self)")
         }
         return BPFMap(fd: bpf_map__fd(m), name: mapName, perCPU: bpf_map__type(m) == BPF_MAP_TYPE_PERCPU_ARRAY || bpf_map__type(m) == BPF_MAP_TYPE_PERCPU_HASH, owned: false)
+    }
+}
+
+/// The shape of a map: what must match for a pinned map to be reused.
+public struct BPFMapShape: Sendable, Equatable, CustomStringConvertible {
+    public var type: UInt32
+    public var keySize: UInt32
+    public var valueSize: UInt32
+    public var maxEntries: UInt32
+
+    public var description: String { "type \(type), key \(keySize) B, value \(valueSize) B, \(maxEntries) entries" }
+
+    /// The shapes of the maps an embedded object declares (opened, not loaded).
+    public static func declared(inEmbedded name: String) throws -> [String: BPFMapShape] {
+        let object = try BPFObject(embedded: name)
+        return object.declaredShapes()
+    }
+
+    /// The shape of the map pinned at `path`, or nil when nothing is pinned there.
+    public static func pinned(at path: String) throws -> BPFMapShape? {
+        let fd = bpf_obj_get(path)
+        if fd < 0 {
+            if errno == ENOENT { return nil }
+            throw BPFError(errno, "opening pinned map \(path)")
+        }
+        defer { close(fd) }
+        var info = bpf_map_info()
+        var length = UInt32(MemoryLayout<bpf_map_info>.size)
+        let rc = bpf_obj_get_info_by_fd(fd, &info, &length)
+        guard rc == 0 else { throw BPFError.libbpf(rc, "reading map info of \(path)") }
+        return BPFMapShape(type: info.type, keySize: info.key_size, valueSize: info.value_size, maxEntries: info.max_entries)
+    }
+}
+
+extension BPFObject {
+    func declaredShapes() -> [String: BPFMapShape] {
+        var result: [String: BPFMapShape] = [:]
+        var map = bpf_object__next_map(handleForShapes, nil)
+        while let m = map {
+            let name = String(cString: bpf_map__name(m))
+            if !name.contains(".") {
+                result[name] = BPFMapShape(type: bpf_map__type(m).rawValue, keySize: bpf_map__key_size(m),
+                                           valueSize: bpf_map__value_size(m), maxEntries: bpf_map__max_entries(m))
+            }
+            map = bpf_object__next_map(handleForShapes, m)
+        }
+        return result
     }
 }

@@ -1,4 +1,6 @@
 import BPF
+import CBPF
+import CNodeNetBPF
 import Foundation
 import Testing
 import TestSupport
@@ -322,6 +324,19 @@ extension BPFModeApplyTests {
             #expect(try LabProbe.forwardedDatagrams(in: t.namespace) == forwarded, "tcx programs redirect too")
             #expect(try t.controller(tcx).apply().changes.isEmpty)
 
+            // A link left by an older build (another digest in its pin name) gets this build's
+            // program in place (bpf_link_update), and its pin follows.
+            let dir = tcx.bpffsDirectory + "/links"
+            let current = try #require(links.first { $0.hasPrefix("from-netdev@") })
+            let older = current.split(separator: "@").dropLast().joined(separator: "@") + "@0badc0de"
+            try BPFPin.move(from: "\(dir)/\(current)", to: "\(dir)/\(older)")
+            let upgrade = try t.controller(tcx).apply()
+            #expect(upgrade.changes.map(\.subject) == ["from-netdev on eth0"] && upgrade.changes.first?.action == .update)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == links)
+            let afterUpgrade = try LabProbe.forwardedDatagrams(in: t.namespace)
+            #expect(try t.ping(from: 0, "10.0.2.204"))
+            #expect(try LabProbe.forwardedDatagrams(in: t.namespace) == afterUpgrade)
+
             // tcx -> clsact: links unpinned (programs detached), filters attached.
             let clsact = bpfSpec(t, attach: .clsact)
             var other = clsact
@@ -347,5 +362,38 @@ extension BPFModeApplyTests {
         var spec = PlannerTests.spec
         spec.datapath = DatapathSettings(mode: .bpf, attachMode: .auto)
         #expect(spec.effectiveAttachMode == (TCXLink.isSupported ? .tcx : .clsact))
+    }
+}
+
+extension BPFModeApplyTests {
+    /// An upgrade whose endpoints map has another layout: the incompatible pinned map is set
+    /// aside, this build's maps are created and filled, every program is replaced, and only
+    /// then is the old map dropped. Traffic keeps flowing.
+    @Test(arguments: [AttachMode.clsact, .tcx])
+    func anIncompatiblePinnedMapIsReplacedAfterTheNewProgramsAreAttached(_ attach: AttachMode) async throws {
+        if attach == .tcx && !TCXLink.isSupported { return }
+        try await TestNode.with(pods: 2) { t in
+            let spec = bpfSpec(t, attach: attach)
+            defer { BPFFS.remove(spec.bpffsDirectory) }
+            _ = try t.controller(spec).apply()
+            // Put a map of another layout (value 8 bytes) where the endpoints map is pinned.
+            let path = "\(spec.bpffsDirectory)/nodenet_endpoints"
+            #expect(unlink(path) == 0)
+            let fd = bpf_map_create(BPF_MAP_TYPE_HASH, "nodenet_endpoi", 4, 8, 128, nil)
+            try #require(fd >= 0)
+            #expect(bpf_obj_pin(fd, path) == 0)
+            close(fd)
+            let plan = try t.controller(spec).plan()
+            #expect(plan.changes.first { $0.kind == "datapath" }?.subject == "pinned maps nodenet_endpoints")
+            #expect(plan.changes.last { $0.kind == "datapath" }?.subject == "pinned maps set aside", "the old map goes last")
+            let report = try t.controller(spec).apply()
+            #expect(report.verified, "\(report.mismatches)")
+            #expect(try BPFMapShape.pinned(at: path)?.valueSize == UInt32(MemoryLayout<nodenet_endpoint>.size))
+            #expect(!FileManager.default.fileExists(atPath: path + "_old"))
+            let forwarded = try LabProbe.forwardedDatagrams(in: t.namespace)
+            #expect(try t.ping(from: 0, "10.0.2.204"))
+            #expect(try LabProbe.forwardedDatagrams(in: t.namespace) == forwarded, "the new programs use the new, filled map")
+            #expect(try t.controller(spec).plan().isEmpty)
+        }
     }
 }

@@ -14,6 +14,8 @@ struct Applier {
         case endpointEntry(IPAddress, EndpointEntry?)
         /// Removes a pinned tcx link (detaching its program).
         case unpin(String)
+        /// Puts a pinned map set aside (`PATH_old`) back at PATH.
+        case restorePin(String)
         /// Cannot be restored (a deleted link comes back only as a new link).
         case irreversible(String)
     }
@@ -56,7 +58,9 @@ struct Applier {
 
     private func groupKey(_ op: Operation) -> GroupKey? {
         switch op {
-        case .createHostPair, .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram, .unpinLink: return nil
+        case .createHostPair, .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram, .unpinLink, .setAsidePinnedMaps,
+            .dropOldPinnedMaps:
+            return nil
         case .setSysctl: return .sysctl
         default: return .netlink(op.scope)
         }
@@ -69,7 +73,7 @@ struct Applier {
 
     private mutating func execute(_ group: [PlannedChange]) throws {
         switch group[0].operation {
-        case .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram, .unpinLink:
+        case .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram, .unpinLink, .setAsidePinnedMaps, .dropOldPinnedMaps:
             do { try executeDatapath(group[0].operation) } catch { throw GroupFailure(change: group[0], error: error) }
             applied += 1
         case .setSysctl:
@@ -167,7 +171,8 @@ struct Applier {
             return (route.addRequest, .request(scope, route.deleteRequest))
         case .deleteRoute(let scope, let route):
             return (route.deleteRequest, .request(scope, route.addRequest))
-        case .setSysctl, .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram, .unpinLink:
+        case .setSysctl, .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram, .unpinLink, .setAsidePinnedMaps,
+            .dropOldPinnedMaps:
             fatalError("applied outside netlink groups")
         case .createEndpoint(let device, let netns, let mtu):
             let fd: Int32
@@ -216,12 +221,21 @@ struct Applier {
             let prefix = program.linkPinPrefix(device: device) + "\(link.index)@"
             if replacing, let old = try FileManager.default.contentsOfDirectory(atPath: spec.linkDirectory).first(where: { $0.hasPrefix(prefix) }) {
                 try TCXLink.replaceProgram(pinnedAt: "\(spec.linkDirectory)/\(old)", with: fd)
-                guard rename("\(spec.linkDirectory)/\(old)", path) == 0 else { throw NodeNetError.state("renaming pin \(old): \(String(cString: strerror(errno)))") }
+                if "\(spec.linkDirectory)/\(old)" != path { try BPFPin.move(from: "\(spec.linkDirectory)/\(old)", to: path) }
                 undo.append(.irreversible("\(program.filterName) replaced the previous program on \(device)"))
             } else {
                 try NetworkNamespace.run(in: session.namespace) { try TCXLink.attachIngress(programFD: fd, ifindex: link.index, pinAt: path) }
                 undo.append(.unpin(path))
             }
+        case .setAsidePinnedMaps(let names):
+            for name in names {
+                let path = "\(spec.bpffsDirectory)/\(name)"
+                try BPFPin.move(from: path, to: path + "_old")
+                undo.append(.restorePin(path))
+            }
+        case .dropOldPinnedMaps(let names):
+            for name in names { unlink("\(spec.bpffsDirectory)/\(name)_old") }
+            undo.append(.irreversible("the incompatible maps set aside were dropped"))
         case .unpinLink(let name):
             let path = "\(spec.linkDirectory)/\(name)"
             guard unlink(path) == 0 || errno == ENOENT else { throw NodeNetError.state("removing \(path): \(String(cString: strerror(errno)))") }
@@ -279,6 +293,14 @@ struct Applier {
                     undone += 1
                 } catch {
                     failures.append("restoring endpoint map entry \(ip): \(error)")
+                }
+            case .restorePin(let path):
+                unlink(path)
+                do {
+                    try BPFPin.move(from: path + "_old", to: path)
+                    undone += 1
+                } catch {
+                    failures.append("restoring \(path): \(error)")
                 }
             case .unpin(let path):
                 if unlink(path) == 0 || errno == ENOENT { undone += 1 } else { failures.append("removing \(path): \(String(cString: strerror(errno)))") }

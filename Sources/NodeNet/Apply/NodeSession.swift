@@ -65,7 +65,13 @@ public final class NodeSession: @unchecked Sendable {
                 guard let link = nodeState.links[device] else { continue }
                 observed.ingressFilters[device] = (try? node.filters(interfaceIndex: link.index, direction: .ingress)) ?? []
             }
-            if spec.datapath.mode == .bpf { observed.endpointEntries = try DatapathObjects.pinnedEntries(spec) }
+            if spec.datapath.mode == .bpf {
+                observed.incompatibleMaps = try DatapathObjects.incompatiblePins(spec)
+                observed.oldPins = ((try? FileManager.default.contentsOfDirectory(atPath: spec.bpffsDirectory)) ?? [])
+                    .filter { $0.hasSuffix("_old") }.map { String($0.dropLast(4)) }.sorted()
+                // An incompatible endpoints map cannot be read with this build's layout.
+                if observed.incompatibleMaps["nodenet_endpoints"] == nil { observed.endpointEntries = try DatapathObjects.pinnedEntries(spec) }
+            }
             observed.tcxLinks = Set((try? FileManager.default.contentsOfDirectory(atPath: spec.linkDirectory)) ?? [])
         }
         return observed

@@ -104,6 +104,20 @@ final class DatapathObjects {
         return result
     }
 
+    /// Pinned maps of the node whose shape differs from what this build declares (an
+    /// upgrade that changed a layout): name -> (pinned, wanted).
+    static func incompatiblePins(_ spec: NodeSpec) throws -> [String: String] {
+        var result: [String: String] = [:]
+        for program in DatapathProgram.allCases {
+            for (name, wanted) in try BPFMapShape.declared(inEmbedded: program.object) {
+                if let pinned = try BPFMapShape.pinned(at: "\(spec.bpffsDirectory)/\(name)"), pinned != wanted {
+                    result[name] = "pinned \(pinned); this build wants \(wanted)"
+                }
+            }
+        }
+        return result
+    }
+
     /// Removes the node's pinned maps and its bpffs directory.
     static func unpin(_ spec: NodeSpec) -> Bool {
         let existed = FileManager.default.fileExists(atPath: spec.bpffsDirectory)

@@ -39,6 +39,10 @@ public struct ObservedState: Sendable, Equatable {
     public var podErrors: [String: String]
     /// Ingress tc filters of the endpoint devices and the native device (node namespace).
     public var ingressFilters: [String: [TCFilter]] = [:]
+    /// Maps set aside by an interrupted migration (`NAME_old` pins), by NAME.
+    public var oldPins: [String] = []
+    /// Pinned maps whose layout differs from this build's (name -> explanation).
+    public var incompatibleMaps: [String: String] = [:]
     /// Names of the pinned tcx links in the node's bpffs `links` directory.
     public var tcxLinks: Set<String> = []
     /// Entries of the node's pinned endpoints map, by pod IP.

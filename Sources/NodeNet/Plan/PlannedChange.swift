@@ -34,10 +34,15 @@ enum Operation: Sendable, Equatable {
     case detachProgram(device: String, priority: UInt16, handle: UInt32)
     /// Removes a pinned tcx link (which detaches its program).
     case unpinLink(name: String)
+    /// Moves incompatible pinned maps aside (`NAME_old`): attached programs keep using them
+    /// while this build's maps are created, filled and its programs attached.
+    case setAsidePinnedMaps([String])
+    /// Drops the maps set aside, once every program uses the new ones.
+    case dropOldPinnedMaps([String])
 
     var scope: NamespaceScope {
         switch self {
-        case .createHostPair, .setSysctl, .createEndpoint, .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram, .unpinLink:
+        case .createHostPair, .setSysctl, .createEndpoint, .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram, .unpinLink, .setAsidePinnedMaps, .dropOldPinnedMaps:
             return .node
         case .setLink(let s, _, _, _), .addAddress(let s, _, _, _), .deleteAddress(let s, _, _), .putRoute(let s, _, _),
             .deleteRoute(let s, _), .deleteLink(let s, _):

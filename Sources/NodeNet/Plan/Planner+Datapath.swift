@@ -13,10 +13,21 @@ extension Planner {
         return EndpointEntry(ifindex: UInt32(host.index), hostMAC: hostMAC, podMAC: podMAC)
     }
 
+    /// Whether this build's maps replace incompatible pinned ones in this plan: then every
+    /// entry is written again and every program replaced before the old maps go.
+    var migratingMaps: Bool { datapath == .bpf && !observed.incompatibleMaps.isEmpty }
+
     mutating func planDatapath() {
         guard datapath == .bpf else { return }
+        if migratingMaps {
+            let names = observed.incompatibleMaps.keys.sorted()
+            addChange(.update, "datapath", .node, "pinned maps \(names.joined(separator: ", "))",
+                      wanted: "this build's layout (new maps, filled, then programs replaced)",
+                      found: names.map { "\($0): \(observed.incompatibleMaps[$0]!)" }.joined(separator: "; "),
+                      .setAsidePinnedMaps(names))
+        }
         for endpoint in desired.endpoints where observed.pods[endpoint.pod.netns] != nil {
-            let current = observed.endpointEntries[endpoint.pod.ip]
+            let current = migratingMaps ? nil : observed.endpointEntries[endpoint.pod.ip]
             let wanted = wantedEntry(endpoint)
             if wanted == nil || current != wanted {
                 addChange(current == nil ? .create : .update, "datapath", .node, "endpoint map entry \(endpoint.pod.ip)",
@@ -31,7 +42,7 @@ extension Planner {
     private mutating func attach(_ program: DatapathProgram, on device: String, deviceIsNew: Bool) {
         if attachMode == .tcx {
             let index = deviceIsNew ? nil : observed.node.links[device]?.index
-            if let index, observed.tcxLinks.contains(program.linkPinName(device: device, ifindex: index)) { return }
+            if !migratingMaps, let index, observed.tcxLinks.contains(program.linkPinName(device: device, ifindex: index)) { return }
             let sameDevice = index.map { i in observed.tcxLinks.first { $0.hasPrefix(program.linkPinPrefix(device: device) + "\(i)@") } } ?? nil
             addChange(sameDevice == nil ? .create : .update, "datapath", .node, "\(program.rawValue) on \(device)",
                       wanted: "tcx ingress link, program \(program.filterName)", found: sameDevice.map { "tcx link \($0)" },
@@ -39,7 +50,7 @@ extension Planner {
             return
         }
         let current = deviceIsNew ? nil : filter(on: device, program)
-        guard current?.bpf?.name != program.filterName else { return }
+        guard migratingMaps || current?.bpf?.name != program.filterName else { return }
         addChange(current == nil ? .create : .update, "datapath", .node, "\(program.rawValue) on \(device)",
                   wanted: "tc ingress bpf \(program.filterName) direct-action", found: current?.bpf?.name,
                   .attachProgram(device: device, program, replacing: current != nil))
@@ -54,7 +65,14 @@ extension Planner {
     }
 
     mutating func planDatapathPrune() {
-        if datapath == .bpf {
+        if migratingMaps { addChange(.delete, "datapath", .node, "pinned maps set aside", wanted: nil,
+                                     found: observed.incompatibleMaps.keys.sorted().map { "\($0)_old" }.joined(separator: ", "),
+                                     .dropOldPinnedMaps(observed.incompatibleMaps.keys.sorted())) }
+        if !migratingMaps && !observed.oldPins.isEmpty {
+            addChange(.delete, "datapath", .node, "pinned maps left aside", wanted: nil,
+                      found: observed.oldPins.map { "\($0)_old" }.joined(separator: ", "), .dropOldPinnedMaps(observed.oldPins))
+        }
+        if datapath == .bpf && !migratingMaps {
             let wanted = Set(desired.endpoints.map(\.pod.ip))
             for (ip, entry) in observed.endpointEntries.sorted(by: { $0.key < $1.key }) where !wanted.contains(ip) {
                 addChange(.delete, "datapath", .node, "endpoint map entry \(ip)", wanted: nil, found: entry.description,
