@@ -99,6 +99,12 @@ struct DatapathTests {
             let lxc = try #require(try NetlinkSocket(namespace: t.namespace).link(named: NodeNetNames.endpointDevice(for: t.spec().pods[1])))
             let neighbours = try server.neighbours(family: .inet, interfaceIndex: eth0.index)
             #expect(neighbours.contains { $0.address == IPAddress("10.0.2.184") && $0.linkLayerAddress == lxc.address }, "\(neighbours)")
+            // Capture in the server pod: the frame from 10.0.2.32 arrives with the server's own lxc MAC as source.
+            let capture = try FrameCapture(namespace: .named(t.pods[1]), device: "eth0")
+            _ = try runTool(["ip", "netns", "exec", t.pods[0], "ping", "-c", "1", "-W", "2", "10.0.2.204"])
+            let frame = try #require(capture.next { $0.count >= 34 && $0[23] == 1 && Array($0[26..<30]) == [10, 0, 2, 32] }, "an ICMP frame from 10.0.2.32")
+            #expect(MACAddress(bytes: frame[6..<12]) == lxc.address, "source MAC is the server's lxc")
+            #expect(MACAddress(bytes: frame[0..<6]) == eth0.address, "destination MAC is the pod's eth0")
         }
     }
 
@@ -114,5 +120,51 @@ struct DatapathTests {
             // The pod's own address still works.
             #expect(try t.ping(from: 0, "10.0.2.204"))
         }
+    }
+}
+
+/// `struct sockaddr_ll` (linux/if_packet.h), which Swift's Glibc module does not export.
+struct LinkLayerAddress {
+    var family: UInt16 = UInt16(AF_PACKET)
+    var protocolBE: UInt16 = UInt16(3).bigEndian  // ETH_P_ALL
+    var ifindex: Int32 = 0
+    var hatype: UInt16 = 0
+    var pkttype: UInt8 = 0  // 4 = PACKET_OUTGOING
+    var halen: UInt8 = 0
+    var addr: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0)
+}
+
+/// Raw frames received on a device inside a namespace (AF_PACKET), for checking headers.
+final class FrameCapture {
+    let fd: Int32
+
+    init(namespace: NamespaceReference, device: String) throws {
+        fd = try NetworkNamespace.run(in: namespace) {
+            let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue), Int32(UInt16(3).bigEndian))
+            guard fd >= 0 else { throw BPFError(errno, "AF_PACKET socket") }
+            var addr = LinkLayerAddress()
+            addr.ifindex = Int32(if_nametoindex(device))
+            let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<LinkLayerAddress>.size)) } }
+            guard rc == 0 else { throw BPFError(errno, "binding AF_PACKET to \(device)") }
+            var tv = timeval(tv_sec: 2, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+            return fd
+        }
+    }
+
+    deinit { close(fd) }
+
+    /// The first received frame (at most 200, within the receive timeout) that `matches`.
+    func next(_ matches: ([UInt8]) -> Bool) -> [UInt8]? {
+        var buffer = [UInt8](repeating: 0, count: 2048)
+        for _ in 0..<200 {
+            var from = LinkLayerAddress()
+            var length = socklen_t(MemoryLayout<LinkLayerAddress>.size)
+            let n = withUnsafeMutablePointer(to: &from) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(fd, &buffer, buffer.count, 0, $0, &length) } }
+            guard n > 0 else { return nil }
+            // Only frames coming in (not the pod's own replies going out).
+            if from.pkttype != 4, matches(Array(buffer[0..<n])) { return Array(buffer[0..<n]) }
+        }
+        return nil
     }
 }
