@@ -42,6 +42,7 @@ public final class NodeController: @unchecked Sendable {
         let start = clock.now
         let desired = try desiredState()
         let previousLedger = try Ledger.load(from: spec.stateDirectory)
+        let previousLedgerBytes = Ledger.snapshot(in: spec.stateDirectory)
         let plan = try plan(desired, ledger: previousLedger)
         guard plan.conflicts.isEmpty else {
             throw NodeNetError.conflict("cannot apply:\n" + plan.conflicts.map { "  \($0)" }.joined(separator: "\n"))
@@ -75,9 +76,8 @@ public final class NodeController: @unchecked Sendable {
         do {
             try applier.run(plan.changes)
         } catch let failure as ApplyFailure {
-            if failure.rollback.complete {
-                if previousLedger != nil { try? ledger.save(to: spec.stateDirectory) } else { Ledger.remove(from: spec.stateDirectory) }
-            }
+            // Rolled back completely: the ledger goes back to exactly what it was.
+            if failure.rollback.complete { Ledger.restore(previousLedgerBytes, in: spec.stateDirectory) }
             throw failure
         }
         let after = try self.plan(desired, ledger: inProgress)

@@ -63,6 +63,15 @@ public struct Ledger: Codable, Sendable, Equatable {
         }
     }
 
+    /// The ledger file's exact bytes (to put back after a rollback), nil when there is none.
+    static func snapshot(in directory: String) -> Data? { FileManager.default.contents(atPath: path(in: directory)) }
+
+    /// Puts back a snapshot taken with `snapshot(in:)` (removes the ledger when it was nil).
+    static func restore(_ snapshot: Data?, in directory: String) {
+        guard let snapshot else { return remove(from: directory) }
+        try? snapshot.write(to: URL(fileURLWithPath: path(in: directory)), options: .atomic)
+    }
+
     public static func remove(from directory: String) {
         unlink(path(in: directory))
         rmdir(directory)
