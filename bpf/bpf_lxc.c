@@ -62,7 +62,8 @@ int nodenet_from_container(struct __sk_buff *skb)
 	fib.family = AF_INET;
 	fib.tos = ip->tos;
 	fib.l4_protocol = ip->protocol;
-	fib.tot_len = bpf_ntohs(ip->tot_len);
+	/* tot_len stays 0: with it set, the kernel checks the IP length (64 KiB for a GSO packet)
+	 * against the route MTU and answers FRAG_NEEDED; at 0 it checks the skb, GSO-aware. */
 	fib.ipv4_src = ip->saddr;
 	fib.ipv4_dst = ip->daddr;
 	fib.ifindex = skb->ifindex;
@@ -78,6 +79,10 @@ int nodenet_from_container(struct __sk_buff *skb)
 	ip = data + sizeof(struct ethhdr);
 	if ((void *)(ip + 1) > end)
 		return TC_ACT_OK;
+	if (ip->ttl <= 1) {
+		nodenet_emit(skb, NODENET_VERDICT_TO_STACK, ip, 0);
+		return TC_ACT_OK;
+	}
 	/* Emit first: changing the packet (TTL) invalidates packet pointers. */
 	nodenet_emit(skb, NODENET_VERDICT_REMOTE_REDIRECT, ip, fib.ifindex);
 	if (nodenet_dec_ttl(skb, ip) < 0)

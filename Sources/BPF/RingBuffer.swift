@@ -23,14 +23,12 @@ public final class BPFRingBuffer: @unchecked Sendable {
             sink.onRecord(Array(UnsafeRawBufferPointer(start: data, count: Int(size))))
             return 0
         }, box.toOpaque(), nil)
-        guard handle != nil else {
-            box.release()
-            throw BPFError(errno, "opening the ring buffer")
-        }
+        // On failure deinit releases the box (the object is fully initialised here).
+        guard handle != nil else { throw BPFError(errno, "opening the ring buffer") }
     }
 
     deinit {
-        ring_buffer__free(handle)
+        if let handle { ring_buffer__free(handle) }
         box.release()
     }
 

@@ -39,6 +39,11 @@ static __always_inline int nodenet_deliver_local(struct __sk_buff *skb, struct i
 	__u32 ifindex = dst->ifindex;
 	__builtin_memcpy(pod_mac, dst->pod_mac, 6);
 	__builtin_memcpy(host_mac, dst->host_mac, 6);
+	if (ip->ttl <= 1) {
+		/* Expiring: the stack answers with ICMP time exceeded. */
+		nodenet_emit(skb, NODENET_VERDICT_TO_STACK, ip, 0);
+		return TC_ACT_OK;
+	}
 	nodenet_emit(skb, NODENET_VERDICT_LOCAL_REDIRECT, ip, ifindex);
 	if (nodenet_dec_ttl(skb, ip) < 0)
 		return TC_ACT_OK;

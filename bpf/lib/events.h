@@ -36,7 +36,9 @@ static __always_inline void nodenet_emit(struct __sk_buff *skb, __u8 verdict, st
 			e.protocol = ip->protocol;
 			e.saddr = ip->saddr;
 			e.daddr = ip->daddr;
-			if (ip->ihl == 5 && (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP)) {
+			/* Ports only in a first (or unfragmented) fragment. */
+			if (ip->ihl == 5 && (ip->frag_off & bpf_htons(0x1fff)) == 0 &&
+			    (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP)) {
 				__be16 *ports = (void *)(ip + 1);
 				if ((void *)(ports + 2) <= end) {
 					e.sport = ports[0];

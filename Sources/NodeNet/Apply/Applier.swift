@@ -215,7 +215,7 @@ struct Applier {
             undo.append(.endpointEntry(ip, previous))
         case .attachProgram(let device, let program, let replacing) where spec.effectiveAttachMode == .tcx:
             guard let link = try node.link(named: device) else { throw NodeNetError.missing("\(device) does not exist") }
-            try FileManager.default.createDirectory(atPath: spec.linkDirectory, withIntermediateDirectories: true)
+            try BPFFS.prepare(spec.linkDirectory)
             let path = "\(spec.linkDirectory)/\(program.linkPinName(device: device, ifindex: link.index))"
             let fd = try loadedDatapath().programFD(program)
             let prefix = program.linkPinPrefix(device: device) + "\(link.index)@"

@@ -73,9 +73,14 @@ public final class DatapathMonitor: @unchecked Sendable {
         }
         let sink = EventSink()
         let fd = try BPFRingBuffer.pinnedFD(at: "\(bpffsDirectory)/nodenet_events")
-        ring = try BPFRingBuffer(mapFD: fd) { bytes in
+        do {
+            ring = try BPFRingBuffer(mapFD: fd) { bytes in
             guard bytes.count >= MemoryLayout<nodenet_event>.size else { return }
             sink.events.append(bytes.withUnsafeBytes { $0.loadUnaligned(as: nodenet_event.self) })
+            }
+        } catch {
+            close(fd)
+            throw error
         }
         self.ringFD = fd
         self.flag = flag
