@@ -4,14 +4,17 @@
  * - a source address that is not the pod's own is dropped (spoofing);
  * - a local destination is delivered straight into that pod (bpf_redirect_peer), with the
  *   destination lxc MAC as source, as the seed observes; no routing stack, no cilium_host;
+ * - replies of flows translated on this node get their frontend back as source; with socket
+ *   LB off, service frontends are translated here per packet (conntrack);
+ * - traffic leaving nativeRoutingCIDR (not to a node) is masqueraded to the node's address;
  * - anything else is looked up in the FIB and sent to the next hop (bpf_redirect_neigh);
  * - what the program cannot handle goes to the kernel stack, which still works. */
 #include "lib/common.h"
 #include "lib/arp.h"
 #include "lib/l3.h"
 #include "lib/endpoints.h"
-
-const volatile struct nodenet_lxc_config CONFIG = {};
+#include "lib/services.h"
+#include "lib/forward.h"
 
 SEC("tc")
 int nodenet_from_container(struct __sk_buff *skb)
@@ -44,51 +47,56 @@ int nodenet_from_container(struct __sk_buff *skb)
 	struct iphdr *ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > end)
 		return TC_ACT_OK;
+	if (ip->ihl < 5)
+		return nodenet_drop(skb, NODENET_VERDICT_DROP_SPOOFED);
 
 	struct nodenet_endpoint_key src_key = { .ip = ip->saddr };
 	struct nodenet_endpoint *src = bpf_map_lookup_elem(&nodenet_endpoints, &src_key);
-	if (!src || src->ifindex != skb->ifindex) {
-		nodenet_count(NODENET_VERDICT_DROP_SPOOFED);
-		nodenet_emit(skb, NODENET_VERDICT_DROP_SPOOFED, ip, 0);
-		return TC_ACT_SHOT;
+	if (!src || src->ifindex != skb->ifindex)
+		return nodenet_drop(skb, NODENET_VERDICT_DROP_SPOOFED);
+
+	struct nodenet_config cfg;
+	nodenet_settings_read(&cfg);
+	if (cfg.flags & (NODENET_CONFIG_SERVICES | NODENET_CONFIG_MASQUERADE)) {
+		struct nodenet_flow flow;
+		if (nodenet_flow_read(ip, end, &flow) == 0) {
+			int rc = NODENET_PASS;
+			if (cfg.flags & NODENET_CONFIG_SERVICES) {
+				rc = nodenet_reverse_service(skb, &flow);
+				if (rc == NODENET_PASS && (cfg.flags & NODENET_CONFIG_PACKET_LB))
+					rc = nodenet_translate_service(skb, &flow, 0);
+				if (rc == NODENET_NO_BACKEND)
+					return nodenet_drop(skb, NODENET_VERDICT_DROP_NO_BACKEND);
+				if (rc == NODENET_ERROR)
+					return TC_ACT_SHOT;
+			}
+			/* A reply of a NodePort flow already carries the node's address. */
+			if (rc == NODENET_PASS && nodenet_needs_masquerade(&cfg, flow.tuple.daddr)) {
+				int create = flow.tuple.proto != IPPROTO_TCP ||
+					     (flow.tcp_flags & (NODENET_TCP_SYN | NODENET_TCP_ACK)) == NODENET_TCP_SYN;
+				if (flow.tuple.proto == IPPROTO_ICMP)
+					create = flow.icmp_type == NODENET_ICMP_ECHO;
+				rc = nodenet_masquerade(skb, &cfg, &flow, create);
+				if (rc == NODENET_ERROR)
+					return nodenet_drop(skb, NODENET_VERDICT_DROP_NAT_EXHAUSTED);
+			}
+			if (rc == NODENET_TRANSLATED)
+				return nodenet_deliver(skb);
+		}
+		/* nodenet_flow_read wrote nothing: the packet pointers are still valid, but the
+		 * verifier wants them fresh after the calls above. */
+		data = (void *)(long)skb->data;
+		end = (void *)(long)skb->data_end;
+		ip = data + sizeof(struct ethhdr);
+		if ((void *)(ip + 1) > end)
+			return TC_ACT_OK;
 	}
 
 	struct nodenet_endpoint_key dst_key = { .ip = ip->daddr };
 	struct nodenet_endpoint *dst = bpf_map_lookup_elem(&nodenet_endpoints, &dst_key);
 	if (dst)
 		return nodenet_deliver_local(skb, ip, dst);
-
-	struct bpf_fib_lookup fib = {};
-	fib.family = AF_INET;
-	fib.tos = ip->tos;
-	fib.l4_protocol = ip->protocol;
-	/* tot_len stays 0: with it set, the kernel checks the IP length (64 KiB for a GSO packet)
-	 * against the route MTU and answers FRAG_NEEDED; at 0 it checks the skb, GSO-aware. */
-	fib.ipv4_src = ip->saddr;
-	fib.ipv4_dst = ip->daddr;
-	fib.ifindex = skb->ifindex;
-	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) {
-		nodenet_count(NODENET_VERDICT_TO_STACK);
-		nodenet_emit(skb, NODENET_VERDICT_TO_STACK, ip, 0);
-		return TC_ACT_OK;
-	}
-	/* Re-validate after the lookup: the verifier needs fresh packet pointers. */
-	data = (void *)(long)skb->data;
-	end = (void *)(long)skb->data_end;
-	ip = data + sizeof(struct ethhdr);
-	if ((void *)(ip + 1) > end)
-		return TC_ACT_OK;
-	if (ip->ttl <= 1) {
-		nodenet_emit(skb, NODENET_VERDICT_TO_STACK, ip, 0);
-		return TC_ACT_OK;
-	}
-	/* Emit first: changing the packet (TTL) invalidates packet pointers. */
-	nodenet_emit(skb, NODENET_VERDICT_REMOTE_REDIRECT, ip, fib.ifindex);
-	if (nodenet_dec_ttl(skb, ip) < 0)
-		return TC_ACT_OK;
-	nodenet_count(NODENET_VERDICT_REMOTE_REDIRECT);
-	return bpf_redirect_neigh(fib.ifindex, 0, 0, 0);
+	return nodenet_forward(skb);
 }
 
 char LICENSE[] SEC("license") = "GPL";

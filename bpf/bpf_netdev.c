@@ -1,10 +1,51 @@
-/* from-netdev: tc ingress of the node's native device. Traffic for a local pod goes
- * straight into that pod (bpf_redirect_peer), past the routing stack and cilium_host;
- * everything else continues to the next program on the device, if any, then to the stack
- * (TC_ACT_UNSPEC = TCX_NEXT: other tools' programs on the shared device keep running). */
+/* from-netdev: tc ingress of the node's native device.
+ *
+ * - Traffic for a local pod goes straight into that pod (bpf_redirect_peer), past the
+ *   routing stack and cilium_host; replies of flows this node translated per packet get
+ *   their frontend back as source first.
+ * - Traffic to the node's address: replies to a masqueraded or NodePort-translated source
+ *   get their original destination back; a NodePort frontend is translated to a backend
+ *   (conntrack): a local backend receives it directly, a remote one with the node's address
+ *   as source so that the reply returns here.
+ * - Everything else continues to the next program on the device, if any, then to the stack
+ *   (TC_ACT_UNSPEC = TCX_NEXT: other tools' programs on the shared device keep running). */
 #include "lib/common.h"
 #include "lib/l3.h"
 #include "lib/endpoints.h"
+#include "lib/services.h"
+#include "lib/forward.h"
+
+/* A packet to the node's own address. NODENET_PASS leaves it to the stack. */
+static __always_inline int nodenet_to_node(struct __sk_buff *skb, const struct nodenet_config *cfg, struct nodenet_flow *flow)
+{
+	int rc = nodenet_unmasquerade(skb, flow);
+	if (rc == NODENET_TRANSLATED) {
+		if (cfg->flags & NODENET_CONFIG_SERVICES) {
+			if (nodenet_reverse_service(skb, flow) == NODENET_ERROR)
+				return TC_ACT_SHOT;
+		}
+		return nodenet_deliver(skb);
+	}
+	if (rc == NODENET_ERROR)
+		return TC_ACT_SHOT;
+	if (!(cfg->flags & NODENET_CONFIG_SERVICES))
+		return NODENET_PASS;
+	rc = nodenet_translate_service(skb, flow, 1);
+	if (rc == NODENET_PASS)
+		return NODENET_PASS;
+	if (rc == NODENET_NO_BACKEND)
+		return nodenet_drop(skb, NODENET_VERDICT_DROP_NO_BACKEND);
+	if (rc == NODENET_ERROR)
+		return TC_ACT_SHOT;
+	struct nodenet_endpoint_key key = { .ip = flow->tuple.daddr };
+	if (!bpf_map_lookup_elem(&nodenet_endpoints, &key)) {
+		/* A remote backend: the reply must come back through this node. */
+		rc = nodenet_masquerade(skb, cfg, flow, 1);
+		if (rc != NODENET_TRANSLATED)
+			return nodenet_drop(skb, NODENET_VERDICT_DROP_NAT_EXHAUSTED);
+	}
+	return nodenet_deliver(skb);
+}
 
 SEC("tc")
 int nodenet_from_netdev(struct __sk_buff *skb)
@@ -16,8 +57,33 @@ int nodenet_from_netdev(struct __sk_buff *skb)
 	struct iphdr *ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > end || ip->ihl != 5)
 		return TC_ACT_UNSPEC;
-	struct nodenet_endpoint_key key = { .ip = ip->daddr };
+	__u32 daddr = ip->daddr;
+	struct nodenet_endpoint_key key = { .ip = daddr };
 	struct nodenet_endpoint *dst = bpf_map_lookup_elem(&nodenet_endpoints, &key);
+
+	struct nodenet_config cfg;
+	nodenet_settings_read(&cfg);
+	if (cfg.flags & (NODENET_CONFIG_SERVICES | NODENET_CONFIG_MASQUERADE)) {
+		struct nodenet_flow flow;
+		if ((dst || daddr == cfg.node_ip) && nodenet_flow_read(ip, end, &flow) == 0) {
+			if (daddr == cfg.node_ip) {
+				int rc = nodenet_to_node(skb, &cfg, &flow);
+				if (rc != NODENET_PASS)
+					return rc;
+			} else if (cfg.flags & NODENET_CONFIG_PACKET_LB) {
+				int rc = nodenet_reverse_service(skb, &flow);
+				if (rc == NODENET_TRANSLATED)
+					return nodenet_deliver(skb);
+				if (rc == NODENET_ERROR)
+					return TC_ACT_SHOT;
+			}
+		}
+		data = (void *)(long)skb->data;
+		end = (void *)(long)skb->data_end;
+		ip = data + sizeof(struct ethhdr);
+		if ((void *)(ip + 1) > end)
+			return TC_ACT_UNSPEC;
+	}
 	if (!dst)
 		return TC_ACT_UNSPEC;
 	return nodenet_deliver_local(skb, ip, dst);

@@ -17,7 +17,7 @@ struct Nodenetd: ParsableCommand {
             """,
         subcommands: [
             ApplyCommand.self, PlanCommand.self, RunCommand.self, StatusCommand.self, EndpointCommand.self, RouteCommand.self,
-            TeardownCommand.self, MonitorCommand.self, LabCommand.self,
+            ServiceCommand.self, TeardownCommand.self, MonitorCommand.self, LabCommand.self,
         ])
 
     /// Maps errors to the documented exit codes: 2 for invalid input, 1 for the rest.
@@ -70,6 +70,8 @@ struct SpecOptions: ParsableArguments {
         let spec = try NodeSpec.load(path: self.spec)
         return try NodeController(spec: spec, namespace: namespace)
     }
+
+    func loadSpec() throws -> NodeSpec { try NodeSpec.load(path: spec) }
 }
 
 /// Prints a value as pretty, key-sorted JSON.

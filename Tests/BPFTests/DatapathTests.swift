@@ -19,7 +19,6 @@ struct DatapathTests {
     /// Loaded without a pin root: nothing is pinned anywhere.
     static func loaded() throws -> BPFObject {
         let object = try BPFObject(embedded: "bpf_lxc")
-        try object.setConfiguration(nodenet_lxc_config(router_ip: IPAddress("10.0.2.184")!.ipv4Value!.bigEndian, reserved: 0))
         try object.load()
         return object
     }
@@ -46,7 +45,6 @@ struct DatapathTests {
         let key = Self.key(IPAddress("10.0.2.204")!)
         do {
             let lxc = try BPFObject(embedded: "bpf_lxc", pinRoot: root)
-            try lxc.setConfiguration(nodenet_lxc_config(router_ip: 0, reserved: 0))
             try lxc.load()
             try lxc.map(named: "nodenet_endpoints", key: nodenet_endpoint_key.self, value: nodenet_endpoint.self)
                 .update(key, nodenet_endpoint(ifindex: 9, host_mac: Self.mac(MACAddress("02:00:00:00:00:09")!), pod_mac: Self.mac(MACAddress("02:00:00:00:01:09")!), flags: 0))

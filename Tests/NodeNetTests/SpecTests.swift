@@ -105,7 +105,7 @@ import Testing
 
     static let cases: [Case] = [
         Case(name: "unknown top-level field", edit: { $0["tunnel"] = "vxlan" },
-             expected: ["tunnel: unknown field (known: apiVersion, node, nativeRoutingCIDR, autoDirectNodeRoutes, kubeProxyReplacement, datapath, pods, nodes, services, nodePortRange, stateDirectory, bpffsDirectory)"]),
+             expected: ["tunnel: unknown field (known: apiVersion, node, nativeRoutingCIDR, autoDirectNodeRoutes, kubeProxyReplacement, datapath, pods, nodes, services, nodePortRange, stateDirectory, bpffsDirectory, socketLB, masquerade)"]),
         Case(name: "unknown pod field", edit: pod(0, "ipAddress", "10.0.2.9"),
              expected: ["pods[0].ipAddress: unknown field (known: name, namespace, netns, ip)"]),
         Case(name: "wrong apiVersion", edit: { $0["apiVersion"] = "cilium/v2" },

@@ -20,11 +20,20 @@ struct nodenet_endpoint {
 	__u32 flags;
 };
 
-/* Read-only configuration of the from-container program (set before load). */
-struct nodenet_lxc_config {
-	__u32 router_ip;   /* network byte order; answered by the ARP responder like any other address */
+/* The node's settings for the tc programs: the one entry of the array map
+ * `nodenet_settings`, written by apply. Addresses in network byte order. */
+struct nodenet_config {
+	__u32 router_ip;
+	__u32 node_ip;      /* the node's address on its native device: NodePort and masquerade source */
+	__u32 native_cidr;  /* nativeRoutingCIDR: never masqueraded (address and mask) */
+	__u32 native_mask;
+	__u32 flags;        /* NODENET_CONFIG_* */
 	__u32 reserved;
 };
+
+#define NODENET_CONFIG_SERVICES 1     /* kube-proxy replacement: NodePort from outside, reverse translation */
+#define NODENET_CONFIG_PACKET_LB 2    /* socket LB is off: from-container translates services per packet */
+#define NODENET_CONFIG_MASQUERADE 4   /* pod traffic leaving nativeRoutingCIDR takes the node's address */
 
 /* Per-verdict counters (array map indexed by these values). */
 enum nodenet_verdict {
@@ -33,6 +42,8 @@ enum nodenet_verdict {
 	NODENET_VERDICT_TO_STACK = 2,
 	NODENET_VERDICT_ARP_REPLY = 3,
 	NODENET_VERDICT_DROP_SPOOFED = 4,
+	NODENET_VERDICT_DROP_NO_BACKEND = 5,  /* a service frontend with no backend */
+	NODENET_VERDICT_DROP_NAT_EXHAUSTED = 6, /* no free port to translate a source to */
 	NODENET_VERDICT_MAX = 8,
 };
 
@@ -50,5 +61,117 @@ struct nodenet_event {
 };
 
 #define NODENET_EVENTS_BYTES (256 * 1024)
+
+/* ---- Services (kube-proxy replacement) ---- */
+
+#define NODENET_SERVICES_MAX 131072
+#define NODENET_BACKENDS_MAX 65536
+#define NODENET_REVNAT_MAX 65536
+#define NODENET_NODES_MAX 16384
+#define NODENET_SOCK_REVNAT_MAX 131072
+#define NODENET_CT_MAX 262144
+
+/* A service frontend (address, port, protocol) and a slot: slot 0 holds the frontend itself
+ * (its id and backend count), slots 1..count name one backend each. Changing a frontend
+ * writes its new slots first, then slot 0, then removes slots beyond the new count, so a
+ * reader never picks a slot that is not there. */
+struct nodenet_service_key {
+	__u32 address;  /* 0.0.0.0: a NodePort's wildcard frontend (any address of a node) */
+	__u16 port;
+	__u8 proto;     /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad;
+	__u16 slot;
+	__u16 pad2;
+};
+
+struct nodenet_service {
+	__u32 backend_id;  /* slots 1..count */
+	__u16 count;       /* slot 0: backends to choose from (0: refuse) */
+	__u16 id;          /* slot 0: the frontend's id, key of nodenet_revnat */
+	__u8 flags;        /* slot 0: NODENET_SERVICE_* */
+	__u8 pad[3];
+};
+
+#define NODENET_SERVICE_NODEPORT 1   /* reachable from outside the node (NodePort frontends) */
+
+/* A backend, by id. */
+struct nodenet_backend {
+	__u32 address;
+	__u16 port;
+	__u8 proto;
+	__u8 flags;
+};
+
+/* A frontend by id: what replies and getpeername() show. Key: __u32 id. */
+struct nodenet_revnat {
+	__u32 address;
+	__u16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+/* Addresses of the cluster's nodes: a NodePort is reachable on each of them. */
+struct nodenet_node_key {
+	__u32 address;
+};
+
+struct nodenet_node {
+	__u32 flags;  /* NODENET_NODE_* */
+};
+
+#define NODENET_NODE_LOCAL 1
+#define NODENET_NODE_REMOTE 2
+
+/* Socket LB: what a socket connected (or sent) to, by socket cookie and backend, so that
+ * recvmsg and getpeername show the service address again. */
+struct nodenet_sock_key {
+	__u64 cookie;
+	__u32 address;  /* the backend */
+	__u16 port;
+	__u16 pad;
+};
+
+struct nodenet_sock_revnat {
+	__u32 address;  /* the frontend */
+	__u16 port;
+	__u16 id;
+};
+
+/* Connection tracking and NAT for packet-level translation. One table, four kinds of entry:
+ *   SERVICE  client -> frontend         value: the chosen backend
+ *   REPLY    backend -> client          value: the frontend the client used
+ *   NAT_OUT  source -> peer             value: the source it was translated to
+ *   NAT_IN   peer -> translated source  value: the original source
+ * ICMP echo uses the identifier as source port (request) or destination port (reply). */
+struct nodenet_tuple {
+	__u32 saddr, daddr;
+	__u16 sport, dport;
+	__u8 proto;
+	__u8 kind;     /* NODENET_CT_* */
+	__u16 pad;
+};
+
+enum nodenet_ct_kind {
+	NODENET_CT_SERVICE = 1,
+	NODENET_CT_REPLY = 2,
+	NODENET_CT_NAT_OUT = 3,
+	NODENET_CT_NAT_IN = 4,
+};
+
+struct nodenet_ct_entry {
+	__u64 last_seen_ns;  /* bpf_ktime_get_ns (CLOCK_MONOTONIC): garbage collection by age */
+	__u32 address;
+	__u16 port;
+	__u16 id;            /* SERVICE/REPLY: the frontend's id */
+	__u32 backend_id;    /* SERVICE: the backend's id */
+	__u8 flags;          /* NODENET_CT_F_* */
+	__u8 pad[3];
+};
+
+#define NODENET_CT_F_CLOSING 1   /* TCP FIN or RST seen: short timeout */
+#define NODENET_CT_F_SEEN_REPLY 2
+
+#define NODENET_NAT_PORT_MIN 61000  /* above Linux's default ephemeral range (32768-60999) */
+#define NODENET_NAT_PORT_COUNT 4536
 
 #endif

@@ -153,6 +153,14 @@ public final class NodeAgent: @unchecked Sendable {
             case .resync:
                 lastStart = .now
                 await reconcile(controller, trigger: "resync", reason: "periodic re-plan", eventAt: nil)
+                if spec.datapath.mode == .bpf {
+                    do {
+                        let gc = try Conntrack.collect(bpffsDirectory: spec.bpffsDirectory)
+                        if gc.removed > 0 { logger("conntrack").info("idle flows removed", metadata: ["removed": "\(gc.removed)", "scanned": "\(gc.scanned)"]) }
+                    } catch {
+                        logger("conntrack").warning("garbage collection failed", metadata: ["error": "\(error)"])
+                    }
+                }
             case .event(let reason, let at):
                 // A reconcile that started after this event already saw its effect.
                 guard at >= lastStart else { continue }

@@ -16,6 +16,8 @@ struct Applier {
         case unpin(String)
         /// Puts a pinned map set aside (`PATH_old`) back at PATH.
         case restorePin(String)
+        /// Puts service map entries back.
+        case service(ServiceUndo)
         /// Cannot be restored (a deleted link comes back only as a new link).
         case irreversible(String)
     }
@@ -57,9 +59,9 @@ struct Applier {
     }
 
     private func groupKey(_ op: Operation) -> GroupKey? {
+        if op.isDatapath { return nil }
         switch op {
-        case .createHostPair, .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram, .unpinLink, .setAsidePinnedMaps,
-            .dropOldPinnedMaps:
+        case .createHostPair:
             return nil
         case .setSysctl: return .sysctl
         default: return .netlink(op.scope)
@@ -72,6 +74,11 @@ struct Applier {
     }
 
     private mutating func execute(_ group: [PlannedChange]) throws {
+        if case .service(let op) = group[0].operation {
+            do { try executeService(op) } catch { throw GroupFailure(change: group[0], error: error) }
+            applied += 1
+            return
+        }
         switch group[0].operation {
         case .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram, .unpinLink, .setAsidePinnedMaps, .dropOldPinnedMaps:
             do { try executeDatapath(group[0].operation) } catch { throw GroupFailure(change: group[0], error: error) }
@@ -172,7 +179,7 @@ struct Applier {
         case .deleteRoute(let scope, let route):
             return (route.deleteRequest, .request(scope, route.addRequest))
         case .setSysctl, .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram, .unpinLink, .setAsidePinnedMaps,
-            .dropOldPinnedMaps:
+            .dropOldPinnedMaps, .service:
             fatalError("applied outside netlink groups")
         case .createEndpoint(let device, let netns, let mtu):
             let fd: Int32
@@ -189,7 +196,10 @@ struct Applier {
         }
     }
 
-    private mutating func loadedDatapath() throws -> DatapathObjects {
+    /// Records how to undo a step that succeeded (extensions of the applier use it).
+    mutating func recordUndo(_ step: UndoStep) { undo.append(step) }
+
+    mutating func loadedDatapath() throws -> DatapathObjects {
         if let datapath { return datapath }
         let loaded = try DatapathObjects(spec: spec)
         datapath = loaded
@@ -304,6 +314,13 @@ struct Applier {
                 }
             case .unpin(let path):
                 if unlink(path) == 0 || errno == ENOENT { undone += 1 } else { failures.append("removing \(path): \(String(cString: strerror(errno)))") }
+            case .service(let step):
+                do {
+                    try undoService(step)
+                    undone += 1
+                } catch {
+                    failures.append("\(step): \(error)")
+                }
             case .irreversible(let what):
                 failures.append(what)
             }

@@ -1,3 +1,4 @@
+import BPF
 import Foundation
 
 /// Sockets for one node: its own namespace and the pods' namespaces (opened together on
@@ -71,7 +72,12 @@ public final class NodeSession: @unchecked Sendable {
                     .filter { $0.hasSuffix("_old") }.map { String($0.dropLast(4)) }.sorted()
                 // An incompatible endpoints map cannot be read with this build's layout.
                 if observed.incompatibleMaps["nodenet_endpoints"] == nil { observed.endpointEntries = try DatapathObjects.pinnedEntries(spec) }
+                if Set(observed.incompatibleMaps.keys).isDisjoint(with: ServiceMaps.names) {
+                    observed.services = try ObservedServices.read(bpffsDirectory: spec.bpffsDirectory)
+                }
             }
+            observed.socketLinks = Set((try? FileManager.default.contentsOfDirectory(atPath: spec.socketLinkDirectory)) ?? [])
+            observed.socketCgroupID = spec.socketLB.cgroup.flatMap { CgroupLink.id(of: $0) }
             observed.tcxLinks = Set((try? FileManager.default.contentsOfDirectory(atPath: spec.linkDirectory)) ?? [])
         }
         return observed

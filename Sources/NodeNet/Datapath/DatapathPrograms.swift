@@ -32,6 +32,21 @@ extension NodeSpec {
 
     /// Where tcx links are pinned.
     var linkDirectory: String { bpffsDirectory + "/links" }
+
+    /// Where socket-LB (cgroup) links are pinned.
+    var socketLinkDirectory: String { bpffsDirectory + "/sock" }
+}
+
+/// Socket-level load balancing: bpf/bpf_sock.c's programs on the cgroup hooks.
+extension CgroupLink.Hook {
+    static let object = "bpf_sock"
+
+    var function: String { "nodenet_sock_\(rawValue)" }
+
+    /// `connect4@1234@1a2b3c4d`: hook, cgroup id (a recreated cgroup is noticed) and build.
+    func pinName(cgroupID: UInt64) -> String { "\(rawValue)@\(cgroupID)@\(BPFObject.digest(embedded: Self.object) ?? "0")" }
+
+    func pinPrefix(cgroupID: UInt64) -> String { "\(rawValue)@\(cgroupID)@" }
 }
 
 extension DatapathProgram {
@@ -74,25 +89,32 @@ public struct EndpointEntry: Sendable, Equatable, CustomStringConvertible {
 /// The loaded programs of one node for one apply; maps are pinned under the node's bpffs
 /// directory and shared between the objects.
 final class DatapathObjects {
+    /// Every embedded object of the datapath (tc programs and socket LB).
+    static let objectNames = DatapathProgram.allCases.map(\.object) + [CgroupLink.Hook.object]
+
     let objects: [DatapathProgram: BPFObject]
+    let socket: BPFObject
     let endpoints: BPFMap<nodenet_endpoint_key, nodenet_endpoint>
+    let services: ServiceMaps
 
     init(spec: NodeSpec) throws {
         try BPFFS.prepare(spec.bpffsDirectory)
         var objects: [DatapathProgram: BPFObject] = [:]
         for program in DatapathProgram.allCases {
             let o = try BPFObject(embedded: program.object, pinRoot: spec.bpffsDirectory)
-            if program == .fromContainer {
-                try o.setConfiguration(nodenet_lxc_config(router_ip: spec.node.routerIP.ipv4Value!.bigEndian, reserved: 0))
-            }
             try o.load()
             objects[program] = o
         }
         self.objects = objects
+        socket = try BPFObject(embedded: CgroupLink.Hook.object, pinRoot: spec.bpffsDirectory)
+        try socket.load()
         endpoints = try objects[.fromContainer]!.map(named: "nodenet_endpoints", key: nodenet_endpoint_key.self, value: nodenet_endpoint.self)
+        services = try ServiceMaps(objects[.fromContainer]!)
     }
 
     func programFD(_ p: DatapathProgram) throws -> Int32 { try objects[p]!.programFD(named: p.function) }
+
+    func programFD(_ hook: CgroupLink.Hook) throws -> Int32 { try socket.programFD(named: hook.function) }
 
     /// Entries of the pinned endpoints map of a node (empty when nothing is pinned yet).
     static func pinnedEntries(_ spec: NodeSpec) throws -> [IPAddress: EndpointEntry] {
@@ -108,8 +130,8 @@ final class DatapathObjects {
     /// upgrade that changed a layout): name -> (pinned, wanted).
     static func incompatiblePins(_ spec: NodeSpec) throws -> [String: String] {
         var result: [String: String] = [:]
-        for program in DatapathProgram.allCases {
-            for (name, wanted) in try BPFMapShape.declared(inEmbedded: program.object) {
+        for object in objectNames {
+            for (name, wanted) in try BPFMapShape.declared(inEmbedded: object) {
                 if let pinned = try BPFMapShape.pinned(at: "\(spec.bpffsDirectory)/\(name)"), pinned != wanted {
                     result[name] = "pinned \(pinned); this build wants \(wanted)"
                 }

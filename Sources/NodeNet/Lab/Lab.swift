@@ -160,6 +160,7 @@ extension LabCluster {
                 return o
             },
             "services": (services as? [String: Any])?["services"] ?? [],
+            "socketLB": socketLB, "datapathMode": datapathMode.rawValue,
         ]
         return try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
     }

@@ -27,6 +27,8 @@ public struct LabCluster: Sendable, Equatable {
     public var services: [ServiceSpec]
     /// The nodes' datapath (`bpf` unless the cluster file says otherwise).
     public var datapathMode: DatapathMode = .bpf
+    /// Socket-level load balancing on each node's lab cgroup (else per-packet translation).
+    public var socketLB = true
 
     /// The seed's cluster: control-plane, worker, worker2 with the DaemonSet's server pods,
     /// the client pod `net`, and the NodePort service `default/serversvc`.
@@ -55,7 +57,7 @@ public struct LabCluster: Sendable, Equatable {
         let root: JSONValue
         do { root = try JSONValue.parse(data) } catch { throw SpecError([SpecProblem("", "not valid JSON: \(error)")]) }
         var r = SpecReader()
-        guard let top = r.object(root, "", allowed: ["name", "fabric", "nativeRoutingCIDR", "nodes", "services"]) else {
+        guard let top = r.object(root, "", allowed: ["name", "fabric", "nativeRoutingCIDR", "nodes", "services", "socketLB", "datapathMode"]) else {
             throw SpecError(r.problems)
         }
         let name = r.string(top, "name", "", required: false) ?? "lab"
@@ -82,7 +84,11 @@ public struct LabCluster: Sendable, Equatable {
         }
         if nodes.isEmpty { r.problem("nodes", "needs at least one node") }
         let services = r.readServices(top, "")
-        let cluster = LabCluster(name: name, fabricCIDR: fabricCIDR, externalAddress: external, nativeRoutingCIDR: native, nodes: nodes, services: services)
+        var cluster = LabCluster(name: name, fabricCIDR: fabricCIDR, externalAddress: external, nativeRoutingCIDR: native, nodes: nodes, services: services)
+        cluster.socketLB = r.bool(top, "socketLB", "") ?? true
+        if let mode = r.string(top, "datapathMode", "", required: false) {
+            if let m = DatapathMode(rawValue: mode) { cluster.datapathMode = m } else { r.problem("datapathMode", "\"\(mode)\" is not bpf or kernel") }
+        }
         let problems = r.problems + cluster.problems()
         if !problems.isEmpty { throw SpecError(problems) }
         return cluster
@@ -142,7 +148,8 @@ public struct LabCluster: Sendable, Equatable {
             nativeRoutingCIDR: nativeRoutingCIDR, datapath: DatapathSettings(mode: datapathMode),
             pods: node.pods.map { PodSpec(name: $0.name, netns: namespace(ofPod: $0.name), ip: $0.ip) },
             nodes: nodes.filter { $0.name != nodeName }.map { RemoteNode(name: $0.name, address: $0.address, podCIDR: $0.podCIDR) },
-            services: services, stateDirectory: stateDirectory(ofNode: node.name), bpffsDirectory: bpffsDirectory(ofNode: node.name))
+            services: services, stateDirectory: stateDirectory(ofNode: node.name), bpffsDirectory: bpffsDirectory(ofNode: node.name),
+            socketLB: SocketLBSettings(cgroup: socketLB ? cgroupPath(ofNode: node.name) : nil))
     }
 
     /// Which node a pod runs on.

@@ -1,3 +1,5 @@
+import CNodeNetBPF
+
 /// Everything a spec asks of the kernel, derived from the spec alone (plus the native
 /// device's MTU when the spec does not set one).
 public struct DesiredState: Sendable, Equatable {
@@ -17,6 +19,14 @@ public struct DesiredState: Sendable, Equatable {
     public var nodeRoutes: [RouteIntent]
     /// Sysctls in the node's namespace, in the order they are applied.
     public var sysctls: [SysctlSetting]
+    /// BPF datapath: the settings map's entry (nil in kernel mode).
+    public var settings: NodeSettings?
+    /// Service frontends (empty unless services are enabled).
+    public var frontends: [DesiredFrontend] = []
+    /// The cluster's node addresses for the service programs (NODENET_NODE_* flags).
+    public var serviceNodes: [IPAddress: UInt32] = [:]
+    /// The cgroup socket LB attaches to (nil: socket LB off).
+    public var socketCgroup: String?
 
     public init(spec: NodeSpec, deviceMTU: UInt32) {
         let node = spec.node
@@ -47,6 +57,15 @@ public struct DesiredState: Sendable, Equatable {
             sysctls += SysctlSetting.forwardingDevice(device)
         }
         self.sysctls = sysctls
+        if spec.datapath.mode == .bpf {
+            settings = NodeSettings(spec: spec)
+            if spec.servicesEnabled {
+                frontends = spec.serviceFrontends
+                serviceNodes = [node.address: UInt32(NODENET_NODE_LOCAL)]
+                for remote in spec.nodes where remote.address != node.address { serviceNodes[remote.address] = UInt32(NODENET_NODE_REMOTE) }
+                socketCgroup = spec.socketLB.cgroup
+            }
+        }
     }
 }
 

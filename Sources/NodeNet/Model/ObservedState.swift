@@ -47,6 +47,12 @@ public struct ObservedState: Sendable, Equatable {
     public var tcxLinks: Set<String> = []
     /// Entries of the node's pinned endpoints map, by pod IP.
     public var endpointEntries: [IPAddress: EndpointEntry] = [:]
+    /// The node's pinned service maps (frontends, backends, ids, node addresses, settings).
+    public var services = ObservedServices()
+    /// Names of the pinned socket-LB links in the node's bpffs `sock` directory.
+    public var socketLinks: Set<String> = []
+    /// The inode (cgroup id) of the socket-LB cgroup; nil when it does not exist.
+    public var socketCgroupID: UInt64?
 
     public init(node: ObservedNamespace, sysctls: [String: String], pods: [String: ObservedNamespace], podErrors: [String: String] = [:]) {
         self.node = node

@@ -107,10 +107,12 @@ extension NodeController {
             node: spec.node.name, namespace: "\(session.namespace)", device: spec.node.device, address: spec.node.address.description,
             routingMode: spec.autoDirectNodeRoutes ? "Native (direct routes to \(spec.nodes.count) nodes)" : "Native (no direct routes)",
             datapathMode: spec.datapath.mode.rawValue,
-            kubeProxyReplacement: spec.kubeProxyReplacement
-                ? "Requested, not available: this build has no services datapath yet (\(spec.services.count) services validated, not programmed)"
-                : "Disabled",
-            masquerading: "Disabled (not available in this build)",
+            kubeProxyReplacement: !spec.kubeProxyReplacement ? "Disabled"
+                : spec.datapath.mode != .bpf ? "Disabled: needs the BPF datapath (\(spec.services.count) services in the spec, not programmed)"
+                : "Strict [\(spec.node.device) \(spec.node.address) (Direct Routing)], "
+                    + (spec.socketLB.cgroup.map { "socket LB on \($0)" } ?? "socket LB off (per-packet translation)"),
+            masquerading: spec.datapath.mode == .bpf && spec.masquerade && spec.nativeRoutingCIDR != nil
+                ? "BPF [\(spec.node.device)] \(spec.nativeRoutingCIDR!) (to the node's address outside it)" : "Disabled",
             hostRouting: spec.datapath.mode == .bpf ? "BPF (pod traffic redirected past the routing stack)" : "Legacy (kernel routing through the host stack)",
             podCIDR: spec.node.podCIDR.description, routerIP: spec.node.routerIP.description,
             ipamAllocated: spec.pods.count + 1, ipamCapacity: capacity,

@@ -17,15 +17,18 @@ extension Planner {
     /// entry is written again and every program replaced before the old maps go.
     var migratingMaps: Bool { datapath == .bpf && !observed.incompatibleMaps.isEmpty }
 
+    /// Incompatible pinned maps are set aside before anything loads this build's objects.
+    mutating func planMapMigration() {
+        guard migratingMaps else { return }
+        let names = observed.incompatibleMaps.keys.sorted()
+        addChange(.update, "datapath", .node, "pinned maps \(names.joined(separator: ", "))",
+                  wanted: "this build's layout (new maps, filled, then programs replaced)",
+                  found: names.map { "\($0): \(observed.incompatibleMaps[$0]!)" }.joined(separator: "; "),
+                  .setAsidePinnedMaps(names))
+    }
+
     mutating func planDatapath() {
         guard datapath == .bpf else { return }
-        if migratingMaps {
-            let names = observed.incompatibleMaps.keys.sorted()
-            addChange(.update, "datapath", .node, "pinned maps \(names.joined(separator: ", "))",
-                      wanted: "this build's layout (new maps, filled, then programs replaced)",
-                      found: names.map { "\($0): \(observed.incompatibleMaps[$0]!)" }.joined(separator: "; "),
-                      .setAsidePinnedMaps(names))
-        }
         for endpoint in desired.endpoints where observed.pods[endpoint.pod.netns] != nil {
             let current = migratingMaps ? nil : observed.endpointEntries[endpoint.pod.ip]
             let wanted = wantedEntry(endpoint)

@@ -47,6 +47,8 @@ public struct Planner {
         addChange(action, kind, scope, subject, wanted: wanted, found: found, operation)
     }
 
+    mutating func addConflict(_ text: String) { conflicts.append(text) }
+
     mutating func addChange(_ action: ChangeAction, _ kind: String, _ scope: NamespaceScope, _ subject: String,
                             wanted: String?, found: String?, _ operation: Operation) {
         changes.append(PlannedChange(action: action, kind: kind, namespace: scope, subject: subject, wanted: wanted, found: found, operation: operation))
@@ -65,8 +67,11 @@ public struct Planner {
         let endpointDevices = Set(desired.endpoints.map(\.hostDevice))
         planSysctls { $0.device.map(endpointDevices.contains) ?? false }
         for endpoint in desired.endpoints { planRoute(endpoint.hostRoute, in: .node, observed: node) }
+        planMapMigration()
+        planServices()
         planDatapath()
         for intent in desired.nodeRoutes.dropFirst(2) { planRoute(intent, in: .node, observed: node) }
+        planServicesPrune()
         planPrune()
         planDatapathPrune()
     }

@@ -19,12 +19,17 @@ public struct NodeSpec: Sendable, Equatable {
     public var stateDirectory: String
     /// The node's bpffs directory (pinned maps). Default `/sys/fs/bpf/nodenet/<node.name>`.
     public var bpffsDirectory: String
+    /// Socket-level load balancing (services translated at connect time).
+    public var socketLB: SocketLBSettings
+    /// Pod traffic to destinations outside `nativeRoutingCIDR` (and not to a node) leaves
+    /// with the node's address (BPF datapath).
+    public var masquerade: Bool
 
     public init(
         node: LocalNode, nativeRoutingCIDR: IPPrefix? = nil, autoDirectNodeRoutes: Bool = true,
         kubeProxyReplacement: Bool = true, datapath: DatapathSettings = DatapathSettings(), pods: [PodSpec] = [],
         nodes: [RemoteNode] = [], services: [ServiceSpec] = [], nodePortRange: ClosedRange<Int> = 30000...32767,
-        stateDirectory: String? = nil, bpffsDirectory: String? = nil
+        stateDirectory: String? = nil, bpffsDirectory: String? = nil, socketLB: SocketLBSettings = SocketLBSettings(), masquerade: Bool = true
     ) {
         self.node = node
         self.nativeRoutingCIDR = nativeRoutingCIDR
@@ -37,6 +42,8 @@ public struct NodeSpec: Sendable, Equatable {
         self.nodePortRange = nodePortRange
         self.stateDirectory = stateDirectory ?? "/var/lib/nodenet/\(node.name)"
         self.bpffsDirectory = bpffsDirectory ?? "/sys/fs/bpf/nodenet/\(node.name)"
+        self.socketLB = socketLB
+        self.masquerade = masquerade
     }
 }
 
@@ -177,4 +184,24 @@ public struct DatapathSettings: Sendable, Equatable {
         self.mode = mode
         self.attachMode = attachMode
     }
+}
+
+/// Where socket-level load balancing attaches: the cgroup (v2) whose processes' sockets have
+/// service addresses translated at connect/sendmsg time.
+public struct SocketLBSettings: Sendable, Equatable {
+    /// Absolute path of a cgroup v2 directory; nil turns socket LB off (then pods' service
+    /// traffic is translated per packet by from-container). A spec file that does not say
+    /// otherwise gets the cgroup v2 root (all processes, as Cilium does); a spec built in
+    /// Swift has it off unless a cgroup is named, so no test or embedding program attaches
+    /// to a root cgroup by accident.
+    public var cgroup: String?
+
+    public init(cgroup: String? = nil) { self.cgroup = cgroup }
+
+    public var enabled: Bool { cgroup != nil }
+}
+
+extension NodeSpec {
+    /// Whether services are programmed: kube-proxy replacement on the BPF datapath.
+    public var servicesEnabled: Bool { kubeProxyReplacement && datapath.mode == .bpf }
 }

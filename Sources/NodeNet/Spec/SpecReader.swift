@@ -105,7 +105,7 @@ struct SpecReader {
     mutating func read(_ root: JSONValue) -> NodeSpec? {
         guard let top = object(root, "", allowed: [
             "apiVersion", "node", "nativeRoutingCIDR", "autoDirectNodeRoutes", "kubeProxyReplacement", "datapath",
-            "pods", "nodes", "services", "nodePortRange", "stateDirectory", "bpffsDirectory",
+            "pods", "nodes", "services", "nodePortRange", "stateDirectory", "bpffsDirectory", "socketLB", "masquerade",
         ]) else { return nil }
         if let version = string(top, "apiVersion", "", required: true), version != NodeSpec.apiVersion {
             problem("apiVersion", "\"\(version)\" is not supported (use \"\(NodeSpec.apiVersion)\")")
@@ -192,11 +192,22 @@ struct SpecReader {
             }
         }
         let services = readServices(top, "")
+        var socketLB = SocketLBSettings(cgroup: CgroupV2.root ?? "/sys/fs/cgroup")
+        if let fields = object(top["socketLB"], "socketLB", allowed: ["enabled", "cgroup"]) {
+            if let cgroup = string(fields, "cgroup", "socketLB", required: false) {
+                if !cgroup.hasPrefix("/") || cgroup.split(separator: "/").contains("..") {
+                    problem("socketLB.cgroup", "\"\(cgroup)\" must be an absolute path without '..'")
+                }
+                socketLB.cgroup = cgroup
+            }
+            if bool(fields, "enabled", "socketLB") == false { socketLB.cgroup = nil }
+        }
+        let masquerade = bool(top, "masquerade", "") ?? true
         guard let node else { return nil }
         return NodeSpec(
             node: node, nativeRoutingCIDR: nativeRoutingCIDR, autoDirectNodeRoutes: autoDirect, kubeProxyReplacement: kpr,
             datapath: datapath, pods: pods, nodes: nodes, services: services, nodePortRange: range,
-            stateDirectory: stateDirectory, bpffsDirectory: bpffsDirectory)
+            stateDirectory: stateDirectory, bpffsDirectory: bpffsDirectory, socketLB: socketLB, masquerade: masquerade)
     }
 
     /// `services` of an object (the node spec or a lab cluster file).

@@ -32,6 +32,8 @@ extension NodeSpec {
             },
         ]
         if let nativeRoutingCIDR { top["nativeRoutingCIDR"] = nativeRoutingCIDR.description }
+        top["socketLB"] = socketLB.cgroup.map { ["enabled": true, "cgroup": $0] } ?? ["enabled": false]
+        top["masquerade"] = masquerade
         return try JSONSerialization.data(withJSONObject: top, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
     }
 }

@@ -1,0 +1,48 @@
+import CBPF
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension BPFMap {
+    /// Every entry, read in batches of `batchSize` (BPF_MAP_LOOKUP_BATCH: one syscall per
+    /// batch instead of two per entry); falls back to walking the keys where the kernel has
+    /// no batch lookup for the map type. A map changed meanwhile may show an entry twice.
+    public func entries(batchSize: Int = 4096) throws -> [(key: Key, value: Value)] {
+        guard !perCPU else { throw BPFError(EINVAL, "map \(name) is per-CPU: use sum(_:)") }
+        var result: [(key: Key, value: Value)] = []
+        let keys = UnsafeMutablePointer<Key>.allocate(capacity: batchSize)
+        let values = UnsafeMutablePointer<Value>.allocate(capacity: batchSize)
+        // The batch cursor is opaque; hash maps use a bucket index (u32), others a key.
+        let cursorSize = max(MemoryLayout<Key>.size, 8)
+        let inBatch = UnsafeMutableRawPointer.allocate(byteCount: cursorSize, alignment: 8)
+        let outBatch = UnsafeMutableRawPointer.allocate(byteCount: cursorSize, alignment: 8)
+        defer {
+            keys.deallocate()
+            values.deallocate()
+            inBatch.deallocate()
+            outBatch.deallocate()
+        }
+        var first = true
+        while true {
+            var count = UInt32(batchSize)
+            var opts = bpf_map_batch_opts()
+            opts.sz = MemoryLayout<bpf_map_batch_opts>.size
+            let rc = bpf_map_lookup_batch(fd, first ? nil : inBatch, outBatch, keys, values, &count, &opts)
+            let error = rc == 0 ? 0 : errno
+            if rc != 0 && error != ENOENT {
+                if first && (error == EINVAL || error == ENOTSUP || error == EOPNOTSUPP) { return try walk() }
+                throw BPFError(error, "reading map \(name)")
+            }
+            for i in 0..<Int(count) { result.append((keys[i], values[i])) }
+            if rc != 0 { break }  // ENOENT: that was the last batch
+            inBatch.copyMemory(from: outBatch, byteCount: cursorSize)
+            first = false
+        }
+        return result
+    }
+
+    private func walk() throws -> [(key: Key, value: Value)] {
+        try keys().compactMap { k in try lookup(k).map { (k, $0) } }
+    }
+}

@@ -1,0 +1,64 @@
+import CBPF
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A BPF link holding a program on a cgroup (v2) hook, pinned so that it outlives the
+/// process. Unpinning the last reference detaches the program.
+public enum CgroupLink {
+    /// The socket-address hooks nodenet uses for socket-level load balancing.
+    public enum Hook: String, Sendable, CaseIterable {
+        case connect4, sendmsg4, recvmsg4, getpeername4
+
+        var attachType: bpf_attach_type {
+            switch self {
+            case .connect4: return BPF_CGROUP_INET4_CONNECT
+            case .sendmsg4: return BPF_CGROUP_UDP4_SENDMSG
+            case .recvmsg4: return BPF_CGROUP_UDP4_RECVMSG
+            case .getpeername4: return BPF_CGROUP_INET4_GETPEERNAME
+            }
+        }
+    }
+
+    /// Attaches `programFD` to `hook` of the cgroup directory `cgroup` and pins the link at `path`.
+    public static func attach(programFD: Int32, cgroup: String, hook: Hook, pinAt path: String) throws {
+        let dir = open(cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard dir >= 0 else { throw BPFError(errno, "opening cgroup \(cgroup)") }
+        defer { close(dir) }
+        let link = bpf_link_create(programFD, dir, hook.attachType, nil)
+        guard link >= 0 else { throw BPFError.libbpf(link, "attaching \(hook.rawValue) to cgroup \(cgroup)") }
+        defer { close(link) }
+        let rc = bpf_obj_pin(link, path)
+        guard rc == 0 else { throw BPFError.libbpf(rc, "pinning the \(hook.rawValue) link at \(path)") }
+    }
+
+    /// Swaps the program of the link pinned at `path`.
+    public static func replaceProgram(pinnedAt path: String, with programFD: Int32) throws {
+        let link = bpf_obj_get(path)
+        guard link >= 0 else { throw BPFError(errno, "opening the link \(path)") }
+        defer { close(link) }
+        let rc = bpf_link_update(link, programFD, nil)
+        guard rc == 0 else { throw BPFError.libbpf(rc, "replacing the program of \(path)") }
+    }
+
+    /// The cgroup's id as the kernel names it in link info (its inode number), or nil when
+    /// it does not exist.
+    public static func id(of cgroup: String) -> UInt64? {
+        var st = stat()
+        guard stat(cgroup, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { return nil }
+        return UInt64(st.st_ino)
+    }
+
+    /// The cgroup id and program id of the link pinned at `path`; nil when it cannot be
+    /// read. A link whose cgroup is gone reports cgroup id 0.
+    public static func info(pinnedAt path: String) -> (cgroupID: UInt64, programID: UInt32)? {
+        let link = bpf_obj_get(path)
+        guard link >= 0 else { return nil }
+        defer { close(link) }
+        var info = bpf_link_info()
+        var length = UInt32(MemoryLayout<bpf_link_info>.size)
+        guard bpf_obj_get_info_by_fd(link, &info, &length) == 0 else { return nil }
+        return (info.cgroup.cgroup_id, info.prog_id)
+    }
+}

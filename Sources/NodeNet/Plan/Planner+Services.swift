@@ -1,0 +1,98 @@
+import BPF
+
+/// The services part of a plan (BPF datapath): settings, node addresses, backends and
+/// frontends in the pinned maps, and socket LB on the cgroup.
+extension Planner {
+    mutating func planServices() {
+        guard datapath == .bpf, let settings = desired.settings else { return }
+        let observed = migratingMaps ? ObservedServices() : self.observed.services
+        if observed.settings != settings {
+            addChange(observed.settings == nil ? .create : .update, "service", .node, "datapath settings", wanted: settings.description,
+                      found: observed.settings?.description, .service(.putSettings(settings, previous: observed.settings)))
+        }
+        for (ip, flags) in desired.serviceNodes.sorted(by: { $0.key < $1.key }) where observed.nodes[ip] != flags {
+            addChange(observed.nodes[ip] == nil ? .create : .update, "service", .node, "node address \(ip)", wanted: Self.nodeFlags(flags),
+                      found: observed.nodes[ip].map(Self.nodeFlags), .service(.putNode(ip, flags: flags, previous: observed.nodes[ip])))
+        }
+        let ids = ServiceIDs.assign(desired.frontends, observed: observed)
+        for (backend, id) in ids.backends.sorted(by: { $0.value < $1.value }) where observed.backends[id] != backend {
+            addChange(observed.backends[id] == nil ? .create : .update, "service", .node, "backend \(id)", wanted: backend.description,
+                      found: observed.backends[id]?.description, .service(.putBackend(id: id, backend, previous: observed.backends[id])))
+        }
+        for frontend in desired.frontends {
+            let id = ids.frontends[frontend.key]!
+            let wanted = FrontendEntry(id: id, flags: frontend.flags, backendIDs: frontend.backends.map { ids.backends[$0]! })
+            let current = observed.entry(frontend.key)
+            guard current != wanted || observed.revnat[id] != frontend.key else { continue }
+            addChange(current == nil && observed.snapshot(frontend.key) == nil ? .create : .update, "service", .node,
+                      "\(frontend.type.rawValue) \(frontend.key)",
+                      wanted: Self.describe(wanted, ids: ids), found: current.map { Self.describe($0, backends: observed.backends) },
+                      .service(.putFrontend(frontend.key, wanted, previous: observed.snapshot(frontend.key), previousRevnat: observed.revnat[id])))
+        }
+        planSocketLB()
+    }
+
+    private mutating func planSocketLB() {
+        guard let cgroup = desired.socketCgroup else { return }
+        guard let cgroupID = observed.socketCgroupID else {
+            addConflict("socket LB cgroup \(cgroup) does not exist (create it, or set socketLB.enabled to false)")
+            return
+        }
+        for hook in CgroupLink.Hook.allCases {
+            let name = hook.pinName(cgroupID: cgroupID)
+            if observed.socketLinks.contains(name) && !migratingMaps { continue }
+            let old = observed.socketLinks.sorted().first { $0.hasPrefix(hook.pinPrefix(cgroupID: cgroupID)) }
+            addChange(old == nil ? .create : .update, "service", .node, "socket LB \(hook.rawValue) on \(cgroup)",
+                      wanted: "cgroup link, program \(name)", found: old,
+                      .service(.attachSocket(hook, cgroup: cgroup, cgroupID: cgroupID, replacing: old)))
+        }
+    }
+
+    mutating func planServicesPrune() {
+        guard datapath == .bpf || !observed.services.frontendKeys.isEmpty || !observed.socketLinks.isEmpty else { return }
+        let observed = self.observed.services
+        // Socket LB links no wanted attachment uses (cgroup changed or gone, socket LB off).
+        var keep: Set<String> = []
+        if desired.socketCgroup != nil, let id = self.observed.socketCgroupID {
+            for hook in CgroupLink.Hook.allCases {
+                keep.insert(hook.pinName(cgroupID: id))
+                if let old = self.observed.socketLinks.first(where: { $0.hasPrefix(hook.pinPrefix(cgroupID: id)) }) { keep.insert(old) }
+            }
+        }
+        for name in self.observed.socketLinks.sorted() where !keep.contains(name) {
+            addChange(.delete, "service", .node, "socket LB link \(name)", wanted: nil, found: name, .service(.unpinSocket(name: name)))
+        }
+        guard !migratingMaps else { return }
+        let wantedKeys = Set(desired.frontends.map(\.key))
+        for key in observed.frontendKeys.sorted() where !wantedKeys.contains(key) {
+            let type = (observed.masters[key]?.flags ?? 0) & 1 != 0 ? "NodePort" : "ClusterIP"
+            addChange(.delete, "service", .node, "\(type) \(key)", wanted: nil,
+                      found: observed.entry(key).map { Self.describe($0, backends: observed.backends) } ?? "incomplete entries",
+                      .service(.deleteFrontend(key, previous: observed.snapshot(key)!)))
+        }
+        let ids = ServiceIDs.assign(desired.frontends, observed: observed)
+        let wantedIDs = Set(ids.frontends.values)
+        for (id, key) in observed.revnat.sorted(by: { $0.key < $1.key }) where !wantedIDs.contains(id) {
+            addChange(.delete, "service", .node, "frontend id \(id)", wanted: nil, found: key.description, .service(.deleteRevNat(id: id, previous: key)))
+        }
+        let wantedBackends = Set(ids.backends.values)
+        for (id, backend) in observed.backends.sorted(by: { $0.key < $1.key }) where !wantedBackends.contains(id) {
+            addChange(.delete, "service", .node, "backend \(id)", wanted: nil, found: backend.description, .service(.deleteBackend(id: id, previous: backend)))
+        }
+        for (ip, flags) in observed.nodes.sorted(by: { $0.key < $1.key }) where desired.serviceNodes[ip] == nil {
+            addChange(.delete, "service", .node, "node address \(ip)", wanted: nil, found: Self.nodeFlags(flags), .service(.deleteNode(ip, previous: flags)))
+        }
+    }
+
+    static func nodeFlags(_ flags: UInt32) -> String { flags & 1 != 0 ? "this node" : "remote node" }
+
+    static func describe(_ e: FrontendEntry, ids: ServiceIDs) -> String {
+        let byID = Dictionary(ids.backends.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a })
+        return describe(e, backends: byID)
+    }
+
+    static func describe(_ e: FrontendEntry, backends: [UInt32: BackendAddress]) -> String {
+        let list = e.backendIDs.map { id in backends[id].map { "\($0.address):\($0.port)" } ?? "backend \(id)" }
+        return "id \(e.id), \(list.isEmpty ? "no backends" : list.joined(separator: ", "))"
+    }
+}

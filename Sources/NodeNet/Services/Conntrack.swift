@@ -1,0 +1,107 @@
+import BPF
+import CNodeNetBPF
+import Foundation
+
+/// The BPF connection-tracking table of packet-level translation (NodePort from outside,
+/// per-packet service translation, masquerading): listing and garbage collection by age.
+public enum Conntrack {
+    /// Idle times after which a flow is removed (Cilium's defaults).
+    public struct Timeouts: Sendable {
+        public var tcp: Duration = .seconds(21_600)
+        public var tcpClosing: Duration = .seconds(10)
+        public var other: Duration = .seconds(60)
+        public init() {}
+    }
+
+    /// One entry, as `nodenetd service ct list` shows it.
+    public struct Entry: Sendable, Codable, Equatable {
+        /// `service`, `reply`, `nat-out` or `nat-in`.
+        public var kind: String
+        public var `protocol`: String
+        public var source: String
+        public var destination: String
+        /// service: the backend; reply: the frontend; nat-out: the translated source; nat-in: the original source.
+        public var translated: String
+        public var idleSeconds: Double
+        public var closing: Bool
+    }
+
+    public struct Collection: Sendable, Codable, Equatable {
+        public var scanned: Int
+        public var removed: Int
+    }
+
+    static func path(_ bpffsDirectory: String) -> String { "\(bpffsDirectory)/nodenet_ct" }
+
+    /// CLOCK_MONOTONIC in nanoseconds: bpf_ktime_get_ns's clock.
+    static func now() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    /// Every entry of the node's table (empty when nothing is pinned).
+    public static func list(bpffsDirectory: String) throws -> [Entry] {
+        guard let map = try BPFMap<nodenet_tuple, nodenet_ct_entry>.pinned(at: path(bpffsDirectory)) else { return [] }
+        let now = now()
+        return try map.entries().map { k, v in
+            let kinds = [1: "service", 2: "reply", 3: "nat-out", 4: "nat-in"]
+            let proto = [1: "ICMP", 6: "TCP", 17: "UDP"][Int(k.proto)] ?? "\(k.proto)"
+            func endpoint(_ a: UInt32, _ p: UInt16) -> String { "\(IPAddress(ipv4: UInt32(bigEndian: a))):\(UInt16(bigEndian: p))" }
+            return Entry(kind: kinds[Int(k.kind)] ?? "\(k.kind)", protocol: proto, source: endpoint(k.saddr, k.sport), destination: endpoint(k.daddr, k.dport),
+                         translated: endpoint(v.address, v.port), idleSeconds: Double(now &- min(now, v.last_seen_ns)) / 1e9,
+                         closing: v.flags & UInt8(NODENET_CT_F_CLOSING) != 0)
+        }.sorted { ($0.source, $0.destination, $0.kind) < ($1.source, $1.destination, $1.kind) }
+    }
+
+    /// The entry a flow's other direction has (service <-> reply, nat-out <-> nat-in).
+    static func partner(_ k: nodenet_tuple, _ v: nodenet_ct_entry) -> nodenet_tuple? {
+        var p = nodenet_tuple()
+        p.proto = k.proto
+        switch UInt32(k.kind) {
+        case NODENET_CT_SERVICE.rawValue:
+            (p.saddr, p.daddr, p.sport, p.dport, p.kind) = (v.address, k.saddr, v.port, k.sport, UInt8(NODENET_CT_REPLY.rawValue))
+        case NODENET_CT_REPLY.rawValue:
+            (p.saddr, p.daddr, p.sport, p.dport, p.kind) = (k.daddr, v.address, k.dport, v.port, UInt8(NODENET_CT_SERVICE.rawValue))
+        case NODENET_CT_NAT_OUT.rawValue:
+            (p.saddr, p.daddr, p.sport, p.dport, p.kind) = (k.daddr, v.address, k.dport, v.port, UInt8(NODENET_CT_NAT_IN.rawValue))
+        case NODENET_CT_NAT_IN.rawValue:
+            (p.saddr, p.daddr, p.sport, p.dport, p.kind) = (v.address, k.saddr, v.port, k.sport, UInt8(NODENET_CT_NAT_OUT.rawValue))
+        default:
+            return nil
+        }
+        return p
+    }
+
+    /// Removes flows idle longer than their timeout (both directions judged together: a flow
+    /// is idle only when neither direction was used). The LRU table also evicts the oldest
+    /// entries by itself when full.
+    @discardableResult
+    public static func collect(bpffsDirectory: String, timeouts: Timeouts = Timeouts(), now: UInt64? = nil) throws -> Collection {
+        guard let map = try BPFMap<nodenet_tuple, nodenet_ct_entry>.pinned(at: path(bpffsDirectory)) else { return Collection(scanned: 0, removed: 0) }
+        let now = now ?? self.now()
+        let entries = try map.entries()
+        var byKey: [TupleKey: nodenet_ct_entry] = [:]
+        for (k, v) in entries { byKey[TupleKey(k)] = v }
+        func nanoseconds(_ d: Duration) -> UInt64 { UInt64(d.components.seconds) * 1_000_000_000 + UInt64(d.components.attoseconds / 1_000_000_000) }
+        var removed = 0
+        for (k, v) in entries {
+            let partnerKey = partner(k, v)
+            let other = partnerKey.flatMap { byKey[TupleKey($0)] }
+            let lastSeen = max(v.last_seen_ns, other?.last_seen_ns ?? 0)
+            let closing = (v.flags | (other?.flags ?? 0)) & UInt8(NODENET_CT_F_CLOSING) != 0
+            let timeout = k.proto == 6 ? (closing ? timeouts.tcpClosing : timeouts.tcp) : timeouts.other
+            guard now > lastSeen, now - lastSeen > nanoseconds(timeout) else { continue }
+            if try map.delete(k) { removed += 1 }
+        }
+        return Collection(scanned: entries.count, removed: removed)
+    }
+
+    /// A hashable copy of a tuple (the C struct is not Hashable).
+    struct TupleKey: Hashable {
+        var saddr, daddr: UInt32
+        var sport, dport: UInt16
+        var proto, kind: UInt8
+        init(_ t: nodenet_tuple) { (saddr, daddr, sport, dport, proto, kind) = (t.saddr, t.daddr, t.sport, t.dport, t.proto, t.kind) }
+    }
+}

@@ -1,0 +1,85 @@
+import CNodeNetBPF
+
+/// A service frontend: what clients connect to (`10.96.18.68:80/TCP`); 0.0.0.0 is a
+/// NodePort's wildcard frontend (any address of a node).
+public struct FrontendKey: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public var address: IPAddress
+    public var port: UInt16
+    public var `protocol`: TransportProtocol
+
+    public init(address: IPAddress, port: UInt16, protocol: TransportProtocol) {
+        self.address = address
+        self.port = port
+        self.protocol = `protocol`
+    }
+
+    public var description: String { "\(address):\(port)/\(`protocol`.rawValue)" }
+
+    public static func < (a: FrontendKey, b: FrontendKey) -> Bool {
+        (a.address, a.port, a.protocol.rawValue) < (b.address, b.port, b.protocol.rawValue)
+    }
+}
+
+/// A backend: where a frontend's connections go.
+public struct BackendAddress: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public var address: IPAddress
+    public var port: UInt16
+    public var `protocol`: TransportProtocol
+
+    public var description: String { "\(address):\(port)/\(`protocol`.rawValue)" }
+
+    public static func < (a: BackendAddress, b: BackendAddress) -> Bool {
+        (a.address, a.port, a.protocol.rawValue) < (b.address, b.port, b.protocol.rawValue)
+    }
+}
+
+/// A frontend the spec asks for, with its backends in the spec's order.
+public struct DesiredFrontend: Sendable, Equatable {
+    public var key: FrontendKey
+    /// `ClusterIP` or `NodePort` (a NodePort service's ClusterIP frontend is `ClusterIP`).
+    public var type: ServiceType
+    /// The spec's service name (`default/serversvc`).
+    public var service: String
+    public var backends: [BackendAddress]
+
+    var flags: UInt8 { type == .nodePort ? UInt8(NODENET_SERVICE_NODEPORT) : 0 }
+}
+
+extension NodeSpec {
+    /// The frontends of every service, as Cilium builds them: ClusterIP:port, and for a
+    /// NodePort also this node's address:nodePort and the wildcard 0.0.0.0:nodePort.
+    public var serviceFrontends: [DesiredFrontend] {
+        var result: [DesiredFrontend] = []
+        for service in services {
+            for port in service.ports {
+                let backends = service.backends.map {
+                    BackendAddress(address: $0.ip, port: UInt16($0.port ?? port.targetPort), protocol: port.protocol)
+                }
+                // The same backend named twice is one backend.
+                var seen: Set<BackendAddress> = []
+                let unique = backends.filter { seen.insert($0).inserted }
+                result.append(DesiredFrontend(key: FrontendKey(address: service.clusterIP, port: UInt16(port.port), protocol: port.protocol),
+                                              type: .clusterIP, service: service.name, backends: unique))
+                if service.type == .nodePort, let nodePort = port.nodePort {
+                    for address in [node.address, IPAddress("0.0.0.0")!] {
+                        result.append(DesiredFrontend(key: FrontendKey(address: address, port: UInt16(nodePort), protocol: port.protocol),
+                                                      type: .nodePort, service: service.name, backends: unique))
+                    }
+                }
+            }
+        }
+        return result
+    }
+}
+
+extension TransportProtocol {
+    var ipProtocol: UInt8 { self == .tcp ? 6 : 17 }
+
+    init?(ipProtocol: UInt8) {
+        switch ipProtocol {
+        case 6: self = .tcp
+        case 17: self = .udp
+        default: return nil
+        }
+    }
+}

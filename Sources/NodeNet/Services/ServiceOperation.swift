@@ -1,0 +1,128 @@
+import BPF
+import CNodeNetBPF
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One services change of a plan, with what it replaces (for undo).
+enum ServiceOperation: Sendable, Equatable {
+    case putSettings(NodeSettings, previous: NodeSettings?)
+    case putNode(IPAddress, flags: UInt32, previous: UInt32?)
+    case deleteNode(IPAddress, previous: UInt32)
+    case putBackend(id: UInt32, BackendAddress, previous: BackendAddress?)
+    case deleteBackend(id: UInt32, previous: BackendAddress)
+    /// Writes a frontend make-before-break (revnat, new slots, slot 0, extra slots removed).
+    case putFrontend(FrontendKey, FrontendEntry, previous: FrontendSnapshot?, previousRevnat: FrontendKey?)
+    /// Removes a frontend: slot 0 first (no new connections), then its slots.
+    case deleteFrontend(FrontendKey, previous: FrontendSnapshot)
+    case deleteRevNat(id: UInt16, previous: FrontendKey)
+    /// Attaches a socket-LB program to the cgroup (`replacing`: the pin of the same hook and
+    /// cgroup from another build, whose link gets the new program).
+    case attachSocket(CgroupLink.Hook, cgroup: String, cgroupID: UInt64, replacing: String?)
+    case unpinSocket(name: String)
+}
+
+/// How to undo one services change.
+enum ServiceUndo: Sendable, CustomStringConvertible {
+    case settings(NodeSettings?)
+    case node(IPAddress, UInt32?)
+    case backend(UInt32, BackendAddress?)
+    case frontend(FrontendKey, FrontendSnapshot?, current: [UInt16: UInt32])
+    case revnat(UInt16, FrontendKey?)
+    case unpin(String)
+
+    var description: String {
+        switch self {
+        case .settings: return "restoring the datapath settings"
+        case .node(let ip, _): return "restoring node entry \(ip)"
+        case .backend(let id, _): return "restoring backend \(id)"
+        case .frontend(let key, _, _): return "restoring frontend \(key)"
+        case .revnat(let id, _): return "restoring frontend id \(id)"
+        case .unpin(let path): return "removing \(path)"
+        }
+    }
+}
+
+extension Applier {
+    mutating func executeService(_ op: ServiceOperation) throws {
+        switch op {
+        case .attachSocket(let hook, let cgroup, let cgroupID, let replacing):
+            let directory = spec.socketLinkDirectory
+            try BPFFS.prepare(directory)
+            let path = "\(directory)/\(hook.pinName(cgroupID: cgroupID))"
+            let fd = try loadedDatapath().programFD(hook)
+            if let replacing {
+                try CgroupLink.replaceProgram(pinnedAt: "\(directory)/\(replacing)", with: fd)
+                try BPFPin.move(from: "\(directory)/\(replacing)", to: path)
+                recordUndo(.irreversible("\(hook.rawValue) on \(cgroup) runs this build's program now"))
+            } else {
+                try CgroupLink.attach(programFD: fd, cgroup: cgroup, hook: hook, pinAt: path)
+                recordUndo(.service(.unpin(path)))
+            }
+            return
+        case .unpinSocket(let name):
+            let path = "\(spec.socketLinkDirectory)/\(name)"
+            guard unlink(path) == 0 || errno == ENOENT else { throw NodeNetError.state("removing \(path): \(String(cString: strerror(errno)))") }
+            recordUndo(.irreversible("socket LB link \(name) was removed"))
+            return
+        default:
+            break
+        }
+        let maps = try loadedDatapath().services
+        switch op {
+        case .putSettings(let settings, let previous):
+            try maps.settings.update(0, settings.c)
+            recordUndo(.service(.settings(previous)))
+        case .putNode(let ip, let flags, let previous):
+            try maps.nodes.update(nodenet_node_key(address: ip.ipv4Value!.bigEndian), nodenet_node(flags: flags))
+            recordUndo(.service(.node(ip, previous)))
+        case .deleteNode(let ip, let previous):
+            try maps.nodes.delete(nodenet_node_key(address: ip.ipv4Value!.bigEndian))
+            recordUndo(.service(.node(ip, previous)))
+        case .putBackend(let id, let backend, let previous):
+            try maps.backends.update(id, backend.c)
+            recordUndo(.service(.backend(id, previous)))
+        case .deleteBackend(let id, let previous):
+            try maps.backends.delete(id)
+            recordUndo(.service(.backend(id, previous)))
+        case .putFrontend(let key, let entry, let previous, let previousRevnat):
+            try maps.put(key, entry, previousSlots: previous?.slots ?? [:])
+            let current = Dictionary(uniqueKeysWithValues: entry.backendIDs.enumerated().map { (UInt16($0.offset + 1), $0.element) })
+            recordUndo(.service(.revnat(entry.id, previousRevnat)))
+            recordUndo(.service(.frontend(key, previous, current: current)))
+        case .deleteFrontend(let key, let previous):
+            try maps.remove(key, slots: previous.slots)
+            recordUndo(.service(.frontend(key, previous, current: [:])))
+        case .deleteRevNat(let id, let previous):
+            try maps.revnat.delete(UInt32(id))
+            recordUndo(.service(.revnat(id, previous)))
+        case .attachSocket, .unpinSocket:
+            break
+        }
+    }
+
+    mutating func undoService(_ step: ServiceUndo) throws {
+        if case .unpin(let path) = step {
+            guard unlink(path) == 0 || errno == ENOENT else { throw NodeNetError.state("removing \(path): \(String(cString: strerror(errno)))") }
+            return
+        }
+        let maps = try loadedDatapath().services
+        switch step {
+        case .settings(let previous):
+            if let previous { try maps.settings.update(0, previous.c) } else { try maps.settings.update(0, nodenet_config()) }
+        case .node(let ip, let flags):
+            let key = nodenet_node_key(address: ip.ipv4Value!.bigEndian)
+            if let flags { try maps.nodes.update(key, nodenet_node(flags: flags)) } else { try maps.nodes.delete(key) }
+        case .backend(let id, let previous):
+            if let previous { try maps.backends.update(id, previous.c) } else { try maps.backends.delete(id) }
+        case .frontend(let key, let snapshot, let current):
+            try maps.restore(key, snapshot, currentSlots: current)
+        case .revnat(let id, let previous):
+            if let previous { try maps.revnat.update(UInt32(id), previous.revnat) } else { try maps.revnat.delete(UInt32(id)) }
+        case .unpin:
+            break
+        }
+    }
+}

@@ -1,0 +1,54 @@
+/// What `nodenetd service list` shows for one frontend: read from the node's maps (the
+/// kernel's truth), named from the spec where it knows the frontend.
+public struct ServiceStatus: Sendable, Codable, Equatable {
+    public struct Backend: Sendable, Codable, Equatable {
+        /// Position among the frontend's backends (1...).
+        public var index: Int
+        /// The backend's id in the backends map.
+        public var id: UInt32
+        public var address: String
+        public var port: UInt16
+        public var `protocol`: String
+        /// `active`, or `missing` when the backends map has no such id.
+        public var state: String
+    }
+
+    /// The frontend's id (stable across applies and restarts).
+    public var id: UInt16
+    public var frontend: String
+    public var address: String
+    public var port: UInt16
+    public var `protocol`: String
+    /// `ClusterIP` or `NodePort`.
+    public var type: String
+    /// The spec's service, when it names this frontend.
+    public var service: String?
+    public var backends: [Backend]
+    /// `ok`, `incomplete` (entries of an interrupted apply) or `stale` (not in the spec).
+    public var state: String
+}
+
+extension NodeController {
+    /// Every frontend in the node's service maps, by id.
+    public func services() throws -> [ServiceStatus] {
+        let observed = try ObservedServices.read(bpffsDirectory: spec.bpffsDirectory)
+        let wanted = Dictionary(spec.serviceFrontends.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
+        var rows: [ServiceStatus] = []
+        for key in observed.frontendKeys {
+            let master = observed.masters[key]
+            let entry = observed.entry(key)
+            let ids = entry?.backendIDs ?? (observed.slots[key] ?? [:]).sorted { $0.key < $1.key }.map(\.value)
+            let backends = ids.enumerated().map { i, id -> ServiceStatus.Backend in
+                let b = observed.backends[id]
+                return ServiceStatus.Backend(index: i + 1, id: id, address: b?.address.description ?? "-", port: b?.port ?? 0,
+                                             protocol: b?.protocol.rawValue ?? key.protocol.rawValue, state: b == nil ? "missing" : "active")
+            }
+            let type = (master?.flags ?? 0) & 1 != 0 ? ServiceType.nodePort : .clusterIP
+            rows.append(ServiceStatus(
+                id: master?.id ?? 0, frontend: "\(key.address):\(key.port)", address: key.address.description, port: key.port,
+                protocol: key.protocol.rawValue, type: type.rawValue, service: wanted[key]?.service, backends: backends,
+                state: entry == nil ? "incomplete" : wanted[key] == nil ? "stale" : "ok"))
+        }
+        return rows.sorted { ($0.id, $0.address, $0.port) < ($1.id, $1.address, $1.port) }
+    }
+}

@@ -1,0 +1,126 @@
+/* Connection tracking for packet-level translation (NodePort from outside, per-packet
+ * service translation, masquerading): one LRU table keyed by tuple and kind (maps.h).
+ * Entries carry the time they were last used; nodenet's agent removes idle ones. */
+#ifndef NODENET_BPF_CONNTRACK_H
+#define NODENET_BPF_CONNTRACK_H
+
+#include "common.h"
+
+/* The few L4 fields read here (linux/tcp.h and linux/icmp.h pull in libc headers). */
+struct nodenet_tcp_head {
+	__be16 source, dest;
+	__be32 seq, ack_seq;
+	__u8 offset;
+	__u8 flags;
+	__be16 window;
+};
+
+struct nodenet_icmp_echo {
+	__u8 type, code;
+	__be16 checksum;
+	__be16 id, sequence;
+};
+
+#define NODENET_ICMP_ECHOREPLY 0
+#define NODENET_ICMP_ECHO 8
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, NODENET_CT_MAX);
+	__type(key, struct nodenet_tuple);
+	__type(value, struct nodenet_ct_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nodenet_ct SEC(".maps");
+
+/* A packet's flow, read once (packet pointers die with the first write). */
+struct nodenet_flow {
+	struct nodenet_tuple tuple;  /* kind 0 */
+	__u8 tcp_flags;              /* TCP: the flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10) */
+	__u8 icmp_type;
+	__u8 has_ports;              /* TCP, UDP or ICMP echo */
+	__u8 pad;
+};
+
+#define NODENET_TCP_FIN 0x01
+#define NODENET_TCP_SYN 0x02
+#define NODENET_TCP_RST 0x04
+#define NODENET_TCP_ACK 0x10
+
+/* Offsets in the frame (IPv4 without options; callers check ihl == 5). */
+#define NODENET_L4_OFF (ETH_HLEN + sizeof(struct iphdr))
+#define NODENET_SADDR_OFF (ETH_HLEN + __builtin_offsetof(struct iphdr, saddr))
+#define NODENET_DADDR_OFF (ETH_HLEN + __builtin_offsetof(struct iphdr, daddr))
+
+/* Reads the flow of an IPv4 packet whose header `ip` is valid up to `end`. Returns 0 when
+ * the packet has ports (TCP, UDP, first fragment) or is an ICMP echo. */
+static __always_inline int nodenet_flow_read(struct iphdr *ip, void *end, struct nodenet_flow *f)
+{
+	__builtin_memset(f, 0, sizeof(*f));
+	f->tuple.saddr = ip->saddr;
+	f->tuple.daddr = ip->daddr;
+	f->tuple.proto = ip->protocol;
+	if (ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)) != 0)
+		return -1;  /* options or fragments: not translated */
+	void *l4 = (void *)(ip + 1);
+	if (ip->protocol == IPPROTO_TCP) {
+		struct nodenet_tcp_head *tcp = l4;
+		if ((void *)(tcp + 1) > end)
+			return -1;
+		f->tuple.sport = tcp->source;
+		f->tuple.dport = tcp->dest;
+		f->tcp_flags = tcp->flags;
+	} else if (ip->protocol == IPPROTO_UDP) {
+		__be16 *ports = l4;
+		if ((void *)(ports + 2) > end)
+			return -1;
+		f->tuple.sport = ports[0];
+		f->tuple.dport = ports[1];
+	} else if (ip->protocol == IPPROTO_ICMP) {
+		struct nodenet_icmp_echo *icmp = l4;
+		if ((void *)(icmp + 1) > end)
+			return -1;
+		f->icmp_type = icmp->type;
+		if (icmp->type == NODENET_ICMP_ECHO)
+			f->tuple.sport = icmp->id;
+		else if (icmp->type == NODENET_ICMP_ECHOREPLY)
+			f->tuple.dport = icmp->id;
+		else
+			return -1;
+	} else {
+		return -1;
+	}
+	f->has_ports = 1;
+	return 0;
+}
+
+/* The entry of `kind` for the flow's tuple, refreshed (time, closing flag), or 0. */
+static __always_inline struct nodenet_ct_entry *nodenet_ct_lookup(struct nodenet_flow *f, __u8 kind)
+{
+	struct nodenet_tuple key = f->tuple;
+	key.kind = kind;
+	struct nodenet_ct_entry *e = bpf_map_lookup_elem(&nodenet_ct, &key);
+	if (!e)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	/* Refresh at most every ~0.5 s: a write per packet would bounce the cache line. */
+	if (now - e->last_seen_ns > (1ULL << 29))
+		e->last_seen_ns = now;
+	if (f->tcp_flags & (NODENET_TCP_FIN | NODENET_TCP_RST))
+		e->flags |= NODENET_CT_F_CLOSING;
+	return e;
+}
+
+static __always_inline int nodenet_ct_put(struct nodenet_tuple *key, __u8 kind, __u32 address, __u16 port, __u16 id, __u32 backend_id, __u64 flags)
+{
+	struct nodenet_ct_entry e = {};
+	e.last_seen_ns = bpf_ktime_get_ns();
+	e.address = address;
+	e.port = port;
+	e.id = id;
+	e.backend_id = backend_id;
+	key->kind = kind;
+	key->pad = 0;
+	return bpf_map_update_elem(&nodenet_ct, key, &e, flags);
+}
+
+#endif

@@ -1,0 +1,74 @@
+/* Forwarding toward a next hop without the routing stack: FIB lookup, TTL, bpf_redirect_neigh
+ * (the kernel resolves the neighbour). Anything the lookup cannot answer goes to the stack. */
+#ifndef NODENET_BPF_FORWARD_H
+#define NODENET_BPF_FORWARD_H
+
+#include "common.h"
+#include "l3.h"
+#include "events.h"
+#include "endpoints.h"
+
+static __always_inline int nodenet_forward(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + sizeof(struct ethhdr);
+	if ((void *)(ip + 1) > end)
+		return TC_ACT_OK;
+	struct bpf_fib_lookup fib = {};
+	fib.family = AF_INET;
+	fib.tos = ip->tos;
+	fib.l4_protocol = ip->protocol;
+	/* tot_len stays 0: with it set, the kernel checks the IP length (64 KiB for a GSO packet)
+	 * against the route MTU and answers FRAG_NEEDED; at 0 it checks the skb, GSO-aware. */
+	fib.ipv4_src = ip->saddr;
+	fib.ipv4_dst = ip->daddr;
+	fib.ifindex = skb->ifindex;
+	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	/* Re-validate after the lookup: the verifier needs fresh packet pointers. */
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+	ip = data + sizeof(struct ethhdr);
+	if ((void *)(ip + 1) > end)
+		return TC_ACT_OK;
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) {
+		nodenet_count(NODENET_VERDICT_TO_STACK);
+		nodenet_emit(skb, NODENET_VERDICT_TO_STACK, ip, 0);
+		return TC_ACT_OK;
+	}
+	if (ip->ttl <= 1) {
+		nodenet_emit(skb, NODENET_VERDICT_TO_STACK, ip, 0);
+		return TC_ACT_OK;
+	}
+	/* Emit first: changing the packet (TTL) invalidates packet pointers. */
+	nodenet_emit(skb, NODENET_VERDICT_REMOTE_REDIRECT, ip, fib.ifindex);
+	if (nodenet_dec_ttl(skb, ip) < 0)
+		return TC_ACT_OK;
+	nodenet_count(NODENET_VERDICT_REMOTE_REDIRECT);
+	return bpf_redirect_neigh(fib.ifindex, 0, 0, 0);
+}
+
+/* Sends a packet whose addresses may have been rewritten on its way: into a local pod, or
+ * toward the next hop. */
+static __always_inline int nodenet_deliver(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + sizeof(struct ethhdr);
+	if ((void *)(ip + 1) > end)
+		return TC_ACT_OK;
+	struct nodenet_endpoint_key key = { .ip = ip->daddr };
+	struct nodenet_endpoint *dst = bpf_map_lookup_elem(&nodenet_endpoints, &key);
+	if (dst)
+		return nodenet_deliver_local(skb, ip, dst);
+	return nodenet_forward(skb);
+}
+
+static __always_inline int nodenet_drop(struct __sk_buff *skb, __u8 verdict)
+{
+	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + sizeof(struct ethhdr);
+	nodenet_count(verdict);
+	nodenet_emit(skb, verdict, (void *)(ip + 1) <= end ? ip : 0, 0);
+	return TC_ACT_SHOT;
+}
+
+#endif

@@ -1,0 +1,74 @@
+/* Rewriting addresses and ports in place, with the IP and L4 checksums fixed up
+ * incrementally (offload-aware through the helpers), and source NAT port allocation. */
+#ifndef NODENET_BPF_NAT_H
+#define NODENET_BPF_NAT_H
+
+#include "common.h"
+#include "conntrack.h"
+
+#define NODENET_IP_CHECK_OFF (ETH_HLEN + __builtin_offsetof(struct iphdr, check))
+
+/* Where the port (or ICMP echo id) and the checksum of `proto` are. */
+static __always_inline int nodenet_l4_csum_off(__u8 proto)
+{
+	return NODENET_L4_OFF + (proto == IPPROTO_TCP ? 16 : proto == IPPROTO_UDP ? 6 : 2);
+}
+
+/* Rewrites the source (`source` != 0) or destination address and port of the packet.
+ * For ICMP echo the "port" is the identifier. Returns 0, or < 0 when a helper failed. */
+static __always_inline int nodenet_rewrite(struct __sk_buff *skb, __u8 proto, int source, __u32 old_addr, __u32 new_addr, __u16 old_port, __u16 new_port)
+{
+	int csum = nodenet_l4_csum_off(proto);
+	int addr_off = source ? NODENET_SADDR_OFF : NODENET_DADDR_OFF;
+	int port_off = proto == IPPROTO_ICMP ? NODENET_L4_OFF + 4 : NODENET_L4_OFF + (source ? 0 : 2);
+	__u64 mangled = proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+	if (old_addr != new_addr) {
+		/* The ICMP checksum has no pseudo header. */
+		if (proto != IPPROTO_ICMP && bpf_l4_csum_replace(skb, csum, old_addr, new_addr, BPF_F_PSEUDO_HDR | mangled | 4) < 0)
+			return -1;
+		if (bpf_l3_csum_replace(skb, NODENET_IP_CHECK_OFF, old_addr, new_addr, 4) < 0)
+			return -1;
+		if (bpf_skb_store_bytes(skb, addr_off, &new_addr, 4, 0) < 0)
+			return -1;
+	}
+	if (old_port != new_port) {
+		if (bpf_l4_csum_replace(skb, csum, old_port, new_port, mangled | 2) < 0)
+			return -1;
+		if (bpf_skb_store_bytes(skb, port_off, &new_port, 2, 0) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Source NAT of the flow to `nat_addr`: reuses its NAT_OUT entry, or allocates a port (NAT_IN
+ * inserted first, exclusively, so two flows never share one) when `may_create`. Returns 0
+ * with *port set, -1 when there is no mapping and none may be made, -2 when no port is free. */
+static __always_inline int nodenet_snat(struct nodenet_flow *f, __u32 nat_addr, int may_create, __u16 *port)
+{
+	struct nodenet_ct_entry *out = nodenet_ct_lookup(f, NODENET_CT_NAT_OUT);
+	if (out) {
+		*port = out->port;
+		return 0;
+	}
+	if (!may_create)
+		return -1;
+	struct nodenet_tuple in = {};
+	in.saddr = f->tuple.daddr;
+	in.daddr = nat_addr;
+	in.sport = f->tuple.dport;
+	in.proto = f->tuple.proto;
+	__u32 start = bpf_get_prandom_u32();
+	for (int i = 0; i < 8; i++) {
+		__u16 candidate = bpf_htons((__u16)(NODENET_NAT_PORT_MIN + (start + i * 577) % NODENET_NAT_PORT_COUNT));
+		in.dport = candidate;
+		if (nodenet_ct_put(&in, NODENET_CT_NAT_IN, f->tuple.saddr, f->tuple.sport, 0, 0, BPF_NOEXIST) == 0) {
+			struct nodenet_tuple key = f->tuple;
+			nodenet_ct_put(&key, NODENET_CT_NAT_OUT, nat_addr, candidate, 0, 0, BPF_ANY);
+			*port = candidate;
+			return 0;
+		}
+	}
+	return -2;
+}
+
+#endif
