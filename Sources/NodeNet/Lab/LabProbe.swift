@@ -47,8 +47,19 @@ public enum LabProbe {
         return HTTPResult(body: body, local: name(of: fd, peer: false), peer: name(of: fd, peer: true))
     }
 
+    public struct UDPResult: Sendable {
+        public var reply: String
+        /// Where the reply came from, as recvfrom reported it.
+        public var from: String
+    }
+
     /// Sends `payload` to `address:port` over UDP from `namespace` and returns the reply.
     public static func udpEcho(from namespace: NamespaceReference, to address: IPAddress, port: UInt16 = 53, payload: String, timeout: Int32 = 3) throws -> String {
+        try udp(from: namespace, to: address, port: port, payload: payload, timeout: timeout).reply
+    }
+
+    /// One unconnected UDP request/reply (sendto, recvfrom) from inside `namespace`.
+    public static func udp(from namespace: NamespaceReference, to address: IPAddress, port: UInt16 = 53, payload: String, timeout: Int32 = 3) throws -> UDPResult {
         let fd: Int32 = try NetworkNamespace.run(in: namespace) { socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
         guard fd >= 0 else { throw NodeNetError.state("socket: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
@@ -62,9 +73,11 @@ public enum LabProbe {
         let sent = withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, bytes, bytes.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         guard sent == bytes.count else { throw NodeNetError.state("sending to \(address):\(port): \(String(cString: strerror(errno)))") }
         var buffer = [UInt8](repeating: 0, count: 2048)
-        let n = recv(fd, &buffer, buffer.count, 0)
+        var from = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let n = withUnsafeMutablePointer(to: &from) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(fd, &buffer, buffer.count, 0, $0, &length) } }
         guard n >= 0 else { throw NodeNetError.state("no UDP reply from \(address):\(port): \(String(cString: strerror(errno)))") }
-        return String(decoding: buffer[0..<n], as: UTF8.self)
+        return UDPResult(reply: String(decoding: buffer[0..<n], as: UTF8.self), from: PodServer.describe(from))
     }
 
     private static func name(of fd: Int32, peer: Bool) -> String {

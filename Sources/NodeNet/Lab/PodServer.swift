@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// The lab's pod workload: HTTP on port 80 answering `PodName: <name> | PodIP: eth0 <ip>/32`
-/// (the seed's DaemonSet) and a UDP echo on port 53. Its sockets are created inside the pod's
+/// (the seed's DaemonSet) and a UDP echo on port 53 (`PodName: <name> | <payload>`). Its sockets are created inside the pod's
 /// namespace; it serves them on two threads of its own.
 public final class PodServer: @unchecked Sendable {
     public let name: String
@@ -94,7 +94,8 @@ public final class PodServer: @unchecked Sendable {
             let n = withUnsafeMutablePointer(to: &peer) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(udp, &buffer, buffer.count, 0, $0, &length) } }
             guard n >= 0 else { continue }
             log("udp \(Self.describe(peer)) \(n) bytes")
-            _ = withUnsafePointer(to: &peer) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(udp, buffer, n, 0, $0, length) } }
+            let reply = Array("PodName: \(name) | ".utf8) + buffer[0..<n]
+            _ = withUnsafePointer(to: &peer) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(udp, reply, reply.count, 0, $0, length) } }
         }
     }
 

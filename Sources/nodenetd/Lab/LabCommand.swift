@@ -15,7 +15,7 @@ struct LabCommand: ParsableCommand {
             the seed's cluster is built. Several labs with different names can run at once. Nothing is created in
             the root namespace or the root cgroup.
             """,
-        subcommands: [LabUp.self, LabDown.self, LabStatus.self, LabExec.self, LabSpec.self, LabDemo.self, LabServe.self])
+        subcommands: [LabUp.self, LabDown.self, LabStatus.self, LabExec.self, LabProbeCommand.self, LabSpec.self, LabDemo.self, LabServe.self])
 }
 
 /// `--name`, shared by the lab commands.
