@@ -293,11 +293,11 @@ extension BPFModeApplyTests {
             let drop = events.first { $0.verdict == "drop" }
             #expect(drop?.source == "10.0.2.99" && drop?.dropReason == "source address is not the pod's own (spoofed)")
             #expect(drop?.description == "DROP (source address is not the pod's own (spoofed)) on \(lxc0): 10.0.2.99 -> 10.0.2.204 ICMP")
-            // Closed monitor: the flag is off and traffic emits nothing (emitting costs one
-            // array lookup when nobody listens).
+            // Closed monitor: the lease is given up and traffic emits nothing (emitting costs
+            // one array lookup when nobody listens).
             monitor = nil
-            let flag = try #require(try BPFMap<UInt32, UInt32>.pinned(at: "\(spec.bpffsDirectory)/nodenet_monitor"))
-            #expect(try flag.lookup(0) == 0)
+            let lease = try #require(try BPFMap<UInt32, nodenet_monitor_lease>.pinned(at: "\(spec.bpffsDirectory)/nodenet_monitor"))
+            #expect(try lease.lookup(0)?.deadline_ns == 0)
             #expect(try t.ping(from: 0, "10.0.2.204"))
             let later = try DatapathMonitor(bpffsDirectory: spec.bpffsDirectory)
             #expect(try later.poll(milliseconds: 100, names: names).isEmpty, "nothing was queued while nobody listened")
@@ -397,3 +397,44 @@ extension BPFModeApplyTests {
         }
     }
 }
+
+extension BPFModeApplyTests {
+    /// A monitor that is killed cannot give the lease up: emitting must stop by itself once
+    /// the deadline it last wrote has passed, and a live monitor keeps renewing it.
+    @Test func aKilledMonitorsLeaseExpiresAndEventsStop() async throws {
+        try await TestNode.with(pods: 2) { t in
+            let spec = bpfSpec(t)
+            defer { BPFFS.remove(spec.bpffsDirectory) }
+            _ = try t.controller(spec).apply()
+            let lease = try #require(try BPFMap<UInt32, nodenet_monitor_lease>.pinned(at: "\(spec.bpffsDirectory)/nodenet_monitor"))
+            // A live monitor renews while it polls: after 1.5 s the deadline is still ahead.
+            do {
+                let monitor = try DatapathMonitor(bpffsDirectory: spec.bpffsDirectory)
+                let start = DatapathMonitor.monotonicNanoseconds()
+                while DatapathMonitor.monotonicNanoseconds() < start + 1_500_000_000 { _ = try monitor.poll(milliseconds: 100) }
+                let deadline = try #require(try lease.lookup(0)).deadline_ns
+                #expect(deadline > DatapathMonitor.monotonicNanoseconds() + 1_000_000_000, "renewed while polling")
+            }
+            #expect(try lease.lookup(0)?.deadline_ns == 0, "given up on close")
+            // What a monitor killed right after renewing leaves behind: a deadline 400 ms ahead.
+            try lease.update(0, nodenet_monitor_lease(deadline_ns: DatapathMonitor.monotonicNanoseconds() + 400_000_000))
+            let fd = try BPFRingBuffer.pinnedFD(at: "\(spec.bpffsDirectory)/nodenet_events")
+            defer { close(fd) }
+            let records = Counter()
+            let ring = try BPFRingBuffer(mapFD: fd) { _ in records.value += 1 }
+            #expect(try t.ping(from: 0, "10.0.2.204"))
+            try ring.poll(milliseconds: 100)
+            #expect(records.value > 0, "events while the lease holds")
+            // Past the deadline, with nobody renewing: no more records.
+            while DatapathMonitor.monotonicNanoseconds() < (try lease.lookup(0)?.deadline_ns ?? 0) + 50_000_000 { usleep(50_000) }
+            while try ring.poll(milliseconds: 50) > 0 {}
+            records.value = 0
+            #expect(try t.ping(from: 0, "10.0.2.204"))
+            #expect(try t.ping(from: 1, "10.0.2.32"))
+            try ring.poll(milliseconds: 200)
+            #expect(records.value == 0, "the expired lease stops emitting")
+        }
+    }
+}
+
+final class Counter: @unchecked Sendable { var value = 0 }
