@@ -62,6 +62,26 @@ struct DatapathTests {
         #expect(throws: BPFError.self) { try counters.lookup(0) }
     }
 
+    @Test func aPinnedMapIsOpenedOnlyWithItsOwnLayout() throws {
+        let root = "/sys/fs/bpf/\(TestNames.unique("layout"))"
+        try BPFFS.prepare(root)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let lxc = try BPFObject(embedded: "bpf_lxc", pinRoot: root)
+        try lxc.load()
+        // The right layouts open.
+        #expect(try BPFMap<nodenet_endpoint_key, nodenet_endpoint>.pinned(at: "\(root)/nodenet_endpoints") != nil)
+        #expect(try BPFMap<UInt32, nodenet_monitor_lease>.pinned(at: "\(root)/nodenet_monitor") != nil)
+        #expect(try BPFMap<UInt32, UInt64>.pinned(at: "\(root)/nodenet_verdicts", perCPU: true) != nil)
+        // Another value size (the monitor's old 4-byte flag), another key size, per-CPU or not: a clear error.
+        let value = #expect(throws: BPFError.self) { try BPFMap<UInt32, UInt32>.pinned(at: "\(root)/nodenet_monitor") }
+        #expect(value?.description.contains("value size 8 B, UInt32 has 4 B") == true, "\(value as Any)")
+        let key = #expect(throws: BPFError.self) { try BPFMap<UInt64, nodenet_endpoint>.pinned(at: "\(root)/nodenet_endpoints") }
+        #expect(key?.description.contains("key size 4 B") == true, "\(key as Any)")
+        let perCPU = #expect(throws: BPFError.self) { try BPFMap<UInt32, UInt64>.pinned(at: "\(root)/nodenet_verdicts") }
+        #expect(perCPU?.description.contains("per-CPU") == true, "\(perCPU as Any)")
+        #expect(try BPFMap<UInt32, UInt32>.pinned(at: "\(root)/nothing") == nil, "nothing pinned: nil, not an error")
+    }
+
     /// A node wired by apply (kernel mode), then the from-container program on both pods' lxc.
     func withBPFNode(_ body: (TestNode, BPFObject, BPFMap<UInt32, UInt64>) async throws -> Void) async throws {
         try await TestNode.with(pods: 2) { t in
