@@ -438,3 +438,53 @@ extension BPFModeApplyTests {
 }
 
 final class Counter: @unchecked Sendable { var value = 0 }
+
+extension BPFModeApplyTests {
+    /// A pin is not proof of an attachment: a tcx link running another program is given this
+    /// build's program again, and a detached link is replaced by a fresh one.
+    @Test(.enabled(if: TCXLink.isSupported, "tcx needs kernel 6.6 or later"))
+    func tcxLinksAreJudgedByTheirLinkInfoNotTheirPinName() async throws {
+        try await TestNode.with(pods: 2) { t in
+            let spec = bpfSpec(t, attach: .tcx)
+            defer { BPFFS.remove(spec.bpffsDirectory) }
+            #expect(try t.controller(spec).apply().verified)
+            let dir = spec.linkDirectory
+            let pins = try FileManager.default.contentsOfDirectory(atPath: dir)
+            let netdevPin = try #require(pins.first { $0.hasPrefix("from-netdev@eth0@") })
+            let lxc0 = NodeNetNames.endpointDevice(for: spec.pods[0])
+            let lxcPin = try #require(pins.first { $0.hasPrefix("from-container@\(lxc0)@") })
+            let info = try TCXLink.info(pinnedAt: "\(dir)/\(netdevPin)")
+            let eth0 = try #require(try NetlinkSocket(namespace: t.namespace).link(named: "eth0"))
+            #expect(info.isTCX && info.ifindex == UInt32(eth0.index) && info.attachType == BPFLinkInfo.attachTCXIngress)
+            #expect(try BPFProgramInfo(id: info.programID).name == "nodenet_from_ne")
+            #expect(try t.controller(spec).plan().isEmpty, "this build's programs, where the pins say: converged")
+            #expect(DatapathProgram.buildTags.count == 2, "tags compared too, not only names")
+            #expect(DatapathProgram.buildTags[.fromNetdev] == (try BPFProgramInfo(id: info.programID).tag), "the tag is stable across loads")
+
+            // Someone swaps the program under our link; the pin name still looks right.
+            let stranger = try BPFObject(embedded: "bpf_lxc")
+            try stranger.load()
+            try TCXLink.replaceProgram(pinnedAt: "\(dir)/\(netdevPin)", with: try stranger.programFD(named: "nodenet_from_container"))
+            let swapped = try t.controller(spec).plan()
+            #expect(swapped.changes.map(\.subject) == ["from-netdev on eth0"], "\(swapped.changes)")
+            #expect(swapped.changes.first?.found?.contains("runs program nodenet_from_co") == true, "\(swapped.changes.first?.found as Any)")
+            // Someone detaches the pod's link: it still has its pin, but holds nothing.
+            let link = bpf_obj_get("\(dir)/\(lxcPin)")
+            try #require(link >= 0)
+            #expect(bpf_link_detach(link) == 0)
+            close(link)
+            #expect(try TCXLink.info(pinnedAt: "\(dir)/\(lxcPin)").isDetached)
+            let plan = try t.controller(spec).plan()
+            #expect(plan.changes.map(\.subject) == ["tcx link \(lxcPin)", "from-container on \(lxc0)", "from-netdev on eth0"], "\(plan.changes)")
+
+            let report = try t.controller(spec).apply()
+            #expect(report.verified, "\(report.mismatches)")
+            #expect(try BPFProgramInfo(id: try TCXLink.info(pinnedAt: "\(dir)/\(netdevPin)").programID).name == "nodenet_from_ne")
+            #expect(try !TCXLink.info(pinnedAt: "\(dir)/\(lxcPin)").isDetached)
+            #expect(try t.controller(spec).plan().isEmpty)
+            let forwarded = try LabProbe.forwardedDatagrams(in: t.namespace)
+            #expect(try t.ping(from: 0, "10.0.2.204"))
+            #expect(try LabProbe.forwardedDatagrams(in: t.namespace) == forwarded, "both links redirect again")
+        }
+    }
+}

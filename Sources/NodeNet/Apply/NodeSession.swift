@@ -73,6 +73,10 @@ public final class NodeSession: @unchecked Sendable {
                 if observed.incompatibleMaps["nodenet_endpoints"] == nil { observed.endpointEntries = try DatapathObjects.pinnedEntries(spec) }
             }
             observed.tcxLinks = Set((try? FileManager.default.contentsOfDirectory(atPath: spec.linkDirectory)) ?? [])
+            // A pin is not proof: the link may be detached, elsewhere, or run another program.
+            for name in observed.tcxLinks {
+                if let problem = TCXLinkProblem.check(directory: spec.linkDirectory, name: name) { observed.tcxLinkProblems[name] = problem }
+            }
         }
         return observed
     }

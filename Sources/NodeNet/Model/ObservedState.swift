@@ -45,6 +45,9 @@ public struct ObservedState: Sendable, Equatable {
     public var incompatibleMaps: [String: String] = [:]
     /// Names of the pinned tcx links in the node's bpffs `links` directory.
     public var tcxLinks: Set<String> = []
+    /// Pinned tcx links that do not carry this build's program where their name says
+    /// (bpf_link_info), by pin name: not converged.
+    public var tcxLinkProblems: [String: TCXLinkProblem] = [:]
     /// Entries of the node's pinned endpoints map, by pod IP.
     public var endpointEntries: [IPAddress: EndpointEntry] = [:]
 

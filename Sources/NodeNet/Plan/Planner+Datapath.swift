@@ -42,10 +42,17 @@ extension Planner {
     private mutating func attach(_ program: DatapathProgram, on device: String, deviceIsNew: Bool) {
         if attachMode == .tcx {
             let index = deviceIsNew ? nil : observed.node.links[device]?.index
-            if !migratingMaps, let index, observed.tcxLinks.contains(program.linkPinName(device: device, ifindex: index)) { return }
-            let sameDevice = index.map { i in observed.tcxLinks.first { $0.hasPrefix(program.linkPinPrefix(device: device) + "\(i)@") } } ?? nil
+            let pin = index.map { program.linkPinName(device: device, ifindex: $0) }
+            if !migratingMaps, let pin, observed.tcxLinks.contains(pin), observed.tcxLinkProblems[pin] == nil { return }
+            var sameDevice = index.map { i in observed.tcxLinks.first { $0.hasPrefix(program.linkPinPrefix(device: device) + "\(i)@") } } ?? nil
+            let problem = sameDevice.flatMap { observed.tcxLinkProblems[$0] }
+            if let stale = sameDevice, problem?.replaceable == false {
+                // A detached link (or one elsewhere) cannot take a new program: a fresh one replaces it.
+                addChange(.delete, "datapath", .node, "tcx link \(stale)", wanted: nil, found: "\(stale): \(problem!)", .unpinLink(name: stale))
+                sameDevice = nil
+            }
             addChange(sameDevice == nil ? .create : .update, "datapath", .node, "\(program.rawValue) on \(device)",
-                      wanted: "tcx ingress link, program \(program.filterName)", found: sameDevice.map { "tcx link \($0)" },
+                      wanted: "tcx ingress link, program \(program.filterName)", found: sameDevice.map { "tcx link \($0)" + (problem.map { ": \($0)" } ?? "") },
                       .attachProgram(device: device, program, replacing: sameDevice != nil))
             return
         }
@@ -59,7 +66,8 @@ extension Planner {
     /// tcx links that no wanted attachment uses (device gone or recreated, pod removed,
     /// another mode in effect).
     private mutating func pruneLinks(keeping wanted: Set<String>) {
-        for name in observed.tcxLinks.sorted() where !wanted.contains(name) {
+        let unpinned = Set(changes.compactMap { c -> String? in if case .unpinLink(let n) = c.operation { return n } else { return nil } })
+        for name in observed.tcxLinks.sorted() where !wanted.contains(name) && !unpinned.contains(name) {
             addChange(.delete, "datapath", .node, "tcx link \(name)", wanted: nil, found: name, .unpinLink(name: name))
         }
     }
