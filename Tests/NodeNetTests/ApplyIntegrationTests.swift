@@ -488,3 +488,76 @@ extension BPFModeApplyTests {
         }
     }
 }
+
+extension BPFModeApplyTests {
+    /// Teardown removes nodenet's own pins only: a directory shared with others (say
+    /// /sys/fs/bpf/tc/globals) keeps their pins, and stays.
+    @Test func teardownRemovesOnlyOurPinsFromASharedDirectory() async throws {
+        try await TestNode.with(pods: 2) { t in
+            let spec = bpfSpec(t, attach: TCXLink.isSupported ? .tcx : .clsact)
+            defer { BPFFS.remove(spec.bpffsDirectory) }
+            try BPFFS.prepare(spec.linkDirectory)
+            // Someone else's pins: a map in the directory, a subdirectory, a file among the links.
+            let foreign = try BPFObject(embedded: "bpf_netdev", pinRoot: nil)
+            try foreign.load()
+            let verdicts = try foreign.map(named: "nodenet_verdicts", key: UInt32.self, value: UInt64.self)
+            try BPFFS.prepare(spec.bpffsDirectory + "/tc")
+            for path in ["cilium_calls_hostns", "tc/globals_map", "links/someone-elses-link"] {
+                #expect(bpf_obj_pin(verdicts.fd, "\(spec.bpffsDirectory)/\(path)") == 0, "\(path)")
+            }
+            #expect(try t.controller(spec).apply().verified)
+            let report = try t.controller(spec).teardown()
+            #expect(report.pinsRemoved)
+            let left = try FileManager.default.subpathsOfDirectory(atPath: spec.bpffsDirectory).sorted()
+            #expect(left == ["cilium_calls_hostns", "links", "links/someone-elses-link", "tc", "tc/globals_map"], "\(left)")
+            #expect(try t.controller(spec).teardown().nothingToDo)
+        }
+    }
+
+    /// The spec's bpffsDirectory changes between applies: the programs move to the new
+    /// directory's maps, and the former directory's pins (maps and links) are removed, which
+    /// the ledger remembers until they are gone.
+    @Test(arguments: [AttachMode.clsact, .tcx])
+    func aChangedBPFFSDirectoryLeavesNoOrphanedPins(_ attach: AttachMode) async throws {
+        if attach == .tcx && !TCXLink.isSupported { return }
+        try await TestNode.with(pods: 2) { t in
+            let first = bpfSpec(t, attach: attach)
+            var second = first
+            second.bpffsDirectory = "/sys/fs/bpf/\(TestNames.unique("bpf2"))"
+            defer { BPFFS.remove(first.bpffsDirectory); BPFFS.remove(second.bpffsDirectory) }
+            #expect(try t.controller(first).apply().verified)
+            let node = try NetlinkSocket(namespace: t.namespace)
+            let eth0 = try #require(try node.link(named: "eth0"))
+            func netdevProgram() throws -> UInt32? {
+                if attach == .clsact { return try node.filters(interfaceIndex: eth0.index, direction: .ingress).first?.bpf?.programID }
+                let dir = second.linkDirectory
+                let pin = try FileManager.default.contentsOfDirectory(atPath: dir).first { $0.hasPrefix("from-netdev@") }
+                return try pin.map { try TCXLink.info(pinnedAt: "\(dir)/\($0)").programID }
+            }
+            let before = attach == .clsact ? try netdevProgram() : nil
+
+            let report = try t.controller(second).apply()
+            #expect(report.verified, "\(report.mismatches)")
+            #expect(report.changes.last { $0.kind == "datapath" }?.subject == "pins in former bpffs directory \(first.bpffsDirectory)")
+            #expect(!FileManager.default.fileExists(atPath: first.bpffsDirectory), "the former directory is gone")
+            #expect(FileManager.default.fileExists(atPath: "\(second.bpffsDirectory)/nodenet_endpoints"))
+            #expect(try netdevProgram() != nil && netdevProgram() != before, "the program was replaced: it uses the new maps")
+            if attach == .tcx {
+                let eth0Links = try FileManager.default.contentsOfDirectory(atPath: second.linkDirectory).filter { $0.hasPrefix("from-netdev@") }
+                #expect(eth0Links.count == 1)
+            }
+            let ledger = try #require(try Ledger.load(from: t.stateDirectory))
+            #expect(ledger.bpffsDirectory == second.bpffsDirectory && ledger.formerBPFFSDirectories == nil)
+            let forwarded = try LabProbe.forwardedDatagrams(in: t.namespace)
+            #expect(try t.ping(from: 0, "10.0.2.204"))
+            #expect(try LabProbe.forwardedDatagrams(in: t.namespace) == forwarded)
+            #expect(try t.controller(second).plan().isEmpty)
+
+            // Teardown with a spec naming yet another directory still cleans the ledger's.
+            var third = second
+            third.bpffsDirectory = "/sys/fs/bpf/\(TestNames.unique("bpf3"))"
+            #expect(try t.controller(third).teardown().pinsRemoved)
+            #expect(!FileManager.default.fileExists(atPath: second.bpffsDirectory))
+        }
+    }
+}

@@ -59,7 +59,7 @@ struct Applier {
     private func groupKey(_ op: Operation) -> GroupKey? {
         switch op {
         case .createHostPair, .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram, .unpinLink, .setAsidePinnedMaps,
-            .dropOldPinnedMaps:
+            .dropOldPinnedMaps, .dropFormerPins:
             return nil
         case .setSysctl: return .sysctl
         default: return .netlink(op.scope)
@@ -73,7 +73,8 @@ struct Applier {
 
     private mutating func execute(_ group: [PlannedChange]) throws {
         switch group[0].operation {
-        case .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram, .unpinLink, .setAsidePinnedMaps, .dropOldPinnedMaps:
+        case .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram, .unpinLink, .setAsidePinnedMaps, .dropOldPinnedMaps,
+            .dropFormerPins:
             do { try executeDatapath(group[0].operation) } catch { throw GroupFailure(change: group[0], error: error) }
             applied += 1
         case .setSysctl:
@@ -172,7 +173,7 @@ struct Applier {
         case .deleteRoute(let scope, let route):
             return (route.deleteRequest, .request(scope, route.addRequest))
         case .setSysctl, .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram, .unpinLink, .setAsidePinnedMaps,
-            .dropOldPinnedMaps:
+            .dropOldPinnedMaps, .dropFormerPins:
             fatalError("applied outside netlink groups")
         case .createEndpoint(let device, let netns, let mtu):
             let fd: Int32
@@ -236,6 +237,9 @@ struct Applier {
         case .dropOldPinnedMaps(let names):
             for name in names { unlink("\(spec.bpffsDirectory)/\(name)_old") }
             undo.append(.irreversible("the incompatible maps set aside were dropped"))
+        case .dropFormerPins(let directory):
+            DatapathObjects.removeOwnedPins(in: directory)
+            undo.append(.irreversible("nodenet's pins in the former bpffs directory \(directory) were removed"))
         case .unpinLink(let name):
             let path = "\(spec.linkDirectory)/\(name)"
             guard unlink(path) == 0 || errno == ENOENT else { throw NodeNetError.state("removing \(path): \(String(cString: strerror(errno)))") }

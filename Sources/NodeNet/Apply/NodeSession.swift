@@ -45,7 +45,7 @@ public final class NodeSession: @unchecked Sendable {
 
     /// Reads everything the plan compares: node links/addresses/owned routes, the sysctls the
     /// desired state names, and each pod namespace's links/addresses/owned routes.
-    public func observe(_ desired: DesiredState, spec: NodeSpec? = nil) throws -> ObservedState {
+    public func observe(_ desired: DesiredState, spec: NodeSpec? = nil, formerBPFFSDirectories: [String] = []) throws -> ObservedState {
         // Sockets pin their namespaces: a cached one would keep reading a pod namespace the
         // runtime has deleted and recreated under the same name. Open them afresh.
         podSockets = [:]
@@ -72,7 +72,13 @@ public final class NodeSession: @unchecked Sendable {
                 // An incompatible endpoints map cannot be read with this build's layout.
                 if observed.incompatibleMaps["nodenet_endpoints"] == nil { observed.endpointEntries = try DatapathObjects.pinnedEntries(spec) }
             }
-            observed.tcxLinks = Set((try? FileManager.default.contentsOfDirectory(atPath: spec.linkDirectory)) ?? [])
+            for directory in formerBPFFSDirectories where directory != spec.bpffsDirectory {
+                let pins = DatapathObjects.ownedPins(in: directory)
+                if !pins.isEmpty { observed.formerPins[directory] = pins }
+            }
+            // Only pins named like ours: the directory may hold others' (never pruned).
+            observed.tcxLinks = Set(((try? FileManager.default.contentsOfDirectory(atPath: spec.linkDirectory)) ?? [])
+                .filter { DatapathProgram.parseLinkPin($0) != nil })
             // A pin is not proof: the link may be detached, elsewhere, or run another program.
             for name in observed.tcxLinks {
                 if let problem = TCXLinkProblem.check(directory: spec.linkDirectory, name: name) { observed.tcxLinkProblems[name] = problem }

@@ -177,10 +177,31 @@ final class DatapathObjects {
         return result
     }
 
-    /// Removes the node's pinned maps and its bpffs directory.
-    static func unpin(_ spec: NodeSpec) -> Bool {
-        let existed = FileManager.default.fileExists(atPath: spec.bpffsDirectory)
-        BPFFS.remove(spec.bpffsDirectory)
-        return existed
+    /// nodenet's own entries in a bpffs directory: maps pinned by name (`nodenet_*`, with
+    /// `nodenet_*_old` set aside by a migration) and our link pins in `links/`. Nothing else:
+    /// the directory may be shared (e.g. /sys/fs/bpf/tc/globals).
+    static func ownedPins(in directory: String) -> [String] {
+        let fm = FileManager.default
+        var result: [String] = []
+        for name in ((try? fm.contentsOfDirectory(atPath: directory + "/links")) ?? []).sorted() where DatapathProgram.parseLinkPin(name) != nil {
+            result.append("links/\(name)")
+        }
+        for name in ((try? fm.contentsOfDirectory(atPath: directory)) ?? []).sorted() where name.hasPrefix("nodenet_") {
+            var isDirectory: ObjCBool = false
+            if fm.fileExists(atPath: "\(directory)/\(name)", isDirectory: &isDirectory), !isDirectory.boolValue { result.append(name) }
+        }
+        return result
+    }
+
+    /// Unpins nodenet's own entries in `directory` (`ownedPins`), then removes `links/` and the
+    /// directory itself only if they are empty. Never recursive. True when anything went.
+    @discardableResult
+    static func removeOwnedPins(in directory: String) -> Bool {
+        guard isSafeSubdirectory(directory, of: BPFFS.root) else { return false }
+        var removed = false
+        for entry in ownedPins(in: directory) where unlink("\(directory)/\(entry)") == 0 { removed = true }
+        if rmdir(directory + "/links") == 0 { removed = true }
+        if rmdir(directory) == 0 { removed = true }
+        return removed
     }
 }

@@ -39,10 +39,13 @@ enum Operation: Sendable, Equatable {
     case setAsidePinnedMaps([String])
     /// Drops the maps set aside, once every program uses the new ones.
     case dropOldPinnedMaps([String])
+    /// Unpins nodenet's entries in a bpffs directory the spec no longer uses (its maps and
+    /// links), once every program uses the new directory's.
+    case dropFormerPins(directory: String)
 
     var scope: NamespaceScope {
         switch self {
-        case .createHostPair, .setSysctl, .createEndpoint, .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram, .unpinLink, .setAsidePinnedMaps, .dropOldPinnedMaps:
+        case .createHostPair, .setSysctl, .createEndpoint, .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram, .unpinLink, .setAsidePinnedMaps, .dropOldPinnedMaps, .dropFormerPins:
             return .node
         case .setLink(let s, _, _, _), .addAddress(let s, _, _, _), .deleteAddress(let s, _, _), .putRoute(let s, _, _),
             .deleteRoute(let s, _), .deleteLink(let s, _):

@@ -17,6 +17,10 @@ extension Planner {
     /// entry is written again and every program replaced before the old maps go.
     var migratingMaps: Bool { datapath == .bpf && !observed.incompatibleMaps.isEmpty }
 
+    /// Whether the spec's bpffs directory changed while programs bound to the former one's
+    /// maps may still be attached: then every program is replaced before those pins go.
+    var rebindingPins: Bool { datapath == .bpf && !observed.formerPins.isEmpty }
+
     mutating func planDatapath() {
         guard datapath == .bpf else { return }
         if migratingMaps {
@@ -57,7 +61,7 @@ extension Planner {
             return
         }
         let current = deviceIsNew ? nil : filter(on: device, program)
-        guard migratingMaps || current?.bpf?.name != program.filterName else { return }
+        guard migratingMaps || rebindingPins || current?.bpf?.name != program.filterName else { return }
         addChange(current == nil ? .create : .update, "datapath", .node, "\(program.rawValue) on \(device)",
                   wanted: "tc ingress bpf \(program.filterName) direct-action", found: current?.bpf?.name,
                   .attachProgram(device: device, program, replacing: current != nil))
@@ -73,6 +77,10 @@ extension Planner {
     }
 
     mutating func planDatapathPrune() {
+        for (directory, pins) in observed.formerPins.sorted(by: { $0.key < $1.key }) {
+            addChange(.delete, "datapath", .node, "pins in former bpffs directory \(directory)", wanted: nil, found: pins.joined(separator: ", "),
+                      .dropFormerPins(directory: directory))
+        }
         if migratingMaps { addChange(.delete, "datapath", .node, "pinned maps set aside", wanted: nil,
                                      found: observed.incompatibleMaps.keys.sorted().map { "\($0)_old" }.joined(separator: ", "),
                                      .dropOldPinnedMaps(observed.incompatibleMaps.keys.sorted())) }
