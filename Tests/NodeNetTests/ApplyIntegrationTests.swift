@@ -561,3 +561,85 @@ extension BPFModeApplyTests {
         }
     }
 }
+
+extension BPFModeApplyTests {
+    /// The programs attached to each device now: cls_bpf filter program ids, or tcx link program ids.
+    func attachedPrograms(_ t: TestNode, _ spec: NodeSpec) throws -> [String: UInt32] {
+        let node = try NetlinkSocket(namespace: t.namespace)
+        var result: [String: UInt32] = [:]
+        if spec.effectiveAttachMode == .tcx {
+            for pin in try FileManager.default.contentsOfDirectory(atPath: spec.linkDirectory) {
+                result[String(pin.split(separator: "@")[1])] = try TCXLink.info(pinnedAt: "\(spec.linkDirectory)/\(pin)").programID
+            }
+        } else {
+            for device in spec.pods.map(NodeNetNames.endpointDevice(for:)) + ["eth0"] {
+                let link = try #require(try node.link(named: device))
+                result[device] = try node.filters(interfaceIndex: link.index, direction: .ingress).first?.bpf?.programID
+            }
+        }
+        return result
+    }
+
+    /// An upgrade that replaces every program (the monitor map's old 4-byte layout is
+    /// migrated) fails later in the same apply: rollback gives every device its previous
+    /// program, puts the set-aside map back, and leaves the live endpoints map's entries alone.
+    @Test(arguments: [AttachMode.clsact, .tcx])
+    func aFailedUpgradeRollsBackToThePreviousPrograms(_ attach: AttachMode) async throws {
+        if attach == .tcx && !TCXLink.isSupported { return }
+        try await TestNode.with(pods: 2) { t in
+            let spec = bpfSpec(t, attach: attach)
+            defer { BPFFS.remove(spec.bpffsDirectory) }
+            _ = try t.controller(spec).apply()
+            // The monitor flag as an older build pinned it: a 4-byte value.
+            let path = "\(spec.bpffsDirectory)/nodenet_monitor"
+            #expect(unlink(path) == 0)
+            let fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "nodenet_monito", 4, 4, 1, nil)
+            try #require(fd >= 0)
+            #expect(bpf_obj_pin(fd, path) == 0)
+            close(fd)
+            let before = try attachedPrograms(t, spec)
+            #expect(before.count == 3)
+
+            var bad = spec
+            bad.nodes.append(RemoteNode(name: "faraway", address: IPAddress("192.168.77.7")!, podCIDR: IPPrefix("10.0.9.0/24")!))
+            let failure = #expect(throws: ApplyFailure.self) { try t.controller(bad).apply() }
+            #expect(failure?.change.subject == "route 10.0.9.0/24")
+            #expect(failure?.rollback.complete == true, "\(failure?.rollback as Any)")
+            #expect(try attachedPrograms(t, spec) == before, "every device runs its previous program again")
+            #expect(try BPFMapShape.pinned(at: path)?.valueSize == 4, "the set-aside map is back")
+            #expect(!FileManager.default.fileExists(atPath: path + "_old"))
+            #expect(try DatapathObjects.pinnedEntries(spec).count == 2, "the live endpoints map keeps its entries")
+            let forwarded = try LabProbe.forwardedDatagrams(in: t.namespace)
+            #expect(try t.ping(from: 0, "10.0.2.204"))
+            #expect(try LabProbe.forwardedDatagrams(in: t.namespace) == forwarded, "the previous programs still redirect")
+
+            // The good spec migrates the monitor map; the monitor works on the new layout.
+            let report = try t.controller(spec).apply()
+            #expect(report.verified, "\(report.mismatches)")
+            #expect(try BPFMapShape.pinned(at: path)?.valueSize == UInt32(MemoryLayout<nodenet_monitor_lease>.size))
+            #expect(try attachedPrograms(t, spec).allSatisfy { before[$0.key] != $0.value })
+            _ = try DatapathMonitor(bpffsDirectory: spec.bpffsDirectory)
+        }
+    }
+
+    /// The clsact qdisc an apply added to the native device goes again when it rolls back
+    /// (one that was there before stays).
+    @Test func aRolledBackApplyRemovesTheClsactItAdded() async throws {
+        try await TestNode.with(pods: 1) { t in
+            var bad = bpfSpec(t, attach: .clsact)
+            defer { BPFFS.remove(bad.bpffsDirectory) }
+            bad.nodes.append(RemoteNode(name: "faraway", address: IPAddress("192.168.77.7")!, podCIDR: IPPrefix("10.0.9.0/24")!))
+            let node = try NetlinkSocket(namespace: t.namespace)
+            let eth0 = try #require(try node.link(named: "eth0"))
+            let before = try TestNode.snapshot(t.namespace)
+            let failure = #expect(throws: ApplyFailure.self) { try t.controller(bad).apply() }
+            #expect(failure?.rollback.complete == true, "\(failure?.rollback as Any)")
+            #expect(try node.qdiscs(interfaceIndex: eth0.index).filter(\.isClsact).isEmpty, "no clsact left on eth0")
+            #expect(try TestNode.snapshot(t.namespace) == before)
+            // A clsact that was there before the apply is not ours to remove.
+            try node.addClsact(interfaceIndex: eth0.index)
+            #expect(throws: ApplyFailure.self) { try t.controller(bad).apply() }
+            #expect(try node.qdiscs(interfaceIndex: eth0.index).filter(\.isClsact).count == 1)
+        }
+    }
+}

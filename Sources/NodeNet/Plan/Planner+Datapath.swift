@@ -14,7 +14,9 @@ extension Planner {
     }
 
     /// Whether this build's maps replace incompatible pinned ones in this plan: then every
-    /// entry is written again and every program replaced before the old maps go.
+    /// program is replaced before the old maps go, and every entry is written again when the
+    /// endpoints map is one of them (a compatible one is reused as it is: its entries, and
+    /// their undo on rollback, stay those of the map the running programs use).
     var migratingMaps: Bool { datapath == .bpf && !observed.incompatibleMaps.isEmpty }
 
     /// Whether the spec's bpffs directory changed while programs bound to the former one's
@@ -31,7 +33,7 @@ extension Planner {
                       .setAsidePinnedMaps(names))
         }
         for endpoint in desired.endpoints where observed.pods[endpoint.pod.netns] != nil {
-            let current = migratingMaps ? nil : observed.endpointEntries[endpoint.pod.ip]
+            let current = observed.endpointEntries[endpoint.pod.ip]  // empty when the endpoints map is incompatible
             let wanted = wantedEntry(endpoint)
             if wanted == nil || current != wanted {
                 addChange(current == nil ? .create : .update, "datapath", .node, "endpoint map entry \(endpoint.pod.ip)",
