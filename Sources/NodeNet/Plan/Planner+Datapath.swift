@@ -78,6 +78,17 @@ extension Planner {
         }
     }
 
+    /// Entries of pods that left the spec: before their lxc devices are deleted (an entry
+    /// must never point at a device that is gone or, worse, at a reused ifindex).
+    mutating func planEndpointEntryPrune() {
+        guard datapath == .bpf && !migratingMaps else { return }
+        let wanted = Set(desired.endpoints.map(\.pod.ip))
+        for (ip, entry) in observed.endpointEntries.sorted(by: { $0.key < $1.key }) where !wanted.contains(ip) {
+            addChange(.delete, "datapath", .node, "endpoint map entry \(ip)", wanted: nil, found: entry.description,
+                      .deleteEndpointEntry(ip: ip, previous: entry))
+        }
+    }
+
     mutating func planDatapathPrune() {
         for (directory, pins) in observed.formerPins.sorted(by: { $0.key < $1.key }) {
             addChange(.delete, "datapath", .node, "pins in former bpffs directory \(directory)", wanted: nil, found: pins.joined(separator: ", "),
@@ -89,13 +100,6 @@ extension Planner {
         if !migratingMaps && !observed.oldPins.isEmpty {
             addChange(.delete, "datapath", .node, "pinned maps left aside", wanted: nil,
                       found: observed.oldPins.map { "\($0)_old" }.joined(separator: ", "), .dropOldPinnedMaps(observed.oldPins))
-        }
-        if datapath == .bpf && !migratingMaps {
-            let wanted = Set(desired.endpoints.map(\.pod.ip))
-            for (ip, entry) in observed.endpointEntries.sorted(by: { $0.key < $1.key }) where !wanted.contains(ip) {
-                addChange(.delete, "datapath", .node, "endpoint map entry \(ip)", wanted: nil, found: entry.description,
-                          .deleteEndpointEntry(ip: ip, previous: entry))
-            }
         }
         if datapath == .bpf && attachMode == .tcx {
             // Links in use: the current pin of each wanted attachment (devices as observed).

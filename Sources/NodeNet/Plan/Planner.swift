@@ -67,6 +67,7 @@ public struct Planner {
         for endpoint in desired.endpoints { planRoute(endpoint.hostRoute, in: .node, observed: node) }
         planDatapath()
         for intent in desired.nodeRoutes.dropFirst(2) { planRoute(intent, in: .node, observed: node) }
+        planEndpointEntryPrune()
         planPrune()
         planDatapathPrune()
     }
