@@ -47,8 +47,12 @@ int nodenet_from_container(struct __sk_buff *skb)
 	struct iphdr *ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > end)
 		return TC_ACT_OK;
-	if (ip->ihl < 5)
-		return nodenet_drop(skb, NODENET_VERDICT_DROP_SPOOFED);
+	/* A header shorter than 20 bytes is malformed: never forwarded, the stack drops it
+	 * (and counts it), as from-netdev leaves anything but ihl 5 to the stack. */
+	if (ip->ihl < 5) {
+		nodenet_count(NODENET_VERDICT_TO_STACK);
+		return TC_ACT_OK;
+	}
 
 	struct nodenet_endpoint_key src_key = { .ip = ip->saddr };
 	struct nodenet_endpoint *src = bpf_map_lookup_elem(&nodenet_endpoints, &src_key);

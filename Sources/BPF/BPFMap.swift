@@ -20,12 +20,21 @@ public final class BPFMap<Key: BitwiseCopyable, Value: BitwiseCopyable>: @unchec
 
     deinit { if owned { close(fd) } }
 
-    /// The map pinned at `path` (bpffs), or nil when nothing is pinned there.
+    /// The map pinned at `path` (bpffs), or nil when nothing is pinned there. Throws when the
+    /// pinned map's key or value size differs from `Key`/`Value` (a map of another layout,
+    /// e.g. pinned by an older build) or `perCPU` does not match its type.
     public static func pinned(at path: String, perCPU: Bool = false) throws -> BPFMap? {
         let fd = bpf_obj_get(path)
         if fd < 0 {
             if errno == ENOENT { return nil }
             throw BPFError(errno, "opening pinned map \(path)")
+        }
+        do {
+            let info = try BPFMapInfo(fd: fd, what: path)
+            try info.check(key: Key.self, value: Value.self, perCPU: perCPU, what: "pinned map \(path)")
+        } catch {
+            close(fd)
+            throw error
         }
         return BPFMap(fd: fd, name: path, perCPU: perCPU, owned: true)
     }
@@ -88,5 +97,45 @@ extension BPFMap where Value == UInt64 {
         let rc = bpf_map_lookup_elem(fd, &k, &values)
         guard rc == 0 else { throw BPFError.libbpf(rc, "reading counters in map \(name)") }
         return values.reduce(0, +)
+    }
+}
+
+/// What the kernel says about a map (bpf_map_info).
+public struct BPFMapInfo: Sendable, Equatable {
+    public var type: UInt32
+    public var keySize: UInt32
+    public var valueSize: UInt32
+    public var maxEntries: UInt32
+    public var id: UInt32
+    public var name: String
+
+    public var isPerCPU: Bool {
+        [BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH].map(\.rawValue).contains(type)
+    }
+
+    /// The map behind `fd` (any map fd).
+    public init(fd: Int32, what: String) throws {
+        var info = bpf_map_info()
+        var length = UInt32(MemoryLayout<bpf_map_info>.size)
+        let rc = bpf_obj_get_info_by_fd(fd, &info, &length)
+        guard rc == 0 else { throw BPFError.libbpf(rc, "reading map info of \(what)") }
+        type = info.type
+        keySize = info.key_size
+        valueSize = info.value_size
+        maxEntries = info.max_entries
+        id = info.id
+        name = withUnsafeBytes(of: info.name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    }
+
+    /// Throws a clear error unless the map's layout fits `Key`/`Value` (for per-CPU maps the
+    /// value size is the size of one CPU's value).
+    func check<Key, Value>(key: Key.Type, value: Value.Type, perCPU: Bool, what: String) throws {
+        var problems: [String] = []
+        if keySize != MemoryLayout<Key>.size { problems.append("key size \(keySize) B, \(Key.self) has \(MemoryLayout<Key>.size) B") }
+        if valueSize != MemoryLayout<Value>.size { problems.append("value size \(valueSize) B, \(Value.self) has \(MemoryLayout<Value>.size) B") }
+        if isPerCPU != perCPU { problems.append(isPerCPU ? "it is per-CPU (type \(type))" : "it is not per-CPU (type \(type))") }
+        guard problems.isEmpty else {
+            throw BPFError(EINVAL, "\(what) does not have the expected layout: \(problems.joined(separator: "; ")) (pinned by another build? re-apply to migrate it)")
+        }
     }
 }

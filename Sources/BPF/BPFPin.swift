@@ -17,4 +17,20 @@ public enum BPFPin {
         guard rc == 0 else { throw BPFError.libbpf(rc, "pinning \(to)") }
         guard unlink(from) == 0 else { throw BPFError(errno, "unpinning \(from)") }
     }
+
+    /// An fd of the object pinned at `path` (the caller closes it), nil when nothing is pinned there.
+    public static func open(_ path: String) throws -> Int32? {
+        let fd = bpf_obj_get(path)
+        if fd < 0 {
+            if errno == ENOENT { return nil }
+            throw BPFError(errno, "opening pin \(path)")
+        }
+        return fd
+    }
+
+    /// Pins the object behind `fd` at `path`.
+    public static func pin(fd: Int32, at path: String) throws {
+        let rc = bpf_obj_pin(fd, path)
+        guard rc == 0 else { throw BPFError.libbpf(rc, "pinning \(path)") }
+    }
 }

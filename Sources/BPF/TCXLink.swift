@@ -26,6 +26,19 @@ public enum TCXLink {
         guard rc == 0 else { throw BPFError.libbpf(rc, "replacing the program of \(path)") }
     }
 
+    /// What the kernel says about the link pinned at `path` (bpf_link_info).
+    public static func info(pinnedAt path: String) throws -> BPFLinkInfo {
+        let link = bpf_obj_get(path)
+        guard link >= 0 else { throw BPFError(errno, "opening the link \(path)") }
+        defer { close(link) }
+        return try BPFLinkInfo(fd: link, what: path)
+    }
+
+    /// Opens the program the link pinned at `path` runs now (to put it back later).
+    public static func currentProgram(pinnedAt path: String) throws -> BPFProgramHandle {
+        try BPFProgramHandle(id: try info(pinnedAt: path).programID)
+    }
+
     /// Whether this kernel has tcx (6.6 and later).
     public static var isSupported: Bool {
         var u = utsname()
@@ -34,4 +47,98 @@ public enum TCXLink {
         let parts = release.split(separator: ".").prefix(2).compactMap { Int($0.prefix { $0.isNumber }) }
         return parts.count == 2 && (parts[0], parts[1]) >= (6, 6)
     }
+}
+
+/// A BPF link as the kernel describes it (`struct bpf_link_info`). For tcx links (type 11)
+/// the device and hook are decoded; a tcx link whose device went away, or that was detached,
+/// reports ifindex 0.
+public struct BPFLinkInfo: Sendable, Equatable {
+    /// `BPF_LINK_TYPE_TCX`, newer than Debian's UAPI headers.
+    public static let typeTCX: UInt32 = 11
+    public static let attachTCXIngress: UInt32 = 46
+    public static let attachTCXEgress: UInt32 = 47
+
+    public var type: UInt32
+    public var id: UInt32
+    public var programID: UInt32
+    /// tcx only: the device (0 when detached), and `attachTCXIngress` or `attachTCXEgress`.
+    public var ifindex: UInt32?
+    public var attachType: UInt32?
+
+    public var isTCX: Bool { type == Self.typeTCX }
+    /// A tcx link that no longer holds its program on a device.
+    public var isDetached: Bool { isTCX && (ifindex ?? 0) == 0 }
+
+    public init(type: UInt32, id: UInt32, programID: UInt32, ifindex: UInt32? = nil, attachType: UInt32? = nil) {
+        self.type = type
+        self.id = id
+        self.programID = programID
+        self.ifindex = ifindex
+        self.attachType = attachType
+    }
+
+    /// The link behind `fd`.
+    public init(fd: Int32, what: String) throws {
+        // struct bpf_link_info: type, id, prog_id (u32 each), then a union aligned to 8 whose
+        // tcx member (kernel >= 6.6) is { u32 ifindex; u32 attach_type; }.
+        var buffer = [UInt8](repeating: 0, count: max(MemoryLayout<bpf_link_info>.size, 64))
+        var length = UInt32(buffer.count)
+        let rc = buffer.withUnsafeMutableBytes { bpf_obj_get_info_by_fd(fd, $0.baseAddress, &length) }
+        guard rc == 0 else { throw BPFError.libbpf(rc, "reading link info of \(what)") }
+        func u32(_ offset: Int) -> UInt32 { buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt32.self) } }
+        self.init(type: u32(0), id: u32(4), programID: u32(8))
+        if isTCX {
+            ifindex = u32(16)
+            attachType = u32(20)
+        }
+    }
+}
+
+/// A loaded program as the kernel describes it (`struct bpf_prog_info`).
+public struct BPFProgramInfo: Sendable, Equatable {
+    public var id: UInt32
+    public var type: UInt32
+    /// The name given at load, truncated to 15 characters.
+    public var name: String
+    /// The kernel's tag: a hash of the instructions (map references zeroed), so the same
+    /// program from the same build has the same tag whatever maps it was loaded with.
+    public var tag: [UInt8]
+
+    public var tagHex: String { Self.hex(tag) }
+
+    public static func hex(_ bytes: [UInt8]) -> String { bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined() }
+
+    /// The program behind `fd`.
+    public init(fd: Int32) throws {
+        var info = bpf_prog_info()
+        var length = UInt32(MemoryLayout<bpf_prog_info>.size)
+        let rc = bpf_obj_get_info_by_fd(fd, &info, &length)
+        guard rc == 0 else { throw BPFError.libbpf(rc, "reading program info") }
+        id = info.id
+        type = info.type
+        name = withUnsafeBytes(of: info.name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        tag = withUnsafeBytes(of: info.tag) { Array($0) }
+    }
+
+    /// The loaded program with this id.
+    public init(id: UInt32) throws {
+        let handle = try BPFProgramHandle(id: id)
+        try self.init(fd: handle.fd)
+    }
+}
+
+/// An fd of a loaded program, closed when the handle goes (keeps the program alive meanwhile).
+public final class BPFProgramHandle: @unchecked Sendable {
+    public let fd: Int32
+
+    /// Opens the program with this id (bpf_prog_get_fd_by_id).
+    public init(id: UInt32) throws {
+        let fd = bpf_prog_get_fd_by_id(id)
+        guard fd >= 0 else { throw BPFError.libbpf(fd, "opening program id \(id)") }
+        self.fd = fd
+    }
+
+    public var info: BPFProgramInfo { get throws { try BPFProgramInfo(fd: fd) } }
+
+    deinit { close(fd) }
 }

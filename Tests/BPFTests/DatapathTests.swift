@@ -60,6 +60,26 @@ struct DatapathTests {
         #expect(throws: BPFError.self) { try counters.lookup(0) }
     }
 
+    @Test func aPinnedMapIsOpenedOnlyWithItsOwnLayout() throws {
+        let root = "/sys/fs/bpf/\(TestNames.unique("layout"))"
+        try BPFFS.prepare(root)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let lxc = try BPFObject(embedded: "bpf_lxc", pinRoot: root)
+        try lxc.load()
+        // The right layouts open.
+        #expect(try BPFMap<nodenet_endpoint_key, nodenet_endpoint>.pinned(at: "\(root)/nodenet_endpoints") != nil)
+        #expect(try BPFMap<UInt32, nodenet_monitor_lease>.pinned(at: "\(root)/nodenet_monitor") != nil)
+        #expect(try BPFMap<UInt32, UInt64>.pinned(at: "\(root)/nodenet_verdicts", perCPU: true) != nil)
+        // Another value size (the monitor's old 4-byte flag), another key size, per-CPU or not: a clear error.
+        let value = #expect(throws: BPFError.self) { try BPFMap<UInt32, UInt32>.pinned(at: "\(root)/nodenet_monitor") }
+        #expect(value?.description.contains("value size 8 B, UInt32 has 4 B") == true, "\(value as Any)")
+        let key = #expect(throws: BPFError.self) { try BPFMap<UInt64, nodenet_endpoint>.pinned(at: "\(root)/nodenet_endpoints") }
+        #expect(key?.description.contains("key size 4 B") == true, "\(key as Any)")
+        let perCPU = #expect(throws: BPFError.self) { try BPFMap<UInt32, UInt64>.pinned(at: "\(root)/nodenet_verdicts") }
+        #expect(perCPU?.description.contains("per-CPU") == true, "\(perCPU as Any)")
+        #expect(try BPFMap<UInt32, UInt32>.pinned(at: "\(root)/nothing") == nil, "nothing pinned: nil, not an error")
+    }
+
     /// A node wired by apply (kernel mode), then the from-container program on both pods' lxc.
     func withBPFNode(_ body: (TestNode, BPFObject, BPFMap<UInt32, UInt64>) async throws -> Void) async throws {
         try await TestNode.with(pods: 2) { t in
@@ -117,6 +137,50 @@ struct DatapathTests {
             #expect(try verdicts.sum(UInt32(NODENET_VERDICT_DROP_SPOOFED.rawValue)) >= before + 2)
             // The pod's own address still works.
             #expect(try t.ping(from: 0, "10.0.2.204"))
+        }
+    }
+}
+
+extension DatapathTests {
+    /// An IPv4 header claiming fewer than 20 bytes (ihl < 5) is malformed: from-container
+    /// never forwards it (the stack drops it), as from-netdev leaves anything but ihl 5 alone.
+    @Test func aHeaderShorterThan20BytesIsNeverRedirected() async throws {
+        try await withBPFNode { t, _, verdicts in
+            let spec = t.spec()
+            let lxc = try #require(try NetlinkSocket(namespace: t.namespace).link(named: NodeNetNames.endpointDevice(for: spec.pods[0])))
+            let eth0 = try #require(try NetlinkSocket(namespace: .named(t.pods[0])).link(named: "eth0"))
+            func frame(ihl: UInt8) -> [UInt8] {
+                var f = lxc.address!.bytes + eth0.address!.bytes + [0x08, 0x00]
+                f += [0x40 | ihl, 0, 0, 40, 0, 1, 0, 0, 64, 1, 0, 0, 10, 0, 2, 32, 10, 0, 2, 204]
+                f += [8, 0, 0xf7, 0xff] + [UInt8](repeating: 0, count: 16)  // ICMP echo, checksum of zeros
+                return f
+            }
+            func send(_ bytes: [UInt8]) throws {
+                try NetworkNamespace.run(in: .named(t.pods[0])) {
+                    let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue), 0)
+                    guard fd >= 0 else { throw BPFError(errno, "AF_PACKET socket") }
+                    defer { close(fd) }
+                    var addr = LinkLayerAddress()
+                    addr.ifindex = eth0.index
+                    addr.halen = 6
+                    let n = withUnsafePointer(to: &addr) { a in
+                        a.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, bytes, bytes.count, 0, $0, socklen_t(MemoryLayout<LinkLayerAddress>.size)) }
+                    }
+                    guard n == bytes.count else { throw BPFError(errno, "sending a frame") }
+                }
+            }
+            let local = UInt32(NODENET_VERDICT_LOCAL_REDIRECT.rawValue), stack = UInt32(NODENET_VERDICT_TO_STACK.rawValue)
+            // A well-formed one first: the same frame with ihl 5 is redirected (the probe works).
+            var before = try verdicts.sum(local)
+            try send(frame(ihl: 5))
+            usleep(100_000)
+            #expect(try verdicts.sum(local) == before + 1)
+            before = try verdicts.sum(local)
+            let toStack = try verdicts.sum(stack)
+            for ihl in [UInt8(0), 4] { try send(frame(ihl: ihl)) }
+            usleep(100_000)
+            #expect(try verdicts.sum(local) == before, "never redirected")
+            #expect(try verdicts.sum(stack) == toStack + 2, "left to the stack, which drops it")
         }
     }
 }

@@ -293,11 +293,11 @@ extension BPFModeApplyTests {
             let drop = events.first { $0.verdict == "drop" }
             #expect(drop?.source == "10.0.2.99" && drop?.dropReason == "source address is not the pod's own (spoofed)")
             #expect(drop?.description == "DROP (source address is not the pod's own (spoofed)) on \(lxc0): 10.0.2.99 -> 10.0.2.204 ICMP")
-            // Closed monitor: the flag is off and traffic emits nothing (emitting costs one
-            // array lookup when nobody listens).
+            // Closed monitor: the lease is given up and traffic emits nothing (emitting costs
+            // one array lookup when nobody listens).
             monitor = nil
-            let flag = try #require(try BPFMap<UInt32, UInt32>.pinned(at: "\(spec.bpffsDirectory)/nodenet_monitor"))
-            #expect(try flag.lookup(0) == 0)
+            let lease = try #require(try BPFMap<UInt32, nodenet_monitor_lease>.pinned(at: "\(spec.bpffsDirectory)/nodenet_monitor"))
+            #expect(try lease.lookup(0)?.deadline_ns == 0)
             #expect(try t.ping(from: 0, "10.0.2.204"))
             let later = try DatapathMonitor(bpffsDirectory: spec.bpffsDirectory)
             #expect(try later.poll(milliseconds: 100, names: names).isEmpty, "nothing was queued while nobody listened")
@@ -394,6 +394,252 @@ extension BPFModeApplyTests {
             #expect(try t.ping(from: 0, "10.0.2.204"))
             #expect(try LabProbe.forwardedDatagrams(in: t.namespace) == forwarded, "the new programs use the new, filled map")
             #expect(try t.controller(spec).plan().isEmpty)
+        }
+    }
+}
+
+extension BPFModeApplyTests {
+    /// A monitor that is killed cannot give the lease up: emitting must stop by itself once
+    /// the deadline it last wrote has passed, and a live monitor keeps renewing it.
+    @Test func aKilledMonitorsLeaseExpiresAndEventsStop() async throws {
+        try await TestNode.with(pods: 2) { t in
+            let spec = bpfSpec(t)
+            defer { BPFFS.remove(spec.bpffsDirectory) }
+            _ = try t.controller(spec).apply()
+            let lease = try #require(try BPFMap<UInt32, nodenet_monitor_lease>.pinned(at: "\(spec.bpffsDirectory)/nodenet_monitor"))
+            // A live monitor renews while it polls: after 1.5 s the deadline is still ahead.
+            do {
+                let monitor = try DatapathMonitor(bpffsDirectory: spec.bpffsDirectory)
+                let start = DatapathMonitor.monotonicNanoseconds()
+                while DatapathMonitor.monotonicNanoseconds() < start + 1_500_000_000 { _ = try monitor.poll(milliseconds: 100) }
+                let deadline = try #require(try lease.lookup(0)).deadline_ns
+                #expect(deadline > DatapathMonitor.monotonicNanoseconds() + 1_000_000_000, "renewed while polling")
+            }
+            #expect(try lease.lookup(0)?.deadline_ns == 0, "given up on close")
+            // What a monitor killed right after renewing leaves behind: a deadline 400 ms ahead.
+            try lease.update(0, nodenet_monitor_lease(deadline_ns: DatapathMonitor.monotonicNanoseconds() + 400_000_000))
+            let fd = try BPFRingBuffer.pinnedFD(at: "\(spec.bpffsDirectory)/nodenet_events")
+            defer { close(fd) }
+            let records = Counter()
+            let ring = try BPFRingBuffer(mapFD: fd) { _ in records.value += 1 }
+            #expect(try t.ping(from: 0, "10.0.2.204"))
+            try ring.poll(milliseconds: 100)
+            #expect(records.value > 0, "events while the lease holds")
+            // Past the deadline, with nobody renewing: no more records.
+            while DatapathMonitor.monotonicNanoseconds() < (try lease.lookup(0)?.deadline_ns ?? 0) + 50_000_000 { usleep(50_000) }
+            while try ring.poll(milliseconds: 50) > 0 {}
+            records.value = 0
+            #expect(try t.ping(from: 0, "10.0.2.204"))
+            #expect(try t.ping(from: 1, "10.0.2.32"))
+            try ring.poll(milliseconds: 200)
+            #expect(records.value == 0, "the expired lease stops emitting")
+        }
+    }
+}
+
+final class Counter: @unchecked Sendable { var value = 0 }
+
+extension BPFModeApplyTests {
+    /// A pin is not proof of an attachment: a tcx link running another program is given this
+    /// build's program again, and a detached link is replaced by a fresh one.
+    @Test(.enabled(if: TCXLink.isSupported, "tcx needs kernel 6.6 or later"))
+    func tcxLinksAreJudgedByTheirLinkInfoNotTheirPinName() async throws {
+        try await TestNode.with(pods: 2) { t in
+            let spec = bpfSpec(t, attach: .tcx)
+            defer { BPFFS.remove(spec.bpffsDirectory) }
+            #expect(try t.controller(spec).apply().verified)
+            let dir = spec.linkDirectory
+            let pins = try FileManager.default.contentsOfDirectory(atPath: dir)
+            let netdevPin = try #require(pins.first { $0.hasPrefix("from-netdev@eth0@") })
+            let lxc0 = NodeNetNames.endpointDevice(for: spec.pods[0])
+            let lxcPin = try #require(pins.first { $0.hasPrefix("from-container@\(lxc0)@") })
+            let info = try TCXLink.info(pinnedAt: "\(dir)/\(netdevPin)")
+            let eth0 = try #require(try NetlinkSocket(namespace: t.namespace).link(named: "eth0"))
+            #expect(info.isTCX && info.ifindex == UInt32(eth0.index) && info.attachType == BPFLinkInfo.attachTCXIngress)
+            #expect(try BPFProgramInfo(id: info.programID).name == "nodenet_from_ne")
+            #expect(try t.controller(spec).plan().isEmpty, "this build's programs, where the pins say: converged")
+            #expect(DatapathProgram.buildTags.count == 2, "tags compared too, not only names")
+            #expect(DatapathProgram.buildTags[.fromNetdev] == (try BPFProgramInfo(id: info.programID).tag), "the tag is stable across loads")
+
+            // Someone swaps the program under our link; the pin name still looks right.
+            let stranger = try BPFObject(embedded: "bpf_lxc")
+            try stranger.load()
+            try TCXLink.replaceProgram(pinnedAt: "\(dir)/\(netdevPin)", with: try stranger.programFD(named: "nodenet_from_container"))
+            let swapped = try t.controller(spec).plan()
+            #expect(swapped.changes.map(\.subject) == ["from-netdev on eth0"], "\(swapped.changes)")
+            #expect(swapped.changes.first?.found?.contains("runs program nodenet_from_co") == true, "\(swapped.changes.first?.found as Any)")
+            // Someone detaches the pod's link: it still has its pin, but holds nothing.
+            let link = bpf_obj_get("\(dir)/\(lxcPin)")
+            try #require(link >= 0)
+            #expect(bpf_link_detach(link) == 0)
+            close(link)
+            #expect(try TCXLink.info(pinnedAt: "\(dir)/\(lxcPin)").isDetached)
+            let plan = try t.controller(spec).plan()
+            #expect(plan.changes.map(\.subject) == ["tcx link \(lxcPin)", "from-container on \(lxc0)", "from-netdev on eth0"], "\(plan.changes)")
+
+            let report = try t.controller(spec).apply()
+            #expect(report.verified, "\(report.mismatches)")
+            #expect(try BPFProgramInfo(id: try TCXLink.info(pinnedAt: "\(dir)/\(netdevPin)").programID).name == "nodenet_from_ne")
+            #expect(try !TCXLink.info(pinnedAt: "\(dir)/\(lxcPin)").isDetached)
+            #expect(try t.controller(spec).plan().isEmpty)
+            let forwarded = try LabProbe.forwardedDatagrams(in: t.namespace)
+            #expect(try t.ping(from: 0, "10.0.2.204"))
+            #expect(try LabProbe.forwardedDatagrams(in: t.namespace) == forwarded, "both links redirect again")
+        }
+    }
+}
+
+extension BPFModeApplyTests {
+    /// Teardown removes nodenet's own pins only: a directory shared with others (say
+    /// /sys/fs/bpf/tc/globals) keeps their pins, and stays.
+    @Test func teardownRemovesOnlyOurPinsFromASharedDirectory() async throws {
+        try await TestNode.with(pods: 2) { t in
+            let spec = bpfSpec(t, attach: TCXLink.isSupported ? .tcx : .clsact)
+            defer { BPFFS.remove(spec.bpffsDirectory) }
+            try BPFFS.prepare(spec.linkDirectory)
+            // Someone else's pins: a map in the directory, a subdirectory, a file among the links.
+            let foreign = try BPFObject(embedded: "bpf_netdev", pinRoot: nil)
+            try foreign.load()
+            let verdicts = try foreign.map(named: "nodenet_verdicts", key: UInt32.self, value: UInt64.self)
+            try BPFFS.prepare(spec.bpffsDirectory + "/tc")
+            for path in ["cilium_calls_hostns", "tc/globals_map", "links/someone-elses-link"] {
+                #expect(bpf_obj_pin(verdicts.fd, "\(spec.bpffsDirectory)/\(path)") == 0, "\(path)")
+            }
+            #expect(try t.controller(spec).apply().verified)
+            let report = try t.controller(spec).teardown()
+            #expect(report.pinsRemoved)
+            let left = try FileManager.default.subpathsOfDirectory(atPath: spec.bpffsDirectory).sorted()
+            #expect(left == ["cilium_calls_hostns", "links", "links/someone-elses-link", "tc", "tc/globals_map"], "\(left)")
+            #expect(try t.controller(spec).teardown().nothingToDo)
+        }
+    }
+
+    /// The spec's bpffsDirectory changes between applies: the programs move to the new
+    /// directory's maps, and the former directory's pins (maps and links) are removed, which
+    /// the ledger remembers until they are gone.
+    @Test(arguments: [AttachMode.clsact, .tcx])
+    func aChangedBPFFSDirectoryLeavesNoOrphanedPins(_ attach: AttachMode) async throws {
+        if attach == .tcx && !TCXLink.isSupported { return }
+        try await TestNode.with(pods: 2) { t in
+            let first = bpfSpec(t, attach: attach)
+            var second = first
+            second.bpffsDirectory = "/sys/fs/bpf/\(TestNames.unique("bpf2"))"
+            defer { BPFFS.remove(first.bpffsDirectory); BPFFS.remove(second.bpffsDirectory) }
+            #expect(try t.controller(first).apply().verified)
+            let node = try NetlinkSocket(namespace: t.namespace)
+            let eth0 = try #require(try node.link(named: "eth0"))
+            func netdevProgram() throws -> UInt32? {
+                if attach == .clsact { return try node.filters(interfaceIndex: eth0.index, direction: .ingress).first?.bpf?.programID }
+                let dir = second.linkDirectory
+                let pin = try FileManager.default.contentsOfDirectory(atPath: dir).first { $0.hasPrefix("from-netdev@") }
+                return try pin.map { try TCXLink.info(pinnedAt: "\(dir)/\($0)").programID }
+            }
+            let before = attach == .clsact ? try netdevProgram() : nil
+
+            let report = try t.controller(second).apply()
+            #expect(report.verified, "\(report.mismatches)")
+            #expect(report.changes.last { $0.kind == "datapath" }?.subject == "pins in former bpffs directory \(first.bpffsDirectory)")
+            #expect(!FileManager.default.fileExists(atPath: first.bpffsDirectory), "the former directory is gone")
+            #expect(FileManager.default.fileExists(atPath: "\(second.bpffsDirectory)/nodenet_endpoints"))
+            #expect(try netdevProgram() != nil && netdevProgram() != before, "the program was replaced: it uses the new maps")
+            if attach == .tcx {
+                let eth0Links = try FileManager.default.contentsOfDirectory(atPath: second.linkDirectory).filter { $0.hasPrefix("from-netdev@") }
+                #expect(eth0Links.count == 1)
+            }
+            let ledger = try #require(try Ledger.load(from: t.stateDirectory))
+            #expect(ledger.bpffsDirectory == second.bpffsDirectory && ledger.formerBPFFSDirectories == nil)
+            let forwarded = try LabProbe.forwardedDatagrams(in: t.namespace)
+            #expect(try t.ping(from: 0, "10.0.2.204"))
+            #expect(try LabProbe.forwardedDatagrams(in: t.namespace) == forwarded)
+            #expect(try t.controller(second).plan().isEmpty)
+
+            // Teardown with a spec naming yet another directory still cleans the ledger's.
+            var third = second
+            third.bpffsDirectory = "/sys/fs/bpf/\(TestNames.unique("bpf3"))"
+            #expect(try t.controller(third).teardown().pinsRemoved)
+            #expect(!FileManager.default.fileExists(atPath: second.bpffsDirectory))
+        }
+    }
+}
+
+extension BPFModeApplyTests {
+    /// The programs attached to each device now: cls_bpf filter program ids, or tcx link program ids.
+    func attachedPrograms(_ t: TestNode, _ spec: NodeSpec) throws -> [String: UInt32] {
+        let node = try NetlinkSocket(namespace: t.namespace)
+        var result: [String: UInt32] = [:]
+        if spec.effectiveAttachMode == .tcx {
+            for pin in try FileManager.default.contentsOfDirectory(atPath: spec.linkDirectory) {
+                result[String(pin.split(separator: "@")[1])] = try TCXLink.info(pinnedAt: "\(spec.linkDirectory)/\(pin)").programID
+            }
+        } else {
+            for device in spec.pods.map(NodeNetNames.endpointDevice(for:)) + ["eth0"] {
+                let link = try #require(try node.link(named: device))
+                result[device] = try node.filters(interfaceIndex: link.index, direction: .ingress).first?.bpf?.programID
+            }
+        }
+        return result
+    }
+
+    /// An upgrade that replaces every program (the monitor map's old 4-byte layout is
+    /// migrated) fails later in the same apply: rollback gives every device its previous
+    /// program, puts the set-aside map back, and leaves the live endpoints map's entries alone.
+    @Test(arguments: [AttachMode.clsact, .tcx])
+    func aFailedUpgradeRollsBackToThePreviousPrograms(_ attach: AttachMode) async throws {
+        if attach == .tcx && !TCXLink.isSupported { return }
+        try await TestNode.with(pods: 2) { t in
+            let spec = bpfSpec(t, attach: attach)
+            defer { BPFFS.remove(spec.bpffsDirectory) }
+            _ = try t.controller(spec).apply()
+            // The monitor flag as an older build pinned it: a 4-byte value.
+            let path = "\(spec.bpffsDirectory)/nodenet_monitor"
+            #expect(unlink(path) == 0)
+            let fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "nodenet_monito", 4, 4, 1, nil)
+            try #require(fd >= 0)
+            #expect(bpf_obj_pin(fd, path) == 0)
+            close(fd)
+            let before = try attachedPrograms(t, spec)
+            #expect(before.count == 3)
+
+            var bad = spec
+            bad.nodes.append(RemoteNode(name: "faraway", address: IPAddress("192.168.77.7")!, podCIDR: IPPrefix("10.0.9.0/24")!))
+            let failure = #expect(throws: ApplyFailure.self) { try t.controller(bad).apply() }
+            #expect(failure?.change.subject == "route 10.0.9.0/24")
+            #expect(failure?.rollback.complete == true, "\(failure?.rollback as Any)")
+            #expect(try attachedPrograms(t, spec) == before, "every device runs its previous program again")
+            #expect(try BPFMapShape.pinned(at: path)?.valueSize == 4, "the set-aside map is back")
+            #expect(!FileManager.default.fileExists(atPath: path + "_old"))
+            #expect(try DatapathObjects.pinnedEntries(spec).count == 2, "the live endpoints map keeps its entries")
+            let forwarded = try LabProbe.forwardedDatagrams(in: t.namespace)
+            #expect(try t.ping(from: 0, "10.0.2.204"))
+            #expect(try LabProbe.forwardedDatagrams(in: t.namespace) == forwarded, "the previous programs still redirect")
+
+            // The good spec migrates the monitor map; the monitor works on the new layout.
+            let report = try t.controller(spec).apply()
+            #expect(report.verified, "\(report.mismatches)")
+            #expect(try BPFMapShape.pinned(at: path)?.valueSize == UInt32(MemoryLayout<nodenet_monitor_lease>.size))
+            #expect(try attachedPrograms(t, spec).allSatisfy { before[$0.key] != $0.value })
+            _ = try DatapathMonitor(bpffsDirectory: spec.bpffsDirectory)
+        }
+    }
+
+    /// The clsact qdisc an apply added to the native device goes again when it rolls back
+    /// (one that was there before stays).
+    @Test func aRolledBackApplyRemovesTheClsactItAdded() async throws {
+        try await TestNode.with(pods: 1) { t in
+            var bad = bpfSpec(t, attach: .clsact)
+            defer { BPFFS.remove(bad.bpffsDirectory) }
+            bad.nodes.append(RemoteNode(name: "faraway", address: IPAddress("192.168.77.7")!, podCIDR: IPPrefix("10.0.9.0/24")!))
+            let node = try NetlinkSocket(namespace: t.namespace)
+            let eth0 = try #require(try node.link(named: "eth0"))
+            let before = try TestNode.snapshot(t.namespace)
+            let failure = #expect(throws: ApplyFailure.self) { try t.controller(bad).apply() }
+            #expect(failure?.rollback.complete == true, "\(failure?.rollback as Any)")
+            #expect(try node.qdiscs(interfaceIndex: eth0.index).filter(\.isClsact).isEmpty, "no clsact left on eth0")
+            #expect(try TestNode.snapshot(t.namespace) == before)
+            // A clsact that was there before the apply is not ours to remove.
+            try node.addClsact(interfaceIndex: eth0.index)
+            #expect(throws: ApplyFailure.self) { try t.controller(bad).apply() }
+            #expect(try node.qdiscs(interfaceIndex: eth0.index).filter(\.isClsact).count == 1)
         }
     }
 }

@@ -128,7 +128,7 @@ struct LabIntegrationTests {
         }
         #expect(failures == [], "all 56 pod pairs")
         // UDP too, across nodes.
-        #expect(try LabProbe.udpEcho(from: .named(cluster.namespace(ofPod: "a1")), to: IPAddress("10.1.4.11")!, payload: "hello") == "PodName: a1 | hello")
+        #expect(try LabProbe.udpEcho(from: .named(cluster.namespace(ofPod: "a1")), to: IPAddress("10.1.4.11")!, payload: "hello") == "PodName: d2 | hello")
     }
 
     @Test func namesThatCouldEscapeAreRefused() {

@@ -104,6 +104,18 @@ import Testing
         ])
     }
 
+    @Test func aLeavingPodsMapEntryGoesBeforeItsLxc() {
+        var observed = Self.converged
+        observed.node.links["lxc0123456789ab"] = Link(index: 9, name: "lxc0123456789ab", kind: "veth", flags: Self.up, peerIndex: 2)
+        observed.endpointEntries[IPAddress("10.0.2.77")!] = EndpointEntry(ifindex: 9, hostMAC: MACAddress("02:00:00:00:00:09")!, podMAC: MACAddress("02:00:00:00:01:09")!)
+        var ledger = Ledger(node: "worker2")
+        ledger.endpoints = [Ledger.Endpoint(pod: "default/old", hostDevice: "lxc0123456789ab", netns: "pod-old", ip: "10.0.2.77")]
+        let p = Planner.plan(desired: Self.desired, observed: observed, ledger: ledger, nativeDevice: "eth0", datapath: .bpf, attachMode: .clsact)
+        let subjects = p.changes.map(\.subject)
+        let entry = subjects.firstIndex(of: "endpoint map entry 10.0.2.77"), link = subjects.firstIndex(of: "endpoint default/old")
+        #expect(entry != nil && link != nil && entry! < link!, "\(subjects)")
+    }
+
     @Test func anLxcDeviceNotInTheLedgerIsLeftAlone() {
         var observed = Self.converged
         observed.node.links["lxc0123456789ab"] = Link(index: 9, name: "lxc0123456789ab", kind: "veth", flags: Self.up)

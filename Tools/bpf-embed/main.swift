@@ -14,13 +14,48 @@ let clang = args[1], output = args[2], work = args[3], include = args[4]
 let sources = Array(args.dropFirst(5))
 try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
 
+/// The multiarch include directory that holds `asm/types.h` (Debian keeps the arch-specific
+/// UAPI headers there): the one of this machine's architecture first, else any that has it.
+func multiarchIncludeDirectory() -> String? {
+    var u = utsname()
+    uname(&u)
+    let machine = withUnsafeBytes(of: u.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    let triples: [String: [String]] = [
+        "x86_64": ["x86_64-linux-gnu"], "aarch64": ["aarch64-linux-gnu"], "arm64": ["aarch64-linux-gnu"],
+        "armv7l": ["arm-linux-gnueabihf", "arm-linux-gnueabi"], "armv6l": ["arm-linux-gnueabihf", "arm-linux-gnueabi"],
+        "i686": ["i386-linux-gnu"], "i386": ["i386-linux-gnu"], "ppc64le": ["powerpc64le-linux-gnu"],
+        "s390x": ["s390x-linux-gnu"], "riscv64": ["riscv64-linux-gnu"], "loongarch64": ["loongarch64-linux-gnu"],
+    ]
+    let fm = FileManager.default
+    let others = ((try? fm.contentsOfDirectory(atPath: "/usr/include")) ?? []).filter { $0.contains("-linux-") }.sorted()
+    for triple in (triples[machine] ?? []) + ["\(machine)-linux-gnu"] + others where fm.fileExists(atPath: "/usr/include/\(triple)/asm/types.h") {
+        return "/usr/include/\(triple)"
+    }
+    return nil  // asm/types.h directly under /usr/include (no multiarch layout): nothing to add
+}
+
+/// The compiler's arguments for one source. Paths in the debug info (and BTF) are remapped,
+/// so the object, and its digest, do not depend on where the package is checked out.
+func clangArguments(source: String, object: String, include: String, multiarch: String?) -> [String] {
+    let root = URL(fileURLWithPath: include).deletingLastPathComponent().path  // the package (include is its bpf/)
+    return ["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"]
+        + (multiarch.map { ["-I\($0)"] } ?? [])
+        + ["-I\(include)", "-ffile-prefix-map=\(root)=.", "-fdebug-compilation-dir=.",
+           "-c", source, "-o", object]
+}
+
+let multiarch = multiarchIncludeDirectory()
+if ProcessInfo.processInfo.environment["BPF_EMBED_PRINT_ARGS"] != nil {
+    print(clangArguments(source: sources.first ?? "SOURCE.c", object: "OBJECT.o", include: include, multiarch: multiarch).joined(separator: " "))
+}
+
 var entries: [(String, String)] = []
 for source in sources.sorted() {
     let name = URL(fileURLWithPath: source).deletingPathExtension().lastPathComponent
     let object = "\(work)/\(name).o"
     let p = Process()
     p.executableURL = URL(fileURLWithPath: clang)
-    p.arguments = ["-O2", "-g", "-target", "bpf", "-Wall", "-Werror", "-I/usr/include/x86_64-linux-gnu", "-I\(include)", "-c", source, "-o", object]
+    p.arguments = clangArguments(source: source, object: object, include: include, multiarch: multiarch)
     try p.run()
     p.waitUntilExit()
     guard p.terminationStatus == 0 else {

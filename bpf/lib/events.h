@@ -1,5 +1,6 @@
 /* Datapath events for `nodenetd monitor`: one ring-buffer record per verdict, written only
- * while a monitor listens, so the cost when nobody does is one array lookup. */
+ * while a monitor holds the lease (maps.h), so the cost when nobody listens is one array
+ * lookup and a clock read. */
 #ifndef NODENET_BPF_EVENTS_H
 #define NODENET_BPF_EVENTS_H
 
@@ -15,18 +16,21 @@ struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct nodenet_monitor_lease);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nodenet_monitor SEC(".maps");
 
 static __always_inline void nodenet_emit(struct __sk_buff *skb, __u8 verdict, struct iphdr *ip, __u32 target_ifindex)
 {
 	__u32 zero = 0;
-	__u32 *listening = bpf_map_lookup_elem(&nodenet_monitor, &zero);
-	if (!listening || !*listening)
+	struct nodenet_monitor_lease *lease = bpf_map_lookup_elem(&nodenet_monitor, &zero);
+	if (!lease || !lease->deadline_ns)
+		return;
+	__u64 now = bpf_ktime_get_ns();
+	if (now >= lease->deadline_ns)
 		return;
 	struct nodenet_event e = {};
-	e.timestamp_ns = bpf_ktime_get_ns();
+	e.timestamp_ns = now;
 	e.ifindex = skb->ifindex;
 	e.verdict = verdict;
 	e.target_ifindex = target_ifindex;

@@ -47,8 +47,19 @@ enum nodenet_verdict {
 	NODENET_VERDICT_MAX = 8,
 };
 
-/* One datapath event (ring buffer `nodenet_events`), written only while a monitor listens
- * (`nodenet_monitor[0] != 0`). Addresses and ports in network byte order. */
+/* The monitor lease: the one value of the array `nodenet_monitor`. Programs emit events only
+ * while bpf_ktime_get_ns() (CLOCK_MONOTONIC) < deadline_ns. A running monitor moves the deadline
+ * to now + NODENET_MONITOR_LEASE_NS every NODENET_MONITOR_RENEW_NS and sets it to 0 when it
+ * stops; one that is killed stops renewing, so emitting ends at most one lease later. */
+struct nodenet_monitor_lease {
+	__u64 deadline_ns;
+};
+
+#define NODENET_MONITOR_LEASE_NS 2000000000ULL
+#define NODENET_MONITOR_RENEW_NS 500000000ULL
+
+/* One datapath event (ring buffer `nodenet_events`), written only while a monitor holds the
+ * lease (`nodenet_monitor`). Addresses and ports in network byte order. */
 struct nodenet_event {
 	__u64 timestamp_ns;  /* bpf_ktime_get_ns */
 	__u32 ifindex;       /* where the packet came in */

@@ -18,6 +18,16 @@ struct Applier {
         case restorePin(String)
         /// Puts service map entries back.
         case service(ServiceUndo)
+        /// Pins an object we still hold (a dropped map) at a path again.
+        case repin(String, OwnedFD)
+        /// Moves a pin back (a link pin renamed after its program was replaced).
+        case movePin(from: String, to: String)
+        /// Gives the tcx link pinned at a path its previous program again.
+        case restoreLinkProgram(String, BPFProgramHandle)
+        /// Puts the previous program back into a replaced cls_bpf filter.
+        case restoreFilter(BPFFilterConfiguration, BPFProgramHandle)
+        /// Deletes a clsact qdisc this apply added.
+        case deleteClsact(Int32)
         /// Cannot be restored (a deleted link comes back only as a new link).
         case irreversible(String)
     }
@@ -29,6 +39,10 @@ struct Applier {
     /// The datapath's programs and maps, loaded on first use (a plan without datapath
     /// changes loads nothing).
     private var datapath: DatapathObjects?
+    /// Pinned maps this apply set aside: when the endpoints map is one of them, entries go
+    /// into a new map that rollback drops whole (its entries are not undone one by one, so
+    /// a program still using it is never left with an emptied map).
+    private var setAside: Set<String> = []
 
     init(session: NodeSession, spec: NodeSpec) {
         self.session = session
@@ -80,7 +94,8 @@ struct Applier {
             return
         }
         switch group[0].operation {
-        case .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram, .unpinLink, .setAsidePinnedMaps, .dropOldPinnedMaps:
+        case .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram, .unpinLink, .setAsidePinnedMaps, .dropOldPinnedMaps,
+            .dropFormerPins:
             do { try executeDatapath(group[0].operation) } catch { throw GroupFailure(change: group[0], error: error) }
             applied += 1
         case .setSysctl:
@@ -179,7 +194,7 @@ struct Applier {
         case .deleteRoute(let scope, let route):
             return (route.deleteRequest, .request(scope, route.addRequest))
         case .setSysctl, .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram, .unpinLink, .setAsidePinnedMaps,
-            .dropOldPinnedMaps, .service:
+            .dropOldPinnedMaps, .dropFormerPins, .service:
             fatalError("applied outside netlink groups")
         case .createEndpoint(let device, let netns, let mtu):
             let fd: Int32
@@ -219,7 +234,7 @@ struct Applier {
             }
             let entry = EndpointEntry(ifindex: UInt32(host.index), hostMAC: mac, podMAC: podMAC)
             try loadedDatapath().endpoints.update(EndpointEntry.key(ip), entry.c)
-            undo.append(.endpointEntry(ip, previous))
+            if !setAside.contains("nodenet_endpoints") { undo.append(.endpointEntry(ip, previous)) }
         case .deleteEndpointEntry(let ip, let previous):
             try loadedDatapath().endpoints.delete(EndpointEntry.key(ip))
             undo.append(.endpointEntry(ip, previous))
@@ -230,9 +245,15 @@ struct Applier {
             let fd = try loadedDatapath().programFD(program)
             let prefix = program.linkPinPrefix(device: device) + "\(link.index)@"
             if replacing, let old = try FileManager.default.contentsOfDirectory(atPath: spec.linkDirectory).first(where: { $0.hasPrefix(prefix) }) {
-                try TCXLink.replaceProgram(pinnedAt: "\(spec.linkDirectory)/\(old)", with: fd)
-                if "\(spec.linkDirectory)/\(old)" != path { try BPFPin.move(from: "\(spec.linkDirectory)/\(old)", to: path) }
-                undo.append(.irreversible("\(program.filterName) replaced the previous program on \(device)"))
+                let oldPath = "\(spec.linkDirectory)/\(old)"
+                // Hold the program the link runs now, to give it back on rollback.
+                let previous = try TCXLink.currentProgram(pinnedAt: oldPath)
+                try TCXLink.replaceProgram(pinnedAt: oldPath, with: fd)
+                undo.append(.restoreLinkProgram(oldPath, previous))
+                if oldPath != path {
+                    try BPFPin.move(from: oldPath, to: path)
+                    undo.append(.movePin(from: path, to: oldPath))
+                }
             } else {
                 try NetworkNamespace.run(in: session.namespace) { try TCXLink.attachIngress(programFD: fd, ifindex: link.index, pinAt: path) }
                 undo.append(.unpin(path))
@@ -242,23 +263,46 @@ struct Applier {
                 let path = "\(spec.bpffsDirectory)/\(name)"
                 try BPFPin.move(from: path, to: path + "_old")
                 undo.append(.restorePin(path))
+                setAside.insert(name)
             }
         case .dropOldPinnedMaps(let names):
-            for name in names { unlink("\(spec.bpffsDirectory)/\(name)_old") }
-            undo.append(.irreversible("the incompatible maps set aside were dropped"))
+            for name in names {
+                let path = "\(spec.bpffsDirectory)/\(name)_old"
+                // Keep the map (the previous programs' fds reference it anyway) to pin it back on rollback.
+                let held = try BPFPin.open(path).map(OwnedFD.init)
+                guard unlink(path) == 0 || errno == ENOENT else { throw NodeNetError.state("removing \(path): \(String(cString: strerror(errno)))") }
+                if let held { undo.append(.repin(path, held)) }
+            }
+        case .dropFormerPins(let directory):
+            DatapathObjects.removeOwnedPins(in: directory)
+            undo.append(.irreversible("nodenet's pins in the former bpffs directory \(directory) were removed"))
         case .unpinLink(let name):
             let path = "\(spec.linkDirectory)/\(name)"
             guard unlink(path) == 0 || errno == ENOENT else { throw NodeNetError.state("removing \(path): \(String(cString: strerror(errno)))") }
             undo.append(.irreversible("tcx link \(name) was removed"))
         case .attachProgram(let device, let program, let replacing):
             guard let link = try node.link(named: device) else { throw NodeNetError.missing("\(device) does not exist") }
-            do { try node.addClsact(interfaceIndex: link.index) } catch let e as NetlinkError where e.errno == .exists {}
+            do {
+                try node.addClsact(interfaceIndex: link.index)
+                undo.append(.deleteClsact(link.index))  // only when this apply added it (EEXIST: it was there)
+            } catch let e as NetlinkError where e.errno == .exists {}
             let filter = BPFFilterConfiguration(
                 interfaceIndex: link.index, direction: .ingress, programFD: try loadedDatapath().programFD(program), name: program.filterName,
                 priority: program.priority, handle: program.handle)
             if replacing {
+                // Hold the program the filter runs now (from the dump), to put it back on rollback.
+                let current = try node.filters(interfaceIndex: link.index, direction: .ingress)
+                    .first { $0.priority == program.priority && $0.handle == program.handle }?.bpf
+                let previous = try current?.programID.map { try BPFProgramHandle(id: $0) }
                 try node.replace(filter)
-                undo.append(.irreversible("\(program.filterName) replaced the previous program on \(device)"))
+                if let previous, let current {
+                    var back = filter
+                    back.programFD = previous.fd
+                    back.name = current.name ?? "nodenet-previous"
+                    undo.append(.restoreFilter(back, previous))
+                } else {
+                    undo.append(.request(.node, Self.deleteFilterRequest(index: link.index, program.priority, program.handle)))
+                }
             } else {
                 try node.add(filter)
                 undo.append(.request(.node, Self.deleteFilterRequest(index: link.index, program.priority, program.handle)))
@@ -312,6 +356,44 @@ struct Applier {
                 } catch {
                     failures.append("restoring \(path): \(error)")
                 }
+            case .repin(let path, let object):
+                unlink(path)
+                do {
+                    try BPFPin.pin(fd: object.fd, at: path)
+                    undone += 1
+                } catch {
+                    failures.append("pinning \(path) again: \(error)")
+                }
+            case .movePin(let from, let to):
+                do {
+                    try BPFPin.move(from: from, to: to)
+                    undone += 1
+                } catch {
+                    failures.append("moving \(from) back to \(to): \(error)")
+                }
+            case .restoreLinkProgram(let path, let previous):
+                do {
+                    try TCXLink.replaceProgram(pinnedAt: path, with: previous.fd)
+                    undone += 1
+                } catch {
+                    failures.append("giving \(path) its previous program: \(error)")
+                }
+            case .restoreFilter(let filter, _):
+                do {
+                    try session.node.replace(filter)
+                    undone += 1
+                } catch {
+                    failures.append("putting the previous program \(filter.name) back on link \(filter.interfaceIndex): \(error)")
+                }
+            case .deleteClsact(let index):
+                do {
+                    try session.node.deleteClsact(interfaceIndex: index)
+                    undone += 1
+                } catch let e as NetlinkError where e.errno == .noSuchDevice || e.errno == .invalidArgument || e.errno == .noSuchFileOrDirectory {
+                    undone += 1  // the device (or the qdisc) is gone already
+                } catch {
+                    failures.append("deleting the clsact qdisc added to link \(index): \(error)")
+                }
             case .unpin(let path):
                 if unlink(path) == 0 || errno == ENOENT { undone += 1 } else { failures.append("removing \(path): \(String(cString: strerror(errno)))") }
             case .service(let step):
@@ -328,6 +410,13 @@ struct Applier {
         undo.removeAll()
         return RollbackOutcome(undone: undone, failures: failures)
     }
+}
+
+/// A file descriptor closed when the last reference goes (kept by undo steps).
+final class OwnedFD: @unchecked Sendable {
+    let fd: Int32
+    init(_ fd: Int32) { self.fd = fd }
+    deinit { close(fd) }
 }
 
 extension PlannedChange {

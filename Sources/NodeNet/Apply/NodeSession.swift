@@ -46,7 +46,7 @@ public final class NodeSession: @unchecked Sendable {
 
     /// Reads everything the plan compares: node links/addresses/owned routes, the sysctls the
     /// desired state names, and each pod namespace's links/addresses/owned routes.
-    public func observe(_ desired: DesiredState, spec: NodeSpec? = nil) throws -> ObservedState {
+    public func observe(_ desired: DesiredState, spec: NodeSpec? = nil, formerBPFFSDirectories: [String] = []) throws -> ObservedState {
         // Sockets pin their namespaces: a cached one would keep reading a pod namespace the
         // runtime has deleted and recreated under the same name. Open them afresh.
         podSockets = [:]
@@ -76,9 +76,19 @@ public final class NodeSession: @unchecked Sendable {
                     observed.services = try ObservedServices.read(bpffsDirectory: spec.bpffsDirectory)
                 }
             }
-            observed.socketLinks = Set((try? FileManager.default.contentsOfDirectory(atPath: spec.socketLinkDirectory)) ?? [])
+            observed.socketLinks = Set(((try? FileManager.default.contentsOfDirectory(atPath: spec.socketLinkDirectory)) ?? []).filter(CgroupLink.Hook.parsePin))
             observed.socketCgroupID = spec.socketLB.cgroup.flatMap { CgroupLink.id(of: $0) }
-            observed.tcxLinks = Set((try? FileManager.default.contentsOfDirectory(atPath: spec.linkDirectory)) ?? [])
+            for directory in formerBPFFSDirectories where directory != spec.bpffsDirectory {
+                let pins = DatapathObjects.ownedPins(in: directory)
+                if !pins.isEmpty { observed.formerPins[directory] = pins }
+            }
+            // Only pins named like ours: the directory may hold others' (never pruned).
+            observed.tcxLinks = Set(((try? FileManager.default.contentsOfDirectory(atPath: spec.linkDirectory)) ?? [])
+                .filter { DatapathProgram.parseLinkPin($0) != nil })
+            // A pin is not proof: the link may be detached, elsewhere, or run another program.
+            for name in observed.tcxLinks {
+                if let problem = TCXLinkProblem.check(directory: spec.linkDirectory, name: name) { observed.tcxLinkProblems[name] = problem }
+            }
         }
         return observed
     }

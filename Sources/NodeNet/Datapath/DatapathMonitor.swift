@@ -54,49 +54,81 @@ public struct DatapathEvent: Sendable, Codable, Equatable, CustomStringConvertib
 }
 
 /// Datapath events of one node, read from its pinned ring buffer. Events are emitted only
-/// while a monitor is open (it switches the node's `nodenet_monitor` flag on, and off again
-/// when it is closed).
+/// while a monitor holds the node's lease (`nodenet_monitor`, bpf/lib/maps.h): a deadline on
+/// the kernel's monotonic clock that every poll moves forward and closing sets to 0. A monitor
+/// that is killed stops renewing, so emitting stops at most one lease later.
 public final class DatapathMonitor: @unchecked Sendable {
     private let ring: BPFRingBuffer
-    private let flag: BPFMap<UInt32, UInt32>
+    private let lease: BPFMap<UInt32, nodenet_monitor_lease>
     private let sink: EventSink
     private let ringFD: Int32
+    /// The deadline this monitor last wrote (to give up the lease only if it is still ours).
+    private var deadline: UInt64 = 0
+    private var renewedAt: UInt64 = 0
+
+    /// How long a lease lasts and how often a polling monitor renews it (nanoseconds).
+    public static let leaseNanoseconds = UInt64(NODENET_MONITOR_LEASE_NS)
+    public static let renewNanoseconds = UInt64(NODENET_MONITOR_RENEW_NS)
 
     final class EventSink: @unchecked Sendable {
         var events: [nodenet_event] = []
     }
 
-    /// Opens the monitor of the node whose maps are pinned in `bpffsDirectory`.
+    /// CLOCK_MONOTONIC in nanoseconds: the clock of bpf_ktime_get_ns().
+    public static func monotonicNanoseconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    /// Opens the monitor of the node whose maps are pinned in `bpffsDirectory` and takes the lease.
     public init(bpffsDirectory: String) throws {
-        guard let flag = try BPFMap<UInt32, UInt32>.pinned(at: "\(bpffsDirectory)/nodenet_monitor") else {
+        guard let lease = try BPFMap<UInt32, nodenet_monitor_lease>.pinned(at: "\(bpffsDirectory)/nodenet_monitor") else {
             throw NodeNetError.missing("no BPF datapath pinned in \(bpffsDirectory) (is datapath.mode bpf applied?)")
         }
         let sink = EventSink()
         let fd = try BPFRingBuffer.pinnedFD(at: "\(bpffsDirectory)/nodenet_events")
         do {
             ring = try BPFRingBuffer(mapFD: fd) { bytes in
-            guard bytes.count >= MemoryLayout<nodenet_event>.size else { return }
-            sink.events.append(bytes.withUnsafeBytes { $0.loadUnaligned(as: nodenet_event.self) })
+                guard bytes.count >= MemoryLayout<nodenet_event>.size else { return }
+                sink.events.append(bytes.withUnsafeBytes { $0.loadUnaligned(as: nodenet_event.self) })
             }
         } catch {
             close(fd)
             throw error
         }
         self.ringFD = fd
-        self.flag = flag
+        self.lease = lease
         self.sink = sink
-        try flag.update(0, 1)
+        try renew()
     }
 
     deinit {
-        try? flag.update(0, 0)
+        // Give the lease up, unless another monitor has renewed it since (it keeps it).
+        if (try? lease.lookup(0))?.deadline_ns == deadline { try? lease.update(0, nodenet_monitor_lease(deadline_ns: 0)) }
         close(ringFD)
     }
 
+    /// Moves the lease's deadline to now + the lease duration (never backwards: another
+    /// monitor of the same node may hold a later one).
+    public func renew() throws {
+        let now = Self.monotonicNanoseconds()
+        let current = (try lease.lookup(0))?.deadline_ns ?? 0
+        deadline = max(now + Self.leaseNanoseconds, current)
+        try lease.update(0, nodenet_monitor_lease(deadline_ns: deadline))
+        renewedAt = now
+    }
+
     /// Waits up to `milliseconds` and returns the events that arrived, with device names
-    /// from `names` (ifindex → name in the node's namespace).
+    /// from `names` (ifindex → name in the node's namespace). Renews the lease while it waits.
     public func poll(milliseconds: Int32, names: [Int32: String] = [:]) throws -> [DatapathEvent] {
-        try ring.poll(milliseconds: milliseconds)
+        let end = Self.monotonicNanoseconds() + UInt64(max(milliseconds, 0)) * 1_000_000
+        repeat {
+            let now = Self.monotonicNanoseconds()
+            if now >= renewedAt + Self.renewNanoseconds { try renew() }
+            let slice = min(end > now ? (end - now) / 1_000_000 : 0, Self.renewNanoseconds / 1_000_000)
+            if try ring.poll(milliseconds: Int32(slice)) > 0 { break }
+        } while Self.monotonicNanoseconds() < end
         defer { sink.events.removeAll() }
         return sink.events.map { DatapathEvent($0, names: names) }
     }

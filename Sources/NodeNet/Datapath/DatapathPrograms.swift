@@ -47,6 +47,12 @@ extension CgroupLink.Hook {
     func pinName(cgroupID: UInt64) -> String { "\(rawValue)@\(cgroupID)@\(BPFObject.digest(embedded: Self.object) ?? "0")" }
 
     func pinPrefix(cgroupID: UInt64) -> String { "\(rawValue)@\(cgroupID)@" }
+
+    /// Whether `name` is one of our socket-LB link pins (`hook@cgroupID@digest`).
+    static func parsePin(_ name: String) -> Bool {
+        let parts = name.split(separator: "@")
+        return parts.count == 3 && CgroupLink.Hook(rawValue: String(parts[0])) != nil && UInt64(parts[1]) != nil
+    }
 }
 
 extension DatapathProgram {
@@ -56,6 +62,65 @@ extension DatapathProgram {
 
     /// The pin names of this program on `device`, whatever ifindex or build.
     func linkPinPrefix(device: String) -> String { "\(rawValue)@\(device)@" }
+
+    /// The program's name as the kernel keeps it (15 characters).
+    var kernelName: String { String(function.prefix(15)) }
+
+    /// This build's programs' tags (the kernel's hash of the instructions), found by loading
+    /// each embedded object once, unpinned; nil where that fails (then names alone are compared).
+    static let buildTags: [DatapathProgram: [UInt8]] = {
+        var tags: [DatapathProgram: [UInt8]] = [:]
+        for program in allCases {
+            guard let object = try? BPFObject(embedded: program.object), (try? object.load()) != nil,
+                  let fd = try? object.programFD(named: program.function), let info = try? BPFProgramInfo(fd: fd) else { continue }
+            tags[program] = info.tag
+        }
+        return tags
+    }()
+
+    /// `from-container@lxc…@7@1a2b3c4d` → (program, device, ifindex).
+    static func parseLinkPin(_ name: String) -> (DatapathProgram, device: String, ifindex: UInt32)? {
+        let parts = name.split(separator: "@", omittingEmptySubsequences: false)
+        guard parts.count == 4, let program = DatapathProgram(rawValue: String(parts[0])), let index = UInt32(parts[2]) else { return nil }
+        return (program, String(parts[1]), index)
+    }
+}
+
+/// Why a pinned tcx link of ours does not carry this build's program where its name says.
+public struct TCXLinkProblem: Sendable, Equatable, CustomStringConvertible {
+    public var reason: String
+    /// True when only the program is wrong (bpf_link_update fixes it); false when the link
+    /// itself is unusable (detached, on another device, not tcx) and must be replaced.
+    public var replaceable: Bool
+    public var description: String { reason }
+
+    /// Reads the link pinned at `directory/name` and its program; nil when it is as this build wants.
+    static func check(directory: String, name: String) -> TCXLinkProblem? {
+        guard let (program, _, ifindex) = DatapathProgram.parseLinkPin(name) else {
+            return TCXLinkProblem(reason: "not a link pin name of this build", replaceable: false)
+        }
+        let info: BPFLinkInfo
+        do { info = try TCXLink.info(pinnedAt: "\(directory)/\(name)") } catch {
+            return TCXLinkProblem(reason: "unreadable: \(error)", replaceable: false)
+        }
+        guard info.isTCX else { return TCXLinkProblem(reason: "not a tcx link (link type \(info.type))", replaceable: false) }
+        guard !info.isDetached else { return TCXLinkProblem(reason: "detached (ifindex 0)", replaceable: false) }
+        guard info.ifindex == ifindex else { return TCXLinkProblem(reason: "attached to ifindex \(info.ifindex ?? 0), not \(ifindex)", replaceable: false) }
+        guard info.attachType == BPFLinkInfo.attachTCXIngress else {
+            return TCXLinkProblem(reason: "attached to attach type \(info.attachType ?? 0), not tcx ingress", replaceable: false)
+        }
+        guard let running = try? BPFProgramInfo(id: info.programID) else {
+            return TCXLinkProblem(reason: "its program (id \(info.programID)) cannot be read", replaceable: true)
+        }
+        if running.name != program.kernelName {
+            return TCXLinkProblem(reason: "runs program \(running.name) (id \(running.id)), not \(program.kernelName)", replaceable: true)
+        }
+        if let tag = DatapathProgram.buildTags[program], tag != running.tag {
+            let wanted = BPFProgramInfo.hex(tag)
+            return TCXLinkProblem(reason: "runs another build of \(running.name) (tag \(running.tagHex), this build \(wanted))", replaceable: true)
+        }
+        return nil
+    }
 }
 
 /// An endpoints-map entry as plain values (the C struct is not Equatable).
@@ -140,10 +205,35 @@ final class DatapathObjects {
         return result
     }
 
-    /// Removes the node's pinned maps and its bpffs directory.
-    static func unpin(_ spec: NodeSpec) -> Bool {
-        let existed = FileManager.default.fileExists(atPath: spec.bpffsDirectory)
-        BPFFS.remove(spec.bpffsDirectory)
-        return existed
+    /// nodenet's own entries in a bpffs directory: maps pinned by name (`nodenet_*`, with
+    /// `nodenet_*_old` set aside by a migration) and our link pins in `links/`. Nothing else:
+    /// the directory may be shared (e.g. /sys/fs/bpf/tc/globals).
+    static func ownedPins(in directory: String) -> [String] {
+        let fm = FileManager.default
+        var result: [String] = []
+        for name in ((try? fm.contentsOfDirectory(atPath: directory + "/links")) ?? []).sorted() where DatapathProgram.parseLinkPin(name) != nil {
+            result.append("links/\(name)")
+        }
+        for name in ((try? fm.contentsOfDirectory(atPath: directory + "/sock")) ?? []).sorted() where CgroupLink.Hook.parsePin(name) {
+            result.append("sock/\(name)")
+        }
+        for name in ((try? fm.contentsOfDirectory(atPath: directory)) ?? []).sorted() where name.hasPrefix("nodenet_") {
+            var isDirectory: ObjCBool = false
+            if fm.fileExists(atPath: "\(directory)/\(name)", isDirectory: &isDirectory), !isDirectory.boolValue { result.append(name) }
+        }
+        return result
+    }
+
+    /// Unpins nodenet's own entries in `directory` (`ownedPins`), then removes `links/` and the
+    /// directory itself only if they are empty. Never recursive. True when anything went.
+    @discardableResult
+    static func removeOwnedPins(in directory: String) -> Bool {
+        guard isSafeSubdirectory(directory, of: BPFFS.root) else { return false }
+        var removed = false
+        for entry in ownedPins(in: directory) where unlink("\(directory)/\(entry)") == 0 { removed = true }
+        if rmdir(directory + "/links") == 0 { removed = true }
+        if rmdir(directory + "/sock") == 0 { removed = true }
+        if rmdir(directory) == 0 { removed = true }
+        return removed
     }
 }

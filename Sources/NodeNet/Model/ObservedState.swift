@@ -45,6 +45,12 @@ public struct ObservedState: Sendable, Equatable {
     public var incompatibleMaps: [String: String] = [:]
     /// Names of the pinned tcx links in the node's bpffs `links` directory.
     public var tcxLinks: Set<String> = []
+    /// Pinned tcx links that do not carry this build's program where their name says
+    /// (bpf_link_info), by pin name: not converged.
+    public var tcxLinkProblems: [String: TCXLinkProblem] = [:]
+    /// Earlier bpffs directories of the node (from the ledger) that still hold our pins:
+    /// directory -> the entries.
+    public var formerPins: [String: [String]] = [:]
     /// Entries of the node's pinned endpoints map, by pod IP.
     public var endpointEntries: [IPAddress: EndpointEntry] = [:]
     /// The node's pinned service maps (frontends, backends, ids, node addresses, settings).

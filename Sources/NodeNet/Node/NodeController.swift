@@ -31,7 +31,8 @@ public final class NodeController: @unchecked Sendable {
     }
 
     func plan(_ desired: DesiredState, ledger: Ledger?) throws -> Planner.Plan {
-        Planner.plan(desired: desired, observed: try session.observe(desired, spec: spec), ledger: ledger, nativeDevice: spec.node.device,
+        let former = (ledger?.pinDirectories ?? []).filter { $0 != spec.bpffsDirectory }
+        return Planner.plan(desired: desired, observed: try session.observe(desired, spec: spec, formerBPFFSDirectories: former), ledger: ledger, nativeDevice: spec.node.device,
                      datapath: spec.datapath.mode, attachMode: spec.effectiveAttachMode)
     }
 
@@ -69,6 +70,9 @@ public final class NodeController: @unchecked Sendable {
             }
         }
         inProgress.complete = false
+        // A changed bpffs directory: the old one stays known until its pins are gone.
+        let former = ledger.pinDirectories.filter { $0 != spec.bpffsDirectory }
+        inProgress.formerBPFFSDirectories = former.isEmpty ? nil : former
         if spec.datapath.mode == .bpf { inProgress.bpffsDirectory = spec.bpffsDirectory }
         try inProgress.save(to: spec.stateDirectory)
 
@@ -82,6 +86,8 @@ public final class NodeController: @unchecked Sendable {
         }
         let after = try self.plan(desired, ledger: inProgress)
         inProgress.endpoints = wantedEndpoints
+        let stillPinned = former.filter { !DatapathObjects.ownedPins(in: $0).isEmpty }
+        inProgress.formerBPFFSDirectories = stillPinned.isEmpty ? nil : stillPinned
         inProgress.complete = after.isEmpty
         try inProgress.save(to: spec.stateDirectory)
         return ApplyReport(

@@ -58,8 +58,10 @@ extension NodeController {
                 report.programs += 1
             }
         }
-        if let pins = bpffsDirectory ?? ledger?.bpffsDirectory, FileManager.default.fileExists(atPath: pins) {
-            BPFFS.remove(pins)
+        // Only our own pins, in the spec's directory and every one the ledger knows (the
+        // directory may have changed between applies); a directory goes only once empty.
+        let pinDirectories = Set([bpffsDirectory].compactMap { $0 } + (ledger?.pinDirectories ?? []))
+        for directory in pinDirectories.sorted() where DatapathObjects.removeOwnedPins(in: directory) {
             report.pinsRemoved = true
         }
         if ledger != nil, links[NodeNetNames.hostDevice] != nil {

@@ -39,13 +39,17 @@ enum Operation: Sendable, Equatable {
     case setAsidePinnedMaps([String])
     /// Drops the maps set aside, once every program uses the new ones.
     case dropOldPinnedMaps([String])
+    /// Unpins nodenet's entries in a bpffs directory the spec no longer uses (its maps and
+    /// links), once every program uses the new directory's.
+    case dropFormerPins(directory: String)
+
     /// Services: the settings entry, node addresses, backends and frontends (make-before-break).
     case service(ServiceOperation)
 
     /// Whether this operation works on BPF maps or attachments (not netlink or sysctls).
     var isDatapath: Bool {
         switch self {
-        case .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram, .unpinLink, .setAsidePinnedMaps, .dropOldPinnedMaps, .service:
+        case .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram, .unpinLink, .setAsidePinnedMaps, .dropOldPinnedMaps, .dropFormerPins, .service:
             return true
         default:
             return false
@@ -55,7 +59,7 @@ enum Operation: Sendable, Equatable {
     var scope: NamespaceScope {
         switch self {
         case .createHostPair, .setSysctl, .createEndpoint, .putEndpointEntry, .deleteEndpointEntry, .attachProgram, .detachProgram, .unpinLink, .setAsidePinnedMaps, .dropOldPinnedMaps,
-            .service:
+            .dropFormerPins, .service:
             return .node
         case .setLink(let s, _, _, _), .addAddress(let s, _, _, _), .deleteAddress(let s, _, _), .putRoute(let s, _, _),
             .deleteRoute(let s, _), .deleteLink(let s, _):

@@ -14,7 +14,9 @@ extension Planner {
     }
 
     /// Whether this build's maps replace incompatible pinned ones in this plan: then every
-    /// entry is written again and every program replaced before the old maps go.
+    /// program is replaced before the old maps go, and every entry is written again when the
+    /// endpoints map is one of them (a compatible one is reused as it is: its entries, and
+    /// their undo on rollback, stay those of the map the running programs use).
     var migratingMaps: Bool { datapath == .bpf && !observed.incompatibleMaps.isEmpty }
 
     /// Incompatible pinned maps are set aside before anything loads this build's objects.
@@ -27,10 +29,14 @@ extension Planner {
                   .setAsidePinnedMaps(names))
     }
 
+    /// Whether the spec's bpffs directory changed while programs bound to the former one's
+    /// maps may still be attached: then every program is replaced before those pins go.
+    var rebindingPins: Bool { datapath == .bpf && !observed.formerPins.isEmpty }
+
     mutating func planDatapath() {
         guard datapath == .bpf else { return }
         for endpoint in desired.endpoints where observed.pods[endpoint.pod.netns] != nil {
-            let current = migratingMaps ? nil : observed.endpointEntries[endpoint.pod.ip]
+            let current = observed.endpointEntries[endpoint.pod.ip]  // empty when the endpoints map is incompatible
             let wanted = wantedEntry(endpoint)
             if wanted == nil || current != wanted {
                 addChange(current == nil ? .create : .update, "datapath", .node, "endpoint map entry \(endpoint.pod.ip)",
@@ -45,15 +51,22 @@ extension Planner {
     private mutating func attach(_ program: DatapathProgram, on device: String, deviceIsNew: Bool) {
         if attachMode == .tcx {
             let index = deviceIsNew ? nil : observed.node.links[device]?.index
-            if !migratingMaps, let index, observed.tcxLinks.contains(program.linkPinName(device: device, ifindex: index)) { return }
-            let sameDevice = index.map { i in observed.tcxLinks.first { $0.hasPrefix(program.linkPinPrefix(device: device) + "\(i)@") } } ?? nil
+            let pin = index.map { program.linkPinName(device: device, ifindex: $0) }
+            if !migratingMaps, let pin, observed.tcxLinks.contains(pin), observed.tcxLinkProblems[pin] == nil { return }
+            var sameDevice = index.map { i in observed.tcxLinks.first { $0.hasPrefix(program.linkPinPrefix(device: device) + "\(i)@") } } ?? nil
+            let problem = sameDevice.flatMap { observed.tcxLinkProblems[$0] }
+            if let stale = sameDevice, problem?.replaceable == false {
+                // A detached link (or one elsewhere) cannot take a new program: a fresh one replaces it.
+                addChange(.delete, "datapath", .node, "tcx link \(stale)", wanted: nil, found: "\(stale): \(problem!)", .unpinLink(name: stale))
+                sameDevice = nil
+            }
             addChange(sameDevice == nil ? .create : .update, "datapath", .node, "\(program.rawValue) on \(device)",
-                      wanted: "tcx ingress link, program \(program.filterName)", found: sameDevice.map { "tcx link \($0)" },
+                      wanted: "tcx ingress link, program \(program.filterName)", found: sameDevice.map { "tcx link \($0)" + (problem.map { ": \($0)" } ?? "") },
                       .attachProgram(device: device, program, replacing: sameDevice != nil))
             return
         }
         let current = deviceIsNew ? nil : filter(on: device, program)
-        guard migratingMaps || current?.bpf?.name != program.filterName else { return }
+        guard migratingMaps || rebindingPins || current?.bpf?.name != program.filterName else { return }
         addChange(current == nil ? .create : .update, "datapath", .node, "\(program.rawValue) on \(device)",
                   wanted: "tc ingress bpf \(program.filterName) direct-action", found: current?.bpf?.name,
                   .attachProgram(device: device, program, replacing: current != nil))
@@ -62,25 +75,34 @@ extension Planner {
     /// tcx links that no wanted attachment uses (device gone or recreated, pod removed,
     /// another mode in effect).
     private mutating func pruneLinks(keeping wanted: Set<String>) {
-        for name in observed.tcxLinks.sorted() where !wanted.contains(name) {
+        let unpinned = Set(changes.compactMap { c -> String? in if case .unpinLink(let n) = c.operation { return n } else { return nil } })
+        for name in observed.tcxLinks.sorted() where !wanted.contains(name) && !unpinned.contains(name) {
             addChange(.delete, "datapath", .node, "tcx link \(name)", wanted: nil, found: name, .unpinLink(name: name))
         }
     }
 
+    /// Entries of pods that left the spec: before their lxc devices are deleted (an entry
+    /// must never point at a device that is gone or, worse, at a reused ifindex).
+    mutating func planEndpointEntryPrune() {
+        guard datapath == .bpf && !migratingMaps else { return }
+        let wanted = Set(desired.endpoints.map(\.pod.ip))
+        for (ip, entry) in observed.endpointEntries.sorted(by: { $0.key < $1.key }) where !wanted.contains(ip) {
+            addChange(.delete, "datapath", .node, "endpoint map entry \(ip)", wanted: nil, found: entry.description,
+                      .deleteEndpointEntry(ip: ip, previous: entry))
+        }
+    }
+
     mutating func planDatapathPrune() {
+        for (directory, pins) in observed.formerPins.sorted(by: { $0.key < $1.key }) {
+            addChange(.delete, "datapath", .node, "pins in former bpffs directory \(directory)", wanted: nil, found: pins.joined(separator: ", "),
+                      .dropFormerPins(directory: directory))
+        }
         if migratingMaps { addChange(.delete, "datapath", .node, "pinned maps set aside", wanted: nil,
                                      found: observed.incompatibleMaps.keys.sorted().map { "\($0)_old" }.joined(separator: ", "),
                                      .dropOldPinnedMaps(observed.incompatibleMaps.keys.sorted())) }
         if !migratingMaps && !observed.oldPins.isEmpty {
             addChange(.delete, "datapath", .node, "pinned maps left aside", wanted: nil,
                       found: observed.oldPins.map { "\($0)_old" }.joined(separator: ", "), .dropOldPinnedMaps(observed.oldPins))
-        }
-        if datapath == .bpf && !migratingMaps {
-            let wanted = Set(desired.endpoints.map(\.pod.ip))
-            for (ip, entry) in observed.endpointEntries.sorted(by: { $0.key < $1.key }) where !wanted.contains(ip) {
-                addChange(.delete, "datapath", .node, "endpoint map entry \(ip)", wanted: nil, found: entry.description,
-                          .deleteEndpointEntry(ip: ip, previous: entry))
-            }
         }
         if datapath == .bpf && attachMode == .tcx {
             // Links in use: the current pin of each wanted attachment (devices as observed).

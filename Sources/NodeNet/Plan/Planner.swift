@@ -71,6 +71,7 @@ public struct Planner {
         planServices()
         planDatapath()
         for intent in desired.nodeRoutes.dropFirst(2) { planRoute(intent, in: .node, observed: node) }
+        planEndpointEntryPrune()
         planServicesPrune()
         planPrune()
         planDatapathPrune()

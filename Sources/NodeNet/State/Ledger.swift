@@ -26,6 +26,9 @@ public struct Ledger: Codable, Sendable, Equatable {
     public var complete: Bool
     /// The bpffs directory of the node's pinned maps, when the BPF datapath was used.
     public var bpffsDirectory: String?
+    /// Earlier bpffs directories that may still hold nodenet's pins (the spec's directory
+    /// changed): cleaned by the next apply, or by teardown.
+    public var formerBPFFSDirectories: [String]?
     public var updatedAt: String
 
     public init(node: String) {
@@ -37,6 +40,9 @@ public struct Ledger: Codable, Sendable, Equatable {
     }
 
     public static func path(in directory: String) -> String { directory + "/ledger.json" }
+
+    /// Every bpffs directory where nodenet may have pinned something on this node.
+    public var pinDirectories: [String] { ([bpffsDirectory].compactMap { $0 } + (formerBPFFSDirectories ?? [])).uniqued() }
 
     /// The ledger in `directory`, or nil when there is none.
     public static func load(from directory: String) throws -> Ledger? {
@@ -88,5 +94,12 @@ public enum NodeNetError: Error, Sendable, CustomStringConvertible {
         switch self {
         case .state(let s), .conflict(let s), .missing(let s): return s
         }
+    }
+}
+
+extension Array where Element: Hashable {
+    func uniqued() -> [Element] {
+        var seen: Set<Element> = []
+        return filter { seen.insert($0).inserted }
     }
 }
