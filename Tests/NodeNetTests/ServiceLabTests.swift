@@ -1,0 +1,272 @@
+import Foundation
+import Testing
+import TestSupport
+
+@testable import NodeNet
+
+/// Kube-proxy replacement on the lab (the seed's cluster plus a UDP NodePort service):
+/// socket LB from pods and nodes, NodePort from the external host to local and remote
+/// backends, masquerading, updates, per-packet translation. Requests are made by
+/// `nodenetd lab probe`, which runs in the client's namespace *and* its node's cgroup (socket
+/// LB only sees sockets of processes in that cgroup). Skipped without root.
+@Suite(.serialized, .enabled(if: Privileges.canLoadBPF, Comment(rawValue: Privileges.skipReason)))
+struct ServiceLabTests {
+    static let dns = ServiceSpec(
+        name: "kube-system/dns", type: .nodePort, clusterIP: IPAddress("10.96.0.10")!,
+        ports: [ServicePort(name: "dns", protocol: .udp, port: 53, targetPort: 53, nodePort: 30053)],
+        backends: ["10.0.1.15", "10.0.2.204", "10.0.0.142"].map { ServiceBackend(ip: IPAddress($0)!) })
+    static let servers = ["cilium-with-replacement-cp", "cilium-with-replacement-w1", "cilium-with-replacement-w2"].map { "PodName: \($0)" }
+
+    struct Probe: Decodable {
+        struct Request: Decodable {
+            var answer: String?
+            var local: String?
+            var peer: String?
+            var error: String?
+        }
+        var requests: [Request]
+        var answers: [String: Int]
+        var failures: Int
+    }
+
+    /// Brings the lab up through the CLI (pod servers in the nodes' cgroups).
+    static func up(_ cluster: LabCluster) throws {
+        try #require(FileManager.default.isExecutableFile(atPath: LabIntegrationTests.nodenetd.path), "build nodenetd first")
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("\(cluster.name).json")
+        try cluster.jsonData().write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let up = try LabIntegrationTests.cli(["lab", "up", file.path, "--name", cluster.name])
+        try #require(up.status == 0, "\(up.output)")
+    }
+
+    static func cluster(_ tag: String) -> LabCluster {
+        var c = LabCluster.seed(name: LabIntegrationTests.labName(tag))
+        c.services.append(dns)
+        return c
+    }
+
+    static func probe(_ lab: String, _ from: String, _ destination: String, udp: Bool = false, count: Int = 1, timeout: Int = 2) throws -> Probe {
+        var args = ["lab", "probe", "--name", lab, from, destination, "--count", "\(count)", "--timeout", "\(timeout)", "--json"]
+        if udp { args.append("--udp") }
+        let r = try LabIntegrationTests.cli(args)
+        guard r.status == 0, let probe = try? JSONDecoder().decode(Probe.self, from: Data(r.output.utf8)) else {
+            throw NodeNetError.state("lab probe \(from) \(destination): \(r.output)")
+        }
+        return probe
+    }
+
+    static func services(_ cluster: LabCluster, node: String) throws -> [ServiceStatus] {
+        try NodeController(spec: cluster.spec(forNode: node)!, namespace: .named(cluster.namespace(ofNode: node))).services()
+    }
+
+    /// Updates the services of every node of a lab that is up (as the agent would on a spec change).
+    static func apply(_ cluster: LabCluster) throws {
+        for node in cluster.nodes {
+            let report = try NodeController(spec: cluster.spec(forNode: node.name)!, namespace: .named(cluster.namespace(ofNode: node.name))).apply()
+            try #require(report.verified, "\(report.mismatches)")
+        }
+    }
+
+    @Test func socketLBConnectsPodsAndNodesStraightToBackends() throws {
+        let cluster = Self.cluster("sl")
+        defer { Lab.down(name: cluster.name) }
+        try Self.up(cluster)
+        let lab = cluster.name
+
+        // What the client pod's interface sees while it talks to the services.
+        let capture = try FrameCapture(namespace: .named(cluster.namespace(ofPod: "net")), device: "eth0")
+        let clusterIP = try Self.probe(lab, "net", "10.96.18.68:80", count: 300)
+        #expect(clusterIP.failures == 0)
+        for server in Self.servers { #expect(clusterIP.answers[server, default: 0] >= 45, "each backend gets at least 15 %: \(clusterIP.answers)") }
+        #expect(clusterIP.requests.allSatisfy { $0.peer == "10.96.18.68:80" }, "getpeername shows the service address")
+        let nodePort = try Self.probe(lab, "net", "172.18.0.2:32000", count: 30)
+        let otherNodePort = try Self.probe(lab, "net", "172.18.0.3:32000", count: 30)
+        #expect(nodePort.failures == 0 && otherNodePort.failures == 0)
+        #expect(nodePort.requests.allSatisfy { $0.peer == "172.18.0.2:32000" })
+        let frames = capture.drain().compactMap(CapturedIPv4.init)
+        #expect(frames.contains { $0.destination == "10.0.1.15" && $0.destinationPort == 80 }, "the capture saw the backends")
+        let leaked = frames.filter {
+            $0.source == "10.96.18.68" || $0.destination == "10.96.18.68" || $0.sourcePort == 32000 || $0.destinationPort == 32000
+        }
+        #expect(leaked.isEmpty, "no frame carries a service address: \(leaked.prefix(3))")
+
+        // From the nodes themselves, to a ClusterIP and to another node's NodePort.
+        #expect(try Self.probe(lab, "worker2", "10.96.18.68:80", count: 30).failures == 0)
+        #expect(try Self.probe(lab, "worker", "172.18.0.4:32000", count: 30).answers.count == 3)
+
+        // UDP through socket LB: replies seem to come from the service.
+        let udp = try Self.probe(lab, "net", "10.96.0.10:53", udp: true, count: 60)
+        #expect(udp.failures == 0 && udp.answers.count == 3, "\(udp.answers)")
+        #expect(udp.requests.allSatisfy { $0.peer == "10.96.0.10:53" }, "recvmsg shows the service address")
+
+        // Nothing in iptables or the kernel's conntrack.
+        let ns = cluster.namespace(ofNode: "worker2")
+        let iptables = try runTool(["ip", "netns", "exec", ns, "iptables-save"])
+        try #require(iptables.status == 0, "iptables-save (scripts/install-deps.sh installs it): \(iptables.output)")
+        #expect(!iptables.output.contains("32000") && !iptables.output.contains("10.96.18.68"))
+        let conntrack = try runTool(["ip", "netns", "exec", ns, "conntrack", "-L"])
+        #expect(!conntrack.output.contains("32000") && !conntrack.output.contains("10.96.18.68"), "\(conntrack.output)")
+
+        // `service list`: the seed's frontends, ids stable across a re-apply and a new reader.
+        let rows = try Self.services(cluster, node: "worker2")
+        let byFrontend = Dictionary(rows.map { ("\($0.frontend)/\($0.protocol)", $0) }, uniquingKeysWith: { a, _ in a })
+        #expect(byFrontend["10.96.18.68:80/TCP"]?.type == "ClusterIP" && byFrontend["10.96.18.68:80/TCP"]?.backends.count == 3)
+        #expect(byFrontend["172.18.0.2:32000/TCP"]?.type == "NodePort" && byFrontend["0.0.0.0:32000/TCP"]?.type == "NodePort")
+        #expect(byFrontend["10.96.0.10:53/UDP"]?.backends.map(\.protocol) == ["UDP", "UDP", "UDP"])
+        #expect(rows.allSatisfy { $0.state == "ok" && $0.service != nil })
+        let cli = try LabIntegrationTests.cli(["service", "list", "--netns", ns, try Self.specFile(cluster, "worker2")])
+        #expect(cli.output.contains("10.96.18.68:80/TCP") && cli.output.contains("1 => 10.0.1.15:80/TCP (active)"), "\(cli.output)")
+        var more = cluster
+        more.services.append(ServiceSpec(name: "default/extra", type: .clusterIP, clusterIP: IPAddress("10.96.7.7")!,
+                                         ports: [ServicePort(port: 8080, targetPort: 80)], backends: [ServiceBackend(ip: IPAddress("10.0.2.32")!)]))
+        try Self.apply(more)
+        let after = try Self.services(more, node: "worker2")
+        for row in rows { #expect(after.first { $0.frontend == row.frontend && $0.protocol == row.protocol }?.id == row.id, "id of \(row.frontend) kept") }
+        #expect(try Self.probe(lab, "net", "10.96.7.7:8080").answers.keys.first == "PodName: net")
+    }
+
+    static func specFile(_ cluster: LabCluster, _ node: String) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("\(cluster.name)-\(node).json").path
+        try cluster.spec(forNode: node)!.jsonData().write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    @Test func nodePortFromOutsideReachesLocalAndRemoteBackends() throws {
+        let cluster = Self.cluster("np")
+        defer { Lab.down(name: cluster.name) }
+        try Self.up(cluster)
+        let worker2 = NamespaceReference.named(cluster.namespace(ofNode: "worker2"))
+        for node in cluster.nodes {
+            let tcp = try Self.probe(cluster.name, "external", "\(node.address):32000", count: 40)
+            #expect(tcp.failures == 0, "\(node.name): \(tcp.requests.compactMap(\.error).prefix(2))")
+            let local = "PodName: " + node.pods[0].name
+            #expect(tcp.answers[local, default: 0] > 0 && tcp.answers.count >= 2, "\(node.name) sends to local and remote backends: \(tcp.answers)")
+            #expect(tcp.requests.allSatisfy { $0.peer == "\(node.address):32000" })
+            let udp = try Self.probe(cluster.name, "external", "\(node.address):30053", udp: true, count: 20)
+            #expect(udp.failures == 0 && udp.requests.allSatisfy { $0.peer == "\(node.address):30053" }, "replies come back from the NodePort")
+        }
+        // The translations live in BPF conntrack, not the kernel's; the node's stack forwards nothing.
+        let forwarded = try LabProbe.forwardedDatagrams(in: worker2)
+        #expect(try Self.probe(cluster.name, "external", "172.18.0.2:32000", count: 20).failures == 0)
+        #expect(try LabProbe.forwardedDatagrams(in: worker2) == forwarded, "remote backends are reached past the IP stack")
+        let ct = try Conntrack.list(bpffsDirectory: cluster.bpffsDirectory(ofNode: "worker2"))
+        #expect(ct.contains { $0.kind == "service" && $0.destination == "172.18.0.2:32000" && $0.source.hasPrefix("172.18.0.1:") })
+        #expect(ct.contains { $0.kind == "nat-in" && $0.translated.hasPrefix("172.18.0.1:") }, "remote backends see the node's address")
+        let kernel = try runTool(["ip", "netns", "exec", cluster.namespace(ofNode: "worker2"), "conntrack", "-L"])
+        #expect(!kernel.output.contains("32000"), "\(kernel.output)")
+        // Garbage collection by age: nothing is idle yet; everything is, an hour from now.
+        #expect(try Conntrack.collect(bpffsDirectory: cluster.bpffsDirectory(ofNode: "worker2")).removed == 0)
+        let later = Conntrack.now() + 3_600 * 1_000_000_000
+        let gc = try Conntrack.collect(bpffsDirectory: cluster.bpffsDirectory(ofNode: "worker2"), now: later)
+        #expect(gc.removed == gc.scanned && gc.scanned > 0, "closed TCP and idle UDP flows expire")
+    }
+
+    @Test func podTrafficLeavingTheClusterIsMasqueradedAndPodToPodIsNot() throws {
+        let cluster = Self.cluster("mq")
+        defer { Lab.down(name: cluster.name) }
+        try Self.up(cluster)
+        let seen = PeerLog()
+        let external = try PodServer(name: "external", ip: cluster.externalAddress, namespace: .named(cluster.externalNamespace)) { seen.add($0) }
+        external.start()
+        defer { external.stop() }
+        let out = try Self.probe(cluster.name, "net", "172.18.0.1:80", count: 3)
+        #expect(out.failures == 0 && out.answers.keys.first == "PodName: external")
+        #expect(seen.lines.count == 3 && seen.lines.allSatisfy { $0.hasPrefix("http 172.18.0.2:") }, "the external host sees the node's address: \(seen.lines)")
+        let ping = try runTool(["ip", "netns", "exec", cluster.namespace(ofPod: "net"), "ping", "-c", "2", "-i", "0.2", "-W", "2", "172.18.0.1"])
+        #expect(ping.output.contains("2 received"), "ICMP echo is masqueraded too: \(ping.output)")
+        // Pod to pod across nodes keeps the pod's address (inside nativeRoutingCIDR).
+        let capture = try FrameCapture(namespace: .named(cluster.namespace(ofPod: "cilium-with-replacement-w1")), device: "eth0")
+        #expect(try Self.probe(cluster.name, "net", "10.0.1.15:80").failures == 0)
+        let frames = capture.drain().compactMap(CapturedIPv4.init)
+        #expect(frames.contains { $0.source == "10.0.2.32" && $0.destination == "10.0.1.15" }, "\(frames.prefix(4))")
+    }
+
+    @Test func backendChangesAreMakeBeforeBreak() throws {
+        var cluster = Self.cluster("up")
+        defer { Lab.down(name: cluster.name) }
+        try Self.up(cluster)
+        let idsBefore = try Self.services(cluster, node: "worker2").map(\.id)
+        // Connections from outside, established (handshake done, conntrack entries made) but
+        // not yet used.
+        let held = try (0..<8).map { _ in try HeldConnection(from: .named(cluster.externalNamespace), to: IPAddress("172.18.0.2")!, port: 32000) }
+        // Two backends go, the client pod `net` (it serves HTTP too) comes in.
+        cluster.services[0].backends = [ServiceBackend(ip: IPAddress("10.0.1.15")!), ServiceBackend(ip: IPAddress("10.0.2.32")!)]
+        try Self.apply(cluster)
+        for c in held {
+            let answer = try c.request()
+            #expect(answer.hasPrefix("PodName: "), "an established connection keeps its backend: \(answer)")
+        }
+        let wanted: Set<String> = ["PodName: cilium-with-replacement-w1", "PodName: net"]
+        let fromPod = try Self.probe(cluster.name, "cilium-with-replacement-cp", "10.96.18.68:80", count: 40)
+        let fromOutside = try Self.probe(cluster.name, "external", "172.18.0.2:32000", count: 40)
+        #expect(Set(fromPod.answers.keys) == wanted && Set(fromOutside.answers.keys) == wanted, "\(fromPod.answers) \(fromOutside.answers)")
+        let rows = try Self.services(cluster, node: "worker2")
+        #expect(rows.map(\.id) == idsBefore, "frontend ids are stable")
+        #expect(rows.first { $0.frontend == "10.96.18.68:80" }?.backends.map(\.address) == ["10.0.1.15", "10.0.2.32"])
+        // No backend at all: refused at once, not a hang.
+        cluster.services[0].backends = []
+        try Self.apply(cluster)
+        let start = Date()
+        let refused = try Self.probe(cluster.name, "net", "10.96.18.68:80", timeout: 5)
+        #expect(refused.failures == 1 && (refused.requests.first?.error ?? "").contains("refused"), "\(refused.requests)")
+        #expect(Date().timeIntervalSince(start) < 2.5, "refused at once")
+    }
+
+    @Test func withoutSocketLBPodsAreTranslatedPerPacket() throws {
+        var cluster = Self.cluster("pp")
+        cluster.socketLB = false
+        defer { Lab.down(name: cluster.name) }
+        try Self.up(cluster)
+        #expect(!FileManager.default.fileExists(atPath: cluster.bpffsDirectory(ofNode: "worker2") + "/sock"), "no cgroup programs")
+        let tcp = try Self.probe(cluster.name, "net", "10.96.18.68:80", count: 60)
+        #expect(tcp.failures == 0 && Set(tcp.answers.keys) == Set(Self.servers), "local and remote backends: \(tcp.answers)")
+        #expect(tcp.requests.allSatisfy { $0.peer == "10.96.18.68:80" })
+        let udp = try Self.probe(cluster.name, "net", "10.96.0.10:53", udp: true, count: 30)
+        #expect(udp.failures == 0 && udp.requests.allSatisfy { $0.peer == "10.96.0.10:53" }, "replies translated back")
+        #expect(try Self.probe(cluster.name, "net", "172.18.0.4:32000", count: 10).failures == 0, "another node's NodePort")
+        let ct = try Conntrack.list(bpffsDirectory: cluster.bpffsDirectory(ofNode: "worker2"))
+        #expect(ct.contains { $0.kind == "service" && $0.source.hasPrefix("10.0.2.32:") && $0.destination == "10.96.18.68:80" })
+    }
+}
+
+/// Lines a test's own pod server logged (thread-safe).
+final class PeerLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: [String] = []
+    func add(_ line: String) { lock.lock(); stored.append(line); lock.unlock() }
+    var lines: [String] { lock.lock(); defer { lock.unlock() }; return stored }
+}
+
+/// A TCP connection opened from a namespace, used later (the request is sent on demand).
+final class HeldConnection {
+    let fd: Int32
+
+    init(from namespace: NamespaceReference, to address: IPAddress, port: UInt16) throws {
+        fd = try NetworkNamespace.run(in: namespace) { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        var tv = timeval(tv_sec: 3, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var target = sockaddr_in()
+        target.sin_family = sa_family_t(AF_INET)
+        target.sin_port = port.bigEndian
+        target.sin_addr.s_addr = address.ipv4Value!.bigEndian
+        let rc = withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard rc == 0 else { close(fd); throw NodeNetError.state("connect: \(String(cString: strerror(errno)))") }
+    }
+
+    deinit { close(fd) }
+
+    func request() throws -> String {
+        let text = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        _ = text.withCString { write(fd, $0, strlen($0)) }
+        var response: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while response.count < 65536 {
+            let n = read(fd, &buffer, buffer.count)
+            if n <= 0 { break }
+            response += buffer[0..<n]
+        }
+        let body = String(decoding: response, as: UTF8.self).components(separatedBy: "\r\n\r\n").dropFirst().joined()
+        return body
+    }
+}
