@@ -3,9 +3,7 @@ import Foundation
 import NodeNet
 
 /// `nodenetd lab demo`: builds the seed's cluster and replays the seed walkthrough, printing
-/// each observation with PASS / FAIL and its evidence. Observations that need parts not built
-/// yet (the BPF datapath, the services) are printed as NOT YET with what was measured; they
-/// do not fail the run. Exit status 1 if any check fails.
+/// each observation with PASS / FAIL and its evidence. Exit status 1 if any check fails.
 struct LabDemo: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo", abstract: "Build the seed's cluster, replay the seed walkthrough as checks, tear down.")
@@ -140,12 +138,46 @@ final class Demo {
             }
         }
 
-        print("\n-- services (kube-proxy replacement)")
-        report("nodenetd service list shows 10.96.18.68:80 and the NodePort frontends with 3 backends", .notYet("the services datapath (issue 6)"),
-               ["the spec carries service default/serversvc: validated, not programmed"])
-        let nodePort = (try? LabProbe.httpGet(from: podNS("net"), to: IPAddress("172.18.0.2")!, port: 32000, timeout: 1)).map { "answered: \($0.body)" }
-        report("curl 172.18.0.2:32000 from net is answered by a backend, connected at connect() time",
-               .notYet("the services datapath (issue 6)"), ["measured: \(nodePort ?? "no answer (nothing listens on 32000 yet)")"])
+        print("\n-- services (kube-proxy replacement, socket LB on each node's cgroup)")
+        check("nodenetd service list on worker2: 10.96.18.68:80, 172.18.0.2:32000 and 0.0.0.0:32000, 3 backends each") {
+            let spec = cluster.spec(forNode: "worker2")!
+            let rows = try NodeController(spec: spec, namespace: ns("worker2")).services()
+            let wanted = ["10.96.18.68:80": "ClusterIP", "172.18.0.2:32000": "NodePort", "0.0.0.0:32000": "NodePort"]
+            let ok = wanted.allSatisfy { f, type in rows.contains { $0.frontend == f && $0.type == type && $0.backends.count == 3 } }
+            return (ok, rows.map { r in "\(r.id)  \(r.frontend)/\(r.protocol)  \(r.type)  " + r.backends.map { "\($0.index) => \($0.address):\($0.port)" }.joined(separator: ", ") })
+        }
+        check("curl 172.18.0.2:32000 from net: a backend answers; the connection went straight to it (translated at connect())") {
+            let p = try LabRuntime.probe(lab: cluster.name, from: "net", to: "172.18.0.2:32000")
+            guard let r = p.requests.first, let answer = r.answer, let local = r.local else { return (false, ["\(p.requests.first?.error ?? "no answer")"]) }
+            // The backend's own log names the client as the pod itself: no NAT on the way.
+            let logs = cluster.nodes.map { (try? String(contentsOfFile: "\(cluster.runDirectory)/\($0.name)/serve.log", encoding: .utf8)) ?? "" }.joined(separator: "\n")
+            let seen = logs.split(separator: "\n").last { $0.contains(" http \(local) ") }
+            return (seen != nil && r.peer == "172.18.0.2:32000",
+                    [answer, "getpeername: \(r.peer ?? "-") (the service address)", "backend log: \(seen.map(String.init) ?? "no request from \(local)")"])
+        }
+        check("300 requests to the ClusterIP 10.96.18.68:80 from net spread over the 3 backends (each >= 15 %)") {
+            let p = try LabRuntime.probe(lab: cluster.name, from: "net", to: "10.96.18.68:80", count: 300)
+            let ok = p.failures == 0 && p.answers.count == 3 && p.answers.values.allSatisfy { $0 >= 45 }
+            return (ok, p.answers.sorted { $0.key < $1.key }.map { "\($0.value)  \($0.key)" })
+        }
+        check("curl 10.96.18.68:80 from the node worker2 itself (a host process)") {
+            let p = try LabRuntime.probe(lab: cluster.name, from: "worker2", to: "10.96.18.68:80")
+            return (p.failures == 0, [p.requests.first?.answer ?? p.requests.first?.error ?? "-"])
+        }
+        for node in cluster.nodes {
+            check("NodePort from the external host: \(node.address):32000 (packet path: BPF conntrack, remote backends via the node's address)") {
+                let p = try LabRuntime.probe(lab: cluster.name, from: "external", to: "\(node.address):32000", count: 20)
+                return (p.failures == 0 && p.answers.count >= 2, p.answers.sorted { $0.key < $1.key }.map { "\($0.value)  \($0.key)" })
+            }
+        }
+        check("pod traffic leaving nativeRoutingCIDR is masqueraded (net -> 172.18.0.1 arrives from 172.18.0.2)") {
+            let (received, _, out) = try ping(from: "net", "172.18.0.1")
+            let ct = try Conntrack.list(bpffsDirectory: cluster.bpffsDirectory(ofNode: "worker2"))
+            let nat = ct.first { $0.kind == "nat-out" && $0.source.hasPrefix("10.0.2.32:") && $0.destination.hasPrefix("172.18.0.1:") }
+            return (received == 3 && nat?.translated.hasPrefix("172.18.0.2:") == true,
+                    [out.split(separator: "\n").first { $0.contains("packets transmitted") }.map(String.init) ?? out,
+                     "conntrack: \(nat.map { "\($0.protocol) \($0.source) -> \($0.destination) as \($0.translated)" } ?? "no nat-out entry")"])
+        }
     }
 
     /// ping, then the counters the seed read with tcpdump: cilium_host sees nothing, and (with
