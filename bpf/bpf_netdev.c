@@ -4,7 +4,7 @@
  *   routing stack and cilium_host; replies of flows this node translated per packet get
  *   their frontend back as source first.
  * - Traffic to the node's address: replies to a masqueraded or NodePort-translated source
- *   get their original destination back; a NodePort frontend is translated to a backend
+ *   get their original destination back (ICMP errors about such flows too, quote included); a NodePort frontend is translated to a backend
  *   (conntrack): a local backend receives it directly, a remote one with the node's address
  *   as source so that the reply returns here.
  * - Everything else continues to the next program on the device, if any, then to the stack
@@ -13,6 +13,7 @@
 #include "lib/l3.h"
 #include "lib/endpoints.h"
 #include "lib/services.h"
+#include "lib/icmp_error.h"
 #include "lib/forward.h"
 
 /* A packet to the node's own address. NODENET_PASS leaves it to the stack. */
@@ -63,6 +64,18 @@ int nodenet_from_netdev(struct __sk_buff *skb)
 
 	struct nodenet_config cfg;
 	nodenet_settings_read(&cfg);
+	if ((cfg.flags & (NODENET_CONFIG_SERVICES | NODENET_CONFIG_MASQUERADE)) && daddr == cfg.node_ip && ip->protocol == IPPROTO_ICMP) {
+		int rc = nodenet_icmp_error_to_node(skb, cfg.node_ip, daddr);
+		if (rc == NODENET_TRANSLATED)
+			return nodenet_deliver(skb);
+		if (rc == NODENET_ERROR)
+			return TC_ACT_SHOT;
+		data = (void *)(long)skb->data;
+		end = (void *)(long)skb->data_end;
+		ip = data + sizeof(struct ethhdr);
+		if ((void *)(ip + 1) > end)
+			return TC_ACT_UNSPEC;
+	}
 	if (cfg.flags & (NODENET_CONFIG_SERVICES | NODENET_CONFIG_MASQUERADE)) {
 		struct nodenet_flow flow;
 		if ((dst || daddr == cfg.node_ip) && nodenet_flow_read(ip, end, &flow) == 0) {

@@ -212,6 +212,38 @@ struct ServiceLabTests {
         #expect(Date().timeIntervalSince(start) < 2.5, "refused at once")
     }
 
+    /// ICMP errors about translated flows reach the original sender, quoting its own packet:
+    /// a connected UDP socket then sees ECONNREFUSED (the kernel matches the quote).
+    @Test func icmpErrorsOfTranslatedFlowsReachTheOriginalSender() throws {
+        var cluster = Self.cluster("ie")
+        // A NodePort whose only backend (remote from worker2) has nothing listening on 54.
+        cluster.services.append(ServiceSpec(name: "default/closed", type: .nodePort, clusterIP: IPAddress("10.96.0.54")!,
+                                            ports: [ServicePort(protocol: .udp, port: 54, nodePort: 30054)], backends: [ServiceBackend(ip: IPAddress("10.0.1.15")!)]))
+        defer { Lab.down(name: cluster.name) }
+        try Self.up(cluster)
+        // Outside client -> NodePort -> remote backend: the backend's port unreachable comes back.
+        #expect(try udpError(from: .named(cluster.externalNamespace), to: "172.18.0.2", port: 30054) == ECONNREFUSED)
+        // Masqueraded pod -> external host's closed port: the external host's port unreachable comes back.
+        #expect(try udpError(from: .named(cluster.namespace(ofPod: "net")), to: "172.18.0.1", port: 9999) == ECONNREFUSED)
+    }
+
+    /// The errno a connected UDP socket reports after one datagram to a closed port (0: none within 2 s).
+    func udpError(from namespace: NamespaceReference, to address: String, port: UInt16) throws -> Int32 {
+        let fd = try NetworkNamespace.run(in: namespace) { socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        defer { close(fd) }
+        var tv = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var target = sockaddr_in()
+        target.sin_family = sa_family_t(AF_INET)
+        target.sin_port = port.bigEndian
+        target.sin_addr.s_addr = IPAddress(address)!.ipv4Value!.bigEndian
+        let rc = withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        try #require(rc == 0)
+        _ = "x".withCString { send(fd, $0, 1, 0) }
+        var buffer = [UInt8](repeating: 0, count: 64)
+        return recv(fd, &buffer, buffer.count, 0) < 0 ? errno : 0
+    }
+
     @Test func withoutSocketLBPodsAreTranslatedPerPacket() throws {
         var cluster = Self.cluster("pp")
         cluster.socketLB = false
