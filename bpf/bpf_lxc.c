@@ -15,6 +15,7 @@
 #include "lib/endpoints.h"
 #include "lib/services.h"
 #include "lib/forward.h"
+#include "lib/reject.h"
 
 SEC("tc")
 int nodenet_from_container(struct __sk_buff *skb)
@@ -69,8 +70,10 @@ int nodenet_from_container(struct __sk_buff *skb)
 				rc = nodenet_reverse_service(skb, &flow);
 				if (rc == NODENET_PASS && (cfg.flags & NODENET_CONFIG_PACKET_LB))
 					rc = nodenet_translate_service(skb, &flow, 0);
-				if (rc == NODENET_NO_BACKEND)
-					return nodenet_drop(skb, NODENET_VERDICT_DROP_NO_BACKEND);
+				if (rc == NODENET_NO_BACKEND) {
+					nodenet_drop(skb, NODENET_VERDICT_DROP_NO_BACKEND);
+					return nodenet_reject(skb);
+				}
 				if (rc == NODENET_ERROR)
 					return TC_ACT_SHOT;
 			}

@@ -6,7 +6,8 @@
  * - Traffic to the node's address: replies to a masqueraded or NodePort-translated source
  *   get their original destination back (ICMP errors about such flows too, quote included); a NodePort frontend is translated to a backend
  *   (conntrack): a local backend receives it directly, a remote one with the node's address
- *   as source so that the reply returns here.
+ *   as source so that the reply returns here; a NodePort with no backend answers ICMP port
+ *   unreachable at once.
  * - Everything else continues to the next program on the device, if any, then to the stack
  *   (TC_ACT_UNSPEC = TCX_NEXT: other tools' programs on the shared device keep running). */
 #include "lib/common.h"
@@ -14,6 +15,7 @@
 #include "lib/endpoints.h"
 #include "lib/services.h"
 #include "lib/icmp_error.h"
+#include "lib/reject.h"
 #include "lib/forward.h"
 
 /* A packet to the node's own address. NODENET_PASS leaves it to the stack. */
@@ -34,8 +36,10 @@ static __always_inline int nodenet_to_node(struct __sk_buff *skb, const struct n
 	rc = nodenet_translate_service(skb, flow, 1);
 	if (rc == NODENET_PASS)
 		return NODENET_PASS;
-	if (rc == NODENET_NO_BACKEND)
-		return nodenet_drop(skb, NODENET_VERDICT_DROP_NO_BACKEND);
+	if (rc == NODENET_NO_BACKEND) {
+		nodenet_drop(skb, NODENET_VERDICT_DROP_NO_BACKEND);  /* counted and reported as such */
+		return nodenet_reject(skb);
+	}
 	if (rc == NODENET_ERROR)
 		return TC_ACT_SHOT;
 	struct nodenet_endpoint_key key = { .ip = flow->tuple.daddr };

@@ -209,7 +209,9 @@ struct ServiceLabTests {
         let start = Date()
         let refused = try Self.probe(cluster.name, "net", "10.96.18.68:80", timeout: 5)
         #expect(refused.failures == 1 && (refused.requests.first?.error ?? "").contains("refused"), "\(refused.requests)")
-        #expect(Date().timeIntervalSince(start) < 2.5, "refused at once")
+        let outside = try Self.probe(cluster.name, "external", "172.18.0.3:32000", timeout: 5)
+        #expect(outside.failures == 1 && (outside.requests.first?.error ?? "").contains("refused"), "ICMP port unreachable from the node: \(outside.requests)")
+        #expect(Date().timeIntervalSince(start) < 4, "refused at once, not after the 5 s timeouts")
     }
 
     /// ICMP errors about translated flows reach the original sender, quoting its own packet:
@@ -258,6 +260,12 @@ struct ServiceLabTests {
         #expect(try Self.probe(cluster.name, "net", "172.18.0.4:32000", count: 10).failures == 0, "another node's NodePort")
         let ct = try Conntrack.list(bpffsDirectory: cluster.bpffsDirectory(ofNode: "worker2"))
         #expect(ct.contains { $0.kind == "service" && $0.source.hasPrefix("10.0.2.32:") && $0.destination == "10.96.18.68:80" })
+        // No backend: from-container answers ICMP port unreachable at once.
+        cluster.services[0].backends = []
+        try Self.apply(cluster)
+        let start = Date()
+        let refused = try Self.probe(cluster.name, "net", "10.96.18.68:80", timeout: 5)
+        #expect((refused.requests.first?.error ?? "").contains("refused") && Date().timeIntervalSince(start) < 2, "\(refused.requests)")
     }
 }
 
