@@ -123,6 +123,14 @@ struct ServiceLabTests {
         let after = try Self.services(more, node: "worker2")
         for row in rows { #expect(after.first { $0.frontend == row.frontend && $0.protocol == row.protocol }?.id == row.id, "id of \(row.frontend) kept") }
         #expect(try Self.probe(lab, "net", "10.96.7.7:8080").answers.keys.first == "PodName: net")
+
+        // The programs are on the node's cgroup (bpftool shows them by name); teardown takes them off.
+        let cgroup = try #require(cluster.cgroupPath(ofNode: "worker2"))
+        let attached = try runTool(["bpftool", "cgroup", "show", cgroup])
+        for hook in ["connect4", "sendmsg4", "recvmsg4", "getpeername4"] { #expect(attached.output.contains("nodenet_sock_\(hook)"), "\(attached.output)") }
+        let down = try NodeController(spec: more.spec(forNode: "worker2")!, namespace: .named(ns)).teardown()
+        #expect(down.pinsRemoved)
+        #expect(!(try runTool(["bpftool", "cgroup", "show", cgroup]).output.contains("nodenet_sock")), "teardown detached socket LB")
     }
 
     static func specFile(_ cluster: LabCluster, _ node: String) throws -> String {

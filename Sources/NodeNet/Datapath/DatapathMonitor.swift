@@ -30,6 +30,12 @@ public struct DatapathEvent: Sendable, Codable, Equatable, CustomStringConvertib
         case NODENET_VERDICT_DROP_SPOOFED.rawValue:
             verdict = "drop"
             dropReason = "source address is not the pod's own (spoofed)"
+        case NODENET_VERDICT_DROP_NO_BACKEND.rawValue:
+            verdict = "drop"
+            dropReason = "service has no backend (answered with ICMP port unreachable)"
+        case NODENET_VERDICT_DROP_NAT_EXHAUSTED.rawValue:
+            verdict = "drop"
+            dropReason = "no free port to translate the source to"
         default: verdict = "verdict \(e.verdict)"
         }
         let isARP = UInt32(e.verdict) == NODENET_VERDICT_ARP_REPLY.rawValue
