@@ -65,33 +65,38 @@ int nodenet_from_container(struct __sk_buff *skb)
 	if (cfg.flags & (NODENET_CONFIG_SERVICES | NODENET_CONFIG_MASQUERADE)) {
 		struct nodenet_flow flow;
 		if (nodenet_flow_read(ip, end, &flow) == 0) {
-			int rc = NODENET_PASS;
+			int replied = 0, translated = 0;
 			if (cfg.flags & NODENET_CONFIG_SERVICES) {
-				rc = nodenet_reverse_service(skb, &flow);
-				if (rc == NODENET_PASS && (cfg.flags & NODENET_CONFIG_PACKET_LB))
-					rc = nodenet_translate_service(skb, &flow, 0);
-				if (rc == NODENET_NO_BACKEND) {
-					nodenet_drop(skb, NODENET_VERDICT_DROP_NO_BACKEND);
-					return nodenet_reject(skb);
-				}
+				/* A reply of a flow translated here (NodePort to this backend, per-packet LB). */
+				int rc = nodenet_reverse_service(skb, &flow);
 				if (rc == NODENET_ERROR)
 					return TC_ACT_SHOT;
+				replied = rc == NODENET_TRANSLATED;
+				if (!replied && (cfg.flags & NODENET_CONFIG_PACKET_LB)) {
+					rc = nodenet_translate_service(skb, &flow, 0);
+					if (rc == NODENET_NO_BACKEND) {
+						nodenet_drop(skb, NODENET_VERDICT_DROP_NO_BACKEND);
+						return nodenet_reject(skb);
+					}
+					if (rc == NODENET_ERROR)
+						return TC_ACT_SHOT;
+					translated = rc == NODENET_TRANSLATED;
+				}
 			}
-			/* A reply of a NodePort flow already carries the node's address. */
-			if (rc == NODENET_PASS && nodenet_needs_masquerade(&cfg, flow.tuple.daddr)) {
-				int create = flow.tuple.proto != IPPROTO_TCP ||
-					     (flow.tcp_flags & (NODENET_TCP_SYN | NODENET_TCP_ACK)) == NODENET_TCP_SYN;
-				if (flow.tuple.proto == IPPROTO_ICMP)
-					create = flow.icmp_type == NODENET_ICMP_ECHO;
-				rc = nodenet_masquerade(skb, &cfg, &flow, create);
+			/* A reply already carries the frontend's address; anything else leaving the
+			 * cluster takes the node's. */
+			if (!replied && nodenet_needs_masquerade(skb, &cfg, &flow)) {
+				int create = flow.tuple.proto != IPPROTO_ICMP || flow.icmp_type == NODENET_ICMP_ECHO;
+				int rc = nodenet_masquerade(skb, &cfg, &flow, create);
 				if (rc == NODENET_ERROR)
 					return nodenet_drop(skb, NODENET_VERDICT_DROP_NAT_EXHAUSTED);
+				translated |= rc == NODENET_TRANSLATED;
 			}
-			if (rc == NODENET_TRANSLATED)
+			if (replied || translated)
 				return nodenet_deliver(skb);
 		}
-		/* nodenet_flow_read wrote nothing: the packet pointers are still valid, but the
-		 * verifier wants them fresh after the calls above. */
+		/* The packet is unchanged, but the verifier wants fresh packet pointers after the
+		 * calls above. */
 		data = (void *)(long)skb->data;
 		end = (void *)(long)skb->data_end;
 		ip = data + sizeof(struct ethhdr);

@@ -87,12 +87,15 @@ int nodenet_from_netdev(struct __sk_buff *skb)
 				int rc = nodenet_to_node(skb, &cfg, &flow);
 				if (rc != NODENET_PASS)
 					return rc;
-			} else if (cfg.flags & NODENET_CONFIG_PACKET_LB) {
-				int rc = nodenet_reverse_service(skb, &flow);
-				if (rc == NODENET_TRANSLATED)
-					return nodenet_deliver(skb);
-				if (rc == NODENET_ERROR)
-					return TC_ACT_SHOT;
+			} else {
+				if (cfg.flags & NODENET_CONFIG_PACKET_LB) {
+					int rc = nodenet_reverse_service(skb, &flow);
+					if (rc == NODENET_TRANSLATED)
+						return nodenet_deliver(skb);
+					if (rc == NODENET_ERROR)
+						return TC_ACT_SHOT;
+				}
+				nodenet_note_inbound(&cfg, &flow);
 			}
 		}
 		data = (void *)(long)skb->data;

@@ -196,21 +196,32 @@ struct ServiceLabTests {
         let idsBefore = try Self.services(cluster, node: "worker2").map(\.id)
         // Connections from outside, established (handshake done, conntrack entries made) but
         // not yet used.
-        let held = try (0..<8).map { _ in try HeldConnection(from: .named(cluster.externalNamespace), to: IPAddress("172.18.0.2")!, port: 32000) }
-        // Two backends go, the client pod `net` (it serves HTTP too) comes in.
-        cluster.services[0].backends = [ServiceBackend(ip: IPAddress("10.0.1.15")!), ServiceBackend(ip: IPAddress("10.0.2.32")!)]
+        let held = try (0..<16).map { _ in try HeldConnection(from: .named(cluster.externalNamespace), to: IPAddress("172.18.0.2")!, port: 32000) }
+        // Which backend each connection went to, from worker2's BPF conntrack.
+        let ct = try Conntrack.list(bpffsDirectory: cluster.bpffsDirectory(ofNode: "worker2"))
+        let backendOf: [Int: String] = Dictionary(held.enumerated().compactMap { i, c in
+            ct.first { $0.kind == "service" && $0.source == "172.18.0.1:\(c.localPort)" }.map { (i, String($0.translated.split(separator: ":")[0])) }
+        }, uniquingKeysWith: { a, _ in a })
+        #expect(backendOf.count == held.count, "every held connection is tracked")
+        // One backend (cp) goes, the client pod `net` (it serves HTTP too) comes in.
+        cluster.services[0].backends = ["10.0.1.15", "10.0.2.204", "10.0.2.32"].map { ServiceBackend(ip: IPAddress($0)!) }
         try Self.apply(cluster)
-        for c in held {
+        let names = ["10.0.1.15": "PodName: cilium-with-replacement-w1", "10.0.2.204": "PodName: cilium-with-replacement-w2"]
+        var survivors = 0
+        for (i, c) in held.enumerated() {
+            guard let backend = backendOf[i], let name = names[backend] else { continue }
+            survivors += 1
             let answer = try c.request()
-            #expect(answer.hasPrefix("PodName: "), "an established connection keeps its backend: \(answer)")
+            #expect(answer.hasPrefix(name), "an established connection to a surviving backend keeps it: \(answer)")
         }
-        let wanted: Set<String> = ["PodName: cilium-with-replacement-w1", "PodName: net"]
-        let fromPod = try Self.probe(cluster.name, "cilium-with-replacement-cp", "10.96.18.68:80", count: 40)
-        let fromOutside = try Self.probe(cluster.name, "external", "172.18.0.2:32000", count: 40)
-        #expect(Set(fromPod.answers.keys) == wanted && Set(fromOutside.answers.keys) == wanted, "\(fromPod.answers) \(fromOutside.answers)")
+        #expect(survivors > 0)
+        let wanted: Set<String> = ["PodName: cilium-with-replacement-w1", "PodName: cilium-with-replacement-w2", "PodName: net"]
+        let fromPod = try Self.probe(cluster.name, "cilium-with-replacement-cp", "10.96.18.68:80", count: 60)
+        let fromOutside = try Self.probe(cluster.name, "external", "172.18.0.2:32000", count: 60)
+        #expect(Set(fromPod.answers.keys) == wanted && Set(fromOutside.answers.keys) == wanted, "the removed backend gets no new connection: \(fromPod.answers) \(fromOutside.answers)")
         let rows = try Self.services(cluster, node: "worker2")
         #expect(rows.map(\.id) == idsBefore, "frontend ids are stable")
-        #expect(rows.first { $0.frontend == "10.96.18.68:80" }?.backends.map(\.address) == ["10.0.1.15", "10.0.2.32"])
+        #expect(rows.first { $0.frontend == "10.96.18.68:80" }?.backends.map(\.address) == ["10.0.1.15", "10.0.2.204", "10.0.2.32"])
         // No backend at all: refused at once, not a hang.
         cluster.services[0].backends = []
         try Self.apply(cluster)
@@ -300,7 +311,13 @@ final class HeldConnection {
         target.sin_addr.s_addr = address.ipv4Value!.bigEndian
         let rc = withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         guard rc == 0 else { close(fd); throw NodeNetError.state("connect: \(String(cString: strerror(errno)))") }
+        var local = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &local) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        localPort = UInt16(bigEndian: local.sin_port)
     }
+
+    private(set) var localPort: UInt16 = 0
 
     deinit { close(fd) }
 

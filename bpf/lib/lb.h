@@ -89,13 +89,34 @@ nodenet_select_backend(struct nodenet_service_key *key, struct nodenet_service *
 	if (count == 0)
 		return 0;
 	struct nodenet_service_key slot_key = *key;
-	slot_key.slot = (__u16)(bpf_get_prandom_u32() % count) + 1;
+	__u32 pick = bpf_get_prandom_u32();
+	slot_key.slot = (__u16)(pick % count) + 1;
 	struct nodenet_service *slot = bpf_map_lookup_elem(&nodenet_services, &slot_key);
-	if (!slot)
-		return 0;
+	if (!slot) {
+		/* The frontend shrank since its slot 0 was read (apply removes surplus slots after
+		 * writing the new count): read the count again and choose among the slots left. */
+		struct nodenet_service *again = bpf_map_lookup_elem(&nodenet_services, key);
+		if (!again || again->count == 0)
+			return 0;
+		slot_key.slot = (__u16)(pick % again->count) + 1;
+		slot = bpf_map_lookup_elem(&nodenet_services, &slot_key);
+		if (!slot)
+			return 0;
+	}
 	__u32 id = slot->backend_id;
 	*backend_id = id;
 	return bpf_map_lookup_elem(&nodenet_backends, &id);
+}
+
+/* Whether a flow's backend is still one of its frontend's: the backend id still names the
+ * same address and port, and the frontend still exists with the same id. */
+static __always_inline int nodenet_backend_current(__u32 backend_id, __u32 address, __u16 port, __u16 frontend_id)
+{
+	struct nodenet_backend *b = bpf_map_lookup_elem(&nodenet_backends, &backend_id);
+	if (!b || b->address != address || b->port != port)
+		return 0;
+	__u32 id = frontend_id;
+	return bpf_map_lookup_elem(&nodenet_revnat, &id) != 0;
 }
 
 #endif

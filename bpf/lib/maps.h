@@ -28,7 +28,7 @@ struct nodenet_config {
 	__u32 native_cidr;  /* nativeRoutingCIDR: never masqueraded (address and mask) */
 	__u32 native_mask;
 	__u32 flags;        /* NODENET_CONFIG_* */
-	__u32 reserved;
+	__u32 native_ifindex; /* the native device: masquerading applies only to traffic leaving through it */
 };
 
 #define NODENET_CONFIG_SERVICES 1     /* kube-proxy replacement: NodePort from outside, reverse translation */
@@ -167,6 +167,9 @@ enum nodenet_ct_kind {
 	NODENET_CT_REPLY = 2,
 	NODENET_CT_NAT_OUT = 3,
 	NODENET_CT_NAT_IN = 4,
+	/* A reply direction of a connection that came in from outside nativeRoutingCIDR to a
+	 * pod directly: never masqueraded. Key: pod -> peer; value unused. */
+	NODENET_CT_INBOUND = 5,
 };
 
 struct nodenet_ct_entry {

@@ -40,23 +40,36 @@ static __always_inline int nodenet_rewrite(struct __sk_buff *skb, __u8 proto, in
 	return 0;
 }
 
-/* Source NAT of the flow to `nat_addr`: reuses its NAT_OUT entry, or allocates a port (NAT_IN
- * inserted first, exclusively, so two flows never share one) when `may_create`. Returns 0
- * with *port set, -1 when there is no mapping and none may be made, -2 when no port is free. */
+/* Source NAT of the flow to `nat_addr`: reuses its NAT_OUT entry (its NAT_IN made again if
+ * the LRU table evicted it), or allocates a port (NAT_IN inserted first, exclusively, so two
+ * flows never share one) when `may_create`. Returns 0 with *port set, -1 when there is no
+ * mapping and none may be made, -2 when no port is free. */
 static __always_inline int nodenet_snat(struct nodenet_flow *f, __u32 nat_addr, int may_create, __u16 *port)
 {
-	struct nodenet_ct_entry *out = nodenet_ct_lookup(f, NODENET_CT_NAT_OUT);
-	if (out) {
-		*port = out->port;
-		return 0;
-	}
-	if (!may_create)
-		return -1;
 	struct nodenet_tuple in = {};
 	in.saddr = f->tuple.daddr;
 	in.daddr = nat_addr;
 	in.sport = f->tuple.dport;
 	in.proto = f->tuple.proto;
+	struct nodenet_ct_entry *out = nodenet_ct_lookup(f, NODENET_CT_NAT_OUT);
+	if (out) {
+		__u16 mapped = out->port;
+		in.dport = mapped;
+		in.kind = NODENET_CT_NAT_IN;
+		struct nodenet_ct_entry *back = bpf_map_lookup_elem(&nodenet_ct, &in);
+		if (back && back->address == f->tuple.saddr && back->port == f->tuple.sport) {
+			*port = mapped;
+			return 0;
+		}
+		if (!back && nodenet_ct_put(&in, NODENET_CT_NAT_IN, f->tuple.saddr, f->tuple.sport, 0, 0, BPF_NOEXIST) == 0) {
+			*port = mapped;
+			return 0;
+		}
+		/* The port went to another flow meanwhile: this one gets a new port. */
+		may_create = 1;
+	}
+	if (!may_create)
+		return -1;
 	__u32 start = bpf_get_prandom_u32();
 	for (int i = 0; i < 8; i++) {
 		__u16 candidate = bpf_htons((__u16)(NODENET_NAT_PORT_MIN + (start + i * 577) % NODENET_NAT_PORT_COUNT));

@@ -29,10 +29,12 @@ static __always_inline void nodenet_settings_read(struct nodenet_config *cfg)
 		__builtin_memset(cfg, 0, sizeof(*cfg));
 }
 
-#define NODENET_PASS 0
-#define NODENET_TRANSLATED 1
-#define NODENET_NO_BACKEND -1
-#define NODENET_ERROR -2
+/* Outcomes of the translation steps: distinct from every TC_ACT_* verdict, so a function
+ * may return either. */
+#define NODENET_PASS 100
+#define NODENET_TRANSLATED 101
+#define NODENET_NO_BACKEND 102
+#define NODENET_ERROR 103
 
 /* A reply of a translated flow (backend -> client): the source becomes the frontend the
  * client used again. */
@@ -54,44 +56,83 @@ static __always_inline int nodenet_reverse_service(struct __sk_buff *skb, struct
 }
 
 /* A packet to a service frontend: the destination becomes the flow's backend (chosen on its
- * first packet, kept in conntrack with the reverse entry for the replies). */
+ * first packet, kept in conntrack with the reverse entry for the replies). A flow whose
+ * backend was removed (or whose service is gone) is not kept on it: it is chosen again. */
 static __always_inline int nodenet_translate_service(struct __sk_buff *skb, struct nodenet_flow *f, int nodeport_only)
 {
 	if (f->tuple.proto != IPPROTO_TCP && f->tuple.proto != IPPROTO_UDP)
 		return NODENET_PASS;
-	__u32 address;
-	__u16 port;
+	__u32 address = 0, backend_id = 0;
+	__u16 port = 0, id = 0;
 	struct nodenet_ct_entry *ct = nodenet_ct_lookup(f, NODENET_CT_SERVICE);
-	if (ct) {
+	if (ct && nodenet_backend_current(ct->backend_id, ct->address, ct->port, ct->id)) {
 		address = ct->address;
 		port = ct->port;
+		id = ct->id;
+		backend_id = ct->backend_id;
 	} else {
+		/* Only a flow's first packet opens it (kube-proxy translates NEW connections only):
+		 * a stray TCP segment to a node port is left to the stack. */
+		if (!ct && f->tuple.proto == IPPROTO_TCP && (f->tcp_flags & (NODENET_TCP_SYN | NODENET_TCP_ACK)) != NODENET_TCP_SYN)
+			return NODENET_PASS;
 		struct nodenet_service_key key;
 		struct nodenet_service *svc = nodenet_service_lookup(&key, f->tuple.daddr, f->tuple.dport, f->tuple.proto, 0, nodeport_only);
 		if (!svc)
-			return NODENET_PASS;
-		__u16 id = svc->id;
-		__u32 backend_id = 0;
+			return ct ? NODENET_NO_BACKEND : NODENET_PASS;
+		id = svc->id;
 		struct nodenet_backend *backend = nodenet_select_backend(&key, svc, &backend_id);
 		if (!backend)
 			return NODENET_NO_BACKEND;
 		address = backend->address;
 		port = backend->port;
-		struct nodenet_tuple reply = {};
-		reply.saddr = address;
-		reply.daddr = f->tuple.saddr;
-		reply.sport = port;
-		reply.dport = f->tuple.sport;
-		reply.proto = f->tuple.proto;
-		nodenet_ct_put(&reply, NODENET_CT_REPLY, f->tuple.daddr, f->tuple.dport, id, backend_id, BPF_ANY);
 		struct nodenet_tuple forward = f->tuple;
-		nodenet_ct_put(&forward, NODENET_CT_SERVICE, address, port, id, backend_id, BPF_ANY);
+		if (ct) {
+			nodenet_ct_put(&forward, NODENET_CT_SERVICE, address, port, id, backend_id, BPF_ANY);
+		} else if (nodenet_ct_put(&forward, NODENET_CT_SERVICE, address, port, id, backend_id, BPF_NOEXIST) < 0) {
+			/* Another CPU opened the flow first: follow its choice. */
+			struct nodenet_ct_entry *winner = nodenet_ct_lookup(f, NODENET_CT_SERVICE);
+			if (!winner)
+				return NODENET_ERROR;
+			address = winner->address;
+			port = winner->port;
+			id = winner->id;
+			backend_id = winner->backend_id;
+		}
 	}
+	/* The reverse entry: (re)made when missing (an LRU table may evict one direction). */
+	struct nodenet_flow reply = {};
+	reply.tuple.saddr = address;
+	reply.tuple.daddr = f->tuple.saddr;
+	reply.tuple.sport = port;
+	reply.tuple.dport = f->tuple.sport;
+	reply.tuple.proto = f->tuple.proto;
+	struct nodenet_ct_entry *rev = nodenet_ct_lookup(&reply, NODENET_CT_REPLY);
+	if (!rev || rev->address != f->tuple.daddr || rev->port != f->tuple.dport)
+		nodenet_ct_put(&reply.tuple, NODENET_CT_REPLY, f->tuple.daddr, f->tuple.dport, id, backend_id, BPF_ANY);
 	if (nodenet_rewrite(skb, f->tuple.proto, 0, f->tuple.daddr, address, f->tuple.dport, port) < 0)
 		return NODENET_ERROR;
 	f->tuple.daddr = address;
 	f->tuple.dport = port;
 	return NODENET_TRANSLATED;
+}
+
+/* A connection from outside nativeRoutingCIDR straight to a local pod: its replies are
+ * marked so that they are not masqueraded (the peer expects the pod's address). */
+static __always_inline void nodenet_note_inbound(const struct nodenet_config *cfg, struct nodenet_flow *f)
+{
+	if (!(cfg->flags & NODENET_CONFIG_MASQUERADE) || (f->tuple.saddr & cfg->native_mask) == cfg->native_cidr ||
+	    nodenet_is_node_address(f->tuple.saddr, NODENET_NODE_LOCAL | NODENET_NODE_REMOTE))
+		return;
+	struct nodenet_flow reply = {};
+	reply.tuple.saddr = f->tuple.daddr;
+	reply.tuple.daddr = f->tuple.saddr;
+	reply.tuple.sport = f->tuple.dport;
+	reply.tuple.dport = f->tuple.sport;
+	reply.tuple.proto = f->tuple.proto;
+	if (f->tuple.proto == IPPROTO_ICMP)
+		return;  /* echo requests to pods are answered by echo replies, never masqueraded */
+	if (!nodenet_ct_lookup(&reply, NODENET_CT_INBOUND))
+		nodenet_ct_put(&reply.tuple, NODENET_CT_INBOUND, 0, 0, 0, 0, BPF_ANY);
 }
 
 /* Source NAT to the node's address (masquerade, NodePort to a remote backend). Returns
@@ -126,14 +167,30 @@ static __always_inline int nodenet_unmasquerade(struct __sk_buff *skb, struct no
 	return NODENET_TRANSLATED;
 }
 
-/* Whether traffic from a pod to `daddr` leaves with the node's address. */
-static __always_inline int nodenet_needs_masquerade(const struct nodenet_config *cfg, __u32 daddr)
+/* Whether a pod's flow leaves with the node's address: its destination is outside
+ * nativeRoutingCIDR and not a node, it is not the reply of a connection from outside, and it
+ * leaves through the native device (not to a local address or another interface). */
+static __always_inline int nodenet_needs_masquerade(struct __sk_buff *skb, const struct nodenet_config *cfg, struct nodenet_flow *f)
 {
 	if (!(cfg->flags & NODENET_CONFIG_MASQUERADE))
 		return 0;
+	__u32 daddr = f->tuple.daddr;
 	if ((daddr & cfg->native_mask) == cfg->native_cidr)
 		return 0;
-	return !nodenet_is_node_address(daddr, NODENET_NODE_LOCAL | NODENET_NODE_REMOTE);
+	if (nodenet_is_node_address(daddr, NODENET_NODE_LOCAL | NODENET_NODE_REMOTE))
+		return 0;
+	if (f->tuple.proto != IPPROTO_ICMP && nodenet_ct_lookup(f, NODENET_CT_INBOUND))
+		return 0;
+	struct bpf_fib_lookup fib = {};
+	fib.family = AF_INET;
+	fib.l4_protocol = f->tuple.proto;
+	fib.ipv4_src = f->tuple.saddr;
+	fib.ipv4_dst = daddr;
+	fib.ifindex = skb->ifindex;
+	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return 0;
+	return cfg->native_ifindex == 0 || fib.ifindex == cfg->native_ifindex;
 }
 
 #endif

@@ -4,7 +4,8 @@ import BPF
 /// frontends in the pinned maps, and socket LB on the cgroup.
 extension Planner {
     mutating func planServices() {
-        guard datapath == .bpf, let settings = desired.settings else { return }
+        guard datapath == .bpf, var settings = desired.settings else { return }
+        settings.nativeIfindex = UInt32(max(0, self.observed.node.links[device]?.index ?? 0))
         let observed = migratingMaps ? ObservedServices() : self.observed.services
         if observed.settings != settings {
             addChange(observed.settings == nil ? .create : .update, "service", .node, "datapath settings", wanted: settings.description,

@@ -92,6 +92,8 @@ public enum Conntrack {
             let closing = (v.flags | (other?.flags ?? 0)) & UInt8(NODENET_CT_F_CLOSING) != 0
             let timeout = k.proto == 6 ? (closing ? timeouts.tcpClosing : timeouts.tcp) : timeouts.other
             guard now > lastSeen, now - lastSeen > nanoseconds(timeout) else { continue }
+            // Used since it was read? Then it stays.
+            if let fresh = try map.lookup(k), fresh.last_seen_ns != v.last_seen_ns { continue }
             if try map.delete(k) { removed += 1 }
         }
         return Collection(scanned: entries.count, removed: removed)

@@ -25,12 +25,15 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
     public var services: Bool
     public var packetLB: Bool
     public var masquerade: Bool
+    /// The native device's ifindex (masquerading applies to traffic leaving through it); set
+    /// by the planner from the kernel, 0 when unknown.
+    public var nativeIfindex: UInt32 = 0
 
     public var description: String {
         var on: [String] = []
         if services { on.append("services") }
         if packetLB { on.append("per-packet service translation") }
-        if masquerade { on.append("masquerade to \(nodeIP) outside \(nativeCIDR?.description ?? "-")") }
+        if masquerade { on.append("masquerade to \(nodeIP) outside \(nativeCIDR?.description ?? "-") via ifindex \(nativeIfindex)") }
         return on.isEmpty ? "node \(nodeIP), all off" : "node \(nodeIP), " + on.joined(separator: ", ")
     }
 
@@ -45,6 +48,7 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
         }
         c.flags = (services ? UInt32(NODENET_CONFIG_SERVICES) : 0) | (packetLB ? UInt32(NODENET_CONFIG_PACKET_LB) : 0)
             | (masquerade && nativeCIDR != nil ? UInt32(NODENET_CONFIG_MASQUERADE) : 0)
+        c.native_ifindex = nativeIfindex
         return c
     }
 
@@ -56,6 +60,7 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
         masquerade = c.flags & UInt32(NODENET_CONFIG_MASQUERADE) != 0
         let mask = UInt32(bigEndian: c.native_mask)
         nativeCIDR = masquerade ? IPPrefix(IPAddress(ipv4: UInt32(bigEndian: c.native_cidr)), length: mask.nonzeroBitCount) : nil
+        nativeIfindex = c.native_ifindex
     }
 
     init(spec: NodeSpec) {
@@ -227,7 +232,7 @@ final class ServiceMaps {
     /// Slot 0 first (no new choices), then the slots.
     func remove(_ key: FrontendKey, slots: [UInt16: UInt32]) throws {
         try services.delete(key.c(slot: 0))
-        for slot in slots.keys { try services.delete(key.c(slot: slot)) }
+        for slot in slots.keys.sorted() { try services.delete(key.c(slot: slot)) }
     }
 
     /// Puts a frontend back exactly as `snapshot` (nil: absent).

@@ -88,13 +88,16 @@ extension Applier {
             try maps.backends.delete(id)
             recordUndo(.service(.backend(id, previous)))
         case .putFrontend(let key, let entry, let previous, let previousRevnat):
-            try maps.put(key, entry, previousSlots: previous?.slots ?? [:])
+            // Undo recorded first: a write that fails halfway has already changed live slots,
+            // and restoring is idempotent.
             let current = Dictionary(uniqueKeysWithValues: entry.backendIDs.enumerated().map { (UInt16($0.offset + 1), $0.element) })
+            let touched = current.merging(previous?.slots ?? [:]) { a, _ in a }
             recordUndo(.service(.revnat(entry.id, previousRevnat)))
-            recordUndo(.service(.frontend(key, previous, current: current)))
+            recordUndo(.service(.frontend(key, previous, current: touched)))
+            try maps.put(key, entry, previousSlots: previous?.slots ?? [:])
         case .deleteFrontend(let key, let previous):
-            try maps.remove(key, slots: previous.slots)
             recordUndo(.service(.frontend(key, previous, current: [:])))
+            try maps.remove(key, slots: previous.slots)
         case .deleteRevNat(let id, let previous):
             try maps.revnat.delete(UInt32(id))
             recordUndo(.service(.revnat(id, previous)))

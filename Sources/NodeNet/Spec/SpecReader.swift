@@ -192,7 +192,8 @@ struct SpecReader {
             }
         }
         let services = readServices(top, "")
-        var socketLB = SocketLBSettings(cgroup: CgroupV2.root ?? "/sys/fs/cgroup")
+        // Socket LB needs cgroup v2; without it the pods' services are translated per packet.
+        var socketLB = SocketLBSettings(cgroup: CgroupV2.root)
         if let fields = object(top["socketLB"], "socketLB", allowed: ["enabled", "cgroup"]) {
             if let cgroup = string(fields, "cgroup", "socketLB", required: false) {
                 if !cgroup.hasPrefix("/") || cgroup.split(separator: "/").contains("..") {

@@ -1,3 +1,4 @@
+import CNodeNetBPF
 /// Semantic checks on a structurally valid spec. Every problem is reported, with its path.
 struct SpecValidator {
     let spec: NodeSpec
@@ -127,6 +128,24 @@ struct SpecValidator {
                 let key = "\(backend.ip):\(backend.port.map(String.init) ?? "")"
                 if let first = backends[key] { problem("\(path).backends[\(j)].ip", "\(backend.ip) is already backends[\(first)]") } else { backends[key] = j }
             }
+        }
+        // Node ports must not collide with the ports masquerading and NodePort SNAT allocate.
+        let natPorts = Int(NODENET_NAT_PORT_MIN)...Int(NODENET_NAT_PORT_MIN + NODENET_NAT_PORT_COUNT - 1)
+        if spec.nodePortRange.overlaps(natPorts) {
+            problem("nodePortRange", "\(spec.nodePortRange.lowerBound)-\(spec.nodePortRange.upperBound) overlaps \(natPorts.lowerBound)-\(natPorts.upperBound), the ports source NAT uses")
+        }
+        // What the BPF maps can hold.
+        let frontends = spec.serviceFrontends
+        let entries = frontends.reduce(0) { $0 + 1 + $1.backends.count }
+        let backends = Set(frontends.flatMap(\.backends)).count
+        if frontends.count > Int(UInt16.max) - 1 {
+            problem("services", "\(frontends.count) frontends; at most \(Int(UInt16.max) - 1) fit (ids are 16 bits)")
+        }
+        if entries > Int(NODENET_SERVICES_MAX) {
+            problem("services", "\(entries) service map entries (a frontend and each of its backends); the map holds \(NODENET_SERVICES_MAX)")
+        }
+        if backends > Int(NODENET_BACKENDS_MAX) {
+            problem("services", "\(backends) distinct backends; the map holds \(NODENET_BACKENDS_MAX)")
         }
     }
 }
