@@ -16,6 +16,7 @@
 #include "lib/services.h"
 #include "lib/forward.h"
 #include "lib/reject.h"
+#include "lib/icmp_error.h"
 
 SEC("tc")
 int nodenet_from_container(struct __sk_buff *skb)
@@ -62,6 +63,19 @@ int nodenet_from_container(struct __sk_buff *skb)
 
 	struct nodenet_config cfg;
 	nodenet_settings_read(&cfg);
+	if ((cfg.flags & NODENET_CONFIG_SERVICES) && ip->protocol == IPPROTO_ICMP) {
+		/* An error this pod (a backend) sends about a translated flow. */
+		int rc = nodenet_icmp_error_reverse_service(skb, ip->saddr);
+		if (rc == NODENET_TRANSLATED)
+			return nodenet_deliver(skb);
+		if (rc == NODENET_ERROR)
+			return TC_ACT_SHOT;
+		data = (void *)(long)skb->data;
+		end = (void *)(long)skb->data_end;
+		ip = data + sizeof(struct ethhdr);
+		if ((void *)(ip + 1) > end)
+			return TC_ACT_OK;
+	}
 	if (cfg.flags & (NODENET_CONFIG_SERVICES | NODENET_CONFIG_MASQUERADE)) {
 		struct nodenet_flow flow;
 		if (nodenet_flow_read(ip, end, &flow) == 0) {

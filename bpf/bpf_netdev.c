@@ -68,8 +68,11 @@ int nodenet_from_netdev(struct __sk_buff *skb)
 
 	struct nodenet_config cfg;
 	nodenet_settings_read(&cfg);
-	if ((cfg.flags & (NODENET_CONFIG_SERVICES | NODENET_CONFIG_MASQUERADE)) && daddr == cfg.node_ip && ip->protocol == IPPROTO_ICMP) {
-		int rc = nodenet_icmp_error_to_node(skb, cfg.node_ip, daddr);
+	if ((cfg.flags & (NODENET_CONFIG_SERVICES | NODENET_CONFIG_MASQUERADE)) && (daddr == cfg.node_ip || dst) && ip->protocol == IPPROTO_ICMP) {
+		/* An error about a translated flow: to the node (masquerade, NodePort SNAT) or to a
+		 * local pod (a per-packet translated flow). */
+		int rc = daddr == cfg.node_ip ? nodenet_icmp_error_to_node(skb, cfg.node_ip, daddr)
+					      : (cfg.flags & NODENET_CONFIG_PACKET_LB) ? nodenet_icmp_error_reverse_service(skb, ip->saddr) : NODENET_PASS;
 		if (rc == NODENET_TRANSLATED)
 			return nodenet_deliver(skb);
 		if (rc == NODENET_ERROR)

@@ -240,10 +240,15 @@ struct ServiceLabTests {
         // A NodePort whose only backend (remote from worker2) has nothing listening on 54.
         cluster.services.append(ServiceSpec(name: "default/closed", type: .nodePort, clusterIP: IPAddress("10.96.0.54")!,
                                             ports: [ServicePort(protocol: .udp, port: 54, nodePort: 30054)], backends: [ServiceBackend(ip: IPAddress("10.0.1.15")!)]))
+        // ... and one whose only backend is local to worker2.
+        cluster.services.append(ServiceSpec(name: "default/closedlocal", type: .nodePort, clusterIP: IPAddress("10.96.0.55")!,
+                                            ports: [ServicePort(protocol: .udp, port: 55, nodePort: 30055)], backends: [ServiceBackend(ip: IPAddress("10.0.2.204")!)]))
         defer { Lab.down(name: cluster.name) }
         try Self.up(cluster)
         // Outside client -> NodePort -> remote backend: the backend's port unreachable comes back.
         #expect(try udpError(from: .named(cluster.externalNamespace), to: "172.18.0.2", port: 30054) == ECONNREFUSED)
+        // ... and from a local backend (quote and source rewritten in from-container).
+        #expect(try udpError(from: .named(cluster.externalNamespace), to: "172.18.0.2", port: 30055) == ECONNREFUSED)
         // Masqueraded pod -> external host's closed port: the external host's port unreachable comes back.
         #expect(try udpError(from: .named(cluster.namespace(ofPod: "net")), to: "172.18.0.1", port: 9999) == ECONNREFUSED)
     }
@@ -268,6 +273,8 @@ struct ServiceLabTests {
     @Test func withoutSocketLBPodsAreTranslatedPerPacket() throws {
         var cluster = Self.cluster("pp")
         cluster.socketLB = false
+        cluster.services.append(ServiceSpec(name: "default/closed", type: .clusterIP, clusterIP: IPAddress("10.96.0.54")!,
+                                            ports: [ServicePort(protocol: .udp, port: 54)], backends: [ServiceBackend(ip: IPAddress("10.0.1.15")!)]))
         defer { Lab.down(name: cluster.name) }
         try Self.up(cluster)
         #expect(!FileManager.default.fileExists(atPath: cluster.bpffsDirectory(ofNode: "worker2") + "/sock"), "no cgroup programs")
@@ -277,6 +284,8 @@ struct ServiceLabTests {
         let udp = try Self.probe(cluster.name, "net", "10.96.0.10:53", udp: true, count: 30)
         #expect(udp.failures == 0 && udp.requests.allSatisfy { $0.peer == "10.96.0.10:53" }, "replies translated back")
         #expect(try Self.probe(cluster.name, "net", "172.18.0.4:32000", count: 10).failures == 0, "another node's NodePort")
+        // The remote backend's port unreachable names the ClusterIP by the time it reaches the pod.
+        #expect(try udpError(from: .named(cluster.namespace(ofPod: "net")), to: "10.96.0.54", port: 54) == ECONNREFUSED)
         let ct = try Conntrack.list(bpffsDirectory: cluster.bpffsDirectory(ofNode: "worker2"))
         #expect(ct.contains { $0.kind == "service" && $0.source.hasPrefix("10.0.2.32:") && $0.destination == "10.96.18.68:80" })
         // No backend: from-container answers ICMP port unreachable at once.

@@ -109,4 +109,45 @@ static __always_inline int nodenet_icmp_error_to_node(struct __sk_buff *skb, __u
 	return NODENET_TRANSLATED;
 }
 
+/* An ICMP error about a flow translated to a backend (per-packet LB, NodePort to a local
+ * backend), on its way to the flow's client: the quote names the frontend the client used,
+ * and an error from the backend itself comes from the frontend's address. */
+static __always_inline int nodenet_icmp_error_reverse_service(struct __sk_buff *skb, __u32 outer_saddr)
+{
+	struct nodenet_icmp_echo icmp;
+	if (bpf_skb_load_bytes(skb, NODENET_ICMP_OFF, &icmp, sizeof(icmp)) < 0)
+		return NODENET_PASS;
+	if (icmp.type != 3 && icmp.type != 11 && icmp.type != 12)
+		return NODENET_PASS;
+	struct iphdr inner;
+	if (bpf_skb_load_bytes(skb, NODENET_INNER_OFF, &inner, sizeof(inner)) < 0)
+		return NODENET_PASS;
+	if (inner.ihl != 5 || (inner.protocol != IPPROTO_TCP && inner.protocol != IPPROTO_UDP))
+		return NODENET_PASS;
+	__be16 ports[2];
+	if (bpf_skb_load_bytes(skb, NODENET_INNER_L4_OFF, ports, sizeof(ports)) < 0)
+		return NODENET_PASS;
+	/* The quote is client -> backend; its replies (backend -> client) match REPLY. */
+	struct nodenet_flow reply = {};
+	reply.tuple.saddr = inner.daddr;
+	reply.tuple.daddr = inner.saddr;
+	reply.tuple.sport = ports[1];
+	reply.tuple.dport = ports[0];
+	reply.tuple.proto = inner.protocol;
+	struct nodenet_ct_entry *rev = nodenet_ct_lookup(&reply, NODENET_CT_REPLY);
+	if (!rev)
+		return NODENET_PASS;
+	__u32 frontend = rev->address;
+	__u16 frontend_port = rev->port;
+	if (nodenet_inner_addr(skb, NODENET_INNER_DADDR_OFF, inner.daddr, frontend) < 0 ||
+	    nodenet_inner_port(skb, NODENET_INNER_L4_OFF + 2, ports[1], frontend_port) < 0)
+		return NODENET_ERROR;
+	if (outer_saddr == inner.daddr) {
+		if (bpf_l3_csum_replace(skb, NODENET_IP_CHECK_OFF, outer_saddr, frontend, 4) < 0 ||
+		    bpf_skb_store_bytes(skb, NODENET_SADDR_OFF, &frontend, 4, 0) < 0)
+			return NODENET_ERROR;
+	}
+	return NODENET_TRANSLATED;
+}
+
 #endif
