@@ -19,13 +19,35 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nodenet_sock_revnat SEC(".maps");
 
-/* 1: let the call proceed (translated or not); 0: refuse it with ECONNREFUSED. */
-static __always_inline int nodenet_sock_translate(struct bpf_sock_addr *ctx)
+/* The IPv4 address a socket address names: user_ip4, or for an IPv6 socket a v4-mapped
+ * address (::ffff:a.b.c.d: dual-stack sockets, e.g. Java's). 0 when there is none. */
+static __always_inline __u32 nodenet_sock_ip4(struct bpf_sock_addr *ctx, int v6)
+{
+	if (!v6)
+		return ctx->user_ip4;
+	if (ctx->user_ip6[0] != 0 || ctx->user_ip6[1] != 0 || ctx->user_ip6[2] != bpf_htonl(0xffff))
+		return 0;
+	return ctx->user_ip6[3];
+}
+
+static __always_inline void nodenet_sock_set_ip4(struct bpf_sock_addr *ctx, int v6, __u32 address)
+{
+	if (v6)
+		ctx->user_ip6[3] = address;
+	else
+		ctx->user_ip4 = address;
+}
+
+/* 1: let the call proceed (translated or not); 0: refuse it (ECONNREFUSED where the kernel
+ * lets a program choose the error (5.18+, `refuse`), EPERM before). */
+static __always_inline int nodenet_sock_translate(struct bpf_sock_addr *ctx, int v6, int refuse)
 {
 	__u8 proto = ctx->protocol;
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 		return 1;
-	__u32 address = ctx->user_ip4;
+	__u32 address = nodenet_sock_ip4(ctx, v6);
+	if (!address)
+		return 1;
 	__u16 port = (__u16)ctx->user_port;
 	struct nodenet_service_key key;
 	struct nodenet_service *svc = nodenet_service_lookup(&key, address, port, proto, 1, 0);
@@ -35,7 +57,8 @@ static __always_inline int nodenet_sock_translate(struct bpf_sock_addr *ctx)
 	__u32 backend_id = 0;
 	struct nodenet_backend *backend = nodenet_select_backend(&key, svc, &backend_id);
 	if (!backend) {
-		bpf_set_retval(-ECONNREFUSED);
+		if (refuse)
+			bpf_set_retval(-ECONNREFUSED);
 		return 0;
 	}
 	struct nodenet_sock_key sk = {};
@@ -44,48 +67,55 @@ static __always_inline int nodenet_sock_translate(struct bpf_sock_addr *ctx)
 	sk.port = backend->port;
 	struct nodenet_sock_revnat rev = { .address = address, .port = port, .id = id };
 	bpf_map_update_elem(&nodenet_sock_revnat, &sk, &rev, BPF_ANY);
-	ctx->user_ip4 = backend->address;
+	nodenet_sock_set_ip4(ctx, v6, backend->address);
 	ctx->user_port = backend->port;
 	return 1;
 }
 
-static __always_inline void nodenet_sock_reverse(struct bpf_sock_addr *ctx)
+static __always_inline int nodenet_sock_reverse(struct bpf_sock_addr *ctx, int v6)
 {
+	__u32 address = nodenet_sock_ip4(ctx, v6);
+	if (!address)
+		return 1;
 	struct nodenet_sock_key sk = {};
 	sk.cookie = bpf_get_socket_cookie(ctx);
-	sk.address = ctx->user_ip4;
+	sk.address = address;
 	sk.port = (__u16)ctx->user_port;
 	struct nodenet_sock_revnat *rev = bpf_map_lookup_elem(&nodenet_sock_revnat, &sk);
-	if (!rev)
-		return;
-	ctx->user_ip4 = rev->address;
-	ctx->user_port = rev->port;
+	if (rev) {
+		nodenet_sock_set_ip4(ctx, v6, rev->address);
+		ctx->user_port = rev->port;
+	}
+	return 1;
 }
 
+/* connect and sendmsg, IPv4 and v4-mapped IPv6, each in two builds: refusing with
+ * ECONNREFUSED (bpf_set_retval, kernel 5.18+) and, for older kernels, with EPERM. nodenet
+ * loads the one the kernel supports. */
 SEC("cgroup/connect4")
-int nodenet_sock_connect4(struct bpf_sock_addr *ctx)
-{
-	return nodenet_sock_translate(ctx);
-}
-
+int nodenet_sock_connect4(struct bpf_sock_addr *ctx) { return nodenet_sock_translate(ctx, 0, 1); }
+SEC("cgroup/connect4")
+int nodenet_sock_connect4_eperm(struct bpf_sock_addr *ctx) { return nodenet_sock_translate(ctx, 0, 0); }
 SEC("cgroup/sendmsg4")
-int nodenet_sock_sendmsg4(struct bpf_sock_addr *ctx)
-{
-	return nodenet_sock_translate(ctx);
-}
+int nodenet_sock_sendmsg4(struct bpf_sock_addr *ctx) { return nodenet_sock_translate(ctx, 0, 1); }
+SEC("cgroup/sendmsg4")
+int nodenet_sock_sendmsg4_eperm(struct bpf_sock_addr *ctx) { return nodenet_sock_translate(ctx, 0, 0); }
+SEC("cgroup/connect6")
+int nodenet_sock_connect6(struct bpf_sock_addr *ctx) { return nodenet_sock_translate(ctx, 1, 1); }
+SEC("cgroup/connect6")
+int nodenet_sock_connect6_eperm(struct bpf_sock_addr *ctx) { return nodenet_sock_translate(ctx, 1, 0); }
+SEC("cgroup/sendmsg6")
+int nodenet_sock_sendmsg6(struct bpf_sock_addr *ctx) { return nodenet_sock_translate(ctx, 1, 1); }
+SEC("cgroup/sendmsg6")
+int nodenet_sock_sendmsg6_eperm(struct bpf_sock_addr *ctx) { return nodenet_sock_translate(ctx, 1, 0); }
 
 SEC("cgroup/recvmsg4")
-int nodenet_sock_recvmsg4(struct bpf_sock_addr *ctx)
-{
-	nodenet_sock_reverse(ctx);
-	return 1;
-}
-
+int nodenet_sock_recvmsg4(struct bpf_sock_addr *ctx) { return nodenet_sock_reverse(ctx, 0); }
 SEC("cgroup/getpeername4")
-int nodenet_sock_getpeername4(struct bpf_sock_addr *ctx)
-{
-	nodenet_sock_reverse(ctx);
-	return 1;
-}
+int nodenet_sock_getpeername4(struct bpf_sock_addr *ctx) { return nodenet_sock_reverse(ctx, 0); }
+SEC("cgroup/recvmsg6")
+int nodenet_sock_recvmsg6(struct bpf_sock_addr *ctx) { return nodenet_sock_reverse(ctx, 1); }
+SEC("cgroup/getpeername6")
+int nodenet_sock_getpeername6(struct bpf_sock_addr *ctx) { return nodenet_sock_reverse(ctx, 1); }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -81,6 +81,14 @@ public final class BPFObject: @unchecked Sendable {
         guard rc == 0 else { throw BPFError.libbpf(rc, "setting the configuration of \(name)") }
     }
 
+    /// Leaves a program out of the load (one the kernel cannot verify, e.g. a build for a newer kernel).
+    public func setAutoload(program: String, _ load: Bool) throws {
+        guard !isLoaded else { throw BPFError(EBUSY, "choosing programs of \(name) after load") }
+        guard let p = bpf_object__find_program_by_name(handle, program) else { throw BPFError(ENOENT, "no program \(program) in \(name)") }
+        let rc = bpf_program__set_autoload(p, load)
+        guard rc == 0 else { throw BPFError.libbpf(rc, "choosing program \(program) of \(name)") }
+    }
+
     /// Loads (and verifies) the programs and creates or reuses the maps.
     public func load() throws {
         let rc = bpf_object__load(handle)

@@ -10,6 +10,8 @@ public enum CgroupLink {
     /// The socket-address hooks nodenet uses for socket-level load balancing.
     public enum Hook: String, Sendable, CaseIterable {
         case connect4, sendmsg4, recvmsg4, getpeername4
+        /// The same for IPv6 sockets (nodenet handles their v4-mapped addresses).
+        case connect6, sendmsg6, recvmsg6, getpeername6
 
         var attachType: bpf_attach_type {
             switch self {
@@ -17,8 +19,16 @@ public enum CgroupLink {
             case .sendmsg4: return BPF_CGROUP_UDP4_SENDMSG
             case .recvmsg4: return BPF_CGROUP_UDP4_RECVMSG
             case .getpeername4: return BPF_CGROUP_INET4_GETPEERNAME
+            case .connect6: return BPF_CGROUP_INET6_CONNECT
+            case .sendmsg6: return BPF_CGROUP_UDP6_SENDMSG
+            case .recvmsg6: return BPF_CGROUP_UDP6_RECVMSG
+            case .getpeername6: return BPF_CGROUP_INET6_GETPEERNAME
             }
         }
+
+        /// Whether the hook can refuse a call (connect, sendmsg): its program has a build for
+        /// kernels that cannot choose the error (before 5.18: EPERM instead of ECONNREFUSED).
+        public var refuses: Bool { self == .connect4 || self == .sendmsg4 || self == .connect6 || self == .sendmsg6 }
     }
 
     /// Attaches `programFD` to `hook` of the cgroup directory `cgroup` and pins the link at `path`.
@@ -40,6 +50,16 @@ public enum CgroupLink {
         defer { close(link) }
         let rc = bpf_link_update(link, programFD, nil)
         guard rc == 0 else { throw BPFError.libbpf(rc, "replacing the program of \(path)") }
+    }
+
+    /// Whether the kernel lets a cgroup program choose the error it returns (bpf_set_retval,
+    /// 5.18 and later).
+    public static var canSetReturnValue: Bool {
+        var u = utsname()
+        uname(&u)
+        let release = withUnsafeBytes(of: u.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        let parts = release.split(separator: ".").prefix(2).compactMap { Int($0.prefix { $0.isNumber }) }
+        return parts.count == 2 && (parts[0], parts[1]) >= (5, 18)
     }
 
     /// The cgroup's id as the kernel names it in link info (its inode number), or nil when

@@ -45,9 +45,10 @@ struct ServiceLabTests {
         return c
     }
 
-    static func probe(_ lab: String, _ from: String, _ destination: String, udp: Bool = false, count: Int = 1, timeout: Int = 2) throws -> Probe {
+    static func probe(_ lab: String, _ from: String, _ destination: String, udp: Bool = false, v4Mapped: Bool = false, count: Int = 1, timeout: Int = 2) throws -> Probe {
         var args = ["lab", "probe", "--name", lab, from, destination, "--count", "\(count)", "--timeout", "\(timeout)", "--json"]
         if udp { args.append("--udp") }
+        if v4Mapped { args.append("--v4-mapped") }
         let r = try LabIntegrationTests.cli(args)
         guard r.status == 0, let probe = try? JSONDecoder().decode(Probe.self, from: Data(r.output.utf8)) else {
             throw NodeNetError.state("lab probe \(from) \(destination): \(r.output)")
@@ -90,6 +91,10 @@ struct ServiceLabTests {
         }
         #expect(leaked.isEmpty, "no frame carries a service address: \(leaked.prefix(3))")
 
+        // A dual-stack (IPv6) socket connecting to the v4-mapped ClusterIP is translated too.
+        let mapped = try Self.probe(lab, "net", "10.96.18.68:80", v4Mapped: true, count: 30)
+        #expect(mapped.failures == 0 && mapped.answers.count == 3 && mapped.requests.allSatisfy { $0.peer == "10.96.18.68:80" }, "\(mapped.answers)")
+
         // From the nodes themselves, to a ClusterIP and to another node's NodePort.
         #expect(try Self.probe(lab, "worker2", "10.96.18.68:80", count: 30).failures == 0)
         #expect(try Self.probe(lab, "worker", "172.18.0.4:32000", count: 30).answers.count == 3)
@@ -127,7 +132,7 @@ struct ServiceLabTests {
         // The programs are on the node's cgroup (bpftool shows them by name); teardown takes them off.
         let cgroup = try #require(cluster.cgroupPath(ofNode: "worker2"))
         let attached = try runTool(["bpftool", "cgroup", "show", cgroup])
-        for hook in ["connect4", "sendmsg4", "recvmsg4", "getpeername4"] { #expect(attached.output.contains("nodenet_sock_\(hook)"), "\(attached.output)") }
+        for hook in ["connect4", "sendmsg4", "recvmsg4", "getpeername4", "connect6", "sendmsg6", "recvmsg6", "getpeername6"] { #expect(attached.output.contains("nodenet_sock_\(hook)"), "\(attached.output)") }
         let down = try NodeController(spec: more.spec(forNode: "worker2")!, namespace: .named(ns)).teardown()
         #expect(down.pinsRemoved)
         #expect(!(try runTool(["bpftool", "cgroup", "show", cgroup]).output.contains("nodenet_sock")), "teardown detached socket LB")

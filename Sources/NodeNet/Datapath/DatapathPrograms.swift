@@ -41,7 +41,11 @@ extension NodeSpec {
 extension CgroupLink.Hook {
     static let object = "bpf_sock"
 
-    var function: String { "nodenet_sock_\(rawValue)" }
+    /// The program for this hook on this kernel.
+    var function: String { "nodenet_sock_\(rawValue)" + (refuses && !CgroupLink.canSetReturnValue ? "_eperm" : "") }
+
+    /// The build of this hook's program the kernel cannot load (if any).
+    var unusedFunction: String? { refuses ? (CgroupLink.canSetReturnValue ? "nodenet_sock_\(rawValue)_eperm" : "nodenet_sock_\(rawValue)") : nil }
 
     /// `connect4@1234@1a2b3c4d`: hook, cgroup id (a recreated cgroup is noticed) and build.
     func pinName(cgroupID: UInt64) -> String { "\(rawValue)@\(cgroupID)@\(BPFObject.digest(embedded: Self.object) ?? "0")" }
@@ -172,6 +176,7 @@ final class DatapathObjects {
         }
         self.objects = objects
         socket = try BPFObject(embedded: CgroupLink.Hook.object, pinRoot: spec.bpffsDirectory)
+        for hook in CgroupLink.Hook.allCases { if let unused = hook.unusedFunction { try socket.setAutoload(program: unused, false) } }
         try socket.load()
         endpoints = try objects[.fromContainer]!.map(named: "nodenet_endpoints", key: nodenet_endpoint_key.self, value: nodenet_endpoint.self)
         services = try ServiceMaps(objects[.fromContainer]!)

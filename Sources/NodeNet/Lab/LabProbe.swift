@@ -15,10 +15,12 @@ public enum LabProbe {
         public var peer: String
     }
 
-    /// `GET /` to `address:port` from inside `namespace`, bounded by `timeout` seconds.
-    public static func httpGet(from namespace: NamespaceReference, to address: IPAddress, port: UInt16 = 80, timeout: Int32 = 3) throws -> HTTPResult {
+    /// `GET /` to `address:port` from inside `namespace`, bounded by `timeout` seconds. With
+    /// `v4Mapped`, over an IPv6 socket to `::ffff:address` (as dual-stack programs connect).
+    public static func httpGet(from namespace: NamespaceReference, to address: IPAddress, port: UInt16 = 80, timeout: Int32 = 3, v4Mapped: Bool = false) throws -> HTTPResult {
+        let family = v4Mapped ? AF_INET6 : AF_INET
         let fd: Int32 = try NetworkNamespace.run(in: namespace) {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             guard fd >= 0 else { throw NodeNetError.state("socket: \(String(cString: strerror(errno)))") }
             return fd
         }
@@ -26,11 +28,24 @@ public enum LabProbe {
         var tv = timeval(tv_sec: Int(timeout), tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var target = sockaddr_in()
-        target.sin_family = sa_family_t(AF_INET)
-        target.sin_port = port.bigEndian
-        target.sin_addr.s_addr = address.ipv4Value!.bigEndian
-        let rc = withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        let rc: Int32
+        if v4Mapped {
+            var target = sockaddr_in6()
+            target.sin6_family = sa_family_t(AF_INET6)
+            target.sin6_port = port.bigEndian
+            let v4 = address.ipv4Value!
+            withUnsafeMutableBytes(of: &target.sin6_addr) { b in
+                b[10] = 0xff; b[11] = 0xff
+                b[12] = UInt8(v4 >> 24); b[13] = UInt8((v4 >> 16) & 0xff); b[14] = UInt8((v4 >> 8) & 0xff); b[15] = UInt8(v4 & 0xff)
+            }
+            rc = withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+        } else {
+            var target = sockaddr_in()
+            target.sin_family = sa_family_t(AF_INET)
+            target.sin_port = port.bigEndian
+            target.sin_addr.s_addr = address.ipv4Value!.bigEndian
+            rc = withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        }
         guard rc == 0 else { throw NodeNetError.state("connecting to \(address):\(port): \(String(cString: strerror(errno)))") }
         let request = "GET / HTTP/1.1\r\nHost: \(address)\r\nConnection: close\r\n\r\n"
         _ = request.withCString { write(fd, $0, strlen($0)) }
@@ -81,10 +96,15 @@ public enum LabProbe {
     }
 
     private static func name(of fd: Int32, peer: Bool) -> String {
-        var a = sockaddr_in()
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { peer ? getpeername(fd, $0, &length) : getsockname(fd, $0, &length) } }
-        return PodServer.describe(a)
+        var storage = sockaddr_in6()
+        var length = socklen_t(MemoryLayout<sockaddr_in6>.size)
+        _ = withUnsafeMutablePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { peer ? getpeername(fd, $0, &length) : getsockname(fd, $0, &length) } }
+        if storage.sin6_family == sa_family_t(AF_INET6) {
+            // A v4-mapped address (::ffff:a.b.c.d) shows as a.b.c.d.
+            let b = withUnsafeBytes(of: storage.sin6_addr) { Array($0) }
+            return "\(b[12]).\(b[13]).\(b[14]).\(b[15]):\(UInt16(bigEndian: storage.sin6_port))"
+        }
+        return withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { PodServer.describe($0.pointee) } }
     }
 
     /// `Ip: ForwDatagrams` from /proc/net/snmp in `namespace`: packets the IP stack forwarded.

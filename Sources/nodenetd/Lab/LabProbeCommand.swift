@@ -19,6 +19,7 @@ struct LabProbeCommand: ParsableCommand {
     @Argument(help: "A node, a pod, or 'external'.") var target: String
     @Argument(help: "ADDRESS:PORT to send to.") var destination: String
     @Flag(help: "UDP (the pods' echo on port 53) instead of HTTP over TCP.") var udp = false
+    @Flag(name: .customLong("v4-mapped"), help: "HTTP over an IPv6 socket to ::ffff:ADDRESS, as dual-stack programs connect.") var v4Mapped = false
     @Option(help: "Requests to send (1-10000).") var count = 1
     @Option(help: "Seconds each request may take.") var timeout: Int32 = 3
     @Flag(help: "Print JSON: {requests: [{answer, local, peer, error}], answers: {answer: count}, failures}.") var json = false
@@ -60,7 +61,7 @@ struct LabProbeCommand: ParsableCommand {
                     let answer = r.reply.components(separatedBy: " | ").first ?? r.reply
                     requests.append(Request(answer: answer, local: nil, peer: r.from))
                 } else {
-                    let r = try LabProbe.httpGet(from: .named(namespace), to: address, port: port, timeout: timeout)
+                    let r = try LabProbe.httpGet(from: .named(namespace), to: address, port: port, timeout: timeout, v4Mapped: v4Mapped)
                     let answer = r.body.split(separator: "\n").first.map { $0.components(separatedBy: " | ").first ?? String($0) }
                     requests.append(Request(answer: answer, local: r.local, peer: r.peer))
                 }
