@@ -469,50 +469,55 @@ do {
     // The nat table exists (and is empty) before the first measured restore.
     _ = try iptablesRestore(baseNat + "COMMIT\n", namespace: kernelNode)
 
-    var results: [SizeResult] = []
-    for n in options.sizes {
-        let svcs = services(n)
-        var spec = base
-        spec.services = svcs
-        let rules = kubeProxyRules(svcs, clusterCIDR: "10.0.0.0/8")
-        let ruleCount = rules.split(separator: "\n").filter { $0.hasPrefix("-A ") }.count
-        let target = svcs[n - 1].clusterIP
+    /// One size's measurements over the runs.
+    struct Samples {
         var add: [Double] = [], remove: [Double] = [], restore: [Double] = [], unrestore: [Double] = []
         var nn: [ClientResult] = [], ipt: [ClientResult] = []
-        var changes = 0
+        var changes = 0, rules = 0
         var ctIptables: Int?, ctNodenet: Int?
-        for r in 0..<options.repeats {
-            log("N=\(n) run \(r + 1)/\(options.repeats): nodenet apply")
+    }
+    var samples = [Samples](repeating: Samples(), count: options.sizes.count)
+    // Runs outside, sizes inside: drift of the machine spreads over every size.
+    for r in 0..<options.repeats {
+        for (i, n) in options.sizes.enumerated() {
+            let svcs = services(n)
+            var spec = base
+            spec.services = svcs
+            let rules = kubeProxyRules(svcs, clusterCIDR: "10.0.0.0/8")
+            samples[i].rules = rules.split(separator: "\n").filter { $0.hasPrefix("-A ") }.count
+            let target = svcs[n - 1].clusterIP
+
+            log("run \(r + 1)/\(options.repeats), N=\(n): nodenet apply, data path, removal")
             let controller = try NodeController(spec: spec, namespace: .named(bpfNode))
             var report: ApplyReport?
-            add.append(try seconds { report = try controller.apply() })
+            samples[i].add.append(try seconds { report = try controller.apply() })
             guard let report, report.verified, !report.changes.isEmpty else { throw BenchError("adding \(n) services did not verify: \(report?.mismatches.prefix(3) ?? [])") }
-            changes = report.changes.count
-            log("N=\(n): nodenet data path")
-            nn.append(try client(namespace: bpfLab.namespace(ofPod: "c"), cgroup: bpfLab.cgroupPath(ofNode: "n1"), address: target, seconds: options.seconds))
-            ctNodenet = conntrackEntries(to: target, namespace: bpfNode)
+            samples[i].changes = report.changes.count
+            samples[i].nn.append(try client(namespace: bpfLab.namespace(ofPod: "c"), cgroup: bpfLab.cgroupPath(ofNode: "n1"), address: target, seconds: options.seconds))
+            samples[i].ctNodenet = conntrackEntries(to: target, namespace: bpfNode)
             let remover = try NodeController(spec: base, namespace: .named(bpfNode))
             var removed: ApplyReport?
-            remove.append(try seconds { removed = try remover.apply() })
+            samples[i].remove.append(try seconds { removed = try remover.apply() })
             guard let removed, removed.verified else { throw BenchError("removing \(n) services did not verify") }
 
-            log("N=\(n) run \(r + 1)/\(options.repeats): iptables-restore")
-            restore.append(try iptablesRestore(rules, namespace: kernelNode))
+            log("run \(r + 1)/\(options.repeats), N=\(n): iptables-restore, data path, removal")
+            samples[i].restore.append(try iptablesRestore(rules, namespace: kernelNode))
             _ = try? spawn(["ip", "netns", "exec", kernelNode, "conntrack", "-F"], timeout: 30)
-            log("N=\(n): iptables data path")
-            ipt.append(try client(namespace: kernelLab.namespace(ofPod: "c"), cgroup: kernelLab.cgroupPath(ofNode: "n1"), address: target, seconds: options.seconds))
-            ctIptables = conntrackEntries(to: target, namespace: kernelNode)
-            unrestore.append(try iptablesRestore(baseNat + "COMMIT\n", namespace: kernelNode))
+            samples[i].ipt.append(try client(namespace: kernelLab.namespace(ofPod: "c"), cgroup: kernelLab.cgroupPath(ofNode: "n1"), address: target, seconds: options.seconds))
+            samples[i].ctIptables = conntrackEntries(to: target, namespace: kernelNode)
+            samples[i].unrestore.append(try iptablesRestore(baseNat + "COMMIT\n", namespace: kernelNode))
         }
-        func summary(_ rs: [ClientResult]) -> Datapath {
-            Datapath(connectionsPerSecond: median(rs.map(\.rate)), medianMicroseconds: median(rs.map(\.medianMicroseconds)), p99Microseconds: median(rs.map(\.p99Microseconds)))
-        }
-        func answers(_ rs: [ClientResult]) -> [String: Int] { rs.reduce(into: [:]) { a, r in r.answers.forEach { a[$0.key, default: 0] += $0.value } } }
-        results.append(SizeResult(
-            services: n, nodenetAddSeconds: median(add), nodenetRemoveSeconds: median(remove), nodenetAddChanges: changes,
-            iptablesRestoreSeconds: median(restore), iptablesRemoveSeconds: median(unrestore), iptablesRules: ruleCount,
-            nodenet: summary(nn), iptables: summary(ipt), nodenetAnswers: answers(nn), iptablesAnswers: answers(ipt),
-            iptablesConntrackEntries: ctIptables, nodenetConntrackEntries: ctNodenet))
+    }
+    func summary(_ rs: [ClientResult]) -> Datapath {
+        Datapath(connectionsPerSecond: median(rs.map(\.rate)), medianMicroseconds: median(rs.map(\.medianMicroseconds)), p99Microseconds: median(rs.map(\.p99Microseconds)))
+    }
+    func answers(_ rs: [ClientResult]) -> [String: Int] { rs.reduce(into: [:]) { a, r in r.answers.forEach { a[$0.key, default: 0] += $0.value } } }
+    let results = zip(options.sizes, samples).map { n, s in
+        SizeResult(
+            services: n, nodenetAddSeconds: median(s.add), nodenetRemoveSeconds: median(s.remove), nodenetAddChanges: s.changes,
+            iptablesRestoreSeconds: median(s.restore), iptablesRemoveSeconds: median(s.unrestore), iptablesRules: s.rules,
+            nodenet: summary(s.nn), iptables: summary(s.ipt), nodenetAnswers: answers(s.nn), iptablesAnswers: answers(s.ipt),
+            iptablesConntrackEntries: s.ctIptables, nodenetConntrackEntries: s.ctNodenet)
     }
 
     if options.json {
