@@ -376,8 +376,9 @@ struct SizeResult: Encodable {
     var services: Int
     var nodenetAddSeconds: Double, nodenetRemoveSeconds: Double, nodenetAddChanges: Int
     var iptablesRestoreSeconds: Double, iptablesRemoveSeconds: Double, iptablesRules: Int
-    var programmingRatio: Double { iptablesRestoreSeconds / nodenetAddSeconds }
     var nodenet: Datapath, iptables: Datapath
+    /// iptables-restore time / nodenet apply time; iptables median latency / nodenet's.
+    var programmingRatio = 0.0, latencyRatio = 0.0
     /// Backends that answered (both paths must reach all three real pods).
     var nodenetAnswers: [String: Int], iptablesAnswers: [String: Int]
     /// Conntrack entries to the measured ClusterIP in n1 after the runs (iptables: > 0, the
@@ -431,20 +432,16 @@ func downLabs() {
     labsDown = true
     for name in labNames { Lab.down(name: name) }
 }
-// Ctrl-C / SIGTERM: kill the client (by pid), remove both labs, exit.
-nonisolated(unsafe) var signalSources: [any DispatchSourceSignal] = []
+// Ctrl-C / SIGTERM: the handler (async-signal-safe) kills the running child by pid and sets a
+// flag; the benchmark stops at its next step (each is bounded) and removes both labs.
+nonisolated(unsafe) var interrupted: sig_atomic_t = 0
 for sig in [SIGINT, SIGTERM] {
-    signal(sig, SIG_IGN)
-    let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-    source.setEventHandler {
+    signal(sig) { _ in
+        interrupted = 1
         if runningChild > 0 { kill(runningChild, SIGKILL) }
-        downLabs()
-        FileHandle.standardError.write(Data("service-bench: interrupted, labs removed\n".utf8))
-        exit(130)
     }
-    source.resume()
-    signalSources.append(source)
 }
+func checkInterrupted() throws { if interrupted != 0 { throw BenchError("interrupted") } }
 func log(_ s: String) { if !options.json { FileHandle.standardError.write(Data("\(s)\n".utf8)) } }
 
 do {
@@ -454,7 +451,7 @@ do {
     defer { servers.forEach { $0.stop() } }
     for c in [bpfLab, kernelLab] {
         log("lab \(c.name) (\(c.datapathMode.rawValue) mode) up")
-        try Lab(cluster: c).up()
+        try Lab(cluster: c).up(cancelled: { interrupted != 0 })
         for pod in c.nodes[1].pods {
             let s = try PodServer(name: pod.name, ip: pod.ip, namespace: .named(c.namespace(ofPod: pod.name)))
             s.start()
@@ -480,6 +477,7 @@ do {
     // Runs outside, sizes inside: drift of the machine spreads over every size.
     for r in 0..<options.repeats {
         for (i, n) in options.sizes.enumerated() {
+            try checkInterrupted()
             let svcs = services(n)
             var spec = base
             spec.services = svcs
@@ -500,6 +498,7 @@ do {
             samples[i].remove.append(try seconds { removed = try remover.apply() })
             guard let removed, removed.verified else { throw BenchError("removing \(n) services did not verify") }
 
+            try checkInterrupted()
             log("run \(r + 1)/\(options.repeats), N=\(n): iptables-restore, data path, removal")
             samples[i].restore.append(try iptablesRestore(rules, namespace: kernelNode))
             _ = try? spawn(["ip", "netns", "exec", kernelNode, "conntrack", "-F"], timeout: 30)
@@ -518,6 +517,11 @@ do {
             iptablesRestoreSeconds: median(s.restore), iptablesRemoveSeconds: median(s.unrestore), iptablesRules: s.rules,
             nodenet: summary(s.nn), iptables: summary(s.ipt), nodenetAnswers: answers(s.nn), iptablesAnswers: answers(s.ipt),
             iptablesConntrackEntries: s.ctIptables, nodenetConntrackEntries: s.ctNodenet)
+    }.map { r in
+        var r = r
+        r.programmingRatio = r.iptablesRestoreSeconds / r.nodenetAddSeconds
+        r.latencyRatio = r.iptables.medianMicroseconds / r.nodenet.medianMicroseconds
+        return r
     }
 
     if options.json {
@@ -539,7 +543,7 @@ do {
             print(String(format: "%8d  %10.0f    %6.0f  %6.0f   | %10.0f      %6.0f  %6.0f   |  %5.2fx                  ",
                          r.services, r.nodenet.connectionsPerSecond, r.nodenet.medianMicroseconds, r.nodenet.p99Microseconds,
                          r.iptables.connectionsPerSecond, r.iptables.medianMicroseconds, r.iptables.p99Microseconds,
-                         r.iptables.medianMicroseconds / r.nodenet.medianMicroseconds)
+                         r.latencyRatio)
                   + "\(r.iptablesConntrackEntries.map(String.init) ?? "?")/\(r.nodenetConntrackEntries.map(String.init) ?? "?")")
         }
         if let first = results.first, let last = results.last, last.services > first.services {
@@ -556,6 +560,10 @@ do {
     }
 } catch {
     downLabs()
+    if interrupted != 0 {
+        print("service-bench: interrupted; labs \(labNames.joined(separator: ", ")) removed")
+        exit(130)
+    }
     print("service-bench: \(error)")
     exit(1)
 }
