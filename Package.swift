@@ -46,6 +46,7 @@ let package = Package(
         .executableTarget(name: "netlink-bench", dependencies: ["Netlink", "BenchSupport"], path: "Benchmarks/NetlinkBench"),
         .executableTarget(name: "apply-bench", dependencies: ["NodeNet", "BenchSupport"], path: "Benchmarks/ApplyBench"),
         .executableTarget(name: "datapath-bench", dependencies: ["NodeNet", "BenchSupport"], path: "Benchmarks/DatapathBench"),
+        .executableTarget(name: "service-bench", dependencies: ["NodeNet", "BenchSupport"], path: "Benchmarks/ServiceBench"),
         .executableTarget(
             name: "repair-bench", dependencies: ["NodeNet", "BenchSupport", .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/RepairBench"),

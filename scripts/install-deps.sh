@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   libmnl-dev libbpf-dev libelf-dev pkg-config   # build: libmnl, libbpf (and libelf behind it)
   iproute2 iputils-ping bpftool                 # tests observe the kernel with ip, tc, ping and bpftool
-  iptables conntrack                            # ... and prove services are in neither iptables nor kernel conntrack
+  iptables conntrack                            # tests prove services stay out of iptables/conntrack; service-bench's baseline
 )
 
 missing=()
