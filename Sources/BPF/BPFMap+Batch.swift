@@ -45,4 +45,33 @@ extension BPFMap {
     private func walk() throws -> [(key: Key, value: Value)] {
         try keys().compactMap { k in try lookup(k).map { (k, $0) } }
     }
+
+    /// Creates or replaces many entries with BPF_MAP_UPDATE_BATCH (one system call per
+    /// `batchSize` entries); falls back to one update per entry where the kernel has no
+    /// batch update for the map type.
+    public func update(keys: [Key], values: [Value], batchSize: Int = 8192) throws {
+        precondition(keys.count == values.count)
+        guard !perCPU else { throw BPFError(EINVAL, "map \(name) is per-CPU: one value per CPU, not one") }
+        var start = 0
+        while start < keys.count {
+            let end = min(keys.count, start + batchSize)
+            var count = UInt32(end - start)
+            var opts = bpf_map_batch_opts()
+            opts.sz = MemoryLayout<bpf_map_batch_opts>.size
+            let rc = keys[start..<end].withContiguousStorageIfAvailable { k in
+                values[start..<end].withContiguousStorageIfAvailable { v in
+                    bpf_map_update_batch(fd, k.baseAddress, v.baseAddress, &count, &opts)
+                } ?? -EINVAL
+            } ?? -EINVAL
+            if rc != 0 {
+                let error = errno
+                if error == EINVAL || error == ENOTSUP || error == EOPNOTSUPP || rc == -EINVAL {
+                    for i in (start + Int(count))..<end { try update(keys[i], values[i]) }
+                } else {
+                    throw BPFError(error, "updating map \(name) (batch of \(end - start), \(count) written)")
+                }
+            }
+            start = end
+        }
+    }
 }

@@ -25,8 +25,12 @@ public final class BPFObject: @unchecked Sendable {
 
     /// 8 hex digits identifying an embedded object's build: part of attached filters' names,
     /// so an upgraded program is recognised without loading anything.
-    public static func digest(embedded name: String) -> String? {
-        guard let b64 = EmbeddedBPFObjects.base64[name] else { return nil }
+    public static func digest(embedded name: String) -> String? { digests[name] }
+
+    /// Computed once per process: plans name programs by digest many times.
+    private static let digests: [String: String] = EmbeddedBPFObjects.base64.compactMapValues { computeDigest($0) }
+
+    private static func computeDigest(_ b64: String) -> String? {
         var hash: UInt32 = 0x811C_9DC5
         for byte in b64.utf8 { hash = (hash ^ UInt32(byte)) &* 0x0100_0193 }
         let hex = String(hash, radix: 16)

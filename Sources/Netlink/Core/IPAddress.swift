@@ -100,6 +100,34 @@ public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible
     }
 
     public var description: String {
+        if isIPv4 {
+            // Dotted quad without inet_ntop's buffers: plans describe thousands of addresses.
+            let v = UInt32(truncatingIfNeeded: low)
+            return String(unsafeUninitializedCapacity: 15) { out in
+                var i = 0
+                for shift in [UInt32(24), 16, 8, 0] {
+                    var octet = UInt8(truncatingIfNeeded: v >> shift)
+                    if octet >= 100 {
+                        out[i] = 48 + octet / 100
+                        octet %= 100
+                        out[i + 1] = 48 + octet / 10
+                        octet %= 10
+                        i += 2
+                    } else if octet >= 10 {
+                        out[i] = 48 + octet / 10
+                        octet %= 10
+                        i += 1
+                    }
+                    out[i] = 48 + octet
+                    i += 1
+                    if shift > 0 {
+                        out[i] = 46  // "."
+                        i += 1
+                    }
+                }
+                return i
+            }
+        }
         var buffer = [CChar](repeating: 0, count: 64)
         let raw = bytes
         let af = isIPv4 ? AF_INET : AF_INET6

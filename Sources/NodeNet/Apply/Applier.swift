@@ -39,6 +39,7 @@ struct Applier {
     /// The datapath's programs and maps, loaded on first use (a plan without datapath
     /// changes loads nothing).
     private var datapath: DatapathObjects?
+    private var pinnedServiceMaps: ServiceMaps?
     /// Pinned maps this apply set aside: when the endpoints map is one of them, entries go
     /// into a new map that rollback drops whole (its entries are not undone one by one, so
     /// a program still using it is never left with an emptied map).
@@ -70,9 +71,13 @@ struct Applier {
     private enum GroupKey: Equatable {
         case netlink(NamespaceScope)
         case sysctl
+        /// Consecutive backend writes, or frontend writes: batched map updates.
+        case serviceBackends, serviceFrontends
     }
 
     private func groupKey(_ op: Operation) -> GroupKey? {
+        if case .service(.putBackend) = op { return .serviceBackends }
+        if case .service(.putFrontend) = op { return .serviceFrontends }
         if op.isDatapath { return nil }
         switch op {
         case .createHostPair:
@@ -88,6 +93,17 @@ struct Applier {
     }
 
     private mutating func execute(_ group: [PlannedChange]) throws {
+        if group.count > 1, case .service = group[0].operation {
+            // One batch for the group; any failure is found (and undone) change by change.
+            let undoBefore = undo.count
+            if (try? executeServiceBatch(group.map(\.operation))) != nil {
+                applied += group.count
+                return
+            }
+            undo.removeSubrange(undoBefore...)
+            for change in group { try execute([change]) }
+            return
+        }
         if case .service(let op) = group[0].operation {
             do { try executeService(op) } catch { throw GroupFailure(change: group[0], error: error) }
             applied += 1
@@ -213,6 +229,18 @@ struct Applier {
 
     /// Records how to undo a step that succeeded (extensions of the applier use it).
     mutating func recordUndo(_ step: UndoStep) { undo.append(step) }
+
+    /// The service maps: the node's pinned ones when they all exist (no program needs
+    /// loading for a services-only change), else those of the loaded objects.
+    mutating func serviceMaps() throws -> ServiceMaps {
+        if let datapath { return datapath.services }
+        if let pinnedServiceMaps { return pinnedServiceMaps }
+        if let pinned = try ServiceMaps(pinnedIn: spec.bpffsDirectory) {
+            pinnedServiceMaps = pinned
+            return pinned
+        }
+        return try loadedDatapath().services
+    }
 
     mutating func loadedDatapath() throws -> DatapathObjects {
         if let datapath { return datapath }

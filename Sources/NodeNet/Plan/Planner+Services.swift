@@ -16,6 +16,7 @@ extension Planner {
                       found: observed.nodes[ip].map(Self.nodeFlags), .service(.putNode(ip, flags: flags, previous: observed.nodes[ip])))
         }
         let ids = ServiceIDs.assign(desired.frontends, observed: observed)
+        serviceIDs = ids
         for (backend, id) in ids.backends.sorted(by: { $0.value < $1.value }) where observed.backends[id] != backend {
             addChange(observed.backends[id] == nil ? .create : .update, "service", .node, "backend \(id)", wanted: backend.description,
                       found: observed.backends[id]?.description, .service(.putBackend(id: id, backend, previous: observed.backends[id])))
@@ -73,7 +74,7 @@ extension Planner {
                       found: observed.entry(key).map { Self.describe($0, backends: observed.backends) } ?? "incomplete entries",
                       .service(.deleteFrontend(key, previous: observed.snapshot(key)!)))
         }
-        let ids = ServiceIDs.assign(desired.frontends, observed: observed)
+        let ids = serviceIDs ?? ServiceIDs.assign(desired.frontends, observed: observed)
         let wantedIDs = Set(ids.frontends.values)
         for (id, key) in observed.revnat.sorted(by: { $0.key < $1.key }) where !wantedIDs.contains(id) {
             addChange(.delete, "service", .node, "frontend id \(id)", wanted: nil, found: key.description, .service(.deleteRevNat(id: id, previous: key)))

@@ -23,6 +23,8 @@ public struct Planner {
     /// (routes, sysctls, filters) belongs to the old device and goes away with it.
     var recreated: Set<String> = []
     private var conflicts: [String] = []
+    /// Frontend and backend ids, assigned once per plan (services).
+    var serviceIDs: ServiceIDs?
 
     public static func plan(
         desired: DesiredState, observed: ObservedState, ledger: Ledger?, nativeDevice: String, datapath: DatapathMode = .kernel,

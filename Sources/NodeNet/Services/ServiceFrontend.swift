@@ -15,6 +15,9 @@ public struct FrontendKey: Sendable, Hashable, Comparable, CustomStringConvertib
 
     public var description: String { "\(address):\(port)/\(`protocol`.rawValue)" }
 
+    /// One word for the hasher (plans index tens of thousands of frontends).
+    public func hash(into hasher: inout Hasher) { hasher.combine(packedKey(address, port, `protocol`)) }
+
     public static func < (a: FrontendKey, b: FrontendKey) -> Bool {
         (a.address, a.port, a.protocol.rawValue) < (b.address, b.port, b.protocol.rawValue)
     }
@@ -28,9 +31,17 @@ public struct BackendAddress: Sendable, Hashable, Comparable, CustomStringConver
 
     public var description: String { "\(address):\(port)/\(`protocol`.rawValue)" }
 
+    public func hash(into hasher: inout Hasher) { hasher.combine(packedKey(address, port, `protocol`)) }
+
     public static func < (a: BackendAddress, b: BackendAddress) -> Bool {
         (a.address, a.port, a.protocol.rawValue) < (b.address, b.port, b.protocol.rawValue)
     }
+}
+
+/// IPv4 address, port and protocol in one word (IPv6 addresses fold their halves in).
+private func packedKey(_ address: IPAddress, _ port: UInt16, _ proto: TransportProtocol) -> UInt64 {
+    let a = address.ipv4Value.map(UInt64.init) ?? UInt64(truncatingIfNeeded: address.hashValue)
+    return a << 32 | UInt64(port) << 8 | UInt64(proto == .tcp ? 6 : 17)
 }
 
 /// A frontend the spec asks for, with its backends in the spec's order.
@@ -55,9 +66,15 @@ extension NodeSpec {
                 let backends = service.backends.map {
                     BackendAddress(address: $0.ip, port: UInt16($0.port ?? port.targetPort), protocol: port.protocol)
                 }
-                // The same backend named twice is one backend.
-                var seen: Set<BackendAddress> = []
-                let unique = backends.filter { seen.insert($0).inserted }
+                // The same backend named twice is one backend (a linear check: services have few).
+                var unique: [BackendAddress] = []
+                unique.reserveCapacity(backends.count)
+                if backends.count > 16 {
+                    var seen: Set<BackendAddress> = []
+                    unique = backends.filter { seen.insert($0).inserted }
+                } else {
+                    for b in backends where !unique.contains(b) { unique.append(b) }
+                }
                 result.append(DesiredFrontend(key: FrontendKey(address: service.clusterIP, port: UInt16(port.port), protocol: port.protocol),
                                               type: .clusterIP, service: service.name, backends: unique))
                 if service.type == .nodePort, let nodePort = port.nodePort {

@@ -6,6 +6,8 @@ struct ServiceIDs: Sendable, Equatable {
 
     static func assign(_ wanted: [DesiredFrontend], observed: ObservedServices) -> ServiceIDs {
         var ids = ServiceIDs()
+        ids.frontends.reserveCapacity(wanted.count)
+        ids.backends.reserveCapacity(wanted.count * 2)
         // Frontends: the id in slot 0, else the id its reverse-NAT entry has.
         var byKey: [FrontendKey: UInt16] = [:]
         for (id, key) in observed.revnat.sorted(by: { $0.key < $1.key }) where byKey[key] == nil { byKey[key] = id }

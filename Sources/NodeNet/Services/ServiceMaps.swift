@@ -208,6 +208,17 @@ final class ServiceMaps {
     let nodes: BPFMap<nodenet_node_key, nodenet_node>
     let settings: BPFMap<UInt32, nodenet_config>
 
+    /// The maps pinned in `directory`; nil unless all of them are.
+    init?(pinnedIn directory: String) throws {
+        guard let services = try BPFMap<nodenet_service_key, nodenet_service>.pinned(at: "\(directory)/nodenet_services"),
+              let backends = try BPFMap<UInt32, nodenet_backend>.pinned(at: "\(directory)/nodenet_backends"),
+              let revnat = try BPFMap<UInt32, nodenet_revnat>.pinned(at: "\(directory)/nodenet_revnat"),
+              let nodes = try BPFMap<nodenet_node_key, nodenet_node>.pinned(at: "\(directory)/nodenet_nodes"),
+              let settings = try BPFMap<UInt32, nodenet_config>.pinned(at: "\(directory)/nodenet_settings")
+        else { return nil }
+        (self.services, self.backends, self.revnat, self.nodes, self.settings) = (services, backends, revnat, nodes, settings)
+    }
+
     init(_ object: BPFObject) throws {
         services = try object.map(named: "nodenet_services", key: nodenet_service_key.self, value: nodenet_service.self)
         backends = try object.map(named: "nodenet_backends", key: UInt32.self, value: nodenet_backend.self)

@@ -70,7 +70,7 @@ extension Applier {
         default:
             break
         }
-        let maps = try loadedDatapath().services
+        let maps = try serviceMaps()
         switch op {
         case .putSettings(let settings, let previous):
             try maps.settings.update(0, settings.c)
@@ -106,12 +106,54 @@ extension Applier {
         }
     }
 
+    /// Consecutive backend writes, or consecutive frontend writes, as batched map updates
+    /// (one system call per map instead of one per entry). Frontends stay make-before-break:
+    /// every new slot and id first, then every slot 0, then surplus slots go. Undo steps are
+    /// recorded first, as for single writes.
+    mutating func executeServiceBatch(_ ops: [Operation]) throws {
+        let maps = try serviceMaps()
+        var backendKeys: [UInt32] = [], backendValues: [nodenet_backend] = []
+        var revnatKeys: [UInt32] = [], revnatValues: [nodenet_revnat] = []
+        var slotKeys: [nodenet_service_key] = [], slotValues: [nodenet_service] = []
+        var masterKeys: [nodenet_service_key] = [], masterValues: [nodenet_service] = []
+        var surplus: [nodenet_service_key] = []
+        for op in ops {
+            switch op {
+            case .service(.putBackend(let id, let backend, let previous)):
+                recordUndo(.service(.backend(id, previous)))
+                backendKeys.append(id)
+                backendValues.append(backend.c)
+            case .service(.putFrontend(let key, let entry, let previous, let previousRevnat)):
+                let current = Dictionary(uniqueKeysWithValues: entry.backendIDs.enumerated().map { (UInt16($0.offset + 1), $0.element) })
+                recordUndo(.service(.revnat(entry.id, previousRevnat)))
+                recordUndo(.service(.frontend(key, previous, current: current.merging(previous?.slots ?? [:]) { a, _ in a })))
+                revnatKeys.append(UInt32(entry.id))
+                revnatValues.append(key.revnat)
+                let before = previous?.slots ?? [:]
+                for (i, id) in entry.backendIDs.enumerated() where before[UInt16(i + 1)] != id {
+                    slotKeys.append(key.c(slot: UInt16(i + 1)))
+                    slotValues.append(slotValue(id))
+                }
+                masterKeys.append(key.c(slot: 0))
+                masterValues.append(FrontendMaster(count: UInt16(entry.backendIDs.count), id: entry.id, flags: entry.flags).c)
+                for slot in before.keys where Int(slot) > entry.backendIDs.count { surplus.append(key.c(slot: slot)) }
+            default:
+                throw NodeNetError.state("not a batched services change")
+            }
+        }
+        try maps.backends.update(keys: backendKeys, values: backendValues)
+        try maps.revnat.update(keys: revnatKeys, values: revnatValues)
+        try maps.services.update(keys: slotKeys, values: slotValues)
+        try maps.services.update(keys: masterKeys, values: masterValues)
+        for key in surplus { try maps.services.delete(key) }
+    }
+
     mutating func undoService(_ step: ServiceUndo) throws {
         if case .unpin(let path) = step {
             guard unlink(path) == 0 || errno == ENOENT else { throw NodeNetError.state("removing \(path): \(String(cString: strerror(errno)))") }
             return
         }
-        let maps = try loadedDatapath().services
+        let maps = try serviceMaps()
         switch step {
         case .settings(let previous):
             if let previous { try maps.settings.update(0, previous.c) } else { try maps.settings.update(0, nodenet_config()) }

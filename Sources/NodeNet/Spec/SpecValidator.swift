@@ -95,7 +95,7 @@ struct SpecValidator {
 
     private mutating func checkServices() {
         var byName: [String: String] = [:], byClusterIP: [IPAddress: String] = [:]
-        var nodePorts: [String: String] = [:]
+        var nodePorts: [Int: String] = [:]
         let podCIDRs = [spec.node.podCIDR] + spec.nodes.map(\.podCIDR)
         for (service, path) in zip(spec.services, servicePaths) {
             if let first = byName[service.name] { problem("\(path).name", "\(service.name) is already used by \(first)") } else { byName[service.name] = path }
@@ -103,11 +103,11 @@ struct SpecValidator {
             if let cidr = podCIDRs.first(where: { $0.contains(service.clusterIP) }) {
                 problem("\(path).clusterIP", "\(service.clusterIP) is inside pod CIDR \(cidr)")
             }
-            var frontends: [String: Int] = [:]
+            var frontends: [Int: Int] = [:]
             for (j, port) in service.ports.enumerated() {
-                let pp = "\(path).ports[\(j)]"
-                let key = "\(port.port)/\(port.protocol.rawValue)"
-                if let first = frontends[key] { problem("\(pp).port", "\(key) is already used by \(path).ports[\(first)]") } else { frontends[key] = j }
+                var pp: String { "\(path).ports[\(j)]" }  // only built for a problem
+                let key = port.port << 8 | (port.protocol == .tcp ? 6 : 17)
+                if let first = frontends[key] { problem("\(pp).port", "\(port.port)/\(port.protocol.rawValue) is already used by \(path).ports[\(first)]") } else { frontends[key] = j }
                 switch (service.type, port.nodePort) {
                 case (.clusterIP, .some):
                     problem("\(pp).nodePort", "only NodePort services have node ports")
@@ -117,15 +117,19 @@ struct SpecValidator {
                     if !spec.nodePortRange.contains(nodePort) {
                         problem("\(pp).nodePort", "\(nodePort) is outside the NodePort range \(spec.nodePortRange.lowerBound)-\(spec.nodePortRange.upperBound)")
                     }
-                    let npKey = "\(nodePort)/\(port.protocol.rawValue)"
-                    if let first = nodePorts[npKey] { problem("\(pp).nodePort", "\(npKey) is already used by \(first)") } else { nodePorts[npKey] = pp }
+                    let npKey = nodePort << 8 | (port.protocol == .tcp ? 6 : 17)
+                    if let first = nodePorts[npKey] {
+                        problem("\(pp).nodePort", "\(nodePort)/\(port.protocol.rawValue) is already used by \(first)")
+                    } else {
+                        nodePorts[npKey] = pp
+                    }
                 case (.clusterIP, .none):
                     break
                 }
             }
-            var backends: [String: Int] = [:]
+            var backends: [BackendKey: Int] = [:]
             for (j, backend) in service.backends.enumerated() {
-                let key = "\(backend.ip):\(backend.port.map(String.init) ?? "")"
+                let key = BackendKey(ip: backend.ip, port: backend.port)
                 if let first = backends[key] { problem("\(path).backends[\(j)].ip", "\(backend.ip) is already backends[\(first)]") } else { backends[key] = j }
             }
         }
@@ -135,11 +139,19 @@ struct SpecValidator {
             problem("nodePortRange", "\(spec.nodePortRange.lowerBound)-\(spec.nodePortRange.upperBound) overlaps \(natPorts.lowerBound)-\(natPorts.upperBound), the ports source NAT uses")
         }
         // What the BPF maps can hold.
-        let frontends = spec.serviceFrontends
-        let entries = frontends.reduce(0) { $0 + 1 + $1.backends.count }
-        let backends = Set(frontends.flatMap(\.backends)).count
-        if frontends.count > Int(UInt16.max) - 1 {
-            problem("services", "\(frontends.count) frontends; at most \(Int(UInt16.max) - 1) fit (ids are 16 bits)")
+        var frontends = 0, entries = 0
+        var distinct: Set<BackendAddress> = []
+        for service in spec.services {
+            for port in service.ports {
+                let count = service.type == .nodePort && port.nodePort != nil ? 3 : 1
+                frontends += count
+                entries += count * (1 + service.backends.count)
+                for b in service.backends { distinct.insert(BackendAddress(address: b.ip, port: UInt16(b.port ?? port.targetPort), protocol: port.protocol)) }
+            }
+        }
+        let backends = distinct.count
+        if frontends > Int(UInt16.max) - 1 {
+            problem("services", "\(frontends) frontends; at most \(Int(UInt16.max) - 1) fit (ids are 16 bits)")
         }
         if entries > Int(NODENET_SERVICES_MAX) {
             problem("services", "\(entries) service map entries (a frontend and each of its backends); the map holds \(NODENET_SERVICES_MAX)")
@@ -148,4 +160,10 @@ struct SpecValidator {
             problem("services", "\(backends) distinct backends; the map holds \(NODENET_BACKENDS_MAX)")
         }
     }
+}
+
+/// A backend as the spec names it (port optional), for duplicate checks.
+private struct BackendKey: Hashable {
+    var ip: IPAddress
+    var port: Int?
 }
