@@ -74,4 +74,25 @@ extension BPFMap {
             start = end
         }
     }
+
+    /// Removes many entries with BPF_MAP_DELETE_BATCH; entries already gone are fine (the
+    /// rest of a batch stopped by one is removed one by one).
+    public func delete(keys: [Key], batchSize: Int = 8192) throws {
+        var start = 0
+        while start < keys.count {
+            let end = min(keys.count, start + batchSize)
+            var count = UInt32(end - start)
+            var opts = bpf_map_batch_opts()
+            opts.sz = MemoryLayout<bpf_map_batch_opts>.size
+            let rc = keys[start..<end].withContiguousStorageIfAvailable { k in bpf_map_delete_batch(fd, k.baseAddress, &count, &opts) } ?? -EINVAL
+            if rc != 0 {
+                let error = errno
+                guard error == ENOENT || error == EINVAL || error == ENOTSUP || error == EOPNOTSUPP || rc == -EINVAL else {
+                    throw BPFError(error, "deleting from map \(name) (batch of \(end - start), \(count) deleted)")
+                }
+                for i in (start + Int(count))..<end { try delete(keys[i]) }
+            }
+            start = end
+        }
+    }
 }

@@ -72,12 +72,15 @@ struct Applier {
         case netlink(NamespaceScope)
         case sysctl
         /// Consecutive backend writes, or frontend writes: batched map updates.
-        case serviceBackends, serviceFrontends
+        case serviceBackends, serviceFrontends, serviceFrontendRemovals, serviceRevNatRemovals, serviceBackendRemovals
     }
 
     private func groupKey(_ op: Operation) -> GroupKey? {
         if case .service(.putBackend) = op { return .serviceBackends }
         if case .service(.putFrontend) = op { return .serviceFrontends }
+        if case .service(.deleteFrontend) = op { return .serviceFrontendRemovals }
+        if case .service(.deleteRevNat) = op { return .serviceRevNatRemovals }
+        if case .service(.deleteBackend) = op { return .serviceBackendRemovals }
         if op.isDatapath { return nil }
         switch op {
         case .createHostPair:

@@ -17,7 +17,7 @@ extension Planner {
         }
         let ids = ServiceIDs.assign(desired.frontends, observed: observed)
         serviceIDs = ids
-        for (backend, id) in ids.backends.sorted(by: { $0.value < $1.value }) where observed.backends[id] != backend {
+        for (backend, id) in ids.backends.filter({ observed.backends[$0.value] != $0.key }).sorted(by: { $0.value < $1.value }) {
             addChange(observed.backends[id] == nil ? .create : .update, "service", .node, "backend \(id)", wanted: backend.description,
                       found: observed.backends[id]?.description, .service(.putBackend(id: id, backend, previous: observed.backends[id])))
         }
@@ -68,7 +68,8 @@ extension Planner {
         }
         guard !migratingMaps else { return }
         let wantedKeys = Set(desired.frontends.map(\.key))
-        for key in observed.frontendKeys.sorted() where !wantedKeys.contains(key) {
+        // Sorted only what goes (a converged table of thousands costs no sort).
+        for key in observed.frontendKeys.filter({ !wantedKeys.contains($0) }).sorted() {
             let type = (observed.masters[key]?.flags ?? 0) & 1 != 0 ? "NodePort" : "ClusterIP"
             addChange(.delete, "service", .node, "\(type) \(key)", wanted: nil,
                       found: observed.entry(key).map { Self.describe($0, backends: observed.backends) } ?? "incomplete entries",
@@ -76,11 +77,11 @@ extension Planner {
         }
         let ids = serviceIDs ?? ServiceIDs.assign(desired.frontends, observed: observed)
         let wantedIDs = Set(ids.frontends.values)
-        for (id, key) in observed.revnat.sorted(by: { $0.key < $1.key }) where !wantedIDs.contains(id) {
+        for (id, key) in observed.revnat.filter({ !wantedIDs.contains($0.key) }).sorted(by: { $0.key < $1.key }) {
             addChange(.delete, "service", .node, "frontend id \(id)", wanted: nil, found: key.description, .service(.deleteRevNat(id: id, previous: key)))
         }
         let wantedBackends = Set(ids.backends.values)
-        for (id, backend) in observed.backends.sorted(by: { $0.key < $1.key }) where !wantedBackends.contains(id) {
+        for (id, backend) in observed.backends.filter({ !wantedBackends.contains($0.key) }).sorted(by: { $0.key < $1.key }) {
             addChange(.delete, "service", .node, "backend \(id)", wanted: nil, found: backend.description, .service(.deleteBackend(id: id, previous: backend)))
         }
         for (ip, flags) in observed.nodes.sorted(by: { $0.key < $1.key }) where desired.serviceNodes[ip] == nil {

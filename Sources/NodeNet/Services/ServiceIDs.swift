@@ -10,7 +10,8 @@ struct ServiceIDs: Sendable, Equatable {
         ids.backends.reserveCapacity(wanted.count * 2)
         // Frontends: the id in slot 0, else the id its reverse-NAT entry has.
         var byKey: [FrontendKey: UInt16] = [:]
-        for (id, key) in observed.revnat.sorted(by: { $0.key < $1.key }) where byKey[key] == nil { byKey[key] = id }
+        byKey.reserveCapacity(observed.revnat.count)
+        for (id, key) in observed.revnat { byKey[key] = min(id, byKey[key] ?? id) }  // lowest id on duplicates
         var used = Set(observed.revnat.keys).union(observed.masters.values.map(\.id))
         var taken: Set<UInt16> = []
         for f in wanted {
@@ -24,7 +25,8 @@ struct ServiceIDs: Sendable, Equatable {
         }
         // Backends: by address, port and protocol.
         var backendByValue: [BackendAddress: UInt32] = [:]
-        for (id, b) in observed.backends.sorted(by: { $0.key < $1.key }) where backendByValue[b] == nil { backendByValue[b] = id }
+        backendByValue.reserveCapacity(observed.backends.count)
+        for (id, b) in observed.backends { backendByValue[b] = min(id, backendByValue[b] ?? id) }
         var usedBackends = Set(observed.backends.keys)
         var nextBackend: UInt32 = 1
         for f in wanted {

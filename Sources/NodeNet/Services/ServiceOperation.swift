@@ -117,6 +117,8 @@ extension Applier {
         var slotKeys: [nodenet_service_key] = [], slotValues: [nodenet_service] = []
         var masterKeys: [nodenet_service_key] = [], masterValues: [nodenet_service] = []
         var surplus: [nodenet_service_key] = []
+        var masterRemovals: [nodenet_service_key] = [], slotRemovals: [nodenet_service_key] = []
+        var revnatRemovals: [UInt32] = [], backendRemovals: [UInt32] = []
         for op in ops {
             switch op {
             case .service(.putBackend(let id, let backend, let previous)):
@@ -137,10 +139,25 @@ extension Applier {
                 masterKeys.append(key.c(slot: 0))
                 masterValues.append(FrontendMaster(count: UInt16(entry.backendIDs.count), id: entry.id, flags: entry.flags).c)
                 for slot in before.keys where Int(slot) > entry.backendIDs.count { surplus.append(key.c(slot: slot)) }
+            case .service(.deleteFrontend(let key, let previous)):
+                recordUndo(.service(.frontend(key, previous, current: [:])))
+                masterRemovals.append(key.c(slot: 0))
+                for slot in previous.slots.keys.sorted() { slotRemovals.append(key.c(slot: slot)) }
+            case .service(.deleteRevNat(let id, let previous)):
+                recordUndo(.service(.revnat(id, previous)))
+                revnatRemovals.append(UInt32(id))
+            case .service(.deleteBackend(let id, let previous)):
+                recordUndo(.service(.backend(id, previous)))
+                backendRemovals.append(id)
             default:
                 throw NodeNetError.state("not a batched services change")
             }
         }
+        // Removals: slot 0 of every frontend first (no new choices), then their slots.
+        try maps.services.delete(keys: masterRemovals)
+        try maps.services.delete(keys: slotRemovals)
+        try maps.revnat.delete(keys: revnatRemovals)
+        try maps.backends.delete(keys: backendRemovals)
         try maps.backends.update(keys: backendKeys, values: backendValues)
         try maps.revnat.update(keys: revnatKeys, values: revnatValues)
         try maps.services.update(keys: slotKeys, values: slotValues)
