@@ -34,6 +34,7 @@ struct nodenet_config {
 #define NODENET_CONFIG_SERVICES 1     /* kube-proxy replacement: NodePort from outside, reverse translation */
 #define NODENET_CONFIG_PACKET_LB 2    /* socket LB is off: from-container translates services per packet */
 #define NODENET_CONFIG_MASQUERADE 4   /* pod traffic leaving nativeRoutingCIDR takes the node's address */
+#define NODENET_CONFIG_NATIVE_CIDR 8  /* native_cidr/native_mask hold nativeRoutingCIDR */
 
 /* Per-verdict counters (array map indexed by these values). */
 enum nodenet_verdict {

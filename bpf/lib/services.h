@@ -116,11 +116,17 @@ static __always_inline int nodenet_translate_service(struct __sk_buff *skb, stru
 	return NODENET_TRANSLATED;
 }
 
+/* Whether `address` is inside nativeRoutingCIDR (never when the spec names none). */
+static __always_inline int nodenet_inside_native(const struct nodenet_config *cfg, __u32 address)
+{
+	return (cfg->flags & NODENET_CONFIG_NATIVE_CIDR) && (address & cfg->native_mask) == cfg->native_cidr;
+}
+
 /* A connection from outside nativeRoutingCIDR straight to a local pod: its replies are
  * marked so that they are not masqueraded (the peer expects the pod's address). */
 static __always_inline void nodenet_note_inbound(const struct nodenet_config *cfg, struct nodenet_flow *f)
 {
-	if (!(cfg->flags & NODENET_CONFIG_MASQUERADE) || (f->tuple.saddr & cfg->native_mask) == cfg->native_cidr ||
+	if (!(cfg->flags & NODENET_CONFIG_MASQUERADE) || nodenet_inside_native(cfg, f->tuple.saddr) ||
 	    nodenet_is_node_address(f->tuple.saddr, NODENET_NODE_LOCAL | NODENET_NODE_REMOTE))
 		return;
 	struct nodenet_flow reply = {};
@@ -175,7 +181,7 @@ static __always_inline int nodenet_needs_masquerade(struct __sk_buff *skb, const
 	if (!(cfg->flags & NODENET_CONFIG_MASQUERADE))
 		return 0;
 	__u32 daddr = f->tuple.daddr;
-	if ((daddr & cfg->native_mask) == cfg->native_cidr)
+	if (nodenet_inside_native(cfg, daddr))
 		return 0;
 	if (nodenet_is_node_address(daddr, NODENET_NODE_LOCAL | NODENET_NODE_REMOTE))
 		return 0;

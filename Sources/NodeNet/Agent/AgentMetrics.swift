@@ -15,6 +15,9 @@ public final class AgentMetrics: Sendable {
     let services: Gauge
     let backends: Gauge
     let healthy: Gauge
+    let frontends: Gauge
+    let conntrackEntries: Gauge
+    let conntrackCollected: Counter
 
     static let triggers = ["start", "event", "resync", "reload"]
     static let kinds = ["link", "address", "route", "sysctl", "endpoint"]
@@ -42,6 +45,9 @@ public final class AgentMetrics: Sendable {
         services = registry.makeGauge(descriptor: Self.name("nodenet_services", "Services in the spec."))
         backends = registry.makeGauge(descriptor: Self.name("nodenet_service_backends", "Service backends in the spec."))
         healthy = registry.makeGauge(descriptor: Self.name("nodenet_healthy", "1 when the last reconcile succeeded and the kernel matches the spec."))
+        frontends = registry.makeGauge(descriptor: Self.name("nodenet_service_frontends", "Service frontends the spec asks for (ClusterIP, node address and wildcard NodePort)."))
+        conntrackEntries = registry.makeGauge(descriptor: Self.name("nodenet_conntrack_entries", "Entries in the BPF conntrack table at the last garbage collection."))
+        conntrackCollected = registry.makeCounter(descriptor: Self.name("nodenet_conntrack_collected_total", "Idle BPF conntrack entries removed by garbage collection."))
     }
 
     /// `nodenet_<name>` split into metric name and unit (`total`, `seconds`) as Prometheus wants.
@@ -61,6 +67,7 @@ public final class AgentMetrics: Sendable {
         remoteNodes.set(to: Double(spec.nodes.count))
         services.set(to: Double(spec.services.count))
         backends.set(to: Double(spec.services.map(\.backends.count).reduce(0, +)))
+        frontends.set(to: Double(spec.servicesEnabled ? spec.serviceFrontends.count : 0))
     }
 
     /// The Prometheus text exposition.

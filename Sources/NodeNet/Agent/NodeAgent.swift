@@ -156,6 +156,8 @@ public final class NodeAgent: @unchecked Sendable {
                 if spec.datapath.mode == .bpf {
                     do {
                         let gc = try Conntrack.collect(bpffsDirectory: spec.bpffsDirectory)
+                        metrics.conntrackEntries.set(to: Double(gc.scanned - gc.removed))
+                        metrics.conntrackCollected.increment(by: Int64(gc.removed))
                         if gc.removed > 0 { logger("conntrack").info("idle flows removed", metadata: ["removed": "\(gc.removed)", "scanned": "\(gc.scanned)"]) }
                     } catch {
                         logger("conntrack").warning("garbage collection failed", metadata: ["error": "\(error)"])

@@ -20,7 +20,8 @@ public struct FrontendEntry: Sendable, Equatable {
 public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
     public var routerIP: IPAddress
     public var nodeIP: IPAddress
-    /// Never masqueraded; nil: nothing is masqueraded.
+    /// nativeRoutingCIDR: never masqueraded, and pod-to-pod traffic inside it needs no
+    /// translation lookups; nil: nothing is masqueraded.
     public var nativeCIDR: IPPrefix?
     public var services: Bool
     public var packetLB: Bool
@@ -41,13 +42,14 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
         var c = nodenet_config()
         c.router_ip = routerIP.ipv4Value!.bigEndian
         c.node_ip = nodeIP.ipv4Value!.bigEndian
-        if let nativeCIDR, masquerade {
+        if let nativeCIDR {
             let mask: UInt32 = nativeCIDR.length == 0 ? 0 : ~UInt32(0) << (32 - UInt32(nativeCIDR.length))
             c.native_mask = mask.bigEndian
             c.native_cidr = (nativeCIDR.address.ipv4Value! & mask).bigEndian
         }
         c.flags = (services ? UInt32(NODENET_CONFIG_SERVICES) : 0) | (packetLB ? UInt32(NODENET_CONFIG_PACKET_LB) : 0)
             | (masquerade && nativeCIDR != nil ? UInt32(NODENET_CONFIG_MASQUERADE) : 0)
+            | (nativeCIDR != nil ? UInt32(NODENET_CONFIG_NATIVE_CIDR) : 0)
         c.native_ifindex = nativeIfindex
         return c
     }
@@ -59,7 +61,8 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
         packetLB = c.flags & UInt32(NODENET_CONFIG_PACKET_LB) != 0
         masquerade = c.flags & UInt32(NODENET_CONFIG_MASQUERADE) != 0
         let mask = UInt32(bigEndian: c.native_mask)
-        nativeCIDR = masquerade ? IPPrefix(IPAddress(ipv4: UInt32(bigEndian: c.native_cidr)), length: mask.nonzeroBitCount) : nil
+        nativeCIDR = c.flags & UInt32(NODENET_CONFIG_NATIVE_CIDR) != 0
+            ? IPPrefix(IPAddress(ipv4: UInt32(bigEndian: c.native_cidr)), length: mask.nonzeroBitCount) : nil
         nativeIfindex = c.native_ifindex
     }
 
@@ -69,7 +72,7 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
         services = spec.servicesEnabled
         packetLB = spec.servicesEnabled && !spec.socketLB.enabled
         masquerade = spec.masquerade && spec.nativeRoutingCIDR != nil
-        nativeCIDR = masquerade ? spec.nativeRoutingCIDR : nil
+        nativeCIDR = spec.nativeRoutingCIDR
     }
 }
 
