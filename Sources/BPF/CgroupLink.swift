@@ -36,20 +36,12 @@ public enum CgroupLink {
         let dir = open(cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard dir >= 0 else { throw BPFError(errno, "opening cgroup \(cgroup)") }
         defer { close(dir) }
-        let link = bpf_link_create(programFD, dir, hook.attachType, nil)
-        guard link >= 0 else { throw BPFError.libbpf(link, "attaching \(hook.rawValue) to cgroup \(cgroup)") }
-        defer { close(link) }
-        let rc = bpf_obj_pin(link, path)
-        guard rc == 0 else { throw BPFError.libbpf(rc, "pinning the \(hook.rawValue) link at \(path)") }
+        try BPFLink.create(programFD: programFD, target: dir, attachType: hook.attachType, pinAt: path, what: "\(hook.rawValue) to cgroup \(cgroup)")
     }
 
     /// Swaps the program of the link pinned at `path`.
     public static func replaceProgram(pinnedAt path: String, with programFD: Int32) throws {
-        let link = bpf_obj_get(path)
-        guard link >= 0 else { throw BPFError(errno, "opening the link \(path)") }
-        defer { close(link) }
-        let rc = bpf_link_update(link, programFD, nil)
-        guard rc == 0 else { throw BPFError.libbpf(rc, "replacing the program of \(path)") }
+        try BPFLink.replaceProgram(pinnedAt: path, with: programFD)
     }
 
     /// Whether the kernel lets a cgroup program choose the error it returns (bpf_set_retval,

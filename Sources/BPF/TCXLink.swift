@@ -10,20 +10,13 @@ public enum TCXLink {
     /// Attaches `programFD` to the ingress of `ifindex` and pins the link at `path`. Must run
     /// on a thread inside the device's network namespace (the kernel resolves the ifindex there).
     public static func attachIngress(programFD: Int32, ifindex: Int32, pinAt path: String) throws {
-        let link = bpf_link_create(programFD, ifindex, bpf_attach_type(rawValue: UInt32(nodenet_tcx_ingress())), nil)
-        guard link >= 0 else { throw BPFError.libbpf(link, "attaching a tcx link to ifindex \(ifindex)") }
-        defer { close(link) }
-        let rc = bpf_obj_pin(link, path)
-        guard rc == 0 else { throw BPFError.libbpf(rc, "pinning the tcx link at \(path)") }
+        try BPFLink.create(programFD: programFD, target: ifindex, attachType: bpf_attach_type(rawValue: UInt32(nodenet_tcx_ingress())),
+                           pinAt: path, what: "a tcx link to ifindex \(ifindex)")
     }
 
     /// Swaps the program of the link pinned at `path` (atomic for packets in flight).
     public static func replaceProgram(pinnedAt path: String, with programFD: Int32) throws {
-        let link = bpf_obj_get(path)
-        guard link >= 0 else { throw BPFError(errno, "opening the tcx link \(path)") }
-        defer { close(link) }
-        let rc = bpf_link_update(link, programFD, nil)
-        guard rc == 0 else { throw BPFError.libbpf(rc, "replacing the program of \(path)") }
+        try BPFLink.replaceProgram(pinnedAt: path, with: programFD)
     }
 
     /// What the kernel says about the link pinned at `path` (bpf_link_info).

@@ -17,17 +17,7 @@ struct ServiceLabTests {
         backends: ["10.0.1.15", "10.0.2.204", "10.0.0.142"].map { ServiceBackend(ip: IPAddress($0)!) })
     static let servers = ["cilium-with-replacement-cp", "cilium-with-replacement-w1", "cilium-with-replacement-w2"].map { "PodName: \($0)" }
 
-    struct Probe: Decodable {
-        struct Request: Decodable {
-            var answer: String?
-            var local: String?
-            var peer: String?
-            var error: String?
-        }
-        var requests: [Request]
-        var answers: [String: Int]
-        var failures: Int
-    }
+    typealias Probe = LabProbeReport
 
     /// Brings the lab up through the CLI (pod servers in the nodes' cgroups).
     static func up(_ cluster: LabCluster) throws {

@@ -133,3 +133,35 @@ public enum LabProbe {
         return stats.rxPackets + stats.txPackets
     }
 }
+
+/// What `nodenetd lab probe --json` prints: every request and a count per answer.
+public struct LabProbeReport: Codable, Sendable {
+    public struct Request: Codable, Sendable {
+        /// The answer's first part (`PodName: …`), nil when the request failed.
+        public var answer: String?
+        /// The client's own address (TCP).
+        public var local: String?
+        /// The peer the socket reports (getpeername for TCP, recvfrom for UDP).
+        public var peer: String?
+        public var error: String?
+
+        public init(answer: String? = nil, local: String? = nil, peer: String? = nil, error: String? = nil) {
+            self.answer = answer
+            self.local = local
+            self.peer = peer
+            self.error = error
+        }
+    }
+
+    public var requests: [Request]
+    public var answers: [String: Int]
+    public var failures: Int
+
+    public init(requests: [Request]) {
+        self.requests = requests
+        var answers: [String: Int] = [:]
+        for r in requests { if let a = r.answer { answers[a, default: 0] += 1 } }
+        self.answers = answers
+        failures = requests.filter { $0.error != nil }.count
+    }
+}

@@ -24,19 +24,6 @@ struct LabProbeCommand: ParsableCommand {
     @Option(help: "Seconds each request may take.") var timeout: Int32 = 3
     @Flag(help: "Print JSON: {requests: [{answer, local, peer, error}], answers: {answer: count}, failures}.") var json = false
 
-    struct Request: Encodable {
-        var answer: String?
-        var local: String?
-        var peer: String?
-        var error: String?
-    }
-
-    struct Output: Encodable {
-        var requests: [Request]
-        var answers: [String: Int]
-        var failures: Int
-    }
-
     func validate() throws {
         guard (1...10_000).contains(count) else { throw ValidationError("--count must be 1-10000") }
         guard (1...60).contains(timeout) else { throw ValidationError("--timeout must be 1-60 seconds") }
@@ -53,32 +40,30 @@ struct LabProbeCommand: ParsableCommand {
         }
         // The whole process joins the cgroup: sockets take their cgroup from their creator.
         if let cgroup { try CgroupV2.add(pid: getpid(), to: cgroup) }
-        var requests: [Request] = []
+        var requests: [LabProbeReport.Request] = []
         for i in 0..<count {
             do {
                 if udp {
                     let r = try LabProbe.udp(from: .named(namespace), to: address, port: port, payload: "probe \(i)", timeout: timeout)
                     let answer = r.reply.components(separatedBy: " | ").first ?? r.reply
-                    requests.append(Request(answer: answer, local: nil, peer: r.from))
+                    requests.append(LabProbeReport.Request(answer: answer, peer: r.from))
                 } else {
                     let r = try LabProbe.httpGet(from: .named(namespace), to: address, port: port, timeout: timeout, v4Mapped: v4Mapped)
                     let answer = r.body.split(separator: "\n").first.map { $0.components(separatedBy: " | ").first ?? String($0) }
-                    requests.append(Request(answer: answer, local: r.local, peer: r.peer))
+                    requests.append(LabProbeReport.Request(answer: answer, local: r.local, peer: r.peer))
                 }
             } catch {
-                requests.append(Request(error: "\(error)"))
+                requests.append(LabProbeReport.Request(error: "\(error)"))
             }
         }
-        var answers: [String: Int] = [:]
-        for r in requests { if let a = r.answer { answers[a, default: 0] += 1 } }
-        let out = Output(requests: requests, answers: answers, failures: requests.filter { $0.error != nil }.count)
+        let out = LabProbeReport(requests: requests)
         if json { return try printJSON(out) }
         if count == 1, let r = requests.first {
             if let e = r.error { throw NodeNetError.state(e) }
             print("\(r.answer ?? "") (local \(r.local ?? "-"), peer \(r.peer ?? "-"))")
             return
         }
-        for (answer, n) in answers.sorted(by: { $0.key < $1.key }) { print("\(n)\t\(answer)") }
+        for (answer, n) in out.answers.sorted(by: { $0.key < $1.key }) { print("\(n)\t\(answer)") }
         if out.failures > 0 { print("\(out.failures)\tfailed (\(requests.first { $0.error != nil }!.error!))") }
     }
 }

@@ -125,7 +125,7 @@ enum LabRuntime {
     }
 
     /// Runs `nodenetd lab probe` (a child in the target's namespace and cgroup) and decodes it.
-    static func probe(lab: String, from target: String, to destination: String, count: Int = 1) throws -> ProbeResult {
+    static func probe(lab: String, from target: String, to destination: String, count: Int = 1) throws -> LabProbeReport {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
         p.arguments = ["lab", "probe", "--name", lab, target, destination, "--count", "\(count)", "--timeout", "2", "--json"]
@@ -136,18 +136,6 @@ enum LabRuntime {
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         guard p.terminationStatus == 0 else { throw NodeNetError.state("lab probe \(target) \(destination) failed: \(String(decoding: data, as: UTF8.self))") }
-        return try JSONDecoder().decode(ProbeResult.self, from: data)
-    }
-
-    struct ProbeResult: Decodable {
-        struct Request: Decodable {
-            var answer: String?
-            var local: String?
-            var peer: String?
-            var error: String?
-        }
-        var requests: [Request]
-        var answers: [String: Int]
-        var failures: Int
+        return try JSONDecoder().decode(LabProbeReport.self, from: data)
     }
 }
