@@ -37,17 +37,24 @@ static __always_inline int nodenet_inner_port(struct __sk_buff *skb, int off, __
 	return bpf_skb_store_bytes(skb, off, &to, 2, 0);
 }
 
+/* The IPv4 header an ICMP error (destination unreachable, time exceeded, parameter problem)
+ * quotes; -1 when the packet is no such error. */
+static __always_inline int nodenet_icmp_error_quote(struct __sk_buff *skb, struct iphdr *inner)
+{
+	struct nodenet_icmp_echo icmp;
+	if (bpf_skb_load_bytes(skb, NODENET_ICMP_OFF, &icmp, sizeof(icmp)) < 0)
+		return -1;
+	if (icmp.type != 3 && icmp.type != 11 && icmp.type != 12)
+		return -1;
+	return bpf_skb_load_bytes(skb, NODENET_INNER_OFF, inner, sizeof(*inner)) < 0 ? -1 : 0;
+}
+
 /* An ICMP error to the node's address (outer header IPv4 without options, checked by the
  * caller). NODENET_TRANSLATED when it belonged to a translated flow and was rewritten. */
 static __always_inline int nodenet_icmp_error_to_node(struct __sk_buff *skb, __u32 node_ip, __u32 outer_daddr)
 {
-	struct nodenet_icmp_echo icmp;
-	if (bpf_skb_load_bytes(skb, NODENET_ICMP_OFF, &icmp, sizeof(icmp)) < 0)
-		return NODENET_PASS;
-	if (icmp.type != 3 && icmp.type != 11 && icmp.type != 12)
-		return NODENET_PASS;
 	struct iphdr inner;
-	if (bpf_skb_load_bytes(skb, NODENET_INNER_OFF, &inner, sizeof(inner)) < 0)
+	if (nodenet_icmp_error_quote(skb, &inner) < 0)
 		return NODENET_PASS;
 	if (inner.ihl != 5 || inner.saddr != node_ip)
 		return NODENET_PASS;
@@ -114,13 +121,8 @@ static __always_inline int nodenet_icmp_error_to_node(struct __sk_buff *skb, __u
  * and an error from the backend itself comes from the frontend's address. */
 static __always_inline int nodenet_icmp_error_reverse_service(struct __sk_buff *skb, __u32 outer_saddr)
 {
-	struct nodenet_icmp_echo icmp;
-	if (bpf_skb_load_bytes(skb, NODENET_ICMP_OFF, &icmp, sizeof(icmp)) < 0)
-		return NODENET_PASS;
-	if (icmp.type != 3 && icmp.type != 11 && icmp.type != 12)
-		return NODENET_PASS;
 	struct iphdr inner;
-	if (bpf_skb_load_bytes(skb, NODENET_INNER_OFF, &inner, sizeof(inner)) < 0)
+	if (nodenet_icmp_error_quote(skb, &inner) < 0)
 		return NODENET_PASS;
 	if (inner.ihl != 5 || (inner.protocol != IPPROTO_TCP && inner.protocol != IPPROTO_UDP))
 		return NODENET_PASS;
