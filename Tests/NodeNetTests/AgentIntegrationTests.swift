@@ -50,7 +50,8 @@ struct AgentIntegrationTests {
     static func waitQuiet(_ agent: NodeAgent) async throws {
         var last = agent.reconcileCount
         var stableSince = Date()
-        while Date().timeIntervalSince(stableSince) < 0.2 {
+        // Half a second without a reconcile: under load the first apply's own events can come late.
+        while Date().timeIntervalSince(stableSince) < 0.5 {
             try await Task.sleep(nanoseconds: 20_000_000)
             if agent.reconcileCount != last {
                 last = agent.reconcileCount
