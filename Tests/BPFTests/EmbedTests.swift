@@ -25,7 +25,7 @@ import TestSupport
         var outputs: [String] = []
         for checkout in ["\(base)/a", "\(base)/somewhere/much/deeper/checkout"] {
             try FileManager.default.createDirectory(atPath: checkout, withIntermediateDirectories: true)
-            try FileManager.default.copyItem(atPath: Self.sources.path, toPath: "\(checkout)/bpf")
+            try Self.copyContents(of: Self.sources.path, to: "\(checkout)/bpf")
             let sources = try FileManager.default.contentsOfDirectory(atPath: "\(checkout)/bpf").filter { $0.hasSuffix(".c") }.sorted().map { "\(checkout)/bpf/\($0)" }
             let run = try runTool(["BPF_EMBED_PRINT_ARGS=1", Self.tool, clang, "\(checkout)/out.swift", "\(checkout)/work", "\(checkout)/bpf"] + sources)
             #expect(run.status == 0, "\(run.output)")
@@ -36,5 +36,21 @@ import TestSupport
             outputs.append(try String(contentsOfFile: "\(checkout)/out.swift", encoding: .utf8))
         }
         #expect(outputs[0] == outputs[1], "same sources, two checkout paths: the same embedded objects (and digests)")
+    }
+
+    /// Copies a directory's files by content (copyItem would also copy ownership, which an
+    /// unprivileged run may not).
+    static func copyContents(of source: String, to destination: String) throws {
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: destination, withIntermediateDirectories: true)
+        for name in try fm.contentsOfDirectory(atPath: source) {
+            var isDirectory: ObjCBool = false
+            guard fm.fileExists(atPath: "\(source)/\(name)", isDirectory: &isDirectory) else { continue }
+            if isDirectory.boolValue {
+                try copyContents(of: "\(source)/\(name)", to: "\(destination)/\(name)")
+            } else {
+                try Data(contentsOf: URL(fileURLWithPath: "\(source)/\(name)")).write(to: URL(fileURLWithPath: "\(destination)/\(name)"))
+            }
+        }
     }
 }
