@@ -109,7 +109,7 @@ struct StatusCommand: ParsableCommand {
             ("IPAM", "\(s.ipamAllocated)/\(s.ipamCapacity) allocated from \(s.podCIDR) (router \(s.routerIP))"),
             ("Endpoints", "\(s.endpointsReady)/\(s.endpoints) ready"),
             ("Remote nodes", "\(s.remoteNodes)"),
-            ("Services", "\(s.services)"),
+            ("Services", "\(s.services) in the spec, \(s.serviceFrontends) frontends programmed, \(s.conntrackEntries) conntrack entries"),
             ("Owned routes", "\(s.ownedRoutes)"),
             ("Last applied", s.lastApplied ?? "never"),
             ("Drift", s.drift == 0 ? "none: the kernel matches the spec" : "\(s.drift) difference\(s.drift == 1 ? "" : "s") (run `nodenetd plan`)"),

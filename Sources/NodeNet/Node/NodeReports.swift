@@ -40,6 +40,10 @@ public struct NodeStatus: Sendable, Codable, Equatable {
     public var endpoints: Int
     public var remoteNodes: Int
     public var services: Int
+    /// Frontends in the node's service maps (what the datapath serves now).
+    public var serviceFrontends: Int
+    /// Entries in the BPF conntrack table (packet-level translation, masquerading).
+    public var conntrackEntries: Int
     public var ownedRoutes: Int
     public var lastApplied: String?
     /// Changes a plan would make now (0 = the kernel matches the spec).
@@ -117,7 +121,10 @@ extension NodeController {
             podCIDR: spec.node.podCIDR.description, routerIP: spec.node.routerIP.description,
             ipamAllocated: spec.pods.count + 1, ipamCapacity: capacity,
             endpointsReady: endpointRows.filter { $0.state == "ready" }.count, endpoints: endpointRows.count,
-            remoteNodes: spec.nodes.count, services: spec.services.count, ownedRoutes: owned.count,
+            remoteNodes: spec.nodes.count, services: spec.services.count,
+            serviceFrontends: spec.datapath.mode == .bpf ? (try ObservedServices.read(bpffsDirectory: spec.bpffsDirectory)).masters.count : 0,
+            conntrackEntries: spec.datapath.mode == .bpf ? (try Conntrack.count(bpffsDirectory: spec.bpffsDirectory)) : 0,
+            ownedRoutes: owned.count,
             lastApplied: ledger.map { $0.updatedAt + ($0.complete ? "" : " (incomplete)") },
             drift: plan.changes.count + plan.conflicts.count,
             driftDetails: plan.changes.map(\.mismatch) + plan.conflicts)

@@ -40,6 +40,12 @@ public enum Conntrack {
         return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
 
+    /// How many entries the node's table holds (0 when nothing is pinned).
+    public static func count(bpffsDirectory: String) throws -> Int {
+        guard let map = try BPFMap<nodenet_tuple, nodenet_ct_entry>.pinned(at: path(bpffsDirectory)) else { return 0 }
+        return try map.entries().count
+    }
+
     /// Every entry of the node's table (empty when nothing is pinned).
     public static func list(bpffsDirectory: String) throws -> [Entry] {
         guard let map = try BPFMap<nodenet_tuple, nodenet_ct_entry>.pinned(at: path(bpffsDirectory)) else { return [] }
