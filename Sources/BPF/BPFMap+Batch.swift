@@ -31,7 +31,7 @@ extension BPFMap {
             let rc = bpf_map_lookup_batch(fd, first ? nil : inBatch, outBatch, keys, values, &count, &opts)
             let error = rc == 0 ? 0 : errno
             if rc != 0 && error != ENOENT {
-                if first && (error == EINVAL || error == ENOTSUP || error == EOPNOTSUPP) { return try walk() }
+                if first && Self.unsupported(error) { return try walk() }
                 throw BPFError(error, "reading map \(name)")
             }
             for i in 0..<Int(count) { result.append((keys[i], values[i])) }
@@ -41,6 +41,9 @@ extension BPFMap {
         }
         return result
     }
+
+    /// Errors meaning "no batch operation here" (the kernel's internal ENOTSUPP is 524).
+    static func unsupported(_ error: Int32) -> Bool { error == EINVAL || error == ENOTSUP || error == EOPNOTSUPP || error == 524 }
 
     private func walk() throws -> [(key: Key, value: Value)] {
         try keys().compactMap { k in try lookup(k).map { (k, $0) } }
@@ -65,11 +68,12 @@ extension BPFMap {
             } ?? -EINVAL
             if rc != 0 {
                 let error = errno
-                if error == EINVAL || error == ENOTSUP || error == EOPNOTSUPP || rc == -EINVAL {
-                    for i in (start + Int(count))..<end { try update(keys[i], values[i]) }
-                } else {
+                // Refused as a whole (count says nothing then): one update per entry; updates
+                // may repeat.
+                guard Self.unsupported(error) || rc == -EINVAL else {
                     throw BPFError(error, "updating map \(name) (batch of \(end - start), \(count) written)")
                 }
+                for i in start..<end { try update(keys[i], values[i]) }
             }
             start = end
         }
@@ -87,10 +91,14 @@ extension BPFMap {
             let rc = keys[start..<end].withContiguousStorageIfAvailable { k in bpf_map_delete_batch(fd, k.baseAddress, &count, &opts) } ?? -EINVAL
             if rc != 0 {
                 let error = errno
-                guard error == ENOENT || error == EINVAL || error == ENOTSUP || error == EOPNOTSUPP || rc == -EINVAL else {
+                if error == ENOENT {
+                    // Stopped at an entry already gone: `count` were deleted before it.
+                    for i in (start + min(Int(count), end - start))..<end { try delete(keys[i]) }
+                } else if Self.unsupported(error) || rc == -EINVAL {
+                    for i in start..<end { try delete(keys[i]) }  // an entry already gone is fine
+                } else {
                     throw BPFError(error, "deleting from map \(name) (batch of \(end - start), \(count) deleted)")
                 }
-                for i in (start + Int(count))..<end { try delete(keys[i]) }
             }
             start = end
         }

@@ -1,3 +1,5 @@
+import BPF
+import CBPF
 import Foundation
 import Testing
 import TestSupport
@@ -226,6 +228,32 @@ struct ServiceLabTests {
         let outside = try Self.probe(cluster.name, "external", "172.18.0.3:32000", timeout: 5)
         #expect(outside.failures == 1 && (outside.requests.first?.error ?? "").contains("refused"), "ICMP port unreachable from the node: \(outside.requests)")
         #expect(Date().timeIntervalSince(start) < 4, "refused at once, not after the 5 s timeouts")
+    }
+
+    /// An upgrade that changes one service map's layout replaces all of them together (ids in
+    /// one refer to the others): new maps are filled, programs replaced, services keep working.
+    @Test func anIncompatibleServiceMapReplacesThemAllTogether() throws {
+        let cluster = Self.cluster("mg")
+        defer { Lab.down(name: cluster.name) }
+        try Self.up(cluster)
+        let dir = cluster.bpffsDirectory(ofNode: "worker2")
+        let path = "\(dir)/nodenet_backends"
+        #expect(unlink(path) == 0)
+        let fd = bpf_map_create(BPF_MAP_TYPE_HASH, "nodenet_backend", 4, 4, 128, nil)  // value 4 B instead of 8
+        try #require(fd >= 0)
+        #expect(bpf_obj_pin(fd, path) == 0)
+        close(fd)
+        let controller = try NodeController(spec: cluster.spec(forNode: "worker2")!, namespace: .named(cluster.namespace(ofNode: "worker2")))
+        let plan = try controller.plan()
+        let migration = try #require(plan.changes.first { $0.subject.hasPrefix("pinned maps ") })
+        for name in ServiceMaps.names { #expect(migration.subject.contains(name), "\(migration.subject)") }
+        let report = try controller.apply()
+        #expect(report.verified, "\(report.mismatches)")
+        #expect(try BPFMapShape.pinned(at: path)?.valueSize == 8)
+        #expect(try controller.services().count == 6 && (try controller.services()).allSatisfy { $0.state == "ok" && !$0.backends.isEmpty })
+        #expect(try Self.probe(cluster.name, "net", "10.96.18.68:80", count: 20).answers.count == 3)
+        #expect(try Self.probe(cluster.name, "external", "172.18.0.2:32000", count: 10).failures == 0)
+        #expect(try controller.plan().isEmpty)
     }
 
     /// ICMP errors about translated flows reach the original sender, quoting its own packet:

@@ -53,6 +53,18 @@ import CNodeNetBPF
         #expect(ids.backends[BackendAddress(address: IPAddress("10.0.1.15")!, port: 8080, protocol: .tcp)] == 1)
     }
 
+    @Test func aLiveFrontendKeepsItsIdOverAStaleReverseEntry() {
+        var observed = ObservedServices()
+        // Inconsistent maps: 10.96.18.68:80 has only a revnat entry at 7; the UDP DNS frontend
+        // is live with id 7 in slot 0. Spec order lists the former first.
+        observed.revnat[7] = Self.key("10.96.18.68:80/TCP")
+        observed.masters[Self.key("10.96.0.10:53/UDP")] = FrontendMaster(count: 1, id: 7, flags: 0)
+        let ids = ServiceIDs.assign(Self.spec.serviceFrontends, observed: observed)
+        #expect(ids.frontends[Self.key("10.96.0.10:53/UDP")] == 7)
+        #expect(ids.frontends[Self.key("10.96.18.68:80/TCP")] != 7)
+        #expect(Set(ids.frontends.values).count == ids.frontends.count, "ids are unique")
+    }
+
     @Test func backendsComeBeforeFrontendsAndRemovalsLast() {
         let desired = DesiredState(spec: Self.spec, deviceMTU: 1500)
         var observed = PlannerTests.converged

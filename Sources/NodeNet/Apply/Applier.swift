@@ -98,12 +98,12 @@ struct Applier {
     private mutating func execute(_ group: [PlannedChange]) throws {
         if group.count > 1, case .service = group[0].operation {
             // One batch for the group; any failure is found (and undone) change by change.
-            let undoBefore = undo.count
             if (try? executeServiceBatch(group.map(\.operation))) != nil {
                 applied += group.count
                 return
             }
-            undo.removeSubrange(undoBefore...)
+            // The batch's undo steps stay: part of it may have been written. Each restores a
+            // value the plan knew, so running one twice (with the steps below) is harmless.
             for change in group { try execute([change]) }
             return
         }

@@ -72,7 +72,15 @@ public final class NodeSession: @unchecked Sendable {
                     .filter { $0.hasSuffix("_old") }.map { String($0.dropLast(4)) }.sorted()
                 // An incompatible endpoints map cannot be read with this build's layout.
                 if observed.incompatibleMaps["nodenet_endpoints"] == nil { observed.endpointEntries = try DatapathObjects.pinnedEntries(spec) }
-                if Set(observed.incompatibleMaps.keys).isDisjoint(with: ServiceMaps.names) {
+                // The service maps go together: ids in one refer to entries of the others, so
+                // one of another layout sets all of them aside (new, consistent maps are filled).
+                let incompatibleServiceMaps = ServiceMaps.names.intersection(observed.incompatibleMaps.keys)
+                if let first = incompatibleServiceMaps.sorted().first {
+                    for name in ServiceMaps.names where observed.incompatibleMaps[name] == nil && FileManager.default.fileExists(atPath: "\(spec.bpffsDirectory)/\(name)") {
+                        observed.incompatibleMaps[name] = "replaced together with \(first)"
+                    }
+                }
+                if incompatibleServiceMaps.isEmpty {
                     observed.services = try ObservedServices.read(bpffsDirectory: spec.bpffsDirectory)
                 }
             }

@@ -6,7 +6,9 @@ extension Planner {
     mutating func planServices() {
         guard datapath == .bpf, var settings = desired.settings else { return }
         settings.nativeIfindex = UInt32(max(0, self.observed.node.links[device]?.index ?? 0))
-        let observed = migratingMaps ? ObservedServices() : self.observed.services
+        // The maps as they are (empty when the service maps themselves are being replaced: the
+        // session does not read maps of another layout, and they are set aside as one unit).
+        let observed = self.observed.services
         if observed.settings != settings {
             addChange(observed.settings == nil ? .create : .update, "service", .node, "datapath settings", wanted: settings.description,
                       found: observed.settings?.description, .service(.putSettings(settings, previous: observed.settings)))
@@ -66,7 +68,6 @@ extension Planner {
         for name in self.observed.socketLinks.sorted() where !keep.contains(name) {
             addChange(.delete, "service", .node, "socket LB link \(name)", wanted: nil, found: name, .service(.unpinSocket(name: name)))
         }
-        guard !migratingMaps else { return }
         let wantedKeys = Set(desired.frontends.map(\.key))
         // Sorted only what goes (a converged table of thousands costs no sort).
         for key in observed.frontendKeys.filter({ !wantedKeys.contains($0) }).sorted() {

@@ -14,14 +14,32 @@ struct ServiceIDs: Sendable, Equatable {
         for (id, key) in observed.revnat { byKey[key] = min(id, byKey[key] ?? id) }  // lowest id on duplicates
         var used = Set(observed.revnat.keys).union(observed.masters.values.map(\.id))
         var taken: Set<UInt16> = []
+        // Ids in slot 0 first, then those only a reverse-NAT entry has (a live frontend keeps
+        // its id even when an inconsistent map has another frontend's revnat at it).
         for f in wanted {
-            if let id = observed.masters[f.key]?.id ?? byKey[f.key], id != 0, taken.insert(id).inserted { ids.frontends[f.key] = id }
+            if let id = observed.masters[f.key]?.id, id != 0, taken.insert(id).inserted { ids.frontends[f.key] = id }
         }
-        var next: UInt16 = 1
         for f in wanted where ids.frontends[f.key] == nil {
-            while used.contains(next) || taken.contains(next) { next &+= 1 }
-            ids.frontends[f.key] = next
-            used.insert(next)
+            if let id = byKey[f.key], id != 0, taken.insert(id).inserted { ids.frontends[f.key] = id }
+        }
+        // New ones: the lowest id nobody has; when none is left, one only a stale frontend has
+        // (it is pruned by this plan). The validator keeps wanted frontends below 65535.
+        var next: UInt32 = 1
+        var stale = used.subtracting(taken).sorted()[...]
+        for f in wanted where ids.frontends[f.key] == nil {
+            while next <= UInt32(UInt16.max), used.contains(UInt16(next)) || taken.contains(UInt16(next)) { next += 1 }
+            let id: UInt16
+            if next <= UInt32(UInt16.max) {
+                id = UInt16(next)
+                next += 1
+            } else if let reused = stale.popFirst() {
+                id = reused
+            } else {
+                break  // more frontends than ids: refused by validation before any plan
+            }
+            ids.frontends[f.key] = id
+            taken.insert(id)
+            used.insert(id)
         }
         // Backends: by address, port and protocol.
         var backendByValue: [BackendAddress: UInt32] = [:]

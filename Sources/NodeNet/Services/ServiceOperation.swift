@@ -55,7 +55,8 @@ extension Applier {
             let fd = try loadedDatapath().programFD(hook)
             if let replacing {
                 try CgroupLink.replaceProgram(pinnedAt: "\(directory)/\(replacing)", with: fd)
-                try BPFPin.move(from: "\(directory)/\(replacing)", to: path)
+                // Same build (a map migration rebinds the program): the pin keeps its name.
+                if "\(directory)/\(replacing)" != path { try BPFPin.move(from: "\(directory)/\(replacing)", to: path) }
                 recordUndo(.irreversible("\(hook.rawValue) on \(cgroup) runs this build's program now"))
             } else {
                 try CgroupLink.attach(programFD: fd, cgroup: cgroup, hook: hook, pinAt: path)
