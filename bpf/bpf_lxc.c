@@ -130,10 +130,8 @@ int nodenet_from_container(struct __sk_buff *skb)
 		int rc = nodenet_lxc_translate(skb, &cfg);
 		if (rc != NODENET_PASS)
 			return rc;
-		data = (void *)(long)skb->data;
-		end = (void *)(long)skb->data_end;
-		ip = data + sizeof(struct ethhdr);
-		if ((void *)(ip + 1) > end)
+		ip = nodenet_ipv4(skb);
+		if (!ip)
 			return TC_ACT_OK;
 	}
 

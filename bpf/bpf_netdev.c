@@ -101,10 +101,8 @@ int nodenet_from_netdev(struct __sk_buff *skb)
 				nodenet_note_inbound(&cfg, &flow);
 			}
 		}
-		data = (void *)(long)skb->data;
-		end = (void *)(long)skb->data_end;
-		ip = data + sizeof(struct ethhdr);
-		if ((void *)(ip + 1) > end)
+		ip = nodenet_ipv4(skb);
+		if (!ip)
 			return TC_ACT_UNSPEC;
 	}
 	if (!dst)

@@ -15,4 +15,13 @@
 #define AF_INET 2
 #endif
 
+/* The IPv4 header after the Ethernet header, or 0 when the packet is shorter. Packet
+ * pointers die with every helper that may change the packet: call it again after those. */
+static __always_inline struct iphdr *nodenet_ipv4(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + sizeof(struct ethhdr);
+	return (void *)(ip + 1) <= end ? ip : 0;
+}
+
 #endif

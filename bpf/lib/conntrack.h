@@ -93,6 +93,18 @@ static __always_inline int nodenet_flow_read(struct iphdr *ip, void *end, struct
 	return 0;
 }
 
+/* The flow of the replies to `f` when they come from `address:port` (its destination, or
+ * the backend it was translated to). */
+static __always_inline void nodenet_reply_of(const struct nodenet_flow *f, __u32 address, __u16 port, struct nodenet_flow *reply)
+{
+	__builtin_memset(reply, 0, sizeof(*reply));
+	reply->tuple.saddr = address;
+	reply->tuple.daddr = f->tuple.saddr;
+	reply->tuple.sport = port;
+	reply->tuple.dport = f->tuple.sport;
+	reply->tuple.proto = f->tuple.proto;
+}
+
 /* The entry of `kind` for the flow's tuple, refreshed (time, closing flag), or 0. */
 static __always_inline struct nodenet_ct_entry *nodenet_ct_lookup(struct nodenet_flow *f, __u8 kind)
 {

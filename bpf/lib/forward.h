@@ -10,9 +10,8 @@
 
 static __always_inline int nodenet_forward(struct __sk_buff *skb)
 {
-	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
-	struct iphdr *ip = data + sizeof(struct ethhdr);
-	if ((void *)(ip + 1) > end)
+	struct iphdr *ip = nodenet_ipv4(skb);
+	if (!ip)
 		return TC_ACT_OK;
 	struct bpf_fib_lookup fib = {};
 	fib.family = AF_INET;
@@ -25,10 +24,8 @@ static __always_inline int nodenet_forward(struct __sk_buff *skb)
 	fib.ifindex = skb->ifindex;
 	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 	/* Re-validate after the lookup: the verifier needs fresh packet pointers. */
-	data = (void *)(long)skb->data;
-	end = (void *)(long)skb->data_end;
-	ip = data + sizeof(struct ethhdr);
-	if ((void *)(ip + 1) > end)
+	ip = nodenet_ipv4(skb);
+	if (!ip)
 		return TC_ACT_OK;
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) {
 		nodenet_count(NODENET_VERDICT_TO_STACK);
@@ -51,9 +48,8 @@ static __always_inline int nodenet_forward(struct __sk_buff *skb)
  * toward the next hop. */
 static __always_inline int nodenet_deliver(struct __sk_buff *skb)
 {
-	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
-	struct iphdr *ip = data + sizeof(struct ethhdr);
-	if ((void *)(ip + 1) > end)
+	struct iphdr *ip = nodenet_ipv4(skb);
+	if (!ip)
 		return TC_ACT_OK;
 	struct nodenet_endpoint_key key = { .ip = ip->daddr };
 	struct nodenet_endpoint *dst = bpf_map_lookup_elem(&nodenet_endpoints, &key);
@@ -64,10 +60,8 @@ static __always_inline int nodenet_deliver(struct __sk_buff *skb)
 
 static __always_inline int nodenet_drop(struct __sk_buff *skb, __u8 verdict)
 {
-	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
-	struct iphdr *ip = data + sizeof(struct ethhdr);
 	nodenet_count(verdict);
-	nodenet_emit(skb, verdict, (void *)(ip + 1) <= end ? ip : 0, 0);
+	nodenet_emit(skb, verdict, nodenet_ipv4(skb), 0);
 	return TC_ACT_SHOT;
 }
 

@@ -100,12 +100,8 @@ static __always_inline int nodenet_translate_service(struct __sk_buff *skb, stru
 		}
 	}
 	/* The reverse entry: (re)made when missing (an LRU table may evict one direction). */
-	struct nodenet_flow reply = {};
-	reply.tuple.saddr = address;
-	reply.tuple.daddr = f->tuple.saddr;
-	reply.tuple.sport = port;
-	reply.tuple.dport = f->tuple.sport;
-	reply.tuple.proto = f->tuple.proto;
+	struct nodenet_flow reply;
+	nodenet_reply_of(f, address, port, &reply);
 	struct nodenet_ct_entry *rev = nodenet_ct_lookup(&reply, NODENET_CT_REPLY);
 	if (!rev || rev->address != f->tuple.daddr || rev->port != f->tuple.dport)
 		nodenet_ct_put(&reply.tuple, NODENET_CT_REPLY, f->tuple.daddr, f->tuple.dport, id, backend_id, BPF_ANY);
@@ -129,14 +125,10 @@ static __always_inline void nodenet_note_inbound(const struct nodenet_config *cf
 	if (!(cfg->flags & NODENET_CONFIG_MASQUERADE) || nodenet_inside_native(cfg, f->tuple.saddr) ||
 	    nodenet_is_node_address(f->tuple.saddr, NODENET_NODE_LOCAL | NODENET_NODE_REMOTE))
 		return;
-	struct nodenet_flow reply = {};
-	reply.tuple.saddr = f->tuple.daddr;
-	reply.tuple.daddr = f->tuple.saddr;
-	reply.tuple.sport = f->tuple.dport;
-	reply.tuple.dport = f->tuple.sport;
-	reply.tuple.proto = f->tuple.proto;
 	if (f->tuple.proto == IPPROTO_ICMP)
 		return;  /* echo requests to pods are answered by echo replies, never masqueraded */
+	struct nodenet_flow reply;
+	nodenet_reply_of(f, f->tuple.daddr, f->tuple.dport, &reply);
 	if (!nodenet_ct_lookup(&reply, NODENET_CT_INBOUND))
 		nodenet_ct_put(&reply.tuple, NODENET_CT_INBOUND, 0, 0, 0, 0, BPF_ANY);
 }

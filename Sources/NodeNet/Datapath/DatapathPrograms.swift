@@ -200,14 +200,20 @@ final class DatapathObjects {
     /// upgrade that changed a layout): name -> (pinned, wanted).
     static func incompatiblePins(_ spec: NodeSpec) throws -> [String: String] {
         var result: [String: String] = [:]
-        for object in objectNames {
-            for (name, wanted) in try BPFMapShape.declared(inEmbedded: object) {
-                if let pinned = try BPFMapShape.pinned(at: "\(spec.bpffsDirectory)/\(name)"), pinned != wanted {
-                    result[name] = "pinned \(pinned); this build wants \(wanted)"
-                }
+        for (name, wanted) in try declaredShapes.get() {
+            if let pinned = try BPFMapShape.pinned(at: "\(spec.bpffsDirectory)/\(name)"), pinned != wanted {
+                result[name] = "pinned \(pinned); this build wants \(wanted)"
             }
         }
         return result
+    }
+
+    /// The maps this build's objects declare, by name (shared maps once). Read once per
+    /// process: the embedded objects do not change, and opening them parses their ELF.
+    static let declaredShapes: Result<[String: BPFMapShape], Error> = Result {
+        var shapes: [String: BPFMapShape] = [:]
+        for object in objectNames { shapes.merge(try BPFMapShape.declared(inEmbedded: object)) { a, _ in a } }
+        return shapes
     }
 
     /// nodenet's own entries in a bpffs directory: maps pinned by name (`nodenet_*`, with

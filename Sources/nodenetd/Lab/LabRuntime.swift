@@ -112,30 +112,29 @@ enum LabRuntime {
 
     /// Runs `nodenetd lab exec TARGET -- ARGS` and returns its status and output.
     static func capture(lab: String, _ target: String, _ args: [String]) throws -> (status: Int32, output: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = ["lab", "exec", "--name", lab, target, "--"] + args
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        try p.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+        let (status, output) = try runSelf(["lab", "exec", "--name", lab, target, "--"] + args, errors: true)
+        return (status, String(decoding: output, as: UTF8.self))
     }
 
     /// Runs `nodenetd lab probe` (a child in the target's namespace and cgroup) and decodes it.
     static func probe(lab: String, from target: String, to destination: String, count: Int = 1) throws -> LabProbeReport {
+        let (status, output) = try runSelf(["lab", "probe", "--name", lab, target, destination, "--count", "\(count)", "--timeout", "2", "--json"], errors: false)
+        guard status == 0 else { throw NodeNetError.state("lab probe \(target) \(destination) failed: \(String(decoding: output, as: UTF8.self))") }
+        return try JSONDecoder().decode(LabProbeReport.self, from: output)
+    }
+
+    /// Runs this executable with `arguments` and waits: its status and standard output (and
+    /// standard error with `errors`).
+    private static func runSelf(_ arguments: [String], errors: Bool) throws -> (Int32, Data) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = ["lab", "probe", "--name", lab, target, destination, "--count", "\(count)", "--timeout", "2", "--json"]
+        p.arguments = arguments
         let pipe = Pipe()
         p.standardOutput = pipe
-        p.standardError = FileHandle.nullDevice
+        p.standardError = errors ? pipe : FileHandle.nullDevice
         try p.run()
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw NodeNetError.state("lab probe \(target) \(destination) failed: \(String(decoding: data, as: UTF8.self))") }
-        return try JSONDecoder().decode(LabProbeReport.self, from: data)
+        return (p.terminationStatus, data)
     }
 }
