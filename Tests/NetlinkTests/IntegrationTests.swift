@@ -123,7 +123,7 @@ struct IntegrationTests {
             #expect(try b.routeLookup(to: IPAddress("10.99.1.1")!).gateway == IPAddress("10.99.0.1"))
 
             // Real packets: B reaches A's lo address only through its default route.
-            let ping = try runTool(["ip", "netns", "exec", names[1], "ping", "-c", "2", "-i", "0.2", "-W", "2", "10.99.1.1"])
+            let ping = try runTool(["ip", "netns", "exec", names[1], "ping", "-c", "2", "-i", "0.2", "-W", "2", "-w", "10", "10.99.1.1"])
             #expect(ping.status == 0, "\(ping.output)")
             #expect(ping.output.contains("2 received"))
         }

@@ -9,7 +9,7 @@ import TestSupport
 @Suite(.serialized, .enabled(if: Privileges.canManageNamespaces, Comment(rawValue: Privileges.skipReason)))
 struct AgentIntegrationTests {
     /// A running in-process agent on a test node; stopped when the body ends.
-    static func withAgent<T>(pods: Int = 2, podCount: Int? = nil, _ body: (TestNode, NodeAgent, URL, LogLines) async throws -> T) async throws -> T {
+    static func withAgent<T>(pods: Int = 2, podCount: Int? = nil, logLevel: Logger.Level = .info, _ body: (TestNode, NodeAgent, URL, LogLines) async throws -> T) async throws -> T {
         try await TestNode.with(pods: pods) { t in
             let file = URL(fileURLWithPath: t.stateDirectory + ".spec.json")
             try FileManager.default.createDirectory(atPath: t.stateDirectory, withIntermediateDirectories: true)
@@ -18,13 +18,13 @@ struct AgentIntegrationTests {
             let lines = LogLines()
             let agent = NodeAgent(
                 options: NodeAgent.Options(specPath: file.path, namespace: t.namespace, resyncInterval: .seconds(60), specCheckInterval: .milliseconds(50)),
-                logger: { label in Logger(label: label) { _ in StructuredLogHandler(subsystem: label, format: .logfmt, output: lines.append) } })
+                logger: { label in Logger(label: label) { _ in StructuredLogHandler(subsystem: label, format: .logfmt, level: logLevel, output: lines.append) } })
             let run = Task { try await agent.run() }
             defer {
                 agent.stop()
                 run.cancel()
             }
-            try await waitFor("the first apply") { agent.health == .healthy }
+            try await waitFor("the first apply", seconds: 20) { agent.health == .healthy }
             try await waitQuiet(agent)
             return try await body(t, agent, file, lines)
         }
@@ -60,6 +60,17 @@ struct AgentIntegrationTests {
         }
     }
 
+    /// The value of `name=` in a logfmt line (quoted or bare).
+    static func field(_ name: String, of line: String) -> String? {
+        guard let start = line.range(of: " \(name)=") else { return nil }
+        let rest = line[start.upperBound...]
+        if rest.hasPrefix("\"") {
+            let body = rest.dropFirst()
+            return body.firstIndex(of: "\"").map { String(body[..<$0]) }
+        }
+        return String(rest.prefix { $0 != " " })
+    }
+
     /// Polls `condition` every 5 ms for at most `seconds`; returns how long it took.
     @discardableResult
     static func waitFor(_ what: String, seconds: Double = 5, _ condition: () throws -> Bool) async throws -> Double {
@@ -75,19 +86,27 @@ struct AgentIntegrationTests {
         try await Self.withAgent { t, agent, _, lines in
             let node = try NetlinkSocket(namespace: t.namespace)
             let direct = try #require(try node.routes(RouteFilter(protocol: NodeNetNames.routeProtocol)).first { $0.destination == IPPrefix("10.0.1.0/24") })
+            let startLines = lines.all.count
             try node.delete(direct)
             let routeTime = try await Self.waitFor("the route to come back") {
                 try node.routes(RouteFilter(protocol: NodeNetNames.routeProtocol)).contains { $0.destination == IPPrefix("10.0.1.0/24") }
             }
             let lxc = NodeNetNames.endpointDevice(for: t.spec().pods[0])
             try node.deleteLink(named: lxc)
-            let linkTime = try await Self.waitFor("the endpoint to come back") {
+            let linkTime = try await Self.waitFor("the endpoint to come back", seconds: 15) {
                 try node.link(named: lxc) != nil && (try? t.ping(from: 0, "10.0.2.204")) == true
             }
             try Sysctl.write("net/ipv4/conf/cilium_host/rp_filter", "1", in: t.namespace)
             let sysctlTime = try await Self.waitFor("rp_filter to be reset") { try Sysctl.read("net/ipv4/conf/cilium_host/rp_filter", in: t.namespace) == "0" }
             print(String(format: "repair times: route %.1f ms, endpoint %.1f ms (incl. a ping), rp_filter %.1f ms", routeTime * 1000, linkTime * 1000, sysctlTime * 1000))
-            #expect(lines.all.contains { $0.contains("msg=\"drift repaired\"") && $0.contains("latency_ms=") && $0.contains("why=\"route 10.0.1.0/24 deleted\"") })
+            // The deletion's own event normally starts the repair; a late event from the node's setup
+            // may start it first, and the deletion's event is then folded into that reconcile.
+            let recreated = try #require(lines.all.dropFirst(startLines).first { $0.contains("subsystem=reconcile") && $0.contains("route 10.0.1.0/24") && $0.contains("found=nothing") }, "\(lines.all)")
+            let why = try #require(Self.field("why", of: recreated))
+            try await Self.waitFor("the route repair's log line") {
+                lines.all.contains { $0.contains("msg=\"drift repaired\"") && $0.contains("latency_ms=") && Self.field("why", of: $0) == why }
+            }
+            #expect(why == "route 10.0.1.0/24 deleted" || !why.contains("route"), "repaired because of the deletion or of an unrelated event: \(why)")
             // The repair is logged once apply returns: wait for the line.
             try await Self.waitFor("the sysctl repair's log line") {
                 lines.all.contains { $0.contains("msg=\"update sysctl net/ipv4/conf/cilium_host/rp_filter\"") && $0.contains("found=1") && $0.contains("wanted=0") }
@@ -98,13 +117,18 @@ struct AgentIntegrationTests {
     }
 
     @Test func aForeignRouteIsLeftAlone() async throws {
-        try await Self.withAgent { t, agent, _, _ in
+        try await Self.withAgent(logLevel: .debug) { t, agent, _, lines in
             let node = try NetlinkSocket(namespace: t.namespace)
-            let before = agent.reconcileCount
+            let before = lines.all.count
             try node.add(Route(destination: IPPrefix("10.77.0.0/16")!, outputInterface: try node.link(named: "eth0")!.index, scope: .link))
             try await Task.sleep(nanoseconds: 300_000_000)
-            #expect(agent.reconcileCount == before, "a foreign route triggers nothing")
+            // Judged by why each reconcile ran, not by a count: the lab's own devices can still send
+            // late link events (the kernel's link watcher delays operstate changes by up to a second).
+            let reconciles = lines.all.dropFirst(before).filter { $0.contains("subsystem=reconcile") && $0.contains("why=") }
+            let routeTriggered = reconciles.filter { $0.contains("why=\"route") || $0.contains("10.77.") }
+            #expect(routeTriggered.isEmpty, "a foreign route triggers nothing: \(routeTriggered)")
             #expect(try node.routes(RouteFilter()).contains { $0.destination == IPPrefix("10.77.0.0/16") })
+            if !reconciles.isEmpty { print("reconciles for other reasons meanwhile: \(reconciles)") }
         }
     }
 
@@ -183,7 +207,7 @@ struct AgentIntegrationTests {
             #expect(try connection.roundTrip("before"))
             let ping = Process()
             ping.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            ping.arguments = ["ip", "netns", "exec", t.pods[0], "ping", "-q", "-i", "0.01", "-c", "200", "-W", "1", "10.0.2.204"]
+            ping.arguments = ["ip", "netns", "exec", t.pods[0], "ping", "-q", "-i", "0.01", "-c", "200", "-W", "1", "-w", "20", "10.0.2.204"]
             let out = Pipe()
             ping.standardOutput = out
             try ping.run()

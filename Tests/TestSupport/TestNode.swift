@@ -68,6 +68,6 @@ public struct TestNode {
     }
 
     public func ping(from podIndex: Int, _ address: String) throws -> Bool {
-        try runTool(["ip", "netns", "exec", pods[podIndex], "ping", "-c", "1", "-W", "2", address]).status == 0
+        try runTool(["ip", "netns", "exec", pods[podIndex], "ping", "-c", "1", "-w", "5", address]).status == 0
     }
 }

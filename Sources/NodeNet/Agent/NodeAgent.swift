@@ -241,7 +241,7 @@ public final class NodeAgent: @unchecked Sendable {
                 metrics.repairDuration.record(latency)
                 log.info("drift repaired", metadata: ["why": "\(reason)", "changes": "\(report.changes.count)", "latency_ms": "\(Self.milliseconds(latency))"])
             } else {
-                log.debug("reconciled", metadata: ["trigger": "\(trigger)", "changes": "\(report.changes.count)", "ms": "\(Self.milliseconds(elapsed))"])
+                log.debug("reconciled", metadata: ["trigger": "\(trigger)", "why": "\(reason)", "changes": "\(report.changes.count)", "ms": "\(Self.milliseconds(elapsed))"])
             }
             if trigger == "start" || trigger == "reload" {
                 log.info("converged", metadata: ["trigger": "\(trigger)", "changes": "\(report.changes.count)", "ms": "\(Self.milliseconds(elapsed))"])

@@ -12,12 +12,20 @@ public enum CgroupV2 {
     /// Creates `path` (and its parents) under the cgroup v2 root.
     public static func create(_ path: String) throws {
         guard let root, path.hasPrefix(root + "/") else { throw NodeNetError.state("\(path) is not under the cgroup v2 root") }
-        var current = root
-        for component in path.dropFirst(root.count + 1).split(separator: "/") {
-            current += "/\(component)"
-            if mkdir(current, 0o755) != 0 && errno != EEXIST {
-                throw NodeNetError.state("creating cgroup \(current): \(String(cString: strerror(errno)))")
+        // A parent shared with another lab can be removed by its `down` between two mkdirs
+        // (ENOENT): start again from the root, a bounded number of times.
+        var attempt = 0
+        creating: while true {
+            attempt += 1
+            var current = root
+            for component in path.dropFirst(root.count + 1).split(separator: "/") {
+                current += "/\(component)"
+                if mkdir(current, 0o755) != 0 && errno != EEXIST {
+                    if errno == ENOENT && attempt < 5 { continue creating }
+                    throw NodeNetError.state("creating cgroup \(current): \(String(cString: strerror(errno)))")
+                }
             }
+            return
         }
     }
 
@@ -60,15 +68,21 @@ public enum BPFFS {
 
     /// Mounts bpffs at /sys/fs/bpf if needed, then creates `directory` (and parents).
     public static func prepare(_ directory: String) throws {
-        if !isMounted {
-            guard mount("bpf", root, "bpf", 0, nil) == 0 else {
-                throw NodeNetError.state("mounting bpffs on \(root): \(String(cString: strerror(errno)))")
-            }
-        }
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw NodeNetError.state("creating \(directory): \(error)")
+        try mountIfNeeded()
+        try createDirectory(directory, what: "bpffs directory")
+    }
+
+    /// Mounts bpffs at /sys/fs/bpf when nothing is mounted there. Two processes doing this at
+    /// once would stack two instances (pins in the lower one then vanish from view), so the
+    /// check and the mount happen under a lock file.
+    static func mountIfNeeded() throws {
+        if isMounted { return }
+        let lock = open("/run/nodenet-bpffs.lock", O_CREAT | O_RDWR | O_CLOEXEC, 0o600)
+        if lock >= 0 { flock(lock, LOCK_EX) }
+        defer { if lock >= 0 { close(lock) } }
+        if isMounted { return }
+        guard mount("bpf", root, "bpf", 0, nil) == 0 else {
+            throw NodeNetError.state("mounting bpffs on \(root): \(String(cString: strerror(errno)))")
         }
     }
 
@@ -105,4 +119,20 @@ func isSafeSubdirectory(_ path: String, of root: String) -> Bool {
     guard path.hasPrefix(root + "/") else { return false }
     let rest = path.dropFirst(root.count + 1).split(separator: "/", omittingEmptySubsequences: false)
     return !rest.isEmpty && rest.allSatisfy { !$0.isEmpty && $0 != "." && $0 != ".." }
+}
+
+/// Creates `directory` and its parents; a parent that another process removes meanwhile (a
+/// lab's `down` removes the shared parent when it is empty) is created again, a few times.
+func createDirectory(_ directory: String, what: String) throws {
+    var attempt = 0
+    while true {
+        attempt += 1
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            return
+        } catch {
+            if attempt < 5 { continue }
+            throw NodeNetError.state("creating \(what) \(directory): \(error)")
+        }
+    }
 }

@@ -32,7 +32,7 @@ public struct Lab: Sendable {
         let problems = cluster.problems()
         guard problems.isEmpty else { throw SpecError(problems) }
         guard !Lab.exists(cluster.name) else { throw NodeNetError.conflict("lab \(cluster.name) is already up (run `nodenetd lab down --name \(cluster.name)` first)") }
-        try FileManager.default.createDirectory(atPath: cluster.runDirectory, withIntermediateDirectories: true)
+        try createDirectory(cluster.runDirectory, what: "lab run directory")
         try cluster.jsonData().write(to: URL(fileURLWithPath: "\(cluster.runDirectory)/cluster.json"))
         let prefixLength = Int(cluster.fabricCIDR.length)
 
@@ -68,7 +68,7 @@ public struct Lab: Sendable {
                 try NetworkNamespace.create(podNS)
                 try NetlinkSocket(namespace: .named(podNS)).setLink(named: "lo", LinkChange(up: true))
             }
-            try FileManager.default.createDirectory(atPath: cluster.stateDirectory(ofNode: node.name), withIntermediateDirectories: true)
+            try createDirectory(cluster.stateDirectory(ofNode: node.name), what: "state directory")
             try BPFFS.prepare(cluster.bpffsDirectory(ofNode: node.name))
             if let cgroup = cluster.cgroupPath(ofNode: node.name) { try CgroupV2.create(cgroup) }
         }

@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// Observations for the lab's checks, made from inside namespaces: HTTP requests, UDP
-/// echoes, the IP forwarding counter and link packet counters.
+/// echoes and the IP forwarding counter (`FrameTap` watches a device's frames).
 public enum LabProbe {
     public struct HTTPResult: Sendable {
         public var body: String
@@ -124,14 +124,6 @@ public enum LabProbe {
         }
         return v
     }
-
-    /// Packets received plus sent by `device` in `namespace`.
-    public static func packets(of device: String, in namespace: NamespaceReference) throws -> UInt64 {
-        guard let link = try NetlinkSocket(namespace: namespace).link(named: device), let stats = link.statistics else {
-            throw NodeNetError.missing("\(device) in \(namespace)")
-        }
-        return stats.rxPackets + stats.txPackets
-    }
 }
 
 /// What `nodenetd lab probe --json` prints: every request and a count per answer.
@@ -144,12 +136,15 @@ public struct LabProbeReport: Codable, Sendable {
         /// The peer the socket reports (getpeername for TCP, recvfrom for UDP).
         public var peer: String?
         public var error: String?
+        /// How long the request took, from opening the socket to the answer or the error.
+        public var milliseconds: Double?
 
-        public init(answer: String? = nil, local: String? = nil, peer: String? = nil, error: String? = nil) {
+        public init(answer: String? = nil, local: String? = nil, peer: String? = nil, error: String? = nil, milliseconds: Double? = nil) {
             self.answer = answer
             self.local = local
             self.peer = peer
             self.error = error
+            self.milliseconds = milliseconds
         }
     }
 

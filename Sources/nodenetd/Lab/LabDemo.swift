@@ -80,7 +80,7 @@ final class Demo {
 
     /// ping from a pod via `lab exec`: (received, ttl, output).
     func ping(from pod: String, _ address: String) throws -> (Int, Int?, String) {
-        let (_, out) = try LabRuntime.capture(lab: cluster.name, pod, ["ping", "-c", "3", "-i", "0.2", "-W", "2", address])
+        let (_, out) = try LabRuntime.capture(lab: cluster.name, pod, ["ping", "-c", "3", "-i", "0.2", "-W", "2", "-w", "10", address])
         let received = out.range(of: #"(\d+) received"#, options: .regularExpression).map { Int(out[$0].split(separator: " ")[0]) ?? 0 } ?? 0
         let ttl = out.range(of: #"ttl=(\d+)"#, options: .regularExpression).map { Int(out[$0].dropFirst(4)) } ?? nil
         return (received, ttl, out)
@@ -184,15 +184,15 @@ final class Demo {
     /// the BPF datapath) the node's IP stack forwards nothing.
     func pathCheck(from pod: String, to address: String, nodes: [String], expectTTL: Int) {
         do {
-            let hostBefore = try nodes.map { try LabProbe.packets(of: "cilium_host", in: ns($0)) }
+            let taps = try nodes.map { try FrameTap(device: "cilium_host", in: ns($0)) }
             let forwardBefore = try nodes.map { try LabProbe.forwardedDatagrams(in: ns($0)) }
             let (received, ttl, out) = try ping(from: pod, address)
-            let hostDelta = try zip(nodes, hostBefore).map { try LabProbe.packets(of: "cilium_host", in: ns($0.0)) - $0.1 }
+            let hostDelta = taps.map { $0.ipv4Frames() }
             let forwardDelta = try zip(nodes, forwardBefore).map { try LabProbe.forwardedDatagrams(in: ns($0.0)) - $0.1 }
             let summary = out.split(separator: "\n").first { $0.contains("packets transmitted") }.map(String.init) ?? out
             report("ping \(address) from \(pod): 3 replies, ttl \(expectTTL)", received == 3 && ttl == expectTTL ? .pass : .fail, [summary, "ttl=\(ttl.map(String.init) ?? "?")"])
-            report("cilium_host sees 0 packets on \(nodes.joined(separator: " and "))", hostDelta.allSatisfy { $0 == 0 } ? .pass : .fail,
-                   zip(nodes, hostDelta).map { "\($0.0) cilium_host packets +\($0.1)" })
+            report("cilium_host sees 0 IPv4 packets on \(nodes.joined(separator: " and "))", hostDelta.allSatisfy { $0 == 0 } ? .pass : .fail,
+                   zip(nodes, hostDelta).map { "\($0.0) cilium_host IPv4 frames: \($0.1)" })
             let forwarded = zip(nodes, forwardDelta).map { "\($0.0) Ip ForwDatagrams +\($0.1)" }
             if forwardDelta.allSatisfy({ $0 == 0 }) {
                 report("no IP forwarding on \(nodes.joined(separator: " and ")) (BPF redirect past the routing stack)", .pass, forwarded)

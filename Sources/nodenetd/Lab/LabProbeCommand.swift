@@ -22,7 +22,7 @@ struct LabProbeCommand: ParsableCommand {
     @Flag(name: .customLong("v4-mapped"), help: "HTTP over an IPv6 socket to ::ffff:ADDRESS, as dual-stack programs connect.") var v4Mapped = false
     @Option(help: "Requests to send (1-10000).") var count = 1
     @Option(help: "Seconds each request may take.") var timeout: Int32 = 3
-    @Flag(help: "Print JSON: {requests: [{answer, local, peer, error}], answers: {answer: count}, failures}.") var json = false
+    @Flag(help: "Print JSON: {requests: [{answer, local, peer, error, milliseconds}], answers: {answer: count}, failures}.") var json = false
 
     func validate() throws {
         guard (1...10_000).contains(count) else { throw ValidationError("--count must be 1-10000") }
@@ -42,19 +42,25 @@ struct LabProbeCommand: ParsableCommand {
         if let cgroup { try CgroupV2.add(pid: getpid(), to: cgroup) }
         var requests: [LabProbeReport.Request] = []
         for i in 0..<count {
+            let start = ContinuousClock.now
+            var request: LabProbeReport.Request
             do {
                 if udp {
                     let r = try LabProbe.udp(from: .named(namespace), to: address, port: port, payload: "probe \(i)", timeout: timeout)
                     let answer = r.reply.components(separatedBy: " | ").first ?? r.reply
-                    requests.append(LabProbeReport.Request(answer: answer, peer: r.from))
+                    request = LabProbeReport.Request(answer: answer, peer: r.from)
                 } else {
                     let r = try LabProbe.httpGet(from: .named(namespace), to: address, port: port, timeout: timeout, v4Mapped: v4Mapped)
                     let answer = r.body.split(separator: "\n").first.map { $0.components(separatedBy: " | ").first ?? String($0) }
-                    requests.append(LabProbeReport.Request(answer: answer, local: r.local, peer: r.peer))
+                    request = LabProbeReport.Request(answer: answer, local: r.local, peer: r.peer)
                 }
             } catch {
-                requests.append(LabProbeReport.Request(error: "\(error)"))
+                request = LabProbeReport.Request(error: "\(error)")
             }
+            let elapsed = ContinuousClock.now - start
+            let ms = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+            request.milliseconds = (ms * 1000).rounded() / 1000
+            requests.append(request)
         }
         let out = LabProbeReport(requests: requests)
         if json { return try printJSON(out) }
