@@ -90,3 +90,43 @@ public struct CapturedIPv4: Equatable, CustomStringConvertible {
 
     public var description: String { "\(source):\(sourcePort ?? 0) -> \(destination):\(destinationPort ?? 0)" }
 }
+
+/// A captured IPv4 frame's checks, computed as a receiver that trusts nothing would: the IP
+/// header checksum and the TCP, UDP or ICMP checksum (with the pseudo header for TCP and UDP).
+public struct CapturedChecksums {
+    public var ipHeaderValid: Bool
+    public var transportValid: Bool
+    /// TCP flags (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10), nil for other protocols.
+    public var tcpFlags: UInt8?
+
+    public init?(_ f: [UInt8]) {
+        guard f.count >= 34, f[12] == 0x08, f[13] == 0x00 else { return nil }
+        let ihl = Int(f[14] & 0x0f) * 4
+        let total = Int(UInt16(f[16]) << 8 | UInt16(f[17]))
+        guard ihl >= 20, total >= ihl, f.count >= 14 + total else { return nil }
+        ipHeaderValid = Self.sum(f[14..<(14 + ihl)]) == 0xffff
+        let segment = f[(14 + ihl)..<(14 + total)]
+        let proto = f[23]
+        switch proto {
+        case 6, 17:
+            var pseudo = Array(f[26..<34])
+            pseudo += [0, proto, UInt8(segment.count >> 8), UInt8(segment.count & 0xff)]
+            transportValid = Self.sum(pseudo + segment) == 0xffff
+        default:
+            transportValid = Self.sum(segment) == 0xffff
+        }
+        tcpFlags = proto == 6 && segment.count >= 14 ? segment[segment.startIndex + 13] : nil
+    }
+
+    /// The ones' complement sum of `bytes` (0xffff when a checksum inside them is right).
+    static func sum<C: Collection>(_ bytes: C) -> UInt16 where C.Element == UInt8 {
+        var total: UInt32 = 0
+        var it = bytes.makeIterator()
+        while let hi = it.next() {
+            let lo = it.next() ?? 0
+            total += UInt32(hi) << 8 | UInt32(lo)
+        }
+        while total > 0xffff { total = (total & 0xffff) + (total >> 16) }
+        return UInt16(total)
+    }
+}

@@ -1,10 +1,19 @@
 /* Refusing a connection to a service with no backend at once: the packet is turned in place
- * into an ICMP port unreachable (RFC 792: the offending IP header and its first 8 bytes
- * quoted) from the address the client sent to, and sent back out of the device it came in on.
- * The client's kernel reports ECONNREFUSED instead of retrying until it times out. */
+ * into the answer a closed port gives, from the address the client sent to, and sent back out
+ * of the device it came in on; the client's kernel reports ECONNREFUSED instead of retrying
+ * until it times out.
+ * - TCP: a reset (RFC 9293 3.10.7.1: RST with the acknowledged sequence number, or RST|ACK
+ *   acknowledging the segment when it carried no ACK). Not an ICMP error: a client on this
+ *   node meets the answer while its connect() still holds the socket (the reply is processed
+ *   in the same softirq as the SYN), and the kernel only notes an ICMP error then ("soft"),
+ *   reporting it after the SYN's first retransmit a second later; a reset is queued and acted
+ *   on as soon as connect() lets go.
+ * - Other protocols: an ICMP port unreachable (RFC 792: the offending IP header and its first
+ *   8 bytes quoted). */
 #ifndef NODENET_BPF_REJECT_H
 #define NODENET_BPF_REJECT_H
 
+#include <linux/tcp.h>
 #include "common.h"
 
 struct nodenet_icmp_reject {
@@ -23,6 +32,72 @@ static __always_inline __u16 nodenet_csum_fold(__s64 csum)
 	return (__u16)~sum;
 }
 
+struct nodenet_tcp_reset {
+	struct iphdr ip;
+	struct tcphdr tcp;
+};
+
+/* The TCP pseudo header (RFC 9293 3.1) of a 20-byte segment. */
+struct nodenet_tcp_pseudo {
+	__be32 saddr, daddr;
+	__u8 zero, protocol;
+	__be16 length;
+};
+
+static __always_inline void nodenet_swap_macs(struct ethhdr *eth)
+{
+	__u8 mac[6];
+	__builtin_memcpy(mac, eth->h_dest, 6);
+	__builtin_memcpy(eth->h_dest, eth->h_source, 6);
+	__builtin_memcpy(eth->h_source, mac, 6);
+}
+
+/* Replaces the packet with `eth` + `len` bytes at `l3` and sends it back where it came from. */
+static __always_inline int nodenet_send_back(struct __sk_buff *skb, struct ethhdr *eth, void *l3, __u32 len)
+{
+	nodenet_swap_macs(eth);
+	if (bpf_skb_change_tail(skb, ETH_HLEN + len, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, 0, eth, sizeof(*eth), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN, l3, len, BPF_F_INVALIDATE_HASH) < 0)
+		return TC_ACT_SHOT;
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+static __always_inline int nodenet_reset(struct __sk_buff *skb, struct ethhdr *eth, struct iphdr *offending)
+{
+	struct tcphdr in;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + sizeof(struct iphdr), &in, sizeof(in)) < 0 || in.rst)
+		return TC_ACT_SHOT;  /* never a reset for a reset */
+	struct nodenet_tcp_reset r = {};
+	r.ip.version = 4;
+	r.ip.ihl = 5;
+	r.ip.tot_len = bpf_htons(sizeof(r));
+	r.ip.ttl = 64;
+	r.ip.protocol = IPPROTO_TCP;
+	r.ip.saddr = offending->daddr;
+	r.ip.daddr = offending->saddr;
+	r.tcp.source = in.dest;
+	r.tcp.dest = in.source;
+	r.tcp.doff = 5;
+	r.tcp.rst = 1;
+	if (in.ack) {
+		r.tcp.seq = in.ack_seq;
+	} else {
+		__u32 hlen = (__u32)in.doff * 4;
+		__u32 total = bpf_ntohs(offending->tot_len);
+		__u32 payload = total > sizeof(struct iphdr) + hlen ? total - sizeof(struct iphdr) - hlen : 0;
+		r.tcp.ack_seq = bpf_htonl(bpf_ntohl(in.seq) + payload + in.syn + in.fin);
+		r.tcp.ack = 1;
+	}
+	struct nodenet_tcp_pseudo pseudo = {
+		.saddr = r.ip.saddr, .daddr = r.ip.daddr, .protocol = IPPROTO_TCP, .length = bpf_htons(sizeof(r.tcp)),
+	};
+	__s64 sum = bpf_csum_diff(0, 0, (__be32 *)&pseudo, sizeof(pseudo), 0);
+	r.tcp.check = nodenet_csum_fold(bpf_csum_diff(0, 0, (__be32 *)&r.tcp, sizeof(r.tcp), (__u32)sum));
+	r.ip.check = nodenet_csum_fold(bpf_csum_diff(0, 0, (__be32 *)&r.ip, sizeof(r.ip), 0));
+	return nodenet_send_back(skb, eth, &r, sizeof(r));
+}
+
 /* Returns the verdict for the rewritten packet, or TC_ACT_SHOT when it cannot be built. */
 static __always_inline int nodenet_reject(struct __sk_buff *skb)
 {
@@ -34,6 +109,8 @@ static __always_inline int nodenet_reject(struct __sk_buff *skb)
 	struct iphdr *offending = (struct iphdr *)r.quote;
 	if (offending->ihl != 5 || offending->protocol == IPPROTO_ICMP)
 		return TC_ACT_SHOT;  /* never an ICMP error about an ICMP packet */
+	if (offending->protocol == IPPROTO_TCP)
+		return nodenet_reset(skb, &eth, offending);
 	r.ip.version = 4;
 	r.ip.ihl = 5;
 	r.ip.tot_len = bpf_htons(sizeof(r));
@@ -45,15 +122,7 @@ static __always_inline int nodenet_reject(struct __sk_buff *skb)
 	r.code = 3;  /* port unreachable */
 	r.check = nodenet_csum_fold(bpf_csum_diff(0, 0, (__be32 *)&r.type, sizeof(r) - sizeof(r.ip), 0));
 	r.ip.check = nodenet_csum_fold(bpf_csum_diff(0, 0, (__be32 *)&r.ip, sizeof(r.ip), 0));
-	__u8 mac[6];
-	__builtin_memcpy(mac, eth.h_dest, 6);
-	__builtin_memcpy(eth.h_dest, eth.h_source, 6);
-	__builtin_memcpy(eth.h_source, mac, 6);
-	if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(r), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, ETH_HLEN, &r, sizeof(r), BPF_F_INVALIDATE_HASH) < 0)
-		return TC_ACT_SHOT;
-	return bpf_redirect(skb->ifindex, 0);
+	return nodenet_send_back(skb, &eth, &r, sizeof(r));
 }
 
 #endif

@@ -32,7 +32,7 @@ public struct DatapathEvent: Sendable, Codable, Equatable, CustomStringConvertib
             dropReason = "source address is not the pod's own (spoofed)"
         case NODENET_VERDICT_DROP_NO_BACKEND.rawValue:
             verdict = "drop"
-            dropReason = "service has no backend (answered with ICMP port unreachable)"
+            dropReason = "service has no backend (answered with a TCP reset or ICMP port unreachable)"
         case NODENET_VERDICT_DROP_NAT_EXHAUSTED.rawValue:
             verdict = "drop"
             dropReason = "no free port to translate the source to"
