@@ -5,7 +5,8 @@
  * - a local destination is delivered straight into that pod (bpf_redirect_peer), with the
  *   destination lxc MAC as source, as the seed observes; no routing stack, no cilium_host;
  * - replies of flows translated on this node get their frontend back as source; with socket
- *   LB off, service frontends are translated here per packet (conntrack);
+ *   LB off, service frontends are translated here per packet (conntrack), and a pod given
+ *   itself as backend sees the connection come from 169.254.42.1 (hairpin);
  * - traffic leaving nativeRoutingCIDR (not to a node) is masqueraded to the node's address;
  * - anything else is looked up in the FIB and sent to the next hop (bpf_redirect_neigh);
  * - what the program cannot handle goes to the kernel stack, which still works. */
@@ -47,6 +48,11 @@ static __noinline int nodenet_lxc_translate(struct __sk_buff *skb, struct nodene
 		return NODENET_PASS;
 	int replied = 0, translated = 0;
 	if (cfg->flags & NODENET_CONFIG_SERVICES) {
+		/* A hairpinned flow's reply: to the pod's own address and port again, then (below)
+		 * from the frontend. */
+		if ((cfg->flags & NODENET_CONFIG_PACKET_LB) && flow.tuple.daddr == bpf_htonl(NODENET_HAIRPIN_IPV4) &&
+		    flow.tuple.proto != IPPROTO_ICMP && nodenet_unmasquerade(skb, &flow) == NODENET_ERROR)
+			return TC_ACT_SHOT;
 		/* A reply of a flow translated here (NodePort to this backend, per-packet LB). */
 		int rc = nodenet_reverse_service(skb, &flow);
 		if (rc == NODENET_ERROR)
@@ -61,6 +67,8 @@ static __noinline int nodenet_lxc_translate(struct __sk_buff *skb, struct nodene
 			if (rc == NODENET_ERROR)
 				return TC_ACT_SHOT;
 			translated = rc == NODENET_TRANSLATED;
+			if (translated && nodenet_hairpin(skb, &flow) == NODENET_ERROR)
+				return nodenet_drop(skb, NODENET_VERDICT_DROP_NAT_EXHAUSTED);
 		}
 	}
 	/* A reply already carries the frontend's address; anything else leaving the cluster

@@ -316,6 +316,13 @@ struct ServiceLabTests {
         let udp = try Self.probe(cluster.name, "net", "10.96.0.10:53", udp: true, count: 30)
         #expect(udp.failures == 0 && udp.requests.allSatisfy { $0.peer == "10.96.0.10:53" }, "replies translated back")
         #expect(try Self.probe(cluster.name, "net", "172.18.0.4:32000", count: 10).failures == 0, "another node's NodePort")
+        // Hairpin: a backend reaching its own service, sometimes given itself, over TCP and UDP.
+        let hairpin = try Self.probe(cluster.name, "cilium-with-replacement-w2", "10.96.18.68:80", count: 60)
+        #expect(hairpin.failures == 0 && hairpin.answers["PodName: cilium-with-replacement-w2", default: 0] > 0, "\(hairpin.answers) \(hairpin.requests.compactMap(\.error).prefix(2))")
+        #expect(hairpin.requests.allSatisfy { $0.peer == "10.96.18.68:80" })
+        let hairpinUDP = try Self.probe(cluster.name, "cilium-with-replacement-w2", "10.96.0.10:53", udp: true, count: 60)
+        #expect(hairpinUDP.failures == 0 && hairpinUDP.answers["PodName: cilium-with-replacement-w2", default: 0] > 0, "\(hairpinUDP.answers)")
+        #expect(try Conntrack.list(bpffsDirectory: cluster.bpffsDirectory(ofNode: "worker2")).contains { $0.kind == "nat-in" && $0.destination.hasPrefix("169.254.42.1:") })
         // The remote backend's port unreachable names the ClusterIP by the time it reaches the pod.
         #expect(try udpError(from: .named(cluster.namespace(ofPod: "net")), to: "10.96.0.54", port: 54) == ECONNREFUSED)
         let ct = try Conntrack.list(bpffsDirectory: cluster.bpffsDirectory(ofNode: "worker2"))

@@ -186,6 +186,10 @@ struct nodenet_ct_entry {
 #define NODENET_CT_F_CLOSING 1   /* TCP FIN or RST seen: short timeout */
 #define NODENET_CT_F_SEEN_REPLY 2
 
+/* The source a pod sees on a connection it made to a service that chose the pod itself as
+ * backend (hairpin, per-packet LB): its own address would be a martian to it. Link-local, as
+ * Cilium's IPV4_LOOPBACK. Host byte order. */
+#define NODENET_HAIRPIN_IPV4 0xa9fe2a01  /* 169.254.42.1 */
 #define NODENET_NAT_PORT_MIN 61000  /* above Linux's default ephemeral range (32768-60999) */
 #define NODENET_NAT_PORT_COUNT 4536
 

@@ -112,6 +112,25 @@ static __always_inline int nodenet_translate_service(struct __sk_buff *skb, stru
 	return NODENET_TRANSLATED;
 }
 
+/* A pod whose connection to a service was given to the pod itself (hairpin): the source
+ * becomes NODENET_HAIRPIN_IPV4 (with a NAT port), so that the pod accepts the packet and its
+ * replies come back through from-container, where nodenet_unhairpin restores them. */
+static __always_inline int nodenet_hairpin(struct __sk_buff *skb, struct nodenet_flow *f)
+{
+	if (f->tuple.saddr != f->tuple.daddr)
+		return NODENET_PASS;
+	__u32 hairpin = bpf_htonl(NODENET_HAIRPIN_IPV4);
+	__u16 port = 0;
+	int rc = nodenet_snat(f, hairpin, 1, &port);
+	if (rc < 0)
+		return NODENET_ERROR;
+	if (nodenet_rewrite(skb, f->tuple.proto, 1, f->tuple.saddr, hairpin, f->tuple.sport, port) < 0)
+		return NODENET_ERROR;
+	f->tuple.saddr = hairpin;
+	f->tuple.sport = port;
+	return NODENET_TRANSLATED;
+}
+
 /* Whether `address` is inside nativeRoutingCIDR (never when the spec names none). */
 static __always_inline int nodenet_inside_native(const struct nodenet_config *cfg, __u32 address)
 {
