@@ -30,7 +30,7 @@ static __noinline int nodenet_lxc_translate(struct __sk_buff *skb, struct nodene
 		return NODENET_PASS;
 	if ((cfg->flags & NODENET_CONFIG_SERVICES) && ip->protocol == IPPROTO_ICMP) {
 		/* An error this pod (a backend) sends about a translated flow. */
-		int rc = nodenet_icmp_error_reverse_service(skb, ip->saddr);
+		int rc = nodenet_icmp_error_reverse_service(skb, ip->saddr, ip->daddr);
 		if (rc == NODENET_TRANSLATED)
 			return nodenet_deliver(skb);
 		if (rc == NODENET_ERROR)
@@ -49,10 +49,15 @@ static __noinline int nodenet_lxc_translate(struct __sk_buff *skb, struct nodene
 	int replied = 0, translated = 0;
 	if (cfg->flags & NODENET_CONFIG_SERVICES) {
 		/* A hairpinned flow's reply: to the pod's own address and port again, then (below)
-		 * from the frontend. */
-		if ((cfg->flags & NODENET_CONFIG_PACKET_LB) && flow.tuple.daddr == bpf_htonl(NODENET_HAIRPIN_IPV4) &&
-		    flow.tuple.proto != IPPROTO_ICMP && nodenet_unmasquerade(skb, &flow) == NODENET_ERROR)
-			return TC_ACT_SHOT;
+		 * from the frontend. Without its flow (expired, evicted, or per-packet LB switched
+		 * off meanwhile) it has nowhere to go: never out to the network. */
+		if (flow.tuple.daddr == bpf_htonl(NODENET_HAIRPIN_IPV4) && flow.tuple.proto != IPPROTO_ICMP) {
+			int rc = nodenet_unmasquerade(skb, &flow);
+			if (rc == NODENET_ERROR)
+				return TC_ACT_SHOT;
+			if (rc != NODENET_TRANSLATED)
+				return nodenet_drop(skb, NODENET_VERDICT_DROP_NO_FLOW);
+		}
 		/* A reply of a flow translated here (NodePort to this backend, per-packet LB). */
 		int rc = nodenet_reverse_service(skb, &flow);
 		if (rc == NODENET_ERROR)

@@ -72,7 +72,7 @@ int nodenet_from_netdev(struct __sk_buff *skb)
 		/* An error about a translated flow: to the node (masquerade, NodePort SNAT) or to a
 		 * local pod (a per-packet translated flow). */
 		int rc = daddr == cfg.node_ip ? nodenet_icmp_error_to_node(skb, cfg.node_ip, daddr)
-					      : (cfg.flags & NODENET_CONFIG_PACKET_LB) ? nodenet_icmp_error_reverse_service(skb, ip->saddr) : NODENET_PASS;
+					      : (cfg.flags & NODENET_CONFIG_PACKET_LB) ? nodenet_icmp_error_reverse_service(skb, ip->saddr, ip->daddr) : NODENET_PASS;
 		if (rc == NODENET_TRANSLATED)
 			return nodenet_deliver(skb);
 		if (rc == NODENET_ERROR)

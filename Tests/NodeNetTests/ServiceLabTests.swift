@@ -1,4 +1,5 @@
 import BPF
+import CNodeNetBPF
 import CBPF
 import Foundation
 import Testing
@@ -307,6 +308,8 @@ struct ServiceLabTests {
         cluster.socketLB = false
         cluster.services.append(ServiceSpec(name: "default/closed", type: .clusterIP, clusterIP: IPAddress("10.96.0.54")!,
                                             ports: [ServicePort(protocol: .udp, port: 54)], backends: [ServiceBackend(ip: IPAddress("10.0.1.15")!)]))
+        cluster.services.append(ServiceSpec(name: "default/self-closed", type: .clusterIP, clusterIP: IPAddress("10.96.0.55")!,
+                                            ports: [ServicePort(protocol: .udp, port: 55)], backends: [ServiceBackend(ip: IPAddress("10.0.2.204")!)]))
         defer { Lab.down(name: cluster.name) }
         try Self.up(cluster)
         #expect(!FileManager.default.fileExists(atPath: cluster.bpffsDirectory(ofNode: "worker2") + "/sock"), "no cgroup programs")
@@ -323,6 +326,26 @@ struct ServiceLabTests {
         let hairpinUDP = try Self.probe(cluster.name, "cilium-with-replacement-w2", "10.96.0.10:53", udp: true, count: 60)
         #expect(hairpinUDP.failures == 0 && hairpinUDP.answers["PodName: cilium-with-replacement-w2", default: 0] > 0, "\(hairpinUDP.answers)")
         #expect(try Conntrack.list(bpffsDirectory: cluster.bpffsDirectory(ofNode: "worker2")).contains { $0.kind == "nat-in" && $0.destination.hasPrefix("169.254.42.1:") })
+        // The backend's own port unreachable about a hairpinned datagram reaches it as an error
+        // about the datagram it sent to the service.
+        let w2 = NamespaceReference.named(cluster.namespace(ofPod: "cilium-with-replacement-w2"))
+        #expect(try udpError(from: w2, to: "10.96.0.55", port: 55) == ECONNREFUSED)
+        // A packet to the hairpin address that belongs to no flow is dropped, never sent on.
+        let verdicts = try #require(try BPFMap<UInt32, UInt64>.pinned(at: cluster.bpffsDirectory(ofNode: "worker2") + "/nodenet_verdicts", perCPU: true))
+        let noFlow = UInt32(NODENET_VERDICT_DROP_NO_FLOW.rawValue)
+        let dropsBefore = try verdicts.sum(noFlow)
+        try NetworkNamespace.run(in: w2) {
+            let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            defer { close(fd) }
+            var target = sockaddr_in()
+            target.sin_family = sa_family_t(AF_INET)
+            target.sin_port = UInt16(61_234).bigEndian
+            target.sin_addr.s_addr = IPAddress("169.254.42.1")!.ipv4Value!.bigEndian
+            _ = withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, "x", 1, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        }
+        let end = Date().addingTimeInterval(2)
+        while try verdicts.sum(noFlow) == dropsBefore && Date() < end { usleep(5_000) }
+        #expect(try verdicts.sum(noFlow) == dropsBefore + 1, "dropped as a reply without its flow")
         // The remote backend's port unreachable names the ClusterIP by the time it reaches the pod.
         #expect(try udpError(from: .named(cluster.namespace(ofPod: "net")), to: "10.96.0.54", port: 54) == ECONNREFUSED)
         let ct = try Conntrack.list(bpffsDirectory: cluster.bpffsDirectory(ofNode: "worker2"))

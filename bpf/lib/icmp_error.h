@@ -118,8 +118,10 @@ static __always_inline int nodenet_icmp_error_to_node(struct __sk_buff *skb, __u
 
 /* An ICMP error about a flow translated to a backend (per-packet LB, NodePort to a local
  * backend), on its way to the flow's client: the quote names the frontend the client used,
- * and an error from the backend itself comes from the frontend's address. */
-static __always_inline int nodenet_icmp_error_reverse_service(struct __sk_buff *skb, __u32 outer_saddr)
+ * and an error from the backend itself comes from the frontend's address. A hairpinned
+ * flow's error (the pod quotes 169.254.42.1 as the source) goes to the pod's own address and
+ * quotes the port it used. */
+static __always_inline int nodenet_icmp_error_reverse_service(struct __sk_buff *skb, __u32 outer_saddr, __u32 outer_daddr)
 {
 	struct iphdr inner;
 	if (nodenet_icmp_error_quote(skb, &inner) < 0)
@@ -129,18 +131,44 @@ static __always_inline int nodenet_icmp_error_reverse_service(struct __sk_buff *
 	__be16 ports[2];
 	if (bpf_skb_load_bytes(skb, NODENET_INNER_L4_OFF, ports, sizeof(ports)) < 0)
 		return NODENET_PASS;
-	/* The quote is client -> backend; its replies (backend -> client) match REPLY. */
+	/* The quote is client -> backend; its replies (backend -> client) match REPLY, and for a
+	 * hairpinned flow first NAT_IN (backend -> 169.254.42.1:port names the client). */
+	__u32 client = inner.saddr;
+	__u16 client_port = ports[0];
+	int hairpin = inner.saddr == bpf_htonl(NODENET_HAIRPIN_IPV4);
+	if (hairpin) {
+		struct nodenet_flow back = {};
+		back.tuple.saddr = inner.daddr;
+		back.tuple.daddr = inner.saddr;
+		back.tuple.sport = ports[1];
+		back.tuple.dport = ports[0];
+		back.tuple.proto = inner.protocol;
+		struct nodenet_ct_entry *in = nodenet_ct_lookup(&back, NODENET_CT_NAT_IN);
+		if (!in)
+			return NODENET_PASS;
+		client = in->address;
+		client_port = in->port;
+	}
 	struct nodenet_flow reply = {};
 	reply.tuple.saddr = inner.daddr;
-	reply.tuple.daddr = inner.saddr;
+	reply.tuple.daddr = client;
 	reply.tuple.sport = ports[1];
-	reply.tuple.dport = ports[0];
+	reply.tuple.dport = client_port;
 	reply.tuple.proto = inner.protocol;
 	struct nodenet_ct_entry *rev = nodenet_ct_lookup(&reply, NODENET_CT_REPLY);
 	if (!rev)
 		return NODENET_PASS;
 	__u32 frontend = rev->address;
 	__u16 frontend_port = rev->port;
+	if (hairpin) {
+		if (outer_daddr == inner.saddr &&
+		    (bpf_l3_csum_replace(skb, NODENET_IP_CHECK_OFF, outer_daddr, client, 4) < 0 ||
+		     bpf_skb_store_bytes(skb, NODENET_DADDR_OFF, &client, 4, 0) < 0))
+			return NODENET_ERROR;
+		if (nodenet_inner_addr(skb, NODENET_INNER_SADDR_OFF, inner.saddr, client) < 0 ||
+		    nodenet_inner_port(skb, NODENET_INNER_L4_OFF, ports[0], client_port) < 0)
+			return NODENET_ERROR;
+	}
 	if (nodenet_inner_addr(skb, NODENET_INNER_DADDR_OFF, inner.daddr, frontend) < 0 ||
 	    nodenet_inner_port(skb, NODENET_INNER_L4_OFF + 2, ports[1], frontend_port) < 0)
 		return NODENET_ERROR;

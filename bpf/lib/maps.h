@@ -45,6 +45,7 @@ enum nodenet_verdict {
 	NODENET_VERDICT_DROP_SPOOFED = 4,
 	NODENET_VERDICT_DROP_NO_BACKEND = 5,  /* a service frontend with no backend */
 	NODENET_VERDICT_DROP_NAT_EXHAUSTED = 6, /* no free port to translate a source to */
+	NODENET_VERDICT_DROP_NO_FLOW = 7,     /* a reply to a translated (hairpin) address whose flow is gone */
 	NODENET_VERDICT_MAX = 8,
 };
 

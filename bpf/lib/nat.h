@@ -52,7 +52,7 @@ static __always_inline int nodenet_snat(struct nodenet_flow *f, __u32 nat_addr, 
 	in.sport = f->tuple.dport;
 	in.proto = f->tuple.proto;
 	struct nodenet_ct_entry *out = nodenet_ct_lookup(f, NODENET_CT_NAT_OUT);
-	if (out) {
+	if (out && out->address == nat_addr) {
 		__u16 mapped = out->port;
 		in.dport = mapped;
 		in.kind = NODENET_CT_NAT_IN;

@@ -114,7 +114,7 @@ static __always_inline int nodenet_translate_service(struct __sk_buff *skb, stru
 
 /* A pod whose connection to a service was given to the pod itself (hairpin): the source
  * becomes NODENET_HAIRPIN_IPV4 (with a NAT port), so that the pod accepts the packet and its
- * replies come back through from-container, where nodenet_unhairpin restores them. */
+ * replies come back through from-container, where nodenet_unmasquerade restores them. */
 static __always_inline int nodenet_hairpin(struct __sk_buff *skb, struct nodenet_flow *f)
 {
 	if (f->tuple.saddr != f->tuple.daddr)

@@ -36,6 +36,9 @@ public struct DatapathEvent: Sendable, Codable, Equatable, CustomStringConvertib
         case NODENET_VERDICT_DROP_NAT_EXHAUSTED.rawValue:
             verdict = "drop"
             dropReason = "no free port to translate the source to"
+        case NODENET_VERDICT_DROP_NO_FLOW.rawValue:
+            verdict = "drop"
+            dropReason = "reply to a translated address whose flow is gone (conntrack entry expired)"
         default: verdict = "verdict \(e.verdict)"
         }
         let isARP = UInt32(e.verdict) == NODENET_VERDICT_ARP_REPLY.rawValue
