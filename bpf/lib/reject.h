@@ -63,19 +63,25 @@ static __always_inline int nodenet_send_back(struct __sk_buff *skb, struct ethhd
 	return bpf_redirect(skb->ifindex, 0);
 }
 
+/* The IPv4 header (no options) of an answer to `offending`, from where it was sent to. */
+static __always_inline void nodenet_answer_header(struct iphdr *ip, const struct iphdr *offending, __u8 protocol, __u16 length)
+{
+	ip->version = 4;
+	ip->ihl = 5;
+	ip->tot_len = bpf_htons(length);
+	ip->ttl = 64;
+	ip->protocol = protocol;
+	ip->saddr = offending->daddr;
+	ip->daddr = offending->saddr;
+}
+
 static __always_inline int nodenet_reset(struct __sk_buff *skb, struct ethhdr *eth, struct iphdr *offending)
 {
 	struct tcphdr in;
 	if (bpf_skb_load_bytes(skb, ETH_HLEN + sizeof(struct iphdr), &in, sizeof(in)) < 0 || in.rst)
 		return TC_ACT_SHOT;  /* never a reset for a reset */
 	struct nodenet_tcp_reset r = {};
-	r.ip.version = 4;
-	r.ip.ihl = 5;
-	r.ip.tot_len = bpf_htons(sizeof(r));
-	r.ip.ttl = 64;
-	r.ip.protocol = IPPROTO_TCP;
-	r.ip.saddr = offending->daddr;
-	r.ip.daddr = offending->saddr;
+	nodenet_answer_header(&r.ip, offending, IPPROTO_TCP, sizeof(r));
 	r.tcp.source = in.dest;
 	r.tcp.dest = in.source;
 	r.tcp.doff = 5;
@@ -111,13 +117,7 @@ static __always_inline int nodenet_reject(struct __sk_buff *skb)
 		return TC_ACT_SHOT;  /* never an ICMP error about an ICMP packet */
 	if (offending->protocol == IPPROTO_TCP)
 		return nodenet_reset(skb, &eth, offending);
-	r.ip.version = 4;
-	r.ip.ihl = 5;
-	r.ip.tot_len = bpf_htons(sizeof(r));
-	r.ip.ttl = 64;
-	r.ip.protocol = IPPROTO_ICMP;
-	r.ip.saddr = offending->daddr;
-	r.ip.daddr = offending->saddr;
+	nodenet_answer_header(&r.ip, offending, IPPROTO_ICMP, sizeof(r));
 	r.type = 3;  /* destination unreachable */
 	r.code = 3;  /* port unreachable */
 	r.check = nodenet_csum_fold(bpf_csum_diff(0, 0, (__be32 *)&r.type, sizeof(r) - sizeof(r.ip), 0));
