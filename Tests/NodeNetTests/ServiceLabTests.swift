@@ -38,9 +38,10 @@ struct ServiceLabTests {
         return c
     }
 
-    static func probe(_ lab: String, _ from: String, _ destination: String, udp: Bool = false, v4Mapped: Bool = false, count: Int = 1, timeout: Int = 2) throws -> Probe {
+    static func probe(_ lab: String, _ from: String, _ destination: String, udp: Bool = false, v4Mapped: Bool = false, count: Int = 1, timeout: Int = 2, size: Int? = nil) throws -> Probe {
         var args = ["lab", "probe", "--name", lab, from, destination, "--count", "\(count)", "--timeout", "\(timeout)", "--json"]
         if udp { args.append("--udp") }
+        if let size { args += ["--size", "\(size)"] }
         if v4Mapped { args.append("--v4-mapped") }
         let r = try LabIntegrationTests.cli(args)
         guard r.status == 0, let probe = try? JSONDecoder().decode(Probe.self, from: Data(r.output.utf8)) else {
@@ -150,6 +151,11 @@ struct ServiceLabTests {
             #expect(tcp.requests.allSatisfy { $0.peer == "\(node.address):32000" })
             let udp = try Self.probe(cluster.name, "external", "\(node.address):30053", udp: true, count: 20)
             #expect(udp.failures == 0 && udp.requests.allSatisfy { $0.peer == "\(node.address):30053" }, "replies come back from the NodePort")
+            // Datagrams larger than the MTU: every fragment of request and reply is translated.
+            let big = try Self.probe(cluster.name, "external", "\(node.address):30053", udp: true, count: 20, size: 3000)
+            #expect(big.failures == 0 && big.requests.allSatisfy { $0.peer == "\(node.address):30053" && ($0.bytes ?? 0) > 3000 },
+                    "fragmented: \(big.answers) \(big.requests.compactMap(\.error).prefix(2))")
+            #expect(big.answers.count >= 2, "local and remote backends: \(big.answers)")
         }
         // The translations live in BPF conntrack, not the kernel's; the node's stack forwards nothing.
         let forwarded = try LabProbe.forwardedDatagrams(in: worker2)
@@ -184,6 +190,11 @@ struct ServiceLabTests {
         #expect(seen.lines.count == 3 && seen.lines.allSatisfy { $0.hasPrefix("http 172.18.0.2:") }, "the external host sees the node's address: \(seen.lines)")
         let ping = try runTool(["ip", "netns", "exec", cluster.namespace(ofPod: "net"), "ping", "-c", "2", "-i", "0.2", "-W", "2", "-w", "10", "172.18.0.1"])
         #expect(ping.output.contains("2 received"), "ICMP echo is masqueraded too: \(ping.output)")
+        // A datagram larger than the MTU: every fragment leaves with the node's address, and the
+        // fragmented reply is restored to the pod.
+        let big = try Self.probe(cluster.name, "net", "172.18.0.1:53", udp: true, count: 3, size: 3000)
+        #expect(big.failures == 0 && big.requests.allSatisfy { $0.peer == "172.18.0.1:53" && ($0.bytes ?? 0) > 3000 }, "\(big.requests)")
+        #expect(seen.lines.filter { $0.hasPrefix("udp 172.18.0.2:") && $0.hasSuffix(" 3000 bytes") }.count == 3, "\(seen.lines)")
         // Pod to pod across nodes keeps the pod's address (inside nativeRoutingCIDR).
         let capture = try FrameCapture(namespace: .named(cluster.namespace(ofPod: "cilium-with-replacement-w1")), device: "eth0")
         #expect(try Self.probe(cluster.name, "net", "10.0.1.15:80").failures == 0)
@@ -318,6 +329,9 @@ struct ServiceLabTests {
         #expect(tcp.requests.allSatisfy { $0.peer == "10.96.18.68:80" })
         let udp = try Self.probe(cluster.name, "net", "10.96.0.10:53", udp: true, count: 30)
         #expect(udp.failures == 0 && udp.requests.allSatisfy { $0.peer == "10.96.0.10:53" }, "replies translated back")
+        let big = try Self.probe(cluster.name, "net", "10.96.0.10:53", udp: true, count: 30, size: 3000)
+        #expect(big.failures == 0 && big.answers.count == 3 && big.requests.allSatisfy { $0.peer == "10.96.0.10:53" && ($0.bytes ?? 0) > 3000 },
+                "fragmented datagrams to and from local and remote backends: \(big.answers) \(big.requests.compactMap(\.error).prefix(2))")
         #expect(try Self.probe(cluster.name, "net", "172.18.0.4:32000", count: 10).failures == 0, "another node's NodePort")
         // Hairpin: a backend reaching its own service, sometimes given itself, over TCP and UDP.
         let hairpin = try Self.probe(cluster.name, "cilium-with-replacement-w2", "10.96.18.68:80", count: 60)

@@ -5,6 +5,7 @@
 #define NODENET_BPF_CONNTRACK_H
 
 #include "common.h"
+#include "fragments.h"
 
 /* The few L4 fields read here (linux/tcp.h and linux/icmp.h pull in libc headers). */
 struct nodenet_tcp_head {
@@ -38,7 +39,7 @@ struct nodenet_flow {
 	__u8 tcp_flags;              /* TCP: the flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10) */
 	__u8 icmp_type;
 	__u8 has_ports;              /* TCP, UDP or ICMP echo */
-	__u8 pad;
+	__u8 fragment;               /* NODENET_FRAGMENT_*: a later fragment has no L4 header */
 };
 
 #define NODENET_TCP_FIN 0x01
@@ -52,15 +53,24 @@ struct nodenet_flow {
 #define NODENET_DADDR_OFF (ETH_HLEN + __builtin_offsetof(struct iphdr, daddr))
 
 /* Reads the flow of an IPv4 packet whose header `ip` is valid up to `end`. Returns 0 when
- * the packet has ports (TCP, UDP, first fragment) or is an ICMP echo. */
+ * the packet has ports (TCP, UDP, also as fragments: fragments.h) or is an ICMP echo. */
 static __always_inline int nodenet_flow_read(struct iphdr *ip, void *end, struct nodenet_flow *f)
 {
 	__builtin_memset(f, 0, sizeof(*f));
 	f->tuple.saddr = ip->saddr;
 	f->tuple.daddr = ip->daddr;
 	f->tuple.proto = ip->protocol;
-	if (ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)) != 0)
-		return -1;  /* options or fragments: not translated */
+	if (ip->ihl != 5)
+		return -1;  /* options: not translated */
+	f->fragment = nodenet_fragment_of(ip);
+	if (f->fragment != NODENET_FRAGMENT_NONE && ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return -1;
+	if (f->fragment == NODENET_FRAGMENT_LATER) {
+		if (nodenet_fragment_ports(ip, &f->tuple.sport, &f->tuple.dport) < 0)
+			return -1;
+		f->has_ports = 1;
+		return 0;
+	}
 	void *l4 = (void *)(ip + 1);
 	if (ip->protocol == IPPROTO_TCP) {
 		struct nodenet_tcp_head *tcp = l4;
@@ -89,6 +99,8 @@ static __always_inline int nodenet_flow_read(struct iphdr *ip, void *end, struct
 	} else {
 		return -1;
 	}
+	if (f->fragment == NODENET_FRAGMENT_FIRST)
+		nodenet_fragment_record(ip, f->tuple.sport, f->tuple.dport);
 	f->has_ports = 1;
 	return 0;
 }

@@ -187,6 +187,22 @@ struct nodenet_ct_entry {
 #define NODENET_CT_F_CLOSING 1   /* TCP FIN or RST seen: short timeout */
 #define NODENET_CT_F_SEEN_REPLY 2
 
+/* The ports of a fragmented datagram, recorded from its first fragment so that the later
+ * ones (which carry no L4 header) are translated with it. Keyed by the IP header fields all
+ * fragments of a datagram share (RFC 791: source, destination, protocol, identification). */
+#define NODENET_FRAGMENTS_MAX 8192
+
+struct nodenet_fragment_key {
+	__u32 saddr, daddr;
+	__u16 id;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct nodenet_fragment_ports {
+	__u16 sport, dport;
+};
+
 /* The source a pod sees on a connection it made to a service that chose the pod itself as
  * backend (hairpin, per-packet LB): its own address would be a martian to it. Link-local, as
  * Cilium's IPV4_LOOPBACK. Host byte order. */

@@ -66,6 +66,8 @@ public enum LabProbe {
         public var reply: String
         /// Where the reply came from, as recvfrom reported it.
         public var from: String
+        /// The reply's size (a datagram larger than the MTU arrives in fragments).
+        public var bytes: Int
     }
 
     /// Sends `payload` to `address:port` over UDP from `namespace` and returns the reply.
@@ -87,12 +89,12 @@ public enum LabProbe {
         let bytes = Array(payload.utf8)
         let sent = withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, bytes, bytes.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         guard sent == bytes.count else { throw NodeNetError.state("sending to \(address):\(port): \(String(cString: strerror(errno)))") }
-        var buffer = [UInt8](repeating: 0, count: 2048)
+        var buffer = [UInt8](repeating: 0, count: 65_536)
         var from = sockaddr_in()
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let n = withUnsafeMutablePointer(to: &from) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(fd, &buffer, buffer.count, 0, $0, &length) } }
         guard n >= 0 else { throw NodeNetError.state("no UDP reply from \(address):\(port): \(String(cString: strerror(errno)))") }
-        return UDPResult(reply: String(decoding: buffer[0..<n], as: UTF8.self), from: PodServer.describe(from))
+        return UDPResult(reply: String(decoding: buffer[0..<n], as: UTF8.self), from: PodServer.describe(from), bytes: n)
     }
 
     private static func name(of fd: Int32, peer: Bool) -> String {
@@ -138,13 +140,16 @@ public struct LabProbeReport: Codable, Sendable {
         public var error: String?
         /// How long the request took, from opening the socket to the answer or the error.
         public var milliseconds: Double?
+        /// UDP: the reply's size in bytes.
+        public var bytes: Int?
 
-        public init(answer: String? = nil, local: String? = nil, peer: String? = nil, error: String? = nil, milliseconds: Double? = nil) {
+        public init(answer: String? = nil, local: String? = nil, peer: String? = nil, error: String? = nil, milliseconds: Double? = nil, bytes: Int? = nil) {
             self.answer = answer
             self.local = local
             self.peer = peer
             self.error = error
             self.milliseconds = milliseconds
+            self.bytes = bytes
         }
     }
 

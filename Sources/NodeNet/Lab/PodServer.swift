@@ -86,7 +86,7 @@ public final class PodServer: @unchecked Sendable {
     }
 
     private func serveUDP() {
-        var buffer = [UInt8](repeating: 0, count: 2048)
+        var buffer = [UInt8](repeating: 0, count: 65_536)  // any datagram, also fragmented ones
         while !stopped.isStopped {
             guard ready(udp) else { continue }
             var peer = sockaddr_in()

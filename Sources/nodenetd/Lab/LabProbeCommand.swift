@@ -20,13 +20,18 @@ struct LabProbeCommand: ParsableCommand {
     @Argument(help: "ADDRESS:PORT to send to.") var destination: String
     @Flag(help: "UDP (the pods' echo on port 53) instead of HTTP over TCP.") var udp = false
     @Flag(name: .customLong("v4-mapped"), help: "HTTP over an IPv6 socket to ::ffff:ADDRESS, as dual-stack programs connect.") var v4Mapped = false
+    @Option(help: "UDP: pad each request to this many bytes (1-60000; above the MTU the request and its echo travel as fragments).") var size: Int?
     @Option(help: "Requests to send (1-10000).") var count = 1
     @Option(help: "Seconds each request may take.") var timeout: Int32 = 3
-    @Flag(help: "Print JSON: {requests: [{answer, local, peer, error, milliseconds}], answers: {answer: count}, failures}.") var json = false
+    @Flag(help: "Print JSON: {requests: [{answer, local, peer, error, milliseconds, bytes}], answers: {answer: count}, failures}.") var json = false
 
     func validate() throws {
         guard (1...10_000).contains(count) else { throw ValidationError("--count must be 1-10000") }
         guard (1...60).contains(timeout) else { throw ValidationError("--timeout must be 1-60 seconds") }
+        if let size {
+            guard udp else { throw ValidationError("--size applies to --udp requests") }
+            guard (1...60_000).contains(size) else { throw ValidationError("--size must be 1-60000 bytes") }
+        }
     }
 
     func run() throws {
@@ -46,9 +51,11 @@ struct LabProbeCommand: ParsableCommand {
             var request: LabProbeReport.Request
             do {
                 if udp {
-                    let r = try LabProbe.udp(from: .named(namespace), to: address, port: port, payload: "probe \(i)", timeout: timeout)
+                    var payload = "probe \(i) "
+                    if let size { payload = String((payload + String(repeating: "x", count: max(0, size - payload.utf8.count))).prefix(size)) }
+                    let r = try LabProbe.udp(from: .named(namespace), to: address, port: port, payload: payload, timeout: timeout)
                     let answer = r.reply.components(separatedBy: " | ").first ?? r.reply
-                    request = LabProbeReport.Request(answer: answer, peer: r.from)
+                    request = LabProbeReport.Request(answer: answer, peer: r.from, bytes: r.bytes)
                 } else {
                     let r = try LabProbe.httpGet(from: .named(namespace), to: address, port: port, timeout: timeout, v4Mapped: v4Mapped)
                     let answer = r.body.split(separator: "\n").first.map { $0.components(separatedBy: " | ").first ?? String($0) }
