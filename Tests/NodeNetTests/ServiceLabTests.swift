@@ -249,6 +249,15 @@ struct ServiceLabTests {
         let checks = try #require(CapturedChecksums(reset))
         #expect(checks.tcpFlags == 0x14 && checks.ipHeaderValid && checks.transportValid, "RST|ACK from the NodePort with valid checksums")
         #expect((outside.requests.first?.milliseconds ?? 5000) < 900, "refused at once by the node: \(outside.requests)")
+        // A fragmented datagram to a UDP NodePort without backends: one port unreachable, for the
+        // first fragment; the later ones carry no ports to answer about.
+        cluster.services[1].backends = []
+        try Self.apply(cluster)
+        let errors = try FrameCapture(namespace: .named(cluster.externalNamespace), device: "eth0")
+        let udp = try Self.probe(cluster.name, "external", "172.18.0.3:30053", udp: true, timeout: 2, size: 3000)
+        #expect(udp.failures == 1, "no reply (the probe's unconnected socket is not told of ICMP errors): \(udp.requests)")
+        let unreachable = errors.drain().filter { $0.count > 35 && $0[12] == 0x08 && $0[13] == 0x00 && $0[23] == 1 && $0[34] == 3 && Array($0[26..<30]) == [172, 18, 0, 3] }
+        #expect(unreachable.count == 1, "one ICMP error per datagram, not per fragment: \(unreachable.count)")
     }
 
     /// An upgrade that changes one service map's layout replaces all of them together (ids in

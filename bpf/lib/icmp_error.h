@@ -9,6 +9,7 @@
 #include "common.h"
 #include "conntrack.h"
 #include "nat.h"
+#include "fragments.h"
 
 #define NODENET_ICMP_OFF NODENET_L4_OFF
 #define NODENET_INNER_OFF (NODENET_L4_OFF + 8)
@@ -56,8 +57,8 @@ static __always_inline int nodenet_icmp_error_to_node(struct __sk_buff *skb, __u
 	struct iphdr inner;
 	if (nodenet_icmp_error_quote(skb, &inner) < 0)
 		return NODENET_PASS;
-	if (inner.ihl != 5 || inner.saddr != node_ip)
-		return NODENET_PASS;
+	if (inner.ihl != 5 || inner.saddr != node_ip || (inner.frag_off & bpf_htons(NODENET_IP_OFFSET)))
+		return NODENET_PASS;  /* a quoted later fragment has no ports */
 	/* The quoted packet went node:port -> peer:port; its replies would match NAT_IN. */
 	struct nodenet_flow f = {};
 	f.tuple.saddr = inner.daddr;
@@ -126,7 +127,7 @@ static __always_inline int nodenet_icmp_error_reverse_service(struct __sk_buff *
 	struct iphdr inner;
 	if (nodenet_icmp_error_quote(skb, &inner) < 0)
 		return NODENET_PASS;
-	if (inner.ihl != 5 || (inner.protocol != IPPROTO_TCP && inner.protocol != IPPROTO_UDP))
+	if (inner.ihl != 5 || (inner.protocol != IPPROTO_TCP && inner.protocol != IPPROTO_UDP) || (inner.frag_off & bpf_htons(NODENET_IP_OFFSET)))
 		return NODENET_PASS;
 	__be16 ports[2];
 	if (bpf_skb_load_bytes(skb, NODENET_INNER_L4_OFF, ports, sizeof(ports)) < 0)

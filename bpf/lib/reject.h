@@ -15,6 +15,7 @@
 
 #include <linux/tcp.h>
 #include "common.h"
+#include "fragments.h"
 
 struct nodenet_icmp_reject {
 	struct iphdr ip;
@@ -115,6 +116,8 @@ static __always_inline int nodenet_reject(struct __sk_buff *skb)
 	struct iphdr *offending = (struct iphdr *)r.quote;
 	if (offending->ihl != 5 || offending->protocol == IPPROTO_ICMP)
 		return TC_ACT_SHOT;  /* never an ICMP error about an ICMP packet */
+	if (offending->frag_off & bpf_htons(NODENET_IP_OFFSET))
+		return TC_ACT_SHOT;  /* a later fragment has no L4 header: its first fragment was answered */
 	if (offending->protocol == IPPROTO_TCP)
 		return nodenet_reset(skb, &eth, offending);
 	nodenet_answer_header(&r.ip, offending, IPPROTO_ICMP, sizeof(r));
