@@ -22,7 +22,7 @@
 /* Service translation, reverse translation and masquerading of a pod's packet (a BPF
  * subprogram: called only off the pod-to-pod path). Returns a TC verdict, or NODENET_PASS
  * when the packet is unchanged and takes the normal path. */
-static __noinline int nodenet_lxc_translate(struct __sk_buff *skb, struct nodenet_config *cfg)
+static __noinline int nodenet_lxc_translate(struct __sk_buff *skb, struct nodenet_config *cfg, int pod_to_pod)
 {
 	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
 	struct iphdr *ip = data + sizeof(struct ethhdr);
@@ -41,8 +41,8 @@ static __noinline int nodenet_lxc_translate(struct __sk_buff *skb, struct nodene
 		if ((void *)(ip + 1) > end)
 			return NODENET_PASS;
 	}
-	if (nodenet_inside_native(cfg, ip->daddr) && !(cfg->flags & NODENET_CONFIG_PACKET_LB))
-		return NODENET_PASS;
+	if (pod_to_pod)
+		return NODENET_PASS;  /* entered for the ICMP errors above only */
 	struct nodenet_flow flow;
 	if (nodenet_flow_read(ip, end, &flow) < 0)
 		return NODENET_PASS;
@@ -65,10 +65,8 @@ static __noinline int nodenet_lxc_translate(struct __sk_buff *skb, struct nodene
 		replied = rc == NODENET_TRANSLATED;
 		if (!replied && (cfg->flags & NODENET_CONFIG_PACKET_LB)) {
 			rc = nodenet_translate_service(skb, &flow, 0);
-			if (rc == NODENET_NO_BACKEND) {
-				nodenet_drop(skb, NODENET_VERDICT_DROP_NO_BACKEND);
+			if (rc == NODENET_NO_BACKEND)
 				return nodenet_reject(skb);
-			}
 			if (rc == NODENET_ERROR)
 				return TC_ACT_SHOT;
 			translated = rc == NODENET_TRANSLATED;
@@ -123,10 +121,8 @@ int nodenet_from_container(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	/* A header shorter than 20 bytes is malformed: never forwarded, the stack drops it
 	 * (and counts it), as from-netdev leaves anything but ihl 5 to the stack. */
-	if (ip->ihl < 5) {
-		nodenet_count(NODENET_VERDICT_TO_STACK);
-		return TC_ACT_OK;
-	}
+	if (ip->ihl < 5)
+		return nodenet_to_stack(skb, ip);
 
 	struct nodenet_endpoint_key src_key = { .ip = ip->saddr };
 	struct nodenet_endpoint *src = bpf_map_lookup_elem(&nodenet_endpoints, &src_key);
@@ -140,7 +136,7 @@ int nodenet_from_container(struct __sk_buff *skb)
 	 * this path as short as it was without services. */
 	int pod_to_pod = nodenet_inside_native(&cfg, ip->daddr) && !(cfg.flags & NODENET_CONFIG_PACKET_LB);
 	if ((cfg.flags & (NODENET_CONFIG_SERVICES | NODENET_CONFIG_MASQUERADE)) && (!pod_to_pod || ip->protocol == IPPROTO_ICMP)) {
-		int rc = nodenet_lxc_translate(skb, &cfg);
+		int rc = nodenet_lxc_translate(skb, &cfg, pod_to_pod);
 		if (rc != NODENET_PASS)
 			return rc;
 		ip = nodenet_ipv4(skb);

@@ -6,8 +6,8 @@
  * - Traffic to the node's address: replies to a masqueraded or NodePort-translated source
  *   get their original destination back (ICMP errors about such flows too, quote included); a NodePort frontend is translated to a backend
  *   (conntrack): a local backend receives it directly, a remote one with the node's address
- *   as source so that the reply returns here; a NodePort with no backend answers ICMP port
- *   unreachable at once.
+ *   as source so that the reply returns here; a NodePort with no backend is refused at once
+ *   (reject.h).
  * - Everything else continues to the next program on the device, if any, then to the stack
  *   (TC_ACT_UNSPEC = TCX_NEXT: other tools' programs on the shared device keep running). */
 #include "lib/common.h"
@@ -36,10 +36,8 @@ static __always_inline int nodenet_to_node(struct __sk_buff *skb, const struct n
 	rc = nodenet_translate_service(skb, flow, 1);
 	if (rc == NODENET_PASS)
 		return NODENET_PASS;
-	if (rc == NODENET_NO_BACKEND) {
-		nodenet_drop(skb, NODENET_VERDICT_DROP_NO_BACKEND);  /* counted and reported as such */
+	if (rc == NODENET_NO_BACKEND)
 		return nodenet_reject(skb);
-	}
 	if (rc == NODENET_ERROR)
 		return TC_ACT_SHOT;
 	struct nodenet_endpoint_key key = { .ip = flow->tuple.daddr };
@@ -68,37 +66,39 @@ int nodenet_from_netdev(struct __sk_buff *skb)
 
 	struct nodenet_config cfg;
 	nodenet_settings_read(&cfg);
-	if ((cfg.flags & (NODENET_CONFIG_SERVICES | NODENET_CONFIG_MASQUERADE)) && (daddr == cfg.node_ip || dst) && ip->protocol == IPPROTO_ICMP) {
-		/* An error about a translated flow: to the node (masquerade, NodePort SNAT) or to a
-		 * local pod (a per-packet translated flow). */
-		int rc = daddr == cfg.node_ip ? nodenet_icmp_error_to_node(skb, cfg.node_ip, daddr)
-					      : (cfg.flags & NODENET_CONFIG_PACKET_LB) ? nodenet_icmp_error_reverse_service(skb, ip->saddr, ip->daddr) : NODENET_PASS;
-		if (rc == NODENET_TRANSLATED)
-			return nodenet_deliver(skb);
-		if (rc == NODENET_ERROR)
-			return TC_ACT_SHOT;
-		data = (void *)(long)skb->data;
-		end = (void *)(long)skb->data_end;
-		ip = data + sizeof(struct ethhdr);
-		if ((void *)(ip + 1) > end)
-			return TC_ACT_UNSPEC;
-	}
-	if (cfg.flags & (NODENET_CONFIG_SERVICES | NODENET_CONFIG_MASQUERADE)) {
+	if ((cfg.flags & (NODENET_CONFIG_SERVICES | NODENET_CONFIG_MASQUERADE)) && (daddr == cfg.node_ip || dst)) {
+		if (ip->protocol == IPPROTO_ICMP) {
+			/* An error about a translated flow: to the node (masquerade, NodePort SNAT) or
+			 * to a local pod (a per-packet translated flow). */
+			int rc = NODENET_PASS;
+			if (daddr == cfg.node_ip)
+				rc = nodenet_icmp_error_to_node(skb, cfg.node_ip, daddr);
+			else if (cfg.flags & NODENET_CONFIG_PACKET_LB)
+				rc = nodenet_icmp_error_reverse_service(skb, ip->saddr, ip->daddr);
+			if (rc == NODENET_TRANSLATED)
+				return nodenet_deliver(skb);
+			if (rc == NODENET_ERROR)
+				return TC_ACT_SHOT;
+			data = (void *)(long)skb->data;
+			end = (void *)(long)skb->data_end;
+			ip = data + sizeof(struct ethhdr);
+			if ((void *)(ip + 1) > end)
+				return TC_ACT_UNSPEC;
+		}
 		struct nodenet_flow flow;
-		if ((dst || daddr == cfg.node_ip) && nodenet_flow_read(ip, end, &flow) == 0) {
+		if (nodenet_flow_read(ip, end, &flow) == 0) {
 			if (daddr == cfg.node_ip) {
 				int rc = nodenet_to_node(skb, &cfg, &flow);
 				if (rc != NODENET_PASS)
 					return rc;
 			} else {
-				if (cfg.flags & NODENET_CONFIG_PACKET_LB) {
-					int rc = nodenet_reverse_service(skb, &flow);
-					if (rc == NODENET_TRANSLATED)
-						return nodenet_deliver(skb);
-					if (rc == NODENET_ERROR)
-						return TC_ACT_SHOT;
-				}
-				nodenet_note_inbound(&cfg, &flow);
+				/* A reply of a per-packet translated flow gets its frontend back and goes on
+				 * below to the same local pod; anything else may be a new inbound connection. */
+				int rc = (cfg.flags & NODENET_CONFIG_PACKET_LB) ? nodenet_reverse_service(skb, &flow) : NODENET_PASS;
+				if (rc == NODENET_ERROR)
+					return TC_ACT_SHOT;
+				if (rc != NODENET_TRANSLATED)
+					nodenet_note_inbound(&cfg, &flow);
 			}
 		}
 		ip = nodenet_ipv4(skb);

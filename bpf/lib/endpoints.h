@@ -31,6 +31,14 @@ static __always_inline void nodenet_count(__u32 verdict)
 		*n += 1;
 }
 
+/* Leaves the packet to the kernel stack, counted and reported as such. */
+static __always_inline int nodenet_to_stack(struct __sk_buff *skb, struct iphdr *ip)
+{
+	nodenet_count(NODENET_VERDICT_TO_STACK);
+	nodenet_emit(skb, NODENET_VERDICT_TO_STACK, ip, 0);
+	return TC_ACT_OK;
+}
+
 /* Delivers the packet straight into a local pod: destination MAC = the pod's eth0, source
  * MAC = its lxc (as the seed observes), TTL decremented, redirected into the lxc's peer. */
 static __always_inline int nodenet_deliver_local(struct __sk_buff *skb, struct iphdr *ip, struct nodenet_endpoint *dst)
@@ -39,11 +47,8 @@ static __always_inline int nodenet_deliver_local(struct __sk_buff *skb, struct i
 	__u32 ifindex = dst->ifindex;
 	__builtin_memcpy(pod_mac, dst->pod_mac, 6);
 	__builtin_memcpy(host_mac, dst->host_mac, 6);
-	if (ip->ttl <= 1) {
-		/* Expiring: the stack answers with ICMP time exceeded. */
-		nodenet_emit(skb, NODENET_VERDICT_TO_STACK, ip, 0);
-		return TC_ACT_OK;
-	}
+	if (ip->ttl <= 1)
+		return nodenet_to_stack(skb, ip);  /* expiring: the stack answers time exceeded */
 	nodenet_emit(skb, NODENET_VERDICT_LOCAL_REDIRECT, ip, ifindex);
 	if (nodenet_dec_ttl(skb, ip) < 0)
 		return TC_ACT_OK;

@@ -27,15 +27,10 @@ static __always_inline int nodenet_forward(struct __sk_buff *skb)
 	ip = nodenet_ipv4(skb);
 	if (!ip)
 		return TC_ACT_OK;
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) {
-		nodenet_count(NODENET_VERDICT_TO_STACK);
-		nodenet_emit(skb, NODENET_VERDICT_TO_STACK, ip, 0);
-		return TC_ACT_OK;
-	}
-	if (ip->ttl <= 1) {
-		nodenet_emit(skb, NODENET_VERDICT_TO_STACK, ip, 0);
-		return TC_ACT_OK;
-	}
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return nodenet_to_stack(skb, ip);
+	if (ip->ttl <= 1)
+		return nodenet_to_stack(skb, ip);  /* expiring: the stack answers time exceeded */
 	/* Emit first: changing the packet (TTL) invalidates packet pointers. */
 	nodenet_emit(skb, NODENET_VERDICT_REMOTE_REDIRECT, ip, fib.ifindex);
 	if (nodenet_dec_ttl(skb, ip) < 0)

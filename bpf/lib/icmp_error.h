@@ -23,9 +23,7 @@
  * ICMP checksum (which covers the quote) does not change. */
 static __always_inline int nodenet_inner_addr(struct __sk_buff *skb, int off, __u32 from, __u32 to)
 {
-	if (bpf_l3_csum_replace(skb, NODENET_INNER_CHECK_OFF, from, to, 4) < 0)
-		return -1;
-	return bpf_skb_store_bytes(skb, off, &to, 4, 0);
+	return nodenet_store_addr(skb, NODENET_INNER_CHECK_OFF, off, from, to);
 }
 
 /* Rewrites a 2-byte port (or echo id) inside the quote: the ICMP checksum follows. */
@@ -90,8 +88,7 @@ static __always_inline int nodenet_icmp_error_to_node(struct __sk_buff *skb, __u
 	__u32 orig = in->address;
 	__u16 orig_port = in->port;
 	/* The error goes to the original source ... */
-	if (bpf_l3_csum_replace(skb, NODENET_IP_CHECK_OFF, outer_daddr, orig, 4) < 0 ||
-	    bpf_skb_store_bytes(skb, NODENET_DADDR_OFF, &orig, 4, 0) < 0)
+	if (nodenet_store_addr(skb, NODENET_IP_CSUM_OFF, NODENET_DADDR_OFF, outer_daddr, orig) < 0)
 		return NODENET_ERROR;
 	/* ... and quotes the packet as that source sent it. */
 	if (nodenet_inner_addr(skb, NODENET_INNER_SADDR_OFF, inner.saddr, orig) < 0 ||
@@ -162,9 +159,7 @@ static __always_inline int nodenet_icmp_error_reverse_service(struct __sk_buff *
 	__u32 frontend = rev->address;
 	__u16 frontend_port = rev->port;
 	if (hairpin) {
-		if (outer_daddr == inner.saddr &&
-		    (bpf_l3_csum_replace(skb, NODENET_IP_CHECK_OFF, outer_daddr, client, 4) < 0 ||
-		     bpf_skb_store_bytes(skb, NODENET_DADDR_OFF, &client, 4, 0) < 0))
+		if (outer_daddr == inner.saddr && nodenet_store_addr(skb, NODENET_IP_CSUM_OFF, NODENET_DADDR_OFF, outer_daddr, client) < 0)
 			return NODENET_ERROR;
 		if (nodenet_inner_addr(skb, NODENET_INNER_SADDR_OFF, inner.saddr, client) < 0 ||
 		    nodenet_inner_port(skb, NODENET_INNER_L4_OFF, ports[0], client_port) < 0)
@@ -173,11 +168,8 @@ static __always_inline int nodenet_icmp_error_reverse_service(struct __sk_buff *
 	if (nodenet_inner_addr(skb, NODENET_INNER_DADDR_OFF, inner.daddr, frontend) < 0 ||
 	    nodenet_inner_port(skb, NODENET_INNER_L4_OFF + 2, ports[1], frontend_port) < 0)
 		return NODENET_ERROR;
-	if (outer_saddr == inner.daddr) {
-		if (bpf_l3_csum_replace(skb, NODENET_IP_CHECK_OFF, outer_saddr, frontend, 4) < 0 ||
-		    bpf_skb_store_bytes(skb, NODENET_SADDR_OFF, &frontend, 4, 0) < 0)
-			return NODENET_ERROR;
-	}
+	if (outer_saddr == inner.daddr && nodenet_store_addr(skb, NODENET_IP_CSUM_OFF, NODENET_SADDR_OFF, outer_saddr, frontend) < 0)
+		return NODENET_ERROR;
 	return NODENET_TRANSLATED;
 }
 

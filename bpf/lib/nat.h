@@ -4,9 +4,8 @@
 #define NODENET_BPF_NAT_H
 
 #include "common.h"
+#include "l3.h"
 #include "conntrack.h"
-
-#define NODENET_IP_CHECK_OFF (ETH_HLEN + __builtin_offsetof(struct iphdr, check))
 
 /* Where the port (or ICMP echo id) and the checksum of `proto` are. */
 static __always_inline int nodenet_l4_csum_off(__u8 proto)
@@ -14,25 +13,35 @@ static __always_inline int nodenet_l4_csum_off(__u8 proto)
 	return NODENET_L4_OFF + (proto == IPPROTO_TCP ? 16 : proto == IPPROTO_UDP ? 6 : 2);
 }
 
-/* Rewrites the source (`source` != 0) or destination address and port of flow `f`'s packet.
- * For ICMP echo the "port" is the identifier. A later fragment has only its addresses (the
- * first fragment's L4 checksum covers the whole datagram). Returns 0, or < 0 when a helper
- * failed. */
-static __always_inline int nodenet_rewrite(struct __sk_buff *skb, const struct nodenet_flow *f, int source, __u32 old_addr, __u32 new_addr, __u16 old_port, __u16 new_port)
+/* Replaces the 4-byte address at `addr_off` and fixes the IPv4 header checksum at
+ * `csum_off` (the packet's own header, or the header an ICMP error quotes). */
+static __always_inline int nodenet_store_addr(struct __sk_buff *skb, int csum_off, int addr_off, __u32 from, __u32 to)
+{
+	if (bpf_l3_csum_replace(skb, csum_off, from, to, 4) < 0)
+		return -1;
+	return bpf_skb_store_bytes(skb, addr_off, &to, 4, 0);
+}
+
+/* Rewrites the source (`source` != 0) or destination address and port of flow `f`'s packet
+ * to `new_addr:new_port`, and `f` with it. For ICMP echo the "port" is the identifier. A
+ * later fragment has only its addresses (the first fragment's L4 checksum covers the whole
+ * datagram). Returns 0, or < 0 when a helper failed. */
+static __always_inline int nodenet_rewrite(struct __sk_buff *skb, struct nodenet_flow *f, int source, __u32 new_addr, __u16 new_port)
 {
 	__u8 proto = f->tuple.proto;
+	__u32 *addr = source ? &f->tuple.saddr : &f->tuple.daddr;
+	__u16 *port = source ? &f->tuple.sport : &f->tuple.dport;
+	__u32 old_addr = *addr;
+	__u16 old_port = *port;
 	int l4 = f->fragment != NODENET_FRAGMENT_LATER;
 	int csum = nodenet_l4_csum_off(proto);
-	int addr_off = source ? NODENET_SADDR_OFF : NODENET_DADDR_OFF;
 	int port_off = proto == IPPROTO_ICMP ? NODENET_L4_OFF + 4 : NODENET_L4_OFF + (source ? 0 : 2);
 	__u64 mangled = proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
 	if (old_addr != new_addr) {
 		/* The ICMP checksum has no pseudo header. */
 		if (l4 && proto != IPPROTO_ICMP && bpf_l4_csum_replace(skb, csum, old_addr, new_addr, BPF_F_PSEUDO_HDR | mangled | 4) < 0)
 			return -1;
-		if (bpf_l3_csum_replace(skb, NODENET_IP_CHECK_OFF, old_addr, new_addr, 4) < 0)
-			return -1;
-		if (bpf_skb_store_bytes(skb, addr_off, &new_addr, 4, 0) < 0)
+		if (nodenet_store_addr(skb, NODENET_IP_CSUM_OFF, source ? NODENET_SADDR_OFF : NODENET_DADDR_OFF, old_addr, new_addr) < 0)
 			return -1;
 	}
 	if (l4 && old_port != new_port) {
@@ -41,6 +50,8 @@ static __always_inline int nodenet_rewrite(struct __sk_buff *skb, const struct n
 		if (bpf_skb_store_bytes(skb, port_off, &new_port, 2, 0) < 0)
 			return -1;
 	}
+	*addr = new_addr;
+	*port = new_port;
 	return 0;
 }
 

@@ -15,6 +15,7 @@
 
 #include <linux/tcp.h>
 #include "common.h"
+#include "endpoints.h"
 #include "fragments.h"
 
 struct nodenet_icmp_reject {
@@ -105,9 +106,12 @@ static __always_inline int nodenet_reset(struct __sk_buff *skb, struct ethhdr *e
 	return nodenet_send_back(skb, eth, &r, sizeof(r));
 }
 
-/* Returns the verdict for the rewritten packet, or TC_ACT_SHOT when it cannot be built. */
+/* Counts and reports the packet as dropped for want of a backend, and answers it. Returns
+ * the verdict for the rewritten packet, or TC_ACT_SHOT when it cannot be built. */
 static __always_inline int nodenet_reject(struct __sk_buff *skb)
 {
+	nodenet_count(NODENET_VERDICT_DROP_NO_BACKEND);
+	nodenet_emit(skb, NODENET_VERDICT_DROP_NO_BACKEND, nodenet_ipv4(skb), 0);
 	struct ethhdr eth;
 	struct nodenet_icmp_reject r = {};
 	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0 ||

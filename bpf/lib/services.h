@@ -48,10 +48,8 @@ static __always_inline int nodenet_reverse_service(struct __sk_buff *skb, struct
 	rev->flags |= NODENET_CT_F_SEEN_REPLY;
 	__u32 address = rev->address;
 	__u16 port = rev->port;
-	if (nodenet_rewrite(skb, f, 1, f->tuple.saddr, address, f->tuple.sport, port) < 0)
+	if (nodenet_rewrite(skb, f, 1, address, port) < 0)
 		return NODENET_ERROR;
-	f->tuple.saddr = address;
-	f->tuple.sport = port;
 	return NODENET_TRANSLATED;
 }
 
@@ -105,10 +103,8 @@ static __always_inline int nodenet_translate_service(struct __sk_buff *skb, stru
 	struct nodenet_ct_entry *rev = nodenet_ct_lookup(&reply, NODENET_CT_REPLY);
 	if (!rev || rev->address != f->tuple.daddr || rev->port != f->tuple.dport)
 		nodenet_ct_put(&reply.tuple, NODENET_CT_REPLY, f->tuple.daddr, f->tuple.dport, id, backend_id, BPF_ANY);
-	if (nodenet_rewrite(skb, f, 0, f->tuple.daddr, address, f->tuple.dport, port) < 0)
+	if (nodenet_rewrite(skb, f, 0, address, port) < 0)
 		return NODENET_ERROR;
-	f->tuple.daddr = address;
-	f->tuple.dport = port;
 	return NODENET_TRANSLATED;
 }
 
@@ -124,10 +120,8 @@ static __always_inline int nodenet_hairpin(struct __sk_buff *skb, struct nodenet
 	int rc = nodenet_snat(f, hairpin, 1, &port);
 	if (rc < 0)
 		return NODENET_ERROR;
-	if (nodenet_rewrite(skb, f, 1, f->tuple.saddr, hairpin, f->tuple.sport, port) < 0)
+	if (nodenet_rewrite(skb, f, 1, hairpin, port) < 0)
 		return NODENET_ERROR;
-	f->tuple.saddr = hairpin;
-	f->tuple.sport = port;
 	return NODENET_TRANSLATED;
 }
 
@@ -162,10 +156,8 @@ static __always_inline int nodenet_masquerade(struct __sk_buff *skb, const struc
 		return NODENET_PASS;
 	if (rc < 0)
 		return NODENET_ERROR;
-	if (nodenet_rewrite(skb, f, 1, f->tuple.saddr, cfg->node_ip, f->tuple.sport, port) < 0)
+	if (nodenet_rewrite(skb, f, 1, cfg->node_ip, port) < 0)
 		return NODENET_ERROR;
-	f->tuple.saddr = cfg->node_ip;
-	f->tuple.sport = port;
 	return NODENET_TRANSLATED;
 }
 
@@ -177,10 +169,8 @@ static __always_inline int nodenet_unmasquerade(struct __sk_buff *skb, struct no
 		return NODENET_PASS;
 	__u32 address = in->address;
 	__u16 port = in->port;
-	if (nodenet_rewrite(skb, f, 0, f->tuple.daddr, address, f->tuple.dport, port) < 0)
+	if (nodenet_rewrite(skb, f, 0, address, port) < 0)
 		return NODENET_ERROR;
-	f->tuple.daddr = address;
-	f->tuple.dport = port;
 	return NODENET_TRANSLATED;
 }
 
