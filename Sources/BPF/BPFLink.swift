@@ -26,4 +26,17 @@ public enum BPFLink {
         let rc = bpf_link_update(link, programFD, nil)
         guard rc == 0 else { throw BPFError.libbpf(rc, "replacing the program of \(path)") }
     }
+
+    /// What the kernel says about the link pinned at `path` (bpf_link_info).
+    public static func info(pinnedAt path: String) throws -> BPFLinkInfo {
+        let link = bpf_obj_get(path)
+        guard link >= 0 else { throw BPFError(errno, "opening the link \(path)") }
+        defer { close(link) }
+        return try BPFLinkInfo(fd: link, what: path)
+    }
+
+    /// Opens the program the link pinned at `path` runs now (to put it back later).
+    public static func currentProgram(pinnedAt path: String) throws -> BPFProgramHandle {
+        try BPFProgramHandle(id: try info(pinnedAt: path).programID)
+    }
 }

@@ -39,20 +39,9 @@ public enum CgroupLink {
         try BPFLink.create(programFD: programFD, target: dir, attachType: hook.attachType, pinAt: path, what: "\(hook.rawValue) to cgroup \(cgroup)")
     }
 
-    /// Swaps the program of the link pinned at `path`.
-    public static func replaceProgram(pinnedAt path: String, with programFD: Int32) throws {
-        try BPFLink.replaceProgram(pinnedAt: path, with: programFD)
-    }
-
     /// Whether the kernel lets a cgroup program choose the error it returns (bpf_set_retval,
     /// 5.18 and later).
-    public static var canSetReturnValue: Bool {
-        var u = utsname()
-        uname(&u)
-        let release = withUnsafeBytes(of: u.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        let parts = release.split(separator: ".").prefix(2).compactMap { Int($0.prefix { $0.isNumber }) }
-        return parts.count == 2 && (parts[0], parts[1]) >= (5, 18)
-    }
+    public static let canSetReturnValue = KernelRelease.isAtLeast(5, 18)
 
     /// The cgroup's id as the kernel names it in link info (its inode number), or nil when
     /// it does not exist.
@@ -60,17 +49,5 @@ public enum CgroupLink {
         var st = stat()
         guard stat(cgroup, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { return nil }
         return UInt64(st.st_ino)
-    }
-
-    /// The cgroup id and program id of the link pinned at `path`; nil when it cannot be
-    /// read. A link whose cgroup is gone reports cgroup id 0.
-    public static func info(pinnedAt path: String) -> (cgroupID: UInt64, programID: UInt32)? {
-        let link = bpf_obj_get(path)
-        guard link >= 0 else { return nil }
-        defer { close(link) }
-        var info = bpf_link_info()
-        var length = UInt32(MemoryLayout<bpf_link_info>.size)
-        guard bpf_obj_get_info_by_fd(link, &info, &length) == 0 else { return nil }
-        return (info.cgroup.cgroup_id, info.prog_id)
     }
 }

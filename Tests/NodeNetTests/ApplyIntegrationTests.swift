@@ -421,15 +421,15 @@ extension BPFModeApplyTests {
             // past the first lease by more than one renew period (judged against the start, so a
             // stalled test thread cannot fail it).
             do {
-                let start = DatapathMonitor.monotonicNanoseconds()
+                let start = BPFClock.nanoseconds()
                 let monitor = try DatapathMonitor(bpffsDirectory: spec.bpffsDirectory)
-                while DatapathMonitor.monotonicNanoseconds() < start + 1_500_000_000 { _ = try monitor.poll(milliseconds: 100) }
+                while BPFClock.nanoseconds() < start + 1_500_000_000 { _ = try monitor.poll(milliseconds: 100) }
                 let deadline = try #require(try lease.lookup(0)).deadline_ns
                 #expect(deadline > start + DatapathMonitor.leaseNanoseconds + DatapathMonitor.renewNanoseconds, "renewed while polling")
             }
             #expect(try lease.lookup(0)?.deadline_ns == 0, "given up on close")
             // What a monitor killed right after renewing leaves behind: a deadline one lease ahead.
-            try lease.update(0, nodenet_monitor_lease(deadline_ns: DatapathMonitor.monotonicNanoseconds() + DatapathMonitor.leaseNanoseconds))
+            try lease.update(0, nodenet_monitor_lease(deadline_ns: BPFClock.nanoseconds() + DatapathMonitor.leaseNanoseconds))
             let fd = try BPFRingBuffer.pinnedFD(at: "\(spec.bpffsDirectory)/nodenet_events")
             defer { close(fd) }
             let records = Counter()
@@ -438,7 +438,7 @@ extension BPFModeApplyTests {
             try ring.poll(milliseconds: 100)
             #expect(records.value > 0, "events while the lease holds")
             // Past the deadline, with nobody renewing: no more records.
-            while DatapathMonitor.monotonicNanoseconds() < (try lease.lookup(0)?.deadline_ns ?? 0) + 50_000_000 { usleep(50_000) }
+            while BPFClock.nanoseconds() < (try lease.lookup(0)?.deadline_ns ?? 0) + 50_000_000 { usleep(50_000) }
             while try ring.poll(milliseconds: 50) > 0 {}
             records.value = 0
             #expect(try t.ping(from: 0, "10.0.2.204"))
@@ -465,7 +465,7 @@ extension BPFModeApplyTests {
             let netdevPin = try #require(pins.first { $0.hasPrefix("from-netdev@eth0@") })
             let lxc0 = NodeNetNames.endpointDevice(for: spec.pods[0])
             let lxcPin = try #require(pins.first { $0.hasPrefix("from-container@\(lxc0)@") })
-            let info = try TCXLink.info(pinnedAt: "\(dir)/\(netdevPin)")
+            let info = try BPFLink.info(pinnedAt: "\(dir)/\(netdevPin)")
             let eth0 = try #require(try NetlinkSocket(namespace: t.namespace).link(named: "eth0"))
             #expect(info.isTCX && info.ifindex == UInt32(eth0.index) && info.attachType == BPFLinkInfo.attachTCXIngress)
             #expect(try BPFProgramInfo(id: info.programID).name == "nodenet_from_ne")
@@ -476,7 +476,7 @@ extension BPFModeApplyTests {
             // Someone swaps the program under our link; the pin name still looks right.
             let stranger = try BPFObject(embedded: "bpf_lxc")
             try stranger.load()
-            try TCXLink.replaceProgram(pinnedAt: "\(dir)/\(netdevPin)", with: try stranger.programFD(named: "nodenet_from_container"))
+            try BPFLink.replaceProgram(pinnedAt: "\(dir)/\(netdevPin)", with: try stranger.programFD(named: "nodenet_from_container"))
             let swapped = try t.controller(spec).plan()
             #expect(swapped.changes.map(\.subject) == ["from-netdev on eth0"], "\(swapped.changes)")
             #expect(swapped.changes.first?.found?.contains("runs program nodenet_from_co") == true, "\(swapped.changes.first?.found as Any)")
@@ -485,14 +485,14 @@ extension BPFModeApplyTests {
             try #require(link >= 0)
             #expect(bpf_link_detach(link) == 0)
             close(link)
-            #expect(try TCXLink.info(pinnedAt: "\(dir)/\(lxcPin)").isDetached)
+            #expect(try BPFLink.info(pinnedAt: "\(dir)/\(lxcPin)").isDetached)
             let plan = try t.controller(spec).plan()
             #expect(plan.changes.map(\.subject) == ["tcx link \(lxcPin)", "from-container on \(lxc0)", "from-netdev on eth0"], "\(plan.changes)")
 
             let report = try t.controller(spec).apply()
             #expect(report.verified, "\(report.mismatches)")
-            #expect(try BPFProgramInfo(id: try TCXLink.info(pinnedAt: "\(dir)/\(netdevPin)").programID).name == "nodenet_from_ne")
-            #expect(try !TCXLink.info(pinnedAt: "\(dir)/\(lxcPin)").isDetached)
+            #expect(try BPFProgramInfo(id: try BPFLink.info(pinnedAt: "\(dir)/\(netdevPin)").programID).name == "nodenet_from_ne")
+            #expect(try !BPFLink.info(pinnedAt: "\(dir)/\(lxcPin)").isDetached)
             #expect(try t.controller(spec).plan().isEmpty)
             let forwarded = try LabProbe.forwardedDatagrams(in: t.namespace)
             #expect(try t.ping(from: 0, "10.0.2.204"))
@@ -544,7 +544,7 @@ extension BPFModeApplyTests {
                 if attach == .clsact { return try node.filters(interfaceIndex: eth0.index, direction: .ingress).first?.bpf?.programID }
                 let dir = second.linkDirectory
                 let pin = try FileManager.default.contentsOfDirectory(atPath: dir).first { $0.hasPrefix("from-netdev@") }
-                return try pin.map { try TCXLink.info(pinnedAt: "\(dir)/\($0)").programID }
+                return try pin.map { try BPFLink.info(pinnedAt: "\(dir)/\($0)").programID }
             }
             let before = attach == .clsact ? try netdevProgram() : nil
 
@@ -581,7 +581,7 @@ extension BPFModeApplyTests {
         var result: [String: UInt32] = [:]
         if spec.effectiveAttachMode == .tcx {
             for pin in try FileManager.default.contentsOfDirectory(atPath: spec.linkDirectory) {
-                result[String(pin.split(separator: "@")[1])] = try TCXLink.info(pinnedAt: "\(spec.linkDirectory)/\(pin)").programID
+                result[String(pin.split(separator: "@")[1])] = try BPFLink.info(pinnedAt: "\(spec.linkDirectory)/\(pin)").programID
             }
         } else {
             for device in spec.pods.map(NodeNetNames.endpointDevice(for:)) + ["eth0"] {

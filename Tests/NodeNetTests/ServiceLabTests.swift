@@ -172,7 +172,7 @@ struct ServiceLabTests {
         patient.tcpClosing = .seconds(600)
         patient.other = .seconds(600)
         #expect(try Conntrack.collect(bpffsDirectory: cluster.bpffsDirectory(ofNode: "worker2"), timeouts: patient).removed == 0)
-        let later = Conntrack.now() + 3_600 * 1_000_000_000
+        let later = BPFClock.nanoseconds() + 3_600 * 1_000_000_000
         let gc = try Conntrack.collect(bpffsDirectory: cluster.bpffsDirectory(ofNode: "worker2"), now: later)
         #expect(gc.removed == gc.scanned && gc.scanned > 0, "closed TCP and idle UDP flows expire")
     }

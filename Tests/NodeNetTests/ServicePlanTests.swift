@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 
+import BPF
 import CNodeNetBPF
 @testable import NodeNet
 
@@ -82,8 +83,8 @@ import CNodeNetBPF
         #expect(!subjects.contains { $0.hasPrefix("socket LB") }, "a spec built in Swift has socket LB off")
     }
 
-    @Test func aConvergedServiceTableNeedsNothingAndDriftIsRepaired() {
-        let desired = DesiredState(spec: Self.spec, deviceMTU: 1500)
+    /// A node whose service maps hold exactly what `desired` wants.
+    static func converged(_ desired: DesiredState) -> ObservedState {
         var observed = PlannerTests.converged
         observed.services.settings = desired.settings
         observed.services.settings?.nativeIfindex = 2  // eth0 in the observed node
@@ -96,6 +97,12 @@ import CNodeNetBPF
             observed.services.slots[f.key] = Dictionary(uniqueKeysWithValues: f.backends.enumerated().map { (UInt16($0.offset + 1), ids.backends[$0.element]!) })
             observed.services.revnat[id] = f.key
         }
+        return observed
+    }
+
+    @Test func aConvergedServiceTableNeedsNothingAndDriftIsRepaired() {
+        let desired = DesiredState(spec: Self.spec, deviceMTU: 1500)
+        let observed = Self.converged(desired)
         func serviceChanges(_ o: ObservedState) -> [String] {
             Planner.plan(desired: desired, observed: o, ledger: nil, nativeDevice: "eth0", datapath: .bpf, attachMode: .clsact)
                 .changes.filter { $0.kind == "service" }.map { "\($0.action.rawValue) \($0.subject)" }
@@ -105,6 +112,21 @@ import CNodeNetBPF
         var drifted = observed
         drifted.services.slots[Self.key("10.96.18.68:80/TCP")]![3] = 99
         #expect(serviceChanges(drifted) == ["update ClusterIP 10.96.18.68:80/TCP"])
+    }
+
+    @Test func anOlderBuildsSocketLinkBesideTheCurrentOneIsRemoved() {
+        var spec = Self.spec
+        spec.socketLB = SocketLBSettings(cgroup: "/sys/fs/cgroup/unified/nodenet-test")
+        let desired = DesiredState(spec: spec, deviceMTU: 1500)
+        var observed = Self.converged(desired)
+        observed.socketCgroupID = 4242
+        observed.socketLinks = Set(CgroupLink.Hook.allCases.map { $0.pinName(cgroupID: 4242) })
+        // Left by an interrupted upgrade: an older build's link on the same hook, still attached.
+        let stale = CgroupLink.Hook.connect4.pinPrefix(cgroupID: 4242) + "0000000000000000"
+        observed.socketLinks.insert(stale)
+        let changes = Planner.plan(desired: desired, observed: observed, ledger: nil, nativeDevice: "eth0", datapath: .bpf, attachMode: .clsact)
+            .changes.filter { $0.kind == "service" }.map { "\($0.action.rawValue) \($0.subject)" }
+        #expect(changes == ["delete socket LB link \(stale)"], "the current links stay, the older one goes: \(changes)")
     }
 
     @Test func socketLBAndMasqueradeInTheSpecFile() throws {

@@ -233,6 +233,19 @@ struct Applier {
     /// Records how to undo a step that succeeded (extensions of the applier use it).
     mutating func recordUndo(_ step: UndoStep) { undo.append(step) }
 
+    /// Gives the link pinned at `oldPath` (tcx or cgroup) the program `fd`, pinned as `path`
+    /// from now on; undone by giving the link its previous program and name back.
+    mutating func replaceLinkProgram(pinnedAt oldPath: String, with fd: Int32, renamingTo path: String) throws {
+        // Hold the program the link runs now, to give it back on rollback.
+        let previous = try BPFLink.currentProgram(pinnedAt: oldPath)
+        try BPFLink.replaceProgram(pinnedAt: oldPath, with: fd)
+        undo.append(.restoreLinkProgram(oldPath, previous))
+        if oldPath != path {
+            try BPFPin.move(from: oldPath, to: path)
+            undo.append(.movePin(from: path, to: oldPath))
+        }
+    }
+
     /// The service maps: the node's pinned ones when they all exist (no program needs
     /// loading for a services-only change), else those of the loaded objects.
     mutating func serviceMaps() throws -> ServiceMaps {
@@ -276,15 +289,7 @@ struct Applier {
             let fd = try loadedDatapath().programFD(program)
             let prefix = program.linkPinPrefix(device: device) + "\(link.index)@"
             if replacing, let old = try FileManager.default.contentsOfDirectory(atPath: spec.linkDirectory).first(where: { $0.hasPrefix(prefix) }) {
-                let oldPath = "\(spec.linkDirectory)/\(old)"
-                // Hold the program the link runs now, to give it back on rollback.
-                let previous = try TCXLink.currentProgram(pinnedAt: oldPath)
-                try TCXLink.replaceProgram(pinnedAt: oldPath, with: fd)
-                undo.append(.restoreLinkProgram(oldPath, previous))
-                if oldPath != path {
-                    try BPFPin.move(from: oldPath, to: path)
-                    undo.append(.movePin(from: path, to: oldPath))
-                }
+                try replaceLinkProgram(pinnedAt: "\(spec.linkDirectory)/\(old)", with: fd, renamingTo: path)
             } else {
                 try NetworkNamespace.run(in: session.namespace) { try TCXLink.attachIngress(programFD: fd, ifindex: link.index, pinAt: path) }
                 undo.append(.unpin(path))
@@ -404,7 +409,7 @@ struct Applier {
                 }
             case .restoreLinkProgram(let path, let previous):
                 do {
-                    try TCXLink.replaceProgram(pinnedAt: path, with: previous.fd)
+                    try BPFLink.replaceProgram(pinnedAt: path, with: previous.fd)
                     undone += 1
                 } catch {
                     failures.append("giving \(path) its previous program: \(error)")

@@ -83,13 +83,6 @@ public final class DatapathMonitor: @unchecked Sendable {
         var events: [nodenet_event] = []
     }
 
-    /// CLOCK_MONOTONIC in nanoseconds: the clock of bpf_ktime_get_ns().
-    public static func monotonicNanoseconds() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-    }
-
     /// Opens the monitor of the node whose maps are pinned in `bpffsDirectory` and takes the lease.
     public init(bpffsDirectory: String) throws {
         guard let lease = try BPFMap<UInt32, nodenet_monitor_lease>.pinned(at: "\(bpffsDirectory)/nodenet_monitor") else {
@@ -121,7 +114,7 @@ public final class DatapathMonitor: @unchecked Sendable {
     /// Moves the lease's deadline to now + the lease duration (never backwards: another
     /// monitor of the same node may hold a later one).
     public func renew() throws {
-        let now = Self.monotonicNanoseconds()
+        let now = BPFClock.nanoseconds()
         let current = (try lease.lookup(0))?.deadline_ns ?? 0
         deadline = max(now + Self.leaseNanoseconds, current)
         try lease.update(0, nodenet_monitor_lease(deadline_ns: deadline))
@@ -131,13 +124,13 @@ public final class DatapathMonitor: @unchecked Sendable {
     /// Waits up to `milliseconds` and returns the events that arrived, with device names
     /// from `names` (ifindex → name in the node's namespace). Renews the lease while it waits.
     public func poll(milliseconds: Int32, names: [Int32: String] = [:]) throws -> [DatapathEvent] {
-        let end = Self.monotonicNanoseconds() + UInt64(max(milliseconds, 0)) * 1_000_000
+        let end = BPFClock.nanoseconds() + UInt64(max(milliseconds, 0)) * 1_000_000
         repeat {
-            let now = Self.monotonicNanoseconds()
+            let now = BPFClock.nanoseconds()
             if now >= renewedAt + Self.renewNanoseconds { try renew() }
             let slice = min(end > now ? (end - now) / 1_000_000 : 0, Self.renewNanoseconds / 1_000_000)
             if try ring.poll(milliseconds: Int32(slice)) > 0 { break }
-        } while Self.monotonicNanoseconds() < end
+        } while BPFClock.nanoseconds() < end
         defer { sink.events.removeAll() }
         return sink.events.map { DatapathEvent($0, names: names) }
     }

@@ -104,7 +104,7 @@ public struct TCXLinkProblem: Sendable, Equatable, CustomStringConvertible {
             return TCXLinkProblem(reason: "not a link pin name of this build", replaceable: false)
         }
         let info: BPFLinkInfo
-        do { info = try TCXLink.info(pinnedAt: "\(directory)/\(name)") } catch {
+        do { info = try BPFLink.info(pinnedAt: "\(directory)/\(name)") } catch {
             return TCXLinkProblem(reason: "unreadable: \(error)", replaceable: false)
         }
         guard info.isTCX else { return TCXLinkProblem(reason: "not a tcx link (link type \(info.type))", replaceable: false) }

@@ -31,9 +31,16 @@ public final class NodeController: @unchecked Sendable {
     }
 
     func plan(_ desired: DesiredState, ledger: Ledger?) throws -> Planner.Plan {
+        try observedPlan(desired, ledger: ledger).plan
+    }
+
+    /// The plan and the kernel state it was made from (read once, for callers that report both).
+    func observedPlan(_ desired: DesiredState, ledger: Ledger?) throws -> (plan: Planner.Plan, observed: ObservedState) {
         let former = (ledger?.pinDirectories ?? []).filter { $0 != spec.bpffsDirectory }
-        return Planner.plan(desired: desired, observed: try session.observe(desired, spec: spec, formerBPFFSDirectories: former), ledger: ledger, nativeDevice: spec.node.device,
-                     datapath: spec.datapath.mode, attachMode: spec.effectiveAttachMode)
+        let observed = try session.observe(desired, spec: spec, formerBPFFSDirectories: former)
+        let plan = Planner.plan(desired: desired, observed: observed, ledger: ledger, nativeDevice: spec.node.device,
+                                datapath: spec.datapath.mode, attachMode: spec.effectiveAttachMode)
+        return (plan, observed)
     }
 
     /// Makes the kernel match the spec, then re-reads it and reports what still differs.

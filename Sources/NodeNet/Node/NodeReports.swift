@@ -103,7 +103,7 @@ extension NodeController {
     public func status() throws -> NodeStatus {
         let desired = try desiredState()
         let ledger = try Ledger.load(from: spec.stateDirectory)
-        let plan = try plan(desired, ledger: ledger)
+        let (plan, observed) = try observedPlan(desired, ledger: ledger)
         let endpointRows = try endpoints()
         let owned = try session.node.routes(RouteFilter(family: .inet, table: RouteTable.main, protocol: NodeNetNames.routeProtocol))
         let capacity = max(0, (1 << (32 - Int(spec.node.podCIDR.length))) - 2)
@@ -122,7 +122,8 @@ extension NodeController {
             ipamAllocated: spec.pods.count + 1, ipamCapacity: capacity,
             endpointsReady: endpointRows.filter { $0.state == "ready" }.count, endpoints: endpointRows.count,
             remoteNodes: spec.nodes.count, services: spec.services.count,
-            serviceFrontends: spec.datapath.mode == .bpf ? (try ObservedServices.read(bpffsDirectory: spec.bpffsDirectory)).masters.count : 0,
+            // As observed for the plan: empty while service maps of another layout wait to be replaced.
+            serviceFrontends: observed.services.masters.count,
             conntrackEntries: spec.datapath.mode == .bpf ? (try Conntrack.count(bpffsDirectory: spec.bpffsDirectory)) : 0,
             ownedRoutes: owned.count,
             lastApplied: ledger.map { $0.updatedAt + ($0.complete ? "" : " (incomplete)") },

@@ -47,11 +47,19 @@ extension Planner {
         for hook in CgroupLink.Hook.allCases {
             let name = hook.pinName(cgroupID: cgroupID)
             if observed.socketLinks.contains(name) && !migratingMaps { continue }
-            let old = observed.socketLinks.sorted().first { $0.hasPrefix(hook.pinPrefix(cgroupID: cgroupID)) }
+            let old = socketPinToReplace(hook, cgroupID: cgroupID)
             addChange(old == nil ? .create : .update, "service", .node, "socket LB \(hook.rawValue) on \(cgroup)",
                       wanted: "cgroup link, program \(name)", found: old,
                       .service(.attachSocket(hook, cgroup: cgroup, cgroupID: cgroupID, replacing: old)))
         }
+    }
+
+    /// The pinned link an attachment of `hook` replaces: this build's own pin when it exists
+    /// (rebound to new maps), else an older build's; nil when there is none.
+    private func socketPinToReplace(_ hook: CgroupLink.Hook, cgroupID: UInt64) -> String? {
+        let name = hook.pinName(cgroupID: cgroupID)
+        if observed.socketLinks.contains(name) { return name }
+        return observed.socketLinks.sorted().first { $0.hasPrefix(hook.pinPrefix(cgroupID: cgroupID)) }
     }
 
     mutating func planServicesPrune() {
@@ -62,7 +70,7 @@ extension Planner {
         if desired.socketCgroup != nil, let id = self.observed.socketCgroupID {
             for hook in CgroupLink.Hook.allCases {
                 keep.insert(hook.pinName(cgroupID: id))
-                if let old = self.observed.socketLinks.first(where: { $0.hasPrefix(hook.pinPrefix(cgroupID: id)) }) { keep.insert(old) }
+                if let old = socketPinToReplace(hook, cgroupID: id) { keep.insert(old) }
             }
         }
         for name in self.observed.socketLinks.sorted() where !keep.contains(name) {

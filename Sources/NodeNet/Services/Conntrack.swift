@@ -33,13 +33,6 @@ public enum Conntrack {
 
     static func path(_ bpffsDirectory: String) -> String { "\(bpffsDirectory)/nodenet_ct" }
 
-    /// CLOCK_MONOTONIC in nanoseconds: bpf_ktime_get_ns's clock.
-    static func now() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-    }
-
     /// How many entries the node's table holds (0 when nothing is pinned).
     public static func count(bpffsDirectory: String) throws -> Int {
         guard let map = try BPFMap<nodenet_tuple, nodenet_ct_entry>.pinned(at: path(bpffsDirectory)) else { return 0 }
@@ -49,7 +42,7 @@ public enum Conntrack {
     /// Every entry of the node's table (empty when nothing is pinned).
     public static func list(bpffsDirectory: String) throws -> [Entry] {
         guard let map = try BPFMap<nodenet_tuple, nodenet_ct_entry>.pinned(at: path(bpffsDirectory)) else { return [] }
-        let now = now()
+        let now = BPFClock.nanoseconds()
         return try map.entries().map { k, v in
             let kinds = [1: "service", 2: "reply", 3: "nat-out", 4: "nat-in"]
             let proto = [1: "ICMP", 6: "TCP", 17: "UDP"][Int(k.proto)] ?? "\(k.proto)"
@@ -85,7 +78,7 @@ public enum Conntrack {
     @discardableResult
     public static func collect(bpffsDirectory: String, timeouts: Timeouts = Timeouts(), now: UInt64? = nil) throws -> Collection {
         guard let map = try BPFMap<nodenet_tuple, nodenet_ct_entry>.pinned(at: path(bpffsDirectory)) else { return Collection(scanned: 0, removed: 0) }
-        let now = now ?? self.now()
+        let now = now ?? BPFClock.nanoseconds()
         let entries = try map.entries()
         var byKey: [TupleKey: nodenet_ct_entry] = [:]
         for (k, v) in entries { byKey[TupleKey(k)] = v }

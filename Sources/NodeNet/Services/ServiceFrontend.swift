@@ -41,7 +41,7 @@ public struct BackendAddress: Sendable, Hashable, Comparable, CustomStringConver
 /// IPv4 address, port and protocol in one word (IPv6 addresses fold their halves in).
 private func packedKey(_ address: IPAddress, _ port: UInt16, _ proto: TransportProtocol) -> UInt64 {
     let a = address.ipv4Value.map(UInt64.init) ?? UInt64(truncatingIfNeeded: address.hashValue)
-    return a << 32 | UInt64(port) << 8 | UInt64(proto == .tcp ? 6 : 17)
+    return a << 32 | UInt64(port) << 8 | UInt64(proto.ipProtocol)
 }
 
 /// A frontend the spec asks for, with its backends in the spec's order.

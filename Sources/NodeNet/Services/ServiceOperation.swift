@@ -31,7 +31,6 @@ enum ServiceUndo: Sendable, CustomStringConvertible {
     case backend(UInt32, BackendAddress?)
     case frontend(FrontendKey, FrontendSnapshot?, current: [UInt16: UInt32])
     case revnat(UInt16, FrontendKey?)
-    case unpin(String)
 
     var description: String {
         switch self {
@@ -40,7 +39,6 @@ enum ServiceUndo: Sendable, CustomStringConvertible {
         case .backend(let id, _): return "restoring backend \(id)"
         case .frontend(let key, _, _): return "restoring frontend \(key)"
         case .revnat(let id, _): return "restoring frontend id \(id)"
-        case .unpin(let path): return "removing \(path)"
         }
     }
 }
@@ -54,13 +52,11 @@ extension Applier {
             let path = "\(directory)/\(hook.pinName(cgroupID: cgroupID))"
             let fd = try loadedDatapath().programFD(hook)
             if let replacing {
-                try CgroupLink.replaceProgram(pinnedAt: "\(directory)/\(replacing)", with: fd)
                 // Same build (a map migration rebinds the program): the pin keeps its name.
-                if "\(directory)/\(replacing)" != path { try BPFPin.move(from: "\(directory)/\(replacing)", to: path) }
-                recordUndo(.irreversible("\(hook.rawValue) on \(cgroup) runs this build's program now"))
+                try replaceLinkProgram(pinnedAt: "\(directory)/\(replacing)", with: fd, renamingTo: path)
             } else {
                 try CgroupLink.attach(programFD: fd, cgroup: cgroup, hook: hook, pinAt: path)
-                recordUndo(.service(.unpin(path)))
+                recordUndo(.unpin(path))
             }
             return
         case .unpinSocket(let name):
@@ -167,10 +163,6 @@ extension Applier {
     }
 
     mutating func undoService(_ step: ServiceUndo) throws {
-        if case .unpin(let path) = step {
-            guard unlink(path) == 0 || errno == ENOENT else { throw NodeNetError.state("removing \(path): \(String(cString: strerror(errno)))") }
-            return
-        }
         let maps = try serviceMaps()
         switch step {
         case .settings(let previous):
@@ -184,8 +176,6 @@ extension Applier {
             try maps.restore(key, snapshot, currentSlots: current)
         case .revnat(let id, let previous):
             if let previous { try maps.revnat.update(UInt32(id), previous.revnat) } else { try maps.revnat.delete(UInt32(id)) }
-        case .unpin:
-            break
         }
     }
 }

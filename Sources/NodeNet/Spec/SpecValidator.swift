@@ -106,7 +106,7 @@ struct SpecValidator {
             var frontends: [Int: Int] = [:]
             for (j, port) in service.ports.enumerated() {
                 var pp: String { "\(path).ports[\(j)]" }  // only built for a problem
-                let key = port.port << 8 | (port.protocol == .tcp ? 6 : 17)
+                let key = port.port << 8 | Int(port.protocol.ipProtocol)
                 if let first = frontends[key] { problem("\(pp).port", "\(port.port)/\(port.protocol.rawValue) is already used by \(path).ports[\(first)]") } else { frontends[key] = j }
                 switch (service.type, port.nodePort) {
                 case (.clusterIP, .some):
@@ -117,7 +117,7 @@ struct SpecValidator {
                     if !spec.nodePortRange.contains(nodePort) {
                         problem("\(pp).nodePort", "\(nodePort) is outside the NodePort range \(spec.nodePortRange.lowerBound)-\(spec.nodePortRange.upperBound)")
                     }
-                    let npKey = nodePort << 8 | (port.protocol == .tcp ? 6 : 17)
+                    let npKey = nodePort << 8 | Int(port.protocol.ipProtocol)
                     if let first = nodePorts[npKey] {
                         problem("\(pp).nodePort", "\(nodePort)/\(port.protocol.rawValue) is already used by \(first)")
                     } else {
