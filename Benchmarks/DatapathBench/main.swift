@@ -64,10 +64,7 @@ func requestResponse(client: String, server: String, ip: IPAddress) throws -> Do
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, 4)
-        var a = sockaddr_in()
-        a.sin_family = sa_family_t(AF_INET)
-        a.sin_port = UInt16(7777).bigEndian
-        guard withUnsafePointer(to: &a, { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }) == 0,
+        guard SocketAddress(IPAddress(ipv4: 0), port: 7777).withSockaddr({ bind(fd, $0, $1) }) == 0,
               listen(fd, 1) == 0 else { throw BenchError("listen failed") }
         return fd
     }
@@ -86,11 +83,7 @@ func requestResponse(client: String, server: String, ip: IPAddress) throws -> Do
     defer { close(fd) }
     var one: Int32 = 1
     setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, 4)
-    var t = sockaddr_in()
-    t.sin_family = sa_family_t(AF_INET)
-    t.sin_port = UInt16(7777).bigEndian
-    t.sin_addr.s_addr = ip.ipv4Value!.bigEndian
-    guard withUnsafePointer(to: &t, { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }) == 0 else {
+    guard SocketAddress(ip, port: 7777).withSockaddr({ connect(fd, $0, $1) }) == 0 else {
         throw BenchError("connect \(ip): \(errno)")
     }
     var b: UInt8 = 1

@@ -352,10 +352,7 @@ func iptablesRestore(_ rules: String, namespace: String) throws -> Double {
     let file = FileManager.default.temporaryDirectory.appendingPathComponent("service-bench-\(getpid()).rules")
     try rules.write(to: file, atomically: true, encoding: .utf8)
     defer { try? FileManager.default.removeItem(at: file) }
-    var out = ""
-    let t = try seconds { out = try check(["ip", "netns", "exec", namespace, "iptables-restore", file.path], timeout: 300) }
-    _ = out
-    return t
+    return try seconds { try check(["ip", "netns", "exec", namespace, "iptables-restore", file.path], timeout: 300) }
 }
 
 /// Conntrack entries whose original destination is `address`, in `namespace` (nil without the
@@ -474,16 +471,19 @@ do {
         var ctIptables: Int?, ctNodenet: Int?
     }
     var samples = [Samples](repeating: Samples(), count: options.sizes.count)
+    // The same N services for every run: the spec, kube-proxy's rules and the target.
+    let workloads = options.sizes.map { n -> (spec: NodeSpec, rules: String, target: IPAddress) in
+        let svcs = services(n)
+        var spec = base
+        spec.services = svcs
+        return (spec, kubeProxyRules(svcs, clusterCIDR: "10.0.0.0/8"), svcs[n - 1].clusterIP)
+    }
+    for (i, w) in workloads.enumerated() { samples[i].rules = w.rules.split(separator: "\n").filter { $0.hasPrefix("-A ") }.count }
     // Runs outside, sizes inside: drift of the machine spreads over every size.
     for r in 0..<options.repeats {
         for (i, n) in options.sizes.enumerated() {
             try checkInterrupted()
-            let svcs = services(n)
-            var spec = base
-            spec.services = svcs
-            let rules = kubeProxyRules(svcs, clusterCIDR: "10.0.0.0/8")
-            samples[i].rules = rules.split(separator: "\n").filter { $0.hasPrefix("-A ") }.count
-            let target = svcs[n - 1].clusterIP
+            let (spec, rules, target) = workloads[i]
 
             log("run \(r + 1)/\(options.repeats), N=\(n): nodenet apply, data path, removal")
             let controller = try NodeController(spec: spec, namespace: .named(bpfNode))

@@ -66,10 +66,7 @@ struct SpecOptions: ParsableArguments {
 
     var namespace: NamespaceReference { netns.map(NamespaceReference.init) ?? .current }
 
-    func controller() throws -> NodeController {
-        let spec = try NodeSpec.load(path: self.spec)
-        return try NodeController(spec: spec, namespace: namespace)
-    }
+    func controller() throws -> NodeController { try NodeController(spec: try loadSpec(), namespace: namespace) }
 
     func loadSpec() throws -> NodeSpec { try NodeSpec.load(path: spec) }
 }

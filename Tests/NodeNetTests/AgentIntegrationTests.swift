@@ -264,24 +264,12 @@ final class TCPPair {
     init(client clientNS: NamespaceReference, server serverNS: NamespaceReference, serverIP: IPAddress, port: UInt16 = 7070) throws {
         let listener: Int32 = try NetworkNamespace.run(in: serverNS) {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var a = sockaddr_in()
-            a.sin_family = sa_family_t(AF_INET)
-            a.sin_port = port.bigEndian
-            guard withUnsafePointer(to: &a, { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }) == 0,
+            guard SocketAddress(IPAddress(ipv4: 0), port: port).withSockaddr({ bind(fd, $0, $1) }) == 0,
                   listen(fd, 1) == 0 else { throw NodeNetError.state("listen: \(errno)") }
             return fd
         }
         defer { close(listener) }
-        let clientFD: Int32 = try NetworkNamespace.run(in: clientNS) { socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0) }
-        var target = sockaddr_in()
-        target.sin_family = sa_family_t(AF_INET)
-        target.sin_port = port.bigEndian
-        target.sin_addr.s_addr = serverIP.ipv4Value!.bigEndian
-        guard withUnsafePointer(to: &target, { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(clientFD, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }) == 0 else {
-            close(clientFD)
-            throw NodeNetError.state("connect: \(errno)")
-        }
-        client = clientFD
+        client = try LabProbe.connect(from: clientNS, to: SocketAddress(serverIP, port: port), timeout: 2)
         accepted = accept(listener, nil, nil)
         var tv = timeval(tv_sec: 2, tv_usec: 0)
         for fd in [client, accepted] { setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size)) }

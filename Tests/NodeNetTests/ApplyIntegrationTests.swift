@@ -388,11 +388,7 @@ extension BPFModeApplyTests {
             _ = try t.controller(spec).apply()
             // Put a map of another layout (value 8 bytes) where the endpoints map is pinned.
             let path = "\(spec.bpffsDirectory)/nodenet_endpoints"
-            #expect(unlink(path) == 0)
-            let fd = bpf_map_create(BPF_MAP_TYPE_HASH, "nodenet_endpoi", 4, 8, 128, nil)
-            try #require(fd >= 0)
-            #expect(bpf_obj_pin(fd, path) == 0)
-            close(fd)
+            try pinMapOfAnotherLayout(at: path, type: BPF_MAP_TYPE_HASH, name: "nodenet_endpoi", keySize: 4, valueSize: 8, maxEntries: 128)
             let plan = try t.controller(spec).plan()
             #expect(plan.changes.first { $0.kind == "datapath" }?.subject == "pinned maps nodenet_endpoints")
             #expect(plan.changes.last { $0.kind == "datapath" }?.subject == "pinned maps set aside", "the old map goes last")
@@ -604,11 +600,7 @@ extension BPFModeApplyTests {
             _ = try t.controller(spec).apply()
             // The monitor flag as an older build pinned it: a 4-byte value.
             let path = "\(spec.bpffsDirectory)/nodenet_monitor"
-            #expect(unlink(path) == 0)
-            let fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "nodenet_monito", 4, 4, 1, nil)
-            try #require(fd >= 0)
-            #expect(bpf_obj_pin(fd, path) == 0)
-            close(fd)
+            try pinMapOfAnotherLayout(at: path, type: BPF_MAP_TYPE_ARRAY, name: "nodenet_monito", keySize: 4, valueSize: 4, maxEntries: 1)
             let before = try attachedPrograms(t, spec)
             #expect(before.count == 3)
 

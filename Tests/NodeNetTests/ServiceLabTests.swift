@@ -268,11 +268,7 @@ struct ServiceLabTests {
         try Self.up(cluster)
         let dir = cluster.bpffsDirectory(ofNode: "worker2")
         let path = "\(dir)/nodenet_backends"
-        #expect(unlink(path) == 0)
-        let fd = bpf_map_create(BPF_MAP_TYPE_HASH, "nodenet_backend", 4, 4, 128, nil)  // value 4 B instead of 8
-        try #require(fd >= 0)
-        #expect(bpf_obj_pin(fd, path) == 0)
-        close(fd)
+        try pinMapOfAnotherLayout(at: path, type: BPF_MAP_TYPE_HASH, name: "nodenet_backend", keySize: 4, valueSize: 4, maxEntries: 128)  // value 4 B instead of 8
         let controller = try NodeController(spec: cluster.spec(forNode: "worker2")!, namespace: .named(cluster.namespace(ofNode: "worker2")))
         let plan = try controller.plan()
         let migration = try #require(plan.changes.first { $0.subject.hasPrefix("pinned maps ") })
@@ -308,16 +304,9 @@ struct ServiceLabTests {
 
     /// The errno a connected UDP socket reports after one datagram to a closed port (0: none within 2 s).
     func udpError(from namespace: NamespaceReference, to address: String, port: UInt16) throws -> Int32 {
-        let fd = try NetworkNamespace.run(in: namespace) { socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        let fd = try LabProbe.socket(in: namespace, family: AF_INET, type: SOCK_DGRAM, timeout: 2)
         defer { close(fd) }
-        var tv = timeval(tv_sec: 2, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var target = sockaddr_in()
-        target.sin_family = sa_family_t(AF_INET)
-        target.sin_port = port.bigEndian
-        target.sin_addr.s_addr = IPAddress(address)!.ipv4Value!.bigEndian
-        let rc = withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        try #require(rc == 0)
+        try #require(SocketAddress(IPAddress(address)!, port: port).withSockaddr { connect(fd, $0, $1) } == 0)
         _ = "x".withCString { send(fd, $0, 1, 0) }
         var buffer = [UInt8](repeating: 0, count: 64)
         return recv(fd, &buffer, buffer.count, 0) < 0 ? errno : 0
@@ -357,17 +346,12 @@ struct ServiceLabTests {
         let verdicts = try #require(try BPFMap<UInt32, UInt64>.pinned(at: cluster.bpffsDirectory(ofNode: "worker2") + "/nodenet_verdicts", perCPU: true))
         let noFlow = UInt32(NODENET_VERDICT_DROP_NO_FLOW.rawValue)
         let dropsBefore = try verdicts.sum(noFlow)
-        try NetworkNamespace.run(in: w2) {
-            let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        do {
+            let fd = try LabProbe.socket(in: w2, family: AF_INET, type: SOCK_DGRAM, timeout: 2)
             defer { close(fd) }
-            var target = sockaddr_in()
-            target.sin_family = sa_family_t(AF_INET)
-            target.sin_port = UInt16(61_234).bigEndian
-            target.sin_addr.s_addr = IPAddress("169.254.42.1")!.ipv4Value!.bigEndian
-            _ = withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, "x", 1, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            _ = SocketAddress(IPAddress("169.254.42.1")!, port: 61_234).withSockaddr { sendto(fd, "x", 1, 0, $0, $1) }
         }
-        let end = Date().addingTimeInterval(2)
-        while try verdicts.sum(noFlow) == dropsBefore && Date() < end { usleep(5_000) }
+        try poll { try verdicts.sum(noFlow) != dropsBefore }
         #expect(try verdicts.sum(noFlow) == dropsBefore + 1, "dropped as a reply without its flow")
         // The remote backend's port unreachable names the ClusterIP by the time it reaches the pod.
         #expect(try udpError(from: .named(cluster.namespace(ofPod: "net")), to: "10.96.0.54", port: 54) == ECONNREFUSED)
@@ -397,39 +381,15 @@ final class PeerLog: @unchecked Sendable {
 /// A TCP connection opened from a namespace, used later (the request is sent on demand).
 final class HeldConnection {
     let fd: Int32
+    let localPort: UInt16
 
     init(from namespace: NamespaceReference, to address: IPAddress, port: UInt16) throws {
-        fd = try NetworkNamespace.run(in: namespace) { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
-        var tv = timeval(tv_sec: 3, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var target = sockaddr_in()
-        target.sin_family = sa_family_t(AF_INET)
-        target.sin_port = port.bigEndian
-        target.sin_addr.s_addr = address.ipv4Value!.bigEndian
-        let rc = withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard rc == 0 else { close(fd); throw NodeNetError.state("connect: \(String(cString: strerror(errno)))") }
-        var local = sockaddr_in()
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &local) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        localPort = UInt16(bigEndian: local.sin_port)
+        let fd = try LabProbe.connect(from: namespace, to: SocketAddress(address, port: port))
+        self.fd = fd
+        localPort = SocketAddress.receiving { getsockname(fd, $0, $1) }.1?.port ?? 0
     }
-
-    private(set) var localPort: UInt16 = 0
 
     deinit { close(fd) }
 
-    func request() throws -> String {
-        let text = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        _ = text.withCString { write(fd, $0, strlen($0)) }
-        var response: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while response.count < 65536 {
-            let n = read(fd, &buffer, buffer.count)
-            if n <= 0 { break }
-            response += buffer[0..<n]
-        }
-        let body = String(decoding: response, as: UTF8.self).components(separatedBy: "\r\n\r\n").dropFirst().joined()
-        return body
-    }
+    func request() throws -> String { try LabProbe.get(fd, host: "x") }
 }

@@ -2,49 +2,23 @@
 // device. Not product code.
 import Foundation
 import Netlink
-
-/// `struct sockaddr_ll` (linux/if_packet.h), which Swift's Glibc module does not export.
-public struct LinkLayerAddress {
-    public var family: UInt16 = UInt16(AF_PACKET)
-    public var protocolBE: UInt16 = UInt16(3).bigEndian  // ETH_P_ALL
-    public var ifindex: Int32 = 0
-    public var hatype: UInt16 = 0
-    public var pkttype: UInt8 = 0  // 4 = PACKET_OUTGOING
-    public var halen: UInt8 = 0
-    public var addr: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0)
-    public init() {}
-}
+import NodeNet
 
 /// Raw frames received on a device inside a namespace (AF_PACKET), for checking headers.
 public final class FrameCapture {
-    public let fd: Int32
+    private let socket: PacketSocket
 
     public init(namespace: NamespaceReference, device: String) throws {
-        fd = try NetworkNamespace.run(in: namespace) {
-            let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue), Int32(UInt16(3).bigEndian))
-            guard fd >= 0 else { throw CaptureError("AF_PACKET socket: \(String(cString: strerror(errno)))") }
-            var addr = LinkLayerAddress()
-            addr.ifindex = Int32(if_nametoindex(device))
-            let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<LinkLayerAddress>.size)) } }
-            guard rc == 0 else { throw CaptureError("binding AF_PACKET to \(device): \(String(cString: strerror(errno)))") }
-            var tv = timeval(tv_sec: 2, tv_usec: 0)
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-            return fd
-        }
+        socket = try PacketSocket(device: device, in: namespace)
+        socket.setTimeout(milliseconds: 2000)
     }
-
-    deinit { close(fd) }
 
     /// The first received frame (at most 200, within the receive timeout) that `matches`.
     public func next(_ matches: ([UInt8]) -> Bool) -> [UInt8]? {
-        var buffer = [UInt8](repeating: 0, count: 2048)
         for _ in 0..<200 {
-            var from = LinkLayerAddress()
-            var length = socklen_t(MemoryLayout<LinkLayerAddress>.size)
-            let n = withUnsafeMutablePointer(to: &from) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(fd, &buffer, buffer.count, 0, $0, &length) } }
-            guard n > 0 else { return nil }
+            guard let (frame, address) = socket.receive() else { return nil }
             // Only frames coming in (not the pod's own replies going out).
-            if from.pkttype != 4, matches(Array(buffer[0..<n])) { return Array(buffer[0..<n]) }
+            if address.pkttype != LinkLayerAddress.outgoing, matches(frame) { return frame }
         }
         return nil
     }
@@ -52,22 +26,11 @@ public final class FrameCapture {
     /// Every frame queued so far, both directions (stops after `quiet` ms without a frame or
     /// at `limit` frames).
     public func drain(quiet: Int = 200, limit: Int = 100_000) -> [[UInt8]] {
-        var tv = timeval(tv_sec: 0, tv_usec: quiet * 1000)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        socket.setTimeout(milliseconds: quiet)
         var frames: [[UInt8]] = []
-        var buffer = [UInt8](repeating: 0, count: 2048)
-        while frames.count < limit {
-            let n = recv(fd, &buffer, buffer.count, 0)
-            guard n > 0 else { break }
-            frames.append(Array(buffer[0..<n]))
-        }
+        while frames.count < limit, let (frame, _) = socket.receive() { frames.append(frame) }
         return frames
     }
-}
-
-public struct CaptureError: Error, CustomStringConvertible {
-    public let description: String
-    init(_ d: String) { description = d }
 }
 
 /// The IPv4 addresses and TCP/UDP ports of a captured Ethernet frame, if it carries IPv4.

@@ -76,3 +76,15 @@ public func runTool(_ arguments: [String]) throws -> (status: Int32, output: Str
     return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }
 
+
+/// Polls `condition` every 5 ms for at most `seconds` (for effects a loaded machine may
+/// delay, such as counters updated in softirq context); returns whether it held.
+@discardableResult
+public func poll(seconds: Double = 2, until condition: () throws -> Bool) rethrows -> Bool {
+    let end = Date().addingTimeInterval(seconds)
+    while try !condition() {
+        guard Date() < end else { return false }
+        usleep(5_000)
+    }
+    return true
+}

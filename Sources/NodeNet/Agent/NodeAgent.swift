@@ -153,16 +153,7 @@ public final class NodeAgent: @unchecked Sendable {
             case .resync:
                 lastStart = .now
                 await reconcile(controller, trigger: "resync", reason: "periodic re-plan", eventAt: nil)
-                if spec.datapath.mode == .bpf {
-                    do {
-                        let gc = try Conntrack.collect(bpffsDirectory: spec.bpffsDirectory)
-                        metrics.conntrackEntries.set(to: Double(gc.scanned - gc.removed))
-                        metrics.conntrackCollected.increment(by: Int64(gc.removed))
-                        if gc.removed > 0 { logger("conntrack").info("idle flows removed", metadata: ["removed": "\(gc.removed)", "scanned": "\(gc.scanned)"]) }
-                    } catch {
-                        logger("conntrack").warning("garbage collection failed", metadata: ["error": "\(error)"])
-                    }
-                }
+                if spec.datapath.mode == .bpf { collectConntrack(spec) }
             case .event(let reason, let at):
                 // A reconcile that started after this event already saw its effect.
                 guard at >= lastStart else { continue }
@@ -258,6 +249,18 @@ public final class NodeAgent: @unchecked Sendable {
             if error is ApplyFailure || error is NetlinkError { metrics.kernelErrors.increment() }
             setHealth(.unhealthy("\(error)"))
             log.error("reconcile failed", metadata: ["why": "\(reason)", "error": "\(error)"])
+        }
+    }
+
+    /// Removes idle BPF conntrack entries (each resync) and records how many there are.
+    private func collectConntrack(_ spec: NodeSpec) {
+        do {
+            let gc = try Conntrack.collect(bpffsDirectory: spec.bpffsDirectory)
+            metrics.conntrackEntries.set(to: Double(gc.scanned - gc.removed))
+            metrics.conntrackCollected.increment(by: Int64(gc.removed))
+            if gc.removed > 0 { logger("conntrack").info("idle flows removed", metadata: ["removed": "\(gc.removed)", "scanned": "\(gc.scanned)"]) }
+        } catch {
+            logger("conntrack").warning("garbage collection failed", metadata: ["error": "\(error)"])
         }
     }
 

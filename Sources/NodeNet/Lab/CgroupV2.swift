@@ -12,21 +12,7 @@ public enum CgroupV2 {
     /// Creates `path` (and its parents) under the cgroup v2 root.
     public static func create(_ path: String) throws {
         guard let root, path.hasPrefix(root + "/") else { throw NodeNetError.state("\(path) is not under the cgroup v2 root") }
-        // A parent shared with another lab can be removed by its `down` between two mkdirs
-        // (ENOENT): start again from the root, a bounded number of times.
-        var attempt = 0
-        creating: while true {
-            attempt += 1
-            var current = root
-            for component in path.dropFirst(root.count + 1).split(separator: "/") {
-                current += "/\(component)"
-                if mkdir(current, 0o755) != 0 && errno != EEXIST {
-                    if errno == ENOENT && attempt < 5 { continue creating }
-                    throw NodeNetError.state("creating cgroup \(current): \(String(cString: strerror(errno)))")
-                }
-            }
-            return
-        }
+        try createDirectory(path, what: "cgroup")
     }
 
     /// Moves process `pid` into the cgroup at `path`.

@@ -18,48 +18,38 @@ public enum LabProbe {
     /// `GET /` to `address:port` from inside `namespace`, bounded by `timeout` seconds. With
     /// `v4Mapped`, over an IPv6 socket to `::ffff:address` (as dual-stack programs connect).
     public static func httpGet(from namespace: NamespaceReference, to address: IPAddress, port: UInt16 = 80, timeout: Int32 = 3, v4Mapped: Bool = false) throws -> HTTPResult {
-        let family = v4Mapped ? AF_INET6 : AF_INET
-        let fd: Int32 = try NetworkNamespace.run(in: namespace) {
-            let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else { throw NodeNetError.state("socket: \(String(cString: strerror(errno)))") }
-            return fd
-        }
+        let fd = try connect(from: namespace, to: SocketAddress(address, port: port, v4Mapped: v4Mapped), timeout: timeout)
         defer { close(fd) }
-        var tv = timeval(tv_sec: Int(timeout), tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        let rc: Int32
-        if v4Mapped {
-            var target = sockaddr_in6()
-            target.sin6_family = sa_family_t(AF_INET6)
-            target.sin6_port = port.bigEndian
-            let v4 = address.ipv4Value!
-            withUnsafeMutableBytes(of: &target.sin6_addr) { b in
-                b[10] = 0xff; b[11] = 0xff
-                b[12] = UInt8(v4 >> 24); b[13] = UInt8((v4 >> 16) & 0xff); b[14] = UInt8((v4 >> 8) & 0xff); b[15] = UInt8(v4 & 0xff)
-            }
-            rc = withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
-        } else {
-            var target = sockaddr_in()
-            target.sin_family = sa_family_t(AF_INET)
-            target.sin_port = port.bigEndian
-            target.sin_addr.s_addr = address.ipv4Value!.bigEndian
-            rc = withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        let body = try get(fd, host: address.description)
+        return HTTPResult(body: body, local: name(of: fd, peer: false), peer: name(of: fd, peer: true))
+    }
+
+    /// A TCP connection to `target` made from inside `namespace`, every send and receive on it
+    /// bounded by `timeout` seconds. The caller closes it.
+    public static func connect(from namespace: NamespaceReference, to target: SocketAddress, timeout: Int32 = 3) throws -> Int32 {
+        let fd = try socket(in: namespace, family: target.family, type: SOCK_STREAM, timeout: timeout)
+        guard target.withSockaddr({ Glibc.connect(fd, $0, $1) }) == 0 else {
+            let error = String(cString: strerror(errno))
+            close(fd)
+            throw NodeNetError.state("connecting to \(target): \(error)")
         }
-        guard rc == 0 else { throw NodeNetError.state("connecting to \(address):\(port): \(String(cString: strerror(errno)))") }
-        let request = "GET / HTTP/1.1\r\nHost: \(address)\r\nConnection: close\r\n\r\n"
+        return fd
+    }
+
+    /// Sends `GET /` on the connected socket `fd` and returns the answer's body.
+    public static func get(_ fd: Int32, host: String) throws -> String {
+        let request = "GET / HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n\r\n"
         _ = request.withCString { write(fd, $0, strlen($0)) }
         var response: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
         while response.count < 65536 {
             let n = read(fd, &buffer, buffer.count)
-            if n < 0 { throw NodeNetError.state("reading from \(address):\(port): \(String(cString: strerror(errno)))") }
+            if n < 0 { throw NodeNetError.state("reading from \(name(of: fd, peer: true)): \(String(cString: strerror(errno)))") }
             if n == 0 { break }
             response += buffer[0..<n]
         }
         let text = String(decoding: response, as: UTF8.self)
-        let body = text.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
-        return HTTPResult(body: body, local: name(of: fd, peer: false), peer: name(of: fd, peer: true))
+        return text.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
     }
 
     public struct UDPResult: Sendable {
@@ -77,36 +67,35 @@ public enum LabProbe {
 
     /// One unconnected UDP request/reply (sendto, recvfrom) from inside `namespace`.
     public static func udp(from namespace: NamespaceReference, to address: IPAddress, port: UInt16 = 53, payload: String, timeout: Int32 = 3) throws -> UDPResult {
-        let fd: Int32 = try NetworkNamespace.run(in: namespace) { socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
-        guard fd >= 0 else { throw NodeNetError.state("socket: \(String(cString: strerror(errno)))") }
+        let fd = try socket(in: namespace, family: AF_INET, type: SOCK_DGRAM, timeout: timeout)
         defer { close(fd) }
-        var tv = timeval(tv_sec: Int(timeout), tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var target = sockaddr_in()
-        target.sin_family = sa_family_t(AF_INET)
-        target.sin_port = port.bigEndian
-        target.sin_addr.s_addr = address.ipv4Value!.bigEndian
+        let target = SocketAddress(address, port: port)
         let bytes = Array(payload.utf8)
-        let sent = withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, bytes, bytes.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard sent == bytes.count else { throw NodeNetError.state("sending to \(address):\(port): \(String(cString: strerror(errno)))") }
+        let sent = target.withSockaddr { sendto(fd, bytes, bytes.count, 0, $0, $1) }
+        guard sent == bytes.count else { throw NodeNetError.state("sending to \(target): \(String(cString: strerror(errno)))") }
         var buffer = [UInt8](repeating: 0, count: 65_536)
-        var from = sockaddr_in()
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let n = withUnsafeMutablePointer(to: &from) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(fd, &buffer, buffer.count, 0, $0, &length) } }
-        guard n >= 0 else { throw NodeNetError.state("no UDP reply from \(address):\(port): \(String(cString: strerror(errno)))") }
-        return UDPResult(reply: String(decoding: buffer[0..<n], as: UTF8.self), from: PodServer.describe(from), bytes: n)
+        let (n, from) = SocketAddress.receiving { recvfrom(fd, &buffer, buffer.count, 0, $0, $1) }
+        guard n >= 0 else { throw NodeNetError.state("no UDP reply from \(target): \(String(cString: strerror(errno)))") }
+        return UDPResult(reply: String(decoding: buffer[0..<n], as: UTF8.self), from: from?.description ?? "?", bytes: n)
     }
 
-    private static func name(of fd: Int32, peer: Bool) -> String {
-        var storage = sockaddr_in6()
-        var length = socklen_t(MemoryLayout<sockaddr_in6>.size)
-        _ = withUnsafeMutablePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { peer ? getpeername(fd, $0, &length) : getsockname(fd, $0, &length) } }
-        if storage.sin6_family == sa_family_t(AF_INET6) {
-            // A v4-mapped address (::ffff:a.b.c.d) shows as a.b.c.d.
-            let b = withUnsafeBytes(of: storage.sin6_addr) { Array($0) }
-            return "\(b[12]).\(b[13]).\(b[14]).\(b[15]):\(UInt16(bigEndian: storage.sin6_port))"
+    /// A socket made inside `namespace` (it keeps that namespace), with send and receive
+    /// timeouts of `timeout` seconds.
+    static func socket(in namespace: NamespaceReference, family: Int32, type: __socket_type, timeout: Int32) throws -> Int32 {
+        let fd: Int32 = try NetworkNamespace.run(in: namespace) {
+            let fd = Glibc.socket(family, Int32(type.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { throw NodeNetError.state("socket: \(String(cString: strerror(errno)))") }
+            return fd
         }
-        return withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { PodServer.describe($0.pointee) } }
+        var tv = timeval(tv_sec: Int(timeout), tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        return fd
+    }
+
+    /// The socket's own (or its peer's) address; a v4-mapped one shows as IPv4.
+    static func name(of fd: Int32, peer: Bool) -> String {
+        SocketAddress.receiving { peer ? getpeername(fd, $0, $1) : getsockname(fd, $0, $1) }.1?.description ?? "?"
     }
 
     /// `Ip: ForwDatagrams` from /proc/net/snmp in `namespace`: packets the IP stack forwarded.

@@ -43,10 +43,7 @@ public final class PodServer: @unchecked Sendable {
         guard fd >= 0 else { throw NodeNetError.state("socket: \(String(cString: strerror(errno)))") }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, 4)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = port.bigEndian
-        let rc = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        let rc = SocketAddress(IPAddress(ipv4: 0), port: port).withSockaddr { bind(fd, $0, $1) }
         guard rc == 0 else {
             let e = String(cString: strerror(errno))
             close(fd)
@@ -73,13 +70,11 @@ public final class PodServer: @unchecked Sendable {
         let response = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
         while !stopped.isStopped {
             guard ready(tcp) else { continue }
-            var peer = sockaddr_in()
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            let conn = withUnsafeMutablePointer(to: &peer) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { accept(tcp, $0, &length) } }
+            let (conn, peer) = SocketAddress.receiving { accept(tcp, $0, $1) }
             guard conn >= 0 else { continue }
             let line = readHTTPRequestLine(conn)
             // Log before answering: whoever got the answer can then find the log line.
-            log("http \(Self.describe(peer)) \(line)")
+            log("http \(peer?.description ?? "?") \(line)")
             _ = response.withCString { send(conn, $0, strlen($0), msgNoSignal) }
             close(conn)
         }
@@ -89,17 +84,11 @@ public final class PodServer: @unchecked Sendable {
         var buffer = [UInt8](repeating: 0, count: 65_536)  // any datagram, also fragmented ones
         while !stopped.isStopped {
             guard ready(udp) else { continue }
-            var peer = sockaddr_in()
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            let n = withUnsafeMutablePointer(to: &peer) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(udp, &buffer, buffer.count, 0, $0, &length) } }
-            guard n >= 0 else { continue }
-            log("udp \(Self.describe(peer)) \(n) bytes")
+            let (n, from) = SocketAddress.receiving { recvfrom(udp, &buffer, buffer.count, 0, $0, $1) }
+            guard n >= 0, let peer = from else { continue }
+            log("udp \(peer) \(n) bytes")
             let reply = Array("PodName: \(name) | ".utf8) + buffer[0..<n]
-            _ = withUnsafePointer(to: &peer) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(udp, reply, reply.count, 0, $0, length) } }
+            _ = peer.withSockaddr { sendto(udp, reply, reply.count, 0, $0, $1) }
         }
-    }
-
-    static func describe(_ a: sockaddr_in) -> String {
-        "\(IPAddress(ipv4: UInt32(bigEndian: a.sin_addr.s_addr))):\(UInt16(bigEndian: a.sin_port))"
     }
 }
