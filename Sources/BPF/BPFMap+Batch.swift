@@ -55,14 +55,9 @@ extension BPFMap {
     public func update(keys: [Key], values: [Value], batchSize: Int = 8192) throws {
         precondition(keys.count == values.count)
         guard !perCPU else { throw BPFError(EINVAL, "map \(name) is per-CPU: one value per CPU, not one") }
-        var start = 0
-        while start < keys.count {
-            let end = min(keys.count, start + batchSize)
-            var count = UInt32(end - start)
-            var opts = bpf_map_batch_opts()
-            opts.sz = MemoryLayout<bpf_map_batch_opts>.size
-            let rc = keys[start..<end].withContiguousStorageIfAvailable { k in
-                values[start..<end].withContiguousStorageIfAvailable { v in
+        try forEachBatch(keys.count, batchSize) { range, count, opts in
+            let rc = keys[range].withContiguousStorageIfAvailable { k in
+                values[range].withContiguousStorageIfAvailable { v in
                     bpf_map_update_batch(fd, k.baseAddress, v.baseAddress, &count, &opts)
                 } ?? -EINVAL
             } ?? -EINVAL
@@ -71,35 +66,42 @@ extension BPFMap {
                 // Refused as a whole (count says nothing then): one update per entry; updates
                 // may repeat.
                 guard Self.unsupported(error) || rc == -EINVAL else {
-                    throw BPFError(error, "updating map \(name) (batch of \(end - start), \(count) written)")
+                    throw BPFError(error, "updating map \(name) (batch of \(range.count), \(count) written)")
                 }
-                for i in start..<end { try update(keys[i], values[i]) }
+                for i in range { try update(keys[i], values[i]) }
             }
-            start = end
         }
     }
 
     /// Removes many entries with BPF_MAP_DELETE_BATCH; entries already gone are fine (the
     /// rest of a batch stopped by one is removed one by one).
     public func delete(keys: [Key], batchSize: Int = 8192) throws {
-        var start = 0
-        while start < keys.count {
-            let end = min(keys.count, start + batchSize)
-            var count = UInt32(end - start)
-            var opts = bpf_map_batch_opts()
-            opts.sz = MemoryLayout<bpf_map_batch_opts>.size
-            let rc = keys[start..<end].withContiguousStorageIfAvailable { k in bpf_map_delete_batch(fd, k.baseAddress, &count, &opts) } ?? -EINVAL
+        try forEachBatch(keys.count, batchSize) { range, count, opts in
+            let rc = keys[range].withContiguousStorageIfAvailable { k in bpf_map_delete_batch(fd, k.baseAddress, &count, &opts) } ?? -EINVAL
             if rc != 0 {
                 let error = errno
                 if error == ENOENT {
                     // Stopped at an entry already gone: `count` were deleted before it.
-                    for i in (start + min(Int(count), end - start))..<end { try delete(keys[i]) }
+                    for i in (range.lowerBound + min(Int(count), range.count))..<range.upperBound { try delete(keys[i]) }
                 } else if Self.unsupported(error) || rc == -EINVAL {
-                    for i in start..<end { try delete(keys[i]) }  // an entry already gone is fine
+                    for i in range { try delete(keys[i]) }  // an entry already gone is fine
                 } else {
-                    throw BPFError(error, "deleting from map \(name) (batch of \(end - start), \(count) deleted)")
+                    throw BPFError(error, "deleting from map \(name) (batch of \(range.count), \(count) deleted)")
                 }
             }
+        }
+    }
+
+    /// Calls `body` for each run of at most `batchSize` of `total` entries, with the count and
+    /// options a batch call takes (the count set to the run's length).
+    private func forEachBatch(_ total: Int, _ batchSize: Int, _ body: (Range<Int>, inout UInt32, inout bpf_map_batch_opts) throws -> Void) rethrows {
+        var start = 0
+        while start < total {
+            let end = min(total, start + batchSize)
+            var count = UInt32(end - start)
+            var opts = bpf_map_batch_opts()
+            opts.sz = MemoryLayout<bpf_map_batch_opts>.size
+            try body(start..<end, &count, &opts)
             start = end
         }
     }
