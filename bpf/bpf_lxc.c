@@ -15,6 +15,7 @@
 #include "lib/l3.h"
 #include "lib/endpoints.h"
 #include "lib/services.h"
+#include "lib/snat.h"
 #include "lib/forward.h"
 #include "lib/reject.h"
 #include "lib/icmp_error.h"
@@ -52,7 +53,7 @@ static __noinline int nodenet_lxc_translate(struct __sk_buff *skb, struct nodene
 		 * from the frontend. Without its flow (expired, evicted, or per-packet LB switched
 		 * off meanwhile) it has nowhere to go: never out to the network. */
 		if (flow.tuple.daddr == bpf_htonl(NODENET_HAIRPIN_IPV4) && flow.tuple.proto != IPPROTO_ICMP) {
-			int rc = nodenet_unmasquerade(skb, &flow);
+			int rc = nodenet_snat_reverse(skb, &flow);
 			if (rc == NODENET_ERROR)
 				return TC_ACT_SHOT;
 			if (rc != NODENET_TRANSLATED)
@@ -78,7 +79,7 @@ static __noinline int nodenet_lxc_translate(struct __sk_buff *skb, struct nodene
 	 * takes the node's. */
 	if (!replied && nodenet_needs_masquerade(skb, cfg, &flow)) {
 		int create = flow.tuple.proto != IPPROTO_ICMP || flow.icmp_type == NODENET_ICMP_ECHO;
-		int rc = nodenet_masquerade(skb, cfg, &flow, create);
+		int rc = nodenet_snat_to_node(skb, cfg, &flow, create);
 		if (rc == NODENET_ERROR)
 			return nodenet_drop(skb, NODENET_VERDICT_DROP_NAT_EXHAUSTED);
 		translated |= rc == NODENET_TRANSLATED;

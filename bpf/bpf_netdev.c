@@ -14,6 +14,7 @@
 #include "lib/l3.h"
 #include "lib/endpoints.h"
 #include "lib/services.h"
+#include "lib/snat.h"
 #include "lib/icmp_error.h"
 #include "lib/reject.h"
 #include "lib/forward.h"
@@ -21,7 +22,7 @@
 /* A packet to the node's own address. NODENET_PASS leaves it to the stack. */
 static __always_inline int nodenet_to_node(struct __sk_buff *skb, const struct nodenet_config *cfg, struct nodenet_flow *flow)
 {
-	int rc = nodenet_unmasquerade(skb, flow);
+	int rc = nodenet_snat_reverse(skb, flow);
 	if (rc == NODENET_TRANSLATED) {
 		if (cfg->flags & NODENET_CONFIG_SERVICES) {
 			if (nodenet_reverse_service(skb, flow) == NODENET_ERROR)
@@ -43,7 +44,7 @@ static __always_inline int nodenet_to_node(struct __sk_buff *skb, const struct n
 	struct nodenet_endpoint_key key = { .ip = flow->tuple.daddr };
 	if (!bpf_map_lookup_elem(&nodenet_endpoints, &key)) {
 		/* A remote backend: the reply must come back through this node. */
-		rc = nodenet_masquerade(skb, cfg, flow, 1);
+		rc = nodenet_snat_to_node(skb, cfg, flow, 1);
 		if (rc != NODENET_TRANSLATED)
 			return nodenet_drop(skb, NODENET_VERDICT_DROP_NAT_EXHAUSTED);
 	}

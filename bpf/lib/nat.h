@@ -1,11 +1,19 @@
 /* Rewriting addresses and ports in place, with the IP and L4 checksums fixed up
- * incrementally (offload-aware through the helpers), and source NAT port allocation. */
+ * incrementally (offload-aware through the helpers), source NAT port allocation, and the
+ * outcomes every translation step (services.h, snat.h, icmp_error.h) returns. */
 #ifndef NODENET_BPF_NAT_H
 #define NODENET_BPF_NAT_H
 
 #include "common.h"
 #include "l3.h"
 #include "conntrack.h"
+
+/* Outcomes of the translation steps: distinct from every TC_ACT_* verdict, so a function
+ * may return either. */
+#define NODENET_PASS 100
+#define NODENET_TRANSLATED 101
+#define NODENET_NO_BACKEND 102
+#define NODENET_ERROR 103
 
 /* Where the port (or ICMP echo id) and the checksum of `proto` are. */
 static __always_inline int nodenet_l4_csum_off(__u8 proto)
