@@ -5,7 +5,9 @@ let package = Package(
     name: "nodenet",
     products: [
         .library(name: "Netlink", targets: ["Netlink"]),
+        .library(name: "BPF", targets: ["BPF"]),
         .library(name: "NodeNet", targets: ["NodeNet"]),
+        .library(name: "NodeNetAgent", targets: ["NodeNetAgent"]),
         .executable(name: "nodenetd", targets: ["nodenetd"]),
     ],
     dependencies: [
@@ -27,35 +29,51 @@ let package = Package(
         // Compiles bpf/*.c during the build and embeds the objects.
         .executableTarget(name: "bpf-embed", path: "Tools/bpf-embed"),
         .plugin(name: "BPFBuild", capability: .buildTool(), dependencies: ["bpf-embed"]),
-        // Typed libbpf: objects from memory, configuration, load, maps, programs.
+        // Typed libbpf: objects from memory, configuration, load, maps, programs, links; bpffs
+        // (mounting, pin directories) and the cgroup v2 hierarchy. No node concepts.
         .target(name: "BPF", dependencies: ["CBPF", "CNodeNetBPF"], plugins: ["BPFBuild"]),
         // Typed rtnetlink: kernel messages only, no node concepts.
         .target(name: "Netlink", dependencies: ["CMnl"]),
-        // The domain: spec, plan, apply, datapath, lab.
+        // What an embedder needs: the node spec, desired and observed state, plan, apply (one
+        // executor per kind of change), verify, the datapath's programs and maps, services.
+        .target(name: "NodeNet", dependencies: ["Netlink", "BPF", "CNodeNetBPF"]),
+        // `nodenetd run`: triggers, the reconcile loop, health, metrics, structured logs.
         .target(
-            name: "NodeNet",
+            name: "NodeNetAgent",
             dependencies: [
-                "Netlink", "BPF", "CNodeNetBPF", .product(name: "Logging", package: "swift-log"),
+                "NodeNet", .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
+        // Throwaway clusters in network namespaces (fabric, nodes, pods, external host), pod
+        // servers, probes and frame taps. Never imported by a product target.
+        .target(name: "NodeNetLab", dependencies: ["NodeNet", "BPF"]),
+        // The CLI: argument parsing and printing only.
         .executableTarget(
             name: "nodenetd",
-            dependencies: ["NodeNet", "Netlink", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: [
+                "NodeNet", "NodeNetAgent", "NodeNetLab", "Netlink", "BPF",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
         // Benchmarks are not product code: they may run `ip` as the baseline.
         .target(name: "BenchSupport", path: "Benchmarks/BenchSupport"),
         .executableTarget(name: "netlink-bench", dependencies: ["Netlink", "BenchSupport"], path: "Benchmarks/NetlinkBench"),
         .executableTarget(name: "apply-bench", dependencies: ["NodeNet", "BenchSupport"], path: "Benchmarks/ApplyBench"),
-        .executableTarget(name: "datapath-bench", dependencies: ["NodeNet", "BenchSupport"], path: "Benchmarks/DatapathBench"),
-        .executableTarget(name: "service-bench", dependencies: ["NodeNet", "BenchSupport"], path: "Benchmarks/ServiceBench"),
+        .executableTarget(name: "datapath-bench", dependencies: ["NodeNet", "NodeNetLab", "BenchSupport"], path: "Benchmarks/DatapathBench"),
+        .executableTarget(name: "service-bench", dependencies: ["NodeNet", "NodeNetLab", "BenchSupport"], path: "Benchmarks/ServiceBench"),
         .executableTarget(
-            name: "repair-bench", dependencies: ["NodeNet", "BenchSupport", .product(name: "Logging", package: "swift-log")],
+            name: "repair-bench", dependencies: ["NodeNet", "NodeNetAgent", "BenchSupport", .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/RepairBench"),
         // Shared test helpers (privileges, throwaway namespaces); not product code.
-        .target(name: "TestSupport", dependencies: ["Netlink", "NodeNet"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["Netlink", "NodeNet", "NodeNetLab"], path: "Tests/TestSupport"),
         .testTarget(
             name: "NetlinkTests", dependencies: ["Netlink", "CBPF", "TestSupport"],
             resources: [.copy("Fixtures")]),
-        .testTarget(name: "NodeNetTests", dependencies: ["NodeNet", "BPF", "CBPF", "CNodeNetBPF", "TestSupport"]),
-        .testTarget(name: "BPFTests", dependencies: ["BPF", "CNodeNetBPF", "NodeNet", "TestSupport"]),
+        .testTarget(
+            name: "NodeNetTests",
+            dependencies: [
+                "NodeNet", "NodeNetAgent", "NodeNetLab", "BPF", "CBPF", "CNodeNetBPF", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .testTarget(name: "BPFTests", dependencies: ["BPF", "CNodeNetBPF", "NodeNet", "NodeNetLab", "TestSupport"]),
     ]
 )

@@ -10,6 +10,7 @@
 import BenchSupport
 import Foundation
 import NodeNet
+import NodeNetLab
 
 /// Runs per measurement (`--repeat`); medians are reported.
 let repeats: Int = {

@@ -9,6 +9,7 @@ import BenchSupport
 import Foundation
 import Logging
 import NodeNet
+import NodeNetAgent
 
 var deletions = 100, remoteNodes = 200, json = false
 var args = Array(CommandLine.arguments.dropFirst())

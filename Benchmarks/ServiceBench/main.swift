@@ -1,3 +1,5 @@
+import BPF
+import NodeNetLab
 // service-bench: services at scale, nodenet (BPF maps + socket LB) against kube-proxy's
 // iptables mode, in the same run, for N = 1, 1 000 and 10 000 ClusterIP services (TCP port
 // 80, 3 backends each).

@@ -1,4 +1,5 @@
 import Prometheus
+import NodeNet
 
 /// The agent's Prometheus metrics (prefix `nodenet_`).
 public final class AgentMetrics: Sendable {

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NodeNet
 
 /// Structured log lines: `logfmt` (`ts=… level=info subsystem=reconcile msg="…" key=value`)
 /// or one JSON object per line. The logger's label is the subsystem.

@@ -3,6 +3,7 @@ import Logging
 
 #if canImport(Glibc)
 import Glibc
+import NodeNet
 #endif
 
 /// Keeps a node converged: applies the spec, then stays level-triggered. Netlink events on

@@ -1,4 +1,5 @@
 import Foundation
+import NodeNet
 
 /// Counts the IPv4 and ARP frames a device sends and receives from the moment it is opened:
 /// what the seed read with tcpdump on cilium_host. The link's packet counters are no

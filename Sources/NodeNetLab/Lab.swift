@@ -2,6 +2,8 @@ import Foundation
 
 #if canImport(Glibc)
 import Glibc
+import BPF
+import NodeNet
 #endif
 
 /// A kind-like cluster on one machine: a bridge in its own namespace as the fabric, one
@@ -32,7 +34,7 @@ public struct Lab: Sendable {
         let problems = cluster.problems()
         guard problems.isEmpty else { throw SpecError(problems) }
         guard !Lab.exists(cluster.name) else { throw NodeNetError.conflict("lab \(cluster.name) is already up (run `nodenetd lab down --name \(cluster.name)` first)") }
-        try createDirectory(cluster.runDirectory, what: "lab run directory")
+        try Paths.createDirectory(cluster.runDirectory, what: "lab run directory")
         try cluster.jsonData().write(to: URL(fileURLWithPath: "\(cluster.runDirectory)/cluster.json"))
         let prefixLength = Int(cluster.fabricCIDR.length)
 
@@ -68,7 +70,7 @@ public struct Lab: Sendable {
                 try NetworkNamespace.create(podNS)
                 try NetlinkSocket(namespace: .named(podNS)).setLink(named: "lo", LinkChange(up: true))
             }
-            try createDirectory(cluster.stateDirectory(ofNode: node.name), what: "state directory")
+            try Paths.createDirectory(cluster.stateDirectory(ofNode: node.name), what: "state directory")
             try BPFFS.prepare(cluster.bpffsDirectory(ofNode: node.name))
             if let cgroup = cluster.cgroupPath(ofNode: node.name) { try CgroupV2.create(cgroup) }
         }

@@ -1,4 +1,6 @@
 import Foundation
+import BPF
+import NodeNet
 
 /// A lab cluster: a fabric standing for the docker network, nodes with their pods, an
 /// external host, and services. `LabCluster.seed` is the seed walkthrough's kind cluster.

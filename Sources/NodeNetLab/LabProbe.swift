@@ -2,6 +2,7 @@ import Foundation
 
 #if canImport(Glibc)
 import Glibc
+import NodeNet
 #endif
 
 /// Observations for the lab's checks, made from inside namespaces: HTTP requests, UDP

@@ -2,6 +2,7 @@ import Foundation
 
 #if canImport(Glibc)
 import Glibc
+import NodeNet
 #endif
 
 /// `struct sockaddr_ll` (linux/if_packet.h), which Swift's Glibc module does not export.

@@ -2,6 +2,7 @@ import Foundation
 
 #if canImport(Glibc)
 import Glibc
+import NodeNet
 #endif
 
 /// The lab's pod workload: HTTP on port 80 answering `PodName: <name> | PodIP: eth0 <ip>/32`

@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import Logging
 import NodeNet
+import NodeNetAgent
 
 struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -4,6 +4,7 @@ import Foundation
 import NodeNet
 import Testing
 import TestSupport
+import NodeNetLab
 
 /// The from-container program, built into the binary by the BPFBuild plugin, against a real
 /// kernel. Skipped without the privileges to load BPF and create namespaces.

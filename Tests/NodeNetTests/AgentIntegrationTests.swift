@@ -4,6 +4,8 @@ import Testing
 import TestSupport
 
 @testable import NodeNet
+@testable import NodeNetLab
+@testable import NodeNetAgent
 
 /// `nodenetd run` against a real kernel, in-process and as a process. Skipped without root.
 @Suite(.serialized, .enabled(if: Privileges.canManageNamespaces, Comment(rawValue: Privileges.skipReason)))

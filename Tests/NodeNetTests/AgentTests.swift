@@ -3,6 +3,7 @@ import Logging
 import Testing
 
 @testable import NodeNet
+@testable import NodeNetAgent
 
 /// Pieces of the agent that need no kernel.
 @Suite struct AgentUnitTests {

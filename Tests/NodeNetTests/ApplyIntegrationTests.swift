@@ -6,6 +6,7 @@ import Testing
 import TestSupport
 
 @testable import NodeNet
+@testable import NodeNetLab
 
 /// `apply` against a real kernel, on a node that is a network namespace. Skipped without root.
 @Suite(.serialized, .enabled(if: Privileges.canManageNamespaces, Comment(rawValue: Privileges.skipReason)))

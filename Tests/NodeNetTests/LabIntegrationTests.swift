@@ -3,6 +3,8 @@ import Testing
 import TestSupport
 
 @testable import NodeNet
+@testable import NodeNetLab
+import BPF
 
 /// The lab, through the library and through the nodenetd CLI. Skipped without root.
 @Suite(.serialized, .enabled(if: Privileges.canManageNamespaces, Comment(rawValue: Privileges.skipReason)))

@@ -6,6 +6,7 @@ import Testing
 import TestSupport
 
 @testable import NodeNet
+@testable import NodeNetLab
 
 /// Kube-proxy replacement on the lab (the seed's cluster plus a UDP NodePort service):
 /// socket LB from pods and nodes, NodePort from the external host to local and remote

@@ -3,6 +3,7 @@
 import Foundation
 import Netlink
 import NodeNet
+import NodeNetLab
 
 /// Raw frames received on a device inside a namespace (AF_PACKET), for checking headers.
 public final class FrameCapture {

@@ -239,7 +239,7 @@ final class DatapathObjects {
     /// directory itself only if they are empty. Never recursive. True when anything went.
     @discardableResult
     static func removeOwnedPins(in directory: String) -> Bool {
-        guard isSafeSubdirectory(directory, of: BPFFS.root) else { return false }
+        guard Paths.isStrictlyBelow(directory, BPFFS.root) else { return false }
         var removed = false
         for entry in ownedPins(in: directory) where unlink("\(directory)/\(entry)") == 0 { removed = true }
         if rmdir(directory + "/links") == 0 { removed = true }

@@ -1,3 +1,4 @@
+import BPF
 /// One node's networking, driven from its spec: plan, apply (with verification and
 /// rollback), status, listings and teardown. Works on the current namespace (a real node)
 /// or on a node that is a network namespace (the lab, tests).
@@ -117,4 +118,11 @@ public struct ApplyReport: Sendable {
     public var mismatches: [String]
     public var seconds: Double
     public var verified: Bool { mismatches.isEmpty }
+
+    public init(node: String, changes: [PlannedChange], mismatches: [String], seconds: Double) {
+        self.node = node
+        self.changes = changes
+        self.mismatches = mismatches
+        self.seconds = seconds
+    }
 }

@@ -1,19 +1,22 @@
+import BPF
 import Foundation
 
 /// Reads a JSON document into a `NodeSpec`, strictly: unknown fields, wrong types and
 /// missing required fields are problems, all collected with their paths.
-struct SpecReader {
-    private(set) var problems: [SpecProblem] = []
+package struct SpecReader {
+    package private(set) var problems: [SpecProblem] = []
     /// JSON paths of the pods, nodes and services that were read (problems in the others
     /// were already reported), so semantic checks name the right index.
     private(set) var podPaths: [String] = []
     private(set) var nodePaths: [String] = []
     private(set) var servicePaths: [String] = []
 
-    mutating func problem(_ path: String, _ message: String) { problems.append(SpecProblem(path, message)) }
+    package init() {}
+
+    package mutating func problem(_ path: String, _ message: String) { problems.append(SpecProblem(path, message)) }
 
     /// The object at `path`, after checking that only `allowed` keys are present.
-    mutating func object(_ value: JSONValue?, _ path: String, allowed: [String]) -> [String: JSONValue]? {
+    package mutating func object(_ value: JSONValue?, _ path: String, allowed: [String]) -> [String: JSONValue]? {
         guard let value else { return nil }
         guard case .object(let fields) = value else {
             problem(path, "must be an object, found \(value.kindName)")
@@ -25,7 +28,7 @@ struct SpecReader {
         return fields
     }
 
-    mutating func array(_ fields: [String: JSONValue], _ key: String, _ path: String) -> [JSONValue] {
+    package mutating func array(_ fields: [String: JSONValue], _ key: String, _ path: String) -> [JSONValue] {
         guard let value = fields[key] else { return [] }
         guard case .array(let items) = value else {
             problem(join(path, key), "must be an array, found \(value.kindName)")
@@ -34,7 +37,7 @@ struct SpecReader {
         return items
     }
 
-    mutating func string(_ fields: [String: JSONValue], _ key: String, _ path: String, required: Bool) -> String? {
+    package mutating func string(_ fields: [String: JSONValue], _ key: String, _ path: String, required: Bool) -> String? {
         guard let value = fields[key] else {
             if required { problem(join(path, key), "is required") }
             return nil
@@ -50,7 +53,7 @@ struct SpecReader {
         return s
     }
 
-    mutating func bool(_ fields: [String: JSONValue], _ key: String, _ path: String) -> Bool? {
+    package mutating func bool(_ fields: [String: JSONValue], _ key: String, _ path: String) -> Bool? {
         guard let value = fields[key] else { return nil }
         guard case .bool(let b) = value else {
             problem(join(path, key), "must be true or false, found \(value.kindName)")
@@ -59,7 +62,7 @@ struct SpecReader {
         return b
     }
 
-    mutating func integer(_ fields: [String: JSONValue], _ key: String, _ path: String, required: Bool, range: ClosedRange<Int>) -> Int? {
+    package mutating func integer(_ fields: [String: JSONValue], _ key: String, _ path: String, required: Bool, range: ClosedRange<Int>) -> Int? {
         guard let value = fields[key] else {
             if required { problem(join(path, key), "is required") }
             return nil
@@ -76,7 +79,7 @@ struct SpecReader {
         return i
     }
 
-    mutating func address(_ fields: [String: JSONValue], _ key: String, _ path: String, required: Bool) -> IPAddress? {
+    package mutating func address(_ fields: [String: JSONValue], _ key: String, _ path: String, required: Bool) -> IPAddress? {
         guard let text = string(fields, key, path, required: required) else { return nil }
         guard let ip = IPAddress(text), ip.isIPv4 else {
             problem(join(path, key), "\"\(text)\" is not an IPv4 address")
@@ -85,7 +88,7 @@ struct SpecReader {
         return ip
     }
 
-    mutating func cidr(_ fields: [String: JSONValue], _ key: String, _ path: String, required: Bool) -> IPPrefix? {
+    package mutating func cidr(_ fields: [String: JSONValue], _ key: String, _ path: String, required: Bool) -> IPPrefix? {
         guard let text = string(fields, key, path, required: required) else { return nil }
         guard text.contains("/"), let prefix = IPPrefix(text), prefix.family == .inet else {
             problem(join(path, key), "\"\(text)\" is not an IPv4 CIDR (like 10.0.2.0/24)")
@@ -98,11 +101,11 @@ struct SpecReader {
         return prefix
     }
 
-    func join(_ path: String, _ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+    package func join(_ path: String, _ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
 
     // MARK: The spec
 
-    mutating func read(_ root: JSONValue) -> NodeSpec? {
+    package mutating func read(_ root: JSONValue) -> NodeSpec? {
         guard let top = object(root, "", allowed: [
             "apiVersion", "node", "nativeRoutingCIDR", "autoDirectNodeRoutes", "kubeProxyReplacement", "datapath",
             "pods", "nodes", "services", "nodePortRange", "stateDirectory", "bpffsDirectory", "socketLB", "masquerade",
@@ -159,7 +162,7 @@ struct SpecReader {
         }
         let stateDirectory = string(top, "stateDirectory", "", required: false)
         let bpffsDirectory = string(top, "bpffsDirectory", "", required: false)
-        if let bpffsDirectory, !isSafeSubdirectory(bpffsDirectory, of: BPFFS.root) {
+        if let bpffsDirectory, !Paths.isStrictlyBelow(bpffsDirectory, BPFFS.root) {
             problem("bpffsDirectory", "\"\(bpffsDirectory)\" must be a directory under /sys/fs/bpf/ (no '..')")
         }
         if let stateDirectory, !stateDirectory.hasPrefix("/") || stateDirectory.split(separator: "/").contains("..") {
@@ -212,7 +215,7 @@ struct SpecReader {
     }
 
     /// `services` of an object (the node spec or a lab cluster file).
-    mutating func readServices(_ fields: [String: JSONValue], _ path: String) -> [ServiceSpec] {
+    package mutating func readServices(_ fields: [String: JSONValue], _ path: String) -> [ServiceSpec] {
         var services: [ServiceSpec] = []
         for (i, item) in array(fields, "services", path).enumerated() {
             let path = join(path, "services[\(i)]")

@@ -1,3 +1,4 @@
+import BPF
 import CNodeNetBPF
 /// Semantic checks on a structurally valid spec. Every problem is reported, with its path.
 struct SpecValidator {

@@ -1,3 +1,4 @@
+import BPF
 import Foundation
 
 #if canImport(Glibc)
@@ -81,19 +82,6 @@ public struct Ledger: Codable, Sendable, Equatable {
     public static func remove(from directory: String) {
         unlink(path(in: directory))
         rmdir(directory)
-    }
-}
-
-/// Errors of the NodeNet layer that are not the kernel's.
-public enum NodeNetError: Error, Sendable, CustomStringConvertible {
-    case state(String)
-    case conflict(String)
-    case missing(String)
-
-    public var description: String {
-        switch self {
-        case .state(let s), .conflict(let s), .missing(let s): return s
-        }
     }
 }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import NodeNet
+import NodeNetLab
 
 struct LabCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NodeNet
+import NodeNetLab
 
 /// `nodenetd lab demo`: builds the seed's cluster and replays the seed walkthrough, printing
 /// each observation with PASS / FAIL and its evidence. Exit status 1 if any check fails.

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import NodeNet
+import BPF
+import NodeNetLab
 
 /// `nodenetd lab probe`: requests to an address from a pod, a node or the external host,
 /// made by this process inside the target's namespace and cgroup (so socket LB applies as

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import NodeNet
+import BPF
+import NodeNetLab
 
 /// The lab's processes: per-node pod servers, `exec`. (Lab code may start processes; the
 /// library and the rest of the daemon never do.)
