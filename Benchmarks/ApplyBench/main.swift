@@ -87,7 +87,7 @@ func baseline(_ s: Scratch, _ spec: NodeSpec) throws {
         "link set cilium_host up arp off", "link set cilium_net up arp off",
         "address add \(spec.node.routerIP)/32 dev cilium_host scope link",
     ]
-    for r in desired.nodeRoutes.prefix(2) { node.append("route add \(r.description) proto 207") }
+    for r in [desired.routerRoute, desired.podCIDRRoute] { node.append("route add \(r.description) proto 207") }
     for e in desired.endpoints {
         node.append("link add \(e.hostDevice) mtu 1500 type veth peer name eth0 mtu 1500 netns \(e.pod.netns)")
         node.append("link set \(e.hostDevice) up")
@@ -99,8 +99,8 @@ func baseline(_ s: Scratch, _ spec: NodeSpec) throws {
     }
     let (written, error) = Sysctl.write(desired.sysctls.map { ($0.key, $0.value) }, in: .named(s.node))
     guard error == nil, written == desired.sysctls.count else { throw BenchError("sysctls: \(error.map { "\($0)" } ?? "")") }
-    let rest = desired.endpoints.map { "route add \($0.hostRoute.description) proto 207" }
-        + desired.nodeRoutes.dropFirst(2).map { "route add \($0.description) proto 207" }
+    let rest = desired.endpoints.map { "route add \($0.podRoute.description) proto 207" }
+        + desired.directRoutes.map { "route add \($0.description) proto 207" }
     try ipBatch(["-n", s.node], input: rest.joined(separator: "\n") + "\n")
 }
 

@@ -4,7 +4,7 @@ import NodeNet
 /// The agent's Prometheus metrics (prefix `nodenet_`).
 public final class AgentMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
-    let reconciles: [String: Counter]
+    let reconciles: [ReconcileCause: Counter]
     let reconcileFailures: Counter
     let reconcileDuration: DurationHistogram
     let repairDuration: DurationHistogram
@@ -20,23 +20,22 @@ public final class AgentMetrics: Sendable {
     let conntrackEntries: Gauge
     let conntrackCollected: Counter
 
-    static let triggers = ["start", "event", "resync", "reload"]
-    static let kinds = ["link", "address", "route", "sysctl", "endpoint"]
-    private let repairsByKind: [String: Counter]
+
+    private let repairsByKind: [ChangeKind: Counter]
 
     public init() {
         let registry = PrometheusCollectorRegistry()
         self.registry = registry
         let buckets: [Duration] = [.milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
                                    .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5)]
-        reconciles = Dictionary(uniqueKeysWithValues: Self.triggers.map {
-            ($0, registry.makeCounter(descriptor: Self.name("nodenet_reconcile_runs_total", "Reconcile runs (plan + apply + verify) by what triggered them."), labels: [("trigger", $0)]))
+        reconciles = Dictionary(uniqueKeysWithValues: ReconcileCause.allCases.map {
+            ($0, registry.makeCounter(descriptor: Self.name("nodenet_reconcile_runs_total", "Reconcile runs (plan + apply + verify) by what triggered them."), labels: [("trigger", $0.rawValue)]))
         })
         reconcileFailures = registry.makeCounter(descriptor: Self.name("nodenet_reconcile_failures_total", "Reconcile runs that failed or did not verify."))
         reconcileDuration = registry.makeDurationHistogram(descriptor: Self.name("nodenet_reconcile_duration_seconds", "Time of one reconcile run."), buckets: buckets)
         repairDuration = registry.makeDurationHistogram(descriptor: Self.name("nodenet_drift_repair_duration_seconds", "Time from a netlink event showing drift to the end of its repair."), buckets: buckets)
-        repairsByKind = Dictionary(uniqueKeysWithValues: Self.kinds.map {
-            ($0, registry.makeCounter(descriptor: Self.name("nodenet_drift_repairs_total", "Kernel objects restored after they drifted, by kind."), labels: [("kind", $0)]))
+        repairsByKind = Dictionary(uniqueKeysWithValues: ChangeKind.allCases.map {
+            ($0, registry.makeCounter(descriptor: Self.name("nodenet_drift_repairs_total", "Kernel objects restored after they drifted, by kind."), labels: [("kind", $0.rawValue)]))
         })
         kernelErrors = registry.makeCounter(descriptor: Self.name("nodenet_kernel_errors_total", "Errors returned by the kernel while applying."))
         specReloads = registry.makeCounter(descriptor: Self.name("nodenet_spec_reloads_total", "Spec reloads that were accepted."))
@@ -61,7 +60,7 @@ public final class AgentMetrics: Sendable {
         return MetricNameDescriptor(namespace: "nodenet", metricName: base, unitName: unit, helpText: help)
     }
 
-    func repaired(kind: String) { repairsByKind[kind]?.increment() }
+    func repaired(kind: ChangeKind) { repairsByKind[kind]?.increment() }
 
     func describe(_ spec: NodeSpec) {
         endpoints.set(to: Double(spec.pods.count))

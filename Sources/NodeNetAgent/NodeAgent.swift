@@ -6,6 +6,18 @@ import Glibc
 import NodeNet
 #endif
 
+/// Why a reconcile ran: the `trigger` label of `nodenet_reconcile_runs_total` and of the logs.
+public enum ReconcileCause: String, Sendable, CaseIterable {
+    /// The agent started.
+    case start
+    /// A netlink event on something nodenet owns.
+    case event
+    /// The periodic full re-plan.
+    case resync
+    /// The spec changed (file or SIGHUP).
+    case reload
+}
+
 /// Keeps a node converged: applies the spec, then stays level-triggered. Netlink events on
 /// objects nodenet owns, a periodic full re-plan, and spec changes (file edits, also by
 /// atomic rename, or `reload()`) each run a full plan + apply against a fresh read of the
@@ -27,7 +39,7 @@ public final class NodeAgent: @unchecked Sendable {
         }
     }
 
-    /// Why a reconcile runs.
+    /// What makes the agent reconcile, as the loop receives it.
     enum Trigger: Sendable {
         case event(String, at: ContinuousClock.Instant)
         case resync
@@ -106,7 +118,7 @@ public final class NodeAgent: @unchecked Sendable {
         // Subscribe before the first apply: drift in between is then seen, not left to resync.
         let monitor = try NetlinkMonitor(namespace: options.namespace, groups: [.link, .ipv4Address, .ipv4Route, .ipv4Netconf])
         defer { monitor.stop() }
-        await reconcile(controller, trigger: "start", reason: "start", eventAt: nil)
+        await reconcile(controller, cause: .start, reason: "start", eventAt: nil)
         let owned = OwnershipFilter(spec: spec, device: spec.node.device)
         let ownedBox = OwnedBox(owned)
         let tasks = [
@@ -153,13 +165,13 @@ public final class NodeAgent: @unchecked Sendable {
                 return
             case .resync:
                 lastStart = .now
-                await reconcile(controller, trigger: "resync", reason: "periodic re-plan", eventAt: nil)
+                await reconcile(controller, cause: .resync, reason: "periodic re-plan", eventAt: nil)
                 if spec.datapath.mode == .bpf { collectConntrack(spec) }
             case .event(let reason, let at):
                 // A reconcile that started after this event already saw its effect.
                 guard at >= lastStart else { continue }
                 lastStart = .now
-                await reconcile(controller, trigger: "event", reason: reason, eventAt: at)
+                await reconcile(controller, cause: .event, reason: reason, eventAt: at)
             case .reload(let reason):
                 let current = FileStamp(options.specPath)
                 if reason == "spec file changed" && current == stamp { continue }
@@ -177,7 +189,7 @@ public final class NodeAgent: @unchecked Sendable {
                     metrics.describe(spec)
                     logger("spec").info("spec reloaded", metadata: ["reason": "\(reason)", "pods": "\(spec.pods.count)", "nodes": "\(spec.nodes.count)"])
                     lastStart = .now
-                    await reconcile(controller, trigger: "reload", reason: reason, eventAt: nil)
+                    await reconcile(controller, cause: .reload, reason: reason, eventAt: nil)
                 } catch let error as SpecError {
                     metrics.specReloadErrors.increment()
                     logger("spec").error("new spec rejected; keeping the running one", metadata: [
@@ -193,20 +205,20 @@ public final class NodeAgent: @unchecked Sendable {
 
     /// One reconcile, on a thread of its own: it blocks in system calls (netlink, sysctl
     /// files, namespace threads), which must not hold a Swift concurrency thread.
-    private func reconcile(_ controller: NodeController, trigger: String, reason: String, eventAt: ContinuousClock.Instant?) async {
+    private func reconcile(_ controller: NodeController, cause: ReconcileCause, reason: String, eventAt: ContinuousClock.Instant?) async {
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
             Thread.detachNewThread { [self] in
-                reconcileNow(controller, trigger: trigger, reason: reason, eventAt: eventAt)
+                reconcileNow(controller, cause: cause, reason: reason, eventAt: eventAt)
                 done.resume()
             }
         }
     }
 
     /// One plan + apply + verify, logged change by change.
-    private func reconcileNow(_ controller: NodeController, trigger: String, reason: String, eventAt: ContinuousClock.Instant?) {
+    private func reconcileNow(_ controller: NodeController, cause: ReconcileCause, reason: String, eventAt: ContinuousClock.Instant?) {
         let log = logger("reconcile")
         let start = ContinuousClock.now
-        metrics.reconciles[trigger]?.increment()
+        metrics.reconciles[cause]?.increment()
         state.with { $0.reconciles += 1 }
         do {
             var report = try controller.apply()
@@ -224,7 +236,7 @@ public final class NodeAgent: @unchecked Sendable {
                     "why": "\(reason)", "kind": "\(change.kind)", "namespace": "\(change.namespace)",
                     "found": "\(change.found ?? "nothing")", "wanted": "\(change.wanted ?? "nothing")",
                 ])
-                if trigger == "event" || trigger == "resync" { metrics.repaired(kind: change.kind) }
+                if cause == .event || cause == .resync { metrics.repaired(kind: change.kind) }
             }
             let elapsed = ContinuousClock.now - start
             metrics.reconcileDuration.record(elapsed)
@@ -233,10 +245,10 @@ public final class NodeAgent: @unchecked Sendable {
                 metrics.repairDuration.record(latency)
                 log.info("drift repaired", metadata: ["why": "\(reason)", "changes": "\(report.changes.count)", "latency_ms": "\(Self.milliseconds(latency))"])
             } else {
-                log.debug("reconciled", metadata: ["trigger": "\(trigger)", "why": "\(reason)", "changes": "\(report.changes.count)", "ms": "\(Self.milliseconds(elapsed))"])
+                log.debug("reconciled", metadata: ["trigger": "\(cause.rawValue)", "why": "\(reason)", "changes": "\(report.changes.count)", "ms": "\(Self.milliseconds(elapsed))"])
             }
-            if trigger == "start" || trigger == "reload" {
-                log.info("converged", metadata: ["trigger": "\(trigger)", "changes": "\(report.changes.count)", "ms": "\(Self.milliseconds(elapsed))"])
+            if cause == .start || cause == .reload {
+                log.info("converged", metadata: ["trigger": "\(cause.rawValue)", "changes": "\(report.changes.count)", "ms": "\(Self.milliseconds(elapsed))"])
             }
             if report.verified {
                 setHealth(.healthy)

@@ -8,7 +8,7 @@ struct ChangeJSON: Encodable {
     let wanted: String?, found: String?
     init(_ c: PlannedChange) {
         action = c.action.rawValue
-        kind = c.kind
+        kind = c.kind.rawValue
         namespace = c.namespace.description
         subject = c.subject
         wanted = c.wanted

@@ -231,7 +231,7 @@ struct BPFModeApplyTests {
             defer { BPFFS.remove(spec.bpffsDirectory) }
             let report = try t.controller(spec).apply()
             #expect(report.verified, "\(report.mismatches)")
-            #expect(report.changes.filter { $0.kind == "datapath" }.count == 5, "2 map entries, 2 from-container, 1 from-netdev")
+            #expect(report.changes.filter { $0.kind == .datapath }.count == 5, "2 map entries, 2 from-container, 1 from-netdev")
             let node = try NetlinkSocket(namespace: t.namespace)
             for pod in spec.pods {
                 let lxc = try #require(try node.link(named: NodeNetNames.endpointDevice(for: pod)))
@@ -253,7 +253,7 @@ struct BPFModeApplyTests {
             var kernel = spec
             kernel.datapath = DatapathSettings(mode: .kernel)
             let back = try t.controller(kernel).apply()
-            #expect(back.changes.filter { $0.action == .delete && $0.kind == "datapath" }.count == 3)
+            #expect(back.changes.filter { $0.action == .delete && $0.kind == .datapath }.count == 3)
             #expect(try node.filters(interfaceIndex: eth0.index, direction: .ingress).isEmpty)
             #expect(try t.ping(from: 0, "10.0.2.204"))
             #expect(try LabProbe.forwardedDatagrams(in: t.namespace) > forwarded)
@@ -391,8 +391,8 @@ extension BPFModeApplyTests {
             let path = "\(spec.bpffsDirectory)/nodenet_endpoints"
             try pinMapOfAnotherLayout(at: path, type: BPF_MAP_TYPE_HASH, name: "nodenet_endpoi", keySize: 4, valueSize: 8, maxEntries: 128)
             let plan = try t.controller(spec).plan()
-            #expect(plan.changes.first { $0.kind == "datapath" }?.subject == "pinned maps nodenet_endpoints")
-            #expect(plan.changes.last { $0.kind == "datapath" }?.subject == "pinned maps set aside", "the old map goes last")
+            #expect(plan.changes.first { $0.kind == .datapath }?.subject == "pinned maps nodenet_endpoints")
+            #expect(plan.changes.last { $0.kind == .datapath }?.subject == "pinned maps set aside", "the old map goes last")
             let report = try t.controller(spec).apply()
             #expect(report.verified, "\(report.mismatches)")
             #expect(try BPFMapShape.pinned(at: path)?.valueSize == UInt32(MemoryLayout<nodenet_endpoint>.size))
@@ -457,7 +457,7 @@ extension BPFModeApplyTests {
             let spec = bpfSpec(t, attach: .tcx)
             defer { BPFFS.remove(spec.bpffsDirectory) }
             #expect(try t.controller(spec).apply().verified)
-            let dir = spec.linkDirectory
+            let dir = spec.bpffs.tcxLinkDirectory
             let pins = try FileManager.default.contentsOfDirectory(atPath: dir)
             let netdevPin = try #require(pins.first { $0.hasPrefix("from-netdev@eth0@") })
             let lxc0 = NodeNetNames.endpointDevice(for: spec.pods[0])
@@ -505,7 +505,7 @@ extension BPFModeApplyTests {
         try await TestNode.with(pods: 2) { t in
             let spec = bpfSpec(t, attach: TCXLink.isSupported ? .tcx : .clsact)
             defer { BPFFS.remove(spec.bpffsDirectory) }
-            try BPFFS.prepare(spec.linkDirectory)
+            try BPFFS.prepare(spec.bpffs.tcxLinkDirectory)
             // Someone else's pins: a map in the directory, a subdirectory, a file among the links.
             let foreign = try BPFObject(embedded: "bpf_netdev", pinRoot: nil)
             try foreign.load()
@@ -539,7 +539,7 @@ extension BPFModeApplyTests {
             let eth0 = try #require(try node.link(named: "eth0"))
             func netdevProgram() throws -> UInt32? {
                 if attach == .clsact { return try node.filters(interfaceIndex: eth0.index, direction: .ingress).first?.bpf?.programID }
-                let dir = second.linkDirectory
+                let dir = second.bpffs.tcxLinkDirectory
                 let pin = try FileManager.default.contentsOfDirectory(atPath: dir).first { $0.hasPrefix("from-netdev@") }
                 return try pin.map { try BPFLink.info(pinnedAt: "\(dir)/\($0)").programID }
             }
@@ -547,12 +547,12 @@ extension BPFModeApplyTests {
 
             let report = try t.controller(second).apply()
             #expect(report.verified, "\(report.mismatches)")
-            #expect(report.changes.last { $0.kind == "datapath" }?.subject == "pins in former bpffs directory \(first.bpffsDirectory)")
+            #expect(report.changes.last { $0.kind == .datapath }?.subject == "pins in former bpffs directory \(first.bpffsDirectory)")
             #expect(!FileManager.default.fileExists(atPath: first.bpffsDirectory), "the former directory is gone")
             #expect(FileManager.default.fileExists(atPath: "\(second.bpffsDirectory)/nodenet_endpoints"))
             #expect(try netdevProgram() != nil && netdevProgram() != before, "the program was replaced: it uses the new maps")
             if attach == .tcx {
-                let eth0Links = try FileManager.default.contentsOfDirectory(atPath: second.linkDirectory).filter { $0.hasPrefix("from-netdev@") }
+                let eth0Links = try FileManager.default.contentsOfDirectory(atPath: second.bpffs.tcxLinkDirectory).filter { $0.hasPrefix("from-netdev@") }
                 #expect(eth0Links.count == 1)
             }
             let ledger = try #require(try Ledger.load(from: t.stateDirectory))
@@ -577,8 +577,8 @@ extension BPFModeApplyTests {
         let node = try NetlinkSocket(namespace: t.namespace)
         var result: [String: UInt32] = [:]
         if spec.effectiveAttachMode == .tcx {
-            for pin in try FileManager.default.contentsOfDirectory(atPath: spec.linkDirectory) {
-                result[String(pin.split(separator: "@")[1])] = try BPFLink.info(pinnedAt: "\(spec.linkDirectory)/\(pin)").programID
+            for pin in try FileManager.default.contentsOfDirectory(atPath: spec.bpffs.tcxLinkDirectory) {
+                result[String(pin.split(separator: "@")[1])] = try BPFLink.info(pinnedAt: "\(spec.bpffs.tcxLinkDirectory)/\(pin)").programID
             }
         } else {
             for device in spec.pods.map(NodeNetNames.endpointDevice(for:)) + ["eth0"] {
@@ -613,7 +613,7 @@ extension BPFModeApplyTests {
             #expect(try attachedPrograms(t, spec) == before, "every device runs its previous program again")
             #expect(try BPFMapShape.pinned(at: path)?.valueSize == 4, "the set-aside map is back")
             #expect(!FileManager.default.fileExists(atPath: path + "_old"))
-            #expect(try DatapathObjects.pinnedEntries(spec).count == 2, "the live endpoints map keeps its entries")
+            #expect(try DatapathObjects.pinnedEntries(spec.bpffs).count == 2, "the live endpoints map keeps its entries")
             let forwarded = try LabProbe.forwardedDatagrams(in: t.namespace)
             #expect(try t.ping(from: 0, "10.0.2.204"))
             #expect(try LabProbe.forwardedDatagrams(in: t.namespace) == forwarded, "the previous programs still redirect")

@@ -28,7 +28,7 @@ import Testing
         let net = Link(index: 4, name: "cilium_net", kind: "veth", flags: [.up, .noARP], peerIndex: 5)
         let hostEnd = Link(index: 6, name: lxc, kind: "veth", flags: up, peerIndex: 2)
         let podEnd = Link(index: 2, name: "eth0", kind: "veth", flags: up, peerIndex: 6)
-        let routes = (desired.nodeRoutes + [desired.endpoints[0].hostRoute]).map { intent in
+        let routes = (desired.nodeRoutes + [desired.endpoints[0].podRoute]).map { intent in
             intent.route(interfaceIndex: ["cilium_host": 5, "eth0": 2, lxc: 6][intent.device]!)
         }
         let podRoutes = desired.endpoints[0].podRoutes.map { $0.route(interfaceIndex: 2) }
@@ -83,11 +83,11 @@ import Testing
         observed.sysctls["net/ipv4/conf/cilium_host/rp_filter"] = "1"
         let p = plan(observed)
         #expect(p.changes.count == 2)
-        let route = p.changes.first { $0.kind == "route" }
+        let route = p.changes.first { $0.kind == .route }
         #expect(route?.action == .update)
         #expect(route?.found == "10.0.1.0/24 via 172.18.0.9 dev eth0")
-        if case .putRoute(_, _, let previous)? = route?.operation { #expect(previous?.gateway == IPAddress("172.18.0.9")) } else { Issue.record("not a route change") }
-        #expect(p.changes.first { $0.kind == "sysctl" }?.mismatch == "sysctl net/ipv4/conf/cilium_host/rp_filter [node]: wanted 0, found 1")
+        if case .netlink(.putRoute(_, _, let previous))? = route?.change { #expect(previous?.gateway == IPAddress("172.18.0.9")) } else { Issue.record("not a route change") }
+        #expect(p.changes.first { $0.kind == .sysctl }?.mismatch == "sysctl net/ipv4/conf/cilium_host/rp_filter [node]: wanted 0, found 1")
     }
 
     @Test func removalsComeLastRoutesBeforeLinks() {

@@ -273,7 +273,7 @@ struct ServiceLabTests {
         let controller = try NodeController(spec: cluster.spec(forNode: "worker2")!, namespace: .named(cluster.namespace(ofNode: "worker2")))
         let plan = try controller.plan()
         let migration = try #require(plan.changes.first { $0.subject.hasPrefix("pinned maps ") })
-        for name in ServiceMaps.names { #expect(migration.subject.contains(name), "\(migration.subject)") }
+        for map in BPFFSLayout.Map.serviceTables { #expect(migration.subject.contains(map.rawValue), "\(migration.subject)") }
         let report = try controller.apply()
         #expect(report.verified, "\(report.mismatches)")
         #expect(try BPFMapShape.pinned(at: path)?.valueSize == 8)

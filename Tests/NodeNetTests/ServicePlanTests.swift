@@ -40,7 +40,7 @@ import CNodeNetBPF
 
     @Test func idsAreReusedFromTheMapsAndNewOnesTakeTheLowestFree() {
         var observed = ObservedServices()
-        observed.masters[Self.key("10.96.0.10:53/UDP")] = FrontendMaster(count: 1, id: 7, flags: 0)
+        observed.masters[Self.key("10.96.0.10:53/UDP")] = FrontendMaster(count: 1, id: 7, flags: [])
         observed.revnat[7] = Self.key("10.96.0.10:53/UDP")
         observed.revnat[1] = Self.key("10.96.18.68:80/TCP")  // a revnat entry without slot 0 (interrupted apply)
         observed.revnat[2] = Self.key("10.9.9.9:1/TCP")      // stale, but its id is not reused
@@ -59,7 +59,7 @@ import CNodeNetBPF
         // Inconsistent maps: 10.96.18.68:80 has only a revnat entry at 7; the UDP DNS frontend
         // is live with id 7 in slot 0. Spec order lists the former first.
         observed.revnat[7] = Self.key("10.96.18.68:80/TCP")
-        observed.masters[Self.key("10.96.0.10:53/UDP")] = FrontendMaster(count: 1, id: 7, flags: 0)
+        observed.masters[Self.key("10.96.0.10:53/UDP")] = FrontendMaster(count: 1, id: 7, flags: [])
         let ids = ServiceIDs.assign(Self.spec.serviceFrontends, observed: observed)
         #expect(ids.frontends[Self.key("10.96.0.10:53/UDP")] == 7)
         #expect(ids.frontends[Self.key("10.96.18.68:80/TCP")] != 7)
@@ -69,12 +69,12 @@ import CNodeNetBPF
     @Test func backendsComeBeforeFrontendsAndRemovalsLast() {
         let desired = DesiredState(spec: Self.spec, deviceMTU: 1500)
         var observed = PlannerTests.converged
-        observed.services.masters[Self.key("10.1.1.1:1/TCP")] = FrontendMaster(count: 1, id: 40, flags: 0)
+        observed.services.masters[Self.key("10.1.1.1:1/TCP")] = FrontendMaster(count: 1, id: 40, flags: [])
         observed.services.slots[Self.key("10.1.1.1:1/TCP")] = [1: 9]
         observed.services.revnat[40] = Self.key("10.1.1.1:1/TCP")
         observed.services.backends[9] = BackendAddress(address: IPAddress("10.0.9.9")!, port: 1, protocol: .tcp)
         let plan = Planner.plan(desired: desired, observed: observed, ledger: nil, nativeDevice: "eth0", datapath: .bpf, attachMode: .clsact)
-        let subjects = plan.changes.filter { $0.kind == "service" }.map(\.subject)
+        let subjects = plan.changes.filter { $0.kind == .service }.map(\.subject)
         let firstFrontend = subjects.firstIndex { $0.hasPrefix("ClusterIP 10.96") }!
         #expect(subjects.first == "datapath settings")
         #expect(subjects.prefix(firstFrontend).filter { $0.hasPrefix("backend ") }.count == 4, "\(subjects)")
@@ -105,7 +105,7 @@ import CNodeNetBPF
         let observed = Self.converged(desired)
         func serviceChanges(_ o: ObservedState) -> [String] {
             Planner.plan(desired: desired, observed: o, ledger: nil, nativeDevice: "eth0", datapath: .bpf, attachMode: .clsact)
-                .changes.filter { $0.kind == "service" }.map { "\($0.action.rawValue) \($0.subject)" }
+                .changes.filter { $0.kind == .service }.map { "\($0.action.rawValue) \($0.subject)" }
         }
         #expect(serviceChanges(observed) == [])
         // A slot beyond the count (an interrupted shrink) makes the frontend incomplete: rewritten.
@@ -120,12 +120,12 @@ import CNodeNetBPF
         let desired = DesiredState(spec: spec, deviceMTU: 1500)
         var observed = Self.converged(desired)
         observed.socketCgroupID = 4242
-        observed.socketLinks = Set(CgroupLink.Hook.allCases.map { $0.pinName(cgroupID: 4242) })
+        observed.pins.socketLinks = Set(CgroupLink.Hook.allCases.map { BPFFSLayout.socketLinkName($0, cgroupID: 4242) })
         // Left by an interrupted upgrade: an older build's link on the same hook, still attached.
-        let stale = CgroupLink.Hook.connect4.pinPrefix(cgroupID: 4242) + "0000000000000000"
-        observed.socketLinks.insert(stale)
+        let stale = "connect4@4242@0000000000000000"
+        observed.pins.socketLinks.insert(stale)
         let changes = Planner.plan(desired: desired, observed: observed, ledger: nil, nativeDevice: "eth0", datapath: .bpf, attachMode: .clsact)
-            .changes.filter { $0.kind == "service" }.map { "\($0.action.rawValue) \($0.subject)" }
+            .changes.filter { $0.kind == .service }.map { "\($0.action.rawValue) \($0.subject)" }
         #expect(changes == ["delete socket LB link \(stale)"], "the current links stay, the older one goes: \(changes)")
     }
 

@@ -5,11 +5,16 @@ import BPF
 public final class NodeController: @unchecked Sendable {
     public let spec: NodeSpec
     public let session: NodeSession
+    /// How programs attach on this node, decided once: `auto` is tcx where the kernel has it.
+    public let attachMode: AttachMode
 
-    /// Validates `spec` (throws `SpecError`) and opens the node's namespace.
+    /// Validates `spec` unless `NodeSpec.load` already did (throws `SpecError`) and opens the
+    /// node's namespace.
     public init(spec: NodeSpec, namespace: NamespaceReference = .current) throws {
-        try spec.validate()
+        var spec = spec
+        if !spec.isValidated { try spec.validate() }
         self.spec = spec
+        attachMode = spec.effectiveAttachMode
         session = try NodeSession(namespace: namespace)
     }
 
@@ -37,10 +42,11 @@ public final class NodeController: @unchecked Sendable {
 
     /// The plan and the kernel state it was made from (read once, for callers that report both).
     func observedPlan(_ desired: DesiredState, ledger: Ledger?) throws -> (plan: Planner.Plan, observed: ObservedState) {
-        let former = (ledger?.pinDirectories ?? []).filter { $0 != spec.bpffsDirectory }
-        let observed = try session.observe(desired, spec: spec, formerBPFFSDirectories: former)
-        let plan = Planner.plan(desired: desired, observed: observed, ledger: ledger, nativeDevice: spec.node.device,
-                                datapath: spec.datapath.mode, attachMode: spec.effectiveAttachMode)
+        let former = (ledger?.pinDirectories ?? []).filter { $0 != spec.bpffsDirectory }.map(BPFFSLayout.init)
+        let observed = try session.observe(desired, spec: spec, formerDirectories: former)
+        let plan = Planner.plan(
+            desired: desired, observed: observed, ledger: ledger, nativeDevice: spec.node.device, datapath: spec.datapath.mode,
+            attachMode: attachMode)
         return (plan, observed)
     }
 
@@ -73,8 +79,10 @@ public final class NodeController: @unchecked Sendable {
         var inProgress = ledger
         inProgress.endpoints = Array(Set(ledger.endpoints + wantedEndpoints)).sorted { $0.hostDevice < $1.hostDevice }
         for change in plan.changes {
-            if case .setSysctl(let s, let previous?) = change.operation, inProgress.sysctlOriginals[s.key] == nil, s.device == nil {
-                inProgress.sysctlOriginals[s.key] = previous
+            if let sysctl = change.change.sysctl, let previous = sysctl.previous, sysctl.setting.device == nil,
+                inProgress.sysctlOriginals[sysctl.setting.key] == nil
+            {
+                inProgress.sysctlOriginals[sysctl.setting.key] = previous
             }
         }
         inProgress.complete = false
@@ -84,7 +92,7 @@ public final class NodeController: @unchecked Sendable {
         if spec.datapath.mode == .bpf { inProgress.bpffsDirectory = spec.bpffsDirectory }
         try inProgress.save(to: spec.stateDirectory)
 
-        var applier = Applier(session: session, spec: spec)
+        var applier = Applier(session: session, spec: spec, attachMode: attachMode)
         do {
             try applier.run(plan.changes)
         } catch let failure as ApplyFailure {
@@ -94,7 +102,7 @@ public final class NodeController: @unchecked Sendable {
         }
         let after = try self.plan(desired, ledger: inProgress)
         inProgress.endpoints = wantedEndpoints
-        let stillPinned = former.filter { !DatapathObjects.ownedPins(in: $0).isEmpty }
+        let stillPinned = former.filter { !BPFFSLayout(directory: $0).ownedPins().isEmpty }
         inProgress.formerBPFFSDirectories = stillPinned.isEmpty ? nil : stillPinned
         inProgress.complete = after.isEmpty
         try inProgress.save(to: spec.stateDirectory)

@@ -72,7 +72,7 @@ extension NodeController {
             if let podNS, !podNS.addresses(on: NodeNetNames.podDevice).contains(where: { $0.prefix.address == endpoint.pod.ip }) {
                 problems.append("pod IP not on eth0")
             }
-            if !observed.node.ownedRoutes.contains(where: { endpoint.hostRoute.matches($0, interfaceIndex: host?.index) }) {
+            if !observed.node.ownedRoutes.contains(where: { endpoint.podRoute.matches($0, interfaceIndex: host?.index) }) {
                 problems.append("host route missing")
             }
             let state = host == nil && eth0 == nil ? "missing" : problems.isEmpty ? "ready" : "not-ready: " + problems.joined(separator: ", ")
@@ -86,7 +86,7 @@ extension NodeController {
         let desired = try desiredState()
         let node = try ObservedNamespace.read(session.node)
         let names = node.names
-        let intents = Array(desired.nodeRoutes.prefix(2)) + desired.endpoints.map(\.hostRoute) + Array(desired.nodeRoutes.dropFirst(2))
+        let intents = [desired.routerRoute, desired.podCIDRRoute] + desired.endpoints.map(\.podRoute) + desired.directRoutes
         var rows: [RouteStatus] = intents.map { intent in
             let found = node.ownedRoutes.first { $0.destination == intent.destination }
             let state = found == nil ? "missing" : intent.matches(found!, interfaceIndex: node.index(of: intent.device)) ? "ok" : "drifted"

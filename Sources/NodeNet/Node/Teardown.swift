@@ -61,7 +61,7 @@ extension NodeController {
         // Only our own pins, in the spec's directory and every one the ledger knows (the
         // directory may have changed between applies); a directory goes only once empty.
         let pinDirectories = Set([bpffsDirectory].compactMap { $0 } + (ledger?.pinDirectories ?? []))
-        for directory in pinDirectories.sorted() where DatapathObjects.removeOwnedPins(in: directory) {
+        for directory in pinDirectories.sorted() where BPFFSLayout(directory: directory).removeOwnedPins() {
             report.pinsRemoved = true
         }
         if ledger != nil, links[NodeNetNames.hostDevice] != nil {

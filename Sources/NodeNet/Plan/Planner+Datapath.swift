@@ -17,21 +17,21 @@ extension Planner {
     /// program is replaced before the old maps go, and every entry is written again when the
     /// endpoints map is one of them (a compatible one is reused as it is: its entries, and
     /// their undo on rollback, stay those of the map the running programs use).
-    var migratingMaps: Bool { datapath == .bpf && !observed.incompatibleMaps.isEmpty }
+    var migratingMaps: Bool { datapath == .bpf && !observed.pins.incompatibleMaps.isEmpty }
 
     /// Incompatible pinned maps are set aside before anything loads this build's objects.
     mutating func planMapMigration() {
         guard migratingMaps else { return }
-        let names = observed.incompatibleMaps.keys.sorted()
-        addChange(.update, "datapath", .node, "pinned maps \(names.joined(separator: ", "))",
+        let maps = observed.pins.incompatibleMaps.keys.sorted()
+        addChange(.update, .datapath, .node, "pinned maps \(maps.map(\.rawValue).joined(separator: ", "))",
                   wanted: "this build's layout (new maps, filled, then programs replaced)",
-                  found: names.map { "\($0): \(observed.incompatibleMaps[$0]!)" }.joined(separator: "; "),
-                  .setAsidePinnedMaps(names))
+                  found: maps.map { "\($0.rawValue): \(observed.pins.incompatibleMaps[$0]!)" }.joined(separator: "; "),
+                  .setAsideMaps(maps))
     }
 
     /// Whether the spec's bpffs directory changed while programs bound to the former one's
     /// maps may still be attached: then every program is replaced before those pins go.
-    var rebindingPins: Bool { datapath == .bpf && !observed.formerPins.isEmpty }
+    var rebindingPins: Bool { datapath == .bpf && !observed.formerDirectories.isEmpty }
 
     mutating func planDatapath() {
         guard datapath == .bpf else { return }
@@ -39,7 +39,7 @@ extension Planner {
             let current = observed.endpointEntries[endpoint.pod.ip]  // empty when the endpoints map is incompatible
             let wanted = wantedEntry(endpoint)
             if wanted == nil || current != wanted {
-                addChange(current == nil ? .create : .update, "datapath", .node, "endpoint map entry \(endpoint.pod.ip)",
+                addChange(current == nil ? .create : .update, .datapath, .node, "endpoint map entry \(endpoint.pod.ip)",
                           wanted: wanted?.description ?? "lxc \(endpoint.hostDevice) and the pod's eth0", found: current?.description,
                           .putEndpointEntry(ip: endpoint.pod.ip, hostDevice: endpoint.hostDevice, netns: endpoint.pod.netns, previous: current))
             }
@@ -51,23 +51,23 @@ extension Planner {
     private mutating func attach(_ program: DatapathProgram, on device: String, deviceIsNew: Bool) {
         if attachMode == .tcx {
             let index = deviceIsNew ? nil : observed.node.links[device]?.index
-            let pin = index.map { program.linkPinName(device: device, ifindex: $0) }
-            if !migratingMaps, let pin, observed.tcxLinks.contains(pin), observed.tcxLinkProblems[pin] == nil { return }
-            var sameDevice = index.map { i in observed.tcxLinks.first { $0.hasPrefix(program.linkPinPrefix(device: device) + "\(i)@") } } ?? nil
-            let problem = sameDevice.flatMap { observed.tcxLinkProblems[$0] }
+            let pin = index.map { BPFFSLayout.tcxLinkName(program, device: device, ifindex: $0) }
+            if !migratingMaps, let pin, observed.pins.tcxLinks.contains(pin), observed.pins.tcxLinkProblems[pin] == nil { return }
+            var sameDevice = index.flatMap { i in observed.pins.tcxLinks.sorted().first { BPFFSLayout.isTCXLink($0, of: program, device: device, ifindex: i) } }
+            let problem = sameDevice.flatMap { observed.pins.tcxLinkProblems[$0] }
             if let stale = sameDevice, problem?.replaceable == false {
                 // A detached link (or one elsewhere) cannot take a new program: a fresh one replaces it.
-                addChange(.delete, "datapath", .node, "tcx link \(stale)", wanted: nil, found: "\(stale): \(problem!)", .unpinLink(name: stale))
+                addChange(.delete, .datapath, .node, "tcx link \(stale)", wanted: nil, found: "\(stale): \(problem!)", .unpinLink(name: stale))
                 sameDevice = nil
             }
-            addChange(sameDevice == nil ? .create : .update, "datapath", .node, "\(program.rawValue) on \(device)",
+            addChange(sameDevice == nil ? .create : .update, .datapath, .node, "\(program.rawValue) on \(device)",
                       wanted: "tcx ingress link, program \(program.filterName)", found: sameDevice.map { "tcx link \($0)" + (problem.map { ": \($0)" } ?? "") },
                       .attachProgram(device: device, program, replacing: sameDevice != nil))
             return
         }
         let current = deviceIsNew ? nil : filter(on: device, program)
         guard migratingMaps || rebindingPins || current?.bpf?.name != program.filterName else { return }
-        addChange(current == nil ? .create : .update, "datapath", .node, "\(program.rawValue) on \(device)",
+        addChange(current == nil ? .create : .update, .datapath, .node, "\(program.rawValue) on \(device)",
                   wanted: "tc ingress bpf \(program.filterName) direct-action", found: current?.bpf?.name,
                   .attachProgram(device: device, program, replacing: current != nil))
     }
@@ -75,9 +75,9 @@ extension Planner {
     /// tcx links that no wanted attachment uses (device gone or recreated, pod removed,
     /// another mode in effect).
     private mutating func pruneLinks(keeping wanted: Set<String>) {
-        let unpinned = Set(changes.compactMap { c -> String? in if case .unpinLink(let n) = c.operation { return n } else { return nil } })
-        for name in observed.tcxLinks.sorted() where !wanted.contains(name) && !unpinned.contains(name) {
-            addChange(.delete, "datapath", .node, "tcx link \(name)", wanted: nil, found: name, .unpinLink(name: name))
+        let unpinned = Set(changes.compactMap { c -> String? in if case .datapath(.unpinLink(let n)) = c.change { return n } else { return nil } })
+        for name in observed.pins.tcxLinks.sorted() where !wanted.contains(name) && !unpinned.contains(name) {
+            addChange(.delete, .datapath, .node, "tcx link \(name)", wanted: nil, found: name, .unpinLink(name: name))
         }
     }
 
@@ -87,34 +87,34 @@ extension Planner {
         guard datapath == .bpf && !migratingMaps else { return }
         let wanted = Set(desired.endpoints.map(\.pod.ip))
         for (ip, entry) in observed.endpointEntries.sorted(by: { $0.key < $1.key }) where !wanted.contains(ip) {
-            addChange(.delete, "datapath", .node, "endpoint map entry \(ip)", wanted: nil, found: entry.description,
+            addChange(.delete, .datapath, .node, "endpoint map entry \(ip)", wanted: nil, found: entry.description,
                       .deleteEndpointEntry(ip: ip, previous: entry))
         }
     }
 
     mutating func planDatapathPrune() {
-        for (directory, pins) in observed.formerPins.sorted(by: { $0.key < $1.key }) {
-            addChange(.delete, "datapath", .node, "pins in former bpffs directory \(directory)", wanted: nil, found: pins.joined(separator: ", "),
-                      .dropFormerPins(directory: directory))
+        for (former, pins) in observed.formerDirectories.sorted(by: { $0.key.directory < $1.key.directory }) {
+            addChange(.delete, .datapath, .node, "pins in former bpffs directory \(former.directory)", wanted: nil, found: pins.joined(separator: ", "),
+                      .dropFormerDirectory(former))
         }
-        if migratingMaps { addChange(.delete, "datapath", .node, "pinned maps set aside", wanted: nil,
-                                     found: observed.incompatibleMaps.keys.sorted().map { "\($0)_old" }.joined(separator: ", "),
-                                     .dropOldPinnedMaps(observed.incompatibleMaps.keys.sorted())) }
-        if !migratingMaps && !observed.oldPins.isEmpty {
-            addChange(.delete, "datapath", .node, "pinned maps left aside", wanted: nil,
-                      found: observed.oldPins.map { "\($0)_old" }.joined(separator: ", "), .dropOldPinnedMaps(observed.oldPins))
+        if migratingMaps { addChange(.delete, .datapath, .node, "pinned maps set aside", wanted: nil,
+                                     found: observed.pins.incompatibleMaps.keys.sorted().map(BPFFSLayout.setAsideName).joined(separator: ", "),
+                                     .dropSetAsideMaps(observed.pins.incompatibleMaps.keys.sorted())) }
+        if !migratingMaps && !observed.pins.setAsideMaps.isEmpty {
+            addChange(.delete, .datapath, .node, "pinned maps left aside", wanted: nil,
+                      found: observed.pins.setAsideMaps.map(BPFFSLayout.setAsideName).joined(separator: ", "), .dropSetAsideMaps(observed.pins.setAsideMaps))
         }
         if datapath == .bpf && attachMode == .tcx {
             // Links in use: the current pin of each wanted attachment (devices as observed).
             var keep: Set<String> = []
             for endpoint in desired.endpoints where !recreated.contains(endpoint.hostDevice) {
-                if let i = observed.node.links[endpoint.hostDevice]?.index { keep.insert(DatapathProgram.fromContainer.linkPinName(device: endpoint.hostDevice, ifindex: i)) }
+                if let i = observed.node.links[endpoint.hostDevice]?.index { keep.insert(BPFFSLayout.tcxLinkName(.fromContainer, device: endpoint.hostDevice, ifindex: i)) }
             }
-            if let i = observed.node.links[device]?.index { keep.insert(DatapathProgram.fromNetdev.linkPinName(device: device, ifindex: i)) }
+            if let i = observed.node.links[device]?.index { keep.insert(BPFFSLayout.tcxLinkName(.fromNetdev, device: device, ifindex: i)) }
             // A link being replaced in place keeps its (renamed) pin: do not prune those.
             let replaced = changes.compactMap { c -> String? in
-                if case .attachProgram(let d, let p, true) = c.operation, let i = observed.node.links[d]?.index {
-                    return observed.tcxLinks.first { $0.hasPrefix(p.linkPinPrefix(device: d) + "\(i)@") }
+                if case .datapath(.attachProgram(let d, let p, true)) = c.change, let i = observed.node.links[d]?.index {
+                    return observed.pins.tcxLinks.sorted().first { BPFFSLayout.isTCXLink($0, of: p, device: d, ifindex: i) }
                 }
                 return nil
             }
@@ -126,7 +126,7 @@ extension Planner {
         // Kernel mode, or tcx: our cls_bpf filters come off (switching modes).
         for (device, filters) in observed.ingressFilters.sorted(by: { $0.key < $1.key }) {
             for f in filters where DatapathProgram.isOurs(f) {
-                addChange(.delete, "datapath", .node, "\(f.bpf?.name ?? "filter") on \(device)", wanted: nil, found: "tc ingress bpf \(f.bpf?.name ?? "")",
+                addChange(.delete, .datapath, .node, "\(f.bpf?.name ?? "filter") on \(device)", wanted: nil, found: "tc ingress bpf \(f.bpf?.name ?? "")",
                           .detachProgram(device: device, priority: f.priority, handle: f.handle))
             }
         }

@@ -44,16 +44,27 @@ public struct Planner {
         self.datapath = datapath
     }
 
-    private mutating func add(_ action: ChangeAction, _ kind: String, _ scope: NamespaceScope, _ subject: String,
-                              wanted: String?, found: String?, _ operation: Operation) {
-        addChange(action, kind, scope, subject, wanted: wanted, found: found, operation)
+    private mutating func add(
+        _ action: ChangeAction, _ kind: ChangeKind, _ scope: NamespaceScope, _ subject: String, wanted: String?, found: String?,
+        _ change: NetlinkChange
+    ) {
+        addChange(action, kind, scope, subject, wanted: wanted, found: found, .netlink(change))
     }
 
     mutating func addConflict(_ text: String) { conflicts.append(text) }
 
-    mutating func addChange(_ action: ChangeAction, _ kind: String, _ scope: NamespaceScope, _ subject: String,
-                            wanted: String?, found: String?, _ operation: Operation) {
-        changes.append(PlannedChange(action: action, kind: kind, namespace: scope, subject: subject, wanted: wanted, found: found, operation: operation))
+    mutating func addChange(
+        _ action: ChangeAction, _ kind: ChangeKind, _ scope: NamespaceScope, _ subject: String, wanted: String?, found: String?,
+        _ change: Change
+    ) {
+        changes.append(PlannedChange(action: action, kind: kind, namespace: scope, subject: subject, wanted: wanted, found: found, change: change))
+    }
+
+    mutating func addChange(
+        _ action: ChangeAction, _ kind: ChangeKind, _ scope: NamespaceScope, _ subject: String, wanted: String?, found: String?,
+        _ change: DatapathChange
+    ) {
+        addChange(action, kind, scope, subject, wanted: wanted, found: found, .datapath(change))
     }
 
     private mutating func run() {
@@ -63,16 +74,16 @@ public struct Planner {
         }
         planHostPair()
         planSysctls { $0.device == nil || $0.device == NodeNetNames.hostDevice || $0.device == NodeNetNames.netDevice }
-        for intent in desired.nodeRoutes.prefix(2) { planRoute(intent, in: .node, observed: node) }
+        for intent in [desired.routerRoute, desired.podCIDRRoute] { planRoute(intent, in: .node, observed: node) }
         for endpoint in desired.endpoints { planEndpointLink(endpoint) }
         for endpoint in desired.endpoints { planPodSide(endpoint) }
         let endpointDevices = Set(desired.endpoints.map(\.hostDevice))
         planSysctls { $0.device.map(endpointDevices.contains) ?? false }
-        for endpoint in desired.endpoints { planRoute(endpoint.hostRoute, in: .node, observed: node) }
+        for endpoint in desired.endpoints { planRoute(endpoint.podRoute, in: .node, observed: node) }
         planMapMigration()
         planServices()
         planDatapath()
-        for intent in desired.nodeRoutes.dropFirst(2) { planRoute(intent, in: .node, observed: node) }
+        for intent in desired.directRoutes { planRoute(intent, in: .node, observed: node) }
         planEndpointEntryPrune()
         planServicesPrune()
         planPrune()
@@ -89,8 +100,8 @@ public struct Planner {
                 conflicts.append("\(NodeNetNames.netDevice) exists without \(NodeNetNames.hostDevice); remove it or run teardown")
                 return
             }
-            add(.create, "link", .node, "link \(NodeNetNames.hostDevice)", wanted: wanted, found: nil, .createHostPair(mtu: desired.mtu))
-            add(.update, "link", .node, "link \(NodeNetNames.netDevice)", wanted: "up", found: "down (new)",
+            add(.create, .link, .node, "link \(NodeNetNames.hostDevice)", wanted: wanted, found: nil, .createHostPair(mtu: desired.mtu))
+            add(.update, .link, .node, "link \(NodeNetNames.netDevice)", wanted: "up", found: "down (new)",
                 .setLink(.node, device: NodeNetNames.netDevice, LinkChange(up: true), undo: LinkChange(up: false)))
             planAddress(NodeNetNames.hostDevice, IPPrefix(desired.routerIP, length: 32)!, scope: .link, in: .node, observed: node, deviceIsNew: true)
             return
@@ -126,14 +137,14 @@ public struct Planner {
             found.append(link.isNoARP ? "noarp" : "arp")
         }
         guard !wanted.isEmpty else { return }
-        add(.update, "link", scope, "link \(link.name)", wanted: wanted.joined(separator: ", "), found: found.joined(separator: ", "),
+        add(.update, .link, scope, "link \(link.name)", wanted: wanted.joined(separator: ", "), found: found.joined(separator: ", "),
             .setLink(scope, device: link.name, change, undo: undo))
     }
 
     private mutating func planAddress(_ device: String, _ prefix: IPPrefix, scope: RouteScope, in ns: NamespaceScope, observed: ObservedNamespace?, deviceIsNew: Bool) {
         let current = deviceIsNew ? [] : observed?.addresses(on: device) ?? []
         if !current.contains(where: { $0.prefix == prefix && $0.scope == scope }) {
-            add(.create, "address", ns, "address \(prefix) on \(device)", wanted: "\(prefix) scope \(scope)", found: nil,
+            add(.create, .address, ns, "address \(prefix) on \(device)", wanted: "\(prefix) scope \(scope)", found: nil,
                 .addAddress(ns, device: device, prefix: prefix, scope: scope))
         }
     }
@@ -144,8 +155,8 @@ public struct Planner {
         for setting in desired.sysctls where include(setting) {
             let current = setting.device.map(recreated.contains) == true ? nil : observed.sysctls[setting.key]
             guard current != setting.value else { continue }
-            add(current == nil ? .create : .update, "sysctl", .node, "sysctl \(setting.key)", wanted: setting.value, found: current,
-                .setSysctl(setting, previous: current))
+            addChange(current == nil ? .create : .update, .sysctl, .node, "sysctl \(setting.key)", wanted: setting.value, found: current,
+                      .sysctl(SysctlChange(setting: setting, previous: current)))
         }
     }
 
@@ -157,7 +168,7 @@ public struct Planner {
         let mine = fresh ? nil : observed?.ownedRoutes.first { $0.destination == intent.destination }
         if let mine, index != nil, intent.matches(mine, interfaceIndex: index) { return }
         let names = observed?.names ?? [:]
-        add(mine == nil ? .create : .update, "route", scope, "route \(intent.destination.length == 0 ? "default" : intent.destination.description)",
+        add(mine == nil ? .create : .update, .route, scope, "route \(intent.destination.length == 0 ? "default" : intent.destination.description)",
             wanted: intent.description, found: mine?.describe(names: names), .putRoute(scope, intent, previous: mine))
     }
 
@@ -182,7 +193,7 @@ public struct Planner {
         }
         if let host, !paired {
             // Half an endpoint (its pod namespace was recreated, or a crash): rebuild it.
-            add(.delete, "endpoint", .node, "link \(host.name)", wanted: nil, found: "veth not paired with \(endpoint.pod.netns) eth0",
+            add(.delete, .endpoint, .node, "link \(host.name)", wanted: nil, found: "veth not paired with \(endpoint.pod.netns) eth0",
                 .deleteLink(.node, device: host.name))
             recreated.insert(host.name)
         }
@@ -191,7 +202,7 @@ public struct Planner {
                 conflicts.append("pod \(endpoint.pod.id): \(endpoint.pod.netns) already has an \(NodeNetNames.podDevice) that is not nodenet's")
                 return
             }
-            add(.create, "endpoint", .node, subject, wanted: wanted, found: nil,
+            add(.create, .endpoint, .node, subject, wanted: wanted, found: nil,
                 .createEndpoint(hostDevice: endpoint.hostDevice, netns: endpoint.pod.netns, mtu: desired.mtu))
             return
         }
@@ -206,7 +217,7 @@ public struct Planner {
         // The pod's lo is not ours: the runtime (or the lab) brings it up, as Kubernetes'
         // loopback plugin does. Bringing it up also adds 127.0.0.1, which down does not undo.
         if fresh {
-            add(.update, "link", scope, "link \(NodeNetNames.podDevice)", wanted: "up", found: "down (new)",
+            add(.update, .link, scope, "link \(NodeNetNames.podDevice)", wanted: "up", found: "down (new)",
                 .setLink(scope, device: NodeNetNames.podDevice, LinkChange(up: true), undo: LinkChange(up: false)))
         }
         let view: ObservedNamespace? = fresh ? nil : podNS
@@ -220,9 +231,9 @@ public struct Planner {
         let node = observed.node
         let names = node.names
         // Routes: ours in the node namespace that no desired route covers.
-        let wantedNode = Set(desired.nodeRoutes.map(\.destination) + desired.endpoints.map(\.hostRoute.destination))
+        let wantedNode = Set(desired.nodeRoutes.map(\.destination) + desired.endpoints.map(\.podRoute.destination))
         for route in node.ownedRoutes where !wantedNode.contains(route.destination) {
-            add(.delete, "route", .node, "route \(route.destination)", wanted: nil, found: route.describe(names: names), .deleteRoute(.node, route))
+            add(.delete, .route, .node, "route \(route.destination)", wanted: nil, found: route.describe(names: names), .deleteRoute(.node, route))
         }
         // Pod side: stale routes and addresses on eth0 of endpoints that stay.
         for endpoint in desired.endpoints where endpointState(endpoint).paired {
@@ -230,21 +241,21 @@ public struct Planner {
             let scope = NamespaceScope.pod(endpoint.pod.netns)
             let wanted = Set(endpoint.podRoutes.map(\.destination))
             for route in podNS.ownedRoutes where !wanted.contains(route.destination) {
-                add(.delete, "route", scope, "route \(route.destination)", wanted: nil, found: route.describe(names: podNS.names), .deleteRoute(scope, route))
+                add(.delete, .route, scope, "route \(route.destination)", wanted: nil, found: route.describe(names: podNS.names), .deleteRoute(scope, route))
             }
             for address in podNS.addresses(on: NodeNetNames.podDevice) where address.prefix != IPPrefix(endpoint.pod.ip, length: 32) {
-                add(.delete, "address", scope, "address \(address.prefix) on \(NodeNetNames.podDevice)", wanted: nil, found: "\(address.prefix)",
+                add(.delete, .address, scope, "address \(address.prefix) on \(NodeNetNames.podDevice)", wanted: nil, found: "\(address.prefix)",
                     .deleteAddress(scope, device: NodeNetNames.podDevice, address))
             }
         }
         for address in node.addresses(on: NodeNetNames.hostDevice) where address.prefix != IPPrefix(desired.routerIP, length: 32) {
-            add(.delete, "address", .node, "address \(address.prefix) on \(NodeNetNames.hostDevice)", wanted: nil, found: "\(address.prefix)",
+            add(.delete, .address, .node, "address \(address.prefix) on \(NodeNetNames.hostDevice)", wanted: nil, found: "\(address.prefix)",
                 .deleteAddress(.node, device: NodeNetNames.hostDevice, address))
         }
         // Endpoints the ledger knows that the spec no longer wants.
         let wantedDevices = Set(desired.endpoints.map(\.hostDevice))
         for old in ledger?.endpoints ?? [] where !wantedDevices.contains(old.hostDevice) && node.links[old.hostDevice] != nil {
-            add(.delete, "endpoint", .node, "endpoint \(old.pod)", wanted: nil, found: "veth \(old.hostDevice) (\(old.ip))",
+            add(.delete, .endpoint, .node, "endpoint \(old.pod)", wanted: nil, found: "veth \(old.hostDevice) (\(old.ip))",
                 .deleteLink(.node, device: old.hostDevice))
         }
     }

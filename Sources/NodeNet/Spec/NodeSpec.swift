@@ -1,6 +1,6 @@
 /// A node's desired networking (`apiVersion: nodenet/v1`). Build one with
 /// `NodeSpec.load(_:)`, which decodes strictly and validates; see docs/spec.md.
-public struct NodeSpec: Sendable, Equatable {
+public struct NodeSpec: Sendable, Hashable {
     public static let apiVersion = "nodenet/v1"
 
     public var node: LocalNode
@@ -24,6 +24,8 @@ public struct NodeSpec: Sendable, Equatable {
     /// Pod traffic to destinations outside `nativeRoutingCIDR` (and not to a node) leaves
     /// with the node's address (BPF datapath).
     public var masquerade: Bool
+    /// Set by validation; a spec changed since no longer matches it (see `isValidated`).
+    var validation = SpecValidationMark()
 
     public init(
         node: LocalNode, nativeRoutingCIDR: IPPrefix? = nil, autoDirectNodeRoutes: Bool = true,
@@ -47,7 +49,7 @@ public struct NodeSpec: Sendable, Equatable {
     }
 }
 
-public struct LocalNode: Sendable, Equatable {
+public struct LocalNode: Sendable, Hashable {
     public var name: String
     /// The native device (`eth0`): direct routes leave through it.
     public var device: String
@@ -74,7 +76,7 @@ public struct LocalNode: Sendable, Equatable {
     }
 }
 
-public struct PodSpec: Sendable, Equatable {
+public struct PodSpec: Sendable, Hashable {
     public var name: String
     /// Kubernetes namespace (default `default`); part of the endpoint's identity.
     public var namespace: String
@@ -93,7 +95,7 @@ public struct PodSpec: Sendable, Equatable {
     public var netnsReference: NamespaceReference { NamespaceReference(netns) }
 }
 
-public struct RemoteNode: Sendable, Equatable {
+public struct RemoteNode: Sendable, Hashable {
     public var name: String
     public var address: IPAddress
     public var podCIDR: IPPrefix
@@ -115,7 +117,7 @@ public enum TransportProtocol: String, Sendable, Equatable, CaseIterable {
     case udp = "UDP"
 }
 
-public struct ServiceSpec: Sendable, Equatable {
+public struct ServiceSpec: Sendable, Hashable {
     public var name: String
     public var type: ServiceType
     public var clusterIP: IPAddress
@@ -131,7 +133,7 @@ public struct ServiceSpec: Sendable, Equatable {
     }
 }
 
-public struct ServicePort: Sendable, Equatable {
+public struct ServicePort: Sendable, Hashable {
     public var name: String?
     public var `protocol`: TransportProtocol
     public var port: Int
@@ -147,7 +149,7 @@ public struct ServicePort: Sendable, Equatable {
     }
 }
 
-public struct ServiceBackend: Sendable, Equatable {
+public struct ServiceBackend: Sendable, Hashable {
     public var ip: IPAddress
     /// Overrides the service port's `targetPort` for this backend.
     public var port: Int?
@@ -177,7 +179,7 @@ public enum AttachMode: String, Sendable, Equatable, CaseIterable {
     case clsact
 }
 
-public struct DatapathSettings: Sendable, Equatable {
+public struct DatapathSettings: Sendable, Hashable {
     public var mode: DatapathMode
     public var attachMode: AttachMode
     public init(mode: DatapathMode = .kernel, attachMode: AttachMode = .auto) {
@@ -188,7 +190,7 @@ public struct DatapathSettings: Sendable, Equatable {
 
 /// Where socket-level load balancing attaches: the cgroup (v2) whose processes' sockets have
 /// service addresses translated at connect/sendmsg time.
-public struct SocketLBSettings: Sendable, Equatable {
+public struct SocketLBSettings: Sendable, Hashable {
     /// Absolute path of a cgroup v2 directory; nil turns socket LB off (then pods' service
     /// traffic is translated per packet by from-container). A spec file that does not say
     /// otherwise gets the cgroup v2 root (all processes, as Cilium does); a spec built in
@@ -204,4 +206,22 @@ public struct SocketLBSettings: Sendable, Equatable {
 extension NodeSpec {
     /// Whether services are programmed: kube-proxy replacement on the BPF datapath.
     public var servicesEnabled: Bool { kubeProxyReplacement && datapath.mode == .bpf }
+}
+
+/// Remembers that a spec passed validation, so that a spec loaded with `NodeSpec.load` (which
+/// validates) is not validated again by `NodeController`. It takes no part in equality or
+/// hashing; it holds the hash of the spec as it was validated, so any later change to the
+/// spec voids it.
+struct SpecValidationMark: Sendable, Hashable {
+    var validatedHash: Int?
+    static func == (_: Self, _: Self) -> Bool { true }
+    func hash(into hasher: inout Hasher) {}
+}
+
+extension NodeSpec {
+    /// Whether this exact spec passed validation in this process.
+    var isValidated: Bool { validation.validatedHash == hashValue }
+
+    /// Records that this spec passed validation.
+    mutating func markValidated() { validation.validatedHash = hashValue }
 }

@@ -15,26 +15,30 @@ extension NodeSpec {
             throw SpecError([SpecProblem("", "not valid JSON: \(Self.describe(error))")])
         }
         var reader = SpecReader()
-        let spec = reader.read(root)
+        var spec = reader.read(root)
         var problems = reader.problems
-        if let spec {
+        if spec != nil {
             var validator = SpecValidator(
-                spec: spec, podPaths: reader.podPaths, nodePaths: reader.nodePaths, servicePaths: reader.servicePaths,
+                spec: spec!, podPaths: reader.podPaths, nodePaths: reader.nodePaths, servicePaths: reader.servicePaths,
                 namespaceExists: namespaceExists)
             problems += validator.validate()
-            if problems.isEmpty { return spec }
+            if problems.isEmpty {
+                spec!.markValidated()
+                return spec!
+            }
         }
         throw SpecError(problems)
     }
 
     /// Runs the semantic checks on a spec built in code (`load` already does this).
     /// Paths use the arrays' indices, as if the spec had been read from JSON.
-    public func validate(namespaceExists: @escaping (String) -> Bool = { access($0, F_OK) == 0 }) throws {
+    public mutating func validate(namespaceExists: @escaping (String) -> Bool = { access($0, F_OK) == 0 }) throws {
         var validator = SpecValidator(
             spec: self, podPaths: pods.indices.map { "pods[\($0)]" }, nodePaths: nodes.indices.map { "nodes[\($0)]" },
             servicePaths: services.indices.map { "services[\($0)]" }, namespaceExists: namespaceExists)
         let problems = validator.validate()
         if !problems.isEmpty { throw SpecError(problems) }
+        markValidated()
     }
 
     /// Reads and validates the spec file at `path`.

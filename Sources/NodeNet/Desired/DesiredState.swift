@@ -7,24 +7,32 @@ public struct DesiredState: Sendable, Equatable {
         public var pod: PodSpec
         /// Host-side veth (`lxc…`).
         public var hostDevice: String
+        /// In the pod: the router IP on-link, then the default route through it.
         public var podRoutes: [RouteIntent]
-        public var hostRoute: RouteIntent
+        /// On the node: `podIP/32 dev lxc… scope link` (the kernel path to the pod).
+        public var podRoute: RouteIntent
     }
 
     public var mtu: UInt32
     public var routerIP: IPAddress
     public var endpoints: [Endpoint]
-    /// Routes in the node's namespace: router, pod CIDR, direct routes (pod /32 routes are
-    /// per endpoint).
-    public var nodeRoutes: [RouteIntent]
+    /// `routerIP dev cilium_host scope link`: the router IP on-link.
+    public var routerRoute: RouteIntent
+    /// `podCIDR via routerIP dev cilium_host src routerIP`: the node's own pod CIDR.
+    public var podCIDRRoute: RouteIntent
+    /// Per remote node: `remotePodCIDR via remoteNodeIP dev <native device>`
+    /// (autoDirectNodeRoutes).
+    public var directRoutes: [RouteIntent]
+    /// Every node-namespace route but the pods' /32s: router, pod CIDR, direct routes.
+    public var nodeRoutes: [RouteIntent] { [routerRoute, podCIDRRoute] + directRoutes }
     /// Sysctls in the node's namespace, in the order they are applied.
     public var sysctls: [SysctlSetting]
     /// BPF datapath: the settings map's entry (nil in kernel mode).
     public var settings: NodeSettings?
     /// Service frontends (empty unless services are enabled).
     public var frontends: [DesiredFrontend] = []
-    /// The cluster's node addresses for the service programs (NODENET_NODE_* flags).
-    public var serviceNodes: [IPAddress: UInt32] = [:]
+    /// The cluster's node addresses for the service programs.
+    public var serviceNodes: [IPAddress: NodeFlags] = [:]
     /// The cgroup socket LB attaches to (nil: socket LB off).
     public var socketCgroup: String?
 
@@ -34,14 +42,10 @@ public struct DesiredState: Sendable, Equatable {
         self.mtu = mtu
         routerIP = node.routerIP
         let routerHost = IPPrefix(node.routerIP, length: 32)!
-        var routes = [
-            RouteIntent(destination: routerHost, device: NodeNetNames.hostDevice, scope: .link),
-            RouteIntent(destination: node.podCIDR, gateway: node.routerIP, device: NodeNetNames.hostDevice, source: node.routerIP),
-        ]
-        if spec.autoDirectNodeRoutes {
-            routes += spec.nodes.map { RouteIntent(destination: $0.podCIDR, gateway: $0.address, device: node.device) }
-        }
-        nodeRoutes = routes
+        routerRoute = RouteIntent(destination: routerHost, device: NodeNetNames.hostDevice, scope: .link)
+        podCIDRRoute = RouteIntent(destination: node.podCIDR, gateway: node.routerIP, device: NodeNetNames.hostDevice, source: node.routerIP)
+        directRoutes =
+            spec.autoDirectNodeRoutes ? spec.nodes.map { RouteIntent(destination: $0.podCIDR, gateway: $0.address, device: node.device) } : []
         endpoints = spec.pods.map { pod in
             let device = NodeNetNames.endpointDevice(for: pod)
             return Endpoint(
@@ -50,7 +54,7 @@ public struct DesiredState: Sendable, Equatable {
                     RouteIntent(destination: routerHost, device: NodeNetNames.podDevice, scope: .link),
                     RouteIntent(destination: IPPrefix("0.0.0.0/0")!, gateway: node.routerIP, device: NodeNetNames.podDevice, mtu: mtu),
                 ],
-                hostRoute: RouteIntent(destination: IPPrefix(pod.ip, length: 32)!, device: device, scope: .link))
+                podRoute: RouteIntent(destination: IPPrefix(pod.ip, length: 32)!, device: device, scope: .link))
         }
         var sysctls = [SysctlSetting(key: "net.ipv4.ip_forward", value: "1")]
         for device in [NodeNetNames.hostDevice, NodeNetNames.netDevice] + endpoints.map(\.hostDevice) {
@@ -61,8 +65,8 @@ public struct DesiredState: Sendable, Equatable {
             settings = NodeSettings(spec: spec)
             if spec.servicesEnabled {
                 frontends = spec.serviceFrontends
-                serviceNodes = [node.address: UInt32(NODENET_NODE_LOCAL)]
-                for remote in spec.nodes where remote.address != node.address { serviceNodes[remote.address] = UInt32(NODENET_NODE_REMOTE) }
+                serviceNodes = [node.address: .local]
+                for remote in spec.nodes where remote.address != node.address { serviceNodes[remote.address] = .remote }
                 socketCgroup = spec.socketLB.cgroup
             }
         }

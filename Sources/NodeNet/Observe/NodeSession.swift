@@ -46,7 +46,7 @@ public final class NodeSession: @unchecked Sendable {
 
     /// Reads everything the plan compares: node links/addresses/owned routes, the sysctls the
     /// desired state names, and each pod namespace's links/addresses/owned routes.
-    public func observe(_ desired: DesiredState, spec: NodeSpec? = nil, formerBPFFSDirectories: [String] = []) throws -> ObservedState {
+    public func observe(_ desired: DesiredState, spec: NodeSpec? = nil, formerDirectories: [BPFFSLayout] = []) throws -> ObservedState {
         // Sockets pin their namespaces: a cached one would keep reading a pod namespace the
         // runtime has deleted and recreated under the same name. Open them afresh.
         podSockets = [:]
@@ -66,36 +66,19 @@ public final class NodeSession: @unchecked Sendable {
                 guard let link = nodeState.links[device] else { continue }
                 observed.ingressFilters[device] = (try? node.filters(interfaceIndex: link.index, direction: .ingress)) ?? []
             }
+            let layout = spec.bpffs
+            observed.pins = try layout.observe(datapath: spec.datapath.mode)
             if spec.datapath.mode == .bpf {
-                observed.incompatibleMaps = try DatapathObjects.incompatiblePins(spec)
-                observed.oldPins = ((try? FileManager.default.contentsOfDirectory(atPath: spec.bpffsDirectory)) ?? [])
-                    .filter { $0.hasSuffix("_old") }.map { String($0.dropLast(4)) }.sorted()
-                // An incompatible endpoints map cannot be read with this build's layout.
-                if observed.incompatibleMaps["nodenet_endpoints"] == nil { observed.endpointEntries = try DatapathObjects.pinnedEntries(spec) }
-                // The service maps go together: ids in one refer to entries of the others, so
-                // one of another layout sets all of them aside (new, consistent maps are filled).
-                let incompatibleServiceMaps = ServiceMaps.names.intersection(observed.incompatibleMaps.keys)
-                if let first = incompatibleServiceMaps.sorted().first {
-                    for name in ServiceMaps.names where observed.incompatibleMaps[name] == nil && FileManager.default.fileExists(atPath: "\(spec.bpffsDirectory)/\(name)") {
-                        observed.incompatibleMaps[name] = "replaced together with \(first)"
-                    }
-                }
-                if incompatibleServiceMaps.isEmpty {
-                    observed.services = try ObservedServices.read(bpffsDirectory: spec.bpffsDirectory)
+                // Maps of another layout cannot be read with this build's (they are replaced).
+                if observed.pins.incompatibleMaps[.endpoints] == nil { observed.endpointEntries = try DatapathObjects.pinnedEntries(layout) }
+                if !BPFFSLayout.Map.serviceTables.contains(where: { observed.pins.incompatibleMaps[$0] != nil }) {
+                    observed.services = try ObservedServices.read(layout)
                 }
             }
-            observed.socketLinks = Set(((try? FileManager.default.contentsOfDirectory(atPath: spec.socketLinkDirectory)) ?? []).filter(CgroupLink.Hook.parsePin))
             observed.socketCgroupID = spec.socketLB.cgroup.flatMap { CgroupLink.id(of: $0) }
-            for directory in formerBPFFSDirectories where directory != spec.bpffsDirectory {
-                let pins = DatapathObjects.ownedPins(in: directory)
-                if !pins.isEmpty { observed.formerPins[directory] = pins }
-            }
-            // Only pins named like ours: the directory may hold others' (never pruned).
-            observed.tcxLinks = Set(((try? FileManager.default.contentsOfDirectory(atPath: spec.linkDirectory)) ?? [])
-                .filter { DatapathProgram.parseLinkPin($0) != nil })
-            // A pin is not proof: the link may be detached, elsewhere, or run another program.
-            for name in observed.tcxLinks {
-                if let problem = TCXLinkProblem.check(directory: spec.linkDirectory, name: name) { observed.tcxLinkProblems[name] = problem }
+            for former in formerDirectories where former != layout {
+                let pins = former.ownedPins()
+                if !pins.isEmpty { observed.formerDirectories[former] = pins }
             }
         }
         return observed

@@ -31,7 +31,7 @@ public struct ServiceStatus: Sendable, Codable, Equatable {
 extension NodeController {
     /// Every frontend in the node's service maps, by id.
     public func services() throws -> [ServiceStatus] {
-        let observed = try ObservedServices.read(bpffsDirectory: spec.bpffsDirectory)
+        let observed = try ObservedServices.read(spec.bpffs)
         let wanted = Dictionary(spec.serviceFrontends.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
         var rows: [ServiceStatus] = []
         for key in observed.frontendKeys {
@@ -43,7 +43,7 @@ extension NodeController {
                 return ServiceStatus.Backend(index: i + 1, id: id, address: b?.address.description ?? "-", port: b?.port ?? 0,
                                              protocol: b?.protocol.rawValue ?? key.protocol.rawValue, state: b == nil ? "missing" : "active")
             }
-            let type = (master?.flags ?? 0) & 1 != 0 ? ServiceType.nodePort : .clusterIP
+            let type: ServiceType = master?.flags.contains(.nodePort) == true ? .nodePort : .clusterIP
             rows.append(ServiceStatus(
                 id: master?.id ?? 0, frontend: "\(key.address):\(key.port)", address: key.address.description, port: key.port,
                 protocol: key.protocol.rawValue, type: type.rawValue, service: wanted[key]?.service, backends: backends,

@@ -53,7 +53,7 @@ public struct DesiredFrontend: Sendable, Equatable {
     public var service: String
     public var backends: [BackendAddress]
 
-    var flags: UInt8 { type == .nodePort ? UInt8(NODENET_SERVICE_NODEPORT) : 0 }
+    var flags: FrontendFlags { type == .nodePort ? .nodePort : [] }
 }
 
 extension NodeSpec {

@@ -39,24 +39,15 @@ public struct ObservedState: Sendable, Equatable {
     public var podErrors: [String: String]
     /// Ingress tc filters of the endpoint devices and the native device (node namespace).
     public var ingressFilters: [String: [TCFilter]] = [:]
-    /// Maps set aside by an interrupted migration (`NAME_old` pins), by NAME.
-    public var oldPins: [String] = []
-    /// Pinned maps whose layout differs from this build's (name -> explanation).
-    public var incompatibleMaps: [String: String] = [:]
-    /// Names of the pinned tcx links in the node's bpffs `links` directory.
-    public var tcxLinks: Set<String> = []
-    /// Pinned tcx links that do not carry this build's program where their name says
-    /// (bpf_link_info), by pin name: not converged.
-    public var tcxLinkProblems: [String: TCXLinkProblem] = [:]
-    /// Earlier bpffs directories of the node (from the ledger) that still hold our pins:
-    /// directory -> the entries.
-    public var formerPins: [String: [String]] = [:]
+    /// What the node's bpffs directory holds (maps of another layout, maps set aside, links).
+    public var pins = ObservedPins()
+    /// Earlier bpffs directories of the node (from the ledger) that still hold our pins, with
+    /// those entries.
+    public var formerDirectories: [BPFFSLayout: [String]] = [:]
     /// Entries of the node's pinned endpoints map, by pod IP.
     public var endpointEntries: [IPAddress: EndpointEntry] = [:]
     /// The node's pinned service maps (frontends, backends, ids, node addresses, settings).
     public var services = ObservedServices()
-    /// Names of the pinned socket-LB links in the node's bpffs `sock` directory.
-    public var socketLinks: Set<String> = []
     /// The inode (cgroup id) of the socket-LB cgroup; nil when it does not exist.
     public var socketCgroupID: UInt64?
 

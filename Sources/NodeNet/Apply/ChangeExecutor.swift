@@ -1,0 +1,108 @@
+import BPF
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How to undo one change that took effect: recorded by the executor that made it, run by
+/// the applier's rollback, newest first.
+struct UndoStep {
+    /// What undoing does, said when it fails (`restoring sysctl …`).
+    let what: String
+    /// nil: the change cannot be undone (`what` says what was lost).
+    let run: (() throws -> Void)?
+
+    init(_ what: String, _ run: @escaping () throws -> Void) {
+        self.what = what
+        self.run = run
+    }
+
+    private init(irreversible what: String) {
+        self.what = what
+        run = nil
+    }
+
+    /// A change that cannot be undone (a deleted link comes back only as a new link).
+    static func irreversible(_ what: String) -> UndoStep { UndoStep(irreversible: what) }
+}
+
+/// The change of a run that failed: its index in the run and the error.
+struct ChangeFailure: Error {
+    let index: Int
+    let error: any Error
+}
+
+/// Runs one domain's changes. The applier hands it each run of consecutive changes of its
+/// domain, in plan order; the executor batches them as its kernel interface allows.
+protocol ChangeExecutor {
+    associatedtype DomainChange
+    /// Runs `changes` in order, appending to `undo`, as each takes effect, the step that
+    /// undoes it. Stops at the first failure, throwing `ChangeFailure` with its index.
+    func run(_ changes: [DomainChange], undo: inout [UndoStep]) throws
+}
+
+/// What the executors of one apply share: the node's sockets and spec, and the datapath's
+/// objects and service maps, loaded on first use (a plan without datapath changes loads
+/// nothing).
+final class ApplyContext {
+    let session: NodeSession
+    let spec: NodeSpec
+    let attachMode: AttachMode
+    private var datapath: DatapathObjects?
+    private var pinnedServiceMaps: ServiceMaps?
+
+    init(session: NodeSession, spec: NodeSpec, attachMode: AttachMode) {
+        self.session = session
+        self.spec = spec
+        self.attachMode = attachMode
+    }
+
+    var bpffs: BPFFSLayout { spec.bpffs }
+
+    func loadedDatapath() throws -> DatapathObjects {
+        if let datapath { return datapath }
+        let loaded = try DatapathObjects(layout: spec.bpffs)
+        datapath = loaded
+        return loaded
+    }
+
+    /// The service maps: the node's pinned ones when they all exist (no program needs
+    /// loading for a services-only change), else those of the loaded objects.
+    func serviceMaps() throws -> ServiceMaps {
+        if let datapath { return datapath.services }
+        if let pinnedServiceMaps { return pinnedServiceMaps }
+        if let pinned = try ServiceMaps(pinnedIn: spec.bpffs) {
+            pinnedServiceMaps = pinned
+            return pinned
+        }
+        return try loadedDatapath().services
+    }
+
+    /// Gives the link pinned at `oldPath` (tcx or cgroup) the program `fd`, pinned as `path`
+    /// from now on; undone by giving the link its previous program and name back.
+    func replaceLinkProgram(pinnedAt oldPath: String, with fd: Int32, renamingTo path: String, undo: inout [UndoStep]) throws {
+        // Hold the program the link runs now, to give it back on rollback.
+        let previous = try BPFLink.currentProgram(pinnedAt: oldPath)
+        try BPFLink.replaceProgram(pinnedAt: oldPath, with: fd)
+        undo.append(UndoStep("giving \(oldPath) its previous program") { try BPFLink.replaceProgram(pinnedAt: oldPath, with: previous.fd) })
+        if oldPath != path {
+            try BPFPin.move(from: oldPath, to: path)
+            undo.append(UndoStep("moving \(path) back to \(oldPath)") { try BPFPin.move(from: path, to: oldPath) })
+        }
+    }
+
+    /// Removes the pin at `path` (absent is fine).
+    static func unpin(_ path: String) throws {
+        guard unlink(path) == 0 || errno == ENOENT else { throw BPFError(errno, "removing \(path)") }
+    }
+
+    /// The step that removes a pin this apply created.
+    static func unpinStep(_ path: String) -> UndoStep { UndoStep("removing \(path)") { try unpin(path) } }
+}
+
+/// A file descriptor closed when the last reference goes (kept by undo steps).
+final class OwnedFD: @unchecked Sendable {
+    let fd: Int32
+    init(_ fd: Int32) { self.fd = fd }
+    deinit { close(fd) }
+}

@@ -1,0 +1,174 @@
+import BPF
+import CNodeNetBPF
+
+/// Service maps and socket LB. Consecutive writes of one kind (backends, frontends, their
+/// removals) go out as batched map updates; each change records the step that restores what
+/// it replaced.
+final class ServiceExecutor: ChangeExecutor {
+    private let context: ApplyContext
+
+    init(context: ApplyContext) { self.context = context }
+
+    func run(_ changes: [ServiceChange], undo: inout [UndoStep]) throws {
+        var start = 0
+        while start < changes.count {
+            var end = start + 1
+            let key = changes[start].batchKind
+            while end < changes.count, key != nil, changes[end].batchKind == key { end += 1 }
+            let batch = Array(changes[start..<end])
+            // One batch for the group; any failure is found (and undone) change by change. The
+            // batch's undo steps stay: part of it may have been written. Each restores a value
+            // the plan knew, so running one twice (with the steps below) is harmless.
+            if batch.count == 1 || (try? writeBatch(batch, undo: &undo)) == nil {
+                for (i, change) in batch.enumerated() {
+                    do { try execute(change, undo: &undo) } catch { throw ChangeFailure(index: start + i, error: error) }
+                }
+            }
+            start = end
+        }
+    }
+
+    private func execute(_ change: ServiceChange, undo: inout [UndoStep]) throws {
+        let layout = context.bpffs
+        switch change {
+        case .attachSocket(let hook, let cgroup, let cgroupID, let replacing):
+            try BPFFS.prepare(layout.socketLinkDirectory)
+            let path = layout.socketLinkPath(BPFFSLayout.socketLinkName(hook, cgroupID: cgroupID))
+            let fd = try context.loadedDatapath().programFD(hook)
+            if let replacing {
+                // Same build (a map migration rebinds the program): the pin keeps its name.
+                try context.replaceLinkProgram(pinnedAt: layout.socketLinkPath(replacing), with: fd, renamingTo: path, undo: &undo)
+            } else {
+                try CgroupLink.attach(programFD: fd, cgroup: cgroup, hook: hook, pinAt: path)
+                undo.append(ApplyContext.unpinStep(path))
+            }
+        case .unpinSocket(let name):
+            try ApplyContext.unpin(layout.socketLinkPath(name))
+            undo.append(.irreversible("socket LB link \(name) was removed"))
+        case .putSettings(let settings, let previous):
+            try context.serviceMaps().settings.update(0, settings.c)
+            undo.append(restore(.settings(previous)))
+        case .putNode(let ip, let flags, let previous):
+            try context.serviceMaps().nodes.update(nodenet_node_key(ip), nodenet_node(flags: flags.rawValue))
+            undo.append(restore(.node(ip, previous)))
+        case .deleteNode(let ip, let previous):
+            try context.serviceMaps().nodes.delete(nodenet_node_key(ip))
+            undo.append(restore(.node(ip, previous)))
+        case .putBackend(let id, let backend, let previous):
+            try context.serviceMaps().backends.update(id, backend.c)
+            undo.append(restore(.backend(id, previous)))
+        case .deleteBackend(let id, let previous):
+            try context.serviceMaps().backends.delete(id)
+            undo.append(restore(.backend(id, previous)))
+        case .putFrontend(let key, let entry, let previous, let previousRevnat):
+            // Undo recorded first: a write that fails halfway has already changed live slots,
+            // and restoring is idempotent.
+            let maps = try context.serviceMaps()
+            undo.append(restore(.revnat(entry.id, previousRevnat)))
+            undo.append(restore(.frontend(key, previous, current: entry.slots(mergedWith: previous))))
+            try maps.put(key, entry, previousSlots: previous?.slots ?? [:])
+        case .deleteFrontend(let key, let previous):
+            let maps = try context.serviceMaps()
+            undo.append(restore(.frontend(key, previous, current: [:])))
+            try maps.remove(key, slots: previous.slots)
+        case .deleteRevNat(let id, let previous):
+            try context.serviceMaps().revnat.delete(UInt32(id))
+            undo.append(restore(.revnat(id, previous)))
+        }
+    }
+
+    /// Consecutive backend writes, or consecutive frontend writes, as batched map updates
+    /// (one system call per map instead of one per entry). Frontends stay make-before-break:
+    /// every new slot and id first, then every slot 0, then surplus slots go. Undo steps are
+    /// recorded first, as for single writes.
+    private func writeBatch(_ changes: [ServiceChange], undo: inout [UndoStep]) throws {
+        let maps = try context.serviceMaps()
+        var write = ServiceMaps.Batch()
+        for change in changes {
+            switch change {
+            case .putBackend(let id, let backend, let previous):
+                undo.append(restore(.backend(id, previous)))
+                write.putBackend(id, backend)
+            case .putFrontend(let key, let entry, let previous, let previousRevnat):
+                undo.append(restore(.revnat(entry.id, previousRevnat)))
+                undo.append(restore(.frontend(key, previous, current: entry.slots(mergedWith: previous))))
+                write.putFrontend(key, entry, previousSlots: previous?.slots ?? [:])
+            case .deleteFrontend(let key, let previous):
+                undo.append(restore(.frontend(key, previous, current: [:])))
+                write.removeFrontend(key, slots: previous.slots)
+            case .deleteRevNat(let id, let previous):
+                undo.append(restore(.revnat(id, previous)))
+                write.removeRevNat(id)
+            case .deleteBackend(let id, let previous):
+                undo.append(restore(.backend(id, previous)))
+                write.removeBackend(id)
+            case .putSettings, .putNode, .deleteNode, .attachSocket, .unpinSocket:
+                throw NodeNetError.state("\(change) is not a batched services change")
+            }
+        }
+        try maps.write(write)
+    }
+
+    /// What a services change replaced, to put back.
+    private enum Previous {
+        case settings(NodeSettings?)
+        case node(IPAddress, NodeFlags?)
+        case backend(UInt32, BackendAddress?)
+        case frontend(FrontendKey, FrontendSnapshot?, current: [UInt16: UInt32])
+        case revnat(UInt16, FrontendKey?)
+
+        var what: String {
+            switch self {
+            case .settings: "restoring the datapath settings"
+            case .node(let ip, _): "restoring node entry \(ip)"
+            case .backend(let id, _): "restoring backend \(id)"
+            case .frontend(let key, _, _): "restoring frontend \(key)"
+            case .revnat(let id, _): "restoring frontend id \(id)"
+            }
+        }
+    }
+
+    private func restore(_ previous: Previous) -> UndoStep {
+        UndoStep(previous.what) { [context] in
+            let maps = try context.serviceMaps()
+            switch previous {
+            case .settings(let settings):
+                try maps.settings.update(0, settings?.c ?? nodenet_config())
+            case .node(let ip, let flags):
+                if let flags { try maps.nodes.update(nodenet_node_key(ip), nodenet_node(flags: flags.rawValue)) } else { try maps.nodes.delete(nodenet_node_key(ip)) }
+            case .backend(let id, let backend):
+                if let backend { try maps.backends.update(id, backend.c) } else { try maps.backends.delete(id) }
+            case .frontend(let key, let snapshot, let current):
+                try maps.restore(key, snapshot, currentSlots: current)
+            case .revnat(let id, let key):
+                if let key { try maps.revnat.update(UInt32(id), key.revnat) } else { try maps.revnat.delete(UInt32(id)) }
+            }
+        }
+    }
+}
+
+extension ServiceChange {
+    /// Changes of one kind that can share a batched map write; nil: written alone.
+    fileprivate var batchKind: Int? {
+        switch self {
+        case .putBackend: 0
+        case .putFrontend: 1
+        case .deleteFrontend: 2
+        case .deleteRevNat: 3
+        case .deleteBackend: 4
+        case .putSettings, .putNode, .deleteNode, .attachSocket, .unpinSocket: nil
+        }
+    }
+}
+
+extension FrontendEntry {
+    /// Every slot this entry writes, with the previous snapshot's others (what undo must clear).
+    fileprivate func slots(mergedWith previous: FrontendSnapshot?) -> [UInt16: UInt32] {
+        let current = Dictionary(uniqueKeysWithValues: backendIDs.enumerated().map { (UInt16($0.offset + 1), $0.element) })
+        return current.merging(previous?.slots ?? [:]) { a, _ in a }
+    }
+}
+
+extension nodenet_node_key {
+    fileprivate init(_ ip: IPAddress) { self.init(address: ip.ipv4Value!.bigEndian) }
+}

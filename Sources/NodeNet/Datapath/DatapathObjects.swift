@@ -1,0 +1,60 @@
+import BPF
+import CNodeNetBPF
+import Foundation
+
+/// The loaded programs of one node for one apply; maps are pinned under the node's bpffs
+/// directory and shared between the objects.
+final class DatapathObjects {
+    /// Every embedded object of the datapath (tc programs and socket LB).
+    static let objectNames = DatapathProgram.allCases.map(\.object) + [CgroupLink.Hook.object]
+
+    let objects: [DatapathProgram: BPFObject]
+    let socket: BPFObject
+    let endpoints: BPFMap<nodenet_endpoint_key, nodenet_endpoint>
+    let services: ServiceMaps
+
+    init(layout: BPFFSLayout) throws {
+        try BPFFS.prepare(layout.directory)
+        var objects: [DatapathProgram: BPFObject] = [:]
+        for program in DatapathProgram.allCases {
+            let o = try BPFObject(embedded: program.object, pinRoot: layout.directory)
+            try o.load()
+            objects[program] = o
+        }
+        self.objects = objects
+        socket = try BPFObject(embedded: CgroupLink.Hook.object, pinRoot: layout.directory)
+        for hook in CgroupLink.Hook.allCases { if let unused = hook.unusedFunction { try socket.setAutoload(program: unused, false) } }
+        try socket.load()
+        endpoints = try objects[.fromContainer]!.map(named: BPFFSLayout.Map.endpoints.rawValue, key: nodenet_endpoint_key.self, value: nodenet_endpoint.self)
+        services = try ServiceMaps(objects[.fromContainer]!)
+    }
+
+    func programFD(_ p: DatapathProgram) throws -> Int32 { try objects[p]!.programFD(named: p.function) }
+
+    func programFD(_ hook: CgroupLink.Hook) throws -> Int32 { try socket.programFD(named: hook.function) }
+
+    /// Entries of the pinned endpoints map of a node (empty when nothing is pinned yet).
+    static func pinnedEntries(_ layout: BPFFSLayout) throws -> [IPAddress: EndpointEntry] {
+        guard let map = try BPFMap<nodenet_endpoint_key, nodenet_endpoint>.pinned(at: layout.path(.endpoints)) else { return [:] }
+        var result: [IPAddress: EndpointEntry] = [:]
+        for key in try map.keys() {
+            if let value = try map.lookup(key) { result[IPAddress(ipv4: UInt32(bigEndian: key.ip))] = EndpointEntry(value) }
+        }
+        return result
+    }
+
+    /// The maps this build's objects declare, by name (shared maps once). Read once per
+    /// process: the embedded objects do not change, and opening them parses their ELF.
+    static let declaredShapes: Result<[BPFFSLayout.Map: BPFMapShape], Error> = Result {
+        var shapes: [BPFFSLayout.Map: BPFMapShape] = [:]
+        for object in objectNames {
+            for (name, shape) in try BPFMapShape.declared(inEmbedded: object) {
+                guard let map = BPFFSLayout.Map(rawValue: name) else {
+                    throw NodeNetError.state("the embedded object \(object) declares map \(name), which BPFFSLayout.Map does not list")
+                }
+                shapes[map] = shapes[map] ?? shape
+            }
+        }
+        return shapes
+    }
+}

@@ -1,0 +1,201 @@
+import BPF
+import CNodeNetBPF
+import Foundation
+
+/// Slot 0 of a frontend in the services map.
+public struct FrontendMaster: Sendable, Equatable {
+    public var count: UInt16
+    public var id: UInt16
+    public var flags: FrontendFlags
+}
+
+/// A frontend's flags in slot 0 (`NODENET_SERVICE_*`, bpf/lib/maps.h).
+public struct FrontendFlags: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+    /// A NodePort frontend (`node:nodePort` or `0.0.0.0:nodePort`), reached from outside too.
+    public static let nodePort = FrontendFlags(rawValue: UInt8(NODENET_SERVICE_NODEPORT))
+}
+
+/// A cluster node's address in the nodes map (`NODENET_NODE_*`, bpf/lib/maps.h).
+public struct NodeFlags: OptionSet, Sendable, Hashable, CustomStringConvertible {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    /// This node's own address.
+    public static let local = NodeFlags(rawValue: UInt32(NODENET_NODE_LOCAL))
+    /// Another node's address (replies from it may need reverse translation).
+    public static let remote = NodeFlags(rawValue: UInt32(NODENET_NODE_REMOTE))
+
+    public var description: String { contains(.local) ? "this node" : "remote node" }
+}
+
+/// A frontend as the maps should hold it: its id, flags and backend ids in slot order.
+public struct FrontendEntry: Sendable, Equatable {
+    public var id: UInt16
+    public var flags: FrontendFlags
+    public var backendIDs: [UInt32]
+}
+
+/// A frontend's entries exactly as they were (undo).
+struct FrontendSnapshot: Sendable, Equatable {
+    var master: FrontendMaster?
+    var slots: [UInt16: UInt32]
+}
+
+// MARK: C layouts
+
+extension FrontendKey {
+    init?(_ k: nodenet_service_key) {
+        guard let proto = TransportProtocol(ipProtocol: k.proto) else { return nil }
+        self.init(address: IPAddress(ipv4: UInt32(bigEndian: k.address)), port: UInt16(bigEndian: k.port), protocol: proto)
+    }
+
+    func c(slot: UInt16) -> nodenet_service_key {
+        var k = nodenet_service_key()
+        k.address = address.ipv4Value!.bigEndian
+        k.port = port.bigEndian
+        k.proto = `protocol`.ipProtocol
+        k.slot = slot
+        return k
+    }
+
+    var revnat: nodenet_revnat {
+        var v = nodenet_revnat()
+        v.address = address.ipv4Value!.bigEndian
+        v.port = port.bigEndian
+        v.proto = `protocol`.ipProtocol
+        return v
+    }
+}
+
+extension BackendAddress {
+    var c: nodenet_backend {
+        var v = nodenet_backend()
+        v.address = address.ipv4Value!.bigEndian
+        v.port = port.bigEndian
+        v.proto = `protocol`.ipProtocol
+        return v
+    }
+}
+
+extension FrontendMaster {
+    var c: nodenet_service {
+        var v = nodenet_service()
+        v.count = count
+        v.id = id
+        v.flags = flags.rawValue
+        return v
+    }
+}
+
+func slotValue(_ backendID: UInt32) -> nodenet_service {
+    var v = nodenet_service()
+    v.backend_id = backendID
+    return v
+}
+
+/// The node's service maps, opened from its loaded objects, with the writes apply makes.
+final class ServiceMaps {
+    let services: BPFMap<nodenet_service_key, nodenet_service>
+    let backends: BPFMap<UInt32, nodenet_backend>
+    let revnat: BPFMap<UInt32, nodenet_revnat>
+    let nodes: BPFMap<nodenet_node_key, nodenet_node>
+    let settings: BPFMap<UInt32, nodenet_config>
+
+    /// The maps pinned in `layout`; nil unless all of them are.
+    init?(pinnedIn layout: BPFFSLayout) throws {
+        guard let services = try BPFMap<nodenet_service_key, nodenet_service>.pinned(at: layout.path(.services)),
+            let backends = try BPFMap<UInt32, nodenet_backend>.pinned(at: layout.path(.backends)),
+            let revnat = try BPFMap<UInt32, nodenet_revnat>.pinned(at: layout.path(.revnat)),
+            let nodes = try BPFMap<nodenet_node_key, nodenet_node>.pinned(at: layout.path(.nodes)),
+            let settings = try BPFMap<UInt32, nodenet_config>.pinned(at: layout.path(.settings))
+        else { return nil }
+        (self.services, self.backends, self.revnat, self.nodes, self.settings) = (services, backends, revnat, nodes, settings)
+    }
+
+    init(_ object: BPFObject) throws {
+        services = try object.map(named: BPFFSLayout.Map.services.rawValue, key: nodenet_service_key.self, value: nodenet_service.self)
+        backends = try object.map(named: BPFFSLayout.Map.backends.rawValue, key: UInt32.self, value: nodenet_backend.self)
+        revnat = try object.map(named: BPFFSLayout.Map.revnat.rawValue, key: UInt32.self, value: nodenet_revnat.self)
+        nodes = try object.map(named: BPFFSLayout.Map.nodes.rawValue, key: nodenet_node_key.self, value: nodenet_node.self)
+        settings = try object.map(named: BPFFSLayout.Map.settings.rawValue, key: UInt32.self, value: nodenet_config.self)
+    }
+
+    /// Make-before-break: the revnat entry and the new backend slots first, then slot 0
+    /// (the count readers choose from), then slots beyond the new count go.
+    func put(_ key: FrontendKey, _ entry: FrontendEntry, previousSlots: [UInt16: UInt32]) throws {
+        try revnat.update(UInt32(entry.id), key.revnat)
+        for (i, id) in entry.backendIDs.enumerated() where previousSlots[UInt16(i + 1)] != id {
+            try services.update(key.c(slot: UInt16(i + 1)), slotValue(id))
+        }
+        try services.update(key.c(slot: 0), FrontendMaster(count: UInt16(entry.backendIDs.count), id: entry.id, flags: entry.flags).c)
+        for slot in previousSlots.keys where Int(slot) > entry.backendIDs.count {
+            try services.delete(key.c(slot: slot))
+        }
+    }
+
+    /// Slot 0 first (no new choices), then the slots.
+    func remove(_ key: FrontendKey, slots: [UInt16: UInt32]) throws {
+        try services.delete(key.c(slot: 0))
+        for slot in slots.keys.sorted() { try services.delete(key.c(slot: slot)) }
+    }
+
+    /// Puts a frontend back exactly as `snapshot` (nil: absent).
+    func restore(_ key: FrontendKey, _ snapshot: FrontendSnapshot?, currentSlots: [UInt16: UInt32]) throws {
+        guard let snapshot else { return try remove(key, slots: currentSlots) }
+        for (slot, id) in snapshot.slots { try services.update(key.c(slot: slot), slotValue(id)) }
+        if let master = snapshot.master { try services.update(key.c(slot: 0), master.c) } else { try services.delete(key.c(slot: 0)) }
+        for slot in currentSlots.keys where snapshot.slots[slot] == nil { try services.delete(key.c(slot: slot)) }
+    }
+
+    /// Writes of several frontends and backends, collected to go out as batched map updates
+    /// in the order that keeps every frontend make-before-break.
+    struct Batch {
+        fileprivate var backendKeys: [UInt32] = [], backendValues: [nodenet_backend] = []
+        fileprivate var revnatKeys: [UInt32] = [], revnatValues: [nodenet_revnat] = []
+        fileprivate var slotKeys: [nodenet_service_key] = [], slotValues: [nodenet_service] = []
+        fileprivate var masterKeys: [nodenet_service_key] = [], masterValues: [nodenet_service] = []
+        fileprivate var surplus: [nodenet_service_key] = []
+        fileprivate var masterRemovals: [nodenet_service_key] = [], slotRemovals: [nodenet_service_key] = []
+        fileprivate var revnatRemovals: [UInt32] = [], backendRemovals: [UInt32] = []
+
+        mutating func putBackend(_ id: UInt32, _ backend: BackendAddress) {
+            backendKeys.append(id)
+            backendValues.append(backend.c)
+        }
+
+        mutating func putFrontend(_ key: FrontendKey, _ entry: FrontendEntry, previousSlots: [UInt16: UInt32]) {
+            revnatKeys.append(UInt32(entry.id))
+            revnatValues.append(key.revnat)
+            for (i, id) in entry.backendIDs.enumerated() where previousSlots[UInt16(i + 1)] != id {
+                slotKeys.append(key.c(slot: UInt16(i + 1)))
+                slotValues.append(slotValue(id))
+            }
+            masterKeys.append(key.c(slot: 0))
+            masterValues.append(FrontendMaster(count: UInt16(entry.backendIDs.count), id: entry.id, flags: entry.flags).c)
+            for slot in previousSlots.keys where Int(slot) > entry.backendIDs.count { surplus.append(key.c(slot: slot)) }
+        }
+
+        mutating func removeFrontend(_ key: FrontendKey, slots: [UInt16: UInt32]) {
+            masterRemovals.append(key.c(slot: 0))
+            for slot in slots.keys.sorted() { slotRemovals.append(key.c(slot: slot)) }
+        }
+
+        mutating func removeRevNat(_ id: UInt16) { revnatRemovals.append(UInt32(id)) }
+        mutating func removeBackend(_ id: UInt32) { backendRemovals.append(id) }
+    }
+
+    /// Removals first (slot 0 of every frontend, so no new choices, then their slots, ids and
+    /// backends), then backends and ids, new slots, every slot 0, and surplus slots last.
+    func write(_ b: Batch) throws {
+        try services.delete(keys: b.masterRemovals)
+        try services.delete(keys: b.slotRemovals)
+        try revnat.delete(keys: b.revnatRemovals)
+        try backends.delete(keys: b.backendRemovals)
+        try backends.update(keys: b.backendKeys, values: b.backendValues)
+        try revnat.update(keys: b.revnatKeys, values: b.revnatValues)
+        try services.update(keys: b.slotKeys, values: b.slotValues)
+        try services.update(keys: b.masterKeys, values: b.masterValues)
+        for key in b.surplus { try services.delete(key) }
+    }
+}

@@ -1,0 +1,61 @@
+import CNodeNetBPF
+
+/// The node's settings for the tc programs (the `nodenet_settings` map).
+public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
+    public var routerIP: IPAddress
+    public var nodeIP: IPAddress
+    /// nativeRoutingCIDR: never masqueraded, and pod-to-pod traffic inside it needs no
+    /// translation lookups; nil: nothing is masqueraded.
+    public var nativeCIDR: IPPrefix?
+    public var services: Bool
+    public var packetLB: Bool
+    public var masquerade: Bool
+    /// The native device's ifindex (masquerading applies to traffic leaving through it); set
+    /// by the planner from the kernel, 0 when unknown.
+    public var nativeIfindex: UInt32 = 0
+
+    public var description: String {
+        var on: [String] = []
+        if services { on.append("services") }
+        if packetLB { on.append("per-packet service translation") }
+        if masquerade { on.append("masquerade to \(nodeIP) outside \(nativeCIDR?.description ?? "-") via ifindex \(nativeIfindex)") }
+        return on.isEmpty ? "node \(nodeIP), all off" : "node \(nodeIP), " + on.joined(separator: ", ")
+    }
+
+    var c: nodenet_config {
+        var c = nodenet_config()
+        c.router_ip = routerIP.ipv4Value!.bigEndian
+        c.node_ip = nodeIP.ipv4Value!.bigEndian
+        if let nativeCIDR {
+            let mask: UInt32 = nativeCIDR.length == 0 ? 0 : ~UInt32(0) << (32 - UInt32(nativeCIDR.length))
+            c.native_mask = mask.bigEndian
+            c.native_cidr = (nativeCIDR.address.ipv4Value! & mask).bigEndian
+        }
+        c.flags = (services ? UInt32(NODENET_CONFIG_SERVICES) : 0) | (packetLB ? UInt32(NODENET_CONFIG_PACKET_LB) : 0)
+            | (masquerade && nativeCIDR != nil ? UInt32(NODENET_CONFIG_MASQUERADE) : 0)
+            | (nativeCIDR != nil ? UInt32(NODENET_CONFIG_NATIVE_CIDR) : 0)
+        c.native_ifindex = nativeIfindex
+        return c
+    }
+
+    init(_ c: nodenet_config) {
+        routerIP = IPAddress(ipv4: UInt32(bigEndian: c.router_ip))
+        nodeIP = IPAddress(ipv4: UInt32(bigEndian: c.node_ip))
+        services = c.flags & UInt32(NODENET_CONFIG_SERVICES) != 0
+        packetLB = c.flags & UInt32(NODENET_CONFIG_PACKET_LB) != 0
+        masquerade = c.flags & UInt32(NODENET_CONFIG_MASQUERADE) != 0
+        let mask = UInt32(bigEndian: c.native_mask)
+        nativeCIDR = c.flags & UInt32(NODENET_CONFIG_NATIVE_CIDR) != 0
+            ? IPPrefix(IPAddress(ipv4: UInt32(bigEndian: c.native_cidr)), length: mask.nonzeroBitCount) : nil
+        nativeIfindex = c.native_ifindex
+    }
+
+    init(spec: NodeSpec) {
+        routerIP = spec.node.routerIP
+        nodeIP = spec.node.address
+        services = spec.servicesEnabled
+        packetLB = spec.servicesEnabled && !spec.socketLB.enabled
+        masquerade = spec.masquerade && spec.nativeRoutingCIDR != nil
+        nativeCIDR = spec.nativeRoutingCIDR
+    }
+}
