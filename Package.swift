@@ -56,13 +56,22 @@ let package = Package(
             ]),
         // Benchmarks are not product code: they may run `ip` as the baseline.
         .target(name: "BenchSupport", path: "Benchmarks/BenchSupport"),
-        .executableTarget(name: "netlink-bench", dependencies: ["Netlink", "BenchSupport"], path: "Benchmarks/NetlinkBench"),
-        .executableTarget(name: "apply-bench", dependencies: ["NodeNet", "BenchSupport"], path: "Benchmarks/ApplyBench"),
-        .executableTarget(name: "datapath-bench", dependencies: ["NodeNet", "NodeNetLab", "BenchSupport"], path: "Benchmarks/DatapathBench"),
-        .executableTarget(name: "service-bench", dependencies: ["NodeNet", "NodeNetLab", "BenchSupport"], path: "Benchmarks/ServiceBench"),
         .executableTarget(
-            name: "repair-bench", dependencies: ["NodeNet", "NodeNetAgent", "BenchSupport", .product(name: "Logging", package: "swift-log")],
+            name: "netlink-bench", dependencies: ["Netlink", "BenchSupport"], path: "Benchmarks/NetlinkBench"),
+        .executableTarget(
+            name: "apply-bench", dependencies: ["NodeNet", "BenchSupport"], path: "Benchmarks/ApplyBench"),
+        .executableTarget(
+            name: "datapath-bench", dependencies: ["NodeNet", "NodeNetLab", "BenchSupport"],
+            path: "Benchmarks/DatapathBench"),
+        .executableTarget(
+            name: "service-bench", dependencies: ["NodeNet", "NodeNetLab", "BenchSupport"],
+            path: "Benchmarks/ServiceBench"),
+        .executableTarget(
+            name: "repair-bench",
+            dependencies: ["NodeNet", "NodeNetAgent", "BenchSupport", .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/RepairBench"),
+        // A short, runnable tour of the Netlink library (built with everything else).
+        .executableTarget(name: "netlink-tour", dependencies: ["Netlink"], path: "Examples/NetlinkTour"),
         // Shared test helpers (privileges, throwaway namespaces); not product code.
         .target(name: "TestSupport", dependencies: ["Netlink", "NodeNet", "NodeNetLab"], path: "Tests/TestSupport"),
         .testTarget(
