@@ -5,5 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
+# Formatting is part of the test: .swift-format is the style, `swift format` (the toolchain's) checks it.
+swift format lint --strict --recursive --parallel Sources Tests Benchmarks Plugins Tools Examples Package.swift
 swift build --build-tests
 swift test "$@"

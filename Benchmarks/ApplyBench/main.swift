@@ -54,11 +54,17 @@ struct Scratch {
 
     static func make(pods: Int) throws -> Scratch {
         let tag = "nnab\(getpid())-\(UInt16.random(in: 0...UInt16.max))"
-        let s = Scratch(node: "\(tag)-node", fabric: "\(tag)-fab", pods: (0..<pods).map { "\(tag)-p\($0)" }, state: "/tmp/\(tag)-state")
+        let s = Scratch(
+            node: "\(tag)-node", fabric: "\(tag)-fab", pods: (0..<pods).map { "\(tag)-p\($0)" },
+            state: "/tmp/\(tag)-state")
         for name in [s.node, s.fabric] + s.pods { try NetworkNamespace.create(name) }
         let n = try NetlinkSocket(namespace: .named(s.node))
-        try n.add(LinkConfiguration(name: "eth0", kind: .veth(peer: VethPeer(name: "eth0", namespace: .named(s.fabric))), mtu: 1500, up: true))
-        try n.add(InterfaceAddress(interfaceIndex: try n.link(named: "eth0")!.index, prefix: IPPrefix("172.18.0.2/16")!))
+        try n.add(
+            LinkConfiguration(
+                name: "eth0", kind: .veth(peer: VethPeer(name: "eth0", namespace: .named(s.fabric))), mtu: 1500,
+                up: true))
+        try n.add(
+            InterfaceAddress(interfaceIndex: try n.link(named: "eth0")!.index, prefix: IPPrefix("172.18.0.2/16")!))
         return s
     }
 
@@ -69,11 +75,15 @@ struct Scratch {
 
     func spec(nodes: Int) -> NodeSpec {
         NodeSpec(
-            node: LocalNode(name: "bench", device: "eth0", address: IPAddress("172.18.0.2")!, podCIDR: IPPrefix("10.0.2.0/24")!),
-            pods: pods.enumerated().map { i, ns in PodSpec(name: "pod\(i)", netns: ns, ip: IPAddress(ipv4: 0x0A00_0202 + UInt32(i))) },
+            node: LocalNode(
+                name: "bench", device: "eth0", address: IPAddress("172.18.0.2")!, podCIDR: IPPrefix("10.0.2.0/24")!),
+            pods: pods.enumerated().map { i, ns in
+                PodSpec(name: "pod\(i)", netns: ns, ip: IPAddress(ipv4: 0x0A00_0202 + UInt32(i)))
+            },
             nodes: (0..<nodes).map { i in
-                RemoteNode(name: "n\(i)", address: IPAddress(ipv4: 0xAC12_1000 + UInt32(i)),
-                           podCIDR: IPPrefix(IPAddress(ipv4: 0x0B00_0000 + UInt32(i) << 8), length: 24)!)
+                RemoteNode(
+                    name: "n\(i)", address: IPAddress(ipv4: 0xAC12_1000 + UInt32(i)),
+                    podCIDR: IPPrefix(IPAddress(ipv4: 0x0B00_0000 + UInt32(i) << 8), length: 24)!)
             },
             stateDirectory: state)
     }
@@ -94,12 +104,17 @@ func baseline(_ s: Scratch, _ spec: NodeSpec) throws {
     }
     try ipBatch(["-n", s.node], input: node.joined(separator: "\n") + "\n")
     for e in desired.endpoints {
-        let pod = ["link set eth0 up", "address add \(e.pod.ip)/32 dev eth0"] + e.podRoutes.map { "route add \($0.description) proto 207" }
+        let pod =
+            ["link set eth0 up", "address add \(e.pod.ip)/32 dev eth0"]
+            + e.podRoutes.map { "route add \($0.description) proto 207" }
         try ipBatch(["-n", e.pod.netns], input: pod.joined(separator: "\n") + "\n")
     }
     let (written, error) = Sysctl.write(desired.sysctls.map { ($0.key, $0.value) }, in: .named(s.node))
-    guard error == nil, written == desired.sysctls.count else { throw BenchError("sysctls: \(error.map { "\($0)" } ?? "")") }
-    let rest = desired.endpoints.map { "route add \($0.podRoute.description) proto 207" }
+    guard error == nil, written == desired.sysctls.count else {
+        throw BenchError("sysctls: \(error.map { "\($0)" } ?? "")")
+    }
+    let rest =
+        desired.endpoints.map { "route add \($0.podRoute.description) proto 207" }
         + desired.directRoutes.map { "route add \($0.description) proto 207" }
     try ipBatch(["-n", s.node], input: rest.joined(separator: "\n") + "\n")
 }
@@ -122,7 +137,9 @@ struct Result: Encodable {
 
 do {
     let o = try Options(Array(CommandLine.arguments.dropFirst()))
-    var apply: [Double] = [], reapply: [Double] = [], batch: [Double] = []
+    var apply: [Double] = []
+    var reapply: [Double] = []
+    var batch: [Double] = []
     for _ in 0..<o.repeats {
         let s = try Scratch.make(pods: o.pods)
         defer { s.remove() }
@@ -130,9 +147,13 @@ do {
         let controller = try NodeController(spec: spec, namespace: .named(s.node))
         var report: ApplyReport?
         apply.append(try seconds { report = try controller.apply() })
-        guard report?.verified == true, report?.changes.isEmpty == false else { throw BenchError("apply did not verify") }
+        guard report?.verified == true, report?.changes.isEmpty == false else {
+            throw BenchError("apply did not verify")
+        }
         reapply.append(try seconds { report = try controller.apply() })
-        guard report?.changes.isEmpty == true else { throw BenchError("re-apply changed \(report?.changes.count ?? -1) things") }
+        guard report?.changes.isEmpty == true else {
+            throw BenchError("re-apply changed \(report?.changes.count ?? -1) things")
+        }
         _ = try controller.teardown()
 
         let b = try Scratch.make(pods: o.pods)
@@ -142,7 +163,9 @@ do {
         let check = try NodeController(spec: b.spec(nodes: o.nodes), namespace: .named(b.node)).plan()
         guard check.isEmpty else { throw BenchError("baseline differs from apply: \(check.changes.prefix(3))") }
     }
-    let r = Result(pods: o.pods, nodes: o.nodes, applySeconds: median(apply), reapplySeconds: median(reapply), ipBatchSeconds: median(batch))
+    let r = Result(
+        pods: o.pods, nodes: o.nodes, applySeconds: median(apply), reapplySeconds: median(reapply),
+        ipBatchSeconds: median(batch))
     if o.json {
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -150,7 +173,10 @@ do {
     } else {
         print(String(format: "%d pods, %d remote nodes (medians of %d runs)", r.pods, r.nodes, o.repeats))
         print(String(format: "  nodenet apply from empty   %.3f s", r.applySeconds))
-        print(String(format: "  same work with ip -batch   %.3f s   (apply / ip -batch = %.2f; target <= 2)", r.ipBatchSeconds, r.applyToIPBatchRatio))
+        print(
+            String(
+                format: "  same work with ip -batch   %.3f s   (apply / ip -batch = %.2f; target <= 2)",
+                r.ipBatchSeconds, r.applyToIPBatchRatio))
         print(String(format: "  nodenet re-apply, no-op    %.3f s   (target < 0.100)", r.reapplySeconds))
     }
 } catch is Usage {

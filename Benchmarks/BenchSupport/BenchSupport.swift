@@ -24,7 +24,8 @@ public func ip(_ args: [String], batch: String? = nil) throws -> Int32 {
     var argsWithBatch = args
     var file: URL?
     if let batch {
-        let f = FileManager.default.temporaryDirectory.appendingPathComponent("bench-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).batch")
+        let f = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "bench-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).batch")
         try batch.write(to: f, atomically: true, encoding: .utf8)
         argsWithBatch += ["-batch", f.path]
         file = f

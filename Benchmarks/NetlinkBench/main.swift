@@ -101,7 +101,12 @@ func withBenchNamespace<T>(_ body: (String, NetlinkSocket, Int32) throws -> T) t
 
 func measure(count: Int) throws -> [Double] {
     // nodenet: batched adds, then a kernel-filtered dump decoded into Route values.
-    var nodenetAdd = 0.0, nodenetDump = 0.0, ipAdd = 0.0, ipShow = 0.0, rawDump = 0.0, ipStartup = 0.0
+    var nodenetAdd = 0.0
+    var nodenetDump = 0.0
+    var ipAdd = 0.0
+    var ipShow = 0.0
+    var rawDump = 0.0
+    var ipStartup = 0.0
     try withBenchNamespace { _, s, index in
         let requests = (0..<count).map {
             Route(destination: destination($0), outputInterface: index, scope: .link, protocol: proto).addRequest
@@ -120,11 +125,15 @@ func measure(count: Int) throws -> [Double] {
     }
     // iproute2: the same routes from a batch file, then `ip route show` of them.
     try withBenchNamespace { name, s, _ in
-        let text = (0..<count).map { "route add \(destination($0)) dev v0 scope link proto 201" }.joined(separator: "\n") + "\n"
+        let text =
+            (0..<count).map { "route add \(destination($0)) dev v0 scope link proto 201" }.joined(separator: "\n")
+            + "\n"
         var status: Int32 = 0
         ipAdd = try seconds { status = try ip(["-n", name], batch: text) }
         guard status == 0 else { throw BenchError("ip -batch exited \(status)") }
-        guard try s.routes(RouteFilter(protocol: proto)).count == count else { throw BenchError("ip -batch added too few") }
+        guard try s.routes(RouteFilter(protocol: proto)).count == count else {
+            throw BenchError("ip -batch added too few")
+        }
         ipShow = try seconds { status = try ip(["-n", name, "route", "show", "proto", "201"]) }
         guard status == 0 else { throw BenchError("ip route show exited \(status)") }
         ipStartup = try seconds { status = try ip(["-n", name, "link", "show", "lo"]) }
@@ -139,9 +148,10 @@ do {
         var samples: [[Double]] = []
         for _ in 0..<options.repeats { samples.append(try measure(count: count)) }
         let m = (0..<6).map { i in median(samples.map { $0[i] }) }
-        rows.append(Row(
-            routes: count, nodenetAddSeconds: m[0], ipBatchAddSeconds: m[1], nodenetDumpSeconds: m[2],
-            ipRouteShowSeconds: m[3], rawDumpSeconds: m[4], ipStartupSeconds: m[5]))
+        rows.append(
+            Row(
+                routes: count, nodenetAddSeconds: m[0], ipBatchAddSeconds: m[1], nodenetDumpSeconds: m[2],
+                ipRouteShowSeconds: m[3], rawDumpSeconds: m[4], ipStartupSeconds: m[5]))
     }
     if options.json {
         let e = JSONEncoder()
@@ -150,15 +160,18 @@ do {
     } else {
         print("routes   nodenet add        ip -batch add      speedup   nodenet dump  ip route show  dump time ratio")
         for r in rows {
-            print(String(
-                format: "%-8d %6.3f s %7.0f/s  %6.3f s %7.0f/s  %5.2fx    %7.3f s     %7.3f s      %5.2f",
-                r.routes, r.nodenetAddSeconds, r.nodenetAddsPerSecond, r.ipBatchAddSeconds, r.ipBatchAddsPerSecond,
-                r.addSpeedup, r.nodenetDumpSeconds, r.ipRouteShowSeconds, r.dumpTimeRatio))
+            print(
+                String(
+                    format: "%-8d %6.3f s %7.0f/s  %6.3f s %7.0f/s  %5.2fx    %7.3f s     %7.3f s      %5.2f",
+                    r.routes, r.nodenetAddSeconds, r.nodenetAddsPerSecond, r.ipBatchAddSeconds, r.ipBatchAddsPerSecond,
+                    r.addSpeedup, r.nodenetDumpSeconds, r.ipRouteShowSeconds, r.dumpTimeRatio))
         }
         for r in rows {
-            print(String(
-                format: "breakdown %d: raw kernel dump (no decoding) %.3f s; `ip -n NS link show lo` start-up %.3f s",
-                r.routes, r.rawDumpSeconds, r.ipStartupSeconds))
+            print(
+                String(
+                    format:
+                        "breakdown %d: raw kernel dump (no decoding) %.3f s; `ip -n NS link show lo` start-up %.3f s",
+                    r.routes, r.rawDumpSeconds, r.ipStartupSeconds))
         }
         print("(medians of \(options.repeats) runs; targets: add speedup >= 1.5x, dump time ratio <= 0.5)")
     }

@@ -11,7 +11,9 @@ import Logging
 import NodeNet
 import NodeNetAgent
 
-var deletions = 100, remoteNodes = 200, json = false
+var deletions = 100
+var remoteNodes = 200
+var json = false
 var args = Array(CommandLine.arguments.dropFirst())
 while !args.isEmpty {
     let a = args.removeFirst()
@@ -26,7 +28,9 @@ while !args.isEmpty {
 }
 
 let tag = "nnrb\(getpid())"
-let node = "\(tag)-node", fabric = "\(tag)-fab", state = "/tmp/\(tag)-state"
+let node = "\(tag)-node"
+let fabric = "\(tag)-fab"
+let state = "/tmp/\(tag)-state"
 func cleanUp() {
     try? NetworkNamespace.delete(node)
     try? NetworkNamespace.delete(fabric)
@@ -38,12 +42,17 @@ do {
     try NetworkNamespace.create(node)
     try NetworkNamespace.create(fabric)
     let s = try NetlinkSocket(namespace: .named(node))
-    try s.add(LinkConfiguration(name: "eth0", kind: .veth(peer: VethPeer(name: "eth0", namespace: .named(fabric))), mtu: 1500, up: true))
+    try s.add(
+        LinkConfiguration(
+            name: "eth0", kind: .veth(peer: VethPeer(name: "eth0", namespace: .named(fabric))), mtu: 1500, up: true))
     try s.add(InterfaceAddress(interfaceIndex: try s.link(named: "eth0")!.index, prefix: IPPrefix("172.18.0.2/16")!))
     let spec = NodeSpec(
-        node: LocalNode(name: "bench", device: "eth0", address: IPAddress("172.18.0.2")!, podCIDR: IPPrefix("10.0.2.0/24")!),
+        node: LocalNode(
+            name: "bench", device: "eth0", address: IPAddress("172.18.0.2")!, podCIDR: IPPrefix("10.0.2.0/24")!),
         nodes: (0..<remoteNodes).map { i in
-            RemoteNode(name: "n\(i)", address: IPAddress(ipv4: 0xAC12_1000 + UInt32(i)), podCIDR: IPPrefix(IPAddress(ipv4: 0x0B00_0000 + UInt32(i) << 8), length: 24)!)
+            RemoteNode(
+                name: "n\(i)", address: IPAddress(ipv4: 0xAC12_1000 + UInt32(i)),
+                podCIDR: IPPrefix(IPAddress(ipv4: 0x0B00_0000 + UInt32(i) << 8), length: 24)!)
         },
         stateDirectory: state)
     try spec.jsonData().write(to: URL(fileURLWithPath: state + ".json"))
@@ -60,7 +69,9 @@ do {
         guard Date().timeIntervalSince(start) < 30 else { throw BenchError("agent did not converge: \(agent.health)") }
         usleep(1000)
     }
-    let routes = try s.routes(RouteFilter(protocol: NodeNetNames.routeProtocol)).filter { $0.destination.address.ipv4Value! >> 24 == 11 }
+    let routes = try s.routes(RouteFilter(protocol: NodeNetNames.routeProtocol)).filter {
+        $0.destination.address.ipv4Value! >> 24 == 11
+    }
     let watch = try NetlinkMonitor(namespace: .named(node), groups: [.ipv4Route])
     var iterator = watch.makeAsyncIterator()
     var samples: [Double] = []
@@ -72,7 +83,9 @@ do {
         while !back {
             guard let event = await iterator.next() else { throw BenchError("monitor ended") }
             if case .newRoute(let r) = event, r.destination == route.destination { back = true }
-            guard ContinuousClock.now - t0 < .seconds(5) else { throw BenchError("route \(route.destination) not restored within 5 s") }
+            guard ContinuousClock.now - t0 < .seconds(5) else {
+                throw BenchError("route \(route.destination) not restored within 5 s")
+            }
         }
         let d = ContinuousClock.now - t0
         samples.append(Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15)
@@ -81,12 +94,19 @@ do {
     agent.stop()
     _ = try? await run.value
     let sorted = samples.sorted()
-    let median = sorted[sorted.count / 2], p90 = sorted[Int(Double(sorted.count - 1) * 0.9)], worst = sorted.last!
+    let median = sorted[sorted.count / 2]
+    let p90 = sorted[Int(Double(sorted.count - 1) * 0.9)]
+    let worst = sorted.last!
     if json {
-        print(#"{"deletions":\#(deletions),"remoteNodes":\#(remoteNodes),"medianMs":\#(median),"p90Ms":\#(p90),"worstMs":\#(worst)}"#)
+        print(
+            #"{"deletions":\#(deletions),"remoteNodes":\#(remoteNodes),"medianMs":\#(median),"p90Ms":\#(p90),"worstMs":\#(worst)}"#
+        )
     } else {
-        print(String(format: "%d deletions of owned routes (node with %d remote nodes): repair median %.2f ms, p90 %.2f ms, worst %.2f ms (target: median < 100 ms)",
-                     deletions, remoteNodes, median, p90, worst))
+        print(
+            String(
+                format:
+                    "%d deletions of owned routes (node with %d remote nodes): repair median %.2f ms, p90 %.2f ms, worst %.2f ms (target: median < 100 ms)",
+                deletions, remoteNodes, median, p90, worst))
     }
     cleanUp()
 } catch {

@@ -1,5 +1,4 @@
 import BPF
-import NodeNetLab
 // service-bench: services at scale, nodenet (BPF maps + socket LB) against kube-proxy's
 // iptables mode, in the same run, for N = 1, 1 000 and 10 000 ClusterIP services (TCP port
 // 80, 3 backends each).
@@ -45,9 +44,10 @@ import NodeNetLab
 import BenchSupport
 import Foundation
 import NodeNet
+import NodeNetLab
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 // MARK: - Options
@@ -126,9 +126,14 @@ func oneRequest(_ target: inout sockaddr_in, request: [UInt8], buffer: inout [UI
     // of the service count.
     var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
-    let rc = withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    let rc = withUnsafePointer(to: &target) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
+    }
     guard rc == 0 else { return .failure(BenchError("connect: \(String(cString: strerror(errno)))")) }
-    guard send(fd, request, request.count, 0x4000 /* MSG_NOSIGNAL */) == request.count else {
+    // 0x4000: MSG_NOSIGNAL (a closed peer gives EPIPE, not SIGPIPE).
+    guard send(fd, request, request.count, 0x4000) == request.count else {
         return .failure(BenchError("send: \(String(cString: strerror(errno)))"))
     }
     var total = 0
@@ -140,7 +145,11 @@ func oneRequest(_ target: inout sockaddr_in, request: [UInt8], buffer: inout [UI
     }
     // "... PodName: s1 | PodIP: ..." -> "s1"
     let marker = Array("PodName: ".utf8)
-    guard let start = (0...max(0, total - marker.count)).first(where: { i in total >= marker.count && buffer[i..<i + marker.count].elementsEqual(marker) }) else {
+    guard
+        let start = (0...max(0, total - marker.count)).first(where: { i in
+            total >= marker.count && buffer[i..<i + marker.count].elementsEqual(marker)
+        })
+    else {
         return .failure(BenchError("no PodName in the answer (\(total) bytes)"))
     }
     var end = start + marker.count
@@ -149,7 +158,9 @@ func oneRequest(_ target: inout sockaddr_in, request: [UInt8], buffer: inout [UI
 }
 
 func runClient(_ args: [String]) -> Never {
-    guard args.count == 5, let address = IPAddress(args[2]), let v4 = address.ipv4Value, let port = UInt16(args[3]), let duration = Double(args[4]) else {
+    guard args.count == 5, let address = IPAddress(args[2]), let v4 = address.ipv4Value, let port = UInt16(args[3]),
+        let duration = Double(args[4])
+    else {
         FileHandle.standardError.write(Data("service-bench --client: bad arguments\n".utf8))
         exit(2)
     }
@@ -166,8 +177,11 @@ func runClient(_ args: [String]) -> Never {
             for _ in 0..<50 { _ = oneRequest(&target, request: request, buffer: &buffer) }
             var latencies: [Double] = []
             latencies.reserveCapacity(200_000)
-            var answers: [String: Int] = [:], failures = 0, firstError: String?
-            let start = monotonicMicroseconds(), deadline = start + duration * 1e6
+            var answers: [String: Int] = [:]
+            var failures = 0
+            var firstError: String?
+            let start = monotonicMicroseconds()
+            let deadline = start + duration * 1e6
             var now = start
             // Bounded: S seconds, at most 2 000 000 connections, at most 100 failures.
             while now < deadline && latencies.count < 2_000_000 && failures < 100 {
@@ -185,9 +199,12 @@ func runClient(_ args: [String]) -> Never {
             }
             let elapsed = (now - start) / 1e6
             latencies.sort()
-            func percentile(_ p: Double) -> Double { latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
-            return ClientResult(connections: latencies.count, seconds: elapsed, failures: failures, medianMicroseconds: percentile(0.5),
-                                p99Microseconds: percentile(0.99), answers: answers, firstError: firstError)
+            func percentile(_ p: Double) -> Double {
+                latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))]
+            }
+            return ClientResult(
+                connections: latencies.count, seconds: elapsed, failures: failures, medianMicroseconds: percentile(0.5),
+                p99Microseconds: percentile(0.99), answers: answers, firstError: firstError)
         }
         FileHandle.standardOutput.write(try JSONEncoder().encode(result))
         exit(0)
@@ -206,7 +223,8 @@ if CommandLine.arguments.count > 1, CommandLine.arguments[1] == "--client" {
 func selfExecutable() -> String {
     var buffer = [CChar](repeating: 0, count: 4096)
     let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-    return n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : CommandLine.arguments[0]
+    return n > 0
+        ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : CommandLine.arguments[0]
 }
 
 /// The pid of a running child, for the signal handler.
@@ -242,7 +260,10 @@ func spawn(_ argv: [String], timeout: Double) throws -> (status: Int32, output: 
     var timedOut = false
     while true {
         let left = deadline.timeIntervalSinceNow
-        if left <= 0 { timedOut = true; break }
+        if left <= 0 {
+            timedOut = true
+            break
+        }
         var p = pollfd(fd: pipeFDs[0], events: Int16(POLLIN), revents: 0)
         let ready = poll(&p, 1, Int32(min(left, 1) * 1000))
         if ready < 0 && errno == EINTR { continue }
@@ -263,7 +284,9 @@ func spawn(_ argv: [String], timeout: Double) throws -> (status: Int32, output: 
 @discardableResult
 func check(_ argv: [String], timeout: Double = 120) throws -> String {
     let (status, output) = try spawn(argv, timeout: timeout)
-    guard status == 0 else { throw BenchError("\(argv.joined(separator: " ")) failed (\(status)): \(output.prefix(500))") }
+    guard status == 0 else {
+        throw BenchError("\(argv.joined(separator: " ")) failed (\(status)): \(output.prefix(500))")
+    }
     return output
 }
 
@@ -277,18 +300,23 @@ func inPath(_ name: String) -> Bool {
 let servicePort = 80
 let realBackends = ["10.2.0.10", "10.2.0.11", "10.2.0.12"].map { IPAddress($0)! }
 
-func clusterIP(_ i: Int) -> IPAddress { IPAddress(ipv4: 0x0A60_0000 + UInt32(i / 250) << 8 + UInt32(i % 250 + 1)) }  // 10.96.x.y
+/// 10.96.x.y
+func clusterIP(_ i: Int) -> IPAddress { IPAddress(ipv4: 0x0A60_0000 + UInt32(i / 250) << 8 + UInt32(i % 250 + 1)) }
 
 /// N services; the last one has the real pods as backends, the others made-up pod IPs of n2.
 func services(_ n: Int) -> [ServiceSpec] {
     (0..<n).map { i in
-        let backends = i == n - 1 ? realBackends : (0..<3).map { k in
-            let j = 3 * i + k
-            return IPAddress(ipv4: 0x0A02_0000 + UInt32(1 + j / 250) << 8 + UInt32(j % 250 + 1))  // 10.2.1.1 ...
-        }
-        return ServiceSpec(name: "bench/svc\(i)", type: .clusterIP, clusterIP: clusterIP(i),
-                           ports: [ServicePort(name: "http", protocol: .tcp, port: servicePort)],
-                           backends: backends.map { ServiceBackend(ip: $0) })
+        let backends =
+            i == n - 1
+            ? realBackends
+            : (0..<3).map { k in
+                let j = 3 * i + k
+                return IPAddress(ipv4: 0x0A02_0000 + UInt32(1 + j / 250) << 8 + UInt32(j % 250 + 1))  // 10.2.1.1 ...
+            }
+        return ServiceSpec(
+            name: "bench/svc\(i)", type: .clusterIP, clusterIP: clusterIP(i),
+            ports: [ServicePort(name: "http", protocol: .tcp, port: servicePort)],
+            backends: backends.map { ServiceBackend(ip: $0) })
     }
 }
 
@@ -317,7 +345,9 @@ let baseNat = """
 
 /// The nat table kube-proxy (iptables mode) writes for `svcs`; pods are in `clusterCIDR`.
 func kubeProxyRules(_ svcs: [ServiceSpec], clusterCIDR: String) -> String {
-    var chains = [":KUBE-SERVICES - [0:0]", ":KUBE-POSTROUTING - [0:0]", ":KUBE-MARK-MASQ - [0:0]", ":KUBE-NODEPORTS - [0:0]"]
+    var chains = [
+        ":KUBE-SERVICES - [0:0]", ":KUBE-POSTROUTING - [0:0]", ":KUBE-MARK-MASQ - [0:0]", ":KUBE-NODEPORTS - [0:0]",
+    ]
     var rules = [
         "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
         "-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
@@ -327,25 +357,35 @@ func kubeProxyRules(_ svcs: [ServiceSpec], clusterCIDR: String) -> String {
         "-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000",
         "-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully",
     ]
-    var svcRules: [String] = [], sepRules: [String] = []
+    var svcRules: [String] = []
+    var sepRules: [String] = []
     for s in svcs {
-        let port = s.ports[0].port, name = "\(s.name):http"
+        let port = s.ports[0].port
+        let name = "\(s.name):http"
         let svc = "KUBE-SVC-" + chainHash(name)
         chains.append(":\(svc) - [0:0]")
-        rules.append("-A KUBE-SERVICES -d \(s.clusterIP)/32 -p tcp -m comment --comment \"\(name) cluster IP\" -m tcp --dport \(port) -j \(svc)")
-        svcRules.append("-A \(svc) ! -s \(clusterCIDR) -d \(s.clusterIP)/32 -p tcp -m comment --comment \"\(name) cluster IP\" -m tcp --dport \(port) -j KUBE-MARK-MASQ")
+        rules.append(
+            "-A KUBE-SERVICES -d \(s.clusterIP)/32 -p tcp -m comment --comment \"\(name) cluster IP\" -m tcp --dport \(port) -j \(svc)"
+        )
+        svcRules.append(
+            "-A \(svc) ! -s \(clusterCIDR) -d \(s.clusterIP)/32 -p tcp -m comment --comment \"\(name) cluster IP\" -m tcp --dport \(port) -j KUBE-MARK-MASQ"
+        )
         for (k, b) in s.backends.enumerated() {
             let endpoint = "\(b.ip):\(s.ports[0].targetPort)"
             let sep = "KUBE-SEP-" + chainHash(name + endpoint)
             chains.append(":\(sep) - [0:0]")
             let left = s.backends.count - k
-            let statistic = left > 1 ? String(format: " -m statistic --mode random --probability %.11f", 1.0 / Double(left)) : ""
+            let statistic =
+                left > 1 ? String(format: " -m statistic --mode random --probability %.11f", 1.0 / Double(left)) : ""
             svcRules.append("-A \(svc) -m comment --comment \"\(name) -> \(endpoint)\"\(statistic) -j \(sep)")
             sepRules.append("-A \(sep) -s \(b.ip)/32 -m comment --comment \"\(name)\" -j KUBE-MARK-MASQ")
-            sepRules.append("-A \(sep) -p tcp -m comment --comment \"\(name)\" -m tcp -j DNAT --to-destination \(endpoint)")
+            sepRules.append(
+                "-A \(sep) -p tcp -m comment --comment \"\(name)\" -m tcp -j DNAT --to-destination \(endpoint)")
         }
     }
-    rules.append("-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS")
+    rules.append(
+        "-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS"
+    )
     return baseNat + (chains + rules + svcRules + sepRules).joined(separator: "\n") + "\nCOMMIT\n"
 }
 
@@ -360,8 +400,11 @@ func iptablesRestore(_ rules: String, namespace: String) throws -> Double {
 /// Conntrack entries whose original destination is `address`, in `namespace` (nil without the
 /// conntrack tool).
 func conntrackEntries(to address: IPAddress, namespace: String) -> Int? {
-    guard inPath("conntrack"), let (status, out) = try? spawn(["ip", "netns", "exec", namespace, "conntrack", "-L", "-p", "tcp", "--orig-dst", "\(address)"], timeout: 60),
-          status == 0 else { return nil }
+    guard inPath("conntrack"),
+        let (status, out) = try? spawn(
+            ["ip", "netns", "exec", namespace, "conntrack", "-L", "-p", "tcp", "--orig-dst", "\(address)"], timeout: 60),
+        status == 0
+    else { return nil }
     return out.split(separator: "\n").filter { $0.hasPrefix("tcp") }.count
 }
 
@@ -391,22 +434,32 @@ struct Output: Encodable {
 }
 
 func client(namespace: String, cgroup: String?, address: IPAddress, seconds: Int) throws -> ClientResult {
-    let out = try check([selfExecutable(), "--client", namespace, cgroup ?? "-", "\(address)", "\(servicePort)", "\(seconds)"], timeout: Double(seconds) + 60)
-    guard let r = try? JSONDecoder().decode(ClientResult.self, from: Data(out.utf8)) else { throw BenchError("client said: \(out.prefix(300))") }
-    guard r.failures == 0, r.connections > 0 else {
-        throw BenchError("client to \(address) in \(namespace): \(r.connections) connections, \(r.failures) failures (\(r.firstError ?? "-"))")
+    let out = try check(
+        [selfExecutable(), "--client", namespace, cgroup ?? "-", "\(address)", "\(servicePort)", "\(seconds)"],
+        timeout: Double(seconds) + 60)
+    guard let r = try? JSONDecoder().decode(ClientResult.self, from: Data(out.utf8)) else {
+        throw BenchError("client said: \(out.prefix(300))")
     }
-    guard Set(r.answers.keys) == ["s1", "s2", "s3"] else { throw BenchError("client to \(address): answers from \(r.answers), wanted s1, s2, s3") }
+    guard r.failures == 0, r.connections > 0 else {
+        throw BenchError(
+            "client to \(address) in \(namespace): \(r.connections) connections, \(r.failures) failures (\(r.firstError ?? "-"))"
+        )
+    }
+    guard Set(r.answers.keys) == ["s1", "s2", "s3"] else {
+        throw BenchError("client to \(address): answers from \(r.answers), wanted s1, s2, s3")
+    }
     return r
 }
 
 func cluster(name: String, mode: DatapathMode) throws -> LabCluster {
-    var c = try LabCluster.load(Data("""
-        { "name": "\(name)", "nodes": [
-          { "name": "n1", "address": "172.18.0.2", "podCIDR": "10.0.1.0/24", "pods": [ { "name": "c", "ip": "10.0.1.10" } ] },
-          { "name": "n2", "address": "172.18.0.3", "podCIDR": "10.2.0.0/16",
-            "pods": [ { "name": "s1", "ip": "10.2.0.10" }, { "name": "s2", "ip": "10.2.0.11" }, { "name": "s3", "ip": "10.2.0.12" } ] } ] }
-        """.utf8))
+    var c = try LabCluster.load(
+        Data(
+            """
+            { "name": "\(name)", "nodes": [
+              { "name": "n1", "address": "172.18.0.2", "podCIDR": "10.0.1.0/24", "pods": [ { "name": "c", "ip": "10.0.1.10" } ] },
+              { "name": "n2", "address": "172.18.0.3", "podCIDR": "10.2.0.0/16",
+                "pods": [ { "name": "s1", "ip": "10.2.0.10" }, { "name": "s2", "ip": "10.2.0.11" }, { "name": "s3", "ip": "10.2.0.12" } ] } ] }
+            """.utf8))
     c.datapathMode = mode
     c.socketLB = mode == .bpf
     return c
@@ -421,7 +474,8 @@ guard inPath("iptables-restore") else {
     print("service-bench: iptables-restore is missing (the kube-proxy baseline needs it): apt-get install iptables")
     exit(1)
 }
-let iptablesVersion = ((try? check(["iptables-restore", "--version"], timeout: 10)) ?? "unknown").trimmingCharacters(in: .whitespacesAndNewlines)
+let iptablesVersion = ((try? check(["iptables-restore", "--version"], timeout: 10)) ?? "unknown").trimmingCharacters(
+    in: .whitespacesAndNewlines)
 
 let tag = "sb\(getpid() % 100_000)"
 let labNames = ["\(tag)b", "\(tag)k"]
@@ -445,7 +499,8 @@ func log(_ s: String) { if !options.json { FileHandle.standardError.write(Data("
 
 do {
     defer { downLabs() }
-    let bpfLab = try cluster(name: labNames[0], mode: .bpf), kernelLab = try cluster(name: labNames[1], mode: .kernel)
+    let bpfLab = try cluster(name: labNames[0], mode: .bpf)
+    let kernelLab = try cluster(name: labNames[1], mode: .kernel)
     var servers: [PodServer] = []
     defer { servers.forEach { $0.stop() } }
     for c in [bpfLab, kernelLab] {
@@ -457,11 +512,14 @@ do {
             servers.append(s)
         }
     }
-    let bpfNode = bpfLab.namespace(ofNode: "n1"), kernelNode = kernelLab.namespace(ofNode: "n1")
+    let bpfNode = bpfLab.namespace(ofNode: "n1")
+    let kernelNode = kernelLab.namespace(ofNode: "n1")
     var base = bpfLab.spec(forNode: "n1")!
     base.services = []
     let converged = try NodeController(spec: base, namespace: .named(bpfNode)).apply()
-    guard converged.changes.isEmpty else { throw BenchError("the lab's node n1 was not converged (\(converged.changes.count) changes)") }
+    guard converged.changes.isEmpty else {
+        throw BenchError("the lab's node n1 was not converged (\(converged.changes.count) changes)")
+    }
     // The nat table exists (and is empty) before the first measured restore.
     _ = try iptablesRestore(baseNat + "COMMIT\n", namespace: kernelNode)
 
@@ -480,7 +538,9 @@ do {
         spec.services = svcs
         return (spec, kubeProxyRules(svcs, clusterCIDR: "10.0.0.0/8"), svcs[n - 1].clusterIP)
     }
-    for (i, w) in workloads.enumerated() { samples[i].rules = w.rules.split(separator: "\n").filter { $0.hasPrefix("-A ") }.count }
+    for (i, w) in workloads.enumerated() {
+        samples[i].rules = w.rules.split(separator: "\n").filter { $0.hasPrefix("-A ") }.count
+    }
     // Runs outside, sizes inside: drift of the machine spreads over every size.
     for r in 0..<options.repeats {
         for (i, n) in options.sizes.enumerated() {
@@ -491,9 +551,14 @@ do {
             let controller = try NodeController(spec: spec, namespace: .named(bpfNode))
             var report: ApplyReport?
             samples[i].add.append(try seconds { report = try controller.apply() })
-            guard let report, report.verified, !report.changes.isEmpty else { throw BenchError("adding \(n) services did not verify: \(report?.mismatches.prefix(3) ?? [])") }
+            guard let report, report.verified, !report.changes.isEmpty else {
+                throw BenchError("adding \(n) services did not verify: \(report?.mismatches.prefix(3) ?? [])")
+            }
             samples[i].changes = report.changes.count
-            samples[i].nn.append(try client(namespace: bpfLab.namespace(ofPod: "c"), cgroup: bpfLab.cgroupPath(ofNode: "n1"), address: target, seconds: options.seconds))
+            samples[i].nn.append(
+                try client(
+                    namespace: bpfLab.namespace(ofPod: "c"), cgroup: bpfLab.cgroupPath(ofNode: "n1"), address: target,
+                    seconds: options.seconds))
             samples[i].ctNodenet = conntrackEntries(to: target, namespace: bpfNode)
             let remover = try NodeController(spec: base, namespace: .named(bpfNode))
             var removed: ApplyReport?
@@ -504,20 +569,30 @@ do {
             log("run \(r + 1)/\(options.repeats), N=\(n): iptables-restore, data path, removal")
             samples[i].restore.append(try iptablesRestore(rules, namespace: kernelNode))
             _ = try? spawn(["ip", "netns", "exec", kernelNode, "conntrack", "-F"], timeout: 30)
-            samples[i].ipt.append(try client(namespace: kernelLab.namespace(ofPod: "c"), cgroup: kernelLab.cgroupPath(ofNode: "n1"), address: target, seconds: options.seconds))
+            samples[i].ipt.append(
+                try client(
+                    namespace: kernelLab.namespace(ofPod: "c"), cgroup: kernelLab.cgroupPath(ofNode: "n1"),
+                    address: target, seconds: options.seconds))
             samples[i].ctIptables = conntrackEntries(to: target, namespace: kernelNode)
             samples[i].unrestore.append(try iptablesRestore(baseNat + "COMMIT\n", namespace: kernelNode))
         }
     }
     func summary(_ rs: [ClientResult]) -> Datapath {
-        Datapath(connectionsPerSecond: median(rs.map(\.rate)), medianMicroseconds: median(rs.map(\.medianMicroseconds)), p99Microseconds: median(rs.map(\.p99Microseconds)))
+        Datapath(
+            connectionsPerSecond: median(rs.map(\.rate)), medianMicroseconds: median(rs.map(\.medianMicroseconds)),
+            p99Microseconds: median(rs.map(\.p99Microseconds)))
     }
-    func answers(_ rs: [ClientResult]) -> [String: Int] { rs.reduce(into: [:]) { a, r in r.answers.forEach { a[$0.key, default: 0] += $0.value } } }
+    func answers(_ rs: [ClientResult]) -> [String: Int] {
+        rs.reduce(into: [:]) { a, r in r.answers.forEach { a[$0.key, default: 0] += $0.value } }
+    }
     let results = zip(options.sizes, samples).map { n, s in
         SizeResult(
-            services: n, nodenetAddSeconds: median(s.add), nodenetRemoveSeconds: median(s.remove), nodenetAddChanges: s.changes,
-            iptablesRestoreSeconds: median(s.restore), iptablesRemoveSeconds: median(s.unrestore), iptablesRules: s.rules,
-            nodenet: summary(s.nn), iptables: summary(s.ipt), nodenetAnswers: answers(s.nn), iptablesAnswers: answers(s.ipt),
+            services: n, nodenetAddSeconds: median(s.add), nodenetRemoveSeconds: median(s.remove),
+            nodenetAddChanges: s.changes,
+            iptablesRestoreSeconds: median(s.restore), iptablesRemoveSeconds: median(s.unrestore),
+            iptablesRules: s.rules,
+            nodenet: summary(s.nn), iptables: summary(s.ipt), nodenetAnswers: answers(s.nn),
+            iptablesAnswers: answers(s.ipt),
             iptablesConntrackEntries: s.ctIptables, nodenetConntrackEntries: s.ctNodenet)
     }.map { r in
         var r = r
@@ -529,35 +604,59 @@ do {
     if options.json {
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys]
-        print(String(decoding: try e.encode(Output(seconds: options.seconds, repeats: options.repeats, iptablesVersion: iptablesVersion, sizes: results)), as: UTF8.self))
+        print(
+            String(
+                decoding: try e.encode(
+                    Output(
+                        seconds: options.seconds, repeats: options.repeats, iptablesVersion: iptablesVersion,
+                        sizes: results)), as: UTF8.self))
     } else {
-        print("iptables: \(iptablesVersion); medians of \(options.repeats) run(s), \(options.seconds) s per data path run")
+        print(
+            "iptables: \(iptablesVersion); medians of \(options.repeats) run(s), \(options.seconds) s per data path run"
+        )
         print("")
         print("programming   nodenet add   nodenet remove   iptables-restore add   remove     rules   restore/add")
         for r in results {
-            print(String(format: "%8d      %8.3f s    %8.3f s         %8.3f s          %7.3f s  %7d   %6.1fx",
-                         r.services, r.nodenetAddSeconds, r.nodenetRemoveSeconds, r.iptablesRestoreSeconds, r.iptablesRemoveSeconds, r.iptablesRules, r.programmingRatio))
+            print(
+                String(
+                    format: "%8d      %8.3f s    %8.3f s         %8.3f s          %7.3f s  %7d   %6.1fx",
+                    r.services, r.nodenetAddSeconds, r.nodenetRemoveSeconds, r.iptablesRestoreSeconds,
+                    r.iptablesRemoveSeconds, r.iptablesRules, r.programmingRatio))
         }
         print("")
         print("connect+GET+close to the last service: connections/s, median and p99 latency (µs)")
-        print("services  nodenet conn/s  median    p99   | iptables conn/s  median    p99   | iptables/nodenet median  ct entries (ipt/nn)")
+        print(
+            "services  nodenet conn/s  median    p99   | iptables conn/s  median    p99   | iptables/nodenet median  ct entries (ipt/nn)"
+        )
         for r in results {
-            print(String(format: "%8d  %10.0f    %6.0f  %6.0f   | %10.0f      %6.0f  %6.0f   |  %5.2fx                  ",
-                         r.services, r.nodenet.connectionsPerSecond, r.nodenet.medianMicroseconds, r.nodenet.p99Microseconds,
-                         r.iptables.connectionsPerSecond, r.iptables.medianMicroseconds, r.iptables.p99Microseconds,
-                         r.latencyRatio)
-                  + "\(r.iptablesConntrackEntries.map(String.init) ?? "?")/\(r.nodenetConntrackEntries.map(String.init) ?? "?")")
+            print(
+                String(
+                    format: "%8d  %10.0f    %6.0f  %6.0f   | %10.0f      %6.0f  %6.0f   |  %5.2fx                  ",
+                    r.services, r.nodenet.connectionsPerSecond, r.nodenet.medianMicroseconds, r.nodenet.p99Microseconds,
+                    r.iptables.connectionsPerSecond, r.iptables.medianMicroseconds, r.iptables.p99Microseconds,
+                    r.latencyRatio)
+                    + "\(r.iptablesConntrackEntries.map(String.init) ?? "?")/\(r.nodenetConntrackEntries.map(String.init) ?? "?")"
+            )
         }
         if let first = results.first, let last = results.last, last.services > first.services {
             print("")
-            print(String(format: "programming %d services: nodenet %.1fx faster than iptables-restore (target >= 10x)", last.services, last.programmingRatio))
-            print(String(format: "nodenet median latency %d vs %d services: %+.1f%% (target within 10%%); p99 %+.1f%%", last.services, first.services,
-                         100 * (last.nodenet.medianMicroseconds / first.nodenet.medianMicroseconds - 1),
-                         100 * (last.nodenet.p99Microseconds / first.nodenet.p99Microseconds - 1)))
-            print(String(format: "iptables median latency %d vs %d services: %+.1f%%; p99 %+.1f%%; connections/s %+.1f%%", last.services, first.services,
-                         100 * (last.iptables.medianMicroseconds / first.iptables.medianMicroseconds - 1),
-                         100 * (last.iptables.p99Microseconds / first.iptables.p99Microseconds - 1),
-                         100 * (last.iptables.connectionsPerSecond / first.iptables.connectionsPerSecond - 1)))
+            print(
+                String(
+                    format: "programming %d services: nodenet %.1fx faster than iptables-restore (target >= 10x)",
+                    last.services, last.programmingRatio))
+            print(
+                String(
+                    format: "nodenet median latency %d vs %d services: %+.1f%% (target within 10%%); p99 %+.1f%%",
+                    last.services, first.services,
+                    100 * (last.nodenet.medianMicroseconds / first.nodenet.medianMicroseconds - 1),
+                    100 * (last.nodenet.p99Microseconds / first.nodenet.p99Microseconds - 1)))
+            print(
+                String(
+                    format: "iptables median latency %d vs %d services: %+.1f%%; p99 %+.1f%%; connections/s %+.1f%%",
+                    last.services, first.services,
+                    100 * (last.iptables.medianMicroseconds / first.iptables.medianMicroseconds - 1),
+                    100 * (last.iptables.p99Microseconds / first.iptables.p99Microseconds - 1),
+                    100 * (last.iptables.connectionsPerSecond / first.iptables.connectionsPerSecond - 1)))
         }
     }
 } catch {

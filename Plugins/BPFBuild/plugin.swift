@@ -17,9 +17,11 @@ struct BPFBuild: BuildToolPlugin {
             .buildCommand(
                 displayName: "Compiling BPF programs (\(sources.count)) with \(clang)",
                 executable: try context.tool(named: "bpf-embed").url,
-                arguments: [clang, output.path, context.pluginWorkDirectoryURL.appending(path: "objects").path, bpf.path] + sources.map(\.path),
+                arguments: [
+                    clang, output.path, context.pluginWorkDirectoryURL.appending(path: "objects").path, bpf.path,
+                ] + sources.map(\.path),
                 inputFiles: sources + headers,
-                outputFiles: [output]),
+                outputFiles: [output])
         ]
     }
 

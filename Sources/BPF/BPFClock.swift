@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The clock BPF programs read with bpf_ktime_get_ns (CLOCK_MONOTONIC), for comparing with

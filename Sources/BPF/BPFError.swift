@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A libbpf or bpf(2) failure: what we were doing and the errno.

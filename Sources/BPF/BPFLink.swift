@@ -1,7 +1,7 @@
 import CBPF
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// What every pinned BPF link shares, whatever it attaches to (tcx, cgroup): created and
@@ -10,7 +10,9 @@ import Glibc
 public enum BPFLink {
     /// Creates a link of `programFD` on `target` (an ifindex, a cgroup fd) and pins it at
     /// `path`; `what` names the attachment in errors.
-    static func create(programFD: Int32, target: Int32, attachType: bpf_attach_type, pinAt path: String, what: String) throws {
+    static func create(
+        programFD: Int32, target: Int32, attachType: bpf_attach_type, pinAt path: String, what: String
+    ) throws {
         let link = bpf_link_create(programFD, target, attachType, nil)
         guard link >= 0 else { throw BPFError.libbpf(link, "attaching \(what)") }
         defer { close(link) }

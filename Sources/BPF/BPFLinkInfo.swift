@@ -1,7 +1,7 @@
 import CBPF
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A BPF link as the kernel describes it (`struct bpf_link_info`). For tcx links (type 11)
@@ -40,7 +40,9 @@ public struct BPFLinkInfo: Sendable, Equatable {
         var length = UInt32(buffer.count)
         let rc = buffer.withUnsafeMutableBytes { bpf_obj_get_info_by_fd(fd, $0.baseAddress, &length) }
         guard rc == 0 else { throw BPFError.libbpf(rc, "reading link info of \(what)") }
-        func u32(_ offset: Int) -> UInt32 { buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt32.self) } }
+        func u32(_ offset: Int) -> UInt32 {
+            buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt32.self) }
+        }
         self.init(type: u32(0), id: u32(4), programID: u32(8))
         if isTCX {
             ifindex = u32(16)

@@ -1,7 +1,7 @@
 import CBPF
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 extension BPFMap {
@@ -43,7 +43,9 @@ extension BPFMap {
     }
 
     /// Errors meaning "no batch operation here" (the kernel's internal ENOTSUPP is 524).
-    static func unsupported(_ error: Int32) -> Bool { error == EINVAL || error == ENOTSUP || error == EOPNOTSUPP || error == 524 }
+    static func unsupported(_ error: Int32) -> Bool {
+        error == EINVAL || error == ENOTSUP || error == EOPNOTSUPP || error == 524
+    }
 
     private func walk() throws -> [(key: Key, value: Value)] {
         try keys().compactMap { k in try lookup(k).map { (k, $0) } }
@@ -56,11 +58,12 @@ extension BPFMap {
         precondition(keys.count == values.count)
         guard !perCPU else { throw BPFError(EINVAL, "map \(name) is per-CPU: one value per CPU, not one") }
         try forEachBatch(keys.count, batchSize) { range, count, opts in
-            let rc = keys[range].withContiguousStorageIfAvailable { k in
-                values[range].withContiguousStorageIfAvailable { v in
-                    bpf_map_update_batch(fd, k.baseAddress, v.baseAddress, &count, &opts)
+            let rc =
+                keys[range].withContiguousStorageIfAvailable { k in
+                    values[range].withContiguousStorageIfAvailable { v in
+                        bpf_map_update_batch(fd, k.baseAddress, v.baseAddress, &count, &opts)
+                    } ?? -EINVAL
                 } ?? -EINVAL
-            } ?? -EINVAL
             if rc != 0 {
                 let error = errno
                 // Refused as a whole (count says nothing then): one update per entry; updates
@@ -77,12 +80,17 @@ extension BPFMap {
     /// rest of a batch stopped by one is removed one by one).
     public func delete(keys: [Key], batchSize: Int = 8192) throws {
         try forEachBatch(keys.count, batchSize) { range, count, opts in
-            let rc = keys[range].withContiguousStorageIfAvailable { k in bpf_map_delete_batch(fd, k.baseAddress, &count, &opts) } ?? -EINVAL
+            let rc =
+                keys[range].withContiguousStorageIfAvailable { k in
+                    bpf_map_delete_batch(fd, k.baseAddress, &count, &opts)
+                } ?? -EINVAL
             if rc != 0 {
                 let error = errno
                 if error == ENOENT {
                     // Stopped at an entry already gone: `count` were deleted before it.
-                    for i in (range.lowerBound + min(Int(count), range.count))..<range.upperBound { try delete(keys[i]) }
+                    for i in (range.lowerBound + min(Int(count), range.count))..<range.upperBound {
+                        try delete(keys[i])
+                    }
                 } else if Self.unsupported(error) || rc == -EINVAL {
                     for i in range { try delete(keys[i]) }  // an entry already gone is fine
                 } else {
@@ -94,7 +102,9 @@ extension BPFMap {
 
     /// Calls `body` for each run of at most `batchSize` of `total` entries, with the count and
     /// options a batch call takes (the count set to the run's length).
-    private func forEachBatch(_ total: Int, _ batchSize: Int, _ body: (Range<Int>, inout UInt32, inout bpf_map_batch_opts) throws -> Void) rethrows {
+    private func forEachBatch(
+        _ total: Int, _ batchSize: Int, _ body: (Range<Int>, inout UInt32, inout bpf_map_batch_opts) throws -> Void
+    ) rethrows {
         var start = 0
         while start < total {
             let end = min(total, start + batchSize)

@@ -1,7 +1,7 @@
 import CBPF
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Typed access to a BPF map by fd (bpf(2) through libbpf's low-level calls).
@@ -42,7 +42,8 @@ public final class BPFMap<Key: BitwiseCopyable, Value: BitwiseCopyable>: @unchec
     /// Creates or replaces `key`'s value.
     public func update(_ key: Key, _ value: Value) throws {
         guard !perCPU else { throw BPFError(EINVAL, "map \(name) is per-CPU: one value per CPU, not one") }
-        var k = key, v = value
+        var k = key
+        var v = value
         let rc = bpf_map_update_elem(fd, &k, &v, UInt64(BPF_ANY))
         guard rc == 0 else { throw BPFError.libbpf(rc, "updating map \(name)") }
     }
@@ -110,7 +111,8 @@ public struct BPFMapInfo: Sendable, Equatable {
     public var name: String
 
     public var isPerCPU: Bool {
-        [BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH].map(\.rawValue).contains(type)
+        [BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH].map(\.rawValue).contains(
+            type)
     }
 
     /// The map behind `fd` (any map fd).
@@ -131,11 +133,20 @@ public struct BPFMapInfo: Sendable, Equatable {
     /// value size is the size of one CPU's value).
     func check<Key, Value>(key: Key.Type, value: Value.Type, perCPU: Bool, what: String) throws {
         var problems: [String] = []
-        if keySize != MemoryLayout<Key>.size { problems.append("key size \(keySize) B, \(Key.self) has \(MemoryLayout<Key>.size) B") }
-        if valueSize != MemoryLayout<Value>.size { problems.append("value size \(valueSize) B, \(Value.self) has \(MemoryLayout<Value>.size) B") }
-        if isPerCPU != perCPU { problems.append(isPerCPU ? "it is per-CPU (type \(type))" : "it is not per-CPU (type \(type))") }
+        if keySize != MemoryLayout<Key>.size {
+            problems.append("key size \(keySize) B, \(Key.self) has \(MemoryLayout<Key>.size) B")
+        }
+        if valueSize != MemoryLayout<Value>.size {
+            problems.append("value size \(valueSize) B, \(Value.self) has \(MemoryLayout<Value>.size) B")
+        }
+        if isPerCPU != perCPU {
+            problems.append(isPerCPU ? "it is per-CPU (type \(type))" : "it is not per-CPU (type \(type))")
+        }
         guard problems.isEmpty else {
-            throw BPFError(EINVAL, "\(what) does not have the expected layout: \(problems.joined(separator: "; ")) (pinned by another build? re-apply to migrate it)")
+            throw BPFError(
+                EINVAL,
+                "\(what) does not have the expected layout: \(problems.joined(separator: "; ")) (pinned by another build? re-apply to migrate it)"
+            )
         }
     }
 }

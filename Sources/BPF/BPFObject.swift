@@ -1,8 +1,8 @@
 import CBPF
 
 #if canImport(Glibc)
-import Glibc
-import Foundation
+    import Glibc
+    import Foundation
 #endif
 
 /// A BPF object (ELF) opened from memory with libbpf: configure it, pin its maps, load it,
@@ -18,7 +18,10 @@ public final class BPFObject: @unchecked Sendable {
     /// with pinning by name are pinned (or reused) under `pinRoot`, a bpffs directory.
     public convenience init(embedded name: String, pinRoot: String? = nil) throws {
         guard let b64 = EmbeddedBPFObjects.base64[name], let data = Data(base64Encoded: b64) else {
-            throw BPFError(ENOENT, "no embedded BPF object \(name) (have: \(EmbeddedBPFObjects.base64.keys.sorted().joined(separator: ", ")))")
+            throw BPFError(
+                ENOENT,
+                "no embedded BPF object \(name) (have: \(EmbeddedBPFObjects.base64.keys.sorted().joined(separator: ", ")))"
+            )
         }
         try self.init(bytes: [UInt8](data), name: name, pinRoot: pinRoot)
     }
@@ -88,7 +91,9 @@ public final class BPFObject: @unchecked Sendable {
     /// Leaves a program out of the load (one the kernel cannot verify, e.g. a build for a newer kernel).
     public func setAutoload(program: String, _ load: Bool) throws {
         guard !isLoaded else { throw BPFError(EBUSY, "choosing programs of \(name) after load") }
-        guard let p = bpf_object__find_program_by_name(handle, program) else { throw BPFError(ENOENT, "no program \(program) in \(name)") }
+        guard let p = bpf_object__find_program_by_name(handle, program) else {
+            throw BPFError(ENOENT, "no program \(program) in \(name)")
+        }
         let rc = bpf_program__set_autoload(p, load)
         guard rc == 0 else { throw BPFError.libbpf(rc, "choosing program \(program) of \(name)") }
     }
@@ -103,20 +108,34 @@ public final class BPFObject: @unchecked Sendable {
     /// The file descriptor of a loaded program.
     public func programFD(named program: String) throws -> Int32 {
         guard isLoaded else { throw BPFError(EINVAL, "\(name) is not loaded") }
-        guard let p = bpf_object__find_program_by_name(handle, program) else { throw BPFError(ENOENT, "no program \(program) in \(name)") }
+        guard let p = bpf_object__find_program_by_name(handle, program) else {
+            throw BPFError(ENOENT, "no program \(program) in \(name)")
+        }
         let fd = bpf_program__fd(p)
         guard fd >= 0 else { throw BPFError.libbpf(fd, "program \(program) of \(name)") }
         return fd
     }
 
     /// A typed view of a loaded map. `Key` and `Value` must match the C layouts (bpf/lib/maps.h).
-    public func map<Key: BitwiseCopyable, Value: BitwiseCopyable>(named mapName: String, key: Key.Type, value: Value.Type) throws -> BPFMap<Key, Value> {
+    public func map<Key: BitwiseCopyable, Value: BitwiseCopyable>(
+        named mapName: String, key: Key.Type, value: Value.Type
+    ) throws -> BPFMap<Key, Value> {
         guard isLoaded else { throw BPFError(EINVAL, "\(name) is not loaded") }
-        guard let m = bpf_object__find_map_by_name(handle, mapName) else { throw BPFError(ENOENT, "no map \(mapName) in \(name)") }
-        guard bpf_map__key_size(m) == MemoryLayout<Key>.size, bpf_map__value_size(m) == MemoryLayout<Value>.size || bpf_map__type(m) == BPF_MAP_TYPE_PERCPU_ARRAY else {
-            throw BPFError(EINVAL, "map \(mapName): key/value sizes \(bpf_map__key_size(m))/\(bpf_map__value_size(m)) do not match \(Key.self)/\(Value.self)")
+        guard let m = bpf_object__find_map_by_name(handle, mapName) else {
+            throw BPFError(ENOENT, "no map \(mapName) in \(name)")
         }
-        return BPFMap(fd: bpf_map__fd(m), name: mapName, perCPU: bpf_map__type(m) == BPF_MAP_TYPE_PERCPU_ARRAY || bpf_map__type(m) == BPF_MAP_TYPE_PERCPU_HASH, owned: false)
+        guard bpf_map__key_size(m) == MemoryLayout<Key>.size,
+            bpf_map__value_size(m) == MemoryLayout<Value>.size || bpf_map__type(m) == BPF_MAP_TYPE_PERCPU_ARRAY
+        else {
+            throw BPFError(
+                EINVAL,
+                "map \(mapName): key/value sizes \(bpf_map__key_size(m))/\(bpf_map__value_size(m)) do not match \(Key.self)/\(Value.self)"
+            )
+        }
+        return BPFMap(
+            fd: bpf_map__fd(m), name: mapName,
+            perCPU: bpf_map__type(m) == BPF_MAP_TYPE_PERCPU_ARRAY || bpf_map__type(m) == BPF_MAP_TYPE_PERCPU_HASH,
+            owned: false)
     }
 }
 
@@ -147,7 +166,8 @@ public struct BPFMapShape: Sendable, Equatable, CustomStringConvertible {
         var length = UInt32(MemoryLayout<bpf_map_info>.size)
         let rc = bpf_obj_get_info_by_fd(fd, &info, &length)
         guard rc == 0 else { throw BPFError.libbpf(rc, "reading map info of \(path)") }
-        return BPFMapShape(type: info.type, keySize: info.key_size, valueSize: info.value_size, maxEntries: info.max_entries)
+        return BPFMapShape(
+            type: info.type, keySize: info.key_size, valueSize: info.value_size, maxEntries: info.max_entries)
     }
 }
 
@@ -158,8 +178,9 @@ extension BPFObject {
         while let m = map {
             let name = String(cString: bpf_map__name(m))
             if !name.contains(".") {
-                result[name] = BPFMapShape(type: bpf_map__type(m).rawValue, keySize: bpf_map__key_size(m),
-                                           valueSize: bpf_map__value_size(m), maxEntries: bpf_map__max_entries(m))
+                result[name] = BPFMapShape(
+                    type: bpf_map__type(m).rawValue, keySize: bpf_map__key_size(m),
+                    valueSize: bpf_map__value_size(m), maxEntries: bpf_map__max_entries(m))
             }
             map = bpf_object__next_map(handleForShapes, m)
         }

@@ -1,7 +1,7 @@
 import CBPF
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A loaded program as the kernel describes it (`struct bpf_prog_info`).
@@ -16,7 +16,9 @@ public struct BPFProgramInfo: Sendable, Equatable {
 
     public var tagHex: String { Self.hex(tag) }
 
-    public static func hex(_ bytes: [UInt8]) -> String { bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined() }
+    public static func hex(_ bytes: [UInt8]) -> String {
+        bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+    }
 
     /// The program behind `fd`.
     public init(fd: Int32) throws {

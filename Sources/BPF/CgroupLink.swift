@@ -1,7 +1,7 @@
 import CBPF
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A BPF link holding a program on a cgroup (v2) hook, pinned so that it outlives the
@@ -36,7 +36,9 @@ public enum CgroupLink {
         let dir = open(cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard dir >= 0 else { throw BPFError(errno, "opening cgroup \(cgroup)") }
         defer { close(dir) }
-        try BPFLink.create(programFD: programFD, target: dir, attachType: hook.attachType, pinAt: path, what: "\(hook.rawValue) to cgroup \(cgroup)")
+        try BPFLink.create(
+            programFD: programFD, target: dir, attachType: hook.attachType, pinAt: path,
+            what: "\(hook.rawValue) to cgroup \(cgroup)")
     }
 
     /// Whether the kernel lets a cgroup program choose the error it returns (bpf_set_retval,

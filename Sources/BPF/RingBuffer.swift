@@ -1,7 +1,7 @@
 import CBPF
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Reads records from a BPF ring buffer (libbpf `ring_buffer`), one callback per record.
@@ -17,12 +17,14 @@ public final class BPFRingBuffer: @unchecked Sendable {
     /// - Parameter mapFD: a `BPF_MAP_TYPE_RINGBUF` map.
     public init(mapFD: Int32, onRecord: @escaping ([UInt8]) -> Void) throws {
         box = Unmanaged.passRetained(Sink(onRecord))
-        handle = ring_buffer__new(mapFD, { ctx, data, size in
-            guard let ctx, let data else { return 0 }
-            let sink = Unmanaged<Sink>.fromOpaque(ctx).takeUnretainedValue()
-            sink.onRecord(Array(UnsafeRawBufferPointer(start: data, count: Int(size))))
-            return 0
-        }, box.toOpaque(), nil)
+        handle = ring_buffer__new(
+            mapFD,
+            { ctx, data, size in
+                guard let ctx, let data else { return 0 }
+                let sink = Unmanaged<Sink>.fromOpaque(ctx).takeUnretainedValue()
+                sink.onRecord(Array(UnsafeRawBufferPointer(start: data, count: Int(size))))
+                return 0
+            }, box.toOpaque(), nil)
         // On failure deinit releases the box (the object is fully initialised here).
         guard handle != nil else { throw BPFError(errno, "opening the ring buffer") }
     }

@@ -1,7 +1,7 @@
 import CBPF
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// tcx attachment (kernel >= 6.6): a BPF link that holds a program on a device's ingress.
@@ -10,8 +10,9 @@ public enum TCXLink {
     /// Attaches `programFD` to the ingress of `ifindex` and pins the link at `path`. Must run
     /// on a thread inside the device's network namespace (the kernel resolves the ifindex there).
     public static func attachIngress(programFD: Int32, ifindex: Int32, pinAt path: String) throws {
-        try BPFLink.create(programFD: programFD, target: ifindex, attachType: bpf_attach_type(rawValue: UInt32(nodenet_tcx_ingress())),
-                           pinAt: path, what: "a tcx link to ifindex \(ifindex)")
+        try BPFLink.create(
+            programFD: programFD, target: ifindex, attachType: bpf_attach_type(rawValue: UInt32(nodenet_tcx_ingress())),
+            pinAt: path, what: "a tcx link to ifindex \(ifindex)")
     }
 
     /// Whether this kernel has tcx (6.6 and later).

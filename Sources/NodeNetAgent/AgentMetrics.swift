@@ -1,5 +1,5 @@
-import Prometheus
 import NodeNet
+import Prometheus
 
 /// The agent's Prometheus metrics (prefix `nodenet_`).
 public final class AgentMetrics: Sendable {
@@ -20,39 +20,75 @@ public final class AgentMetrics: Sendable {
     let conntrackEntries: Gauge
     let conntrackCollected: Counter
 
-
     private let repairsByKind: [ChangeKind: Counter]
 
     public init() {
         let registry = PrometheusCollectorRegistry()
         self.registry = registry
-        let buckets: [Duration] = [.milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
-                                   .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5)]
-        reconciles = Dictionary(uniqueKeysWithValues: ReconcileCause.allCases.map {
-            ($0, registry.makeCounter(descriptor: Self.name("nodenet_reconcile_runs_total", "Reconcile runs (plan + apply + verify) by what triggered them."), labels: [("trigger", $0.rawValue)]))
-        })
-        reconcileFailures = registry.makeCounter(descriptor: Self.name("nodenet_reconcile_failures_total", "Reconcile runs that failed or did not verify."))
-        reconcileDuration = registry.makeDurationHistogram(descriptor: Self.name("nodenet_reconcile_duration_seconds", "Time of one reconcile run."), buckets: buckets)
-        repairDuration = registry.makeDurationHistogram(descriptor: Self.name("nodenet_drift_repair_duration_seconds", "Time from a netlink event showing drift to the end of its repair."), buckets: buckets)
-        repairsByKind = Dictionary(uniqueKeysWithValues: ChangeKind.allCases.map {
-            ($0, registry.makeCounter(descriptor: Self.name("nodenet_drift_repairs_total", "Kernel objects restored after they drifted, by kind."), labels: [("kind", $0.rawValue)]))
-        })
-        kernelErrors = registry.makeCounter(descriptor: Self.name("nodenet_kernel_errors_total", "Errors returned by the kernel while applying."))
-        specReloads = registry.makeCounter(descriptor: Self.name("nodenet_spec_reloads_total", "Spec reloads that were accepted."))
-        specReloadErrors = registry.makeCounter(descriptor: Self.name("nodenet_spec_reload_errors_total", "Spec reloads rejected as invalid (the running spec stays)."))
+        let buckets: [Duration] = [
+            .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+            .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5),
+        ]
+        reconciles = Dictionary(
+            uniqueKeysWithValues: ReconcileCause.allCases.map {
+                (
+                    $0,
+                    registry.makeCounter(
+                        descriptor: Self.name(
+                            "nodenet_reconcile_runs_total",
+                            "Reconcile runs (plan + apply + verify) by what triggered them."),
+                        labels: [("trigger", $0.rawValue)])
+                )
+            })
+        reconcileFailures = registry.makeCounter(
+            descriptor: Self.name("nodenet_reconcile_failures_total", "Reconcile runs that failed or did not verify."))
+        reconcileDuration = registry.makeDurationHistogram(
+            descriptor: Self.name("nodenet_reconcile_duration_seconds", "Time of one reconcile run."), buckets: buckets)
+        repairDuration = registry.makeDurationHistogram(
+            descriptor: Self.name(
+                "nodenet_drift_repair_duration_seconds",
+                "Time from a netlink event showing drift to the end of its repair."), buckets: buckets)
+        repairsByKind = Dictionary(
+            uniqueKeysWithValues: ChangeKind.allCases.map {
+                (
+                    $0,
+                    registry.makeCounter(
+                        descriptor: Self.name(
+                            "nodenet_drift_repairs_total", "Kernel objects restored after they drifted, by kind."),
+                        labels: [("kind", $0.rawValue)])
+                )
+            })
+        kernelErrors = registry.makeCounter(
+            descriptor: Self.name("nodenet_kernel_errors_total", "Errors returned by the kernel while applying."))
+        specReloads = registry.makeCounter(
+            descriptor: Self.name("nodenet_spec_reloads_total", "Spec reloads that were accepted."))
+        specReloadErrors = registry.makeCounter(
+            descriptor: Self.name(
+                "nodenet_spec_reload_errors_total", "Spec reloads rejected as invalid (the running spec stays)."))
         endpoints = registry.makeGauge(descriptor: Self.name("nodenet_endpoints", "Pod endpoints in the spec."))
         remoteNodes = registry.makeGauge(descriptor: Self.name("nodenet_remote_nodes", "Remote nodes in the spec."))
         services = registry.makeGauge(descriptor: Self.name("nodenet_services", "Services in the spec."))
-        backends = registry.makeGauge(descriptor: Self.name("nodenet_service_backends", "Service backends in the spec."))
-        healthy = registry.makeGauge(descriptor: Self.name("nodenet_healthy", "1 when the last reconcile succeeded and the kernel matches the spec."))
-        frontends = registry.makeGauge(descriptor: Self.name("nodenet_service_frontends", "Service frontends the spec asks for (ClusterIP, node address and wildcard NodePort)."))
-        conntrackEntries = registry.makeGauge(descriptor: Self.name("nodenet_conntrack_entries", "Entries in the BPF conntrack table at the last garbage collection."))
-        conntrackCollected = registry.makeCounter(descriptor: Self.name("nodenet_conntrack_collected_total", "Idle BPF conntrack entries removed by garbage collection."))
+        backends = registry.makeGauge(
+            descriptor: Self.name("nodenet_service_backends", "Service backends in the spec."))
+        healthy = registry.makeGauge(
+            descriptor: Self.name(
+                "nodenet_healthy", "1 when the last reconcile succeeded and the kernel matches the spec."))
+        frontends = registry.makeGauge(
+            descriptor: Self.name(
+                "nodenet_service_frontends",
+                "Service frontends the spec asks for (ClusterIP, node address and wildcard NodePort)."))
+        conntrackEntries = registry.makeGauge(
+            descriptor: Self.name(
+                "nodenet_conntrack_entries", "Entries in the BPF conntrack table at the last garbage collection."))
+        conntrackCollected = registry.makeCounter(
+            descriptor: Self.name(
+                "nodenet_conntrack_collected_total", "Idle BPF conntrack entries removed by garbage collection."))
     }
 
     /// `nodenet_<name>` split into metric name and unit (`total`, `seconds`) as Prometheus wants.
     static func name(_ full: String, _ help: String) -> MetricNameDescriptor {
-        var base = String(full.dropFirst("nodenet_".count)), unit = ""
+        var base = String(full.dropFirst("nodenet_".count))
+        var unit = ""
         for u in ["total", "seconds"] where base.hasSuffix("_" + u) {
             base = String(base.dropLast(u.count + 1))
             unit = u

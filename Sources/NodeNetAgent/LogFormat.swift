@@ -16,8 +16,10 @@ public struct StructuredLogHandler: LogHandler {
     let format: Format
     let output: @Sendable (String) -> Void
 
-    public init(subsystem: String, format: Format, level: Logger.Level = .info,
-                output: @escaping @Sendable (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) {
+    public init(
+        subsystem: String, format: Format, level: Logger.Level = .info,
+        output: @escaping @Sendable (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
+    ) {
         self.subsystem = subsystem
         self.format = format
         self.logLevel = level
@@ -31,9 +33,12 @@ public struct StructuredLogHandler: LogHandler {
 
     public func log(event: LogEvent) {
         var fields: [(String, String)] = [
-            ("ts", Self.timestamp()), ("level", event.level.rawValue), ("subsystem", subsystem), ("msg", event.message.description),
+            ("ts", Self.timestamp()), ("level", event.level.rawValue), ("subsystem", subsystem),
+            ("msg", event.message.description),
         ]
-        let merged = metadata.merging(metadataProvider?.get() ?? [:]) { a, _ in a }.merging(event.metadata ?? [:]) { _, b in b }
+        let merged = metadata.merging(metadataProvider?.get() ?? [:]) { a, _ in a }.merging(event.metadata ?? [:]) {
+            _, b in b
+        }
         for (k, v) in merged.sorted(by: { $0.key < $1.key }) { fields.append((k, "\(v)")) }
         if let error = event.error { fields.append(("error", "\(error)")) }
         output(Self.render(fields, format))

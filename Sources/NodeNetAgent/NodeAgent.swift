@@ -2,8 +2,8 @@ import Foundation
 import Logging
 
 #if canImport(Glibc)
-import Glibc
-import NodeNet
+    import Glibc
+    import NodeNet
 #endif
 
 /// Why a reconcile ran: the `trigger` label of `nodenet_reconcile_runs_total` and of the logs.
@@ -31,7 +31,10 @@ public final class NodeAgent: @unchecked Sendable {
         /// How often the spec file is checked for changes.
         public var specCheckInterval: Duration
 
-        public init(specPath: String, namespace: NamespaceReference = .current, resyncInterval: Duration = .seconds(30), specCheckInterval: Duration = .milliseconds(500)) {
+        public init(
+            specPath: String, namespace: NamespaceReference = .current, resyncInterval: Duration = .seconds(30),
+            specCheckInterval: Duration = .milliseconds(500)
+        ) {
             self.specPath = specPath
             self.namespace = namespace
             self.resyncInterval = resyncInterval
@@ -114,9 +117,12 @@ public final class NodeAgent: @unchecked Sendable {
         var spec = try NodeSpec.load(path: options.specPath)
         var controller = try NodeController(spec: spec, namespace: options.namespace)
         metrics.describe(spec)
-        log.info("starting", metadata: ["node": "\(spec.node.name)", "namespace": "\(options.namespace)", "spec": "\(options.specPath)"])
+        log.info(
+            "starting",
+            metadata: ["node": "\(spec.node.name)", "namespace": "\(options.namespace)", "spec": "\(options.specPath)"])
         // Subscribe before the first apply: drift in between is then seen, not left to resync.
-        let monitor = try NetlinkMonitor(namespace: options.namespace, groups: [.link, .ipv4Address, .ipv4Route, .ipv4Netconf])
+        let monitor = try NetlinkMonitor(
+            namespace: options.namespace, groups: [.link, .ipv4Address, .ipv4Route, .ipv4Netconf])
         defer { monitor.stop() }
         await reconcile(controller, cause: .start, reason: "start", eventAt: nil)
         let owned = OwnershipFilter(spec: spec, device: spec.node.device)
@@ -135,7 +141,9 @@ public final class NodeAgent: @unchecked Sendable {
                         continuation.yield(.event(reason, at: .now))
                     }
                 }
-                if !Task.isCancelled { log.error("netlink monitor stopped; only the periodic re-plan repairs drift now") }
+                if !Task.isCancelled {
+                    log.error("netlink monitor stopped; only the periodic re-plan repairs drift now")
+                }
             },
             Task { [continuation, options] in
                 while !Task.isCancelled {
@@ -187,17 +195,24 @@ public final class NodeAgent: @unchecked Sendable {
                     ownedBox.value = OwnershipFilter(spec: spec, device: spec.node.device)
                     metrics.specReloads.increment()
                     metrics.describe(spec)
-                    logger("spec").info("spec reloaded", metadata: ["reason": "\(reason)", "pods": "\(spec.pods.count)", "nodes": "\(spec.nodes.count)"])
+                    logger("spec").info(
+                        "spec reloaded",
+                        metadata: ["reason": "\(reason)", "pods": "\(spec.pods.count)", "nodes": "\(spec.nodes.count)"])
                     lastStart = .now
                     await reconcile(controller, cause: .reload, reason: reason, eventAt: nil)
                 } catch let error as SpecError {
                     metrics.specReloadErrors.increment()
-                    logger("spec").error("new spec rejected; keeping the running one", metadata: [
-                        "reason": "\(reason)", "problems": "\(error.problems.map(\.description).joined(separator: "; "))",
-                    ])
+                    logger("spec").error(
+                        "new spec rejected; keeping the running one",
+                        metadata: [
+                            "reason": "\(reason)",
+                            "problems": "\(error.problems.map(\.description).joined(separator: "; "))",
+                        ])
                 } catch {
                     metrics.specReloadErrors.increment()
-                    logger("spec").error("new spec rejected; keeping the running one", metadata: ["reason": "\(reason)", "error": "\(error)"])
+                    logger("spec").error(
+                        "new spec rejected; keeping the running one",
+                        metadata: ["reason": "\(reason)", "error": "\(error)"])
                 }
             }
         }
@@ -205,7 +220,9 @@ public final class NodeAgent: @unchecked Sendable {
 
     /// One reconcile, on a thread of its own: it blocks in system calls (netlink, sysctl
     /// files, namespace threads), which must not hold a Swift concurrency thread.
-    private func reconcile(_ controller: NodeController, cause: ReconcileCause, reason: String, eventAt: ContinuousClock.Instant?) async {
+    private func reconcile(
+        _ controller: NodeController, cause: ReconcileCause, reason: String, eventAt: ContinuousClock.Instant?
+    ) async {
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
             Thread.detachNewThread { [self] in
                 reconcileNow(controller, cause: cause, reason: reason, eventAt: eventAt)
@@ -215,7 +232,9 @@ public final class NodeAgent: @unchecked Sendable {
     }
 
     /// One plan + apply + verify, logged change by change.
-    private func reconcileNow(_ controller: NodeController, cause: ReconcileCause, reason: String, eventAt: ContinuousClock.Instant?) {
+    private func reconcileNow(
+        _ controller: NodeController, cause: ReconcileCause, reason: String, eventAt: ContinuousClock.Instant?
+    ) {
         let log = logger("reconcile")
         let start = ContinuousClock.now
         metrics.reconciles[cause]?.increment()
@@ -226,16 +245,21 @@ public final class NodeAgent: @unchecked Sendable {
             // (someone changed the kernel again): re-plan at once, a bounded number of times.
             var attempts = 1
             while !report.verified && attempts < 3 {
-                log.info("verification saw new drift; re-planning", metadata: ["mismatches": "\(report.mismatches.count)"])
+                log.info(
+                    "verification saw new drift; re-planning", metadata: ["mismatches": "\(report.mismatches.count)"])
                 let again = try controller.apply()
-                report = ApplyReport(node: again.node, changes: report.changes + again.changes, mismatches: again.mismatches, seconds: report.seconds + again.seconds)
+                report = ApplyReport(
+                    node: again.node, changes: report.changes + again.changes, mismatches: again.mismatches,
+                    seconds: report.seconds + again.seconds)
                 attempts += 1
             }
             for change in report.changes {
-                log.info("\(change.action.rawValue) \(change.subject)", metadata: [
-                    "why": "\(reason)", "kind": "\(change.kind)", "namespace": "\(change.namespace)",
-                    "found": "\(change.found ?? "nothing")", "wanted": "\(change.wanted ?? "nothing")",
-                ])
+                log.info(
+                    "\(change.action.rawValue) \(change.subject)",
+                    metadata: [
+                        "why": "\(reason)", "kind": "\(change.kind)", "namespace": "\(change.namespace)",
+                        "found": "\(change.found ?? "nothing")", "wanted": "\(change.wanted ?? "nothing")",
+                    ])
                 if cause == .event || cause == .resync { metrics.repaired(kind: change.kind) }
             }
             let elapsed = ContinuousClock.now - start
@@ -243,19 +267,38 @@ public final class NodeAgent: @unchecked Sendable {
             if let eventAt, !report.changes.isEmpty {
                 let latency = ContinuousClock.now - eventAt
                 metrics.repairDuration.record(latency)
-                log.info("drift repaired", metadata: ["why": "\(reason)", "changes": "\(report.changes.count)", "latency_ms": "\(Self.milliseconds(latency))"])
+                log.info(
+                    "drift repaired",
+                    metadata: [
+                        "why": "\(reason)", "changes": "\(report.changes.count)",
+                        "latency_ms": "\(Self.milliseconds(latency))",
+                    ])
             } else {
-                log.debug("reconciled", metadata: ["trigger": "\(cause.rawValue)", "why": "\(reason)", "changes": "\(report.changes.count)", "ms": "\(Self.milliseconds(elapsed))"])
+                log.debug(
+                    "reconciled",
+                    metadata: [
+                        "trigger": "\(cause.rawValue)", "why": "\(reason)", "changes": "\(report.changes.count)",
+                        "ms": "\(Self.milliseconds(elapsed))",
+                    ])
             }
             if cause == .start || cause == .reload {
-                log.info("converged", metadata: ["trigger": "\(cause.rawValue)", "changes": "\(report.changes.count)", "ms": "\(Self.milliseconds(elapsed))"])
+                log.info(
+                    "converged",
+                    metadata: [
+                        "trigger": "\(cause.rawValue)", "changes": "\(report.changes.count)",
+                        "ms": "\(Self.milliseconds(elapsed))",
+                    ])
             }
             if report.verified {
                 setHealth(.healthy)
             } else {
                 metrics.reconcileFailures.increment()
-                setHealth(.unhealthy("kernel does not match the spec after apply: " + report.mismatches.prefix(3).joined(separator: "; ")))
-                log.error("verification failed", metadata: ["mismatches": "\(report.mismatches.joined(separator: "; "))"])
+                setHealth(
+                    .unhealthy(
+                        "kernel does not match the spec after apply: "
+                            + report.mismatches.prefix(3).joined(separator: "; ")))
+                log.error(
+                    "verification failed", metadata: ["mismatches": "\(report.mismatches.joined(separator: "; "))"])
             }
         } catch {
             metrics.reconcileFailures.increment()
@@ -271,7 +314,10 @@ public final class NodeAgent: @unchecked Sendable {
             let gc = try Conntrack.collect(bpffsDirectory: spec.bpffsDirectory)
             metrics.conntrackEntries.set(to: Double(gc.scanned - gc.removed))
             metrics.conntrackCollected.increment(by: Int64(gc.removed))
-            if gc.removed > 0 { logger("conntrack").info("idle flows removed", metadata: ["removed": "\(gc.removed)", "scanned": "\(gc.scanned)"]) }
+            if gc.removed > 0 {
+                logger("conntrack").info(
+                    "idle flows removed", metadata: ["removed": "\(gc.removed)", "scanned": "\(gc.scanned)"])
+            }
         } catch {
             logger("conntrack").warning("garbage collection failed", metadata: ["error": "\(error)"])
         }
@@ -325,7 +371,8 @@ struct OwnershipFilter: Sendable {
     let device: String
 
     init(spec: NodeSpec, device: String) {
-        devices = Set([NodeNetNames.hostDevice, NodeNetNames.netDevice] + spec.pods.map(NodeNetNames.endpointDevice(for:)))
+        devices = Set(
+            [NodeNetNames.hostDevice, NodeNetNames.netDevice] + spec.pods.map(NodeNetNames.endpointDevice(for:)))
         self.device = device
     }
 

@@ -1,8 +1,8 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
-import NodeNet
+    import Glibc
+    import NodeNet
 #endif
 
 /// `/healthz` and `/metrics` over HTTP/1.1, on a loopback TCP address (`127.0.0.1:9962`) or
@@ -21,7 +21,9 @@ public final class StatusServer: @unchecked Sendable {
                 return
             }
             let parts = text.split(separator: ":")
-            guard parts.count == 2, let ip = IPAddress(String(parts[0])), ip.isIPv4, let port = UInt16(parts[1]) else { return nil }
+            guard parts.count == 2, let ip = IPAddress(String(parts[0])), ip.isIPv4, let port = UInt16(parts[1]) else {
+                return nil
+            }
             self = .tcp(ip, port)
         }
 
@@ -57,7 +59,11 @@ public final class StatusServer: @unchecked Sendable {
             withUnsafeMutableBytes(of: &a.sun_path) { raw in
                 for (i, b) in path.utf8.enumerated() { raw[i] = b }
             }
-            let rc = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+            let rc = withUnsafePointer(to: &a) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
+            }
             guard rc == 0 else { throw Self.failure("binding \(address)", fd) }
         }
         guard listen(fd, 16) == 0 else { throw Self.failure("listening on \(address)", fd) }
@@ -83,9 +89,12 @@ public final class StatusServer: @unchecked Sendable {
             let conn = accept(fd, nil, nil)
             guard conn >= 0 else { continue }
             let line = readHTTPRequestLine(conn).split(separator: " ")
-            let (status, type, body) = line.count >= 2 && line[0] == "GET" ? handler(String(line[1])) : (405, "text/plain", "only GET\n")
-            let reason = [200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"][status] ?? "Status"
-            let response = "HTTP/1.1 \(status) \(reason)\r\nContent-Type: \(type)\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
+            let (status, type, body) =
+                line.count >= 2 && line[0] == "GET" ? handler(String(line[1])) : (405, "text/plain", "only GET\n")
+            let reason =
+                [200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"][status] ?? "Status"
+            let response =
+                "HTTP/1.1 \(status) \(reason)\r\nContent-Type: \(type)\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
             _ = response.withCString { send(conn, $0, strlen($0), msgNoSignal) }
             close(conn)
         }

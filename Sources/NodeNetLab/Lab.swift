@@ -1,9 +1,9 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
-import BPF
-import NodeNet
+    import Glibc
+    import BPF
+    import NodeNet
 #endif
 
 /// A kind-like cluster on one machine: a bridge in its own namespace as the fabric, one
@@ -33,7 +33,10 @@ public struct Lab: Sendable {
         func checkCancelled() throws { if cancelled() { throw CancellationError() } }
         let problems = cluster.problems()
         guard problems.isEmpty else { throw SpecError(problems) }
-        guard !Lab.exists(cluster.name) else { throw NodeNetError.conflict("lab \(cluster.name) is already up (run `nodenetd lab down --name \(cluster.name)` first)") }
+        guard !Lab.exists(cluster.name) else {
+            throw NodeNetError.conflict(
+                "lab \(cluster.name) is already up (run `nodenetd lab down --name \(cluster.name)` first)")
+        }
         try Paths.createDirectory(cluster.runDirectory, what: "lab run directory")
         try cluster.jsonData().write(to: URL(fileURLWithPath: "\(cluster.runDirectory)/cluster.json"))
         let prefixLength = Int(cluster.fabricCIDR.length)
@@ -46,12 +49,17 @@ public struct Lab: Sendable {
 
         /// A host on the fabric: `eth0` in `namespace`, its peer `port` on the bridge.
         func attach(_ namespace: String, port: String, address: IPAddress) throws -> NetlinkSocket {
-            try fabric.add(LinkConfiguration(name: port, kind: .veth(peer: VethPeer(name: "eth0", namespace: .named(namespace))), mtu: 1500, masterIndex: bridge))
+            try fabric.add(
+                LinkConfiguration(
+                    name: port, kind: .veth(peer: VethPeer(name: "eth0", namespace: .named(namespace))), mtu: 1500,
+                    masterIndex: bridge))
             try fabric.setLink(named: port, LinkChange(up: true))
             let s = try NetlinkSocket(namespace: .named(namespace))
             try s.setLink(named: "lo", LinkChange(up: true))
             try s.setLink(named: "eth0", LinkChange(up: true))
-            try s.add(InterfaceAddress(interfaceIndex: try s.link(named: "eth0")!.index, prefix: IPPrefix(address, length: prefixLength)!))
+            try s.add(
+                InterfaceAddress(
+                    interfaceIndex: try s.link(named: "eth0")!.index, prefix: IPPrefix(address, length: prefixLength)!))
             return s
         }
 
@@ -64,7 +72,10 @@ public struct Lab: Sendable {
             try NetworkNamespace.create(ns)
             let s = try attach(ns, port: "vn\(i)", address: node.address)
             // The fabric's gateway, as the docker network gives kind nodes.
-            try s.add(Route(destination: IPPrefix("0.0.0.0/0")!, gateway: cluster.externalAddress, outputInterface: try s.link(named: "eth0")!.index))
+            try s.add(
+                Route(
+                    destination: IPPrefix("0.0.0.0/0")!, gateway: cluster.externalAddress,
+                    outputInterface: try s.link(named: "eth0")!.index))
             for pod in node.pods {
                 let podNS = cluster.namespace(ofPod: pod.name)
                 try NetworkNamespace.create(podNS)
@@ -81,7 +92,8 @@ public struct Lab: Sendable {
             let spec = cluster.spec(forNode: node.name)!
             let report = try NodeController(spec: spec, namespace: .named(cluster.namespace(ofNode: node.name))).apply()
             guard report.verified else {
-                throw NodeNetError.state("node \(node.name) did not verify:\n" + report.mismatches.map { "  \($0)" }.joined(separator: "\n"))
+                throw NodeNetError.state(
+                    "node \(node.name) did not verify:\n" + report.mismatches.map { "  \($0)" }.joined(separator: "\n"))
             }
             reports[node.name] = report
         }
@@ -117,7 +129,9 @@ public struct Lab: Sendable {
                 pids = groups.flatMap { CgroupV2.processes(in: "\(cgroupRoot)/\($0)") }
             }
             for pid in pids { kill(pid, SIGKILL) }
-            for _ in 0..<40 where !groups.flatMap({ CgroupV2.processes(in: "\(cgroupRoot)/\($0)") }).isEmpty { usleep(50_000) }
+            for _ in 0..<40 where !groups.flatMap({ CgroupV2.processes(in: "\(cgroupRoot)/\($0)") }).isEmpty {
+                usleep(50_000)
+            }
         }
         for ns in NetworkNamespace.list() where ns.hasPrefix("nnl-\(name)-") {
             if (try? NetworkNamespace.delete(ns)) != nil { report.namespaces += 1 }
@@ -127,7 +141,8 @@ public struct Lab: Sendable {
             rmdir(cgroupRoot.components(separatedBy: "/").dropLast().joined(separator: "/"))
             report.directories += 1
         }
-        for dir in ["\(BPFFS.root)/nodenet-lab/\(name)", "/run/nodenet/lab/\(name)"] where FileManager.default.fileExists(atPath: dir) {
+        for dir in ["\(BPFFS.root)/nodenet-lab/\(name)", "/run/nodenet/lab/\(name)"]
+        where FileManager.default.fileExists(atPath: dir) {
             try? FileManager.default.removeItem(atPath: dir)
             report.directories += 1
         }
@@ -138,7 +153,9 @@ public struct Lab: Sendable {
 
     /// The cluster of a lab that is up (from its run directory).
     public static func load(name: String) throws -> LabCluster {
-        guard LabCluster.isValidName(name) else { throw NodeNetError.missing("\"\(name)\" is not a lab name (1-12 characters of a-z and 0-9)") }
+        guard LabCluster.isValidName(name) else {
+            throw NodeNetError.missing("\"\(name)\" is not a lab name (1-12 characters of a-z and 0-9)")
+        }
         let path = "/run/nodenet/lab/\(name)/cluster.json"
         guard let data = FileManager.default.contents(atPath: path) else {
             throw NodeNetError.missing("lab \(name) is not up (no \(path))")
@@ -151,19 +168,25 @@ extension LabCluster {
     /// The cluster in its file format (what `load` reads).
     public func jsonData() throws -> Data {
         let services = try JSONSerialization.jsonObject(
-            with: NodeSpec(node: LocalNode(name: "x", device: "x", address: externalAddress, podCIDR: IPPrefix("0.0.0.0/30")!), services: self.services).jsonData())
+            with: NodeSpec(
+                node: LocalNode(name: "x", device: "x", address: externalAddress, podCIDR: IPPrefix("0.0.0.0/30")!),
+                services: self.services
+            ).jsonData())
         let object: [String: Any] = [
             "name": name, "fabric": ["cidr": fabricCIDR.description, "external": externalAddress.description],
             "nativeRoutingCIDR": nativeRoutingCIDR.description,
             "nodes": nodes.map { n -> [String: Any] in
-                var o: [String: Any] = ["name": n.name, "address": n.address.description, "podCIDR": n.podCIDR.description,
-                                        "pods": n.pods.map { ["name": $0.name, "ip": $0.ip.description] }]
+                var o: [String: Any] = [
+                    "name": n.name, "address": n.address.description, "podCIDR": n.podCIDR.description,
+                    "pods": n.pods.map { ["name": $0.name, "ip": $0.ip.description] },
+                ]
                 if let r = n.routerIP { o["routerIP"] = r.description }
                 return o
             },
             "services": (services as? [String: Any])?["services"] ?? [],
             "socketLB": socketLB, "datapathMode": datapathMode.rawValue,
         ]
-        return try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+        return try JSONSerialization.data(
+            withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
     }
 }

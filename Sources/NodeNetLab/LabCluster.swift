@@ -1,5 +1,5 @@
-import Foundation
 import BPF
+import Foundation
 import NodeNet
 
 /// A lab cluster: a fabric standing for the docker network, nodes with their pods, an
@@ -39,18 +39,30 @@ public struct LabCluster: Sendable, Equatable {
             name: name, fabricCIDR: IPPrefix("172.18.0.0/16")!, externalAddress: IPAddress("172.18.0.1")!,
             nativeRoutingCIDR: IPPrefix("10.0.0.0/8")!,
             nodes: [
-                Node(name: "control-plane", address: IPAddress("172.18.0.4")!, podCIDR: IPPrefix("10.0.0.0/24")!, routerIP: nil,
-                     pods: [Pod(name: "cilium-with-replacement-cp", ip: IPAddress("10.0.0.142")!)]),
-                Node(name: "worker", address: IPAddress("172.18.0.3")!, podCIDR: IPPrefix("10.0.1.0/24")!, routerIP: IPAddress("10.0.1.152"),
-                     pods: [Pod(name: "cilium-with-replacement-w1", ip: IPAddress("10.0.1.15")!)]),
-                Node(name: "worker2", address: IPAddress("172.18.0.2")!, podCIDR: IPPrefix("10.0.2.0/24")!, routerIP: IPAddress("10.0.2.184"),
-                     pods: [Pod(name: "cilium-with-replacement-w2", ip: IPAddress("10.0.2.204")!), Pod(name: "net", ip: IPAddress("10.0.2.32")!)]),
+                Node(
+                    name: "control-plane", address: IPAddress("172.18.0.4")!, podCIDR: IPPrefix("10.0.0.0/24")!,
+                    routerIP: nil,
+                    pods: [Pod(name: "cilium-with-replacement-cp", ip: IPAddress("10.0.0.142")!)]),
+                Node(
+                    name: "worker", address: IPAddress("172.18.0.3")!, podCIDR: IPPrefix("10.0.1.0/24")!,
+                    routerIP: IPAddress("10.0.1.152"),
+                    pods: [Pod(name: "cilium-with-replacement-w1", ip: IPAddress("10.0.1.15")!)]),
+                Node(
+                    name: "worker2", address: IPAddress("172.18.0.2")!, podCIDR: IPPrefix("10.0.2.0/24")!,
+                    routerIP: IPAddress("10.0.2.184"),
+                    pods: [
+                        Pod(name: "cilium-with-replacement-w2", ip: IPAddress("10.0.2.204")!),
+                        Pod(name: "net", ip: IPAddress("10.0.2.32")!),
+                    ]),
             ],
             services: [
                 ServiceSpec(
                     name: "default/serversvc", type: .nodePort, clusterIP: IPAddress("10.96.18.68")!,
                     ports: [ServicePort(name: "cni", protocol: .tcp, port: 80, targetPort: 80, nodePort: 32000)],
-                    backends: [ServiceBackend(ip: IPAddress("10.0.1.15")!), ServiceBackend(ip: IPAddress("10.0.2.204")!), ServiceBackend(ip: IPAddress("10.0.0.142")!)]),
+                    backends: [
+                        ServiceBackend(ip: IPAddress("10.0.1.15")!), ServiceBackend(ip: IPAddress("10.0.2.204")!),
+                        ServiceBackend(ip: IPAddress("10.0.0.142")!),
+                    ])
             ])
     }
 
@@ -59,11 +71,16 @@ public struct LabCluster: Sendable, Equatable {
         let root: JSONValue
         do { root = try JSONValue.parse(data) } catch { throw SpecError([SpecProblem("", "not valid JSON: \(error)")]) }
         var r = SpecReader()
-        guard let top = r.object(root, "", allowed: ["name", "fabric", "nativeRoutingCIDR", "nodes", "services", "socketLB", "datapathMode"]) else {
+        guard
+            let top = r.object(
+                root, "",
+                allowed: ["name", "fabric", "nativeRoutingCIDR", "nodes", "services", "socketLB", "datapathMode"])
+        else {
             throw SpecError(r.problems)
         }
         let name = r.string(top, "name", "", required: false) ?? "lab"
-        var fabricCIDR = IPPrefix("172.18.0.0/16")!, external = IPAddress("172.18.0.1")!
+        var fabricCIDR = IPPrefix("172.18.0.0/16")!
+        var external = IPAddress("172.18.0.1")!
         if let fabric = r.object(top["fabric"], "fabric", allowed: ["cidr", "external"]) {
             fabricCIDR = r.cidr(fabric, "cidr", "fabric", required: false) ?? fabricCIDR
             external = r.address(fabric, "external", "fabric", required: false) ?? external
@@ -72,24 +89,38 @@ public struct LabCluster: Sendable, Equatable {
         var nodes: [Node] = []
         for (i, item) in r.array(top, "nodes", "").enumerated() {
             let path = "nodes[\(i)]"
-            guard let f = r.object(item, path, allowed: ["name", "address", "podCIDR", "routerIP", "pods"]) else { continue }
+            guard let f = r.object(item, path, allowed: ["name", "address", "podCIDR", "routerIP", "pods"]) else {
+                continue
+            }
             var pods: [Pod] = []
             for (j, p) in r.array(f, "pods", path).enumerated() {
                 let pp = "\(path).pods[\(j)]"
                 guard let pf = r.object(p, pp, allowed: ["name", "ip"]) else { continue }
-                if let n = r.string(pf, "name", pp, required: true), let ip = r.address(pf, "ip", pp, required: true) { pods.append(Pod(name: n, ip: ip)) }
+                if let n = r.string(pf, "name", pp, required: true), let ip = r.address(pf, "ip", pp, required: true) {
+                    pods.append(Pod(name: n, ip: ip))
+                }
             }
             if let n = r.string(f, "name", path, required: true), let a = r.address(f, "address", path, required: true),
-               let c = r.cidr(f, "podCIDR", path, required: true) {
-                nodes.append(Node(name: n, address: a, podCIDR: c, routerIP: r.address(f, "routerIP", path, required: false), pods: pods))
+                let c = r.cidr(f, "podCIDR", path, required: true)
+            {
+                nodes.append(
+                    Node(
+                        name: n, address: a, podCIDR: c, routerIP: r.address(f, "routerIP", path, required: false),
+                        pods: pods))
             }
         }
         if nodes.isEmpty { r.problem("nodes", "needs at least one node") }
         let services = r.readServices(top, "")
-        var cluster = LabCluster(name: name, fabricCIDR: fabricCIDR, externalAddress: external, nativeRoutingCIDR: native, nodes: nodes, services: services)
+        var cluster = LabCluster(
+            name: name, fabricCIDR: fabricCIDR, externalAddress: external, nativeRoutingCIDR: native, nodes: nodes,
+            services: services)
         cluster.socketLB = r.bool(top, "socketLB", "") ?? true
         if let mode = r.string(top, "datapathMode", "", required: false) {
-            if let m = DatapathMode(rawValue: mode) { cluster.datapathMode = m } else { r.problem("datapathMode", "\"\(mode)\" is not bpf or kernel") }
+            if let m = DatapathMode(rawValue: mode) {
+                cluster.datapathMode = m
+            } else {
+                r.problem("datapathMode", "\"\(mode)\" is not bpf or kernel")
+            }
         }
         let problems = r.problems + cluster.problems()
         if !problems.isEmpty { throw SpecError(problems) }
@@ -102,19 +133,36 @@ public struct LabCluster: Sendable, Equatable {
         if !LabCluster.isValidName(name) {
             p.append(SpecProblem("name", "\"\(name)\" must be 1-12 characters of a-z and 0-9"))
         }
-        if !fabricCIDR.contains(externalAddress) { p.append(SpecProblem("fabric.external", "\(externalAddress) is outside \(fabricCIDR)")) }
-        var seen: [String: String] = [:], addresses: Set<IPAddress> = [externalAddress]
+        if !fabricCIDR.contains(externalAddress) {
+            p.append(SpecProblem("fabric.external", "\(externalAddress) is outside \(fabricCIDR)"))
+        }
+        var seen: [String: String] = [:]
+        var addresses: Set<IPAddress> = [externalAddress]
         for (i, node) in nodes.enumerated() {
             if !LabCluster.isValidObjectName(node.name) {
-                p.append(SpecProblem("nodes[\(i)].name", "\"\(node.name)\" must be 1-40 characters of a-z, 0-9 and '-', starting with a letter or digit"))
+                p.append(
+                    SpecProblem(
+                        "nodes[\(i)].name",
+                        "\"\(node.name)\" must be 1-40 characters of a-z, 0-9 and '-', starting with a letter or digit")
+                )
             }
-            if !fabricCIDR.contains(node.address) { p.append(SpecProblem("nodes[\(i)].address", "\(node.address) is outside the fabric \(fabricCIDR)")) }
-            if !addresses.insert(node.address).inserted { p.append(SpecProblem("nodes[\(i)].address", "\(node.address) is already used")) }
+            if !fabricCIDR.contains(node.address) {
+                p.append(SpecProblem("nodes[\(i)].address", "\(node.address) is outside the fabric \(fabricCIDR)"))
+            }
+            if !addresses.insert(node.address).inserted {
+                p.append(SpecProblem("nodes[\(i)].address", "\(node.address) is already used"))
+            }
             for (j, pod) in node.pods.enumerated() {
-                if let first = seen[pod.name] { p.append(SpecProblem("nodes[\(i)].pods[\(j)].name", "\(pod.name) is already used by \(first)")) }
+                if let first = seen[pod.name] {
+                    p.append(SpecProblem("nodes[\(i)].pods[\(j)].name", "\(pod.name) is already used by \(first)"))
+                }
                 seen[pod.name] = "nodes[\(i)].pods[\(j)]"
                 if !LabCluster.isValidObjectName(pod.name) {
-                    p.append(SpecProblem("nodes[\(i)].pods[\(j)].name", "\"\(pod.name)\" must be 1-40 characters of a-z, 0-9 and '-', starting with a letter or digit"))
+                    p.append(
+                        SpecProblem(
+                            "nodes[\(i)].pods[\(j)].name",
+                            "\"\(pod.name)\" must be 1-40 characters of a-z, 0-9 and '-', starting with a letter or digit"
+                        ))
                 }
             }
         }
@@ -122,7 +170,8 @@ public struct LabCluster: Sendable, Equatable {
     }
 
     public static func isValidName(_ name: String) -> Bool {
-        (1...12).contains(name.count) && name.allSatisfy { ($0.isLowercase && $0.isASCII) || ($0.isNumber && $0.isASCII) }
+        (1...12).contains(name.count)
+            && name.allSatisfy { ($0.isLowercase && $0.isASCII) || ($0.isNumber && $0.isASCII) }
     }
 
     static func isValidObjectName(_ name: String) -> Bool {
@@ -146,11 +195,15 @@ public struct LabCluster: Sendable, Equatable {
     public func spec(forNode nodeName: String) -> NodeSpec? {
         guard let node = nodes.first(where: { $0.name == nodeName }) else { return nil }
         return NodeSpec(
-            node: LocalNode(name: node.name, device: "eth0", address: node.address, podCIDR: node.podCIDR, routerIP: node.routerIP),
+            node: LocalNode(
+                name: node.name, device: "eth0", address: node.address, podCIDR: node.podCIDR, routerIP: node.routerIP),
             nativeRoutingCIDR: nativeRoutingCIDR, datapath: DatapathSettings(mode: datapathMode),
             pods: node.pods.map { PodSpec(name: $0.name, netns: namespace(ofPod: $0.name), ip: $0.ip) },
-            nodes: nodes.filter { $0.name != nodeName }.map { RemoteNode(name: $0.name, address: $0.address, podCIDR: $0.podCIDR) },
-            services: services, stateDirectory: stateDirectory(ofNode: node.name), bpffsDirectory: bpffsDirectory(ofNode: node.name),
+            nodes: nodes.filter { $0.name != nodeName }.map {
+                RemoteNode(name: $0.name, address: $0.address, podCIDR: $0.podCIDR)
+            },
+            services: services, stateDirectory: stateDirectory(ofNode: node.name),
+            bpffsDirectory: bpffsDirectory(ofNode: node.name),
             socketLB: SocketLBSettings(cgroup: socketLB ? cgroupPath(ofNode: node.name) : nil))
     }
 

@@ -1,8 +1,8 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
-import NodeNet
+    import Glibc
+    import NodeNet
 #endif
 
 /// Observations for the lab's checks, made from inside namespaces: HTTP requests, UDP
@@ -18,8 +18,12 @@ public enum LabProbe {
 
     /// `GET /` to `address:port` from inside `namespace`, bounded by `timeout` seconds. With
     /// `v4Mapped`, over an IPv6 socket to `::ffff:address` (as dual-stack programs connect).
-    public static func httpGet(from namespace: NamespaceReference, to address: IPAddress, port: UInt16 = 80, timeout: Int32 = 3, v4Mapped: Bool = false) throws -> HTTPResult {
-        let fd = try connect(from: namespace, to: SocketAddress(address, port: port, v4Mapped: v4Mapped), timeout: timeout)
+    public static func httpGet(
+        from namespace: NamespaceReference, to address: IPAddress, port: UInt16 = 80, timeout: Int32 = 3,
+        v4Mapped: Bool = false
+    ) throws -> HTTPResult {
+        let fd = try connect(
+            from: namespace, to: SocketAddress(address, port: port, v4Mapped: v4Mapped), timeout: timeout)
         defer { close(fd) }
         let body = try get(fd, host: address.description)
         return HTTPResult(body: body, local: name(of: fd, peer: false), peer: name(of: fd, peer: true))
@@ -27,7 +31,9 @@ public enum LabProbe {
 
     /// A TCP connection to `target` made from inside `namespace`, every send and receive on it
     /// bounded by `timeout` seconds. The caller closes it.
-    public static func connect(from namespace: NamespaceReference, to target: SocketAddress, timeout: Int32 = 3) throws -> Int32 {
+    public static func connect(
+        from namespace: NamespaceReference, to target: SocketAddress, timeout: Int32 = 3
+    ) throws -> Int32 {
         let fd = try socket(in: namespace, family: target.family, type: SOCK_STREAM, timeout: timeout)
         guard target.withSockaddr({ Glibc.connect(fd, $0, $1) }) == 0 else {
             let error = String(cString: strerror(errno))
@@ -45,7 +51,10 @@ public enum LabProbe {
         var buffer = [UInt8](repeating: 0, count: 4096)
         while response.count < 65536 {
             let n = read(fd, &buffer, buffer.count)
-            if n < 0 { throw NodeNetError.state("reading from \(name(of: fd, peer: true)): \(String(cString: strerror(errno)))") }
+            if n < 0 {
+                throw NodeNetError.state(
+                    "reading from \(name(of: fd, peer: true)): \(String(cString: strerror(errno)))")
+            }
             if n == 0 { break }
             response += buffer[0..<n]
         }
@@ -62,27 +71,40 @@ public enum LabProbe {
     }
 
     /// Sends `payload` to `address:port` over UDP from `namespace` and returns the reply.
-    public static func udpEcho(from namespace: NamespaceReference, to address: IPAddress, port: UInt16 = 53, payload: String, timeout: Int32 = 3) throws -> String {
+    public static func udpEcho(
+        from namespace: NamespaceReference, to address: IPAddress, port: UInt16 = 53, payload: String,
+        timeout: Int32 = 3
+    ) throws -> String {
         try udp(from: namespace, to: address, port: port, payload: payload, timeout: timeout).reply
     }
 
     /// One unconnected UDP request/reply (sendto, recvfrom) from inside `namespace`.
-    public static func udp(from namespace: NamespaceReference, to address: IPAddress, port: UInt16 = 53, payload: String, timeout: Int32 = 3) throws -> UDPResult {
+    public static func udp(
+        from namespace: NamespaceReference, to address: IPAddress, port: UInt16 = 53, payload: String,
+        timeout: Int32 = 3
+    ) throws -> UDPResult {
         let fd = try socket(in: namespace, family: AF_INET, type: SOCK_DGRAM, timeout: timeout)
         defer { close(fd) }
         let target = SocketAddress(address, port: port)
         let bytes = Array(payload.utf8)
         let sent = target.withSockaddr { sendto(fd, bytes, bytes.count, 0, $0, $1) }
-        guard sent == bytes.count else { throw NodeNetError.state("sending to \(target): \(String(cString: strerror(errno)))") }
+        guard sent == bytes.count else {
+            throw NodeNetError.state("sending to \(target): \(String(cString: strerror(errno)))")
+        }
         var buffer = [UInt8](repeating: 0, count: 65_536)
         let (n, from) = SocketAddress.receiving { recvfrom(fd, &buffer, buffer.count, 0, $0, $1) }
-        guard n >= 0 else { throw NodeNetError.state("no UDP reply from \(target): \(String(cString: strerror(errno)))") }
-        return UDPResult(reply: String(decoding: buffer[0..<n], as: UTF8.self), from: from?.description ?? "?", bytes: n)
+        guard n >= 0 else {
+            throw NodeNetError.state("no UDP reply from \(target): \(String(cString: strerror(errno)))")
+        }
+        return UDPResult(
+            reply: String(decoding: buffer[0..<n], as: UTF8.self), from: from?.description ?? "?", bytes: n)
     }
 
     /// A socket made inside `namespace` (it keeps that namespace), with send and receive
     /// timeouts of `timeout` seconds.
-    static func socket(in namespace: NamespaceReference, family: Int32, type: __socket_type, timeout: Int32) throws -> Int32 {
+    static func socket(
+        in namespace: NamespaceReference, family: Int32, type: __socket_type, timeout: Int32
+    ) throws -> Int32 {
         let fd: Int32 = try NetworkNamespace.run(in: namespace) {
             let fd = Glibc.socket(family, Int32(type.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             guard fd >= 0 else { throw NodeNetError.state("socket: \(String(cString: strerror(errno)))") }
@@ -110,7 +132,8 @@ public enum LabProbe {
         }
         let lines = text.split(separator: "\n").filter { $0.hasPrefix("Ip:") }
         guard lines.count >= 2 else { throw NodeNetError.state("unexpected /proc/net/snmp") }
-        let names = lines[0].split(separator: " "), values = lines[1].split(separator: " ")
+        let names = lines[0].split(separator: " ")
+        let values = lines[1].split(separator: " ")
         guard let i = names.firstIndex(of: "ForwDatagrams"), i < values.count, let v = UInt64(values[i]) else {
             throw NodeNetError.state("no ForwDatagrams in /proc/net/snmp")
         }
@@ -133,7 +156,10 @@ public struct LabProbeReport: Codable, Sendable {
         /// UDP: the reply's size in bytes.
         public var bytes: Int?
 
-        public init(answer: String? = nil, local: String? = nil, peer: String? = nil, error: String? = nil, milliseconds: Double? = nil, bytes: Int? = nil) {
+        public init(
+            answer: String? = nil, local: String? = nil, peer: String? = nil, error: String? = nil,
+            milliseconds: Double? = nil, bytes: Int? = nil
+        ) {
             self.answer = answer
             self.local = local
             self.peer = peer

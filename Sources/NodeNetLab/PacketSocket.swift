@@ -1,8 +1,8 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
-import NodeNet
+    import Glibc
+    import NodeNet
 #endif
 
 /// `struct sockaddr_ll` (linux/if_packet.h), which Swift's Glibc module does not export.
@@ -32,12 +32,17 @@ public final class PacketSocket {
         (fd, ifindex) = try NetworkNamespace.run(in: namespace) {
             let index = Int32(if_nametoindex(device))
             guard index > 0 else { throw NodeNetError.missing("\(device) in \(namespace)") }
-            let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Int32(UInt16(0x0003).bigEndian))
-            guard fd >= 0 else { throw NodeNetError.state("opening a packet socket for \(device): \(String(cString: strerror(errno)))") }
+            let fd = socket(
+                AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Int32(UInt16(0x0003).bigEndian))
+            guard fd >= 0 else {
+                throw NodeNetError.state("opening a packet socket for \(device): \(String(cString: strerror(errno)))")
+            }
             var address = LinkLayerAddress()
             address.ifindex = index
             let rc = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<LinkLayerAddress>.size)) }
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(fd, $0, socklen_t(MemoryLayout<LinkLayerAddress>.size))
+                }
             }
             guard rc == 0 else {
                 let error = String(cString: strerror(errno))
@@ -64,7 +69,9 @@ public final class PacketSocket {
             var from = LinkLayerAddress()
             var length = socklen_t(MemoryLayout<LinkLayerAddress>.size)
             let n = withUnsafeMutablePointer(to: &from) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(fd, &buffer, buffer.count, wait ? 0 : Int32(MSG_DONTWAIT), $0, &length) }
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    recvfrom(fd, &buffer, buffer.count, wait ? 0 : Int32(MSG_DONTWAIT), $0, &length)
+                }
             }
             guard n >= 0 else { return nil }
             if from.ifindex == ifindex { return (Array(buffer[0..<min(n, capacity)]), from) }

@@ -1,8 +1,8 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
-import NodeNet
+    import Glibc
+    import NodeNet
 #endif
 
 /// The lab's pod workload: HTTP on port 80 answering `PodName: <name> | PodIP: eth0 <ip>/32`
@@ -18,7 +18,9 @@ public final class PodServer: @unchecked Sendable {
 
     public var body: String { "PodName: \(name) | PodIP: eth0 \(ip)/32\n" }
 
-    public init(name: String, ip: IPAddress, namespace: NamespaceReference, log: @escaping @Sendable (String) -> Void = { _ in }) throws {
+    public init(
+        name: String, ip: IPAddress, namespace: NamespaceReference, log: @escaping @Sendable (String) -> Void = { _ in }
+    ) throws {
         self.name = name
         self.ip = ip
         self.log = log
@@ -68,7 +70,8 @@ public final class PodServer: @unchecked Sendable {
     }
 
     private func serveHTTP() {
-        let response = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
+        let response =
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
         while !stopped.isStopped {
             guard ready(tcp) else { continue }
             let (conn, peer) = SocketAddress.receiving { accept(tcp, $0, $1) }

@@ -20,9 +20,13 @@ struct MonitorCommand: ParsableCommand {
     func run() throws {
         let controller = try options.controller()
         guard controller.spec.datapath.mode == .bpf else {
-            throw InvalidInput(message: "monitor: node \(controller.spec.node.name) uses datapath.mode \(controller.spec.datapath.mode.rawValue); events come from the BPF datapath")
+            throw InvalidInput(
+                message:
+                    "monitor: node \(controller.spec.node.name) uses datapath.mode \(controller.spec.datapath.mode.rawValue); events come from the BPF datapath"
+            )
         }
-        let names = Dictionary(try controller.session.node.links().map { ($0.index, $0.name) }, uniquingKeysWith: { a, _ in a })
+        let names = Dictionary(
+            try controller.session.node.links().map { ($0.index, $0.name) }, uniquingKeysWith: { a, _ in a })
         let monitor = try DatapathMonitor(bpffsDirectory: controller.spec.bpffsDirectory)
         let interrupt = StopFlag()
         signal(SIGINT, SIG_IGN)

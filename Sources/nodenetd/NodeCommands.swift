@@ -19,10 +19,13 @@ struct ChangeJSON: Encodable {
 struct PlanCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "plan", abstract: "Show what apply would change on the node; change nothing.",
-        discussion: "Compares the spec with a fresh read of the kernel (only objects nodenet owns). '+' creates, '~' updates, '-' deletes.")
+        discussion:
+            "Compares the spec with a fresh read of the kernel (only objects nodenet owns). '+' creates, '~' updates, '-' deletes."
+    )
 
     @OptionGroup var options: SpecOptions
-    @Flag(help: "Print JSON: {node, converged, changes: [{action, kind, namespace, subject, wanted, found}], conflicts}.")
+    @Flag(
+        help: "Print JSON: {node, converged, changes: [{action, kind, namespace, subject, wanted, found}], conflicts}.")
     var json = false
 
     func run() throws {
@@ -30,12 +33,18 @@ struct PlanCommand: ParsableCommand {
         let plan = try controller.plan()
         if json {
             struct Out: Encodable { let node: String, converged: Bool, changes: [ChangeJSON], conflicts: [String] }
-            try printJSON(Out(node: controller.spec.node.name, converged: plan.isEmpty && plan.conflicts.isEmpty,
-                              changes: plan.changes.map(ChangeJSON.init), conflicts: plan.conflicts))
+            try printJSON(
+                Out(
+                    node: controller.spec.node.name, converged: plan.isEmpty && plan.conflicts.isEmpty,
+                    changes: plan.changes.map(ChangeJSON.init), conflicts: plan.conflicts))
         } else if plan.isEmpty && plan.conflicts.isEmpty {
             print("node \(controller.spec.node.name) is converged: no changes")
         } else {
-            if !plan.changes.isEmpty { print("\(plan.changes.count) change\(plan.changes.count == 1 ? "" : "s") for node \(controller.spec.node.name):") }
+            if !plan.changes.isEmpty {
+                print(
+                    "\(plan.changes.count) change\(plan.changes.count == 1 ? "" : "s") for node \(controller.spec.node.name):"
+                )
+            }
             plan.changes.forEach { print("  \($0)") }
             plan.conflicts.forEach { print("  ! conflict: \($0)") }
         }
@@ -61,15 +70,23 @@ struct ApplyCommand: ParsableCommand {
         do {
             let report = try controller.apply()
             if json {
-                struct Out: Encodable { let node: String, changes: [ChangeJSON], applied: Int, verified: Bool, mismatches: [String], seconds: Double }
-                try printJSON(Out(node: report.node, changes: report.changes.map(ChangeJSON.init), applied: report.changes.count,
-                                  verified: report.verified, mismatches: report.mismatches, seconds: report.seconds))
+                struct Out: Encodable {
+                    let node: String, changes: [ChangeJSON], applied: Int, verified: Bool, mismatches: [String],
+                        seconds: Double
+                }
+                try printJSON(
+                    Out(
+                        node: report.node, changes: report.changes.map(ChangeJSON.init), applied: report.changes.count,
+                        verified: report.verified, mismatches: report.mismatches, seconds: report.seconds))
             } else {
                 if report.changes.isEmpty {
                     print("node \(report.node) is converged: 0 changes")
                 } else {
                     report.changes.forEach { print("  \($0)") }
-                    print(String(format: "applied %d change%@ to node %@ in %.3f s", report.changes.count, report.changes.count == 1 ? "" : "s", report.node, report.seconds))
+                    print(
+                        String(
+                            format: "applied %d change%@ to node %@ in %.3f s", report.changes.count,
+                            report.changes.count == 1 ? "" : "s", report.node, report.seconds))
                 }
                 if report.verified { print("verified: the kernel matches the spec") }
             }
@@ -79,9 +96,13 @@ struct ApplyCommand: ParsableCommand {
             }
         } catch let failure as ApplyFailure {
             if json {
-                struct Out: Encodable { let node: String, error: String, failedAt: String, rollbackComplete: Bool, notRestored: [String] }
-                try printJSON(Out(node: controller.spec.node.name, error: "\(failure.error)", failedAt: failure.change.subject,
-                                  rollbackComplete: failure.rollback.complete, notRestored: failure.rollback.failures))
+                struct Out: Encodable {
+                    let node: String, error: String, failedAt: String, rollbackComplete: Bool, notRestored: [String]
+                }
+                try printJSON(
+                    Out(
+                        node: controller.spec.node.name, error: "\(failure.error)", failedAt: failure.change.subject,
+                        rollbackComplete: failure.rollback.complete, notRestored: failure.rollback.failures))
             }
             printError("nodenetd: \(failure)")
             throw ExitCode.failure
@@ -90,7 +111,8 @@ struct ApplyCommand: ParsableCommand {
 }
 
 struct StatusCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "status", abstract: "One screen about the node, like `cilium status`.")
+    static let configuration = CommandConfiguration(
+        commandName: "status", abstract: "One screen about the node, like `cilium status`.")
 
     @OptionGroup var options: SpecOptions
     @Flag(help: "Print JSON.") var json = false
@@ -109,10 +131,18 @@ struct StatusCommand: ParsableCommand {
             ("IPAM", "\(s.ipamAllocated)/\(s.ipamCapacity) allocated from \(s.podCIDR) (router \(s.routerIP))"),
             ("Endpoints", "\(s.endpointsReady)/\(s.endpoints) ready"),
             ("Remote nodes", "\(s.remoteNodes)"),
-            ("Services", "\(s.services) in the spec, \(s.serviceFrontends) frontends programmed, \(s.conntrackEntries) conntrack entries"),
+            (
+                "Services",
+                "\(s.services) in the spec, \(s.serviceFrontends) frontends programmed, \(s.conntrackEntries) conntrack entries"
+            ),
             ("Owned routes", "\(s.ownedRoutes)"),
             ("Last applied", s.lastApplied ?? "never"),
-            ("Drift", s.drift == 0 ? "none: the kernel matches the spec" : "\(s.drift) difference\(s.drift == 1 ? "" : "s") (run `nodenetd plan`)"),
+            (
+                "Drift",
+                s.drift == 0
+                    ? "none: the kernel matches the spec"
+                    : "\(s.drift) difference\(s.drift == 1 ? "" : "s") (run `nodenetd plan`)"
+            ),
         ]
         for (k, v) in rows { print((k + ":").padding(toLength: 22, withPad: " ", startingAt: 0) + v) }
         for d in s.driftDetails.prefix(20) { print("  \(d)") }
@@ -120,28 +150,35 @@ struct StatusCommand: ParsableCommand {
 }
 
 struct EndpointCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "endpoint", abstract: "Pod endpoints.", subcommands: [List.self])
+    static let configuration = CommandConfiguration(
+        commandName: "endpoint", abstract: "Pod endpoints.", subcommands: [List.self])
 
     struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "list", abstract: "Every pod of the spec: IP, host interface, ifindex, MACs and state.")
+        static let configuration = CommandConfiguration(
+            commandName: "list", abstract: "Every pod of the spec: IP, host interface, ifindex, MACs and state.")
         @OptionGroup var options: SpecOptions
         @Flag(help: "Print JSON.") var json = false
 
         func run() throws {
             let rows = try options.controller().endpoints()
             if json { return try printJSON(rows) }
-            printTable(["ID", "POD", "IPV4", "INTERFACE", "HOST MAC", "POD MAC", "STATE"],
-                       rows.map { ["\($0.id)", $0.pod, $0.ip, $0.hostInterface, $0.hostMAC ?? "-", $0.podMAC ?? "-", $0.state] })
+            printTable(
+                ["ID", "POD", "IPV4", "INTERFACE", "HOST MAC", "POD MAC", "STATE"],
+                rows.map {
+                    ["\($0.id)", $0.pod, $0.ip, $0.hostInterface, $0.hostMAC ?? "-", $0.podMAC ?? "-", $0.state]
+                })
         }
     }
 }
 
 struct RouteCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "route", abstract: "Routes nodenet owns.", subcommands: [List.self])
+    static let configuration = CommandConfiguration(
+        commandName: "route", abstract: "Routes nodenet owns.", subcommands: [List.self])
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "list", abstract: "The node's routes nodenet owns (protocol 207), marked when missing, drifted or stale.")
+            commandName: "list",
+            abstract: "The node's routes nodenet owns (protocol 207), marked when missing, drifted or stale.")
         @OptionGroup var options: SpecOptions
         @Flag(help: "Print JSON.") var json = false
 
@@ -175,7 +212,9 @@ struct TeardownCommand: ParsableCommand {
     func run() throws {
         let namespace = netns.map(NamespaceReference.init) ?? .current
         if !force {
-            guard isatty(0) != 0 else { throw InvalidInput(message: "teardown: refusing without --force when not interactive") }
+            guard isatty(0) != 0 else {
+                throw InvalidInput(message: "teardown: refusing without --force when not interactive")
+            }
             print("Remove everything nodenet owns on \(namespace)? Type 'yes': ", terminator: "")
             guard readLine() == "yes" else { throw InvalidInput(message: "teardown: cancelled") }
         }
@@ -187,7 +226,9 @@ struct TeardownCommand: ParsableCommand {
         }
         if json { return try printJSON(report) }
         if report.nothingToDo { return print("nothing to remove") }
-        print("removed \(report.routes) routes, \(report.endpoints) endpoints\(report.hostPair ? ", the host pair" : "")\(report.ledgerRemoved ? ", the ledger" : "")")
+        print(
+            "removed \(report.routes) routes, \(report.endpoints) endpoints\(report.hostPair ? ", the host pair" : "")\(report.ledgerRemoved ? ", the ledger" : "")"
+        )
         for s in report.sysctlsRestored { print("restored \(s)") }
     }
 }

@@ -16,7 +16,8 @@ struct Nodenetd: ParsableCommand {
             2 invalid input (bad spec, bad arguments).
             """,
         subcommands: [
-            ApplyCommand.self, PlanCommand.self, RunCommand.self, StatusCommand.self, EndpointCommand.self, RouteCommand.self,
+            ApplyCommand.self, PlanCommand.self, RunCommand.self, StatusCommand.self, EndpointCommand.self,
+            RouteCommand.self,
             ServiceCommand.self, TeardownCommand.self, MonitorCommand.self, LabCommand.self,
         ])
 
@@ -61,7 +62,11 @@ struct SpecOptions: ParsableArguments {
     @Argument(help: "The node spec (JSON).")
     var spec: String
 
-    @Option(name: .long, help: "Work on the node that is this network namespace (a name under /var/run/netns or a path) instead of the current one.")
+    @Option(
+        name: .long,
+        help:
+            "Work on the node that is this network namespace (a name under /var/run/netns or a path) instead of the current one."
+    )
     var netns: String?
 
     var namespace: NamespaceReference { netns.map(NamespaceReference.init) ?? .current }
@@ -82,6 +87,9 @@ func printJSON(_ value: some Encodable) throws {
 func printTable(_ header: [String], _ rows: [[String]]) {
     let widths = header.indices.map { i in ([header[i]] + rows.map { $0[i] }).map(\.count).max() ?? 0 }
     for row in [header] + rows {
-        print(row.enumerated().map { i, cell in i == row.count - 1 ? cell : cell.padding(toLength: widths[i] + 3, withPad: " ", startingAt: 0) }.joined())
+        print(
+            row.enumerated().map { i, cell in
+                i == row.count - 1 ? cell : cell.padding(toLength: widths[i] + 3, withPad: " ", startingAt: 0)
+            }.joined())
     }
 }

@@ -21,15 +21,24 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Seconds between full re-plans.") var resyncInterval: Double = 30
     @Option(help: "Log format: logfmt or json.") var logFormat: String = "logfmt"
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
-    @Option(help: "Serve /healthz and /metrics on HOST:PORT (loopback, e.g. 127.0.0.1:9962) or unix:PATH. Off by default.")
+    @Option(
+        help: "Serve /healthz and /metrics on HOST:PORT (loopback, e.g. 127.0.0.1:9962) or unix:PATH. Off by default.")
     var healthAddress: String?
 
     func validate() throws {
-        guard StructuredLogHandler.Format(rawValue: logFormat) != nil else { throw ValidationError("--log-format must be logfmt or json") }
-        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical") }
-        guard resyncInterval >= 0.1 && resyncInterval <= 86400 else { throw ValidationError("--resync-interval must be between 0.1 and 86400 seconds") }
+        guard StructuredLogHandler.Format(rawValue: logFormat) != nil else {
+            throw ValidationError("--log-format must be logfmt or json")
+        }
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+        guard resyncInterval >= 0.1 && resyncInterval <= 86400 else {
+            throw ValidationError("--resync-interval must be between 0.1 and 86400 seconds")
+        }
         if let healthAddress {
-            guard let a = StatusServer.Address(healthAddress) else { throw ValidationError("--health-address must be HOST:PORT or unix:/path") }
+            guard let a = StatusServer.Address(healthAddress) else {
+                throw ValidationError("--health-address must be HOST:PORT or unix:/path")
+            }
             if case .tcp(let ip, _) = a, !IPPrefix("127.0.0.0/8")!.contains(ip) {
                 throw ValidationError("--health-address must be on loopback (127.0.0.0/8) or a unix socket")
             }
@@ -48,7 +57,9 @@ struct RunCommand: ParsableCommand {
 
         var server: StatusServer?
         if let healthAddress {
-            server = try StatusServer(address: StatusServer.Address(healthAddress)!) { [agent] path in agent.httpResponse(path: path) }
+            server = try StatusServer(address: StatusServer.Address(healthAddress)!) { [agent] path in
+                agent.httpResponse(path: path)
+            }
             Logger(label: "agent").info("serving /healthz and /metrics", metadata: ["address": "\(healthAddress)"])
         }
         defer { server?.stop() }

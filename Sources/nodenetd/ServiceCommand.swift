@@ -9,7 +9,8 @@ struct ServiceCommand: ParsableCommand {
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "list", abstract: "Every frontend with its backends, read from the node's maps (like `cilium service list`).",
+            commandName: "list",
+            abstract: "Every frontend with its backends, read from the node's maps (like `cilium service list`).",
             discussion: """
                 One row per backend: `ID  Frontend  Service Type  Backend`, e.g. `11  10.96.18.68:80/TCP  ClusterIP  1 => \
                 10.0.1.15:80/TCP (active)`. A NodePort service shows its ClusterIP frontend, one per node address and the \
@@ -17,7 +18,10 @@ struct ServiceCommand: ParsableCommand {
                 marked (incomplete), one no longer in the spec (stale).
                 """)
         @OptionGroup var options: SpecOptions
-        @Flag(help: "Print JSON: [{id, frontend, address, port, protocol, type, service, state, backends: [{index, id, address, port, protocol, state}]}].")
+        @Flag(
+            help:
+                "Print JSON: [{id, frontend, address, port, protocol, type, service, state, backends: [{index, id, address, port, protocol, state}]}]."
+        )
         var json = false
 
         func run() throws {

@@ -2,13 +2,15 @@ import BPF
 import CNodeNetBPF
 import Foundation
 import NodeNet
-import Testing
-import TestSupport
 import NodeNetLab
+import TestSupport
+import Testing
 
 /// The from-container program, built into the binary by the BPFBuild plugin, against a real
 /// kernel. Skipped without the privileges to load BPF and create namespaces.
-@Suite(.serialized, .enabled(if: Privileges.canLoadBPF, Comment(rawValue: Privileges.skipReason + " and to load BPF programs")))
+@Suite(
+    .serialized,
+    .enabled(if: Privileges.canLoadBPF, Comment(rawValue: Privileges.skipReason + " and to load BPF programs")))
 struct DatapathTests {
     static func mac(_ m: MACAddress) -> (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) {
         let b = m.bytes
@@ -27,16 +29,23 @@ struct DatapathTests {
     @Test func theEmbeddedObjectLoadsAndItsMapsWork() throws {
         let object = try Self.loaded()
         #expect(try object.programFD(named: "nodenet_from_container") > 0)
-        let endpoints = try object.map(named: "nodenet_endpoints", key: nodenet_endpoint_key.self, value: nodenet_endpoint.self)
-        let entry = nodenet_endpoint(ifindex: 7, host_mac: Self.mac(MACAddress("02:00:00:00:00:07")!), pod_mac: Self.mac(MACAddress("02:00:00:00:01:07")!), flags: 0)
+        let endpoints = try object.map(
+            named: "nodenet_endpoints", key: nodenet_endpoint_key.self, value: nodenet_endpoint.self)
+        let entry = nodenet_endpoint(
+            ifindex: 7, host_mac: Self.mac(MACAddress("02:00:00:00:00:07")!),
+            pod_mac: Self.mac(MACAddress("02:00:00:00:01:07")!), flags: 0)
         try endpoints.update(Self.key(IPAddress("10.0.2.32")!), entry)
         let back = try #require(try endpoints.lookup(Self.key(IPAddress("10.0.2.32")!)))
         #expect(back.ifindex == 7 && back.pod_mac.5 == 7 && back.host_mac.0 == 2)
         #expect(try endpoints.keys().map { UInt32(bigEndian: $0.ip) } == [IPAddress("10.0.2.32")!.ipv4Value!])
         #expect(try endpoints.delete(Self.key(IPAddress("10.0.2.32")!)))
         #expect(try endpoints.lookup(Self.key(IPAddress("10.0.2.32")!)) == nil)
-        #expect(throws: BPFError.self) { try object.map(named: "nodenet_endpoints", key: UInt64.self, value: nodenet_endpoint.self) }
-        #expect(!FileManager.default.fileExists(atPath: "/sys/fs/bpf/nodenet_endpoints"), "nothing pinned outside our directories")
+        #expect(throws: BPFError.self) {
+            try object.map(named: "nodenet_endpoints", key: UInt64.self, value: nodenet_endpoint.self)
+        }
+        #expect(
+            !FileManager.default.fileExists(atPath: "/sys/fs/bpf/nodenet_endpoints"),
+            "nothing pinned outside our directories")
     }
 
     @Test func pinnedMapsAreSharedBetweenObjectsAndSurviveThem() throws {
@@ -48,14 +57,20 @@ struct DatapathTests {
             let lxc = try BPFObject(embedded: "bpf_lxc", pinRoot: root)
             try lxc.load()
             try lxc.map(named: "nodenet_endpoints", key: nodenet_endpoint_key.self, value: nodenet_endpoint.self)
-                .update(key, nodenet_endpoint(ifindex: 9, host_mac: Self.mac(MACAddress("02:00:00:00:00:09")!), pod_mac: Self.mac(MACAddress("02:00:00:00:01:09")!), flags: 0))
+                .update(
+                    key,
+                    nodenet_endpoint(
+                        ifindex: 9, host_mac: Self.mac(MACAddress("02:00:00:00:00:09")!),
+                        pod_mac: Self.mac(MACAddress("02:00:00:00:01:09")!), flags: 0))
         }
         // The first object is gone; a second object (the other program) reuses the pin.
         let netdev = try BPFObject(embedded: "bpf_netdev", pinRoot: root)
         try netdev.load()
-        let shared = try netdev.map(named: "nodenet_endpoints", key: nodenet_endpoint_key.self, value: nodenet_endpoint.self)
+        let shared = try netdev.map(
+            named: "nodenet_endpoints", key: nodenet_endpoint_key.self, value: nodenet_endpoint.self)
         #expect(try shared.lookup(key)?.ifindex == 9)
-        let pinned = try #require(try BPFMap<nodenet_endpoint_key, nodenet_endpoint>.pinned(at: "\(root)/nodenet_endpoints"))
+        let pinned = try #require(
+            try BPFMap<nodenet_endpoint_key, nodenet_endpoint>.pinned(at: "\(root)/nodenet_endpoints"))
         #expect(try pinned.keys().count == 1)
         let counters = try netdev.map(named: "nodenet_verdicts", key: UInt32.self, value: UInt64.self)
         #expect(throws: BPFError.self) { try counters.lookup(0) }
@@ -74,9 +89,13 @@ struct DatapathTests {
         // Another value size (the monitor's old 4-byte flag), another key size, per-CPU or not: a clear error.
         let value = #expect(throws: BPFError.self) { try BPFMap<UInt32, UInt32>.pinned(at: "\(root)/nodenet_monitor") }
         #expect(value?.description.contains("value size 8 B, UInt32 has 4 B") == true, "\(value as Any)")
-        let key = #expect(throws: BPFError.self) { try BPFMap<UInt64, nodenet_endpoint>.pinned(at: "\(root)/nodenet_endpoints") }
+        let key = #expect(throws: BPFError.self) {
+            try BPFMap<UInt64, nodenet_endpoint>.pinned(at: "\(root)/nodenet_endpoints")
+        }
         #expect(key?.description.contains("key size 4 B") == true, "\(key as Any)")
-        let perCPU = #expect(throws: BPFError.self) { try BPFMap<UInt32, UInt64>.pinned(at: "\(root)/nodenet_verdicts") }
+        let perCPU = #expect(throws: BPFError.self) {
+            try BPFMap<UInt32, UInt64>.pinned(at: "\(root)/nodenet_verdicts")
+        }
         #expect(perCPU?.description.contains("per-CPU") == true, "\(perCPU as Any)")
         #expect(try BPFMap<UInt32, UInt32>.pinned(at: "\(root)/nothing") == nil, "nothing pinned: nil, not an error")
     }
@@ -87,15 +106,22 @@ struct DatapathTests {
             let spec = t.spec()
             _ = try t.controller(spec).apply()
             let object = try Self.loaded()
-            let endpoints = try object.map(named: "nodenet_endpoints", key: nodenet_endpoint_key.self, value: nodenet_endpoint.self)
+            let endpoints = try object.map(
+                named: "nodenet_endpoints", key: nodenet_endpoint_key.self, value: nodenet_endpoint.self)
             let node = try NetlinkSocket(namespace: t.namespace)
             let fd = try object.programFD(named: "nodenet_from_container")
             for (i, pod) in spec.pods.enumerated() {
                 let lxc = try #require(try node.link(named: NodeNetNames.endpointDevice(for: pod)))
                 let eth0 = try #require(try NetlinkSocket(namespace: .named(t.pods[i])).link(named: "eth0"))
-                try endpoints.update(Self.key(pod.ip), nodenet_endpoint(ifindex: UInt32(lxc.index), host_mac: Self.mac(lxc.address!), pod_mac: Self.mac(eth0.address!), flags: 0))
+                try endpoints.update(
+                    Self.key(pod.ip),
+                    nodenet_endpoint(
+                        ifindex: UInt32(lxc.index), host_mac: Self.mac(lxc.address!), pod_mac: Self.mac(eth0.address!),
+                        flags: 0))
                 try node.addClsact(interfaceIndex: lxc.index)
-                try node.add(BPFFilterConfiguration(interfaceIndex: lxc.index, direction: .ingress, programFD: fd, name: "nodenet-from-container"))
+                try node.add(
+                    BPFFilterConfiguration(
+                        interfaceIndex: lxc.index, direction: .ingress, programFD: fd, name: "nodenet-from-container"))
             }
             try await body(t, object, try object.map(named: "nodenet_verdicts", key: UInt32.self, value: UInt64.self))
         }
@@ -105,26 +131,40 @@ struct DatapathTests {
         try await withBPFNode { t, _, verdicts in
             let forwardedBefore = try LabProbe.forwardedDatagrams(in: t.namespace)
             let host = try FrameTap(device: "cilium_host", in: t.namespace)
-            let ping = try runTool(["ip", "netns", "exec", t.pods[0], "ping", "-c", "3", "-i", "0.2", "-W", "2", "-w", "10", "10.0.2.204"])
+            let ping = try runTool([
+                "ip", "netns", "exec", t.pods[0], "ping", "-c", "3", "-i", "0.2", "-W", "2", "-w", "10", "10.0.2.204",
+            ])
             #expect(ping.output.contains("3 received"), "\(ping.output)")
             #expect(ping.output.contains("ttl=63"), "one routed hop, as in the seed")
-            #expect(try LabProbe.forwardedDatagrams(in: t.namespace) == forwardedBefore, "the node's IP stack forwarded nothing")
+            #expect(
+                try LabProbe.forwardedDatagrams(in: t.namespace) == forwardedBefore,
+                "the node's IP stack forwarded nothing")
             #expect(host.ipv4Frames() == 0, "cilium_host carried no pod traffic")
             // The tap does see IPv4 on cilium_host: an echo the node sends out of it (no answer needed).
-            _ = try runTool(["ip", "netns", "exec", t.node, "ping", "-c", "1", "-W", "1", "-I", "cilium_host", "10.0.2.250"])
+            _ = try runTool([
+                "ip", "netns", "exec", t.node, "ping", "-c", "1", "-W", "1", "-I", "cilium_host", "10.0.2.250",
+            ])
             #expect(host.ipv4Frames() >= 1, "the tap counts IPv4 frames on cilium_host")
-            #expect(try verdicts.sum(UInt32(NODENET_VERDICT_LOCAL_REDIRECT.rawValue)) >= 6, "3 requests and 3 replies redirected")
+            #expect(
+                try verdicts.sum(UInt32(NODENET_VERDICT_LOCAL_REDIRECT.rawValue)) >= 6,
+                "3 requests and 3 replies redirected")
             // The frame that reaches the server pod carries the server's lxc MAC as source:
             // the pod's neighbour entry for 10.0.2.32 is... not needed; its default gateway's MAC is its lxc.
             let server = try NetlinkSocket(namespace: .named(t.pods[1]))
             let eth0 = try #require(try server.link(named: "eth0"))
-            let lxc = try #require(try NetlinkSocket(namespace: t.namespace).link(named: NodeNetNames.endpointDevice(for: t.spec().pods[1])))
+            let lxc = try #require(
+                try NetlinkSocket(namespace: t.namespace).link(
+                    named: NodeNetNames.endpointDevice(for: t.spec().pods[1])))
             let neighbours = try server.neighbours(family: .inet, interfaceIndex: eth0.index)
-            #expect(neighbours.contains { $0.address == IPAddress("10.0.2.184") && $0.linkLayerAddress == lxc.address }, "\(neighbours)")
+            #expect(
+                neighbours.contains { $0.address == IPAddress("10.0.2.184") && $0.linkLayerAddress == lxc.address },
+                "\(neighbours)")
             // Capture in the server pod: the frame from 10.0.2.32 arrives with the server's own lxc MAC as source.
             let capture = try FrameCapture(namespace: .named(t.pods[1]), device: "eth0")
             _ = try runTool(["ip", "netns", "exec", t.pods[0], "ping", "-c", "1", "-W", "2", "10.0.2.204"])
-            let frame = try #require(capture.next { $0.count >= 34 && $0[23] == 1 && Array($0[26..<30]) == [10, 0, 2, 32] }, "an ICMP frame from 10.0.2.32")
+            let frame = try #require(
+                capture.next { $0.count >= 34 && $0[23] == 1 && Array($0[26..<30]) == [10, 0, 2, 32] },
+                "an ICMP frame from 10.0.2.32")
             #expect(MACAddress(bytes: frame[6..<12]) == lxc.address, "source MAC is the server's lxc")
             #expect(MACAddress(bytes: frame[0..<6]) == eth0.address, "destination MAC is the pod's eth0")
         }
@@ -136,7 +176,10 @@ struct DatapathTests {
             let eth0 = try #require(try pod.link(named: "eth0"))
             try pod.add(InterfaceAddress(interfaceIndex: eth0.index, prefix: IPPrefix("10.0.2.99/32")!))
             let before = try verdicts.sum(UInt32(NODENET_VERDICT_DROP_SPOOFED.rawValue))
-            let ping = try runTool(["ip", "netns", "exec", t.pods[0], "ping", "-c", "2", "-i", "0.2", "-W", "1", "-I", "10.0.2.99", "10.0.2.204"])
+            let ping = try runTool([
+                "ip", "netns", "exec", t.pods[0], "ping", "-c", "2", "-i", "0.2", "-W", "1", "-I", "10.0.2.99",
+                "10.0.2.204",
+            ])
             #expect(ping.output.contains("0 received"), "\(ping.output)")
             #expect(try verdicts.sum(UInt32(NODENET_VERDICT_DROP_SPOOFED.rawValue)) >= before + 2)
             // The pod's own address still works.
@@ -151,7 +194,8 @@ extension DatapathTests {
     @Test func aHeaderShorterThan20BytesIsNeverRedirected() async throws {
         try await withBPFNode { t, _, verdicts in
             let spec = t.spec()
-            let lxc = try #require(try NetlinkSocket(namespace: t.namespace).link(named: NodeNetNames.endpointDevice(for: spec.pods[0])))
+            let lxc = try #require(
+                try NetlinkSocket(namespace: t.namespace).link(named: NodeNetNames.endpointDevice(for: spec.pods[0])))
             let eth0 = try #require(try NetlinkSocket(namespace: .named(t.pods[0])).link(named: "eth0"))
             func frame(ihl: UInt8) -> [UInt8] {
                 var f = lxc.address!.bytes + eth0.address!.bytes + [0x08, 0x00]
@@ -168,12 +212,15 @@ extension DatapathTests {
                     addr.ifindex = eth0.index
                     addr.halen = 6
                     let n = withUnsafePointer(to: &addr) { a in
-                        a.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, bytes, bytes.count, 0, $0, socklen_t(MemoryLayout<LinkLayerAddress>.size)) }
+                        a.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                            sendto(fd, bytes, bytes.count, 0, $0, socklen_t(MemoryLayout<LinkLayerAddress>.size))
+                        }
                     }
                     guard n == bytes.count else { throw BPFError(errno, "sending a frame") }
                 }
             }
-            let local = UInt32(NODENET_VERDICT_LOCAL_REDIRECT.rawValue), stack = UInt32(NODENET_VERDICT_TO_STACK.rawValue)
+            let local = UInt32(NODENET_VERDICT_LOCAL_REDIRECT.rawValue)
+            let stack = UInt32(NODENET_VERDICT_TO_STACK.rawValue)
             // A well-formed one first: the same frame with ihl 5 is redirected (the probe works).
             // Counted when the veth's receive side runs, which a loaded machine may defer to
             // ksoftirqd: poll (bounded) rather than sleep a fixed time.

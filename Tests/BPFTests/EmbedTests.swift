@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// The build step that compiles bpf/*.c (Tools/bpf-embed): the embedded objects must not
 /// depend on where the package is checked out (their digest names the build in filter and
@@ -14,7 +14,8 @@ import TestSupport
         return dirs.map { "\($0)/clang" }.first { FileManager.default.isExecutableFile(atPath: $0) }
     }
     /// The package's bpf/ directory (this file is Tests/BPFTests/EmbedTests.swift).
-    static let sources = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let sources = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
         .appendingPathComponent("bpf")
 
     @Test func theEmbeddedObjectsDoNotDependOnTheCheckoutPath() throws {
@@ -26,11 +27,19 @@ import TestSupport
         for checkout in ["\(base)/a", "\(base)/somewhere/much/deeper/checkout"] {
             try FileManager.default.createDirectory(atPath: checkout, withIntermediateDirectories: true)
             try Self.copyContents(of: Self.sources.path, to: "\(checkout)/bpf")
-            let sources = try FileManager.default.contentsOfDirectory(atPath: "\(checkout)/bpf").filter { $0.hasSuffix(".c") }.sorted().map { "\(checkout)/bpf/\($0)" }
-            let run = try runTool(["BPF_EMBED_PRINT_ARGS=1", Self.tool, clang, "\(checkout)/out.swift", "\(checkout)/work", "\(checkout)/bpf"] + sources)
+            let sources = try FileManager.default.contentsOfDirectory(atPath: "\(checkout)/bpf").filter {
+                $0.hasSuffix(".c")
+            }.sorted().map { "\(checkout)/bpf/\($0)" }
+            let run = try runTool(
+                [
+                    "BPF_EMBED_PRINT_ARGS=1", Self.tool, clang, "\(checkout)/out.swift", "\(checkout)/work",
+                    "\(checkout)/bpf",
+                ] + sources)
             #expect(run.status == 0, "\(run.output)")
             #expect(run.output.contains("-ffile-prefix-map=\(checkout)=."), "\(run.output)")
-            if let triple = ["x86_64-linux-gnu", "aarch64-linux-gnu"].first(where: { FileManager.default.fileExists(atPath: "/usr/include/\($0)/asm/types.h") }) {
+            if let triple = ["x86_64-linux-gnu", "aarch64-linux-gnu"].first(where: {
+                FileManager.default.fileExists(atPath: "/usr/include/\($0)/asm/types.h")
+            }) {
                 #expect(run.output.contains("-I/usr/include/\(triple)"), "the multiarch directory that has asm/types.h")
             }
             outputs.append(try String(contentsOfFile: "\(checkout)/out.swift", encoding: .utf8))
@@ -49,7 +58,8 @@ import TestSupport
             if isDirectory.boolValue {
                 try copyContents(of: "\(source)/\(name)", to: "\(destination)/\(name)")
             } else {
-                try Data(contentsOf: URL(fileURLWithPath: "\(source)/\(name)")).write(to: URL(fileURLWithPath: "\(destination)/\(name)"))
+                try Data(contentsOf: URL(fileURLWithPath: "\(source)/\(name)")).write(
+                    to: URL(fileURLWithPath: "\(destination)/\(name)"))
             }
         }
     }

@@ -15,7 +15,8 @@ import Testing
         #expect(lo.flags.contains(.loopback) && lo.isUp)
         #expect(lo.kind == nil)
 
-        let veth0 = try #require(byName["veth0"]), veth1 = try #require(byName["veth1"])
+        let veth0 = try #require(byName["veth0"])
+        let veth1 = try #require(byName["veth1"])
         #expect(veth0.kind == "veth" && veth1.kind == "veth")
         #expect(veth0.peerIndex == veth1.index && veth1.peerIndex == veth0.index)
         #expect(veth0.mtu == 1500 && veth0.isUp && !veth0.isNoARP)
@@ -88,6 +89,8 @@ import Testing
         #expect(ack.message == "Nexthop has invalid gateway")
         let error = try #require(ack.failure(request: request, context: "adding route 10.0.9.0/24 via 192.0.2.1 dev 2"))
         #expect(error == NetlinkError(.networkUnreachable))
-        #expect(error.description == "adding route 10.0.9.0/24 via 192.0.2.1 dev 2: Nexthop has invalid gateway (ENETUNREACH)")
+        #expect(
+            error.description
+                == "adding route 10.0.9.0/24 via 192.0.2.1 dev 2: Nexthop has invalid gateway (ENETUNREACH)")
     }
 }

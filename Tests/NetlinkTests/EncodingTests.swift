@@ -9,9 +9,11 @@ import Testing
             destination: IPPrefix("10.0.1.0/24")!, gateway: IPAddress("172.18.0.3"), outputInterface: 2,
             protocol: RouteProtocol(rawValue: 77), onLink: true)
         let bytes = route.addRequest.message.finished(sequence: 7, portID: 99)
+        // nlmsghdr: len 60, RTM_NEWROUTE, CREATE|EXCL, seq 7, port 99;
+        // rtmsg: inet /24, table main, proto 77, scope universe, unicast, onlink
         let expected =
-            "3c000000" + "1800" + "0006" + "07000000" + "63000000"  // nlmsghdr: len 60, RTM_NEWROUTE, CREATE|EXCL, seq 7, port 99
-            + "02180000" + "fe4d0001" + "04000000"  // rtmsg: inet /24, table main, proto 77, scope universe, unicast, onlink
+            "3c000000" + "1800" + "0006" + "07000000" + "63000000"
+            + "02180000" + "fe4d0001" + "04000000"
             + "08000100" + "0a000100"  // RTA_DST 10.0.1.0
             + "08000f00" + "fe000000"  // RTA_TABLE 254
             + "08000500" + "ac120003"  // RTA_GATEWAY 172.18.0.3
@@ -20,7 +22,8 @@ import Testing
     }
 
     @Test func vethWithPeerInAnotherNamespace() throws {
-        let config = LinkConfiguration(name: "lxc1", kind: .veth(peer: VethPeer(name: "eth0", namespace: .named("pod"))), mtu: 1500)
+        let config = LinkConfiguration(
+            name: "lxc1", kind: .veth(peer: VethPeer(name: "eth0", namespace: .named("pod"))), mtu: 1500)
         let bytes = config.createRequest(peerNamespaceFD: 9).message.finished(sequence: 1, portID: 0)
         let message = try #require(try NetlinkMessage.parse(bytes[...]).first)
         #expect(message.header.type == RTM.newLink)
@@ -38,7 +41,8 @@ import Testing
     }
 
     @Test func bpfFilterRequest() throws {
-        let filter = BPFFilterConfiguration(interfaceIndex: 3, direction: .egress, programFD: 5, name: "nodenet-to-netdev", priority: 2)
+        let filter = BPFFilterConfiguration(
+            interfaceIndex: 3, direction: .egress, programFD: 5, name: "nodenet-to-netdev", priority: 2)
         let bytes = filter.addRequest.message.finished(sequence: 1, portID: 0)
         let message = try #require(try NetlinkMessage.parse(bytes[...]).first)
         let r = ByteReader(message.payload)

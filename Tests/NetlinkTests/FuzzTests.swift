@@ -19,7 +19,10 @@ import Testing
     func decodeEverything(_ datagram: [UInt8]) {
         guard let messages = try? NetlinkMessage.parse(datagram[...]) else { return }
         for var message in messages {
-            for type in [RTM.newLink, RTM.newAddress, RTM.newRoute, RTM.newNeighbour, RTM.newQdisc, RTM.newFilter, NetlinkMessageType.error] {
+            for type in [
+                RTM.newLink, RTM.newAddress, RTM.newRoute, RTM.newNeighbour, RTM.newQdisc, RTM.newFilter,
+                NetlinkMessageType.error,
+            ] {
                 message.header.type = type
                 _ = try? Link(message: message)
                 _ = try? InterfaceAddress(message: message)

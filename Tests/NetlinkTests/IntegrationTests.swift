@@ -1,7 +1,7 @@
 import CBPF
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @testable import Netlink
 
@@ -9,12 +9,16 @@ import TestSupport
 @Suite(.serialized, .enabled(if: Privileges.canManageNamespaces, Comment(rawValue: Privileges.skipReason)))
 struct IntegrationTests {
     /// Two namespaces joined by a veth whose peer was created straight into the second one.
-    func withPair<T>(_ body: (_ a: NetlinkSocket, _ b: NetlinkSocket, _ names: [String], _ va: Link, _ vb: Link) throws -> T) throws -> T {
+    func withPair<T>(
+        _ body: (_ a: NetlinkSocket, _ b: NetlinkSocket, _ names: [String], _ va: Link, _ vb: Link) throws -> T
+    ) throws -> T {
         try withNamespaces(["a", "b"]) { names in
             let a = try NetlinkSocket(namespace: .named(names[0]))
             let b = try NetlinkSocket(namespace: .named(names[1]))
-            try a.add(LinkConfiguration(
-                name: "va", kind: .veth(peer: VethPeer(name: "vb", namespace: .named(names[1]))), mtu: 1500, up: true))
+            try a.add(
+                LinkConfiguration(
+                    name: "va", kind: .veth(peer: VethPeer(name: "vb", namespace: .named(names[1]))), mtu: 1500,
+                    up: true))
             try b.setLink(named: "vb", LinkChange(up: true))
             try a.setLink(named: "lo", LinkChange(up: true))
             try b.setLink(named: "lo", LinkChange(up: true))
@@ -57,7 +61,8 @@ struct IntegrationTests {
             #expect(va.kind == "veth" && vb.kind == "veth")
             #expect(va.peerIndex == vb.index && vb.peerIndex == va.index)
             #expect(va.linkNetnsID != nil, "the peer lives in another namespace")
-            let inA = try a.links().map(\.name).sorted(), inB = try b.links().map(\.name).sorted()
+            let inA = try a.links().map(\.name).sorted()
+            let inB = try b.links().map(\.name).sorted()
             #expect(inA == ["lo", "va"])
             #expect(inB == ["lo", "vb"])
             #expect(va.mtu == 1500 && vb.mtu == 1500)
@@ -98,7 +103,9 @@ struct IntegrationTests {
             do {
                 try s.add(LinkConfiguration(name: "d0", kind: .dummy))
                 #expect(try s.link(named: "d0")?.kind == "dummy")
-            } catch let e as NetlinkError where e.errno == .notSupported || e.errno == .noSuchDevice || e.errno == .notFound {
+            } catch let e as NetlinkError
+                where e.errno == .notSupported || e.errno == .noSuchDevice || e.errno == .notFound
+            {
                 print("dummy link case skipped: this kernel has no dummy driver (\(e))")
             }
         }
@@ -113,7 +120,10 @@ struct IntegrationTests {
             // /32 gives no connected route: a scope-link host route each way, then B's default.
             try a.add(Route(destination: IPPrefix("10.99.0.2/32")!, outputInterface: va.index, scope: .link))
             try b.add(Route(destination: IPPrefix("10.99.0.1/32")!, outputInterface: vb.index, scope: .link))
-            try b.add(Route(destination: IPPrefix("0.0.0.0/0")!, gateway: IPAddress("10.99.0.1"), outputInterface: vb.index, onLink: true, mtu: 1500))
+            try b.add(
+                Route(
+                    destination: IPPrefix("0.0.0.0/0")!, gateway: IPAddress("10.99.0.1"), outputInterface: vb.index,
+                    onLink: true, mtu: 1500))
 
             let addresses = try b.addresses(family: .inet, interfaceIndex: vb.index)
             #expect(addresses.map(\.prefix) == [IPPrefix("10.99.0.2/32")!])
@@ -123,7 +133,9 @@ struct IntegrationTests {
             #expect(try b.routeLookup(to: IPAddress("10.99.1.1")!).gateway == IPAddress("10.99.0.1"))
 
             // Real packets: B reaches A's lo address only through its default route.
-            let ping = try runTool(["ip", "netns", "exec", names[1], "ping", "-c", "2", "-i", "0.2", "-W", "2", "-w", "10", "10.99.1.1"])
+            let ping = try runTool([
+                "ip", "netns", "exec", names[1], "ping", "-c", "2", "-i", "0.2", "-W", "2", "-w", "10", "10.99.1.1",
+            ])
             #expect(ping.status == 0, "\(ping.output)")
             #expect(ping.output.contains("2 received"))
         }
@@ -131,7 +143,9 @@ struct IntegrationTests {
 
     @Test func replaceChangesTheGatewayWhileAddExclusiveFails() throws {
         try withPair { a, _, _, va, _ in
-            let route = Route(destination: IPPrefix("10.50.0.0/24")!, gateway: IPAddress("10.99.0.2"), outputInterface: va.index, onLink: true)
+            let route = Route(
+                destination: IPPrefix("10.50.0.0/24")!, gateway: IPAddress("10.99.0.2"), outputInterface: va.index,
+                onLink: true)
             try a.add(route)
             let error = #expect(throws: NetlinkError.self) { try a.add(route) }
             #expect(error == NetlinkError(.exists))
@@ -139,7 +153,9 @@ struct IntegrationTests {
             var moved = route
             moved.gateway = IPAddress("10.99.0.3")
             try a.replace(moved)
-            let found = try a.routes(RouteFilter(outputInterface: va.index)).filter { $0.destination == route.destination }
+            let found = try a.routes(RouteFilter(outputInterface: va.index)).filter {
+                $0.destination == route.destination
+            }
             #expect(found.count == 1)
             #expect(found.first?.gateway == IPAddress("10.99.0.3"))
             try a.delete(moved)
@@ -150,10 +166,14 @@ struct IntegrationTests {
 
     @Test func badGatewayCarriesTheKernelsWords() throws {
         try withPair { a, _, _, va, _ in
-            let route = Route(destination: IPPrefix("10.0.1.0/24")!, gateway: IPAddress("172.18.0.3"), outputInterface: va.index)
+            let route = Route(
+                destination: IPPrefix("10.0.1.0/24")!, gateway: IPAddress("172.18.0.3"), outputInterface: va.index)
             let error = #expect(throws: NetlinkError.self) { try a.add(route) }
             #expect(error?.kernelMessage == "Nexthop has invalid gateway")
-            #expect(error?.description == "adding route 10.0.1.0/24 via 172.18.0.3 dev \(va.index): Nexthop has invalid gateway (ENETUNREACH)")
+            #expect(
+                error?.description
+                    == "adding route 10.0.1.0/24 via 172.18.0.3 dev \(va.index): Nexthop has invalid gateway (ENETUNREACH)"
+            )
         }
     }
 
@@ -161,7 +181,9 @@ struct IntegrationTests {
         try withPair { a, _, _, va, _ in
             let proto = RouteProtocol(rawValue: 201)
             let wanted = (0..<10_000).map { i in
-                Route(destination: IPPrefix(IPAddress(ipv4: 0x0AC8_0000 + UInt32(i)), length: 32)!, outputInterface: va.index, scope: .link, protocol: proto)
+                Route(
+                    destination: IPPrefix(IPAddress(ipv4: 0x0AC8_0000 + UInt32(i)), length: 32)!,
+                    outputInterface: va.index, scope: .link, protocol: proto)
             }
             let results = a.batch(wanted.map(\.addRequest))
             #expect(results.allSatisfy { if case .success = $0 { true } else { false } })
@@ -187,7 +209,8 @@ struct IntegrationTests {
             try s.setLink(named: "lo", LinkChange(up: true))
             let monitor = try NetlinkMonitor(namespace: ns, groups: [.ipv4Route, .link])
             defer { monitor.stop() }
-            try NetlinkSocket(namespace: ns).add(Route(destination: IPPrefix("10.77.0.0/16")!, outputInterface: 1, scope: .link))
+            try NetlinkSocket(namespace: ns).add(
+                Route(destination: IPPrefix("10.77.0.0/16")!, outputInterface: 1, scope: .link))
             let seen = try await withTimeout(seconds: 5) { () -> Route? in
                 for await event in monitor {
                     if case .newRoute(let r) = event, r.destination == IPPrefix("10.77.0.0/16") { return r }
@@ -207,7 +230,11 @@ struct IntegrationTests {
             // before anyone reads; then start the monitor on that socket.
             let subscribed = try NetlinkSocket(namespace: ns, groups: [.ipv4Route])
             subscribed.setReceiveBuffer(4096)
-            let routes = (0..<2_000).map { Route(destination: IPPrefix(IPAddress(ipv4: 0x0A4D_0000 + UInt32($0)), length: 32)!, outputInterface: 1, scope: .link) }
+            let routes = (0..<2_000).map {
+                Route(
+                    destination: IPPrefix(IPAddress(ipv4: 0x0A4D_0000 + UInt32($0)), length: 32)!, outputInterface: 1,
+                    scope: .link)
+            }
             _ = s.batch(routes.map(\.addRequest))
             let monitor = try NetlinkMonitor(subscribed: subscribed)
             defer { monitor.stop() }
@@ -223,12 +250,18 @@ struct IntegrationTests {
                         overrun = true
                         feeder = Task {
                             for i in 0..<100 where !Task.isCancelled {
-                                try? s.add(Route(destination: IPPrefix(IPAddress(ipv4: 0x0A4E_0000 + UInt32(i) << 8), length: 24)!, outputInterface: 1, scope: .link))
+                                try? s.add(
+                                    Route(
+                                        destination: IPPrefix(
+                                            IPAddress(ipv4: 0x0A4E_0000 + UInt32(i) << 8), length: 24)!,
+                                        outputInterface: 1, scope: .link))
                                 try? await Task.sleep(nanoseconds: 50_000_000)
                             }
                         }
                     }
-                    if case .newRoute(let r) = event, r.destination.length == 24, IPPrefix("10.78.0.0/16")!.contains(r.destination.address) {
+                    if case .newRoute(let r) = event, r.destination.length == 24,
+                        IPPrefix("10.78.0.0/16")!.contains(r.destination.address)
+                    {
                         return (overrun, true)
                     }
                 }
@@ -248,14 +281,18 @@ struct IntegrationTests {
                 bpf_insn(code: 0xb7, dst_reg: 0, src_reg: 0, off: 0, imm: 0),  // r0 = TC_ACT_OK
                 bpf_insn(code: 0x95, dst_reg: 0, src_reg: 0, off: 0, imm: 0),  // exit
             ]
-            let fd = insns.withUnsafeBufferPointer { bpf_prog_load(BPF_PROG_TYPE_SCHED_CLS, "nn_pass", "GPL", $0.baseAddress, 2, nil) }
+            let fd = insns.withUnsafeBufferPointer {
+                bpf_prog_load(BPF_PROG_TYPE_SCHED_CLS, "nn_pass", "GPL", $0.baseAddress, 2, nil)
+            }
             try #require(fd >= 0, "loading a trivial tc program")
             defer { close(fd) }
             var info = bpf_prog_info()
             var length = UInt32(MemoryLayout<bpf_prog_info>.size)
             #expect(bpf_obj_get_info_by_fd(fd, &info, &length) == 0)
 
-            try a.add(BPFFilterConfiguration(interfaceIndex: va.index, direction: .ingress, programFD: fd, name: "nodenet-test"))
+            try a.add(
+                BPFFilterConfiguration(
+                    interfaceIndex: va.index, direction: .ingress, programFD: fd, name: "nodenet-test"))
             let filters = try a.filters(interfaceIndex: va.index, direction: .ingress)
             #expect(filters.count == 1)
             #expect(filters.first?.bpf?.name == "nodenet-test")
@@ -266,8 +303,11 @@ struct IntegrationTests {
             let shown = try runTool(["tc", "-n", names[0], "filter", "show", "dev", "va", "ingress"])
             #expect(shown.output.contains("nodenet-test") && shown.output.contains("direct-action"))
             // Replace keeps one filter; delete removes it; deleting clsact removes the hook.
-            try a.replace(BPFFilterConfiguration(interfaceIndex: va.index, direction: .ingress, programFD: fd, name: "nodenet-test2"))
-            #expect(try a.filters(interfaceIndex: va.index, direction: .ingress).map { $0.bpf?.name } == ["nodenet-test2"])
+            try a.replace(
+                BPFFilterConfiguration(
+                    interfaceIndex: va.index, direction: .ingress, programFD: fd, name: "nodenet-test2"))
+            #expect(
+                try a.filters(interfaceIndex: va.index, direction: .ingress).map { $0.bpf?.name } == ["nodenet-test2"])
             try a.deleteFilter(interfaceIndex: va.index, direction: .ingress, priority: 1)
             #expect(try a.filters(interfaceIndex: va.index, direction: .ingress).isEmpty)
             try a.deleteClsact(interfaceIndex: va.index)
@@ -277,16 +317,21 @@ struct IntegrationTests {
 
     @Test func neighboursAreReplacedListedAndDeleted() throws {
         try withPair { a, _, _, va, _ in
-            let entry = Neighbour(interfaceIndex: va.index, address: IPAddress("10.99.0.9")!, linkLayerAddress: MACAddress("02:00:00:00:00:09"))
+            let entry = Neighbour(
+                interfaceIndex: va.index, address: IPAddress("10.99.0.9")!,
+                linkLayerAddress: MACAddress("02:00:00:00:00:09"))
             try a.replace(entry)
             var updated = entry
             updated.linkLayerAddress = MACAddress("02:00:00:00:00:0a")
             try a.replace(updated)
-            let listed = try a.neighbours(family: .inet, interfaceIndex: va.index).filter { $0.address == entry.address }
+            let listed = try a.neighbours(family: .inet, interfaceIndex: va.index).filter {
+                $0.address == entry.address
+            }
             #expect(listed.count == 1)
             #expect(listed.first?.linkLayerAddress == updated.linkLayerAddress && listed.first?.state == .permanent)
             try a.delete(updated)
-            #expect(try a.neighbours(family: .inet, interfaceIndex: va.index).allSatisfy { $0.address != entry.address })
+            #expect(
+                try a.neighbours(family: .inet, interfaceIndex: va.index).allSatisfy { $0.address != entry.address })
         }
     }
 
@@ -309,7 +354,10 @@ struct IntegrationTests {
             try await withThrowingTaskGroup(of: Int.self) { group in
                 for i in 0..<16 {
                     group.addTask {
-                        try s.add(Route(destination: IPPrefix(IPAddress(ipv4: 0x0A58_0000 + UInt32(i) << 8), length: 24)!, outputInterface: 1, scope: .link))
+                        try s.add(
+                            Route(
+                                destination: IPPrefix(IPAddress(ipv4: 0x0A58_0000 + UInt32(i) << 8), length: 24)!,
+                                outputInterface: 1, scope: .link))
                         return try s.links().count
                     }
                 }

@@ -18,9 +18,11 @@ import Testing
         let kernel = FakeKernel { messages, _ in
             let seq = messages[0].header.sequence
             // A stale reply to an older request comes first and must be ignored.
-            return [self.linkMessage(sequence: seq &- 1, name: "stale"),
-                    self.linkMessage(sequence: seq, name: "a") + self.linkMessage(sequence: seq, name: "b"),
-                    self.linkMessage(sequence: seq, name: "c") + KernelSays.done(sequence: seq)]
+            return [
+                self.linkMessage(sequence: seq &- 1, name: "stale"),
+                self.linkMessage(sequence: seq, name: "a") + self.linkMessage(sequence: seq, name: "b"),
+                self.linkMessage(sequence: seq, name: "c") + KernelSays.done(sequence: seq),
+            ]
         }
         let socket = NetlinkSocket(transport: kernel)
         #expect(try socket.links().map(\.name) == ["a", "b", "c"])
@@ -32,7 +34,10 @@ import Testing
         let kernel = FakeKernel { messages, call in
             let seq = messages[0].header.sequence
             let intr: NetlinkFlags = call < 3 ? [.multi, .dumpInterrupted] : [.multi]
-            return [self.linkMessage(sequence: seq, name: "try\(call)", flags: intr) + KernelSays.done(sequence: seq, flags: intr)]
+            return [
+                self.linkMessage(sequence: seq, name: "try\(call)", flags: intr)
+                    + KernelSays.done(sequence: seq, flags: intr)
+            ]
         }
         let socket = NetlinkSocket(transport: kernel)
         #expect(try socket.links().map(\.name) == ["try3"])
@@ -80,7 +85,10 @@ import Testing
     @Test func extendedAckNamesTheOffendingAttribute() throws {
         let kernel = FakeKernel { messages, _ in
             // Offset 44 is RTA_GATEWAY in this request (16 header + 12 rtmsg + 8 dst + 8 table).
-            [KernelSays.ack(for: messages[0], error: -Errno.invalidArgument.rawValue, text: "Invalid gateway", offset: 44)]
+            [
+                KernelSays.ack(
+                    for: messages[0], error: -Errno.invalidArgument.rawValue, text: "Invalid gateway", offset: 44)
+            ]
         }
         let socket = NetlinkSocket(transport: kernel)
         let route = Route(destination: IPPrefix("10.0.1.0/24")!, gateway: IPAddress("172.18.0.3"), outputInterface: 2)
@@ -88,14 +96,18 @@ import Testing
         #expect(error?.kernelMessage == "Invalid gateway")
         #expect(error?.attributeOffset == 44)
         #expect(error?.attributeType == RTA.gateway)
-        #expect(error?.description == "adding route 10.0.1.0/24 via 172.18.0.3 dev 2: Invalid gateway (EINVAL) [attribute type 5 at byte 44 of the request]")
+        #expect(
+            error?.description
+                == "adding route 10.0.1.0/24 via 172.18.0.3 dev 2: Invalid gateway (EINVAL) [attribute type 5 at byte 44 of the request]"
+        )
         #expect(error == NetlinkError(.invalidArgument))
         #expect(error != NetlinkError(.exists))
     }
 
     @Test func uncappedAckSkipsTheEchoedRequest() throws {
         // Without NETLINK_CAP_ACK the whole request sits between nlmsgerr and the TLVs.
-        let request = Route(destination: IPPrefix("10.0.1.0/24")!, outputInterface: 2).addRequest.message.finished(sequence: 5, portID: 1)
+        let request = Route(destination: IPPrefix("10.0.1.0/24")!, outputInterface: 2).addRequest.message.finished(
+            sequence: 5, portID: 1)
         var payload: [UInt8] = []
         payload.appendI32(-Errno.exists.rawValue)
         payload += request
@@ -131,7 +143,8 @@ import Testing
         }
         let socket = NetlinkSocket(transport: kernel)
         let requests = (0..<5000).map { i in
-            Route(destination: IPPrefix(IPAddress(ipv4: 0x0A64_0000 + UInt32(i)), length: 32)!, outputInterface: 2).addRequest
+            Route(destination: IPPrefix(IPAddress(ipv4: 0x0A64_0000 + UInt32(i)), length: 32)!, outputInterface: 2)
+                .addRequest
         }
         let results = socket.batch(requests)
         #expect(results.count == 5000)
@@ -146,7 +159,10 @@ import Testing
             }
         }
         #expect(kernel.sent.count < 5000 / 100, "batches of many requests per sendmsg")
-        #expect(kernel.sent.allSatisfy { (try? NetlinkMessage.parse($0[...]).count) ?? 0 <= NetlinkSocket.batchRequests + 1 })
+        #expect(
+            kernel.sent.allSatisfy {
+                (try? NetlinkMessage.parse($0[...]).count) ?? 0 <= NetlinkSocket.batchRequests + 1
+            })
         #expect(kernel.sent.allSatisfy { $0.count <= NetlinkSocket.batchBytes + 16 })
     }
 }

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @testable import Netlink
 
@@ -57,7 +57,9 @@ final class FakeKernel: NetlinkTransport, @unchecked Sendable {
     }
 
     func receive(into buffer: inout [UInt8]) throws -> Int {
-        guard !pending.isEmpty else { throw NetlinkError(Errno(EAGAIN), kind: .system, detail: "fake kernel has nothing to say") }
+        guard !pending.isEmpty else {
+            throw NetlinkError(Errno(EAGAIN), kind: .system, detail: "fake kernel has nothing to say")
+        }
         let datagram = pending.removeFirst()
         buffer.replaceSubrange(0..<datagram.count, with: datagram)
         return datagram.count
@@ -79,7 +81,9 @@ enum KernelSays {
     }
 
     /// An `NLMSG_ERROR`, capped, with optional extended-ACK text and offset.
-    static func ack(for request: NetlinkMessage, error: Int32 = 0, text: String? = nil, offset: UInt32? = nil) -> [UInt8] {
+    static func ack(
+        for request: NetlinkMessage, error: Int32 = 0, text: String? = nil, offset: UInt32? = nil
+    ) -> [UInt8] {
         var payload: [UInt8] = []
         payload.appendI32(error)
         payload.appendU32(request.header.length)
@@ -101,7 +105,8 @@ enum KernelSays {
             payload.appendU16(2)
             payload.appendU32(offset)
         }
-        return message(type: NetlinkMessageType.error, flags: flags, sequence: request.header.sequence, payload: payload)
+        return message(
+            type: NetlinkMessageType.error, flags: flags, sequence: request.header.sequence, payload: payload)
     }
 
     static func done(sequence: UInt32, flags: NetlinkFlags = [.multi]) -> [UInt8] {

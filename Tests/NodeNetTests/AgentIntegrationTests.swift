@@ -1,17 +1,20 @@
 import Foundation
 import Logging
-import Testing
 import TestSupport
+import Testing
 
 @testable import NodeNet
-@testable import NodeNetLab
 @testable import NodeNetAgent
+@testable import NodeNetLab
 
 /// `nodenetd run` against a real kernel, in-process and as a process. Skipped without root.
 @Suite(.serialized, .enabled(if: Privileges.canManageNamespaces, Comment(rawValue: Privileges.skipReason)))
 struct AgentIntegrationTests {
     /// A running in-process agent on a test node; stopped when the body ends.
-    static func withAgent<T>(pods: Int = 2, podCount: Int? = nil, logLevel: Logger.Level = .info, _ body: (TestNode, NodeAgent, URL, LogLines) async throws -> T) async throws -> T {
+    static func withAgent<T>(
+        pods: Int = 2, podCount: Int? = nil, logLevel: Logger.Level = .info,
+        _ body: (TestNode, NodeAgent, URL, LogLines) async throws -> T
+    ) async throws -> T {
         try await TestNode.with(pods: pods) { t in
             let file = URL(fileURLWithPath: t.stateDirectory + ".spec.json")
             try FileManager.default.createDirectory(atPath: t.stateDirectory, withIntermediateDirectories: true)
@@ -19,8 +22,14 @@ struct AgentIntegrationTests {
             defer { try? FileManager.default.removeItem(at: file) }
             let lines = LogLines()
             let agent = NodeAgent(
-                options: NodeAgent.Options(specPath: file.path, namespace: t.namespace, resyncInterval: .seconds(60), specCheckInterval: .milliseconds(50)),
-                logger: { label in Logger(label: label) { _ in StructuredLogHandler(subsystem: label, format: .logfmt, level: logLevel, output: lines.append) } })
+                options: NodeAgent.Options(
+                    specPath: file.path, namespace: t.namespace, resyncInterval: .seconds(60),
+                    specCheckInterval: .milliseconds(50)),
+                logger: { label in
+                    Logger(label: label) { _ in
+                        StructuredLogHandler(subsystem: label, format: .logfmt, level: logLevel, output: lines.append)
+                    }
+                })
             let run = Task { try await agent.run() }
             defer {
                 agent.stop()
@@ -78,7 +87,9 @@ struct AgentIntegrationTests {
     static func waitFor(_ what: String, seconds: Double = 5, _ condition: () throws -> Bool) async throws -> Double {
         let start = Date()
         while !(try condition()) {
-            guard Date().timeIntervalSince(start) < seconds else { throw NodeNetError.state("timed out waiting for \(what)") }
+            guard Date().timeIntervalSince(start) < seconds else {
+                throw NodeNetError.state("timed out waiting for \(what)")
+            }
             try await Task.sleep(nanoseconds: 5_000_000)
         }
         return Date().timeIntervalSince(start)
@@ -87,11 +98,16 @@ struct AgentIntegrationTests {
     @Test func driftIsRepairedAndTimed() async throws {
         try await Self.withAgent { t, agent, _, lines in
             let node = try NetlinkSocket(namespace: t.namespace)
-            let direct = try #require(try node.routes(RouteFilter(protocol: NodeNetNames.routeProtocol)).first { $0.destination == IPPrefix("10.0.1.0/24") })
+            let direct = try #require(
+                try node.routes(RouteFilter(protocol: NodeNetNames.routeProtocol)).first {
+                    $0.destination == IPPrefix("10.0.1.0/24")
+                })
             let startLines = lines.all.count
             try node.delete(direct)
             let routeTime = try await Self.waitFor("the route to come back") {
-                try node.routes(RouteFilter(protocol: NodeNetNames.routeProtocol)).contains { $0.destination == IPPrefix("10.0.1.0/24") }
+                try node.routes(RouteFilter(protocol: NodeNetNames.routeProtocol)).contains {
+                    $0.destination == IPPrefix("10.0.1.0/24")
+                }
             }
             let lxc = NodeNetNames.endpointDevice(for: t.spec().pods[0])
             try node.deleteLink(named: lxc)
@@ -99,19 +115,36 @@ struct AgentIntegrationTests {
                 try node.link(named: lxc) != nil && (try? t.ping(from: 0, "10.0.2.204")) == true
             }
             try Sysctl.write("net/ipv4/conf/cilium_host/rp_filter", "1", in: t.namespace)
-            let sysctlTime = try await Self.waitFor("rp_filter to be reset") { try Sysctl.read("net/ipv4/conf/cilium_host/rp_filter", in: t.namespace) == "0" }
-            print(String(format: "repair times: route %.1f ms, endpoint %.1f ms (incl. a ping), rp_filter %.1f ms", routeTime * 1000, linkTime * 1000, sysctlTime * 1000))
+            let sysctlTime = try await Self.waitFor("rp_filter to be reset") {
+                try Sysctl.read("net/ipv4/conf/cilium_host/rp_filter", in: t.namespace) == "0"
+            }
+            print(
+                String(
+                    format: "repair times: route %.1f ms, endpoint %.1f ms (incl. a ping), rp_filter %.1f ms",
+                    routeTime * 1000, linkTime * 1000, sysctlTime * 1000))
             // The deletion's own event normally starts the repair; a late event from the node's setup
             // may start it first, and the deletion's event is then folded into that reconcile.
-            let recreated = try #require(lines.all.dropFirst(startLines).first { $0.contains("subsystem=reconcile") && $0.contains("route 10.0.1.0/24") && $0.contains("found=nothing") }, "\(lines.all)")
+            let recreated = try #require(
+                lines.all.dropFirst(startLines).first {
+                    $0.contains("subsystem=reconcile") && $0.contains("route 10.0.1.0/24")
+                        && $0.contains("found=nothing")
+                }, "\(lines.all)")
             let why = try #require(Self.field("why", of: recreated))
             try await Self.waitFor("the route repair's log line") {
-                lines.all.contains { $0.contains("msg=\"drift repaired\"") && $0.contains("latency_ms=") && Self.field("why", of: $0) == why }
+                lines.all.contains {
+                    $0.contains("msg=\"drift repaired\"") && $0.contains("latency_ms=")
+                        && Self.field("why", of: $0) == why
+                }
             }
-            #expect(why == "route 10.0.1.0/24 deleted" || !why.contains("route"), "repaired because of the deletion or of an unrelated event: \(why)")
+            #expect(
+                why == "route 10.0.1.0/24 deleted" || !why.contains("route"),
+                "repaired because of the deletion or of an unrelated event: \(why)")
             // The repair is logged once apply returns: wait for the line.
             try await Self.waitFor("the sysctl repair's log line") {
-                lines.all.contains { $0.contains("msg=\"update sysctl net/ipv4/conf/cilium_host/rp_filter\"") && $0.contains("found=1") && $0.contains("wanted=0") }
+                lines.all.contains {
+                    $0.contains("msg=\"update sysctl net/ipv4/conf/cilium_host/rp_filter\"") && $0.contains("found=1")
+                        && $0.contains("wanted=0")
+                }
             }
             #expect(agent.metrics.exposition().contains("nodenet_drift_repairs_total{kind=\"route\"}"))
             #expect(agent.health == .healthy)
@@ -122,11 +155,16 @@ struct AgentIntegrationTests {
         try await Self.withAgent(logLevel: .debug) { t, agent, _, lines in
             let node = try NetlinkSocket(namespace: t.namespace)
             let before = lines.all.count
-            try node.add(Route(destination: IPPrefix("10.77.0.0/16")!, outputInterface: try node.link(named: "eth0")!.index, scope: .link))
+            try node.add(
+                Route(
+                    destination: IPPrefix("10.77.0.0/16")!, outputInterface: try node.link(named: "eth0")!.index,
+                    scope: .link))
             try await Task.sleep(nanoseconds: 300_000_000)
             // Judged by why each reconcile ran, not by a count: the lab's own devices can still send
             // late link events (the kernel's link watcher delays operstate changes by up to a second).
-            let reconciles = lines.all.dropFirst(before).filter { $0.contains("subsystem=reconcile") && $0.contains("why=") }
+            let reconciles = lines.all.dropFirst(before).filter {
+                $0.contains("subsystem=reconcile") && $0.contains("why=")
+            }
             let routeTriggered = reconciles.filter { $0.contains("why=\"route") || $0.contains("10.77.") }
             #expect(routeTriggered.isEmpty, "a foreign route triggers nothing: \(routeTriggered)")
             #expect(try node.routes(RouteFilter()).contains { $0.destination == IPPrefix("10.77.0.0/16") })
@@ -165,12 +203,15 @@ struct AgentIntegrationTests {
             #expect(try httpGetUnix(socketPath, "/healthz") == "HTTP/1.1 200 OK|ok\n")
             let metrics = try httpGetUnix(socketPath, "/metrics")
             let samples = metrics.split(separator: "\n").filter { !$0.hasPrefix("#") && $0.hasPrefix("nodenet_") }
-            let values = Dictionary(samples.compactMap { line -> (String, Double)? in
-                let parts = line.split(separator: " ")
-                guard parts.count == 2, let v = Double(parts[1]) else { return nil }
-                return (String(parts[0]), v)
-            }, uniquingKeysWith: { a, _ in a })
-            #expect(values["nodenet_endpoints"] == 2 && values["nodenet_remote_nodes"] == 2 && values["nodenet_healthy"] == 1)
+            let values = Dictionary(
+                samples.compactMap { line -> (String, Double)? in
+                    let parts = line.split(separator: " ")
+                    guard parts.count == 2, let v = Double(parts[1]) else { return nil }
+                    return (String(parts[0]), v)
+                }, uniquingKeysWith: { a, _ in a })
+            #expect(
+                values["nodenet_endpoints"] == 2 && values["nodenet_remote_nodes"] == 2
+                    && values["nodenet_healthy"] == 1)
             #expect(values["nodenet_reconcile_runs_total{trigger=\"start\"}"] == 1)
             // Take the native device away: its direct routes cannot be restored.
             try NetlinkSocket(namespace: t.namespace).deleteLink(named: "eth0")
@@ -182,7 +223,8 @@ struct AgentIntegrationTests {
     }
 
     @Test func restartDuringTrafficLosesNothing() async throws {
-        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("nodenetd")
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
+            "nodenetd")
         try #require(FileManager.default.isExecutableFile(atPath: binary.path), "build nodenetd first")
         try await TestNode.with(pods: 2) { t in
             let file = URL(fileURLWithPath: t.stateDirectory + ".spec.json")
@@ -203,13 +245,19 @@ struct AgentIntegrationTests {
                 return p
             }
             var daemon = try start()
-            try await Self.waitFor("the first apply", seconds: 10) { (try? t.controller(t.spec()).plan().isEmpty) == true }
+            try await Self.waitFor("the first apply", seconds: 10) {
+                (try? t.controller(t.spec()).plan().isEmpty) == true
+            }
             // An established TCP connection from pod 0 to pod 1, and a ping every 10 ms.
-            let connection = try TCPPair(client: .named(t.pods[0]), server: .named(t.pods[1]), serverIP: IPAddress("10.0.2.204")!)
+            let connection = try TCPPair(
+                client: .named(t.pods[0]), server: .named(t.pods[1]), serverIP: IPAddress("10.0.2.204")!)
             #expect(try connection.roundTrip("before"))
             let ping = Process()
             ping.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            ping.arguments = ["ip", "netns", "exec", t.pods[0], "ping", "-q", "-i", "0.01", "-c", "200", "-W", "1", "-w", "20", "10.0.2.204"]
+            ping.arguments = [
+                "ip", "netns", "exec", t.pods[0], "ping", "-q", "-i", "0.01", "-c", "200", "-W", "1", "-w", "20",
+                "10.0.2.204",
+            ]
             let out = Pipe()
             ping.standardOutput = out
             try ping.run()
@@ -227,10 +275,16 @@ struct AgentIntegrationTests {
             #expect(summary.contains("200 packets transmitted, 200 received"), "\(summary)")
             #expect(try connection.roundTrip("after"))
             try await Self.waitFor("the restarted agent's first apply") {
-                (try String(contentsOf: log, encoding: .utf8)).split(separator: "\n").filter { $0.contains("\"msg\":\"converged\"") }.count == 2
+                (try String(contentsOf: log, encoding: .utf8)).split(separator: "\n").filter {
+                    $0.contains("\"msg\":\"converged\"")
+                }.count == 2
             }
-            let converged = try String(contentsOf: log, encoding: .utf8).split(separator: "\n").filter { $0.contains("\"msg\":\"converged\"") }
-            #expect(converged.last?.contains("\"changes\":\"0\"") == true, "the restarted agent adopts the state and changes nothing")
+            let converged = try String(contentsOf: log, encoding: .utf8).split(separator: "\n").filter {
+                $0.contains("\"msg\":\"converged\"")
+            }
+            #expect(
+                converged.last?.contains("\"changes\":\"0\"") == true,
+                "the restarted agent adopts the state and changes nothing")
             #expect(try String(contentsOf: log, encoding: .utf8).contains("stopping; the datapath stays as it is"))
         }
     }
@@ -243,7 +297,11 @@ func httpGetUnix(_ path: String, _ resource: String) throws -> String {
     var a = sockaddr_un()
     a.sun_family = sa_family_t(AF_UNIX)
     withUnsafeMutableBytes(of: &a.sun_path) { raw in for (i, b) in path.utf8.enumerated() { raw[i] = b } }
-    let rc = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+    let rc = withUnsafePointer(to: &a) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+        }
+    }
     guard rc == 0 else { throw NodeNetError.state("connect \(path): \(errno)") }
     let request = "GET \(resource) HTTP/1.1\r\nHost: x\r\n\r\n"
     _ = request.withCString { write(fd, $0, strlen($0)) }
@@ -256,25 +314,32 @@ func httpGetUnix(_ path: String, _ resource: String) throws -> String {
     }
     let text = String(decoding: response, as: UTF8.self)
     let parts = text.components(separatedBy: "\r\n\r\n")
-    return (parts.first?.components(separatedBy: "\r\n").first ?? "") + "|" + parts.dropFirst().joined(separator: "\r\n\r\n")
+    return (parts.first?.components(separatedBy: "\r\n").first ?? "") + "|"
+        + parts.dropFirst().joined(separator: "\r\n\r\n")
 }
 
 /// One established TCP connection between two namespaces, for round trips over time.
 final class TCPPair {
     let client: Int32, accepted: Int32
 
-    init(client clientNS: NamespaceReference, server serverNS: NamespaceReference, serverIP: IPAddress, port: UInt16 = 7070) throws {
+    init(
+        client clientNS: NamespaceReference, server serverNS: NamespaceReference, serverIP: IPAddress,
+        port: UInt16 = 7070
+    ) throws {
         let listener: Int32 = try NetworkNamespace.run(in: serverNS) {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             guard SocketAddress(IPAddress(ipv4: 0), port: port).withSockaddr({ bind(fd, $0, $1) }) == 0,
-                  listen(fd, 1) == 0 else { throw NodeNetError.state("listen: \(errno)") }
+                listen(fd, 1) == 0
+            else { throw NodeNetError.state("listen: \(errno)") }
             return fd
         }
         defer { close(listener) }
         client = try LabProbe.connect(from: clientNS, to: SocketAddress(serverIP, port: port), timeout: 2)
         accepted = accept(listener, nil, nil)
         var tv = timeval(tv_sec: 2, tv_usec: 0)
-        for fd in [client, accepted] { setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size)) }
+        for fd in [client, accepted] {
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        }
     }
 
     deinit {

@@ -8,9 +8,17 @@ import Testing
 /// Pieces of the agent that need no kernel.
 @Suite struct AgentUnitTests {
     @Test func logfmtAndJSONLines() {
-        let fields = [("ts", "T"), ("level", "info"), ("subsystem", "reconcile"), ("msg", "create route 10.0.1.0/24"), ("why", "route \"x\" deleted")]
-        #expect(StructuredLogHandler.render(fields, .logfmt) == #"ts=T level=info subsystem=reconcile msg="create route 10.0.1.0/24" why="route \"x\" deleted""#)
-        #expect(StructuredLogHandler.render(fields, .json) == #"{"ts":"T","level":"info","subsystem":"reconcile","msg":"create route 10.0.1.0/24","why":"route \"x\" deleted"}"#)
+        let fields = [
+            ("ts", "T"), ("level", "info"), ("subsystem", "reconcile"), ("msg", "create route 10.0.1.0/24"),
+            ("why", "route \"x\" deleted"),
+        ]
+        #expect(
+            StructuredLogHandler.render(fields, .logfmt)
+                == #"ts=T level=info subsystem=reconcile msg="create route 10.0.1.0/24" why="route \"x\" deleted""#)
+        #expect(
+            StructuredLogHandler.render(fields, .json)
+                == #"{"ts":"T","level":"info","subsystem":"reconcile","msg":"create route 10.0.1.0/24","why":"route \"x\" deleted"}"#
+        )
         let data = Data(StructuredLogHandler.render(fields, .json).utf8)
         #expect((try? JSONSerialization.jsonObject(with: data)) as? [String: String] != nil)
     }
@@ -19,7 +27,8 @@ import Testing
         let spec = PlannerTests.spec
         let filter = OwnershipFilter(spec: spec, device: "eth0")
         let lxc = NodeNetNames.endpointDevice(for: spec.pods[0])
-        let owned = RouteIntent(destination: IPPrefix("10.0.1.0/24")!, gateway: IPAddress("172.18.0.3"), device: "eth0").route(interfaceIndex: 2)
+        let owned = RouteIntent(destination: IPPrefix("10.0.1.0/24")!, gateway: IPAddress("172.18.0.3"), device: "eth0")
+            .route(interfaceIndex: 2)
         let foreign = Route(destination: IPPrefix("10.77.0.0/16")!, outputInterface: 2, protocol: .boot)
         #expect(filter.concerns(.deletedRoute(owned)) == "route 10.0.1.0/24 deleted")
         #expect(filter.concerns(.deletedRoute(foreign)) == nil)
@@ -27,7 +36,9 @@ import Testing
         #expect(filter.concerns(.deletedLink(Link(index: 6, name: lxc, kind: "veth"))) == "link \(lxc) deleted")
         #expect(filter.concerns(.deletedLink(Link(index: 9, name: "veth-other", kind: "veth"))) == nil)
         #expect(filter.concerns(.newLink(Link(index: 5, name: "cilium_host", kind: "veth", flags: [.up]))) == nil)
-        #expect(filter.concerns(.newLink(Link(index: 5, name: "cilium_host", kind: "veth", flags: []))) == "link cilium_host is down")
+        #expect(
+            filter.concerns(.newLink(Link(index: 5, name: "cilium_host", kind: "veth", flags: [])))
+                == "link cilium_host is down")
         #expect(filter.concerns(.netconf(interfaceIndex: 5)) != nil)
     }
 

@@ -2,8 +2,8 @@ import BPF
 import CBPF
 import CNodeNetBPF
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @testable import NodeNet
 @testable import NodeNetLab
@@ -19,8 +19,10 @@ struct ApplyIntegrationTests {
             let node = try NetlinkSocket(namespace: t.namespace)
             let links = Dictionary(uniqueKeysWithValues: try node.links().map { ($0.name, $0) })
             // Host pair: veth cilium_host <-> cilium_net, up, NOARP, MTU of eth0.
-            let host = try #require(links["cilium_host"]), net = try #require(links["cilium_net"])
-            #expect(host.kind == "veth" && net.kind == "veth" && host.peerIndex == net.index && net.peerIndex == host.index)
+            let host = try #require(links["cilium_host"])
+            let net = try #require(links["cilium_net"])
+            #expect(
+                host.kind == "veth" && net.kind == "veth" && host.peerIndex == net.index && net.peerIndex == host.index)
             #expect(host.isUp && net.isUp && host.isNoARP && net.isNoARP && host.mtu == 1500 && net.mtu == 1500)
             let hostAddresses = try node.addresses(family: .inet, interfaceIndex: host.index)
             #expect(hostAddresses.map { "\($0.prefix) \($0.scope)" } == ["10.0.2.184/32 link"])
@@ -28,26 +30,35 @@ struct ApplyIntegrationTests {
             #expect(try Sysctl.read("net.ipv4.ip_forward", in: t.namespace) == "1")
             let lxcs = spec.pods.map(NodeNetNames.endpointDevice(for:))
             for device in ["cilium_host", "cilium_net"] + lxcs {
-                let values = try ["forwarding", "rp_filter", "accept_local", "send_redirects"].map { try Sysctl.read("net/ipv4/conf/\(device)/\($0)", in: t.namespace) }
+                let values = try ["forwarding", "rp_filter", "accept_local", "send_redirects"].map {
+                    try Sysctl.read("net/ipv4/conf/\(device)/\($0)", in: t.namespace)
+                }
                 #expect(values == ["1", "0", "1", "0"], "\(device)")
             }
             // Node routes, exactly the seed's (with nodenet's protocol).
             let names = Dictionary(uniqueKeysWithValues: links.values.map { ($0.index, $0.name) })
-            let routes = Set(try node.routes(RouteFilter(protocol: NodeNetNames.routeProtocol)).map { $0.summary(names: names) })
-            #expect(routes == [
-                "10.0.0.0/24 via 172.18.0.4 dev eth0", "10.0.1.0/24 via 172.18.0.3 dev eth0",
-                "10.0.2.0/24 via 10.0.2.184 dev cilium_host src 10.0.2.184", "10.0.2.184/32 dev cilium_host scope link",
-                "10.0.2.32/32 dev \(lxcs[0]) scope link", "10.0.2.204/32 dev \(lxcs[1]) scope link",
-            ])
+            let routes = Set(
+                try node.routes(RouteFilter(protocol: NodeNetNames.routeProtocol)).map { $0.summary(names: names) })
+            #expect(
+                routes == [
+                    "10.0.0.0/24 via 172.18.0.4 dev eth0", "10.0.1.0/24 via 172.18.0.3 dev eth0",
+                    "10.0.2.0/24 via 10.0.2.184 dev cilium_host src 10.0.2.184",
+                    "10.0.2.184/32 dev cilium_host scope link",
+                    "10.0.2.32/32 dev \(lxcs[0]) scope link", "10.0.2.204/32 dev \(lxcs[1]) scope link",
+                ])
             // Pod side: eth0 with the /32, the router on-link, the default via it with the MTU.
             let pod = try NetlinkSocket(namespace: .named(t.pods[0]))
             let eth0 = try #require(try pod.link(named: "eth0"))
             #expect(eth0.isUp && eth0.kind == "veth" && eth0.peerIndex == links[lxcs[0]]?.index)
-            #expect(try pod.addresses(family: .inet, interfaceIndex: eth0.index).map { "\($0.prefix) \($0.scope)" } == ["10.0.2.32/32 global"])
+            #expect(
+                try pod.addresses(family: .inet, interfaceIndex: eth0.index).map { "\($0.prefix) \($0.scope)" } == [
+                    "10.0.2.32/32 global"
+                ])
             let podNames = [eth0.index: "eth0"]
-            #expect(Set(try pod.routes(RouteFilter()).map { $0.summary(names: podNames) }) == [
-                "default via 10.0.2.184 dev eth0 mtu 1500", "10.0.2.184/32 dev eth0 scope link",
-            ])
+            #expect(
+                Set(try pod.routes(RouteFilter()).map { $0.summary(names: podNames) }) == [
+                    "default via 10.0.2.184 dev eth0 mtu 1500", "10.0.2.184/32 dev eth0 scope link",
+                ])
             #expect(links[lxcs[0]]?.isUp == true && NodeNetNames.isEndpointDevice(lxcs[0]))
             // Real packets: pod to pod on the node, and pod to another node's address.
             #expect(try t.ping(from: 0, "10.0.2.204"))
@@ -67,15 +78,22 @@ struct ApplyIntegrationTests {
             let podEvents = try NetlinkMonitor(namespace: .named(t.pods[0]), groups: groups)
             // A link event that changes none of these is the kernel's link watcher reporting an
             // operational state late, not a write.
-            @Sendable func shape(_ l: Link) -> String { "\(l.name) up=\(l.isUp) noarp=\(l.isNoARP) mtu=\(l.mtu ?? 0) mac=\(l.address.map { "\($0)" } ?? "-") master=\(l.masterIndex ?? 0)" }
-            let quiet = try Set([t.namespace, .named(t.pods[0])].flatMap { try NetlinkSocket(namespace: $0).links().map(shape) })
+            @Sendable func shape(_ l: Link) -> String {
+                "\(l.name) up=\(l.isUp) noarp=\(l.isNoARP) mtu=\(l.mtu ?? 0) mac=\(l.address.map { "\($0)" } ?? "-") master=\(l.masterIndex ?? 0)"
+            }
+            let quiet = try Set(
+                [t.namespace, .named(t.pods[0])].flatMap { try NetlinkSocket(namespace: $0).links().map(shape) })
             let report = try controller.apply()
             #expect(report.changes.isEmpty && report.verified)
             #expect(try controller.plan().isEmpty)
             // A marker change proves the monitors work; nothing may come before it.
-            try NetlinkSocket(namespace: t.namespace).add(Route(destination: IPPrefix("10.250.0.0/16")!, outputInterface: 1, scope: .link))
+            try NetlinkSocket(namespace: t.namespace).add(
+                Route(destination: IPPrefix("10.250.0.0/16")!, outputInterface: 1, scope: .link))
             let pod = try NetlinkSocket(namespace: .named(t.pods[0]))
-            try pod.add(Route(destination: IPPrefix("10.250.0.0/16")!, outputInterface: try pod.link(named: "eth0")!.index, scope: .link))
+            try pod.add(
+                Route(
+                    destination: IPPrefix("10.250.0.0/16")!, outputInterface: try pod.link(named: "eth0")!.index,
+                    scope: .link))
             for monitor in [nodeEvents, podEvents] {
                 let first = try await withTimeout(seconds: 5) { () -> String in
                     for await event in monitor {
@@ -96,24 +114,34 @@ struct ApplyIntegrationTests {
             let node = try NetlinkSocket(namespace: t.namespace)
             let eth0 = try node.link(named: "eth0")!.index
             // A foreign route in the same table: never touched.
-            try node.add(Route(destination: IPPrefix("10.123.0.0/16")!, gateway: IPAddress("172.18.0.3"), outputInterface: eth0, protocol: .static))
+            try node.add(
+                Route(
+                    destination: IPPrefix("10.123.0.0/16")!, gateway: IPAddress("172.18.0.3"), outputInterface: eth0,
+                    protocol: .static))
             let full = t.spec()
             _ = try t.controller(full).apply()
             let gone = NodeNetNames.endpointDevice(for: full.pods[1])
             let smaller = t.spec(podCount: 1, remote: [full.nodes[1]])
             let report = try t.controller(smaller).apply()
             #expect(report.verified)
-            #expect(Set(report.changes.map(\.subject)) == ["route 10.0.2.204/32", "route 10.0.0.0/24", "endpoint default/server"])
+            #expect(
+                Set(report.changes.map(\.subject)) == [
+                    "route 10.0.2.204/32", "route 10.0.0.0/24", "endpoint default/server",
+                ])
             #expect(try node.link(named: gone) == nil)
             #expect(try NetlinkSocket(namespace: .named(t.pods[1])).link(named: "eth0") == nil)
             let routes = try node.routes(RouteFilter()).map(\.destination.description)
             #expect(!routes.contains("10.0.0.0/24") && !routes.contains("10.0.2.204/32"))
-            #expect(routes.contains("10.0.1.0/24") && routes.contains("10.0.2.32/32") && routes.contains("10.123.0.0/16"))
+            #expect(
+                routes.contains("10.0.1.0/24") && routes.contains("10.0.2.32/32") && routes.contains("10.123.0.0/16"))
             #expect(try t.ping(from: 0, "172.18.0.3"))
             // The ledger knows only what is left.
             #expect(try Ledger.load(from: t.stateDirectory)?.endpoints.map(\.pod) == ["default/net"])
             _ = try t.controller(smaller).teardown()
-            #expect(try node.routes(RouteFilter()).contains { $0.destination == IPPrefix("10.123.0.0/16") && $0.protocol == .static })
+            #expect(
+                try node.routes(RouteFilter()).contains {
+                    $0.destination == IPPrefix("10.123.0.0/16") && $0.protocol == .static
+                })
         }
     }
 
@@ -121,11 +149,13 @@ struct ApplyIntegrationTests {
         try await TestNode.with(pods: 3) { t in
             _ = try t.controller(t.spec(podCount: 2)).apply()
             let ledgerBefore = try Ledger.load(from: t.stateDirectory)
-            let before = try TestNode.snapshot(t.namespace), podBefore = try TestNode.snapshot(.named(t.pods[2]))
+            let before = try TestNode.snapshot(t.namespace)
+            let podBefore = try TestNode.snapshot(.named(t.pods[2]))
             // A third pod and a node whose address is not on eth0's subnet: the kernel refuses
             // that direct route, after the pod was already wired up.
             var bad = t.spec(podCount: 3)
-            bad.nodes.append(RemoteNode(name: "faraway", address: IPAddress("192.168.77.7")!, podCIDR: IPPrefix("10.0.9.0/24")!))
+            bad.nodes.append(
+                RemoteNode(name: "faraway", address: IPAddress("192.168.77.7")!, podCIDR: IPPrefix("10.0.9.0/24")!))
             let failure = #expect(throws: ApplyFailure.self) { try t.controller(bad).apply() }
             #expect(failure?.change.subject == "route 10.0.9.0/24")
             let text = "\(failure?.error as Any)"
@@ -158,7 +188,9 @@ struct ApplyIntegrationTests {
             let spec = t.spec()
             // The same code path as on a real node (namespace .current), run on a thread that
             // is inside the test node, never in the test process's own namespace.
-            let report = try NetworkNamespace.run(in: t.namespace) { try NodeController(spec: spec, namespace: .current).apply() }
+            let report = try NetworkNamespace.run(in: t.namespace) {
+                try NodeController(spec: spec, namespace: .current).apply()
+            }
             #expect(report.verified && !report.changes.isEmpty)
             #expect(try t.controller(spec).plan().isEmpty)
             #expect(try t.ping(from: 0, "10.0.2.184"))
@@ -166,11 +198,16 @@ struct ApplyIntegrationTests {
     }
 
     @Test func killedMidApplyTheNextApplyConverges() async throws {
-        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("nodenetd")
-        try #require(FileManager.default.isExecutableFile(atPath: binary.path), "build nodenetd first (swift build --build-tests builds it)")
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
+            "nodenetd")
+        try #require(
+            FileManager.default.isExecutableFile(atPath: binary.path),
+            "build nodenetd first (swift build --build-tests builds it)")
         try await TestNode.with(pods: 60) { t in
             let remote = (0..<1000).map { i in
-                RemoteNode(name: "n\(i)", address: IPAddress(ipv4: 0xAC12_1000 + UInt32(i)), podCIDR: IPPrefix(IPAddress(ipv4: 0x0B00_0000 + UInt32(i) << 8), length: 24)!)
+                RemoteNode(
+                    name: "n\(i)", address: IPAddress(ipv4: 0xAC12_1000 + UInt32(i)),
+                    podCIDR: IPPrefix(IPAddress(ipv4: 0x0B00_0000 + UInt32(i) << 8), length: 24)!)
             }
             let spec = t.spec(remote: remote)
             let file = FileManager.default.temporaryDirectory.appendingPathComponent(TestNames.unique("spec") + ".json")
@@ -193,7 +230,9 @@ struct ApplyIntegrationTests {
             let report = try t.controller(spec).apply()
             #expect(report.verified, "\(report.mismatches.prefix(5))")
             #expect(try t.controller(spec).plan().isEmpty)
-            let lxcs = try NetlinkSocket(namespace: t.namespace).links().filter { NodeNetNames.isEndpointDevice($0.name) }
+            let lxcs = try NetlinkSocket(namespace: t.namespace).links().filter {
+                NodeNetNames.isEndpointDevice($0.name)
+            }
             #expect(lxcs.count == 60)
             #expect(try Ledger.load(from: t.stateDirectory)?.complete == true)
         }
@@ -216,7 +255,9 @@ func withTimeout<T: Sendable>(seconds: Double, _ body: @escaping @Sendable () as
 
 /// `datapath.mode: bpf` through apply: programs attached, endpoint entries, no forwarding in
 /// the node's IP stack, idempotent re-apply, switching back to kernel mode, teardown.
-@Suite(.serialized, .enabled(if: Privileges.canLoadBPF, Comment(rawValue: Privileges.skipReason + " and to load BPF programs")))
+@Suite(
+    .serialized,
+    .enabled(if: Privileges.canLoadBPF, Comment(rawValue: Privileges.skipReason + " and to load BPF programs")))
 struct BPFModeApplyTests {
     func bpfSpec(_ t: TestNode, attach: AttachMode = .clsact) -> NodeSpec {
         var spec = t.spec()
@@ -231,7 +272,9 @@ struct BPFModeApplyTests {
             defer { BPFFS.remove(spec.bpffsDirectory) }
             let report = try t.controller(spec).apply()
             #expect(report.verified, "\(report.mismatches)")
-            #expect(report.changes.filter { $0.kind == .datapath }.count == 5, "2 map entries, 2 from-container, 1 from-netdev")
+            #expect(
+                report.changes.filter { $0.kind == .datapath }.count == 5,
+                "2 map entries, 2 from-container, 1 from-netdev")
             let node = try NetlinkSocket(namespace: t.namespace)
             for pod in spec.pods {
                 let lxc = try #require(try node.link(named: NodeNetNames.endpointDevice(for: pod)))
@@ -239,7 +282,10 @@ struct BPFModeApplyTests {
                 #expect(names == [DatapathProgram.fromContainer.filterName])
             }
             let eth0 = try #require(try node.link(named: "eth0"))
-            #expect(try node.filters(interfaceIndex: eth0.index, direction: .ingress).compactMap { $0.bpf?.name } == [DatapathProgram.fromNetdev.filterName])
+            #expect(
+                try node.filters(interfaceIndex: eth0.index, direction: .ingress).compactMap { $0.bpf?.name } == [
+                    DatapathProgram.fromNetdev.filterName
+                ])
             let shown = try runTool(["tc", "-n", t.node, "filter", "show", "dev", "eth0", "ingress"])
             #expect(shown.output.contains("nodenet-from-netdev"), "visible to standard tools")
             #expect(FileManager.default.fileExists(atPath: "\(spec.bpffsDirectory)/nodenet_endpoints"))
@@ -288,26 +334,42 @@ extension BPFModeApplyTests {
             let spec = bpfSpec(t)
             defer { BPFFS.remove(spec.bpffsDirectory) }
             _ = try t.controller(spec).apply()
-            let names = Dictionary(try NetlinkSocket(namespace: t.namespace).links().map { ($0.index, $0.name) }, uniquingKeysWith: { a, _ in a })
+            let names = Dictionary(
+                try NetlinkSocket(namespace: t.namespace).links().map { ($0.index, $0.name) },
+                uniquingKeysWith: { a, _ in a })
             var monitor: DatapathMonitor? = try DatapathMonitor(bpffsDirectory: spec.bpffsDirectory)
             #expect(try t.ping(from: 0, "10.0.2.204"))
             let pod = try NetlinkSocket(namespace: .named(t.pods[0]))
-            try pod.add(InterfaceAddress(interfaceIndex: try pod.link(named: "eth0")!.index, prefix: IPPrefix("10.0.2.99/32")!))
+            try pod.add(
+                InterfaceAddress(interfaceIndex: try pod.link(named: "eth0")!.index, prefix: IPPrefix("10.0.2.99/32")!))
             // Nobody polls during the pings: renew as a polling monitor would (the lease is 2 s).
             try monitor!.renew()
-            _ = try runTool(["ip", "netns", "exec", t.pods[0], "ping", "-c", "1", "-W", "1", "-I", "10.0.2.99", "10.0.2.204"])
+            _ = try runTool([
+                "ip", "netns", "exec", t.pods[0], "ping", "-c", "1", "-W", "1", "-I", "10.0.2.99", "10.0.2.204",
+            ])
             var events: [DatapathEvent] = []
             for _ in 0..<10 { events += try monitor!.poll(milliseconds: 50, names: names) }
-            let lxc0 = NodeNetNames.endpointDevice(for: spec.pods[0]), lxc1 = NodeNetNames.endpointDevice(for: spec.pods[1])
-            #expect(events.contains { $0.verdict == "local-redirect" && $0.source == "10.0.2.32" && $0.destination == "10.0.2.204" && $0.device == lxc0 && $0.targetDevice == lxc1 && $0.protocol == "ICMP" })
-            #expect(events.contains { $0.verdict == "local-redirect" && $0.source == "10.0.2.204" && $0.destination == "10.0.2.32" })
+            let lxc0 = NodeNetNames.endpointDevice(for: spec.pods[0])
+            let lxc1 = NodeNetNames.endpointDevice(for: spec.pods[1])
+            #expect(
+                events.contains {
+                    $0.verdict == "local-redirect" && $0.source == "10.0.2.32" && $0.destination == "10.0.2.204"
+                        && $0.device == lxc0 && $0.targetDevice == lxc1 && $0.protocol == "ICMP"
+                })
+            #expect(
+                events.contains {
+                    $0.verdict == "local-redirect" && $0.source == "10.0.2.204" && $0.destination == "10.0.2.32"
+                })
             let drop = events.first { $0.verdict == "drop" }
             #expect(drop?.source == "10.0.2.99" && drop?.dropReason == "source address is not the pod's own (spoofed)")
-            #expect(drop?.description == "DROP (source address is not the pod's own (spoofed)) on \(lxc0): 10.0.2.99 -> 10.0.2.204 ICMP")
+            #expect(
+                drop?.description
+                    == "DROP (source address is not the pod's own (spoofed)) on \(lxc0): 10.0.2.99 -> 10.0.2.204 ICMP")
             // Closed monitor: the lease is given up and traffic emits nothing (emitting costs
             // one array lookup when nobody listens).
             monitor = nil
-            let lease = try #require(try BPFMap<UInt32, nodenet_monitor_lease>.pinned(at: "\(spec.bpffsDirectory)/nodenet_monitor"))
+            let lease = try #require(
+                try BPFMap<UInt32, nodenet_monitor_lease>.pinned(at: "\(spec.bpffsDirectory)/nodenet_monitor"))
             #expect(try lease.lookup(0)?.deadline_ns == 0)
             #expect(try t.ping(from: 0, "10.0.2.204"))
             let later = try DatapathMonitor(bpffsDirectory: spec.bpffsDirectory)
@@ -342,7 +404,8 @@ extension BPFModeApplyTests {
             let older = current.split(separator: "@").dropLast().joined(separator: "@") + "@0badc0de"
             try BPFPin.move(from: "\(dir)/\(current)", to: "\(dir)/\(older)")
             let upgrade = try t.controller(tcx).apply()
-            #expect(upgrade.changes.map(\.subject) == ["from-netdev on eth0"] && upgrade.changes.first?.action == .update)
+            #expect(
+                upgrade.changes.map(\.subject) == ["from-netdev on eth0"] && upgrade.changes.first?.action == .update)
             #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == links)
             let afterUpgrade = try LabProbe.forwardedDatagrams(in: t.namespace)
             #expect(try t.ping(from: 0, "10.0.2.204"))
@@ -353,8 +416,12 @@ extension BPFModeApplyTests {
             var other = clsact
             other.bpffsDirectory = tcx.bpffsDirectory
             #expect(try t.controller(other).apply().verified)
-            #expect(((try? FileManager.default.contentsOfDirectory(atPath: tcx.bpffsDirectory + "/links")) ?? []).isEmpty)
-            #expect(try node.filters(interfaceIndex: eth0.index, direction: .ingress).compactMap { $0.bpf?.name } == [DatapathProgram.fromNetdev.filterName])
+            #expect(
+                ((try? FileManager.default.contentsOfDirectory(atPath: tcx.bpffsDirectory + "/links")) ?? []).isEmpty)
+            #expect(
+                try node.filters(interfaceIndex: eth0.index, direction: .ingress).compactMap { $0.bpf?.name } == [
+                    DatapathProgram.fromNetdev.filterName
+                ])
             #expect(try t.ping(from: 0, "10.0.2.204"))
             // ... and back: filters removed, links pinned again.
             #expect(try t.controller(tcx).apply().verified)
@@ -389,17 +456,21 @@ extension BPFModeApplyTests {
             _ = try t.controller(spec).apply()
             // Put a map of another layout (value 8 bytes) where the endpoints map is pinned.
             let path = "\(spec.bpffsDirectory)/nodenet_endpoints"
-            try pinMapOfAnotherLayout(at: path, type: BPF_MAP_TYPE_HASH, name: "nodenet_endpoi", keySize: 4, valueSize: 8, maxEntries: 128)
+            try pinMapOfAnotherLayout(
+                at: path, type: BPF_MAP_TYPE_HASH, name: "nodenet_endpoi", keySize: 4, valueSize: 8, maxEntries: 128)
             let plan = try t.controller(spec).plan()
             #expect(plan.changes.first { $0.kind == .datapath }?.subject == "pinned maps nodenet_endpoints")
-            #expect(plan.changes.last { $0.kind == .datapath }?.subject == "pinned maps set aside", "the old map goes last")
+            #expect(
+                plan.changes.last { $0.kind == .datapath }?.subject == "pinned maps set aside", "the old map goes last")
             let report = try t.controller(spec).apply()
             #expect(report.verified, "\(report.mismatches)")
             #expect(try BPFMapShape.pinned(at: path)?.valueSize == UInt32(MemoryLayout<nodenet_endpoint>.size))
             #expect(!FileManager.default.fileExists(atPath: path + "_old"))
             let forwarded = try LabProbe.forwardedDatagrams(in: t.namespace)
             #expect(try t.ping(from: 0, "10.0.2.204"))
-            #expect(try LabProbe.forwardedDatagrams(in: t.namespace) == forwarded, "the new programs use the new, filled map")
+            #expect(
+                try LabProbe.forwardedDatagrams(in: t.namespace) == forwarded,
+                "the new programs use the new, filled map")
             #expect(try t.controller(spec).plan().isEmpty)
         }
     }
@@ -413,7 +484,8 @@ extension BPFModeApplyTests {
             let spec = bpfSpec(t)
             defer { BPFFS.remove(spec.bpffsDirectory) }
             _ = try t.controller(spec).apply()
-            let lease = try #require(try BPFMap<UInt32, nodenet_monitor_lease>.pinned(at: "\(spec.bpffsDirectory)/nodenet_monitor"))
+            let lease = try #require(
+                try BPFMap<UInt32, nodenet_monitor_lease>.pinned(at: "\(spec.bpffsDirectory)/nodenet_monitor"))
             // A live monitor renews while it polls: after 1.5 s of polling the deadline has moved
             // past the first lease by more than one renew period (judged against the start, so a
             // stalled test thread cannot fail it).
@@ -422,11 +494,14 @@ extension BPFModeApplyTests {
                 let monitor = try DatapathMonitor(bpffsDirectory: spec.bpffsDirectory)
                 while BPFClock.nanoseconds() < start + 1_500_000_000 { _ = try monitor.poll(milliseconds: 100) }
                 let deadline = try #require(try lease.lookup(0)).deadline_ns
-                #expect(deadline > start + DatapathMonitor.leaseNanoseconds + DatapathMonitor.renewNanoseconds, "renewed while polling")
+                #expect(
+                    deadline > start + DatapathMonitor.leaseNanoseconds + DatapathMonitor.renewNanoseconds,
+                    "renewed while polling")
             }
             #expect(try lease.lookup(0)?.deadline_ns == 0, "given up on close")
             // What a monitor killed right after renewing leaves behind: a deadline one lease ahead.
-            try lease.update(0, nodenet_monitor_lease(deadline_ns: BPFClock.nanoseconds() + DatapathMonitor.leaseNanoseconds))
+            try lease.update(
+                0, nodenet_monitor_lease(deadline_ns: BPFClock.nanoseconds() + DatapathMonitor.leaseNanoseconds))
             let fd = try BPFRingBuffer.pinnedFD(at: "\(spec.bpffsDirectory)/nodenet_events")
             defer { close(fd) }
             let records = Counter()
@@ -468,15 +543,20 @@ extension BPFModeApplyTests {
             #expect(try BPFProgramInfo(id: info.programID).name == "nodenet_from_ne")
             #expect(try t.controller(spec).plan().isEmpty, "this build's programs, where the pins say: converged")
             #expect(DatapathProgram.buildTags.count == 2, "tags compared too, not only names")
-            #expect(DatapathProgram.buildTags[.fromNetdev] == (try BPFProgramInfo(id: info.programID).tag), "the tag is stable across loads")
+            #expect(
+                DatapathProgram.buildTags[.fromNetdev] == (try BPFProgramInfo(id: info.programID).tag),
+                "the tag is stable across loads")
 
             // Someone swaps the program under our link; the pin name still looks right.
             let stranger = try BPFObject(embedded: "bpf_lxc")
             try stranger.load()
-            try BPFLink.replaceProgram(pinnedAt: "\(dir)/\(netdevPin)", with: try stranger.programFD(named: "nodenet_from_container"))
+            try BPFLink.replaceProgram(
+                pinnedAt: "\(dir)/\(netdevPin)", with: try stranger.programFD(named: "nodenet_from_container"))
             let swapped = try t.controller(spec).plan()
             #expect(swapped.changes.map(\.subject) == ["from-netdev on eth0"], "\(swapped.changes)")
-            #expect(swapped.changes.first?.found?.contains("runs program nodenet_from_co") == true, "\(swapped.changes.first?.found as Any)")
+            #expect(
+                swapped.changes.first?.found?.contains("runs program nodenet_from_co") == true,
+                "\(swapped.changes.first?.found as Any)")
             // Someone detaches the pod's link: it still has its pin, but holds nothing.
             let link = bpf_obj_get("\(dir)/\(lxcPin)")
             try #require(link >= 0)
@@ -484,11 +564,16 @@ extension BPFModeApplyTests {
             close(link)
             #expect(try BPFLink.info(pinnedAt: "\(dir)/\(lxcPin)").isDetached)
             let plan = try t.controller(spec).plan()
-            #expect(plan.changes.map(\.subject) == ["tcx link \(lxcPin)", "from-container on \(lxc0)", "from-netdev on eth0"], "\(plan.changes)")
+            #expect(
+                plan.changes.map(\.subject) == [
+                    "tcx link \(lxcPin)", "from-container on \(lxc0)", "from-netdev on eth0",
+                ], "\(plan.changes)")
 
             let report = try t.controller(spec).apply()
             #expect(report.verified, "\(report.mismatches)")
-            #expect(try BPFProgramInfo(id: try BPFLink.info(pinnedAt: "\(dir)/\(netdevPin)").programID).name == "nodenet_from_ne")
+            #expect(
+                try BPFProgramInfo(id: try BPFLink.info(pinnedAt: "\(dir)/\(netdevPin)").programID).name
+                    == "nodenet_from_ne")
             #expect(try !BPFLink.info(pinnedAt: "\(dir)/\(lxcPin)").isDetached)
             #expect(try t.controller(spec).plan().isEmpty)
             let forwarded = try LabProbe.forwardedDatagrams(in: t.namespace)
@@ -518,7 +603,8 @@ extension BPFModeApplyTests {
             let report = try t.controller(spec).teardown()
             #expect(report.pinsRemoved)
             let left = try FileManager.default.subpathsOfDirectory(atPath: spec.bpffsDirectory).sorted()
-            #expect(left == ["cilium_calls_hostns", "links", "links/someone-elses-link", "tc", "tc/globals_map"], "\(left)")
+            #expect(
+                left == ["cilium_calls_hostns", "links", "links/someone-elses-link", "tc", "tc/globals_map"], "\(left)")
             #expect(try t.controller(spec).teardown().nothingToDo)
         }
     }
@@ -533,26 +619,38 @@ extension BPFModeApplyTests {
             let first = bpfSpec(t, attach: attach)
             var second = first
             second.bpffsDirectory = "/sys/fs/bpf/\(TestNames.unique("bpf2"))"
-            defer { BPFFS.remove(first.bpffsDirectory); BPFFS.remove(second.bpffsDirectory) }
+            defer {
+                BPFFS.remove(first.bpffsDirectory)
+                BPFFS.remove(second.bpffsDirectory)
+            }
             #expect(try t.controller(first).apply().verified)
             let node = try NetlinkSocket(namespace: t.namespace)
             let eth0 = try #require(try node.link(named: "eth0"))
             func netdevProgram() throws -> UInt32? {
-                if attach == .clsact { return try node.filters(interfaceIndex: eth0.index, direction: .ingress).first?.bpf?.programID }
+                if attach == .clsact {
+                    return try node.filters(interfaceIndex: eth0.index, direction: .ingress).first?.bpf?.programID
+                }
                 let dir = second.bpffs.tcxLinkDirectory
-                let pin = try FileManager.default.contentsOfDirectory(atPath: dir).first { $0.hasPrefix("from-netdev@") }
+                let pin = try FileManager.default.contentsOfDirectory(atPath: dir).first {
+                    $0.hasPrefix("from-netdev@")
+                }
                 return try pin.map { try BPFLink.info(pinnedAt: "\(dir)/\($0)").programID }
             }
             let before = attach == .clsact ? try netdevProgram() : nil
 
             let report = try t.controller(second).apply()
             #expect(report.verified, "\(report.mismatches)")
-            #expect(report.changes.last { $0.kind == .datapath }?.subject == "pins in former bpffs directory \(first.bpffsDirectory)")
+            #expect(
+                report.changes.last { $0.kind == .datapath }?.subject
+                    == "pins in former bpffs directory \(first.bpffsDirectory)")
             #expect(!FileManager.default.fileExists(atPath: first.bpffsDirectory), "the former directory is gone")
             #expect(FileManager.default.fileExists(atPath: "\(second.bpffsDirectory)/nodenet_endpoints"))
-            #expect(try netdevProgram() != nil && netdevProgram() != before, "the program was replaced: it uses the new maps")
+            #expect(
+                try netdevProgram() != nil && netdevProgram() != before,
+                "the program was replaced: it uses the new maps")
             if attach == .tcx {
-                let eth0Links = try FileManager.default.contentsOfDirectory(atPath: second.bpffs.tcxLinkDirectory).filter { $0.hasPrefix("from-netdev@") }
+                let eth0Links = try FileManager.default.contentsOfDirectory(atPath: second.bpffs.tcxLinkDirectory)
+                    .filter { $0.hasPrefix("from-netdev@") }
                 #expect(eth0Links.count == 1)
             }
             let ledger = try #require(try Ledger.load(from: t.stateDirectory))
@@ -578,7 +676,9 @@ extension BPFModeApplyTests {
         var result: [String: UInt32] = [:]
         if spec.effectiveAttachMode == .tcx {
             for pin in try FileManager.default.contentsOfDirectory(atPath: spec.bpffs.tcxLinkDirectory) {
-                result[String(pin.split(separator: "@")[1])] = try BPFLink.info(pinnedAt: "\(spec.bpffs.tcxLinkDirectory)/\(pin)").programID
+                result[String(pin.split(separator: "@")[1])] = try BPFLink.info(
+                    pinnedAt: "\(spec.bpffs.tcxLinkDirectory)/\(pin)"
+                ).programID
             }
         } else {
             for device in spec.pods.map(NodeNetNames.endpointDevice(for:)) + ["eth0"] {
@@ -601,22 +701,26 @@ extension BPFModeApplyTests {
             _ = try t.controller(spec).apply()
             // The monitor flag as an older build pinned it: a 4-byte value.
             let path = "\(spec.bpffsDirectory)/nodenet_monitor"
-            try pinMapOfAnotherLayout(at: path, type: BPF_MAP_TYPE_ARRAY, name: "nodenet_monito", keySize: 4, valueSize: 4, maxEntries: 1)
+            try pinMapOfAnotherLayout(
+                at: path, type: BPF_MAP_TYPE_ARRAY, name: "nodenet_monito", keySize: 4, valueSize: 4, maxEntries: 1)
             let before = try attachedPrograms(t, spec)
             #expect(before.count == 3)
 
             var bad = spec
-            bad.nodes.append(RemoteNode(name: "faraway", address: IPAddress("192.168.77.7")!, podCIDR: IPPrefix("10.0.9.0/24")!))
+            bad.nodes.append(
+                RemoteNode(name: "faraway", address: IPAddress("192.168.77.7")!, podCIDR: IPPrefix("10.0.9.0/24")!))
             let failure = #expect(throws: ApplyFailure.self) { try t.controller(bad).apply() }
             #expect(failure?.change.subject == "route 10.0.9.0/24")
             #expect(failure?.rollback.complete == true, "\(failure?.rollback as Any)")
             #expect(try attachedPrograms(t, spec) == before, "every device runs its previous program again")
             #expect(try BPFMapShape.pinned(at: path)?.valueSize == 4, "the set-aside map is back")
             #expect(!FileManager.default.fileExists(atPath: path + "_old"))
-            #expect(try DatapathObjects.pinnedEntries(spec.bpffs).count == 2, "the live endpoints map keeps its entries")
+            #expect(
+                try DatapathObjects.pinnedEntries(spec.bpffs).count == 2, "the live endpoints map keeps its entries")
             let forwarded = try LabProbe.forwardedDatagrams(in: t.namespace)
             #expect(try t.ping(from: 0, "10.0.2.204"))
-            #expect(try LabProbe.forwardedDatagrams(in: t.namespace) == forwarded, "the previous programs still redirect")
+            #expect(
+                try LabProbe.forwardedDatagrams(in: t.namespace) == forwarded, "the previous programs still redirect")
 
             // The good spec migrates the monitor map; the monitor works on the new layout.
             let report = try t.controller(spec).apply()
@@ -633,7 +737,8 @@ extension BPFModeApplyTests {
         try await TestNode.with(pods: 1) { t in
             var bad = bpfSpec(t, attach: .clsact)
             defer { BPFFS.remove(bad.bpffsDirectory) }
-            bad.nodes.append(RemoteNode(name: "faraway", address: IPAddress("192.168.77.7")!, podCIDR: IPPrefix("10.0.9.0/24")!))
+            bad.nodes.append(
+                RemoteNode(name: "faraway", address: IPAddress("192.168.77.7")!, podCIDR: IPPrefix("10.0.9.0/24")!))
             let node = try NetlinkSocket(namespace: t.namespace)
             let eth0 = try #require(try node.link(named: "eth0"))
             let before = try TestNode.snapshot(t.namespace)

@@ -1,15 +1,17 @@
+import BPF
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @testable import NodeNet
 @testable import NodeNetLab
-import BPF
 
 /// The lab, through the library and through the nodenetd CLI. Skipped without root.
 @Suite(.serialized, .enabled(if: Privileges.canManageNamespaces, Comment(rawValue: Privileges.skipReason)))
 struct LabIntegrationTests {
-    static var nodenetd: URL { URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("nodenetd") }
+    static var nodenetd: URL {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("nodenetd")
+    }
 
     /// Short, unique lab names (at most 12 characters).
     static func labName(_ tag: String) -> String { "t\(tag)\(getpid() % 100000)" }
@@ -17,13 +19,19 @@ struct LabIntegrationTests {
     /// What a lab can leave on the machine: namespaces, cgroup/bpffs/run directories, processes.
     static func traces(of lab: String) -> [String] {
         var t = NetworkNamespace.list().filter { $0.hasPrefix("nnl-\(lab)-") }
-        for dir in [CgroupV2.root.map { "\($0)/nodenet-lab/\(lab)" }, "\(BPFFS.root)/nodenet-lab/\(lab)", "/run/nodenet/lab/\(lab)"].compactMap({ $0 })
+        for dir in [
+            CgroupV2.root.map { "\($0)/nodenet-lab/\(lab)" }, "\(BPFFS.root)/nodenet-lab/\(lab)",
+            "/run/nodenet/lab/\(lab)",
+        ].compactMap({ $0 })
         where FileManager.default.fileExists(atPath: dir) {
             t.append(dir)
         }
         let procs = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         for pid in procs where Int(pid) != nil {
-            let cmd = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))).map { String(decoding: $0, as: UTF8.self) } ?? ""
+            let cmd =
+                (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))).map {
+                    String(decoding: $0, as: UTF8.self)
+                } ?? ""
             if cmd.contains("lab\0serve\0--name\0\(lab)\0") { t.append("process \(pid)") }
         }
         return t
@@ -45,9 +53,14 @@ struct LabIntegrationTests {
         #expect(status.status == 0 && status.output.contains("\"serving :80/tcp :53/udp\""))
         let exec = try Self.cli(["lab", "exec", "--name", lab, "net", "--", "ping", "-c", "1", "-w", "5", "10.0.0.142"])
         #expect(exec.status == 0, "\(exec.output)")
-        #expect(try Self.cli(["lab", "exec", "--name", lab, "net", "--", "false"]).status == 1, "exec returns the command's status")
+        #expect(
+            try Self.cli(["lab", "exec", "--name", lab, "net", "--", "false"]).status == 1,
+            "exec returns the command's status")
         let spec = try Self.cli(["lab", "spec", "worker2", "--name", lab])
-        #expect(try NodeSpec.load(Data(spec.output.utf8)).pods.map(\.name).sorted() == ["cilium-with-replacement-w2", "net"])
+        #expect(
+            try NodeSpec.load(Data(spec.output.utf8)).pods.map(\.name).sorted() == [
+                "cilium-with-replacement-w2", "net",
+            ])
         let down = try Self.cli(["lab", "down", "--name", lab])
         #expect(down.status == 0)
         #expect(Self.traces(of: lab) == [])
@@ -67,7 +80,9 @@ struct LabIntegrationTests {
         try process.run()
         // Kill it once it has built part of the lab.
         let deadline = Date().addingTimeInterval(10)
-        while Date() < deadline, NetworkNamespace.list().filter({ $0.hasPrefix("nnl-\(lab)-") }).count < 4 { usleep(1000) }
+        while Date() < deadline, NetworkNamespace.list().filter({ $0.hasPrefix("nnl-\(lab)-") }).count < 4 {
+            usleep(1000)
+        }
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
         #expect(!Self.traces(of: lab).isEmpty, "the crash left a half-built lab")
@@ -78,7 +93,8 @@ struct LabIntegrationTests {
     }
 
     @Test func twoLabsSideBySide() throws {
-        let a = Self.labName("a"), b = Self.labName("b")
+        let a = Self.labName("a")
+        let b = Self.labName("b")
         defer {
             Lab.down(name: a)
             Lab.down(name: b)
@@ -87,7 +103,9 @@ struct LabIntegrationTests {
         try Lab(cluster: .seed(name: b)).up()
         for lab in [a, b] {
             let c = LabCluster.seed(name: lab)
-            let server = try PodServer(name: "cilium-with-replacement-w1", ip: IPAddress("10.0.1.15")!, namespace: .named(c.namespace(ofPod: "cilium-with-replacement-w1")))
+            let server = try PodServer(
+                name: "cilium-with-replacement-w1", ip: IPAddress("10.0.1.15")!,
+                namespace: .named(c.namespace(ofPod: "cilium-with-replacement-w1")))
             server.start()
             defer { server.stop() }
             let r = try LabProbe.httpGet(from: .named(c.namespace(ofPod: "net")), to: IPAddress("10.0.1.15")!)
@@ -114,15 +132,21 @@ struct LabIntegrationTests {
         let cluster = try LabCluster.load(Data(file.utf8))
         try Lab(cluster: cluster).up()
         let pods = cluster.nodes.flatMap(\.pods)
-        let servers = try pods.map { try PodServer(name: $0.name, ip: $0.ip, namespace: .named(cluster.namespace(ofPod: $0.name))) }
+        let servers = try pods.map {
+            try PodServer(name: $0.name, ip: $0.ip, namespace: .named(cluster.namespace(ofPod: $0.name)))
+        }
         servers.forEach { $0.start() }
         defer { servers.forEach { $0.stop() } }
         var failures: [String] = []
         for from in pods {
             for to in pods where to.name != from.name {
                 do {
-                    let r = try LabProbe.httpGet(from: .named(cluster.namespace(ofPod: from.name)), to: to.ip, timeout: 2)
-                    if r.body != "PodName: \(to.name) | PodIP: eth0 \(to.ip)/32\n" || !r.local.hasPrefix("\(from.ip):") { failures.append("\(from.name)->\(to.name): \(r.body)") }
+                    let r = try LabProbe.httpGet(
+                        from: .named(cluster.namespace(ofPod: from.name)), to: to.ip, timeout: 2)
+                    if r.body != "PodName: \(to.name) | PodIP: eth0 \(to.ip)/32\n" || !r.local.hasPrefix("\(from.ip):")
+                    {
+                        failures.append("\(from.name)->\(to.name): \(r.body)")
+                    }
                 } catch {
                     failures.append("\(from.name)->\(to.name): \(error)")
                 }
@@ -130,7 +154,10 @@ struct LabIntegrationTests {
         }
         #expect(failures == [], "all 56 pod pairs")
         // UDP too, across nodes.
-        #expect(try LabProbe.udpEcho(from: .named(cluster.namespace(ofPod: "a1")), to: IPAddress("10.1.4.11")!, payload: "hello") == "PodName: d2 | hello")
+        #expect(
+            try LabProbe.udpEcho(
+                from: .named(cluster.namespace(ofPod: "a1")), to: IPAddress("10.1.4.11")!, payload: "hello")
+                == "PodName: d2 | hello")
     }
 
     @Test func namesThatCouldEscapeAreRefused() {
@@ -143,13 +170,17 @@ struct LabIntegrationTests {
 
     @Test func badClusterFilesAreRejectedWithPaths() {
         let error = #expect(throws: SpecError.self) {
-            try LabCluster.load(Data(#"{ "name": "Bad_Name", "nodes": [ { "name": "n1", "address": "10.9.0.1", "podCIDR": "10.1.1.0/24", "pods": [ { "name": "a", "ip": "x" } ] } ] }"#.utf8))
+            try LabCluster.load(
+                Data(
+                    #"{ "name": "Bad_Name", "nodes": [ { "name": "n1", "address": "10.9.0.1", "podCIDR": "10.1.1.0/24", "pods": [ { "name": "a", "ip": "x" } ] } ] }"#
+                        .utf8))
         }
-        #expect(error?.problems.map(\.description) == [
-            "nodes[0].pods[0].ip: \"x\" is not an IPv4 address",
-            "name: \"Bad_Name\" must be 1-12 characters of a-z and 0-9",
-            "nodes[0].address: 10.9.0.1 is outside the fabric 172.18.0.0/16",
-        ])
+        #expect(
+            error?.problems.map(\.description) == [
+                "nodes[0].pods[0].ip: \"x\" is not an IPv4 address",
+                "name: \"Bad_Name\" must be 1-12 characters of a-z and 0-9",
+                "nodes[0].address: 10.9.0.1 is outside the fabric 172.18.0.0/16",
+            ])
     }
 }
 
@@ -164,21 +195,30 @@ extension LabIntegrationTests {
         var cluster = LabCluster.seed(name: lab)
         cluster.datapathMode = mode
         try Lab(cluster: cluster).up()
-        let server = try PodServer(name: "cilium-with-replacement-w1", ip: IPAddress("10.0.1.15")!, namespace: .named(cluster.namespace(ofPod: "cilium-with-replacement-w1")))
+        let server = try PodServer(
+            name: "cilium-with-replacement-w1", ip: IPAddress("10.0.1.15")!,
+            namespace: .named(cluster.namespace(ofPod: "cilium-with-replacement-w1")))
         server.start()
         defer { server.stop() }
         let nodes = ["worker2", "worker"].map { NamespaceReference.named(cluster.namespace(ofNode: $0)) }
         let before = try nodes.map { try LabProbe.forwardedDatagrams(in: $0) }
         let taps = try nodes.map { try FrameTap(device: "cilium_host", in: $0) }
-        let ping = try runTool(["ip", "netns", "exec", cluster.namespace(ofPod: "net"), "ping", "-c", "3", "-i", "0.2", "-W", "2", "-w", "10", "10.0.1.15"])
+        let ping = try runTool([
+            "ip", "netns", "exec", cluster.namespace(ofPod: "net"), "ping", "-c", "3", "-i", "0.2", "-W", "2", "-w",
+            "10", "10.0.1.15",
+        ])
         #expect(ping.output.contains("3 received") && ping.output.contains("ttl=62"), "\(ping.output)")
         let http = try LabProbe.httpGet(from: .named(cluster.namespace(ofPod: "net")), to: IPAddress("10.0.1.15")!)
-        #expect(http.body == "PodName: cilium-with-replacement-w1 | PodIP: eth0 10.0.1.15/32\n" && http.local.hasPrefix("10.0.2.32:"))
+        #expect(
+            http.body == "PodName: cilium-with-replacement-w1 | PodIP: eth0 10.0.1.15/32\n"
+                && http.local.hasPrefix("10.0.2.32:"))
         let after = try nodes.map { try LabProbe.forwardedDatagrams(in: $0) }
         if mode == .bpf {
             #expect(after == before, "neither node's IP stack forwarded pod traffic")
             let progs = try runTool(["bpftool", "prog", "show"])
-            #expect(progs.output.contains("nodenet_from_co") && progs.output.contains("nodenet_from_ne"), "bpftool shows the programs by name")
+            #expect(
+                progs.output.contains("nodenet_from_co") && progs.output.contains("nodenet_from_ne"),
+                "bpftool shows the programs by name")
         } else {
             #expect(zip(after, before).allSatisfy { $0 > $1 }, "kernel mode forwards in both nodes' IP stacks")
         }

@@ -5,7 +5,9 @@ import Testing
 /// The planner, from hand-built observed states to the expected operations and order.
 @Suite struct PlannerTests {
     static let spec = NodeSpec(
-        node: LocalNode(name: "worker2", device: "eth0", address: IPAddress("172.18.0.2")!, podCIDR: IPPrefix("10.0.2.0/24")!, routerIP: IPAddress("10.0.2.184")),
+        node: LocalNode(
+            name: "worker2", device: "eth0", address: IPAddress("172.18.0.2")!, podCIDR: IPPrefix("10.0.2.0/24")!,
+            routerIP: IPAddress("10.0.2.184")),
         pods: [PodSpec(name: "net", netns: "pod-net", ip: IPAddress("10.0.2.32")!)],
         nodes: [RemoteNode(name: "worker", address: IPAddress("172.18.0.3")!, podCIDR: IPPrefix("10.0.1.0/24")!)])
     static let desired = DesiredState(spec: spec, deviceMTU: 1500)
@@ -18,8 +20,12 @@ import Testing
     /// A node with only lo and eth0, and an empty pod namespace.
     static var empty: ObservedState {
         ObservedState(
-            node: ObservedNamespace(links: [lo, eth0], addresses: [], ownedRoutes: []), sysctls: ["net.ipv4.ip_forward": "0"],
-            pods: ["pod-net": ObservedNamespace(links: [Link(index: 1, name: "lo", flags: [.loopback], mtu: 65536)], addresses: [], ownedRoutes: [])])
+            node: ObservedNamespace(links: [lo, eth0], addresses: [], ownedRoutes: []),
+            sysctls: ["net.ipv4.ip_forward": "0"],
+            pods: [
+                "pod-net": ObservedNamespace(
+                    links: [Link(index: 1, name: "lo", flags: [.loopback], mtu: 65536)], addresses: [], ownedRoutes: [])
+            ])
     }
 
     /// The same node after a successful apply.
@@ -37,14 +43,20 @@ import Testing
         return ObservedState(
             node: ObservedNamespace(
                 links: [lo, eth0, host, net, hostEnd],
-                addresses: [InterfaceAddress(interfaceIndex: 5, prefix: IPPrefix("10.0.2.184/32")!, scope: .link)], ownedRoutes: routes),
+                addresses: [InterfaceAddress(interfaceIndex: 5, prefix: IPPrefix("10.0.2.184/32")!, scope: .link)],
+                ownedRoutes: routes),
             sysctls: sysctls,
-            pods: ["pod-net": ObservedNamespace(
-                links: [Link(index: 1, name: "lo", flags: [.up, .loopback], mtu: 65536), podEnd],
-                addresses: [InterfaceAddress(interfaceIndex: 2, prefix: IPPrefix("10.0.2.32/32")!)], ownedRoutes: podRoutes)])
+            pods: [
+                "pod-net": ObservedNamespace(
+                    links: [Link(index: 1, name: "lo", flags: [.up, .loopback], mtu: 65536), podEnd],
+                    addresses: [InterfaceAddress(interfaceIndex: 2, prefix: IPPrefix("10.0.2.32/32")!)],
+                    ownedRoutes: podRoutes)
+            ])
     }
 
-    func plan(_ observed: ObservedState, ledger: Ledger? = nil, desired: DesiredState = PlannerTests.desired) -> Planner.Plan {
+    func plan(
+        _ observed: ObservedState, ledger: Ledger? = nil, desired: DesiredState = PlannerTests.desired
+    ) -> Planner.Plan {
         Planner.plan(desired: desired, observed: observed, ledger: ledger, nativeDevice: "eth0")
     }
 
@@ -53,20 +65,28 @@ import Testing
         #expect(p.conflicts.isEmpty)
         let lines = p.changes.map { "\($0.action.rawValue) \($0.subject) [\($0.namespace)]" }
         let lxc = Self.lxc
-        let sysctlsFor: (String) -> [String] = { d in ["forwarding", "rp_filter", "accept_local", "send_redirects"].map { "create sysctl net/ipv4/conf/\(d)/\($0) [node]" } }
-        let expected = [
-            "create link cilium_host [node]", "update link cilium_net [node]", "create address 10.0.2.184/32 on cilium_host [node]",
-            "update sysctl net.ipv4.ip_forward [node]",
-        ] + sysctlsFor("cilium_host") + sysctlsFor("cilium_net") + [
-            "create route 10.0.2.184/32 [node]", "create route 10.0.2.0/24 [node]",
-            "create endpoint default/net [node]",
-            "update link eth0 [pod pod-net]", "create address 10.0.2.32/32 on eth0 [pod pod-net]",
-            "create route 10.0.2.184/32 [pod pod-net]", "create route default [pod pod-net]",
-        ] + sysctlsFor(lxc) + ["create route 10.0.2.32/32 [node]", "create route 10.0.1.0/24 [node]"]
+        let sysctlsFor: (String) -> [String] = { d in
+            ["forwarding", "rp_filter", "accept_local", "send_redirects"].map {
+                "create sysctl net/ipv4/conf/\(d)/\($0) [node]"
+            }
+        }
+        let expected =
+            [
+                "create link cilium_host [node]", "update link cilium_net [node]",
+                "create address 10.0.2.184/32 on cilium_host [node]",
+                "update sysctl net.ipv4.ip_forward [node]",
+            ] + sysctlsFor("cilium_host") + sysctlsFor("cilium_net") + [
+                "create route 10.0.2.184/32 [node]", "create route 10.0.2.0/24 [node]",
+                "create endpoint default/net [node]",
+                "update link eth0 [pod pod-net]", "create address 10.0.2.32/32 on eth0 [pod pod-net]",
+                "create route 10.0.2.184/32 [pod pod-net]", "create route default [pod pod-net]",
+            ] + sysctlsFor(lxc) + ["create route 10.0.2.32/32 [node]", "create route 10.0.1.0/24 [node]"]
         #expect(lines == expected)
         // Routes name their devices; the pod's default route carries the MTU.
         #expect(p.changes.first { $0.subject == "route default" }?.wanted == "default via 10.0.2.184 dev eth0 mtu 1500")
-        #expect(p.changes.first { $0.subject == "route 10.0.2.0/24" }?.wanted == "10.0.2.0/24 via 10.0.2.184 dev cilium_host src 10.0.2.184")
+        #expect(
+            p.changes.first { $0.subject == "route 10.0.2.0/24" }?.wanted
+                == "10.0.2.0/24 via 10.0.2.184 dev cilium_host src 10.0.2.184")
     }
 
     @Test func aConvergedNodeNeedsNothing() {
@@ -86,33 +106,54 @@ import Testing
         let route = p.changes.first { $0.kind == .route }
         #expect(route?.action == .update)
         #expect(route?.found == "10.0.1.0/24 via 172.18.0.9 dev eth0")
-        if case .netlink(.putRoute(_, _, let previous))? = route?.change { #expect(previous?.gateway == IPAddress("172.18.0.9")) } else { Issue.record("not a route change") }
-        #expect(p.changes.first { $0.kind == .sysctl }?.mismatch == "sysctl net/ipv4/conf/cilium_host/rp_filter [node]: wanted 0, found 1")
+        if case .netlink(.putRoute(_, _, let previous))? = route?.change {
+            #expect(previous?.gateway == IPAddress("172.18.0.9"))
+        } else {
+            Issue.record("not a route change")
+        }
+        #expect(
+            p.changes.first { $0.kind == .sysctl }?.mismatch
+                == "sysctl net/ipv4/conf/cilium_host/rp_filter [node]: wanted 0, found 1")
     }
 
     @Test func removalsComeLastRoutesBeforeLinks() {
         var observed = Self.converged
         // An endpoint and a remote node that left the spec.
-        observed.node.links["lxc0123456789ab"] = Link(index: 9, name: "lxc0123456789ab", kind: "veth", flags: Self.up, peerIndex: 2)
-        observed.node.ownedRoutes.append(RouteIntent(destination: IPPrefix("10.0.2.77/32")!, device: "lxc0123456789ab", scope: .link).route(interfaceIndex: 9))
-        observed.node.ownedRoutes.append(RouteIntent(destination: IPPrefix("10.0.0.0/24")!, gateway: IPAddress("172.18.0.4"), device: "eth0").route(interfaceIndex: 2))
+        observed.node.links["lxc0123456789ab"] = Link(
+            index: 9, name: "lxc0123456789ab", kind: "veth", flags: Self.up, peerIndex: 2)
+        observed.node.ownedRoutes.append(
+            RouteIntent(destination: IPPrefix("10.0.2.77/32")!, device: "lxc0123456789ab", scope: .link).route(
+                interfaceIndex: 9))
+        observed.node.ownedRoutes.append(
+            RouteIntent(destination: IPPrefix("10.0.0.0/24")!, gateway: IPAddress("172.18.0.4"), device: "eth0").route(
+                interfaceIndex: 2))
         var ledger = Ledger(node: "worker2")
-        ledger.endpoints = [Ledger.Endpoint(pod: "default/old", hostDevice: "lxc0123456789ab", netns: "pod-old", ip: "10.0.2.77")]
+        ledger.endpoints = [
+            Ledger.Endpoint(pod: "default/old", hostDevice: "lxc0123456789ab", netns: "pod-old", ip: "10.0.2.77")
+        ]
         let p = plan(observed, ledger: ledger)
-        #expect(p.changes.map { "\($0.action.rawValue) \($0.subject)" } == [
-            "delete route 10.0.2.77/32", "delete route 10.0.0.0/24", "delete endpoint default/old",
-        ])
+        #expect(
+            p.changes.map { "\($0.action.rawValue) \($0.subject)" } == [
+                "delete route 10.0.2.77/32", "delete route 10.0.0.0/24", "delete endpoint default/old",
+            ])
     }
 
     @Test func aLeavingPodsMapEntryGoesBeforeItsLxc() {
         var observed = Self.converged
-        observed.node.links["lxc0123456789ab"] = Link(index: 9, name: "lxc0123456789ab", kind: "veth", flags: Self.up, peerIndex: 2)
-        observed.endpointEntries[IPAddress("10.0.2.77")!] = EndpointEntry(ifindex: 9, hostMAC: MACAddress("02:00:00:00:00:09")!, podMAC: MACAddress("02:00:00:00:01:09")!)
+        observed.node.links["lxc0123456789ab"] = Link(
+            index: 9, name: "lxc0123456789ab", kind: "veth", flags: Self.up, peerIndex: 2)
+        observed.endpointEntries[IPAddress("10.0.2.77")!] = EndpointEntry(
+            ifindex: 9, hostMAC: MACAddress("02:00:00:00:00:09")!, podMAC: MACAddress("02:00:00:00:01:09")!)
         var ledger = Ledger(node: "worker2")
-        ledger.endpoints = [Ledger.Endpoint(pod: "default/old", hostDevice: "lxc0123456789ab", netns: "pod-old", ip: "10.0.2.77")]
-        let p = Planner.plan(desired: Self.desired, observed: observed, ledger: ledger, nativeDevice: "eth0", datapath: .bpf, attachMode: .clsact)
+        ledger.endpoints = [
+            Ledger.Endpoint(pod: "default/old", hostDevice: "lxc0123456789ab", netns: "pod-old", ip: "10.0.2.77")
+        ]
+        let p = Planner.plan(
+            desired: Self.desired, observed: observed, ledger: ledger, nativeDevice: "eth0", datapath: .bpf,
+            attachMode: .clsact)
         let subjects = p.changes.map(\.subject)
-        let entry = subjects.firstIndex(of: "endpoint map entry 10.0.2.77"), link = subjects.firstIndex(of: "endpoint default/old")
+        let entry = subjects.firstIndex(of: "endpoint map entry 10.0.2.77")
+        let link = subjects.firstIndex(of: "endpoint default/old")
         #expect(entry != nil && link != nil && entry! < link!, "\(subjects)")
     }
 
@@ -124,7 +165,8 @@ import Testing
 
     @Test func aForeignEth0InThePodIsAConflict() {
         var observed = Self.empty
-        observed.pods["pod-net"]!.links["eth0"] = Link(index: 3, name: "eth0", kind: "veth", flags: Self.up, peerIndex: 40)
+        observed.pods["pod-net"]!.links["eth0"] = Link(
+            index: 3, name: "eth0", kind: "veth", flags: Self.up, peerIndex: 40)
         let p = plan(observed)
         #expect(p.conflicts == ["pod default/net: pod-net already has an eth0 that is not nodenet's"])
     }
@@ -149,9 +191,10 @@ import Testing
         observed.pods = [:]
         observed.podErrors = ["pod-net": "gone"]
         let p = plan(observed)
-        #expect(p.conflicts == [
-            "native device eth0 does not exist in the node's namespace",
-            "pod default/net: network namespace pod-net cannot be read: gone",
-        ])
+        #expect(
+            p.conflicts == [
+                "native device eth0 does not exist in the node's namespace",
+                "pod default/net: network namespace pod-net cannot be read: gone",
+            ])
     }
 }

@@ -1,9 +1,9 @@
 import BPF
-import CNodeNetBPF
 import CBPF
+import CNodeNetBPF
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @testable import NodeNet
 @testable import NodeNetLab
@@ -19,13 +19,15 @@ struct ServiceLabTests {
         name: "kube-system/dns", type: .nodePort, clusterIP: IPAddress("10.96.0.10")!,
         ports: [ServicePort(name: "dns", protocol: .udp, port: 53, targetPort: 53, nodePort: 30053)],
         backends: ["10.0.1.15", "10.0.2.204", "10.0.0.142"].map { ServiceBackend(ip: IPAddress($0)!) })
-    static let servers = ["cilium-with-replacement-cp", "cilium-with-replacement-w1", "cilium-with-replacement-w2"].map { "PodName: \($0)" }
+    static let servers = ["cilium-with-replacement-cp", "cilium-with-replacement-w1", "cilium-with-replacement-w2"].map
+    { "PodName: \($0)" }
 
     typealias Probe = LabProbeReport
 
     /// Brings the lab up through the CLI (pod servers in the nodes' cgroups).
     static func up(_ cluster: LabCluster) throws {
-        try #require(FileManager.default.isExecutableFile(atPath: LabIntegrationTests.nodenetd.path), "build nodenetd first")
+        try #require(
+            FileManager.default.isExecutableFile(atPath: LabIntegrationTests.nodenetd.path), "build nodenetd first")
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("\(cluster.name).json")
         try cluster.jsonData().write(to: file)
         defer { try? FileManager.default.removeItem(at: file) }
@@ -39,8 +41,14 @@ struct ServiceLabTests {
         return c
     }
 
-    static func probe(_ lab: String, _ from: String, _ destination: String, udp: Bool = false, v4Mapped: Bool = false, count: Int = 1, timeout: Int = 2, size: Int? = nil) throws -> Probe {
-        var args = ["lab", "probe", "--name", lab, from, destination, "--count", "\(count)", "--timeout", "\(timeout)", "--json"]
+    static func probe(
+        _ lab: String, _ from: String, _ destination: String, udp: Bool = false, v4Mapped: Bool = false, count: Int = 1,
+        timeout: Int = 2, size: Int? = nil
+    ) throws -> Probe {
+        var args = [
+            "lab", "probe", "--name", lab, from, destination, "--count", "\(count)", "--timeout", "\(timeout)",
+            "--json",
+        ]
         if udp { args.append("--udp") }
         if let size { args += ["--size", "\(size)"] }
         if v4Mapped { args.append("--v4-mapped") }
@@ -52,13 +60,16 @@ struct ServiceLabTests {
     }
 
     static func services(_ cluster: LabCluster, node: String) throws -> [ServiceStatus] {
-        try NodeController(spec: cluster.spec(forNode: node)!, namespace: .named(cluster.namespace(ofNode: node))).services()
+        try NodeController(spec: cluster.spec(forNode: node)!, namespace: .named(cluster.namespace(ofNode: node)))
+            .services()
     }
 
     /// Updates the services of every node of a lab that is up (as the agent would on a spec change).
     static func apply(_ cluster: LabCluster) throws {
         for node in cluster.nodes {
-            let report = try NodeController(spec: cluster.spec(forNode: node.name)!, namespace: .named(cluster.namespace(ofNode: node.name))).apply()
+            let report = try NodeController(
+                spec: cluster.spec(forNode: node.name)!, namespace: .named(cluster.namespace(ofNode: node.name))
+            ).apply()
             try #require(report.verified, "\(report.mismatches)")
         }
     }
@@ -73,22 +84,30 @@ struct ServiceLabTests {
         let capture = try FrameCapture(namespace: .named(cluster.namespace(ofPod: "net")), device: "eth0")
         let clusterIP = try Self.probe(lab, "net", "10.96.18.68:80", count: 300)
         #expect(clusterIP.failures == 0)
-        for server in Self.servers { #expect(clusterIP.answers[server, default: 0] >= 45, "each backend gets at least 15 %: \(clusterIP.answers)") }
+        for server in Self.servers {
+            #expect(
+                clusterIP.answers[server, default: 0] >= 45, "each backend gets at least 15 %: \(clusterIP.answers)")
+        }
         #expect(clusterIP.requests.allSatisfy { $0.peer == "10.96.18.68:80" }, "getpeername shows the service address")
         let nodePort = try Self.probe(lab, "net", "172.18.0.2:32000", count: 30)
         let otherNodePort = try Self.probe(lab, "net", "172.18.0.3:32000", count: 30)
         #expect(nodePort.failures == 0 && otherNodePort.failures == 0)
         #expect(nodePort.requests.allSatisfy { $0.peer == "172.18.0.2:32000" })
         let frames = capture.drain().compactMap(CapturedIPv4.init)
-        #expect(frames.contains { $0.destination == "10.0.1.15" && $0.destinationPort == 80 }, "the capture saw the backends")
+        #expect(
+            frames.contains { $0.destination == "10.0.1.15" && $0.destinationPort == 80 },
+            "the capture saw the backends")
         let leaked = frames.filter {
-            $0.source == "10.96.18.68" || $0.destination == "10.96.18.68" || $0.sourcePort == 32000 || $0.destinationPort == 32000
+            $0.source == "10.96.18.68" || $0.destination == "10.96.18.68" || $0.sourcePort == 32000
+                || $0.destinationPort == 32000
         }
         #expect(leaked.isEmpty, "no frame carries a service address: \(leaked.prefix(3))")
 
         // A dual-stack (IPv6) socket connecting to the v4-mapped ClusterIP is translated too.
         let mapped = try Self.probe(lab, "net", "10.96.18.68:80", v4Mapped: true, count: 60)
-        #expect(mapped.failures == 0 && mapped.answers.count == 3 && mapped.requests.allSatisfy { $0.peer == "10.96.18.68:80" }, "\(mapped.answers)")
+        #expect(
+            mapped.failures == 0 && mapped.answers.count == 3
+                && mapped.requests.allSatisfy { $0.peer == "10.96.18.68:80" }, "\(mapped.answers)")
 
         // From the nodes themselves, to a ClusterIP and to another node's NodePort.
         #expect(try Self.probe(lab, "worker2", "10.96.18.68:80", count: 30).failures == 0)
@@ -110,27 +129,44 @@ struct ServiceLabTests {
         // `service list`: the seed's frontends, ids stable across a re-apply and a new reader.
         let rows = try Self.services(cluster, node: "worker2")
         let byFrontend = Dictionary(rows.map { ("\($0.frontend)/\($0.protocol)", $0) }, uniquingKeysWith: { a, _ in a })
-        #expect(byFrontend["10.96.18.68:80/TCP"]?.type == "ClusterIP" && byFrontend["10.96.18.68:80/TCP"]?.backends.count == 3)
-        #expect(byFrontend["172.18.0.2:32000/TCP"]?.type == "NodePort" && byFrontend["0.0.0.0:32000/TCP"]?.type == "NodePort")
+        #expect(
+            byFrontend["10.96.18.68:80/TCP"]?.type == "ClusterIP"
+                && byFrontend["10.96.18.68:80/TCP"]?.backends.count == 3)
+        #expect(
+            byFrontend["172.18.0.2:32000/TCP"]?.type == "NodePort"
+                && byFrontend["0.0.0.0:32000/TCP"]?.type == "NodePort")
         #expect(byFrontend["10.96.0.10:53/UDP"]?.backends.map(\.protocol) == ["UDP", "UDP", "UDP"])
         #expect(rows.allSatisfy { $0.state == "ok" && $0.service != nil })
         let cli = try LabIntegrationTests.cli(["service", "list", "--netns", ns, try Self.specFile(cluster, "worker2")])
-        #expect(cli.output.contains("10.96.18.68:80/TCP") && cli.output.contains("1 => 10.0.1.15:80/TCP (active)"), "\(cli.output)")
+        #expect(
+            cli.output.contains("10.96.18.68:80/TCP") && cli.output.contains("1 => 10.0.1.15:80/TCP (active)"),
+            "\(cli.output)")
         var more = cluster
-        more.services.append(ServiceSpec(name: "default/extra", type: .clusterIP, clusterIP: IPAddress("10.96.7.7")!,
-                                         ports: [ServicePort(port: 8080, targetPort: 80)], backends: [ServiceBackend(ip: IPAddress("10.0.2.32")!)]))
+        more.services.append(
+            ServiceSpec(
+                name: "default/extra", type: .clusterIP, clusterIP: IPAddress("10.96.7.7")!,
+                ports: [ServicePort(port: 8080, targetPort: 80)],
+                backends: [ServiceBackend(ip: IPAddress("10.0.2.32")!)]))
         try Self.apply(more)
         let after = try Self.services(more, node: "worker2")
-        for row in rows { #expect(after.first { $0.frontend == row.frontend && $0.protocol == row.protocol }?.id == row.id, "id of \(row.frontend) kept") }
+        for row in rows {
+            #expect(
+                after.first { $0.frontend == row.frontend && $0.protocol == row.protocol }?.id == row.id,
+                "id of \(row.frontend) kept")
+        }
         #expect(try Self.probe(lab, "net", "10.96.7.7:8080").answers.keys.first == "PodName: net")
 
         // The programs are on the node's cgroup (bpftool shows them by name); teardown takes them off.
         let cgroup = try #require(cluster.cgroupPath(ofNode: "worker2"))
         let attached = try runTool(["bpftool", "cgroup", "show", cgroup])
-        for hook in ["connect4", "sendmsg4", "recvmsg4", "getpeername4", "connect6", "sendmsg6", "recvmsg6", "getpeername6"] { #expect(attached.output.contains("nodenet_sock_\(hook)"), "\(attached.output)") }
+        for hook in [
+            "connect4", "sendmsg4", "recvmsg4", "getpeername4", "connect6", "sendmsg6", "recvmsg6", "getpeername6",
+        ] { #expect(attached.output.contains("nodenet_sock_\(hook)"), "\(attached.output)") }
         let down = try NodeController(spec: more.spec(forNode: "worker2")!, namespace: .named(ns)).teardown()
         #expect(down.pinsRemoved)
-        #expect(!(try runTool(["bpftool", "cgroup", "show", cgroup]).output.contains("nodenet_sock")), "teardown detached socket LB")
+        #expect(
+            !(try runTool(["bpftool", "cgroup", "show", cgroup]).output.contains("nodenet_sock")),
+            "teardown detached socket LB")
     }
 
     static func specFile(_ cluster: LabCluster, _ node: String) throws -> String {
@@ -148,23 +184,36 @@ struct ServiceLabTests {
             let tcp = try Self.probe(cluster.name, "external", "\(node.address):32000", count: 40)
             #expect(tcp.failures == 0, "\(node.name): \(tcp.requests.compactMap(\.error).prefix(2))")
             let local = "PodName: " + node.pods[0].name
-            #expect(tcp.answers[local, default: 0] > 0 && tcp.answers.count >= 2, "\(node.name) sends to local and remote backends: \(tcp.answers)")
+            #expect(
+                tcp.answers[local, default: 0] > 0 && tcp.answers.count >= 2,
+                "\(node.name) sends to local and remote backends: \(tcp.answers)")
             #expect(tcp.requests.allSatisfy { $0.peer == "\(node.address):32000" })
             let udp = try Self.probe(cluster.name, "external", "\(node.address):30053", udp: true, count: 20)
-            #expect(udp.failures == 0 && udp.requests.allSatisfy { $0.peer == "\(node.address):30053" }, "replies come back from the NodePort")
+            #expect(
+                udp.failures == 0 && udp.requests.allSatisfy { $0.peer == "\(node.address):30053" },
+                "replies come back from the NodePort")
             // Datagrams larger than the MTU: every fragment of request and reply is translated.
-            let big = try Self.probe(cluster.name, "external", "\(node.address):30053", udp: true, count: 20, size: 3000)
-            #expect(big.failures == 0 && big.requests.allSatisfy { $0.peer == "\(node.address):30053" && ($0.bytes ?? 0) > 3000 },
-                    "fragmented: \(big.answers) \(big.requests.compactMap(\.error).prefix(2))")
+            let big = try Self.probe(
+                cluster.name, "external", "\(node.address):30053", udp: true, count: 20, size: 3000)
+            #expect(
+                big.failures == 0
+                    && big.requests.allSatisfy { $0.peer == "\(node.address):30053" && ($0.bytes ?? 0) > 3000 },
+                "fragmented: \(big.answers) \(big.requests.compactMap(\.error).prefix(2))")
             #expect(big.answers.count >= 2, "local and remote backends: \(big.answers)")
         }
         // The translations live in BPF conntrack, not the kernel's; the node's stack forwards nothing.
         let forwarded = try LabProbe.forwardedDatagrams(in: worker2)
         #expect(try Self.probe(cluster.name, "external", "172.18.0.2:32000", count: 20).failures == 0)
-        #expect(try LabProbe.forwardedDatagrams(in: worker2) == forwarded, "remote backends are reached past the IP stack")
+        #expect(
+            try LabProbe.forwardedDatagrams(in: worker2) == forwarded, "remote backends are reached past the IP stack")
         let ct = try Conntrack.list(bpffsDirectory: cluster.bpffsDirectory(ofNode: "worker2"))
-        #expect(ct.contains { $0.kind == "service" && $0.destination == "172.18.0.2:32000" && $0.source.hasPrefix("172.18.0.1:") })
-        #expect(ct.contains { $0.kind == "nat-in" && $0.translated.hasPrefix("172.18.0.1:") }, "remote backends see the node's address")
+        #expect(
+            ct.contains {
+                $0.kind == "service" && $0.destination == "172.18.0.2:32000" && $0.source.hasPrefix("172.18.0.1:")
+            })
+        #expect(
+            ct.contains { $0.kind == "nat-in" && $0.translated.hasPrefix("172.18.0.1:") },
+            "remote backends see the node's address")
         let kernel = try runTool(["ip", "netns", "exec", cluster.namespace(ofNode: "worker2"), "conntrack", "-L"])
         #expect(!kernel.output.contains("32000"), "\(kernel.output)")
         // Garbage collection by age: nothing is idle for ten minutes yet (the default 10 s for
@@ -172,7 +221,9 @@ struct ServiceLabTests {
         var patient = Conntrack.Timeouts()
         patient.tcpClosing = .seconds(600)
         patient.other = .seconds(600)
-        #expect(try Conntrack.collect(bpffsDirectory: cluster.bpffsDirectory(ofNode: "worker2"), timeouts: patient).removed == 0)
+        #expect(
+            try Conntrack.collect(bpffsDirectory: cluster.bpffsDirectory(ofNode: "worker2"), timeouts: patient).removed
+                == 0)
         let later = BPFClock.nanoseconds() + 3_600 * 1_000_000_000
         let gc = try Conntrack.collect(bpffsDirectory: cluster.bpffsDirectory(ofNode: "worker2"), now: later)
         #expect(gc.removed == gc.scanned && gc.scanned > 0, "closed TCP and idle UDP flows expire")
@@ -183,21 +234,33 @@ struct ServiceLabTests {
         defer { Lab.down(name: cluster.name) }
         try Self.up(cluster)
         let seen = PeerLog()
-        let external = try PodServer(name: "external", ip: cluster.externalAddress, namespace: .named(cluster.externalNamespace)) { seen.add($0) }
+        let external = try PodServer(
+            name: "external", ip: cluster.externalAddress, namespace: .named(cluster.externalNamespace)
+        ) { seen.add($0) }
         external.start()
         defer { external.stop() }
         let out = try Self.probe(cluster.name, "net", "172.18.0.1:80", count: 3)
         #expect(out.failures == 0 && out.answers.keys.first == "PodName: external")
-        #expect(seen.lines.count == 3 && seen.lines.allSatisfy { $0.hasPrefix("http 172.18.0.2:") }, "the external host sees the node's address: \(seen.lines)")
-        let ping = try runTool(["ip", "netns", "exec", cluster.namespace(ofPod: "net"), "ping", "-c", "2", "-i", "0.2", "-W", "2", "-w", "10", "172.18.0.1"])
+        #expect(
+            seen.lines.count == 3 && seen.lines.allSatisfy { $0.hasPrefix("http 172.18.0.2:") },
+            "the external host sees the node's address: \(seen.lines)")
+        let ping = try runTool([
+            "ip", "netns", "exec", cluster.namespace(ofPod: "net"), "ping", "-c", "2", "-i", "0.2", "-W", "2", "-w",
+            "10", "172.18.0.1",
+        ])
         #expect(ping.output.contains("2 received"), "ICMP echo is masqueraded too: \(ping.output)")
         // A datagram larger than the MTU: every fragment leaves with the node's address, and the
         // fragmented reply is restored to the pod.
         let big = try Self.probe(cluster.name, "net", "172.18.0.1:53", udp: true, count: 3, size: 3000)
-        #expect(big.failures == 0 && big.requests.allSatisfy { $0.peer == "172.18.0.1:53" && ($0.bytes ?? 0) > 3000 }, "\(big.requests)")
-        #expect(seen.lines.filter { $0.hasPrefix("udp 172.18.0.2:") && $0.hasSuffix(" 3000 bytes") }.count == 3, "\(seen.lines)")
+        #expect(
+            big.failures == 0 && big.requests.allSatisfy { $0.peer == "172.18.0.1:53" && ($0.bytes ?? 0) > 3000 },
+            "\(big.requests)")
+        #expect(
+            seen.lines.filter { $0.hasPrefix("udp 172.18.0.2:") && $0.hasSuffix(" 3000 bytes") }.count == 3,
+            "\(seen.lines)")
         // Pod to pod across nodes keeps the pod's address (inside nativeRoutingCIDR).
-        let capture = try FrameCapture(namespace: .named(cluster.namespace(ofPod: "cilium-with-replacement-w1")), device: "eth0")
+        let capture = try FrameCapture(
+            namespace: .named(cluster.namespace(ofPod: "cilium-with-replacement-w1")), device: "eth0")
         #expect(try Self.probe(cluster.name, "net", "10.0.1.15:80").failures == 0)
         let frames = capture.drain().compactMap(CapturedIPv4.init)
         #expect(frames.contains { $0.source == "10.0.2.32" && $0.destination == "10.0.1.15" }, "\(frames.prefix(4))")
@@ -210,17 +273,26 @@ struct ServiceLabTests {
         let idsBefore = try Self.services(cluster, node: "worker2").map(\.id)
         // Connections from outside, established (handshake done, conntrack entries made) but
         // not yet used.
-        let held = try (0..<16).map { _ in try HeldConnection(from: .named(cluster.externalNamespace), to: IPAddress("172.18.0.2")!, port: 32000) }
+        let held = try (0..<16).map { _ in
+            try HeldConnection(from: .named(cluster.externalNamespace), to: IPAddress("172.18.0.2")!, port: 32000)
+        }
         // Which backend each connection went to, from worker2's BPF conntrack.
         let ct = try Conntrack.list(bpffsDirectory: cluster.bpffsDirectory(ofNode: "worker2"))
-        let backendOf: [Int: String] = Dictionary(held.enumerated().compactMap { i, c in
-            ct.first { $0.kind == "service" && $0.source == "172.18.0.1:\(c.localPort)" }.map { (i, String($0.translated.split(separator: ":")[0])) }
-        }, uniquingKeysWith: { a, _ in a })
+        let backendOf: [Int: String] = Dictionary(
+            held.enumerated().compactMap { i, c in
+                ct.first { $0.kind == "service" && $0.source == "172.18.0.1:\(c.localPort)" }.map {
+                    (i, String($0.translated.split(separator: ":")[0]))
+                }
+            }, uniquingKeysWith: { a, _ in a })
         #expect(backendOf.count == held.count, "every held connection is tracked")
         // One backend (cp) goes, the client pod `net` (it serves HTTP too) comes in.
-        cluster.services[0].backends = ["10.0.1.15", "10.0.2.204", "10.0.2.32"].map { ServiceBackend(ip: IPAddress($0)!) }
+        cluster.services[0].backends = ["10.0.1.15", "10.0.2.204", "10.0.2.32"].map {
+            ServiceBackend(ip: IPAddress($0)!)
+        }
         try Self.apply(cluster)
-        let names = ["10.0.1.15": "PodName: cilium-with-replacement-w1", "10.0.2.204": "PodName: cilium-with-replacement-w2"]
+        let names = [
+            "10.0.1.15": "PodName: cilium-with-replacement-w1", "10.0.2.204": "PodName: cilium-with-replacement-w2",
+        ]
         var survivors = 0
         for (i, c) in held.enumerated() {
             guard let backend = backendOf[i], let name = names[backend] else { continue }
@@ -229,35 +301,55 @@ struct ServiceLabTests {
             #expect(answer.hasPrefix(name), "an established connection to a surviving backend keeps it: \(answer)")
         }
         #expect(survivors > 0)
-        let wanted: Set<String> = ["PodName: cilium-with-replacement-w1", "PodName: cilium-with-replacement-w2", "PodName: net"]
+        let wanted: Set<String> = [
+            "PodName: cilium-with-replacement-w1", "PodName: cilium-with-replacement-w2", "PodName: net",
+        ]
         let fromPod = try Self.probe(cluster.name, "cilium-with-replacement-cp", "10.96.18.68:80", count: 60)
         let fromOutside = try Self.probe(cluster.name, "external", "172.18.0.2:32000", count: 60)
-        #expect(Set(fromPod.answers.keys) == wanted && Set(fromOutside.answers.keys) == wanted, "the removed backend gets no new connection: \(fromPod.answers) \(fromOutside.answers)")
+        #expect(
+            Set(fromPod.answers.keys) == wanted && Set(fromOutside.answers.keys) == wanted,
+            "the removed backend gets no new connection: \(fromPod.answers) \(fromOutside.answers)")
         let rows = try Self.services(cluster, node: "worker2")
         #expect(rows.map(\.id) == idsBefore, "frontend ids are stable")
-        #expect(rows.first { $0.frontend == "10.96.18.68:80" }?.backends.map(\.address) == ["10.0.1.15", "10.0.2.204", "10.0.2.32"])
+        #expect(
+            rows.first { $0.frontend == "10.96.18.68:80" }?.backends.map(\.address) == [
+                "10.0.1.15", "10.0.2.204", "10.0.2.32",
+            ])
         // No backend at all: refused at once, not a hang.
         cluster.services[0].backends = []
         try Self.apply(cluster)
         // "At once": well under the 5 s timeout and under TCP's first SYN retransmit (1 s).
         let refused = try Self.probe(cluster.name, "net", "10.96.18.68:80", timeout: 5)
-        #expect(refused.failures == 1 && (refused.requests.first?.error ?? "").contains("refused"), "\(refused.requests)")
-        #expect((refused.requests.first?.milliseconds ?? 5000) < 900, "refused at once by the socket LB: \(refused.requests)")
+        #expect(
+            refused.failures == 1 && (refused.requests.first?.error ?? "").contains("refused"), "\(refused.requests)")
+        #expect(
+            (refused.requests.first?.milliseconds ?? 5000) < 900,
+            "refused at once by the socket LB: \(refused.requests)")
         let capture = try FrameCapture(namespace: .named(cluster.externalNamespace), device: "eth0")
         let outside = try Self.probe(cluster.name, "external", "172.18.0.3:32000", timeout: 5)
-        #expect(outside.failures == 1 && (outside.requests.first?.error ?? "").contains("refused"), "a reset from the node: \(outside.requests)")
-        let reset = try #require(capture.next { CapturedIPv4($0).map { $0.source == "172.18.0.3" && $0.sourcePort == 32000 } ?? false })
+        #expect(
+            outside.failures == 1 && (outside.requests.first?.error ?? "").contains("refused"),
+            "a reset from the node: \(outside.requests)")
+        let reset = try #require(
+            capture.next { CapturedIPv4($0).map { $0.source == "172.18.0.3" && $0.sourcePort == 32000 } ?? false })
         let checks = try #require(CapturedChecksums(reset))
-        #expect(checks.tcpFlags == 0x14 && checks.ipHeaderValid && checks.transportValid, "RST|ACK from the NodePort with valid checksums")
-        #expect((outside.requests.first?.milliseconds ?? 5000) < 900, "refused at once by the node: \(outside.requests)")
+        #expect(
+            checks.tcpFlags == 0x14 && checks.ipHeaderValid && checks.transportValid,
+            "RST|ACK from the NodePort with valid checksums")
+        #expect(
+            (outside.requests.first?.milliseconds ?? 5000) < 900, "refused at once by the node: \(outside.requests)")
         // A fragmented datagram to a UDP NodePort without backends: one port unreachable, for the
         // first fragment; the later ones carry no ports to answer about.
         cluster.services[1].backends = []
         try Self.apply(cluster)
         let errors = try FrameCapture(namespace: .named(cluster.externalNamespace), device: "eth0")
         let udp = try Self.probe(cluster.name, "external", "172.18.0.3:30053", udp: true, timeout: 2, size: 3000)
-        #expect(udp.failures == 1, "no reply (the probe's unconnected socket is not told of ICMP errors): \(udp.requests)")
-        let unreachable = errors.drain().filter { $0.count > 35 && $0[12] == 0x08 && $0[13] == 0x00 && $0[23] == 1 && $0[34] == 3 && Array($0[26..<30]) == [172, 18, 0, 3] }
+        #expect(
+            udp.failures == 1, "no reply (the probe's unconnected socket is not told of ICMP errors): \(udp.requests)")
+        let unreachable = errors.drain().filter {
+            $0.count > 35 && $0[12] == 0x08 && $0[13] == 0x00 && $0[23] == 1 && $0[34] == 3
+                && Array($0[26..<30]) == [172, 18, 0, 3]
+        }
         #expect(unreachable.count == 1, "one ICMP error per datagram, not per fragment: \(unreachable.count)")
     }
 
@@ -269,15 +361,22 @@ struct ServiceLabTests {
         try Self.up(cluster)
         let dir = cluster.bpffsDirectory(ofNode: "worker2")
         let path = "\(dir)/nodenet_backends"
-        try pinMapOfAnotherLayout(at: path, type: BPF_MAP_TYPE_HASH, name: "nodenet_backend", keySize: 4, valueSize: 4, maxEntries: 128)  // value 4 B instead of 8
-        let controller = try NodeController(spec: cluster.spec(forNode: "worker2")!, namespace: .named(cluster.namespace(ofNode: "worker2")))
+        try pinMapOfAnotherLayout(
+            // value 4 B instead of 8
+            at: path, type: BPF_MAP_TYPE_HASH, name: "nodenet_backend", keySize: 4, valueSize: 4, maxEntries: 128)
+        let controller = try NodeController(
+            spec: cluster.spec(forNode: "worker2")!, namespace: .named(cluster.namespace(ofNode: "worker2")))
         let plan = try controller.plan()
         let migration = try #require(plan.changes.first { $0.subject.hasPrefix("pinned maps ") })
-        for map in BPFFSLayout.Map.serviceTables { #expect(migration.subject.contains(map.rawValue), "\(migration.subject)") }
+        for map in BPFFSLayout.Map.serviceTables {
+            #expect(migration.subject.contains(map.rawValue), "\(migration.subject)")
+        }
         let report = try controller.apply()
         #expect(report.verified, "\(report.mismatches)")
         #expect(try BPFMapShape.pinned(at: path)?.valueSize == 8)
-        #expect(try controller.services().count == 6 && (try controller.services()).allSatisfy { $0.state == "ok" && !$0.backends.isEmpty })
+        #expect(
+            try controller.services().count == 6
+                && (try controller.services()).allSatisfy { $0.state == "ok" && !$0.backends.isEmpty })
         #expect(try Self.probe(cluster.name, "net", "10.96.18.68:80", count: 60).answers.count == 3)
         #expect(try Self.probe(cluster.name, "external", "172.18.0.2:32000", count: 10).failures == 0)
         #expect(try controller.plan().isEmpty)
@@ -288,11 +387,17 @@ struct ServiceLabTests {
     @Test func icmpErrorsOfTranslatedFlowsReachTheOriginalSender() throws {
         var cluster = Self.cluster("ie")
         // A NodePort whose only backend (remote from worker2) has nothing listening on 54.
-        cluster.services.append(ServiceSpec(name: "default/closed", type: .nodePort, clusterIP: IPAddress("10.96.0.54")!,
-                                            ports: [ServicePort(protocol: .udp, port: 54, nodePort: 30054)], backends: [ServiceBackend(ip: IPAddress("10.0.1.15")!)]))
+        cluster.services.append(
+            ServiceSpec(
+                name: "default/closed", type: .nodePort, clusterIP: IPAddress("10.96.0.54")!,
+                ports: [ServicePort(protocol: .udp, port: 54, nodePort: 30054)],
+                backends: [ServiceBackend(ip: IPAddress("10.0.1.15")!)]))
         // ... and one whose only backend is local to worker2.
-        cluster.services.append(ServiceSpec(name: "default/closedlocal", type: .nodePort, clusterIP: IPAddress("10.96.0.55")!,
-                                            ports: [ServicePort(protocol: .udp, port: 55, nodePort: 30055)], backends: [ServiceBackend(ip: IPAddress("10.0.2.204")!)]))
+        cluster.services.append(
+            ServiceSpec(
+                name: "default/closedlocal", type: .nodePort, clusterIP: IPAddress("10.96.0.55")!,
+                ports: [ServicePort(protocol: .udp, port: 55, nodePort: 30055)],
+                backends: [ServiceBackend(ip: IPAddress("10.0.2.204")!)]))
         defer { Lab.down(name: cluster.name) }
         try Self.up(cluster)
         // Outside client -> NodePort -> remote backend: the backend's port unreachable comes back.
@@ -300,7 +405,8 @@ struct ServiceLabTests {
         // ... and from a local backend (quote and source rewritten in from-container).
         #expect(try udpError(from: .named(cluster.externalNamespace), to: "172.18.0.2", port: 30055) == ECONNREFUSED)
         // Masqueraded pod -> external host's closed port: the external host's port unreachable comes back.
-        #expect(try udpError(from: .named(cluster.namespace(ofPod: "net")), to: "172.18.0.1", port: 9999) == ECONNREFUSED)
+        #expect(
+            try udpError(from: .named(cluster.namespace(ofPod: "net")), to: "172.18.0.1", port: 9999) == ECONNREFUSED)
     }
 
     /// The errno a connected UDP socket reports after one datagram to a closed port (0: none within 2 s).
@@ -316,35 +422,59 @@ struct ServiceLabTests {
     @Test func withoutSocketLBPodsAreTranslatedPerPacket() throws {
         var cluster = Self.cluster("pp")
         cluster.socketLB = false
-        cluster.services.append(ServiceSpec(name: "default/closed", type: .clusterIP, clusterIP: IPAddress("10.96.0.54")!,
-                                            ports: [ServicePort(protocol: .udp, port: 54)], backends: [ServiceBackend(ip: IPAddress("10.0.1.15")!)]))
-        cluster.services.append(ServiceSpec(name: "default/self-closed", type: .clusterIP, clusterIP: IPAddress("10.96.0.55")!,
-                                            ports: [ServicePort(protocol: .udp, port: 55)], backends: [ServiceBackend(ip: IPAddress("10.0.2.204")!)]))
+        cluster.services.append(
+            ServiceSpec(
+                name: "default/closed", type: .clusterIP, clusterIP: IPAddress("10.96.0.54")!,
+                ports: [ServicePort(protocol: .udp, port: 54)], backends: [ServiceBackend(ip: IPAddress("10.0.1.15")!)])
+        )
+        cluster.services.append(
+            ServiceSpec(
+                name: "default/self-closed", type: .clusterIP, clusterIP: IPAddress("10.96.0.55")!,
+                ports: [ServicePort(protocol: .udp, port: 55)], backends: [ServiceBackend(ip: IPAddress("10.0.2.204")!)]
+            ))
         defer { Lab.down(name: cluster.name) }
         try Self.up(cluster)
-        #expect(!FileManager.default.fileExists(atPath: cluster.bpffsDirectory(ofNode: "worker2") + "/sock"), "no cgroup programs")
+        #expect(
+            !FileManager.default.fileExists(atPath: cluster.bpffsDirectory(ofNode: "worker2") + "/sock"),
+            "no cgroup programs")
         let tcp = try Self.probe(cluster.name, "net", "10.96.18.68:80", count: 60)
-        #expect(tcp.failures == 0 && Set(tcp.answers.keys) == Set(Self.servers), "local and remote backends: \(tcp.answers)")
+        #expect(
+            tcp.failures == 0 && Set(tcp.answers.keys) == Set(Self.servers), "local and remote backends: \(tcp.answers)"
+        )
         #expect(tcp.requests.allSatisfy { $0.peer == "10.96.18.68:80" })
         let udp = try Self.probe(cluster.name, "net", "10.96.0.10:53", udp: true, count: 30)
         #expect(udp.failures == 0 && udp.requests.allSatisfy { $0.peer == "10.96.0.10:53" }, "replies translated back")
         let big = try Self.probe(cluster.name, "net", "10.96.0.10:53", udp: true, count: 30, size: 3000)
-        #expect(big.failures == 0 && big.answers.count == 3 && big.requests.allSatisfy { $0.peer == "10.96.0.10:53" && ($0.bytes ?? 0) > 3000 },
-                "fragmented datagrams to and from local and remote backends: \(big.answers) \(big.requests.compactMap(\.error).prefix(2))")
-        #expect(try Self.probe(cluster.name, "net", "172.18.0.4:32000", count: 10).failures == 0, "another node's NodePort")
+        #expect(
+            big.failures == 0 && big.answers.count == 3
+                && big.requests.allSatisfy { $0.peer == "10.96.0.10:53" && ($0.bytes ?? 0) > 3000 },
+            "fragmented datagrams to and from local and remote backends: \(big.answers) \(big.requests.compactMap(\.error).prefix(2))"
+        )
+        #expect(
+            try Self.probe(cluster.name, "net", "172.18.0.4:32000", count: 10).failures == 0, "another node's NodePort")
         // Hairpin: a backend reaching its own service, sometimes given itself, over TCP and UDP.
         let hairpin = try Self.probe(cluster.name, "cilium-with-replacement-w2", "10.96.18.68:80", count: 60)
-        #expect(hairpin.failures == 0 && hairpin.answers["PodName: cilium-with-replacement-w2", default: 0] > 0, "\(hairpin.answers) \(hairpin.requests.compactMap(\.error).prefix(2))")
+        #expect(
+            hairpin.failures == 0 && hairpin.answers["PodName: cilium-with-replacement-w2", default: 0] > 0,
+            "\(hairpin.answers) \(hairpin.requests.compactMap(\.error).prefix(2))")
         #expect(hairpin.requests.allSatisfy { $0.peer == "10.96.18.68:80" })
-        let hairpinUDP = try Self.probe(cluster.name, "cilium-with-replacement-w2", "10.96.0.10:53", udp: true, count: 60)
-        #expect(hairpinUDP.failures == 0 && hairpinUDP.answers["PodName: cilium-with-replacement-w2", default: 0] > 0, "\(hairpinUDP.answers)")
-        #expect(try Conntrack.list(bpffsDirectory: cluster.bpffsDirectory(ofNode: "worker2")).contains { $0.kind == "nat-in" && $0.destination.hasPrefix("169.254.42.1:") })
+        let hairpinUDP = try Self.probe(
+            cluster.name, "cilium-with-replacement-w2", "10.96.0.10:53", udp: true, count: 60)
+        #expect(
+            hairpinUDP.failures == 0 && hairpinUDP.answers["PodName: cilium-with-replacement-w2", default: 0] > 0,
+            "\(hairpinUDP.answers)")
+        #expect(
+            try Conntrack.list(bpffsDirectory: cluster.bpffsDirectory(ofNode: "worker2")).contains {
+                $0.kind == "nat-in" && $0.destination.hasPrefix("169.254.42.1:")
+            })
         // The backend's own port unreachable about a hairpinned datagram reaches it as an error
         // about the datagram it sent to the service.
         let w2 = NamespaceReference.named(cluster.namespace(ofPod: "cilium-with-replacement-w2"))
         #expect(try udpError(from: w2, to: "10.96.0.55", port: 55) == ECONNREFUSED)
         // A packet to the hairpin address that belongs to no flow is dropped, never sent on.
-        let verdicts = try #require(try BPFMap<UInt32, UInt64>.pinned(at: cluster.bpffsDirectory(ofNode: "worker2") + "/nodenet_verdicts", perCPU: true))
+        let verdicts = try #require(
+            try BPFMap<UInt32, UInt64>.pinned(
+                at: cluster.bpffsDirectory(ofNode: "worker2") + "/nodenet_verdicts", perCPU: true))
         let noFlow = UInt32(NODENET_VERDICT_DROP_NO_FLOW.rawValue)
         let dropsBefore = try verdicts.sum(noFlow)
         do {
@@ -357,17 +487,25 @@ struct ServiceLabTests {
         // The remote backend's port unreachable names the ClusterIP by the time it reaches the pod.
         #expect(try udpError(from: .named(cluster.namespace(ofPod: "net")), to: "10.96.0.54", port: 54) == ECONNREFUSED)
         let ct = try Conntrack.list(bpffsDirectory: cluster.bpffsDirectory(ofNode: "worker2"))
-        #expect(ct.contains { $0.kind == "service" && $0.source.hasPrefix("10.0.2.32:") && $0.destination == "10.96.18.68:80" })
+        #expect(
+            ct.contains {
+                $0.kind == "service" && $0.source.hasPrefix("10.0.2.32:") && $0.destination == "10.96.18.68:80"
+            })
         // No backend: from-container answers a TCP reset at once (an ICMP error would reach the
         // client while connect() holds its socket and only count after the SYN's retransmit).
         cluster.services[0].backends = []
         try Self.apply(cluster)
         let capture = try FrameCapture(namespace: .named(cluster.namespace(ofPod: "net")), device: "eth0")
         let refused = try Self.probe(cluster.name, "net", "10.96.18.68:80", timeout: 5)
-        #expect((refused.requests.first?.error ?? "").contains("refused") && (refused.requests.first?.milliseconds ?? 5000) < 900, "\(refused.requests)")
-        let reset = try #require(capture.next { CapturedIPv4($0).map { $0.source == "10.96.18.68" && $0.sourcePort == 80 } ?? false })
+        #expect(
+            (refused.requests.first?.error ?? "").contains("refused")
+                && (refused.requests.first?.milliseconds ?? 5000) < 900, "\(refused.requests)")
+        let reset = try #require(
+            capture.next { CapturedIPv4($0).map { $0.source == "10.96.18.68" && $0.sourcePort == 80 } ?? false })
         let checks = try #require(CapturedChecksums(reset))
-        #expect(checks.tcpFlags == 0x14 && checks.ipHeaderValid && checks.transportValid, "RST|ACK from the service with valid checksums")
+        #expect(
+            checks.tcpFlags == 0x14 && checks.ipHeaderValid && checks.transportValid,
+            "RST|ACK from the service with valid checksums")
     }
 }
 
@@ -375,8 +513,16 @@ struct ServiceLabTests {
 final class PeerLog: @unchecked Sendable {
     private let lock = NSLock()
     private var stored: [String] = []
-    func add(_ line: String) { lock.lock(); stored.append(line); lock.unlock() }
-    var lines: [String] { lock.lock(); defer { lock.unlock() }; return stored }
+    func add(_ line: String) {
+        lock.lock()
+        stored.append(line)
+        lock.unlock()
+    }
+    var lines: [String] {
+        lock.lock()
+        defer { lock.unlock() }
+        return stored
+    }
 }
 
 /// A TCP connection opened from a namespace, used later (the request is sent on demand).

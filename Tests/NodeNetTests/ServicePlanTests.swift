@@ -1,8 +1,8 @@
+import BPF
+import CNodeNetBPF
 import Foundation
 import Testing
 
-import BPF
-import CNodeNetBPF
 @testable import NodeNet
 
 /// Services in the spec, the desired frontends, id assignment and the services part of a
@@ -13,28 +13,39 @@ import CNodeNetBPF
         s.datapath = DatapathSettings(mode: .bpf, attachMode: .clsact)
         s.nativeRoutingCIDR = IPPrefix("10.0.0.0/8")
         s.services = [
-            ServiceSpec(name: "default/serversvc", type: .nodePort, clusterIP: IPAddress("10.96.18.68")!,
-                        ports: [ServicePort(name: "http", port: 80, targetPort: 8080, nodePort: 32000)],
-                        backends: [ServiceBackend(ip: IPAddress("10.0.1.15")!), ServiceBackend(ip: IPAddress("10.0.2.204")!, port: 9090)]),
-            ServiceSpec(name: "kube-system/dns", type: .clusterIP, clusterIP: IPAddress("10.96.0.10")!,
-                        ports: [ServicePort(protocol: .udp, port: 53), ServicePort(protocol: .tcp, port: 53)],
-                        backends: [ServiceBackend(ip: IPAddress("10.0.1.15")!)]),
+            ServiceSpec(
+                name: "default/serversvc", type: .nodePort, clusterIP: IPAddress("10.96.18.68")!,
+                ports: [ServicePort(name: "http", port: 80, targetPort: 8080, nodePort: 32000)],
+                backends: [
+                    ServiceBackend(ip: IPAddress("10.0.1.15")!),
+                    ServiceBackend(ip: IPAddress("10.0.2.204")!, port: 9090),
+                ]),
+            ServiceSpec(
+                name: "kube-system/dns", type: .clusterIP, clusterIP: IPAddress("10.96.0.10")!,
+                ports: [ServicePort(protocol: .udp, port: 53), ServicePort(protocol: .tcp, port: 53)],
+                backends: [ServiceBackend(ip: IPAddress("10.0.1.15")!)]),
         ]
         return s
     }
 
     static func key(_ s: String) -> FrontendKey {
-        let parts = s.split(separator: "/"), hostPort = parts[0].split(separator: ":")
-        return FrontendKey(address: IPAddress(String(hostPort[0]))!, port: UInt16(hostPort[1])!, protocol: TransportProtocol(rawValue: String(parts[1]))!)
+        let parts = s.split(separator: "/")
+        let hostPort = parts[0].split(separator: ":")
+        return FrontendKey(
+            address: IPAddress(String(hostPort[0]))!, port: UInt16(hostPort[1])!,
+            protocol: TransportProtocol(rawValue: String(parts[1]))!)
     }
 
     @Test func frontendsAreBuiltAsCiliumDoes() {
         let frontends = Self.spec.serviceFrontends
-        #expect(frontends.map { "\($0.type.rawValue) \($0.key)" } == [
-            "ClusterIP 10.96.18.68:80/TCP", "NodePort 172.18.0.2:32000/TCP", "NodePort 0.0.0.0:32000/TCP",
-            "ClusterIP 10.96.0.10:53/UDP", "ClusterIP 10.96.0.10:53/TCP",
-        ])
-        #expect(frontends[0].backends.map(\.description) == ["10.0.1.15:8080/TCP", "10.0.2.204:9090/TCP"], "targetPort, or the backend's own port")
+        #expect(
+            frontends.map { "\($0.type.rawValue) \($0.key)" } == [
+                "ClusterIP 10.96.18.68:80/TCP", "NodePort 172.18.0.2:32000/TCP", "NodePort 0.0.0.0:32000/TCP",
+                "ClusterIP 10.96.0.10:53/UDP", "ClusterIP 10.96.0.10:53/TCP",
+            ])
+        #expect(
+            frontends[0].backends.map(\.description) == ["10.0.1.15:8080/TCP", "10.0.2.204:9090/TCP"],
+            "targetPort, or the backend's own port")
         #expect(frontends[3].backends.map(\.description) == ["10.0.1.15:53/UDP"])
     }
 
@@ -43,7 +54,7 @@ import CNodeNetBPF
         observed.masters[Self.key("10.96.0.10:53/UDP")] = FrontendMaster(count: 1, id: 7, flags: [])
         observed.revnat[7] = Self.key("10.96.0.10:53/UDP")
         observed.revnat[1] = Self.key("10.96.18.68:80/TCP")  // a revnat entry without slot 0 (interrupted apply)
-        observed.revnat[2] = Self.key("10.9.9.9:1/TCP")      // stale, but its id is not reused
+        observed.revnat[2] = Self.key("10.9.9.9:1/TCP")  // stale, but its id is not reused
         observed.backends[3] = BackendAddress(address: IPAddress("10.0.1.15")!, port: 53, protocol: .udp)
         let ids = ServiceIDs.assign(Self.spec.serviceFrontends, observed: observed)
         #expect(ids.frontends[Self.key("10.96.0.10:53/UDP")] == 7)
@@ -73,12 +84,16 @@ import CNodeNetBPF
         observed.services.slots[Self.key("10.1.1.1:1/TCP")] = [1: 9]
         observed.services.revnat[40] = Self.key("10.1.1.1:1/TCP")
         observed.services.backends[9] = BackendAddress(address: IPAddress("10.0.9.9")!, port: 1, protocol: .tcp)
-        let plan = Planner.plan(desired: desired, observed: observed, ledger: nil, nativeDevice: "eth0", datapath: .bpf, attachMode: .clsact)
+        let plan = Planner.plan(
+            desired: desired, observed: observed, ledger: nil, nativeDevice: "eth0", datapath: .bpf, attachMode: .clsact
+        )
         let subjects = plan.changes.filter { $0.kind == .service }.map(\.subject)
         let firstFrontend = subjects.firstIndex { $0.hasPrefix("ClusterIP 10.96") }!
         #expect(subjects.first == "datapath settings")
         #expect(subjects.prefix(firstFrontend).filter { $0.hasPrefix("backend ") }.count == 4, "\(subjects)")
-        #expect(subjects.suffix(3) == ["ClusterIP 10.1.1.1:1/TCP", "frontend id 40", "backend 9"], "stale frontend, its id, then its backend")
+        #expect(
+            subjects.suffix(3) == ["ClusterIP 10.1.1.1:1/TCP", "frontend id 40", "backend 9"],
+            "stale frontend, its id, then its backend")
         #expect(subjects.contains("node address 172.18.0.2") && subjects.contains("node address 172.18.0.3"))
         #expect(!subjects.contains { $0.hasPrefix("socket LB") }, "a spec built in Swift has socket LB off")
     }
@@ -94,7 +109,9 @@ import CNodeNetBPF
         for f in desired.frontends {
             let id = ids.frontends[f.key]!
             observed.services.masters[f.key] = FrontendMaster(count: UInt16(f.backends.count), id: id, flags: f.flags)
-            observed.services.slots[f.key] = Dictionary(uniqueKeysWithValues: f.backends.enumerated().map { (UInt16($0.offset + 1), ids.backends[$0.element]!) })
+            observed.services.slots[f.key] = Dictionary(
+                uniqueKeysWithValues: f.backends.enumerated().map { (UInt16($0.offset + 1), ids.backends[$0.element]!) }
+            )
             observed.services.revnat[id] = f.key
         }
         return observed
@@ -104,8 +121,10 @@ import CNodeNetBPF
         let desired = DesiredState(spec: Self.spec, deviceMTU: 1500)
         let observed = Self.converged(desired)
         func serviceChanges(_ o: ObservedState) -> [String] {
-            Planner.plan(desired: desired, observed: o, ledger: nil, nativeDevice: "eth0", datapath: .bpf, attachMode: .clsact)
-                .changes.filter { $0.kind == .service }.map { "\($0.action.rawValue) \($0.subject)" }
+            Planner.plan(
+                desired: desired, observed: o, ledger: nil, nativeDevice: "eth0", datapath: .bpf, attachMode: .clsact
+            )
+            .changes.filter { $0.kind == .service }.map { "\($0.action.rawValue) \($0.subject)" }
         }
         #expect(serviceChanges(observed) == [])
         // A slot beyond the count (an interrupted shrink) makes the frontend incomplete: rewritten.
@@ -124,8 +143,10 @@ import CNodeNetBPF
         // Left by an interrupted upgrade: an older build's link on the same hook, still attached.
         let stale = "connect4@4242@0000000000000000"
         observed.pins.socketLinks.insert(stale)
-        let changes = Planner.plan(desired: desired, observed: observed, ledger: nil, nativeDevice: "eth0", datapath: .bpf, attachMode: .clsact)
-            .changes.filter { $0.kind == .service }.map { "\($0.action.rawValue) \($0.subject)" }
+        let changes = Planner.plan(
+            desired: desired, observed: observed, ledger: nil, nativeDevice: "eth0", datapath: .bpf, attachMode: .clsact
+        )
+        .changes.filter { $0.kind == .service }.map { "\($0.action.rawValue) \($0.subject)" }
         #expect(changes == ["delete socket LB link \(stale)"], "the current links stay, the older one goes: \(changes)")
     }
 
@@ -138,7 +159,9 @@ import CNodeNetBPF
         let spec = try NodeSpec.load(JSONSerialization.data(withJSONObject: json))
         #expect(spec.socketLB.cgroup == "/sys/fs/cgroup/unified/kubepods" && !spec.masquerade)
         json.removeValue(forKey: "socketLB")
-        #expect(try NodeSpec.load(JSONSerialization.data(withJSONObject: json)).socketLB.cgroup == CgroupV2.root, "a spec file defaults to the cgroup v2 root")
+        #expect(
+            try NodeSpec.load(JSONSerialization.data(withJSONObject: json)).socketLB.cgroup == CgroupV2.root,
+            "a spec file defaults to the cgroup v2 root")
         json["socketLB"] = ["enabled": false]
         #expect(try NodeSpec.load(JSONSerialization.data(withJSONObject: json)).socketLB.enabled == false)
         json["socketLB"] = ["cgroup": "relative/../x"]
@@ -156,7 +179,9 @@ import CNodeNetBPF
         s = NodeSettings(spec: spec)
         #expect(s.services && !s.packetLB && !s.masquerade)
         spec.datapath.mode = .kernel
-        #expect(DesiredState(spec: spec, deviceMTU: 1500).settings == nil && DesiredState(spec: spec, deviceMTU: 1500).frontends.isEmpty)
+        #expect(
+            DesiredState(spec: spec, deviceMTU: 1500).settings == nil
+                && DesiredState(spec: spec, deviceMTU: 1500).frontends.isEmpty)
     }
 
     @Test func conntrackPartnersPairBothDirections() {
@@ -165,14 +190,20 @@ import CNodeNetBPF
         var v = nodenet_ct_entry()
         (v.address, v.port) = (3, 30)
         let reply = Conntrack.partner(k, v)!
-        #expect((reply.saddr, reply.daddr, reply.sport, reply.dport, reply.kind) == (3, 1, 30, 10, UInt8(NODENET_CT_REPLY.rawValue)))
+        #expect(
+            (reply.saddr, reply.daddr, reply.sport, reply.dport, reply.kind) == (
+                3, 1, 30, 10, UInt8(NODENET_CT_REPLY.rawValue)
+            ))
         var back = nodenet_ct_entry()
         (back.address, back.port) = (2, 20)
         let again = Conntrack.partner(reply, back)!
         #expect(Conntrack.TupleKey(again) == Conntrack.TupleKey(k))
         k.kind = UInt8(NODENET_CT_NAT_OUT.rawValue)
         let natIn = Conntrack.partner(k, v)!
-        #expect((natIn.saddr, natIn.daddr, natIn.sport, natIn.dport, natIn.kind) == (2, 3, 20, 30, UInt8(NODENET_CT_NAT_IN.rawValue)))
+        #expect(
+            (natIn.saddr, natIn.daddr, natIn.sport, natIn.dport, natIn.kind) == (
+                2, 3, 20, 30, UInt8(NODENET_CT_NAT_IN.rawValue)
+            ))
         var orig = nodenet_ct_entry()
         (orig.address, orig.port) = (1, 10)
         #expect(Conntrack.TupleKey(Conntrack.partner(natIn, orig)!) == Conntrack.TupleKey(k))

@@ -27,7 +27,9 @@ import Testing
         }
         """
 
-    static func load(_ text: String, existing: Set<String> = ["/var/run/netns/pod-net", "/var/run/netns/pod-server"]) throws -> NodeSpec {
+    static func load(
+        _ text: String, existing: Set<String> = ["/var/run/netns/pod-net", "/var/run/netns/pod-server"]
+    ) throws -> NodeSpec {
         try NodeSpec.load(Data(text.utf8), namespaceExists: { existing.contains($0) })
     }
 
@@ -37,7 +39,11 @@ import Testing
         edit(&object)
         let data = try! JSONSerialization.data(withJSONObject: object)
         do {
-            _ = try NodeSpec.load(data, namespaceExists: { ["/var/run/netns/pod-net", "/var/run/netns/pod-server", "/var/run/netns/pod-x"].contains($0) })
+            _ = try NodeSpec.load(
+                data,
+                namespaceExists: {
+                    ["/var/run/netns/pod-net", "/var/run/netns/pod-server", "/var/run/netns/pod-x"].contains($0)
+                })
             return []
         } catch let e as SpecError {
             return e.problems.map(\.description)
@@ -104,62 +110,109 @@ import Testing
     }
 
     static let cases: [Case] = [
-        Case(name: "unknown top-level field", edit: { $0["tunnel"] = "vxlan" },
-             expected: ["tunnel: unknown field (known: apiVersion, node, nativeRoutingCIDR, autoDirectNodeRoutes, kubeProxyReplacement, datapath, pods, nodes, services, nodePortRange, stateDirectory, bpffsDirectory, socketLB, masquerade)"]),
-        Case(name: "unknown pod field", edit: pod(0, "ipAddress", "10.0.2.9"),
-             expected: ["pods[0].ipAddress: unknown field (known: name, namespace, netns, ip)"]),
-        Case(name: "wrong apiVersion", edit: { $0["apiVersion"] = "cilium/v2" },
-             expected: ["apiVersion: \"cilium/v2\" is not supported (use \"nodenet/v1\")"]),
+        Case(
+            name: "unknown top-level field", edit: { $0["tunnel"] = "vxlan" },
+            expected: [
+                "tunnel: unknown field (known: apiVersion, node, nativeRoutingCIDR, autoDirectNodeRoutes, kubeProxyReplacement, datapath, pods, nodes, services, nodePortRange, stateDirectory, bpffsDirectory, socketLB, masquerade)"
+            ]),
+        Case(
+            name: "unknown pod field", edit: pod(0, "ipAddress", "10.0.2.9"),
+            expected: ["pods[0].ipAddress: unknown field (known: name, namespace, netns, ip)"]),
+        Case(
+            name: "wrong apiVersion", edit: { $0["apiVersion"] = "cilium/v2" },
+            expected: ["apiVersion: \"cilium/v2\" is not supported (use \"nodenet/v1\")"]),
         Case(name: "missing node", edit: { $0["node"] = nil }, expected: ["node: is required"]),
-        Case(name: "missing required field", edit: node("device", NSNull()), expected: ["node.device: must be a string, found null"]),
-        Case(name: "node name that could escape a path", edit: node("name", ".."),
-             expected: ["node.name: \"..\" must be 1-63 characters of letters, digits, '-', '_' and '.', not starting with '.' or '-'"]),
-        Case(name: "bpffs directory outside bpffs", edit: { $0["bpffsDirectory"] = "/sys/fs/bpf/../../etc" },
-             expected: ["bpffsDirectory: \"/sys/fs/bpf/../../etc\" must be a directory under /sys/fs/bpf/ (no '..')"]),
-        Case(name: "malformed address", edit: node("address", "172.18.0"), expected: ["node.address: \"172.18.0\" is not an IPv4 address"]),
-        Case(name: "malformed CIDR", edit: node("podCIDR", "10.0.2/24"), expected: ["node.podCIDR: \"10.0.2/24\" is not an IPv4 CIDR (like 10.0.2.0/24)"]),
-        Case(name: "CIDR with host bits", edit: remote(1, "podCIDR", "10.0.1.7/24"),
-             expected: ["nodes[1].podCIDR: 10.0.1.7/24 has host bits set (did you mean 10.0.1.0/24?)"]),
-        Case(name: "wrong type", edit: { $0["autoDirectNodeRoutes"] = "yes" },
-             expected: ["autoDirectNodeRoutes: must be true or false, found a string"]),
-        Case(name: "pod IP outside the pod CIDR", edit: pod(1, "ip", "10.0.3.7"), expected: ["pods[1].ip: 10.0.3.7 is outside podCIDR 10.0.2.0/24"]),
-        Case(name: "duplicate pod IP", edit: pod(1, "ip", "10.0.2.32"), expected: ["pods[1].ip: 10.0.2.32 is already used by pods[0] (default/net)"]),
-        Case(name: "duplicate pod name", edit: pod(1, "name", "net"), expected: ["pods[1].name: default/net is already used by pods[0]"]),
-        Case(name: "pod IP is the router IP", edit: pod(0, "ip", "10.0.2.184"), expected: ["pods[0].ip: 10.0.2.184 is the router IP (node.routerIP)"]),
-        Case(name: "pod namespace missing", edit: pod(0, "netns", "pod-gone"),
-             expected: ["pods[0].netns: network namespace pod-gone does not exist (/var/run/netns/pod-gone)"]),
-        Case(name: "two pods in one namespace", edit: pod(1, "netns", "pod-net"),
-             expected: ["pods[1].netns: pod-net is already the network namespace of pods[0]"]),
-        Case(name: "router IP outside the pod CIDR", edit: node("routerIP", "10.0.5.1"), expected: ["node.routerIP: 10.0.5.1 is outside podCIDR 10.0.2.0/24"]),
-        Case(name: "router IP equal to a pod IP", edit: node("routerIP", "10.0.2.204"), expected: ["pods[1].ip: 10.0.2.204 is the router IP (node.routerIP)"]),
-        Case(name: "remote pod CIDRs overlap each other", edit: remote(1, "podCIDR", "10.0.0.0/23"),
-             expected: ["nodes[1].podCIDR: 10.0.0.0/23 overlaps nodes[0].podCIDR 10.0.0.0/24"]),
-        Case(name: "remote pod CIDR overlaps the local one", edit: remote(0, "podCIDR", "10.0.2.0/25"),
-             expected: ["nodes[0].podCIDR: 10.0.2.0/25 overlaps node.podCIDR 10.0.2.0/24"]),
-        Case(name: "node address inside the own pod CIDR", edit: node("address", "10.0.2.9"),
-             expected: ["node.address: 10.0.2.9 is inside this node's podCIDR 10.0.2.0/24"]),
-        Case(name: "remote node address inside a pod CIDR", edit: remote(0, "address", "10.0.1.9"),
-             expected: ["nodes[0].address: 10.0.1.9 is inside nodes[1].podCIDR 10.0.1.0/24"]),
-        Case(name: "duplicate remote node name", edit: remote(1, "name", "control-plane"),
-             expected: ["nodes[1].name: control-plane is already used by nodes[0]"]),
-        Case(name: "remote node named like this node", edit: remote(0, "name", "worker2"), expected: ["nodes[0].name: worker2 is already used by node.name"]),
-        Case(name: "port out of range", edit: port("port", 70000), expected: ["services[0].ports[0].port: 70000 is out of range 1-65535"]),
-        Case(name: "node port outside the NodePort range", edit: port("nodePort", 8080),
-             expected: ["services[0].ports[0].nodePort: 8080 is outside the NodePort range 30000-32767"]),
-        Case(name: "node port clash between services", edit: { o in
-            var services = o["services"] as! [[String: Any]]
-            var second = services[0]
-            second["name"] = "default/other"
-            second["clusterIP"] = "10.96.0.9"
-            services.append(second)
-            o["services"] = services
-        }, expected: ["services[1].ports[0].nodePort: 32000/TCP is already used by services[0].ports[0]"]),
-        Case(name: "node port on a ClusterIP service", edit: { o in
-            var services = o["services"] as! [[String: Any]]
-            services[0]["type"] = "ClusterIP"
-            o["services"] = services
-        }, expected: ["services[0].ports[0].nodePort: only NodePort services have node ports"]),
-        Case(name: "not a number", edit: port("port", "80"), expected: ["services[0].ports[0].port: must be a whole number, found a string"]),
+        Case(
+            name: "missing required field", edit: node("device", NSNull()),
+            expected: ["node.device: must be a string, found null"]),
+        Case(
+            name: "node name that could escape a path", edit: node("name", ".."),
+            expected: [
+                "node.name: \"..\" must be 1-63 characters of letters, digits, '-', '_' and '.', not starting with '.' or '-'"
+            ]),
+        Case(
+            name: "bpffs directory outside bpffs", edit: { $0["bpffsDirectory"] = "/sys/fs/bpf/../../etc" },
+            expected: ["bpffsDirectory: \"/sys/fs/bpf/../../etc\" must be a directory under /sys/fs/bpf/ (no '..')"]),
+        Case(
+            name: "malformed address", edit: node("address", "172.18.0"),
+            expected: ["node.address: \"172.18.0\" is not an IPv4 address"]),
+        Case(
+            name: "malformed CIDR", edit: node("podCIDR", "10.0.2/24"),
+            expected: ["node.podCIDR: \"10.0.2/24\" is not an IPv4 CIDR (like 10.0.2.0/24)"]),
+        Case(
+            name: "CIDR with host bits", edit: remote(1, "podCIDR", "10.0.1.7/24"),
+            expected: ["nodes[1].podCIDR: 10.0.1.7/24 has host bits set (did you mean 10.0.1.0/24?)"]),
+        Case(
+            name: "wrong type", edit: { $0["autoDirectNodeRoutes"] = "yes" },
+            expected: ["autoDirectNodeRoutes: must be true or false, found a string"]),
+        Case(
+            name: "pod IP outside the pod CIDR", edit: pod(1, "ip", "10.0.3.7"),
+            expected: ["pods[1].ip: 10.0.3.7 is outside podCIDR 10.0.2.0/24"]),
+        Case(
+            name: "duplicate pod IP", edit: pod(1, "ip", "10.0.2.32"),
+            expected: ["pods[1].ip: 10.0.2.32 is already used by pods[0] (default/net)"]),
+        Case(
+            name: "duplicate pod name", edit: pod(1, "name", "net"),
+            expected: ["pods[1].name: default/net is already used by pods[0]"]),
+        Case(
+            name: "pod IP is the router IP", edit: pod(0, "ip", "10.0.2.184"),
+            expected: ["pods[0].ip: 10.0.2.184 is the router IP (node.routerIP)"]),
+        Case(
+            name: "pod namespace missing", edit: pod(0, "netns", "pod-gone"),
+            expected: ["pods[0].netns: network namespace pod-gone does not exist (/var/run/netns/pod-gone)"]),
+        Case(
+            name: "two pods in one namespace", edit: pod(1, "netns", "pod-net"),
+            expected: ["pods[1].netns: pod-net is already the network namespace of pods[0]"]),
+        Case(
+            name: "router IP outside the pod CIDR", edit: node("routerIP", "10.0.5.1"),
+            expected: ["node.routerIP: 10.0.5.1 is outside podCIDR 10.0.2.0/24"]),
+        Case(
+            name: "router IP equal to a pod IP", edit: node("routerIP", "10.0.2.204"),
+            expected: ["pods[1].ip: 10.0.2.204 is the router IP (node.routerIP)"]),
+        Case(
+            name: "remote pod CIDRs overlap each other", edit: remote(1, "podCIDR", "10.0.0.0/23"),
+            expected: ["nodes[1].podCIDR: 10.0.0.0/23 overlaps nodes[0].podCIDR 10.0.0.0/24"]),
+        Case(
+            name: "remote pod CIDR overlaps the local one", edit: remote(0, "podCIDR", "10.0.2.0/25"),
+            expected: ["nodes[0].podCIDR: 10.0.2.0/25 overlaps node.podCIDR 10.0.2.0/24"]),
+        Case(
+            name: "node address inside the own pod CIDR", edit: node("address", "10.0.2.9"),
+            expected: ["node.address: 10.0.2.9 is inside this node's podCIDR 10.0.2.0/24"]),
+        Case(
+            name: "remote node address inside a pod CIDR", edit: remote(0, "address", "10.0.1.9"),
+            expected: ["nodes[0].address: 10.0.1.9 is inside nodes[1].podCIDR 10.0.1.0/24"]),
+        Case(
+            name: "duplicate remote node name", edit: remote(1, "name", "control-plane"),
+            expected: ["nodes[1].name: control-plane is already used by nodes[0]"]),
+        Case(
+            name: "remote node named like this node", edit: remote(0, "name", "worker2"),
+            expected: ["nodes[0].name: worker2 is already used by node.name"]),
+        Case(
+            name: "port out of range", edit: port("port", 70000),
+            expected: ["services[0].ports[0].port: 70000 is out of range 1-65535"]),
+        Case(
+            name: "node port outside the NodePort range", edit: port("nodePort", 8080),
+            expected: ["services[0].ports[0].nodePort: 8080 is outside the NodePort range 30000-32767"]),
+        Case(
+            name: "node port clash between services",
+            edit: { o in
+                var services = o["services"] as! [[String: Any]]
+                var second = services[0]
+                second["name"] = "default/other"
+                second["clusterIP"] = "10.96.0.9"
+                services.append(second)
+                o["services"] = services
+            }, expected: ["services[1].ports[0].nodePort: 32000/TCP is already used by services[0].ports[0]"]),
+        Case(
+            name: "node port on a ClusterIP service",
+            edit: { o in
+                var services = o["services"] as! [[String: Any]]
+                services[0]["type"] = "ClusterIP"
+                o["services"] = services
+            }, expected: ["services[0].ports[0].nodePort: only NodePort services have node ports"]),
+        Case(
+            name: "not a number", edit: port("port", "80"),
+            expected: ["services[0].ports[0].port: must be a whole number, found a string"]),
     ]
 
     @Test(arguments: cases) func badSpecIsRejectedWithItsPath(_ c: Case) {
@@ -184,9 +237,15 @@ import Testing
     @Test func endpointDeviceNamesAreStableAndShaped() {
         let pod = PodSpec(name: "net", netns: "pod-net", ip: IPAddress("10.0.2.32")!)
         let name = NodeNetNames.endpointDevice(for: pod)
-        #expect(name == NodeNetNames.endpointDevice(for: PodSpec(name: "net", netns: "elsewhere", ip: IPAddress("10.0.2.33")!)))
+        #expect(
+            name
+                == NodeNetNames.endpointDevice(
+                    for: PodSpec(name: "net", netns: "elsewhere", ip: IPAddress("10.0.2.33")!)))
         #expect(name.count == 15 && NodeNetNames.isEndpointDevice(name))
-        #expect(name != NodeNetNames.endpointDevice(for: PodSpec(name: "net", namespace: "kube-system", netns: "x", ip: IPAddress("10.0.2.32")!)))
+        #expect(
+            name
+                != NodeNetNames.endpointDevice(
+                    for: PodSpec(name: "net", namespace: "kube-system", netns: "x", ip: IPAddress("10.0.2.32")!)))
         #expect(!NodeNetNames.isEndpointDevice("lxc_health") && !NodeNetNames.isEndpointDevice("eth0"))
     }
 }

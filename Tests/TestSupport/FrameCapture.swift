@@ -46,7 +46,7 @@ public struct CapturedIPv4: Equatable, CustomStringConvertible {
         source = f[26..<30].map(String.init).joined(separator: ".")
         destination = f[30..<34].map(String.init).joined(separator: ".")
         let ihl = Int(f[14] & 0x0f) * 4
-        if (f[23] == 6 || f[23] == 17), f.count >= 14 + ihl + 4 {
+        if f[23] == 6 || f[23] == 17, f.count >= 14 + ihl + 4 {
             sourcePort = UInt16(f[14 + ihl]) << 8 | UInt16(f[15 + ihl])
             destinationPort = UInt16(f[16 + ihl]) << 8 | UInt16(f[17 + ihl])
         }

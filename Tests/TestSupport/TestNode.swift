@@ -25,41 +25,58 @@ public struct TestNode {
 
     private func wire() throws {
         let n = try NetlinkSocket(namespace: namespace)
-        try n.add(LinkConfiguration(name: "eth0", kind: .veth(peer: VethPeer(name: "eth0", namespace: .named(fabric))), mtu: 1500, up: true))
+        try n.add(
+            LinkConfiguration(
+                name: "eth0", kind: .veth(peer: VethPeer(name: "eth0", namespace: .named(fabric))), mtu: 1500, up: true)
+        )
         try n.setLink(named: "lo", LinkChange(up: true))
         let eth0 = try n.link(named: "eth0")!
         try n.add(InterfaceAddress(interfaceIndex: eth0.index, prefix: IPPrefix("172.18.0.2/16")!))
         let f = try NetlinkSocket(namespace: .named(fabric))
         let feth = try f.link(named: "eth0")!
         try f.setLink(index: feth.index, LinkChange(up: true))
-        for a in ["172.18.0.3/16", "172.18.0.4/16"] { try f.add(InterfaceAddress(interfaceIndex: feth.index, prefix: IPPrefix(a)!)) }
+        for a in ["172.18.0.3/16", "172.18.0.4/16"] {
+            try f.add(InterfaceAddress(interfaceIndex: feth.index, prefix: IPPrefix(a)!))
+        }
         // The way back to this node's pods, as the other nodes' direct routes would give it.
-        try f.add(Route(destination: IPPrefix("10.0.2.0/24")!, gateway: IPAddress("172.18.0.2"), outputInterface: feth.index))
+        try f.add(
+            Route(destination: IPPrefix("10.0.2.0/24")!, gateway: IPAddress("172.18.0.2"), outputInterface: feth.index))
     }
 
     /// The seed's worker2 with `podCount` pods (10.0.2.32, 10.0.2.204, then 10.0.2.10…).
     public func spec(podCount: Int? = nil, remote: [RemoteNode]? = nil) -> NodeSpec {
         let ips = ["10.0.2.32", "10.0.2.204"] + (10..<200).filter { $0 != 32 && $0 != 184 }.map { "10.0.2.\($0)" }
         let names = ["net", "server"] + (2..<200).map { "pod\($0)" }
-        let pods = (0..<(podCount ?? self.pods.count)).map { i in PodSpec(name: names[i], netns: self.pods[i], ip: IPAddress(ips[i])!) }
-        let remote = remote ?? [
-            RemoteNode(name: "control-plane", address: IPAddress("172.18.0.4")!, podCIDR: IPPrefix("10.0.0.0/24")!),
-            RemoteNode(name: "worker", address: IPAddress("172.18.0.3")!, podCIDR: IPPrefix("10.0.1.0/24")!),
-        ]
+        let pods = (0..<(podCount ?? self.pods.count)).map { i in
+            PodSpec(name: names[i], netns: self.pods[i], ip: IPAddress(ips[i])!)
+        }
+        let remote =
+            remote ?? [
+                RemoteNode(name: "control-plane", address: IPAddress("172.18.0.4")!, podCIDR: IPPrefix("10.0.0.0/24")!),
+                RemoteNode(name: "worker", address: IPAddress("172.18.0.3")!, podCIDR: IPPrefix("10.0.1.0/24")!),
+            ]
         return NodeSpec(
-            node: LocalNode(name: "worker2", device: "eth0", address: IPAddress("172.18.0.2")!, podCIDR: IPPrefix("10.0.2.0/24")!, routerIP: IPAddress("10.0.2.184")),
+            node: LocalNode(
+                name: "worker2", device: "eth0", address: IPAddress("172.18.0.2")!, podCIDR: IPPrefix("10.0.2.0/24")!,
+                routerIP: IPAddress("10.0.2.184")),
             nativeRoutingCIDR: IPPrefix("10.0.0.0/8"), pods: pods, nodes: remote, stateDirectory: stateDirectory)
     }
 
-    public func controller(_ spec: NodeSpec) throws -> NodeController { try NodeController(spec: spec, namespace: namespace) }
+    public func controller(_ spec: NodeSpec) throws -> NodeController {
+        try NodeController(spec: spec, namespace: namespace)
+    }
 
     /// Everything observable in a namespace, as sorted text lines (indices replaced by names).
     public static func snapshot(_ ns: NamespaceReference) throws -> [String] {
         let s = try NetlinkSocket(namespace: ns)
         let links = try s.links()
         let names = Dictionary(uniqueKeysWithValues: links.map { ($0.index, $0.name) })
-        var lines = links.map { "link \($0.name) \($0.kind ?? "-") up=\($0.isUp) noarp=\($0.isNoARP) mtu=\($0.mtu ?? 0)" }
-        lines += try s.addresses(family: .inet).map { "addr \(names[$0.interfaceIndex] ?? "?") \($0.prefix) \($0.scope)" }
+        var lines = links.map {
+            "link \($0.name) \($0.kind ?? "-") up=\($0.isUp) noarp=\($0.isNoARP) mtu=\($0.mtu ?? 0)"
+        }
+        lines += try s.addresses(family: .inet).map {
+            "addr \(names[$0.interfaceIndex] ?? "?") \($0.prefix) \($0.scope)"
+        }
         lines += try s.routes(RouteFilter(family: .inet, table: nil)).map { r in
             "route table \(r.table) \(r.summary(names: names)) type \(r.type) proto \(r.protocol)"
         }

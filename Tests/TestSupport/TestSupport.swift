@@ -76,7 +76,6 @@ public func runTool(_ arguments: [String]) throws -> (status: Int32, output: Str
     return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }
 
-
 /// Polls `condition` every 5 ms for at most `seconds` (for effects a loaded machine may
 /// delay, such as counters updated in softirq context); returns whether it held.
 @discardableResult

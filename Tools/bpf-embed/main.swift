@@ -10,7 +10,10 @@ guard args.count >= 5 else {
     FileHandle.standardError.write(Data("usage: bpf-embed CLANG OUTPUT.swift WORKDIR INCLUDE_DIR SOURCE.c...\n".utf8))
     exit(2)
 }
-let clang = args[1], output = args[2], work = args[3], include = args[4]
+let clang = args[1]
+let output = args[2]
+let work = args[3]
+let include = args[4]
 let sources = Array(args.dropFirst(5))
 try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
 
@@ -27,8 +30,10 @@ func multiarchIncludeDirectory() -> String? {
         "s390x": ["s390x-linux-gnu"], "riscv64": ["riscv64-linux-gnu"], "loongarch64": ["loongarch64-linux-gnu"],
     ]
     let fm = FileManager.default
-    let others = ((try? fm.contentsOfDirectory(atPath: "/usr/include")) ?? []).filter { $0.contains("-linux-") }.sorted()
-    for triple in (triples[machine] ?? []) + ["\(machine)-linux-gnu"] + others where fm.fileExists(atPath: "/usr/include/\(triple)/asm/types.h") {
+    let others = ((try? fm.contentsOfDirectory(atPath: "/usr/include")) ?? []).filter { $0.contains("-linux-") }
+        .sorted()
+    for triple in (triples[machine] ?? []) + ["\(machine)-linux-gnu"] + others
+    where fm.fileExists(atPath: "/usr/include/\(triple)/asm/types.h") {
         return "/usr/include/\(triple)"
     }
     return nil  // asm/types.h directly under /usr/include (no multiarch layout): nothing to add
@@ -40,13 +45,17 @@ func clangArguments(source: String, object: String, include: String, multiarch: 
     let root = URL(fileURLWithPath: include).deletingLastPathComponent().path  // the package (include is its bpf/)
     return ["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"]
         + (multiarch.map { ["-I\($0)"] } ?? [])
-        + ["-I\(include)", "-ffile-prefix-map=\(root)=.", "-fdebug-compilation-dir=.",
-           "-c", source, "-o", object]
+        + [
+            "-I\(include)", "-ffile-prefix-map=\(root)=.", "-fdebug-compilation-dir=.",
+            "-c", source, "-o", object,
+        ]
 }
 
 let multiarch = multiarchIncludeDirectory()
 if ProcessInfo.processInfo.environment["BPF_EMBED_PRINT_ARGS"] != nil {
-    print(clangArguments(source: sources.first ?? "SOURCE.c", object: "OBJECT.o", include: include, multiarch: multiarch).joined(separator: " "))
+    print(
+        clangArguments(source: sources.first ?? "SOURCE.c", object: "OBJECT.o", include: include, multiarch: multiarch)
+            .joined(separator: " "))
 }
 
 var entries: [(String, String)] = []
@@ -59,7 +68,8 @@ for source in sources.sorted() {
     try p.run()
     p.waitUntilExit()
     guard p.terminationStatus == 0 else {
-        FileHandle.standardError.write(Data("bpf-embed: \(clang) failed on \(source) (is libbpf-dev installed? ./scripts/install-deps.sh)\n".utf8))
+        FileHandle.standardError.write(
+            Data("bpf-embed: \(clang) failed on \(source) (is libbpf-dev installed? ./scripts/install-deps.sh)\n".utf8))
         exit(1)
     }
     entries.append((name, try Data(contentsOf: URL(fileURLWithPath: object)).base64EncodedString()))

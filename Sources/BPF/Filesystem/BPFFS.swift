@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The BPF filesystem, mounted at /sys/fs/bpf when it is not.
@@ -36,4 +36,3 @@ public enum BPFFS {
         try? FileManager.default.removeItem(atPath: directory)
     }
 }
-

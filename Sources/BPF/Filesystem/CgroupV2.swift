@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The cgroup v2 hierarchy: found from /proc/self/mountinfo (at /sys/fs/cgroup/unified on
@@ -11,7 +11,9 @@ public enum CgroupV2 {
 
     /// Creates `path` (and its parents) under the cgroup v2 root.
     public static func create(_ path: String) throws {
-        guard let root, path.hasPrefix(root + "/") else { throw BPFError(EINVAL, "creating cgroup \(path): not under the cgroup v2 root \(root ?? "(none mounted)")") }
+        guard let root, path.hasPrefix(root + "/") else {
+            throw BPFError(EINVAL, "creating cgroup \(path): not under the cgroup v2 root \(root ?? "(none mounted)")")
+        }
         try Paths.createDirectory(path, what: "cgroup")
     }
 
@@ -39,11 +41,12 @@ public enum CgroupV2 {
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: path) else { return }
         for entry in entries {
             var isDirectory: ObjCBool = false
-            if FileManager.default.fileExists(atPath: "\(path)/\(entry)", isDirectory: &isDirectory), isDirectory.boolValue {
+            if FileManager.default.fileExists(atPath: "\(path)/\(entry)", isDirectory: &isDirectory),
+                isDirectory.boolValue
+            {
                 remove("\(path)/\(entry)")
             }
         }
         rmdir(path)
     }
 }
-

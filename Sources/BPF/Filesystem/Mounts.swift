@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The calling process's mount table (/proc/self/mountinfo).
@@ -17,9 +17,10 @@ public enum Mounts {
             // "id parent major:minor root mountpoint options [optional...] - fstype source superoptions"
             let halves = line.components(separatedBy: " - ")
             let fields = halves[0].split(separator: " ")
-            guard halves.count == 2, fields.count >= 5, let type = halves[1].split(separator: " ").first else { return nil }
+            guard halves.count == 2, fields.count >= 5, let type = halves[1].split(separator: " ").first else {
+                return nil
+            }
             return Entry(point: String(fields[4]), type: String(type))
         }
     }
 }
-

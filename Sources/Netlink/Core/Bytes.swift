@@ -44,7 +44,10 @@ struct ByteReader {
 /// Host-endian appends (netlink is host-endian; nodenet targets little-endian Linux).
 extension Array where Element == UInt8 {
     mutating func appendU8(_ v: UInt8) { append(v) }
-    mutating func appendU16(_ v: UInt16) { append(UInt8(v & 0xFF)); append(UInt8(v >> 8)) }
+    mutating func appendU16(_ v: UInt16) {
+        append(UInt8(v & 0xFF))
+        append(UInt8(v >> 8))
+    }
     mutating func appendU32(_ v: UInt32) {
         for i in 0..<4 { append(UInt8((v >> (8 * UInt32(i))) & 0xFF)) }
     }

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `close(2)`, for files the Netlink module opened itself (namespace files).

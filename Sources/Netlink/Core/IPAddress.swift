@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Address families as netlink encodes them.
@@ -52,7 +52,8 @@ public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible
     }
 
     public init?<C: Collection<UInt8>>(bytes: C) {
-        var hi: UInt64 = 0, lo: UInt64 = 0
+        var hi: UInt64 = 0
+        var lo: UInt64 = 0
         switch bytes.count {
         case 4:
             for b in bytes { lo = lo << 8 | UInt64(b) }
@@ -90,7 +91,8 @@ public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible
     /// The address with every bit after the first `length` cleared.
     func masked(to length: Int) -> IPAddress {
         if isIPv4 {
-            let mask: UInt64 = length <= 0 ? 0 : (length >= 32 ? 0xFFFF_FFFF : (0xFFFF_FFFF << UInt64(32 - length)) & 0xFFFF_FFFF)
+            let mask: UInt64 =
+                length <= 0 ? 0 : (length >= 32 ? 0xFFFF_FFFF : (0xFFFF_FFFF << UInt64(32 - length)) & 0xFFFF_FFFF)
             return IPAddress(family: .inet, high: 0, low: low & mask)
         }
         let hiMask: UInt64 = length <= 0 ? 0 : (length >= 64 ? ~0 : ~UInt64(0) << UInt64(64 - length))

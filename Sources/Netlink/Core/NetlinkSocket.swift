@@ -1,7 +1,7 @@
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// An rtnetlink socket (libmnl), bound to the network namespace it was opened in.
@@ -55,7 +55,9 @@ public final class NetlinkSocket: @unchecked Sendable {
         var fds = [Result<Int32, NetlinkError>](repeating: .failure(NetlinkError(.badMessage)), count: namespaces.count)
         do {
             try NetworkNamespace.runEach(namespaces) { i, reference in
-                fds[i] = Result { try MnlTransport.openSocket(reference) }.mapError { $0 as? NetlinkError ?? NetlinkError(.protocolError) }
+                fds[i] = Result { try MnlTransport.openSocket(reference) }.mapError {
+                    $0 as? NetlinkError ?? NetlinkError(.protocolError)
+                }
             } failed: { i, error in
                 fds[i] = .failure(error)
             }
@@ -67,7 +69,8 @@ public final class NetlinkSocket: @unchecked Sendable {
         return zip(fds, namespaces).map { fd, reference in
             fd.flatMap { fd in
                 Result {
-                    let socket = NetlinkSocket(transport: try MnlTransport(fd: fd, namespace: reference, groups: []), namespace: reference)
+                    let socket = NetlinkSocket(
+                        transport: try MnlTransport(fd: fd, namespace: reference, groups: []), namespace: reference)
                     socket.setReceiveBuffer(Self.requestReceiveBuffer)
                     return socket
                 }.mapError { $0 as? NetlinkError ?? NetlinkError(.protocolError) }
@@ -79,9 +82,10 @@ public final class NetlinkSocket: @unchecked Sendable {
         self.transport = transport
         self.namespace = namespace
         self.portID = transport.portID
-        self.state = Mutex(State(
-            sequence: UInt32.random(in: 1...0x7FFF_FFFF),
-            buffer: [UInt8](repeating: 0, count: Self.receiveBufferSize)))
+        self.state = Mutex(
+            State(
+                sequence: UInt32.random(in: 1...0x7FFF_FFFF),
+                buffer: [UInt8](repeating: 0, count: Self.receiveBufferSize)))
     }
 
     var fileDescriptor: Int32 { transport.fileDescriptor }
@@ -108,9 +112,12 @@ public final class NetlinkSocket: @unchecked Sendable {
             try send(bytes, context: request.context)
             var replies: [NetlinkMessage] = []
             while true {
-                for reply in try receive(into: &state.buffer, context: request.context) where reply.header.sequence == seq {
+                for reply in try receive(into: &state.buffer, context: request.context)
+                where reply.header.sequence == seq {
                     if reply.header.type == NetlinkMessageType.error {
-                        if let failure = try ExtendedAck(parsing: reply).failure(request: bytes, context: request.context) {
+                        if let failure = try ExtendedAck(parsing: reply).failure(
+                            request: bytes, context: request.context)
+                        {
                             throw failure
                         }
                         return replies
@@ -137,7 +144,9 @@ public final class NetlinkSocket: @unchecked Sendable {
         throw NetlinkError(.interrupted, kind: .dumpInterrupted, context: request.context)
     }
 
-    private func dumpOnce<T>(_ request: NetlinkRequest, _ transform: (NetlinkMessage) throws -> T?) throws -> ([T], Bool) {
+    private func dumpOnce<T>(
+        _ request: NetlinkRequest, _ transform: (NetlinkMessage) throws -> T?
+    ) throws -> ([T], Bool) {
         try state.withLock { state in
             let seq = state.next()
             var message = request.message
@@ -165,7 +174,9 @@ public final class NetlinkSocket: @unchecked Sendable {
                         if let failure = try Self.doneFailure(reply, context: request.context) { throw failure }
                         return (items, interrupted)
                     case NetlinkMessageType.error:
-                        if let failure = try ExtendedAck(parsing: reply).failure(request: bytes, context: request.context) {
+                        if let failure = try ExtendedAck(parsing: reply).failure(
+                            request: bytes, context: request.context)
+                        {
                             throw failure
                         }
                         return (items, interrupted)
@@ -186,7 +197,10 @@ public final class NetlinkSocket: @unchecked Sendable {
     private func drain(sequence: UInt32, into buffer: inout [UInt8]) {
         for _ in 0..<100_000 {
             guard let batch = try? receive(into: &buffer, context: "draining a dump") else { return }
-            if batch.contains(where: { $0.header.sequence == sequence && ($0.header.type == NetlinkMessageType.done || $0.header.type == NetlinkMessageType.error) }) {
+            if batch.contains(where: {
+                $0.header.sequence == sequence
+                    && ($0.header.type == NetlinkMessageType.done || $0.header.type == NetlinkMessageType.error)
+            }) {
                 return
             }
         }
@@ -228,7 +242,11 @@ public final class NetlinkSocket: @unchecked Sendable {
                     message.flags.insert(.request)
                     message.flags.remove(.ack)
                     let bytes = message.finished(sequence: base &+ UInt32(end - start), portID: portID)
-                    if !packet.isEmpty && (packet.count + bytes.count > Self.batchBytes || end - start >= Self.batchRequests) { break }
+                    if !packet.isEmpty
+                        && (packet.count + bytes.count > Self.batchBytes || end - start >= Self.batchRequests)
+                    {
+                        break
+                    }
                     packet.append(contentsOf: bytes)
                     sent.append(bytes)
                     end += 1
@@ -249,9 +267,11 @@ public final class NetlinkSocket: @unchecked Sendable {
                                 continue
                             }
                             let index = Int(seq &- base)
-                            guard seq &- base < UInt32(end - start), reply.header.type == NetlinkMessageType.error else { continue }
+                            guard seq &- base < UInt32(end - start), reply.header.type == NetlinkMessageType.error
+                            else { continue }
                             let ack = try ExtendedAck(parsing: reply)
-                            if let failure = ack.failure(request: sent[index], context: requests[start + index].context) {
+                            if let failure = ack.failure(request: sent[index], context: requests[start + index].context)
+                            {
                                 results[start + index] = .failure(failure)
                             }
                         }
@@ -259,7 +279,9 @@ public final class NetlinkSocket: @unchecked Sendable {
                 } catch let error as NetlinkError {
                     for i in start..<end { results[i] = .failure(error) }
                 } catch {
-                    for i in start..<end { results[i] = .failure(NetlinkError(.protocolError, kind: .system, detail: "\(error)")) }
+                    for i in start..<end {
+                        results[i] = .failure(NetlinkError(.protocolError, kind: .system, detail: "\(error)"))
+                    }
                 }
             }
             start = end

@@ -1,7 +1,7 @@
 import CMnl
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Moves datagrams between a `NetlinkSocket` and the kernel. The real one is libmnl;
@@ -24,7 +24,9 @@ final class MnlTransport: NetlinkTransport, @unchecked Sendable {
     /// A raw netlink socket in the calling thread's namespace.
     static func openSocket(_ namespace: NamespaceReference) throws -> Int32 {
         let fd = socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), SocketOption.netlinkRoute)
-        guard fd >= 0 else { throw NetlinkError.syscall("socket(AF_NETLINK)", context: "opening netlink socket in \(namespace)") }
+        guard fd >= 0 else {
+            throw NetlinkError.syscall("socket(AF_NETLINK)", context: "opening netlink socket in \(namespace)")
+        }
         return fd
     }
 

@@ -1,7 +1,7 @@
 import CMnl
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Network namespaces: create, delete, list, open, and run code inside one.
@@ -48,7 +48,9 @@ public enum NetworkNamespace {
         let context = "deleting network namespace \(name)"
         try validate(name, context: context)
         let path = "\(directory)/\(name)"
-        guard access(path, F_OK) == 0 else { throw NetlinkError(.noSuchFileOrDirectory, kind: .system, context: context) }
+        guard access(path, F_OK) == 0 else {
+            throw NetlinkError(.noSuchFileOrDirectory, kind: .system, context: context)
+        }
         _ = umount2(path, mntDetach)
         guard unlink(path) == 0 else { throw NetlinkError.syscall("unlink(\(path))", context: context) }
     }
@@ -105,7 +107,9 @@ public enum NetworkNamespace {
     public static func enterForExec(_ reference: NamespaceReference) throws {
         let fd = try open(reference)
         defer { close(fd) }
-        guard setns(fd, nodenet_clone_newnet()) == 0 else { throw NetlinkError.syscall("setns", context: "entering \(reference)") }
+        guard setns(fd, nodenet_clone_newnet()) == 0 else {
+            throw NetlinkError.syscall("setns", context: "entering \(reference)")
+        }
     }
 
     /// Runs `body` inside each namespace in turn, on one dedicated thread (one switch per
@@ -144,7 +148,8 @@ public enum NetworkNamespace {
 
     private static func validate(_ name: String, context: String) throws {
         guard !name.isEmpty, name != ".", name != "..", !name.contains("/"), name.utf8.count < 256 else {
-            throw NetlinkError(.invalidArgument, kind: .system, context: context, detail: "invalid namespace name '\(name)'")
+            throw NetlinkError(
+                .invalidArgument, kind: .system, context: context, detail: "invalid namespace name '\(name)'")
         }
     }
 
@@ -157,7 +162,9 @@ public enum NetworkNamespace {
             }
         }
         if mount("", directory, "none", msShared | msRec, nil) == 0 { return }
-        guard errno == EINVAL else { throw NetlinkError.syscall("making \(directory) a shared mount", context: context) }
+        guard errno == EINVAL else {
+            throw NetlinkError.syscall("making \(directory) a shared mount", context: context)
+        }
         guard mount(directory, directory, "none", msBind | msRec, nil) == 0,
             mount("", directory, "none", msShared | msRec, nil) == 0
         else { throw NetlinkError.syscall("bind-mounting \(directory) on itself", context: context) }

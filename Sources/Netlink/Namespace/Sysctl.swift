@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Reads and writes `/proc/sys` values, in any network namespace.
@@ -18,11 +18,15 @@ public enum Sysctl {
         let path = path(for: key)
         return try NetworkNamespace.run(in: namespace) {
             let fd = open(path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw NetlinkError.syscall("open(\(path))", context: "reading sysctl \(key) in \(namespace)") }
+            guard fd >= 0 else {
+                throw NetlinkError.syscall("open(\(path))", context: "reading sysctl \(key) in \(namespace)")
+            }
             defer { close(fd) }
             var buffer = [UInt8](repeating: 0, count: 4096)
             let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            guard n >= 0 else { throw NetlinkError.syscall("read(\(path))", context: "reading sysctl \(key) in \(namespace)") }
+            guard n >= 0 else {
+                throw NetlinkError.syscall("read(\(path))", context: "reading sysctl \(key) in \(namespace)")
+            }
             var text = String(decoding: buffer[0..<n], as: UTF8.self)
             while text.last == "\n" { text.removeLast() }
             return text
@@ -57,7 +61,9 @@ extension Sysctl {
 
     /// Writes many values with one namespace switch, in order; stops at the first failure
     /// and returns how many were written before it.
-    public static func write(_ settings: [(key: String, value: String)], in namespace: NamespaceReference = .current) -> (written: Int, error: NetlinkError?) {
+    public static func write(
+        _ settings: [(key: String, value: String)], in namespace: NamespaceReference = .current
+    ) -> (written: Int, error: NetlinkError?) {
         do {
             return try NetworkNamespace.run(in: namespace) {
                 for (i, s) in settings.enumerated() {

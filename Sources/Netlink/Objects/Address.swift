@@ -66,14 +66,20 @@ public struct InterfaceAddress: Sendable, Equatable {
         return NetlinkRequest(m, context: "\(verb) address \(prefix) on link \(interfaceIndex)")
     }
 
-    public var addRequest: NetlinkRequest { request(type: RTM.newAddress, flags: [.create, .exclusive], verb: "adding") }
-    public var replaceRequest: NetlinkRequest { request(type: RTM.newAddress, flags: [.create, .replace], verb: "replacing") }
+    public var addRequest: NetlinkRequest {
+        request(type: RTM.newAddress, flags: [.create, .exclusive], verb: "adding")
+    }
+    public var replaceRequest: NetlinkRequest {
+        request(type: RTM.newAddress, flags: [.create, .replace], verb: "replacing")
+    }
     public var deleteRequest: NetlinkRequest { request(type: RTM.delAddress, flags: [], verb: "deleting") }
 }
 
 extension NetlinkSocket {
     /// Addresses, optionally of one family and one interface (filtered by the kernel).
-    public func addresses(family: AddressFamily = .unspecified, interfaceIndex: Int32? = nil) throws -> [InterfaceAddress] {
+    public func addresses(
+        family: AddressFamily = .unspecified, interfaceIndex: Int32? = nil
+    ) throws -> [InterfaceAddress] {
         var m = MessageBuilder(type: RTM.getAddress, flags: [])
         var header: [UInt8] = [family.rawValue, 0, 0, 0]
         header.appendI32(interfaceIndex ?? 0)

@@ -9,9 +9,10 @@ public enum TCDirection: String, Sendable, Hashable, CaseIterable {
     /// Deletes the bpf filter with `priority` and `handle` from this hook of a link.
     public func deleteFilterRequest(interfaceIndex: Int32, priority: UInt16, handle: UInt32) -> NetlinkRequest {
         var m = MessageBuilder(type: RTM.delFilter, flags: [])
-        m.append(familyHeader: tcmsg(
-            interfaceIndex: interfaceIndex, handle: handle, parent: parent,
-            info: UInt32(priority) << 16 | UInt32(TCA.ethPAll.byteSwapped)))
+        m.append(
+            familyHeader: tcmsg(
+                interfaceIndex: interfaceIndex, handle: handle, parent: parent,
+                info: UInt32(priority) << 16 | UInt32(TCA.ethPAll.byteSwapped)))
         m.attribute(TCA.kind, string: "bpf")
         return NetlinkRequest(m, context: "deleting filter prio \(priority) on link \(interfaceIndex) \(rawValue)")
     }
@@ -52,9 +53,10 @@ public struct BPFFilterConfiguration: Sendable, Equatable {
 
     func request(replace: Bool) -> NetlinkRequest {
         var m = MessageBuilder(type: RTM.newFilter, flags: replace ? [.create, .replace] : [.create, .exclusive])
-        m.append(familyHeader: tcmsg(
-            interfaceIndex: interfaceIndex, handle: handle, parent: direction.parent,
-            info: UInt32(priority) << 16 | UInt32(TCA.ethPAll.byteSwapped)))
+        m.append(
+            familyHeader: tcmsg(
+                interfaceIndex: interfaceIndex, handle: handle, parent: direction.parent,
+                info: UInt32(priority) << 16 | UInt32(TCA.ethPAll.byteSwapped)))
         m.attribute(TCA.kind, string: "bpf")
         m.nested(TCA.options) { o in
             o.attribute(TCA.bpfFD, u32: UInt32(bitPattern: programFD))
@@ -62,7 +64,8 @@ public struct BPFFilterConfiguration: Sendable, Equatable {
             o.attribute(TCA.bpfFlags, u32: directAction ? TCA.bpfFlagDirectAction : 0)
         }
         let verb = replace ? "replacing" : "attaching"
-        return NetlinkRequest(m, context: "\(verb) bpf filter \(name) on link \(interfaceIndex) \(direction.rawValue) prio \(priority)")
+        return NetlinkRequest(
+            m, context: "\(verb) bpf filter \(name) on link \(interfaceIndex) \(direction.rawValue) prio \(priority)")
     }
 
     public var addRequest: NetlinkRequest { request(replace: false) }
@@ -133,7 +136,8 @@ extension NetlinkSocket {
     }
 
     /// Removes one filter (by priority and handle) from a hook.
-    public func deleteFilter(interfaceIndex: Int32, direction: TCDirection, priority: UInt16, handle: UInt32 = 1) throws {
+    public func deleteFilter(interfaceIndex: Int32, direction: TCDirection, priority: UInt16, handle: UInt32 = 1) throws
+    {
         try execute(direction.deleteFilterRequest(interfaceIndex: interfaceIndex, priority: priority, handle: handle))
     }
 }

@@ -133,7 +133,10 @@ public struct VethPeer: Sendable, Equatable {
     /// before the pair is linked and answers ENOTCONN; bring it up afterwards.)
     public var noARP: Bool
 
-    public init(name: String, namespace: NamespaceReference = .current, mtu: UInt32? = nil, address: MACAddress? = nil, noARP: Bool = false) {
+    public init(
+        name: String, namespace: NamespaceReference = .current, mtu: UInt32? = nil, address: MACAddress? = nil,
+        noARP: Bool = false
+    ) {
         self.name = name
         self.namespace = namespace
         self.mtu = mtu
@@ -193,7 +196,9 @@ public struct LinkConfiguration: Sendable, Equatable {
             }
         }
         var what = "creating \(kind.name) \(name)"
-        if case .veth(let peer) = kind { what += " with peer \(peer.name)" + (peer.namespace == .current ? "" : " in \(peer.namespace)") }
+        if case .veth(let peer) = kind {
+            what += " with peer \(peer.name)" + (peer.namespace == .current ? "" : " in \(peer.namespace)")
+        }
         return NetlinkRequest(m, context: what)
     }
 }
@@ -250,7 +255,9 @@ public struct LinkChange: Sendable, Equatable {
     }
 }
 
-func ifinfomsg(index: Int32, flags: InterfaceFlags, change: InterfaceFlags, family: AddressFamily = .unspecified) -> [UInt8] {
+func ifinfomsg(
+    index: Int32, flags: InterfaceFlags, change: InterfaceFlags, family: AddressFamily = .unspecified
+) -> [UInt8] {
     var b: [UInt8] = [family.rawValue, 0]
     b.appendU16(0)
     b.appendI32(index)
@@ -312,7 +319,8 @@ extension NetlinkSocket {
     public func moveLink(index: Int32, to namespace: NamespaceReference) throws {
         let fd = try NetworkNamespace.open(namespace)
         defer { _ = closeDescriptor(fd) }
-        try execute(LinkChange().request(index: index, namespaceFD: fd, describing: "moving link \(index) to \(namespace)"))
+        try execute(
+            LinkChange().request(index: index, namespaceFD: fd, describing: "moving link \(index) to \(namespace)"))
     }
 
     public func deleteLink(index: Int32) throws {

@@ -21,7 +21,9 @@ public struct Neighbour: Sendable, Equatable {
     public var flags: UInt8
     public var unknownAttributes: [NetlinkAttribute]
 
-    public init(interfaceIndex: Int32, address: IPAddress, linkLayerAddress: MACAddress?, state: NeighbourState = .permanent) {
+    public init(
+        interfaceIndex: Int32, address: IPAddress, linkLayerAddress: MACAddress?, state: NeighbourState = .permanent
+    ) {
         self.interfaceIndex = interfaceIndex
         self.address = address
         self.linkLayerAddress = linkLayerAddress
@@ -61,7 +63,9 @@ public struct Neighbour: Sendable, Equatable {
         return NetlinkRequest(m, context: "\(verb) neighbour \(address) on link \(interfaceIndex)")
     }
 
-    public var replaceRequest: NetlinkRequest { request(type: RTM.newNeighbour, flags: [.create, .replace], verb: "replacing") }
+    public var replaceRequest: NetlinkRequest {
+        request(type: RTM.newNeighbour, flags: [.create, .replace], verb: "replacing")
+    }
     public var deleteRequest: NetlinkRequest { request(type: RTM.delNeighbour, flags: [], verb: "deleting") }
 }
 

@@ -21,9 +21,12 @@ public struct Qdisc: Sendable, Equatable {
         unknownAttributes = attrs.unknown(excluding: Self.known)
     }
 
-    static func clsactRequest(interfaceIndex: Int32, type: UInt16, flags: NetlinkFlags, verb: String) -> NetlinkRequest {
+    static func clsactRequest(interfaceIndex: Int32, type: UInt16, flags: NetlinkFlags, verb: String) -> NetlinkRequest
+    {
         var m = MessageBuilder(type: type, flags: flags)
-        m.append(familyHeader: tcmsg(interfaceIndex: interfaceIndex, handle: TCA.clsactHandle, parent: TCA.clsactParent, info: 0))
+        m.append(
+            familyHeader: tcmsg(
+                interfaceIndex: interfaceIndex, handle: TCA.clsactHandle, parent: TCA.clsactParent, info: 0))
         m.attribute(TCA.kind, string: "clsact")
         return NetlinkRequest(m, context: "\(verb) clsact qdisc on link \(interfaceIndex)")
     }
@@ -51,11 +54,14 @@ extension NetlinkSocket {
 
     /// Adds a clsact qdisc; `EEXIST` when the link already has one.
     public func addClsact(interfaceIndex: Int32) throws {
-        try execute(Qdisc.clsactRequest(interfaceIndex: interfaceIndex, type: RTM.newQdisc, flags: [.create, .exclusive], verb: "adding"))
+        try execute(
+            Qdisc.clsactRequest(
+                interfaceIndex: interfaceIndex, type: RTM.newQdisc, flags: [.create, .exclusive], verb: "adding"))
     }
 
     /// Deletes the clsact qdisc, and with it every tc filter attached to it.
     public func deleteClsact(interfaceIndex: Int32) throws {
-        try execute(Qdisc.clsactRequest(interfaceIndex: interfaceIndex, type: RTM.delQdisc, flags: [], verb: "deleting"))
+        try execute(
+            Qdisc.clsactRequest(interfaceIndex: interfaceIndex, type: RTM.delQdisc, flags: [], verb: "deleting"))
     }
 }

@@ -64,8 +64,12 @@ public struct Route: Sendable, Equatable {
         flags = raw.loadUnaligned(fromByteOffset: 8, as: UInt32.self)
         onLink = flags & RTA.flagOnLink != 0
         var dst: IPAddress?
-        var gateway: IPAddress?, outputInterface: Int32?, preferredSource: IPAddress?
-        var table = UInt32(raw[4]), priority: UInt32?, mtu: UInt32?
+        var gateway: IPAddress?
+        var outputInterface: Int32?
+        var preferredSource: IPAddress?
+        var table = UInt32(raw[4])
+        var priority: UInt32?
+        var mtu: UInt32?
         var unknown: [NetlinkAttribute] = []
         var offset = Self.headerSize
         while raw.count - offset >= 4 {
@@ -92,9 +96,10 @@ public struct Route: Sendable, Equatable {
                 mtu = try AttributeList(parsing: payload[start..<(start + length - 4)])[RTA.metricMTU]?.u32
             default:
                 let start = payload.startIndex + offset + 4
-                unknown.append(NetlinkAttribute(
-                    type: rawType & AttributeFlags.typeMask, isNested: rawType & AttributeFlags.nested != 0,
-                    payload: payload[start..<(start + length - 4)]))
+                unknown.append(
+                    NetlinkAttribute(
+                        type: rawType & AttributeFlags.typeMask, isNested: rawType & AttributeFlags.nested != 0,
+                        payload: payload[start..<(start + length - 4)]))
             }
             offset += netlinkAlign(length)
         }
@@ -121,7 +126,9 @@ public struct Route: Sendable, Equatable {
         return s
     }
 
-    func request(type messageType: UInt16, flags requestFlags: NetlinkFlags, verb: String, deleting: Bool = false)
+    func request(
+        type messageType: UInt16, flags requestFlags: NetlinkFlags, verb: String, deleting: Bool = false
+    )
         -> NetlinkRequest
     {
         var m = MessageBuilder(type: messageType, flags: requestFlags)
@@ -146,9 +153,13 @@ public struct Route: Sendable, Equatable {
     /// Add-exclusive: fails with `EEXIST` when the same route is there.
     public var addRequest: NetlinkRequest { request(type: RTM.newRoute, flags: [.create, .exclusive], verb: "adding") }
     /// Create or replace the route with the same destination, table and metric.
-    public var replaceRequest: NetlinkRequest { request(type: RTM.newRoute, flags: [.create, .replace], verb: "replacing") }
+    public var replaceRequest: NetlinkRequest {
+        request(type: RTM.newRoute, flags: [.create, .replace], verb: "replacing")
+    }
     /// Deletes the route matching destination, table, protocol, type and (when set) gateway/device.
-    public var deleteRequest: NetlinkRequest { request(type: RTM.delRoute, flags: [], verb: "deleting", deleting: true) }
+    public var deleteRequest: NetlinkRequest {
+        request(type: RTM.delRoute, flags: [], verb: "deleting", deleting: true)
+    }
 }
 
 /// Which routes a listing returns. The kernel filters (strict dump checking); the same
@@ -206,7 +217,9 @@ extension NetlinkSocket {
                 let route = try Route(message: message)
                 return filter.matches(route) ? route : nil
             }
-        } catch let e as NetlinkError where e.kind == .kernel && e.errno == .noSuchFileOrDirectory && filter.table != nil {
+        } catch let e as NetlinkError
+            where e.kind == .kernel && e.errno == .noSuchFileOrDirectory && filter.table != nil
+        {
             return []
         }
     }

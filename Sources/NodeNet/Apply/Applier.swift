@@ -74,7 +74,8 @@ public struct RollbackOutcome: Sendable, CustomStringConvertible {
     public var description: String {
         complete
             ? "rolled back: \(undone) change\(undone == 1 ? "" : "s") undone, the node is as it was before the apply"
-            : "rollback incomplete: \(undone) changes undone; not restored:\n" + failures.map { "  \($0)" }.joined(separator: "\n")
+            : "rollback incomplete: \(undone) changes undone; not restored:\n"
+                + failures.map { "  \($0)" }.joined(separator: "\n")
     }
 }
 

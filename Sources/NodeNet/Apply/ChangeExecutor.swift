@@ -1,7 +1,7 @@
 import BPF
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// How to undo one change that took effect: recorded by the executor that made it, run by
@@ -80,11 +80,16 @@ final class ApplyContext {
 
     /// Gives the link pinned at `oldPath` (tcx or cgroup) the program `fd`, pinned as `path`
     /// from now on; undone by giving the link its previous program and name back.
-    func replaceLinkProgram(pinnedAt oldPath: String, with fd: Int32, renamingTo path: String, undo: inout [UndoStep]) throws {
+    func replaceLinkProgram(
+        pinnedAt oldPath: String, with fd: Int32, renamingTo path: String, undo: inout [UndoStep]
+    ) throws {
         // Hold the program the link runs now, to give it back on rollback.
         let previous = try BPFLink.currentProgram(pinnedAt: oldPath)
         try BPFLink.replaceProgram(pinnedAt: oldPath, with: fd)
-        undo.append(UndoStep("giving \(oldPath) its previous program") { try BPFLink.replaceProgram(pinnedAt: oldPath, with: previous.fd) })
+        undo.append(
+            UndoStep("giving \(oldPath) its previous program") {
+                try BPFLink.replaceProgram(pinnedAt: oldPath, with: previous.fd)
+            })
         if oldPath != path {
             try BPFPin.move(from: oldPath, to: path)
             undo.append(UndoStep("moving \(path) back to \(oldPath)") { try BPFPin.move(from: path, to: oldPath) })

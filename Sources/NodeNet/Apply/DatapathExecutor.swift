@@ -2,7 +2,7 @@ import BPF
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Endpoint map entries, attached programs and the node's pins, one change at a time.
@@ -30,7 +30,9 @@ final class DatapathExecutor: ChangeExecutor {
             guard let host = try node.link(named: hostDevice), let mac = host.address else {
                 throw NodeNetError.missing("\(hostDevice) does not exist")
             }
-            guard let pod = try context.session.podSocket(netns).link(named: NodeNetNames.podDevice), let podMAC = pod.address else {
+            guard let pod = try context.session.podSocket(netns).link(named: NodeNetNames.podDevice),
+                let podMAC = pod.address
+            else {
                 throw NodeNetError.missing("eth0 does not exist in \(netns)")
             }
             let entry = EndpointEntry(ifindex: UInt32(host.index), hostMAC: mac, podMAC: podMAC)
@@ -40,7 +42,9 @@ final class DatapathExecutor: ChangeExecutor {
             try context.loadedDatapath().endpoints.delete(EndpointEntry.key(ip))
             undo.append(restoreEntry(ip, previous))
         case .attachProgram(let device, let program, let replacing):
-            guard let link = try node.link(named: device) else { throw NodeNetError.missing("\(device) does not exist") }
+            guard let link = try node.link(named: device) else {
+                throw NodeNetError.missing("\(device) does not exist")
+            }
             if context.attachMode == .tcx {
                 try attachTCX(program, on: link, replacing: replacing, undo: &undo)
             } else {
@@ -87,7 +91,11 @@ final class DatapathExecutor: ChangeExecutor {
     private func restoreEntry(_ ip: IPAddress, _ entry: EndpointEntry?) -> UndoStep {
         UndoStep("restoring endpoint map entry \(ip)") { [context] in
             let map = try context.loadedDatapath().endpoints
-            if let entry { try map.update(EndpointEntry.key(ip), entry.c) } else { try map.delete(EndpointEntry.key(ip)) }
+            if let entry {
+                try map.update(EndpointEntry.key(ip), entry.c)
+            } else {
+                try map.delete(EndpointEntry.key(ip))
+            }
         }
     }
 
@@ -95,15 +103,22 @@ final class DatapathExecutor: ChangeExecutor {
         try BPFFS.prepare(layout.tcxLinkDirectory)
         let path = layout.tcxLinkPath(BPFFSLayout.tcxLinkName(program, device: link.name, ifindex: link.index))
         let fd = try context.loadedDatapath().programFD(program)
-        if replacing, let old = layout.tcxLinks().first(where: { BPFFSLayout.isTCXLink($0, of: program, device: link.name, ifindex: link.index) }) {
+        if replacing,
+            let old = layout.tcxLinks().first(where: {
+                BPFFSLayout.isTCXLink($0, of: program, device: link.name, ifindex: link.index)
+            })
+        {
             try context.replaceLinkProgram(pinnedAt: layout.tcxLinkPath(old), with: fd, renamingTo: path, undo: &undo)
         } else {
-            try NetworkNamespace.run(in: context.session.namespace) { try TCXLink.attachIngress(programFD: fd, ifindex: link.index, pinAt: path) }
+            try NetworkNamespace.run(in: context.session.namespace) {
+                try TCXLink.attachIngress(programFD: fd, ifindex: link.index, pinAt: path)
+            }
             undo.append(ApplyContext.unpinStep(path))
         }
     }
 
-    private func attachFilter(_ program: DatapathProgram, on link: Link, replacing: Bool, undo: inout [UndoStep]) throws {
+    private func attachFilter(_ program: DatapathProgram, on link: Link, replacing: Bool, undo: inout [UndoStep]) throws
+    {
         let node = self.node
         do {
             try node.addClsact(interfaceIndex: link.index)
@@ -112,7 +127,10 @@ final class DatapathExecutor: ChangeExecutor {
                 UndoStep("deleting the clsact qdisc added to link \(link.index)") {
                     do {
                         try node.deleteClsact(interfaceIndex: link.index)
-                    } catch let e as NetlinkError where e.errno == .noSuchDevice || e.errno == .invalidArgument || e.errno == .noSuchFileOrDirectory {
+                    } catch let e as NetlinkError
+                        where e.errno == .noSuchDevice || e.errno == .invalidArgument
+                        || e.errno == .noSuchFileOrDirectory
+                    {
                         // the device (or the qdisc) is gone already
                     }
                 })
@@ -120,7 +138,8 @@ final class DatapathExecutor: ChangeExecutor {
         let filter = BPFFilterConfiguration(
             interfaceIndex: link.index, direction: .ingress, programFD: try context.loadedDatapath().programFD(program),
             name: program.filterName, priority: program.priority, handle: program.handle)
-        let removeFilter = TCDirection.ingress.deleteFilterRequest(interfaceIndex: link.index, priority: program.priority, handle: program.handle)
+        let removeFilter = TCDirection.ingress.deleteFilterRequest(
+            interfaceIndex: link.index, priority: program.priority, handle: program.handle)
         let removeStep = UndoStep("\(removeFilter.context) [node]") { try node.execute(removeFilter) }
         guard replacing else {
             try node.add(filter)

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Links, addresses and routes: consecutive changes in one namespace go to the kernel as one
@@ -58,11 +58,17 @@ struct NetlinkExecutor: ChangeExecutor {
         try send(requests, inverses, on: socket, undo: &undo)
     }
 
-    private func send(_ requests: [NetlinkRequest], _ inverses: [UndoStep], on socket: NetlinkSocket, undo: inout [UndoStep]) throws {
+    private func send(
+        _ requests: [NetlinkRequest], _ inverses: [UndoStep], on socket: NetlinkSocket, undo: inout [UndoStep]
+    ) throws {
         guard !requests.isEmpty else { return }
         let results =
             requests.count == 1
-            ? [Result { try socket.execute(requests[0]) }.map { _ in () }.mapError { $0 as? NetlinkError ?? NetlinkError(.protocolError) }]
+            ? [
+                Result { try socket.execute(requests[0]) }.map { _ in () }.mapError {
+                    $0 as? NetlinkError ?? NetlinkError(.protocolError)
+                }
+            ]
             : socket.batch(requests)
         var firstFailure: ChangeFailure?
         for (i, result) in results.enumerated() {
@@ -80,9 +86,13 @@ struct NetlinkExecutor: ChangeExecutor {
     }
 
     /// The request for one change and the step that undoes it.
-    private func build(_ change: NetlinkChange, indices: [String: Int32], namespaceFDs: inout [String: Int32]) throws -> (NetlinkRequest, UndoStep) {
+    private func build(
+        _ change: NetlinkChange, indices: [String: Int32], namespaceFDs: inout [String: Int32]
+    ) throws -> (NetlinkRequest, UndoStep) {
         func index(_ device: String) throws -> Int32 {
-            guard let i = indices[device] else { throw NodeNetError.missing("device \(device) does not exist in \(change.scope)") }
+            guard let i = indices[device] else {
+                throw NodeNetError.missing("device \(device) does not exist in \(change.scope)")
+            }
             return i
         }
         switch change {
@@ -120,11 +130,15 @@ struct NetlinkExecutor: ChangeExecutor {
             }
             let config = LinkConfiguration(
                 name: device,
-                kind: .veth(peer: VethPeer(name: NodeNetNames.podDevice, namespace: NamespaceReference(netns), mtu: mtu)),
+                kind: .veth(
+                    peer: VethPeer(name: NodeNetNames.podDevice, namespace: NamespaceReference(netns), mtu: mtu)),
                 mtu: mtu, up: true)
             return (config.createRequest(peerNamespaceFD: fd), inverse(.node, Link.deleteRequest(named: device)))
         case .deleteLink(let scope, let device):
-            return (Link.deleteRequest(named: device), .irreversible("\(device) in \(scope) was deleted and cannot be restored"))
+            return (
+                Link.deleteRequest(named: device),
+                .irreversible("\(device) in \(scope) was deleted and cannot be restored")
+            )
         }
     }
 }

@@ -21,7 +21,9 @@ final class ServiceExecutor: ChangeExecutor {
             // the plan knew, so running one twice (with the steps below) is harmless.
             if batch.count == 1 || (try? writeBatch(batch, undo: &undo)) == nil {
                 for (i, change) in batch.enumerated() {
-                    do { try execute(change, undo: &undo) } catch { throw ChangeFailure(index: start + i, error: error) }
+                    do { try execute(change, undo: &undo) } catch {
+                        throw ChangeFailure(index: start + i, error: error)
+                    }
                 }
             }
             start = end
@@ -37,7 +39,8 @@ final class ServiceExecutor: ChangeExecutor {
             let fd = try context.loadedDatapath().programFD(hook)
             if let replacing {
                 // Same build (a map migration rebinds the program): the pin keeps its name.
-                try context.replaceLinkProgram(pinnedAt: layout.socketLinkPath(replacing), with: fd, renamingTo: path, undo: &undo)
+                try context.replaceLinkProgram(
+                    pinnedAt: layout.socketLinkPath(replacing), with: fd, renamingTo: path, undo: &undo)
             } else {
                 try CgroupLink.attach(programFD: fd, cgroup: cgroup, hook: hook, pinAt: path)
                 undo.append(ApplyContext.unpinStep(path))
@@ -135,13 +138,21 @@ final class ServiceExecutor: ChangeExecutor {
             case .settings(let settings):
                 try maps.settings.update(0, settings?.c ?? nodenet_config())
             case .node(let ip, let flags):
-                if let flags { try maps.nodes.update(nodenet_node_key(ip), nodenet_node(flags: flags.rawValue)) } else { try maps.nodes.delete(nodenet_node_key(ip)) }
+                if let flags {
+                    try maps.nodes.update(nodenet_node_key(ip), nodenet_node(flags: flags.rawValue))
+                } else {
+                    try maps.nodes.delete(nodenet_node_key(ip))
+                }
             case .backend(let id, let backend):
                 if let backend { try maps.backends.update(id, backend.c) } else { try maps.backends.delete(id) }
             case .frontend(let key, let snapshot, let current):
                 try maps.restore(key, snapshot, currentSlots: current)
             case .revnat(let id, let key):
-                if let key { try maps.revnat.update(UInt32(id), key.revnat) } else { try maps.revnat.delete(UInt32(id)) }
+                if let key {
+                    try maps.revnat.update(UInt32(id), key.revnat)
+                } else {
+                    try maps.revnat.delete(UInt32(id))
+                }
             }
         }
     }
@@ -164,7 +175,8 @@ extension ServiceChange {
 extension FrontendEntry {
     /// Every slot this entry writes, with the previous snapshot's others (what undo must clear).
     fileprivate func slots(mergedWith previous: FrontendSnapshot?) -> [UInt16: UInt32] {
-        let current = Dictionary(uniqueKeysWithValues: backendIDs.enumerated().map { (UInt16($0.offset + 1), $0.element) })
+        let current = Dictionary(
+            uniqueKeysWithValues: backendIDs.enumerated().map { (UInt16($0.offset + 1), $0.element) })
         return current.merging(previous?.slots ?? [:]) { a, _ in a }
     }
 }

@@ -3,11 +3,13 @@ struct SysctlExecutor: ChangeExecutor {
     let namespace: NamespaceReference
 
     func run(_ changes: [SysctlChange], undo: inout [UndoStep]) throws {
-        let (written, error) = Sysctl.write(changes.map { (key: $0.setting.key, value: $0.setting.value) }, in: namespace)
+        let (written, error) = Sysctl.write(
+            changes.map { (key: $0.setting.key, value: $0.setting.value) }, in: namespace)
         for change in changes.prefix(written) {
             guard let previous = change.previous else { continue }
             let (key, namespace) = (change.setting.key, namespace)
-            undo.append(UndoStep("restoring sysctl \(key)=\(previous)") { try Sysctl.write(key, previous, in: namespace) })
+            undo.append(
+                UndoStep("restoring sysctl \(key)=\(previous)") { try Sysctl.write(key, previous, in: namespace) })
         }
         if let error { throw ChangeFailure(index: written, error: error) }
     }

@@ -2,7 +2,7 @@ import BPF
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The one owner of a node's bpffs directory: where every map and link is pinned, what their
@@ -18,18 +18,15 @@ import Glibc
 public struct BPFFSLayout: Sendable, Hashable, CustomStringConvertible {
     /// Every map the datapath pins (a unit test checks this list against the embedded objects).
     public enum Map: String, CaseIterable, Sendable, Comparable {
-        case endpoints = "nodenet_endpoints"
-        case verdicts = "nodenet_verdicts"
-        case events = "nodenet_events"
-        case monitor = "nodenet_monitor"
-        case conntrack = "nodenet_ct"
-        case fragments = "nodenet_fragments"
-        case services = "nodenet_services"
-        case backends = "nodenet_backends"
-        case revnat = "nodenet_revnat"
-        case nodes = "nodenet_nodes"
-        case settings = "nodenet_settings"
-        case socketRevNat = "nodenet_sock_revnat"
+        // Pods and what the datapath reports (endpoints.h, events.h).
+        case endpoints = "nodenet_endpoints", verdicts = "nodenet_verdicts", events = "nodenet_events", monitor =
+            "nodenet_monitor"
+        // Per-packet translation state (conntrack.h, fragments.h).
+        case conntrack = "nodenet_ct", fragments = "nodenet_fragments"
+        // Services (lb.h, services.h) and socket LB's reverse entries (bpf_sock.c).
+        case services = "nodenet_services", backends = "nodenet_backends", revnat = "nodenet_revnat", nodes =
+            "nodenet_nodes"
+        case settings = "nodenet_settings", socketRevNat = "nodenet_sock_revnat"
 
         /// The maps apply writes for services. They are replaced together: ids in one refer to
         /// entries of the others.
@@ -75,7 +72,8 @@ public struct BPFFSLayout: Sendable, Hashable, CustomStringConvertible {
     /// `from-container@lxc…@7@1a2b3c4d` → (program, device, ifindex).
     static func parseTCXLinkName(_ name: String) -> (DatapathProgram, device: String, ifindex: UInt32)? {
         let parts = name.split(separator: "@", omittingEmptySubsequences: false)
-        guard parts.count == 4, let program = DatapathProgram(rawValue: String(parts[0])), let index = UInt32(parts[2]) else { return nil }
+        guard parts.count == 4, let program = DatapathProgram(rawValue: String(parts[0])), let index = UInt32(parts[2])
+        else { return nil }
         return (program, String(parts[1]), index)
     }
 
@@ -133,7 +131,11 @@ public struct BPFFSLayout: Sendable, Hashable, CustomStringConvertible {
         var result = tcxLinks().map { "links/\($0)" } + socketLinks().map { "sock/\($0)" }
         for name in Self.list(directory) where name.hasPrefix("nodenet_") {
             var isDirectory: ObjCBool = false
-            if FileManager.default.fileExists(atPath: "\(directory)/\(name)", isDirectory: &isDirectory), !isDirectory.boolValue { result.append(name) }
+            if FileManager.default.fileExists(atPath: "\(directory)/\(name)", isDirectory: &isDirectory),
+                !isDirectory.boolValue
+            {
+                result.append(name)
+            }
         }
         return result
     }

@@ -46,10 +46,14 @@ public enum Conntrack {
         return try map.entries().map { k, v in
             let kinds = [1: "service", 2: "reply", 3: "nat-out", 4: "nat-in"]
             let proto = [1: "ICMP", 6: "TCP", 17: "UDP"][Int(k.proto)] ?? "\(k.proto)"
-            func endpoint(_ a: UInt32, _ p: UInt16) -> String { "\(IPAddress(ipv4: UInt32(bigEndian: a))):\(UInt16(bigEndian: p))" }
-            return Entry(kind: kinds[Int(k.kind)] ?? "\(k.kind)", protocol: proto, source: endpoint(k.saddr, k.sport), destination: endpoint(k.daddr, k.dport),
-                         translated: endpoint(v.address, v.port), idleSeconds: Double(now &- min(now, v.last_seen_ns)) / 1e9,
-                         closing: v.flags & UInt8(NODENET_CT_F_CLOSING) != 0)
+            func endpoint(_ a: UInt32, _ p: UInt16) -> String {
+                "\(IPAddress(ipv4: UInt32(bigEndian: a))):\(UInt16(bigEndian: p))"
+            }
+            return Entry(
+                kind: kinds[Int(k.kind)] ?? "\(k.kind)", protocol: proto, source: endpoint(k.saddr, k.sport),
+                destination: endpoint(k.daddr, k.dport),
+                translated: endpoint(v.address, v.port), idleSeconds: Double(now &- min(now, v.last_seen_ns)) / 1e9,
+                closing: v.flags & UInt8(NODENET_CT_F_CLOSING) != 0)
         }.sorted { ($0.source, $0.destination, $0.kind) < ($1.source, $1.destination, $1.kind) }
     }
 
@@ -59,13 +63,21 @@ public enum Conntrack {
         p.proto = k.proto
         switch UInt32(k.kind) {
         case NODENET_CT_SERVICE.rawValue:
-            (p.saddr, p.daddr, p.sport, p.dport, p.kind) = (v.address, k.saddr, v.port, k.sport, UInt8(NODENET_CT_REPLY.rawValue))
+            (p.saddr, p.daddr, p.sport, p.dport, p.kind) = (
+                v.address, k.saddr, v.port, k.sport, UInt8(NODENET_CT_REPLY.rawValue)
+            )
         case NODENET_CT_REPLY.rawValue:
-            (p.saddr, p.daddr, p.sport, p.dport, p.kind) = (k.daddr, v.address, k.dport, v.port, UInt8(NODENET_CT_SERVICE.rawValue))
+            (p.saddr, p.daddr, p.sport, p.dport, p.kind) = (
+                k.daddr, v.address, k.dport, v.port, UInt8(NODENET_CT_SERVICE.rawValue)
+            )
         case NODENET_CT_NAT_OUT.rawValue:
-            (p.saddr, p.daddr, p.sport, p.dport, p.kind) = (k.daddr, v.address, k.dport, v.port, UInt8(NODENET_CT_NAT_IN.rawValue))
+            (p.saddr, p.daddr, p.sport, p.dport, p.kind) = (
+                k.daddr, v.address, k.dport, v.port, UInt8(NODENET_CT_NAT_IN.rawValue)
+            )
         case NODENET_CT_NAT_IN.rawValue:
-            (p.saddr, p.daddr, p.sport, p.dport, p.kind) = (v.address, k.saddr, v.port, k.sport, UInt8(NODENET_CT_NAT_OUT.rawValue))
+            (p.saddr, p.daddr, p.sport, p.dport, p.kind) = (
+                v.address, k.saddr, v.port, k.sport, UInt8(NODENET_CT_NAT_OUT.rawValue)
+            )
         default:
             return nil
         }
@@ -76,13 +88,19 @@ public enum Conntrack {
     /// is idle only when neither direction was used). The LRU table also evicts the oldest
     /// entries by itself when full.
     @discardableResult
-    public static func collect(bpffsDirectory: String, timeouts: Timeouts = Timeouts(), now: UInt64? = nil) throws -> Collection {
-        guard let map = try BPFMap<nodenet_tuple, nodenet_ct_entry>.pinned(at: path(bpffsDirectory)) else { return Collection(scanned: 0, removed: 0) }
+    public static func collect(
+        bpffsDirectory: String, timeouts: Timeouts = Timeouts(), now: UInt64? = nil
+    ) throws -> Collection {
+        guard let map = try BPFMap<nodenet_tuple, nodenet_ct_entry>.pinned(at: path(bpffsDirectory)) else {
+            return Collection(scanned: 0, removed: 0)
+        }
         let now = now ?? BPFClock.nanoseconds()
         let entries = try map.entries()
         var byKey: [TupleKey: nodenet_ct_entry] = [:]
         for (k, v) in entries { byKey[TupleKey(k)] = v }
-        func nanoseconds(_ d: Duration) -> UInt64 { UInt64(d.components.seconds) * 1_000_000_000 + UInt64(d.components.attoseconds / 1_000_000_000) }
+        func nanoseconds(_ d: Duration) -> UInt64 {
+            UInt64(d.components.seconds) * 1_000_000_000 + UInt64(d.components.attoseconds / 1_000_000_000)
+        }
         var removed = 0
         for (k, v) in entries {
             let partnerKey = partner(k, v)
@@ -103,6 +121,8 @@ public enum Conntrack {
         var saddr, daddr: UInt32
         var sport, dport: UInt16
         var proto, kind: UInt8
-        init(_ t: nodenet_tuple) { (saddr, daddr, sport, dport, proto, kind) = (t.saddr, t.daddr, t.sport, t.dport, t.proto, t.kind) }
+        init(_ t: nodenet_tuple) {
+            (saddr, daddr, sport, dport, proto, kind) = (t.saddr, t.daddr, t.sport, t.dport, t.proto, t.kind)
+        }
     }
 }

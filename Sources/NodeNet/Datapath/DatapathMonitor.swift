@@ -43,10 +43,12 @@ public struct DatapathEvent: Sendable, Codable, Equatable, CustomStringConvertib
         }
         let isARP = UInt32(e.verdict) == NODENET_VERDICT_ARP_REPLY.rawValue
         self.protocol = isARP ? "ARP" : [1: "ICMP", 6: "TCP", 17: "UDP"][e.protocol] ?? "proto \(e.protocol)"
-        let sport = UInt16(bigEndian: e.sport), dport = UInt16(bigEndian: e.dport)
+        let sport = UInt16(bigEndian: e.sport)
+        let dport = UInt16(bigEndian: e.dport)
         let hasPorts = e.protocol == 6 || e.protocol == 17
         source = isARP ? "-" : IPAddress(ipv4: UInt32(bigEndian: e.saddr)).description + (hasPorts ? ":\(sport)" : "")
-        destination = isARP ? "-" : IPAddress(ipv4: UInt32(bigEndian: e.daddr)).description + (hasPorts ? ":\(dport)" : "")
+        destination =
+            isARP ? "-" : IPAddress(ipv4: UInt32(bigEndian: e.daddr)).description + (hasPorts ? ":\(dport)" : "")
         if e.target_ifindex != 0 {
             targetIfindex = e.target_ifindex
             targetDevice = names[Int32(e.target_ifindex)]
@@ -85,7 +87,8 @@ public final class DatapathMonitor: @unchecked Sendable {
 
     /// Opens the monitor of the node whose maps are pinned in `bpffsDirectory` and takes the lease.
     public init(bpffsDirectory: String) throws {
-        guard let lease = try BPFMap<UInt32, nodenet_monitor_lease>.pinned(at: "\(bpffsDirectory)/nodenet_monitor") else {
+        guard let lease = try BPFMap<UInt32, nodenet_monitor_lease>.pinned(at: "\(bpffsDirectory)/nodenet_monitor")
+        else {
             throw NodeNetError.missing("no BPF datapath pinned in \(bpffsDirectory) (is datapath.mode bpf applied?)")
         }
         let sink = EventSink()
@@ -107,7 +110,9 @@ public final class DatapathMonitor: @unchecked Sendable {
 
     deinit {
         // Give the lease up, unless another monitor has renewed it since (it keeps it).
-        if (try? lease.lookup(0))?.deadline_ns == deadline { try? lease.update(0, nodenet_monitor_lease(deadline_ns: 0)) }
+        if (try? lease.lookup(0))?.deadline_ns == deadline {
+            try? lease.update(0, nodenet_monitor_lease(deadline_ns: 0))
+        }
         close(ringFD)
     }
 

@@ -23,9 +23,12 @@ final class DatapathObjects {
         }
         self.objects = objects
         socket = try BPFObject(embedded: CgroupLink.Hook.object, pinRoot: layout.directory)
-        for hook in CgroupLink.Hook.allCases { if let unused = hook.unusedFunction { try socket.setAutoload(program: unused, false) } }
+        for hook in CgroupLink.Hook.allCases {
+            if let unused = hook.unusedFunction { try socket.setAutoload(program: unused, false) }
+        }
         try socket.load()
-        endpoints = try objects[.fromContainer]!.map(named: BPFFSLayout.Map.endpoints.rawValue, key: nodenet_endpoint_key.self, value: nodenet_endpoint.self)
+        endpoints = try objects[.fromContainer]!.map(
+            named: BPFFSLayout.Map.endpoints.rawValue, key: nodenet_endpoint_key.self, value: nodenet_endpoint.self)
         services = try ServiceMaps(objects[.fromContainer]!)
     }
 
@@ -35,10 +38,14 @@ final class DatapathObjects {
 
     /// Entries of the pinned endpoints map of a node (empty when nothing is pinned yet).
     static func pinnedEntries(_ layout: BPFFSLayout) throws -> [IPAddress: EndpointEntry] {
-        guard let map = try BPFMap<nodenet_endpoint_key, nodenet_endpoint>.pinned(at: layout.path(.endpoints)) else { return [:] }
+        guard let map = try BPFMap<nodenet_endpoint_key, nodenet_endpoint>.pinned(at: layout.path(.endpoints)) else {
+            return [:]
+        }
         var result: [IPAddress: EndpointEntry] = [:]
         for key in try map.keys() {
-            if let value = try map.lookup(key) { result[IPAddress(ipv4: UInt32(bigEndian: key.ip))] = EndpointEntry(value) }
+            if let value = try map.lookup(key) {
+                result[IPAddress(ipv4: UInt32(bigEndian: key.ip))] = EndpointEntry(value)
+            }
         }
         return result
     }
@@ -50,7 +57,8 @@ final class DatapathObjects {
         for object in objectNames {
             for (name, shape) in try BPFMapShape.declared(inEmbedded: object) {
                 guard let map = BPFFSLayout.Map(rawValue: name) else {
-                    throw NodeNetError.state("the embedded object \(object) declares map \(name), which BPFFSLayout.Map does not list")
+                    throw NodeNetError.state(
+                        "the embedded object \(object) declares map \(name), which BPFFSLayout.Map does not list")
                 }
                 shapes[map] = shapes[map] ?? shape
             }

@@ -42,7 +42,9 @@ extension CgroupLink.Hook {
     var function: String { "nodenet_sock_\(rawValue)" + (refuses && !CgroupLink.canSetReturnValue ? "_eperm" : "") }
 
     /// The build of this hook's program the kernel cannot load (if any).
-    var unusedFunction: String? { refuses ? (CgroupLink.canSetReturnValue ? "nodenet_sock_\(rawValue)_eperm" : "nodenet_sock_\(rawValue)") : nil }
+    var unusedFunction: String? {
+        refuses ? (CgroupLink.canSetReturnValue ? "nodenet_sock_\(rawValue)_eperm" : "nodenet_sock_\(rawValue)") : nil
+    }
 
 }
 
@@ -56,11 +58,11 @@ extension DatapathProgram {
         var tags: [DatapathProgram: [UInt8]] = [:]
         for program in allCases {
             guard let object = try? BPFObject(embedded: program.object), (try? object.load()) != nil,
-                  let fd = try? object.programFD(named: program.function), let info = try? BPFProgramInfo(fd: fd) else { continue }
+                let fd = try? object.programFD(named: program.function), let info = try? BPFProgramInfo(fd: fd)
+            else { continue }
             tags[program] = info.tag
         }
         return tags
     }()
 
 }
-

@@ -19,8 +19,11 @@ public struct EndpointEntry: Sendable, Equatable, CustomStringConvertible {
     }
 
     var c: nodenet_endpoint {
-        let h = hostMAC.bytes, p = podMAC.bytes
-        return nodenet_endpoint(ifindex: ifindex, host_mac: (h[0], h[1], h[2], h[3], h[4], h[5]), pod_mac: (p[0], p[1], p[2], p[3], p[4], p[5]), flags: 0)
+        let h = hostMAC.bytes
+        let p = podMAC.bytes
+        return nodenet_endpoint(
+            ifindex: ifindex, host_mac: (h[0], h[1], h[2], h[3], h[4], h[5]),
+            pod_mac: (p[0], p[1], p[2], p[3], p[4], p[5]), flags: 0)
     }
 
     public var description: String { "ifindex \(ifindex), lxc \(hostMAC), pod \(podMAC)" }

@@ -47,7 +47,8 @@ struct FrontendSnapshot: Sendable, Equatable {
 extension FrontendKey {
     init?(_ k: nodenet_service_key) {
         guard let proto = TransportProtocol(ipProtocol: k.proto) else { return nil }
-        self.init(address: IPAddress(ipv4: UInt32(bigEndian: k.address)), port: UInt16(bigEndian: k.port), protocol: proto)
+        self.init(
+            address: IPAddress(ipv4: UInt32(bigEndian: k.address)), port: UInt16(bigEndian: k.port), protocol: proto)
     }
 
     func c(slot: UInt16) -> nodenet_service_key {
@@ -60,21 +61,15 @@ extension FrontendKey {
     }
 
     var revnat: nodenet_revnat {
-        var v = nodenet_revnat()
-        v.address = address.ipv4Value!.bigEndian
-        v.port = port.bigEndian
-        v.proto = `protocol`.ipProtocol
-        return v
+        nodenet_revnat(
+            address: address.ipv4Value!.bigEndian, port: port.bigEndian, proto: `protocol`.ipProtocol, pad: 0)
     }
 }
 
 extension BackendAddress {
     var c: nodenet_backend {
-        var v = nodenet_backend()
-        v.address = address.ipv4Value!.bigEndian
-        v.port = port.bigEndian
-        v.proto = `protocol`.ipProtocol
-        return v
+        nodenet_backend(
+            address: address.ipv4Value!.bigEndian, port: port.bigEndian, proto: `protocol`.ipProtocol, flags: 0)
     }
 }
 
@@ -110,15 +105,21 @@ final class ServiceMaps {
             let nodes = try BPFMap<nodenet_node_key, nodenet_node>.pinned(at: layout.path(.nodes)),
             let settings = try BPFMap<UInt32, nodenet_config>.pinned(at: layout.path(.settings))
         else { return nil }
-        (self.services, self.backends, self.revnat, self.nodes, self.settings) = (services, backends, revnat, nodes, settings)
+        (self.services, self.backends, self.revnat, self.nodes, self.settings) = (
+            services, backends, revnat, nodes, settings
+        )
     }
 
     init(_ object: BPFObject) throws {
-        services = try object.map(named: BPFFSLayout.Map.services.rawValue, key: nodenet_service_key.self, value: nodenet_service.self)
-        backends = try object.map(named: BPFFSLayout.Map.backends.rawValue, key: UInt32.self, value: nodenet_backend.self)
+        services = try object.map(
+            named: BPFFSLayout.Map.services.rawValue, key: nodenet_service_key.self, value: nodenet_service.self)
+        backends = try object.map(
+            named: BPFFSLayout.Map.backends.rawValue, key: UInt32.self, value: nodenet_backend.self)
         revnat = try object.map(named: BPFFSLayout.Map.revnat.rawValue, key: UInt32.self, value: nodenet_revnat.self)
-        nodes = try object.map(named: BPFFSLayout.Map.nodes.rawValue, key: nodenet_node_key.self, value: nodenet_node.self)
-        settings = try object.map(named: BPFFSLayout.Map.settings.rawValue, key: UInt32.self, value: nodenet_config.self)
+        nodes = try object.map(
+            named: BPFFSLayout.Map.nodes.rawValue, key: nodenet_node_key.self, value: nodenet_node.self)
+        settings = try object.map(
+            named: BPFFSLayout.Map.settings.rawValue, key: UInt32.self, value: nodenet_config.self)
     }
 
     /// Make-before-break: the revnat entry and the new backend slots first, then slot 0
@@ -128,7 +129,8 @@ final class ServiceMaps {
         for (i, id) in entry.backendIDs.enumerated() where previousSlots[UInt16(i + 1)] != id {
             try services.update(key.c(slot: UInt16(i + 1)), slotValue(id))
         }
-        try services.update(key.c(slot: 0), FrontendMaster(count: UInt16(entry.backendIDs.count), id: entry.id, flags: entry.flags).c)
+        try services.update(
+            key.c(slot: 0), FrontendMaster(count: UInt16(entry.backendIDs.count), id: entry.id, flags: entry.flags).c)
         for slot in previousSlots.keys where Int(slot) > entry.backendIDs.count {
             try services.delete(key.c(slot: slot))
         }
@@ -144,7 +146,11 @@ final class ServiceMaps {
     func restore(_ key: FrontendKey, _ snapshot: FrontendSnapshot?, currentSlots: [UInt16: UInt32]) throws {
         guard let snapshot else { return try remove(key, slots: currentSlots) }
         for (slot, id) in snapshot.slots { try services.update(key.c(slot: slot), slotValue(id)) }
-        if let master = snapshot.master { try services.update(key.c(slot: 0), master.c) } else { try services.delete(key.c(slot: 0)) }
+        if let master = snapshot.master {
+            try services.update(key.c(slot: 0), master.c)
+        } else {
+            try services.delete(key.c(slot: 0))
+        }
         for slot in currentSlots.keys where snapshot.slots[slot] == nil { try services.delete(key.c(slot: slot)) }
     }
 
@@ -172,8 +178,11 @@ final class ServiceMaps {
                 slotValues.append(slotValue(id))
             }
             masterKeys.append(key.c(slot: 0))
-            masterValues.append(FrontendMaster(count: UInt16(entry.backendIDs.count), id: entry.id, flags: entry.flags).c)
-            for slot in previousSlots.keys where Int(slot) > entry.backendIDs.count { surplus.append(key.c(slot: slot)) }
+            masterValues.append(
+                FrontendMaster(count: UInt16(entry.backendIDs.count), id: entry.id, flags: entry.flags).c)
+            for slot in previousSlots.keys where Int(slot) > entry.backendIDs.count {
+                surplus.append(key.c(slot: slot))
+            }
         }
 
         mutating func removeFrontend(_ key: FrontendKey, slots: [UInt16: UInt32]) {

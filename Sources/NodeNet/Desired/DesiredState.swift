@@ -43,16 +43,20 @@ public struct DesiredState: Sendable, Equatable {
         routerIP = node.routerIP
         let routerHost = IPPrefix(node.routerIP, length: 32)!
         routerRoute = RouteIntent(destination: routerHost, device: NodeNetNames.hostDevice, scope: .link)
-        podCIDRRoute = RouteIntent(destination: node.podCIDR, gateway: node.routerIP, device: NodeNetNames.hostDevice, source: node.routerIP)
+        podCIDRRoute = RouteIntent(
+            destination: node.podCIDR, gateway: node.routerIP, device: NodeNetNames.hostDevice, source: node.routerIP)
         directRoutes =
-            spec.autoDirectNodeRoutes ? spec.nodes.map { RouteIntent(destination: $0.podCIDR, gateway: $0.address, device: node.device) } : []
+            spec.autoDirectNodeRoutes
+            ? spec.nodes.map { RouteIntent(destination: $0.podCIDR, gateway: $0.address, device: node.device) } : []
         endpoints = spec.pods.map { pod in
             let device = NodeNetNames.endpointDevice(for: pod)
             return Endpoint(
                 pod: pod, hostDevice: device,
                 podRoutes: [
                     RouteIntent(destination: routerHost, device: NodeNetNames.podDevice, scope: .link),
-                    RouteIntent(destination: IPPrefix("0.0.0.0/0")!, gateway: node.routerIP, device: NodeNetNames.podDevice, mtu: mtu),
+                    RouteIntent(
+                        destination: IPPrefix("0.0.0.0/0")!, gateway: node.routerIP, device: NodeNetNames.podDevice,
+                        mtu: mtu),
                 ],
                 podRoute: RouteIntent(destination: IPPrefix(pod.ip, length: 32)!, device: device, scope: .link))
         }

@@ -18,7 +18,9 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
         var on: [String] = []
         if services { on.append("services") }
         if packetLB { on.append("per-packet service translation") }
-        if masquerade { on.append("masquerade to \(nodeIP) outside \(nativeCIDR?.description ?? "-") via ifindex \(nativeIfindex)") }
+        if masquerade {
+            on.append("masquerade to \(nodeIP) outside \(nativeCIDR?.description ?? "-") via ifindex \(nativeIfindex)")
+        }
         return on.isEmpty ? "node \(nodeIP), all off" : "node \(nodeIP), " + on.joined(separator: ", ")
     }
 
@@ -31,7 +33,8 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
             c.native_mask = mask.bigEndian
             c.native_cidr = (nativeCIDR.address.ipv4Value! & mask).bigEndian
         }
-        c.flags = (services ? UInt32(NODENET_CONFIG_SERVICES) : 0) | (packetLB ? UInt32(NODENET_CONFIG_PACKET_LB) : 0)
+        c.flags =
+            (services ? UInt32(NODENET_CONFIG_SERVICES) : 0) | (packetLB ? UInt32(NODENET_CONFIG_PACKET_LB) : 0)
             | (masquerade && nativeCIDR != nil ? UInt32(NODENET_CONFIG_MASQUERADE) : 0)
             | (nativeCIDR != nil ? UInt32(NODENET_CONFIG_NATIVE_CIDR) : 0)
         c.native_ifindex = nativeIfindex
@@ -45,7 +48,8 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
         packetLB = c.flags & UInt32(NODENET_CONFIG_PACKET_LB) != 0
         masquerade = c.flags & UInt32(NODENET_CONFIG_MASQUERADE) != 0
         let mask = UInt32(bigEndian: c.native_mask)
-        nativeCIDR = c.flags & UInt32(NODENET_CONFIG_NATIVE_CIDR) != 0
+        nativeCIDR =
+            c.flags & UInt32(NODENET_CONFIG_NATIVE_CIDR) != 0
             ? IPPrefix(IPAddress(ipv4: UInt32(bigEndian: c.native_cidr)), length: mask.nonzeroBitCount) : nil
         nativeIfindex = c.native_ifindex
     }

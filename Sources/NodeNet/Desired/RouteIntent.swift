@@ -8,7 +8,10 @@ public struct RouteIntent: Sendable, Equatable, Hashable, CustomStringConvertibl
     public var scope: RouteScope
     public var mtu: UInt32?
 
-    public init(destination: IPPrefix, gateway: IPAddress? = nil, device: String, source: IPAddress? = nil, scope: RouteScope = .universe, mtu: UInt32? = nil) {
+    public init(
+        destination: IPPrefix, gateway: IPAddress? = nil, device: String, source: IPAddress? = nil,
+        scope: RouteScope = .universe, mtu: UInt32? = nil
+    ) {
         self.destination = destination
         self.gateway = gateway
         self.device = device

@@ -1,4 +1,5 @@
 import BPF
+
 /// One node's networking, driven from its spec: plan, apply (with verification and
 /// rollback), status, listings and teardown. Works on the current namespace (a real node)
 /// or on a node that is a network namespace (the lab, tests).
@@ -41,11 +42,13 @@ public final class NodeController: @unchecked Sendable {
     }
 
     /// The plan and the kernel state it was made from (read once, for callers that report both).
-    func observedPlan(_ desired: DesiredState, ledger: Ledger?) throws -> (plan: Planner.Plan, observed: ObservedState) {
+    func observedPlan(_ desired: DesiredState, ledger: Ledger?) throws -> (plan: Planner.Plan, observed: ObservedState)
+    {
         let former = (ledger?.pinDirectories ?? []).filter { $0 != spec.bpffsDirectory }.map(BPFFSLayout.init)
         let observed = try session.observe(desired, spec: spec, formerDirectories: former)
         let plan = Planner.plan(
-            desired: desired, observed: observed, ledger: ledger, nativeDevice: spec.node.device, datapath: spec.datapath.mode,
+            desired: desired, observed: observed, ledger: ledger, nativeDevice: spec.node.device,
+            datapath: spec.datapath.mode,
             attachMode: attachMode)
         return (plan, observed)
     }

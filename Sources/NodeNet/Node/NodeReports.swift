@@ -69,16 +69,22 @@ extension NodeController {
             } else if host != nil {
                 problems.append("no eth0 in the pod")
             }
-            if let podNS, !podNS.addresses(on: NodeNetNames.podDevice).contains(where: { $0.prefix.address == endpoint.pod.ip }) {
+            if let podNS,
+                !podNS.addresses(on: NodeNetNames.podDevice).contains(where: { $0.prefix.address == endpoint.pod.ip })
+            {
                 problems.append("pod IP not on eth0")
             }
-            if !observed.node.ownedRoutes.contains(where: { endpoint.podRoute.matches($0, interfaceIndex: host?.index) }) {
+            if !observed.node.ownedRoutes.contains(where: { endpoint.podRoute.matches($0, interfaceIndex: host?.index) }
+            ) {
                 problems.append("host route missing")
             }
-            let state = host == nil && eth0 == nil ? "missing" : problems.isEmpty ? "ready" : "not-ready: " + problems.joined(separator: ", ")
+            let state =
+                host == nil && eth0 == nil
+                ? "missing" : problems.isEmpty ? "ready" : "not-ready: " + problems.joined(separator: ", ")
             return EndpointStatus(
                 id: host?.index ?? 0, pod: endpoint.pod.id, ip: endpoint.pod.ip.description, netns: endpoint.pod.netns,
-                hostInterface: endpoint.hostDevice, hostMAC: host?.address?.description, podMAC: eth0?.address?.description, state: state)
+                hostInterface: endpoint.hostDevice, hostMAC: host?.address?.description,
+                podMAC: eth0?.address?.description, state: state)
         }
     }
 
@@ -86,16 +92,21 @@ extension NodeController {
         let desired = try desiredState()
         let node = try ObservedNamespace.read(session.node)
         let names = node.names
-        let intents = [desired.routerRoute, desired.podCIDRRoute] + desired.endpoints.map(\.podRoute) + desired.directRoutes
+        let intents =
+            [desired.routerRoute, desired.podCIDRRoute] + desired.endpoints.map(\.podRoute) + desired.directRoutes
         var rows: [RouteStatus] = intents.map { intent in
             let found = node.ownedRoutes.first { $0.destination == intent.destination }
-            let state = found == nil ? "missing" : intent.matches(found!, interfaceIndex: node.index(of: intent.device)) ? "ok" : "drifted"
-            return RouteStatus(destination: intent.destination.description, route: intent.description, state: state,
-                               found: state == "drifted" ? found?.describe(names: names) : nil)
+            let state =
+                found == nil
+                ? "missing" : intent.matches(found!, interfaceIndex: node.index(of: intent.device)) ? "ok" : "drifted"
+            return RouteStatus(
+                destination: intent.destination.description, route: intent.description, state: state,
+                found: state == "drifted" ? found?.describe(names: names) : nil)
         }
         let wanted = Set(intents.map(\.destination))
         rows += node.ownedRoutes.filter { !wanted.contains($0.destination) }.map {
-            RouteStatus(destination: $0.destination.description, route: $0.describe(names: names), state: "stale", found: nil)
+            RouteStatus(
+                destination: $0.destination.description, route: $0.describe(names: names), state: "stale", found: nil)
         }
         return rows
     }
@@ -105,26 +116,35 @@ extension NodeController {
         let ledger = try Ledger.load(from: spec.stateDirectory)
         let (plan, observed) = try observedPlan(desired, ledger: ledger)
         let endpointRows = try endpoints()
-        let owned = try session.node.routes(RouteFilter(family: .inet, table: RouteTable.main, protocol: NodeNetNames.routeProtocol))
+        let owned = try session.node.routes(
+            RouteFilter(family: .inet, table: RouteTable.main, protocol: NodeNetNames.routeProtocol))
         let capacity = max(0, (1 << (32 - Int(spec.node.podCIDR.length))) - 2)
         return NodeStatus(
-            node: spec.node.name, namespace: "\(session.namespace)", device: spec.node.device, address: spec.node.address.description,
-            routingMode: spec.autoDirectNodeRoutes ? "Native (direct routes to \(spec.nodes.count) nodes)" : "Native (no direct routes)",
+            node: spec.node.name, namespace: "\(session.namespace)", device: spec.node.device,
+            address: spec.node.address.description,
+            routingMode: spec.autoDirectNodeRoutes
+                ? "Native (direct routes to \(spec.nodes.count) nodes)" : "Native (no direct routes)",
             datapathMode: spec.datapath.mode.rawValue,
-            kubeProxyReplacement: !spec.kubeProxyReplacement ? "Disabled"
-                : spec.datapath.mode != .bpf ? "Disabled: needs the BPF datapath (\(spec.services.count) services in the spec, not programmed)"
-                : "Strict [\(spec.node.device) \(spec.node.address) (Direct Routing)], "
-                    + (spec.socketLB.cgroup.map { "socket LB on \($0)" } ?? "socket LB off (per-packet translation)"),
+            kubeProxyReplacement: !spec.kubeProxyReplacement
+                ? "Disabled"
+                : spec.datapath.mode != .bpf
+                    ? "Disabled: needs the BPF datapath (\(spec.services.count) services in the spec, not programmed)"
+                    : "Strict [\(spec.node.device) \(spec.node.address) (Direct Routing)], "
+                        + (spec.socketLB.cgroup.map { "socket LB on \($0)" } ?? "socket LB off (per-packet translation)"),
             masquerading: spec.datapath.mode == .bpf && spec.masquerade && spec.nativeRoutingCIDR != nil
-                ? "BPF [\(spec.node.device)] \(spec.nativeRoutingCIDR!) (to the node's address outside it)" : "Disabled",
-            hostRouting: spec.datapath.mode == .bpf ? "BPF (pod traffic redirected past the routing stack)" : "Legacy (kernel routing through the host stack)",
+                ? "BPF [\(spec.node.device)] \(spec.nativeRoutingCIDR!) (to the node's address outside it)"
+                : "Disabled",
+            hostRouting: spec.datapath.mode == .bpf
+                ? "BPF (pod traffic redirected past the routing stack)"
+                : "Legacy (kernel routing through the host stack)",
             podCIDR: spec.node.podCIDR.description, routerIP: spec.node.routerIP.description,
             ipamAllocated: spec.pods.count + 1, ipamCapacity: capacity,
             endpointsReady: endpointRows.filter { $0.state == "ready" }.count, endpoints: endpointRows.count,
             remoteNodes: spec.nodes.count, services: spec.services.count,
             // As observed for the plan: empty while service maps of another layout wait to be replaced.
             serviceFrontends: observed.services.masters.count,
-            conntrackEntries: spec.datapath.mode == .bpf ? (try Conntrack.count(bpffsDirectory: spec.bpffsDirectory)) : 0,
+            conntrackEntries: spec.datapath.mode == .bpf
+                ? (try Conntrack.count(bpffsDirectory: spec.bpffsDirectory)) : 0,
             ownedRoutes: owned.count,
             lastApplied: ledger.map { $0.updatedAt + ($0.complete ? "" : " (incomplete)") },
             drift: plan.changes.count + plan.conflicts.count,

@@ -40,14 +40,18 @@ extension NodeController {
             let ids = entry?.backendIDs ?? (observed.slots[key] ?? [:]).sorted { $0.key < $1.key }.map(\.value)
             let backends = ids.enumerated().map { i, id -> ServiceStatus.Backend in
                 let b = observed.backends[id]
-                return ServiceStatus.Backend(index: i + 1, id: id, address: b?.address.description ?? "-", port: b?.port ?? 0,
-                                             protocol: b?.protocol.rawValue ?? key.protocol.rawValue, state: b == nil ? "missing" : "active")
+                return ServiceStatus.Backend(
+                    index: i + 1, id: id, address: b?.address.description ?? "-", port: b?.port ?? 0,
+                    protocol: b?.protocol.rawValue ?? key.protocol.rawValue, state: b == nil ? "missing" : "active")
             }
             let type: ServiceType = master?.flags.contains(.nodePort) == true ? .nodePort : .clusterIP
-            rows.append(ServiceStatus(
-                id: master?.id ?? 0, frontend: "\(key.address):\(key.port)", address: key.address.description, port: key.port,
-                protocol: key.protocol.rawValue, type: type.rawValue, service: wanted[key]?.service, backends: backends,
-                state: entry == nil ? "incomplete" : wanted[key] == nil ? "stale" : "ok"))
+            rows.append(
+                ServiceStatus(
+                    id: master?.id ?? 0, frontend: "\(key.address):\(key.port)", address: key.address.description,
+                    port: key.port,
+                    protocol: key.protocol.rawValue, type: type.rawValue, service: wanted[key]?.service,
+                    backends: backends,
+                    state: entry == nil ? "incomplete" : wanted[key] == nil ? "stale" : "ok"))
         }
         return rows.sorted { ($0.id, $0.address, $0.port) < ($1.id, $1.address, $1.port) }
     }

@@ -10,7 +10,10 @@ public struct TeardownReport: Sendable, Codable, Equatable {
     public var pinsRemoved: Bool
     public var sysctlsRestored: [String]
     public var ledgerRemoved: Bool
-    public var nothingToDo: Bool { routes == 0 && endpoints == 0 && !hostPair && programs == 0 && !pinsRemoved && sysctlsRestored.isEmpty && !ledgerRemoved }
+    public var nothingToDo: Bool {
+        routes == 0 && endpoints == 0 && !hostPair && programs == 0 && !pinsRemoved && sysctlsRestored.isEmpty
+            && !ledgerRemoved
+    }
 }
 
 extension NodeController {
@@ -25,16 +28,22 @@ extension NodeController {
 
     /// Teardown from the ledger alone (no spec).
     public static func teardown(namespace: NamespaceReference, stateDirectory: String) throws -> TeardownReport {
-        try teardown(namespace: namespace, stateDirectory: stateDirectory, socket: NetlinkSocket(namespace: namespace), extraEndpoints: [], bpffsDirectory: nil)
+        try teardown(
+            namespace: namespace, stateDirectory: stateDirectory, socket: NetlinkSocket(namespace: namespace),
+            extraEndpoints: [], bpffsDirectory: nil)
     }
 
     private static func teardown(
-        namespace: NamespaceReference, stateDirectory: String, socket: NetlinkSocket, extraEndpoints: [String], bpffsDirectory: String?
+        namespace: NamespaceReference, stateDirectory: String, socket: NetlinkSocket, extraEndpoints: [String],
+        bpffsDirectory: String?
     ) throws -> TeardownReport {
         let ledger = try Ledger.load(from: stateDirectory)
         let links = Dictionary(try socket.links().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        let routes = try socket.routes(RouteFilter(family: .inet, table: RouteTable.main, protocol: NodeNetNames.routeProtocol))
-        var report = TeardownReport(routes: 0, endpoints: 0, hostPair: false, programs: 0, pinsRemoved: false, sysctlsRestored: [], ledgerRemoved: false)
+        let routes = try socket.routes(
+            RouteFilter(family: .inet, table: RouteTable.main, protocol: NodeNetNames.routeProtocol))
+        var report = TeardownReport(
+            routes: 0, endpoints: 0, hostPair: false, programs: 0, pinsRemoved: false, sysctlsRestored: [],
+            ledgerRemoved: false)
         for result in socket.batch(routes.map(\.deleteRequest)) {
             switch result {
             case .success: report.routes += 1
@@ -53,8 +62,10 @@ extension NodeController {
         }
         // Our programs on devices that stay (the native device): only filters named nodenet-*.
         for link in links.values where !devices.contains(link.name) && !link.name.hasPrefix("cilium_") {
-            for f in (try? socket.filters(interfaceIndex: link.index, direction: .ingress)) ?? [] where DatapathProgram.isOurs(f) {
-                try socket.deleteFilter(interfaceIndex: link.index, direction: .ingress, priority: f.priority, handle: f.handle)
+            for f in (try? socket.filters(interfaceIndex: link.index, direction: .ingress)) ?? []
+            where DatapathProgram.isOurs(f) {
+                try socket.deleteFilter(
+                    interfaceIndex: link.index, direction: .ingress, priority: f.priority, handle: f.handle)
                 report.programs += 1
             }
         }

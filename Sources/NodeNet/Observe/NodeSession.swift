@@ -46,7 +46,9 @@ public final class NodeSession: @unchecked Sendable {
 
     /// Reads everything the plan compares: node links/addresses/owned routes, the sysctls the
     /// desired state names, and each pod namespace's links/addresses/owned routes.
-    public func observe(_ desired: DesiredState, spec: NodeSpec? = nil, formerDirectories: [BPFFSLayout] = []) throws -> ObservedState {
+    public func observe(
+        _ desired: DesiredState, spec: NodeSpec? = nil, formerDirectories: [BPFFSLayout] = []
+    ) throws -> ObservedState {
         // Sockets pin their namespaces: a cached one would keep reading a pod namespace the
         // runtime has deleted and recreated under the same name. Open them afresh.
         podSockets = [:]
@@ -59,18 +61,22 @@ public final class NodeSession: @unchecked Sendable {
             // A pod namespace can disappear between opening and reading: treat it as gone.
             do { pods[netns] = try ObservedNamespace.read(socket) } catch { podErrors[netns] = "\(error)" }
         }
-        var observed = ObservedState(node: nodeState, sysctls: sysctls, pods: pods, podErrors: podErrors.filter { pods[$0.key] == nil })
+        var observed = ObservedState(
+            node: nodeState, sysctls: sysctls, pods: pods, podErrors: podErrors.filter { pods[$0.key] == nil })
         if let spec {
             // tc filters on the devices the datapath attaches to (ours or left over).
             for device in desired.endpoints.map(\.hostDevice) + [spec.node.device] {
                 guard let link = nodeState.links[device] else { continue }
-                observed.ingressFilters[device] = (try? node.filters(interfaceIndex: link.index, direction: .ingress)) ?? []
+                observed.ingressFilters[device] =
+                    (try? node.filters(interfaceIndex: link.index, direction: .ingress)) ?? []
             }
             let layout = spec.bpffs
             observed.pins = try layout.observe(datapath: spec.datapath.mode)
             if spec.datapath.mode == .bpf {
                 // Maps of another layout cannot be read with this build's (they are replaced).
-                if observed.pins.incompatibleMaps[.endpoints] == nil { observed.endpointEntries = try DatapathObjects.pinnedEntries(layout) }
+                if observed.pins.incompatibleMaps[.endpoints] == nil {
+                    observed.endpointEntries = try DatapathObjects.pinnedEntries(layout)
+                }
                 if !BPFFSLayout.Map.serviceTables.contains(where: { observed.pins.incompatibleMaps[$0] != nil }) {
                     observed.services = try ObservedServices.read(layout)
                 }

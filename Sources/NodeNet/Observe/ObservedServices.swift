@@ -18,8 +18,11 @@ public struct ObservedServices: Sendable, Equatable {
     public func entry(_ key: FrontendKey) -> FrontendEntry? {
         guard let master = masters[key] else { return nil }
         let slots = self.slots[key] ?? [:]
-        guard slots.count == Int(master.count), master.count == 0 || (1...master.count).allSatisfy({ slots[$0] != nil }) else { return nil }
-        return FrontendEntry(id: master.id, flags: master.flags, backendIDs: master.count == 0 ? [] : (1...master.count).map { slots[$0]! })
+        guard slots.count == Int(master.count), master.count == 0 || (1...master.count).allSatisfy({ slots[$0] != nil })
+        else { return nil }
+        return FrontendEntry(
+            id: master.id, flags: master.flags,
+            backendIDs: master.count == 0 ? [] : (1...master.count).map { slots[$0]! })
     }
 
     /// Every frontend key with anything in the services map.
@@ -27,7 +30,8 @@ public struct ObservedServices: Sendable, Equatable {
 
     /// The snapshot of one frontend, for undo.
     func snapshot(_ key: FrontendKey) -> FrontendSnapshot? {
-        let master = masters[key], slots = self.slots[key] ?? [:]
+        let master = masters[key]
+        let slots = self.slots[key] ?? [:]
         if master == nil && slots.isEmpty { return nil }
         return FrontendSnapshot(master: master, slots: slots)
     }
@@ -39,7 +43,8 @@ public struct ObservedServices: Sendable, Equatable {
             for (k, v) in try map.entries() {
                 guard let key = FrontendKey(k) else { continue }
                 if k.slot == 0 {
-                    result.masters[key] = FrontendMaster(count: v.count, id: v.id, flags: FrontendFlags(rawValue: v.flags))
+                    result.masters[key] = FrontendMaster(
+                        count: v.count, id: v.id, flags: FrontendFlags(rawValue: v.flags))
                 } else {
                     result.slots[key, default: [:]][k.slot] = v.backend_id
                 }
@@ -48,19 +53,27 @@ public struct ObservedServices: Sendable, Equatable {
         if let map = try BPFMap<UInt32, nodenet_backend>.pinned(at: layout.path(.backends)) {
             for (id, v) in try map.entries() {
                 guard let proto = TransportProtocol(ipProtocol: v.proto) else { continue }
-                result.backends[id] = BackendAddress(address: IPAddress(ipv4: UInt32(bigEndian: v.address)), port: UInt16(bigEndian: v.port), protocol: proto)
+                result.backends[id] = BackendAddress(
+                    address: IPAddress(ipv4: UInt32(bigEndian: v.address)), port: UInt16(bigEndian: v.port),
+                    protocol: proto)
             }
         }
         if let map = try BPFMap<UInt32, nodenet_revnat>.pinned(at: layout.path(.revnat)) {
             for (id, v) in try map.entries() {
                 guard let proto = TransportProtocol(ipProtocol: v.proto), id <= UInt32(UInt16.max) else { continue }
-                result.revnat[UInt16(id)] = FrontendKey(address: IPAddress(ipv4: UInt32(bigEndian: v.address)), port: UInt16(bigEndian: v.port), protocol: proto)
+                result.revnat[UInt16(id)] = FrontendKey(
+                    address: IPAddress(ipv4: UInt32(bigEndian: v.address)), port: UInt16(bigEndian: v.port),
+                    protocol: proto)
             }
         }
         if let map = try BPFMap<nodenet_node_key, nodenet_node>.pinned(at: layout.path(.nodes)) {
-            for (k, v) in try map.entries() { result.nodes[IPAddress(ipv4: UInt32(bigEndian: k.address))] = NodeFlags(rawValue: v.flags) }
+            for (k, v) in try map.entries() {
+                result.nodes[IPAddress(ipv4: UInt32(bigEndian: k.address))] = NodeFlags(rawValue: v.flags)
+            }
         }
-        if let map = try BPFMap<UInt32, nodenet_config>.pinned(at: layout.path(.settings)), let c = try map.lookup(0), c.node_ip != 0 {
+        if let map = try BPFMap<UInt32, nodenet_config>.pinned(at: layout.path(.settings)), let c = try map.lookup(0),
+            c.node_ip != 0
+        {
             result.settings = NodeSettings(c)
         }
         return result

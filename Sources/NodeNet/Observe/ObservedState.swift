@@ -25,7 +25,8 @@ public struct ObservedNamespace: Sendable, Equatable {
         ObservedNamespace(
             links: try socket.links(),
             addresses: try socket.addresses(family: .inet),
-            ownedRoutes: try socket.routes(RouteFilter(family: .inet, table: RouteTable.main, protocol: NodeNetNames.routeProtocol)))
+            ownedRoutes: try socket.routes(
+                RouteFilter(family: .inet, table: RouteTable.main, protocol: NodeNetNames.routeProtocol)))
     }
 }
 
@@ -51,7 +52,10 @@ public struct ObservedState: Sendable, Equatable {
     /// The inode (cgroup id) of the socket-LB cgroup; nil when it does not exist.
     public var socketCgroupID: UInt64?
 
-    public init(node: ObservedNamespace, sysctls: [String: String], pods: [String: ObservedNamespace], podErrors: [String: String] = [:]) {
+    public init(
+        node: ObservedNamespace, sysctls: [String: String], pods: [String: ObservedNamespace],
+        podErrors: [String: String] = [:]
+    ) {
         self.node = node
         self.sysctls = sysctls
         self.pods = pods

@@ -2,13 +2,16 @@
 /// kernel mode, any filter of ours that is left is removed.
 extension Planner {
     private func filter(on device: String, _ program: DatapathProgram) -> TCFilter? {
-        observed.ingressFilters[device]?.first { $0.priority == program.priority && $0.handle == program.handle && DatapathProgram.isOurs($0) }
+        observed.ingressFilters[device]?.first {
+            $0.priority == program.priority && $0.handle == program.handle && DatapathProgram.isOurs($0)
+        }
     }
 
     /// The entry a pod needs, from the links as observed (nil when its devices are new).
     private func wantedEntry(_ endpoint: DesiredState.Endpoint) -> EndpointEntry? {
-        guard !recreated.contains(endpoint.hostDevice), let host = observed.node.links[endpoint.hostDevice], let pod = observed.pods[endpoint.pod.netns]?.links[NodeNetNames.podDevice],
-              host.peerIndex == pod.index, let hostMAC = host.address, let podMAC = pod.address
+        guard !recreated.contains(endpoint.hostDevice), let host = observed.node.links[endpoint.hostDevice],
+            let pod = observed.pods[endpoint.pod.netns]?.links[NodeNetNames.podDevice],
+            host.peerIndex == pod.index, let hostMAC = host.address, let podMAC = pod.address
         else { return nil }
         return EndpointEntry(ifindex: UInt32(host.index), hostMAC: hostMAC, podMAC: podMAC)
     }
@@ -23,10 +26,11 @@ extension Planner {
     mutating func planMapMigration() {
         guard migratingMaps else { return }
         let maps = observed.pins.incompatibleMaps.keys.sorted()
-        addChange(.update, .datapath, .node, "pinned maps \(maps.map(\.rawValue).joined(separator: ", "))",
-                  wanted: "this build's layout (new maps, filled, then programs replaced)",
-                  found: maps.map { "\($0.rawValue): \(observed.pins.incompatibleMaps[$0]!)" }.joined(separator: "; "),
-                  .setAsideMaps(maps))
+        addChange(
+            .update, .datapath, .node, "pinned maps \(maps.map(\.rawValue).joined(separator: ", "))",
+            wanted: "this build's layout (new maps, filled, then programs replaced)",
+            found: maps.map { "\($0.rawValue): \(observed.pins.incompatibleMaps[$0]!)" }.joined(separator: "; "),
+            .setAsideMaps(maps))
     }
 
     /// Whether the spec's bpffs directory changed while programs bound to the former one's
@@ -39,9 +43,13 @@ extension Planner {
             let current = observed.endpointEntries[endpoint.pod.ip]  // empty when the endpoints map is incompatible
             let wanted = wantedEntry(endpoint)
             if wanted == nil || current != wanted {
-                addChange(current == nil ? .create : .update, .datapath, .node, "endpoint map entry \(endpoint.pod.ip)",
-                          wanted: wanted?.description ?? "lxc \(endpoint.hostDevice) and the pod's eth0", found: current?.description,
-                          .putEndpointEntry(ip: endpoint.pod.ip, hostDevice: endpoint.hostDevice, netns: endpoint.pod.netns, previous: current))
+                addChange(
+                    current == nil ? .create : .update, .datapath, .node, "endpoint map entry \(endpoint.pod.ip)",
+                    wanted: wanted?.description ?? "lxc \(endpoint.hostDevice) and the pod's eth0",
+                    found: current?.description,
+                    .putEndpointEntry(
+                        ip: endpoint.pod.ip, hostDevice: endpoint.hostDevice, netns: endpoint.pod.netns,
+                        previous: current))
             }
             attach(.fromContainer, on: endpoint.hostDevice, deviceIsNew: wanted == nil)
         }
@@ -52,30 +60,45 @@ extension Planner {
         if attachMode == .tcx {
             let index = deviceIsNew ? nil : observed.node.links[device]?.index
             let pin = index.map { BPFFSLayout.tcxLinkName(program, device: device, ifindex: $0) }
-            if !migratingMaps, let pin, observed.pins.tcxLinks.contains(pin), observed.pins.tcxLinkProblems[pin] == nil { return }
-            var sameDevice = index.flatMap { i in observed.pins.tcxLinks.sorted().first { BPFFSLayout.isTCXLink($0, of: program, device: device, ifindex: i) } }
+            if !migratingMaps, let pin, observed.pins.tcxLinks.contains(pin), observed.pins.tcxLinkProblems[pin] == nil
+            {
+                return
+            }
+            var sameDevice = index.flatMap { i in
+                observed.pins.tcxLinks.sorted().first {
+                    BPFFSLayout.isTCXLink($0, of: program, device: device, ifindex: i)
+                }
+            }
             let problem = sameDevice.flatMap { observed.pins.tcxLinkProblems[$0] }
             if let stale = sameDevice, problem?.replaceable == false {
                 // A detached link (or one elsewhere) cannot take a new program: a fresh one replaces it.
-                addChange(.delete, .datapath, .node, "tcx link \(stale)", wanted: nil, found: "\(stale): \(problem!)", .unpinLink(name: stale))
+                addChange(
+                    .delete, .datapath, .node, "tcx link \(stale)", wanted: nil, found: "\(stale): \(problem!)",
+                    .unpinLink(name: stale))
                 sameDevice = nil
             }
-            addChange(sameDevice == nil ? .create : .update, .datapath, .node, "\(program.rawValue) on \(device)",
-                      wanted: "tcx ingress link, program \(program.filterName)", found: sameDevice.map { "tcx link \($0)" + (problem.map { ": \($0)" } ?? "") },
-                      .attachProgram(device: device, program, replacing: sameDevice != nil))
+            addChange(
+                sameDevice == nil ? .create : .update, .datapath, .node, "\(program.rawValue) on \(device)",
+                wanted: "tcx ingress link, program \(program.filterName)",
+                found: sameDevice.map { "tcx link \($0)" + (problem.map { ": \($0)" } ?? "") },
+                .attachProgram(device: device, program, replacing: sameDevice != nil))
             return
         }
         let current = deviceIsNew ? nil : filter(on: device, program)
         guard migratingMaps || rebindingPins || current?.bpf?.name != program.filterName else { return }
-        addChange(current == nil ? .create : .update, .datapath, .node, "\(program.rawValue) on \(device)",
-                  wanted: "tc ingress bpf \(program.filterName) direct-action", found: current?.bpf?.name,
-                  .attachProgram(device: device, program, replacing: current != nil))
+        addChange(
+            current == nil ? .create : .update, .datapath, .node, "\(program.rawValue) on \(device)",
+            wanted: "tc ingress bpf \(program.filterName) direct-action", found: current?.bpf?.name,
+            .attachProgram(device: device, program, replacing: current != nil))
     }
 
     /// tcx links that no wanted attachment uses (device gone or recreated, pod removed,
     /// another mode in effect).
     private mutating func pruneLinks(keeping wanted: Set<String>) {
-        let unpinned = Set(changes.compactMap { c -> String? in if case .datapath(.unpinLink(let n)) = c.change { return n } else { return nil } })
+        let unpinned = Set(
+            changes.compactMap { c -> String? in
+                if case .datapath(.unpinLink(let n)) = c.change { return n } else { return nil }
+            })
         for name in observed.pins.tcxLinks.sorted() where !wanted.contains(name) && !unpinned.contains(name) {
             addChange(.delete, .datapath, .node, "tcx link \(name)", wanted: nil, found: name, .unpinLink(name: name))
         }
@@ -87,34 +110,50 @@ extension Planner {
         guard datapath == .bpf && !migratingMaps else { return }
         let wanted = Set(desired.endpoints.map(\.pod.ip))
         for (ip, entry) in observed.endpointEntries.sorted(by: { $0.key < $1.key }) where !wanted.contains(ip) {
-            addChange(.delete, .datapath, .node, "endpoint map entry \(ip)", wanted: nil, found: entry.description,
-                      .deleteEndpointEntry(ip: ip, previous: entry))
+            addChange(
+                .delete, .datapath, .node, "endpoint map entry \(ip)", wanted: nil, found: entry.description,
+                .deleteEndpointEntry(ip: ip, previous: entry))
         }
     }
 
     mutating func planDatapathPrune() {
         for (former, pins) in observed.formerDirectories.sorted(by: { $0.key.directory < $1.key.directory }) {
-            addChange(.delete, .datapath, .node, "pins in former bpffs directory \(former.directory)", wanted: nil, found: pins.joined(separator: ", "),
-                      .dropFormerDirectory(former))
+            addChange(
+                .delete, .datapath, .node, "pins in former bpffs directory \(former.directory)", wanted: nil,
+                found: pins.joined(separator: ", "),
+                .dropFormerDirectory(former))
         }
-        if migratingMaps { addChange(.delete, .datapath, .node, "pinned maps set aside", wanted: nil,
-                                     found: observed.pins.incompatibleMaps.keys.sorted().map(BPFFSLayout.setAsideName).joined(separator: ", "),
-                                     .dropSetAsideMaps(observed.pins.incompatibleMaps.keys.sorted())) }
+        if migratingMaps {
+            addChange(
+                .delete, .datapath, .node, "pinned maps set aside", wanted: nil,
+                found: observed.pins.incompatibleMaps.keys.sorted().map(BPFFSLayout.setAsideName).joined(
+                    separator: ", "),
+                .dropSetAsideMaps(observed.pins.incompatibleMaps.keys.sorted()))
+        }
         if !migratingMaps && !observed.pins.setAsideMaps.isEmpty {
-            addChange(.delete, .datapath, .node, "pinned maps left aside", wanted: nil,
-                      found: observed.pins.setAsideMaps.map(BPFFSLayout.setAsideName).joined(separator: ", "), .dropSetAsideMaps(observed.pins.setAsideMaps))
+            addChange(
+                .delete, .datapath, .node, "pinned maps left aside", wanted: nil,
+                found: observed.pins.setAsideMaps.map(BPFFSLayout.setAsideName).joined(separator: ", "),
+                .dropSetAsideMaps(observed.pins.setAsideMaps))
         }
         if datapath == .bpf && attachMode == .tcx {
             // Links in use: the current pin of each wanted attachment (devices as observed).
             var keep: Set<String> = []
             for endpoint in desired.endpoints where !recreated.contains(endpoint.hostDevice) {
-                if let i = observed.node.links[endpoint.hostDevice]?.index { keep.insert(BPFFSLayout.tcxLinkName(.fromContainer, device: endpoint.hostDevice, ifindex: i)) }
+                if let i = observed.node.links[endpoint.hostDevice]?.index {
+                    keep.insert(BPFFSLayout.tcxLinkName(.fromContainer, device: endpoint.hostDevice, ifindex: i))
+                }
             }
-            if let i = observed.node.links[device]?.index { keep.insert(BPFFSLayout.tcxLinkName(.fromNetdev, device: device, ifindex: i)) }
+            if let i = observed.node.links[device]?.index {
+                keep.insert(BPFFSLayout.tcxLinkName(.fromNetdev, device: device, ifindex: i))
+            }
             // A link being replaced in place keeps its (renamed) pin: do not prune those.
             let replaced = changes.compactMap { c -> String? in
-                if case .datapath(.attachProgram(let d, let p, true)) = c.change, let i = observed.node.links[d]?.index {
-                    return observed.pins.tcxLinks.sorted().first { BPFFSLayout.isTCXLink($0, of: p, device: d, ifindex: i) }
+                if case .datapath(.attachProgram(let d, let p, true)) = c.change, let i = observed.node.links[d]?.index
+                {
+                    return observed.pins.tcxLinks.sorted().first {
+                        BPFFSLayout.isTCXLink($0, of: p, device: d, ifindex: i)
+                    }
                 }
                 return nil
             }
@@ -126,8 +165,10 @@ extension Planner {
         // Kernel mode, or tcx: our cls_bpf filters come off (switching modes).
         for (device, filters) in observed.ingressFilters.sorted(by: { $0.key < $1.key }) {
             for f in filters where DatapathProgram.isOurs(f) {
-                addChange(.delete, .datapath, .node, "\(f.bpf?.name ?? "filter") on \(device)", wanted: nil, found: "tc ingress bpf \(f.bpf?.name ?? "")",
-                          .detachProgram(device: device, priority: f.priority, handle: f.handle))
+                addChange(
+                    .delete, .datapath, .node, "\(f.bpf?.name ?? "filter") on \(device)", wanted: nil,
+                    found: "tc ingress bpf \(f.bpf?.name ?? "")",
+                    .detachProgram(device: device, priority: f.priority, handle: f.handle))
             }
         }
     }

@@ -10,30 +10,45 @@ extension Planner {
         // session does not read maps of another layout, and they are set aside as one unit).
         let observed = self.observed.services
         if observed.settings != settings {
-            addChange(observed.settings == nil ? .create : .update, .service, .node, "datapath settings", wanted: settings.description,
-                      found: observed.settings?.description, .service(.putSettings(settings, previous: observed.settings)))
+            addChange(
+                observed.settings == nil ? .create : .update, .service, .node, "datapath settings",
+                wanted: settings.description,
+                found: observed.settings?.description, .service(.putSettings(settings, previous: observed.settings)))
         }
         for (ip, flags) in desired.serviceNodes.sorted(by: { $0.key < $1.key }) where observed.nodes[ip] != flags {
-            addChange(observed.nodes[ip] == nil ? .create : .update, .service, .node, "node address \(ip)", wanted: flags.description,
-                      found: observed.nodes[ip]?.description, .service(.putNode(ip, flags, previous: observed.nodes[ip])))
+            addChange(
+                observed.nodes[ip] == nil ? .create : .update, .service, .node, "node address \(ip)",
+                wanted: flags.description,
+                found: observed.nodes[ip]?.description, .service(.putNode(ip, flags, previous: observed.nodes[ip])))
         }
         let ids = ServiceIDs.assign(desired.frontends, observed: observed)
         serviceIDs = ids
-        for (backend, id) in ids.backends.filter({ observed.backends[$0.value] != $0.key }).sorted(by: { $0.value < $1.value }) {
-            addChange(observed.backends[id] == nil ? .create : .update, .service, .node, "backend \(id)", wanted: backend.description,
-                      found: observed.backends[id]?.description, .service(.putBackend(id: id, backend, previous: observed.backends[id])))
+        for (backend, id) in ids.backends.filter({ observed.backends[$0.value] != $0.key }).sorted(by: {
+            $0.value < $1.value
+        }) {
+            addChange(
+                observed.backends[id] == nil ? .create : .update, .service, .node, "backend \(id)",
+                wanted: backend.description,
+                found: observed.backends[id]?.description,
+                .service(.putBackend(id: id, backend, previous: observed.backends[id])))
         }
         // Built once: per frontend it made planning quadratic (10 000 services: seconds).
         let backendsByID = Dictionary(ids.backends.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a })
         for frontend in desired.frontends {
             let id = ids.frontends[frontend.key]!
-            let wanted = FrontendEntry(id: id, flags: frontend.flags, backendIDs: frontend.backends.map { ids.backends[$0]! })
+            let wanted = FrontendEntry(
+                id: id, flags: frontend.flags, backendIDs: frontend.backends.map { ids.backends[$0]! })
             let current = observed.entry(frontend.key)
             guard current != wanted || observed.revnat[id] != frontend.key else { continue }
-            addChange(current == nil && observed.snapshot(frontend.key) == nil ? .create : .update, .service, .node,
-                      "\(frontend.type.rawValue) \(frontend.key)",
-                      wanted: Self.describe(wanted, backends: backendsByID), found: current.map { Self.describe($0, backends: observed.backends) },
-                      .service(.putFrontend(frontend.key, wanted, previous: observed.snapshot(frontend.key), previousRevnat: observed.revnat[id])))
+            addChange(
+                current == nil && observed.snapshot(frontend.key) == nil ? .create : .update, .service, .node,
+                "\(frontend.type.rawValue) \(frontend.key)",
+                wanted: Self.describe(wanted, backends: backendsByID),
+                found: current.map { Self.describe($0, backends: observed.backends) },
+                .service(
+                    .putFrontend(
+                        frontend.key, wanted, previous: observed.snapshot(frontend.key),
+                        previousRevnat: observed.revnat[id])))
         }
         planSocketLB()
     }
@@ -48,9 +63,10 @@ extension Planner {
             let name = BPFFSLayout.socketLinkName(hook, cgroupID: cgroupID)
             if observed.pins.socketLinks.contains(name) && !migratingMaps { continue }
             let old = socketPinToReplace(hook, cgroupID: cgroupID)
-            addChange(old == nil ? .create : .update, .service, .node, "socket LB \(hook.rawValue) on \(cgroup)",
-                      wanted: "cgroup link, program \(name)", found: old,
-                      .service(.attachSocket(hook, cgroup: cgroup, cgroupID: cgroupID, replacing: old)))
+            addChange(
+                old == nil ? .create : .update, .service, .node, "socket LB \(hook.rawValue) on \(cgroup)",
+                wanted: "cgroup link, program \(name)", found: old,
+                .service(.attachSocket(hook, cgroup: cgroup, cgroupID: cgroupID, replacing: old)))
         }
     }
 
@@ -63,7 +79,9 @@ extension Planner {
     }
 
     mutating func planServicesPrune() {
-        guard datapath == .bpf || !observed.services.frontendKeys.isEmpty || !observed.pins.socketLinks.isEmpty else { return }
+        guard datapath == .bpf || !observed.services.frontendKeys.isEmpty || !observed.pins.socketLinks.isEmpty else {
+            return
+        }
         let observed = self.observed.services
         // Socket LB links no wanted attachment uses (cgroup changed or gone, socket LB off).
         var keep: Set<String> = []
@@ -74,27 +92,39 @@ extension Planner {
             }
         }
         for name in self.observed.pins.socketLinks.sorted() where !keep.contains(name) {
-            addChange(.delete, .service, .node, "socket LB link \(name)", wanted: nil, found: name, .service(.unpinSocket(name: name)))
+            addChange(
+                .delete, .service, .node, "socket LB link \(name)", wanted: nil, found: name,
+                .service(.unpinSocket(name: name)))
         }
         let wantedKeys = Set(desired.frontends.map(\.key))
         // Sorted only what goes (a converged table of thousands costs no sort).
         for key in observed.frontendKeys.filter({ !wantedKeys.contains($0) }).sorted() {
             let type = observed.masters[key]?.flags.contains(.nodePort) == true ? "NodePort" : "ClusterIP"
-            addChange(.delete, .service, .node, "\(type) \(key)", wanted: nil,
-                      found: observed.entry(key).map { Self.describe($0, backends: observed.backends) } ?? "incomplete entries",
-                      .service(.deleteFrontend(key, previous: observed.snapshot(key)!)))
+            addChange(
+                .delete, .service, .node, "\(type) \(key)", wanted: nil,
+                found: observed.entry(key).map { Self.describe($0, backends: observed.backends) }
+                    ?? "incomplete entries",
+                .service(.deleteFrontend(key, previous: observed.snapshot(key)!)))
         }
         let ids = serviceIDs ?? ServiceIDs.assign(desired.frontends, observed: observed)
         let wantedIDs = Set(ids.frontends.values)
         for (id, key) in observed.revnat.filter({ !wantedIDs.contains($0.key) }).sorted(by: { $0.key < $1.key }) {
-            addChange(.delete, .service, .node, "frontend id \(id)", wanted: nil, found: key.description, .service(.deleteRevNat(id: id, previous: key)))
+            addChange(
+                .delete, .service, .node, "frontend id \(id)", wanted: nil, found: key.description,
+                .service(.deleteRevNat(id: id, previous: key)))
         }
         let wantedBackends = Set(ids.backends.values)
-        for (id, backend) in observed.backends.filter({ !wantedBackends.contains($0.key) }).sorted(by: { $0.key < $1.key }) {
-            addChange(.delete, .service, .node, "backend \(id)", wanted: nil, found: backend.description, .service(.deleteBackend(id: id, previous: backend)))
+        for (id, backend) in observed.backends.filter({ !wantedBackends.contains($0.key) }).sorted(by: {
+            $0.key < $1.key
+        }) {
+            addChange(
+                .delete, .service, .node, "backend \(id)", wanted: nil, found: backend.description,
+                .service(.deleteBackend(id: id, previous: backend)))
         }
         for (ip, flags) in observed.nodes.sorted(by: { $0.key < $1.key }) where desired.serviceNodes[ip] == nil {
-            addChange(.delete, .service, .node, "node address \(ip)", wanted: nil, found: flags.description, .service(.deleteNode(ip, previous: flags)))
+            addChange(
+                .delete, .service, .node, "node address \(ip)", wanted: nil, found: flags.description,
+                .service(.deleteNode(ip, previous: flags)))
         }
     }
 

@@ -27,15 +27,21 @@ public struct Planner {
     var serviceIDs: ServiceIDs?
 
     public static func plan(
-        desired: DesiredState, observed: ObservedState, ledger: Ledger?, nativeDevice: String, datapath: DatapathMode = .kernel,
+        desired: DesiredState, observed: ObservedState, ledger: Ledger?, nativeDevice: String,
+        datapath: DatapathMode = .kernel,
         attachMode: AttachMode = .clsact
     ) -> Plan {
-        var p = Planner(desired: desired, observed: observed, ledger: ledger, device: nativeDevice, datapath: datapath, attachMode: attachMode)
+        var p = Planner(
+            desired: desired, observed: observed, ledger: ledger, device: nativeDevice, datapath: datapath,
+            attachMode: attachMode)
         p.run()
         return Plan(changes: p.changes, conflicts: p.conflicts)
     }
 
-    private init(desired: DesiredState, observed: ObservedState, ledger: Ledger?, device: String, datapath: DatapathMode, attachMode: AttachMode) {
+    private init(
+        desired: DesiredState, observed: ObservedState, ledger: Ledger?, device: String, datapath: DatapathMode,
+        attachMode: AttachMode
+    ) {
         self.attachMode = attachMode
         self.desired = desired
         self.observed = observed
@@ -45,7 +51,8 @@ public struct Planner {
     }
 
     private mutating func add(
-        _ action: ChangeAction, _ kind: ChangeKind, _ scope: NamespaceScope, _ subject: String, wanted: String?, found: String?,
+        _ action: ChangeAction, _ kind: ChangeKind, _ scope: NamespaceScope, _ subject: String, wanted: String?,
+        found: String?,
         _ change: NetlinkChange
     ) {
         addChange(action, kind, scope, subject, wanted: wanted, found: found, .netlink(change))
@@ -54,14 +61,19 @@ public struct Planner {
     mutating func addConflict(_ text: String) { conflicts.append(text) }
 
     mutating func addChange(
-        _ action: ChangeAction, _ kind: ChangeKind, _ scope: NamespaceScope, _ subject: String, wanted: String?, found: String?,
+        _ action: ChangeAction, _ kind: ChangeKind, _ scope: NamespaceScope, _ subject: String, wanted: String?,
+        found: String?,
         _ change: Change
     ) {
-        changes.append(PlannedChange(action: action, kind: kind, namespace: scope, subject: subject, wanted: wanted, found: found, change: change))
+        changes.append(
+            PlannedChange(
+                action: action, kind: kind, namespace: scope, subject: subject, wanted: wanted, found: found,
+                change: change))
     }
 
     mutating func addChange(
-        _ action: ChangeAction, _ kind: ChangeKind, _ scope: NamespaceScope, _ subject: String, wanted: String?, found: String?,
+        _ action: ChangeAction, _ kind: ChangeKind, _ scope: NamespaceScope, _ subject: String, wanted: String?,
+        found: String?,
         _ change: DatapathChange
     ) {
         addChange(action, kind, scope, subject, wanted: wanted, found: found, .datapath(change))
@@ -97,27 +109,40 @@ public struct Planner {
         let wanted = "veth \(NodeNetNames.hostDevice) <-> \(NodeNetNames.netDevice), up, noarp, mtu \(desired.mtu)"
         guard let host = node.links[NodeNetNames.hostDevice] else {
             if node.links[NodeNetNames.netDevice] != nil {
-                conflicts.append("\(NodeNetNames.netDevice) exists without \(NodeNetNames.hostDevice); remove it or run teardown")
+                conflicts.append(
+                    "\(NodeNetNames.netDevice) exists without \(NodeNetNames.hostDevice); remove it or run teardown")
                 return
             }
-            add(.create, .link, .node, "link \(NodeNetNames.hostDevice)", wanted: wanted, found: nil, .createHostPair(mtu: desired.mtu))
-            add(.update, .link, .node, "link \(NodeNetNames.netDevice)", wanted: "up", found: "down (new)",
+            add(
+                .create, .link, .node, "link \(NodeNetNames.hostDevice)", wanted: wanted, found: nil,
+                .createHostPair(mtu: desired.mtu))
+            add(
+                .update, .link, .node, "link \(NodeNetNames.netDevice)", wanted: "up", found: "down (new)",
                 .setLink(.node, device: NodeNetNames.netDevice, LinkChange(up: true), undo: LinkChange(up: false)))
-            planAddress(NodeNetNames.hostDevice, IPPrefix(desired.routerIP, length: 32)!, scope: .link, in: .node, observed: node, deviceIsNew: true)
+            planAddress(
+                NodeNetNames.hostDevice, IPPrefix(desired.routerIP, length: 32)!, scope: .link, in: .node,
+                observed: node, deviceIsNew: true)
             return
         }
-        guard host.kind == "veth", let net = node.links[NodeNetNames.netDevice], net.kind == "veth", net.peerIndex == host.index else {
-            conflicts.append("\(NodeNetNames.hostDevice) exists but is not a veth paired with \(NodeNetNames.netDevice)")
+        guard host.kind == "veth", let net = node.links[NodeNetNames.netDevice], net.kind == "veth",
+            net.peerIndex == host.index
+        else {
+            conflicts.append(
+                "\(NodeNetNames.hostDevice) exists but is not a veth paired with \(NodeNetNames.netDevice)")
             return
         }
         for link in [host, net] { planLinkState(link, in: .node, mtu: desired.mtu, noARP: true) }
-        planAddress(NodeNetNames.hostDevice, IPPrefix(desired.routerIP, length: 32)!, scope: .link, in: .node, observed: node, deviceIsNew: false)
+        planAddress(
+            NodeNetNames.hostDevice, IPPrefix(desired.routerIP, length: 32)!, scope: .link, in: .node, observed: node,
+            deviceIsNew: false)
     }
 
     /// Brings a link to up, the MTU and (optionally) NOARP.
     private mutating func planLinkState(_ link: Link, in scope: NamespaceScope, mtu: UInt32?, noARP: Bool?) {
-        var change = LinkChange(), undo = LinkChange()
-        var wanted: [String] = [], found: [String] = []
+        var change = LinkChange()
+        var undo = LinkChange()
+        var wanted: [String] = []
+        var found: [String] = []
         if !link.isUp {
             change.up = true
             undo.up = false
@@ -137,14 +162,20 @@ public struct Planner {
             found.append(link.isNoARP ? "noarp" : "arp")
         }
         guard !wanted.isEmpty else { return }
-        add(.update, .link, scope, "link \(link.name)", wanted: wanted.joined(separator: ", "), found: found.joined(separator: ", "),
+        add(
+            .update, .link, scope, "link \(link.name)", wanted: wanted.joined(separator: ", "),
+            found: found.joined(separator: ", "),
             .setLink(scope, device: link.name, change, undo: undo))
     }
 
-    private mutating func planAddress(_ device: String, _ prefix: IPPrefix, scope: RouteScope, in ns: NamespaceScope, observed: ObservedNamespace?, deviceIsNew: Bool) {
+    private mutating func planAddress(
+        _ device: String, _ prefix: IPPrefix, scope: RouteScope, in ns: NamespaceScope, observed: ObservedNamespace?,
+        deviceIsNew: Bool
+    ) {
         let current = deviceIsNew ? [] : observed?.addresses(on: device) ?? []
         if !current.contains(where: { $0.prefix == prefix && $0.scope == scope }) {
-            add(.create, .address, ns, "address \(prefix) on \(device)", wanted: "\(prefix) scope \(scope)", found: nil,
+            add(
+                .create, .address, ns, "address \(prefix) on \(device)", wanted: "\(prefix) scope \(scope)", found: nil,
                 .addAddress(ns, device: device, prefix: prefix, scope: scope))
         }
     }
@@ -155,8 +186,10 @@ public struct Planner {
         for setting in desired.sysctls where include(setting) {
             let current = setting.device.map(recreated.contains) == true ? nil : observed.sysctls[setting.key]
             guard current != setting.value else { continue }
-            addChange(current == nil ? .create : .update, .sysctl, .node, "sysctl \(setting.key)", wanted: setting.value, found: current,
-                      .sysctl(SysctlChange(setting: setting, previous: current)))
+            addChange(
+                current == nil ? .create : .update, .sysctl, .node, "sysctl \(setting.key)", wanted: setting.value,
+                found: current,
+                .sysctl(SysctlChange(setting: setting, previous: current)))
         }
     }
 
@@ -168,7 +201,9 @@ public struct Planner {
         let mine = fresh ? nil : observed?.ownedRoutes.first { $0.destination == intent.destination }
         if let mine, index != nil, intent.matches(mine, interfaceIndex: index) { return }
         let names = observed?.names ?? [:]
-        add(mine == nil ? .create : .update, .route, scope, "route \(intent.destination.length == 0 ? "default" : intent.destination.description)",
+        add(
+            mine == nil ? .create : .update, .route, scope,
+            "route \(intent.destination.length == 0 ? "default" : intent.destination.description)",
             wanted: intent.description, found: mine?.describe(names: names), .putRoute(scope, intent, previous: mine))
     }
 
@@ -178,7 +213,8 @@ public struct Planner {
     private func endpointState(_ endpoint: DesiredState.Endpoint) -> (host: Link?, pod: Link?, paired: Bool) {
         let host = observed.node.links[endpoint.hostDevice]
         let pod = observed.pods[endpoint.pod.netns]?.links[NodeNetNames.podDevice]
-        let paired = host != nil && pod != nil && host?.peerIndex == pod?.index && pod?.peerIndex == host?.index
+        let paired =
+            host != nil && pod != nil && host?.peerIndex == pod?.index && pod?.peerIndex == host?.index
             && host?.kind == "veth" && pod?.kind == "veth"
         return (host, pod, paired)
     }
@@ -186,23 +222,31 @@ public struct Planner {
     private mutating func planEndpointLink(_ endpoint: DesiredState.Endpoint) {
         let (host, pod, paired) = endpointState(endpoint)
         let subject = "endpoint \(endpoint.pod.id)"
-        let wanted = "veth \(endpoint.hostDevice) <-> \(NodeNetNames.podDevice) in \(endpoint.pod.netns), mtu \(desired.mtu)"
+        let wanted =
+            "veth \(endpoint.hostDevice) <-> \(NodeNetNames.podDevice) in \(endpoint.pod.netns), mtu \(desired.mtu)"
         if observed.pods[endpoint.pod.netns] == nil {
-            conflicts.append("pod \(endpoint.pod.id): network namespace \(endpoint.pod.netns) cannot be read: \(observed.podErrors[endpoint.pod.netns] ?? "it does not exist")")
+            conflicts.append(
+                "pod \(endpoint.pod.id): network namespace \(endpoint.pod.netns) cannot be read: \(observed.podErrors[endpoint.pod.netns] ?? "it does not exist")"
+            )
             return
         }
         if let host, !paired {
             // Half an endpoint (its pod namespace was recreated, or a crash): rebuild it.
-            add(.delete, .endpoint, .node, "link \(host.name)", wanted: nil, found: "veth not paired with \(endpoint.pod.netns) eth0",
+            add(
+                .delete, .endpoint, .node, "link \(host.name)", wanted: nil,
+                found: "veth not paired with \(endpoint.pod.netns) eth0",
                 .deleteLink(.node, device: host.name))
             recreated.insert(host.name)
         }
         if host == nil || !paired {
             if pod != nil && !paired {
-                conflicts.append("pod \(endpoint.pod.id): \(endpoint.pod.netns) already has an \(NodeNetNames.podDevice) that is not nodenet's")
+                conflicts.append(
+                    "pod \(endpoint.pod.id): \(endpoint.pod.netns) already has an \(NodeNetNames.podDevice) that is not nodenet's"
+                )
                 return
             }
-            add(.create, .endpoint, .node, subject, wanted: wanted, found: nil,
+            add(
+                .create, .endpoint, .node, subject, wanted: wanted, found: nil,
                 .createEndpoint(hostDevice: endpoint.hostDevice, netns: endpoint.pod.netns, mtu: desired.mtu))
             return
         }
@@ -217,11 +261,14 @@ public struct Planner {
         // The pod's lo is not ours: the runtime (or the lab) brings it up, as Kubernetes'
         // loopback plugin does. Bringing it up also adds 127.0.0.1, which down does not undo.
         if fresh {
-            add(.update, .link, scope, "link \(NodeNetNames.podDevice)", wanted: "up", found: "down (new)",
+            add(
+                .update, .link, scope, "link \(NodeNetNames.podDevice)", wanted: "up", found: "down (new)",
                 .setLink(scope, device: NodeNetNames.podDevice, LinkChange(up: true), undo: LinkChange(up: false)))
         }
         let view: ObservedNamespace? = fresh ? nil : podNS
-        planAddress(NodeNetNames.podDevice, IPPrefix(endpoint.pod.ip, length: 32)!, scope: .universe, in: scope, observed: view, deviceIsNew: fresh)
+        planAddress(
+            NodeNetNames.podDevice, IPPrefix(endpoint.pod.ip, length: 32)!, scope: .universe, in: scope, observed: view,
+            deviceIsNew: fresh)
         for intent in endpoint.podRoutes { planRoute(intent, in: scope, observed: view) }
     }
 
@@ -233,7 +280,9 @@ public struct Planner {
         // Routes: ours in the node namespace that no desired route covers.
         let wantedNode = Set(desired.nodeRoutes.map(\.destination) + desired.endpoints.map(\.podRoute.destination))
         for route in node.ownedRoutes where !wantedNode.contains(route.destination) {
-            add(.delete, .route, .node, "route \(route.destination)", wanted: nil, found: route.describe(names: names), .deleteRoute(.node, route))
+            add(
+                .delete, .route, .node, "route \(route.destination)", wanted: nil, found: route.describe(names: names),
+                .deleteRoute(.node, route))
         }
         // Pod side: stale routes and addresses on eth0 of endpoints that stay.
         for endpoint in desired.endpoints where endpointState(endpoint).paired {
@@ -241,21 +290,32 @@ public struct Planner {
             let scope = NamespaceScope.pod(endpoint.pod.netns)
             let wanted = Set(endpoint.podRoutes.map(\.destination))
             for route in podNS.ownedRoutes where !wanted.contains(route.destination) {
-                add(.delete, .route, scope, "route \(route.destination)", wanted: nil, found: route.describe(names: podNS.names), .deleteRoute(scope, route))
+                add(
+                    .delete, .route, scope, "route \(route.destination)", wanted: nil,
+                    found: route.describe(names: podNS.names), .deleteRoute(scope, route))
             }
-            for address in podNS.addresses(on: NodeNetNames.podDevice) where address.prefix != IPPrefix(endpoint.pod.ip, length: 32) {
-                add(.delete, .address, scope, "address \(address.prefix) on \(NodeNetNames.podDevice)", wanted: nil, found: "\(address.prefix)",
+            for address in podNS.addresses(on: NodeNetNames.podDevice)
+            where address.prefix != IPPrefix(endpoint.pod.ip, length: 32) {
+                add(
+                    .delete, .address, scope, "address \(address.prefix) on \(NodeNetNames.podDevice)", wanted: nil,
+                    found: "\(address.prefix)",
                     .deleteAddress(scope, device: NodeNetNames.podDevice, address))
             }
         }
-        for address in node.addresses(on: NodeNetNames.hostDevice) where address.prefix != IPPrefix(desired.routerIP, length: 32) {
-            add(.delete, .address, .node, "address \(address.prefix) on \(NodeNetNames.hostDevice)", wanted: nil, found: "\(address.prefix)",
+        for address in node.addresses(on: NodeNetNames.hostDevice)
+        where address.prefix != IPPrefix(desired.routerIP, length: 32) {
+            add(
+                .delete, .address, .node, "address \(address.prefix) on \(NodeNetNames.hostDevice)", wanted: nil,
+                found: "\(address.prefix)",
                 .deleteAddress(.node, device: NodeNetNames.hostDevice, address))
         }
         // Endpoints the ledger knows that the spec no longer wants.
         let wantedDevices = Set(desired.endpoints.map(\.hostDevice))
-        for old in ledger?.endpoints ?? [] where !wantedDevices.contains(old.hostDevice) && node.links[old.hostDevice] != nil {
-            add(.delete, .endpoint, .node, "endpoint \(old.pod)", wanted: nil, found: "veth \(old.hostDevice) (\(old.ip))",
+        for old in ledger?.endpoints ?? []
+        where !wantedDevices.contains(old.hostDevice) && node.links[old.hostDevice] != nil {
+            add(
+                .delete, .endpoint, .node, "endpoint \(old.pod)", wanted: nil,
+                found: "veth \(old.hostDevice) (\(old.ip))",
                 .deleteLink(.node, device: old.hostDevice))
         }
     }

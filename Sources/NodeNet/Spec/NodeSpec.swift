@@ -31,7 +31,8 @@ public struct NodeSpec: Sendable, Hashable {
         node: LocalNode, nativeRoutingCIDR: IPPrefix? = nil, autoDirectNodeRoutes: Bool = true,
         kubeProxyReplacement: Bool = true, datapath: DatapathSettings = DatapathSettings(), pods: [PodSpec] = [],
         nodes: [RemoteNode] = [], services: [ServiceSpec] = [], nodePortRange: ClosedRange<Int> = 30000...32767,
-        stateDirectory: String? = nil, bpffsDirectory: String? = nil, socketLB: SocketLBSettings = SocketLBSettings(), masquerade: Bool = true
+        stateDirectory: String? = nil, bpffsDirectory: String? = nil, socketLB: SocketLBSettings = SocketLBSettings(),
+        masquerade: Bool = true
     ) {
         self.node = node
         self.nativeRoutingCIDR = nativeRoutingCIDR
@@ -60,7 +61,10 @@ public struct LocalNode: Sendable, Hashable {
     /// MTU of the host pair and the pods. Default: the native device's MTU.
     public var mtu: UInt32?
 
-    public init(name: String, device: String, address: IPAddress, podCIDR: IPPrefix, routerIP: IPAddress? = nil, mtu: UInt32? = nil) {
+    public init(
+        name: String, device: String, address: IPAddress, podCIDR: IPPrefix, routerIP: IPAddress? = nil,
+        mtu: UInt32? = nil
+    ) {
         self.name = name
         self.device = device
         self.address = address
@@ -124,7 +128,8 @@ public struct ServiceSpec: Sendable, Hashable {
     public var ports: [ServicePort]
     public var backends: [ServiceBackend]
 
-    public init(name: String, type: ServiceType, clusterIP: IPAddress, ports: [ServicePort], backends: [ServiceBackend]) {
+    public init(name: String, type: ServiceType, clusterIP: IPAddress, ports: [ServicePort], backends: [ServiceBackend])
+    {
         self.name = name
         self.type = type
         self.clusterIP = clusterIP
@@ -140,7 +145,9 @@ public struct ServicePort: Sendable, Hashable {
     public var targetPort: Int
     public var nodePort: Int?
 
-    public init(name: String? = nil, protocol: TransportProtocol = .tcp, port: Int, targetPort: Int? = nil, nodePort: Int? = nil) {
+    public init(
+        name: String? = nil, protocol: TransportProtocol = .tcp, port: Int, targetPort: Int? = nil, nodePort: Int? = nil
+    ) {
         self.name = name
         self.protocol = `protocol`
         self.port = port

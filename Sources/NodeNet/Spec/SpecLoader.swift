@@ -1,13 +1,15 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 extension NodeSpec {
     /// Decodes and validates a spec. Throws `SpecError` with every problem found; touches
     /// nothing (it only checks that the pods' network namespaces exist).
-    public static func load(_ data: Data, namespaceExists: @escaping (String) -> Bool = { access($0, F_OK) == 0 }) throws -> NodeSpec {
+    public static func load(
+        _ data: Data, namespaceExists: @escaping (String) -> Bool = { access($0, F_OK) == 0 }
+    ) throws -> NodeSpec {
         let root: JSONValue
         do {
             root = try JSONValue.parse(data)

@@ -37,7 +37,9 @@ package struct SpecReader {
         return items
     }
 
-    package mutating func string(_ fields: [String: JSONValue], _ key: String, _ path: String, required: Bool) -> String? {
+    package mutating func string(
+        _ fields: [String: JSONValue], _ key: String, _ path: String, required: Bool
+    ) -> String? {
         guard let value = fields[key] else {
             if required { problem(join(path, key), "is required") }
             return nil
@@ -62,13 +64,17 @@ package struct SpecReader {
         return b
     }
 
-    package mutating func integer(_ fields: [String: JSONValue], _ key: String, _ path: String, required: Bool, range: ClosedRange<Int>) -> Int? {
+    package mutating func integer(
+        _ fields: [String: JSONValue], _ key: String, _ path: String, required: Bool, range: ClosedRange<Int>
+    ) -> Int? {
         guard let value = fields[key] else {
             if required { problem(join(path, key), "is required") }
             return nil
         }
         guard case .number(let n) = value, n == n.rounded(), abs(n) < 1e15 else {
-            problem(join(path, key), "must be a whole number, found \(value.kindName == "a number" ? "\(value)" : value.kindName)")
+            problem(
+                join(path, key),
+                "must be a whole number, found \(value.kindName == "a number" ? "\(value)" : value.kindName)")
             return nil
         }
         let i = Int(n)
@@ -79,7 +85,9 @@ package struct SpecReader {
         return i
     }
 
-    package mutating func address(_ fields: [String: JSONValue], _ key: String, _ path: String, required: Bool) -> IPAddress? {
+    package mutating func address(
+        _ fields: [String: JSONValue], _ key: String, _ path: String, required: Bool
+    ) -> IPAddress? {
         guard let text = string(fields, key, path, required: required) else { return nil }
         guard let ip = IPAddress(text), ip.isIPv4 else {
             problem(join(path, key), "\"\(text)\" is not an IPv4 address")
@@ -88,7 +96,9 @@ package struct SpecReader {
         return ip
     }
 
-    package mutating func cidr(_ fields: [String: JSONValue], _ key: String, _ path: String, required: Bool) -> IPPrefix? {
+    package mutating func cidr(
+        _ fields: [String: JSONValue], _ key: String, _ path: String, required: Bool
+    ) -> IPPrefix? {
         guard let text = string(fields, key, path, required: required) else { return nil }
         guard text.contains("/"), let prefix = IPPrefix(text), prefix.family == .inet else {
             problem(join(path, key), "\"\(text)\" is not an IPv4 CIDR (like 10.0.2.0/24)")
@@ -106,31 +116,49 @@ package struct SpecReader {
     // MARK: The spec
 
     package mutating func read(_ root: JSONValue) -> NodeSpec? {
-        guard let top = object(root, "", allowed: [
-            "apiVersion", "node", "nativeRoutingCIDR", "autoDirectNodeRoutes", "kubeProxyReplacement", "datapath",
-            "pods", "nodes", "services", "nodePortRange", "stateDirectory", "bpffsDirectory", "socketLB", "masquerade",
-        ]) else { return nil }
+        guard
+            let top = object(
+                root, "",
+                allowed: [
+                    "apiVersion", "node", "nativeRoutingCIDR", "autoDirectNodeRoutes", "kubeProxyReplacement",
+                    "datapath",
+                    "pods", "nodes", "services", "nodePortRange", "stateDirectory", "bpffsDirectory", "socketLB",
+                    "masquerade",
+                ])
+        else { return nil }
         if let version = string(top, "apiVersion", "", required: true), version != NodeSpec.apiVersion {
             problem("apiVersion", "\"\(version)\" is not supported (use \"\(NodeSpec.apiVersion)\")")
         }
         var node: LocalNode?
         if top["node"] == nil { problem("node", "is required") }
-        if let fields = object(top["node"], "node", allowed: ["name", "device", "address", "podCIDR", "routerIP", "mtu"]) {
+        if let fields = object(
+            top["node"], "node", allowed: ["name", "device", "address", "podCIDR", "routerIP", "mtu"])
+        {
             let name = string(fields, "name", "node", required: true)
             let device = string(fields, "device", "node", required: true)
             let address = address(fields, "address", "node", required: true)
             let podCIDR = cidr(fields, "podCIDR", "node", required: true)
             let routerIP = self.address(fields, "routerIP", "node", required: false)
             let mtu = integer(fields, "mtu", "node", required: false, range: 68...65535)
-            if let name, !(1...63).contains(name.count) || name.hasPrefix(".") || name.hasPrefix("-")
-                || !name.allSatisfy({ ($0.isLetter && $0.isASCII) || ($0.isNumber && $0.isASCII) || $0 == "-" || $0 == "." || $0 == "_" }) {
-                problem("node.name", "\"\(name)\" must be 1-63 characters of letters, digits, '-', '_' and '.', not starting with '.' or '-'")
+            if let name,
+                !(1...63).contains(name.count) || name.hasPrefix(".") || name.hasPrefix("-")
+                    || !name.allSatisfy({
+                        ($0.isLetter && $0.isASCII) || ($0.isNumber && $0.isASCII) || $0 == "-" || $0 == "."
+                            || $0 == "_"
+                    })
+            {
+                problem(
+                    "node.name",
+                    "\"\(name)\" must be 1-63 characters of letters, digits, '-', '_' and '.', not starting with '.' or '-'"
+                )
             }
             if let device, device.utf8.count > 15 || device.contains("/") || device.contains(" ") {
                 problem("node.device", "\"\(device)\" is not a valid interface name")
             }
             if let name, let device, let address, let podCIDR {
-                node = LocalNode(name: name, device: device, address: address, podCIDR: podCIDR, routerIP: routerIP, mtu: mtu.map(UInt32.init))
+                node = LocalNode(
+                    name: name, device: device, address: address, podCIDR: podCIDR, routerIP: routerIP,
+                    mtu: mtu.map(UInt32.init))
             }
         }
         let nativeRoutingCIDR = cidr(top, "nativeRoutingCIDR", "", required: false)
@@ -139,7 +167,9 @@ package struct SpecReader {
         var datapath = DatapathSettings()
         if let fields = object(top["datapath"], "datapath", allowed: ["mode", "attachMode"]) {
             if let attach = string(fields, "attachMode", "datapath", required: false) {
-                if let a = AttachMode(rawValue: attach) { datapath.attachMode = a } else {
+                if let a = AttachMode(rawValue: attach) {
+                    datapath.attachMode = a
+                } else {
                     problem("datapath.attachMode", "\"\(attach)\" is not auto, tcx or clsact")
                 }
             }
@@ -147,7 +177,10 @@ package struct SpecReader {
                 if let m = DatapathMode(rawValue: mode) {
                     datapath.mode = m
                 } else {
-                    problem("datapath.mode", "\"\(mode)\" is not available (this build has: \(DatapathMode.allCases.map(\.rawValue).joined(separator: ", ")))")
+                    problem(
+                        "datapath.mode",
+                        "\"\(mode)\" is not available (this build has: \(DatapathMode.allCases.map(\.rawValue).joined(separator: ", ")))"
+                    )
                 }
             }
         }
@@ -209,7 +242,8 @@ package struct SpecReader {
         let masquerade = bool(top, "masquerade", "") ?? true
         guard let node else { return nil }
         return NodeSpec(
-            node: node, nativeRoutingCIDR: nativeRoutingCIDR, autoDirectNodeRoutes: autoDirect, kubeProxyReplacement: kpr,
+            node: node, nativeRoutingCIDR: nativeRoutingCIDR, autoDirectNodeRoutes: autoDirect,
+            kubeProxyReplacement: kpr,
             datapath: datapath, pods: pods, nodes: nodes, services: services, nodePortRange: range,
             stateDirectory: stateDirectory, bpffsDirectory: bpffsDirectory, socketLB: socketLB, masquerade: masquerade)
     }
@@ -219,11 +253,15 @@ package struct SpecReader {
         var services: [ServiceSpec] = []
         for (i, item) in array(fields, "services", path).enumerated() {
             let path = join(path, "services[\(i)]")
-            guard let fields = object(item, path, allowed: ["name", "type", "clusterIP", "ports", "backends"]) else { continue }
+            guard let fields = object(item, path, allowed: ["name", "type", "clusterIP", "ports", "backends"]) else {
+                continue
+            }
             let name = string(fields, "name", path, required: true)
             var type = ServiceType.clusterIP
             if let t = string(fields, "type", path, required: false) {
-                if let parsed = ServiceType(rawValue: t) { type = parsed } else {
+                if let parsed = ServiceType(rawValue: t) {
+                    type = parsed
+                } else {
                     problem("\(path).type", "\"\(t)\" is not ClusterIP or NodePort")
                 }
             }
@@ -233,18 +271,25 @@ package struct SpecReader {
             if portItems.isEmpty { problem("\(path).ports", "needs at least one port") }
             for (j, portItem) in portItems.enumerated() {
                 let pp = "\(path).ports[\(j)]"
-                guard let pf = object(portItem, pp, allowed: ["name", "protocol", "port", "targetPort", "nodePort"]) else { continue }
+                guard let pf = object(portItem, pp, allowed: ["name", "protocol", "port", "targetPort", "nodePort"])
+                else { continue }
                 let portName = string(pf, "name", pp, required: false)
                 var proto = TransportProtocol.tcp
                 if let p = string(pf, "protocol", pp, required: false) {
-                    if let parsed = TransportProtocol(rawValue: p) { proto = parsed } else {
+                    if let parsed = TransportProtocol(rawValue: p) {
+                        proto = parsed
+                    } else {
                         problem("\(pp).protocol", "\"\(p)\" is not TCP or UDP")
                     }
                 }
                 let port = integer(pf, "port", pp, required: true, range: 1...65535)
                 let target = integer(pf, "targetPort", pp, required: false, range: 1...65535)
                 let nodePort = integer(pf, "nodePort", pp, required: false, range: 1...65535)
-                if let port { ports.append(ServicePort(name: portName, protocol: proto, port: port, targetPort: target, nodePort: nodePort)) }
+                if let port {
+                    ports.append(
+                        ServicePort(name: portName, protocol: proto, port: port, targetPort: target, nodePort: nodePort)
+                    )
+                }
             }
             var backends: [ServiceBackend] = []
             for (j, b) in array(fields, "backends", path).enumerated() {
@@ -255,7 +300,8 @@ package struct SpecReader {
                 if let ip { backends.append(ServiceBackend(ip: ip, port: port)) }
             }
             if let name, let clusterIP {
-                services.append(ServiceSpec(name: name, type: type, clusterIP: clusterIP, ports: ports, backends: backends))
+                services.append(
+                    ServiceSpec(name: name, type: type, clusterIP: clusterIP, ports: ports, backends: backends))
                 servicePaths.append(path)
             }
         }

@@ -1,5 +1,6 @@
 import BPF
 import CNodeNetBPF
+
 /// Semantic checks on a structurally valid spec. Every problem is reported, with its path.
 struct SpecValidator {
     let spec: NodeSpec
@@ -10,7 +11,10 @@ struct SpecValidator {
     let namespaceExists: (String) -> Bool
     private(set) var problems: [SpecProblem] = []
 
-    init(spec: NodeSpec, podPaths: [String], nodePaths: [String], servicePaths: [String], namespaceExists: @escaping (String) -> Bool) {
+    init(
+        spec: NodeSpec, podPaths: [String], nodePaths: [String], servicePaths: [String],
+        namespaceExists: @escaping (String) -> Bool
+    ) {
         self.spec = spec
         self.podPaths = podPaths
         self.nodePaths = nodePaths
@@ -51,9 +55,15 @@ struct SpecValidator {
 
     private mutating func checkPods() {
         let node = spec.node
-        var byID: [String: String] = [:], byIP: [IPAddress: String] = [:], byNetns: [String: String] = [:]
+        var byID: [String: String] = [:]
+        var byIP: [IPAddress: String] = [:]
+        var byNetns: [String: String] = [:]
         for (pod, path) in zip(spec.pods, podPaths) {
-            if let first = byID[pod.id] { problem("\(path).name", "\(pod.id) is already used by \(first)") } else { byID[pod.id] = path }
+            if let first = byID[pod.id] {
+                problem("\(path).name", "\(pod.id) is already used by \(first)")
+            } else {
+                byID[pod.id] = path
+            }
             if !node.podCIDR.contains(pod.ip) {
                 problem("\(path).ip", "\(pod.ip) is outside podCIDR \(node.podCIDR)")
             } else if isNetworkOrBroadcast(pod.ip, in: node.podCIDR) {
@@ -61,7 +71,13 @@ struct SpecValidator {
             } else if pod.ip == node.routerIP {
                 problem("\(path).ip", "\(pod.ip) is the router IP (node.routerIP)")
             }
-            if let first = byIP[pod.ip] { problem("\(path).ip", "\(pod.ip) is already used by \(first) (\(spec.pods[podPaths.firstIndex(of: first)!].id))") } else { byIP[pod.ip] = path }
+            if let first = byIP[pod.ip] {
+                problem(
+                    "\(path).ip",
+                    "\(pod.ip) is already used by \(first) (\(spec.pods[podPaths.firstIndex(of: first)!].id))")
+            } else {
+                byIP[pod.ip] = path
+            }
             if let first = byNetns[pod.netns] {
                 problem("\(path).netns", "\(pod.netns) is already the network namespace of \(first)")
             } else {
@@ -76,18 +92,29 @@ struct SpecValidator {
 
     private mutating func checkRemoteNodes() {
         let node = spec.node
-        var byName: [String: String] = [node.name: "node.name"], byAddress: [IPAddress: String] = [node.address: "node.address"]
+        var byName: [String: String] = [node.name: "node.name"]
+        var byAddress: [IPAddress: String] = [node.address: "node.address"]
         var cidrs: [(IPPrefix, String)] = [(node.podCIDR, "node.podCIDR")]
         for (remote, path) in zip(spec.nodes, nodePaths) {
-            if let first = byName[remote.name] { problem("\(path).name", "\(remote.name) is already used by \(first)") } else { byName[remote.name] = path }
-            if let first = byAddress[remote.address] { problem("\(path).address", "\(remote.address) is already used by \(first)") } else { byAddress[remote.address] = path }
+            if let first = byName[remote.name] {
+                problem("\(path).name", "\(remote.name) is already used by \(first)")
+            } else {
+                byName[remote.name] = path
+            }
+            if let first = byAddress[remote.address] {
+                problem("\(path).address", "\(remote.address) is already used by \(first)")
+            } else {
+                byAddress[remote.address] = path
+            }
             if let clash = cidrs.first(where: { $0.0.overlaps(remote.podCIDR) }) {
                 problem("\(path).podCIDR", "\(remote.podCIDR) overlaps \(clash.1) \(clash.0)")
             }
             cidrs.append((remote.podCIDR, "\(path).podCIDR"))
         }
         // Node addresses must not fall inside any pod CIDR.
-        for (address, path) in [(node.address, "node.address")] + zip(spec.nodes.map(\.address), nodePaths.map { "\($0).address" }) {
+        for (address, path) in [(node.address, "node.address")]
+            + zip(spec.nodes.map(\.address), nodePaths.map { "\($0).address" })
+        {
             for (cidr, cidrPath) in cidrs.dropFirst() where cidr.contains(address) {
                 problem(path, "\(address) is inside \(cidrPath) \(cidr)")
             }
@@ -95,12 +122,21 @@ struct SpecValidator {
     }
 
     private mutating func checkServices() {
-        var byName: [String: String] = [:], byClusterIP: [IPAddress: String] = [:]
+        var byName: [String: String] = [:]
+        var byClusterIP: [IPAddress: String] = [:]
         var nodePorts: [Int: String] = [:]
         let podCIDRs = [spec.node.podCIDR] + spec.nodes.map(\.podCIDR)
         for (service, path) in zip(spec.services, servicePaths) {
-            if let first = byName[service.name] { problem("\(path).name", "\(service.name) is already used by \(first)") } else { byName[service.name] = path }
-            if let first = byClusterIP[service.clusterIP] { problem("\(path).clusterIP", "\(service.clusterIP) is already used by \(first)") } else { byClusterIP[service.clusterIP] = path }
+            if let first = byName[service.name] {
+                problem("\(path).name", "\(service.name) is already used by \(first)")
+            } else {
+                byName[service.name] = path
+            }
+            if let first = byClusterIP[service.clusterIP] {
+                problem("\(path).clusterIP", "\(service.clusterIP) is already used by \(first)")
+            } else {
+                byClusterIP[service.clusterIP] = path
+            }
             if let cidr = podCIDRs.first(where: { $0.contains(service.clusterIP) }) {
                 problem("\(path).clusterIP", "\(service.clusterIP) is inside pod CIDR \(cidr)")
             }
@@ -108,7 +144,13 @@ struct SpecValidator {
             for (j, port) in service.ports.enumerated() {
                 var pp: String { "\(path).ports[\(j)]" }  // only built for a problem
                 let key = port.port << 8 | Int(port.protocol.ipProtocol)
-                if let first = frontends[key] { problem("\(pp).port", "\(port.port)/\(port.protocol.rawValue) is already used by \(path).ports[\(first)]") } else { frontends[key] = j }
+                if let first = frontends[key] {
+                    problem(
+                        "\(pp).port",
+                        "\(port.port)/\(port.protocol.rawValue) is already used by \(path).ports[\(first)]")
+                } else {
+                    frontends[key] = j
+                }
                 switch (service.type, port.nodePort) {
                 case (.clusterIP, .some):
                     problem("\(pp).nodePort", "only NodePort services have node ports")
@@ -116,7 +158,10 @@ struct SpecValidator {
                     problem("\(pp).nodePort", "is required for a NodePort service")
                 case (.nodePort, .some(let nodePort)):
                     if !spec.nodePortRange.contains(nodePort) {
-                        problem("\(pp).nodePort", "\(nodePort) is outside the NodePort range \(spec.nodePortRange.lowerBound)-\(spec.nodePortRange.upperBound)")
+                        problem(
+                            "\(pp).nodePort",
+                            "\(nodePort) is outside the NodePort range \(spec.nodePortRange.lowerBound)-\(spec.nodePortRange.upperBound)"
+                        )
                     }
                     let npKey = nodePort << 8 | Int(port.protocol.ipProtocol)
                     if let first = nodePorts[npKey] {
@@ -131,23 +176,34 @@ struct SpecValidator {
             var backends: [BackendKey: Int] = [:]
             for (j, backend) in service.backends.enumerated() {
                 let key = BackendKey(ip: backend.ip, port: backend.port)
-                if let first = backends[key] { problem("\(path).backends[\(j)].ip", "\(backend.ip) is already backends[\(first)]") } else { backends[key] = j }
+                if let first = backends[key] {
+                    problem("\(path).backends[\(j)].ip", "\(backend.ip) is already backends[\(first)]")
+                } else {
+                    backends[key] = j
+                }
             }
         }
         // Node ports must not collide with the ports masquerading and NodePort SNAT allocate.
         let natPorts = Int(NODENET_NAT_PORT_MIN)...Int(NODENET_NAT_PORT_MIN + NODENET_NAT_PORT_COUNT - 1)
         if spec.nodePortRange.overlaps(natPorts) {
-            problem("nodePortRange", "\(spec.nodePortRange.lowerBound)-\(spec.nodePortRange.upperBound) overlaps \(natPorts.lowerBound)-\(natPorts.upperBound), the ports source NAT uses")
+            problem(
+                "nodePortRange",
+                "\(spec.nodePortRange.lowerBound)-\(spec.nodePortRange.upperBound) overlaps \(natPorts.lowerBound)-\(natPorts.upperBound), the ports source NAT uses"
+            )
         }
         // What the BPF maps can hold.
-        var frontends = 0, entries = 0
+        var frontends = 0
+        var entries = 0
         var distinct: Set<BackendAddress> = []
         for service in spec.services {
             for port in service.ports {
                 let count = service.type == .nodePort && port.nodePort != nil ? 3 : 1
                 frontends += count
                 entries += count * (1 + service.backends.count)
-                for b in service.backends { distinct.insert(BackendAddress(address: b.ip, port: UInt16(b.port ?? port.targetPort), protocol: port.protocol)) }
+                for b in service.backends {
+                    distinct.insert(
+                        BackendAddress(address: b.ip, port: UInt16(b.port ?? port.targetPort), protocol: port.protocol))
+                }
             }
         }
         let backends = distinct.count
@@ -155,7 +211,10 @@ struct SpecValidator {
             problem("services", "\(frontends) frontends; at most \(Int(UInt16.max) - 1) fit (ids are 16 bits)")
         }
         if entries > Int(NODENET_SERVICES_MAX) {
-            problem("services", "\(entries) service map entries (a frontend and each of its backends); the map holds \(NODENET_SERVICES_MAX)")
+            problem(
+                "services",
+                "\(entries) service map entries (a frontend and each of its backends); the map holds \(NODENET_SERVICES_MAX)"
+            )
         }
         if backends > Int(NODENET_BACKENDS_MAX) {
             problem("services", "\(backends) distinct backends; the map holds \(NODENET_BACKENDS_MAX)")

@@ -10,15 +10,23 @@ extension NodeSpec {
         if let mtu = self.node.mtu { node["mtu"] = mtu }
         var top: [String: Any] = [
             "apiVersion": NodeSpec.apiVersion, "node": node, "autoDirectNodeRoutes": autoDirectNodeRoutes,
-            "kubeProxyReplacement": kubeProxyReplacement, "datapath": ["mode": datapath.mode.rawValue, "attachMode": datapath.attachMode.rawValue],
-            "stateDirectory": stateDirectory, "bpffsDirectory": bpffsDirectory, "nodePortRange": "\(nodePortRange.lowerBound)-\(nodePortRange.upperBound)",
-            "pods": pods.map { ["name": $0.name, "namespace": $0.namespace, "netns": $0.netns, "ip": $0.ip.description] },
-            "nodes": nodes.map { ["name": $0.name, "address": $0.address.description, "podCIDR": $0.podCIDR.description] },
+            "kubeProxyReplacement": kubeProxyReplacement,
+            "datapath": ["mode": datapath.mode.rawValue, "attachMode": datapath.attachMode.rawValue],
+            "stateDirectory": stateDirectory, "bpffsDirectory": bpffsDirectory,
+            "nodePortRange": "\(nodePortRange.lowerBound)-\(nodePortRange.upperBound)",
+            "pods": pods.map {
+                ["name": $0.name, "namespace": $0.namespace, "netns": $0.netns, "ip": $0.ip.description]
+            },
+            "nodes": nodes.map {
+                ["name": $0.name, "address": $0.address.description, "podCIDR": $0.podCIDR.description]
+            },
             "services": services.map { s -> [String: Any] in
                 [
                     "name": s.name, "type": s.type.rawValue, "clusterIP": s.clusterIP.description,
                     "ports": s.ports.map { p -> [String: Any] in
-                        var port: [String: Any] = ["protocol": p.protocol.rawValue, "port": p.port, "targetPort": p.targetPort]
+                        var port: [String: Any] = [
+                            "protocol": p.protocol.rawValue, "port": p.port, "targetPort": p.targetPort,
+                        ]
                         if let name = p.name { port["name"] = name }
                         if let nodePort = p.nodePort { port["nodePort"] = nodePort }
                         return port
@@ -34,6 +42,7 @@ extension NodeSpec {
         if let nativeRoutingCIDR { top["nativeRoutingCIDR"] = nativeRoutingCIDR.description }
         top["socketLB"] = socketLB.cgroup.map { ["enabled": true, "cgroup": $0] } ?? ["enabled": false]
         top["masquerade"] = masquerade
-        return try JSONSerialization.data(withJSONObject: top, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+        return try JSONSerialization.data(
+            withJSONObject: top, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
     }
 }

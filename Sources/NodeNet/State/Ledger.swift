@@ -2,7 +2,7 @@ import BPF
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// What nodenet last applied on a node, persisted in the node's state directory
@@ -43,7 +43,9 @@ public struct Ledger: Codable, Sendable, Equatable {
     public static func path(in directory: String) -> String { directory + "/ledger.json" }
 
     /// Every bpffs directory where nodenet may have pinned something on this node.
-    public var pinDirectories: [String] { ([bpffsDirectory].compactMap { $0 } + (formerBPFFSDirectories ?? [])).uniqued() }
+    public var pinDirectories: [String] {
+        ([bpffsDirectory].compactMap { $0 } + (formerBPFFSDirectories ?? [])).uniqued()
+    }
 
     /// The ledger in `directory`, or nil when there is none.
     public static func load(from directory: String) throws -> Ledger? {

@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 // The minimal HTTP/1.1 both of the package's tiny servers speak (the agent's health server and

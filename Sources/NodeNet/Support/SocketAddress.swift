@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// An IPv4 address and port as socket calls take and return them: `sockaddr_in`, or
@@ -35,22 +35,34 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
                 b[11] = 0xff
                 withUnsafeBytes(of: v4.bigEndian) { for i in 0..<4 { b[12 + i] = $0[i] } }
             }
-            return try withUnsafePointer(to: &a) { try $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { try body($0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+            return try withUnsafePointer(to: &a) {
+                try $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    try body($0, socklen_t(MemoryLayout<sockaddr_in6>.size))
+                }
+            }
         }
         var a = sockaddr_in()
         a.sin_family = sa_family_t(AF_INET)
         a.sin_port = port.bigEndian
         a.sin_addr.s_addr = v4.bigEndian
-        return try withUnsafePointer(to: &a) { try $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { try body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        return try withUnsafePointer(to: &a) {
+            try $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                try body($0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
     }
 
     /// Calls `body` with room for an address (recvfrom, accept, getpeername, getsockname fill
     /// it in) and returns its result with the address read back: nil when it is neither IPv4
     /// nor v4-mapped IPv6.
-    public static func receiving<T>(_ body: (UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) throws -> T) rethrows -> (T, SocketAddress?) {
+    public static func receiving<T>(
+        _ body: (UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) throws -> T
+    ) rethrows -> (T, SocketAddress?) {
         var storage = sockaddr_in6()  // room for either family
         var length = socklen_t(MemoryLayout<sockaddr_in6>.size)
-        let result = try withUnsafeMutablePointer(to: &storage) { try $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { try body($0, &length) } }
+        let result = try withUnsafeMutablePointer(to: &storage) {
+            try $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { try body($0, &length) }
+        }
         return (result, SocketAddress(storage))
     }
 
@@ -58,7 +70,9 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
         var storage = storage
         switch Int32(storage.sin6_family) {
         case AF_INET:
-            let a = withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee } }
+            let a = withUnsafePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee }
+            }
             self.init(IPAddress(ipv4: UInt32(bigEndian: a.sin_addr.s_addr)), port: UInt16(bigEndian: a.sin_port))
         case AF_INET6:
             let b = withUnsafeBytes(of: storage.sin6_addr) { Array($0) }

@@ -16,7 +16,10 @@ struct LabCommand: ParsableCommand {
             the seed's cluster is built. Several labs with different names can run at once. Nothing is created in
             the root namespace or the root cgroup.
             """,
-        subcommands: [LabUp.self, LabDown.self, LabStatus.self, LabExec.self, LabProbeCommand.self, LabSpec.self, LabDemo.self, LabServe.self])
+        subcommands: [
+            LabUp.self, LabDown.self, LabStatus.self, LabExec.self, LabProbeCommand.self, LabSpec.self, LabDemo.self,
+            LabServe.self,
+        ])
 }
 
 /// `--name`, shared by the lab commands.
@@ -26,7 +29,9 @@ struct LabName: ParsableArguments {
 
     func resolve() throws -> String {
         if let value {
-            guard LabCluster.isValidName(value) else { throw InvalidInput(message: "--name \"\(value)\": a lab name is 1-12 characters of a-z and 0-9") }
+            guard LabCluster.isValidName(value) else {
+                throw InvalidInput(message: "--name \"\(value)\": a lab name is 1-12 characters of a-z and 0-9")
+            }
             return value
         }
         let running = Lab.running()
@@ -62,7 +67,9 @@ struct LabUp: ParsableCommand {
     func run() throws {
         var c: LabCluster
         if let cluster {
-            guard let data = FileManager.default.contents(atPath: cluster) else { throw InvalidInput(message: "cannot read \(cluster)") }
+            guard let data = FileManager.default.contents(atPath: cluster) else {
+                throw InvalidInput(message: "cannot read \(cluster)")
+            }
             c = try LabCluster.load(data)
         } else {
             c = LabCluster.seed()
@@ -70,7 +77,9 @@ struct LabUp: ParsableCommand {
         if let name { c.name = name }
         let interrupt = Interrupt()
         try LabRuntime.up(c, interrupt: interrupt)
-        print("lab \(c.name) is up: \(c.nodes.count) nodes, \(c.nodes.map(\.pods.count).reduce(0, +)) pods, external host \(c.externalAddress)")
+        print(
+            "lab \(c.name) is up: \(c.nodes.count) nodes, \(c.nodes.map(\.pods.count).reduce(0, +)) pods, external host \(c.externalAddress)"
+        )
         print("try: nodenetd lab status --name \(c.name); nodenetd lab exec net --name \(c.name) -- ping -c1 10.0.1.15")
     }
 }
@@ -85,13 +94,17 @@ struct LabDown: ParsableCommand {
         let name = try lab.resolve()
         let report = Lab.down(name: name)
         if json { return try printJSON(report) }
-        print(report.nothingToDo ? "lab \(name): nothing to remove"
-              : "lab \(name) removed: \(report.processes) processes, \(report.namespaces) namespaces, \(report.directories) directories")
+        print(
+            report.nothingToDo
+                ? "lab \(name): nothing to remove"
+                : "lab \(name) removed: \(report.processes) processes, \(report.namespaces) namespaces, \(report.directories) directories"
+        )
     }
 }
 
 struct LabStatus: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "status", abstract: "Nodes, pods and the external host, with namespaces and addresses.")
+    static let configuration = CommandConfiguration(
+        commandName: "status", abstract: "Nodes, pods and the external host, with namespaces and addresses.")
     @OptionGroup var lab: LabName
     @Flag(help: "Print JSON.") var json = false
 
@@ -101,32 +114,47 @@ struct LabStatus: ParsableCommand {
 
     func run() throws {
         let c = try Lab.load(name: try lab.resolve())
-        var rows = [Row(kind: "external", name: "external", node: nil, namespace: c.externalNamespace, address: c.externalAddress.description, detail: "fabric \(c.fabricCIDR)")]
+        var rows = [
+            Row(
+                kind: "external", name: "external", node: nil, namespace: c.externalNamespace,
+                address: c.externalAddress.description, detail: "fabric \(c.fabricCIDR)")
+        ]
         for n in c.nodes {
             let spec = c.spec(forNode: n.name)!
-            rows.append(Row(kind: "node", name: n.name, node: nil, namespace: c.namespace(ofNode: n.name), address: n.address.description,
-                            detail: "podCIDR \(n.podCIDR), router \(spec.node.routerIP)"))
+            rows.append(
+                Row(
+                    kind: "node", name: n.name, node: nil, namespace: c.namespace(ofNode: n.name),
+                    address: n.address.description,
+                    detail: "podCIDR \(n.podCIDR), router \(spec.node.routerIP)"))
             for p in n.pods {
-                let serving = (try? LabProbe.httpGet(from: .named(c.namespace(ofPod: p.name)), to: p.ip, timeout: 1)) != nil
-                rows.append(Row(kind: "pod", name: p.name, node: n.name, namespace: c.namespace(ofPod: p.name), address: p.ip.description,
-                                detail: serving ? "serving :80/tcp :53/udp" : "not serving"))
+                let serving =
+                    (try? LabProbe.httpGet(from: .named(c.namespace(ofPod: p.name)), to: p.ip, timeout: 1)) != nil
+                rows.append(
+                    Row(
+                        kind: "pod", name: p.name, node: n.name, namespace: c.namespace(ofPod: p.name),
+                        address: p.ip.description,
+                        detail: serving ? "serving :80/tcp :53/udp" : "not serving"))
             }
         }
         if json { return try printJSON(rows) }
         print("lab \(c.name)")
-        printTable(["KIND", "NAME", "NODE", "ADDRESS", "NAMESPACE", ""], rows.map { [$0.kind, $0.name, $0.node ?? "-", $0.address, $0.namespace, $0.detail] })
+        printTable(
+            ["KIND", "NAME", "NODE", "ADDRESS", "NAMESPACE", ""],
+            rows.map { [$0.kind, $0.name, $0.node ?? "-", $0.address, $0.namespace, $0.detail] })
     }
 }
 
 struct LabSpec: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "spec", abstract: "Print the node spec the lab applied to NODE.")
+    static let configuration = CommandConfiguration(
+        commandName: "spec", abstract: "Print the node spec the lab applied to NODE.")
     @Argument(help: "A node of the lab.") var node: String
     @OptionGroup var lab: LabName
 
     func run() throws {
         let c = try Lab.load(name: try lab.resolve())
         guard let spec = c.spec(forNode: node) else {
-            throw InvalidInput(message: "no node \(node) in lab \(c.name) (nodes: \(c.nodes.map(\.name).joined(separator: ", ")))")
+            throw InvalidInput(
+                message: "no node \(node) in lab \(c.name) (nodes: \(c.nodes.map(\.name).joined(separator: ", ")))")
         }
         print(String(decoding: try spec.jsonData(), as: UTF8.self))
     }
@@ -135,7 +163,9 @@ struct LabSpec: ParsableCommand {
 struct LabExec: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "exec", abstract: "Run a command in the namespace (and cgroup) of a node, a pod or 'external'.",
-        discussion: "Like `kubectl exec` / `docker exec`: the command's exit status is returned. Example: nodenetd lab exec net -- ping -c1 10.0.1.15")
+        discussion:
+            "Like `kubectl exec` / `docker exec`: the command's exit status is returned. Example: nodenetd lab exec net -- ping -c1 10.0.1.15"
+    )
     @OptionGroup var lab: LabName
     @Argument(help: "A node, a pod, or 'external'.") var target: String
     @Argument(parsing: .postTerminator, help: "The command and its arguments, after --.") var command: [String] = []
@@ -156,7 +186,8 @@ struct LabExec: ParsableCommand {
 
 /// Hidden: serves the pods of one node (started by `lab up`, one process per node).
 struct LabServe: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "serve", abstract: "Serve a node's pods (started by lab up).", shouldDisplay: false)
+    static let configuration = CommandConfiguration(
+        commandName: "serve", abstract: "Serve a node's pods (started by lab up).", shouldDisplay: false)
     @OptionGroup var lab: LabName
     @Option(help: "The node whose pods to serve.") var node: String
 

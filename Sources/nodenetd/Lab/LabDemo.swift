@@ -23,8 +23,10 @@ struct LabDemo: ParsableCommand {
             if !keep { Lab.down(name: c.name) }
         }
         demo.runAll(interrupted: { interrupt.fired })
-        print(String(format: "\n%d passed, %d failed, %d not yet (%.1f s)%@", demo.passed, demo.failed, demo.pending,
-                     Date().timeIntervalSince(start), keep ? "; lab left up: nodenetd lab down --name \(c.name)" : ""))
+        print(
+            String(
+                format: "\n%d passed, %d failed, %d not yet (%.1f s)%@", demo.passed, demo.failed, demo.pending,
+                Date().timeIntervalSince(start), keep ? "; lab left up: nodenetd lab down --name \(c.name)" : ""))
         if demo.failed > 0 || interrupt.fired { throw ExitCode.failure }
     }
 }
@@ -68,7 +70,10 @@ final class Demo {
         let s = try NetlinkSocket(namespace: ns)
         let names = Dictionary(uniqueKeysWithValues: try s.links().map { ($0.index, $0.name) })
         return try s.routes(RouteFilter()).map { r in
-            var line = r.isDefault ? "default" : (r.destination.length == 32 ? r.destination.address.description : r.destination.description)
+            var line =
+                r.isDefault
+                ? "default"
+                : (r.destination.length == 32 ? r.destination.address.description : r.destination.description)
             if let g = r.gateway { line += " via \(g)" }
             if let o = r.outputInterface { line += " dev \(names[o] ?? "?")" }
             if r.protocol == .kernel { line += " proto kernel" }
@@ -81,8 +86,12 @@ final class Demo {
 
     /// ping from a pod via `lab exec`: (received, ttl, output).
     func ping(from pod: String, _ address: String) throws -> (Int, Int?, String) {
-        let (_, out) = try LabRuntime.capture(lab: cluster.name, pod, ["ping", "-c", "3", "-i", "0.2", "-W", "2", "-w", "10", address])
-        let received = out.range(of: #"(\d+) received"#, options: .regularExpression).map { Int(out[$0].split(separator: " ")[0]) ?? 0 } ?? 0
+        let (_, out) = try LabRuntime.capture(
+            lab: cluster.name, pod, ["ping", "-c", "3", "-i", "0.2", "-W", "2", "-w", "10", address])
+        let received =
+            out.range(of: #"(\d+) received"#, options: .regularExpression).map {
+                Int(out[$0].split(separator: " ")[0]) ?? 0
+            } ?? 0
         let ttl = out.range(of: #"ttl=(\d+)"#, options: .regularExpression).map { Int(out[$0].dropFirst(4)) } ?? nil
         return (received, ttl, out)
     }
@@ -92,7 +101,9 @@ final class Demo {
         check("pod net holds its IP as /32 on eth0") {
             let s = try NetlinkSocket(namespace: podNS("net"))
             let eth0 = try s.link(named: "eth0")!
-            let a = try s.addresses(family: .inet, interfaceIndex: eth0.index).map { "inet \($0.prefix) scope \($0.scope) eth0" }
+            let a = try s.addresses(family: .inet, interfaceIndex: eth0.index).map {
+                "inet \($0.prefix) scope \($0.scope) eth0"
+            }
             return (a == ["inet 10.0.2.32/32 scope global eth0"], a)
         }
         check("pod net routes: default via the router IP, the router IP on-link") {
@@ -110,12 +121,20 @@ final class Demo {
         check("worker2: cilium_host@cilium_net, up, holding 10.0.2.184/32 scope link; one lxc veth per pod") {
             let s = try NetlinkSocket(namespace: ns("worker2"))
             let links = try s.links()
-            let host = links.first { $0.name == "cilium_host" }, net = links.first { $0.name == "cilium_net" }
+            let host = links.first { $0.name == "cilium_host" }
+            let net = links.first { $0.name == "cilium_net" }
             let a = try host.map { try s.addresses(family: .inet, interfaceIndex: $0.index) } ?? []
             let lxcs = links.filter { NodeNetNames.isEndpointDevice($0.name) }.map(\.name)
-            let ok = host?.isUp == true && net?.isUp == true && host?.peerIndex == net?.index
+            let ok =
+                host?.isUp == true && net?.isUp == true && host?.peerIndex == net?.index
                 && a.map { "\($0.prefix) \($0.scope)" } == ["10.0.2.184/32 link"] && lxcs.count == 2
-            return (ok, ["cilium_host@cilium_net mtu \(host?.mtu ?? 0) \(a.map { "\($0.prefix) scope \($0.scope)" }.joined())", "endpoints: \(lxcs.joined(separator: " "))"])
+            return (
+                ok,
+                [
+                    "cilium_host@cilium_net mtu \(host?.mtu ?? 0) \(a.map { "\($0.prefix) scope \($0.scope)" }.joined())",
+                    "endpoints: \(lxcs.joined(separator: " "))",
+                ]
+            )
         }
         if interrupted() { return }
 
@@ -130,11 +149,18 @@ final class Demo {
             for pod in node.pods where pod.name != "net" {
                 check("curl \(pod.ip):80 from net answers from \(pod.name) on \(node.name), source IP kept") {
                     let r = try LabProbe.httpGet(from: podNS("net"), to: pod.ip)
-                    let log = (try? String(contentsOfFile: "\(cluster.runDirectory)/\(node.name)/serve.log", encoding: .utf8)) ?? ""
+                    let log =
+                        (try? String(contentsOfFile: "\(cluster.runDirectory)/\(node.name)/serve.log", encoding: .utf8))
+                        ?? ""
                     let seen = log.split(separator: "\n").last { $0.hasPrefix("\(pod.name) http \(r.local) ") }
                     let want = "PodName: \(pod.name) | PodIP: eth0 \(pod.ip)/32"
-                    return (r.body.trimmingCharacters(in: .newlines) == want && seen != nil,
-                            ["\(r.body.trimmingCharacters(in: .newlines))", "server log: \(seen.map(String.init) ?? "no request from \(r.local)")"])
+                    return (
+                        r.body.trimmingCharacters(in: .newlines) == want && seen != nil,
+                        [
+                            "\(r.body.trimmingCharacters(in: .newlines))",
+                            "server log: \(seen.map(String.init) ?? "no request from \(r.local)")",
+                        ]
+                    )
                 }
             }
         }
@@ -144,17 +170,36 @@ final class Demo {
             let spec = cluster.spec(forNode: "worker2")!
             let rows = try NodeController(spec: spec, namespace: ns("worker2")).services()
             let wanted = ["10.96.18.68:80": "ClusterIP", "172.18.0.2:32000": "NodePort", "0.0.0.0:32000": "NodePort"]
-            let ok = wanted.allSatisfy { f, type in rows.contains { $0.frontend == f && $0.type == type && $0.backends.count == 3 } }
-            return (ok, rows.map { r in "\(r.id)  \(r.frontend)/\(r.protocol)  \(r.type)  " + r.backends.map { "\($0.index) => \($0.address):\($0.port)" }.joined(separator: ", ") })
+            let ok = wanted.allSatisfy { f, type in
+                rows.contains { $0.frontend == f && $0.type == type && $0.backends.count == 3 }
+            }
+            return (
+                ok,
+                rows.map { r in
+                    "\(r.id)  \(r.frontend)/\(r.protocol)  \(r.type)  "
+                        + r.backends.map { "\($0.index) => \($0.address):\($0.port)" }.joined(separator: ", ")
+                }
+            )
         }
-        check("curl 172.18.0.2:32000 from net: a backend answers; the connection went straight to it (translated at connect())") {
+        check(
+            "curl 172.18.0.2:32000 from net: a backend answers; the connection went straight to it (translated at connect())"
+        ) {
             let p = try LabRuntime.probe(lab: cluster.name, from: "net", to: "172.18.0.2:32000")
-            guard let r = p.requests.first, let answer = r.answer, let local = r.local else { return (false, ["\(p.requests.first?.error ?? "no answer")"]) }
+            guard let r = p.requests.first, let answer = r.answer, let local = r.local else {
+                return (false, ["\(p.requests.first?.error ?? "no answer")"])
+            }
             // The backend's own log names the client as the pod itself: no NAT on the way.
-            let logs = cluster.nodes.map { (try? String(contentsOfFile: "\(cluster.runDirectory)/\($0.name)/serve.log", encoding: .utf8)) ?? "" }.joined(separator: "\n")
+            let logs = cluster.nodes.map {
+                (try? String(contentsOfFile: "\(cluster.runDirectory)/\($0.name)/serve.log", encoding: .utf8)) ?? ""
+            }.joined(separator: "\n")
             let seen = logs.split(separator: "\n").last { $0.contains(" http \(local) ") }
-            return (seen != nil && r.peer == "172.18.0.2:32000",
-                    [answer, "getpeername: \(r.peer ?? "-") (the service address)", "backend log: \(seen.map(String.init) ?? "no request from \(local)")"])
+            return (
+                seen != nil && r.peer == "172.18.0.2:32000",
+                [
+                    answer, "getpeername: \(r.peer ?? "-") (the service address)",
+                    "backend log: \(seen.map(String.init) ?? "no request from \(local)")",
+                ]
+            )
         }
         check("300 requests to the ClusterIP 10.96.18.68:80 from net spread over the 3 backends (each >= 15 %)") {
             let p = try LabRuntime.probe(lab: cluster.name, from: "net", to: "10.96.18.68:80", count: 300)
@@ -166,18 +211,30 @@ final class Demo {
             return (p.failures == 0, [p.requests.first?.answer ?? p.requests.first?.error ?? "-"])
         }
         for node in cluster.nodes {
-            check("NodePort from the external host: \(node.address):32000 (packet path: BPF conntrack, remote backends via the node's address)") {
-                let p = try LabRuntime.probe(lab: cluster.name, from: "external", to: "\(node.address):32000", count: 20)
-                return (p.failures == 0 && p.answers.count >= 2, p.answers.sorted { $0.key < $1.key }.map { "\($0.value)  \($0.key)" })
+            check(
+                "NodePort from the external host: \(node.address):32000 (packet path: BPF conntrack, remote backends via the node's address)"
+            ) {
+                let p = try LabRuntime.probe(
+                    lab: cluster.name, from: "external", to: "\(node.address):32000", count: 20)
+                return (
+                    p.failures == 0 && p.answers.count >= 2,
+                    p.answers.sorted { $0.key < $1.key }.map { "\($0.value)  \($0.key)" }
+                )
             }
         }
         check("pod traffic leaving nativeRoutingCIDR is masqueraded (net -> 172.18.0.1 arrives from 172.18.0.2)") {
             let (received, _, out) = try ping(from: "net", "172.18.0.1")
             let ct = try Conntrack.list(bpffsDirectory: cluster.bpffsDirectory(ofNode: "worker2"))
-            let nat = ct.first { $0.kind == "nat-out" && $0.source.hasPrefix("10.0.2.32:") && $0.destination.hasPrefix("172.18.0.1:") }
-            return (received == 3 && nat?.translated.hasPrefix("172.18.0.2:") == true,
-                    [out.split(separator: "\n").first { $0.contains("packets transmitted") }.map(String.init) ?? out,
-                     "conntrack: \(nat.map { "\($0.protocol) \($0.source) -> \($0.destination) as \($0.translated)" } ?? "no nat-out entry")"])
+            let nat = ct.first {
+                $0.kind == "nat-out" && $0.source.hasPrefix("10.0.2.32:") && $0.destination.hasPrefix("172.18.0.1:")
+            }
+            return (
+                received == 3 && nat?.translated.hasPrefix("172.18.0.2:") == true,
+                [
+                    out.split(separator: "\n").first { $0.contains("packets transmitted") }.map(String.init) ?? out,
+                    "conntrack: \(nat.map { "\($0.protocol) \($0.source) -> \($0.destination) as \($0.translated)" } ?? "no nat-out entry")",
+                ]
+            )
         }
     }
 
@@ -189,17 +246,28 @@ final class Demo {
             let forwardBefore = try nodes.map { try LabProbe.forwardedDatagrams(in: ns($0)) }
             let (received, ttl, out) = try ping(from: pod, address)
             let hostDelta = taps.map { $0.ipv4Frames() }
-            let forwardDelta = try zip(nodes, forwardBefore).map { try LabProbe.forwardedDatagrams(in: ns($0.0)) - $0.1 }
-            let summary = out.split(separator: "\n").first { $0.contains("packets transmitted") }.map(String.init) ?? out
-            report("ping \(address) from \(pod): 3 replies, ttl \(expectTTL)", received == 3 && ttl == expectTTL ? .pass : .fail, [summary, "ttl=\(ttl.map(String.init) ?? "?")"])
-            report("cilium_host sees 0 IPv4 packets on \(nodes.joined(separator: " and "))", hostDelta.allSatisfy { $0 == 0 } ? .pass : .fail,
-                   zip(nodes, hostDelta).map { "\($0.0) cilium_host IPv4 frames: \($0.1)" })
+            let forwardDelta = try zip(nodes, forwardBefore).map {
+                try LabProbe.forwardedDatagrams(in: ns($0.0)) - $0.1
+            }
+            let summary =
+                out.split(separator: "\n").first { $0.contains("packets transmitted") }.map(String.init) ?? out
+            report(
+                "ping \(address) from \(pod): 3 replies, ttl \(expectTTL)",
+                received == 3 && ttl == expectTTL ? .pass : .fail, [summary, "ttl=\(ttl.map(String.init) ?? "?")"])
+            report(
+                "cilium_host sees 0 IPv4 packets on \(nodes.joined(separator: " and "))",
+                hostDelta.allSatisfy { $0 == 0 } ? .pass : .fail,
+                zip(nodes, hostDelta).map { "\($0.0) cilium_host IPv4 frames: \($0.1)" })
             let forwarded = zip(nodes, forwardDelta).map { "\($0.0) Ip ForwDatagrams +\($0.1)" }
             if forwardDelta.allSatisfy({ $0 == 0 }) {
-                report("no IP forwarding on \(nodes.joined(separator: " and ")) (BPF redirect past the routing stack)", .pass, forwarded)
+                report(
+                    "no IP forwarding on \(nodes.joined(separator: " and ")) (BPF redirect past the routing stack)",
+                    .pass, forwarded)
             } else {
-                report("no IP forwarding on \(nodes.joined(separator: " and ")) (BPF redirect past the routing stack)",
-                       .notYet("kernel datapath: the node's IP stack forwards pod traffic; the BPF redirect is issue 5"), forwarded)
+                report(
+                    "no IP forwarding on \(nodes.joined(separator: " and ")) (BPF redirect past the routing stack)",
+                    .notYet("kernel datapath: the node's IP stack forwards pod traffic; the BPF redirect is issue 5"),
+                    forwarded)
             }
         } catch {
             report("ping \(address) from \(pod)", .fail, ["\(error)"])

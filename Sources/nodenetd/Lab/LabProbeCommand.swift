@@ -1,7 +1,7 @@
 import ArgumentParser
+import BPF
 import Foundation
 import NodeNet
-import BPF
 import NodeNetLab
 
 /// `nodenetd lab probe`: requests to an address from a pod, a node or the external host,
@@ -9,7 +9,8 @@ import NodeNetLab
 /// it does to the target's own processes), with what each connection saw.
 struct LabProbeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "probe", abstract: "Send HTTP (or UDP) requests from a pod, node or 'external' and report who answered.",
+        commandName: "probe",
+        abstract: "Send HTTP (or UDP) requests from a pod, node or 'external' and report who answered.",
         discussion: """
             Each request reports the answer's first line (`PodName: ...`), the client's own address and the peer \
             address the socket reports (getpeername for TCP, recvfrom for UDP): with socket LB, the peer is the \
@@ -21,11 +22,19 @@ struct LabProbeCommand: ParsableCommand {
     @Argument(help: "A node, a pod, or 'external'.") var target: String
     @Argument(help: "ADDRESS:PORT to send to.") var destination: String
     @Flag(help: "UDP (the pods' echo on port 53) instead of HTTP over TCP.") var udp = false
-    @Flag(name: .customLong("v4-mapped"), help: "HTTP over an IPv6 socket to ::ffff:ADDRESS, as dual-stack programs connect.") var v4Mapped = false
-    @Option(help: "UDP: pad each request to this many bytes (1-60000; above the MTU the request and its echo travel as fragments).") var size: Int?
+    @Flag(
+        name: .customLong("v4-mapped"),
+        help: "HTTP over an IPv6 socket to ::ffff:ADDRESS, as dual-stack programs connect.") var v4Mapped = false
+    @Option(
+        help:
+            "UDP: pad each request to this many bytes (1-60000; above the MTU the request and its echo travel as fragments)."
+    ) var size: Int?
     @Option(help: "Requests to send (1-10000).") var count = 1
     @Option(help: "Seconds each request may take.") var timeout: Int32 = 3
-    @Flag(help: "Print JSON: {requests: [{answer, local, peer, error, milliseconds, bytes}], answers: {answer: count}, failures}.") var json = false
+    @Flag(
+        help:
+            "Print JSON: {requests: [{answer, local, peer, error, milliseconds, bytes}], answers: {answer: count}, failures}."
+    ) var json = false
 
     func validate() throws {
         guard (1...10_000).contains(count) else { throw ValidationError("--count must be 1-10000") }
@@ -42,7 +51,9 @@ struct LabProbeCommand: ParsableCommand {
             throw InvalidInput(message: "no \(target) in lab \(c.name)")
         }
         let parts = destination.split(separator: ":")
-        guard parts.count == 2, let address = IPAddress(String(parts[0])), address.ipv4Value != nil, let port = UInt16(parts[1]) else {
+        guard parts.count == 2, let address = IPAddress(String(parts[0])), address.ipv4Value != nil,
+            let port = UInt16(parts[1])
+        else {
             throw InvalidInput(message: "\"\(destination)\" is not IPV4:PORT")
         }
         // The whole process joins the cgroup: sockets take their cgroup from their creator.
@@ -54,13 +65,20 @@ struct LabProbeCommand: ParsableCommand {
             do {
                 if udp {
                     var payload = "probe \(i) "
-                    if let size { payload = String((payload + String(repeating: "x", count: max(0, size - payload.utf8.count))).prefix(size)) }
-                    let r = try LabProbe.udp(from: .named(namespace), to: address, port: port, payload: payload, timeout: timeout)
+                    if let size {
+                        payload = String(
+                            (payload + String(repeating: "x", count: max(0, size - payload.utf8.count))).prefix(size))
+                    }
+                    let r = try LabProbe.udp(
+                        from: .named(namespace), to: address, port: port, payload: payload, timeout: timeout)
                     let answer = r.reply.components(separatedBy: " | ").first ?? r.reply
                     request = LabProbeReport.Request(answer: answer, peer: r.from, bytes: r.bytes)
                 } else {
-                    let r = try LabProbe.httpGet(from: .named(namespace), to: address, port: port, timeout: timeout, v4Mapped: v4Mapped)
-                    let answer = r.body.split(separator: "\n").first.map { $0.components(separatedBy: " | ").first ?? String($0) }
+                    let r = try LabProbe.httpGet(
+                        from: .named(namespace), to: address, port: port, timeout: timeout, v4Mapped: v4Mapped)
+                    let answer = r.body.split(separator: "\n").first.map {
+                        $0.components(separatedBy: " | ").first ?? String($0)
+                    }
                     request = LabProbeReport.Request(answer: answer, local: r.local, peer: r.peer)
                 }
             } catch {

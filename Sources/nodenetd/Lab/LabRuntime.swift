@@ -1,7 +1,7 @@
 import ArgumentParser
+import BPF
 import Foundation
 import NodeNet
-import BPF
 import NodeNetLab
 
 /// The lab's processes: per-node pod servers, `exec`. (Lab code may start processes; the
@@ -28,7 +28,8 @@ enum LabRuntime {
     static var executable: String {
         var buffer = [CChar](repeating: 0, count: 4096)
         let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        return n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : CommandLine.arguments[0]
+        return n > 0
+            ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : CommandLine.arguments[0]
     }
 
     /// Starts `nodenetd lab serve --node NODE` in its own session, logging to the node's
@@ -53,7 +54,9 @@ enum LabRuntime {
         defer { argv.forEach { free($0) } }
         var pid: pid_t = 0
         let rc = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
-        guard rc == 0 else { throw NodeNetError.state("starting the pod servers of \(node): \(String(cString: strerror(rc)))") }
+        guard rc == 0 else {
+            throw NodeNetError.state("starting the pod servers of \(node): \(String(cString: strerror(rc)))")
+        }
         if let cgroup = c.cgroupPath(ofNode: node) { try CgroupV2.add(pid: pid, to: cgroup) }
     }
 
@@ -67,10 +70,12 @@ enum LabRuntime {
         let deadline = Date().addingTimeInterval(10)
         for node in c.nodes {
             for pod in node.pods {
-                while (try? LabProbe.httpGet(from: .named(c.namespace(ofPod: pod.name)), to: pod.ip, timeout: 1)) == nil {
+                while (try? LabProbe.httpGet(from: .named(c.namespace(ofPod: pod.name)), to: pod.ip, timeout: 1)) == nil
+                {
                     if interrupt.fired { throw CancellationError() }
                     guard Date() < deadline else {
-                        throw NodeNetError.state("pod \(pod.name) does not serve HTTP (see \(c.runDirectory)/\(node.name)/serve.log)")
+                        throw NodeNetError.state(
+                            "pod \(pod.name) does not serve HTTP (see \(c.runDirectory)/\(node.name)/serve.log)")
                     }
                     usleep(20_000)
                 }
@@ -80,7 +85,9 @@ enum LabRuntime {
 
     /// The pod servers of one node, until SIGTERM/SIGINT.
     static func serve(_ c: LabCluster, node name: String) throws {
-        guard let node = c.nodes.first(where: { $0.name == name }) else { throw InvalidInput(message: "no node \(name) in lab \(c.name)") }
+        guard let node = c.nodes.first(where: { $0.name == name }) else {
+            throw InvalidInput(message: "no node \(name) in lab \(c.name)")
+        }
         if let cgroup = c.cgroupPath(ofNode: name) { try CgroupV2.add(pid: getpid(), to: cgroup) }
         let interrupt = Interrupt()
         let servers = try node.pods.map { pod in
@@ -89,7 +96,8 @@ enum LabRuntime {
             }
         }
         servers.forEach { $0.start() }
-        FileHandle.standardOutput.write(Data("serving \(node.pods.map(\.name).joined(separator: ", ")) (pid \(getpid()))\n".utf8))
+        FileHandle.standardOutput.write(
+            Data("serving \(node.pods.map(\.name).joined(separator: ", ")) (pid \(getpid()))\n".utf8))
         while !interrupt.fired { usleep(100_000) }
         servers.forEach { $0.stop() }
     }
@@ -97,7 +105,9 @@ enum LabRuntime {
     /// Where a node, pod or `external` lives: its namespace and cgroup.
     static func place(of target: String, in c: LabCluster) -> (String, String?)? {
         if target == "external" { return (c.externalNamespace, nil) }
-        if c.nodes.contains(where: { $0.name == target }) { return (c.namespace(ofNode: target), c.cgroupPath(ofNode: target)) }
+        if c.nodes.contains(where: { $0.name == target }) {
+            return (c.namespace(ofNode: target), c.cgroupPath(ofNode: target))
+        }
         if let node = c.node(ofPod: target) { return (c.namespace(ofPod: target), c.cgroupPath(ofNode: node.name)) }
         return nil
     }
@@ -119,9 +129,15 @@ enum LabRuntime {
     }
 
     /// Runs `nodenetd lab probe` (a child in the target's namespace and cgroup) and decodes it.
-    static func probe(lab: String, from target: String, to destination: String, count: Int = 1) throws -> LabProbeReport {
-        let (status, output) = try runSelf(["lab", "probe", "--name", lab, target, destination, "--count", "\(count)", "--timeout", "2", "--json"], errors: false)
-        guard status == 0 else { throw NodeNetError.state("lab probe \(target) \(destination) failed: \(String(decoding: output, as: UTF8.self))") }
+    static func probe(lab: String, from target: String, to destination: String, count: Int = 1) throws -> LabProbeReport
+    {
+        let (status, output) = try runSelf(
+            ["lab", "probe", "--name", lab, target, destination, "--count", "\(count)", "--timeout", "2", "--json"],
+            errors: false)
+        guard status == 0 else {
+            throw NodeNetError.state(
+                "lab probe \(target) \(destination) failed: \(String(decoding: output, as: UTF8.self))")
+        }
         return try JSONDecoder().decode(LabProbeReport.self, from: output)
     }
 
