@@ -23,10 +23,10 @@ struct Applier {
             let rest = changes[start...]
             do {
                 switch rest.first!.change {
-                case .netlink: start += try run(netlink, rest, \.netlink)
-                case .sysctl: start += try run(sysctls, rest, \.sysctl)
-                case .datapath: start += try run(datapath, rest, \.datapath)
-                case .service: start += try run(services, rest, \.service)
+                case .netlink: start += try run(netlink, rest) { $0.netlink }
+                case .sysctl: start += try run(sysctls, rest) { $0.sysctl }
+                case .datapath: start += try run(datapath, rest) { $0.datapath }
+                case .service: start += try run(services, rest) { $0.service }
                 }
             } catch let failure as ChangeFailure {
                 let rollback = rollBack()
@@ -38,9 +38,13 @@ struct Applier {
     /// Hands the leading run of `changes` that belongs to `executor`'s domain to it; returns
     /// how many changes that run had.
     private mutating func run<E: ChangeExecutor>(
-        _ executor: E, _ changes: ArraySlice<PlannedChange>, _ domain: KeyPath<Change, E.DomainChange?>
+        _ executor: E, _ changes: ArraySlice<PlannedChange>, _ domain: (Change) -> E.DomainChange?
     ) throws -> Int {
-        let batch = changes.prefix { $0.change[keyPath: domain] != nil }.map { $0.change[keyPath: domain]! }
+        var batch: [E.DomainChange] = []
+        for planned in changes {
+            guard let change = domain(planned.change) else { break }
+            batch.append(change)
+        }
         try executor.run(batch, undo: &undo)
         return batch.count
     }

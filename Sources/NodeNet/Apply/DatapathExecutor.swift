@@ -157,8 +157,8 @@ final class DatapathExecutor: ChangeExecutor {
         back.name = current.name ?? "nodenet-previous"
         undo.append(
             UndoStep("putting the previous program \(back.name) back on link \(link.index)") {
-                withExtendedLifetime(previous) {}
-                try node.replace(back)
+                // The filter takes the program by fd: hold it until then.
+                try withExtendedLifetime(previous) { try node.replace(back) }
             })
     }
 }

@@ -117,7 +117,7 @@ public struct BPFFSLayout: Sendable, Hashable, CustomStringConvertible {
                 result[map] = "pinned \(pinned); this build wants \(wanted)"
             }
         }
-        if let first = Map.serviceTables.filter({ result[$0] != nil }).first {
+        if let first = Map.serviceTables.filter({ result[$0] != nil }).min() {
             for map in Map.serviceTables where result[map] == nil && FileManager.default.fileExists(atPath: path(map)) {
                 result[map] = "replaced together with \(first.rawValue)"
             }

@@ -31,7 +31,7 @@ public enum Conntrack {
         public var removed: Int
     }
 
-    static func path(_ bpffsDirectory: String) -> String { "\(bpffsDirectory)/nodenet_ct" }
+    static func path(_ bpffsDirectory: String) -> String { BPFFSLayout(directory: bpffsDirectory).path(.conntrack) }
 
     /// How many entries the node's table holds (0 when nothing is pinned).
     public static func count(bpffsDirectory: String) throws -> Int {

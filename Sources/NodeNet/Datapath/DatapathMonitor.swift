@@ -87,12 +87,14 @@ public final class DatapathMonitor: @unchecked Sendable {
 
     /// Opens the monitor of the node whose maps are pinned in `bpffsDirectory` and takes the lease.
     public init(bpffsDirectory: String) throws {
-        guard let lease = try BPFMap<UInt32, nodenet_monitor_lease>.pinned(at: "\(bpffsDirectory)/nodenet_monitor")
+        guard
+            let lease = try BPFMap<UInt32, nodenet_monitor_lease>.pinned(
+                at: BPFFSLayout(directory: bpffsDirectory).path(.monitor))
         else {
             throw NodeNetError.missing("no BPF datapath pinned in \(bpffsDirectory) (is datapath.mode bpf applied?)")
         }
         let sink = EventSink()
-        let fd = try BPFRingBuffer.pinnedFD(at: "\(bpffsDirectory)/nodenet_events")
+        let fd = try BPFRingBuffer.pinnedFD(at: BPFFSLayout(directory: bpffsDirectory).path(.events))
         do {
             ring = try BPFRingBuffer(mapFD: fd) { bytes in
                 guard bytes.count >= MemoryLayout<nodenet_event>.size else { return }

@@ -12,9 +12,7 @@ public final class NodeController: @unchecked Sendable {
     /// Validates `spec` unless `NodeSpec.load` already did (throws `SpecError`) and opens the
     /// node's namespace.
     public init(spec: NodeSpec, namespace: NamespaceReference = .current) throws {
-        var spec = spec
-        if !spec.isValidated { try spec.validate() }
-        self.spec = spec
+        self.spec = spec.isValidated ? spec : try spec.validated()
         attachMode = spec.effectiveAttachMode
         session = try NodeSession(namespace: namespace)
     }

@@ -6,10 +6,17 @@ import Foundation
 
 extension NodeSpec {
     /// Decodes and validates a spec. Throws `SpecError` with every problem found; touches
-    /// nothing (it only checks that the pods' network namespaces exist).
-    public static func load(
-        _ data: Data, namespaceExists: @escaping (String) -> Bool = { access($0, F_OK) == 0 }
-    ) throws -> NodeSpec {
+    /// nothing (it only checks that the pods' network namespaces exist). The spec comes back
+    /// marked as validated, so `NodeController` does not check it again.
+    public static func load(_ data: Data) throws -> NodeSpec {
+        var spec = try load(data, namespaceExists: Self.namespaceExists)
+        spec.markValidated()
+        return spec
+    }
+
+    /// As `load(_:)`, with the namespace check given by the caller (tests); the spec is not
+    /// marked, so `NodeController` validates it again with the real check.
+    public static func load(_ data: Data, namespaceExists: @escaping (String) -> Bool) throws -> NodeSpec {
         let root: JSONValue
         do {
             root = try JSONValue.parse(data)
@@ -17,31 +24,38 @@ extension NodeSpec {
             throw SpecError([SpecProblem("", "not valid JSON: \(Self.describe(error))")])
         }
         var reader = SpecReader()
-        var spec = reader.read(root)
+        let spec = reader.read(root)
         var problems = reader.problems
-        if spec != nil {
+        if let spec {
             var validator = SpecValidator(
-                spec: spec!, podPaths: reader.podPaths, nodePaths: reader.nodePaths, servicePaths: reader.servicePaths,
+                spec: spec, podPaths: reader.podPaths, nodePaths: reader.nodePaths, servicePaths: reader.servicePaths,
                 namespaceExists: namespaceExists)
             problems += validator.validate()
-            if problems.isEmpty {
-                spec!.markValidated()
-                return spec!
-            }
+            if problems.isEmpty { return spec }
         }
         throw SpecError(problems)
     }
 
     /// Runs the semantic checks on a spec built in code (`load` already does this).
     /// Paths use the arrays' indices, as if the spec had been read from JSON.
-    public mutating func validate(namespaceExists: @escaping (String) -> Bool = { access($0, F_OK) == 0 }) throws {
+    public func validate(namespaceExists: @escaping (String) -> Bool = Self.namespaceExists) throws {
         var validator = SpecValidator(
             spec: self, podPaths: pods.indices.map { "pods[\($0)]" }, nodePaths: nodes.indices.map { "nodes[\($0)]" },
             servicePaths: services.indices.map { "services[\($0)]" }, namespaceExists: namespaceExists)
         let problems = validator.validate()
         if !problems.isEmpty { throw SpecError(problems) }
-        markValidated()
     }
+
+    /// This spec, validated with the real namespace check and marked as such.
+    func validated() throws -> NodeSpec {
+        try validate()
+        var spec = self
+        spec.markValidated()
+        return spec
+    }
+
+    /// The namespace check of a real validation: the path (or /var/run/netns name) exists.
+    public static func namespaceExists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
     /// Reads and validates the spec file at `path`.
     public static func load(path: String) throws -> NodeSpec {
