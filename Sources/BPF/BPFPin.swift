@@ -28,6 +28,11 @@ public enum BPFPin {
         return fd
     }
 
+    /// Unpins whatever is pinned at `path` (nothing pinned there is fine).
+    public static func remove(_ path: String) throws {
+        guard unlink(path) == 0 || errno == ENOENT else { throw BPFError(errno, "removing pin \(path)") }
+    }
+
     /// Pins the object behind `fd` at `path`.
     public static func pin(fd: Int32, at path: String) throws {
         let rc = bpf_obj_pin(fd, path)

@@ -31,8 +31,12 @@ public enum Paths {
             }
             if failure == 0 {
                 var info = stat()
-                if stat(directory, &info) == 0 && info.st_mode & S_IFMT == S_IFDIR { return }
-                failure = stat(directory, &info) == 0 ? ENOTDIR : errno
+                guard stat(directory, &info) == 0 else {
+                    failure = errno
+                    continue
+                }
+                if info.st_mode & S_IFMT == S_IFDIR { return }
+                failure = ENOTDIR
             }
         }
         throw BPFError(failure, "creating \(what) \(directory)")

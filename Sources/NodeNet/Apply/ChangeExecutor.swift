@@ -24,6 +24,9 @@ struct UndoStep {
 
     /// A change that cannot be undone (a deleted link comes back only as a new link).
     static func irreversible(_ what: String) -> UndoStep { UndoStep(irreversible: what) }
+
+    /// Removes a pin this apply created.
+    static func unpin(_ path: String) -> UndoStep { UndoStep("removing \(path)") { try BPFPin.remove(path) } }
 }
 
 /// The change of a run that failed: its index in the run and the error.
@@ -95,14 +98,6 @@ final class ApplyContext {
             undo.append(UndoStep("moving \(path) back to \(oldPath)") { try BPFPin.move(from: path, to: oldPath) })
         }
     }
-
-    /// Removes the pin at `path` (absent is fine).
-    static func unpin(_ path: String) throws {
-        guard unlink(path) == 0 || errno == ENOENT else { throw BPFError(errno, "removing \(path)") }
-    }
-
-    /// The step that removes a pin this apply created.
-    static func unpinStep(_ path: String) -> UndoStep { UndoStep("removing \(path)") { try unpin(path) } }
 }
 
 /// A file descriptor closed when the last reference goes (kept by undo steps).

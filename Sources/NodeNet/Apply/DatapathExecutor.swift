@@ -55,7 +55,7 @@ final class DatapathExecutor: ChangeExecutor {
             try node.deleteFilter(interfaceIndex: link.index, direction: .ingress, priority: priority, handle: handle)
             undo.append(.irreversible("a program was detached from \(device)"))
         case .unpinLink(let name):
-            try ApplyContext.unpin(layout.tcxLinkPath(name))
+            try BPFPin.remove(layout.tcxLinkPath(name))
             undo.append(.irreversible("tcx link \(name) was removed"))
         case .setAsideMaps(let maps):
             for map in maps {
@@ -73,7 +73,7 @@ final class DatapathExecutor: ChangeExecutor {
                 let path = layout.setAsidePath(map)
                 // Keep the map (the previous programs' fds reference it anyway) to pin it back on rollback.
                 let held = try BPFPin.open(path).map(OwnedFD.init)
-                try ApplyContext.unpin(path)
+                try BPFPin.remove(path)
                 if let held {
                     undo.append(
                         UndoStep("pinning \(path) again") {
@@ -113,7 +113,7 @@ final class DatapathExecutor: ChangeExecutor {
             try NetworkNamespace.run(in: context.session.namespace) {
                 try TCXLink.attachIngress(programFD: fd, ifindex: link.index, pinAt: path)
             }
-            undo.append(ApplyContext.unpinStep(path))
+            undo.append(.unpin(path))
         }
     }
 

@@ -43,10 +43,10 @@ final class ServiceExecutor: ChangeExecutor {
                     pinnedAt: layout.socketLinkPath(replacing), with: fd, renamingTo: path, undo: &undo)
             } else {
                 try CgroupLink.attach(programFD: fd, cgroup: cgroup, hook: hook, pinAt: path)
-                undo.append(ApplyContext.unpinStep(path))
+                undo.append(.unpin(path))
             }
         case .unpinSocket(let name):
-            try ApplyContext.unpin(layout.socketLinkPath(name))
+            try BPFPin.remove(layout.socketLinkPath(name))
             undo.append(.irreversible("socket LB link \(name) was removed"))
         case .putSettings(let settings, let previous):
             try context.serviceMaps().settings.update(0, settings.c)

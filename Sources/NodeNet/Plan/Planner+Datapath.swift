@@ -65,9 +65,8 @@ extension Planner {
                 return
             }
             var sameDevice = index.flatMap { i in
-                observed.pins.tcxLinks.sorted().first {
-                    BPFFSLayout.isTCXLink($0, of: program, device: device, ifindex: i)
-                }
+                observed.pins.tcxLinks.filter { BPFFSLayout.isTCXLink($0, of: program, device: device, ifindex: i) }
+                    .min()
             }
             let problem = sameDevice.flatMap { observed.pins.tcxLinkProblems[$0] }
             if let stale = sameDevice, problem?.replaceable == false {
@@ -151,9 +150,8 @@ extension Planner {
             let replaced = changes.compactMap { c -> String? in
                 if case .datapath(.attachProgram(let d, let p, true)) = c.change, let i = observed.node.links[d]?.index
                 {
-                    return observed.pins.tcxLinks.sorted().first {
-                        BPFFSLayout.isTCXLink($0, of: p, device: d, ifindex: i)
-                    }
+                    return observed.pins.tcxLinks.filter { BPFFSLayout.isTCXLink($0, of: p, device: d, ifindex: i) }
+                        .min()
                 }
                 return nil
             }

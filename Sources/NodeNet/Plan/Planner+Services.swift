@@ -75,7 +75,7 @@ extension Planner {
     private func socketPinToReplace(_ hook: CgroupLink.Hook, cgroupID: UInt64) -> String? {
         let name = BPFFSLayout.socketLinkName(hook, cgroupID: cgroupID)
         if observed.pins.socketLinks.contains(name) { return name }
-        return observed.pins.socketLinks.sorted().first { BPFFSLayout.isSocketLink($0, of: hook, cgroupID: cgroupID) }
+        return observed.pins.socketLinks.filter { BPFFSLayout.isSocketLink($0, of: hook, cgroupID: cgroupID) }.min()
     }
 
     mutating func planServicesPrune() {
