@@ -64,7 +64,7 @@ struct Scratch {
                 name: "eth0", kind: .veth(peer: VethPeer(name: "eth0", namespace: .named(s.fabric))), mtu: 1500,
                 up: true))
         try n.add(
-            InterfaceAddress(interfaceIndex: try n.link(named: "eth0")!.index, prefix: IPPrefix("172.18.0.2/16")!))
+            InterfaceAddress(interfaceIndex: try n.link(named: "eth0")!.index, prefix: IPPrefix("172.18.0.2/16")))
         return s
     }
 
@@ -76,7 +76,7 @@ struct Scratch {
     func spec(nodes: Int) -> NodeSpec {
         NodeSpec(
             node: LocalNode(
-                name: "bench", device: "eth0", address: IPAddress("172.18.0.2")!, podCIDR: IPPrefix("10.0.2.0/24")!),
+                name: "bench", device: "eth0", address: IPAddress("172.18.0.2"), podCIDR: IPPrefix("10.0.2.0/24")),
             pods: pods.enumerated().map { i, ns in
                 PodSpec(name: "pod\(i)", netns: ns, ip: IPAddress(ipv4: 0x0A00_0202 + UInt32(i)))
             },

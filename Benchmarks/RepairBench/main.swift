@@ -45,10 +45,10 @@ do {
     try s.add(
         LinkConfiguration(
             name: "eth0", kind: .veth(peer: VethPeer(name: "eth0", namespace: .named(fabric))), mtu: 1500, up: true))
-    try s.add(InterfaceAddress(interfaceIndex: try s.link(named: "eth0")!.index, prefix: IPPrefix("172.18.0.2/16")!))
+    try s.add(InterfaceAddress(interfaceIndex: try s.link(named: "eth0")!.index, prefix: IPPrefix("172.18.0.2/16")))
     let spec = NodeSpec(
         node: LocalNode(
-            name: "bench", device: "eth0", address: IPAddress("172.18.0.2")!, podCIDR: IPPrefix("10.0.2.0/24")!),
+            name: "bench", device: "eth0", address: IPAddress("172.18.0.2"), podCIDR: IPPrefix("10.0.2.0/24")),
         nodes: (0..<remoteNodes).map { i in
             RemoteNode(
                 name: "n\(i)", address: IPAddress(ipv4: 0xAC12_1000 + UInt32(i)),

@@ -18,14 +18,14 @@ public enum BPFPin {
         guard unlink(from) == 0 else { throw BPFError(errno, "unpinning \(from)") }
     }
 
-    /// An fd of the object pinned at `path` (the caller closes it), nil when nothing is pinned there.
-    public static func open(_ path: String) throws -> Int32? {
+    /// The object pinned at `path` (closed with the handle), nil when nothing is pinned there.
+    public static func open(_ path: String) throws -> BPFHandle? {
         let fd = bpf_obj_get(path)
         if fd < 0 {
             if errno == ENOENT { return nil }
             throw BPFError(errno, "opening pin \(path)")
         }
-        return fd
+        return BPFHandle(adopting: fd)
     }
 
     /// Unpins whatever is pinned at `path` (nothing pinned there is fine).
@@ -38,4 +38,15 @@ public enum BPFPin {
         let rc = bpf_obj_pin(fd, path)
         guard rc == 0 else { throw BPFError.libbpf(rc, "pinning \(path)") }
     }
+}
+
+/// A BPF object (map, program or link) this process holds by file descriptor, closed when the
+/// last reference goes. Holding it keeps the object alive even with no pin.
+public final class BPFHandle: @unchecked Sendable {
+    public let fd: Int32
+
+    /// Takes ownership of `fd`.
+    public init(adopting fd: Int32) { self.fd = fd }
+
+    deinit { close(fd) }
 }

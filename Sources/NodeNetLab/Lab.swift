@@ -74,7 +74,7 @@ public struct Lab: Sendable {
             // The fabric's gateway, as the docker network gives kind nodes.
             try s.add(
                 Route(
-                    destination: IPPrefix("0.0.0.0/0")!, gateway: cluster.externalAddress,
+                    destination: "0.0.0.0/0", gateway: cluster.externalAddress,
                     outputInterface: try s.link(named: "eth0")!.index))
             for pod in node.pods {
                 let podNS = cluster.namespace(ofPod: pod.name)
@@ -169,7 +169,7 @@ extension LabCluster {
     public func jsonData() throws -> Data {
         let services = try JSONSerialization.jsonObject(
             with: NodeSpec(
-                node: LocalNode(name: "x", device: "x", address: externalAddress, podCIDR: IPPrefix("0.0.0.0/30")!),
+                node: LocalNode(name: "x", device: "x", address: externalAddress, podCIDR: IPPrefix("0.0.0.0/30")),
                 services: self.services
             ).jsonData())
         let object: [String: Any] = [

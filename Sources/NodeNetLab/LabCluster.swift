@@ -36,32 +36,32 @@ public struct LabCluster: Sendable, Equatable {
     /// the client pod `net`, and the NodePort service `default/serversvc`.
     public static func seed(name: String = "seed") -> LabCluster {
         LabCluster(
-            name: name, fabricCIDR: IPPrefix("172.18.0.0/16")!, externalAddress: IPAddress("172.18.0.1")!,
-            nativeRoutingCIDR: IPPrefix("10.0.0.0/8")!,
+            name: name, fabricCIDR: IPPrefix("172.18.0.0/16"), externalAddress: IPAddress("172.18.0.1"),
+            nativeRoutingCIDR: IPPrefix("10.0.0.0/8"),
             nodes: [
                 Node(
-                    name: "control-plane", address: IPAddress("172.18.0.4")!, podCIDR: IPPrefix("10.0.0.0/24")!,
+                    name: "control-plane", address: IPAddress("172.18.0.4"), podCIDR: IPPrefix("10.0.0.0/24"),
                     routerIP: nil,
-                    pods: [Pod(name: "cilium-with-replacement-cp", ip: IPAddress("10.0.0.142")!)]),
+                    pods: [Pod(name: "cilium-with-replacement-cp", ip: IPAddress("10.0.0.142"))]),
                 Node(
-                    name: "worker", address: IPAddress("172.18.0.3")!, podCIDR: IPPrefix("10.0.1.0/24")!,
+                    name: "worker", address: IPAddress("172.18.0.3"), podCIDR: IPPrefix("10.0.1.0/24"),
                     routerIP: IPAddress("10.0.1.152"),
-                    pods: [Pod(name: "cilium-with-replacement-w1", ip: IPAddress("10.0.1.15")!)]),
+                    pods: [Pod(name: "cilium-with-replacement-w1", ip: IPAddress("10.0.1.15"))]),
                 Node(
-                    name: "worker2", address: IPAddress("172.18.0.2")!, podCIDR: IPPrefix("10.0.2.0/24")!,
+                    name: "worker2", address: IPAddress("172.18.0.2"), podCIDR: IPPrefix("10.0.2.0/24"),
                     routerIP: IPAddress("10.0.2.184"),
                     pods: [
-                        Pod(name: "cilium-with-replacement-w2", ip: IPAddress("10.0.2.204")!),
-                        Pod(name: "net", ip: IPAddress("10.0.2.32")!),
+                        Pod(name: "cilium-with-replacement-w2", ip: IPAddress("10.0.2.204")),
+                        Pod(name: "net", ip: IPAddress("10.0.2.32")),
                     ]),
             ],
             services: [
                 ServiceSpec(
-                    name: "default/serversvc", type: .nodePort, clusterIP: IPAddress("10.96.18.68")!,
+                    name: "default/serversvc", type: .nodePort, clusterIP: IPAddress("10.96.18.68"),
                     ports: [ServicePort(name: "cni", protocol: .tcp, port: 80, targetPort: 80, nodePort: 32000)],
                     backends: [
-                        ServiceBackend(ip: IPAddress("10.0.1.15")!), ServiceBackend(ip: IPAddress("10.0.2.204")!),
-                        ServiceBackend(ip: IPAddress("10.0.0.142")!),
+                        ServiceBackend(ip: IPAddress("10.0.1.15")), ServiceBackend(ip: IPAddress("10.0.2.204")),
+                        ServiceBackend(ip: IPAddress("10.0.0.142")),
                     ])
             ])
     }
@@ -79,13 +79,13 @@ public struct LabCluster: Sendable, Equatable {
             throw SpecError(r.problems)
         }
         let name = r.string(top, "name", "", required: false) ?? "lab"
-        var fabricCIDR = IPPrefix("172.18.0.0/16")!
-        var external = IPAddress("172.18.0.1")!
+        var fabricCIDR = IPPrefix("172.18.0.0/16")
+        var external = IPAddress("172.18.0.1")
         if let fabric = r.object(top["fabric"], "fabric", allowed: ["cidr", "external"]) {
             fabricCIDR = r.cidr(fabric, "cidr", "fabric", required: false) ?? fabricCIDR
             external = r.address(fabric, "external", "fabric", required: false) ?? external
         }
-        let native = r.cidr(top, "nativeRoutingCIDR", "", required: false) ?? IPPrefix("10.0.0.0/8")!
+        let native = r.cidr(top, "nativeRoutingCIDR", "", required: false) ?? IPPrefix("10.0.0.0/8")
         var nodes: [Node] = []
         for (i, item) in r.array(top, "nodes", "").enumerated() {
             let path = "nodes[\(i)]"

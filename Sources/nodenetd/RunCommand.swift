@@ -39,7 +39,7 @@ struct RunCommand: ParsableCommand {
             guard let a = StatusServer.Address(healthAddress) else {
                 throw ValidationError("--health-address must be HOST:PORT or unix:/path")
             }
-            if case .tcp(let ip, _) = a, !IPPrefix("127.0.0.0/8")!.contains(ip) {
+            if case .tcp(let ip, _) = a, !IPPrefix("127.0.0.0/8").contains(ip) {
                 throw ValidationError("--health-address must be on loopback (127.0.0.0/8) or a unix socket")
             }
         }

@@ -34,12 +34,12 @@ struct DatapathTests {
         let entry = nodenet_endpoint(
             ifindex: 7, host_mac: Self.mac(MACAddress("02:00:00:00:00:07")!),
             pod_mac: Self.mac(MACAddress("02:00:00:00:01:07")!), flags: 0)
-        try endpoints.update(Self.key(IPAddress("10.0.2.32")!), entry)
-        let back = try #require(try endpoints.lookup(Self.key(IPAddress("10.0.2.32")!)))
+        try endpoints.update(Self.key(IPAddress("10.0.2.32")), entry)
+        let back = try #require(try endpoints.lookup(Self.key(IPAddress("10.0.2.32"))))
         #expect(back.ifindex == 7 && back.pod_mac.5 == 7 && back.host_mac.0 == 2)
-        #expect(try endpoints.keys().map { UInt32(bigEndian: $0.ip) } == [IPAddress("10.0.2.32")!.ipv4Value!])
-        #expect(try endpoints.delete(Self.key(IPAddress("10.0.2.32")!)))
-        #expect(try endpoints.lookup(Self.key(IPAddress("10.0.2.32")!)) == nil)
+        #expect(try endpoints.keys().map { UInt32(bigEndian: $0.ip) } == [IPAddress("10.0.2.32").ipv4Value!])
+        #expect(try endpoints.delete(Self.key(IPAddress("10.0.2.32"))))
+        #expect(try endpoints.lookup(Self.key(IPAddress("10.0.2.32"))) == nil)
         #expect(throws: BPFError.self) {
             try object.map(named: "nodenet_endpoints", key: UInt64.self, value: nodenet_endpoint.self)
         }
@@ -52,7 +52,7 @@ struct DatapathTests {
         let root = "/sys/fs/bpf/\(TestNames.unique("pins"))"
         try BPFFS.prepare(root)  // mounts bpffs when it is not (a fresh machine)
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let key = Self.key(IPAddress("10.0.2.204")!)
+        let key = Self.key(IPAddress("10.0.2.204"))
         do {
             let lxc = try BPFObject(embedded: "bpf_lxc", pinRoot: root)
             try lxc.load()
@@ -174,7 +174,7 @@ struct DatapathTests {
         try await withBPFNode { t, _, verdicts in
             let pod = try NetlinkSocket(namespace: .named(t.pods[0]))
             let eth0 = try #require(try pod.link(named: "eth0"))
-            try pod.add(InterfaceAddress(interfaceIndex: eth0.index, prefix: IPPrefix("10.0.2.99/32")!))
+            try pod.add(InterfaceAddress(interfaceIndex: eth0.index, prefix: IPPrefix("10.0.2.99/32")))
             let before = try verdicts.sum(UInt32(NODENET_VERDICT_DROP_SPOOFED.rawValue))
             let ping = try runTool([
                 "ip", "netns", "exec", t.pods[0], "ping", "-c", "2", "-i", "0.2", "-W", "1", "-I", "10.0.2.99",

@@ -53,6 +53,23 @@ import Testing
         #expect(host.scope == .link && host.gateway == nil && host.outputInterface == direct.outputInterface)
     }
 
+    @Test func unknownRouteAttributesAreSentBackOnAddAndReplaceButNotOnDelete() throws {
+        let routes = try fixtureMessages("routes").filter { $0.header.type == RTM.newRoute }.map(Route.init(message:))
+        var route = try #require(routes.first { $0.destination == IPPrefix("10.0.1.0/24") })
+        let realms = NetlinkAttribute(type: 11, payload: [0x03, 0x00, 0x05, 0x00][...])
+        let nested = NetlinkAttribute(
+            type: 22, isNested: true, payload: [0x08, 0x00, 0x01, 0x00, 0x2a, 0x00, 0x00, 0x00][...])
+        route.unknownAttributes += [realms, nested]
+        func decoded(_ request: NetlinkRequest) throws -> Route {
+            let bytes = request.message.finished(sequence: 1, portID: 0)
+            return try Route(message: try #require(try NetlinkMessage.parse(bytes[...]).first))
+        }
+        #expect(try decoded(route.replaceRequest).unknownAttributes == route.unknownAttributes)
+        #expect(try decoded(route.addRequest).unknownAttributes == route.unknownAttributes)
+        #expect(try decoded(route.deleteRequest).unknownAttributes.isEmpty, "a delete names the route by its keys")
+        #expect(try decoded(route.replaceRequest).gateway == route.gateway)
+    }
+
     @Test func neighboursFromKernelDump() throws {
         let neighbours = try fixtureMessages("neighbours").filter { $0.header.type == RTM.newNeighbour }
             .map(Neighbour.init(message:))

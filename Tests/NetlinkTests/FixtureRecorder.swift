@@ -55,18 +55,18 @@ struct FixtureRecorder {
             try socket.setLink(named: "lo", LinkChange(up: true))
             let veth0 = try #require(try socket.link(named: "veth0"))
             try socket.add(
-                InterfaceAddress(interfaceIndex: veth0.index, prefix: IPPrefix("10.0.2.184/32")!, scope: .link))
+                InterfaceAddress(interfaceIndex: veth0.index, prefix: IPPrefix("10.0.2.184/32"), scope: .link))
             try socket.add(
                 InterfaceAddress(
-                    interfaceIndex: veth0.index, prefix: IPPrefix("fd00::1/64")!, flags: InterfaceAddress.flagNoDAD))
+                    interfaceIndex: veth0.index, prefix: IPPrefix("fd00::1/64"), flags: InterfaceAddress.flagNoDAD))
             try socket.add(
                 Route(
-                    destination: IPPrefix("10.0.1.0/24")!, gateway: IPAddress("172.18.0.3"),
+                    destination: IPPrefix("10.0.1.0/24"), gateway: IPAddress("172.18.0.3"),
                     outputInterface: veth0.index, protocol: RouteProtocol(rawValue: 77), onLink: true, mtu: 1450))
-            try socket.add(Route(destination: IPPrefix("10.0.2.184/32")!, outputInterface: veth0.index, scope: .link))
+            try socket.add(Route(destination: IPPrefix("10.0.2.184/32"), outputInterface: veth0.index, scope: .link))
             try socket.replace(
                 Neighbour(
-                    interfaceIndex: veth0.index, address: IPAddress("10.0.2.7")!,
+                    interfaceIndex: veth0.index, address: IPAddress("10.0.2.7"),
                     linkLayerAddress: MACAddress("02:00:00:00:00:07")))
             try socket.addClsact(interfaceIndex: veth0.index)
             let insns: [bpf_insn] = [
@@ -107,7 +107,7 @@ struct FixtureRecorder {
             recording.sent.removeAll()
             _ = try? socket.add(
                 Route(
-                    destination: IPPrefix("10.0.9.0/24")!, gateway: IPAddress("192.0.2.1"), outputInterface: veth0.index
+                    destination: IPPrefix("10.0.9.0/24"), gateway: IPAddress("192.0.2.1"), outputInterface: veth0.index
                 ))
             try write(
                 "error-bad-gateway",

@@ -110,7 +110,7 @@ struct AgentIntegrationTests {
                 }
             }
             let lxc = NodeNetNames.endpointDevice(for: t.spec().pods[0])
-            try node.deleteLink(named: lxc)
+            try node.delete(.link(named: lxc))
             let linkTime = try await Self.waitFor("the endpoint to come back", seconds: 15) {
                 try node.link(named: lxc) != nil && (try? t.ping(from: 0, "10.0.2.204")) == true
             }
@@ -157,7 +157,7 @@ struct AgentIntegrationTests {
             let before = lines.all.count
             try node.add(
                 Route(
-                    destination: IPPrefix("10.77.0.0/16")!, outputInterface: try node.link(named: "eth0")!.index,
+                    destination: IPPrefix("10.77.0.0/16"), outputInterface: try node.link(named: "eth0")!.index,
                     scope: .link))
             try await Task.sleep(nanoseconds: 300_000_000)
             // Judged by why each reconcile ran, not by a count: the lab's own devices can still send
@@ -214,7 +214,7 @@ struct AgentIntegrationTests {
                     && values["nodenet_healthy"] == 1)
             #expect(values["nodenet_reconcile_runs_total{trigger=\"start\"}"] == 1)
             // Take the native device away: its direct routes cannot be restored.
-            try NetlinkSocket(namespace: t.namespace).deleteLink(named: "eth0")
+            try NetlinkSocket(namespace: t.namespace).delete(.link(named: "eth0"))
             try await Self.waitFor("unhealthy") { agent.health != .healthy }
             let health = try httpGetUnix(socketPath, "/healthz")
             #expect(health.hasPrefix("HTTP/1.1 503 Service Unavailable|unhealthy: "), "\(health)")
@@ -250,7 +250,7 @@ struct AgentIntegrationTests {
             }
             // An established TCP connection from pod 0 to pod 1, and a ping every 10 ms.
             let connection = try TCPPair(
-                client: .named(t.pods[0]), server: .named(t.pods[1]), serverIP: IPAddress("10.0.2.204")!)
+                client: .named(t.pods[0]), server: .named(t.pods[1]), serverIP: IPAddress("10.0.2.204"))
             #expect(try connection.roundTrip("before"))
             let ping = Process()
             ping.executableURL = URL(fileURLWithPath: "/usr/bin/env")

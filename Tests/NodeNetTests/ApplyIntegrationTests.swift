@@ -88,11 +88,11 @@ struct ApplyIntegrationTests {
             #expect(try controller.plan().isEmpty)
             // A marker change proves the monitors work; nothing may come before it.
             try NetlinkSocket(namespace: t.namespace).add(
-                Route(destination: IPPrefix("10.250.0.0/16")!, outputInterface: 1, scope: .link))
+                Route(destination: IPPrefix("10.250.0.0/16"), outputInterface: 1, scope: .link))
             let pod = try NetlinkSocket(namespace: .named(t.pods[0]))
             try pod.add(
                 Route(
-                    destination: IPPrefix("10.250.0.0/16")!, outputInterface: try pod.link(named: "eth0")!.index,
+                    destination: IPPrefix("10.250.0.0/16"), outputInterface: try pod.link(named: "eth0")!.index,
                     scope: .link))
             for monitor in [nodeEvents, podEvents] {
                 let first = try await withTimeout(seconds: 5) { () -> String in
@@ -116,7 +116,7 @@ struct ApplyIntegrationTests {
             // A foreign route in the same table: never touched.
             try node.add(
                 Route(
-                    destination: IPPrefix("10.123.0.0/16")!, gateway: IPAddress("172.18.0.3"), outputInterface: eth0,
+                    destination: IPPrefix("10.123.0.0/16"), gateway: IPAddress("172.18.0.3"), outputInterface: eth0,
                     protocol: .static))
             let full = t.spec()
             _ = try t.controller(full).apply()
@@ -155,7 +155,7 @@ struct ApplyIntegrationTests {
             // that direct route, after the pod was already wired up.
             var bad = t.spec(podCount: 3)
             bad.nodes.append(
-                RemoteNode(name: "faraway", address: IPAddress("192.168.77.7")!, podCIDR: IPPrefix("10.0.9.0/24")!))
+                RemoteNode(name: "faraway", address: IPAddress("192.168.77.7"), podCIDR: IPPrefix("10.0.9.0/24")))
             let failure = #expect(throws: ApplyFailure.self) { try t.controller(bad).apply() }
             #expect(failure?.change.subject == "route 10.0.9.0/24")
             let text = "\(failure?.error as Any)"
@@ -341,7 +341,7 @@ extension BPFModeApplyTests {
             #expect(try t.ping(from: 0, "10.0.2.204"))
             let pod = try NetlinkSocket(namespace: .named(t.pods[0]))
             try pod.add(
-                InterfaceAddress(interfaceIndex: try pod.link(named: "eth0")!.index, prefix: IPPrefix("10.0.2.99/32")!))
+                InterfaceAddress(interfaceIndex: try pod.link(named: "eth0")!.index, prefix: IPPrefix("10.0.2.99/32")))
             // Nobody polls during the pings: renew as a polling monitor would (the lease is 2 s).
             try monitor!.renew()
             _ = try runTool([
@@ -708,7 +708,7 @@ extension BPFModeApplyTests {
 
             var bad = spec
             bad.nodes.append(
-                RemoteNode(name: "faraway", address: IPAddress("192.168.77.7")!, podCIDR: IPPrefix("10.0.9.0/24")!))
+                RemoteNode(name: "faraway", address: IPAddress("192.168.77.7"), podCIDR: IPPrefix("10.0.9.0/24")))
             let failure = #expect(throws: ApplyFailure.self) { try t.controller(bad).apply() }
             #expect(failure?.change.subject == "route 10.0.9.0/24")
             #expect(failure?.rollback.complete == true, "\(failure?.rollback as Any)")
@@ -738,7 +738,7 @@ extension BPFModeApplyTests {
             var bad = bpfSpec(t, attach: .clsact)
             defer { BPFFS.remove(bad.bpffsDirectory) }
             bad.nodes.append(
-                RemoteNode(name: "faraway", address: IPAddress("192.168.77.7")!, podCIDR: IPPrefix("10.0.9.0/24")!))
+                RemoteNode(name: "faraway", address: IPAddress("192.168.77.7"), podCIDR: IPPrefix("10.0.9.0/24")))
             let node = try NetlinkSocket(namespace: t.namespace)
             let eth0 = try #require(try node.link(named: "eth0"))
             let before = try TestNode.snapshot(t.namespace)

@@ -104,11 +104,11 @@ struct LabIntegrationTests {
         for lab in [a, b] {
             let c = LabCluster.seed(name: lab)
             let server = try PodServer(
-                name: "cilium-with-replacement-w1", ip: IPAddress("10.0.1.15")!,
+                name: "cilium-with-replacement-w1", ip: IPAddress("10.0.1.15"),
                 namespace: .named(c.namespace(ofPod: "cilium-with-replacement-w1")))
             server.start()
             defer { server.stop() }
-            let r = try LabProbe.httpGet(from: .named(c.namespace(ofPod: "net")), to: IPAddress("10.0.1.15")!)
+            let r = try LabProbe.httpGet(from: .named(c.namespace(ofPod: "net")), to: IPAddress("10.0.1.15"))
             #expect(r.body == "PodName: cilium-with-replacement-w1 | PodIP: eth0 10.0.1.15/32\n")
             #expect(r.local.hasPrefix("10.0.2.32:"))
         }
@@ -156,7 +156,7 @@ struct LabIntegrationTests {
         // UDP too, across nodes.
         #expect(
             try LabProbe.udpEcho(
-                from: .named(cluster.namespace(ofPod: "a1")), to: IPAddress("10.1.4.11")!, payload: "hello")
+                from: .named(cluster.namespace(ofPod: "a1")), to: IPAddress("10.1.4.11"), payload: "hello")
                 == "PodName: d2 | hello")
     }
 
@@ -196,7 +196,7 @@ extension LabIntegrationTests {
         cluster.datapathMode = mode
         try Lab(cluster: cluster).up()
         let server = try PodServer(
-            name: "cilium-with-replacement-w1", ip: IPAddress("10.0.1.15")!,
+            name: "cilium-with-replacement-w1", ip: IPAddress("10.0.1.15"),
             namespace: .named(cluster.namespace(ofPod: "cilium-with-replacement-w1")))
         server.start()
         defer { server.stop() }
@@ -208,7 +208,7 @@ extension LabIntegrationTests {
             "10", "10.0.1.15",
         ])
         #expect(ping.output.contains("3 received") && ping.output.contains("ttl=62"), "\(ping.output)")
-        let http = try LabProbe.httpGet(from: .named(cluster.namespace(ofPod: "net")), to: IPAddress("10.0.1.15")!)
+        let http = try LabProbe.httpGet(from: .named(cluster.namespace(ofPod: "net")), to: IPAddress("10.0.1.15"))
         #expect(
             http.body == "PodName: cilium-with-replacement-w1 | PodIP: eth0 10.0.1.15/32\n"
                 && http.local.hasPrefix("10.0.2.32:"))

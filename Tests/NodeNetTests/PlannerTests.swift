@@ -6,10 +6,10 @@ import Testing
 @Suite struct PlannerTests {
     static let spec = NodeSpec(
         node: LocalNode(
-            name: "worker2", device: "eth0", address: IPAddress("172.18.0.2")!, podCIDR: IPPrefix("10.0.2.0/24")!,
+            name: "worker2", device: "eth0", address: IPAddress("172.18.0.2"), podCIDR: IPPrefix("10.0.2.0/24"),
             routerIP: IPAddress("10.0.2.184")),
-        pods: [PodSpec(name: "net", netns: "pod-net", ip: IPAddress("10.0.2.32")!)],
-        nodes: [RemoteNode(name: "worker", address: IPAddress("172.18.0.3")!, podCIDR: IPPrefix("10.0.1.0/24")!)])
+        pods: [PodSpec(name: "net", netns: "pod-net", ip: IPAddress("10.0.2.32"))],
+        nodes: [RemoteNode(name: "worker", address: IPAddress("172.18.0.3"), podCIDR: IPPrefix("10.0.1.0/24"))])
     static let desired = DesiredState(spec: spec, deviceMTU: 1500)
     static let lxc = desired.endpoints[0].hostDevice
 
@@ -43,13 +43,13 @@ import Testing
         return ObservedState(
             node: ObservedNamespace(
                 links: [lo, eth0, host, net, hostEnd],
-                addresses: [InterfaceAddress(interfaceIndex: 5, prefix: IPPrefix("10.0.2.184/32")!, scope: .link)],
+                addresses: [InterfaceAddress(interfaceIndex: 5, prefix: IPPrefix("10.0.2.184/32"), scope: .link)],
                 ownedRoutes: routes),
             sysctls: sysctls,
             pods: [
                 "pod-net": ObservedNamespace(
                     links: [Link(index: 1, name: "lo", flags: [.up, .loopback], mtu: 65536), podEnd],
-                    addresses: [InterfaceAddress(interfaceIndex: 2, prefix: IPPrefix("10.0.2.32/32")!)],
+                    addresses: [InterfaceAddress(interfaceIndex: 2, prefix: IPPrefix("10.0.2.32/32"))],
                     ownedRoutes: podRoutes)
             ])
     }
@@ -122,10 +122,10 @@ import Testing
         observed.node.links["lxc0123456789ab"] = Link(
             index: 9, name: "lxc0123456789ab", kind: "veth", flags: Self.up, peerIndex: 2)
         observed.node.ownedRoutes.append(
-            RouteIntent(destination: IPPrefix("10.0.2.77/32")!, device: "lxc0123456789ab", scope: .link).route(
+            RouteIntent(destination: IPPrefix("10.0.2.77/32"), device: "lxc0123456789ab", scope: .link).route(
                 interfaceIndex: 9))
         observed.node.ownedRoutes.append(
-            RouteIntent(destination: IPPrefix("10.0.0.0/24")!, gateway: IPAddress("172.18.0.4"), device: "eth0").route(
+            RouteIntent(destination: IPPrefix("10.0.0.0/24"), gateway: IPAddress("172.18.0.4"), device: "eth0").route(
                 interfaceIndex: 2))
         var ledger = Ledger(node: "worker2")
         ledger.endpoints = [
@@ -142,7 +142,7 @@ import Testing
         var observed = Self.converged
         observed.node.links["lxc0123456789ab"] = Link(
             index: 9, name: "lxc0123456789ab", kind: "veth", flags: Self.up, peerIndex: 2)
-        observed.endpointEntries[IPAddress("10.0.2.77")!] = EndpointEntry(
+        observed.endpointEntries[IPAddress("10.0.2.77")] = EndpointEntry(
             ifindex: 9, hostMAC: MACAddress("02:00:00:00:00:09")!, podMAC: MACAddress("02:00:00:00:01:09")!)
         var ledger = Ledger(node: "worker2")
         ledger.endpoints = [

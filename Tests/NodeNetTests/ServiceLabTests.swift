@@ -16,7 +16,7 @@ import Testing
 @Suite(.serialized, .enabled(if: Privileges.canLoadBPF, Comment(rawValue: Privileges.skipReason)))
 struct ServiceLabTests {
     static let dns = ServiceSpec(
-        name: "kube-system/dns", type: .nodePort, clusterIP: IPAddress("10.96.0.10")!,
+        name: "kube-system/dns", type: .nodePort, clusterIP: IPAddress("10.96.0.10"),
         ports: [ServicePort(name: "dns", protocol: .udp, port: 53, targetPort: 53, nodePort: 30053)],
         backends: ["10.0.1.15", "10.0.2.204", "10.0.0.142"].map { ServiceBackend(ip: IPAddress($0)!) })
     static let servers = ["cilium-with-replacement-cp", "cilium-with-replacement-w1", "cilium-with-replacement-w2"].map
@@ -144,9 +144,9 @@ struct ServiceLabTests {
         var more = cluster
         more.services.append(
             ServiceSpec(
-                name: "default/extra", type: .clusterIP, clusterIP: IPAddress("10.96.7.7")!,
+                name: "default/extra", type: .clusterIP, clusterIP: IPAddress("10.96.7.7"),
                 ports: [ServicePort(port: 8080, targetPort: 80)],
-                backends: [ServiceBackend(ip: IPAddress("10.0.2.32")!)]))
+                backends: [ServiceBackend(ip: IPAddress("10.0.2.32"))]))
         try Self.apply(more)
         let after = try Self.services(more, node: "worker2")
         for row in rows {
@@ -274,7 +274,7 @@ struct ServiceLabTests {
         // Connections from outside, established (handshake done, conntrack entries made) but
         // not yet used.
         let held = try (0..<16).map { _ in
-            try HeldConnection(from: .named(cluster.externalNamespace), to: IPAddress("172.18.0.2")!, port: 32000)
+            try HeldConnection(from: .named(cluster.externalNamespace), to: IPAddress("172.18.0.2"), port: 32000)
         }
         // Which backend each connection went to, from worker2's BPF conntrack.
         let ct = try Conntrack.list(bpffsDirectory: cluster.bpffsDirectory(ofNode: "worker2"))
@@ -389,15 +389,15 @@ struct ServiceLabTests {
         // A NodePort whose only backend (remote from worker2) has nothing listening on 54.
         cluster.services.append(
             ServiceSpec(
-                name: "default/closed", type: .nodePort, clusterIP: IPAddress("10.96.0.54")!,
+                name: "default/closed", type: .nodePort, clusterIP: IPAddress("10.96.0.54"),
                 ports: [ServicePort(protocol: .udp, port: 54, nodePort: 30054)],
-                backends: [ServiceBackend(ip: IPAddress("10.0.1.15")!)]))
+                backends: [ServiceBackend(ip: IPAddress("10.0.1.15"))]))
         // ... and one whose only backend is local to worker2.
         cluster.services.append(
             ServiceSpec(
-                name: "default/closedlocal", type: .nodePort, clusterIP: IPAddress("10.96.0.55")!,
+                name: "default/closedlocal", type: .nodePort, clusterIP: IPAddress("10.96.0.55"),
                 ports: [ServicePort(protocol: .udp, port: 55, nodePort: 30055)],
-                backends: [ServiceBackend(ip: IPAddress("10.0.2.204")!)]))
+                backends: [ServiceBackend(ip: IPAddress("10.0.2.204"))]))
         defer { Lab.down(name: cluster.name) }
         try Self.up(cluster)
         // Outside client -> NodePort -> remote backend: the backend's port unreachable comes back.
@@ -424,13 +424,13 @@ struct ServiceLabTests {
         cluster.socketLB = false
         cluster.services.append(
             ServiceSpec(
-                name: "default/closed", type: .clusterIP, clusterIP: IPAddress("10.96.0.54")!,
-                ports: [ServicePort(protocol: .udp, port: 54)], backends: [ServiceBackend(ip: IPAddress("10.0.1.15")!)])
+                name: "default/closed", type: .clusterIP, clusterIP: IPAddress("10.96.0.54"),
+                ports: [ServicePort(protocol: .udp, port: 54)], backends: [ServiceBackend(ip: IPAddress("10.0.1.15"))])
         )
         cluster.services.append(
             ServiceSpec(
-                name: "default/self-closed", type: .clusterIP, clusterIP: IPAddress("10.96.0.55")!,
-                ports: [ServicePort(protocol: .udp, port: 55)], backends: [ServiceBackend(ip: IPAddress("10.0.2.204")!)]
+                name: "default/self-closed", type: .clusterIP, clusterIP: IPAddress("10.96.0.55"),
+                ports: [ServicePort(protocol: .udp, port: 55)], backends: [ServiceBackend(ip: IPAddress("10.0.2.204"))]
             ))
         defer { Lab.down(name: cluster.name) }
         try Self.up(cluster)
@@ -480,7 +480,7 @@ struct ServiceLabTests {
         do {
             let fd = try LabProbe.socket(in: w2, family: AF_INET, type: SOCK_DGRAM, timeout: 2)
             defer { close(fd) }
-            _ = SocketAddress(IPAddress("169.254.42.1")!, port: 61_234).withSockaddr { sendto(fd, "x", 1, 0, $0, $1) }
+            _ = SocketAddress(IPAddress("169.254.42.1"), port: 61_234).withSockaddr { sendto(fd, "x", 1, 0, $0, $1) }
         }
         try poll { try verdicts.sum(noFlow) != dropsBefore }
         #expect(try verdicts.sum(noFlow) == dropsBefore + 1, "dropped as a reply without its flow")

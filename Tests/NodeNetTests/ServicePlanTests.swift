@@ -14,16 +14,16 @@ import Testing
         s.nativeRoutingCIDR = IPPrefix("10.0.0.0/8")
         s.services = [
             ServiceSpec(
-                name: "default/serversvc", type: .nodePort, clusterIP: IPAddress("10.96.18.68")!,
+                name: "default/serversvc", type: .nodePort, clusterIP: IPAddress("10.96.18.68"),
                 ports: [ServicePort(name: "http", port: 80, targetPort: 8080, nodePort: 32000)],
                 backends: [
-                    ServiceBackend(ip: IPAddress("10.0.1.15")!),
-                    ServiceBackend(ip: IPAddress("10.0.2.204")!, port: 9090),
+                    ServiceBackend(ip: IPAddress("10.0.1.15")),
+                    ServiceBackend(ip: IPAddress("10.0.2.204"), port: 9090),
                 ]),
             ServiceSpec(
-                name: "kube-system/dns", type: .clusterIP, clusterIP: IPAddress("10.96.0.10")!,
+                name: "kube-system/dns", type: .clusterIP, clusterIP: IPAddress("10.96.0.10"),
                 ports: [ServicePort(protocol: .udp, port: 53), ServicePort(protocol: .tcp, port: 53)],
-                backends: [ServiceBackend(ip: IPAddress("10.0.1.15")!)]),
+                backends: [ServiceBackend(ip: IPAddress("10.0.1.15"))]),
         ]
         return s
     }
@@ -55,14 +55,14 @@ import Testing
         observed.revnat[7] = Self.key("10.96.0.10:53/UDP")
         observed.revnat[1] = Self.key("10.96.18.68:80/TCP")  // a revnat entry without slot 0 (interrupted apply)
         observed.revnat[2] = Self.key("10.9.9.9:1/TCP")  // stale, but its id is not reused
-        observed.backends[3] = BackendAddress(address: IPAddress("10.0.1.15")!, port: 53, protocol: .udp)
+        observed.backends[3] = BackendAddress(address: IPAddress("10.0.1.15"), port: 53, protocol: .udp)
         let ids = ServiceIDs.assign(Self.spec.serviceFrontends, observed: observed)
         #expect(ids.frontends[Self.key("10.96.0.10:53/UDP")] == 7)
         #expect(ids.frontends[Self.key("10.96.18.68:80/TCP")] == 1)
         #expect(Set(ids.frontends.values).count == 5 && !ids.frontends.values.contains(2))
         #expect(ids.frontends[Self.key("172.18.0.2:32000/TCP")] == 3, "lowest free")
-        #expect(ids.backends[BackendAddress(address: IPAddress("10.0.1.15")!, port: 53, protocol: .udp)] == 3)
-        #expect(ids.backends[BackendAddress(address: IPAddress("10.0.1.15")!, port: 8080, protocol: .tcp)] == 1)
+        #expect(ids.backends[BackendAddress(address: IPAddress("10.0.1.15"), port: 53, protocol: .udp)] == 3)
+        #expect(ids.backends[BackendAddress(address: IPAddress("10.0.1.15"), port: 8080, protocol: .tcp)] == 1)
     }
 
     @Test func aLiveFrontendKeepsItsIdOverAStaleReverseEntry() {
@@ -83,7 +83,7 @@ import Testing
         observed.services.masters[Self.key("10.1.1.1:1/TCP")] = FrontendMaster(count: 1, id: 40, flags: [])
         observed.services.slots[Self.key("10.1.1.1:1/TCP")] = [1: 9]
         observed.services.revnat[40] = Self.key("10.1.1.1:1/TCP")
-        observed.services.backends[9] = BackendAddress(address: IPAddress("10.0.9.9")!, port: 1, protocol: .tcp)
+        observed.services.backends[9] = BackendAddress(address: IPAddress("10.0.9.9"), port: 1, protocol: .tcp)
         let plan = Planner.plan(
             desired: desired, observed: observed, ledger: nil, nativeDevice: "eth0", datapath: .bpf, attachMode: .clsact
         )

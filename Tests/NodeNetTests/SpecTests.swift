@@ -235,17 +235,17 @@ import Testing
     }
 
     @Test func endpointDeviceNamesAreStableAndShaped() {
-        let pod = PodSpec(name: "net", netns: "pod-net", ip: IPAddress("10.0.2.32")!)
+        let pod = PodSpec(name: "net", netns: "pod-net", ip: IPAddress("10.0.2.32"))
         let name = NodeNetNames.endpointDevice(for: pod)
         #expect(
             name
                 == NodeNetNames.endpointDevice(
-                    for: PodSpec(name: "net", netns: "elsewhere", ip: IPAddress("10.0.2.33")!)))
+                    for: PodSpec(name: "net", netns: "elsewhere", ip: IPAddress("10.0.2.33"))))
         #expect(name.count == 15 && NodeNetNames.isEndpointDevice(name))
         #expect(
             name
                 != NodeNetNames.endpointDevice(
-                    for: PodSpec(name: "net", namespace: "kube-system", netns: "x", ip: IPAddress("10.0.2.32")!)))
+                    for: PodSpec(name: "net", namespace: "kube-system", netns: "x", ip: IPAddress("10.0.2.32"))))
         #expect(!NodeNetNames.isEndpointDevice("lxc_health") && !NodeNetNames.isEndpointDevice("eth0"))
     }
 }

@@ -31,7 +31,7 @@ public struct TestNode {
         )
         try n.setLink(named: "lo", LinkChange(up: true))
         let eth0 = try n.link(named: "eth0")!
-        try n.add(InterfaceAddress(interfaceIndex: eth0.index, prefix: IPPrefix("172.18.0.2/16")!))
+        try n.add(InterfaceAddress(interfaceIndex: eth0.index, prefix: IPPrefix("172.18.0.2/16")))
         let f = try NetlinkSocket(namespace: .named(fabric))
         let feth = try f.link(named: "eth0")!
         try f.setLink(index: feth.index, LinkChange(up: true))
@@ -40,7 +40,7 @@ public struct TestNode {
         }
         // The way back to this node's pods, as the other nodes' direct routes would give it.
         try f.add(
-            Route(destination: IPPrefix("10.0.2.0/24")!, gateway: IPAddress("172.18.0.2"), outputInterface: feth.index))
+            Route(destination: IPPrefix("10.0.2.0/24"), gateway: IPAddress("172.18.0.2"), outputInterface: feth.index))
     }
 
     /// The seed's worker2 with `podCount` pods (10.0.2.32, 10.0.2.204, then 10.0.2.10…).
@@ -52,12 +52,12 @@ public struct TestNode {
         }
         let remote =
             remote ?? [
-                RemoteNode(name: "control-plane", address: IPAddress("172.18.0.4")!, podCIDR: IPPrefix("10.0.0.0/24")!),
-                RemoteNode(name: "worker", address: IPAddress("172.18.0.3")!, podCIDR: IPPrefix("10.0.1.0/24")!),
+                RemoteNode(name: "control-plane", address: IPAddress("172.18.0.4"), podCIDR: IPPrefix("10.0.0.0/24")),
+                RemoteNode(name: "worker", address: IPAddress("172.18.0.3"), podCIDR: IPPrefix("10.0.1.0/24")),
             ]
         return NodeSpec(
             node: LocalNode(
-                name: "worker2", device: "eth0", address: IPAddress("172.18.0.2")!, podCIDR: IPPrefix("10.0.2.0/24")!,
+                name: "worker2", device: "eth0", address: IPAddress("172.18.0.2"), podCIDR: IPPrefix("10.0.2.0/24"),
                 routerIP: IPAddress("10.0.2.184")),
             nativeRoutingCIDR: IPPrefix("10.0.0.0/8"), pods: pods, nodes: remote, stateDirectory: stateDirectory)
     }

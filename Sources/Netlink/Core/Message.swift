@@ -83,6 +83,12 @@ public struct MessageBuilder: Sendable {
         bytes.padToAlignment()
     }
 
+    /// An attribute as it was received (its nested flag kept): how decoded objects send back
+    /// what they did not interpret.
+    public mutating func attribute(_ attribute: NetlinkAttribute) {
+        self.attribute(attribute.type | (attribute.isNested ? AttributeFlags.nested : 0), Array(attribute.payload))
+    }
+
     public mutating func attribute(_ type: UInt16, u8 value: UInt8) { attribute(type, [value]) }
     public mutating func attribute(_ type: UInt16, u16 value: UInt16) {
         var p: [UInt8] = []

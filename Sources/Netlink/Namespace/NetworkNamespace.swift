@@ -71,8 +71,14 @@ public enum NetworkNamespace {
 
     public static func exists(_ name: String) -> Bool { access("\(directory)/\(name)", F_OK) == 0 }
 
-    /// Opens the namespace file (for `IFLA_NET_NS_FD` or `setns`). The caller closes it.
-    public static func open(_ reference: NamespaceReference) throws -> Int32 {
+    /// Opens the namespace file (for `IFLA_NET_NS_FD` or `setns`); closed with the returned
+    /// descriptor.
+    public static func open(_ reference: NamespaceReference) throws -> FileDescriptor {
+        FileDescriptor(adopting: try openRaw(reference))
+    }
+
+    /// The namespace file's descriptor; the caller closes it (for the thread code below).
+    private static func openRaw(_ reference: NamespaceReference) throws -> Int32 {
         let path = reference.path ?? "/proc/thread-self/ns/net"
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw NetlinkError.syscall("open(\(path))", context: "opening \(reference)") }
@@ -85,7 +91,7 @@ public enum NetworkNamespace {
     /// `if_nametoindex`, ioctls, BPF link creation by ifindex) must happen inside it.
     public static func run<T>(in reference: NamespaceReference, _ body: () throws -> T) throws -> T {
         guard reference.path != nil else { return try body() }
-        let target = try open(reference)
+        let target = try openRaw(reference)
         defer { close(target) }
         var result: Result<T, any Error>?
         try withoutActuallyEscaping(body) { body in
@@ -105,7 +111,7 @@ public enum NetworkNamespace {
     /// to `exec` another program or exit (like `ip netns exec`): every other use must go
     /// through `run(in:)`, which never leaves a thread in a foreign namespace.
     public static func enterForExec(_ reference: NamespaceReference) throws {
-        let fd = try open(reference)
+        let fd = try openRaw(reference)
         defer { close(fd) }
         guard setns(fd, nodenet_clone_newnet()) == 0 else {
             throw NetlinkError.syscall("setns", context: "entering \(reference)")
@@ -129,7 +135,7 @@ public enum NetworkNamespace {
                         if reference.path == nil {
                             target = home
                         } else {
-                            do { target = try open(reference) } catch let e as NetlinkError {
+                            do { target = try openRaw(reference) } catch let e as NetlinkError {
                                 failed(i, e)
                                 continue
                             } catch { continue }

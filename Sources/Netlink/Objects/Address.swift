@@ -63,6 +63,9 @@ public struct InterfaceAddress: Sendable, Equatable {
         if flags > 0xFF { m.attribute(IFA.flags, u32: flags) }
         if let label { m.attribute(IFA.label, string: label) }
         if let broadcast { m.attribute(IFA.broadcast, broadcast.bytes) }
+        // An address read from the kernel and added or replaced again keeps what this type does
+        // not model.
+        if type != RTM.delAddress { for attribute in unknownAttributes { m.attribute(attribute) } }
         return NetlinkRequest(m, context: "\(verb) address \(prefix) on link \(interfaceIndex)")
     }
 
@@ -92,5 +95,4 @@ extension NetlinkSocket {
     public func add(_ address: InterfaceAddress) throws { try execute(address.addRequest) }
     /// Adds or updates an address.
     public func replace(_ address: InterfaceAddress) throws { try execute(address.replaceRequest) }
-    public func delete(_ address: InterfaceAddress) throws { try execute(address.deleteRequest) }
 }

@@ -6,17 +6,6 @@ public enum TCDirection: String, Sendable, Hashable, CaseIterable {
     /// `TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS / EGRESS)`.
     public var parent: UInt32 { (TCA.clsactParent & 0xFFFF_0000) | (self == .ingress ? TCA.minIngress : TCA.minEgress) }
 
-    /// Deletes the bpf filter with `priority` and `handle` from this hook of a link.
-    public func deleteFilterRequest(interfaceIndex: Int32, priority: UInt16, handle: UInt32) -> NetlinkRequest {
-        var m = MessageBuilder(type: RTM.delFilter, flags: [])
-        m.append(
-            familyHeader: tcmsg(
-                interfaceIndex: interfaceIndex, handle: handle, parent: parent,
-                info: UInt32(priority) << 16 | UInt32(TCA.ethPAll.byteSwapped)))
-        m.attribute(TCA.kind, string: "bpf")
-        return NetlinkRequest(m, context: "deleting filter prio \(priority) on link \(interfaceIndex) \(rawValue)")
-    }
-
     init?(parent: UInt32) {
         switch parent {
         case TCDirection.ingress.parent: self = .ingress
@@ -133,11 +122,5 @@ extension NetlinkSocket {
         m.append(familyHeader: tcmsg(interfaceIndex: interfaceIndex, handle: 0, parent: direction.parent, info: 0))
         return try dump(NetlinkRequest(m, context: "listing \(direction.rawValue) filters on link \(interfaceIndex)"))
             .map(TCFilter.init(message:)).filter { $0.hasOptions || $0.handle != 0 }
-    }
-
-    /// Removes one filter (by priority and handle) from a hook.
-    public func deleteFilter(interfaceIndex: Int32, direction: TCDirection, priority: UInt16, handle: UInt32 = 1) throws
-    {
-        try execute(direction.deleteFilterRequest(interfaceIndex: interfaceIndex, priority: priority, handle: handle))
     }
 }

@@ -23,13 +23,6 @@ public struct Link: Sendable, Equatable {
 
     public var isUp: Bool { flags.contains(.up) }
 
-    /// Deletes the link called `name` (a veth takes its peer with it).
-    public static func deleteRequest(named name: String) -> NetlinkRequest {
-        var m = MessageBuilder(type: RTM.delLink, flags: [])
-        m.append(familyHeader: ifinfomsg(index: 0, flags: [], change: []))
-        m.attribute(IFLA.ifname, string: name)
-        return NetlinkRequest(m, context: "deleting link \(name)")
-    }
     public var isNoARP: Bool { flags.contains(.noARP) }
 
     static let headerSize = 16
@@ -168,9 +161,9 @@ public struct LinkConfiguration: Sendable, Equatable {
         self.masterIndex = masterIndex
     }
 
-    /// The create request. `peerNamespaceFD` must be an open namespace file when the veth
+    /// The create request. `peerNamespace` must be an open namespace file when the veth
     /// peer goes to another namespace, and stay open until the request has been sent.
-    public func createRequest(peerNamespaceFD: Int32? = nil, replace: Bool = false) -> NetlinkRequest {
+    public func createRequest(peerNamespace: FileDescriptor? = nil, replace: Bool = false) -> NetlinkRequest {
         var m = MessageBuilder(type: RTM.newLink, flags: replace ? [.create, .replace] : [.create, .exclusive])
         var flags: InterfaceFlags = []
         if up { flags.insert(.up) }
@@ -190,7 +183,9 @@ public struct LinkConfiguration: Sendable, Equatable {
                         p.attribute(IFLA.ifname, string: peer.name)
                         if let mtu = peer.mtu ?? mtu { p.attribute(IFLA.mtu, u32: mtu) }
                         if let address = peer.address { p.attribute(IFLA.address, address.bytes) }
-                        if let peerNamespaceFD { p.attribute(IFLA.netNsFD, u32: UInt32(bitPattern: peerNamespaceFD)) }
+                        if let peerNamespace {
+                            p.attribute(IFLA.netNsFD, u32: UInt32(bitPattern: peerNamespace.rawValue))
+                        }
                     }
                 }
             }
@@ -232,8 +227,10 @@ public struct LinkChange: Sendable, Equatable {
         return r
     }
 
-    /// The request. `namespaceFD`, when given, moves the link into that namespace.
-    public func request(index: Int32, namespaceFD: Int32? = nil, describing what: String? = nil) -> NetlinkRequest {
+    /// The request. `namespace`, when given (an open namespace file), moves the link into it.
+    public func request(
+        index: Int32, namespace: FileDescriptor? = nil, describing what: String? = nil
+    ) -> NetlinkRequest {
         var m = MessageBuilder(type: RTM.newLink, flags: [])
         var flags: InterfaceFlags = []
         var change: InterfaceFlags = []
@@ -250,7 +247,7 @@ public struct LinkChange: Sendable, Equatable {
         if let mtu { m.attribute(IFLA.mtu, u32: mtu) }
         if let address { m.attribute(IFLA.address, address.bytes) }
         if let masterIndex { m.attribute(IFLA.master, i32: masterIndex) }
-        if let namespaceFD { m.attribute(IFLA.netNsFD, u32: UInt32(bitPattern: namespaceFD)) }
+        if let namespace { m.attribute(IFLA.netNsFD, u32: UInt32(bitPattern: namespace.rawValue)) }
         return NetlinkRequest(m, context: what ?? "changing link \(index)")
     }
 }
@@ -299,7 +296,7 @@ extension NetlinkSocket {
 
     /// Creates a link (add-exclusive: `EEXIST` when the name is taken).
     public func add(_ link: LinkConfiguration) throws {
-        try withPeerNamespace(link) { fd in _ = try execute(link.createRequest(peerNamespaceFD: fd)) }
+        try withPeerNamespace(link) { peer in _ = try execute(link.createRequest(peerNamespace: peer)) }
     }
 
     /// Applies `change` to the link with ifindex `index`.
@@ -317,24 +314,13 @@ extension NetlinkSocket {
 
     /// Moves a link into another namespace (it keeps its name unless it clashes there).
     public func moveLink(index: Int32, to namespace: NamespaceReference) throws {
-        let fd = try NetworkNamespace.open(namespace)
-        defer { _ = closeDescriptor(fd) }
+        let target = try NetworkNamespace.open(namespace)
         try execute(
-            LinkChange().request(index: index, namespaceFD: fd, describing: "moving link \(index) to \(namespace)"))
+            LinkChange().request(index: index, namespace: target, describing: "moving link \(index) to \(namespace)"))
     }
 
-    public func deleteLink(index: Int32) throws {
-        var m = MessageBuilder(type: RTM.delLink, flags: [])
-        m.append(familyHeader: ifinfomsg(index: index, flags: [], change: []))
-        try execute(NetlinkRequest(m, context: "deleting link \(index)"))
-    }
-
-    public func deleteLink(named name: String) throws { try execute(Link.deleteRequest(named: name)) }
-
-    private func withPeerNamespace(_ link: LinkConfiguration, _ body: (Int32?) throws -> Void) throws {
+    private func withPeerNamespace(_ link: LinkConfiguration, _ body: (FileDescriptor?) throws -> Void) throws {
         guard case .veth(let peer) = link.kind, peer.namespace != .current else { return try body(nil) }
-        let fd = try NetworkNamespace.open(peer.namespace)
-        defer { _ = closeDescriptor(fd) }
-        return try body(fd)
+        return try body(try NetworkNamespace.open(peer.namespace))
     }
 }

@@ -84,5 +84,4 @@ extension NetlinkSocket {
     }
 
     public func replace(_ neighbour: Neighbour) throws { try execute(neighbour.replaceRequest) }
-    public func delete(_ neighbour: Neighbour) throws { try execute(neighbour.deleteRequest) }
 }

@@ -58,10 +58,4 @@ extension NetlinkSocket {
             Qdisc.clsactRequest(
                 interfaceIndex: interfaceIndex, type: RTM.newQdisc, flags: [.create, .exclusive], verb: "adding"))
     }
-
-    /// Deletes the clsact qdisc, and with it every tc filter attached to it.
-    public func deleteClsact(interfaceIndex: Int32) throws {
-        try execute(
-            Qdisc.clsactRequest(interfaceIndex: interfaceIndex, type: RTM.delQdisc, flags: [], verb: "deleting"))
-    }
 }

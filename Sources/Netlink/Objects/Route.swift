@@ -147,6 +147,9 @@ public struct Route: Sendable, Equatable {
         if let preferredSource { m.attribute(RTA.prefSrc, preferredSource.bytes) }
         if let priority { m.attribute(RTA.priority, u32: priority) }
         if let mtu { m.nested(RTA.metrics) { $0.attribute(RTA.metricMTU, u32: mtu) } }
+        // A route read from the kernel and added or replaced again keeps what this type does not
+        // model (multipath, encapsulation, ...). A delete names the route by its keys only.
+        if !deleting { for attribute in unknownAttributes { m.attribute(attribute) } }
         return NetlinkRequest(m, context: "\(verb) route \(summary)")
     }
 
@@ -239,5 +242,4 @@ extension NetlinkSocket {
 
     public func add(_ route: Route) throws { try execute(route.addRequest) }
     public func replace(_ route: Route) throws { try execute(route.replaceRequest) }
-    public func delete(_ route: Route) throws { try execute(route.deleteRequest) }
 }

@@ -99,10 +99,3 @@ final class ApplyContext {
         }
     }
 }
-
-/// A file descriptor closed when the last reference goes (kept by undo steps).
-final class OwnedFD: @unchecked Sendable {
-    let fd: Int32
-    init(_ fd: Int32) { self.fd = fd }
-    deinit { close(fd) }
-}

@@ -52,7 +52,8 @@ final class DatapathExecutor: ChangeExecutor {
             }
         case .detachProgram(let device, let priority, let handle):
             guard let link = try node.link(named: device) else { return }
-            try node.deleteFilter(interfaceIndex: link.index, direction: .ingress, priority: priority, handle: handle)
+            try node.delete(
+                .filter(interfaceIndex: link.index, direction: .ingress, priority: priority, handle: handle))
             undo.append(.irreversible("a program was detached from \(device)"))
         case .unpinLink(let name):
             try BPFPin.remove(layout.tcxLinkPath(name))
@@ -72,7 +73,7 @@ final class DatapathExecutor: ChangeExecutor {
             for map in maps {
                 let path = layout.setAsidePath(map)
                 // Keep the map (the previous programs' fds reference it anyway) to pin it back on rollback.
-                let held = try BPFPin.open(path).map(OwnedFD.init)
+                let held = try BPFPin.open(path)
                 try BPFPin.remove(path)
                 if let held {
                     undo.append(
@@ -126,7 +127,7 @@ final class DatapathExecutor: ChangeExecutor {
             undo.append(
                 UndoStep("deleting the clsact qdisc added to link \(link.index)") {
                     do {
-                        try node.deleteClsact(interfaceIndex: link.index)
+                        try node.delete(.clsact(interfaceIndex: link.index))
                     } catch let e as NetlinkError
                         where e.errno == .noSuchDevice || e.errno == .invalidArgument
                         || e.errno == .noSuchFileOrDirectory
@@ -138,8 +139,7 @@ final class DatapathExecutor: ChangeExecutor {
         let filter = BPFFilterConfiguration(
             interfaceIndex: link.index, direction: .ingress, programFD: try context.loadedDatapath().programFD(program),
             name: program.filterName, priority: program.priority, handle: program.handle)
-        let removeFilter = TCDirection.ingress.deleteFilterRequest(
-            interfaceIndex: link.index, priority: program.priority, handle: program.handle)
+        let removeFilter = filter.deleteRequest
         let removeStep = UndoStep("\(removeFilter.context) [node]") { try node.execute(removeFilter) }
         guard replacing else {
             try node.add(filter)

@@ -40,13 +40,14 @@ struct NetlinkExecutor: ChangeExecutor {
                 indices = Dictionary(try socket.links().map { ($0.name, $0.index) }, uniquingKeysWith: { a, _ in a })
             } catch { throw ChangeFailure(index: 0, error: error) }
         }
-        var namespaceFDs: [String: Int32] = [:]
-        defer { for fd in namespaceFDs.values { close(fd) } }
+        // Pod namespace files stay open until the batch has been sent (the requests name them).
+        var namespaces: [String: FileDescriptor] = [:]
+        defer { withExtendedLifetime(namespaces) {} }
         var requests: [NetlinkRequest] = []
         var inverses: [UndoStep] = []
         for (i, change) in batch.enumerated() {
             do {
-                let (request, inverse) = try build(change, indices: indices, namespaceFDs: &namespaceFDs)
+                let (request, inverse) = try build(change, indices: indices, namespaces: &namespaces)
                 requests.append(request)
                 inverses.append(inverse)
             } catch {
@@ -87,7 +88,7 @@ struct NetlinkExecutor: ChangeExecutor {
 
     /// The request for one change and the step that undoes it.
     private func build(
-        _ change: NetlinkChange, indices: [String: Int32], namespaceFDs: inout [String: Int32]
+        _ change: NetlinkChange, indices: [String: Int32], namespaces: inout [String: FileDescriptor]
     ) throws -> (NetlinkRequest, UndoStep) {
         func index(_ device: String) throws -> Int32 {
             guard let i = indices[device] else {
@@ -101,7 +102,7 @@ struct NetlinkExecutor: ChangeExecutor {
                 name: NodeNetNames.hostDevice,
                 kind: .veth(peer: VethPeer(name: NodeNetNames.netDevice, mtu: mtu, noARP: true)),
                 mtu: mtu, up: true, noARP: true)
-            return (config.createRequest(), inverse(.node, Link.deleteRequest(named: NodeNetNames.hostDevice)))
+            return (config.createRequest(), inverse(.node, LinkName(NodeNetNames.hostDevice).deleteRequest))
         case .setLink(let scope, let device, let change, let undoChange):
             return (change.request(named: device), inverse(scope, undoChange.request(named: device)))
         case .addAddress(let scope, let device, let prefix, let addressScope):
@@ -121,22 +122,17 @@ struct NetlinkExecutor: ChangeExecutor {
         case .deleteRoute(let scope, let route):
             return (route.deleteRequest, inverse(scope, route.addRequest))
         case .createEndpoint(let device, let netns, let mtu):
-            let fd: Int32
-            if let open = namespaceFDs[netns] {
-                fd = open
-            } else {
-                fd = try NetworkNamespace.open(NamespaceReference(netns))
-                namespaceFDs[netns] = fd
-            }
+            let namespace = try namespaces[netns] ?? NetworkNamespace.open(NamespaceReference(netns))
+            namespaces[netns] = namespace
             let config = LinkConfiguration(
                 name: device,
                 kind: .veth(
                     peer: VethPeer(name: NodeNetNames.podDevice, namespace: NamespaceReference(netns), mtu: mtu)),
                 mtu: mtu, up: true)
-            return (config.createRequest(peerNamespaceFD: fd), inverse(.node, Link.deleteRequest(named: device)))
+            return (config.createRequest(peerNamespace: namespace), inverse(.node, LinkName(device).deleteRequest))
         case .deleteLink(let scope, let device):
             return (
-                Link.deleteRequest(named: device),
+                LinkName(device).deleteRequest,
                 .irreversible("\(device) in \(scope) was deleted and cannot be restored")
             )
         }

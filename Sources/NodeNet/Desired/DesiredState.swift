@@ -41,7 +41,7 @@ public struct DesiredState: Sendable, Equatable {
         let mtu = node.mtu ?? deviceMTU
         self.mtu = mtu
         routerIP = node.routerIP
-        let routerHost = IPPrefix(node.routerIP, length: 32)!
+        let routerHost = IPPrefix(host: node.routerIP)
         routerRoute = RouteIntent(destination: routerHost, device: NodeNetNames.hostDevice, scope: .link)
         podCIDRRoute = RouteIntent(
             destination: node.podCIDR, gateway: node.routerIP, device: NodeNetNames.hostDevice, source: node.routerIP)
@@ -55,10 +55,10 @@ public struct DesiredState: Sendable, Equatable {
                 podRoutes: [
                     RouteIntent(destination: routerHost, device: NodeNetNames.podDevice, scope: .link),
                     RouteIntent(
-                        destination: IPPrefix("0.0.0.0/0")!, gateway: node.routerIP, device: NodeNetNames.podDevice,
+                        destination: "0.0.0.0/0", gateway: node.routerIP, device: NodeNetNames.podDevice,
                         mtu: mtu),
                 ],
-                podRoute: RouteIntent(destination: IPPrefix(pod.ip, length: 32)!, device: device, scope: .link))
+                podRoute: RouteIntent(destination: IPPrefix(host: pod.ip), device: device, scope: .link))
         }
         var sysctls = [SysctlSetting(key: "net.ipv4.ip_forward", value: "1")]
         for device in [NodeNetNames.hostDevice, NodeNetNames.netDevice] + endpoints.map(\.hostDevice) {

@@ -80,7 +80,7 @@ extension NodeSpec {
                         key: FrontendKey(address: service.clusterIP, port: UInt16(port.port), protocol: port.protocol),
                         type: .clusterIP, service: service.name, backends: unique))
                 if service.type == .nodePort, let nodePort = port.nodePort {
-                    for address in [node.address, IPAddress("0.0.0.0")!] {
+                    for address in [node.address, IPAddress("0.0.0.0")] {
                         result.append(
                             DesiredFrontend(
                                 key: FrontendKey(address: address, port: UInt16(nodePort), protocol: port.protocol),

@@ -57,15 +57,14 @@ extension NodeController {
         let known = Set(ledger?.endpoints.map(\.hostDevice) ?? [])
         let devices = known.union(Set(extraEndpoints).intersection(known)).filter { links[$0] != nil }
         for device in devices.sorted() {
-            try socket.deleteLink(named: device)
+            try socket.delete(.link(named: device))
             report.endpoints += 1
         }
         // Our programs on devices that stay (the native device): only filters named nodenet-*.
         for link in links.values where !devices.contains(link.name) && !link.name.hasPrefix("cilium_") {
             for f in (try? socket.filters(interfaceIndex: link.index, direction: .ingress)) ?? []
             where DatapathProgram.isOurs(f) {
-                try socket.deleteFilter(
-                    interfaceIndex: link.index, direction: .ingress, priority: f.priority, handle: f.handle)
+                try socket.delete(f)
                 report.programs += 1
             }
         }
@@ -76,7 +75,7 @@ extension NodeController {
             report.pinsRemoved = true
         }
         if ledger != nil, links[NodeNetNames.hostDevice] != nil {
-            try socket.deleteLink(named: NodeNetNames.hostDevice)
+            try socket.delete(.link(named: NodeNetNames.hostDevice))
             report.hostPair = true
         }
         for (key, value) in (ledger?.sysctlOriginals ?? [:]).sorted(by: { $0.key < $1.key }) {

@@ -120,7 +120,7 @@ public struct Planner {
                 .update, .link, .node, "link \(NodeNetNames.netDevice)", wanted: "up", found: "down (new)",
                 .setLink(.node, device: NodeNetNames.netDevice, LinkChange(up: true), undo: LinkChange(up: false)))
             planAddress(
-                NodeNetNames.hostDevice, IPPrefix(desired.routerIP, length: 32)!, scope: .link, in: .node,
+                NodeNetNames.hostDevice, IPPrefix(host: desired.routerIP), scope: .link, in: .node,
                 observed: node, deviceIsNew: true)
             return
         }
@@ -133,7 +133,7 @@ public struct Planner {
         }
         for link in [host, net] { planLinkState(link, in: .node, mtu: desired.mtu, noARP: true) }
         planAddress(
-            NodeNetNames.hostDevice, IPPrefix(desired.routerIP, length: 32)!, scope: .link, in: .node, observed: node,
+            NodeNetNames.hostDevice, IPPrefix(host: desired.routerIP), scope: .link, in: .node, observed: node,
             deviceIsNew: false)
     }
 
@@ -267,7 +267,7 @@ public struct Planner {
         }
         let view: ObservedNamespace? = fresh ? nil : podNS
         planAddress(
-            NodeNetNames.podDevice, IPPrefix(endpoint.pod.ip, length: 32)!, scope: .universe, in: scope, observed: view,
+            NodeNetNames.podDevice, IPPrefix(host: endpoint.pod.ip), scope: .universe, in: scope, observed: view,
             deviceIsNew: fresh)
         for intent in endpoint.podRoutes { planRoute(intent, in: scope, observed: view) }
     }
@@ -295,7 +295,7 @@ public struct Planner {
                     found: route.describe(names: podNS.names), .deleteRoute(scope, route))
             }
             for address in podNS.addresses(on: NodeNetNames.podDevice)
-            where address.prefix != IPPrefix(endpoint.pod.ip, length: 32) {
+            where address.prefix != IPPrefix(host: endpoint.pod.ip) {
                 add(
                     .delete, .address, scope, "address \(address.prefix) on \(NodeNetNames.podDevice)", wanted: nil,
                     found: "\(address.prefix)",
@@ -303,7 +303,7 @@ public struct Planner {
             }
         }
         for address in node.addresses(on: NodeNetNames.hostDevice)
-        where address.prefix != IPPrefix(desired.routerIP, length: 32) {
+        where address.prefix != IPPrefix(host: desired.routerIP) {
             add(
                 .delete, .address, .node, "address \(address.prefix) on \(NodeNetNames.hostDevice)", wanted: nil,
                 found: "\(address.prefix)",
