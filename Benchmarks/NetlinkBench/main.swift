@@ -88,7 +88,7 @@ func destination(_ i: Int) -> IPPrefix {
 }
 
 /// A fresh namespace with `v0` (a veth, up) to route to. Removed by `body`'s end.
-func withBenchNamespace<T>(_ body: (String, NetlinkSocket, Int32) throws -> T) throws -> T {
+func withBenchNamespace<T>(_ body: (String, NetlinkSocket, InterfaceIndex) throws -> T) throws -> T {
     let name = "nnbench\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
     try NetworkNamespace.create(name)
     defer { try? NetworkNamespace.delete(name) }
@@ -109,7 +109,7 @@ func measure(count: Int) throws -> [Double] {
     var ipStartup = 0.0
     try withBenchNamespace { _, s, index in
         let requests = (0..<count).map {
-            Route(destination: destination($0), outputInterface: index, scope: .link, protocol: proto).addRequest
+            Route(destination: destination($0), interfaceIndex: index, scope: .link, protocol: proto).addRequest
         }
         var failures = 0
         nodenetAdd = seconds {

@@ -31,7 +31,7 @@ do {
     print("routes of protocol 207 (nodenet): \(owned.count)")
     for route in owned {
         let via = route.gateway.map { " via \($0)" } ?? ""
-        print("  \(route.destination)\(via) dev \(route.outputInterface.flatMap { names[$0] } ?? "?")")
+        print("  \(route.destination)\(via) dev \(route.interfaceIndex.flatMap { names[$0] } ?? "?")")
     }
 } catch let error as NetlinkError {
     // The kernel's own words (extended ACK) and what we were doing.

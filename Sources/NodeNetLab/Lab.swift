@@ -75,7 +75,7 @@ public struct Lab: Sendable {
             try s.add(
                 Route(
                     destination: "0.0.0.0/0", gateway: cluster.externalAddress,
-                    outputInterface: try s.link(named: "eth0")!.index))
+                    interfaceIndex: try s.link(named: "eth0")!.index))
             for pod in node.pods {
                 let podNS = cluster.namespace(ofPod: pod.name)
                 try NetworkNamespace.create(podNS)

@@ -116,7 +116,7 @@ struct DatapathTests {
                 try endpoints.update(
                     Self.key(pod.ip),
                     nodenet_endpoint(
-                        ifindex: UInt32(lxc.index), host_mac: Self.mac(lxc.address!), pod_mac: Self.mac(eth0.address!),
+                        ifindex: lxc.index.unsigned, host_mac: Self.mac(lxc.address!), pod_mac: Self.mac(eth0.address!),
                         flags: 0))
                 try node.addClsact(interfaceIndex: lxc.index)
                 try node.add(
@@ -209,7 +209,7 @@ extension DatapathTests {
                     guard fd >= 0 else { throw BPFError(errno, "AF_PACKET socket") }
                     defer { close(fd) }
                     var addr = LinkLayerAddress()
-                    addr.ifindex = eth0.index
+                    addr.ifindex = eth0.index.rawValue
                     addr.halen = 6
                     let n = withUnsafePointer(to: &addr) { a in
                         a.withMemoryRebound(to: sockaddr.self, capacity: 1) {

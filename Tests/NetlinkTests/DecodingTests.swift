@@ -50,7 +50,7 @@ import Testing
         #expect(direct.table == RouteTable.main)
         #expect(direct.scope == .universe && direct.type == .unicast)
         let host = try #require(routes.first { $0.destination == IPPrefix("10.0.2.184/32") })
-        #expect(host.scope == .link && host.gateway == nil && host.outputInterface == direct.outputInterface)
+        #expect(host.scope == .link && host.gateway == nil && host.interfaceIndex == direct.interfaceIndex)
     }
 
     @Test func unknownRouteAttributesAreSentBackOnAddAndReplaceButNotOnDelete() throws {

@@ -10,7 +10,7 @@ import Testing
 @Suite struct EncodingTests {
     @Test func routeAddRequest() {
         let route = Route(
-            destination: IPPrefix("10.0.1.0/24"), gateway: IPAddress("172.18.0.3"), outputInterface: 2,
+            destination: IPPrefix("10.0.1.0/24"), gateway: IPAddress("172.18.0.3"), interfaceIndex: 2,
             protocol: RouteProtocol(rawValue: 77), onLink: true)
         let bytes = route.addRequest.message.finished(sequence: 7, portID: 99)
         // nlmsghdr: len 60, RTM_NEWROUTE, CREATE|EXCL, seq 7, port 99;

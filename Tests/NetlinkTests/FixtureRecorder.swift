@@ -62,8 +62,8 @@ struct FixtureRecorder {
             try socket.add(
                 Route(
                     destination: IPPrefix("10.0.1.0/24"), gateway: IPAddress("172.18.0.3"),
-                    outputInterface: veth0.index, protocol: RouteProtocol(rawValue: 77), onLink: true, mtu: 1450))
-            try socket.add(Route(destination: IPPrefix("10.0.2.184/32"), outputInterface: veth0.index, scope: .link))
+                    interfaceIndex: veth0.index, protocol: RouteProtocol(rawValue: 77), onLink: true, mtu: 1450))
+            try socket.add(Route(destination: IPPrefix("10.0.2.184/32"), interfaceIndex: veth0.index, scope: .link))
             try socket.replace(
                 Neighbour(
                     interfaceIndex: veth0.index, address: IPAddress("10.0.2.7"),
@@ -107,7 +107,7 @@ struct FixtureRecorder {
             recording.sent.removeAll()
             _ = try? socket.add(
                 Route(
-                    destination: IPPrefix("10.0.9.0/24"), gateway: IPAddress("192.0.2.1"), outputInterface: veth0.index
+                    destination: IPPrefix("10.0.9.0/24"), gateway: IPAddress("192.0.2.1"), interfaceIndex: veth0.index
                 ))
             try write(
                 "error-bad-gateway",

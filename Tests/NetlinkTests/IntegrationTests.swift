@@ -72,16 +72,16 @@ struct IntegrationTests {
     @Test func linkAttributesChange() throws {
         try withPair { a, _, _, va, _ in
             let mac = MACAddress("02:00:0a:00:02:b8")!
-            try a.setLink(index: va.index, LinkChange(noARP: true, mtu: 1400, address: mac))
-            let changed = try #require(try a.link(index: va.index))
+            try a.setLink(interfaceIndex: va.index, LinkChange(noARP: true, mtu: 1400, address: mac))
+            let changed = try #require(try a.link(interfaceIndex: va.index))
             #expect(changed.isNoARP && changed.mtu == 1400 && changed.address == mac)
             try a.add(LinkConfiguration(name: "br0", kind: .bridge, up: true))
             let bridge = try #require(try a.link(named: "br0"))
-            try a.setLink(index: va.index, LinkChange(masterIndex: bridge.index))
-            #expect(try a.link(index: va.index)?.masterIndex == bridge.index)
-            #expect(try a.link(index: va.index)?.slaveKind == "bridge")
-            try a.setLink(index: va.index, LinkChange(masterIndex: 0))
-            #expect(try a.link(index: va.index)?.masterIndex == nil)
+            try a.setLink(interfaceIndex: va.index, LinkChange(masterIndex: bridge.index))
+            #expect(try a.link(interfaceIndex: va.index)?.masterIndex == bridge.index)
+            #expect(try a.link(interfaceIndex: va.index)?.slaveKind == "bridge")
+            try a.setLink(interfaceIndex: va.index, LinkChange(masterIndex: 0))
+            #expect(try a.link(interfaceIndex: va.index)?.masterIndex == nil)
             try a.delete(.link(named: "br0"))
             #expect(try a.link(named: "br0") == nil)
         }
@@ -91,7 +91,7 @@ struct IntegrationTests {
         try withPair { a, b, names, _, _ in
             try a.add(LinkConfiguration(name: "m0", kind: .veth(peer: VethPeer(name: "m1"))))
             let m1 = try #require(try a.link(named: "m1"))
-            try a.moveLink(index: m1.index, to: .named(names[1]))
+            try a.moveLink(interfaceIndex: m1.index, to: .named(names[1]))
             #expect(try a.link(named: "m1") == nil)
             #expect(try b.link(named: "m1")?.kind == "veth")
         }
@@ -118,16 +118,16 @@ struct IntegrationTests {
             try a.add(InterfaceAddress(interfaceIndex: 1, prefix: IPPrefix("10.99.1.1/32")))
             try b.add(InterfaceAddress(interfaceIndex: vb.index, prefix: IPPrefix("10.99.0.2/32"), scope: .universe))
             // /32 gives no connected route: a scope-link host route each way, then B's default.
-            try a.add(Route(destination: IPPrefix("10.99.0.2/32"), outputInterface: va.index, scope: .link))
-            try b.add(Route(destination: IPPrefix("10.99.0.1/32"), outputInterface: vb.index, scope: .link))
+            try a.add(Route(destination: IPPrefix("10.99.0.2/32"), interfaceIndex: va.index, scope: .link))
+            try b.add(Route(destination: IPPrefix("10.99.0.1/32"), interfaceIndex: vb.index, scope: .link))
             try b.add(
                 Route(
-                    destination: IPPrefix("0.0.0.0/0"), gateway: IPAddress("10.99.0.1"), outputInterface: vb.index,
+                    destination: IPPrefix("0.0.0.0/0"), gateway: IPAddress("10.99.0.1"), interfaceIndex: vb.index,
                     onLink: true, mtu: 1500))
 
             let addresses = try b.addresses(family: .inet, interfaceIndex: vb.index)
             #expect(addresses.map(\.prefix) == [IPPrefix("10.99.0.2/32")])
-            let routes = try b.routes(RouteFilter(outputInterface: vb.index))
+            let routes = try b.routes(RouteFilter(interfaceIndex: vb.index))
             let def = try #require(routes.first { $0.isDefault })
             #expect(def.gateway == IPAddress("10.99.0.1") && def.onLink && def.mtu == 1500)
             #expect(try b.routeLookup(to: IPAddress("10.99.1.1")).gateway == IPAddress("10.99.0.1"))
@@ -144,7 +144,7 @@ struct IntegrationTests {
     @Test func replaceChangesTheGatewayWhileAddExclusiveFails() throws {
         try withPair { a, _, _, va, _ in
             let route = Route(
-                destination: IPPrefix("10.50.0.0/24"), gateway: IPAddress("10.99.0.2"), outputInterface: va.index,
+                destination: IPPrefix("10.50.0.0/24"), gateway: IPAddress("10.99.0.2"), interfaceIndex: va.index,
                 onLink: true)
             try a.add(route)
             let error = #expect(throws: NetlinkError.self) { try a.add(route) }
@@ -153,13 +153,13 @@ struct IntegrationTests {
             var moved = route
             moved.gateway = IPAddress("10.99.0.3")
             try a.replace(moved)
-            let found = try a.routes(RouteFilter(outputInterface: va.index)).filter {
+            let found = try a.routes(RouteFilter(interfaceIndex: va.index)).filter {
                 $0.destination == route.destination
             }
             #expect(found.count == 1)
             #expect(found.first?.gateway == IPAddress("10.99.0.3"))
             try a.delete(moved)
-            #expect(try a.routes(RouteFilter(outputInterface: va.index)).isEmpty)
+            #expect(try a.routes(RouteFilter(interfaceIndex: va.index)).isEmpty)
             #expect(throws: NetlinkError(.notFound)) { try a.delete(moved) }
         }
     }
@@ -169,13 +169,13 @@ struct IntegrationTests {
             // RTA_FLOW (realms, 11) is not a field of Route: it travels as an unknown attribute.
             let realms = NetlinkAttribute(type: 11, payload: [0x03, 0x00, 0x05, 0x00][...])
             var route = Route(
-                destination: IPPrefix("10.51.0.0/24"), gateway: IPAddress("10.99.0.2"), outputInterface: va.index,
+                destination: IPPrefix("10.51.0.0/24"), gateway: IPAddress("10.99.0.2"), interfaceIndex: va.index,
                 onLink: true)
             route.unknownAttributes = [realms]
             try a.add(route)
             func dumped() throws -> Route {
                 try #require(
-                    try a.routes(RouteFilter(outputInterface: va.index)).first { $0.destination == route.destination })
+                    try a.routes(RouteFilter(interfaceIndex: va.index)).first { $0.destination == route.destination })
             }
             var read = try dumped()
             #expect(read.unknownAttributes.contains(realms), "the kernel keeps the realms: \(read.unknownAttributes)")
@@ -192,7 +192,7 @@ struct IntegrationTests {
     @Test func badGatewayCarriesTheKernelsWords() throws {
         try withPair { a, _, _, va, _ in
             let route = Route(
-                destination: IPPrefix("10.0.1.0/24"), gateway: IPAddress("172.18.0.3"), outputInterface: va.index)
+                destination: IPPrefix("10.0.1.0/24"), gateway: IPAddress("172.18.0.3"), interfaceIndex: va.index)
             let error = #expect(throws: NetlinkError.self) { try a.add(route) }
             #expect(error?.kernelMessage == "Nexthop has invalid gateway")
             #expect(
@@ -208,19 +208,19 @@ struct IntegrationTests {
             let wanted = (0..<10_000).map { i in
                 Route(
                     destination: IPPrefix(IPAddress(ipv4: 0x0AC8_0000 + UInt32(i)), length: 32)!,
-                    outputInterface: va.index, scope: .link, protocol: proto)
+                    interfaceIndex: va.index, scope: .link, protocol: proto)
             }
             let results = a.batch(wanted.map(\.addRequest))
             #expect(results.allSatisfy { if case .success = $0 { true } else { false } })
             let dumped = try a.routes(RouteFilter(protocol: proto))
             #expect(dumped.count == 10_000)
             #expect(Set(dumped.map(\.destination)) == Set(wanted.map(\.destination)))
-            #expect(dumped.allSatisfy { $0.outputInterface == va.index && $0.scope == .link && $0.protocol == proto })
+            #expect(dumped.allSatisfy { $0.interfaceIndex == va.index && $0.scope == .link && $0.protocol == proto })
             // A second batch of the same adds fails route by route, with the kernel's errno.
             let again = a.batch(Array(wanted.prefix(3)).map(\.addRequest))
             #expect(again.allSatisfy { if case .failure(let e) = $0 { e == NetlinkError(.exists) } else { false } })
             // The kernel filter really filters: other protocols are not returned.
-            try a.add(Route(destination: IPPrefix("10.201.0.0/24"), outputInterface: va.index, scope: .link))
+            try a.add(Route(destination: IPPrefix("10.201.0.0/24"), interfaceIndex: va.index, scope: .link))
             #expect(try a.routes(RouteFilter(protocol: proto)).count == 10_000)
             #expect(a.batch(wanted.map(\.deleteRequest)).allSatisfy { if case .success = $0 { true } else { false } })
             #expect(try a.routes(RouteFilter(protocol: proto)).isEmpty)
@@ -235,14 +235,14 @@ struct IntegrationTests {
             let monitor = try NetlinkMonitor(namespace: ns, groups: [.ipv4Route, .link])
             defer { monitor.stop() }
             try NetlinkSocket(namespace: ns).add(
-                Route(destination: IPPrefix("10.77.0.0/16"), outputInterface: 1, scope: .link))
+                Route(destination: IPPrefix("10.77.0.0/16"), interfaceIndex: 1, scope: .link))
             let seen = try await withTimeout(seconds: 5) { () -> Route? in
                 for await event in monitor {
                     if case .newRoute(let r) = event, r.destination == IPPrefix("10.77.0.0/16") { return r }
                 }
                 return nil
             }
-            #expect(seen?.outputInterface == 1)
+            #expect(seen?.interfaceIndex == 1)
         }
     }
 
@@ -257,7 +257,7 @@ struct IntegrationTests {
             subscribed.setReceiveBuffer(4096)
             let routes = (0..<2_000).map {
                 Route(
-                    destination: IPPrefix(IPAddress(ipv4: 0x0A4D_0000 + UInt32($0)), length: 32)!, outputInterface: 1,
+                    destination: IPPrefix(IPAddress(ipv4: 0x0A4D_0000 + UInt32($0)), length: 32)!, interfaceIndex: 1,
                     scope: .link)
             }
             _ = s.batch(routes.map(\.addRequest))
@@ -279,7 +279,7 @@ struct IntegrationTests {
                                     Route(
                                         destination: IPPrefix(
                                             IPAddress(ipv4: 0x0A4E_0000 + UInt32(i) << 8), length: 24)!,
-                                        outputInterface: 1, scope: .link))
+                                        interfaceIndex: 1, scope: .link))
                                 try? await Task.sleep(nanoseconds: 50_000_000)
                             }
                         }
@@ -382,13 +382,13 @@ struct IntegrationTests {
                         try s.add(
                             Route(
                                 destination: IPPrefix(IPAddress(ipv4: 0x0A58_0000 + UInt32(i) << 8), length: 24)!,
-                                outputInterface: 1, scope: .link))
+                                interfaceIndex: 1, scope: .link))
                         return try s.links().count
                     }
                 }
                 for try await count in group { #expect(count == 1) }
             }
-            #expect(try s.routes(RouteFilter(outputInterface: 1)).count == 16)
+            #expect(try s.routes(RouteFilter(interfaceIndex: 1)).count == 16)
         }
     }
 }

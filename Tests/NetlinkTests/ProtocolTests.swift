@@ -76,7 +76,7 @@ import Testing
             return [KernelSays.ack(for: other, error: -Errno.invalidArgument.rawValue), KernelSays.ack(for: request)]
         }
         let socket = NetlinkSocket(transport: kernel)
-        try socket.add(Route(destination: IPPrefix("10.0.1.0/24"), outputInterface: 2))
+        try socket.add(Route(destination: IPPrefix("10.0.1.0/24"), interfaceIndex: 2))
         let sent = try NetlinkMessage.parse(kernel.sent[0][...])[0]
         #expect(sent.header.flags.contains(.ack))
         #expect(sent.header.portID == 4242)
@@ -91,7 +91,7 @@ import Testing
             ]
         }
         let socket = NetlinkSocket(transport: kernel)
-        let route = Route(destination: IPPrefix("10.0.1.0/24"), gateway: IPAddress("172.18.0.3"), outputInterface: 2)
+        let route = Route(destination: IPPrefix("10.0.1.0/24"), gateway: IPAddress("172.18.0.3"), interfaceIndex: 2)
         let error = #expect(throws: NetlinkError.self) { try socket.add(route) }
         #expect(error?.kernelMessage == "Invalid gateway")
         #expect(error?.attributeOffset == 44)
@@ -106,7 +106,7 @@ import Testing
 
     @Test func uncappedAckSkipsTheEchoedRequest() throws {
         // Without NETLINK_CAP_ACK the whole request sits between nlmsgerr and the TLVs.
-        let request = Route(destination: IPPrefix("10.0.1.0/24"), outputInterface: 2).addRequest.message.finished(
+        let request = Route(destination: IPPrefix("10.0.1.0/24"), interfaceIndex: 2).addRequest.message.finished(
             sequence: 5, portID: 1)
         var payload: [UInt8] = []
         payload.appendI32(-Errno.exists.rawValue)
@@ -143,7 +143,7 @@ import Testing
         }
         let socket = NetlinkSocket(transport: kernel)
         let requests = (0..<5000).map { i in
-            Route(destination: IPPrefix(IPAddress(ipv4: 0x0A64_0000 + UInt32(i)), length: 32)!, outputInterface: 2)
+            Route(destination: IPPrefix(IPAddress(ipv4: 0x0A64_0000 + UInt32(i)), length: 32)!, interfaceIndex: 2)
                 .addRequest
         }
         let results = socket.batch(requests)

@@ -157,7 +157,7 @@ struct AgentIntegrationTests {
             let before = lines.all.count
             try node.add(
                 Route(
-                    destination: IPPrefix("10.77.0.0/16"), outputInterface: try node.link(named: "eth0")!.index,
+                    destination: IPPrefix("10.77.0.0/16"), interfaceIndex: try node.link(named: "eth0")!.index,
                     scope: .link))
             try await Task.sleep(nanoseconds: 300_000_000)
             // Judged by why each reconcile ran, not by a count: the lab's own devices can still send

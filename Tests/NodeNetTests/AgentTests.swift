@@ -29,7 +29,7 @@ import Testing
         let lxc = NodeNetNames.endpointDevice(for: spec.pods[0])
         let owned = RouteIntent(destination: IPPrefix("10.0.1.0/24"), gateway: IPAddress("172.18.0.3"), device: "eth0")
             .route(interfaceIndex: 2)
-        let foreign = Route(destination: IPPrefix("10.77.0.0/16"), outputInterface: 2, protocol: .boot)
+        let foreign = Route(destination: IPPrefix("10.77.0.0/16"), interfaceIndex: 2, protocol: .boot)
         #expect(filter.concerns(.deletedRoute(owned)) == "route 10.0.1.0/24 deleted")
         #expect(filter.concerns(.deletedRoute(foreign)) == nil)
         #expect(filter.concerns(.newRoute(foreign)) == nil)

@@ -88,11 +88,11 @@ struct ApplyIntegrationTests {
             #expect(try controller.plan().isEmpty)
             // A marker change proves the monitors work; nothing may come before it.
             try NetlinkSocket(namespace: t.namespace).add(
-                Route(destination: IPPrefix("10.250.0.0/16"), outputInterface: 1, scope: .link))
+                Route(destination: IPPrefix("10.250.0.0/16"), interfaceIndex: 1, scope: .link))
             let pod = try NetlinkSocket(namespace: .named(t.pods[0]))
             try pod.add(
                 Route(
-                    destination: IPPrefix("10.250.0.0/16"), outputInterface: try pod.link(named: "eth0")!.index,
+                    destination: IPPrefix("10.250.0.0/16"), interfaceIndex: try pod.link(named: "eth0")!.index,
                     scope: .link))
             for monitor in [nodeEvents, podEvents] {
                 let first = try await withTimeout(seconds: 5) { () -> String in
@@ -116,7 +116,7 @@ struct ApplyIntegrationTests {
             // A foreign route in the same table: never touched.
             try node.add(
                 Route(
-                    destination: IPPrefix("10.123.0.0/16"), gateway: IPAddress("172.18.0.3"), outputInterface: eth0,
+                    destination: IPPrefix("10.123.0.0/16"), gateway: IPAddress("172.18.0.3"), interfaceIndex: eth0,
                     protocol: .static))
             let full = t.spec()
             _ = try t.controller(full).apply()
@@ -539,7 +539,8 @@ extension BPFModeApplyTests {
             let lxcPin = try #require(pins.first { $0.hasPrefix("from-container@\(lxc0)@") })
             let info = try BPFLink.info(pinnedAt: "\(dir)/\(netdevPin)")
             let eth0 = try #require(try NetlinkSocket(namespace: t.namespace).link(named: "eth0"))
-            #expect(info.isTCX && info.ifindex == UInt32(eth0.index) && info.attachType == BPFLinkInfo.attachTCXIngress)
+            #expect(
+                info.isTCX && info.ifindex == eth0.index.unsigned && info.attachType == BPFLinkInfo.attachTCXIngress)
             #expect(try BPFProgramInfo(id: info.programID).name == "nodenet_from_ne")
             #expect(try t.controller(spec).plan().isEmpty, "this build's programs, where the pins say: converged")
             #expect(DatapathProgram.buildTags.count == 2, "tags compared too, not only names")

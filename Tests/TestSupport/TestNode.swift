@@ -34,13 +34,13 @@ public struct TestNode {
         try n.add(InterfaceAddress(interfaceIndex: eth0.index, prefix: IPPrefix("172.18.0.2/16")))
         let f = try NetlinkSocket(namespace: .named(fabric))
         let feth = try f.link(named: "eth0")!
-        try f.setLink(index: feth.index, LinkChange(up: true))
+        try f.setLink(interfaceIndex: feth.index, LinkChange(up: true))
         for a in ["172.18.0.3/16", "172.18.0.4/16"] {
             try f.add(InterfaceAddress(interfaceIndex: feth.index, prefix: IPPrefix(a)!))
         }
         // The way back to this node's pods, as the other nodes' direct routes would give it.
         try f.add(
-            Route(destination: IPPrefix("10.0.2.0/24"), gateway: IPAddress("172.18.0.2"), outputInterface: feth.index))
+            Route(destination: IPPrefix("10.0.2.0/24"), gateway: IPAddress("172.18.0.2"), interfaceIndex: feth.index))
     }
 
     /// The seed's worker2 with `podCount` pods (10.0.2.32, 10.0.2.204, then 10.0.2.10…).

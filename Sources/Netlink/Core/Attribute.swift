@@ -20,6 +20,7 @@ public struct NetlinkAttribute: Sendable, Equatable {
     public var u16: UInt16? { try? reader.u16(0) }
     public var u32: UInt32? { try? reader.u32(0) }
     public var i32: Int32? { try? reader.i32(0) }
+    public var interfaceIndex: InterfaceIndex? { i32.map { InterfaceIndex($0) } }
     public var string: String { payload.cString }
     /// The payload parsed as nested attributes.
     public func nested() throws -> AttributeList { try AttributeList(parsing: payload) }

@@ -39,6 +39,7 @@ struct ByteReader {
     }
 
     func i32(_ offset: Int) throws -> Int32 { Int32(bitPattern: try u32(offset)) }
+    func interfaceIndex(_ offset: Int) throws -> InterfaceIndex { InterfaceIndex(try i32(offset)) }
 }
 
 /// Host-endian appends (netlink is host-endian; nodenet targets little-endian Linux).
@@ -52,6 +53,7 @@ extension Array where Element == UInt8 {
         for i in 0..<4 { append(UInt8((v >> (8 * UInt32(i))) & 0xFF)) }
     }
     mutating func appendI32(_ v: Int32) { appendU32(UInt32(bitPattern: v)) }
+    mutating func appendIndex(_ index: InterfaceIndex) { appendI32(index.rawValue) }
     mutating func padToAlignment() {
         while count % 4 != 0 { append(0) }
     }

@@ -100,6 +100,7 @@ public struct MessageBuilder: Sendable {
         p.appendU32(value)
         attribute(type, p)
     }
+    public mutating func attribute(_ type: UInt16, index: InterfaceIndex) { attribute(type, i32: index.rawValue) }
     public mutating func attribute(_ type: UInt16, i32 value: Int32) { attribute(type, u32: UInt32(bitPattern: value)) }
     /// A NUL-terminated string attribute.
     public mutating func attribute(_ type: UInt16, string: String) { attribute(type, Array(string.utf8) + [0]) }

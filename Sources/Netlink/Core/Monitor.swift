@@ -16,7 +16,7 @@ public enum NetlinkEvent: Sendable {
     case deletedNeighbour(Neighbour)
     /// An IPv4 per-device setting changed (`RTM_NEWNETCONF`: forwarding, rp_filter, ...),
     /// for the interface with this index (nil: the `all`/`default` settings).
-    case netconf(interfaceIndex: Int32?)
+    case netconf(interfaceIndex: InterfaceIndex?)
     /// The socket's buffer overflowed and the kernel dropped events. State may have
     /// changed unseen: the consumer must re-dump what it cares about.
     case overrun
@@ -39,8 +39,8 @@ public enum NetlinkEvent: Sendable {
                 // struct netconfmsg (family + 3 pad bytes), then NETCONFA_IFINDEX (1, s32).
                 let r = ByteReader(message.payload)
                 let attrs = try AttributeList(parsing: try r.slice(4, r.count - 4))
-                let index = attrs[1]?.i32
-                return .netconf(interfaceIndex: index.flatMap { $0 > 0 ? $0 : nil })
+                let index = attrs[1]?.interfaceIndex
+                return .netconf(interfaceIndex: index.flatMap { $0.rawValue > 0 ? $0 : nil })
             default: return nil
             }
         } catch let error as NetlinkError {

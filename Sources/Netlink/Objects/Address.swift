@@ -1,6 +1,6 @@
 /// An address on an interface (`RTM_NEWADDR`): `10.0.2.184/32 scope link dev cilium_host`.
 public struct InterfaceAddress: Sendable, Equatable {
-    public var interfaceIndex: Int32
+    public var interfaceIndex: InterfaceIndex
     /// The local address and its prefix length.
     public var prefix: IPPrefix
     public var scope: RouteScope
@@ -16,7 +16,7 @@ public struct InterfaceAddress: Sendable, Equatable {
     public static let flagPermanent: UInt32 = 0x80
 
     public init(
-        interfaceIndex: Int32, prefix: IPPrefix, scope: RouteScope = .universe, flags: UInt32 = 0,
+        interfaceIndex: InterfaceIndex, prefix: IPPrefix, scope: RouteScope = .universe, flags: UInt32 = 0,
         peer: IPAddress? = nil, label: String? = nil, broadcast: IPAddress? = nil
     ) {
         self.interfaceIndex = interfaceIndex
@@ -38,7 +38,7 @@ public struct InterfaceAddress: Sendable, Equatable {
         let length = Int(try r.u8(1))
         let shortFlags = try r.u8(2)
         scope = RouteScope(rawValue: try r.u8(3))
-        interfaceIndex = try r.i32(4)
+        interfaceIndex = try r.interfaceIndex(4)
         let attrs = try AttributeList(parsing: try r.slice(Self.headerSize, r.count - Self.headerSize))
         let addressAttr = attrs[IFA.address].flatMap { IPAddress(bytes: $0.payload) }
         let local = attrs[IFA.local].flatMap { IPAddress(bytes: $0.payload) } ?? addressAttr
@@ -56,7 +56,7 @@ public struct InterfaceAddress: Sendable, Equatable {
     func request(type: UInt16, flags requestFlags: NetlinkFlags, verb: String) -> NetlinkRequest {
         var m = MessageBuilder(type: type, flags: requestFlags)
         var header: [UInt8] = [prefix.family.rawValue, prefix.length, UInt8(truncatingIfNeeded: flags), scope.rawValue]
-        header.appendI32(interfaceIndex)
+        header.appendIndex(interfaceIndex)
         m.append(familyHeader: header)
         m.attribute(IFA.local, prefix.address.bytes)
         m.attribute(IFA.address, (peer ?? prefix.address).bytes)
@@ -81,11 +81,11 @@ public struct InterfaceAddress: Sendable, Equatable {
 extension NetlinkSocket {
     /// Addresses, optionally of one family and one interface (filtered by the kernel).
     public func addresses(
-        family: AddressFamily = .unspecified, interfaceIndex: Int32? = nil
+        family: AddressFamily = .unspecified, interfaceIndex: InterfaceIndex? = nil
     ) throws -> [InterfaceAddress] {
         var m = MessageBuilder(type: RTM.getAddress, flags: [])
         var header: [UInt8] = [family.rawValue, 0, 0, 0]
-        header.appendI32(interfaceIndex ?? 0)
+        header.appendIndex(interfaceIndex ?? 0)
         m.append(familyHeader: header)
         return try dump(NetlinkRequest(m, context: "listing addresses")) { try InterfaceAddress(message: $0) }
             .filter { interfaceIndex == nil || $0.interfaceIndex == interfaceIndex }

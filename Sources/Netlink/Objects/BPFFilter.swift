@@ -17,7 +17,7 @@ public enum TCDirection: String, Sendable, Hashable, CaseIterable {
 
 /// A cls_bpf filter to attach: the program (by fd), its name and where it goes.
 public struct BPFFilterConfiguration: Sendable, Equatable {
-    public var interfaceIndex: Int32
+    public var interfaceIndex: InterfaceIndex
     public var direction: TCDirection
     public var programFD: Int32
     /// Shown by `tc filter show` (`name` field); nodenet uses recognisable names.
@@ -28,7 +28,7 @@ public struct BPFFilterConfiguration: Sendable, Equatable {
     public var directAction: Bool
 
     public init(
-        interfaceIndex: Int32, direction: TCDirection, programFD: Int32, name: String, priority: UInt16 = 1,
+        interfaceIndex: InterfaceIndex, direction: TCDirection, programFD: Int32, name: String, priority: UInt16 = 1,
         handle: UInt32 = 1, directAction: Bool = true
     ) {
         self.interfaceIndex = interfaceIndex
@@ -63,7 +63,7 @@ public struct BPFFilterConfiguration: Sendable, Equatable {
 
 /// A tc filter as the kernel lists it (`RTM_NEWTFILTER`).
 public struct TCFilter: Sendable, Equatable {
-    public var interfaceIndex: Int32
+    public var interfaceIndex: InterfaceIndex
     public var parent: UInt32
     public var direction: TCDirection? { TCDirection(parent: parent) }
     public var priority: UInt16
@@ -80,7 +80,7 @@ public struct TCFilter: Sendable, Equatable {
 
     public init(message: NetlinkMessage) throws {
         let r = ByteReader(message.payload)
-        interfaceIndex = try r.i32(4)
+        interfaceIndex = try r.interfaceIndex(4)
         handle = try r.u32(8)
         parent = try r.u32(12)
         let info = try r.u32(16)
@@ -117,7 +117,7 @@ extension NetlinkSocket {
     public func replace(_ filter: BPFFilterConfiguration) throws { try execute(filter.replaceRequest) }
 
     /// Filters on one hook of a link (bare chain entries left out).
-    public func filters(interfaceIndex: Int32, direction: TCDirection) throws -> [TCFilter] {
+    public func filters(interfaceIndex: InterfaceIndex, direction: TCDirection) throws -> [TCFilter] {
         var m = MessageBuilder(type: RTM.getFilter, flags: [])
         m.append(familyHeader: tcmsg(interfaceIndex: interfaceIndex, handle: 0, parent: direction.parent, info: 0))
         return try dump(NetlinkRequest(m, context: "listing \(direction.rawValue) filters on link \(interfaceIndex)"))

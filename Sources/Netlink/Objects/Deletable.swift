@@ -44,8 +44,8 @@ public struct LinkName: NetlinkDeletable, Hashable {
 
 /// The clsact qdisc of a link (deleting it removes every tc filter on the link).
 public struct ClsactQdisc: NetlinkDeletable, Hashable {
-    public var interfaceIndex: Int32
-    public init(interfaceIndex: Int32) { self.interfaceIndex = interfaceIndex }
+    public var interfaceIndex: InterfaceIndex
+    public init(interfaceIndex: InterfaceIndex) { self.interfaceIndex = interfaceIndex }
 
     public var deleteRequest: NetlinkRequest {
         Qdisc.clsactRequest(interfaceIndex: interfaceIndex, type: RTM.delQdisc, flags: [], verb: "deleting")
@@ -54,12 +54,12 @@ public struct ClsactQdisc: NetlinkDeletable, Hashable {
 
 /// One bpf filter on a clsact hook, by priority and handle.
 public struct TCFilterReference: NetlinkDeletable, Hashable {
-    public var interfaceIndex: Int32
+    public var interfaceIndex: InterfaceIndex
     public var direction: TCDirection
     public var priority: UInt16
     public var handle: UInt32
 
-    public init(interfaceIndex: Int32, direction: TCDirection, priority: UInt16, handle: UInt32 = 1) {
+    public init(interfaceIndex: InterfaceIndex, direction: TCDirection, priority: UInt16, handle: UInt32 = 1) {
         self.interfaceIndex = interfaceIndex
         self.direction = direction
         self.priority = priority
@@ -73,7 +73,7 @@ public struct TCFilterReference: NetlinkDeletable, Hashable {
     }
 
     static func deleteRequest(
-        interfaceIndex: Int32, parent: UInt32, priority: UInt16, handle: UInt32, kind: String, hook: String
+        interfaceIndex: InterfaceIndex, parent: UInt32, priority: UInt16, handle: UInt32, kind: String, hook: String
     ) -> NetlinkRequest {
         var m = MessageBuilder(type: RTM.delFilter, flags: [])
         m.append(
@@ -106,12 +106,14 @@ extension NetlinkDeletable where Self == LinkName {
 }
 
 extension NetlinkDeletable where Self == ClsactQdisc {
-    public static func clsact(interfaceIndex: Int32) -> ClsactQdisc { ClsactQdisc(interfaceIndex: interfaceIndex) }
+    public static func clsact(interfaceIndex: InterfaceIndex) -> ClsactQdisc {
+        ClsactQdisc(interfaceIndex: interfaceIndex)
+    }
 }
 
 extension NetlinkDeletable where Self == TCFilterReference {
     public static func filter(
-        interfaceIndex: Int32, direction: TCDirection, priority: UInt16, handle: UInt32 = 1
+        interfaceIndex: InterfaceIndex, direction: TCDirection, priority: UInt16, handle: UInt32 = 1
     ) -> TCFilterReference {
         TCFilterReference(interfaceIndex: interfaceIndex, direction: direction, priority: priority, handle: handle)
     }

@@ -1,6 +1,6 @@
 /// A network interface as the kernel reports it (`RTM_NEWLINK`).
 public struct Link: Sendable, Equatable {
-    public var index: Int32
+    public var index: InterfaceIndex
     public var name: String
     /// ARPHRD type (1 = Ethernet, 772 = loopback).
     public var hardwareType: UInt16
@@ -11,9 +11,9 @@ public struct Link: Sendable, Equatable {
     public var kind: String?
     /// `IFLA_INFO_SLAVE_KIND` when the link has a master (`bridge`).
     public var slaveKind: String?
-    public var masterIndex: Int32?
+    public var masterIndex: InterfaceIndex?
     /// `IFLA_LINK`: for a veth, the peer's ifindex (in the peer's namespace).
-    public var peerIndex: Int32?
+    public var peerIndex: InterfaceIndex?
     /// `IFLA_LINK_NETNSID`: the namespace id (as seen from here) holding the peer.
     public var linkNetnsID: Int32?
     public var operState: UInt8?
@@ -33,8 +33,8 @@ public struct Link: Sendable, Equatable {
 
     /// A link value built by hand (tests, planners working from recorded state).
     public init(
-        index: Int32, name: String, kind: String? = nil, flags: InterfaceFlags = [], mtu: UInt32? = 1500,
-        address: MACAddress? = nil, peerIndex: Int32? = nil, masterIndex: Int32? = nil
+        index: InterfaceIndex, name: String, kind: String? = nil, flags: InterfaceFlags = [], mtu: UInt32? = 1500,
+        address: MACAddress? = nil, peerIndex: InterfaceIndex? = nil, masterIndex: InterfaceIndex? = nil
     ) {
         self.index = index
         self.name = name
@@ -55,14 +55,14 @@ public struct Link: Sendable, Equatable {
     public init(message: NetlinkMessage) throws {
         let r = ByteReader(message.payload)
         hardwareType = try r.u16(2)
-        index = try r.i32(4)
+        index = try r.interfaceIndex(4)
         flags = InterfaceFlags(rawValue: try r.u32(8))
         let attrs = try AttributeList(parsing: try r.slice(Self.headerSize, r.count - Self.headerSize))
         name = attrs[IFLA.ifname]?.string ?? ""
         mtu = attrs[IFLA.mtu]?.u32
         address = attrs[IFLA.address].flatMap { MACAddress(bytes: $0.payload) }
-        masterIndex = attrs[IFLA.master]?.i32
-        peerIndex = attrs[IFLA.link]?.i32
+        masterIndex = attrs[IFLA.master]?.interfaceIndex
+        peerIndex = attrs[IFLA.link]?.interfaceIndex
         linkNetnsID = attrs[IFLA.linkNetnsID]?.i32
         operState = attrs[IFLA.operState]?.u8
         statistics = try attrs[IFLA.stats64].map { try LinkStatistics(payload: $0.payload) }
@@ -146,11 +146,11 @@ public struct LinkConfiguration: Sendable, Equatable {
     public var address: MACAddress?
     public var up: Bool
     public var noARP: Bool
-    public var masterIndex: Int32?
+    public var masterIndex: InterfaceIndex?
 
     public init(
         name: String, kind: LinkKind, mtu: UInt32? = nil, address: MACAddress? = nil, up: Bool = false,
-        noARP: Bool = false, masterIndex: Int32? = nil
+        noARP: Bool = false, masterIndex: InterfaceIndex? = nil
     ) {
         self.name = name
         self.kind = kind
@@ -172,7 +172,7 @@ public struct LinkConfiguration: Sendable, Equatable {
         m.attribute(IFLA.ifname, string: name)
         if let mtu { m.attribute(IFLA.mtu, u32: mtu) }
         if let address { m.attribute(IFLA.address, address.bytes) }
-        if let masterIndex { m.attribute(IFLA.master, i32: masterIndex) }
+        if let masterIndex { m.attribute(IFLA.master, index: masterIndex) }
         m.nested(IFLA.linkInfo) { info in
             info.attribute(IFLA.infoKind, string: kind.name)
             if case .veth(let peer) = kind {
@@ -205,12 +205,12 @@ public struct LinkChange: Sendable, Equatable {
     public var mtu: UInt32?
     public var address: MACAddress?
     /// A new master's ifindex; 0 releases the link from its master.
-    public var masterIndex: Int32?
+    public var masterIndex: InterfaceIndex?
     public var name: String?
 
     public init(
         up: Bool? = nil, noARP: Bool? = nil, mtu: UInt32? = nil, address: MACAddress? = nil,
-        masterIndex: Int32? = nil, name: String? = nil
+        masterIndex: InterfaceIndex? = nil, name: String? = nil
     ) {
         self.up = up
         self.noARP = noARP
@@ -229,7 +229,7 @@ public struct LinkChange: Sendable, Equatable {
 
     /// The request. `namespace`, when given (an open namespace file), moves the link into it.
     public func request(
-        index: Int32, namespace: FileDescriptor? = nil, describing what: String? = nil
+        index: InterfaceIndex, namespace: FileDescriptor? = nil, describing what: String? = nil
     ) -> NetlinkRequest {
         var m = MessageBuilder(type: RTM.newLink, flags: [])
         var flags: InterfaceFlags = []
@@ -246,18 +246,18 @@ public struct LinkChange: Sendable, Equatable {
         if let name { m.attribute(IFLA.ifname, string: name) }
         if let mtu { m.attribute(IFLA.mtu, u32: mtu) }
         if let address { m.attribute(IFLA.address, address.bytes) }
-        if let masterIndex { m.attribute(IFLA.master, i32: masterIndex) }
+        if let masterIndex { m.attribute(IFLA.master, index: masterIndex) }
         if let namespace { m.attribute(IFLA.netNsFD, u32: UInt32(bitPattern: namespace.rawValue)) }
         return NetlinkRequest(m, context: what ?? "changing link \(index)")
     }
 }
 
 func ifinfomsg(
-    index: Int32, flags: InterfaceFlags, change: InterfaceFlags, family: AddressFamily = .unspecified
+    index: InterfaceIndex, flags: InterfaceFlags, change: InterfaceFlags, family: AddressFamily = .unspecified
 ) -> [UInt8] {
     var b: [UInt8] = [family.rawValue, 0]
     b.appendU16(0)
-    b.appendI32(index)
+    b.appendIndex(index)
     b.appendU32(flags.rawValue)
     b.appendU32(change.rawValue)
     return b
@@ -280,10 +280,10 @@ extension NetlinkSocket {
     }
 
     /// The link with ifindex `index`, or nil when there is none.
-    public func link(index: Int32) throws -> Link? {
+    public func link(interfaceIndex: InterfaceIndex) throws -> Link? {
         var m = MessageBuilder(type: RTM.getLink, flags: [])
-        m.append(familyHeader: ifinfomsg(index: index, flags: [], change: []))
-        return try getLink(m, context: "looking up link \(index)")
+        m.append(familyHeader: ifinfomsg(index: interfaceIndex, flags: [], change: []))
+        return try getLink(m, context: "looking up link \(interfaceIndex)")
     }
 
     private func getLink(_ m: MessageBuilder, context: String) throws -> Link? {
@@ -300,8 +300,8 @@ extension NetlinkSocket {
     }
 
     /// Applies `change` to the link with ifindex `index`.
-    public func setLink(index: Int32, _ change: LinkChange) throws {
-        try execute(change.request(index: index))
+    public func setLink(interfaceIndex: InterfaceIndex, _ change: LinkChange) throws {
+        try execute(change.request(index: interfaceIndex))
     }
 
     /// Applies `change` to the link called `name`.
@@ -313,10 +313,11 @@ extension NetlinkSocket {
     }
 
     /// Moves a link into another namespace (it keeps its name unless it clashes there).
-    public func moveLink(index: Int32, to namespace: NamespaceReference) throws {
+    public func moveLink(interfaceIndex: InterfaceIndex, to namespace: NamespaceReference) throws {
         let target = try NetworkNamespace.open(namespace)
         try execute(
-            LinkChange().request(index: index, namespace: target, describing: "moving link \(index) to \(namespace)"))
+            LinkChange().request(
+                index: interfaceIndex, namespace: target, describing: "moving link \(interfaceIndex) to \(namespace)"))
     }
 
     private func withPeerNamespace(_ link: LinkConfiguration, _ body: (FileDescriptor?) throws -> Void) throws {

@@ -14,7 +14,7 @@ public struct NeighbourState: OptionSet, Sendable, Hashable {
 
 /// A neighbour (ARP / NDP) entry: `10.0.2.184 lladdr aa:bb:.. dev eth0 PERMANENT`.
 public struct Neighbour: Sendable, Equatable {
-    public var interfaceIndex: Int32
+    public var interfaceIndex: InterfaceIndex
     public var address: IPAddress
     public var linkLayerAddress: MACAddress?
     public var state: NeighbourState
@@ -22,7 +22,8 @@ public struct Neighbour: Sendable, Equatable {
     public var unknownAttributes: [NetlinkAttribute]
 
     public init(
-        interfaceIndex: Int32, address: IPAddress, linkLayerAddress: MACAddress?, state: NeighbourState = .permanent
+        interfaceIndex: InterfaceIndex, address: IPAddress, linkLayerAddress: MACAddress?,
+        state: NeighbourState = .permanent
     ) {
         self.interfaceIndex = interfaceIndex
         self.address = address
@@ -38,7 +39,7 @@ public struct Neighbour: Sendable, Equatable {
 
     public init(message: NetlinkMessage) throws {
         let r = ByteReader(message.payload)
-        interfaceIndex = try r.i32(4)
+        interfaceIndex = try r.interfaceIndex(4)
         state = NeighbourState(rawValue: try r.u16(8))
         flags = try r.u8(10)
         let attrs = try AttributeList(parsing: try r.slice(Self.headerSize, r.count - Self.headerSize))
@@ -53,7 +54,7 @@ public struct Neighbour: Sendable, Equatable {
     func request(type: UInt16, flags requestFlags: NetlinkFlags, verb: String) -> NetlinkRequest {
         var m = MessageBuilder(type: type, flags: requestFlags)
         var header: [UInt8] = [address.family.rawValue, 0, 0, 0]
-        header.appendI32(interfaceIndex)
+        header.appendIndex(interfaceIndex)
         header.appendU16(state.rawValue)
         header.append(flags)
         header.append(0)
@@ -71,14 +72,16 @@ public struct Neighbour: Sendable, Equatable {
 
 extension NetlinkSocket {
     /// Neighbour entries, optionally of one family and interface (filtered by the kernel).
-    public func neighbours(family: AddressFamily = .unspecified, interfaceIndex: Int32? = nil) throws -> [Neighbour] {
+    public func neighbours(
+        family: AddressFamily = .unspecified, interfaceIndex: InterfaceIndex? = nil
+    ) throws -> [Neighbour] {
         var m = MessageBuilder(type: RTM.getNeighbour, flags: [])
         var header: [UInt8] = [family.rawValue, 0, 0, 0]
         header.appendI32(0)
         header.appendU16(0)
         header.append(contentsOf: [0, 0])
         m.append(familyHeader: header)
-        if let interfaceIndex { m.attribute(Neighbour.ndaIfindex, i32: interfaceIndex) }
+        if let interfaceIndex { m.attribute(Neighbour.ndaIfindex, index: interfaceIndex) }
         return try dump(NetlinkRequest(m, context: "listing neighbours")).map(Neighbour.init(message:))
             .filter { interfaceIndex == nil || $0.interfaceIndex == interfaceIndex }
     }

@@ -1,7 +1,7 @@
 /// A queueing discipline (`RTM_NEWQDISC`). nodenet uses only `clsact`, the hook point for
 /// tc BPF programs on ingress and egress.
 public struct Qdisc: Sendable, Equatable {
-    public var interfaceIndex: Int32
+    public var interfaceIndex: InterfaceIndex
     public var handle: UInt32
     public var parent: UInt32
     public var kind: String
@@ -13,7 +13,7 @@ public struct Qdisc: Sendable, Equatable {
 
     public init(message: NetlinkMessage) throws {
         let r = ByteReader(message.payload)
-        interfaceIndex = try r.i32(4)
+        interfaceIndex = try r.interfaceIndex(4)
         handle = try r.u32(8)
         parent = try r.u32(12)
         let attrs = try AttributeList(parsing: try r.slice(tcmsgSize, r.count - tcmsgSize))
@@ -21,8 +21,9 @@ public struct Qdisc: Sendable, Equatable {
         unknownAttributes = attrs.unknown(excluding: Self.known)
     }
 
-    static func clsactRequest(interfaceIndex: Int32, type: UInt16, flags: NetlinkFlags, verb: String) -> NetlinkRequest
-    {
+    static func clsactRequest(
+        interfaceIndex: InterfaceIndex, type: UInt16, flags: NetlinkFlags, verb: String
+    ) -> NetlinkRequest {
         var m = MessageBuilder(type: type, flags: flags)
         m.append(
             familyHeader: tcmsg(
@@ -34,9 +35,9 @@ public struct Qdisc: Sendable, Equatable {
 
 let tcmsgSize = 20
 
-func tcmsg(interfaceIndex: Int32, handle: UInt32, parent: UInt32, info: UInt32) -> [UInt8] {
+func tcmsg(interfaceIndex: InterfaceIndex, handle: UInt32, parent: UInt32, info: UInt32) -> [UInt8] {
     var b: [UInt8] = [0, 0, 0, 0]
-    b.appendI32(interfaceIndex)
+    b.appendIndex(interfaceIndex)
     b.appendU32(handle)
     b.appendU32(parent)
     b.appendU32(info)
@@ -45,7 +46,7 @@ func tcmsg(interfaceIndex: Int32, handle: UInt32, parent: UInt32, info: UInt32) 
 
 extension NetlinkSocket {
     /// Qdiscs, optionally of one interface.
-    public func qdiscs(interfaceIndex: Int32? = nil) throws -> [Qdisc] {
+    public func qdiscs(interfaceIndex: InterfaceIndex? = nil) throws -> [Qdisc] {
         var m = MessageBuilder(type: RTM.getQdisc, flags: [])
         m.append(familyHeader: tcmsg(interfaceIndex: interfaceIndex ?? 0, handle: 0, parent: 0, info: 0))
         return try dump(NetlinkRequest(m, context: "listing qdiscs")).map(Qdisc.init(message:))
@@ -53,7 +54,7 @@ extension NetlinkSocket {
     }
 
     /// Adds a clsact qdisc; `EEXIST` when the link already has one.
-    public func addClsact(interfaceIndex: Int32) throws {
+    public func addClsact(interfaceIndex: InterfaceIndex) throws {
         try execute(
             Qdisc.clsactRequest(
                 interfaceIndex: interfaceIndex, type: RTM.newQdisc, flags: [.create, .exclusive], verb: "adding"))

@@ -3,7 +3,7 @@ public struct Route: Sendable, Equatable {
     /// The destination; `0.0.0.0/0` (or `::/0`) is the default route.
     public var destination: IPPrefix
     public var gateway: IPAddress?
-    public var outputInterface: Int32?
+    public var interfaceIndex: InterfaceIndex?
     public var preferredSource: IPAddress?
     public var scope: RouteScope
     public var table: UInt32
@@ -20,14 +20,14 @@ public struct Route: Sendable, Equatable {
     public var unknownAttributes: [NetlinkAttribute]
 
     public init(
-        destination: IPPrefix, gateway: IPAddress? = nil, outputInterface: Int32? = nil,
+        destination: IPPrefix, gateway: IPAddress? = nil, interfaceIndex: InterfaceIndex? = nil,
         preferredSource: IPAddress? = nil, scope: RouteScope = .universe, table: UInt32 = RouteTable.main,
         protocol: RouteProtocol = .boot, type: RouteType = .unicast, onLink: Bool = false, mtu: UInt32? = nil,
         priority: UInt32? = nil
     ) {
         self.destination = destination
         self.gateway = gateway
-        self.outputInterface = outputInterface
+        self.interfaceIndex = interfaceIndex
         self.preferredSource = preferredSource
         self.scope = scope
         self.table = table
@@ -65,7 +65,7 @@ public struct Route: Sendable, Equatable {
         onLink = flags & RTA.flagOnLink != 0
         var dst: IPAddress?
         var gateway: IPAddress?
-        var outputInterface: Int32?
+        var interfaceIndex: InterfaceIndex?
         var preferredSource: IPAddress?
         var table = UInt32(raw[4])
         var priority: UInt32?
@@ -87,7 +87,7 @@ public struct Route: Sendable, Equatable {
                 }
                 dst = ip
             case RTA.gateway: gateway = IPAddress(bytes: value)
-            case RTA.oif: outputInterface = u32().map { Int32(bitPattern: $0) }
+            case RTA.oif: interfaceIndex = u32().map { InterfaceIndex(Int32(bitPattern: $0)) }
             case RTA.prefSrc: preferredSource = IPAddress(bytes: value)
             case RTA.table: table = u32() ?? table
             case RTA.priority: priority = u32()
@@ -109,7 +109,7 @@ public struct Route: Sendable, Equatable {
         }
         destination = prefix
         self.gateway = gateway
-        self.outputInterface = outputInterface
+        self.interfaceIndex = interfaceIndex
         self.preferredSource = preferredSource
         self.table = table
         self.priority = priority
@@ -121,7 +121,7 @@ public struct Route: Sendable, Equatable {
     public var summary: String {
         var s = isDefault ? "default" : destination.description
         if let gateway { s += " via \(gateway)" }
-        if let outputInterface { s += " dev \(outputInterface)" }
+        if let interfaceIndex { s += " dev \(interfaceIndex)" }
         if table != RouteTable.main { s += " table \(table)" }
         return s
     }
@@ -143,7 +143,7 @@ public struct Route: Sendable, Equatable {
         if destination.length > 0 { m.attribute(RTA.dst, destination.network.address.bytes) }
         m.attribute(RTA.table, u32: table)
         if let gateway { m.attribute(RTA.gateway, gateway.bytes) }
-        if let outputInterface { m.attribute(RTA.oif, i32: outputInterface) }
+        if let interfaceIndex { m.attribute(RTA.oif, index: interfaceIndex) }
         if let preferredSource { m.attribute(RTA.prefSrc, preferredSource.bytes) }
         if let priority { m.attribute(RTA.priority, u32: priority) }
         if let mtu { m.nested(RTA.metrics) { $0.attribute(RTA.metricMTU, u32: mtu) } }
@@ -171,17 +171,17 @@ public struct RouteFilter: Sendable, Equatable {
     public var family: AddressFamily
     public var table: UInt32?
     public var `protocol`: RouteProtocol?
-    public var outputInterface: Int32?
+    public var interfaceIndex: InterfaceIndex?
     public var type: RouteType?
 
     public init(
         family: AddressFamily = .inet, table: UInt32? = RouteTable.main, protocol: RouteProtocol? = nil,
-        outputInterface: Int32? = nil, type: RouteType? = nil
+        interfaceIndex: InterfaceIndex? = nil, type: RouteType? = nil
     ) {
         self.family = family
         self.table = table
         self.protocol = `protocol`
-        self.outputInterface = outputInterface
+        self.interfaceIndex = interfaceIndex
         self.type = type
     }
 
@@ -191,7 +191,7 @@ public struct RouteFilter: Sendable, Equatable {
     func matches(_ route: Route) -> Bool {
         (family == .unspecified || route.family == family) && (table == nil || route.table == table)
             && (self.protocol == nil || route.protocol == self.protocol)
-            && (outputInterface == nil || route.outputInterface == outputInterface)
+            && (interfaceIndex == nil || route.interfaceIndex == interfaceIndex)
             && (type == nil || route.type == type)
     }
 
@@ -205,7 +205,7 @@ public struct RouteFilter: Sendable, Equatable {
         header.appendU32(0)
         m.append(familyHeader: header)
         if let table { m.attribute(RTA.table, u32: table) }
-        if let outputInterface { m.attribute(RTA.oif, i32: outputInterface) }
+        if let interfaceIndex { m.attribute(RTA.oif, index: interfaceIndex) }
         return NetlinkRequest(m, context: "listing routes")
     }
 }

@@ -35,7 +35,7 @@ final class DatapathExecutor: ChangeExecutor {
             else {
                 throw NodeNetError.missing("eth0 does not exist in \(netns)")
             }
-            let entry = EndpointEntry(ifindex: UInt32(host.index), hostMAC: mac, podMAC: podMAC)
+            let entry = EndpointEntry(ifindex: host.index.unsigned, hostMAC: mac, podMAC: podMAC)
             try context.loadedDatapath().endpoints.update(EndpointEntry.key(ip), entry.c)
             if !setAside.contains(.endpoints) { undo.append(restoreEntry(ip, previous)) }
         case .deleteEndpointEntry(let ip, let previous):
@@ -112,7 +112,7 @@ final class DatapathExecutor: ChangeExecutor {
             try context.replaceLinkProgram(pinnedAt: layout.tcxLinkPath(old), with: fd, renamingTo: path, undo: &undo)
         } else {
             try NetworkNamespace.run(in: context.session.namespace) {
-                try TCXLink.attachIngress(programFD: fd, ifindex: link.index, pinAt: path)
+                try TCXLink.attachIngress(programFD: fd, ifindex: link.index.rawValue, pinAt: path)
             }
             undo.append(.unpin(path))
         }

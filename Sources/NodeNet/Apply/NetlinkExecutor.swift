@@ -34,7 +34,7 @@ struct NetlinkExecutor: ChangeExecutor {
         let socket: NetlinkSocket
         do { socket = try session.socket(for: scope) } catch { throw ChangeFailure(index: 0, error: error) }
         // Device names → ifindex as the namespace is now (earlier batches may have created them).
-        var indices: [String: Int32] = [:]
+        var indices: [String: InterfaceIndex] = [:]
         if batch.contains(where: \.needsIndices) {
             do {
                 indices = Dictionary(try socket.links().map { ($0.name, $0.index) }, uniquingKeysWith: { a, _ in a })
@@ -88,9 +88,9 @@ struct NetlinkExecutor: ChangeExecutor {
 
     /// The request for one change and the step that undoes it.
     private func build(
-        _ change: NetlinkChange, indices: [String: Int32], namespaces: inout [String: FileDescriptor]
+        _ change: NetlinkChange, indices: [String: InterfaceIndex], namespaces: inout [String: FileDescriptor]
     ) throws -> (NetlinkRequest, UndoStep) {
-        func index(_ device: String) throws -> Int32 {
+        func index(_ device: String) throws -> InterfaceIndex {
             guard let i = indices[device] else {
                 throw NodeNetError.missing("device \(device) does not exist in \(change.scope)")
             }

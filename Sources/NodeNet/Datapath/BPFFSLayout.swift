@@ -60,12 +60,13 @@ public struct BPFFSLayout: Sendable, Hashable, CustomStringConvertible {
 
     /// `from-container@lxc1a2b3c4d5e6f@7@1a2b3c4d`: what, where (name and ifindex, so a
     /// recreated device is noticed) and which build.
-    static func tcxLinkName(_ program: DatapathProgram, device: String, ifindex: Int32) -> String {
+    static func tcxLinkName(_ program: DatapathProgram, device: String, ifindex: InterfaceIndex) -> String {
         "\(program.rawValue)@\(device)@\(ifindex)@\(program.buildDigest)"
     }
 
     /// Whether `name` is a link of `program` on this device and ifindex, of any build.
-    static func isTCXLink(_ name: String, of program: DatapathProgram, device: String, ifindex: Int32) -> Bool {
+    static func isTCXLink(_ name: String, of program: DatapathProgram, device: String, ifindex: InterfaceIndex) -> Bool
+    {
         name.hasPrefix("\(program.rawValue)@\(device)@\(ifindex)@")
     }
 

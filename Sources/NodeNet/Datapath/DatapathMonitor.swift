@@ -18,10 +18,10 @@ public struct DatapathEvent: Sendable, Codable, Equatable, CustomStringConvertib
     public var targetIfindex: UInt32?
     public var targetDevice: String?
 
-    init(_ e: nodenet_event, names: [Int32: String]) {
+    init(_ e: nodenet_event, names: [InterfaceIndex: String]) {
         timestampNanoseconds = e.timestamp_ns
         ifindex = e.ifindex
-        device = names[Int32(e.ifindex)]
+        device = names[InterfaceIndex(Int32(bitPattern: e.ifindex))]
         switch UInt32(e.verdict) {
         case NODENET_VERDICT_LOCAL_REDIRECT.rawValue: verdict = "local-redirect"
         case NODENET_VERDICT_REMOTE_REDIRECT.rawValue: verdict = "remote-redirect"
@@ -51,7 +51,7 @@ public struct DatapathEvent: Sendable, Codable, Equatable, CustomStringConvertib
             isARP ? "-" : IPAddress(ipv4: UInt32(bigEndian: e.daddr)).description + (hasPorts ? ":\(dport)" : "")
         if e.target_ifindex != 0 {
             targetIfindex = e.target_ifindex
-            targetDevice = names[Int32(e.target_ifindex)]
+            targetDevice = names[InterfaceIndex(Int32(bitPattern: e.target_ifindex))]
         }
     }
 
@@ -130,7 +130,7 @@ public final class DatapathMonitor: @unchecked Sendable {
 
     /// Waits up to `milliseconds` and returns the events that arrived, with device names
     /// from `names` (ifindex → name in the node's namespace). Renews the lease while it waits.
-    public func poll(milliseconds: Int32, names: [Int32: String] = [:]) throws -> [DatapathEvent] {
+    public func poll(milliseconds: Int32, names: [InterfaceIndex: String] = [:]) throws -> [DatapathEvent] {
         let end = BPFClock.nanoseconds() + UInt64(max(milliseconds, 0)) * 1_000_000
         repeat {
             let now = BPFClock.nanoseconds()

@@ -32,28 +32,28 @@ public struct RouteIntent: Sendable, Equatable, Hashable, CustomStringConvertibl
     }
 
     /// The kernel route, given the device's ifindex.
-    public func route(interfaceIndex: Int32) -> Route {
+    public func route(interfaceIndex: InterfaceIndex) -> Route {
         Route(
-            destination: destination, gateway: gateway, outputInterface: interfaceIndex, preferredSource: source,
+            destination: destination, gateway: gateway, interfaceIndex: interfaceIndex, preferredSource: source,
             scope: scope, table: RouteTable.main, protocol: NodeNetNames.routeProtocol, mtu: mtu)
     }
 
     /// Whether a route the kernel reported is exactly this one.
-    public func matches(_ route: Route, interfaceIndex: Int32?) -> Bool {
-        route.destination == destination && route.gateway == gateway && route.outputInterface == interfaceIndex
+    public func matches(_ route: Route, interfaceIndex: InterfaceIndex?) -> Bool {
+        route.destination == destination && route.gateway == gateway && route.interfaceIndex == interfaceIndex
             && route.preferredSource == source && route.scope == scope && route.mtu == mtu && route.type == .unicast
     }
 }
 
 extension Route {
     /// `ip route` style text, with device names from `names` (ifindex → name).
-    public func summary(names: [Int32: String]) -> String { describe(names: names) }
+    public func summary(names: [InterfaceIndex: String]) -> String { describe(names: names) }
 
     /// `ip route` style text, with device names from `names` (ifindex → name).
-    func describe(names: [Int32: String]) -> String {
+    func describe(names: [InterfaceIndex: String]) -> String {
         var s = isDefault ? "default" : destination.description
         if let gateway { s += " via \(gateway)" }
-        if let oif = outputInterface { s += " dev \(names[oif] ?? "if\(oif)")" }
+        if let oif = interfaceIndex { s += " dev \(names[oif] ?? "if\(oif)")" }
         if let preferredSource { s += " src \(preferredSource)" }
         if scope != .universe { s += " scope \(scope)" }
         if let mtu { s += " mtu \(mtu)" }

@@ -82,7 +82,8 @@ extension NodeController {
                 host == nil && eth0 == nil
                 ? "missing" : problems.isEmpty ? "ready" : "not-ready: " + problems.joined(separator: ", ")
             return EndpointStatus(
-                id: host?.index ?? 0, pod: endpoint.pod.id, ip: endpoint.pod.ip.description, netns: endpoint.pod.netns,
+                id: host?.index.rawValue ?? 0, pod: endpoint.pod.id, ip: endpoint.pod.ip.description,
+                netns: endpoint.pod.netns,
                 hostInterface: endpoint.hostDevice, hostMAC: host?.address?.description,
                 podMAC: eth0?.address?.description, state: state)
         }

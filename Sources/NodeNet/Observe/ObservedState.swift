@@ -11,9 +11,11 @@ public struct ObservedNamespace: Sendable, Equatable {
         self.ownedRoutes = ownedRoutes
     }
 
-    var names: [Int32: String] { Dictionary(links.values.map { ($0.index, $0.name) }, uniquingKeysWith: { a, _ in a }) }
+    var names: [InterfaceIndex: String] {
+        Dictionary(links.values.map { ($0.index, $0.name) }, uniquingKeysWith: { a, _ in a })
+    }
 
-    func index(of device: String) -> Int32? { links[device]?.index }
+    func index(of device: String) -> InterfaceIndex? { links[device]?.index }
 
     func addresses(on device: String) -> [InterfaceAddress] {
         guard let index = index(of: device) else { return [] }

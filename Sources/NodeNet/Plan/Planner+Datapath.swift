@@ -13,7 +13,7 @@ extension Planner {
             let pod = observed.pods[endpoint.pod.netns]?.links[NodeNetNames.podDevice],
             host.peerIndex == pod.index, let hostMAC = host.address, let podMAC = pod.address
         else { return nil }
-        return EndpointEntry(ifindex: UInt32(host.index), hostMAC: hostMAC, podMAC: podMAC)
+        return EndpointEntry(ifindex: host.index.unsigned, hostMAC: hostMAC, podMAC: podMAC)
     }
 
     /// Whether this build's maps replace incompatible pinned ones in this plan: then every

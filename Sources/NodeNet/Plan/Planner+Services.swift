@@ -5,7 +5,7 @@ import BPF
 extension Planner {
     mutating func planServices() {
         guard datapath == .bpf, var settings = desired.settings else { return }
-        settings.nativeIfindex = UInt32(max(0, self.observed.node.links[device]?.index ?? 0))
+        settings.nativeIfindex = self.observed.node.links[device]?.index.unsigned ?? 0
         // The maps as they are (empty when the service maps themselves are being replaced: the
         // session does not read maps of another layout, and they are set aside as one unit).
         let observed = self.observed.services

@@ -75,7 +75,7 @@ final class Demo {
                 ? "default"
                 : (r.destination.length == 32 ? r.destination.address.description : r.destination.description)
             if let g = r.gateway { line += " via \(g)" }
-            if let o = r.outputInterface { line += " dev \(names[o] ?? "?")" }
+            if let o = r.interfaceIndex { line += " dev \(names[o] ?? "?")" }
             if r.protocol == .kernel { line += " proto kernel" }
             if r.scope != .universe { line += " scope \(r.scope)" }
             if let src = r.preferredSource { line += " src \(src)" }
