@@ -173,7 +173,7 @@ import Testing
         var spec = Self.spec
         var s = NodeSettings(spec: spec)
         #expect(s.services && s.packetLB && s.masquerade && s.nativeCIDR == IPPrefix("10.0.0.0/8"))
-        #expect(NodeSettings(s.c) == s, "C layout round trip")
+        #expect(NodeSettings(s.mapValue) == s, "C layout round trip")
         spec.socketLB = SocketLBSettings(cgroup: "/sys/fs/cgroup/x")
         spec.masquerade = false
         s = NodeSettings(spec: spec)

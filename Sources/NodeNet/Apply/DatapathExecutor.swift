@@ -36,7 +36,7 @@ final class DatapathExecutor: ChangeExecutor {
                 throw NodeNetError.missing("eth0 does not exist in \(netns)")
             }
             let entry = EndpointEntry(ifindex: host.index.unsigned, hostMAC: mac, podMAC: podMAC)
-            try context.loadedDatapath().endpoints.update(EndpointEntry.key(ip), entry.c)
+            try context.loadedDatapath().endpoints.update(EndpointEntry.key(ip), entry.mapValue)
             if !setAside.contains(.endpoints) { undo.append(restoreEntry(ip, previous)) }
         case .deleteEndpointEntry(let ip, let previous):
             try context.loadedDatapath().endpoints.delete(EndpointEntry.key(ip))
@@ -93,7 +93,7 @@ final class DatapathExecutor: ChangeExecutor {
         UndoStep("restoring endpoint map entry \(ip)") { [context] in
             let map = try context.loadedDatapath().endpoints
             if let entry {
-                try map.update(EndpointEntry.key(ip), entry.c)
+                try map.update(EndpointEntry.key(ip), entry.mapValue)
             } else {
                 try map.delete(EndpointEntry.key(ip))
             }

@@ -49,7 +49,7 @@ final class ServiceExecutor: ChangeExecutor {
             try BPFPin.remove(layout.socketLinkPath(name))
             undo.append(.irreversible("socket LB link \(name) was removed"))
         case .putSettings(let settings, let previous):
-            try context.serviceMaps().settings.update(0, settings.c)
+            try context.serviceMaps().settings.update(0, settings.mapValue)
             undo.append(restore(.settings(previous)))
         case .putNode(let ip, let flags, let previous):
             try context.serviceMaps().nodes.update(nodenet_node_key(ip), nodenet_node(flags: flags.rawValue))
@@ -58,7 +58,7 @@ final class ServiceExecutor: ChangeExecutor {
             try context.serviceMaps().nodes.delete(nodenet_node_key(ip))
             undo.append(restore(.node(ip, previous)))
         case .putBackend(let id, let backend, let previous):
-            try context.serviceMaps().backends.update(id, backend.c)
+            try context.serviceMaps().backends.update(id, backend.mapValue)
             undo.append(restore(.backend(id, previous)))
         case .deleteBackend(let id, let previous):
             try context.serviceMaps().backends.delete(id)
@@ -136,7 +136,7 @@ final class ServiceExecutor: ChangeExecutor {
             let maps = try context.serviceMaps()
             switch previous {
             case .settings(let settings):
-                try maps.settings.update(0, settings?.c ?? nodenet_config())
+                try maps.settings.update(0, settings?.mapValue ?? nodenet_config())
             case .node(let ip, let flags):
                 if let flags {
                     try maps.nodes.update(nodenet_node_key(ip), nodenet_node(flags: flags.rawValue))
@@ -144,7 +144,7 @@ final class ServiceExecutor: ChangeExecutor {
                     try maps.nodes.delete(nodenet_node_key(ip))
                 }
             case .backend(let id, let backend):
-                if let backend { try maps.backends.update(id, backend.c) } else { try maps.backends.delete(id) }
+                if let backend { try maps.backends.update(id, backend.mapValue) } else { try maps.backends.delete(id) }
             case .frontend(let key, let snapshot, let current):
                 try maps.restore(key, snapshot, currentSlots: current)
             case .revnat(let id, let key):

@@ -18,7 +18,8 @@ public struct EndpointEntry: Sendable, Equatable, CustomStringConvertible {
         self.podMAC = podMAC
     }
 
-    var c: nodenet_endpoint {
+    /// As the pinned map stores it (the layout of bpf/lib/maps.h).
+    var mapValue: nodenet_endpoint {
         let h = hostMAC.bytes
         let p = podMAC.bytes
         return nodenet_endpoint(

@@ -51,7 +51,8 @@ extension FrontendKey {
             address: IPAddress(ipv4: UInt32(bigEndian: k.address)), port: UInt16(bigEndian: k.port), protocol: proto)
     }
 
-    func c(slot: UInt16) -> nodenet_service_key {
+    /// The services-map key of this frontend's slot (0: the frontend itself, 1...: backends).
+    func mapKey(slot: UInt16) -> nodenet_service_key {
         var k = nodenet_service_key()
         k.address = address.ipv4Value!.bigEndian
         k.port = port.bigEndian
@@ -67,14 +68,16 @@ extension FrontendKey {
 }
 
 extension BackendAddress {
-    var c: nodenet_backend {
+    /// As the pinned map stores it (the layout of bpf/lib/maps.h).
+    var mapValue: nodenet_backend {
         nodenet_backend(
             address: address.ipv4Value!.bigEndian, port: port.bigEndian, proto: `protocol`.ipProtocol, flags: 0)
     }
 }
 
 extension FrontendMaster {
-    var c: nodenet_service {
+    /// As the pinned map stores it (the layout of bpf/lib/maps.h).
+    var mapValue: nodenet_service {
         var v = nodenet_service()
         v.count = count
         v.id = id
@@ -127,31 +130,32 @@ final class ServiceMaps {
     func put(_ key: FrontendKey, _ entry: FrontendEntry, previousSlots: [UInt16: UInt32]) throws {
         try revnat.update(UInt32(entry.id), key.revnat)
         for (i, id) in entry.backendIDs.enumerated() where previousSlots[UInt16(i + 1)] != id {
-            try services.update(key.c(slot: UInt16(i + 1)), slotValue(id))
+            try services.update(key.mapKey(slot: UInt16(i + 1)), slotValue(id))
         }
         try services.update(
-            key.c(slot: 0), FrontendMaster(count: UInt16(entry.backendIDs.count), id: entry.id, flags: entry.flags).c)
+            key.mapKey(slot: 0),
+            FrontendMaster(count: UInt16(entry.backendIDs.count), id: entry.id, flags: entry.flags).mapValue)
         for slot in previousSlots.keys where Int(slot) > entry.backendIDs.count {
-            try services.delete(key.c(slot: slot))
+            try services.delete(key.mapKey(slot: slot))
         }
     }
 
     /// Slot 0 first (no new choices), then the slots.
     func remove(_ key: FrontendKey, slots: [UInt16: UInt32]) throws {
-        try services.delete(key.c(slot: 0))
-        for slot in slots.keys.sorted() { try services.delete(key.c(slot: slot)) }
+        try services.delete(key.mapKey(slot: 0))
+        for slot in slots.keys.sorted() { try services.delete(key.mapKey(slot: slot)) }
     }
 
     /// Puts a frontend back exactly as `snapshot` (nil: absent).
     func restore(_ key: FrontendKey, _ snapshot: FrontendSnapshot?, currentSlots: [UInt16: UInt32]) throws {
         guard let snapshot else { return try remove(key, slots: currentSlots) }
-        for (slot, id) in snapshot.slots { try services.update(key.c(slot: slot), slotValue(id)) }
+        for (slot, id) in snapshot.slots { try services.update(key.mapKey(slot: slot), slotValue(id)) }
         if let master = snapshot.master {
-            try services.update(key.c(slot: 0), master.c)
+            try services.update(key.mapKey(slot: 0), master.mapValue)
         } else {
-            try services.delete(key.c(slot: 0))
+            try services.delete(key.mapKey(slot: 0))
         }
-        for slot in currentSlots.keys where snapshot.slots[slot] == nil { try services.delete(key.c(slot: slot)) }
+        for slot in currentSlots.keys where snapshot.slots[slot] == nil { try services.delete(key.mapKey(slot: slot)) }
     }
 
     /// Writes of several frontends and backends, collected to go out as batched map updates
@@ -167,27 +171,27 @@ final class ServiceMaps {
 
         mutating func putBackend(_ id: UInt32, _ backend: BackendAddress) {
             backendKeys.append(id)
-            backendValues.append(backend.c)
+            backendValues.append(backend.mapValue)
         }
 
         mutating func putFrontend(_ key: FrontendKey, _ entry: FrontendEntry, previousSlots: [UInt16: UInt32]) {
             revnatKeys.append(UInt32(entry.id))
             revnatValues.append(key.revnat)
             for (i, id) in entry.backendIDs.enumerated() where previousSlots[UInt16(i + 1)] != id {
-                slotKeys.append(key.c(slot: UInt16(i + 1)))
+                slotKeys.append(key.mapKey(slot: UInt16(i + 1)))
                 slotValues.append(slotValue(id))
             }
-            masterKeys.append(key.c(slot: 0))
+            masterKeys.append(key.mapKey(slot: 0))
             masterValues.append(
-                FrontendMaster(count: UInt16(entry.backendIDs.count), id: entry.id, flags: entry.flags).c)
+                FrontendMaster(count: UInt16(entry.backendIDs.count), id: entry.id, flags: entry.flags).mapValue)
             for slot in previousSlots.keys where Int(slot) > entry.backendIDs.count {
-                surplus.append(key.c(slot: slot))
+                surplus.append(key.mapKey(slot: slot))
             }
         }
 
         mutating func removeFrontend(_ key: FrontendKey, slots: [UInt16: UInt32]) {
-            masterRemovals.append(key.c(slot: 0))
-            for slot in slots.keys.sorted() { slotRemovals.append(key.c(slot: slot)) }
+            masterRemovals.append(key.mapKey(slot: 0))
+            for slot in slots.keys.sorted() { slotRemovals.append(key.mapKey(slot: slot)) }
         }
 
         mutating func removeRevNat(_ id: UInt16) { revnatRemovals.append(UInt32(id)) }

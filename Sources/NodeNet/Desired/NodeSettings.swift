@@ -24,7 +24,8 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
         return on.isEmpty ? "node \(nodeIP), all off" : "node \(nodeIP), " + on.joined(separator: ", ")
     }
 
-    var c: nodenet_config {
+    /// As the pinned map stores it (the layout of bpf/lib/maps.h).
+    var mapValue: nodenet_config {
         var c = nodenet_config()
         c.router_ip = routerIP.ipv4Value!.bigEndian
         c.node_ip = nodeIP.ipv4Value!.bigEndian
