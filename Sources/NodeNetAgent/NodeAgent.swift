@@ -66,6 +66,9 @@ public final class NodeAgent: @unchecked Sendable {
     final class StateBox: @unchecked Sendable {
         let lock = NSLock()
         var health: Health = .starting
+        /// What the last reconcile had to work around (a ledger rebuilt from the kernel); shown by
+        /// /healthz until a reconcile needs no workaround.
+        var warnings: [String] = []
         var reconciles = 0
         func with<T>(_ body: (StateBox) -> T) -> T {
             lock.lock()
@@ -92,7 +95,9 @@ public final class NodeAgent: @unchecked Sendable {
         switch path {
         case "/healthz":
             switch health {
-            case .healthy: return (200, "text/plain", "ok\n")
+            case .healthy:
+                let warnings = state.with { $0.warnings }
+                return (200, "text/plain", "ok\n" + warnings.map { "warning: \($0)\n" }.joined())
             case .starting: return (503, "text/plain", "starting\n")
             case .unhealthy(let why): return (503, "text/plain", "unhealthy: \(why)\n")
             }
@@ -116,6 +121,10 @@ public final class NodeAgent: @unchecked Sendable {
         var stamp = FileStamp(options.specPath)
         var spec = try NodeSpec.load(path: options.specPath)
         var controller = try NodeController(spec: spec, namespace: options.namespace)
+        // One writer per node: held for the agent's lifetime (a second agent, a hand-run apply
+        // or teardown are refused with who holds it); it dies with the process.
+        var lock = try NodeLock.acquire(stateDirectory: spec.stateDirectory, node: spec.node.name, command: "run")
+        try controller.runUnder(lock)
         metrics.describe(spec)
         log.info(
             "starting",
@@ -190,7 +199,13 @@ public final class NodeAgent: @unchecked Sendable {
                         logger("spec").info("spec unchanged", metadata: ["reason": "\(reason)"])
                         continue
                     }
-                    controller = try NodeController(spec: next, namespace: options.namespace)
+                    let nextController = try NodeController(spec: next, namespace: options.namespace)
+                    if next.stateDirectory != lock.stateDirectory {
+                        lock = try NodeLock.acquire(
+                            stateDirectory: next.stateDirectory, node: next.node.name, command: "run")
+                    }
+                    try nextController.runUnder(lock)
+                    controller = nextController
                     spec = next
                     ownedBox.value = OwnershipFilter(spec: spec, device: spec.node.device)
                     metrics.specReloads.increment()
@@ -250,9 +265,11 @@ public final class NodeAgent: @unchecked Sendable {
                 let again = try controller.apply()
                 report = ApplyReport(
                     node: again.node, changes: report.changes + again.changes, mismatches: again.mismatches,
-                    seconds: report.seconds + again.seconds)
+                    seconds: report.seconds + again.seconds, warnings: report.warnings + again.warnings)
                 attempts += 1
             }
+            for warning in report.warnings { log.warning("\(warning)") }
+            state.with { $0.warnings = report.warnings }
             for change in report.changes {
                 log.info(
                     "\(change.action.rawValue) \(change.subject)",

@@ -69,7 +69,9 @@ public struct LabCluster: Sendable, Equatable {
     /// Reads a cluster file (strictly, every problem reported with its path).
     public static func load(_ data: Data) throws -> LabCluster {
         let root: JSONValue
-        do { root = try JSONValue.parse(data) } catch { throw SpecError([SpecProblem("", "not valid JSON: \(error)")]) }
+        do { root = try JSONValue.parse(data) } catch {
+            throw SpecError([SpecProblem("", JSONValue.describe(error, in: data))])
+        }
         var r = SpecReader()
         guard
             let top = r.object(

@@ -68,16 +68,27 @@ struct ApplyCommand: ParsableCommand {
     func run() throws {
         let controller = try options.controller()
         do {
-            let report = try controller.apply()
+            let report: ApplyReport
+            do {
+                report = try controller.apply()
+            } catch NodeNetError.conflict(let owner) where owner.hasPrefix("another nodenetd") {
+                // Refused rather than handed over: the running agent applies the spec file it was
+                // started with, and a second spec from here would fight it at the next reconcile.
+                throw NodeNetError.conflict(
+                    "\(owner); not applying: the running agent keeps the node at its own spec file (edit that"
+                        + " file or send the agent SIGHUP to reload it), or stop the agent first")
+            }
+            for warning in report.warnings { printError("warning: \(warning)") }
             if json {
                 struct Out: Encodable {
                     let node: String, changes: [ChangeJSON], applied: Int, verified: Bool, mismatches: [String],
-                        seconds: Double
+                        seconds: Double, warnings: [String]
                 }
                 try printJSON(
                     Out(
                         node: report.node, changes: report.changes.map(ChangeJSON.init), applied: report.changes.count,
-                        verified: report.verified, mismatches: report.mismatches, seconds: report.seconds))
+                        verified: report.verified, mismatches: report.mismatches, seconds: report.seconds,
+                        warnings: report.warnings))
             } else {
                 if report.changes.isEmpty {
                     print("node \(report.node) is converged: 0 changes")
@@ -137,6 +148,8 @@ struct StatusCommand: ParsableCommand {
             ),
             ("Owned routes", "\(s.ownedRoutes)"),
             ("Last applied", s.lastApplied ?? "never"),
+            ("Ledger", s.ledger),
+            ("Lock", s.lockHolder.map { "held by \($0)" } ?? "free (no agent running)"),
             (
                 "Drift",
                 s.drift == 0
@@ -224,6 +237,7 @@ struct TeardownCommand: ParsableCommand {
         } else {
             report = try NodeController.teardown(namespace: namespace, stateDirectory: stateDir!)
         }
+        for warning in report.warnings { printError("warning: \(warning)") }
         if json { return try printJSON(report) }
         if report.nothingToDo { return print("nothing to remove") }
         print(

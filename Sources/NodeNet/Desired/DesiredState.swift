@@ -60,7 +60,7 @@ public struct DesiredState: Sendable, Equatable {
                 ],
                 podRoute: RouteIntent(destination: IPPrefix(host: pod.ip), device: device, scope: .link))
         }
-        var sysctls = [SysctlSetting(key: "net.ipv4.ip_forward", value: "1")]
+        var sysctls = SysctlSetting.globalKeys.sorted().map { SysctlSetting(key: $0, value: "1") }
         for device in [NodeNetNames.hostDevice, NodeNetNames.netDevice] + endpoints.map(\.hostDevice) {
             sysctls += SysctlSetting.forwardingDevice(device)
         }
@@ -89,6 +89,10 @@ public struct SysctlSetting: Sendable, Equatable, Hashable {
 
     /// What every device nodenet forwards through needs: forwarding on, no reverse-path
     /// filter (replies may come in elsewhere), local sources accepted, no ICMP redirects.
+    /// The node-wide sysctls nodenet sets (to 1); their values before are recorded in the
+    /// ledger and restored by teardown. Nothing else is ever recorded or restored.
+    static let globalKeys: Set<String> = ["net.ipv4.ip_forward"]
+
     static func forwardingDevice(_ device: String) -> [SysctlSetting] {
         [
             SysctlSetting(key: "net/ipv4/conf/\(device)/forwarding", value: "1"),

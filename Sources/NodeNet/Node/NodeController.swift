@@ -8,6 +8,8 @@ public final class NodeController: @unchecked Sendable {
     public let session: NodeSession
     /// How programs attach on this node, decided once: `auto` is tcx where the kernel has it.
     public let attachMode: AttachMode
+    /// The node's lock when the caller holds it for longer than one apply (the agent).
+    private var heldLock: NodeLock?
 
     /// Validates `spec` unless `NodeSpec.load` already did (throws `SpecError`) and opens the
     /// node's namespace.
@@ -29,10 +31,49 @@ public final class NodeController: @unchecked Sendable {
         return DesiredState(spec: spec, deviceMTU: deviceMTU)
     }
 
-    /// What apply would change. Changes nothing.
+    /// What apply would change. Changes nothing (an untrusted ledger is left where it is).
     public func plan() throws -> Planner.Plan {
         let desired = try desiredState()
-        return try plan(desired, ledger: try Ledger.load(from: spec.stateDirectory))
+        return try plan(desired, ledger: try ledger(moveAside: false).ledger)
+    }
+
+    /// Runs `apply` and `teardown` under `lock`, which the caller holds for this node for longer
+    /// than one apply (`nodenetd run` holds it for its lifetime, across spec reloads), instead of
+    /// taking the lock for each.
+    public func runUnder(_ lock: NodeLock) throws {
+        guard lock.stateDirectory == spec.stateDirectory else {
+            throw NodeNetError.state(
+                "the lock held is that of \(lock.stateDirectory), not of this node's state directory \(spec.stateDirectory)"
+            )
+        }
+        heldLock = lock
+    }
+
+    /// Runs `body` under the node's lock: the one this controller holds, or one taken for it.
+    func underLock<T>(command: String, _ body: () throws -> T) throws -> T {
+        if heldLock != nil { return try body() }
+        let lock = try NodeLock.acquire(stateDirectory: spec.stateDirectory, node: spec.node.name, command: command)
+        return try withExtendedLifetime(lock) { try body() }
+    }
+
+    /// The ledger to plan with: the node's own when it can be trusted; rebuilt from the kernel
+    /// (with why) when it cannot; nil when there is none.
+    func ledger(moveAside: Bool) throws -> (ledger: Ledger?, recovered: String?) {
+        switch Ledger.read(from: spec.stateDirectory, node: spec.node.name, moveAside: moveAside) {
+        case .none:
+            return (nil, nil)
+        case .valid(let ledger):
+            return (ledger, nil)
+        case .untrusted(let reason, let movedTo):
+            let what =
+                "\(reason); " + (movedTo.map { "moved aside to \($0)" } ?? "left in place")
+                + "; ownership rebuilt from the kernel (nodenet's route protocol, lxc devices, the bpffs directory),"
+                + " sysctl values from before nodenet are not known"
+            let rebuilt = Ledger.rebuilt(
+                node: spec.node.name, links: try session.node.links(),
+                bpffsDirectory: spec.datapath.mode == .bpf ? spec.bpffsDirectory : nil, reason: what)
+            return (rebuilt, what)
+        }
     }
 
     func plan(_ desired: DesiredState, ledger: Ledger?) throws -> Planner.Plan {
@@ -54,10 +95,15 @@ public final class NodeController: @unchecked Sendable {
     /// Makes the kernel match the spec, then re-reads it and reports what still differs.
     /// A failure midway rolls the node back and throws `ApplyFailure`.
     public func apply() throws -> ApplyReport {
+        try underLock(command: "apply") { try applyLocked() }
+    }
+
+    private func applyLocked() throws -> ApplyReport {
         let clock = ContinuousClock()
         let start = clock.now
         let desired = try desiredState()
-        let previousLedger = try Ledger.load(from: spec.stateDirectory)
+        let (previousLedger, recovered) = try ledger(moveAside: true)
+        let warnings = recovered.map { ["ledger: \($0)"] } ?? []
         let previousLedgerBytes = Ledger.snapshot(in: spec.stateDirectory)
         let plan = try plan(desired, ledger: previousLedger)
         guard plan.conflicts.isEmpty else {
@@ -67,13 +113,18 @@ public final class NodeController: @unchecked Sendable {
             Ledger.Endpoint(pod: $0.pod.id, hostDevice: $0.hostDevice, netns: $0.pod.netns, ip: $0.pod.ip.description)
         }
         var ledger = previousLedger ?? Ledger(node: spec.node.name)
+        // A recovery note stays until an apply that started from a trusted ledger completes.
+        let clearsRecovery = recovered == nil && ledger.recovery != nil
+        if recovered == nil { ledger.recovery = nil }
         if plan.isEmpty {
-            if ledger.endpoints != wantedEndpoints || !ledger.complete {
+            if ledger.endpoints != wantedEndpoints || !ledger.complete || clearsRecovery || recovered != nil {
                 ledger.endpoints = wantedEndpoints
                 ledger.complete = true
                 try ledger.save(to: spec.stateDirectory)
             }
-            return ApplyReport(node: spec.node.name, changes: [], mismatches: [], seconds: seconds(since: start, clock))
+            return ApplyReport(
+                node: spec.node.name, changes: [], mismatches: [], seconds: seconds(since: start, clock),
+                warnings: warnings)
         }
         // Before touching anything: remember every endpoint that may exist afterwards and
         // the sysctl values about to be overwritten, so a crash or teardown can clean up.
@@ -109,7 +160,7 @@ public final class NodeController: @unchecked Sendable {
         try inProgress.save(to: spec.stateDirectory)
         return ApplyReport(
             node: spec.node.name, changes: plan.changes, mismatches: after.changes.map(\.mismatch) + after.conflicts,
-            seconds: seconds(since: start, clock))
+            seconds: seconds(since: start, clock), warnings: warnings)
     }
 
     private func seconds(since start: ContinuousClock.Instant, _ clock: ContinuousClock) -> Double {
@@ -126,12 +177,16 @@ public struct ApplyReport: Sendable {
     /// `what: wanted X, found Y` for everything that still differs after applying.
     public var mismatches: [String]
     public var seconds: Double
+    /// What the apply had to work around (a ledger it could not trust), in sentences.
+    public var warnings: [String]
     public var verified: Bool { mismatches.isEmpty }
 
-    public init(node: String, changes: [PlannedChange], mismatches: [String], seconds: Double) {
+    public init(node: String, changes: [PlannedChange], mismatches: [String], seconds: Double, warnings: [String] = [])
+    {
         self.node = node
         self.changes = changes
         self.mismatches = mismatches
         self.seconds = seconds
+        self.warnings = warnings
     }
 }

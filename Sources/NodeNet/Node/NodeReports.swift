@@ -46,6 +46,10 @@ public struct NodeStatus: Sendable, Codable, Equatable {
     public var conntrackEntries: Int
     public var ownedRoutes: Int
     public var lastApplied: String?
+    /// The process holding the node's lock (`nodenetd run`, or an apply or teardown now).
+    public var lockHolder: NodeLock.Holder?
+    /// `ok`, `none` (never applied) or why the ledger cannot be trusted / was rebuilt.
+    public var ledger: String
     /// Changes a plan would make now (0 = the kernel matches the spec).
     public var drift: Int
     public var driftDetails: [String]
@@ -114,7 +118,7 @@ extension NodeController {
 
     public func status() throws -> NodeStatus {
         let desired = try desiredState()
-        let ledger = try Ledger.load(from: spec.stateDirectory)
+        let (ledger, untrusted) = try self.ledger(moveAside: false)
         let (plan, observed) = try observedPlan(desired, ledger: ledger)
         let endpointRows = try endpoints()
         let owned = try session.node.routes(
@@ -147,7 +151,10 @@ extension NodeController {
             conntrackEntries: spec.datapath.mode == .bpf
                 ? (try Conntrack.count(bpffsDirectory: spec.bpffsDirectory)) : 0,
             ownedRoutes: owned.count,
-            lastApplied: ledger.map { $0.updatedAt + ($0.complete ? "" : " (incomplete)") },
+            lastApplied: untrusted == nil ? ledger.map { $0.updatedAt + ($0.complete ? "" : " (incomplete)") } : nil,
+            lockHolder: NodeLock.holder(stateDirectory: spec.stateDirectory),
+            ledger: untrusted.map { "untrusted: \($0)" } ?? ledger.map { $0.recovery.map { "rebuilt: \($0)" } ?? "ok" }
+                ?? "none",
             drift: plan.changes.count + plan.conflicts.count,
             driftDetails: plan.changes.map(\.mismatch) + plan.conflicts)
     }

@@ -10,6 +10,8 @@ public struct TeardownReport: Sendable, Codable, Equatable {
     public var pinsRemoved: Bool
     public var sysctlsRestored: [String]
     public var ledgerRemoved: Bool
+    /// What teardown had to work around (a ledger it could not trust), in sentences.
+    public var warnings: [String] = []
     public var nothingToDo: Bool {
         routes == 0 && endpoints == 0 && !hostPair && programs == 0 && !pinsRemoved && sysctlsRestored.isEmpty
             && !ledgerRemoved
@@ -21,29 +23,55 @@ extension NodeController {
     /// (or the spec names), the host pair, and the ledger; restores the global sysctls it
     /// changed. Safe to run twice.
     public func teardown() throws -> TeardownReport {
-        try Self.teardown(
-            namespace: session.namespace, stateDirectory: spec.stateDirectory, socket: session.node,
-            extraEndpoints: spec.pods.map(NodeNetNames.endpointDevice(for:)), bpffsDirectory: spec.bpffsDirectory)
+        try underLock(command: "teardown") {
+            try Self.teardown(
+                namespace: session.namespace, stateDirectory: spec.stateDirectory, node: spec.node.name,
+                socket: session.node, extraEndpoints: spec.pods.map(NodeNetNames.endpointDevice(for:)),
+                bpffsDirectory: spec.bpffsDirectory)
+        }
     }
 
-    /// Teardown from the ledger alone (no spec).
+    /// Teardown from the ledger alone (no spec), under the node's lock.
     public static func teardown(namespace: NamespaceReference, stateDirectory: String) throws -> TeardownReport {
-        try teardown(
-            namespace: namespace, stateDirectory: stateDirectory, socket: NetlinkSocket(namespace: namespace),
-            extraEndpoints: [], bpffsDirectory: nil)
+        // Without a spec, the node's name is the ledger's (a ledger that cannot be read has none).
+        var node = "(unknown)"
+        if let data = try? StateFile.readText(Ledger.path(in: stateDirectory), limit: Ledger.sizeLimit),
+            let ledger = try? JSONDecoder().decode(Ledger.self, from: data)
+        {
+            node = ledger.node
+        }
+        let lock = try NodeLock.acquire(stateDirectory: stateDirectory, node: node, command: "teardown")
+        return try withExtendedLifetime(lock) {
+            try teardown(
+                namespace: namespace, stateDirectory: stateDirectory, node: node,
+                socket: NetlinkSocket(namespace: namespace), extraEndpoints: [], bpffsDirectory: nil)
+        }
     }
 
     private static func teardown(
-        namespace: NamespaceReference, stateDirectory: String, socket: NetlinkSocket, extraEndpoints: [String],
-        bpffsDirectory: String?
+        namespace: NamespaceReference, stateDirectory: String, node: String, socket: NetlinkSocket,
+        extraEndpoints: [String], bpffsDirectory: String?
     ) throws -> TeardownReport {
-        let ledger = try Ledger.load(from: stateDirectory)
-        let links = Dictionary(try socket.links().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let linkList = try socket.links()
+        let links = Dictionary(linkList.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        var warnings: [String] = []
+        let ledger: Ledger?
+        switch Ledger.read(from: stateDirectory, node: node, moveAside: true) {
+        case .none: ledger = nil
+        case .valid(let valid): ledger = valid
+        case .untrusted(let reason, let movedTo):
+            // Ownership from the kernel instead: lxc devices by name, the spec's bpffs directory.
+            // Nothing the untrusted file says is acted on (no sysctl is written from it).
+            ledger = Ledger.rebuilt(node: node, links: linkList, bpffsDirectory: bpffsDirectory, reason: reason)
+            warnings.append(
+                "ledger: \(reason); " + (movedTo.map { "moved aside to \($0)" } ?? "left in place")
+                    + "; removed what the kernel shows as nodenet's; sysctls from before nodenet not restored")
+        }
         let routes = try socket.routes(
             RouteFilter(family: .inet, table: RouteTable.main, protocol: NodeNetNames.routeProtocol))
         var report = TeardownReport(
             routes: 0, endpoints: 0, hostPair: false, programs: 0, pinsRemoved: false, sysctlsRestored: [],
-            ledgerRemoved: false)
+            ledgerRemoved: false, warnings: warnings)
         for result in socket.batch(routes.map(\.deleteRequest)) {
             switch result {
             case .success: report.routes += 1

@@ -21,7 +21,7 @@ extension NodeSpec {
         do {
             root = try JSONValue.parse(data)
         } catch {
-            throw SpecError([SpecProblem("", "not valid JSON: \(Self.describe(error))")])
+            throw SpecError([SpecProblem("", JSONValue.describe(error, in: data))])
         }
         var reader = SpecReader()
         let spec = reader.read(root)
@@ -57,18 +57,16 @@ extension NodeSpec {
     /// The namespace check of a real validation: the path (or /var/run/netns name) exists.
     public static func namespaceExists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
-    /// Reads and validates the spec file at `path`.
+    /// The largest spec file read (10 000 services with 3 backends each is about 3 MiB).
+    public static let fileSizeLimit = 16 << 20
+
+    /// Reads and validates the spec file at `path`. A path that is not a readable text file of
+    /// at most `fileSizeLimit` bytes is one problem in a sentence that names it.
     public static func load(path: String) throws -> NodeSpec {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw SpecError([SpecProblem("", "cannot read \(path): \(String(cString: strerror(errno)))")])
+        let data: Data
+        do { data = try StateFile.readText(path, limit: fileSizeLimit) } catch {
+            throw SpecError([SpecProblem("", "\(error)")])
         }
         return try load(data)
-    }
-
-    private static func describe(_ error: Error) -> String {
-        if case DecodingError.dataCorrupted(let context) = error {
-            return (context.underlyingError.map { "\($0)" } ?? context.debugDescription)
-        }
-        return "\(error)"
     }
 }

@@ -1,0 +1,102 @@
+import Foundation
+import Logging
+import TestSupport
+import Testing
+
+@testable import NodeNet
+@testable import NodeNetAgent
+
+/// A damaged or planted ledger and a second writer, against a real kernel. Skipped without root.
+@Suite(.serialized, .enabled(if: Privileges.canManageNamespaces, Comment(rawValue: Privileges.skipReason)))
+struct ReliabilityIntegrationTests {
+    func asideFiles(_ t: TestNode) throws -> [String] {
+        try FileManager.default.contentsOfDirectory(atPath: t.stateDirectory).filter {
+            $0.hasPrefix("ledger.json.corrupt-")
+        }
+    }
+
+    /// Before: `reading the ledger …: DecodingError.dataCorrupted` on every apply, for good.
+    @Test func aCorruptLedgerIsMovedAsideAndTheNodeConverges() async throws {
+        try await TestNode.with(pods: 2) { t in
+            let spec = t.spec()
+            _ = try t.controller(spec).apply()
+            // A stale endpoint device the lost ledger knew about: ownership rebuilt from the
+            // kernel finds it by its name.
+            let node = try NetlinkSocket(namespace: t.namespace)
+            try node.add(
+                LinkConfiguration(name: "lxc0000000000aa", kind: .veth(peer: VethPeer(name: "tmp0aa")), up: true))
+            try Data("{\"apiVersion\": \"nodenet/v1\", \"node\": \u{0}garbage".utf8).write(
+                to: URL(fileURLWithPath: Ledger.path(in: t.stateDirectory)))
+            let status = try t.controller(spec).status()
+            #expect(status.ledger.hasPrefix("untrusted: "), "\(status.ledger)")
+            #expect(try asideFiles(t).isEmpty, "status changes nothing")
+
+            let report = try t.controller(spec).apply()
+            #expect(report.verified, "\(report.mismatches)")
+            let warning = try #require(report.warnings.first)
+            #expect(
+                warning.contains("is not text (binary data at byte") && warning.contains("moved aside to"), "\(warning)"
+            )
+            #expect(!warning.contains("DecodingError"))
+            #expect(try asideFiles(t).count == 1)
+            #expect(try node.link(named: "lxc0000000000aa") == nil, "an lxc device the spec does not want is removed")
+            #expect(try t.controller(spec).plan().isEmpty)
+            #expect(try t.controller(spec).status().ledger.hasPrefix("rebuilt: "), "shown until the next clean apply")
+            #expect(try t.controller(spec).apply().warnings.isEmpty)
+            #expect(try t.controller(spec).status().ledger == "ok")
+            #expect(try t.ping(from: 0, "10.0.2.204"))
+        }
+    }
+
+    /// Before: a planted ledger naming `eth0` as an endpoint made the next apply delete the uplink.
+    @Test func aPlantedLedgerCannotDeleteTheUplink() async throws {
+        try await TestNode.with(pods: 1) { t in
+            let spec = t.spec()
+            _ = try t.controller(spec).apply()
+            var planted = try #require(try Ledger.load(from: t.stateDirectory))
+            planted.endpoints.append(
+                Ledger.Endpoint(pod: "default/evil", hostDevice: "eth0", netns: "x", ip: "10.0.2.9"))
+            try planted.save(to: t.stateDirectory)
+            let report = try t.controller(spec).apply()
+            #expect(try NetlinkSocket(namespace: t.namespace).link(named: "eth0") != nil, "the uplink stays")
+            #expect(!report.changes.contains { $0.subject.contains("evil") || $0.found?.contains("eth0") == true })
+            #expect(report.warnings.first?.contains(#"endpoint device "eth0""#) == true, "\(report.warnings)")
+            #expect(try t.ping(from: 0, "172.18.0.3"))
+        }
+    }
+
+    /// Before: teardown wrote whatever sysctl a planted ledger named, as root.
+    @Test func teardownWritesNoSysctlAPlantedLedgerNames() async throws {
+        try await TestNode.with(pods: 1) { t in
+            let controller = try t.controller(t.spec())
+            _ = try controller.apply()
+            let key = "net/ipv4/conf/lo/accept_local"
+            let before = try Sysctl.read(key, in: t.namespace)
+            var planted = try #require(try Ledger.load(from: t.stateDirectory))
+            planted.sysctlOriginals[key] = before == "1" ? "0" : "1"
+            try planted.save(to: t.stateDirectory)
+            let report = try controller.teardown()
+            #expect(try Sysctl.read(key, in: t.namespace) == before, "the planted value is not written")
+            #expect(report.sysctlsRestored.isEmpty)
+            #expect(report.warnings.first?.contains(#"sysctl "\#(key)""#) == true, "\(report.warnings)")
+            #expect(report.endpoints == 1 && report.hostPair, "what the kernel shows as nodenet's still goes")
+        }
+    }
+
+    /// A second writer is refused with who holds the node; the lock goes with its holder.
+    @Test func aRunningAgentIsTheOnlyWriter() async throws {
+        try await AgentIntegrationTests.withAgent { t, agent, file, _ in
+            let holder = try #require(NodeLock.holder(stateDirectory: t.stateDirectory))
+            #expect(holder.pid == getpid() && holder.command == "run")
+            let spec = try NodeSpec.load(path: file.path)
+            let error = #expect(throws: NodeNetError.self) { try t.controller(spec).apply() }
+            #expect("\(error!)".hasPrefix("another nodenetd (pid \(getpid()), nodenetd run, since "), "\(error!)")
+            #expect(throws: NodeNetError.self) { try t.controller(spec).teardown() }
+            let second = NodeAgent(
+                options: NodeAgent.Options(specPath: file.path, namespace: t.namespace), logger: { Logger(label: $0) })
+            await #expect(throws: NodeNetError.self) { try await second.run() }
+            #expect(try t.controller(spec).status().lockHolder?.command == "run")
+            #expect(agent.health == .healthy, "the running agent is undisturbed")
+        }
+    }
+}
