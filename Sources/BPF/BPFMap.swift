@@ -150,3 +150,24 @@ public struct BPFMapInfo: Sendable, Equatable {
         }
     }
 }
+
+extension BPFMapInfo {
+    /// Identity and size of the map pinned at `path`, read without knowing its layout: its id
+    /// (a map replaced by another has a new one) and how many keys it holds. nil when nothing
+    /// is pinned there.
+    public static func census(pinnedAt path: String) throws -> (id: UInt32, entries: Int)? {
+        guard let handle = try BPFPin.open(path) else { return nil }
+        let info = try BPFMapInfo(fd: handle.fd, what: path)
+        var current = [UInt8](repeating: 0, count: Int(info.keySize))
+        var next = current
+        var count = 0
+        var rc = bpf_map_get_next_key(handle.fd, nil, &next)
+        while rc == 0 {
+            count += 1
+            swap(&current, &next)
+            rc = bpf_map_get_next_key(handle.fd, &current, &next)
+        }
+        guard errno == ENOENT || rc == -ENOENT else { throw BPFError(errno, "counting the entries of \(path)") }
+        return (info.id, count)
+    }
+}

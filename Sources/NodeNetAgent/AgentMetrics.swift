@@ -11,6 +11,8 @@ public final class AgentMetrics: Sendable {
     let kernelErrors: Counter
     let specReloads: Counter
     let specReloadErrors: Counter
+    let bpfAudits: Counter
+    let bpfAuditDrift: Counter
     let endpoints: Gauge
     let remoteNodes: Gauge
     let services: Gauge
@@ -65,6 +67,13 @@ public final class AgentMetrics: Sendable {
         specReloadErrors = registry.makeCounter(
             descriptor: Self.name(
                 "nodenet_spec_reload_errors_total", "Spec reloads rejected as invalid (the running spec stays)."))
+        bpfAudits = registry.makeCounter(
+            descriptor: Self.name(
+                "nodenet_bpf_audits_total", "Audits of the BPF datapath against the last verified apply."))
+        bpfAuditDrift = registry.makeCounter(
+            descriptor: Self.name(
+                "nodenet_bpf_audit_drift_total", "Audits that found the BPF datapath changed (each starts a reconcile)."
+            ))
         endpoints = registry.makeGauge(descriptor: Self.name("nodenet_endpoints", "Pod endpoints in the spec."))
         remoteNodes = registry.makeGauge(descriptor: Self.name("nodenet_remote_nodes", "Remote nodes in the spec."))
         services = registry.makeGauge(descriptor: Self.name("nodenet_services", "Services in the spec."))

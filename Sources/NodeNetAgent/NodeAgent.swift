@@ -8,6 +8,8 @@ import Logging
 
 /// Why a reconcile ran: the `trigger` label of `nodenet_reconcile_runs_total` and of the logs.
 public enum ReconcileCause: String, Sendable, CaseIterable {
+    /// The periodic BPF audit found the datapath changed.
+    case audit
     /// The agent started.
     case start
     /// A netlink event on something nodenet owns.
@@ -30,15 +32,19 @@ public final class NodeAgent: @unchecked Sendable {
         public var resyncInterval: Duration
         /// How often the spec file is checked for changes.
         public var specCheckInterval: Duration
+        /// How often the BPF datapath is audited (BPF mode): links, filters and maps compared
+        /// with what the last verified apply left; a difference starts a reconcile. nil: never.
+        public var bpfAuditInterval: Duration?
 
         public init(
             specPath: String, namespace: NamespaceReference = .current, resyncInterval: Duration = .seconds(30),
-            specCheckInterval: Duration = .milliseconds(500)
+            specCheckInterval: Duration = .milliseconds(500), bpfAuditInterval: Duration? = .seconds(1)
         ) {
             self.specPath = specPath
             self.namespace = namespace
             self.resyncInterval = resyncInterval
             self.specCheckInterval = specCheckInterval
+            self.bpfAuditInterval = bpfAuditInterval
         }
     }
 
@@ -46,6 +52,7 @@ public final class NodeAgent: @unchecked Sendable {
     enum Trigger: Sendable {
         case event(String, at: ContinuousClock.Instant)
         case resync
+        case audit
         case reload(String)
         case stop
     }
@@ -69,6 +76,9 @@ public final class NodeAgent: @unchecked Sendable {
         /// What the last reconcile had to work around (a ledger rebuilt from the kernel); shown by
         /// /healthz until a reconcile needs no workaround.
         var warnings: [String] = []
+        /// The datapath as the last verified reconcile left it (BPF mode): what audits compare to.
+        var baseline: DatapathFingerprint?
+        var audit = AuditRecord()
         var reconciles = 0
         func with<T>(_ body: (StateBox) -> T) -> T {
             lock.lock()
@@ -134,6 +144,9 @@ public final class NodeAgent: @unchecked Sendable {
             namespace: options.namespace, groups: [.link, .ipv4Address, .ipv4Route, .ipv4Netconf])
         defer { monitor.stop() }
         await reconcile(controller, cause: .start, reason: "start", eventAt: nil)
+        if spec.datapath.mode == .bpf, options.bpfAuditInterval != nil {
+            state.with { $0.audit }.save(stateDirectory: spec.stateDirectory, interval: options.bpfAuditInterval)
+        }
         let owned = OwnershipFilter(spec: spec, device: spec.node.device)
         let ownedBox = OwnedBox(owned)
         let tasks = [
@@ -160,6 +173,13 @@ public final class NodeAgent: @unchecked Sendable {
                     continuation.yield(.resync)
                 }
             },
+            Task { [continuation, interval = options.bpfAuditInterval] in
+                guard let interval else { return }
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: interval)
+                    continuation.yield(.audit)
+                }
+            },
             Task { [continuation, options, stamp] in
                 var last = stamp
                 while !Task.isCancelled {
@@ -184,6 +204,11 @@ public final class NodeAgent: @unchecked Sendable {
                 lastStart = .now
                 await reconcile(controller, cause: .resync, reason: "periodic re-plan", eventAt: nil)
                 if spec.datapath.mode == .bpf { collectConntrack(spec) }
+            case .audit:
+                guard spec.datapath.mode == .bpf, let drift = await audit(controller) else { continue }
+                lastStart = .now
+                await reconcile(controller, cause: .audit, reason: "bpf audit: \(drift.first!)", eventAt: .now)
+                recordAuditRepair(drift, spec: spec)
             case .event(let reason, let at):
                 // A reconcile that started after this event already saw its effect.
                 guard at >= lastStart else { continue }
@@ -277,7 +302,7 @@ public final class NodeAgent: @unchecked Sendable {
                         "why": "\(reason)", "kind": "\(change.kind)", "namespace": "\(change.namespace)",
                         "found": "\(change.found ?? "nothing")", "wanted": "\(change.wanted ?? "nothing")",
                     ])
-                if cause == .event || cause == .resync { metrics.repaired(kind: change.kind) }
+                if cause == .event || cause == .resync || cause == .audit { metrics.repaired(kind: change.kind) }
             }
             let elapsed = ContinuousClock.now - start
             metrics.reconcileDuration.record(elapsed)
@@ -308,6 +333,9 @@ public final class NodeAgent: @unchecked Sendable {
             }
             if report.verified {
                 setHealth(.healthy)
+                // What audits compare against until the next verified reconcile.
+                let baseline = try? controller.datapathFingerprint()
+                state.with { $0.baseline = baseline }
             } else {
                 metrics.reconcileFailures.increment()
                 setHealth(
@@ -323,6 +351,44 @@ public final class NodeAgent: @unchecked Sendable {
             setHealth(.unhealthy("\(error)"))
             log.error("reconcile failed", metadata: ["why": "\(reason)", "error": "\(error)"])
         }
+    }
+
+    /// Compares the datapath with the baseline of the last verified reconcile (on a thread of
+    /// its own: it makes bpf(2) and netlink calls). Returns what differs, nil when nothing does.
+    private func audit(_ controller: NodeController) async -> [String]? {
+        await withCheckedContinuation { (done: CheckedContinuation<[String]?, Never>) in
+            Thread.detachNewThread { [self] in
+                metrics.bpfAudits.increment()
+                let baseline = state.with { $0.baseline }
+                var drift: [String]?
+                do {
+                    let now = try controller.datapathFingerprint()
+                    if let baseline {
+                        let differences = now.differences(from: baseline)
+                        drift = differences.isEmpty ? nil : differences
+                    }
+                } catch {
+                    drift = ["the datapath cannot be read: \(error)"]
+                }
+                state.with { $0.audit.lastAudit = Date() }
+                if let drift {
+                    metrics.bpfAuditDrift.increment()
+                    logger("audit").warning("bpf drift", metadata: ["differences": "\(drift.joined(separator: "; "))"])
+                }
+                done.resume(returning: drift)
+            }
+        }
+    }
+
+    /// Notes a repair the audit started, for `status` (written only when something happened).
+    private func recordAuditRepair(_ drift: [String], spec: NodeSpec) {
+        let record = state.with { box -> AuditRecord in
+            box.audit.lastDrift = drift
+            box.audit.lastDriftAt = Date()
+            box.audit.repaired = box.health == .healthy
+            return box.audit
+        }
+        record.save(stateDirectory: spec.stateDirectory, interval: options.bpfAuditInterval)
     }
 
     /// Removes idle BPF conntrack entries (each resync) and records how many there are.

@@ -151,6 +151,10 @@ struct StatusCommand: ParsableCommand {
             ("Ledger", s.ledger),
             ("Lock", s.lockHolder.map { "held by \($0)" } ?? "free (no agent running)"),
             (
+                "BPF audit",
+                s.bpfAudit ?? (s.datapathMode == "bpf" ? "none (no agent running)" : "not needed (kernel mode)")
+            ),
+            (
                 "Drift",
                 s.drift == 0
                     ? "none: the kernel matches the spec"

@@ -19,6 +19,11 @@ struct RunCommand: ParsableCommand {
     @Option(help: "The node spec (JSON); watched for changes.") var spec: String
     @Option(help: "Work on the node that is this network namespace instead of the current one.") var netns: String?
     @Option(help: "Seconds between full re-plans.") var resyncInterval: Double = 30
+    @Option(
+        help:
+            "Seconds between audits of the BPF datapath (links, filters, maps against the last verified apply; a difference starts a reconcile); 0 turns them off."
+    )
+    var bpfAuditInterval: Double = 1
     @Option(help: "Log format: logfmt or json.") var logFormat: String = "logfmt"
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
     @Option(
@@ -31,6 +36,9 @@ struct RunCommand: ParsableCommand {
         }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+        guard bpfAuditInterval == 0 || (bpfAuditInterval >= 0.1 && bpfAuditInterval <= 3600) else {
+            throw ValidationError("--bpf-audit-interval must be 0 (off) or between 0.1 and 3600 seconds")
         }
         guard resyncInterval >= 0.1 && resyncInterval <= 86400 else {
             throw ValidationError("--resync-interval must be between 0.1 and 86400 seconds")
@@ -52,7 +60,8 @@ struct RunCommand: ParsableCommand {
         let agent = NodeAgent(
             options: NodeAgent.Options(
                 specPath: spec, namespace: netns.map(NamespaceReference.init) ?? .current,
-                resyncInterval: .milliseconds(Int64(resyncInterval * 1000))),
+                resyncInterval: .milliseconds(Int64(resyncInterval * 1000)),
+                bpfAuditInterval: bpfAuditInterval == 0 ? nil : .milliseconds(Int64(bpfAuditInterval * 1000))),
             logger: { Logger(label: $0) })
 
         var server: StatusServer?

@@ -13,12 +13,15 @@ struct AgentIntegrationTests {
     /// A running in-process agent on a test node; stopped when the body ends.
     static func withAgent<T>(
         pods: Int = 2, podCount: Int? = nil, logLevel: Logger.Level = .info,
+        configure: (inout NodeSpec) -> Void = { _ in },
         _ body: (TestNode, NodeAgent, URL, LogLines) async throws -> T
     ) async throws -> T {
         try await TestNode.with(pods: pods) { t in
             let file = URL(fileURLWithPath: t.stateDirectory + ".spec.json")
             try FileManager.default.createDirectory(atPath: t.stateDirectory, withIntermediateDirectories: true)
-            try t.spec(podCount: podCount).jsonData().write(to: file)
+            var spec = t.spec(podCount: podCount)
+            configure(&spec)
+            try spec.jsonData().write(to: file)
             defer { try? FileManager.default.removeItem(at: file) }
             let lines = LogLines()
             let agent = NodeAgent(

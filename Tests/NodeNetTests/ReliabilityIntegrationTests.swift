@@ -1,3 +1,5 @@
+import BPF
+import CNodeNetBPF
 import Foundation
 import Logging
 import TestSupport
@@ -97,6 +99,55 @@ struct ReliabilityIntegrationTests {
             await #expect(throws: NodeNetError.self) { try await second.run() }
             #expect(try t.controller(spec).status().lockHolder?.command == "run")
             #expect(agent.health == .healthy, "the running agent is undisturbed")
+        }
+    }
+
+    /// Before: a detached program or emptied service maps stayed broken until the next full
+    /// resync (60 s here). The audit finds each within its interval and a reconcile repairs it.
+    @Test(arguments: [AttachMode.tcx, .clsact])
+    func bpfDriftIsRepairedWithinSeconds(_ attach: AttachMode) async throws {
+        let directory = "/sys/fs/bpf/\(TestNames.unique("audit"))"
+        defer { BPFFS.remove(directory) }
+        let configure: (inout NodeSpec) -> Void = {
+            $0.datapath = DatapathSettings(mode: .bpf, attachMode: attach)
+            $0.bpffsDirectory = directory
+            $0.services = [
+                ServiceSpec(
+                    name: "default/web", type: .clusterIP, clusterIP: "10.96.0.10",
+                    ports: [ServicePort(port: 80)], backends: [ServiceBackend(ip: "10.0.2.204")])
+            ]
+        }
+        try await AgentIntegrationTests.withAgent(configure: configure) { t, agent, file, lines in
+            let spec = try NodeSpec.load(path: file.path)
+            let layout = spec.bpffs
+            let node = try NetlinkSocket(namespace: t.namespace)
+            let lxc = NodeNetNames.endpointDevice(for: spec.pods[0])
+            // 1. The program on the first pod's lxc goes away.
+            if attach == .tcx {
+                let pin = try #require(layout.tcxLinks().first { $0.contains("@\(lxc)@") })
+                try BPFPin.remove(layout.tcxLinkPath(pin))  // the last reference: the link detaches
+            } else {
+                let index = try #require(try node.link(named: lxc)).index
+                try node.delete(.filter(interfaceIndex: index, direction: .ingress, priority: 1))
+            }
+            let seconds = try await AgentIntegrationTests.waitFor("the program's repair", seconds: 10) {
+                lines.all.contains { $0.contains("msg=\"drift repaired\"") && $0.contains("why=\"bpf audit:") }
+            }
+            #expect(seconds < 10, "repaired by the audit, not the 60 s resync")
+            #expect(try t.controller(spec).plan().isEmpty)
+            // 2. The service maps are emptied behind the agent's back.
+            let services = try #require(
+                try BPFMap<nodenet_service_key, nodenet_service>.pinned(at: layout.path(.services)))
+            for key in try services.keys() { _ = try services.delete(key) }
+            #expect(try services.keys().isEmpty)
+            try await AgentIntegrationTests.waitFor("the service map's repair", seconds: 10) {
+                (try services.keys().count) == 2
+            }
+            #expect(try t.controller(spec).plan().isEmpty)
+            #expect(agent.metrics.exposition().contains("nodenet_bpf_audit_drift_total"))
+            let status = try t.controller(spec).status()
+            #expect(status.bpfAudit?.hasPrefix("every 1 s; last drift at ") == true, "\(status.bpfAudit as Any)")
+            #expect(status.bpfAudit?.hasSuffix(", repaired") == true, "\(status.bpfAudit as Any)")
         }
     }
 }

@@ -50,6 +50,8 @@ public struct NodeStatus: Sendable, Codable, Equatable {
     public var lockHolder: NodeLock.Holder?
     /// `ok`, `none` (never applied) or why the ledger cannot be trusted / was rebuilt.
     public var ledger: String
+    /// The running agent's BPF audit (interval, last drift), nil when no agent audits.
+    public var bpfAudit: String?
     /// Changes a plan would make now (0 = the kernel matches the spec).
     public var drift: Int
     public var driftDetails: [String]
@@ -124,6 +126,16 @@ extension NodeController {
         let owned = try session.node.routes(
             RouteFilter(family: .inet, table: RouteTable.main, protocol: NodeNetNames.routeProtocol))
         let capacity = max(0, (1 << (32 - Int(spec.node.podCIDR.length))) - 2)
+        let lastApplied: String? =
+            untrusted == nil ? ledger.map { $0.updatedAt + ($0.complete ? "" : " (incomplete)") } : nil
+        let ledgerHealth: String
+        if let untrusted {
+            ledgerHealth = "untrusted: \(untrusted)"
+        } else if let recovery = ledger?.recovery {
+            ledgerHealth = "rebuilt: \(recovery)"
+        } else {
+            ledgerHealth = ledger == nil ? "none" : "ok"
+        }
         return NodeStatus(
             node: spec.node.name, namespace: "\(session.namespace)", device: spec.node.device,
             address: spec.node.address.description,
@@ -151,10 +163,8 @@ extension NodeController {
             conntrackEntries: spec.datapath.mode == .bpf
                 ? (try Conntrack.count(bpffsDirectory: spec.bpffsDirectory)) : 0,
             ownedRoutes: owned.count,
-            lastApplied: untrusted == nil ? ledger.map { $0.updatedAt + ($0.complete ? "" : " (incomplete)") } : nil,
-            lockHolder: NodeLock.holder(stateDirectory: spec.stateDirectory),
-            ledger: untrusted.map { "untrusted: \($0)" } ?? ledger.map { $0.recovery.map { "rebuilt: \($0)" } ?? "ok" }
-                ?? "none",
+            lastApplied: lastApplied, lockHolder: NodeLock.holder(stateDirectory: spec.stateDirectory),
+            ledger: ledgerHealth, bpfAudit: AuditRecord.current(stateDirectory: spec.stateDirectory)?.summary,
             drift: plan.changes.count + plan.conflicts.count,
             driftDetails: plan.changes.map(\.mismatch) + plan.conflicts)
     }

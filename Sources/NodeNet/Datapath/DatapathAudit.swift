@@ -1,0 +1,71 @@
+import BPF
+import Foundation
+
+/// The few facts about the node's BPF datapath the kernel gives cheaply, without a full
+/// re-plan: which links are pinned, where they are attached and which program they run, which
+/// tc filters of ours sit on the devices, and which maps are pinned with how many entries.
+/// Taken right after a verified apply, it is the baseline a periodic audit compares against:
+/// a detached program or an emptied service map shows up in a second, not at the next resync.
+public struct DatapathFingerprint: Sendable, Equatable {
+    /// What each fact is, by a name for it (`tcx link from-container@lxc…`, `map nodenet_services`).
+    public private(set) var facts: [String: String] = [:]
+
+    /// What differs from `baseline`, one line each (`map nodenet_services: was id 7, 12 entries; now id 7, 0 entries`).
+    public func differences(from baseline: DatapathFingerprint) -> [String] {
+        Set(facts.keys).union(baseline.facts.keys).sorted().compactMap { name in
+            let was = baseline.facts[name]
+            let now = facts[name]
+            guard was != now else { return nil }
+            return "\(name): was \(was ?? "absent"), now \(now ?? "absent")"
+        }
+    }
+
+    /// Maps whose entry count is part of the fingerprint (what apply writes); the others change
+    /// with traffic (conntrack, fragments, events) or are arrays of fixed size.
+    static let countedMaps: [BPFFSLayout.Map] = [.endpoints, .services, .backends, .revnat, .nodes]
+
+    init(layout: BPFFSLayout, node: NetlinkSocket, devices: [String], attachMode: AttachMode) throws {
+        for name in layout.tcxLinks() {
+            let info = try? BPFLink.info(pinnedAt: layout.tcxLinkPath(name))
+            facts["tcx link \(name)"] =
+                info.map { "ifindex \($0.ifindex ?? 0), program \($0.programID)" } ?? "unreadable"
+        }
+        for name in layout.socketLinks() {
+            let info = try? BPFLink.info(pinnedAt: layout.socketLinkPath(name))
+            facts["socket LB link \(name)"] = info.map { "link \($0.id), program \($0.programID)" } ?? "unreadable"
+        }
+        if attachMode == .clsact {
+            let links = Dictionary(try node.links().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+            for device in devices {
+                guard let link = links[device] else { continue }
+                let ours = try node.filters(interfaceIndex: link.index, direction: .ingress).filter(
+                    DatapathProgram.isOurs)
+                facts["filters on \(device)"] = ours.map { "\($0.bpf?.name ?? "?") program \($0.bpf?.programID ?? 0)" }
+                    .sorted().joined(separator: ", ")
+            }
+        }
+        for map in BPFFSLayout.Map.allCases {
+            if Self.countedMaps.contains(map) {
+                facts["map \(map.rawValue)"] = try BPFMapInfo.census(pinnedAt: layout.path(map)).map {
+                    "id \($0.id), \($0.entries) entries"
+                }
+            } else if FileManager.default.fileExists(atPath: layout.path(map)) {
+                facts["map \(map.rawValue)"] = "pinned"
+            }
+        }
+    }
+}
+
+extension NodeController {
+    /// The node's datapath fingerprint now (BPF mode; empty in kernel mode).
+    public func datapathFingerprint() throws -> DatapathFingerprint {
+        guard spec.datapath.mode == .bpf else { return DatapathFingerprint() }
+        return try DatapathFingerprint(
+            layout: spec.bpffs, node: session.node,
+            devices: [spec.node.device] + spec.pods.map(NodeNetNames.endpointDevice(for:)), attachMode: attachMode)
+    }
+}
+
+extension DatapathFingerprint {
+    init() {}
+}
