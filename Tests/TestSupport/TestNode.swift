@@ -23,7 +23,8 @@ public struct TestNode {
         }
     }
 
-    private func wire() throws {
+    /// Gives the node its eth0 on the fabric (again, after a test removed it).
+    public func wire() throws {
         let n = try NetlinkSocket(namespace: namespace)
         try n.add(
             LinkConfiguration(

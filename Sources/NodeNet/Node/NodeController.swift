@@ -33,6 +33,7 @@ public final class NodeController: @unchecked Sendable {
 
     /// What apply would change. Changes nothing (an untrusted ledger is left where it is).
     public func plan() throws -> Planner.Plan {
+        defer { session.releasePodSockets() }
         let desired = try desiredState()
         return try plan(desired, ledger: try ledger(moveAside: false).ledger)
     }
@@ -99,16 +100,18 @@ public final class NodeController: @unchecked Sendable {
     }
 
     private func applyLocked() throws -> ApplyReport {
+        defer { session.releasePodSockets() }
         let clock = ContinuousClock()
         let start = clock.now
         let desired = try desiredState()
         let (previousLedger, recovered) = try ledger(moveAside: true)
-        let warnings = recovered.map { ["ledger: \($0)"] } ?? []
+        var warnings = recovered.map { ["ledger: \($0)"] } ?? []
         let previousLedgerBytes = Ledger.snapshot(in: spec.stateDirectory)
         let plan = try plan(desired, ledger: previousLedger)
         guard plan.conflicts.isEmpty else {
             throw NodeNetError.conflict("cannot apply:\n" + plan.conflicts.map { "  \($0)" }.joined(separator: "\n"))
         }
+        warnings += plan.unavailable
         let wantedEndpoints = desired.endpoints.map {
             Ledger.Endpoint(pod: $0.pod.id, hostDevice: $0.hostDevice, netns: $0.pod.netns, ip: $0.pod.ip.description)
         }

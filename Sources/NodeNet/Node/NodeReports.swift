@@ -59,6 +59,7 @@ public struct NodeStatus: Sendable, Codable, Equatable {
 
 extension NodeController {
     public func endpoints() throws -> [EndpointStatus] {
+        defer { session.releasePodSockets() }
         let desired = try desiredState()
         let observed = try session.observe(desired)
         return desired.endpoints.map { endpoint in
@@ -96,6 +97,7 @@ extension NodeController {
     }
 
     public func routes() throws -> [RouteStatus] {
+        defer { session.releasePodSockets() }
         let desired = try desiredState()
         let node = try ObservedNamespace.read(session.node)
         let names = node.names
@@ -119,6 +121,7 @@ extension NodeController {
     }
 
     public func status() throws -> NodeStatus {
+        defer { session.releasePodSockets() }
         let desired = try desiredState()
         let (ledger, untrusted) = try self.ledger(moveAside: false)
         let (plan, observed) = try observedPlan(desired, ledger: ledger)

@@ -29,6 +29,13 @@ public final class NodeSession: @unchecked Sendable {
         return podSockets.filter { netnsNames.contains($0.key) }
     }
 
+    /// Closes the pods' sockets. Between reconciles nothing may hold a pod's namespace: a
+    /// namespace the runtime deleted must go at once (taking its veth with it, which is the
+    /// event that tells the agent), not linger until the next observe.
+    func releasePodSockets() {
+        podSockets = [:]
+    }
+
     func podSocket(_ netns: String) throws -> NetlinkSocket {
         if let s = podSockets(Array([netns]))[netns] { return s }
         throw NodeNetError.missing("network namespace \(netns) cannot be entered")

@@ -9,6 +9,10 @@ public struct Planner {
         public var changes: [PlannedChange]
         /// Objects in the way that nodenet does not own; apply refuses to run over them.
         public var conflicts: [String]
+        /// Pods whose network namespace is gone or cannot be entered: left out of this plan (what
+        /// is left of their endpoints is removed) and reported, so one vanished pod never blocks
+        /// the rest of the node.
+        public var unavailable: [String] = []
         public var isEmpty: Bool { changes.isEmpty }
     }
 
@@ -31,11 +35,23 @@ public struct Planner {
         datapath: DatapathMode = .kernel,
         attachMode: AttachMode = .clsact
     ) -> Plan {
+        // Pods whose namespace cannot be read are planned as if they had left the spec.
+        let gone = desired.endpoints.filter { observed.pods[$0.pod.netns] == nil }
+        var usable = desired
+        if !gone.isEmpty {
+            let devices = Set(gone.map(\.hostDevice))
+            usable.endpoints.removeAll { devices.contains($0.hostDevice) }
+            usable.sysctls.removeAll { $0.device.map(devices.contains) ?? false }
+        }
         var p = Planner(
-            desired: desired, observed: observed, ledger: ledger, device: nativeDevice, datapath: datapath,
+            desired: usable, observed: observed, ledger: ledger, device: nativeDevice, datapath: datapath,
             attachMode: attachMode)
         p.run()
-        return Plan(changes: p.changes, conflicts: p.conflicts)
+        let unavailable = gone.map {
+            "pod \($0.pod.id): network namespace \($0.pod.netns) cannot be read"
+                + " (\(observed.podErrors[$0.pod.netns] ?? "it does not exist")); its endpoint is left out until it is back"
+        }
+        return Plan(changes: p.changes, conflicts: p.conflicts, unavailable: unavailable)
     }
 
     private init(
@@ -224,12 +240,6 @@ public struct Planner {
         let subject = "endpoint \(endpoint.pod.id)"
         let wanted =
             "veth \(endpoint.hostDevice) <-> \(NodeNetNames.podDevice) in \(endpoint.pod.netns), mtu \(desired.mtu)"
-        if observed.pods[endpoint.pod.netns] == nil {
-            conflicts.append(
-                "pod \(endpoint.pod.id): network namespace \(endpoint.pod.netns) cannot be read: \(observed.podErrors[endpoint.pod.netns] ?? "it does not exist")"
-            )
-            return
-        }
         if let host, !paired {
             // Half an endpoint (its pod namespace was recreated, or a crash): rebuild it.
             add(

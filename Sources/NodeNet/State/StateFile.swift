@@ -113,8 +113,13 @@ public enum StateFile {
     /// person to read); returns the new path, nil when it could not be moved.
     public static func moveAside(_ path: String) -> String? {
         let stamp = ISO8601DateFormatter().string(from: Date()).replacingOccurrences(of: ":", with: "")
-        let aside = "\(path).corrupt-\(stamp)"
-        return rename(path, aside) == 0 ? aside : nil
+        // Two in one second get -1, -2, ...: an earlier one is never overwritten.
+        for n in 0..<100 {
+            let aside = "\(path).corrupt-\(stamp)" + (n == 0 ? "" : "-\(n)")
+            if access(aside, F_OK) == 0 { continue }
+            return rename(path, aside) == 0 ? aside : nil
+        }
+        return nil
     }
 
     private static func firstInvalidUTF8(_ bytes: [UInt8]) -> Int {
