@@ -1,4 +1,5 @@
 import BPF
+import CBPF
 import CNodeNetBPF
 import Foundation
 import TestSupport
@@ -46,6 +47,29 @@ struct FaultTests {
         return spec
     }
 
+    /// Each spec in a file of its own under the temporary directory (the caller removes them).
+    static func specFiles(_ specs: [NodeSpec]) throws -> [URL] {
+        try specs.map { spec in
+            let file = FileManager.default.temporaryDirectory.appendingPathComponent(TestNames.unique("spec") + ".json")
+            try spec.jsonData().write(to: file)
+            return file
+        }
+    }
+
+    /// A tc program that only returns TCX_NEXT (-1): `r0 = -1; exit`, loaded from two raw
+    /// instructions (no object file). The caller closes the fd.
+    static func loadPassThroughProgram() throws -> Int32 {
+        let instructions: [UInt64] = [0xFFFF_FFFF_0000_00B7, 0x0000_0000_0000_0095]
+        let fd = instructions.withUnsafeBytes { raw in
+            bpf_prog_load(
+                BPF_PROG_TYPE_SCHED_CLS, "foreign_next", "GPL", raw.baseAddress!.assumingMemoryBound(to: bpf_insn.self),
+                2,
+                nil)
+        }
+        guard fd >= 0 else { throw BPFError(fd < -1 ? -fd : errno, "loading a pass-through tc program") }
+        return fd
+    }
+
     /// A small, reproducible random source (the seed is printed; set NODENET_FAULT_SEED to replay).
     struct Random {
         var state: UInt64
@@ -72,14 +96,8 @@ struct FaultTests {
         defer { BPFFS.remove(bpffs) }
         try await TestNode.with(pods: 250) { t in
             let specs = [Self.bigSpec(t, full: true, bpffs: bpffs), Self.bigSpec(t, full: false, bpffs: bpffs)]
-            var files: [URL] = []
+            let files = try Self.specFiles(specs)
             defer { for f in files { try? FileManager.default.removeItem(at: f) } }
-            for spec in specs {
-                let file = FileManager.default.temporaryDirectory.appendingPathComponent(
-                    TestNames.unique("spec") + ".json")
-                try spec.jsonData().write(to: file)
-                files.append(file)
-            }
             // How long one apply from the other state takes here: kills land anywhere in it.
             try converged(t, specs[1], "start")
             let clock = ContinuousClock()
@@ -130,14 +148,8 @@ struct FaultTests {
         try #require(FileManager.default.isExecutableFile(atPath: Self.binary.path), "build nodenetd first")
         try await TestNode.with(pods: 4) { t in
             let specs = [t.spec(podCount: 4), t.spec(podCount: 2)]
-            var files: [URL] = []
+            let files = try Self.specFiles(specs)
             defer { for f in files { try? FileManager.default.removeItem(at: f) } }
-            for spec in specs {
-                let file = FileManager.default.temporaryDirectory.appendingPathComponent(
-                    TestNames.unique("spec") + ".json")
-                try spec.jsonData().write(to: file)
-                files.append(file)
-            }
             var refused = 0
             for round in 0..<10 {
                 let runs = files.map { file -> (Process, Pipe) in
@@ -262,6 +274,32 @@ struct FaultTests {
             try t.wire()
             try await AgentIntegrationTests.waitFor("healthy with eth0 back", seconds: 15) { agent.health == .healthy }
             #expect(try t.ping(from: 0, "172.18.0.3"))
+            // A foreign program attached ahead of ours on the first pod's lxc and on eth0 (tcx,
+            // BPF_F_BEFORE): it returns TCX_NEXT, so ours still runs; nothing of ours changes.
+            if TCXLink.isSupported {
+                let foreign = try Self.loadPassThroughProgram()
+                defer { close(foreign) }
+                let lxc = NodeNetNames.endpointDevice(for: spec.pods[0])
+                let links = try NetworkNamespace.run(in: t.namespace) { () throws -> [Int32] in
+                    try [lxc, "eth0"].map { device in
+                        var opts = bpf_link_create_opts()
+                        opts.sz = MemoryLayout<bpf_link_create_opts>.size
+                        opts.flags = 1 << 3  // BPF_F_BEFORE: ahead of every program on the hook
+                        let fd = bpf_link_create(
+                            foreign, Int32(if_nametoindex(device)), bpf_attach_type(rawValue: 46), &opts)
+                        guard fd >= 0 else {
+                            throw BPFError(fd < -1 ? -fd : errno, "attaching a foreign program to \(device)")
+                        }
+                        return fd
+                    }
+                }
+                defer { links.forEach { close($0) } }
+                #expect(try t.ping(from: 0, "10.0.2.204"), "pod to pod with a foreign program ahead of ours")
+                #expect(try t.ping(from: 0, "172.18.0.3"))
+                try await AgentIntegrationTests.waitQuiet(agent)
+                #expect(try t.controller(spec).plan().isEmpty, "nothing of ours was touched or lost")
+                #expect(agent.health == .healthy)
+            }
             // A SIGHUP storm (what SIGHUP does: reload the spec file).
             let before = agent.reconcileCount
             for _ in 0..<200 { agent.reload() }
@@ -279,7 +317,7 @@ struct FaultTests {
             try text.write(to: file)
             #expect(try t.ping(from: 0, "10.0.2.204"))
             print(
-                "FaultTests: under the agent, 7 faults (pins removed, 2 sysctls, pod namespace deleted, eth0 removed and back, 200 SIGHUPs, spec deleted)"
+                "FaultTests: under the agent, 8 faults (pins removed, 2 sysctls, pod namespace deleted, eth0 removed and back, a foreign program ahead of ours, 200 SIGHUPs, spec deleted)"
             )
         }
     }
