@@ -175,6 +175,15 @@ struct DatapathTests {
             let pod = try NetlinkSocket(namespace: .named(t.pods[0]))
             let eth0 = try #require(try pod.link(named: "eth0"))
             try pod.add(InterfaceAddress(interfaceIndex: eth0.index, prefix: IPPrefix("10.0.2.99/32")))
+            // The node answers no ARP from a forged sender (strict reverse-path filter on the lxc):
+            // the pod's router entry is made by hand, so the forged packets reach the program.
+            let lxc = try #require(
+                try NetlinkSocket(namespace: t.namespace).link(
+                    named: NodeNetNames.endpointDevice(for: t.spec().pods[0])))
+            try pod.replace(
+                Neighbour(
+                    interfaceIndex: eth0.index, address: "10.0.2.184", linkLayerAddress: lxc.address, state: .permanent)
+            )
             let before = try verdicts.sum(UInt32(NODENET_VERDICT_DROP_SPOOFED.rawValue))
             let ping = try runTool([
                 "ip", "netns", "exec", t.pods[0], "ping", "-c", "2", "-i", "0.2", "-W", "1", "-I", "10.0.2.99",

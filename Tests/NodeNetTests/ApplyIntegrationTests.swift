@@ -33,7 +33,12 @@ struct ApplyIntegrationTests {
                 let values = try ["forwarding", "rp_filter", "accept_local", "send_redirects"].map {
                     try Sysctl.read("net/ipv4/conf/\(device)/\($0)", in: t.namespace)
                 }
-                #expect(values == ["1", "0", "1", "0"], "\(device)")
+                // Kernel mode: strict reverse-path filter on each lxc (a pod sends only from its address).
+                #expect(values == ["1", lxcs.contains(device) ? "1" : "0", "1", "0"], "\(device)")
+            }
+            for lxc in lxcs {
+                #expect(
+                    try Sysctl.read("net/ipv6/conf/\(lxc)/disable_ipv6", in: t.namespace) == "1", "no IPv6 on \(lxc)")
             }
             // Node routes, exactly the seed's (with nodenet's protocol).
             let names = Dictionary(uniqueKeysWithValues: links.values.map { ($0.index, $0.name) })

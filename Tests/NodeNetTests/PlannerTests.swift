@@ -80,7 +80,8 @@ import Testing
                 "create endpoint default/net [node]",
                 "update link eth0 [pod pod-net]", "create address 10.0.2.32/32 on eth0 [pod pod-net]",
                 "create route 10.0.2.184/32 [pod pod-net]", "create route default [pod pod-net]",
-            ] + sysctlsFor(lxc) + ["create route 10.0.2.32/32 [node]", "create route 10.0.1.0/24 [node]"]
+            ] + sysctlsFor(lxc) + ["create sysctl net/ipv6/conf/\(lxc)/disable_ipv6 [node]"]
+            + ["create route 10.0.2.32/32 [node]", "create route 10.0.1.0/24 [node]"]
         #expect(lines == expected)
         // Routes name their devices; the pod's default route carries the MTU.
         #expect(p.changes.first { $0.subject == "route default" }?.wanted == "default via 10.0.2.184 dev eth0 mtu 1500")

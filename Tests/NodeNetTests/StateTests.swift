@@ -185,4 +185,19 @@ import Testing
         #expect(NodeLock.holder(stateDirectory: dir)?.pid == getpid())
         withExtendedLifetime(lock) {}
     }
+
+    /// Before: two pods whose names hash alike shared one lxc (found by a birthday search over
+    /// the 48-bit device names); the second took over the first's device, route and entry.
+    @Test func twoPodsWithOneDeviceNameAreRefused() throws {
+        let a = PodSpec(name: "web-don6v92wi9", netns: "/proc/self/ns/net", ip: "10.0.2.10")
+        let b = PodSpec(name: "web-qzyqulfu23", netns: "/proc/thread-self/ns/net", ip: "10.0.2.11")
+        #expect(NodeNetNames.endpointDevice(for: a) == NodeNetNames.endpointDevice(for: b), "the names collide")
+        let spec = NodeSpec(
+            node: LocalNode(name: "w", device: "eth0", address: "172.18.0.2", podCIDR: "10.0.2.0/24"), pods: [a, b])
+        let error = #expect(throws: SpecError.self) { try spec.validate(namespaceExists: { _ in true }) }
+        #expect(
+            error?.problems.map(\.description) == [
+                "pods[1].name: default/web-qzyqulfu23 and default/web-don6v92wi9 would share the endpoint device lxc119536240706; rename one of them"
+            ])
+    }
 }

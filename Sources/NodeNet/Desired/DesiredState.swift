@@ -61,8 +61,11 @@ public struct DesiredState: Sendable, Equatable {
                 podRoute: RouteIntent(destination: IPPrefix(host: pod.ip), device: device, scope: .link))
         }
         var sysctls = SysctlSetting.globalKeys.sorted().map { SysctlSetting(key: $0, value: "1") }
-        for device in [NodeNetNames.hostDevice, NodeNetNames.netDevice] + endpoints.map(\.hostDevice) {
+        for device in [NodeNetNames.hostDevice, NodeNetNames.netDevice] {
             sysctls += SysctlSetting.forwardingDevice(device)
+        }
+        for endpoint in endpoints {
+            sysctls += SysctlSetting.endpointDevice(endpoint.hostDevice, datapath: spec.datapath.mode)
         }
         self.sysctls = sysctls
         if spec.datapath.mode == .bpf {
@@ -87,12 +90,12 @@ public struct SysctlSetting: Sendable, Equatable, Hashable {
         self.value = value
     }
 
-    /// What every device nodenet forwards through needs: forwarding on, no reverse-path
-    /// filter (replies may come in elsewhere), local sources accepted, no ICMP redirects.
     /// The node-wide sysctls nodenet sets (to 1); their values before are recorded in the
     /// ledger and restored by teardown. Nothing else is ever recorded or restored.
     static let globalKeys: Set<String> = ["net.ipv4.ip_forward"]
 
+    /// What every device nodenet forwards through needs: forwarding on, no reverse-path
+    /// filter (replies may come in elsewhere), local sources accepted, no ICMP redirects.
     static func forwardingDevice(_ device: String) -> [SysctlSetting] {
         [
             SysctlSetting(key: "net/ipv4/conf/\(device)/forwarding", value: "1"),
@@ -101,6 +104,22 @@ public struct SysctlSetting: Sendable, Equatable, Hashable {
             SysctlSetting(key: "net/ipv4/conf/\(device)/send_redirects", value: "0"),
         ]
     }
+
+    /// A pod's host device (lxc): forwarding as above, and nothing a pod may abuse. In kernel
+    /// mode a strict reverse-path filter: the pod's /32 route is the only way back to its
+    /// address, so a packet from any other source (a spoofed one) is dropped on the lxc; in BPF
+    /// mode from-container checks the source itself (and redirects past the filter). IPv6 is
+    /// off until nodenet models it: a pod's router advertisement would otherwise give the node
+    /// a default route or an address through the pod.
+    static func endpointDevice(_ device: String, datapath: DatapathMode) -> [SysctlSetting] {
+        var settings = forwardingDevice(device)
+        if datapath == .kernel { settings[1].value = "1" }
+        settings.append(SysctlSetting(key: "net/ipv6/conf/\(device)/disable_ipv6", value: "1"))
+        return settings
+    }
+
+    /// Whether the key is IPv6's (absent on a kernel booted without IPv6).
+    var isIPv6: Bool { key.hasPrefix("net/ipv6/") || key.hasPrefix("net.ipv6.") }
 
     /// The device a per-device key belongs to (`net/ipv4/conf/DEV/...`), if any.
     var device: String? {

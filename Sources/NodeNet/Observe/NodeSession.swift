@@ -61,7 +61,9 @@ public final class NodeSession: @unchecked Sendable {
         podSockets = [:]
         podErrors = [:]
         let nodeState = try ObservedNamespace.read(node)
-        let sysctls = try Sysctl.read(desired.sysctls.map(\.key), in: namespace)
+        let probe = "net/ipv6/conf/all/disable_ipv6"
+        var sysctls = try Sysctl.read(desired.sysctls.map(\.key) + [probe], in: namespace)
+        let hasIPv6 = sysctls.removeValue(forKey: probe) != nil
         let netnsNames = desired.endpoints.map(\.pod.netns)
         var pods: [String: ObservedNamespace] = [:]
         for (netns, socket) in podSockets(netnsNames) {
@@ -70,6 +72,7 @@ public final class NodeSession: @unchecked Sendable {
         }
         var observed = ObservedState(
             node: nodeState, sysctls: sysctls, pods: pods, podErrors: podErrors.filter { pods[$0.key] == nil })
+        observed.hasIPv6 = hasIPv6
         if let spec {
             // tc filters on the devices the datapath attaches to (ours or left over).
             for device in desired.endpoints.map(\.hostDevice) + [spec.node.device] {

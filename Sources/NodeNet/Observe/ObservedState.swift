@@ -36,6 +36,8 @@ public struct ObservedState: Sendable, Equatable {
     public var node: ObservedNamespace
     /// Current values of the sysctls the desired state names (absent: no such key).
     public var sysctls: [String: String]
+    /// Whether the node's kernel has IPv6 (its sysctls are skipped otherwise).
+    public var hasIPv6 = true
     /// Pod namespaces by the spec's `netns` string; absent when the namespace is gone.
     public var pods: [String: ObservedNamespace]
     /// Why a pod namespace could not be read, by `netns`.

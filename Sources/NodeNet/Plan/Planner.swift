@@ -199,7 +199,7 @@ public struct Planner {
     // MARK: Sysctls
 
     private mutating func planSysctls(_ include: (SysctlSetting) -> Bool) {
-        for setting in desired.sysctls where include(setting) {
+        for setting in desired.sysctls where include(setting) && (observed.hasIPv6 || !setting.isIPv6) {
             let current = setting.device.map(recreated.contains) == true ? nil : observed.sysctls[setting.key]
             guard current != setting.value else { continue }
             addChange(

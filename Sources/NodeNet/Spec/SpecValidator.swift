@@ -58,11 +58,22 @@ struct SpecValidator {
         var byID: [String: String] = [:]
         var byIP: [IPAddress: String] = [:]
         var byNetns: [String: String] = [:]
+        var byDevice: [String: PodSpec] = [:]
         for (pod, path) in zip(spec.pods, podPaths) {
             if let first = byID[pod.id] {
                 problem("\(path).name", "\(pod.id) is already used by \(first)")
             } else {
                 byID[pod.id] = path
+            }
+            // Device names are a 48-bit hash of namespace/name: two pods must never share one (a
+            // chosen name would take over another pod's device, route and endpoint entry).
+            let device = NodeNetNames.endpointDevice(for: pod)
+            if let other = byDevice[device], other.id != pod.id {
+                problem(
+                    "\(path).name",
+                    "\(pod.id) and \(other.id) would share the endpoint device \(device); rename one of them")
+            } else {
+                byDevice[device] = pod
             }
             if !node.podCIDR.contains(pod.ip) {
                 problem("\(path).ip", "\(pod.ip) is outside podCIDR \(node.podCIDR)")

@@ -1,0 +1,93 @@
+import BPF
+import Foundation
+import TestSupport
+import Testing
+
+@testable import NodeNet
+
+/// Attacks from a pod, against a real kernel, in both datapath modes. Skipped without root.
+@Suite(.serialized, .enabled(if: Privileges.canManageNamespaces, Comment(rawValue: Privileges.skipReason)))
+struct SecurityIntegrationTests {
+    static func applied(_ t: TestNode, _ mode: DatapathMode, _ body: (NodeSpec) throws -> Void) throws {
+        var spec = t.spec()
+        spec.datapath = DatapathSettings(mode: mode)
+        spec.bpffsDirectory = "/sys/fs/bpf/\(TestNames.unique("sec"))"
+        defer { BPFFS.remove(spec.bpffsDirectory) }
+        let report = try t.controller(spec).apply()
+        #expect(report.verified, "\(report.mismatches)")
+        defer { _ = try? t.controller(spec).teardown() }
+        try body(spec)
+    }
+
+    /// Before (kernel mode): pod `net` added another pod's address and pinged another node; the
+    /// echo requests arrived there from that address.
+    @Test(arguments: [DatapathMode.kernel, .bpf])
+    func aPodCannotSendFromAnAddressNotItsOwn(_ mode: DatapathMode) async throws {
+        try await TestNode.with(pods: 2) { t in
+            try Self.applied(t, mode) { _ in
+                let net = t.pods[0]
+                // Another pod's address, and one nobody has.
+                for spoofed in ["10.0.2.204", "10.0.2.99"] {
+                    _ = try runTool(["ip", "netns", "exec", net, "ip", "addr", "add", "\(spoofed)/32", "dev", "eth0"])
+                }
+                let capture = try FrameCapture(namespace: .named(t.fabric), device: "eth0")
+                for source in ["10.0.2.32", "10.0.2.204", "10.0.2.99"] {
+                    _ = try runTool([
+                        "ip", "netns", "exec", net, "ping", "-c", "2", "-i", "0.2", "-w", "2", "-I", source,
+                        "172.18.0.3",
+                    ])
+                }
+                let sources = Set(capture.drain().compactMap { CapturedIPv4($0)?.source })
+                #expect(sources.contains("10.0.2.32"), "the pod's own address gets through (the capture works)")
+                #expect(!sources.contains("10.0.2.204"), "\(mode): another pod's address never leaves the node")
+                #expect(!sources.contains("10.0.2.99"), "\(mode): an address nobody has never leaves the node")
+            }
+        }
+    }
+
+    /// Before: a pod's router advertisement gave the node an IPv6 default route and address
+    /// through the pod (accept_ra=1, IPv6 on, on every lxc).
+    @Test(arguments: [DatapathMode.kernel, .bpf])
+    func aPodsRouterAdvertisementDoesNotConfigureTheNode(_ mode: DatapathMode) async throws {
+        try await TestNode.with(pods: 1) { t in
+            try Self.applied(t, mode) { spec in
+                let net = t.pods[0]
+                // The pod's eth0 needs its link-local address before it can advertise.
+                let deadline = Date().addingTimeInterval(5)
+                while Date() < deadline {
+                    let out = try runTool(["ip", "netns", "exec", net, "ip", "-6", "addr", "show", "dev", "eth0"])
+                        .output
+                    if out.contains("fe80::") && !out.contains("tentative") { break }
+                    usleep(100_000)
+                }
+                let lxc = NodeNetNames.endpointDevice(for: spec.pods[0])
+                let capture = try FrameCapture(namespace: t.namespace, device: lxc)
+                let script = """
+                    import socket, struct, time
+                    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+                    index = socket.if_nametoindex("eth0")
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+                    ra = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0)
+                    prefix = struct.pack("!BBBBIII16s", 3, 4, 64, 0xC0, 86400, 14400, 0,
+                                         socket.inet_pton(socket.AF_INET6, "2001:db8:77::"))
+                    for _ in range(3):
+                        s.sendto(ra + prefix, ("ff02::1", 0, 0, index))
+                        time.sleep(0.2)
+                    """
+                let sent = try runTool(["ip", "netns", "exec", net, "python3", "-c", script])
+                #expect(sent.status == 0, "\(sent.output)")
+                // The advertisement reached the node's device (ICMPv6 type 134).
+                let ra = capture.next {
+                    $0.count > 54 && $0[12] == 0x86 && $0[13] == 0xDD && $0[20] == 58 && $0[54] == 134
+                }
+                #expect(ra != nil, "the router advertisement arrived on \(lxc)")
+                usleep(500_000)
+                let routes = try runTool(["ip", "netns", "exec", t.node, "ip", "-6", "route", "show"]).output
+                let addresses = try runTool(["ip", "netns", "exec", t.node, "ip", "-6", "addr", "show"]).output
+                #expect(!routes.contains("default"), "\(mode): no IPv6 default route through the pod: \(routes)")
+                #expect(!routes.contains("2001:db8:77") && !addresses.contains("2001:db8:77"), "\(mode): \(addresses)")
+            }
+        }
+    }
+}
