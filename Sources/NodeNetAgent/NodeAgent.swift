@@ -135,6 +135,7 @@ public final class NodeAgent: @unchecked Sendable {
         // or teardown are refused with who holds it); it dies with the process.
         var lock = try NodeLock.acquire(stateDirectory: spec.stateDirectory, node: spec.node.name, command: "run")
         try controller.runUnder(lock)
+        controller.reportsDatapathFingerprint = true
         metrics.describe(spec)
         log.info(
             "starting",
@@ -230,6 +231,7 @@ public final class NodeAgent: @unchecked Sendable {
                             stateDirectory: next.stateDirectory, node: next.node.name, command: "run")
                     }
                     try nextController.runUnder(lock)
+                    nextController.reportsDatapathFingerprint = true
                     controller = nextController
                     spec = next
                     ownedBox.value = OwnershipFilter(spec: spec, device: spec.node.device)
@@ -290,7 +292,8 @@ public final class NodeAgent: @unchecked Sendable {
                 let again = try controller.apply()
                 report = ApplyReport(
                     node: again.node, changes: report.changes + again.changes, mismatches: again.mismatches,
-                    seconds: report.seconds + again.seconds, warnings: report.warnings + again.warnings)
+                    seconds: report.seconds + again.seconds, warnings: report.warnings + again.warnings,
+                    datapathFingerprint: again.datapathFingerprint)
                 attempts += 1
             }
             for warning in report.warnings { log.warning("\(warning)") }
@@ -333,9 +336,9 @@ public final class NodeAgent: @unchecked Sendable {
             }
             if report.verified {
                 setHealth(.healthy)
-                // What audits compare against until the next verified reconcile.
-                let baseline = try? controller.datapathFingerprint()
-                state.with { $0.baseline = baseline }
+                // What audits compare against until the next verified reconcile: taken by apply
+                // before the plan that found the kernel matching the spec.
+                state.with { $0.baseline = report.datapathFingerprint }
             } else {
                 metrics.reconcileFailures.increment()
                 setHealth(

@@ -10,6 +10,9 @@ public final class NodeController: @unchecked Sendable {
     public let attachMode: AttachMode
     /// The node's lock when the caller holds it for longer than one apply (the agent).
     private var heldLock: NodeLock?
+    /// Whether `apply` reports the datapath's fingerprint (BPF mode; the agent's audits compare
+    /// against it). Off by default: it costs a census of the service maps.
+    public var reportsDatapathFingerprint = false
 
     /// Validates `spec` unless `NodeSpec.load` already did (throws `SpecError`) and opens the
     /// node's namespace.
@@ -107,6 +110,10 @@ public final class NodeController: @unchecked Sendable {
         let (previousLedger, recovered) = try ledger(moveAside: true)
         var warnings = recovered.map { ["ledger: \($0)"] } ?? []
         let previousLedgerBytes = Ledger.snapshot(in: spec.stateDirectory)
+        // Taken before the plan that judges it: when that plan (or the verification) finds nothing
+        // to do, the kernel matched the spec when the fingerprint was taken. One taken after
+        // would include drift that landed in between, and audits would take it for normal.
+        var fingerprint = try fingerprintIfReported()
         let plan = try plan(desired, ledger: previousLedger)
         guard plan.conflicts.isEmpty else {
             throw NodeNetError.conflict("cannot apply:\n" + plan.conflicts.map { "  \($0)" }.joined(separator: "\n"))
@@ -127,7 +134,7 @@ public final class NodeController: @unchecked Sendable {
             }
             return ApplyReport(
                 node: spec.node.name, changes: [], mismatches: [], seconds: seconds(since: start, clock),
-                warnings: warnings)
+                warnings: warnings, datapathFingerprint: fingerprint)
         }
         // Before touching anything: remember every endpoint that may exist afterwards and
         // the sysctl values about to be overwritten, so a crash or teardown can clean up.
@@ -155,6 +162,7 @@ public final class NodeController: @unchecked Sendable {
             if failure.rollback.complete { Ledger.restore(previousLedgerBytes, in: spec.stateDirectory) }
             throw failure
         }
+        fingerprint = try fingerprintIfReported()
         let after = try self.plan(desired, ledger: inProgress)
         inProgress.endpoints = wantedEndpoints
         let stillPinned = former.filter { !BPFFSLayout(directory: $0).ownedPins().isEmpty }
@@ -163,7 +171,12 @@ public final class NodeController: @unchecked Sendable {
         try inProgress.save(to: spec.stateDirectory)
         return ApplyReport(
             node: spec.node.name, changes: plan.changes, mismatches: after.changes.map(\.mismatch) + after.conflicts,
-            seconds: seconds(since: start, clock), warnings: warnings)
+            seconds: seconds(since: start, clock), warnings: warnings,
+            datapathFingerprint: after.isEmpty ? fingerprint : nil)
+    }
+
+    private func fingerprintIfReported() throws -> DatapathFingerprint? {
+        reportsDatapathFingerprint && spec.datapath.mode == .bpf ? try datapathFingerprint() : nil
     }
 
     private func seconds(since start: ContinuousClock.Instant, _ clock: ContinuousClock) -> Double {
@@ -182,14 +195,20 @@ public struct ApplyReport: Sendable {
     public var seconds: Double
     /// What the apply had to work around (a ledger it could not trust), in sentences.
     public var warnings: [String]
+    /// The datapath as it was when the kernel was last seen to match the spec (only with
+    /// `reportsDatapathFingerprint`, BPF mode, and a verified apply).
+    public var datapathFingerprint: DatapathFingerprint?
     public var verified: Bool { mismatches.isEmpty }
 
-    public init(node: String, changes: [PlannedChange], mismatches: [String], seconds: Double, warnings: [String] = [])
-    {
+    public init(
+        node: String, changes: [PlannedChange], mismatches: [String], seconds: Double, warnings: [String] = [],
+        datapathFingerprint: DatapathFingerprint? = nil
+    ) {
         self.node = node
         self.changes = changes
         self.mismatches = mismatches
         self.seconds = seconds
         self.warnings = warnings
+        self.datapathFingerprint = datapathFingerprint
     }
 }
