@@ -80,6 +80,9 @@ public final class NodeAgent: @unchecked Sendable {
         var baseline: DatapathFingerprint?
         var audit = AuditRecord()
         var reconciles = 0
+        /// Reconciles that failed in a row, and whether a retry is scheduled.
+        var failures = 0
+        var retryPending = false
         func with<T>(_ body: (StateBox) -> T) -> T {
             lock.lock()
             defer { lock.unlock() }
@@ -203,18 +206,21 @@ public final class NodeAgent: @unchecked Sendable {
                 return
             case .resync:
                 lastStart = .now
-                await reconcile(controller, cause: .resync, reason: "periodic re-plan", eventAt: nil)
+                let report = await reconcile(controller, cause: .resync, reason: "periodic re-plan", eventAt: nil)
+                recordDatapathRepair(report, cause: .resync, spec: spec)
                 if spec.datapath.mode == .bpf { collectConntrack(spec) }
             case .audit:
                 guard spec.datapath.mode == .bpf, let drift = await audit(controller) else { continue }
                 lastStart = .now
-                await reconcile(controller, cause: .audit, reason: "bpf audit: \(drift.first!)", eventAt: .now)
-                recordAuditRepair(drift, spec: spec)
+                let report = await reconcile(
+                    controller, cause: .audit, reason: "bpf audit: \(drift.first!)", eventAt: .now)
+                recordDrift(drift, repaired: report?.verified == true, spec: spec)
             case .event(let reason, let at):
                 // A reconcile that started after this event already saw its effect.
                 guard at >= lastStart else { continue }
                 lastStart = .now
-                await reconcile(controller, cause: .event, reason: reason, eventAt: at)
+                let report = await reconcile(controller, cause: .event, reason: reason, eventAt: at)
+                recordDatapathRepair(report, cause: .event, spec: spec)
             case .reload(let reason):
                 let current = FileStamp(options.specPath)
                 if reason == "spec file changed" && current == stamp { continue }
@@ -262,21 +268,51 @@ public final class NodeAgent: @unchecked Sendable {
 
     /// One reconcile, on a thread of its own: it blocks in system calls (netlink, sysctl
     /// files, namespace threads), which must not hold a Swift concurrency thread.
+    /// Returns the apply's report; nil when the reconcile failed.
+    @discardableResult
     private func reconcile(
         _ controller: NodeController, cause: ReconcileCause, reason: String, eventAt: ContinuousClock.Instant?
-    ) async {
-        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+    ) async -> ApplyReport? {
+        let report = await withCheckedContinuation { (done: CheckedContinuation<ApplyReport?, Never>) in
             Thread.detachNewThread { [self] in
-                reconcileNow(controller, cause: cause, reason: reason, eventAt: eventAt)
-                done.resume()
+                done.resume(returning: reconcileNow(controller, cause: cause, reason: reason, eventAt: eventAt))
             }
         }
+        scheduleRetry(succeeded: report?.verified == true)
+        return report
+    }
+
+    /// A reconcile that failed (a transient kernel error, drift landing faster than we repair) is
+    /// tried again after 0.5 s, doubling up to the resync interval, instead of waiting for the
+    /// next event or resync; one retry is pending at a time.
+    private func scheduleRetry(succeeded: Bool) {
+        let delay: Duration? = state.with { box in
+            if succeeded {
+                box.failures = 0
+                return nil
+            }
+            box.failures += 1
+            guard !box.retryPending else { return nil }
+            box.retryPending = true
+            let seconds = min(0.5 * Double(1 << min(box.failures - 1, 10)), Self.seconds(options.resyncInterval))
+            return .milliseconds(Int64(seconds * 1000))
+        }
+        guard let delay else { return }
+        Task { [continuation, state] in
+            try? await Task.sleep(for: delay)
+            state.with { $0.retryPending = false }
+            continuation.yield(.event("retry after a failed reconcile", at: .now))
+        }
+    }
+
+    static func seconds(_ d: Duration) -> Double {
+        Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
     }
 
     /// One plan + apply + verify, logged change by change.
     private func reconcileNow(
         _ controller: NodeController, cause: ReconcileCause, reason: String, eventAt: ContinuousClock.Instant?
-    ) {
+    ) -> ApplyReport? {
         let log = logger("reconcile")
         let start = ContinuousClock.now
         metrics.reconciles[cause]?.increment()
@@ -348,11 +384,13 @@ public final class NodeAgent: @unchecked Sendable {
                 log.error(
                     "verification failed", metadata: ["mismatches": "\(report.mismatches.joined(separator: "; "))"])
             }
+            return report
         } catch {
             metrics.reconcileFailures.increment()
             if error is ApplyFailure || error is NetlinkError { metrics.kernelErrors.increment() }
             setHealth(.unhealthy("\(error)"))
             log.error("reconcile failed", metadata: ["why": "\(reason)", "error": "\(error)"])
+            return nil
         }
     }
 
@@ -383,15 +421,27 @@ public final class NodeAgent: @unchecked Sendable {
         }
     }
 
-    /// Notes a repair the audit started, for `status` (written only when something happened).
-    private func recordAuditRepair(_ drift: [String], spec: NodeSpec) {
+    /// Notes BPF drift and whether the reconcile that met it verified, for `status` (written
+    /// only when something happened).
+    private func recordDrift(_ drift: [String], repaired: Bool, spec: NodeSpec) {
         let record = state.with { box -> AuditRecord in
             box.audit.lastDrift = drift
             box.audit.lastDriftAt = Date()
-            box.audit.repaired = box.health == .healthy
+            box.audit.repaired = repaired
             return box.audit
         }
         record.save(stateDirectory: spec.stateDirectory, interval: options.bpfAuditInterval)
+    }
+
+    /// BPF drift is also met by reconciles the audit did not start (an unrelated event, the
+    /// resync): with the spec unchanged, every datapath or service change they make is a repair.
+    private func recordDatapathRepair(_ report: ApplyReport?, cause: ReconcileCause, spec: NodeSpec) {
+        guard spec.datapath.mode == .bpf, let report else { return }
+        let repairs = report.changes.filter { $0.kind == .datapath || $0.kind == .service }
+        guard !repairs.isEmpty else { return }
+        recordDrift(
+            repairs.map { "\($0.mismatch) (met by the \(cause.rawValue) reconcile)" }, repaired: report.verified,
+            spec: spec)
     }
 
     /// Removes idle BPF conntrack entries (each resync) and records how many there are.

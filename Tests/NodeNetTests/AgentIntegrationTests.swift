@@ -38,9 +38,14 @@ struct AgentIntegrationTests {
                 agent.stop()
                 run.cancel()
             }
-            try await waitFor("the first apply", seconds: 20) { agent.health == .healthy }
-            try await waitQuiet(agent)
-            return try await body(t, agent, file, lines)
+            do {
+                try await waitFor("the first apply", seconds: 20) { agent.health == .healthy }
+                try await waitQuiet(agent)
+                return try await body(t, agent, file, lines)
+            } catch {
+                print("the agent's log before \(error):\n" + lines.all.joined(separator: "\n"))
+                throw error
+            }
         }
     }
 
@@ -107,18 +112,20 @@ struct AgentIntegrationTests {
                 })
             let startLines = lines.all.count
             try node.delete(direct)
-            let routeTime = try await Self.waitFor("the route to come back") {
+            // The resync is 60 s away: back within 30 s means an event started the repair (which
+            // one is judged below from the log, not from the time a loaded machine took).
+            let routeTime = try await Self.waitFor("the route to come back", seconds: 30) {
                 try node.routes(RouteFilter(protocol: NodeNetNames.routeProtocol)).contains {
                     $0.destination == IPPrefix("10.0.1.0/24")
                 }
             }
             let lxc = NodeNetNames.endpointDevice(for: t.spec().pods[0])
             try node.delete(.link(named: lxc))
-            let linkTime = try await Self.waitFor("the endpoint to come back", seconds: 15) {
+            let linkTime = try await Self.waitFor("the endpoint to come back", seconds: 30) {
                 try node.link(named: lxc) != nil && (try? t.ping(from: 0, "10.0.2.204")) == true
             }
             try Sysctl.write("net/ipv4/conf/cilium_host/rp_filter", "1", in: t.namespace)
-            let sysctlTime = try await Self.waitFor("rp_filter to be reset") {
+            let sysctlTime = try await Self.waitFor("rp_filter to be reset", seconds: 30) {
                 try Sysctl.read("net/ipv4/conf/cilium_host/rp_filter", in: t.namespace) == "0"
             }
             print(
@@ -199,7 +206,7 @@ struct AgentIntegrationTests {
     }
 
     @Test func healthzTurnsUnhealthyWhenRepairIsImpossible() async throws {
-        try await Self.withAgent { t, agent, _, _ in
+        try await Self.withAgent { t, agent, _, lines in
             let socketPath = t.stateDirectory + "/health.sock"
             let server = try StatusServer(address: .unix(socketPath)) { agent.httpResponse(path: $0) }
             defer { server.stop() }
@@ -222,6 +229,14 @@ struct AgentIntegrationTests {
             let health = try httpGetUnix(socketPath, "/healthz")
             #expect(health.hasPrefix("HTTP/1.1 503 Service Unavailable|unhealthy: "), "\(health)")
             #expect(health.contains("native device eth0 does not exist"))
+            // Before: a failed reconcile waited for the next event or the resync (60 s here). Now it
+            // is retried with backoff although nothing else happens on the node.
+            try await Self.waitFor("a retry", seconds: 30) {
+                lines.all.contains {
+                    $0.contains("subsystem=reconcile") && $0.contains("msg=\"reconcile failed\"")
+                        && $0.contains("why=\"retry after a failed reconcile\"")
+                }
+            }
         }
     }
 

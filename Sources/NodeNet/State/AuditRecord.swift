@@ -4,8 +4,9 @@ import Foundation
     import Glibc
 #endif
 
-/// What the running agent's BPF audit has seen, for `status` (`<stateDirectory>/audit.json`).
-/// Written when auditing starts and when an audit finds drift, never on every audit.
+/// The BPF drift the running agent met, for `status` (`<stateDirectory>/audit.json`): found by
+/// its audit, or met first by a reconcile for another reason (an event, the resync). Written when
+/// auditing starts and when drift is met, never on every audit.
 public struct AuditRecord: Sendable, Codable, Equatable {
     /// The agent that audits (its record is current only while it holds the node's lock).
     public var pid: Int32 = getpid()
