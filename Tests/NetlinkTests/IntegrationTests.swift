@@ -236,7 +236,7 @@ struct IntegrationTests {
             defer { monitor.stop() }
             try NetlinkSocket(namespace: ns).add(
                 Route(destination: IPPrefix("10.77.0.0/16"), interfaceIndex: 1, scope: .link))
-            let seen = try await withTimeout(seconds: 5) { () -> Route? in
+            let seen = try await withTimeout(seconds: 20) { () -> Route? in
                 for await event in monitor {
                     if case .newRoute(let r) = event, r.destination == IPPrefix("10.77.0.0/16") { return r }
                 }

@@ -90,9 +90,9 @@ struct AgentIntegrationTests {
         return String(rest.prefix { $0 != " " })
     }
 
-    /// Polls `condition` every 5 ms for at most `seconds`; returns how long it took.
+    /// Polls `condition` every 5 ms for at most `seconds` (generous: a wait, never a timing claim); returns how long it took.
     @discardableResult
-    static func waitFor(_ what: String, seconds: Double = 5, _ condition: () throws -> Bool) async throws -> Double {
+    static func waitFor(_ what: String, seconds: Double = 30, _ condition: () throws -> Bool) async throws -> Double {
         let start = Date()
         while !(try condition()) {
             guard Date().timeIntervalSince(start) < seconds else {
@@ -263,7 +263,7 @@ struct AgentIntegrationTests {
                 return p
             }
             var daemon = try start()
-            try await Self.waitFor("the first apply", seconds: 10) {
+            try await Self.waitFor("the first apply", seconds: 30) {
                 (try? t.controller(t.spec()).plan().isEmpty) == true
             }
             // An established TCP connection from pod 0 to pod 1, and a ping every 10 ms.

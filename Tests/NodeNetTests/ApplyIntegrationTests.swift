@@ -100,7 +100,7 @@ struct ApplyIntegrationTests {
                     destination: IPPrefix("10.250.0.0/16"), interfaceIndex: try pod.link(named: "eth0")!.index,
                     scope: .link))
             for monitor in [nodeEvents, podEvents] {
-                let first = try await withTimeout(seconds: 5) { () -> String in
+                let first = try await withTimeout(seconds: 20) { () -> String in
                     for await event in monitor {
                         if case .newRoute(let r) = event { return r.destination.description }
                         if case .newLink(let l) = event, quiet.contains(shape(l)) { continue }

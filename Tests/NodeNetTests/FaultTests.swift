@@ -237,7 +237,7 @@ struct FaultTests {
         try await AgentIntegrationTests.withAgent(pods: 3, configure: configure) { t, agent, file, lines in
             let spec = try NodeSpec.load(path: file.path)
             func settled(_ what: String) async throws {
-                _ = try await AgentIntegrationTests.waitFor(what, seconds: 15) {
+                _ = try await AgentIntegrationTests.waitFor(what, seconds: 30) {
                     guard agent.health == .healthy else { return false }
                     return try t.controller(spec).plan().isEmpty
                 }
@@ -255,24 +255,24 @@ struct FaultTests {
             // A pod's namespace deleted behind the agent: reported, cleaned, the rest untouched.
             try NetworkNamespace.delete(t.pods[2])
             // Nothing of ours holds the namespace between reconciles: it goes at once, with its veth.
-            try await AgentIntegrationTests.waitFor("the vanished pod reported", seconds: 15) {
+            try await AgentIntegrationTests.waitFor("the vanished pod reported", seconds: 30) {
                 agent.httpResponse(path: "/healthz").2.contains("pod default/pod2: network namespace")
             }
             #expect(agent.health == .healthy, "one vanished pod does not make the node unhealthy")
             let entries = try #require(
                 try BPFMap<nodenet_endpoint_key, nodenet_endpoint>.pinned(at: spec.bpffs.path(.endpoints)))
-            try await AgentIntegrationTests.waitFor("its endpoint entry removed", seconds: 15) {
+            try await AgentIntegrationTests.waitFor("its endpoint entry removed", seconds: 30) {
                 (try entries.keys().count) == 2
             }
             #expect(try t.ping(from: 0, "10.0.2.204"))
             // The native device removed, then back.
             try NetlinkSocket(namespace: t.namespace).delete(.link(named: "eth0"))
-            try await AgentIntegrationTests.waitFor("unhealthy without eth0", seconds: 15) {
+            try await AgentIntegrationTests.waitFor("unhealthy without eth0", seconds: 30) {
                 if case .unhealthy(let why) = agent.health { return why.contains("eth0") }
                 return false
             }
             try t.wire()
-            try await AgentIntegrationTests.waitFor("healthy with eth0 back", seconds: 15) { agent.health == .healthy }
+            try await AgentIntegrationTests.waitFor("healthy with eth0 back", seconds: 30) { agent.health == .healthy }
             #expect(try t.ping(from: 0, "172.18.0.3"))
             // A foreign program attached ahead of ours on the first pod's lxc and on eth0 (tcx,
             // BPF_F_BEFORE): it returns TCX_NEXT, so ours still runs; nothing of ours changes.
@@ -310,7 +310,7 @@ struct FaultTests {
             let text = try Data(contentsOf: file)
             try FileManager.default.removeItem(at: file)
             agent.reload()
-            try await AgentIntegrationTests.waitFor("the missing spec logged", seconds: 10) {
+            try await AgentIntegrationTests.waitFor("the missing spec logged", seconds: 30) {
                 lines.all.contains { $0.contains("new spec rejected") && $0.contains("does not exist") }
             }
             #expect(agent.health == .healthy)
