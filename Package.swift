@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "NodeNet", targets: ["NodeNet"]),
         .library(name: "NodeNetAgent", targets: ["NodeNetAgent"]),
         .executable(name: "nodenetd", targets: ["nodenetd"]),
+        .executable(name: "nodenet-cni", targets: ["nodenet-cni"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -54,6 +55,9 @@ let package = Package(
                 "NodeNet", "NodeNetAgent", "NodeNetLab", "Netlink", "BPF",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
+        // The CNI plugin: a thin client of the agent's endpoint API (no NodeNet: it starts in
+        // milliseconds, and every decision stays in the agent).
+        .executableTarget(name: "nodenet-cni"),
         // Benchmarks are not product code: they may run `ip` as the baseline.
         .target(name: "BenchSupport", path: "Benchmarks/BenchSupport"),
         .executableTarget(

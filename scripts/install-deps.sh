@@ -7,6 +7,8 @@ packages=(
   libmnl-dev libbpf-dev libelf-dev pkg-config   # build: libmnl, libbpf (and libelf behind it)
   iproute2 iputils-ping bpftool                 # tests observe the kernel with ip, tc, ping and bpftool
   iptables conntrack                            # tests prove services stay out of iptables/conntrack; service-bench's baseline
+  golang-go golang-github-appc-cni-dev          # the CNI tests' client: a Go program on the real libcni (GOPATH mode, offline)
+  containernetworking-plugins                   # CNI plugins chained after nodenet-cni (portmap) and cni-bench's baseline (ptp)
 )
 
 missing=()

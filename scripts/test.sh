@@ -8,4 +8,6 @@ cd "$(dirname "$0")/.."
 # Formatting is part of the test: .swift-format is the style, `swift format` (the toolchain's) checks it.
 swift format lint --strict --recursive --parallel Sources Tests Benchmarks Plugins Tools Examples Package.swift
 swift build --build-tests
+# The CNI tests drive nodenet-cni through the real libcni: their client is a Go program.
+./scripts/build-cni-client.sh >/dev/null
 swift test "$@"

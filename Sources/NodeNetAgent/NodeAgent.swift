@@ -10,6 +10,8 @@ import Logging
 public enum ReconcileCause: String, Sendable, CaseIterable {
     /// The periodic BPF audit found the datapath changed.
     case audit
+    /// A CNI endpoint was added or deleted through the endpoint API.
+    case endpoint
     /// The agent started.
     case start
     /// A netlink event on something nodenet owns.
@@ -35,16 +37,35 @@ public final class NodeAgent: @unchecked Sendable {
         /// How often the BPF datapath is audited (BPF mode): links, filters and maps compared
         /// with what the last verified apply left; a difference starts a reconcile. nil: never.
         public var bpfAuditInterval: Duration?
+        /// Where the endpoint API (`nodenet-cni` talks to it) listens.
+        public var apiSocket: APISocket
 
         public init(
             specPath: String, namespace: NamespaceReference = .current, resyncInterval: Duration = .seconds(30),
-            specCheckInterval: Duration = .milliseconds(500), bpfAuditInterval: Duration? = .seconds(1)
+            specCheckInterval: Duration = .milliseconds(500), bpfAuditInterval: Duration? = .seconds(1),
+            apiSocket: APISocket = .off
         ) {
+            self.apiSocket = apiSocket
             self.specPath = specPath
             self.namespace = namespace
             self.resyncInterval = resyncInterval
             self.specCheckInterval = specCheckInterval
             self.bpfAuditInterval = bpfAuditInterval
+        }
+    }
+
+    public enum APISocket: Sendable, Equatable {
+        case off
+        /// `/run/nodenet/<node>/nodenet.sock`.
+        case standard
+        case path(String)
+
+        func path(node: String) -> String? {
+            switch self {
+            case .off: nil
+            case .standard: EndpointAPI.defaultSocket(node: node)
+            case .path(let p): p
+            }
         }
     }
 
@@ -54,6 +75,7 @@ public final class NodeAgent: @unchecked Sendable {
         case resync
         case audit
         case reload(String)
+        case endpoint(EndpointOperation, reply: @Sendable (EndpointOutcome) -> Void)
         case stop
     }
 
@@ -68,7 +90,7 @@ public final class NodeAgent: @unchecked Sendable {
     let logger: (String) -> Logger
     private let state = StateBox()
     private let triggers: AsyncStream<Trigger>
-    private let continuation: AsyncStream<Trigger>.Continuation
+    let continuation: AsyncStream<Trigger>.Continuation
 
     final class StateBox: @unchecked Sendable {
         let lock = NSLock()
@@ -80,6 +102,12 @@ public final class NodeAgent: @unchecked Sendable {
         var baseline: DatapathFingerprint?
         var audit = AuditRecord()
         var reconciles = 0
+        /// Between the first reconcile and stopping.
+        var acceptingEndpoints = false
+        /// The node's pods by source, for listings.
+        var specPods: [PodSpec] = []
+        var endpoints: [Endpoint] = []
+        var freeAddresses = 0
         /// Reconciles that failed in a row, and whether a retry is scheduled.
         var failures = 0
         var retryPending = false
@@ -99,6 +127,23 @@ public final class NodeAgent: @unchecked Sendable {
     }
 
     public var health: Health { state.with { $0.health } }
+    var isAcceptingEndpoints: Bool { state.with { $0.acceptingEndpoints } }
+
+    /// The pods of the node now: the spec's and the CNI endpoints, and how many addresses are
+    /// left for endpoints.
+    public var pods: (spec: [PodSpec], endpoints: [Endpoint], freeAddresses: Int) {
+        state.with { ($0.specPods, $0.endpoints, $0.freeAddresses) }
+    }
+
+    func publish(_ node: RunningNode) {
+        let free = node.endpoints.freeAddresses(spec: node.spec)
+        state.with {
+            $0.specPods = node.spec.pods
+            $0.endpoints = node.endpoints.endpoints
+            $0.freeAddresses = free
+        }
+        metrics.describe(node.controller.spec)
+    }
     /// Reconcile runs so far.
     public var reconcileCount: Int { state.with { $0.reconciles } }
 
@@ -132,14 +177,34 @@ public final class NodeAgent: @unchecked Sendable {
         let log = logger("agent")
         // Stamp before loading: an edit landing in between is then seen as a change.
         var stamp = FileStamp(options.specPath)
-        var spec = try NodeSpec.load(path: options.specPath)
-        var controller = try NodeController(spec: spec, namespace: options.namespace)
+        let spec = try NodeSpec.load(path: options.specPath)
         // One writer per node: held for the agent's lifetime (a second agent, a hand-run apply
         // or teardown are refused with who holds it); it dies with the process.
-        var lock = try NodeLock.acquire(stateDirectory: spec.stateDirectory, node: spec.node.name, command: "run")
-        try controller.runUnder(lock)
-        controller.reportsDatapathFingerprint = true
-        metrics.describe(spec)
+        let lock = try NodeLock.acquire(stateDirectory: spec.stateDirectory, node: spec.node.name, command: "run")
+        var endpoints = try EndpointStore.load(
+            stateDirectory: spec.stateDirectory, node: spec.node.name, podCIDR: spec.node.podCIDR)
+        // Deletions `nodenet-cni DEL` recorded while no agent answered are done first.
+        let recorded = EndpointStore.recordedDeletions(stateDirectory: spec.stateDirectory)
+        for name in recorded.ignored {
+            log.warning("ignoring a file that is not a recorded deletion", metadata: ["file": "\(name)"])
+        }
+        for attachment in recorded.attachments {
+            if let removed = endpoints.remove(attachment) {
+                log.info(
+                    "completing a deletion recorded while the agent was down",
+                    metadata: ["attachment": "\(attachment)", "pod": "\(removed.pod.id)"])
+            }
+        }
+        if !recorded.attachments.isEmpty { try endpoints.save() }
+        for attachment in recorded.attachments {
+            EndpointStore.clearRecordedDeletion(attachment, stateDirectory: spec.stateDirectory)
+        }
+        var node = RunningNode(
+            spec: spec, endpoints: endpoints,
+            controller: try RunningNode.controller(spec, endpoints, lock: lock, namespace: options.namespace),
+            lock: lock, namespace: options.namespace)
+        var controller: NodeController { node.controller }
+        publish(node)
         log.info(
             "starting",
             metadata: ["node": "\(spec.node.name)", "namespace": "\(options.namespace)", "spec": "\(options.specPath)"])
@@ -151,8 +216,15 @@ public final class NodeAgent: @unchecked Sendable {
         if spec.datapath.mode == .bpf, options.bpfAuditInterval != nil {
             state.with { $0.audit }.save(stateDirectory: spec.stateDirectory, interval: options.bpfAuditInterval)
         }
-        let owned = OwnershipFilter(spec: spec, device: spec.node.device)
-        let ownedBox = OwnedBox(owned)
+        let ownedBox = OwnedBox(OwnershipFilter(spec: controller.spec, device: spec.node.device))
+        state.with { $0.acceptingEndpoints = true }
+        defer { state.with { $0.acceptingEndpoints = false } }
+        var api: HTTPServer?
+        if let path = options.apiSocket.path(node: spec.node.name) {
+            api = try EndpointAPI.serve(self, at: path, stateDirectory: spec.stateDirectory, logger: logger("api"))
+            log.info("serving the endpoint API", metadata: ["socket": "\(path)"])
+        }
+        defer { api?.stop() }
         let tasks = [
             Task { [continuation, logger] in
                 let log = logger("monitor")
@@ -199,11 +271,26 @@ public final class NodeAgent: @unchecked Sendable {
         defer { tasks.forEach { $0.cancel() } }
 
         var lastStart = ContinuousClock.now
+        var stopping = false
         for await trigger in triggers {
+            let spec = node.spec
+            if stopping {
+                if case .endpoint(_, let reply) = trigger {
+                    reply(.failed(EndpointError(.unavailable, "the agent is stopping")))
+                }
+                continue
+            }
             switch trigger {
+            case .endpoint(let operation, let reply):
+                lastStart = .now
+                reply(await handle(operation, in: &node))
+                ownedBox.value = OwnershipFilter(spec: controller.spec, device: spec.node.device)
             case .stop:
                 log.info("stopping; the datapath stays as it is")
-                return
+                // Endpoint requests still queued get an answer (the runtime retries them).
+                state.with { $0.acceptingEndpoints = false }
+                stopping = true
+                continuation.finish()
             case .resync:
                 lastStart = .now
                 let report = await reconcile(controller, cause: .resync, reason: "periodic re-plan", eventAt: nil)
@@ -231,21 +318,24 @@ public final class NodeAgent: @unchecked Sendable {
                         logger("spec").info("spec unchanged", metadata: ["reason": "\(reason)"])
                         continue
                     }
-                    let nextController = try NodeController(spec: next, namespace: options.namespace)
-                    if next.stateDirectory != lock.stateDirectory {
-                        lock = try NodeLock.acquire(
-                            stateDirectory: next.stateDirectory, node: next.node.name, command: "run")
+                    // The lock, the ledger and the endpoint store live in the state directory:
+                    // moving it under a running agent would leave them behind.
+                    guard next.stateDirectory == spec.stateDirectory, next.node.name == spec.node.name,
+                        next.node.podCIDR == spec.node.podCIDR || node.endpoints.endpoints.isEmpty
+                    else {
+                        throw NodeNetError.state(
+                            "node.name, stateDirectory and (with CNI endpoints) node.podCIDR cannot change under a running agent; restart it"
+                        )
                     }
-                    try nextController.runUnder(lock)
-                    nextController.reportsDatapathFingerprint = true
-                    controller = nextController
-                    spec = next
-                    ownedBox.value = OwnershipFilter(spec: spec, device: spec.node.device)
+                    node.controller = try RunningNode.controller(
+                        next, node.endpoints, lock: node.lock, namespace: options.namespace)
+                    node.spec = next
+                    publish(node)
+                    ownedBox.value = OwnershipFilter(spec: controller.spec, device: next.node.device)
                     metrics.specReloads.increment()
-                    metrics.describe(spec)
                     logger("spec").info(
                         "spec reloaded",
-                        metadata: ["reason": "\(reason)", "pods": "\(spec.pods.count)", "nodes": "\(spec.nodes.count)"])
+                        metadata: ["reason": "\(reason)", "pods": "\(next.pods.count)", "nodes": "\(next.nodes.count)"])
                     lastStart = .now
                     await reconcile(controller, cause: .reload, reason: reason, eventAt: nil)
                 } catch let error as SpecError {
@@ -270,7 +360,7 @@ public final class NodeAgent: @unchecked Sendable {
     /// files, namespace threads), which must not hold a Swift concurrency thread.
     /// Returns the apply's report; nil when the reconcile failed.
     @discardableResult
-    private func reconcile(
+    func reconcile(
         _ controller: NodeController, cause: ReconcileCause, reason: String, eventAt: ContinuousClock.Instant?
     ) async -> ApplyReport? {
         let report = await withCheckedContinuation { (done: CheckedContinuation<ApplyReport?, Never>) in

@@ -29,6 +29,11 @@ struct RunCommand: ParsableCommand {
     @Option(
         help: "Serve /healthz and /metrics on HOST:PORT (loopback, e.g. 127.0.0.1:9962) or unix:PATH. Off by default.")
     var healthAddress: String?
+    @Option(
+        help: ArgumentHelp(
+            "The endpoint API's unix socket (nodenet-cni talks to it), or 'off'.",
+            discussion: "Default /run/nodenet/<node>/nodenet.sock; mode 0600, root peers only.", valueName: "path"))
+    var apiSocket: String?
 
     func validate() throws {
         guard StructuredLogHandler.Format(rawValue: logFormat) != nil else {
@@ -42,6 +47,11 @@ struct RunCommand: ParsableCommand {
         }
         guard resyncInterval >= 0.1 && resyncInterval <= 86400 else {
             throw ValidationError("--resync-interval must be between 0.1 and 86400 seconds")
+        }
+        if let apiSocket, apiSocket != "off" {
+            guard apiSocket.hasPrefix("/"), apiSocket.utf8.count < 100 else {
+                throw ValidationError("--api-socket must be an absolute path shorter than 100 bytes, or 'off'")
+            }
         }
         if let healthAddress {
             guard let a = StatusServer.Address(healthAddress) else {
@@ -61,7 +71,8 @@ struct RunCommand: ParsableCommand {
             options: NodeAgent.Options(
                 specPath: spec, namespace: netns.map(NamespaceReference.init) ?? .current,
                 resyncInterval: .milliseconds(Int64(resyncInterval * 1000)),
-                bpfAuditInterval: bpfAuditInterval == 0 ? nil : .milliseconds(Int64(bpfAuditInterval * 1000))),
+                bpfAuditInterval: bpfAuditInterval == 0 ? nil : .milliseconds(Int64(bpfAuditInterval * 1000)),
+                apiSocket: apiSocket == "off" ? .off : apiSocket.map { .path($0) } ?? .standard),
             logger: { Logger(label: $0) })
 
         var server: StatusServer?
