@@ -89,7 +89,8 @@ public struct Lab: Sendable {
         var reports: [String: ApplyReport] = [:]
         for node in cluster.nodes {
             try checkCancelled()
-            let spec = cluster.spec(forNode: node.name)!
+            // With the pods `lab pod add` gave the node through its agent.
+            let spec = try cluster.spec(forNode: node.name)!.withEndpoints()
             let report = try NodeController(spec: spec, namespace: .named(cluster.namespace(ofNode: node.name))).apply()
             guard report.verified else {
                 throw NodeNetError.state(

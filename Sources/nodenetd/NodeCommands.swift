@@ -237,7 +237,8 @@ struct TeardownCommand: ParsableCommand {
         }
         let report: TeardownReport
         if let spec {
-            report = try NodeController(spec: try NodeSpec.load(path: spec), namespace: namespace).teardown()
+            report = try NodeController(spec: try NodeSpec.load(path: spec).withEndpoints(), namespace: namespace)
+                .teardown()
         } else {
             report = try NodeController.teardown(namespace: namespace, stateDirectory: stateDir!)
         }

@@ -73,7 +73,8 @@ struct SpecOptions: ParsableArguments {
 
     func controller() throws -> NodeController { try NodeController(spec: try loadSpec(), namespace: namespace) }
 
-    func loadSpec() throws -> NodeSpec { try NodeSpec.load(path: spec) }
+    /// The spec file with the CNI endpoints the node's agent keeps.
+    func loadSpec() throws -> NodeSpec { try NodeSpec.load(path: spec).withEndpoints() }
 }
 
 /// Prints a value as pretty, key-sorted JSON.

@@ -265,6 +265,15 @@ struct CNITests {
             #expect(try t.ping(from: 0, ipD))
             let listing = third.agent.pods
             #expect(listing.spec.map(\.id) == ["default/net"] && listing.endpoints.map(\.pod.id) == ["default/web-d"])
+            await third.stop()
+            // Before: a hand-run apply planned from the spec alone and removed the runtime's pods.
+            let nodenetd = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+                .appendingPathComponent("nodenetd").path
+            let apply = try runTool([nodenetd, "apply", specFile, "--netns", t.node])
+            #expect(apply.status == 0, "\(apply.output)")
+            let deviceD = NodeNetNames.endpointDevice(for: PodSpec(name: "web-d", netns: "", ip: "10.0.2.1"))
+            #expect(try node.link(named: deviceD) != nil, "\(apply.output)")
+            #expect(try t.ping(from: 0, ipD))
         }
     }
 

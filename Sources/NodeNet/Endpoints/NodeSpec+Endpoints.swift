@@ -20,3 +20,12 @@ extension NodeSpec {
         return merged
     }
 }
+
+extension NodeSpec {
+    /// This spec with the CNI endpoints its agent keeps in the state directory: what every
+    /// command that plans, applies or reports the node must work from (a hand-run apply from
+    /// the spec alone would take the network from the runtime's pods).
+    public func withEndpoints() throws -> NodeSpec {
+        try including(EndpointStore.load(stateDirectory: stateDirectory, node: node.name, podCIDR: node.podCIDR))
+    }
+}
