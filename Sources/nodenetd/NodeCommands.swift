@@ -172,17 +172,34 @@ struct EndpointCommand: ParsableCommand {
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "list", abstract: "Every pod of the spec: IP, host interface, ifindex, MACs and state.")
+            commandName: "list",
+            abstract:
+                "Every pod of the node: the spec's and those a container runtime created through nodenet-cni (SOURCE cni)."
+        )
         @OptionGroup var options: SpecOptions
         @Flag(help: "Print JSON.") var json = false
 
         func run() throws {
-            let rows = try options.controller().endpoints()
+            let spec = try NodeSpec.load(path: options.spec)
+            let store = try EndpointStore.load(
+                stateDirectory: spec.stateDirectory, node: spec.node.name, podCIDR: spec.node.podCIDR)
+            let attachments = Dictionary(
+                store.endpoints.map { ($0.pod.id, $0.attachment.description) }, uniquingKeysWith: { a, _ in a })
+            var rows = try options.controller().endpoints()
+            for i in rows.indices {
+                if let attachment = attachments[rows[i].pod] {
+                    rows[i].source = "cni"
+                    rows[i].attachment = attachment
+                }
+            }
             if json { return try printJSON(rows) }
             printTable(
-                ["ID", "POD", "IPV4", "INTERFACE", "HOST MAC", "POD MAC", "STATE"],
+                ["ID", "POD", "SOURCE", "IPV4", "INTERFACE", "HOST MAC", "POD MAC", "STATE"],
                 rows.map {
-                    ["\($0.id)", $0.pod, $0.ip, $0.hostInterface, $0.hostMAC ?? "-", $0.podMAC ?? "-", $0.state]
+                    [
+                        "\($0.id)", $0.pod, $0.attachment.map { "cni \($0)" } ?? $0.source, $0.ip, $0.hostInterface,
+                        $0.hostMAC ?? "-", $0.podMAC ?? "-", $0.state,
+                    ]
                 })
         }
     }

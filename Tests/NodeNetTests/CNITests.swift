@@ -278,7 +278,7 @@ struct CNITests {
     }
 
     @Test func statusGarbageCollectionAndNonRootPeers() async throws {
-        try await Self.withNode { t, cni, _, socket, agents in
+        try await Self.withNode { t, cni, specFile, socket, agents in
             let agent = agents.all[0]
             let list = try cni.conflist(socket: socket, version: "1.1.0")
             try cni.run("status", conflist: list)
@@ -296,6 +296,17 @@ struct CNITests {
             #expect(agent.agent.pods.endpoints.map(\.attachment.containerID) == ["ctr-a"])
             #expect(try node.link(named: deviceB) == nil)
             #expect(try t.ping(from: 1, "10.0.2.32"), "the kept pod still works")
+            // `endpoint list` shows both kinds with their source.
+            let nodenetd = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+                .appendingPathComponent("nodenetd").path
+            let table = try runTool([nodenetd, "endpoint", "list", specFile, "--netns", t.node, "--json"])
+            let rows = try JSONDecoder().decode([EndpointStatus].self, from: Data(table.output.utf8))
+            let summary = rows.map { row -> String in
+                "\(row.pod) \(row.source) \(row.attachment ?? "-") \(row.state)"
+            }
+            #expect(
+                summary.sorted() == ["default/net spec - ready", "default/web-a cni ctr-a/eth0 ready"],
+                "\(table.output)")
 
             // A peer that is not root: refused (the socket is 0600; opened up here to reach the check).
             let mode = try FileManager.default.attributesOfItem(atPath: socket)[.posixPermissions] as? Int

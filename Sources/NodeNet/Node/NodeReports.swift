@@ -10,6 +10,10 @@ public struct EndpointStatus: Sendable, Codable, Equatable {
     public var podMAC: String?
     /// `ready`, `missing` or `not-ready: <why>`.
     public var state: String
+    /// `spec` (the spec's `pods[]`) or `cni` (created by a container runtime through nodenet-cni).
+    public var source: String = "spec"
+    /// The CNI attachment (`<container id>/<ifname>`) of a `cni` pod.
+    public var attachment: String?
 }
 
 /// What `nodenetd route list` shows for one route nodenet owns in the node's namespace.
