@@ -74,6 +74,10 @@ let package = Package(
             name: "repair-bench",
             dependencies: ["NodeNet", "NodeNetAgent", "BenchSupport", .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/RepairBench"),
+        .executableTarget(
+            name: "cni-bench",
+            dependencies: ["NodeNet", "BPF", "NodeNetAgent", "BenchSupport", .product(name: "Logging", package: "swift-log")],
+            path: "Benchmarks/CNIBench"),
         // A short, runnable tour of the Netlink library (built with everything else).
         .executableTarget(name: "netlink-tour", dependencies: ["Netlink"], path: "Examples/NetlinkTour"),
         // Shared test helpers (privileges, throwaway namespaces); not product code.

@@ -19,6 +19,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -41,6 +43,10 @@ func main() {
 	cache := flags.String("cache", "", "libcni's result cache directory")
 	valid := flags.String("valid", "", "GC: the attachments to keep, ID/IFNAME,...")
 	portmap := flags.String("portmap", "", "a port mapping for portmap, HOSTPORT:CONTAINERPORT (tcp)")
+	op := flags.String("op", "add", "bench: add or del")
+	count := flags.Int("count", 100, "bench: pods")
+	parallel := flags.Int("parallel", 1, "bench: pods at a time")
+	prefix := flags.String("netns-prefix", "", "bench: pod i's network namespace is PREFIX<i>")
 	flags.Parse(os.Args[2:])
 
 	list, err := libcni.ConfListFromFile(*conflist)
@@ -66,6 +72,8 @@ func main() {
 	}
 	ctx := context.Background()
 	switch command {
+	case "bench":
+		bench(ctx, cni, list, *op, *count, *parallel, *prefix, *id)
 	case "add":
 		result, err := cni.AddNetworkList(ctx, list, rt)
 		if err != nil {
@@ -126,6 +134,50 @@ func main() {
 		fmt.Fprintf(os.Stderr, "unknown command %s\n", command)
 		os.Exit(2)
 	}
+}
+
+// bench times ADD or DEL of count pods through libcni, parallel at a time, as a runtime's
+// long-running process calls it (no process start in the figure). Pod i is container
+// ID<i> in network namespace PREFIX<i>, with Kubernetes names.
+func bench(ctx context.Context, cni *libcni.CNIConfig, list *libcni.NetworkConfigList, op string, count, parallel int,
+	prefix, id string) {
+	ms := make([]float64, count)
+	errs := make([]string, 0)
+	var mu sync.Mutex
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < parallel; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				rt := &libcni.RuntimeConf{ContainerID: fmt.Sprintf("%s%d", id, i), NetNS: fmt.Sprintf("%s%d", prefix, i),
+					IfName: "eth0", Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "bench"}, {"K8S_POD_NAME", fmt.Sprintf("%s%d", id, i)}}}
+				start := time.Now()
+				var err error
+				if op == "add" {
+					_, err = cni.AddNetworkList(ctx, list, rt)
+				} else {
+					err = cni.DelNetworkList(ctx, list, rt)
+				}
+				ms[i] = float64(time.Since(start).Microseconds()) / 1000
+				if err != nil {
+					mu.Lock()
+					errs = append(errs, err.Error())
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := 0; i < count; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if len(errs) > 0 {
+		fail(fmt.Errorf("%d of %d failed, first: %s", len(errs), count, errs[0]))
+	}
+	succeed(map[string]interface{}{"ms": ms})
 }
 
 func succeed(result interface{}) {
