@@ -76,7 +76,9 @@ let package = Package(
             path: "Benchmarks/RepairBench"),
         .executableTarget(
             name: "cni-bench",
-            dependencies: ["NodeNet", "BPF", "NodeNetAgent", "BenchSupport", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "NodeNet", "BPF", "NodeNetAgent", "BenchSupport", .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Benchmarks/CNIBench"),
         // A short, runnable tour of the Netlink library (built with everything else).
         .executableTarget(name: "netlink-tour", dependencies: ["Netlink"], path: "Examples/NetlinkTour"),

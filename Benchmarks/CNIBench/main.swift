@@ -106,13 +106,16 @@ do {
         datapath: DatapathSettings(mode: .bpf), stateDirectory: work + "/state", bpffsDirectory: bpffs)
     try spec.jsonData().write(to: URL(fileURLWithPath: work + "/spec.json"))
     let socket = work + "/run/nodenet.sock"
+    // NODENET_BENCH_LOG=info shows what the agent does (on stderr).
+    let logLevel =
+        ProcessInfo.processInfo.environment["NODENET_BENCH_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .error
     let agent = NodeAgent(
         options: NodeAgent.Options(
             specPath: work + "/spec.json", namespace: .named(node), resyncInterval: .seconds(3600),
             apiSocket: .path(socket)),
-        logger: { label in
-            var l = Logger(label: label) { _ in StructuredLogHandler(subsystem: label, format: .logfmt, level: .error) }
-            l.logLevel = .error
+        logger: { [level = logLevel] label in
+            var l = Logger(label: label) { _ in StructuredLogHandler(subsystem: label, format: .logfmt, level: level) }
+            l.logLevel = level
             return l
         })
     let run = Task.detached { try await agent.run() }
@@ -142,7 +145,9 @@ do {
         for (mode, parallel) in [("sequential", 1), ("10 at a time", 10)] {
             var p50: [String: [String: Double]] = [:]
             // The plugins alternate which goes first, round by round.
-            let order = round % 2 == 0 ? [("nodenet", nodenet, "n"), ("ptp", ptp, "p")] : [("ptp", ptp, "p"), ("nodenet", nodenet, "n")]
+            let order =
+                round % 2 == 0
+                ? [("nodenet", nodenet, "n"), ("ptp", ptp, "p")] : [("ptp", ptp, "p"), ("nodenet", nodenet, "n")]
             for op in ["add", "del"] {
                 for (name, list, letter) in order {
                     let ms = try bench(
@@ -176,7 +181,9 @@ do {
         let data = try JSONSerialization.data(withJSONObject: ["pods": pods, "rounds": rounds, "results": report])
         print(String(decoding: data, as: UTF8.self))
     } else {
-        print("cni-bench: \(pods) pods per batch, \(rounds) rounds, through libcni (ms; ratio = nodenet p50 / ptp p50 per round)")
+        print(
+            "cni-bench: \(pods) pods per batch, \(rounds) rounds, through libcni (ms; ratio = nodenet p50 / ptp p50 per round)"
+        )
         for row in report {
             let n = row["nodenet"] as! [String: Double]
             let p = row["ptp"] as! [String: Double]

@@ -47,4 +47,10 @@ public struct EndpointResult: Sendable, Codable, Equatable {
     public var gateway: String
     public var routes: [Route]
     public var mtu: UInt32?
+    /// The host device's ifindex (the agent's own bookkeeping; not part of the answer).
+    var hostIndex: InterfaceIndex?
+
+    enum CodingKeys: String, CodingKey {
+        case endpoint, hostInterface, podInterface, address, gateway, routes, mtu
+    }
 }

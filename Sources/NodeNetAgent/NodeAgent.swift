@@ -71,7 +71,9 @@ public final class NodeAgent: @unchecked Sendable {
 
     /// What makes the agent reconcile, as the loop receives it.
     enum Trigger: Sendable {
-        case event(String, at: ContinuousClock.Instant)
+        /// `subject`: what the event is about (`route 10.0.2.5/32`, `link lxc…`, `netconf 7`), to
+        /// tell the effects of the agent's own endpoint changes from drift.
+        case event(String, at: ContinuousClock.Instant, subject: String? = nil)
         case resync
         case audit
         case reload(String)
@@ -88,7 +90,7 @@ public final class NodeAgent: @unchecked Sendable {
     public let options: Options
     public let metrics: AgentMetrics
     let logger: (String) -> Logger
-    private let state = StateBox()
+    let state = StateBox()
     private let triggers: AsyncStream<Trigger>
     let continuation: AsyncStream<Trigger>.Continuation
 
@@ -108,6 +110,9 @@ public final class NodeAgent: @unchecked Sendable {
         var specPods: [PodSpec] = []
         var endpoints: [Endpoint] = []
         var freeAddresses = 0
+        /// What the agent's own endpoint changes touched (`route …`, `link …`, `netconf …`) and
+        /// when they were verified: events about them from before then are not drift.
+        var ownChanges: [String: ContinuousClock.Instant] = [:]
         /// Reconciles that failed in a row, and whether a retry is scheduled.
         var failures = 0
         var retryPending = false
@@ -236,7 +241,7 @@ public final class NodeAgent: @unchecked Sendable {
                         log.warning("netlink monitor error; re-planning", metadata: ["error": "\(error)"])
                         continuation.yield(.event("monitor error", at: .now))
                     } else if let reason = ownedBox.value.concerns(event) {
-                        continuation.yield(.event(reason, at: .now))
+                        continuation.yield(.event(reason, at: .now, subject: OwnershipFilter.subject(of: event)))
                     }
                 }
                 if !Task.isCancelled {
@@ -282,9 +287,10 @@ public final class NodeAgent: @unchecked Sendable {
             }
             switch trigger {
             case .endpoint(let operation, let reply):
-                lastStart = .now
-                reply(await handle(operation, in: &node))
+                let outcome = await handle(operation, in: &node)
+                if let fullReconcileAt = outcome.fullReconcileAt { lastStart = fullReconcileAt }
                 ownedBox.value = OwnershipFilter(spec: controller.spec, device: spec.node.device)
+                reply(outcome.outcome)
             case .stop:
                 log.info("stopping; the datapath stays as it is")
                 // Endpoint requests still queued get an answer (the runtime retries them).
@@ -302,9 +308,11 @@ public final class NodeAgent: @unchecked Sendable {
                 let report = await reconcile(
                     controller, cause: .audit, reason: "bpf audit: \(drift.first!)", eventAt: .now)
                 recordDrift(drift, repaired: report?.verified == true, spec: spec)
-            case .event(let reason, let at):
+            case .event(let reason, let at, let subject):
                 // A reconcile that started after this event already saw its effect.
                 guard at >= lastStart else { continue }
+                // So did an endpoint change that verified what the event is about.
+                if let subject, let verifiedAt = state.with({ $0.ownChanges[subject] }), at <= verifiedAt { continue }
                 lastStart = .now
                 let report = await reconcile(controller, cause: .event, reason: reason, eventAt: at)
                 recordDatapathRepair(report, cause: .event, spec: spec)
@@ -600,6 +608,16 @@ struct OwnershipFilter: Sendable {
         devices = Set(
             [NodeNetNames.hostDevice, NodeNetNames.netDevice] + spec.pods.map(NodeNetNames.endpointDevice(for:)))
         self.device = device
+    }
+
+    /// What an event is about, as the agent's own endpoint changes record it.
+    static func subject(of event: NetlinkEvent) -> String? {
+        switch event {
+        case .deletedRoute(let r), .newRoute(let r): return "route \(r.destination)"
+        case .deletedLink(let l), .newLink(let l): return "link \(l.name)"
+        case .netconf(let index): return index.map { "netconf \($0)" }
+        default: return nil
+        }
     }
 
     func concerns(_ event: NetlinkEvent) -> String? {

@@ -64,7 +64,7 @@ final class ApplyContext {
 
     func loadedDatapath() throws -> DatapathObjects {
         if let datapath { return datapath }
-        let loaded = try DatapathObjects(layout: spec.bpffs)
+        let loaded = try DatapathObjects.loaded(spec.bpffs)
         datapath = loaded
         return loaded
     }

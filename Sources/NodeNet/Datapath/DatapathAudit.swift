@@ -68,4 +68,17 @@ extension NodeController {
 
 extension DatapathFingerprint {
     init() {}
+
+    /// `baseline` with what an endpoint change on `hostDevice` legitimately changed taken from
+    /// this (newer) fingerprint: that device's links and filters, the endpoints map's count.
+    /// Every other difference stays, for the next audit to find.
+    public func absorbing(endpoint hostDevice: String, into baseline: DatapathFingerprint) -> DatapathFingerprint {
+        var merged = baseline
+        let mine: (String) -> Bool = {
+            $0.hasPrefix("tcx link ") && $0.contains("@\(hostDevice)@") || $0 == "filters on \(hostDevice)"
+                || $0 == "map \(BPFFSLayout.Map.endpoints.rawValue)"
+        }
+        for name in Set(facts.keys).union(baseline.facts.keys) where mine(name) { merged.facts[name] = facts[name] }
+        return merged
+    }
 }

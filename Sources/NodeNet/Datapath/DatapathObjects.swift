@@ -34,6 +34,54 @@ final class DatapathObjects {
 
     func programFD(_ p: DatapathProgram) throws -> Int32 { try objects[p]!.programFD(named: p.function) }
 
+    /// The objects loaded for `layout`, reused while the maps pinned there are the very maps
+    /// they were loaded with (same map ids): loading runs the verifier on every program, which
+    /// would be most of a CNI ADD. A map replaced, removed or migrated means a fresh load.
+    static func loaded(_ layout: BPFFSLayout) throws -> DatapathObjects {
+        let ids = try pinnedMapIDs(layout)
+        if let cached = Cache.shared.objects(for: layout.directory, ids: ids) { return cached }
+        let objects = try DatapathObjects(layout: layout)
+        Cache.shared.keep(objects, for: layout.directory, ids: try pinnedMapIDs(layout))
+        return objects
+    }
+
+    /// The ids of the maps pinned under the layout (absent ones left out).
+    static func pinnedMapIDs(_ layout: BPFFSLayout) throws -> [String: UInt32] {
+        var ids: [String: UInt32] = [:]
+        for map in BPFFSLayout.Map.allCases {
+            guard let handle = try BPFPin.open(layout.path(map)) else { continue }
+            ids[map.rawValue] = try BPFMapInfo(fd: handle.fd, what: layout.path(map)).id
+        }
+        return ids
+    }
+
+    /// The few most recently loaded objects, by bpffs directory (a process drives one node, a
+    /// test process a handful at a time: older entries are closed).
+    final class Cache: @unchecked Sendable {
+        static let shared = Cache()
+        static let capacity = 4
+        private let lock = NSLock()
+        private var entries: [(directory: String, ids: [String: UInt32], objects: DatapathObjects)] = []
+
+        func objects(for directory: String, ids: [String: UInt32]) -> DatapathObjects? {
+            lock.lock()
+            defer { lock.unlock() }
+            guard !ids.isEmpty, let i = entries.firstIndex(where: { $0.directory == directory }) else { return nil }
+            let entry = entries.remove(at: i)
+            guard entry.ids == ids else { return nil }
+            entries.append(entry)
+            return entry.objects
+        }
+
+        func keep(_ objects: DatapathObjects, for directory: String, ids: [String: UInt32]) {
+            lock.lock()
+            defer { lock.unlock() }
+            entries.removeAll { $0.directory == directory }
+            entries.append((directory, ids, objects))
+            if entries.count > Self.capacity { entries.removeFirst(entries.count - Self.capacity) }
+        }
+    }
+
     func programFD(_ hook: CgroupLink.Hook) throws -> Int32 { try socket.programFD(named: hook.function) }
 
     /// Entries of the pinned endpoints map of a node (empty when nothing is pinned yet).

@@ -35,6 +35,9 @@ public struct DesiredState: Sendable, Equatable {
     public var serviceNodes: [IPAddress: NodeFlags] = [:]
     /// The cgroup socket LB attaches to (nil: socket LB off).
     public var socketCgroup: String?
+    /// What a plan of this state covers (the whole node unless narrowed by `scoped(toEndpoint:)`
+    /// or `removing(_:)`).
+    public internal(set) var scope: PlanScope = .node
 
     public init(spec: NodeSpec, deviceMTU: UInt32) {
         let node = spec.node
@@ -125,5 +128,39 @@ public struct SysctlSetting: Sendable, Equatable, Hashable {
     var device: String? {
         let parts = key.split(separator: "/")
         return parts.count == 5 && parts[2] == "conf" ? String(parts[3]) : nil
+    }
+}
+
+/// What a plan covers. `node`: everything nodenet owns, read and compared in full. `endpoint`:
+/// one pod's endpoint (its veth, addresses, routes, sysctls, map entry, program) created or
+/// repaired without reading or touching the rest of the node: what a CNI ADD needs, in
+/// milliseconds whatever the node's size. `removal`: one endpoint the ledger knows, taken away.
+/// The periodic full reconcile stays the safety net for everything a scoped plan does not read.
+public enum PlanScope: Sendable, Equatable {
+    case node
+    case endpoint(hostDevice: String)
+    case removal(Ledger.Endpoint)
+}
+
+extension DesiredState {
+    /// This state narrowed to the endpoint on `hostDevice`; nil when the state has none.
+    public func scoped(toEndpoint hostDevice: String) -> DesiredState? {
+        guard let endpoint = endpoints.first(where: { $0.hostDevice == hostDevice }) else { return nil }
+        var scoped = self
+        scoped.endpoints = [endpoint]
+        scoped.sysctls = sysctls.filter { $0.device == hostDevice }
+        scoped.frontends = []
+        scoped.scope = .endpoint(hostDevice: hostDevice)
+        return scoped
+    }
+
+    /// A state that plans only the removal of `endpoint` (which it must not want).
+    public func removing(_ endpoint: Ledger.Endpoint) -> DesiredState {
+        var scoped = self
+        scoped.endpoints = []
+        scoped.sysctls = []
+        scoped.frontends = []
+        scoped.scope = .removal(endpoint)
+        return scoped
     }
 }

@@ -87,7 +87,10 @@ public final class NodeSession: @unchecked Sendable {
                 if observed.pins.incompatibleMaps[.endpoints] == nil {
                     observed.endpointEntries = try DatapathObjects.pinnedEntries(layout)
                 }
-                if !BPFFSLayout.Map.serviceTables.contains(where: { observed.pins.incompatibleMaps[$0] != nil }) {
+                // A scoped plan (one endpoint) compares no service.
+                if desired.scope == .node,
+                    !BPFFSLayout.Map.serviceTables.contains(where: { observed.pins.incompatibleMaps[$0] != nil })
+                {
                     observed.services = try ObservedServices.read(layout)
                 }
             }

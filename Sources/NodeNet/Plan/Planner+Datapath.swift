@@ -37,7 +37,9 @@ extension Planner {
     /// maps may still be attached: then every program is replaced before those pins go.
     var rebindingPins: Bool { datapath == .bpf && !observed.formerDirectories.isEmpty }
 
-    mutating func planDatapath() {
+    /// Endpoint map entries and programs of the wanted endpoints, and (`nativeDevice`) the
+    /// native device's program.
+    mutating func planDatapath(nativeDevice: Bool) {
         guard datapath == .bpf else { return }
         for endpoint in desired.endpoints where observed.pods[endpoint.pod.netns] != nil {
             let current = observed.endpointEntries[endpoint.pod.ip]  // empty when the endpoints map is incompatible
@@ -53,7 +55,7 @@ extension Planner {
             }
             attach(.fromContainer, on: endpoint.hostDevice, deviceIsNew: wanted == nil)
         }
-        if observed.node.links[device] != nil { attach(.fromNetdev, on: device, deviceIsNew: false) }
+        if nativeDevice && observed.node.links[device] != nil { attach(.fromNetdev, on: device, deviceIsNew: false) }
     }
 
     private mutating func attach(_ program: DatapathProgram, on device: String, deviceIsNew: Bool) {

@@ -96,6 +96,48 @@ public struct Planner {
     }
 
     private mutating func run() {
+        switch desired.scope {
+        case .node: runNode()
+        case .endpoint: runEndpoint()
+        case .removal(let old): runRemoval(old)
+        }
+    }
+
+    /// One endpoint, created or repaired: what `runNode` plans for it, nothing else.
+    private mutating func runEndpoint() {
+        guard !migratingMaps && !rebindingPins else {
+            conflicts.append("the datapath's maps or pins are being migrated: only a full reconcile may proceed")
+            return
+        }
+        for endpoint in desired.endpoints { planEndpointLink(endpoint) }
+        for endpoint in desired.endpoints { planPodSide(endpoint) }
+        planSysctls { _ in true }
+        for endpoint in desired.endpoints { planRoute(endpoint.podRoute, in: .node, observed: observed.node) }
+        planDatapath(nativeDevice: false)
+        for endpoint in desired.endpoints { planPodSidePrune(endpoint) }
+    }
+
+    /// One endpoint taken away: its map entry first (never pointing at a device that is gone),
+    /// then its device (its routes, sysctls and filters go with it, and the pod's eth0), then
+    /// its link pins.
+    private mutating func runRemoval(_ old: Ledger.Endpoint) {
+        if datapath == .bpf && !migratingMaps, let ip = IPAddress(old.ip), let entry = observed.endpointEntries[ip] {
+            addChange(
+                .delete, .datapath, .node, "endpoint map entry \(ip)", wanted: nil, found: entry.description,
+                .deleteEndpointEntry(ip: ip, previous: entry))
+        }
+        if observed.node.links[old.hostDevice] != nil {
+            add(
+                .delete, .endpoint, .node, "endpoint \(old.pod)", wanted: nil,
+                found: "veth \(old.hostDevice) (\(old.ip))",
+                .deleteLink(.node, device: old.hostDevice))
+        }
+        for name in observed.pins.tcxLinks.sorted() where BPFFSLayout.parseTCXLinkName(name)?.device == old.hostDevice {
+            addChange(.delete, .datapath, .node, "tcx link \(name)", wanted: nil, found: name, .unpinLink(name: name))
+        }
+    }
+
+    private mutating func runNode() {
         let node = observed.node
         if node.links[device] == nil {
             conflicts.append("native device \(device) does not exist in the node's namespace")
@@ -110,7 +152,7 @@ public struct Planner {
         for endpoint in desired.endpoints { planRoute(endpoint.podRoute, in: .node, observed: node) }
         planMapMigration()
         planServices()
-        planDatapath()
+        planDatapath(nativeDevice: true)
         for intent in desired.directRoutes { planRoute(intent, in: .node, observed: node) }
         planEndpointEntryPrune()
         planServicesPrune()
@@ -284,6 +326,25 @@ public struct Planner {
 
     // MARK: Prune
 
+    /// Stale routes and addresses on the eth0 of an endpoint that stays.
+    private mutating func planPodSidePrune(_ endpoint: DesiredState.Endpoint) {
+        guard endpointState(endpoint).paired, let podNS = observed.pods[endpoint.pod.netns] else { return }
+        let scope = NamespaceScope.pod(endpoint.pod.netns)
+        let wanted = Set(endpoint.podRoutes.map(\.destination))
+        for route in podNS.ownedRoutes where !wanted.contains(route.destination) {
+            add(
+                .delete, .route, scope, "route \(route.destination)", wanted: nil,
+                found: route.describe(names: podNS.names), .deleteRoute(scope, route))
+        }
+        for address in podNS.addresses(on: NodeNetNames.podDevice)
+        where address.prefix != IPPrefix(host: endpoint.pod.ip) {
+            add(
+                .delete, .address, scope, "address \(address.prefix) on \(NodeNetNames.podDevice)", wanted: nil,
+                found: "\(address.prefix)",
+                .deleteAddress(scope, device: NodeNetNames.podDevice, address))
+        }
+    }
+
     private mutating func planPrune() {
         let node = observed.node
         let names = node.names
@@ -295,23 +356,7 @@ public struct Planner {
                 .deleteRoute(.node, route))
         }
         // Pod side: stale routes and addresses on eth0 of endpoints that stay.
-        for endpoint in desired.endpoints where endpointState(endpoint).paired {
-            guard let podNS = observed.pods[endpoint.pod.netns] else { continue }
-            let scope = NamespaceScope.pod(endpoint.pod.netns)
-            let wanted = Set(endpoint.podRoutes.map(\.destination))
-            for route in podNS.ownedRoutes where !wanted.contains(route.destination) {
-                add(
-                    .delete, .route, scope, "route \(route.destination)", wanted: nil,
-                    found: route.describe(names: podNS.names), .deleteRoute(scope, route))
-            }
-            for address in podNS.addresses(on: NodeNetNames.podDevice)
-            where address.prefix != IPPrefix(host: endpoint.pod.ip) {
-                add(
-                    .delete, .address, scope, "address \(address.prefix) on \(NodeNetNames.podDevice)", wanted: nil,
-                    found: "\(address.prefix)",
-                    .deleteAddress(scope, device: NodeNetNames.podDevice, address))
-            }
-        }
+        for endpoint in desired.endpoints { planPodSidePrune(endpoint) }
         for address in node.addresses(on: NodeNetNames.hostDevice)
         where address.prefix != IPPrefix(host: desired.routerIP) {
             add(

@@ -1,0 +1,103 @@
+import Foundation
+
+/// One endpoint at a time (CNI ADD and DEL): planned, applied and verified on its own, without
+/// reading the rest of the node, so its cost does not grow with the node. The full `apply` stays
+/// the safety net: it compares everything, these compare one endpoint.
+extension NodeController {
+    /// Why a scoped change cannot run: the caller falls back to a full `apply`.
+    public struct ScopedChangeUnavailable: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// Creates or repairs the endpoint of the spec's pod on `hostDevice`; reports what changed
+    /// and what still differs for it.
+    public func applyEndpoint(hostDevice: String) throws -> ApplyReport {
+        try underLock(command: "apply") {
+            defer { session.releasePodSockets() }
+            let start = ContinuousClock.now
+            guard let desired = try desiredState().scoped(toEndpoint: hostDevice) else {
+                throw NodeNetError.missing("the node has no pod on \(hostDevice)")
+            }
+            var ledger = try trustedLedger()
+            let plan = try self.plan(desired, ledger: ledger)
+            guard plan.conflicts.isEmpty else {
+                throw NodeNetError.conflict(
+                    "cannot apply:\n" + plan.conflicts.map { "  \($0)" }.joined(separator: "\n"))
+            }
+            guard plan.unavailable.isEmpty else { throw NodeNetError.missing(plan.unavailable.joined(separator: "; ")) }
+            let pod = desired.endpoints[0].pod
+            let entry = Ledger.Endpoint(pod: pod.id, hostDevice: hostDevice, netns: pod.netns, ip: "\(pod.ip)")
+            if !ledger.endpoints.contains(entry) {
+                // Recorded before the device exists: a crash leaves nothing nodenet does not know.
+                ledger.endpoints = (ledger.endpoints.filter { $0.hostDevice != hostDevice } + [entry]).sorted {
+                    $0.hostDevice < $1.hostDevice
+                }
+                try ledger.save(to: spec.stateDirectory)
+            }
+            if !plan.isEmpty {
+                var applier = Applier(session: session, spec: spec, attachMode: attachMode)
+                try applier.run(plan.changes)
+            }
+            let after = try self.plan(desired, ledger: ledger)
+            return ApplyReport(
+                node: spec.node.name, changes: plan.changes,
+                mismatches: after.changes.map(\.mismatch) + after.conflicts + after.unavailable,
+                seconds: Self.seconds(since: start))
+        }
+    }
+
+    /// Removes the endpoint of `pod`, which the spec no longer has.
+    public func removeEndpoint(_ pod: PodSpec) throws -> ApplyReport {
+        let endpoint = Ledger.Endpoint(
+            pod: pod.id, hostDevice: NodeNetNames.endpointDevice(for: pod), netns: pod.netns, ip: "\(pod.ip)")
+        return try underLock(command: "apply") {
+            defer { session.releasePodSockets() }
+            let start = ContinuousClock.now
+            let full = try desiredState()
+            guard !full.endpoints.contains(where: { $0.hostDevice == endpoint.hostDevice }) else {
+                throw NodeNetError.conflict("pod \(endpoint.pod) on \(endpoint.hostDevice) is still wanted")
+            }
+            let desired = full.removing(endpoint)
+            var ledger = try trustedLedger()
+            let plan = try self.plan(desired, ledger: ledger)
+            if !plan.isEmpty {
+                var applier = Applier(session: session, spec: spec, attachMode: attachMode)
+                try applier.run(plan.changes)
+            }
+            let after = try self.plan(desired, ledger: ledger)
+            if after.isEmpty && ledger.endpoints.contains(where: { $0.hostDevice == endpoint.hostDevice }) {
+                ledger.endpoints.removeAll { $0.hostDevice == endpoint.hostDevice }
+                try ledger.save(to: spec.stateDirectory)
+            }
+            return ApplyReport(
+                node: spec.node.name, changes: plan.changes, mismatches: after.changes.map(\.mismatch),
+                seconds: Self.seconds(since: start))
+        }
+    }
+
+    /// What differs for the endpoint on `hostDevice` (its veth, the pod's eth0, addresses,
+    /// routes, sysctls, map entry, program): CNI CHECK.
+    public func planEndpoint(hostDevice: String) throws -> Planner.Plan {
+        defer { session.releasePodSockets() }
+        guard let desired = try desiredState().scoped(toEndpoint: hostDevice) else {
+            throw NodeNetError.missing("the node has no pod on \(hostDevice)")
+        }
+        return try plan(desired, ledger: try ledger(moveAside: false).ledger)
+    }
+
+    /// The ledger, when it can be trusted and the last full apply completed; otherwise a
+    /// scoped change is not safe (it would not know what else is the node's).
+    private func trustedLedger() throws -> Ledger {
+        guard case .valid(let ledger) = Ledger.read(from: spec.stateDirectory, node: spec.node.name, moveAside: false),
+            ledger.complete
+        else {
+            throw ScopedChangeUnavailable(description: "the ledger is missing, untrusted or from an unfinished apply")
+        }
+        return ledger
+    }
+
+    static func seconds(since start: ContinuousClock.Instant) -> Double {
+        let d = ContinuousClock.now - start
+        return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    }
+}
