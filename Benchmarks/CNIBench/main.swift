@@ -18,6 +18,7 @@ import NodeNetAgent
 var pods = 100
 var rounds = 5
 var json = false
+var attach = AttachMode.auto
 var args = Array(CommandLine.arguments.dropFirst())
 while !args.isEmpty {
     let a = args.removeFirst()
@@ -25,8 +26,9 @@ while !args.isEmpty {
     case "--pods": pods = max(10, min(250, Int(args.isEmpty ? "" : args.removeFirst()) ?? 100))
     case "--rounds": rounds = max(1, min(50, Int(args.isEmpty ? "" : args.removeFirst()) ?? 5))
     case "--json": json = true
+    case "--attach": attach = AttachMode(rawValue: args.isEmpty ? "" : args.removeFirst()) ?? .auto
     default:
-        print("usage: cni-bench [--pods N (10-250)] [--rounds R] [--json]   (needs root)")
+        print("usage: cni-bench [--pods N (10-250)] [--rounds R] [--attach auto|tcx|clsact] [--json]   (needs root)")
         exit(2)
     }
 }
@@ -103,7 +105,8 @@ do {
     let spec = NodeSpec(
         node: LocalNode(
             name: "bench", device: "eth0", address: IPAddress("172.18.0.2"), podCIDR: IPPrefix("10.0.2.0/24")),
-        datapath: DatapathSettings(mode: .bpf), stateDirectory: work + "/state", bpffsDirectory: bpffs)
+        datapath: DatapathSettings(mode: .bpf, attachMode: attach), stateDirectory: work + "/state",
+        bpffsDirectory: bpffs)
     try spec.jsonData().write(to: URL(fileURLWithPath: work + "/spec.json"))
     let socket = work + "/run/nodenet.sock"
     // NODENET_BENCH_LOG=info shows what the agent does (on stderr).

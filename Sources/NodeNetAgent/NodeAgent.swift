@@ -217,11 +217,8 @@ public final class NodeAgent: @unchecked Sendable {
         let monitor = try NetlinkMonitor(
             namespace: options.namespace, groups: [.link, .ipv4Address, .ipv4Route, .ipv4Netconf])
         defer { monitor.stop() }
-        await reconcile(controller, cause: .start, reason: "start", eventAt: nil)
-        if spec.datapath.mode == .bpf, options.bpfAuditInterval != nil {
-            state.with { $0.audit }.save(stateDirectory: spec.stateDirectory, interval: options.bpfAuditInterval)
-        }
-        let ownedBox = OwnedBox(OwnershipFilter(spec: controller.spec, device: spec.node.device))
+        // The endpoint API listens before the first apply: requests wait for it in the loop's
+        // queue (a runtime's ADD during start is answered when the node is ready, not refused).
         state.with { $0.acceptingEndpoints = true }
         defer { state.with { $0.acceptingEndpoints = false } }
         var api: HTTPServer?
@@ -230,6 +227,12 @@ public final class NodeAgent: @unchecked Sendable {
             log.info("serving the endpoint API", metadata: ["socket": "\(path)"])
         }
         defer { api?.stop() }
+        await reconcile(controller, cause: .start, reason: "start", eventAt: nil)
+        if spec.datapath.mode == .bpf, options.bpfAuditInterval != nil {
+            state.with { $0.audit }.save(stateDirectory: spec.stateDirectory, interval: options.bpfAuditInterval)
+        }
+        let ownedBox = OwnedBox(OwnershipFilter(spec: controller.spec, device: spec.node.device))
+
         let tasks = [
             Task { [continuation, logger] in
                 let log = logger("monitor")

@@ -41,9 +41,12 @@ extension Planner {
     /// native device's program.
     mutating func planDatapath(nativeDevice: Bool) {
         guard datapath == .bpf else { return }
+        // Entries first, then the programs: new tcx attachments in a row are made together.
+        var deviceIsNew: [String: Bool] = [:]
         for endpoint in desired.endpoints where observed.pods[endpoint.pod.netns] != nil {
             let current = observed.endpointEntries[endpoint.pod.ip]  // empty when the endpoints map is incompatible
             let wanted = wantedEntry(endpoint)
+            deviceIsNew[endpoint.hostDevice] = wanted == nil
             if wanted == nil || current != wanted {
                 addChange(
                     current == nil ? .create : .update, .datapath, .node, "endpoint map entry \(endpoint.pod.ip)",
@@ -53,7 +56,9 @@ extension Planner {
                         ip: endpoint.pod.ip, hostDevice: endpoint.hostDevice, netns: endpoint.pod.netns,
                         previous: current))
             }
-            attach(.fromContainer, on: endpoint.hostDevice, deviceIsNew: wanted == nil)
+        }
+        for endpoint in desired.endpoints where observed.pods[endpoint.pod.netns] != nil {
+            attach(.fromContainer, on: endpoint.hostDevice, deviceIsNew: deviceIsNew[endpoint.hostDevice]!)
         }
         if nativeDevice && observed.node.links[device] != nil { attach(.fromNetdev, on: device, deviceIsNew: false) }
     }
