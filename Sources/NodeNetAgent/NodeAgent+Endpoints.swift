@@ -7,8 +7,15 @@ import Logging
 #endif
 
 extension NodeAgent {
+    /// An endpoint request waiting for the loop, with where its answer goes.
+    struct PendingEndpoint {
+        let operation: EndpointOperation
+        let reply: @Sendable (EndpointOutcome) -> Void
+    }
+
     /// Runs an endpoint operation in the agent's loop and waits for its answer (the API's
-    /// handlers call this). Answers `unavailable` when the agent is not running.
+    /// handlers call this). Requests that arrive together are handled together (one plan, one
+    /// ledger write). Answers `unavailable` when the agent is not running.
     public func perform(_ operation: EndpointOperation) async -> EndpointOutcome {
         await withCheckedContinuation { (done: CheckedContinuation<EndpointOutcome, Never>) in
             let reply = ReplyOnce(done)
@@ -16,160 +23,218 @@ extension NodeAgent {
                 reply.send(.failed(EndpointError(.unavailable, "the agent is not running")))
                 return
             }
-            if case .terminated = continuation.yield(.endpoint(operation, reply: reply.send)) {
-                reply.send(.failed(EndpointError(.unavailable, "the agent is stopping")))
-            }
+            state.with { $0.pendingEndpoints.append(PendingEndpoint(operation: operation, reply: reply.send)) }
+            if case .terminated = continuation.yield(.endpoints) { refusePendingEndpoints("the agent is stopping") }
         }
     }
 
-    /// The loop's side: one operation against the store, the spec and the kernel. The store is
-    /// saved before the kernel is changed (a crash then leaves an endpoint the next start
-    /// completes or a DEL removes, never an interface nobody knows). The endpoint alone is
-    /// planned, applied and verified; when that cannot be done (no trusted ledger, a migration
-    /// under way) the node is reconciled in full, and `fullReconcileAt` says when that began.
-    func handle(
-        _ operation: EndpointOperation, in node: inout RunningNode
-    ) async -> (outcome: EndpointOutcome, fullReconcileAt: ContinuousClock.Instant?) {
+    /// Every request queued so far.
+    func takePendingEndpoints() -> [PendingEndpoint] {
+        state.with { box in
+            defer { box.pendingEndpoints = [] }
+            return box.pendingEndpoints
+        }
+    }
+
+    func refusePendingEndpoints(_ why: String) {
+        for request in takePendingEndpoints() { request.reply(.failed(EndpointError(.unavailable, why))) }
+    }
+
+    /// The loop's side: the queued requests against the store, the spec and the kernel. The store
+    /// is saved before the kernel is changed (a crash then leaves an endpoint the next start
+    /// completes or a DEL removes, never an interface nobody knows). Only the endpoints
+    /// concerned are planned, applied and verified; when that cannot be done (no trusted
+    /// ledger, a migration under way) the node is reconciled in full, and the instant that
+    /// began is returned.
+    func handle(_ requests: [PendingEndpoint], in node: inout RunningNode) async -> ContinuousClock.Instant? {
         let log = logger("endpoint")
-        switch operation {
-        case .add(let attachment, let netns, let podNamespace, let podName):
-            guard access(netns, F_OK) == 0 else {
-                return (.failed(EndpointError(.invalid, "network namespace \(netns) does not exist")), nil)
+        var fullAt: ContinuousClock.Instant?
+        // CHECK: read only.
+        for request in requests {
+            guard case .check(let attachment) = request.operation else { continue }
+            guard let endpoint = node.endpoints.endpoint(attachment) else {
+                request.reply(.failed(EndpointError(.notFound, "no endpoint for \(attachment)")))
+                continue
             }
-            var next = node.endpoints
-            let added: (endpoint: Endpoint, created: Bool)
-            do {
-                added = try next.add(
-                    attachment, netns: netns, podNamespace: podNamespace, podName: podName, spec: node.spec)
-            } catch { return (.failed(error), nil) }
-            let endpoint = added.endpoint
-            if !added.created {
-                // A repeated ADD: the same answer, once the endpoint is verified again.
-                if case .some(.done(let result)) = await scopedAdd(endpoint, node.controller) {
-                    return (.added(result), nil)
+            let controller = node.controller
+            request.reply(.checked(await Self.onThread { Self.differences(of: endpoint, controller) }))
+        }
+
+        // DEL and GC.
+        var next = node.endpoints
+        var removed: [Endpoint] = []
+        var answers: [(PendingEndpoint, EndpointOutcome)] = []
+        for request in requests {
+            switch request.operation {
+            case .delete(let attachment):
+                let endpoint = next.remove(attachment)
+                removed += endpoint.map { [$0] } ?? []
+                answers.append((request, .deleted(endpoint)))
+            case .collect(let keeping):
+                let gone = next.collect(keeping: keeping)
+                removed += gone
+                answers.append((request, .collected(gone)))
+            default: break
+            }
+        }
+        if !removed.isEmpty {
+            if let failure = await node.adopt(next, agent: self) {
+                answers = answers.map { ($0.0, .failed(failure)) }
+            } else {
+                for endpoint in removed {
+                    log.info(
+                        "endpoint deleted", metadata: ["attachment": "\(endpoint.attachment)", "pod": "\(endpoint.pod.id)"])
+                }
+                if await !scopedRemove(removed, node.controller) {
+                    fullAt = fullAt ?? .now
+                    await reconcile(node.controller, cause: .endpoint, reason: "CNI DEL/GC", eventAt: nil)
                 }
             }
-            if let failure = await node.adopt(next, agent: self) { return (.failed(failure), nil) }
+        }
+        for (request, outcome) in answers { request.reply(outcome) }
+
+        // ADD.
+        next = node.endpoints
+        var adds: [(PendingEndpoint, Endpoint, created: Bool)] = []
+        for request in requests {
+            guard case .add(let attachment, let netns, let podNamespace, let podName) = request.operation else {
+                continue
+            }
+            guard access(netns, F_OK) == 0 else {
+                request.reply(.failed(EndpointError(.invalid, "network namespace \(netns) does not exist")))
+                continue
+            }
+            do {
+                let added = try next.add(
+                    attachment, netns: netns, podNamespace: podNamespace, podName: podName, spec: node.spec)
+                adds.append((request, added.endpoint, added.created))
+            } catch { request.reply(.failed(error)) }
+        }
+        guard !adds.isEmpty else { return fullAt }
+        if adds.contains(where: \.created), let failure = await node.adopt(next, agent: self) {
+            for (request, _, _) in adds { request.reply(.failed(failure)) }
+            return fullAt
+        }
+        for (_, endpoint, created) in adds where created {
             log.info(
                 "endpoint added",
                 metadata: [
-                    "attachment": "\(attachment)", "pod": "\(endpoint.pod.id)", "ip": "\(endpoint.ip)",
+                    "attachment": "\(endpoint.attachment)", "pod": "\(endpoint.pod.id)", "ip": "\(endpoint.ip)",
                     "device": "\(endpoint.hostDevice)",
                 ])
-            var why: String
-            var fullAt: ContinuousClock.Instant?
-            switch await scopedAdd(endpoint, node.controller) {
-            case .some(.done(let result)): return (.added(result), nil)
-            case .none:
-                // No scoped path here: the whole node, then the endpoint's interfaces.
-                fullAt = .now
-                let report = await reconcile(
-                    node.controller, cause: .endpoint, reason: "CNI ADD \(attachment)", eventAt: nil)
-                why = report.map { $0.mismatches.prefix(3).joined(separator: "; ") } ?? healthReason
-                if report?.verified == true {
-                    let spec = node.controller.spec
-                    do {
-                        return (.added(try await Self.onThread { try self.result(for: endpoint, spec) }), fullAt)
-                    } catch {
-                        why = "\(error)"
-                    }
-                }
-            case .some(.failed(let reason)): why = reason
-            }
-            // Not in place: take it out again, so a retried ADD starts clean.
-            log.error(
-                "endpoint could not be set up; removing it", metadata: ["attachment": "\(attachment)", "why": "\(why)"])
-            var back = node.endpoints
-            back.remove(attachment)
-            if await node.adopt(back, agent: self) == nil, await scopedRemove(endpoint, node.controller) == false {
-                fullAt = .now
-                await reconcile(node.controller, cause: .endpoint, reason: "CNI ADD \(attachment) failed", eventAt: nil)
-            }
-            return (.failed(EndpointError(.failed, "the pod's network could not be set up: \(why)")), fullAt)
-
-        case .delete(let attachment):
-            guard node.endpoints.endpoint(attachment) != nil else { return (.deleted(nil), nil) }
-            var next = node.endpoints
-            let removed = next.remove(attachment)!
-            if let failure = await node.adopt(next, agent: self) { return (.failed(failure), nil) }
-            log.info("endpoint deleted", metadata: ["attachment": "\(attachment)", "pod": "\(removed.pod.id)"])
-            if await scopedRemove(removed, node.controller) { return (.deleted(removed), nil) }
-            await reconcile(node.controller, cause: .endpoint, reason: "CNI DEL \(attachment)", eventAt: nil)
-            return (.deleted(removed), .now)
-
-        case .collect(let keeping):
-            var next = node.endpoints
-            let removed = next.collect(keeping: keeping)
-            guard !removed.isEmpty else { return (.collected([]), nil) }
-            if let failure = await node.adopt(next, agent: self) { return (.failed(failure), nil) }
-            log.info("endpoints collected", metadata: ["removed": "\(removed.map(\.attachment.description))"])
-            var allScoped = true
-            for endpoint in removed where await !scopedRemove(endpoint, node.controller) { allScoped = false }
-            if allScoped { return (.collected(removed), nil) }
-            let at = ContinuousClock.now
-            await reconcile(node.controller, cause: .endpoint, reason: "CNI GC", eventAt: nil)
-            return (.collected(removed), at)
-
-        case .check(let attachment):
-            guard let endpoint = node.endpoints.endpoint(attachment) else {
-                return (.failed(EndpointError(.notFound, "no endpoint for \(attachment)")), nil)
-            }
-            let controller = node.controller
-            return (.checked(await Self.onThread { Self.differences(of: endpoint, controller) }), nil)
         }
+        var failed: [(PendingEndpoint, Endpoint, String)] = []
+        switch await scopedAdd(adds.map(\.1), node.controller) {
+        case .some(.done(let results)):
+            for ((request, _, _), result) in zip(adds, results) { request.reply(.added(result)) }
+        case .some(.failed(let why)) where adds.count > 1:
+            // Which of them: one at a time.
+            for (request, endpoint, _) in adds {
+                switch await scopedAdd([endpoint], node.controller) {
+                case .some(.done(let results)): request.reply(.added(results[0]))
+                case .some(.failed(let why)): failed.append((request, endpoint, why))
+                case .none: failed.append((request, endpoint, why))
+                }
+            }
+        case .some(.failed(let why)):
+            failed = adds.map { ($0.0, $0.1, why) }
+        case .none:
+            // No scoped path here: the whole node, then each endpoint's interfaces.
+            fullAt = fullAt ?? .now
+            let report = await reconcile(
+                node.controller, cause: .endpoint, reason: "CNI ADD \(adds.map(\.1.attachment.description))",
+                eventAt: nil)
+            let spec = node.controller.spec
+            for (request, endpoint, _) in adds {
+                guard report?.verified == true else {
+                    failed.append(
+                        (request, endpoint, report.map { $0.mismatches.prefix(3).joined(separator: "; ") } ?? healthReason))
+                    continue
+                }
+                do { request.reply(.added(try await Self.onThread { try self.result(for: endpoint, spec) })) } catch {
+                    failed.append((request, endpoint, "\(error)"))
+                }
+            }
+        }
+        guard !failed.isEmpty else { return fullAt }
+        // Not in place: taken out again, so a retried ADD starts clean.
+        var back = node.endpoints
+        for (_, endpoint, why) in failed {
+            log.error(
+                "endpoint could not be set up; removing it",
+                metadata: ["attachment": "\(endpoint.attachment)", "why": "\(why)"])
+            back.remove(endpoint.attachment)
+        }
+        if await node.adopt(back, agent: self) == nil, await !scopedRemove(failed.map(\.1), node.controller) {
+            fullAt = fullAt ?? .now
+            await reconcile(node.controller, cause: .endpoint, reason: "CNI ADD failed", eventAt: nil)
+        }
+        for (request, _, why) in failed {
+            request.reply(.failed(EndpointError(.failed, "the pod's network could not be set up: \(why)")))
+        }
+        return fullAt
     }
 
     enum ScopedOutcome {
-        case done(EndpointResult)
-        /// The endpoint could not be made; why.
+        /// One result per endpoint, in order.
+        case done([EndpointResult])
+        /// They could not be made; why.
         case failed(String)
     }
 
-    /// Creates or repairs one endpoint on its own; nil when only a full reconcile may do it.
-    private func scopedAdd(_ endpoint: Endpoint, _ controller: NodeController) async -> ScopedOutcome? {
+    /// Creates or repairs endpoints on their own; nil when only a full reconcile may do it.
+    private func scopedAdd(_ endpoints: [Endpoint], _ controller: NodeController) async -> ScopedOutcome? {
         let log = logger("reconcile")
         let start = ContinuousClock.now
         metrics.reconciles[.endpoint]?.increment()
-        let outcome = await Self.onThread { () -> Result<(ApplyReport, EndpointResult?), any Error> in
+        let devices = Set(endpoints.map(\.hostDevice))
+        let outcome = await Self.onThread { () -> Result<(ApplyReport, [EndpointResult]?), any Error> in
             Result {
-                let report = try controller.applyEndpoint(hostDevice: endpoint.hostDevice)
-                return (report, report.verified ? try self.result(for: endpoint, controller.spec) : nil)
+                let report = try controller.applyEndpoints(hostDevices: devices)
+                guard report.verified else { return (report, nil) }
+                return (report, try endpoints.map { try self.result(for: $0, controller.spec) })
             }
         }
+        let why = "CNI ADD \(endpoints.map(\.attachment.description).joined(separator: ", "))"
         switch outcome {
         case .failure(let error as NodeController.ScopedChangeUnavailable):
             log.info("no scoped change; reconciling the node", metadata: ["why": "\(error)"])
             return nil
         case .failure(let error):
             return .failed("\(error)")
-        case .success(let (report, result)):
+        case .success(let (report, results)):
             for change in report.changes {
                 log.info(
                     "\(change.action.rawValue) \(change.subject)",
-                    metadata: ["why": "CNI ADD \(endpoint.attachment)", "kind": "\(change.kind)"])
+                    metadata: [
+                        "why": "\(why)", "kind": "\(change.kind)", "namespace": "\(change.namespace)",
+                        "wanted": "\(change.wanted ?? "nothing")",
+                    ])
             }
-            guard let result else { return .failed(report.mismatches.prefix(3).joined(separator: "; ")) }
-            ownChangesVerified(endpoint, hostIndex: result.hostIndex, controller: controller)
+            guard let results else { return .failed(report.mismatches.prefix(3).joined(separator: "; ")) }
+            ownChangesVerified(
+                zip(endpoints, results).map { ($0.0, $0.1.hostIndex) }, controller: controller)
             metrics.reconcileDuration.record(ContinuousClock.now - start)
-            return .done(result)
+            return .done(results)
         }
     }
 
-    /// Removes one endpoint on its own; false when only a full reconcile may do it (or it failed).
-    private func scopedRemove(_ endpoint: Endpoint, _ controller: NodeController) async -> Bool {
+    /// Removes endpoints on their own; false when only a full reconcile may do it (or it failed).
+    private func scopedRemove(_ endpoints: [Endpoint], _ controller: NodeController) async -> Bool {
         let log = logger("reconcile")
         metrics.reconciles[.endpoint]?.increment()
-        let pod = endpoint.pod
-        let index = try? controller.session.node.link(named: endpoint.hostDevice)?.index
-        let outcome = await Self.onThread { Result { try controller.removeEndpoint(pod) } }
+        let pods = endpoints.map(\.pod)
+        let indexes = endpoints.map { try? controller.session.node.link(named: $0.hostDevice)?.index }
+        let outcome = await Self.onThread { Result { try controller.removeEndpoints(pods) } }
+        let why = "CNI DEL \(endpoints.map(\.attachment.description).joined(separator: ", "))"
         switch outcome {
         case .success(let report) where report.verified:
             for change in report.changes {
                 log.info(
                     "\(change.action.rawValue) \(change.subject)",
-                    metadata: ["why": "CNI DEL \(endpoint.attachment)", "kind": "\(change.kind)"])
+                    metadata: ["why": "\(why)", "kind": "\(change.kind)", "namespace": "\(change.namespace)"])
             }
-            ownChangesVerified(endpoint, hostIndex: index, controller: controller)
+            ownChangesVerified(Array(zip(endpoints, indexes.map { $0 ?? nil })), controller: controller)
             return true
         case .success(let report):
             log.warning("scoped removal left differences", metadata: ["mismatches": "\(report.mismatches)"])
@@ -180,20 +245,26 @@ extension NodeAgent {
         }
     }
 
-    /// After a verified endpoint change: the events it caused are not drift, and the audit's
-    /// baseline takes in what it changed in the datapath (and nothing else).
-    private func ownChangesVerified(_ endpoint: Endpoint, hostIndex: InterfaceIndex?, controller: NodeController) {
+    /// After verified endpoint changes: the events they caused are not drift, and the audit's
+    /// baseline takes in what they changed in the datapath (and nothing else).
+    private func ownChangesVerified(_ changed: [(Endpoint, InterfaceIndex?)], controller: NodeController) {
         let now = ContinuousClock.now
-        var subjects = ["route \(endpoint.ip)/32", "link \(endpoint.hostDevice)"]
-        if let hostIndex { subjects.append("netconf \(hostIndex)") }
+        var subjects: [String] = []
+        for (endpoint, hostIndex) in changed {
+            subjects += ["route \(endpoint.ip)/32", "link \(endpoint.hostDevice)"]
+            if let hostIndex { subjects.append("netconf \(hostIndex)") }
+        }
         let fingerprint =
             controller.spec.datapath.mode == .bpf && options.bpfAuditInterval != nil
             ? try? controller.datapathFingerprint() : nil
         state.with { box in
             box.ownChanges = box.ownChanges.filter { now - $0.value < .seconds(10) }
             for subject in subjects { box.ownChanges[subject] = now }
-            if let fingerprint, let baseline = box.baseline {
-                box.baseline = fingerprint.absorbing(endpoint: endpoint.hostDevice, into: baseline)
+            if let fingerprint, var baseline = box.baseline {
+                for (endpoint, _) in changed {
+                    baseline = fingerprint.absorbing(endpoint: endpoint.hostDevice, into: baseline)
+                }
+                box.baseline = baseline
             }
         }
     }

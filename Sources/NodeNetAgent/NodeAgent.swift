@@ -77,7 +77,8 @@ public final class NodeAgent: @unchecked Sendable {
         case resync
         case audit
         case reload(String)
-        case endpoint(EndpointOperation, reply: @Sendable (EndpointOutcome) -> Void)
+        /// Endpoint requests are queued (`pendingEndpoints`): handle every one queued.
+        case endpoints
         case stop
     }
 
@@ -113,6 +114,8 @@ public final class NodeAgent: @unchecked Sendable {
         /// What the agent's own endpoint changes touched (`route …`, `link …`, `netconf …`) and
         /// when they were verified: events about them from before then are not drift.
         var ownChanges: [String: ContinuousClock.Instant] = [:]
+        /// Endpoint requests waiting for the loop.
+        var pendingEndpoints: [PendingEndpoint] = []
         /// Reconciles that failed in a row, and whether a retry is scheduled.
         var failures = 0
         var retryPending = false
@@ -283,23 +286,22 @@ public final class NodeAgent: @unchecked Sendable {
         for await trigger in triggers {
             let spec = node.spec
             if stopping {
-                if case .endpoint(_, let reply) = trigger {
-                    reply(.failed(EndpointError(.unavailable, "the agent is stopping")))
-                }
+                refusePendingEndpoints("the agent is stopping")
                 continue
             }
             switch trigger {
-            case .endpoint(let operation, let reply):
-                let outcome = await handle(operation, in: &node)
-                if let fullReconcileAt = outcome.fullReconcileAt { lastStart = fullReconcileAt }
+            case .endpoints:
+                let requests = takePendingEndpoints()
+                guard !requests.isEmpty else { continue }
+                if let fullReconcileAt = await handle(requests, in: &node) { lastStart = fullReconcileAt }
                 ownedBox.value = OwnershipFilter(spec: controller.spec, device: spec.node.device)
-                reply(outcome.outcome)
             case .stop:
                 log.info("stopping; the datapath stays as it is")
                 // Endpoint requests still queued get an answer (the runtime retries them).
                 state.with { $0.acceptingEndpoints = false }
                 stopping = true
                 continuation.finish()
+                refusePendingEndpoints("the agent is stopping")
             case .resync:
                 lastStart = .now
                 let report = await reconcile(controller, cause: .resync, reason: "periodic re-plan", eventAt: nil)

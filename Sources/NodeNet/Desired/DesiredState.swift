@@ -131,36 +131,37 @@ public struct SysctlSetting: Sendable, Equatable, Hashable {
     }
 }
 
-/// What a plan covers. `node`: everything nodenet owns, read and compared in full. `endpoint`:
-/// one pod's endpoint (its veth, addresses, routes, sysctls, map entry, program) created or
-/// repaired without reading or touching the rest of the node: what a CNI ADD needs, in
-/// milliseconds whatever the node's size. `removal`: one endpoint the ledger knows, taken away.
+/// What a plan covers. `node`: everything nodenet owns, read and compared in full. `endpoints`:
+/// some pods' endpoints (veths, addresses, routes, sysctls, map entries, programs) created or
+/// repaired without reading or touching the rest of the node: what CNI ADDs need, in
+/// milliseconds whatever the node's size. `removal`: endpoints the ledger knows, taken away.
 /// The periodic full reconcile stays the safety net for everything a scoped plan does not read.
 public enum PlanScope: Sendable, Equatable {
     case node
-    case endpoint(hostDevice: String)
-    case removal(Ledger.Endpoint)
+    case endpoints(hostDevices: Set<String>)
+    case removal([Ledger.Endpoint])
 }
 
 extension DesiredState {
-    /// This state narrowed to the endpoint on `hostDevice`; nil when the state has none.
-    public func scoped(toEndpoint hostDevice: String) -> DesiredState? {
-        guard let endpoint = endpoints.first(where: { $0.hostDevice == hostDevice }) else { return nil }
+    /// This state narrowed to the endpoints on `hostDevices`; nil unless the state has them all.
+    public func scoped(toEndpoints hostDevices: Set<String>) -> DesiredState? {
+        let chosen = endpoints.filter { hostDevices.contains($0.hostDevice) }
+        guard chosen.count == hostDevices.count, !chosen.isEmpty else { return nil }
         var scoped = self
-        scoped.endpoints = [endpoint]
-        scoped.sysctls = sysctls.filter { $0.device == hostDevice }
+        scoped.endpoints = chosen
+        scoped.sysctls = sysctls.filter { $0.device.map(hostDevices.contains) ?? false }
         scoped.frontends = []
-        scoped.scope = .endpoint(hostDevice: hostDevice)
+        scoped.scope = .endpoints(hostDevices: hostDevices)
         return scoped
     }
 
-    /// A state that plans only the removal of `endpoint` (which it must not want).
-    public func removing(_ endpoint: Ledger.Endpoint) -> DesiredState {
+    /// A state that plans only the removal of `removed` (which it must not want).
+    public func removing(_ removed: [Ledger.Endpoint]) -> DesiredState {
         var scoped = self
         scoped.endpoints = []
         scoped.sysctls = []
         scoped.frontends = []
-        scoped.scope = .removal(endpoint)
+        scoped.scope = .removal(removed)
         return scoped
     }
 }

@@ -9,27 +9,28 @@ extension NodeController {
         public var description: String
     }
 
-    /// Creates or repairs the endpoint of the spec's pod on `hostDevice`; reports what changed
-    /// and what still differs for it.
-    public func applyEndpoint(hostDevice: String) throws -> ApplyReport {
+    /// Creates or repairs the endpoints of the spec's pods on `hostDevices` (several CNI ADDs
+    /// at once share one plan and one ledger write); reports what changed and what still
+    /// differs for them.
+    public func applyEndpoints(hostDevices: Set<String>) throws -> ApplyReport {
         try underLock(command: "apply") {
             defer { session.releasePodSockets() }
             let start = ContinuousClock.now
-            guard let desired = try desiredState().scoped(toEndpoint: hostDevice) else {
-                throw NodeNetError.missing("the node has no pod on \(hostDevice)")
+            guard let desired = try desiredState().scoped(toEndpoints: hostDevices) else {
+                throw NodeNetError.missing("the node has no pod on one of \(hostDevices.sorted().joined(separator: ", "))")
             }
             var ledger = try trustedLedger()
             let plan = try self.plan(desired, ledger: ledger)
             guard plan.conflicts.isEmpty else {
-                throw NodeNetError.conflict(
-                    "cannot apply:\n" + plan.conflicts.map { "  \($0)" }.joined(separator: "\n"))
+                throw NodeNetError.conflict("cannot apply:\n" + plan.conflicts.map { "  \($0)" }.joined(separator: "\n"))
             }
             guard plan.unavailable.isEmpty else { throw NodeNetError.missing(plan.unavailable.joined(separator: "; ")) }
-            let pod = desired.endpoints[0].pod
-            let entry = Ledger.Endpoint(pod: pod.id, hostDevice: hostDevice, netns: pod.netns, ip: "\(pod.ip)")
-            if !ledger.endpoints.contains(entry) {
-                // Recorded before the device exists: a crash leaves nothing nodenet does not know.
-                ledger.endpoints = (ledger.endpoints.filter { $0.hostDevice != hostDevice } + [entry]).sorted {
+            let entries = desired.endpoints.map {
+                Ledger.Endpoint(pod: $0.pod.id, hostDevice: $0.hostDevice, netns: $0.pod.netns, ip: "\($0.pod.ip)")
+            }
+            if !Set(entries).isSubset(of: Set(ledger.endpoints)) {
+                // Recorded before the devices exist: a crash leaves nothing nodenet does not know.
+                ledger.endpoints = (ledger.endpoints.filter { !hostDevices.contains($0.hostDevice) } + entries).sorted {
                     $0.hostDevice < $1.hostDevice
                 }
                 try ledger.save(to: spec.stateDirectory)
@@ -46,18 +47,20 @@ extension NodeController {
         }
     }
 
-    /// Removes the endpoint of `pod`, which the spec no longer has.
-    public func removeEndpoint(_ pod: PodSpec) throws -> ApplyReport {
-        let endpoint = Ledger.Endpoint(
-            pod: pod.id, hostDevice: NodeNetNames.endpointDevice(for: pod), netns: pod.netns, ip: "\(pod.ip)")
+    /// Removes the endpoints of `pods`, which the spec no longer has.
+    public func removeEndpoints(_ pods: [PodSpec]) throws -> ApplyReport {
+        let removed = pods.map {
+            Ledger.Endpoint(pod: $0.id, hostDevice: NodeNetNames.endpointDevice(for: $0), netns: $0.netns, ip: "\($0.ip)")
+        }
+        let devices = Set(removed.map(\.hostDevice))
         return try underLock(command: "apply") {
             defer { session.releasePodSockets() }
             let start = ContinuousClock.now
             let full = try desiredState()
-            guard !full.endpoints.contains(where: { $0.hostDevice == endpoint.hostDevice }) else {
-                throw NodeNetError.conflict("pod \(endpoint.pod) on \(endpoint.hostDevice) is still wanted")
+            if let wanted = full.endpoints.first(where: { devices.contains($0.hostDevice) }) {
+                throw NodeNetError.conflict("pod \(wanted.pod.id) on \(wanted.hostDevice) is still wanted")
             }
-            let desired = full.removing(endpoint)
+            let desired = full.removing(removed)
             var ledger = try trustedLedger()
             let plan = try self.plan(desired, ledger: ledger)
             if !plan.isEmpty {
@@ -65,8 +68,8 @@ extension NodeController {
                 try applier.run(plan.changes)
             }
             let after = try self.plan(desired, ledger: ledger)
-            if after.isEmpty && ledger.endpoints.contains(where: { $0.hostDevice == endpoint.hostDevice }) {
-                ledger.endpoints.removeAll { $0.hostDevice == endpoint.hostDevice }
+            if after.isEmpty && ledger.endpoints.contains(where: { devices.contains($0.hostDevice) }) {
+                ledger.endpoints.removeAll { devices.contains($0.hostDevice) }
                 try ledger.save(to: spec.stateDirectory)
             }
             return ApplyReport(
@@ -79,7 +82,7 @@ extension NodeController {
     /// routes, sysctls, map entry, program): CNI CHECK.
     public func planEndpoint(hostDevice: String) throws -> Planner.Plan {
         defer { session.releasePodSockets() }
-        guard let desired = try desiredState().scoped(toEndpoint: hostDevice) else {
+        guard let desired = try desiredState().scoped(toEndpoints: [hostDevice]) else {
             throw NodeNetError.missing("the node has no pod on \(hostDevice)")
         }
         return try plan(desired, ledger: try ledger(moveAside: false).ledger)

@@ -98,13 +98,13 @@ public struct Planner {
     private mutating func run() {
         switch desired.scope {
         case .node: runNode()
-        case .endpoint: runEndpoint()
-        case .removal(let old): runRemoval(old)
+        case .endpoints: runEndpoints()
+        case .removal(let removed): runRemoval(removed)
         }
     }
 
-    /// One endpoint, created or repaired: what `runNode` plans for it, nothing else.
-    private mutating func runEndpoint() {
+    /// Some endpoints, created or repaired: what `runNode` plans for them, nothing else.
+    private mutating func runEndpoints() {
         guard !migratingMaps && !rebindingPins else {
             conflicts.append("the datapath's maps or pins are being migrated: only a full reconcile may proceed")
             return
@@ -117,22 +117,25 @@ public struct Planner {
         for endpoint in desired.endpoints { planPodSidePrune(endpoint) }
     }
 
-    /// One endpoint taken away: its map entry first (never pointing at a device that is gone),
-    /// then its device (its routes, sysctls and filters go with it, and the pod's eth0), then
-    /// its link pins.
-    private mutating func runRemoval(_ old: Ledger.Endpoint) {
-        if datapath == .bpf && !migratingMaps, let ip = IPAddress(old.ip), let entry = observed.endpointEntries[ip] {
+    /// Endpoints taken away: their map entries first (never pointing at a device that is
+    /// gone), then their devices (routes, sysctls and filters go with them, and the pods' eth0),
+    /// then their link pins.
+    private mutating func runRemoval(_ removed: [Ledger.Endpoint]) {
+        for old in removed {
+            guard datapath == .bpf && !migratingMaps, let ip = IPAddress(old.ip), let entry = observed.endpointEntries[ip]
+            else { continue }
             addChange(
                 .delete, .datapath, .node, "endpoint map entry \(ip)", wanted: nil, found: entry.description,
                 .deleteEndpointEntry(ip: ip, previous: entry))
         }
-        if observed.node.links[old.hostDevice] != nil {
+        for old in removed where observed.node.links[old.hostDevice] != nil {
             add(
-                .delete, .endpoint, .node, "endpoint \(old.pod)", wanted: nil,
-                found: "veth \(old.hostDevice) (\(old.ip))",
+                .delete, .endpoint, .node, "endpoint \(old.pod)", wanted: nil, found: "veth \(old.hostDevice) (\(old.ip))",
                 .deleteLink(.node, device: old.hostDevice))
         }
-        for name in observed.pins.tcxLinks.sorted() where BPFFSLayout.parseTCXLinkName(name)?.device == old.hostDevice {
+        let devices = Set(removed.map(\.hostDevice))
+        for name in observed.pins.tcxLinks.sorted()
+        where BPFFSLayout.parseTCXLinkName(name).map({ devices.contains($0.device) }) == true {
             addChange(.delete, .datapath, .node, "tcx link \(name)", wanted: nil, found: name, .unpinLink(name: name))
         }
     }
