@@ -83,7 +83,8 @@ extension NodeAgent {
             } else {
                 for endpoint in removed {
                     log.info(
-                        "endpoint deleted", metadata: ["attachment": "\(endpoint.attachment)", "pod": "\(endpoint.pod.id)"])
+                        "endpoint deleted",
+                        metadata: ["attachment": "\(endpoint.attachment)", "pod": "\(endpoint.pod.id)"])
                 }
                 if await !scopedRemove(removed, node.controller) {
                     fullAt = fullAt ?? .now
@@ -148,7 +149,10 @@ extension NodeAgent {
             for (request, endpoint, _) in adds {
                 guard report?.verified == true else {
                     failed.append(
-                        (request, endpoint, report.map { $0.mismatches.prefix(3).joined(separator: "; ") } ?? healthReason))
+                        (
+                            request, endpoint,
+                            report.map { $0.mismatches.prefix(3).joined(separator: "; ") } ?? healthReason
+                        ))
                     continue
                 }
                 do { request.reply(.added(try await Self.onThread { try self.result(for: endpoint, spec) })) } catch {

@@ -4,7 +4,7 @@ import TestSupport
 /// A container runtime for the CNI tests: Debian's libcni (through `Tests/CNIClient`, built by
 /// scripts/build-cni-client.sh) executing `nodenet-cni` and containernetworking-plugins from
 /// `/usr/lib/cni`, inside the test node's network namespace as a runtime on that node would.
-struct CNIRuntime {
+struct CNIRuntime: Sendable {
     /// The package's root (this file is Tests/NodeNetTests/CNIRuntime.swift).
     static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().path
@@ -70,11 +70,44 @@ struct CNIRuntime {
         var description: String { "CNI error \(code): \(msg)" }
     }
 
-    /// Runs `command` through libcni; the result (ADD) or nil; a CNI error is thrown.
+    /// Runs `command` through libcni; the result (ADD) or nil; a CNI error is thrown. The client
+    /// runs on a thread of its own: it waits for the in-process agent, which needs the test
+    /// process's concurrency threads (a blocked one of two, with another suite blocking the
+    /// other, would leave the agent no thread to answer on).
     @discardableResult
     func run(
         _ command: String, conflist: String, id: String = "", netns: String = "", args: String = "",
         valid: [String] = [], capabilityArgs: String? = nil
+    ) async throws -> [String: Any]? {
+        let answer = try await withCheckedThrowingContinuation { (done: CheckedContinuation<JSONBox, any Error>) in
+            Thread.detachNewThread {
+                done.resume(
+                    with: Result {
+                        JSONBox(
+                            try self.runBlocking(
+                                command, conflist: conflist, id: id, netns: netns, args: args, valid: valid,
+                                capabilityArgs: capabilityArgs))
+                    })
+            }
+        }
+        return answer.value
+    }
+
+    /// `runTool` on a thread of its own (for tools that talk to the in-process agent).
+    static func tool(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+        try await withCheckedThrowingContinuation { done in
+            Thread.detachNewThread { done.resume(with: Result { try runTool(arguments) }) }
+        }
+    }
+
+    final class JSONBox: @unchecked Sendable {
+        let value: [String: Any]?
+        init(_ value: [String: Any]?) { self.value = value }
+    }
+
+    private func runBlocking(
+        _ command: String, conflist: String, id: String, netns: String, args: String, valid: [String],
+        capabilityArgs: String?
     ) throws -> [String: Any]? {
         var arguments = [
             "ip", "netns", "exec", node, CNIRuntime.client.path!, command, "-conflist", conflist, "-path",

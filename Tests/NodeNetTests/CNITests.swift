@@ -118,13 +118,13 @@ struct CNITests {
         try await Self.withNode { t, cni, specFile, socket, _ in
             let list = try cni.conflist(socket: socket)
             // The runtime's first contact: VERSION, as libcni validates a configuration.
-            let versions = try #require(try cni.run("version", conflist: list)?["supportedVersions"] as? [String])
+            let versions = try #require(try await cni.run("version", conflist: list)?["supportedVersions"] as? [String])
             #expect(versions == ["0.3.1", "0.4.0", "1.0.0", "1.1.0"])
-            try cni.run("validate", conflist: list)
+            try await cni.run("validate", conflist: list)
 
-            let a = try cni.run(
+            let a = try await cni.run(
                 "add", conflist: list, id: "ctr-a", netns: Self.netns(t.pods[1]), args: Self.k8s("web-a"))
-            let b = try cni.run(
+            let b = try await cni.run(
                 "add", conflist: list, id: "ctr-b", netns: Self.netns(t.pods[2]), args: Self.k8s("web-b"))
             let ipA = try #require(Self.address(a))
             let ipB = try #require(Self.address(b))
@@ -145,19 +145,21 @@ struct CNITests {
             #expect(try node.link(named: device) != nil)
             #expect(try Self.endpointKeys(try NodeSpec.load(path: specFile).bpffsDirectory).contains(ipA))
             // Repeated ADD: the same answer.
-            let again = try cni.run(
+            let again = try await cni.run(
                 "add", conflist: list, id: "ctr-a", netns: Self.netns(t.pods[1]), args: Self.k8s("web-a"))
             #expect(Self.address(again) == ipA)
             // A second pod with the same name from another container is refused with a reason.
-            let clash = #expect(throws: CNIRuntime.CNIFailure.self) {
-                try cni.run("add", conflist: list, id: "ctr-x", netns: Self.netns(t.pods[3]), args: Self.k8s("web-a"))
+            let clash = await #expect(throws: CNIRuntime.CNIFailure.self) {
+                try await cni.run(
+                    "add", conflist: list, id: "ctr-x", netns: Self.netns(t.pods[3]), args: Self.k8s("web-a"))
             }
             #expect(
                 clash?.code == 100 && clash?.msg.contains("already has an endpoint from container ctr-a") == true,
                 "\(clash as Any)")
             // So is a pod named like the spec's.
-            let specClash = #expect(throws: CNIRuntime.CNIFailure.self) {
-                try cni.run("add", conflist: list, id: "ctr-y", netns: Self.netns(t.pods[3]), args: Self.k8s("net"))
+            let specClash = await #expect(throws: CNIRuntime.CNIFailure.self) {
+                try await cni.run(
+                    "add", conflist: list, id: "ctr-y", netns: Self.netns(t.pods[3]), args: Self.k8s("net"))
             }
             #expect(
                 specClash?.code == 100 && specClash?.msg.contains("is in the node spec") == true, "\(specClash as Any)")
@@ -180,17 +182,19 @@ struct CNITests {
             }
 
             // CHECK: passes, then names what a deleted route in the pod broke.
-            try cni.run("check", conflist: list, id: "ctr-a", netns: Self.netns(t.pods[1]), args: Self.k8s("web-a"))
+            try await cni.run(
+                "check", conflist: list, id: "ctr-a", netns: Self.netns(t.pods[1]), args: Self.k8s("web-a"))
             let pod = try NetlinkSocket(namespace: .named(t.pods[1]))
             let defaultRoute = try #require(try pod.routes(RouteFilter()).first { $0.destination == "0.0.0.0/0" })
             try pod.delete(defaultRoute)
-            let check = #expect(throws: CNIRuntime.CNIFailure.self) {
-                try cni.run("check", conflist: list, id: "ctr-a", netns: Self.netns(t.pods[1]), args: Self.k8s("web-a"))
+            let check = await #expect(throws: CNIRuntime.CNIFailure.self) {
+                try await cni.run(
+                    "check", conflist: list, id: "ctr-a", netns: Self.netns(t.pods[1]), args: Self.k8s("web-a"))
             }
             #expect(check?.code == 103 && check?.msg.contains("route default") == true, "\(check as Any)")
 
             // DEL: every trace of the pod goes (device, routes, map entry, store), twice is fine.
-            try cni.run("del", conflist: list, id: "ctr-a", netns: Self.netns(t.pods[1]), args: Self.k8s("web-a"))
+            try await cni.run("del", conflist: list, id: "ctr-a", netns: Self.netns(t.pods[1]), args: Self.k8s("web-a"))
             #expect(try node.link(named: device) == nil)
             #expect(try !node.routes(RouteFilter()).contains { $0.destination.description == "\(ipA)/32" })
             #expect(try !Self.endpointKeys(spec.bpffsDirectory).contains(ipA))
@@ -200,12 +204,12 @@ struct CNITests {
             #expect(
                 try NetlinkSocket(namespace: .named(t.pods[1])).link(named: "eth0") == nil,
                 "the pod's eth0 went with its peer")
-            try cni.run("del", conflist: list, id: "ctr-a", netns: Self.netns(t.pods[1]), args: Self.k8s("web-a"))
+            try await cni.run("del", conflist: list, id: "ctr-a", netns: Self.netns(t.pods[1]), args: Self.k8s("web-a"))
 
             // DEL after the pod's namespace is gone.
             let deviceB = NodeNetNames.endpointDevice(for: PodSpec(name: "web-b", netns: "", ip: "10.0.2.2"))
             try NetworkNamespace.delete(t.pods[2])
-            try cni.run("del", conflist: list, id: "ctr-b", netns: Self.netns(t.pods[2]), args: Self.k8s("web-b"))
+            try await cni.run("del", conflist: list, id: "ctr-b", netns: Self.netns(t.pods[2]), args: Self.k8s("web-b"))
             #expect(try node.link(named: deviceB) == nil)
             #expect(try !Self.endpointKeys(spec.bpffsDirectory).contains(ipB))
             #expect(
@@ -219,7 +223,7 @@ struct CNITests {
         try await Self.withNode { t, cni, specFile, socket, agents in
             let first = agents.all[0]
             let list = try cni.conflist(socket: socket)
-            let a = try cni.run(
+            let a = try await cni.run(
                 "add", conflist: list, id: "ctr-a", netns: Self.netns(t.pods[1]), args: Self.k8s("web-a"))
             let device = NodeNetNames.endpointDevice(for: PodSpec(name: "web-a", netns: "", ip: "10.0.2.1"))
             let node = try NetlinkSocket(namespace: t.namespace)
@@ -228,14 +232,15 @@ struct CNITests {
 
             // ADD with nobody answering: "try again later" (11) at once, nothing created.
             let start = Date()
-            let refused = #expect(throws: CNIRuntime.CNIFailure.self) {
-                try cni.run("add", conflist: list, id: "ctr-c", netns: Self.netns(t.pods[3]), args: Self.k8s("web-c"))
+            let refused = await #expect(throws: CNIRuntime.CNIFailure.self) {
+                try await cni.run(
+                    "add", conflist: list, id: "ctr-c", netns: Self.netns(t.pods[3]), args: Self.k8s("web-c"))
             }
             let seconds = Date().timeIntervalSince(start)
             print("CNITests: ADD with the agent down answered code \(refused?.code ?? -1) in \(Int(seconds * 1000)) ms")
             #expect(refused?.code == 11, "\(refused as Any)")
             // DEL with nobody answering: recorded for the agent, and a success for the runtime.
-            try cni.run("del", conflist: list, id: "ctr-a", netns: Self.netns(t.pods[1]), args: Self.k8s("web-a"))
+            try await cni.run("del", conflist: list, id: "ctr-a", netns: Self.netns(t.pods[1]), args: Self.k8s("web-a"))
             #expect(
                 EndpointStore.recordedDeletions(stateDirectory: t.stateDirectory).attachments.map(\.description) == [
                     "ctr-a/eth0"
@@ -254,7 +259,7 @@ struct CNITests {
                 second.lines.all.contains { $0.contains("completing a deletion recorded while the agent was down") })
 
             // A restart adopts API endpoints and changes nothing.
-            let d = try cni.run(
+            let d = try await cni.run(
                 "add", conflist: list, id: "ctr-d", netns: Self.netns(t.pods[2]), args: Self.k8s("web-d"))
             let ipD = try #require(Self.address(d))
             await second.stop()
@@ -281,10 +286,11 @@ struct CNITests {
         try await Self.withNode { t, cni, specFile, socket, agents in
             let agent = agents.all[0]
             let list = try cni.conflist(socket: socket, version: "1.1.0")
-            try cni.run("status", conflist: list)
+            try await cni.run("status", conflist: list)
             let listed = try cni.conflist(socket: socket, name: "v100")
-            try cni.run("add", conflist: listed, id: "ctr-a", netns: Self.netns(t.pods[1]), args: Self.k8s("web-a"))
-            try cni.run("add", conflist: listed, id: "ctr-b", netns: Self.netns(t.pods[2]))
+            try await cni.run(
+                "add", conflist: listed, id: "ctr-a", netns: Self.netns(t.pods[1]), args: Self.k8s("web-a"))
+            try await cni.run("add", conflist: listed, id: "ctr-b", netns: Self.netns(t.pods[2]))
             // Without Kubernetes names the pod is cni/<container id>.
             #expect(agent.agent.pods.endpoints.map(\.pod.id).sorted() == ["cni/ctr-b", "default/web-a"])
             let node = try NetlinkSocket(namespace: t.namespace)
@@ -292,7 +298,7 @@ struct CNITests {
                 .hostDevice
             #expect(try node.link(named: deviceB) != nil)
             // GC: the runtime knows only ctr-a now.
-            try cni.run("gc", conflist: list, valid: ["ctr-a/eth0"])
+            try await cni.run("gc", conflist: list, valid: ["ctr-a/eth0"])
             #expect(agent.agent.pods.endpoints.map(\.attachment.containerID) == ["ctr-a"])
             #expect(try node.link(named: deviceB) == nil)
             #expect(try t.ping(from: 1, "10.0.2.32"), "the kept pod still works")
@@ -315,7 +321,7 @@ struct CNITests {
             chmod(socket, 0o666)
             let config =
                 "{\"cniVersion\":\"1.1.0\",\"name\":\"nodenet\",\"type\":\"nodenet-cni\",\"socket\":\"\(socket)\"}"
-            let out = try runTool([
+            let out = try await CNIRuntime.tool([
                 "sh", "-c",
                 "echo '\(config)' | CNI_COMMAND=STATUS setpriv --reuid=65534 --regid=65534 --clear-groups \(cni.pluginDirectory)/nodenet-cni",
             ])
@@ -333,7 +339,7 @@ struct CNITests {
     @Test func portmapChainedAfterNodenetPublishesAHostPort() async throws {
         try await Self.withNode(mode: .kernel) { t, cni, _, socket, _ in
             let list = try cni.conflist(socket: socket, portmap: true)
-            let a = try cni.run(
+            let a = try await cni.run(
                 "add", conflist: list, id: "ctr-a", netns: Self.netns(t.pods[1]), args: Self.k8s("web-a"),
                 capabilityArgs: "8080:80")
             let ipA = try #require(Self.address(a))
@@ -345,7 +351,7 @@ struct CNITests {
             #expect(answer.body.hasPrefix("PodName: web-a"), "\(answer.body)")
             // No CHECK through this list: Debian's portmap fails CHECK for IPv4-only pods whatever
             // came before it (containernetworking/plugins#819); nodenet's CHECK is tested above.
-            try cni.run(
+            try await cni.run(
                 "del", conflist: list, id: "ctr-a", netns: Self.netns(t.pods[1]), args: Self.k8s("web-a"),
                 capabilityArgs: "8080:80")
             #expect(throws: (any Error).self) {

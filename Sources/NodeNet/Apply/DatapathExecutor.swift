@@ -16,70 +16,9 @@ final class DatapathExecutor: ChangeExecutor {
     init(context: ApplyContext) { self.context = context }
 
     func run(_ changes: [DatapathChange], undo: inout [UndoStep]) throws {
-        var i = 0
-        while i < changes.count {
-            let fresh = freshTCXAttachments(changes[i...])
-            if fresh.count > 1 {
-                try attachTogether(fresh, firstIndex: i, undo: &undo)
-                i += fresh.count
-                continue
-            }
-            do { try execute(changes[i], undo: &undo) } catch { throw ChangeFailure(index: i, error: error) }
-            i += 1
+        for (i, change) in changes.enumerated() {
+            do { try execute(change, undo: &undo) } catch { throw ChangeFailure(index: i, error: error) }
         }
-    }
-
-    /// The leading run of new tcx attachments, each on a device of its own.
-    private func freshTCXAttachments(_ changes: ArraySlice<DatapathChange>) -> [(String, DatapathProgram)] {
-        guard context.attachMode == .tcx else { return [] }
-        var run: [(String, DatapathProgram)] = []
-        var devices: Set<String> = []
-        for change in changes {
-            guard case .attachProgram(let device, let program, false) = change, devices.insert(device).inserted else {
-                break
-            }
-            run.append((device, program))
-        }
-        return run
-    }
-
-    /// New tcx links on several devices at once: the kernel waits out an RCU grace period for
-    /// each attachment (milliseconds, most of an endpoint's creation), and the waits overlap.
-    /// Every link made is undone on rollback, also when another one of the run failed.
-    private func attachTogether(
-        _ attachments: [(String, DatapathProgram)], firstIndex: Int, undo: inout [UndoStep]
-    ) throws {
-        try BPFFS.prepare(layout.tcxLinkDirectory)
-        var targets: [(link: Link, program: DatapathProgram, path: String, fd: Int32)] = []
-        for (i, (device, program)) in attachments.enumerated() {
-            do {
-                guard let link = try node.link(named: device) else {
-                    throw NodeNetError.missing("\(device) does not exist")
-                }
-                let path = layout.tcxLinkPath(BPFFSLayout.tcxLinkName(program, device: link.name, ifindex: link.index))
-                targets.append((link, program, path, try context.loadedDatapath().programFD(program)))
-            } catch { throw ChangeFailure(index: firstIndex + i, error: error) }
-        }
-        let namespace = context.session.namespace
-        let results = ResultSlots(count: targets.count)
-        let work = targets.map { (ifindex: $0.link.index.rawValue, path: $0.path, fd: $0.fd) }
-        DispatchQueue.concurrentPerform(iterations: work.count) { i in
-            let t = work[i]
-            results[i] = Result {
-                try NetworkNamespace.run(in: namespace) {
-                    try TCXLink.attachIngress(programFD: t.fd, ifindex: t.ifindex, pinAt: t.path)
-                }
-            }
-        }
-        var failure: ChangeFailure?
-        for (i, target) in targets.enumerated() {
-            switch results[i] {
-            case .success: undo.append(.unpin(target.path))
-            case .failure(let error): failure = failure ?? ChangeFailure(index: firstIndex + i, error: error)
-            case nil: break
-            }
-        }
-        if let failure { throw failure }
     }
 
     private var node: NetlinkSocket { context.session.node }
@@ -221,24 +160,5 @@ final class DatapathExecutor: ChangeExecutor {
                 // The filter takes the program by fd: hold it until then.
                 try withExtendedLifetime(previous) { try node.replace(back) }
             })
-    }
-}
-
-/// One result per parallel worker.
-private final class ResultSlots: @unchecked Sendable {
-    private let lock = NSLock()
-    private var slots: [Result<Void, any Error>?]
-    init(count: Int) { slots = Array(repeating: nil, count: count) }
-    subscript(i: Int) -> Result<Void, any Error>? {
-        get {
-            lock.lock()
-            defer { lock.unlock() }
-            return slots[i]
-        }
-        set {
-            lock.lock()
-            slots[i] = newValue
-            lock.unlock()
-        }
     }
 }

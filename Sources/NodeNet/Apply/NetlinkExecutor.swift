@@ -1,3 +1,5 @@
+import Foundation
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -10,6 +12,12 @@ struct NetlinkExecutor: ChangeExecutor {
     func run(_ changes: [NetlinkChange], undo: inout [UndoStep]) throws {
         var start = 0
         while start < changes.count {
+            let deletions = Self.nodeLinkDeletions(changes[start...])
+            if deletions.count > 1 {
+                try deleteTogether(deletions, firstIndex: start, undo: &undo)
+                start += deletions.count
+                continue
+            }
             var end = start + 1
             while end < changes.count, Self.sameBatch(changes[start], changes[end]) { end += 1 }
             do {
@@ -19,6 +27,35 @@ struct NetlinkExecutor: ChangeExecutor {
             }
             start = end
         }
+    }
+
+    /// The leading run of node-side link deletions (endpoints removed together).
+    private static func nodeLinkDeletions(_ changes: ArraySlice<NetlinkChange>) -> [String] {
+        var devices: [String] = []
+        for change in changes {
+            guard case .deleteLink(.node, let device) = change else { break }
+            devices.append(device)
+        }
+        return devices
+    }
+
+    /// Deletes several of the node's links at once, each on a socket of its own: the kernel
+    /// waits out an RCU grace period after each unregistration, outside the lock, so the waits
+    /// overlap (one batch on one socket would wait them one after another).
+    private func deleteTogether(_ devices: [String], firstIndex: Int, undo: inout [UndoStep]) throws {
+        let namespace = session.namespace
+        let requests = devices.map { LinkName($0).deleteRequest }
+        let results = concurrently(devices.count) { i in
+            _ = try NetlinkSocket(namespace: namespace).execute(requests[i])
+        }
+        var failure: ChangeFailure?
+        for (i, device) in devices.enumerated() {
+            switch results[i] {
+            case .success: undo.append(.irreversible("\(device) in node was deleted and cannot be restored"))
+            case .failure(let error): failure = failure ?? ChangeFailure(index: firstIndex + i, error: error)
+            }
+        }
+        if let failure { throw failure }
     }
 
     /// One namespace per batch. The host pair goes alone: the changes after it name its

@@ -17,12 +17,14 @@ extension NodeController {
             defer { session.releasePodSockets() }
             let start = ContinuousClock.now
             guard let desired = try desiredState().scoped(toEndpoints: hostDevices) else {
-                throw NodeNetError.missing("the node has no pod on one of \(hostDevices.sorted().joined(separator: ", "))")
+                throw NodeNetError.missing(
+                    "the node has no pod on one of \(hostDevices.sorted().joined(separator: ", "))")
             }
             var ledger = try trustedLedger()
             let plan = try self.plan(desired, ledger: ledger)
             guard plan.conflicts.isEmpty else {
-                throw NodeNetError.conflict("cannot apply:\n" + plan.conflicts.map { "  \($0)" }.joined(separator: "\n"))
+                throw NodeNetError.conflict(
+                    "cannot apply:\n" + plan.conflicts.map { "  \($0)" }.joined(separator: "\n"))
             }
             guard plan.unavailable.isEmpty else { throw NodeNetError.missing(plan.unavailable.joined(separator: "; ")) }
             let entries = desired.endpoints.map {
@@ -50,7 +52,8 @@ extension NodeController {
     /// Removes the endpoints of `pods`, which the spec no longer has.
     public func removeEndpoints(_ pods: [PodSpec]) throws -> ApplyReport {
         let removed = pods.map {
-            Ledger.Endpoint(pod: $0.id, hostDevice: NodeNetNames.endpointDevice(for: $0), netns: $0.netns, ip: "\($0.ip)")
+            Ledger.Endpoint(
+                pod: $0.id, hostDevice: NodeNetNames.endpointDevice(for: $0), netns: $0.netns, ip: "\($0.ip)")
         }
         let devices = Set(removed.map(\.hostDevice))
         return try underLock(command: "apply") {

@@ -41,7 +41,7 @@ extension Planner {
     /// native device's program.
     mutating func planDatapath(nativeDevice: Bool) {
         guard datapath == .bpf else { return }
-        // Entries first, then the programs: new tcx attachments in a row are made together.
+        // Entries first, then the programs.
         var deviceIsNew: [String: Bool] = [:]
         for endpoint in desired.endpoints where observed.pods[endpoint.pod.netns] != nil {
             let current = observed.endpointEntries[endpoint.pod.ip]  // empty when the endpoints map is incompatible

@@ -122,7 +122,8 @@ public struct Planner {
     /// then their link pins.
     private mutating func runRemoval(_ removed: [Ledger.Endpoint]) {
         for old in removed {
-            guard datapath == .bpf && !migratingMaps, let ip = IPAddress(old.ip), let entry = observed.endpointEntries[ip]
+            guard datapath == .bpf && !migratingMaps, let ip = IPAddress(old.ip),
+                let entry = observed.endpointEntries[ip]
             else { continue }
             addChange(
                 .delete, .datapath, .node, "endpoint map entry \(ip)", wanted: nil, found: entry.description,
@@ -130,7 +131,8 @@ public struct Planner {
         }
         for old in removed where observed.node.links[old.hostDevice] != nil {
             add(
-                .delete, .endpoint, .node, "endpoint \(old.pod)", wanted: nil, found: "veth \(old.hostDevice) (\(old.ip))",
+                .delete, .endpoint, .node, "endpoint \(old.pod)", wanted: nil,
+                found: "veth \(old.hostDevice) (\(old.ip))",
                 .deleteLink(.node, device: old.hostDevice))
         }
         let devices = Set(removed.map(\.hostDevice))

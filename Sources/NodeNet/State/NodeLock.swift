@@ -49,7 +49,12 @@ public final class NodeLock: @unchecked Sendable {
             let why = String(cString: strerror(errno))
             close(fd)
             guard busy else { throw NodeNetError.state("locking \(path): \(why)") }
-            let holder = Self.holder(stateDirectory: stateDirectory)
+            // The holder writes who it is right after it locks: give it a moment to.
+            var holder = Self.holder(stateDirectory: stateDirectory)
+            for _ in 0..<50 where holder == nil {
+                usleep(10_000)
+                holder = Self.holder(stateDirectory: stateDirectory)
+            }
             throw NodeNetError.conflict(
                 "another nodenetd (\(holder.map { "\($0)" } ?? "its pid not yet written")) owns node \(node)")
         }
