@@ -16,6 +16,11 @@ public struct LabCluster: Sendable, Equatable {
     public struct Pod: Sendable, Equatable {
         public var name: String
         public var ip: IPAddress
+
+        public init(name: String, ip: IPAddress) {
+            self.name = name
+            self.ip = ip
+        }
     }
 
     /// Lab name: 1-12 lowercase letters and digits (no '-': lab "a" must never match lab

@@ -68,6 +68,36 @@ struct LabIntegrationTests {
         #expect(try NetlinkSocket().links().map(\.name) == rootLinksBefore, "the root namespace is untouched")
     }
 
+    /// `lab pod add|del`: a pod made through nodenet-cni against the node's agent, reached by
+    /// the lab's pods, and gone without a trace.
+    @Test func podsAddedThroughTheCNIPluginJoinTheLab() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.nodenetd.path), "build nodenetd first")
+        let lab = Self.labName("cn")
+        defer { Lab.down(name: lab) }
+        let up = try Self.cli(["lab", "up", "--name", lab])
+        try #require(up.status == 0, "\(up.output)")
+        let add = try Self.cli(["lab", "pod", "add", "worker2", "extra", "--name", lab])
+        #expect(add.status == 0, "\(add.output)")
+        let ip = try #require(add.output.split(separator: " ").first { $0.hasPrefix("10.0.2.") }.map(String.init))
+        // The new pod reaches a pod of another node and is reached by the lab's pods over HTTP.
+        let ping = try Self.cli([
+            "lab", "exec", "--name", lab, "extra", "--", "ping", "-c", "1", "-w", "5", "10.0.1.15",
+        ])
+        #expect(ping.status == 0, "\(ping.output)")
+        let probe = try Self.cli(["lab", "probe", "--name", lab, "net", "\(ip):80", "--timeout", "5"])
+        #expect(probe.status == 0 && probe.output.contains("PodName: extra"), "\(probe.output)")
+        // A second add of the same pod is refused; a spec pod's name too.
+        #expect(try Self.cli(["lab", "pod", "add", "worker2", "extra", "--name", lab]).status != 0)
+        #expect(try Self.cli(["lab", "pod", "add", "worker2", "net", "--name", lab]).status != 0)
+        let del = try Self.cli(["lab", "pod", "del", "worker2", "extra", "--name", lab])
+        #expect(del.status == 0, "\(del.output)")
+        #expect(!NetworkNamespace.list().contains { $0.hasSuffix("-p-extra") })
+        let node = try NetlinkSocket(namespace: .named("nnl-\(lab)-n-worker2"))
+        #expect(try !node.routes(RouteFilter()).contains { $0.destination.description == "\(ip)/32" })
+        #expect(try Self.cli(["lab", "down", "--name", lab]).status == 0)
+        #expect(Self.traces(of: lab) == [])
+    }
+
     @Test func downCleansUpAfterACrashedUp() throws {
         try #require(FileManager.default.isExecutableFile(atPath: Self.nodenetd.path), "build nodenetd first")
         let lab = Self.labName("cr")

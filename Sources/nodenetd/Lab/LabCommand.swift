@@ -18,7 +18,7 @@ struct LabCommand: ParsableCommand {
             """,
         subcommands: [
             LabUp.self, LabDown.self, LabStatus.self, LabExec.self, LabProbeCommand.self, LabSpec.self, LabDemo.self,
-            LabServe.self,
+            LabPodCommand.self, LabServe.self,
         ])
 }
 
@@ -190,9 +190,15 @@ struct LabServe: ParsableCommand {
         commandName: "serve", abstract: "Serve a node's pods (started by lab up).", shouldDisplay: false)
     @OptionGroup var lab: LabName
     @Option(help: "The node whose pods to serve.") var node: String
+    @Option(help: "Serve only this pod (one `lab pod add` made), at --ip.") var pod: String?
+    @Option(help: "The address of --pod.") var ip: String?
 
     func run() throws {
         let c = try Lab.load(name: try lab.resolve())
+        if let pod {
+            guard let ip = ip.flatMap(IPAddress.init) else { throw InvalidInput(message: "--pod needs --ip ADDRESS") }
+            return try LabRuntime.serve(c, node: node, only: LabCluster.Pod(name: pod, ip: ip))
+        }
         try LabRuntime.serve(c, node: node)
     }
 }

@@ -35,29 +35,38 @@ enum LabRuntime {
     /// Starts `nodenetd lab serve --node NODE` in its own session, logging to the node's
     /// run directory, and puts it into the node's cgroup.
     static func startServer(_ c: LabCluster, node: String) throws {
-        let log = "\(c.runDirectory)/\(node)/serve.log"
+        try spawn(
+            [executable, "lab", "serve", "--name", c.name, "--node", node], log: "\(c.runDirectory)/\(node)/serve.log",
+            cgroup: c.cgroupPath(ofNode: node))
+    }
+
+    /// Starts a long-lived lab process in its own session, logging to `log`, in `cgroup` (where
+    /// `lab down` finds it); returns its pid.
+    @discardableResult
+    static func spawn(_ args: [String], log: String, cgroup: String?) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        // Nothing else may leak into a long-lived server (an inherited pipe would keep
-        // whoever reads `lab up`'s output waiting forever).
+        // Nothing else may leak into a long-lived process (an inherited pipe would keep
+        // whoever reads the command's output waiting forever).
         for fd in openDescriptors() where fd > 2 { posix_spawn_file_actions_addclose(&actions, fd) }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
         posix_spawnattr_setflags(&attributes, 0x80)  // POSIX_SPAWN_SETSID (glibc), not exported to Swift
-        let args = [executable, "lab", "serve", "--name", c.name, "--node", node]
         let argv = args.map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
+        let rc = posix_spawn(&pid, args[0], &actions, &attributes, argv, environ)
         guard rc == 0 else {
-            throw NodeNetError.state("starting the pod servers of \(node): \(String(cString: strerror(rc)))")
+            throw NodeNetError.state(
+                "starting \(args.dropFirst().prefix(3).joined(separator: " ")): \(String(cString: strerror(rc)))")
         }
-        if let cgroup = c.cgroupPath(ofNode: node) { try CgroupV2.add(pid: pid, to: cgroup) }
+        if let cgroup { try CgroupV2.add(pid: pid, to: cgroup) }
+        return pid
     }
 
     /// This process's open file descriptors.
@@ -84,20 +93,21 @@ enum LabRuntime {
     }
 
     /// The pod servers of one node, until SIGTERM/SIGINT.
-    static func serve(_ c: LabCluster, node name: String) throws {
+    static func serve(_ c: LabCluster, node name: String, only pod: LabCluster.Pod? = nil) throws {
         guard let node = c.nodes.first(where: { $0.name == name }) else {
             throw InvalidInput(message: "no node \(name) in lab \(c.name)")
         }
         if let cgroup = c.cgroupPath(ofNode: name) { try CgroupV2.add(pid: getpid(), to: cgroup) }
         let interrupt = Interrupt()
-        let servers = try node.pods.map { pod in
+        let pods = pod.map { [$0] } ?? node.pods
+        let servers = try pods.map { pod in
             try PodServer(name: pod.name, ip: pod.ip, namespace: .named(c.namespace(ofPod: pod.name))) { line in
                 FileHandle.standardOutput.write(Data("\(pod.name) \(line)\n".utf8))
             }
         }
         servers.forEach { $0.start() }
         FileHandle.standardOutput.write(
-            Data("serving \(node.pods.map(\.name).joined(separator: ", ")) (pid \(getpid()))\n".utf8))
+            Data("serving \(pods.map(\.name).joined(separator: ", ")) (pid \(getpid()))\n".utf8))
         while !interrupt.fired { usleep(100_000) }
         servers.forEach { $0.stop() }
     }
@@ -109,6 +119,11 @@ enum LabRuntime {
             return (c.namespace(ofNode: target), c.cgroupPath(ofNode: target))
         }
         if let node = c.node(ofPod: target) { return (c.namespace(ofPod: target), c.cgroupPath(ofNode: node.name)) }
+        // A pod `lab pod add` made.
+        for node in c.nodes
+        where FileManager.default.fileExists(atPath: LabPods.pidFile(c, node: node.name, pod: target)) {
+            return (c.namespace(ofPod: target), c.cgroupPath(ofNode: node.name))
+        }
         return nil
     }
 
