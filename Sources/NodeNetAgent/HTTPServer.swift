@@ -78,6 +78,10 @@ public final class HTTPServer: @unchecked Sendable {
         self.handler = handler
         switch address {
         case .tcp(let ip, let port):
+            // nodenet serves nothing off the node: loopback only, whoever calls.
+            guard IPPrefix("127.0.0.0/8").contains(ip) else {
+                throw NodeNetError.state("serving on \(address): only loopback (127.0.0.0/8) or a unix socket")
+            }
             fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             var one: Int32 = 1
             setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, 4)
@@ -159,15 +163,24 @@ public final class HTTPServer: @unchecked Sendable {
     }
 
     /// Reads one request: the head (at most 16 KiB) and a body of `Content-Length` bytes (at
-    /// most `bodyLimit`), within 10 s.
-    static func read(_ fd: Int32) -> Request? {
-        var tv = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    /// most `bodyLimit`), all of it within `deadline` (a client trickling bytes gets no longer).
+    static func read(_ fd: Int32, deadline seconds: Double = 10) -> Request? {
+        let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+        /// Bounds the next read by what is left of the deadline; false when nothing is.
+        func bound() -> Bool {
+            let left = deadline - ContinuousClock.now
+            guard left > .zero else { return false }
+            var tv = timeval(
+                tv_sec: Int(left.components.seconds),
+                tv_usec: max(1, Int(left.components.attoseconds / 1_000_000_000_000)))
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+            return true
+        }
         var data: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 16384)
         var headEnd: Int?
         while headEnd == nil {
-            guard data.count < 16384 else { return nil }
+            guard data.count < 16384, bound() else { return nil }
             let n = Glibc.read(fd, &buffer, buffer.count)
             guard n > 0 else { return nil }
             data += buffer[0..<n]
@@ -190,6 +203,7 @@ public final class HTTPServer: @unchecked Sendable {
         }
         var body = Array(data[headEnd!...])
         while body.count < length {
+            guard bound() else { return nil }
             let n = Glibc.read(fd, &buffer, min(buffer.count, length - body.count))
             guard n > 0 else { return nil }
             body += buffer[0..<n]

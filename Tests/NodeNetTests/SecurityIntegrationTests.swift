@@ -90,4 +90,47 @@ struct SecurityIntegrationTests {
             }
         }
     }
+
+    /// Before: the state directory was used wherever it was and whoever owned it: another user
+    /// could plant it (and its ledger) or swap it for a link to their own. Now each of these is
+    /// refused with a sentence, and the node's own directory ends up 0700.
+    @Test func aStateDirectoryAnotherUserCouldControlIsRefused() async throws {
+        try await TestNode.with(pods: 1) { t in
+            let base = FileManager.default.temporaryDirectory.appendingPathComponent(TestNames.unique("sd")).path
+            try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: base) }
+            func refusal(_ stateDirectory: String) -> String? {
+                var spec = t.spec()
+                spec.stateDirectory = stateDirectory
+                do {
+                    _ = try t.controller(spec).apply()
+                    return nil
+                } catch { return "\(error)" }
+            }
+            // Planted by another user (uid 65534).
+            let planted = base + "/planted"
+            try FileManager.default.createDirectory(atPath: planted, withIntermediateDirectories: false)
+            chown(planted, 65534, 65534)
+            #expect(refusal(planted)?.contains("is owned by uid 65534, not root") == true, "\(refusal(planted) as Any)")
+            // A symbolic link to a directory of theirs.
+            let link = base + "/link"
+            try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: planted)
+            #expect(refusal(link)?.contains("is a symbolic link") == true, "\(refusal(link) as Any)")
+            // Below a directory anyone may write to (not sticky): they could swap ours.
+            let open = base + "/open"
+            try FileManager.default.createDirectory(atPath: open, withIntermediateDirectories: false)
+            chmod(open, 0o777)
+            #expect(refusal(open + "/state")?.contains("is writable by others") == true)
+            // Ours, made 0700 (also one an older nodenet created 0755).
+            let mine = base + "/mine"
+            try FileManager.default.createDirectory(atPath: mine, withIntermediateDirectories: false)
+            chmod(mine, 0o755)
+            #expect(refusal(mine) == nil)
+            let mode = try FileManager.default.attributesOfItem(atPath: mine)[.posixPermissions] as? Int
+            #expect(mode == 0o700)
+            var spec = t.spec()
+            spec.stateDirectory = mine
+            _ = try t.controller(spec).teardown()
+        }
+    }
 }

@@ -41,4 +41,49 @@ public enum Paths {
         }
         throw BPFError(failure, "creating \(what) \(directory)")
     }
+
+    /// Creates (or adopts) a directory only root may use, for state nodenet trusts: the
+    /// directory itself is not a symbolic link, is owned by this process's user and ends up mode
+    /// 0700; every directory above it is owned by root (or this user) and writable by no one
+    /// else unless sticky (like /tmp), and a symbolic link on the way is root's. Otherwise
+    /// another user could have planted the directory, or could swap it for their own.
+    public static func createPrivateDirectory(_ directory: String, what: String) throws {
+        try createDirectory(directory, what: what)
+        let me = geteuid()
+        var path = ""
+        let components = directory.split(separator: "/")
+        for (i, component) in components.enumerated() {
+            path += "/" + component
+            var info = stat()
+            guard lstat(path, &info) == 0 else { throw BPFError(errno, "checking \(what) \(directory) at \(path)") }
+            let last = i == components.count - 1
+            let kind = info.st_mode & S_IFMT
+            if kind == S_IFLNK {
+                guard !last else {
+                    throw BPFError(ELOOP, "\(what) \(directory) is a symbolic link; give the real directory")
+                }
+                guard info.st_uid == 0 else {
+                    throw BPFError(
+                        EPERM, "\(what) \(directory): \(path) is a symbolic link owned by uid \(info.st_uid), not root")
+                }
+                continue
+            }
+            guard info.st_uid == 0 || info.st_uid == me else {
+                throw BPFError(
+                    EPERM,
+                    "\(what) \(directory): \(path) is owned by uid \(info.st_uid), not root; refusing to trust it")
+            }
+            let othersWrite = info.st_mode & (S_IWGRP | S_IWOTH) != 0
+            let sticky = info.st_mode & S_ISVTX != 0
+            if !last && othersWrite && !sticky {
+                throw BPFError(
+                    EPERM,
+                    "\(what) \(directory): \(path) is writable by others (mode \(String(info.st_mode & 0o7777, radix: 8)))"
+                )
+            }
+            if last && info.st_mode & 0o777 != 0o700 {
+                guard chmod(path, 0o700) == 0 else { throw BPFError(errno, "making \(what) \(directory) private") }
+            }
+        }
+    }
 }

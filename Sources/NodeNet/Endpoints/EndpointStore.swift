@@ -139,7 +139,7 @@ public struct EndpointStore: Sendable, Equatable {
 
     /// Writes the store atomically (mode 0600).
     public func save() throws {
-        try Paths.createDirectory(stateDirectory, what: "state directory")
+        try Paths.createPrivateDirectory(stateDirectory, what: "state directory")
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .iso8601

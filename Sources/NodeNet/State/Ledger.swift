@@ -140,7 +140,7 @@ public struct Ledger: Codable, Sendable, Equatable {
     public func save(to directory: String) throws {
         var copy = self
         copy.updatedAt = ISO8601DateFormatter().string(from: Date())
-        try Paths.createDirectory(directory, what: "state directory")
+        try Paths.createPrivateDirectory(directory, what: "state directory")
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try StateFile.writeAtomically(try encoder.encode(copy), to: Self.path(in: directory), what: "the ledger")

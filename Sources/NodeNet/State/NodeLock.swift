@@ -37,7 +37,7 @@ public final class NodeLock: @unchecked Sendable {
     /// Takes the lock of the node whose state lives in `stateDirectory`. Throws
     /// `NodeNetError.conflict` naming the holder when another process has it.
     public static func acquire(stateDirectory: String, node: String, command: String) throws -> NodeLock {
-        try Paths.createDirectory(stateDirectory, what: "state directory")
+        try Paths.createPrivateDirectory(stateDirectory, what: "state directory")
         let path = path(stateDirectory: stateDirectory)
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else {
