@@ -10,7 +10,7 @@ import Testing
 /// kernel. Skipped without the privileges to load BPF and create namespaces.
 @Suite(
     .serialized,
-    .enabled(if: Privileges.canLoadBPF, Comment(rawValue: Privileges.skipReason + " and to load BPF programs")))
+    .enabled(if: Privileges.runsBPFTests, Comment(rawValue: Privileges.skipReason + " and to load BPF programs")))
 struct DatapathTests {
     static func mac(_ m: MACAddress) -> (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) {
         let b = m.bytes

@@ -6,7 +6,7 @@ import Testing
 @testable import Netlink
 
 /// Real kernel, in namespaces each test creates and always removes. Skipped without root.
-@Suite(.serialized, .enabled(if: Privileges.canManageNamespaces, Comment(rawValue: Privileges.skipReason)))
+@Suite(.serialized, .enabled(if: Privileges.runsNamespaceTests, Comment(rawValue: Privileges.skipReason)))
 struct IntegrationTests {
     /// Two namespaces joined by a veth whose peer was created straight into the second one.
     func withPair<T>(

@@ -8,7 +8,7 @@ import Testing
 @testable import NodeNetLab
 
 /// `nodenetd run` against a real kernel, in-process and as a process. Skipped without root.
-@Suite(.serialized, .enabled(if: Privileges.canManageNamespaces, Comment(rawValue: Privileges.skipReason)))
+@Suite(.serialized, .enabled(if: Privileges.runsNamespaceTests, Comment(rawValue: Privileges.skipReason)))
 struct AgentIntegrationTests {
     /// A running in-process agent on a test node; stopped when the body ends.
     static func withAgent<T>(
@@ -285,11 +285,16 @@ struct AgentIntegrationTests {
             try t.spec().jsonData().write(to: file)
             let log = URL(fileURLWithPath: t.stateDirectory + ".log")
             defer { try? FileManager.default.removeItem(at: log) }
+            defer { try? FileManager.default.removeItem(atPath: t.stateDirectory + ".api") }
             _ = FileManager.default.createFile(atPath: log.path, contents: nil)
             func start() throws -> Process {
                 let p = Process()
                 p.executableURL = binary
-                p.arguments = ["run", "--spec", file.path, "--netns", t.node, "--log-format", "json"]
+                // The endpoint API in the test's own directory (its default is under /run/nodenet).
+                p.arguments = [
+                    "run", "--spec", file.path, "--netns", t.node, "--log-format", "json", "--api-socket",
+                    t.stateDirectory + ".api/nodenet.sock",
+                ]
                 let handle = try FileHandle(forWritingTo: log)
                 handle.seekToEndOfFile()
                 p.standardError = handle

@@ -9,7 +9,7 @@ import Testing
 @testable import NodeNetLab
 
 /// `apply` against a real kernel, on a node that is a network namespace. Skipped without root.
-@Suite(.serialized, .enabled(if: Privileges.canManageNamespaces, Comment(rawValue: Privileges.skipReason)))
+@Suite(.serialized, .enabled(if: Privileges.runsNamespaceTests, Comment(rawValue: Privileges.skipReason)))
 struct ApplyIntegrationTests {
     @Test func seedKernelStateRowByRow() async throws {
         try await TestNode.with(pods: 2) { t in
@@ -262,7 +262,7 @@ func withTimeout<T: Sendable>(seconds: Double, _ body: @escaping @Sendable () as
 /// the node's IP stack, idempotent re-apply, switching back to kernel mode, teardown.
 @Suite(
     .serialized,
-    .enabled(if: Privileges.canLoadBPF, Comment(rawValue: Privileges.skipReason + " and to load BPF programs")))
+    .enabled(if: Privileges.runsBPFTests, Comment(rawValue: Privileges.skipReason + " and to load BPF programs")))
 struct BPFModeApplyTests {
     func bpfSpec(_ t: TestNode, attach: AttachMode = .clsact) -> NodeSpec {
         var spec = t.spec()

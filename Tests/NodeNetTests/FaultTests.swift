@@ -15,7 +15,7 @@ import Testing
 /// The fault-injection suite (`swift test --filter FaultTests`): each fault is followed by a
 /// check that the node converges (`plan` shows 0 changes), nothing nodenet owns was lost, and
 /// pod traffic flows. Skipped without root.
-@Suite(.serialized, .enabled(if: Privileges.canManageNamespaces, Comment(rawValue: Privileges.skipReason)))
+@Suite(.serialized, .enabled(if: Privileges.runsNamespaceTests, Comment(rawValue: Privileges.skipReason)))
 struct FaultTests {
     static var binary: URL {
         URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("nodenetd")

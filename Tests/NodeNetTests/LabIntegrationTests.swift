@@ -7,7 +7,7 @@ import Testing
 @testable import NodeNetLab
 
 /// The lab, through the library and through the nodenetd CLI. Skipped without root.
-@Suite(.serialized, .enabled(if: Privileges.canManageNamespaces, Comment(rawValue: Privileges.skipReason)))
+@Suite(.serialized, .enabled(if: Privileges.runsNamespaceTests, Comment(rawValue: Privileges.skipReason)))
 struct LabIntegrationTests {
     static var nodenetd: URL {
         URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("nodenetd")

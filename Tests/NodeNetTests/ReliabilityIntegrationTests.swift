@@ -9,7 +9,7 @@ import Testing
 @testable import NodeNetAgent
 
 /// A damaged or planted ledger and a second writer, against a real kernel. Skipped without root.
-@Suite(.serialized, .enabled(if: Privileges.canManageNamespaces, Comment(rawValue: Privileges.skipReason)))
+@Suite(.serialized, .enabled(if: Privileges.runsNamespaceTests, Comment(rawValue: Privileges.skipReason)))
 struct ReliabilityIntegrationTests {
     func asideFiles(_ t: TestNode) throws -> [String] {
         try FileManager.default.contentsOfDirectory(atPath: t.stateDirectory).filter {

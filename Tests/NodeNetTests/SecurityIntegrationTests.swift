@@ -6,7 +6,7 @@ import Testing
 @testable import NodeNet
 
 /// Attacks from a pod, against a real kernel, in both datapath modes. Skipped without root.
-@Suite(.serialized, .enabled(if: Privileges.canManageNamespaces, Comment(rawValue: Privileges.skipReason)))
+@Suite(.serialized, .enabled(if: Privileges.runsNamespaceTests, Comment(rawValue: Privileges.skipReason)))
 struct SecurityIntegrationTests {
     static func applied(_ t: TestNode, _ mode: DatapathMode, _ body: (NodeSpec) throws -> Void) throws {
         var spec = t.spec()
@@ -132,5 +132,35 @@ struct SecurityIntegrationTests {
             spec.stateDirectory = mine
             _ = try t.controller(spec).teardown()
         }
+    }
+
+    /// Before: bpffs directories were used whoever owned them, and removal followed a link
+    /// planted on the way (bpffs mounted without a mode is world-writable): `remove` under a
+    /// link to another directory deleted that directory's contents.
+    @Test func bpffsPathsAnotherUserCouldControlAreRefused() throws {
+        let victim = FileManager.default.temporaryDirectory.appendingPathComponent(TestNames.unique("victim")).path
+        try FileManager.default.createDirectory(atPath: victim + "/keep", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: victim) }
+        let link = "\(BPFFS.root)/\(TestNames.unique("link"))"
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: victim)
+        defer { unlink(link) }
+        lchown(link, 65534, 65534)  // planted by another user
+        BPFFS.remove(link + "/keep")
+        #expect(FileManager.default.fileExists(atPath: victim + "/keep"), "removal does not follow a planted link")
+        #expect(throws: (any Error).self) { try BPFFS.prepare(link + "/node") }
+        // A directory another user made first.
+        let planted = "\(BPFFS.root)/\(TestNames.unique("planted"))"
+        try FileManager.default.createDirectory(atPath: planted, withIntermediateDirectories: false)
+        defer {
+            chown(planted, 0, 0)
+            BPFFS.remove(planted)
+        }
+        chown(planted, 65534, 65534)
+        let error = #expect(throws: (any Error).self) { try BPFFS.prepare(planted) }
+        #expect("\(error!)".contains("owned by uid 65534"), "\(error!)")
+        chown(planted, 0, 0)
+        try BPFFS.prepare(planted + "/mine")
+        let mode = try FileManager.default.attributesOfItem(atPath: planted + "/mine")[.posixPermissions] as? Int
+        #expect(mode == 0o700)
     }
 }

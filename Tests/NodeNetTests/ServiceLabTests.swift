@@ -13,7 +13,7 @@ import Testing
 /// backends, masquerading, updates, per-packet translation. Requests are made by
 /// `nodenetd lab probe`, which runs in the client's namespace *and* its node's cgroup (socket
 /// LB only sees sockets of processes in that cgroup). Skipped without root.
-@Suite(.serialized, .enabled(if: Privileges.canLoadBPF, Comment(rawValue: Privileges.skipReason)))
+@Suite(.serialized, .enabled(if: Privileges.runsBPFTests, Comment(rawValue: Privileges.skipReason)))
 struct ServiceLabTests {
     static let dns = ServiceSpec(
         name: "kube-system/dns", type: .nodePort, clusterIP: IPAddress("10.96.0.10"),

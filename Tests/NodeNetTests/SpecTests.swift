@@ -63,6 +63,16 @@ import Testing
         #expect(spec.datapath.mode == .kernel)
     }
 
+    /// Device names are on running nodes: a change of the naming would orphan every endpoint at
+    /// upgrade. Pinned by hand (FNV-1a 64 of `namespace/name`, first 12 hex digits), not recomputed.
+    @Test func endpointDeviceNamesArePinned() {
+        #expect(
+            NodeNetNames.endpointDevice(for: PodSpec(name: "net", netns: "x", ip: "10.0.2.32")) == "lxc5fa86a0801be")
+        #expect(
+            NodeNetNames.endpointDevice(for: PodSpec(name: "web", namespace: "prod", netns: "x", ip: "10.0.2.5"))
+                != "lxc5fa86a0801be")
+    }
+
     @Test func routerIPDefaultsToTheFirstHost() throws {
         let spec = try Self.load(Self.worker2.replacingOccurrences(of: ", \"routerIP\": \"10.0.2.184\"", with: ""))
         #expect(spec.node.routerIP == IPAddress("10.0.2.1"))

@@ -9,10 +9,13 @@ public enum BPFFS {
     public static let root = "/sys/fs/bpf"
     public static var isMounted: Bool { Mounts.current().contains { $0.point == root && $0.type == "bpf" } }
 
-    /// Mounts bpffs at /sys/fs/bpf if needed, then creates `directory` (and parents).
+    /// Mounts bpffs at /sys/fs/bpf if needed, then creates `directory` (and parents) as a
+    /// private directory: root's, 0700, not a symbolic link, nothing above it writable by others
+    /// unless sticky (a bpffs mounted by someone else may be world-writable, and pins placed in a
+    /// directory another user controls could be swapped).
     public static func prepare(_ directory: String) throws {
         try mountIfNeeded()
-        try Paths.createDirectory(directory, what: "bpffs directory")
+        try Paths.createPrivateDirectory(directory, what: "bpffs directory")
     }
 
     /// Mounts bpffs at /sys/fs/bpf when nothing is mounted there. Two processes doing this at
@@ -24,15 +27,24 @@ public enum BPFFS {
         if lock >= 0 { flock(lock, LOCK_EX) }
         defer { if lock >= 0 { close(lock) } }
         if isMounted { return }
-        guard mount("bpf", root, "bpf", 0, nil) == 0 else {
+        // Root's only: mounted without a mode, bpffs is world-writable (sticky).
+        guard mount("bpf", root, "bpf", 0, "mode=0700") == 0 else {
             throw BPFError(errno, "mounting bpffs on \(root)")
         }
     }
 
     /// Removes `directory` and everything pinned below it. Only a directory strictly below
-    /// /sys/fs/bpf with no `..` is ever removed.
+    /// /sys/fs/bpf with no `..`, reached without a symbolic link and through directories owned
+    /// by root, is ever removed (a link planted on the way would point the removal elsewhere).
     public static func remove(_ directory: String) {
         guard Paths.isStrictlyBelow(directory, root) else { return }
+        var path = root
+        for component in directory.dropFirst(root.count + 1).split(separator: "/") {
+            path += "/" + component
+            var info = stat()
+            guard lstat(path, &info) == 0 else { return }
+            guard info.st_mode & S_IFMT == S_IFDIR, info.st_uid == 0 else { return }
+        }
         try? FileManager.default.removeItem(atPath: directory)
     }
 }
