@@ -37,7 +37,9 @@ let package = Package(
         .target(name: "Netlink", dependencies: ["CMnl"]),
         // What an embedder needs: the node spec, desired and observed state, plan, apply (one
         // executor per kind of change), verify, the datapath's programs and maps, services.
-        .target(name: "NodeNet", dependencies: ["Netlink", "BPF", "CNodeNetBPF"]),
+        .target(name: "NodeNet", dependencies: ["Netlink", "BPF", "CNodeNetBPF", "NodeNetJSON"]),
+        // A JSON value kept as it came (FoundationEssentials only): the spec reader's and the CNI plugin's.
+        .target(name: "NodeNetJSON"),
         // `nodenetd run`: triggers, the reconcile loop, health, metrics, structured logs.
         .target(
             name: "NodeNetAgent",
@@ -57,7 +59,7 @@ let package = Package(
             ]),
         // The CNI plugin: a thin client of the agent's endpoint API (no NodeNet: it starts in
         // milliseconds, and every decision stays in the agent).
-        .executableTarget(name: "nodenet-cni"),
+        .executableTarget(name: "nodenet-cni", dependencies: ["NodeNetJSON"]),
         // Benchmarks are not product code: they may run `ip` as the baseline.
         .target(name: "BenchSupport", path: "Benchmarks/BenchSupport"),
         .executableTarget(

@@ -1,4 +1,5 @@
 import FoundationEssentials
+import NodeNetJSON
 
 #if canImport(Glibc)
     import Glibc
@@ -11,7 +12,7 @@ struct AgentClient {
     struct Answer {
         var status: Int
         var body: [UInt8]
-        var json: JSON? { try? JSON.parse(body) }
+        var json: JSONValue? { try? JSONValue.parse(Data(body)) }
     }
 
     enum Failure: Error {

@@ -1,4 +1,6 @@
-/// A CNI error result: printed as JSON on stdout, exit status 1. Codes 1-99 are the spec's;
+import NodeNetJSON
+
+/// A CNI error result: printed as JSONValue on stdout, exit status 1. Codes 1-99 are the spec's;
 /// 100 and up are nodenet's.
 struct CNIError: Error {
     var code: Int
@@ -29,8 +31,10 @@ struct CNIError: Error {
     /// The agent answered something this plugin does not understand.
     static let unexpectedAnswer = 105
 
-    func json(version: String) -> JSON {
-        var o: [String: JSON] = ["cniVersion": .string(version), "code": .number(Double(code)), "msg": .string(msg)]
+    func json(version: String) -> JSONValue {
+        var o: [String: JSONValue] = [
+            "cniVersion": .string(version), "code": .number(Double(code)), "msg": .string(msg),
+        ]
         if !details.isEmpty { o["details"] = .string(details) }
         return .object(o)
     }

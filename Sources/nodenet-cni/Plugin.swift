@@ -1,4 +1,5 @@
 import FoundationEssentials
+import NodeNetJSON
 
 #if canImport(Glibc)
     import Glibc
@@ -7,19 +8,20 @@ import FoundationEssentials
 /// One CNI command against the node's agent.
 struct Plugin {
     let command: String
-    let config: [String: JSON]
+    let config: [String: JSONValue]
     let version: String
 
     init(command: String, stdin: [UInt8]) throws(CNIError) {
         self.command = command
-        let parsed: JSON
-        do { parsed = try JSON.parse(stdin) } catch {
+        let parsed: JSONValue
+        do { parsed = try JSONValue.parse(Data(stdin)) } catch {
             throw CNIError(
-                code: CNIError.decodeFailure, msg: "the network configuration on stdin is not JSON",
+                code: CNIError.decodeFailure, msg: "the network configuration on stdin is not JSONValue",
                 details: "\(error)")
         }
         guard let object = parsed.object else {
-            throw CNIError(code: CNIError.decodeFailure, msg: "the network configuration on stdin is not a JSON object")
+            throw CNIError(
+                code: CNIError.decodeFailure, msg: "the network configuration on stdin is not a JSONValue object")
         }
         config = object
         guard let version = object["cniVersion"]?.string else {
@@ -42,7 +44,7 @@ struct Plugin {
     }
 
     /// The result to print (ADD), or nil (the other commands print nothing on success).
-    func run() throws(CNIError) -> JSON? {
+    func run() throws(CNIError) -> JSONValue? {
         switch command {
         case "ADD": return try add()
         case "DEL": try delete()
@@ -56,19 +58,19 @@ struct Plugin {
 
     // MARK: Commands
 
-    func add() throws(CNIError) -> JSON {
+    func add() throws(CNIError) -> JSONValue {
         let (containerID, interface) = try attachment()
         guard let netns = environment("CNI_NETNS") else {
             throw CNIError(code: CNIError.invalidEnvironment, msg: "CNI_NETNS is not set")
         }
         let args = Self.arguments(environment("CNI_ARGS") ?? "")
-        var body: [String: JSON] = ["netns": .string(netns)]
+        var body: [String: JSONValue] = ["netns": .string(netns)]
         if let namespace = args["K8S_POD_NAMESPACE"], let name = args["K8S_POD_NAME"] {
             body["podNamespace"] = .string(namespace)
             body["podName"] = .string(name)
         }
         let answer = try request(
-            "PUT", "/v1/endpoints/\(containerID)/\(interface)", body: Array(JSON.object(body).text.utf8),
+            "PUT", "/v1/endpoints/\(containerID)/\(interface)", body: Array(JSONValue.object(body).text.utf8),
             what: "adding the pod's network")
         guard answer.status == 200, let created = answer.json else { throw failure(answer, what: "ADD") }
         return try result(created)
@@ -150,7 +152,7 @@ struct Plugin {
             throw CNIError(
                 code: CNIError.invalidConfiguration, msg: "GC needs cni.dev/valid-attachments in the configuration")
         }
-        var keep: [JSON] = []
+        var keep: [JSONValue] = []
         for item in valid {
             guard let id = item["containerID"]?.string, let ifname = item["ifname"]?.string else {
                 throw CNIError(
@@ -160,7 +162,8 @@ struct Plugin {
             keep.append(.object(["containerID": .string(id), "interface": .string(ifname)]))
         }
         let answer = try request(
-            "POST", "/v1/gc", body: Array(JSON.object(["keep": .array(keep)]).text.utf8), what: "collecting endpoints")
+            "POST", "/v1/gc", body: Array(JSONValue.object(["keep": .array(keep)]).text.utf8),
+            what: "collecting endpoints")
         guard answer.status == 200 else { throw failure(answer, what: "GC") }
     }
 
@@ -303,7 +306,7 @@ struct Plugin {
     }
 
     /// The CNI result for a created endpoint, after what `prevResult` already holds.
-    func result(_ created: JSON) throws(CNIError) -> JSON {
+    func result(_ created: JSONValue) throws(CNIError) -> JSONValue {
         guard let host = created["hostInterface"], let pod = created["podInterface"],
             let address = created["address"]?.string, let gateway = created["gateway"]?.string
         else {
@@ -318,13 +321,13 @@ struct Plugin {
         interfaces.append(.object(["name": host["name"] ?? .null, "mac": host["mac"] ?? .null]))
         interfaces.append(
             .object(["name": pod["name"] ?? .null, "mac": pod["mac"] ?? .null, "sandbox": pod["sandbox"] ?? .null]))
-        var ip: [String: JSON] = [
+        var ip: [String: JSONValue] = [
             "address": .string(address), "gateway": .string(gateway), "interface": .number(Double(podIndex)),
         ]
         if version.hasPrefix("0.") { ip["version"] = .string("4") }
         ips.append(.object(ip))
         for route in created["routes"]?.array ?? [] { routes.append(route) }
-        var result: [String: JSON] = [
+        var result: [String: JSONValue] = [
             "cniVersion": .string(version), "interfaces": .array(interfaces), "ips": .array(ips),
             "routes": .array(routes),
         ]

@@ -1,4 +1,5 @@
 import FoundationEssentials
+import NodeNetJSON
 
 #if canImport(Glibc)
     import Glibc
@@ -54,9 +55,9 @@ var version = "1.1.0"
 do {
     if command == "VERSION" {
         // The configuration is optional for VERSION.
-        let config = (try? readStandardInput(limit: 1 << 20)).flatMap { try? JSON.parse($0) }
+        let config = (try? readStandardInput(limit: 1 << 20)).flatMap { try? JSONValue.parse(Data($0)) }
         if let asked = config?["cniVersion"]?.string { version = asked }
-        let answer: JSON = .object([
+        let answer: JSONValue = .object([
             "cniVersion": .string(version), "supportedVersions": .array(supportedVersions.map { .string($0) }),
         ])
         write(answer.text, to: 1)
