@@ -157,7 +157,7 @@ struct SecurityIntegrationTests {
         }
         chown(planted, 65534, 65534)
         let error = #expect(throws: (any Error).self) { try BPFFS.prepare(planted) }
-        #expect("\(error!)".contains("owned by uid 65534"), "\(error!)")
+        #expect("\(error as Any)".contains("owned by uid 65534"), "\(error as Any)")
         chown(planted, 0, 0)
         try BPFFS.prepare(planted + "/mine")
         let mode = try FileManager.default.attributesOfItem(atPath: planted + "/mine")[.posixPermissions] as? Int
