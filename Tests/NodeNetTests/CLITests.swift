@@ -1,0 +1,76 @@
+import Foundation
+import TestSupport
+import Testing
+
+@testable import NodeNet
+
+/// `nodenetd`'s documented exit codes, through the binary: 0 success, 1 failure (kernel error,
+/// verification mismatch, conflict), 2 invalid input. Skipped without root.
+@Suite(.serialized, .enabled(if: Privileges.runsNamespaceTests, Comment(rawValue: Privileges.skipReason)))
+struct CLITests {
+    static let nodenetd = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        .appendingPathComponent("nodenetd").path
+
+    static func cli(_ args: [String]) throws -> (status: Int32, output: String) { try runTool([nodenetd] + args) }
+
+    @Test func invalidInputIsTwoForEveryCommandThatReadsASpec() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.nodenetd), "build nodenetd first")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(TestNames.unique("cli")).path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let notJSON = directory + "/not.json"
+        try "{\"apiVersion\": ".write(toFile: notJSON, atomically: true, encoding: .utf8)
+        let unknownField = directory + "/unknown.json"
+        try
+            #"{"apiVersion":"nodenet/v1","node":{"name":"n","device":"eth0","address":"172.18.0.2","podCIDR":"10.0.2.0/24"},"podz":[]}"#
+            .write(toFile: unknownField, atomically: true, encoding: .utf8)
+        for command in [
+            ["plan"], ["apply"], ["status"], ["route", "list"], ["endpoint", "list"], ["teardown", "--force"],
+        ] {
+            for (file, words) in [
+                (directory + "/missing.json", "does not exist"), (notJSON, "not valid JSON"), (unknownField, "podz"),
+            ] {
+                let out = try Self.cli(command + [file])
+                #expect(out.status == 2, "\(command) \(file): \(out.output)")
+                #expect(out.output.contains(words), "\(command) \(file): \(out.output)")
+            }
+        }
+        #expect(try Self.cli(["plan"]).status == 2, "a missing argument")
+        #expect(try Self.cli(["run", "--spec", notJSON, "--api-socket", "relative.sock"]).status == 2)
+    }
+
+    @Test func successConflictAndConvergenceHaveTheirCodes() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.nodenetd), "build nodenetd first")
+        try await TestNode.with(pods: 2) { t in
+            let file = t.stateDirectory + ".spec.json"
+            try t.spec().jsonData().write(to: URL(fileURLWithPath: file))
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            let plan = try Self.cli(["plan", file, "--netns", t.node])
+            #expect(plan.status == 0 && plan.output.contains("changes for node worker2"), "\(plan.output)")
+            let apply = try Self.cli(["apply", file, "--netns", t.node])
+            #expect(
+                apply.status == 0 && apply.output.contains("verified: the kernel matches the spec"), "\(apply.output)")
+            let again = try Self.cli(["plan", file, "--netns", t.node])
+            #expect(again.status == 0 && again.output.contains("is converged: no changes"), "\(again.output)")
+            let status = try Self.cli(["status", file, "--netns", t.node, "--json"])
+            #expect(status.status == 0)
+            #expect(
+                (try? JSONDecoder().decode(NodeStatus.self, from: Data(status.output.utf8))) != nil, "\(status.output)")
+            #expect(try Self.cli(["route", "list", file, "--netns", t.node]).status == 0)
+            #expect(try Self.cli(["endpoint", "list", file, "--netns", t.node]).status == 0)
+            // A conflict: a pod's eth0 that nodenet did not make. Plan and apply say so and exit 1.
+            let pod = try NetlinkSocket(namespace: .named(t.pods[1]))
+            let deviceName = NodeNetNames.endpointDevice(for: t.spec().pods[1])
+            try NetlinkSocket(namespace: t.namespace).delete(.link(named: deviceName))
+            try pod.add(LinkConfiguration(name: "eth0", kind: .veth(peer: VethPeer(name: "peer0")), mtu: 1500))
+            let conflict = try Self.cli(["plan", file, "--netns", t.node])
+            #expect(conflict.status == 1 && conflict.output.contains("! conflict:"), "\(conflict.output)")
+            let refused = try Self.cli(["apply", file, "--netns", t.node])
+            #expect(refused.status == 1 && refused.output.contains("not nodenet's"), "\(refused.output)")
+            try pod.delete(.link(named: "eth0"))
+            #expect(try Self.cli(["apply", file, "--netns", t.node]).status == 0)
+            #expect(try Self.cli(["teardown", file, "--netns", t.node, "--force"]).status == 0)
+            #expect(try Self.cli(["teardown", file, "--netns", t.node, "--force"]).status == 0, "safe twice")
+        }
+    }
+}
