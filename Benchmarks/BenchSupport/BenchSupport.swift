@@ -45,3 +45,20 @@ public func ip(_ args: [String], batch: String? = nil) throws -> Int32 {
     while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
     return (status >> 8) & 0xFF
 }
+
+/// The command line of a benchmark, option by option.
+public struct BenchArguments {
+    private var rest = Array(CommandLine.arguments.dropFirst())
+    public init() {}
+
+    /// The next option, nil when there is none.
+    public mutating func next() -> String? { rest.isEmpty ? nil : rest.removeFirst() }
+
+    /// The option's value ("" when it is missing).
+    public mutating func value() -> String { rest.isEmpty ? "" : rest.removeFirst() }
+
+    /// The option's value as a whole number in `range`, else `fallback`.
+    public mutating func int(in range: ClosedRange<Int>, default fallback: Int) -> Int {
+        Int(value()).map { min(max($0, range.lowerBound), range.upperBound) } ?? fallback
+    }
+}

@@ -19,14 +19,13 @@ var pods = 100
 var rounds = 5
 var json = false
 var attach = AttachMode.auto
-var args = Array(CommandLine.arguments.dropFirst())
-while !args.isEmpty {
-    let a = args.removeFirst()
-    switch a {
-    case "--pods": pods = max(10, min(250, Int(args.isEmpty ? "" : args.removeFirst()) ?? 100))
-    case "--rounds": rounds = max(1, min(50, Int(args.isEmpty ? "" : args.removeFirst()) ?? 5))
+var arguments = BenchArguments()
+while let option = arguments.next() {
+    switch option {
+    case "--pods": pods = arguments.int(in: 10...250, default: 100)
+    case "--rounds": rounds = arguments.int(in: 1...50, default: 5)
     case "--json": json = true
-    case "--attach": attach = AttachMode(rawValue: args.isEmpty ? "" : args.removeFirst()) ?? .auto
+    case "--attach": attach = AttachMode(rawValue: arguments.value()) ?? .auto
     default:
         print("usage: cni-bench [--pods N (10-250)] [--rounds R] [--attach auto|tcx|clsact] [--json]   (needs root)")
         exit(2)

@@ -14,12 +14,11 @@ import NodeNetAgent
 var deletions = 100
 var remoteNodes = 200
 var json = false
-var args = Array(CommandLine.arguments.dropFirst())
-while !args.isEmpty {
-    let a = args.removeFirst()
-    switch a {
-    case "--deletions": deletions = max(1, min(10000, Int(args.isEmpty ? "" : args.removeFirst()) ?? 100))
-    case "--nodes": remoteNodes = max(1, min(5000, Int(args.isEmpty ? "" : args.removeFirst()) ?? 200))
+var arguments = BenchArguments()
+while let option = arguments.next() {
+    switch option {
+    case "--deletions": deletions = arguments.int(in: 1...10000, default: 100)
+    case "--nodes": remoteNodes = arguments.int(in: 1...5000, default: 200)
     case "--json": json = true
     default:
         print("usage: repair-bench [--deletions N] [--nodes R] [--json]   (needs root)")

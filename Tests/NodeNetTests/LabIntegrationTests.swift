@@ -86,6 +86,8 @@ struct LabIntegrationTests {
         #expect(ping.status == 0, "\(ping.output)")
         let probe = try Self.cli(["lab", "probe", "--name", lab, "net", "\(ip):80", "--timeout", "5"])
         #expect(probe.status == 0 && probe.output.contains("PodName: extra"), "\(probe.output)")
+        let status = try Self.cli(["lab", "status", "--name", lab])
+        #expect(status.output.contains("cni lab-extra/eth0, serving :80/tcp :53/udp"), "\(status.output)")
         // A second add of the same pod is refused; a spec pod's name too.
         #expect(try Self.cli(["lab", "pod", "add", "worker2", "extra", "--name", lab]).status != 0)
         #expect(try Self.cli(["lab", "pod", "add", "worker2", "net", "--name", lab]).status != 0)

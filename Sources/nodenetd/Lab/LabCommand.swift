@@ -135,6 +135,19 @@ struct LabStatus: ParsableCommand {
                         address: p.ip.description,
                         detail: serving ? "serving :80/tcp :53/udp" : "not serving"))
             }
+            // Pods `lab pod add` made through nodenet-cni: the node agent's endpoints.
+            let store = try? EndpointStore.load(
+                stateDirectory: c.stateDirectory(ofNode: n.name), node: n.name, podCIDR: n.podCIDR)
+            for endpoint in store?.endpoints ?? [] {
+                let namespace = (endpoint.netns as NSString).lastPathComponent
+                let serving =
+                    (try? LabProbe.httpGet(from: .named(namespace), to: endpoint.ip, timeout: 1)) != nil
+                rows.append(
+                    Row(
+                        kind: "pod", name: endpoint.podName, node: n.name, namespace: namespace,
+                        address: endpoint.ip.description,
+                        detail: "cni \(endpoint.attachment), " + (serving ? "serving :80/tcp :53/udp" : "not serving")))
+            }
         }
         if json { return try printJSON(rows) }
         print("lab \(c.name)")
