@@ -105,6 +105,17 @@ extension NodeAgent {
                 request.reply(.failed(EndpointError(.invalid, "network namespace \(netns) does not exist")))
                 continue
             }
+            // The runtime's path is checked, not trusted: a FIFO or another kind of file is no pod,
+            // and the node's own namespace would get the pod's eth0 and default route.
+            guard let identity = try? NetworkNamespace.identity(NamespaceReference(netns)) else {
+                request.reply(.failed(EndpointError(.invalid, "\(netns) is not a network namespace")))
+                continue
+            }
+            if identity == (try? NetworkNamespace.identity(options.namespace)) {
+                request.reply(
+                    .failed(EndpointError(.invalid, "\(netns) is the node's own network namespace, not a pod's")))
+                continue
+            }
             do {
                 let added = try next.add(
                     attachment, netns: netns, podNamespace: podNamespace, podName: podName, spec: node.spec)

@@ -163,6 +163,21 @@ struct CNITests {
             }
             #expect(
                 specClash?.code == 100 && specClash?.msg.contains("is in the node spec") == true, "\(specClash as Any)")
+            // Before: a FIFO as the pod's namespace hung the agent (opening it waited for a writer),
+            // and the node's own namespace was taken for a pod's. Both are refused at once.
+            let fifo = cni.directory + "/fifo"
+            try #require(mkfifo(fifo, 0o600) == 0)
+            let notNamespace = await #expect(throws: CNIRuntime.CNIFailure.self) {
+                try await cni.run("add", conflist: list, id: "ctr-f", netns: fifo, args: Self.k8s("web-f"))
+            }
+            #expect(notNamespace?.code == 4 && notNamespace?.msg.contains("is not a network namespace") == true)
+            let nodeOwn = await #expect(throws: CNIRuntime.CNIFailure.self) {
+                try await cni.run(
+                    "add", conflist: list, id: "ctr-n", netns: Self.netns(t.node), args: Self.k8s("web-n"))
+            }
+            #expect(
+                nodeOwn?.code == 4 && nodeOwn?.msg.contains("node's own network namespace") == true, "\(nodeOwn as Any)"
+            )
 
             // A service whose backend is a CNI pod, reached from the spec's pod.
             var spec = try NodeSpec.load(path: specFile)

@@ -77,12 +77,32 @@ public enum NetworkNamespace {
         FileDescriptor(adopting: try openRaw(reference))
     }
 
-    /// The namespace file's descriptor; the caller closes it (for the thread code below).
+    /// The namespace file's descriptor; the caller closes it (for the thread code below). The
+    /// path names a file somebody else may have made: it is opened without blocking (a FIFO
+    /// would wait for a writer forever) and must be a network namespace (`NS_GET_NSTYPE`).
     private static func openRaw(_ reference: NamespaceReference) throws -> Int32 {
         let path = reference.path ?? "/proc/thread-self/ns/net"
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
         guard fd >= 0 else { throw NetlinkError.syscall("open(\(path))", context: "opening \(reference)") }
+        // NS_GET_NSTYPE (_IO(0xb7, 0x3)): the namespace type of an nsfs file; fails on anything else.
+        let type = ioctl(fd, 0xb703)
+        guard type == nodenet_clone_newnet() else {
+            close(fd)
+            throw NetlinkError(
+                .invalidArgument, kind: .system, context: "opening \(reference)",
+                detail: "\(path) is not a network namespace")
+        }
         return fd
+    }
+
+    /// What identifies a network namespace (the nsfs file's device and inode): two references
+    /// to one namespace have the same identity.
+    public static func identity(_ reference: NamespaceReference) throws -> NamespaceIdentity {
+        let fd = try openRaw(reference)
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw NetlinkError.syscall("fstat", context: "reading \(reference)") }
+        return NamespaceIdentity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
     }
 
     /// Runs `body` inside `reference` on a dedicated thread and returns its result. With
@@ -175,4 +195,10 @@ public enum NetworkNamespace {
             mount("", directory, "none", msShared | msRec, nil) == 0
         else { throw NetlinkError.syscall("bind-mounting \(directory) on itself", context: context) }
     }
+}
+
+/// A network namespace's identity (its nsfs device and inode).
+public struct NamespaceIdentity: Sendable, Hashable {
+    public var device: UInt64
+    public var inode: UInt64
 }
