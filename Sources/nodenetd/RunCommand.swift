@@ -13,7 +13,8 @@ struct RunCommand: ParsableCommand {
             a periodic full re-plan, and spec changes (the file edited or atomically replaced, or SIGHUP) each re-plan
             against a fresh read of the kernel and repair what differs. An invalid new spec is rejected with its
             problems and the running one is kept. SIGTERM/SIGINT stop the agent without tearing anything down;
-            started again, it adopts what is there and changes nothing that is already right.
+            started again, it adopts what is there and changes nothing that is already right. The endpoint API
+            (--api-socket) is where nodenet-cni asks for pods: see docs/cni.md.
             """)
 
     @Option(help: "The node spec (JSON); watched for changes.") var spec: String
