@@ -73,6 +73,28 @@ import Testing
                 != "lxc5fa86a0801be")
     }
 
+    /// Before: any existing path passed as a pod's namespace: a FIFO (which blocked the apply
+    /// that opened it) or the namespace nodenet runs in (the pod's eth0 and default route would
+    /// have gone into it).
+    @Test func aPodsNamespaceMustBeAnotherNetworkNamespace() throws {
+        let fifo = FileManager.default.temporaryDirectory.appendingPathComponent("fifo-\(getpid())-\(UUID())").path
+        try #require(mkfifo(fifo, 0o600) == 0)
+        defer { unlink(fifo) }
+        for (netns, words) in [
+            (fifo, "is not a network namespace"), ("/proc/self/ns/net", "is the network namespace nodenet runs in"),
+            ("/etc/hostname", "is not a network namespace"),
+        ] {
+            let spec = NodeSpec(
+                node: LocalNode(name: "w2", device: "eth0", address: "172.18.0.2", podCIDR: "10.0.2.0/24"),
+                pods: [PodSpec(name: "net", netns: netns, ip: "10.0.2.32")])
+            let error = #expect(throws: SpecError.self) { try spec.validate() }
+            let problems = error?.problems.map(\.description) ?? []
+            #expect(
+                problems.count == 1 && problems[0].hasPrefix("pods[0].netns: network namespace \(netns) \(words) ("),
+                "\(problems)")
+        }
+    }
+
     @Test func routerIPDefaultsToTheFirstHost() throws {
         let spec = try Self.load(Self.worker2.replacingOccurrences(of: ", \"routerIP\": \"10.0.2.184\"", with: ""))
         #expect(spec.node.routerIP == IPAddress("10.0.2.1"))

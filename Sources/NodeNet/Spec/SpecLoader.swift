@@ -54,8 +54,23 @@ extension NodeSpec {
         return spec
     }
 
-    /// The namespace check of a real validation: the path (or /var/run/netns name) exists.
-    public static func namespaceExists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+    /// The namespace check of a real validation: the path (or /var/run/netns name) is a pod's
+    /// network namespace (see `namespaceProblem`).
+    public static func namespaceExists(_ path: String) -> Bool { namespaceProblem(path) == nil }
+
+    /// Why `path` cannot be a pod's network namespace, nil when it can: it must exist, be a
+    /// network namespace (a FIFO or any other file is not), and not be the one nodenet itself
+    /// runs in (the pod's eth0 and default route would land in it).
+    public static func namespaceProblem(_ path: String) -> String? {
+        guard access(path, F_OK) == 0 else { return "does not exist (\(path))" }
+        guard let identity = try? NetworkNamespace.identity(NamespaceReference(path)) else {
+            return "is not a network namespace (\(path))"
+        }
+        if identity == (try? NetworkNamespace.identity(.current)) {
+            return "is the network namespace nodenet runs in (\(path)), never a pod's"
+        }
+        return nil
+    }
 
     /// The largest spec file read (10 000 services with 3 backends each is about 3 MiB).
     public static let fileSizeLimit = 16 << 20

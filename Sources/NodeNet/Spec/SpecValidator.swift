@@ -95,7 +95,10 @@ struct SpecValidator {
                 byNetns[pod.netns] = path
                 let file = pod.netnsReference.path ?? ""
                 if !namespaceExists(file) {
-                    problem("\(path).netns", "network namespace \(pod.netns) does not exist (\(file))")
+                    problem(
+                        "\(path).netns",
+                        "network namespace \(pod.netns) \(NodeSpec.namespaceProblem(file) ?? "does not exist (\(file))")"
+                    )
                 }
             }
         }
