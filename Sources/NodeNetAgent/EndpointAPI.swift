@@ -107,8 +107,7 @@ public enum EndpointAPI {
         guard parts.first == "v1", parts.count >= 2 else { return notFound(request) }
         switch (request.method, Array(parts.dropFirst())) {
         case ("GET", ["status"]):
-            let (_, endpoints, free) = agent.pods
-            _ = endpoints
+            let free = agent.pods.freeAddresses
             let health: String
             switch agent.health {
             case .healthy: health = "healthy"

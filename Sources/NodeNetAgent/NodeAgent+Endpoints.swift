@@ -78,7 +78,7 @@ extension NodeAgent {
             }
         }
         if !removed.isEmpty {
-            if let failure = await node.adopt(next, agent: self) {
+            if let failure = node.adopt(next, agent: self) {
                 answers = answers.map { ($0.0, .failed(failure)) }
             } else {
                 for endpoint in removed {
@@ -101,19 +101,9 @@ extension NodeAgent {
             guard case .add(let attachment, let netns, let podNamespace, let podName) = request.operation else {
                 continue
             }
-            guard access(netns, F_OK) == 0 else {
-                request.reply(.failed(EndpointError(.invalid, "network namespace \(netns) does not exist")))
-                continue
-            }
-            // The runtime's path is checked, not trusted: a FIFO or another kind of file is no pod,
-            // and the node's own namespace would get the pod's eth0 and default route.
-            guard let identity = try? NetworkNamespace.identity(NamespaceReference(netns)) else {
-                request.reply(.failed(EndpointError(.invalid, "\(netns) is not a network namespace")))
-                continue
-            }
-            if identity == (try? NetworkNamespace.identity(options.namespace)) {
-                request.reply(
-                    .failed(EndpointError(.invalid, "\(netns) is the node's own network namespace, not a pod's")))
+            // The runtime's path is checked, not trusted, by the spec's own rule for a pod's netns.
+            if let problem = NodeSpec.namespaceProblem(netns, node: options.namespace) {
+                request.reply(.failed(EndpointError(.invalid, "network namespace \(netns) \(problem)")))
                 continue
             }
             do {
@@ -123,7 +113,7 @@ extension NodeAgent {
             } catch { request.reply(.failed(error)) }
         }
         guard !adds.isEmpty else { return fullAt }
-        if adds.contains(where: \.created), let failure = await node.adopt(next, agent: self) {
+        if adds.contains(where: \.created), let failure = node.adopt(next, agent: self) {
             for (request, _, _) in adds { request.reply(.failed(failure)) }
             return fullAt
         }
@@ -156,7 +146,7 @@ extension NodeAgent {
             let report = await reconcile(
                 node.controller, cause: .endpoint, reason: "CNI ADD \(adds.map(\.1.attachment.description))",
                 eventAt: nil)
-            let spec = node.controller.spec
+            let controller = node.controller
             for (request, endpoint, _) in adds {
                 guard report?.verified == true else {
                     failed.append(
@@ -166,7 +156,9 @@ extension NodeAgent {
                         ))
                     continue
                 }
-                do { request.reply(.added(try await Self.onThread { try self.result(for: endpoint, spec) })) } catch {
+                do {
+                    request.reply(.added(try await Self.onThread { try self.result(for: endpoint, controller) }))
+                } catch {
                     failed.append((request, endpoint, "\(error)"))
                 }
             }
@@ -180,7 +172,7 @@ extension NodeAgent {
                 metadata: ["attachment": "\(endpoint.attachment)", "why": "\(why)"])
             back.remove(endpoint.attachment)
         }
-        if await node.adopt(back, agent: self) == nil, await !scopedRemove(failed.map(\.1), node.controller) {
+        if node.adopt(back, agent: self) == nil, await !scopedRemove(failed.map(\.1), node.controller) {
             fullAt = fullAt ?? .now
             await reconcile(node.controller, cause: .endpoint, reason: "CNI ADD failed", eventAt: nil)
         }
@@ -203,11 +195,13 @@ extension NodeAgent {
         let start = ContinuousClock.now
         metrics.reconciles[.endpoint]?.increment()
         let devices = Set(endpoints.map(\.hostDevice))
-        let outcome = await Self.onThread { () -> Result<(ApplyReport, [EndpointResult]?), any Error> in
+        let outcome = await Self.onThread {
+            () -> Result<(ApplyReport, [EndpointResult]?, DatapathFingerprint?), any Error> in
             Result {
                 let report = try controller.applyEndpoints(hostDevices: devices)
-                guard report.verified else { return (report, nil) }
-                return (report, try endpoints.map { try self.result(for: $0, controller.spec) })
+                guard report.verified else { return (report, nil, nil) }
+                let results = try endpoints.map { try self.result(for: $0, controller) }
+                return (report, results, self.fingerprintForAudit(controller))
             }
         }
         let why = "CNI ADD \(endpoints.map(\.attachment.description).joined(separator: ", "))"
@@ -217,7 +211,7 @@ extension NodeAgent {
             return nil
         case .failure(let error):
             return .failed("\(error)")
-        case .success(let (report, results)):
+        case .success(let (report, results, fingerprint)):
             for change in report.changes {
                 log.info(
                     "\(change.action.rawValue) \(change.subject)",
@@ -227,8 +221,7 @@ extension NodeAgent {
                     ])
             }
             guard let results else { return .failed(report.mismatches.prefix(3).joined(separator: "; ")) }
-            ownChangesVerified(
-                zip(endpoints, results).map { ($0.0, $0.1.hostIndex) }, controller: controller)
+            ownChangesVerified(zip(endpoints, results).map { ($0.0, $0.1.hostIndex) }, fingerprint: fingerprint)
             metrics.reconcileDuration.record(ContinuousClock.now - start)
             return .done(results)
         }
@@ -239,19 +232,28 @@ extension NodeAgent {
         let log = logger("reconcile")
         metrics.reconciles[.endpoint]?.increment()
         let pods = endpoints.map(\.pod)
-        let indexes = endpoints.map { try? controller.session.node.link(named: $0.hostDevice)?.index }
-        let outcome = await Self.onThread { Result { try controller.removeEndpoints(pods) } }
+        let outcome = await Self.onThread {
+            () -> Result<(ApplyReport, [String: InterfaceIndex], DatapathFingerprint?), any Error> in
+            Result {
+                // The devices' ifindexes before they go: their setting events name them so.
+                let indexes = Dictionary(
+                    ((try? controller.session.node.links()) ?? []).map { ($0.name, $0.index) },
+                    uniquingKeysWith: { a, _ in a })
+                let report = try controller.removeEndpoints(pods)
+                return (report, indexes, report.verified ? self.fingerprintForAudit(controller) : nil)
+            }
+        }
         let why = "CNI DEL \(endpoints.map(\.attachment.description).joined(separator: ", "))"
         switch outcome {
-        case .success(let report) where report.verified:
+        case .success(let (report, indexes, fingerprint)) where report.verified:
             for change in report.changes {
                 log.info(
                     "\(change.action.rawValue) \(change.subject)",
                     metadata: ["why": "\(why)", "kind": "\(change.kind)", "namespace": "\(change.namespace)"])
             }
-            ownChangesVerified(Array(zip(endpoints, indexes.map { $0 ?? nil })), controller: controller)
+            ownChangesVerified(endpoints.map { ($0, indexes[$0.hostDevice]) }, fingerprint: fingerprint)
             return true
-        case .success(let report):
+        case .success(let (report, _, _)):
             log.warning("scoped removal left differences", metadata: ["mismatches": "\(report.mismatches)"])
             return false
         case .failure(let error):
@@ -260,18 +262,22 @@ extension NodeAgent {
         }
     }
 
+    /// The datapath's fingerprint after a verified endpoint change, when audits run (on the
+    /// worker thread: it reads pins and maps).
+    private func fingerprintForAudit(_ controller: NodeController) -> DatapathFingerprint? {
+        guard controller.spec.datapath.mode == .bpf, options.bpfAuditInterval != nil else { return nil }
+        return try? controller.datapathFingerprint()
+    }
+
     /// After verified endpoint changes: the events they caused are not drift, and the audit's
     /// baseline takes in what they changed in the datapath (and nothing else).
-    private func ownChangesVerified(_ changed: [(Endpoint, InterfaceIndex?)], controller: NodeController) {
+    private func ownChangesVerified(_ changed: [(Endpoint, InterfaceIndex?)], fingerprint: DatapathFingerprint?) {
         let now = ContinuousClock.now
-        var subjects: [String] = []
+        var subjects: [EventSubject] = []
         for (endpoint, hostIndex) in changed {
-            subjects += ["route \(endpoint.ip)/32", "link \(endpoint.hostDevice)"]
-            if let hostIndex { subjects.append("netconf \(hostIndex)") }
+            subjects += [.route(IPPrefix(host: endpoint.ip)), .link(endpoint.hostDevice)]
+            if let hostIndex { subjects.append(.netconf(hostIndex)) }
         }
-        let fingerprint =
-            controller.spec.datapath.mode == .bpf && options.bpfAuditInterval != nil
-            ? try? controller.datapathFingerprint() : nil
         state.with { box in
             box.ownChanges = box.ownChanges.filter { now - $0.value < .seconds(10) }
             for subject in subjects { box.ownChanges[subject] = now }
@@ -295,7 +301,7 @@ extension NodeAgent {
     }
 
     /// The interfaces as the kernel has them now; throws when either is missing.
-    func result(for endpoint: Endpoint, _ spec: NodeSpec) throws -> EndpointResult {
+    func result(for endpoint: Endpoint, _ controller: NodeController) throws -> EndpointResult {
         let pod = try NetlinkSocket(namespace: NamespaceReference(endpoint.netns))
         guard let eth0 = try pod.link(named: Endpoint.supportedInterface), let podMAC = eth0.address else {
             throw NodeNetError.missing("\(endpoint.netns) has no \(Endpoint.supportedInterface)")
@@ -306,15 +312,15 @@ extension NodeAgent {
             throw NodeNetError.missing(
                 "\(Endpoint.supportedInterface) in \(endpoint.netns) does not have \(endpoint.ip)")
         }
-        let node = try NetlinkSocket(namespace: options.namespace)
-        guard let host = try node.link(named: endpoint.hostDevice), let hostMAC = host.address else {
+        guard let host = try controller.session.node.link(named: endpoint.hostDevice), let hostMAC = host.address else {
             throw NodeNetError.missing("the node has no \(endpoint.hostDevice)")
         }
         return EndpointResult(
             endpoint: endpoint, hostInterface: .init(name: endpoint.hostDevice, mac: "\(hostMAC)", sandbox: nil),
             podInterface: .init(name: Endpoint.supportedInterface, mac: "\(podMAC)", sandbox: endpoint.netns),
-            address: "\(endpoint.ip)/32", gateway: "\(spec.node.routerIP)",
-            routes: [.init(dst: "0.0.0.0/0", gw: "\(spec.node.routerIP)")], mtu: eth0.mtu, hostIndex: host.index)
+            address: "\(endpoint.ip)/32", gateway: "\(controller.spec.node.routerIP)",
+            routes: [.init(dst: "0.0.0.0/0", gw: "\(controller.spec.node.routerIP)")], mtu: eth0.mtu,
+            hostIndex: host.index)
     }
 
     var healthReason: String {
@@ -357,7 +363,7 @@ struct RunningNode {
 
     /// Saves `next` and makes it the node's endpoints; nil when done, else why not (nothing
     /// changed then).
-    mutating func adopt(_ next: EndpointStore, agent: NodeAgent) async -> EndpointError? {
+    mutating func adopt(_ next: EndpointStore, agent: NodeAgent) -> EndpointError? {
         do {
             let controller = try Self.controller(spec, next, lock: lock, namespace: namespace)
             try next.save()

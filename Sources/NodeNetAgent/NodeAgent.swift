@@ -71,9 +71,9 @@ public final class NodeAgent: @unchecked Sendable {
 
     /// What makes the agent reconcile, as the loop receives it.
     enum Trigger: Sendable {
-        /// `subject`: what the event is about (`route 10.0.2.5/32`, `link lxc…`, `netconf 7`), to
-        /// tell the effects of the agent's own endpoint changes from drift.
-        case event(String, at: ContinuousClock.Instant, subject: String? = nil)
+        /// `subject`: what the event is about, to tell the effects of the agent's own endpoint
+        /// changes from drift.
+        case event(String, at: ContinuousClock.Instant, subject: EventSubject? = nil)
         case resync
         case audit
         case reload(String)
@@ -111,9 +111,9 @@ public final class NodeAgent: @unchecked Sendable {
         var specPods: [PodSpec] = []
         var endpoints: [Endpoint] = []
         var freeAddresses = 0
-        /// What the agent's own endpoint changes touched (`route …`, `link …`, `netconf …`) and
-        /// when they were verified: events about them from before then are not drift.
-        var ownChanges: [String: ContinuousClock.Instant] = [:]
+        /// What the agent's own endpoint changes touched and when they were verified: events
+        /// about them from before then are not drift.
+        var ownChanges: [EventSubject: ContinuousClock.Instant] = [:]
         /// Endpoint requests waiting for the loop.
         var pendingEndpoints: [PendingEndpoint] = []
         /// Reconciles that failed in a row, and whether a retry is scheduled.
@@ -247,7 +247,7 @@ public final class NodeAgent: @unchecked Sendable {
                         log.warning("netlink monitor error; re-planning", metadata: ["error": "\(error)"])
                         continuation.yield(.event("monitor error", at: .now))
                     } else if let reason = ownedBox.value.concerns(event) {
-                        continuation.yield(.event(reason, at: .now, subject: OwnershipFilter.subject(of: event)))
+                        continuation.yield(.event(reason, at: .now, subject: EventSubject(event)))
                     }
                 }
                 if !Task.isCancelled {
@@ -615,16 +615,6 @@ struct OwnershipFilter: Sendable {
         self.device = device
     }
 
-    /// What an event is about, as the agent's own endpoint changes record it.
-    static func subject(of event: NetlinkEvent) -> String? {
-        switch event {
-        case .deletedRoute(let r), .newRoute(let r): return "route \(r.destination)"
-        case .deletedLink(let l), .newLink(let l): return "link \(l.name)"
-        case .netconf(let index): return index.map { "netconf \($0)" }
-        default: return nil
-        }
-    }
-
     func concerns(_ event: NetlinkEvent) -> String? {
         switch event {
         case .deletedRoute(let r) where r.protocol == NodeNetNames.routeProtocol:
@@ -643,6 +633,23 @@ struct OwnershipFilter: Sendable {
             return "an IPv4 device setting changed"
         default:
             return nil
+        }
+    }
+}
+
+/// What a netlink event is about, in the terms the agent's own endpoint changes record what
+/// they touched: a route by destination, a link by name, a device's IPv4 settings by ifindex.
+enum EventSubject: Hashable, Sendable {
+    case route(IPPrefix)
+    case link(String)
+    case netconf(InterfaceIndex)
+
+    init?(_ event: NetlinkEvent) {
+        switch event {
+        case .deletedRoute(let r), .newRoute(let r): self = .route(r.destination)
+        case .deletedLink(let l), .newLink(let l): self = .link(l.name)
+        case .netconf(let index?): self = .netconf(index)
+        default: return nil
         }
     }
 }

@@ -177,10 +177,9 @@ struct Plugin {
         guard let ifname = environment("CNI_IFNAME") else {
             throw CNIError(code: CNIError.invalidEnvironment, msg: "CNI_IFNAME is not set")
         }
-        let idOK =
-            id.utf8.count <= 256 && id.utf8.allSatisfy { Self.isNameByte($0) } && id.first!.isLetter
-            || id.first!.isNumber && id.utf8.count <= 256 && id.utf8.allSatisfy { Self.isNameByte($0) }
-        guard idOK else {
+        // Letters, digits, '-', '_', '.', starting with a letter or digit (the agent checks it too).
+        guard id.utf8.count <= 256, id.utf8.allSatisfy(Self.isNameByte), ![0x2D, 0x5F, 0x2E].contains(id.utf8.first!)
+        else {
             throw CNIError(
                 code: CNIError.invalidEnvironment,
                 msg:

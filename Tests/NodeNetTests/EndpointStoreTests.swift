@@ -74,6 +74,26 @@ struct EndpointStoreTests {
         } catch { #expect(error.message.contains("not supported")) }
     }
 
+    /// Before: a spec pod whose namespace had gone failed the merged validation, and with it
+    /// every CNI ADD on the node; the planner leaves such a pod out instead.
+    @Test func aVanishedSpecPodDoesNotBlockEndpoints() throws {
+        var store = EndpointStore(stateDirectory: "/nonexistent", node: "w2")
+        let spec = Self.spec(pods: [PodSpec(name: "net", netns: "/var/run/netns/gone-\(getpid())", ip: "10.0.2.1")])
+        _ = try store.add(Self.attachment("a"), netns: "/run/netns/a", podNamespace: "d", podName: "a", spec: spec)
+        let merged = try spec.including(store)
+        #expect(merged.pods.map(\.id) == ["default/net", "d/a"])
+        #expect(merged.isValidated)
+        // The clash rules still hold (an endpoint on the spec pod's address).
+        let clashing = EndpointStore(
+            stateDirectory: "/nonexistent", node: "w2",
+            endpoints: [
+                Endpoint(
+                    attachment: Self.attachment("b"), netns: "/run/netns/b", podNamespace: "d", podName: "b",
+                    ip: "10.0.2.1")
+            ])
+        #expect(throws: SpecError.self) { try spec.including(clashing) }
+    }
+
     @Test func anExhaustedPoolIsAClearError() throws {
         var store = EndpointStore(stateDirectory: "/nonexistent", node: "w2")
         let spec = Self.spec(podCIDR: "10.0.2.0/30", router: "10.0.2.1")  // one address for pods

@@ -81,7 +81,7 @@ import Testing
         try #require(mkfifo(fifo, 0o600) == 0)
         defer { unlink(fifo) }
         for (netns, words) in [
-            (fifo, "is not a network namespace"), ("/proc/self/ns/net", "is the network namespace nodenet runs in"),
+            (fifo, "is not a network namespace"), ("/proc/self/ns/net", "is the node's own network namespace"),
             ("/etc/hostname", "is not a network namespace"),
         ] {
             let spec = NodeSpec(

@@ -27,9 +27,7 @@ extension NodeController {
                     "cannot apply:\n" + plan.conflicts.map { "  \($0)" }.joined(separator: "\n"))
             }
             guard plan.unavailable.isEmpty else { throw NodeNetError.missing(plan.unavailable.joined(separator: "; ")) }
-            let entries = desired.endpoints.map {
-                Ledger.Endpoint(pod: $0.pod.id, hostDevice: $0.hostDevice, netns: $0.pod.netns, ip: "\($0.pod.ip)")
-            }
+            let entries = desired.endpoints.map { Ledger.Endpoint($0.pod) }
             if !Set(entries).isSubset(of: Set(ledger.endpoints)) {
                 // Recorded before the devices exist: a crash leaves nothing nodenet does not know.
                 ledger.endpoints = (ledger.endpoints.filter { !hostDevices.contains($0.hostDevice) } + entries).sorted {
@@ -37,10 +35,7 @@ extension NodeController {
                 }
                 try ledger.save(to: spec.stateDirectory)
             }
-            if !plan.isEmpty {
-                var applier = Applier(session: session, spec: spec, attachMode: attachMode)
-                try applier.run(plan.changes)
-            }
+            try run(plan)
             let after = try self.plan(desired, ledger: ledger)
             return ApplyReport(
                 node: spec.node.name, changes: plan.changes,
@@ -51,10 +46,7 @@ extension NodeController {
 
     /// Removes the endpoints of `pods`, which the spec no longer has.
     public func removeEndpoints(_ pods: [PodSpec]) throws -> ApplyReport {
-        let removed = pods.map {
-            Ledger.Endpoint(
-                pod: $0.id, hostDevice: NodeNetNames.endpointDevice(for: $0), netns: $0.netns, ip: "\($0.ip)")
-        }
+        let removed = pods.map(Ledger.Endpoint.init)
         let devices = Set(removed.map(\.hostDevice))
         return try underLock(command: "apply") {
             defer { session.releasePodSockets() }
@@ -66,10 +58,7 @@ extension NodeController {
             let desired = full.removing(removed)
             var ledger = try trustedLedger()
             let plan = try self.plan(desired, ledger: ledger)
-            if !plan.isEmpty {
-                var applier = Applier(session: session, spec: spec, attachMode: attachMode)
-                try applier.run(plan.changes)
-            }
+            try run(plan)
             let after = try self.plan(desired, ledger: ledger)
             if after.isEmpty && ledger.endpoints.contains(where: { devices.contains($0.hostDevice) }) {
                 ledger.endpoints.removeAll { devices.contains($0.hostDevice) }
@@ -79,6 +68,13 @@ extension NodeController {
                 node: spec.node.name, changes: plan.changes, mismatches: after.changes.map(\.mismatch),
                 seconds: Self.seconds(since: start))
         }
+    }
+
+    /// Applies the plan's changes (none: nothing to do).
+    private func run(_ plan: Planner.Plan) throws {
+        guard !plan.isEmpty else { return }
+        var applier = Applier(session: session, spec: spec, attachMode: attachMode)
+        try applier.run(plan.changes)
     }
 
     /// What differs for the endpoint on `hostDevice` (its veth, the pod's eth0, addresses,

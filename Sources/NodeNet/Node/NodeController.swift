@@ -104,8 +104,7 @@ public final class NodeController: @unchecked Sendable {
 
     private func applyLocked() throws -> ApplyReport {
         defer { session.releasePodSockets() }
-        let clock = ContinuousClock()
-        let start = clock.now
+        let start = ContinuousClock.now
         let desired = try desiredState()
         let (previousLedger, recovered) = try ledger(moveAside: true)
         var warnings = recovered.map { ["ledger: \($0)"] } ?? []
@@ -120,7 +119,7 @@ public final class NodeController: @unchecked Sendable {
         }
         warnings += plan.unavailable
         let wantedEndpoints = desired.endpoints.map {
-            Ledger.Endpoint(pod: $0.pod.id, hostDevice: $0.hostDevice, netns: $0.pod.netns, ip: $0.pod.ip.description)
+            Ledger.Endpoint($0.pod)
         }
         var ledger = previousLedger ?? Ledger(node: spec.node.name)
         // A recovery note stays until an apply that started from a trusted ledger completes.
@@ -133,7 +132,7 @@ public final class NodeController: @unchecked Sendable {
                 try ledger.save(to: spec.stateDirectory)
             }
             return ApplyReport(
-                node: spec.node.name, changes: [], mismatches: [], seconds: seconds(since: start, clock),
+                node: spec.node.name, changes: [], mismatches: [], seconds: Self.seconds(since: start),
                 warnings: warnings, datapathFingerprint: fingerprint)
         }
         // Before touching anything: remember every endpoint that may exist afterwards and
@@ -171,7 +170,7 @@ public final class NodeController: @unchecked Sendable {
         try inProgress.save(to: spec.stateDirectory)
         return ApplyReport(
             node: spec.node.name, changes: plan.changes, mismatches: after.changes.map(\.mismatch) + after.conflicts,
-            seconds: seconds(since: start, clock), warnings: warnings,
+            seconds: Self.seconds(since: start), warnings: warnings,
             datapathFingerprint: after.isEmpty ? fingerprint : nil)
     }
 
@@ -179,10 +178,6 @@ public final class NodeController: @unchecked Sendable {
         reportsDatapathFingerprint && spec.datapath.mode == .bpf ? try datapathFingerprint() : nil
     }
 
-    private func seconds(since start: ContinuousClock.Instant, _ clock: ContinuousClock) -> Double {
-        let d = clock.now - start
-        return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
-    }
 }
 
 /// The outcome of an apply.

@@ -59,15 +59,16 @@ extension NodeSpec {
     public static func namespaceExists(_ path: String) -> Bool { namespaceProblem(path) == nil }
 
     /// Why `path` cannot be a pod's network namespace, nil when it can: it must exist, be a
-    /// network namespace (a FIFO or any other file is not), and not be the one nodenet itself
-    /// runs in (the pod's eth0 and default route would land in it).
-    public static func namespaceProblem(_ path: String) -> String? {
+    /// network namespace (a FIFO or any other file is not), and not be the node's own (the
+    /// pod's eth0 and default route would land in it). `node`: the node's namespace (by
+    /// default the one nodenet runs in, which is the node's on a real node).
+    public static func namespaceProblem(_ path: String, node: NamespaceReference = .current) -> String? {
         guard access(path, F_OK) == 0 else { return "does not exist (\(path))" }
         guard let identity = try? NetworkNamespace.identity(NamespaceReference(path)) else {
             return "is not a network namespace (\(path))"
         }
-        if identity == (try? NetworkNamespace.identity(.current)) {
-            return "is the network namespace nodenet runs in (\(path)), never a pod's"
+        if identity == (try? NetworkNamespace.identity(node)) {
+            return "is the node's own network namespace (\(path)), never a pod's"
         }
         return nil
     }

@@ -14,6 +14,18 @@ public struct Ledger: Codable, Sendable, Equatable {
         public var hostDevice: String
         public var netns: String
         public var ip: String
+
+        /// What the ledger records of `pod`'s endpoint.
+        init(_ pod: PodSpec) {
+            self.init(pod: pod.id, hostDevice: NodeNetNames.endpointDevice(for: pod), netns: pod.netns, ip: "\(pod.ip)")
+        }
+
+        init(pod: String, hostDevice: String, netns: String, ip: String) {
+            self.pod = pod
+            self.hostDevice = hostDevice
+            self.netns = netns
+            self.ip = ip
+        }
     }
 
     public var apiVersion = NodeSpec.apiVersion

@@ -4,8 +4,8 @@ import Foundation
     import Glibc
 #endif
 
-// The minimal HTTP/1.1 both of the package's tiny servers speak (the agent's health server and
-// the lab's pod servers): read one request's first line, answer, close.
+// The minimal HTTP/1.1 the lab's pod servers speak: read one request's first line, answer,
+// close. (The agent's servers read whole requests: NodeNetAgent's HTTPServer.)
 
 /// Reads an HTTP request's head from `fd` (at most 16 KiB, 2 s) and returns its first line.
 package func readHTTPRequestLine(_ fd: Int32) -> String {
