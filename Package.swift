@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "BPF", targets: ["BPF"]),
         .library(name: "NodeNet", targets: ["NodeNet"]),
         .library(name: "NodeNetAgent", targets: ["NodeNetAgent"]),
+        .library(name: "Etcd", targets: ["Etcd"]),
         .executable(name: "nodenetd", targets: ["nodenetd"]),
         .executable(name: "nodenet-cni", targets: ["nodenet-cni"]),
     ],
@@ -15,6 +16,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.21.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.65.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.27.0"),
     ],
     targets: [
         // libmnl (socket handling) plus the few syscalls glibc hides behind _GNU_SOURCE.
@@ -38,13 +42,21 @@ let package = Package(
         // What an embedder needs: the node spec, desired and observed state, plan, apply (one
         // executor per kind of change), verify, the datapath's programs and maps, services.
         .target(name: "NodeNet", dependencies: ["Netlink", "BPF", "CNodeNetBPF", "NodeNetJSON"]),
+        // A small etcd v3 client (the v3 JSON gateway over HTTP/1.1, TLS, unix sockets): keys,
+        // leases, transactions, watches. No node concepts.
+        .target(
+            name: "Etcd",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]),
         // A JSON value kept as it came (FoundationEssentials only): the spec reader's and the CNI plugin's.
         .target(name: "NodeNetJSON"),
         // `nodenetd run`: triggers, the reconcile loop, health, metrics, structured logs.
         .target(
             name: "NodeNetAgent",
             dependencies: [
-                "NodeNet", .product(name: "Logging", package: "swift-log"),
+                "NodeNet", "Etcd", .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
         // Throwaway clusters in network namespaces (fabric, nodes, pods, external host), pod
@@ -54,7 +66,7 @@ let package = Package(
         .executableTarget(
             name: "nodenetd",
             dependencies: [
-                "NodeNet", "NodeNetAgent", "NodeNetLab", "Netlink", "BPF",
+                "NodeNet", "NodeNetAgent", "NodeNetLab", "Netlink", "BPF", "Etcd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         // The CNI plugin: a thin client of the agent's endpoint API (no NodeNet: it starts in
@@ -92,7 +104,7 @@ let package = Package(
         .testTarget(
             name: "NodeNetTests",
             dependencies: [
-                "NodeNet", "NodeNetAgent", "NodeNetLab", "BPF", "CBPF", "CNodeNetBPF", "TestSupport",
+                "NodeNet", "NodeNetAgent", "NodeNetLab", "BPF", "CBPF", "CNodeNetBPF", "TestSupport", "Etcd",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(name: "BPFTests", dependencies: ["BPF", "CNodeNetBPF", "NodeNet", "NodeNetLab", "TestSupport"]),

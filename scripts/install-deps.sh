@@ -9,6 +9,7 @@ packages=(
   iptables conntrack                            # tests prove services stay out of iptables/conntrack; service-bench's baseline
   golang-go golang-github-appc-cni-dev          # the CNI tests' client: a Go program on the real libcni (GOPATH mode, offline)
   containernetworking-plugins                   # CNI plugins chained after nodenet-cni (portmap) and cni-bench's baseline (ptp)
+  etcd-server etcd-client                       # cluster mode: tests start their own etcd (temp dir, unix sockets)
 )
 
 missing=()
@@ -24,7 +25,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # etcd-server's package would start a machine-wide etcd: no service may start during the install
+  # (tests start etcd themselves). A policy-rc.d answering 101 forbids it; ours is removed afterwards.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Where an init system ran it anyway, stop it: nothing of ours listens on the machine's ports.
+  if command -v systemctl >/dev/null && systemctl is-active --quiet etcd 2>/dev/null; then
+    systemctl disable --now etcd >/dev/null 2>&1 || true
+  fi
 fi
 
 command -v swift >/dev/null || { echo "install-deps: swift is not on PATH (Swift 6 toolchain needed)" >&2; exit 1; }

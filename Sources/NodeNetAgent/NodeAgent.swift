@@ -20,6 +20,9 @@ public enum ReconcileCause: String, Sendable, CaseIterable {
     case resync
     /// The spec changed (file or SIGHUP).
     case reload
+    /// The cluster changed in etcd (a node, a service or a published pod), or a departed
+    /// node's grace ended.
+    case cluster
 }
 
 /// Keeps a node converged: applies the spec, then stays level-triggered. Netlink events on
@@ -39,6 +42,11 @@ public final class NodeAgent: @unchecked Sendable {
         public var bpfAuditInterval: Duration?
         /// Where the endpoint API (`nodenet-cni` talks to it) listens.
         public var apiSocket: APISocket
+        /// Cluster mode: makes the etcd client (nil: `NodeAgent.gatewayClient`).
+        public var etcdClient: EtcdClientFactory?
+        /// Cluster mode: how long the first reconcile waits for etcd's listing before it
+        /// starts from the cached view.
+        public var clusterFirstListing: Duration = .seconds(3)
 
         public init(
             specPath: String, namespace: NamespaceReference = .current, resyncInterval: Duration = .seconds(30),
@@ -79,6 +87,8 @@ public final class NodeAgent: @unchecked Sendable {
         case reload(String)
         /// Endpoint requests are queued (`pendingEndpoints`): handle every one queued.
         case endpoints
+        /// The cluster view changed (the newest is the link's; one pending at a time).
+        case cluster(String)
         case stop
     }
 
@@ -119,6 +129,10 @@ public final class NodeAgent: @unchecked Sendable {
         /// Reconciles that failed in a row, and whether a retry is scheduled.
         var failures = 0
         var retryPending = false
+        /// Cluster mode: the link to etcd, and what of the cluster was left out.
+        var cluster: ClusterLink?
+        var clusterSkipped: [String] = []
+        var clusterPending = false
         func with<T>(_ body: (StateBox) -> T) -> T {
             lock.lock()
             defer { lock.unlock() }
@@ -145,11 +159,13 @@ public final class NodeAgent: @unchecked Sendable {
 
     func publish(_ node: RunningNode) {
         let free = node.endpoints.freeAddresses(spec: node.spec)
-        state.with {
+        let cluster = state.with {
             $0.specPods = node.spec.pods
             $0.endpoints = node.endpoints.endpoints
             $0.freeAddresses = free
+            return $0.cluster
         }
+        cluster?.member.publish(pods: node.spec.pods + node.endpoints.endpoints.map(\.pod))
         metrics.describe(node.controller.spec)
     }
     /// Reconcile runs so far.
@@ -162,8 +178,22 @@ public final class NodeAgent: @unchecked Sendable {
         case "/healthz":
             switch health {
             case .healthy:
-                let warnings = state.with { $0.warnings }
-                return (200, "text/plain", "ok\n" + warnings.map { "warning: \($0)\n" }.joined())
+                let (warnings, cluster, skipped) = state.with { ($0.warnings, $0.cluster, $0.clusterSkipped) }
+                var body = "ok\n"
+                if let cluster {
+                    let status = cluster.member.status
+                    switch status.state {
+                    case .connecting: body = "degraded: cluster: connecting to etcd\n"
+                    case .connected:
+                        body +=
+                            "cluster: connected (revision \(status.revision), lease \(status.lease.map { "\($0.id)" } ?? "none"))\n"
+                    case .degraded(let why):
+                        body = "degraded: cluster: etcd unreachable, keeping the last known state: \(why)\n"
+                    case .refused(let why): return (503, "text/plain", "unhealthy: cluster: \(why)\n")
+                    }
+                    body += skipped.map { "warning: cluster record left out: \($0)\n" }.joined()
+                }
+                return (200, "text/plain", body + warnings.map { "warning: \($0)\n" }.joined())
             case .starting: return (503, "text/plain", "starting\n")
             case .unhealthy(let why): return (503, "text/plain", "unhealthy: \(why)\n")
             }
@@ -185,7 +215,7 @@ public final class NodeAgent: @unchecked Sendable {
         let log = logger("agent")
         // Stamp before loading: an edit landing in between is then seen as a change.
         var stamp = FileStamp(options.specPath)
-        let spec = try NodeSpec.load(path: options.specPath)
+        var spec = try NodeSpec.load(path: options.specPath)
         // One writer per node: held for the agent's lifetime (a second agent, a hand-run apply
         // or teardown are refused with who holds it); it dies with the process.
         let lock = try NodeLock.acquire(stateDirectory: spec.stateDirectory, node: spec.node.name, command: "run")
@@ -206,6 +236,23 @@ public final class NodeAgent: @unchecked Sendable {
         if !recorded.attachments.isEmpty { try endpoints.save() }
         for attachment in recorded.attachments {
             EndpointStore.clearRecordedDeletion(attachment, stateDirectory: spec.stateDirectory)
+        }
+        // Cluster mode: nodes and services come from etcd, merged into the spec.
+        var fileSpec = spec
+        var clusterLink: ClusterLink?
+        defer {
+            if let clusterLink {
+                state.with { $0.cluster = nil }
+                Task { await clusterLink.stop() }
+            }
+        }
+        if let settings = spec.cluster {
+            let link = try await joinCluster(spec, settings: settings, firstListing: options.clusterFirstListing)
+            clusterLink = link
+            state.with { $0.cluster = link }
+            let merged = fileSpec.merging(link.view)
+            spec = merged.spec
+            state.with { $0.clusterSkipped = merged.skipped }
         }
         var node = RunningNode(
             spec: spec, endpoints: endpoints,
@@ -295,6 +342,41 @@ public final class NodeAgent: @unchecked Sendable {
                 guard !requests.isEmpty else { continue }
                 if let fullReconcileAt = await handle(requests, in: &node) { lastStart = fullReconcileAt }
                 ownedBox.value = OwnershipFilter(spec: controller.spec, device: spec.node.device)
+            case .cluster(let reason):
+                state.with { $0.clusterPending = false }
+                guard let link = clusterLink else { continue }
+                let view = link.view
+                let merged = fileSpec.merging(view)
+                let skippedBefore = state.with { box in
+                    defer { box.clusterSkipped = merged.skipped }
+                    return box.clusterSkipped
+                }
+                if merged.skipped != skippedBefore {
+                    for line in merged.skipped where !skippedBefore.contains(line) {
+                        logger("cluster").warning("cluster record left out", metadata: ["why": "\(line)"])
+                    }
+                }
+                saveClusterCache(view, stateDirectory: spec.stateDirectory)
+                guard merged.spec != spec else { continue }
+                do {
+                    node.controller = try RunningNode.controller(
+                        merged.spec, node.endpoints, lock: node.lock, namespace: options.namespace)
+                    node.spec = merged.spec
+                    publish(node)
+                    ownedBox.value = OwnershipFilter(spec: controller.spec, device: spec.node.device)
+                    logger("cluster").info(
+                        "cluster changed",
+                        metadata: [
+                            "why": "\(reason)", "nodes": "\(merged.spec.nodes.count)",
+                            "services": "\(merged.spec.services.count)",
+                        ])
+                    lastStart = .now
+                    await reconcile(controller, cause: .cluster, reason: reason, eventAt: nil)
+                } catch {
+                    logger("cluster").error(
+                        "the cluster's state could not be taken; keeping the running one",
+                        metadata: ["why": "\(reason)", "error": "\(error)"])
+                }
             case .stop:
                 log.info("stopping; the datapath stays as it is")
                 // Endpoint requests still queued get an answer (the runtime retries them).
@@ -326,7 +408,11 @@ public final class NodeAgent: @unchecked Sendable {
                 if reason == "spec file changed" && current == stamp { continue }
                 stamp = current
                 do {
-                    let next = try NodeSpec.load(path: options.specPath)
+                    let nextFile = try NodeSpec.load(path: options.specPath)
+                    guard nextFile.cluster == fileSpec.cluster else {
+                        throw NodeNetError.state("the cluster section cannot change under a running agent; restart it")
+                    }
+                    let next = clusterLink.map { nextFile.merging($0.view).spec } ?? nextFile
                     guard next != spec else {
                         logger("spec").info("spec unchanged", metadata: ["reason": "\(reason)"])
                         continue
@@ -343,6 +429,7 @@ public final class NodeAgent: @unchecked Sendable {
                     node.controller = try RunningNode.controller(
                         next, node.endpoints, lock: node.lock, namespace: options.namespace)
                     node.spec = next
+                    fileSpec = nextFile
                     publish(node)
                     ownedBox.value = OwnershipFilter(spec: controller.spec, device: next.node.device)
                     metrics.specReloads.increment()

@@ -18,7 +18,7 @@ struct Nodenetd: ParsableCommand {
         subcommands: [
             ApplyCommand.self, PlanCommand.self, RunCommand.self, StatusCommand.self, EndpointCommand.self,
             RouteCommand.self,
-            ServiceCommand.self, TeardownCommand.self, MonitorCommand.self, LabCommand.self,
+            ServiceCommand.self, ClusterCommand.self, TeardownCommand.self, MonitorCommand.self, LabCommand.self,
         ])
 
     /// Maps errors to the documented exit codes: 2 for invalid input, 1 for the rest.

@@ -13,7 +13,7 @@ struct AgentIntegrationTests {
     /// A running in-process agent on a test node; stopped when the body ends.
     static func withAgent<T>(
         pods: Int = 2, podCount: Int? = nil, logLevel: Logger.Level = .info,
-        configure: (inout NodeSpec) -> Void = { _ in },
+        configure: (inout NodeSpec) -> Void = { _ in }, options: (inout NodeAgent.Options) -> Void = { _ in },
         _ body: (TestNode, NodeAgent, URL, LogLines) async throws -> T
     ) async throws -> T {
         try await TestNode.with(pods: pods) { t in
@@ -24,10 +24,12 @@ struct AgentIntegrationTests {
             try spec.jsonData().write(to: file)
             defer { try? FileManager.default.removeItem(at: file) }
             let lines = LogLines()
+            var agentOptions = NodeAgent.Options(
+                specPath: file.path, namespace: t.namespace, resyncInterval: .seconds(60),
+                specCheckInterval: .milliseconds(50))
+            options(&agentOptions)
             let agent = NodeAgent(
-                options: NodeAgent.Options(
-                    specPath: file.path, namespace: t.namespace, resyncInterval: .seconds(60),
-                    specCheckInterval: .milliseconds(50)),
+                options: agentOptions,
                 logger: { label in
                     Logger(label: label) { _ in
                         StructuredLogHandler(subsystem: label, format: .logfmt, level: logLevel, output: lines.append)
@@ -350,30 +352,9 @@ struct AgentIntegrationTests {
 
 /// GET over a unix socket: "status line|body".
 func httpGetUnix(_ path: String, _ resource: String) throws -> String {
-    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var a = sockaddr_un()
-    a.sun_family = sa_family_t(AF_UNIX)
-    withUnsafeMutableBytes(of: &a.sun_path) { raw in for (i, b) in path.utf8.enumerated() { raw[i] = b } }
-    let rc = withUnsafePointer(to: &a) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-        }
-    }
-    guard rc == 0 else { throw NodeNetError.state("connect \(path): \(errno)") }
-    let request = "GET \(resource) HTTP/1.1\r\nHost: x\r\n\r\n"
-    _ = request.withCString { write(fd, $0, strlen($0)) }
-    var response: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    while true {
-        let n = read(fd, &buffer, buffer.count)
-        if n <= 0 { break }
-        response += buffer[0..<n]
-    }
-    let text = String(decoding: response, as: UTF8.self)
-    let parts = text.components(separatedBy: "\r\n\r\n")
-    return (parts.first?.components(separatedBy: "\r\n").first ?? "") + "|"
-        + parts.dropFirst().joined(separator: "\r\n\r\n")
+    let answer = unixHTTP(path, "GET", resource)
+    guard !answer.status.isEmpty else { throw NodeNetError.state("no answer from \(path)") }
+    return answer.status + "|" + answer.body
 }
 
 /// One established TCP connection between two namespaces, for round trips over time.

@@ -24,6 +24,9 @@ public struct NodeSpec: Sendable, Hashable {
     /// Pod traffic to destinations outside `nativeRoutingCIDR` (and not to a node) leaves
     /// with the node's address (BPF datapath).
     public var masquerade: Bool
+    /// Cluster mode: remote nodes and services come from etcd (see `ClusterSettings`); the
+    /// spec's own `nodes` and `services` must then be empty.
+    public var cluster: ClusterSettings?
     /// Set by validation; a spec changed since no longer matches it (see `isValidated`).
     var validation = SpecValidationMark()
 
@@ -32,7 +35,7 @@ public struct NodeSpec: Sendable, Hashable {
         kubeProxyReplacement: Bool = true, datapath: DatapathSettings = DatapathSettings(), pods: [PodSpec] = [],
         nodes: [RemoteNode] = [], services: [ServiceSpec] = [], nodePortRange: ClosedRange<Int> = 30000...32767,
         stateDirectory: String? = nil, bpffsDirectory: String? = nil, socketLB: SocketLBSettings = SocketLBSettings(),
-        masquerade: Bool = true
+        masquerade: Bool = true, cluster: ClusterSettings? = nil
     ) {
         self.node = node
         self.nativeRoutingCIDR = nativeRoutingCIDR
@@ -47,6 +50,7 @@ public struct NodeSpec: Sendable, Hashable {
         self.bpffsDirectory = bpffsDirectory ?? "/sys/fs/bpf/nodenet/\(node.name)"
         self.socketLB = socketLB
         self.masquerade = masquerade
+        self.cluster = cluster
     }
 }
 
@@ -127,14 +131,32 @@ public struct ServiceSpec: Sendable, Hashable {
     public var clusterIP: IPAddress
     public var ports: [ServicePort]
     public var backends: [ServiceBackend]
+    /// Backends named by pod (cluster services only): resolved to the pod's address through the
+    /// endpoints the nodes publish, so a re-created pod with a new address is followed.
+    public var podBackends: [PodBackend]
 
-    public init(name: String, type: ServiceType, clusterIP: IPAddress, ports: [ServicePort], backends: [ServiceBackend])
-    {
+    public init(
+        name: String, type: ServiceType, clusterIP: IPAddress, ports: [ServicePort], backends: [ServiceBackend],
+        podBackends: [PodBackend] = []
+    ) {
         self.name = name
         self.type = type
         self.clusterIP = clusterIP
         self.ports = ports
         self.backends = backends
+        self.podBackends = podBackends
+    }
+}
+
+/// A backend named by its pod (`namespace/name`), as cluster services may name them.
+public struct PodBackend: Sendable, Hashable {
+    /// `namespace/name`.
+    public var pod: String
+    public var port: Int?
+
+    public init(pod: String, port: Int? = nil) {
+        self.pod = pod
+        self.port = port
     }
 }
 

@@ -123,7 +123,7 @@ package struct SpecReader {
                     "apiVersion", "node", "nativeRoutingCIDR", "autoDirectNodeRoutes", "kubeProxyReplacement",
                     "datapath",
                     "pods", "nodes", "services", "nodePortRange", "stateDirectory", "bpffsDirectory", "socketLB",
-                    "masquerade",
+                    "masquerade", "cluster",
                 ])
         else { return nil }
         if let version = string(top, "apiVersion", "", required: true), version != NodeSpec.apiVersion {
@@ -140,18 +140,7 @@ package struct SpecReader {
             let podCIDR = cidr(fields, "podCIDR", "node", required: true)
             let routerIP = self.address(fields, "routerIP", "node", required: false)
             let mtu = integer(fields, "mtu", "node", required: false, range: 68...65535)
-            if let name,
-                !(1...63).contains(name.count) || name.hasPrefix(".") || name.hasPrefix("-")
-                    || !name.allSatisfy({
-                        ($0.isLetter && $0.isASCII) || ($0.isNumber && $0.isASCII) || $0 == "-" || $0 == "."
-                            || $0 == "_"
-                    })
-            {
-                problem(
-                    "node.name",
-                    "\"\(name)\" must be 1-63 characters of letters, digits, '-', '_' and '.', not starting with '.' or '-'"
-                )
-            }
+            if let name, let why = LocalNode.nameProblem(name) { problem("node.name", why) }
             if let device, device.utf8.count > 15 || device.contains("/") || device.contains(" ") {
                 problem("node.device", "\"\(device)\" is not a valid interface name")
             }
@@ -240,16 +229,26 @@ package struct SpecReader {
             if bool(fields, "enabled", "socketLB") == false { socketLB.cgroup = nil }
         }
         let masquerade = bool(top, "masquerade", "") ?? true
+        let cluster = readCluster(top["cluster"])
+        if cluster != nil {
+            for key in ["nodes", "services"] where !(top[key]?.array?.isEmpty ?? true) {
+                problem(key, "in cluster mode \(key) come from etcd; leave them out of the node spec")
+            }
+        }
         guard let node else { return nil }
         return NodeSpec(
             node: node, nativeRoutingCIDR: nativeRoutingCIDR, autoDirectNodeRoutes: autoDirect,
             kubeProxyReplacement: kpr,
             datapath: datapath, pods: pods, nodes: nodes, services: services, nodePortRange: range,
-            stateDirectory: stateDirectory, bpffsDirectory: bpffsDirectory, socketLB: socketLB, masquerade: masquerade)
+            stateDirectory: stateDirectory, bpffsDirectory: bpffsDirectory, socketLB: socketLB, masquerade: masquerade,
+            cluster: cluster)
     }
 
-    /// `services` of an object (the node spec or a lab cluster file).
-    package mutating func readServices(_ fields: [String: JSONValue], _ path: String) -> [ServiceSpec] {
+    /// `services` of an object (the node spec, a lab cluster file or a cluster service file).
+    /// `podBackends`: backends may name a pod (`{"pod": "default/web-1"}`), as cluster services may.
+    package mutating func readServices(
+        _ fields: [String: JSONValue], _ path: String, podBackends allowPods: Bool = false
+    ) -> [ServiceSpec] {
         var services: [ServiceSpec] = []
         for (i, item) in array(fields, "services", path).enumerated() {
             let path = join(path, "services[\(i)]")
@@ -292,16 +291,32 @@ package struct SpecReader {
                 }
             }
             var backends: [ServiceBackend] = []
+            var podBackends: [PodBackend] = []
             for (j, b) in array(fields, "backends", path).enumerated() {
                 let bp = "\(path).backends[\(j)]"
-                guard let bf = object(b, bp, allowed: ["ip", "port"]) else { continue }
-                let ip = address(bf, "ip", bp, required: true)
+                guard let bf = object(b, bp, allowed: allowPods ? ["ip", "pod", "port"] : ["ip", "port"]) else {
+                    continue
+                }
                 let port = integer(bf, "port", bp, required: false, range: 1...65535)
+                if allowPods, bf["pod"] != nil {
+                    if bf["ip"] != nil { problem(bp, "names both a pod and an ip; give one") }
+                    if let pod = string(bf, "pod", bp, required: true) {
+                        if let why = PodBackend.problem(pod) {
+                            problem(join(bp, "pod"), why)
+                        } else {
+                            podBackends.append(PodBackend(pod: pod, port: port))
+                        }
+                    }
+                    continue
+                }
+                let ip = address(bf, "ip", bp, required: true)
                 if let ip { backends.append(ServiceBackend(ip: ip, port: port)) }
             }
             if let name, let clusterIP {
                 services.append(
-                    ServiceSpec(name: name, type: type, clusterIP: clusterIP, ports: ports, backends: backends))
+                    ServiceSpec(
+                        name: name, type: type, clusterIP: clusterIP, ports: ports, backends: backends,
+                        podBackends: podBackends))
                 servicePaths.append(path)
             }
         }

@@ -32,6 +32,12 @@ struct SpecValidator {
         return problems
     }
 
+    /// Only the services' rules (cluster services, checked before they are written to etcd).
+    mutating func validateServices() -> [SpecProblem] {
+        checkServices()
+        return problems
+    }
+
     private func isNetworkOrBroadcast(_ ip: IPAddress, in cidr: IPPrefix) -> Bool {
         guard cidr.length < 31, let v = ip.ipv4Value, let base = cidr.network.address.ipv4Value else { return false }
         let broadcast = base | (UInt32.max >> UInt32(cidr.length))

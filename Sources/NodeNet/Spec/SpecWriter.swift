@@ -20,29 +20,47 @@ extension NodeSpec {
             "nodes": nodes.map {
                 ["name": $0.name, "address": $0.address.description, "podCIDR": $0.podCIDR.description]
             },
-            "services": services.map { s -> [String: Any] in
-                [
-                    "name": s.name, "type": s.type.rawValue, "clusterIP": s.clusterIP.description,
-                    "ports": s.ports.map { p -> [String: Any] in
-                        var port: [String: Any] = [
-                            "protocol": p.protocol.rawValue, "port": p.port, "targetPort": p.targetPort,
-                        ]
-                        if let name = p.name { port["name"] = name }
-                        if let nodePort = p.nodePort { port["nodePort"] = nodePort }
-                        return port
-                    },
-                    "backends": s.backends.map { b -> [String: Any] in
-                        var backend: [String: Any] = ["ip": b.ip.description]
-                        if let port = b.port { backend["port"] = port }
-                        return backend
-                    },
-                ]
-            },
+            "services": services.map(\.jsonObject),
         ]
         if let nativeRoutingCIDR { top["nativeRoutingCIDR"] = nativeRoutingCIDR.description }
         top["socketLB"] = socketLB.cgroup.map { ["enabled": true, "cgroup": $0] } ?? ["enabled": false]
         top["masquerade"] = masquerade
+        if let cluster {
+            var etcd: [String: Any] = ["endpoints": cluster.endpoints]
+            if let ca = cluster.caFile { etcd["caFile"] = ca }
+            if let cert = cluster.certFile { etcd["certFile"] = cert }
+            if let key = cluster.keyFile { etcd["keyFile"] = key }
+            top["cluster"] = [
+                "etcd": etcd, "prefix": cluster.prefix, "leaseTTL": cluster.leaseTTL,
+                "nodeDeleteGrace": cluster.nodeDeleteGrace,
+            ]
+        }
         return try JSONSerialization.data(
             withJSONObject: top, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+    }
+}
+
+extension ServiceSpec {
+    /// The service as the spec writes it (`services[]` of a node spec, a cluster service record).
+    public var jsonObject: [String: Any] {
+        [
+            "name": name, "type": type.rawValue, "clusterIP": clusterIP.description,
+            "ports": ports.map { p -> [String: Any] in
+                var port: [String: Any] = ["protocol": p.protocol.rawValue, "port": p.port, "targetPort": p.targetPort]
+                if let name = p.name { port["name"] = name }
+                if let nodePort = p.nodePort { port["nodePort"] = nodePort }
+                return port
+            },
+            "backends": backends.map { b -> [String: Any] in
+                var backend: [String: Any] = ["ip": b.ip.description]
+                if let port = b.port { backend["port"] = port }
+                return backend
+            }
+                + podBackends.map { b -> [String: Any] in
+                    var backend: [String: Any] = ["pod": b.pod]
+                    if let port = b.port { backend["port"] = port }
+                    return backend
+                },
+        ]
     }
 }

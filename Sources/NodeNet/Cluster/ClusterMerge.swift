@@ -1,0 +1,88 @@
+extension NodeSpec {
+    /// The desired state of a node in cluster mode: this spec (its node, pods and settings)
+    /// with the cluster's nodes and services. Whatever in the cluster fails the spec's rules
+    /// against this node (an overlapping pod CIDR, a clashing service) is left out and said in
+    /// `skipped`; the rest is used. The result is validated (pods were checked when this spec
+    /// was loaded; their namespaces are not opened again).
+    public func merging(_ view: ClusterView) -> (spec: NodeSpec, skipped: [String]) {
+        var skipped = view.rejected.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }
+        var merged = self
+        merged.nodes = []
+        // Nodes: registered and in their grace, by name (every agent decides alike).
+        var records = view.nodes
+        for (name, departed) in view.departed where records[name] == nil { records[name] = departed.record }
+        var names: Set<String> = [node.name]
+        var addresses: Set<IPAddress> = [node.address]
+        var cidrs: [(IPPrefix, String)] = [(node.podCIDR, node.name)]
+        for name in records.keys.sorted() where name != node.name {
+            let record = records[name]!
+            if addresses.contains(record.address) {
+                skipped.append("node \(name): address \(record.address) is already another node's")
+            } else if let clash = cidrs.first(where: { $0.0.overlaps(record.podCIDR) }) {
+                skipped.append("node \(name): podCIDR \(record.podCIDR) overlaps \(clash.1)'s \(clash.0)")
+            } else if let inside = cidrs.first(where: { $0.0.contains(record.address) }) {
+                skipped.append("node \(name): address \(record.address) is inside \(inside.1)'s podCIDR")
+            } else {
+                merged.nodes.append(record.remoteNode)
+                names.insert(name)
+                addresses.insert(record.address)
+                cidrs.append((record.podCIDR, name))
+            }
+        }
+        // Services: pod backends resolved; backends in the cluster's pod space on no known node
+        // left out (nothing would route them).
+        let pods = view.podAddresses
+        let podSpace = nativeRoutingCIDR
+        merged.services = view.services.keys.sorted().map { name in
+            var service = view.services[name]!
+            service.backends = service.backends.filter { backend in
+                guard let podSpace, podSpace.contains(backend.ip) else { return true }
+                return cidrs.contains { $0.0.contains(backend.ip) }
+            }
+            for backend in service.podBackends {
+                if let ip = pods[backend.pod],
+                    !service.backends.contains(where: { $0.ip == ip && $0.port == backend.port })
+                {
+                    service.backends.append(ServiceBackend(ip: ip, port: backend.port))
+                }
+            }
+            service.podBackends = []
+            return service
+        }
+        // What still fails the spec's rules (a clashing clusterIP or nodePort) is left out, by
+        // index, until the rest passes.
+        for _ in 0..<8 {
+            var validator = SpecValidator(
+                spec: merged, podPaths: merged.pods.indices.map { "pods[\($0)]" },
+                nodePaths: merged.nodes.indices.map { "nodes[\($0)]" },
+                servicePaths: merged.services.indices.map { "services[\($0)]" }, namespaceExists: { _ in true })
+            let problems = validator.validate()
+            if problems.isEmpty { break }
+            var dropNodes: Set<Int> = []
+            var dropServices: Set<Int> = []
+            for problem in problems {
+                if let i = Self.index(in: problem.path, of: "nodes") {
+                    dropNodes.insert(i)
+                    skipped.append("node \(merged.nodes[i].name): \(problem.message)")
+                } else if let i = Self.index(in: problem.path, of: "services") {
+                    dropServices.insert(i)
+                    skipped.append("service \(merged.services[i].name): \(problem.message)")
+                } else {
+                    // Map capacity: the last services go first.
+                    if let last = merged.services.indices.last { dropServices.insert(last) }
+                    skipped.append("\(problem.path): \(problem.message)")
+                }
+            }
+            merged.nodes = merged.nodes.enumerated().filter { !dropNodes.contains($0.offset) }.map(\.element)
+            merged.services = merged.services.enumerated().filter { !dropServices.contains($0.offset) }.map(\.element)
+        }
+        merged.markValidated()
+        return (merged, skipped)
+    }
+
+    /// `3` for `services[3].ports[0]` and `services`.
+    private static func index(in path: String, of array: String) -> Int? {
+        guard path.hasPrefix(array + "["), let close = path.firstIndex(of: "]") else { return nil }
+        return Int(path[path.index(path.startIndex, offsetBy: array.count + 1)..<close])
+    }
+}

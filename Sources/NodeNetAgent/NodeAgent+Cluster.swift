@@ -1,0 +1,121 @@
+import Etcd
+import Foundation
+import Logging
+import NodeNet
+
+/// Makes the etcd client of a node in cluster mode (tests put faults between the agent and etcd).
+public typealias EtcdClientFactory = @Sendable (ClusterSettings) throws -> any EtcdClient
+
+extension NodeAgent {
+    /// The etcd client nodenet uses: the v3 JSON gateway, with the spec's TLS files.
+    public static let gatewayClient: EtcdClientFactory = { settings in
+        let endpoints = try settings.endpoints.map { text throws(EtcdError) in try EtcdEndpoint(text) }
+        let tls =
+            settings.caFile != nil || settings.certFile != nil
+            ? EtcdTLS(caFile: settings.caFile, certFile: settings.certFile, keyFile: settings.keyFile) : nil
+        return try EtcdGatewayClient(endpoints: endpoints, tls: tls)
+    }
+
+    /// The cluster part of a running agent: the member and the last view it handed over.
+    final class ClusterLink: @unchecked Sendable {
+        let member: ClusterMember
+        let client: any EtcdClient
+        private let lock = NSLock()
+        private var latest: ClusterView
+        private var task: Task<Void, Never>?
+
+        init(member: ClusterMember, client: any EtcdClient, view: ClusterView) {
+            self.member = member
+            self.client = client
+            self.latest = view
+        }
+
+        var view: ClusterView { lock.withLock { latest } }
+        func received(_ view: ClusterView) { lock.withLock { latest = view } }
+
+        func start() { task = Task { await member.run() } }
+        func stop() async {
+            task?.cancel()
+            await task?.value
+            await client.shutdown()
+        }
+    }
+
+    /// Joins the cluster of `spec` (cluster mode): the cached view first (etcd may not answer),
+    /// then the member's listing, waited for up to `firstListing`.
+    func joinCluster(_ spec: NodeSpec, settings: ClusterSettings, firstListing: Duration) async throws -> ClusterLink {
+        let log = logger("cluster")
+        let keys = ClusterKeys(prefix: settings.prefix)
+        let grace = Duration.seconds(settings.nodeDeleteGrace)
+        let cached = ClusterCache.load(keys: keys, grace: grace, stateDirectory: spec.stateDirectory)
+        if let warning = cached.warning { log.warning("\(warning)") }
+        let client = try (options.etcdClient ?? Self.gatewayClient)(settings)
+        let record = ClusterNodeRecord(
+            name: spec.node.name, address: spec.node.address, podCIDR: spec.node.podCIDR,
+            bootID: Self.bootID, version: NodeNetVersion.current)
+        let listed = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let linkBox = LinkBox()
+        let member = ClusterMember(
+            settings: settings, client: client, record: record, view: cached.view, logger: log
+        ) { [continuation, state] view, reason in
+            linkBox.link?.received(view)
+            listed.continuation.yield()
+            // One pending at a time: the loop takes the newest view when it gets to it.
+            let first = state.with { box in
+                defer { box.clusterPending = true }
+                return !box.clusterPending
+            }
+            if first { continuation.yield(.cluster(reason)) }
+        }
+        let link = ClusterLink(
+            member: member, client: client, view: cached.view ?? ClusterView(keys: keys, grace: grace))
+        linkBox.link = link
+        link.start()
+        // The first listing, briefly: a node that starts with etcd answering programs the
+        // cluster in its first reconcile; without etcd, the cached view stands.
+        let waited = await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                for await _ in listed.stream { return true }
+                return false
+            }
+            group.addTask {
+                try? await Task.sleep(for: firstListing)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        if !waited {
+            log.warning(
+                "etcd has not answered yet; starting from the cached cluster view",
+                metadata: ["cached_nodes": "\(cached.view?.nodes.count ?? 0)"])
+        }
+        return link
+    }
+
+    /// The boot id of this machine (a changed one in a registration means the node rebooted).
+    static let bootID: String = {
+        let text = (try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8)) ?? ""
+        return text.trimmingCharacters(in: .whitespacesAndNewlines)
+    }()
+
+    /// Keeps the view for an agent that starts while etcd does not answer; off the loop's
+    /// thread (it syncs to disk), one write at a time, the newest view last.
+    func saveClusterCache(_ view: ClusterView, stateDirectory: String) {
+        let log = logger("cluster")
+        Self.cacheWrites.async {
+            do {
+                try ClusterCache.save(view, stateDirectory: stateDirectory)
+            } catch {
+                log.warning("cannot keep the cluster cache", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    private static let cacheWrites = DispatchQueue(label: "nodenet.cluster-cache")
+
+    final class LinkBox: @unchecked Sendable {
+        var link: ClusterLink?
+    }
+}

@@ -1,0 +1,340 @@
+import Etcd
+import Foundation
+import Logging
+import TestSupport
+import Testing
+
+@testable import NodeNet
+@testable import NodeNetAgent
+
+/// Cluster mode against a real etcd (one or three members on unix sockets in a temp directory)
+/// and a real agent on a test node: registration, the CIDR claim, join/leave with and without
+/// the grace, restart with a node deleted meanwhile, etcd down and back, member loss, a
+/// compacted watch. Other nodes are simulated by their keys (written as their agents would).
+@Suite(
+    .serialized,
+    .enabled(
+        if: Privileges.runsNamespaceTests && (EtcdServer.isInstalled || Privileges.required),
+        Comment(rawValue: Privileges.canManageNamespaces ? EtcdServer.skipReason : Privileges.skipReason)))
+struct ClusterIntegrationTests {
+    static func settings(_ etcd: EtcdServer, ttl: Int = 3, grace: Int = 3) -> ClusterSettings {
+        ClusterSettings(endpoints: etcd.clientURLs, prefix: "/nodenet/test", leaseTTL: ttl, nodeDeleteGrace: grace)
+    }
+
+    static let keys = ClusterKeys(prefix: "/nodenet/test")
+
+    static func client(_ etcd: EtcdServer) throws -> EtcdGatewayClient {
+        try EtcdGatewayClient(endpoints: etcd.clientURLs.map { try EtcdEndpoint($0) })
+    }
+
+    /// Writes a node's registration as its agent would (under `lease` when given).
+    @discardableResult
+    static func register(
+        _ client: any EtcdClient, _ name: String, _ address: String, _ cidr: String, ttl: Int? = 60
+    ) async throws -> EtcdLease? {
+        var lease: EtcdLease?
+        if let ttl { lease = try await client.grantLease(ttl: ttl) }
+        let record = ClusterNodeRecord(
+            name: name, address: IPAddress(address)!, podCIDR: IPPrefix(cidr)!, bootID: "test", version: "test")
+        try await client.put(keys.node(name), value: record.encoded(), lease: lease?.id)
+        return lease
+    }
+
+    /// The node's direct routes (nodenet's protocol, through eth0): destination → gateway.
+    static func directRoutes(_ t: TestNode) throws -> [String: String] {
+        let routes = try NetlinkSocket(namespace: t.namespace).routes(RouteFilter(protocol: NodeNetNames.routeProtocol))
+        var out: [String: String] = [:]
+        for route in routes where route.gateway != nil && route.destination.length == 24 {
+            out["\(route.destination)"] = route.gateway.map { "\($0)" }
+        }
+        return out
+    }
+
+    /// An agent in cluster mode on `t` until `body` ends.
+    static func withClusterAgent<T>(
+        _ t: TestNode, _ cluster: ClusterSettings, client: EtcdClientFactory? = nil,
+        _ body: (NodeAgent, AgentIntegrationTests.LogLines) async throws -> T
+    ) async throws -> T {
+        let file = URL(fileURLWithPath: t.stateDirectory + ".spec.json")
+        try FileManager.default.createDirectory(atPath: t.stateDirectory, withIntermediateDirectories: true)
+        var spec = t.spec(remote: [])
+        spec.cluster = cluster
+        try spec.jsonData().write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let lines = AgentIntegrationTests.LogLines()
+        var options = NodeAgent.Options(
+            specPath: file.path, namespace: t.namespace, resyncInterval: .seconds(60), specCheckInterval: .seconds(1))
+        options.etcdClient = client
+        let agent = NodeAgent(
+            options: options,
+            logger: { label in
+                Logger(label: label) { _ in
+                    StructuredLogHandler(subsystem: label, format: .logfmt, level: .info, output: lines.append)
+                }
+            })
+        let run = Task { try await agent.run() }
+        defer {
+            agent.stop()
+            run.cancel()
+        }
+        do {
+            try await AgentIntegrationTests.waitFor("the first apply", seconds: 20) { agent.health == .healthy }
+            return try await body(agent, lines)
+        } catch {
+            print("the agent's log before \(error):\n" + lines.all.joined(separator: "\n"))
+            throw error
+        }
+    }
+
+    static func healthz(_ agent: NodeAgent) -> (Int, String) {
+        let (status, _, body) = agent.httpResponse(path: "/healthz")
+        return (status, body)
+    }
+
+    @Test func joinLeaveAndTheGrace() async throws {
+        let etcd = try EtcdServer()
+        defer { etcd.stop() }
+        let client = try Self.client(etcd)
+        try await TestNode.with(pods: 2) { t in
+            try await Self.register(client, "worker", "172.18.0.3", "10.0.1.0/24")
+            try await Self.withClusterAgent(t, Self.settings(etcd)) { agent, lines in
+                // Registered under a lease, CIDR claimed, both pods published.
+                let me = try #require(try await client.get(Self.keys.node("worker2")))
+                #expect(me.lease != nil)
+                let record = try ClusterNodeRecord.decode(me.value).get()
+                #expect(record.podCIDR == IPPrefix("10.0.2.0/24") && record.address == IPAddress("172.18.0.2"))
+                #expect(try await client.get(Self.keys.cidr(IPPrefix("10.0.2.0/24")))?.text == "worker2")
+                var published: [ClusterEndpointRecord] = []
+                for _ in 0..<600 where published.count < 2 {
+                    published = try await client.range(prefix: Self.keys.endpoints(of: "worker2")).keyValues
+                        .compactMap { try? ClusterEndpointRecord.decode($0.value).get() }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                #expect(Set(published.map(\.ip)) == [IPAddress("10.0.2.32"), IPAddress("10.0.2.204")])
+                #expect(Set(published.map(\.pod)) == ["default/net", "default/server"])
+                // The node that was there at start: its route came with the first reconcile.
+                #expect(try Self.directRoutes(t)["10.0.1.0/24"] == "172.18.0.3")
+                #expect(Self.healthz(agent).1.contains("cluster: connected"))
+
+                // A node joins: its route follows.
+                let joined = try #require(
+                    try await Self.register(client, "control-plane", "172.18.0.4", "10.0.0.0/24", ttl: 60))
+                let joinTime = try await AgentIntegrationTests.waitFor("the new node's route") {
+                    try Self.directRoutes(t)["10.0.0.0/24"] == "172.18.0.4"
+                }
+                print(String(format: "join to route: %.1f ms", joinTime * 1000))
+
+                // Its lease ends (revoked: what expiry does at once): the route stays for the
+                // grace, then goes.
+                try await client.revokeLease(joined.id)
+                try await Task.sleep(for: .milliseconds(500))
+                #expect(
+                    try Self.directRoutes(t)["10.0.0.0/24"] == "172.18.0.4", "removed before the 3 s grace ended")
+                try await AgentIntegrationTests.waitFor("the departed node's route to go") {
+                    try Self.directRoutes(t)["10.0.0.0/24"] == nil
+                }
+                #expect(try Self.directRoutes(t)["10.0.1.0/24"] == "172.18.0.3")
+
+                // A node back within the grace keeps its route untouched.
+                let worker = try #require(try await client.get(Self.keys.node("worker")))
+                try await client.delete(Self.keys.node("worker"))
+                try await Task.sleep(for: .milliseconds(300))
+                try await client.put(Self.keys.node("worker"), value: worker.value, lease: nil)
+                let mark = lines.all.count
+                try await Task.sleep(for: .seconds(4))
+                #expect(try Self.directRoutes(t)["10.0.1.0/24"] == "172.18.0.3")
+                #expect(
+                    !lines.all.dropFirst(mark).contains { $0.contains("route 10.0.1.0/24") },
+                    "the returning node's route was touched")
+            }
+        }
+        await client.shutdown()
+    }
+
+    @Test func aClaimedPodCIDRIsRefused() async throws {
+        let etcd = try EtcdServer()
+        defer { etcd.stop() }
+        let client = try Self.client(etcd)
+        try await client.put(Self.keys.cidr(IPPrefix("10.0.2.0/24")), value: Array("intruder".utf8), lease: nil)
+        try await TestNode.with(pods: 1) { t in
+            try await Self.withClusterAgent(t, Self.settings(etcd)) { agent, _ async throws in
+                try await AgentIntegrationTests.waitFor("the refusal") { Self.healthz(agent).0 == 503 }
+                let (_, body) = Self.healthz(agent)
+                #expect(body.contains("pod CIDR 10.0.2.0/24 is claimed by node intruder"), "\(body)")
+                #expect(try await client.get(Self.keys.node("worker2")) == nil, "registered despite the clash")
+                #expect(try await client.get(Self.keys.cidr(IPPrefix("10.0.2.0/24")))?.text == "intruder")
+            }
+        }
+        await client.shutdown()
+    }
+
+    @Test func aNodeDeletedWhileTheAgentWasDownIsGoneAfterItsRestart() async throws {
+        let etcd = try EtcdServer()
+        defer { etcd.stop() }
+        let client = try Self.client(etcd)
+        try await TestNode.with(pods: 1) { t in
+            try await Self.register(client, "worker", "172.18.0.3", "10.0.1.0/24", ttl: nil)
+            try await Self.withClusterAgent(t, Self.settings(etcd)) { _, _ async throws in
+                #expect(try Self.directRoutes(t)["10.0.1.0/24"] == "172.18.0.3")
+            }
+            _ = try await client.delete(Self.keys.node("worker"))
+            // Stopped, the datapath stays as it was.
+            #expect(try Self.directRoutes(t)["10.0.1.0/24"] == "172.18.0.3")
+            try await Self.withClusterAgent(t, Self.settings(etcd)) { _, _ async throws in
+                #expect(try Self.directRoutes(t)["10.0.1.0/24"] == nil, "a deleted node's route survived a restart")
+            }
+        }
+        await client.shutdown()
+    }
+
+    @Test func etcdDownKeepsTheLastStateAndTheAgentComesBack() async throws {
+        let etcd = try EtcdServer()
+        defer { etcd.stop() }
+        let client = try Self.client(etcd)
+        try await TestNode.with(pods: 1) { t in
+            try await Self.register(client, "worker", "172.18.0.3", "10.0.1.0/24", ttl: nil)
+            try await Self.withClusterAgent(t, Self.settings(etcd, ttl: 3)) { agent, lines in
+                #expect(try Self.directRoutes(t)["10.0.1.0/24"] == "172.18.0.3")
+                etcd.kill(0)
+                try await AgentIntegrationTests.waitFor("degraded") {
+                    Self.healthz(agent).1.hasPrefix("degraded: cluster: etcd unreachable")
+                }
+                #expect(Self.healthz(agent).0 == 200)
+                // Longer than the lease: nothing is flushed.
+                try await Task.sleep(for: .seconds(4))
+                #expect(try Self.directRoutes(t)["10.0.1.0/24"] == "172.18.0.3")
+                try etcd.start(0)
+                try etcd.waitReady()
+                try await AgentIntegrationTests.waitFor("reconnected") {
+                    Self.healthz(agent).1.contains("cluster: connected")
+                }
+                #expect(try await client.get(Self.keys.node("worker2"))?.lease != nil)
+                // Watching again: a change after the outage is followed.
+                try await Self.register(client, "control-plane", "172.18.0.4", "10.0.0.0/24", ttl: nil)
+                try await AgentIntegrationTests.waitFor("the route of a node added after the outage") {
+                    try Self.directRoutes(t)["10.0.0.0/24"] == "172.18.0.4"
+                }
+                #expect(lines.all.contains { $0.contains("etcd trouble; keeping the last known cluster state") })
+            }
+        }
+        await client.shutdown()
+    }
+
+    @Test func anAgentStartingWithoutEtcdKeepsTheCachedCluster() async throws {
+        let etcd = try EtcdServer()
+        defer { etcd.stop() }
+        let client = try Self.client(etcd)
+        try await TestNode.with(pods: 1) { t in
+            try await Self.register(client, "worker", "172.18.0.3", "10.0.1.0/24", ttl: nil)
+            try await Self.withClusterAgent(t, Self.settings(etcd)) { _, _ async throws in
+                #expect(try Self.directRoutes(t)["10.0.1.0/24"] == "172.18.0.3")
+            }
+            etcd.kill(0)
+            var settings = Self.settings(etcd)
+            settings.leaseTTL = 3
+            try await Self.withClusterAgent(t, settings) { agent, _ async throws in
+                #expect(Self.healthz(agent).1.hasPrefix("degraded"))
+                #expect(try Self.directRoutes(t)["10.0.1.0/24"] == "172.18.0.3", "the cluster was flushed")
+            }
+        }
+        await client.shutdown()
+    }
+
+    @Test func losingOneOfThreeMembersChangesNothing() async throws {
+        let etcd = try EtcdServer(members: 3)
+        defer { etcd.stop() }
+        let client = try Self.client(etcd)
+        try await TestNode.with(pods: 1) { t in
+            try await Self.register(client, "worker", "172.18.0.3", "10.0.1.0/24", ttl: nil)
+            try await Self.withClusterAgent(t, Self.settings(etcd)) { agent, lines in
+                let before = try Self.directRoutes(t)
+                #expect(before["10.0.1.0/24"] == "172.18.0.3")
+                let reconciles = agent.reconcileCount
+                etcd.kill(0)
+                // The agent's client moves on to another member; a change is still followed.
+                try await Self.register(client, "control-plane", "172.18.0.4", "10.0.0.0/24", ttl: nil)
+                try await AgentIntegrationTests.waitFor("the route of a node added with one member down") {
+                    try Self.directRoutes(t)["10.0.0.0/24"] == "172.18.0.4"
+                }
+                #expect(try Self.directRoutes(t)["10.0.1.0/24"] == "172.18.0.3")
+                #expect(Self.healthz(agent).1.contains("cluster: connected"))
+                #expect(try await client.get(Self.keys.node("worker2"))?.lease != nil)
+                #expect(agent.reconcileCount > reconciles)
+                #expect(!lines.all.contains { $0.contains("delete route") })
+            }
+        }
+        await client.shutdown()
+    }
+
+    @Test func aCompactedWatchListsAgain() async throws {
+        let etcd = try EtcdServer()
+        defer { etcd.stop() }
+        let client = try Self.client(etcd)
+        let faults = FaultyEtcdClient(try Self.client(etcd))
+        try await TestNode.with(pods: 1) { t in
+            try await Self.withClusterAgent(t, Self.settings(etcd), client: { _ in faults }) { agent, lines in
+                faults.compactNextWatchEvent()
+                try await Self.register(client, "worker", "172.18.0.3", "10.0.1.0/24", ttl: nil)
+                try await AgentIntegrationTests.waitFor("the route, found by listing again") {
+                    try Self.directRoutes(t)["10.0.1.0/24"] == "172.18.0.3"
+                }
+                #expect(lines.all.contains { $0.contains("watch history compacted; listing again") })
+                #expect(faults.watchesStarted >= 2)
+            }
+        }
+        await client.shutdown()
+    }
+}
+
+/// A real etcd client with faults on command.
+final class FaultyEtcdClient: EtcdClient, @unchecked Sendable {
+    let real: any EtcdClient
+    private let lock = NSLock()
+    private var compactNext = false
+    private(set) var watchesStarted = 0
+
+    init(_ real: any EtcdClient) { self.real = real }
+
+    /// The next watch response with events is replaced by a compaction error.
+    func compactNextWatchEvent() { lock.withLock { compactNext = true } }
+
+    func range(prefix: String) async throws -> EtcdSnapshot { try await real.range(prefix: prefix) }
+    func get(_ key: String) async throws -> EtcdKeyValue? { try await real.get(key) }
+    func put(_ key: String, value: [UInt8], lease: EtcdLease.ID?) async throws -> Int64 {
+        try await real.put(key, value: value, lease: lease)
+    }
+    func delete(_ key: String) async throws -> Int { try await real.delete(key) }
+    func claim(_ key: String, value: [UInt8], lease: EtcdLease.ID?) async throws -> EtcdKeyValue? {
+        try await real.claim(key, value: value, lease: lease)
+    }
+    func grantLease(ttl: Int) async throws -> EtcdLease { try await real.grantLease(ttl: ttl) }
+    func keepAlive(_ lease: EtcdLease.ID) async throws -> Int { try await real.keepAlive(lease) }
+    func revokeLease(_ lease: EtcdLease.ID) async throws { try await real.revokeLease(lease) }
+    func shutdown() async { await real.shutdown() }
+
+    func watch(prefix: String, after revision: Int64) -> AsyncThrowingStream<EtcdWatchResponse, any Error> {
+        lock.withLock { watchesStarted += 1 }
+        let upstream = real.watch(prefix: prefix, after: revision)
+        return AsyncThrowingStream { continuation in
+            let task = Task {
+                do {
+                    for try await response in upstream {
+                        if case .events = response,
+                            lock.withLock({
+                                defer { compactNext = false }
+                                return compactNext
+                            })
+                        {
+                            throw EtcdError.compacted(requested: revision, compactRevision: revision + 1)
+                        }
+                        continuation.yield(response)
+                    }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+}
