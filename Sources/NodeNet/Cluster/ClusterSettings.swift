@@ -103,14 +103,13 @@ extension PodBackend {
     /// Why `pod` is not `namespace/name`, nil when it is.
     public static func problem(_ pod: String) -> String? {
         let parts = pod.split(separator: "/", omittingEmptySubsequences: false)
+        func isAlphanumeric(_ c: Character?) -> Bool { c.map { ($0.isLetter || $0.isNumber) && $0.isASCII } ?? false }
         guard parts.count == 2,
             parts.allSatisfy({ part in
-                (1...253).contains(part.count)
-                    && part.allSatisfy {
-                        ($0.isLetter || $0.isNumber) && $0.isASCII || $0 == "-" || $0 == "." || $0 == "_"
-                    }
+                (1...253).contains(part.count) && isAlphanumeric(part.first) && isAlphanumeric(part.last)
+                    && part.allSatisfy { isAlphanumeric($0) || $0 == "-" || $0 == "." || $0 == "_" }
             })
-        else { return "\"\(pod)\" is not namespace/name (letters, digits, '-', '.', '_')" }
+        else { return "\"\(pod)\" is not namespace/name (letters, digits, '-', '.', '_', each starting and ending with a letter or digit)" }
         return nil
     }
 }

@@ -1,0 +1,213 @@
+import Foundation
+import Testing
+
+@testable import NodeNet
+
+/// Cluster mode without etcd or root: the spec's cluster section, the key layout, records
+/// from a hostile store, the view's grace, and the merged spec.
+struct ClusterTests {
+    let keys = ClusterKeys(prefix: "/nodenet/v1")
+
+    func node(_ name: String, _ address: String, _ cidr: String) -> [UInt8] {
+        ClusterNodeRecord(name: name, address: IPAddress(address)!, podCIDR: IPPrefix(cidr)!, bootID: "b", version: "v")
+            .encoded()
+    }
+
+    func localSpec(cluster: ClusterSettings? = ClusterSettings(endpoints: ["http://127.0.0.1:2379"])) -> NodeSpec {
+        NodeSpec(
+            node: LocalNode(
+                name: "worker2", device: "eth0", address: IPAddress("172.18.0.2"), podCIDR: IPPrefix("10.0.2.0/24")),
+            nativeRoutingCIDR: IPPrefix("10.0.0.0/8"), cluster: cluster)
+    }
+
+    func view(_ kvs: [(String, [UInt8])], grace: Duration = .seconds(30)) -> ClusterView {
+        var view = ClusterView(keys: keys, grace: grace)
+        view.replace(with: kvs.map { ($0.0, $0.1) }, revision: 7, now: .now, initial: true)
+        return view
+    }
+
+    @Test func theClusterSectionIsReadAndChecked() throws {
+        let good = """
+            {"apiVersion": "nodenet/v1",
+             "node": {"name": "w", "device": "eth0", "address": "172.18.0.2", "podCIDR": "10.0.2.0/24"},
+             "cluster": {"etcd": {"endpoints": ["https://10.1.0.1:2379", "unix:///run/etcd.sock"],
+                                  "caFile": "/etc/nodenet/ca.pem", "certFile": "/etc/nodenet/c.pem", "keyFile": "/etc/nodenet/k.pem"},
+                         "leaseTTL": 9, "nodeDeleteGrace": 12}}
+            """
+        let spec = try NodeSpec.load(Data(good.utf8), namespaceExists: { _ in true })
+        let cluster = try #require(spec.cluster)
+        #expect(cluster.endpoints == ["https://10.1.0.1:2379", "unix:///run/etcd.sock"])
+        #expect(cluster.prefix == "/nodenet/v1" && cluster.leaseTTL == 9 && cluster.nodeDeleteGrace == 12)
+        #expect(cluster.caFile == "/etc/nodenet/ca.pem" && cluster.keyFile == "/etc/nodenet/k.pem")
+        // Written and read back.
+        #expect(try NodeSpec.load(spec.jsonData(), namespaceExists: { _ in true }).cluster == cluster)
+
+        let bad = """
+            {"apiVersion": "nodenet/v1",
+             "node": {"name": "w", "device": "eth0", "address": "172.18.0.2", "podCIDR": "10.0.2.0/24"},
+             "nodes": [{"name": "x", "address": "172.18.0.3", "podCIDR": "10.0.1.0/24"}],
+             "cluster": {"etcd": {"endpoints": ["ftp://x", "http://a:99999", "unix://relative"], "certFile": "c.pem"},
+                         "prefix": "nodenet/", "leaseTTL": 1}}
+            """
+        let error = try #require(throws: SpecError.self) { try NodeSpec.load(Data(bad.utf8), namespaceExists: { _ in true }) }
+        let paths = error.problems.map(\.path)
+        #expect(paths.contains("nodes"), "\(error)")
+        #expect(paths.contains("cluster.etcd.endpoints[0]") && paths.contains("cluster.etcd.endpoints[1]"))
+        #expect(paths.contains("cluster.etcd.endpoints[2]") && paths.contains("cluster.etcd.certFile"))
+        #expect(paths.contains("cluster.etcd") && paths.contains("cluster.prefix") && paths.contains("cluster.leaseTTL"))
+    }
+
+    @Test func keysHaveOneLayout() {
+        #expect(keys.node("w1") == "/nodenet/v1/nodes/w1")
+        #expect(keys.cidr(IPPrefix("10.0.2.0/24")) == "/nodenet/v1/cidrs/10.0.2.0-24")
+        #expect(keys.endpoint(node: "w1", pod: "default/web") == "/nodenet/v1/endpoints/w1/default/web")
+        #expect(keys.entry("/nodenet/v1/nodes/w1") == .node("w1"))
+        #expect(keys.entry("/nodenet/v1/endpoints/w1/default/web") == .endpoint(node: "w1", pod: "default/web"))
+        #expect(keys.entry("/nodenet/v1/services/web") == .service("web"))
+        #expect(keys.entry("/nodenet/v1/nodes/w1/extra") == nil)
+        #expect(keys.entry("/nodenet/v1/nodes/") == nil)
+        #expect(keys.entry("/other/nodes/w1") == nil)
+    }
+
+    @Test func hostileRecordsAreLeftOutWithTheirReason() {
+        let v = view([
+            (keys.node("good"), node("good", "172.18.0.3", "10.0.1.0/24")),
+            (keys.node("liar"), node("someone-else", "172.18.0.4", "10.0.3.0/24")),
+            (keys.node("garbage"), Array("{not json".utf8)),
+            (keys.node("extra"), Array(#"{"name":"extra","address":"1.2.3.4","podCIDR":"10.9.0.0/24","x":1}"#.utf8)),
+            (keys.node("../evil"), node("../evil", "172.18.0.9", "10.0.9.0/24")),
+            (keys.node("huge"), [UInt8](repeating: 32, count: 100_000)),
+            (keys.endpoint(node: "good", pod: "default/a"), Array(#"{"pod":"default/b","ip":"10.0.1.5","node":"good"}"#.utf8)),
+            ("/nodenet/v1/unknown/thing", [1, 2, 3]),
+        ])
+        #expect(Set(v.nodes.keys) == ["good"])
+        #expect(v.rejected[keys.node("liar")]?.contains("names node someone-else") == true)
+        #expect(v.rejected[keys.node("garbage")] != nil)
+        #expect(v.rejected[keys.node("extra")]?.contains("unknown field") == true)
+        #expect(v.rejected[keys.node("huge")]?.contains("at most") == true)
+        #expect(v.rejected[keys.endpoint(node: "good", pod: "default/a")] != nil)
+        #expect(v.rejected["/nodenet/v1/unknown/thing"] == "not a key nodenet writes")
+        // "../evil" is not a key of the layout at all (a name with '/').
+        #expect(v.rejected[keys.node("../evil")] == "not a key nodenet writes")
+        let merged = localSpec().merging(v)
+        #expect(merged.spec.nodes.map(\.name) == ["good"])
+        #expect(merged.skipped.count == v.rejected.count)
+    }
+
+    @Test func departedNodesStayForTheirGraceThenGo() {
+        var v = view([
+            (keys.node("a"), node("a", "172.18.0.3", "10.0.1.0/24")),
+            (keys.endpoint(node: "a", pod: "default/web"), ClusterEndpointRecord(pod: "default/web", ip: IPAddress("10.0.1.7"), node: "a").encoded()),
+        ])
+        let start = ContinuousClock.now
+        // A lease expiry: the node and its pods go in one revision (pods listed first).
+        v.apply(
+            [.delete(key: keys.endpoint(node: "a", pod: "default/web")), .delete(key: keys.node("a"))], revision: 8,
+            now: start)
+        #expect(v.nodes["a"] == nil && v.departed["a"] != nil)
+        #expect(v.podAddresses["default/web"] == IPAddress("10.0.1.7"), "the pod left before its node's grace")
+        #expect(localSpec().merging(v).spec.nodes.map(\.name) == ["a"])
+        let early = v.expire(now: start + .seconds(29))
+        #expect(!early)
+        #expect(v.nextExpiry == start + .seconds(30))
+        // Back within the grace: registered again, nothing departed.
+        var back = v
+        back.apply([.put(key: keys.node("a"), value: node("a", "172.18.0.3", "10.0.1.0/24"))], revision: 9, now: start)
+        #expect(back.departed.isEmpty && back.nodes["a"] != nil)
+        // Not back: gone with its pods after the grace.
+        let expired = v.expire(now: start + .seconds(30))
+        #expect(expired)
+        #expect(v.departed.isEmpty && v.podAddresses.isEmpty)
+        #expect(localSpec().merging(v).spec.nodes.isEmpty)
+    }
+
+    @Test func aListingAfterAnOutageKeepsTheGraceButTheFirstDoesNot() {
+        var v = view([(keys.node("a"), node("a", "172.18.0.3", "10.0.1.0/24"))])
+        v.replace(with: [], revision: 9, now: .now, initial: false)
+        #expect(v.departed["a"] != nil)
+        var fresh = view([(keys.node("a"), node("a", "172.18.0.3", "10.0.1.0/24"))])
+        fresh.replace(with: [], revision: 9, now: .now, initial: true)
+        #expect(fresh.departed.isEmpty && fresh.nodes.isEmpty)
+    }
+
+    @Test func clashingNodesAndServicesAreLeftOutTheSameWayOnEveryNode() throws {
+        let service = ServiceSpec(
+            name: "web", type: .nodePort, clusterIP: IPAddress("10.96.0.10"),
+            ports: [ServicePort(port: 80, targetPort: 8080, nodePort: 30080)],
+            backends: [ServiceBackend(ip: IPAddress("10.0.1.9")), ServiceBackend(ip: IPAddress("10.0.77.1"))],
+            podBackends: [PodBackend(pod: "default/web-1"), PodBackend(pod: "default/gone")])
+        var clash = service
+        clash.name = "web2"
+        clash.podBackends = []
+        let v = view([
+            (keys.node("a"), node("a", "172.18.0.3", "10.0.1.0/24")),
+            (keys.node("b"), node("b", "172.18.0.4", "10.0.1.128/25")),  // overlaps a
+            (keys.node("c"), node("c", "172.18.0.2", "10.0.5.0/24")),  // this node's address
+            (keys.node("worker2"), node("worker2", "172.18.0.2", "10.0.2.0/24")),  // itself
+            (keys.endpoint(node: "a", pod: "default/web-1"), ClusterEndpointRecord(pod: "default/web-1", ip: IPAddress("10.0.1.20"), node: "a").encoded()),
+            (keys.service("web"), ClusterServiceRecord.encoded(service)),
+            (keys.service("web2"), ClusterServiceRecord.encoded(clash)),  // same clusterIP and nodePort
+        ])
+        let merged = localSpec().merging(v)
+        #expect(merged.spec.nodes.map(\.name) == ["a"])
+        #expect(merged.skipped.contains { $0.hasPrefix("node b: podCIDR 10.0.1.128/25 overlaps a's") })
+        #expect(merged.skipped.contains { $0.hasPrefix("node c: address 172.18.0.2") })
+        #expect(merged.spec.services.map(\.name) == ["web"], "\(merged.skipped)")
+        #expect(merged.skipped.contains { $0.hasPrefix("service web2:") })
+        // The pod backend resolved; the unknown pod and the address on no node left out.
+        #expect(merged.spec.services[0].backends.map(\.ip) == [IPAddress("10.0.1.9"), IPAddress("10.0.1.20")])
+        #expect(merged.spec.services[0].podBackends.isEmpty)
+        // Validated as a whole (the controller does not check it again).
+        #expect(merged.spec.isValidated)
+        try merged.spec.validate(namespaceExists: { _ in true })
+    }
+
+    @Test func clusterServiceFilesUseTheSpecsRules() {
+        let file = Array(
+            #"{"name":"web","clusterIP":"10.96.0.10","ports":[{"port":80}],"backends":[{"pod":"default/web-1","port":8080},{"ip":"10.0.1.2"}]}"#
+                .utf8)
+        let service = try? ClusterServiceRecord.decode(file).get()
+        #expect(service?.podBackends == [PodBackend(pod: "default/web-1", port: 8080)])
+        #expect(service?.backends == [ServiceBackend(ip: IPAddress("10.0.1.2"))])
+        // Round trip through etcd's bytes.
+        #expect(service.flatMap { try? ClusterServiceRecord.decode(ClusterServiceRecord.encoded($0)).get() } == service)
+        let both = Array(#"{"name":"w","clusterIP":"10.96.0.1","ports":[{"port":80}],"backends":[{"pod":"a/b","ip":"10.0.0.1"}]}"#.utf8)
+        #expect(throws: ClusterRecordError.self) { try ClusterServiceRecord.decode(both).get() }
+        let badPod = Array(#"{"name":"w","clusterIP":"10.96.0.1","ports":[{"port":80}],"backends":[{"pod":"../x"}]}"#.utf8)
+        #expect(throws: ClusterRecordError.self) { try ClusterServiceRecord.decode(badPod).get() }
+        // A node spec's own services may not name pods.
+        let spec = #"""
+            {"apiVersion":"nodenet/v1","node":{"name":"w","device":"eth0","address":"172.18.0.2","podCIDR":"10.0.2.0/24"},
+             "services":[{"name":"w","clusterIP":"10.96.0.1","ports":[{"port":80}],"backends":[{"pod":"a/b"}]}]}
+            """#
+        #expect(throws: SpecError.self) { try NodeSpec.load(Data(spec.utf8), namespaceExists: { _ in true }) }
+        // Checked together: one clusterIP and one node port each.
+        let a = ServiceSpec(
+            name: "a", type: .nodePort, clusterIP: IPAddress("10.96.0.1"),
+            ports: [ServicePort(port: 80, nodePort: 30001)], backends: [])
+        var b = a
+        b.name = "b"
+        let problems = ClusterServiceRecord.problems([a, b], paths: ["services[0]", "cluster service b"], nodes: [])
+        #expect(problems.map(\.path).contains("cluster service b.clusterIP"))
+    }
+
+    @Test func theCacheRoundTripsAndADamagedOneIsSetAside() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("nnt-cache-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let v = view([
+            (keys.node("a"), node("a", "172.18.0.3", "10.0.1.0/24")),
+            (keys.endpoint(node: "a", pod: "default/web"), ClusterEndpointRecord(pod: "default/web", ip: IPAddress("10.0.1.7"), node: "a").encoded()),
+        ])
+        try ClusterCache.save(v, stateDirectory: directory)
+        let loaded = ClusterCache.load(keys: keys, grace: .seconds(30), stateDirectory: directory)
+        #expect(loaded.warning == nil)
+        #expect(loaded.view?.nodes == v.nodes && loaded.view?.revision == 7)
+        #expect(loaded.view?.podAddresses == v.podAddresses)
+        try Data("[1,2".utf8).write(to: URL(fileURLWithPath: ClusterCache.path(stateDirectory: directory)))
+        let damaged = ClusterCache.load(keys: keys, grace: .seconds(30), stateDirectory: directory)
+        #expect(damaged.view == nil && damaged.warning?.contains("moved aside") == true)
+        #expect(!FileManager.default.fileExists(atPath: ClusterCache.path(stateDirectory: directory)))
+        #expect(ClusterCache.load(keys: keys, grace: .seconds(30), stateDirectory: directory).warning == nil)
+    }
+}
