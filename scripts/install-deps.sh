@@ -9,7 +9,7 @@ packages=(
   iptables conntrack                            # tests prove services stay out of iptables/conntrack; service-bench's baseline
   golang-go golang-github-appc-cni-dev          # the CNI tests' client: a Go program on the real libcni (GOPATH mode, offline)
   containernetworking-plugins                   # CNI plugins chained after nodenet-cni (portmap) and cni-bench's baseline (ptp)
-  etcd-server etcd-client                       # cluster mode: tests start their own etcd (temp dir, unix sockets)
+  etcd-server etcd-client openssl               # cluster mode: tests start their own etcd (temp dir, unix sockets, TLS)
 )
 
 missing=()

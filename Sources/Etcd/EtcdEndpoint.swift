@@ -2,22 +2,23 @@ import AsyncHTTPClient
 import Foundation
 
 /// Where an etcd member answers: `http://host:port`, `https://host:port`, or a unix socket
-/// (`unix:///absolute/path`, as etcd's own `--listen-client-urls unix://…`).
+/// (`unix:///absolute/path`, `unixs:///absolute/path` with TLS, as etcd's own
+/// `--listen-client-urls unix://…`).
 public struct EtcdEndpoint: Sendable, Hashable, CustomStringConvertible {
     public enum Location: Sendable, Hashable {
         case tcp(secure: Bool, host: String, port: Int)
-        case unix(path: String)
+        case unix(path: String, secure: Bool)
     }
     public var location: Location
 
     /// Parses an endpoint URL; nil with `problem` set when it is not one we can use.
     public init(_ text: String) throws(EtcdError) {
-        if text.hasPrefix("unix://") {
-            let path = String(text.dropFirst("unix://".count))
+        for scheme in ["unix://", "unixs://"] where text.hasPrefix(scheme) {
+            let path = String(text.dropFirst(scheme.count))
             guard path.hasPrefix("/"), !path.split(separator: "/").contains("..") else {
-                throw .configuration("\"\(text)\" is not unix:///absolute/path/to/socket")
+                throw .configuration("\"\(text)\" is not \(scheme)/absolute/path/to/socket")
             }
-            location = .unix(path: path)
+            location = .unix(path: path, secure: scheme == "unixs://")
             return
         }
         guard let url = URLComponents(string: text), let scheme = url.scheme, scheme == "http" || scheme == "https",
@@ -31,8 +32,9 @@ public struct EtcdEndpoint: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var isSecure: Bool {
-        if case .tcp(true, _, _) = location { return true }
-        return false
+        switch location {
+        case .tcp(let secure, _, _), .unix(_, let secure): secure
+        }
     }
 
     /// The URL of one v3 gateway call (`/v3/kv/range`).
@@ -41,8 +43,10 @@ public struct EtcdEndpoint: Sendable, Hashable, CustomStringConvertible {
         case .tcp(let secure, let host, let port):
             let h = host.contains(":") ? "[\(host)]" : host
             return "\(secure ? "https" : "http")://\(h):\(port)\(path)"
-        case .unix(let socket):
-            return URL(httpURLWithSocketPath: socket, uri: path)?.absoluteString ?? "http+unix://invalid\(path)"
+        case .unix(let socket, let secure):
+            let url =
+                secure ? URL(httpsURLWithSocketPath: socket, uri: path) : URL(httpURLWithSocketPath: socket, uri: path)
+            return url?.absoluteString ?? "http+unix://invalid\(path)"
         }
     }
 
@@ -50,7 +54,7 @@ public struct EtcdEndpoint: Sendable, Hashable, CustomStringConvertible {
         switch location {
         case .tcp(let secure, let host, let port):
             "\(secure ? "https" : "http")://\(host.contains(":") ? "[\(host)]" : host):\(port)"
-        case .unix(let path): "unix://\(path)"
+        case .unix(let path, let secure): "\(secure ? "unixs" : "unix")://\(path)"
         }
     }
 }

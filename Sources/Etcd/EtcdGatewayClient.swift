@@ -14,6 +14,8 @@ public final class EtcdGatewayClient: EtcdClient, @unchecked Sendable {
     private let http: HTTPClient
     private let lock = NSLock()
     private var current = 0
+    /// The TLS settings for `unixs://` endpoints.
+    private var unixTLS: TLSConfiguration?
 
     public init(
         endpoints: [EtcdEndpoint], tls: EtcdTLS? = nil, requestTimeout: Duration = .seconds(5)
@@ -44,11 +46,29 @@ public final class EtcdGatewayClient: EtcdClient, @unchecked Sendable {
                 throw .configuration("reading the TLS files: \(error)")
             }
             configuration.tlsConfiguration = config
+            // A unix socket has no host name to check: the chain is still verified against the CA.
+            var unixConfig = config
+            unixConfig.certificateVerification = .noHostnameVerification
+            unixTLS = unixConfig
         }
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 
-    public func shutdown() async { try? await http.shutdown() }
+    private var isShutDown = false
+
+    public func shutdown() async {
+        let first = lock.withLock { () -> Bool in
+            defer { isShutDown = true }
+            return !isShutDown
+        }
+        guard first else { return }
+        try? await http.shutdown()
+    }
+
+    /// A client dropped without `shutdown()` (an error path) still closes its connections.
+    deinit {
+        if !isShutDown { http.shutdown(queue: .global()) { _ in } }
+    }
 
     // MARK: Calls
 
@@ -226,7 +246,10 @@ public final class EtcdGatewayClient: EtcdClient, @unchecked Sendable {
             request.method = .POST
             request.headers.add(name: "Content-Type", value: "application/json")
             // A unix socket has no host name; etcd's HTTP server still wants the header.
-            if case .unix = endpoint.location { request.headers.replaceOrAdd(name: "Host", value: "localhost") }
+            if case .unix(_, let secure) = endpoint.location {
+                request.headers.replaceOrAdd(name: "Host", value: "localhost")
+                if secure { request.tlsConfiguration = unixTLS }
+            }
             request.body = .bytes(ByteBuffer(bytes: data))
             do {
                 let response = try await http.execute(request, deadline: deadline)

@@ -1,3 +1,4 @@
+import BPF
 import Etcd
 import Foundation
 import Logging
@@ -53,12 +54,14 @@ struct ClusterIntegrationTests {
     /// An agent in cluster mode on `t` until `body` ends.
     static func withClusterAgent<T>(
         _ t: TestNode, _ cluster: ClusterSettings, client: EtcdClientFactory? = nil,
+        configure: (inout NodeSpec) -> Void = { _ in },
         _ body: (NodeAgent, AgentIntegrationTests.LogLines) async throws -> T
     ) async throws -> T {
         let file = URL(fileURLWithPath: t.stateDirectory + ".spec.json")
         try FileManager.default.createDirectory(atPath: t.stateDirectory, withIntermediateDirectories: true)
         var spec = t.spec(remote: [])
         spec.cluster = cluster
+        configure(&spec)
         try spec.jsonData().write(to: file)
         defer { try? FileManager.default.removeItem(at: file) }
         let lines = AgentIntegrationTests.LogLines()
@@ -261,6 +264,94 @@ struct ClusterIntegrationTests {
                 #expect(try await client.get(Self.keys.node("worker2"))?.lease != nil)
                 #expect(agent.reconcileCount > reconciles)
                 #expect(!lines.all.contains { $0.contains("delete route") })
+            }
+        }
+        await client.shutdown()
+    }
+
+    /// A service applied to the cluster whose backend names a pod on another node: every
+    /// node's service map follows the pod's published address, also when the pod is made
+    /// again with a new one.
+    @Test(.enabled(if: Privileges.runsBPFTests)) func podBackendsFollowThePublishedPod() async throws {
+        let etcd = try EtcdServer()
+        defer { etcd.stop() }
+        let client = try Self.client(etcd)
+        let directory = "/sys/fs/bpf/\(TestNames.unique("cluster"))"
+        defer { BPFFS.remove(directory) }
+        try await TestNode.with(pods: 1) { t in
+            let lease = try await Self.register(client, "worker", "172.18.0.3", "10.0.1.0/24")
+            let web = Array(
+                #"{"name":"web","clusterIP":"10.96.0.10","ports":[{"port":80,"targetPort":8080}],"backends":[{"pod":"default/web-1"},{"ip":"10.0.2.32"}]}"#
+                    .utf8)
+            try await client.put(Self.keys.service("web"), value: web, lease: nil)
+            func publish(_ ip: String) async throws {
+                let endpoint = ClusterEndpointRecord(pod: "default/web-1", ip: IPAddress(ip)!, node: "worker")
+                try await client.put(
+                    Self.keys.endpoint(node: "worker", pod: "default/web-1"), value: endpoint.encoded(),
+                    lease: lease?.id)
+            }
+            try await publish("10.0.1.20")
+            let configure: (inout NodeSpec) -> Void = {
+                $0.datapath = DatapathSettings(mode: .bpf)
+                $0.bpffsDirectory = directory
+            }
+            try await Self.withClusterAgent(t, Self.settings(etcd), configure: configure) { agent, _ in
+                var spec = t.spec(remote: [])
+                configure(&spec)
+                func backends() throws -> Set<String> {
+                    let rows = try t.controller(spec).services().filter { $0.frontend == "10.96.0.10:80" }
+                    return Set(rows.flatMap(\.backends).map { "\($0.address):\($0.port)" })
+                }
+                #expect(try backends() == ["10.0.1.20:8080", "10.0.2.32:8080"])
+                // The pod is made again elsewhere on its node, with a new address.
+                try await publish("10.0.1.77")
+                try await AgentIntegrationTests.waitFor("the service map to follow the pod") {
+                    try backends() == ["10.0.1.77:8080", "10.0.2.32:8080"]
+                }
+                // And it goes: only the other backend stays.
+                _ = try await client.delete(Self.keys.endpoint(node: "worker", pod: "default/web-1"))
+                try await AgentIntegrationTests.waitFor("the pod's backend to go") {
+                    try backends() == ["10.0.2.32:8080"]
+                }
+                #expect(agent.health == .healthy)
+            }
+        }
+        await client.shutdown()
+    }
+
+    /// etcd with mutual TLS (its own CA, a client certificate required): the agent joins with
+    /// the spec's TLS files; a client without a certificate, or trusting another CA, is refused
+    /// with a sentence that says so.
+    @Test func mutualTLS() async throws {
+        let etcd = try EtcdServer(tls: true)
+        defer { etcd.stop() }
+        let endpoints = try etcd.clientURLs.map { try EtcdEndpoint($0) }
+        let client = try EtcdGatewayClient(
+            endpoints: endpoints, tls: EtcdTLS(caFile: etcd.caFile, certFile: etcd.certFile, keyFile: etcd.keyFile))
+        try await Self.register(client, "worker", "172.18.0.3", "10.0.1.0/24", ttl: nil)
+        // No client certificate: etcd ends the handshake.
+        let anonymous = try EtcdGatewayClient(endpoints: endpoints, tls: EtcdTLS(caFile: etcd.caFile))
+        await #expect(throws: EtcdError.self) { try await anonymous.get(Self.keys.node("worker")) }
+        await anonymous.shutdown()
+        // Another CA: etcd's certificate is not trusted.
+        let other = try EtcdGatewayClient(
+            endpoints: endpoints, tls: EtcdTLS(caFile: etcd.certFile, certFile: etcd.certFile, keyFile: etcd.keyFile))
+        do {
+            _ = try await other.get(Self.keys.node("worker"))
+            Issue.record("a server certificate from an untrusted CA was accepted")
+        } catch let error as EtcdError {
+            #expect("\(error)".contains("no etcd endpoint answered"), "\(error)")
+        }
+        await other.shutdown()
+        try await TestNode.with(pods: 1) { t in
+            var settings = Self.settings(etcd)
+            settings.caFile = etcd.caFile
+            settings.certFile = etcd.certFile
+            settings.keyFile = etcd.keyFile
+            try await Self.withClusterAgent(t, settings) { agent, _ async throws in
+                #expect(try Self.directRoutes(t)["10.0.1.0/24"] == "172.18.0.3")
+                #expect(try await client.get(Self.keys.node("worker2"))?.lease != nil)
+                #expect(Self.healthz(agent).1.contains("cluster: connected"))
             }
         }
         await client.shutdown()

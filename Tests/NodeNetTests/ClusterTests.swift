@@ -49,12 +49,15 @@ struct ClusterTests {
              "cluster": {"etcd": {"endpoints": ["ftp://x", "http://a:99999", "unix://relative"], "certFile": "c.pem"},
                          "prefix": "nodenet/", "leaseTTL": 1}}
             """
-        let error = try #require(throws: SpecError.self) { try NodeSpec.load(Data(bad.utf8), namespaceExists: { _ in true }) }
+        let error = try #require(throws: SpecError.self) {
+            try NodeSpec.load(Data(bad.utf8), namespaceExists: { _ in true })
+        }
         let paths = error.problems.map(\.path)
         #expect(paths.contains("nodes"), "\(error)")
         #expect(paths.contains("cluster.etcd.endpoints[0]") && paths.contains("cluster.etcd.endpoints[1]"))
         #expect(paths.contains("cluster.etcd.endpoints[2]") && paths.contains("cluster.etcd.certFile"))
-        #expect(paths.contains("cluster.etcd") && paths.contains("cluster.prefix") && paths.contains("cluster.leaseTTL"))
+        #expect(
+            paths.contains("cluster.etcd") && paths.contains("cluster.prefix") && paths.contains("cluster.leaseTTL"))
     }
 
     @Test func keysHaveOneLayout() {
@@ -77,7 +80,10 @@ struct ClusterTests {
             (keys.node("extra"), Array(#"{"name":"extra","address":"1.2.3.4","podCIDR":"10.9.0.0/24","x":1}"#.utf8)),
             (keys.node("../evil"), node("../evil", "172.18.0.9", "10.0.9.0/24")),
             (keys.node("huge"), [UInt8](repeating: 32, count: 100_000)),
-            (keys.endpoint(node: "good", pod: "default/a"), Array(#"{"pod":"default/b","ip":"10.0.1.5","node":"good"}"#.utf8)),
+            (
+                keys.endpoint(node: "good", pod: "default/a"),
+                Array(#"{"pod":"default/b","ip":"10.0.1.5","node":"good"}"#.utf8)
+            ),
             ("/nodenet/v1/unknown/thing", [1, 2, 3]),
         ])
         #expect(Set(v.nodes.keys) == ["good"])
@@ -97,7 +103,10 @@ struct ClusterTests {
     @Test func departedNodesStayForTheirGraceThenGo() {
         var v = view([
             (keys.node("a"), node("a", "172.18.0.3", "10.0.1.0/24")),
-            (keys.endpoint(node: "a", pod: "default/web"), ClusterEndpointRecord(pod: "default/web", ip: IPAddress("10.0.1.7"), node: "a").encoded()),
+            (
+                keys.endpoint(node: "a", pod: "default/web"),
+                ClusterEndpointRecord(pod: "default/web", ip: IPAddress("10.0.1.7"), node: "a").encoded()
+            ),
         ])
         let start = ContinuousClock.now
         // A lease expiry: the node and its pods go in one revision (pods listed first).
@@ -144,7 +153,10 @@ struct ClusterTests {
             (keys.node("b"), node("b", "172.18.0.4", "10.0.1.128/25")),  // overlaps a
             (keys.node("c"), node("c", "172.18.0.2", "10.0.5.0/24")),  // this node's address
             (keys.node("worker2"), node("worker2", "172.18.0.2", "10.0.2.0/24")),  // itself
-            (keys.endpoint(node: "a", pod: "default/web-1"), ClusterEndpointRecord(pod: "default/web-1", ip: IPAddress("10.0.1.20"), node: "a").encoded()),
+            (
+                keys.endpoint(node: "a", pod: "default/web-1"),
+                ClusterEndpointRecord(pod: "default/web-1", ip: IPAddress("10.0.1.20"), node: "a").encoded()
+            ),
             (keys.service("web"), ClusterServiceRecord.encoded(service)),
             (keys.service("web2"), ClusterServiceRecord.encoded(clash)),  // same clusterIP and nodePort
         ])
@@ -171,9 +183,12 @@ struct ClusterTests {
         #expect(service?.backends == [ServiceBackend(ip: IPAddress("10.0.1.2"))])
         // Round trip through etcd's bytes.
         #expect(service.flatMap { try? ClusterServiceRecord.decode(ClusterServiceRecord.encoded($0)).get() } == service)
-        let both = Array(#"{"name":"w","clusterIP":"10.96.0.1","ports":[{"port":80}],"backends":[{"pod":"a/b","ip":"10.0.0.1"}]}"#.utf8)
+        let both = Array(
+            #"{"name":"w","clusterIP":"10.96.0.1","ports":[{"port":80}],"backends":[{"pod":"a/b","ip":"10.0.0.1"}]}"#
+                .utf8)
         #expect(throws: ClusterRecordError.self) { try ClusterServiceRecord.decode(both).get() }
-        let badPod = Array(#"{"name":"w","clusterIP":"10.96.0.1","ports":[{"port":80}],"backends":[{"pod":"../x"}]}"#.utf8)
+        let badPod = Array(
+            #"{"name":"w","clusterIP":"10.96.0.1","ports":[{"port":80}],"backends":[{"pod":"../x"}]}"#.utf8)
         #expect(throws: ClusterRecordError.self) { try ClusterServiceRecord.decode(badPod).get() }
         // A node spec's own services may not name pods.
         let spec = #"""
@@ -197,7 +212,10 @@ struct ClusterTests {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let v = view([
             (keys.node("a"), node("a", "172.18.0.3", "10.0.1.0/24")),
-            (keys.endpoint(node: "a", pod: "default/web"), ClusterEndpointRecord(pod: "default/web", ip: IPAddress("10.0.1.7"), node: "a").encoded()),
+            (
+                keys.endpoint(node: "a", pod: "default/web"),
+                ClusterEndpointRecord(pod: "default/web", ip: IPAddress("10.0.1.7"), node: "a").encoded()
+            ),
         ])
         try ClusterCache.save(v, stateDirectory: directory)
         let loaded = ClusterCache.load(keys: keys, grace: .seconds(30), stateDirectory: directory)

@@ -3,7 +3,8 @@ import NodeNetJSON
 /// The spec's `cluster` section: remote nodes and services come from etcd, where this node
 /// registers itself and publishes its endpoints (see docs/spec.md, "Cluster mode").
 public struct ClusterSettings: Sendable, Hashable {
-    /// etcd client URLs: `https://10.0.0.1:2379`, `http://…`, or `unix:///path/to/socket`.
+    /// etcd client URLs: `https://10.0.0.1:2379`, `http://…`, `unix:///path/to/socket` or
+    /// `unixs:///path` (TLS on a unix socket).
     public var endpoints: [String]
     /// PEM files for TLS; `certFile`/`keyFile` when etcd asks for client certificates.
     public var caFile: String?
@@ -32,10 +33,10 @@ public struct ClusterSettings: Sendable, Hashable {
 
     /// Why `text` is not an etcd endpoint URL we can use, nil when it is.
     public static func endpointProblem(_ text: String) -> String? {
-        if text.hasPrefix("unix://") {
-            let path = text.dropFirst("unix://".count)
+        for scheme in ["unix://", "unixs://"] where text.hasPrefix(scheme) {
+            let path = text.dropFirst(scheme.count)
             return path.hasPrefix("/") && !path.split(separator: "/").contains("..")
-                ? nil : "\"\(text)\" is not unix:///absolute/path/to/socket"
+                ? nil : "\"\(text)\" is not \(scheme)/absolute/path/to/socket"
         }
         for scheme in ["http://", "https://"] where text.hasPrefix(scheme) {
             let rest = text.dropFirst(scheme.count).split(separator: "/", omittingEmptySubsequences: false)
@@ -49,7 +50,7 @@ public struct ClusterSettings: Sendable, Hashable {
             }
             return nil
         }
-        return "\"\(text)\" must start with https://, http:// or unix://"
+        return "\"\(text)\" must start with https://, http://, unix:// or unixs://"
     }
 }
 
@@ -109,7 +110,10 @@ extension PodBackend {
                 (1...253).contains(part.count) && isAlphanumeric(part.first) && isAlphanumeric(part.last)
                     && part.allSatisfy { isAlphanumeric($0) || $0 == "-" || $0 == "." || $0 == "_" }
             })
-        else { return "\"\(pod)\" is not namespace/name (letters, digits, '-', '.', '_', each starting and ending with a letter or digit)" }
+        else {
+            return
+                "\"\(pod)\" is not namespace/name (letters, digits, '-', '.', '_', each starting and ending with a letter or digit)"
+        }
         return nil
     }
 }
