@@ -33,7 +33,8 @@ final class ClusterMember: @unchecked Sendable {
     /// pod → endpoint: what should be published, and what is (this lease).
     private var wanted: [String: ClusterEndpointRecord] = [:]
     private var published: [String: ClusterEndpointRecord] = [:]
-    private let (signals, signal) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+    /// Wakes this round's publisher (a stream per round: a stream ends with its first consumer).
+    private var signal: AsyncStream<Void>.Continuation?
 
     init(
         settings: ClusterSettings, client: any EtcdClient, record: ClusterNodeRecord, view: ClusterView? = nil,
@@ -63,7 +64,7 @@ final class ClusterMember: @unchecked Sendable {
             defer { wanted = next }
             return wanted != next
         }
-        if changedNow { signal.yield() }
+        if changedNow { lock.withLock { signal }?.yield() }
     }
 
     /// Runs until cancelled.
@@ -89,19 +90,26 @@ final class ClusterMember: @unchecked Sendable {
                 initial = false
                 failures = 0
                 changed(listed, "cluster listed at revision \(snapshot.revision)")
+                let (signals, signal) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+                lock.withLock { self.signal = signal }
+                signal.yield()  // what changed while registering
+                // Each task runs until an error (or cancellation); the first to end ends the round.
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { try await self.keepAlive() }
                     group.addTask { try await self.watch(after: snapshot.revision) }
-                    group.addTask { try await self.publishEndpoints() }
+                    group.addTask { try await self.publishEndpoints(signals) }
                     group.addTask { try await self.expireDeparted() }
-                    _ = try await group.next()
-                    group.cancelAll()
+                    defer { group.cancelAll() }
+                    try await group.next()
+                    try Task.checkCancellation()
+                    throw EtcdError.unreachable(["the cluster watch stopped"])
                 }
             } catch is CancellationError {
                 return
             } catch let error as EtcdError {
                 if case .compacted = error {
                     log.info("watch history compacted; listing again", metadata: ["error": "\(error)"])
+                    try? await Task.sleep(for: .milliseconds(100))
                     continue
                 }
                 failures += 1
@@ -180,7 +188,7 @@ final class ClusterMember: @unchecked Sendable {
         }
     }
 
-    private func publishEndpoints() async throws {
+    private func publishEndpoints(_ signals: AsyncStream<Void>) async throws {
         for await _ in signals {
             guard let lease = lock.withLock({ lease }) else { continue }
             try await syncEndpoints(lease)

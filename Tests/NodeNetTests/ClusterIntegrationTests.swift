@@ -218,6 +218,9 @@ struct ClusterIntegrationTests {
                     try Self.directRoutes(t)["10.0.0.0/24"] == "172.18.0.4"
                 }
                 #expect(lines.all.contains { $0.contains("etcd trouble; keeping the last known cluster state") })
+                // Reconnected with backoff, not in a busy loop.
+                let registrations = lines.all.filter { $0.contains("msg=registered") }.count
+                #expect(registrations <= 3, "\(registrations) registrations")
             }
         }
         await client.shutdown()
@@ -371,6 +374,33 @@ struct ClusterIntegrationTests {
                 }
                 #expect(lines.all.contains { $0.contains("watch history compacted; listing again") })
                 #expect(faults.watchesStarted >= 2)
+                // One round per compaction, not a busy loop.
+                let registrations = lines.all.filter { $0.contains("msg=registered") }.count
+                #expect(registrations <= 3, "\(registrations) registrations")
+
+                // etcd's own compaction: history compacted up to now, and the next watch asks for
+                // revision 1 (what a long-disconnected agent would).
+                let now = try await client.range(prefix: "/").revision
+                let compacted = unixHTTP(
+                    etcd.clientURL(0).replacingOccurrences(of: "unix://", with: ""), "POST", "/v3/kv/compaction",
+                    body: #"{"revision":"\#(now)","physical":true}"#)
+                #expect(compacted.body.contains("header"), "\(compacted)")
+                faults.watchNextFromTheStart()
+                let started = faults.watchesStarted
+                let listed = lines.all.filter { $0.contains("watch history compacted") }.count
+                // Break the current watch: the member watches again (from the start), etcd says
+                // compacted, the member lists again and follows a node added meanwhile.
+                faults.compactNextWatchEvent()
+                try await Self.register(client, "control-plane", "172.18.0.4", "10.0.0.0/24", ttl: nil)
+                try await AgentIntegrationTests.waitFor("the route after etcd's compaction") {
+                    try Self.directRoutes(t)["10.0.0.0/24"] == "172.18.0.4" && faults.watchesStarted >= started + 2
+                }
+                try await AgentIntegrationTests.waitFor("etcd's compaction answer to be handled") {
+                    lines.all.contains {
+                        $0.contains("watch history compacted") && $0.contains("past revision 0 (now from")
+                    }
+                        && lines.all.filter { $0.contains("watch history compacted") }.count >= listed + 2
+                }
             }
         }
         await client.shutdown()
@@ -389,6 +419,11 @@ final class FaultyEtcdClient: EtcdClient, @unchecked Sendable {
     /// The next watch response with events is replaced by a compaction error.
     func compactNextWatchEvent() { lock.withLock { compactNext = true } }
 
+    /// The next watch starts from revision 1 (as an agent that was away long would): etcd's
+    /// own answer when that history was compacted.
+    func watchNextFromTheStart() { lock.withLock { fromStart = true } }
+    private var fromStart = false
+
     func range(prefix: String) async throws -> EtcdSnapshot { try await real.range(prefix: prefix) }
     func get(_ key: String) async throws -> EtcdKeyValue? { try await real.get(key) }
     func put(_ key: String, value: [UInt8], lease: EtcdLease.ID?) async throws -> Int64 {
@@ -404,7 +439,11 @@ final class FaultyEtcdClient: EtcdClient, @unchecked Sendable {
     func shutdown() async { await real.shutdown() }
 
     func watch(prefix: String, after revision: Int64) -> AsyncThrowingStream<EtcdWatchResponse, any Error> {
-        lock.withLock { watchesStarted += 1 }
+        let revision = lock.withLock {
+            watchesStarted += 1
+            defer { fromStart = false }
+            return fromStart ? 0 : revision
+        }
         let upstream = real.watch(prefix: prefix, after: revision)
         return AsyncThrowingStream { continuation in
             let task = Task {
