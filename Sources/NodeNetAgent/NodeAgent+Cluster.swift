@@ -8,12 +8,16 @@ public typealias EtcdClientFactory = @Sendable (ClusterSettings) throws -> any E
 
 extension NodeAgent {
     /// The etcd client nodenet uses: the v3 JSON gateway, with the spec's TLS files.
-    public static let gatewayClient: EtcdClientFactory = { settings in
+    public static let gatewayClient: EtcdClientFactory = { try makeGatewayClient($0) }
+
+    public static func makeGatewayClient(
+        _ settings: ClusterSettings, requestTimeout: Duration = .seconds(5)
+    ) throws -> EtcdGatewayClient {
         let endpoints = try settings.endpoints.map { text throws(EtcdError) in try EtcdEndpoint(text) }
         let tls =
             settings.caFile != nil || settings.certFile != nil
             ? EtcdTLS(caFile: settings.caFile, certFile: settings.certFile, keyFile: settings.keyFile) : nil
-        return try EtcdGatewayClient(endpoints: endpoints, tls: tls)
+        return try EtcdGatewayClient(endpoints: endpoints, tls: tls, requestTimeout: requestTimeout)
     }
 
     /// The cluster part of a running agent: the member and the last view it handed over.

@@ -39,66 +39,97 @@ public struct Lab: Sendable {
         }
         try Paths.createDirectory(cluster.runDirectory, what: "lab run directory")
         try cluster.jsonData().write(to: URL(fileURLWithPath: "\(cluster.runDirectory)/cluster.json"))
-        let prefixLength = Int(cluster.fabricCIDR.length)
-
         try NetworkNamespace.create(cluster.fabricNamespace)
         let fabric = try NetlinkSocket(namespace: .named(cluster.fabricNamespace))
         try fabric.setLink(named: "lo", LinkChange(up: true))
         try fabric.add(LinkConfiguration(name: "br0", kind: .bridge, up: true))
-        let bridge = try fabric.link(named: "br0")!.index
-
-        /// A host on the fabric: `eth0` in `namespace`, its peer `port` on the bridge.
-        func attach(_ namespace: String, port: String, address: IPAddress) throws -> NetlinkSocket {
-            try fabric.add(
-                LinkConfiguration(
-                    name: port, kind: .veth(peer: VethPeer(name: "eth0", namespace: .named(namespace))), mtu: 1500,
-                    masterIndex: bridge))
-            try fabric.setLink(named: port, LinkChange(up: true))
-            let s = try NetlinkSocket(namespace: .named(namespace))
-            try s.setLink(named: "lo", LinkChange(up: true))
-            try s.setLink(named: "eth0", LinkChange(up: true))
-            try s.add(
-                InterfaceAddress(
-                    interfaceIndex: try s.link(named: "eth0")!.index, prefix: IPPrefix(address, length: prefixLength)!))
-            return s
-        }
 
         try NetworkNamespace.create(cluster.externalNamespace)
         _ = try attach(cluster.externalNamespace, port: "vext", address: cluster.externalAddress)
-
+        if cluster.controlPlane == .etcd {
+            // The etcd members: a host each on the fabric (the caller starts etcd in them).
+            for (i, address) in cluster.etcdMembers.enumerated() {
+                try NetworkNamespace.create(cluster.etcdNamespace(i))
+                _ = try attach(cluster.etcdNamespace(i), port: "ve\(i)", address: address)
+                try Paths.createPrivateDirectory(cluster.etcdDirectory(i), what: "etcd member directory")
+            }
+            if let cgroup = cluster.etcdCgroup { try CgroupV2.create(cgroup) }
+        }
         for (i, node) in cluster.nodes.enumerated() {
             try checkCancelled()
-            let ns = cluster.namespace(ofNode: node.name)
-            try NetworkNamespace.create(ns)
-            let s = try attach(ns, port: "vn\(i)", address: node.address)
-            // The fabric's gateway, as the docker network gives kind nodes.
-            try s.add(
-                Route(
-                    destination: "0.0.0.0/0", gateway: cluster.externalAddress,
-                    interfaceIndex: try s.link(named: "eth0")!.index))
-            for pod in node.pods {
-                let podNS = cluster.namespace(ofPod: pod.name)
-                try NetworkNamespace.create(podNS)
-                try NetlinkSocket(namespace: .named(podNS)).setLink(named: "lo", LinkChange(up: true))
-            }
-            try Paths.createDirectory(cluster.stateDirectory(ofNode: node.name), what: "state directory")
-            try BPFFS.prepare(cluster.bpffsDirectory(ofNode: node.name))
-            if let cgroup = cluster.cgroupPath(ofNode: node.name) { try CgroupV2.create(cgroup) }
+            try build(node, port: "vn\(i)")
         }
-
         var reports: [String: ApplyReport] = [:]
         for node in cluster.nodes {
             try checkCancelled()
-            // With the pods `lab pod add` gave the node through its agent.
-            let spec = try cluster.spec(forNode: node.name)!.withEndpoints()
-            let report = try NodeController(spec: spec, namespace: .named(cluster.namespace(ofNode: node.name))).apply()
-            guard report.verified else {
-                throw NodeNetError.state(
-                    "node \(node.name) did not verify:\n" + report.mismatches.map { "  \($0)" }.joined(separator: "\n"))
-            }
-            reports[node.name] = report
+            reports[node.name] = try apply(node.name)
         }
         return reports
+    }
+
+    /// Adds `node` to this running lab: its namespaces on the fabric, its spec applied (in
+    /// etcd mode the caller starts its agent, which makes it known to the others). Returns the
+    /// lab's cluster with the node.
+    public func join(_ node: LabCluster.Node) throws -> LabCluster {
+        var grown = cluster
+        grown.nodes.append(node)
+        let problems = grown.problems()
+        guard problems.isEmpty else { throw SpecError(problems) }
+        try Lab(cluster: grown).build(node, port: "vn\(grown.nodes.count - 1)")
+        try Lab(cluster: grown).apply(node.name)
+        try grown.jsonData().write(to: URL(fileURLWithPath: "\(grown.runDirectory)/cluster.json"))
+        return grown
+    }
+
+    /// A host on the fabric: `eth0` in `namespace`, its peer `port` on the bridge.
+    private func attach(_ namespace: String, port: String, address: IPAddress) throws -> NetlinkSocket {
+        let fabric = try NetlinkSocket(namespace: .named(cluster.fabricNamespace))
+        let bridge = try fabric.link(named: "br0")!.index
+        try fabric.add(
+            LinkConfiguration(
+                name: port, kind: .veth(peer: VethPeer(name: "eth0", namespace: .named(namespace))), mtu: 1500,
+                masterIndex: bridge))
+        try fabric.setLink(named: port, LinkChange(up: true))
+        let s = try NetlinkSocket(namespace: .named(namespace))
+        try s.setLink(named: "lo", LinkChange(up: true))
+        try s.setLink(named: "eth0", LinkChange(up: true))
+        try s.add(
+            InterfaceAddress(
+                interfaceIndex: try s.link(named: "eth0")!.index,
+                prefix: IPPrefix(address, length: Int(cluster.fabricCIDR.length))!))
+        return s
+    }
+
+    /// A node's namespace on the fabric, its pods' namespaces, state, bpffs and cgroup directories.
+    private func build(_ node: LabCluster.Node, port: String) throws {
+        let ns = cluster.namespace(ofNode: node.name)
+        try NetworkNamespace.create(ns)
+        let s = try attach(ns, port: port, address: node.address)
+        // The fabric's gateway, as the docker network gives kind nodes.
+        try s.add(
+            Route(
+                destination: "0.0.0.0/0", gateway: cluster.externalAddress,
+                interfaceIndex: try s.link(named: "eth0")!.index))
+        for pod in node.pods {
+            let podNS = cluster.namespace(ofPod: pod.name)
+            try NetworkNamespace.create(podNS)
+            try NetlinkSocket(namespace: .named(podNS)).setLink(named: "lo", LinkChange(up: true))
+        }
+        try Paths.createDirectory(cluster.stateDirectory(ofNode: node.name), what: "state directory")
+        try BPFFS.prepare(cluster.bpffsDirectory(ofNode: node.name))
+        if let cgroup = cluster.cgroupPath(ofNode: node.name) { try CgroupV2.create(cgroup) }
+    }
+
+    /// Applies a node's spec (with the pods `lab pod add` gave it through its agent).
+    @discardableResult
+    private func apply(_ name: String) throws -> ApplyReport {
+        let spec = try cluster.spec(forNode: name)!.withEndpoints()
+        let report = try NodeController(spec: spec, namespace: .named(cluster.namespace(ofNode: name))).apply()
+        guard report.verified else {
+            throw NodeNetError.state(
+                "node \(name) did not verify:\n" + report.mismatches.map { "  \($0)" }.joined(separator: "\n"))
+        }
+        return report
     }
 
     /// What `down` removed.
@@ -185,7 +216,7 @@ extension LabCluster {
                 return o
             },
             "services": (services as? [String: Any])?["services"] ?? [],
-            "socketLB": socketLB, "datapathMode": datapathMode.rawValue,
+            "socketLB": socketLB, "datapathMode": datapathMode.rawValue, "controlPlane": controlPlane.rawValue,
         ]
         return try JSONSerialization.data(
             withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])

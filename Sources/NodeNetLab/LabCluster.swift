@@ -11,6 +11,14 @@ public struct LabCluster: Sendable, Equatable {
         public var podCIDR: IPPrefix
         public var routerIP: IPAddress?
         public var pods: [Pod]
+
+        public init(name: String, address: IPAddress, podCIDR: IPPrefix, routerIP: IPAddress? = nil, pods: [Pod] = []) {
+            self.name = name
+            self.address = address
+            self.podCIDR = podCIDR
+            self.routerIP = routerIP
+            self.pods = pods
+        }
     }
 
     public struct Pod: Sendable, Equatable {
@@ -36,6 +44,16 @@ public struct LabCluster: Sendable, Equatable {
     public var datapathMode: DatapathMode = .bpf
     /// Socket-level load balancing on each node's lab cgroup (else per-packet translation).
     public var socketLB = true
+    /// Where the nodes learn of each other and of the services.
+    public var controlPlane: ControlPlane = .spec
+
+    public enum ControlPlane: String, Sendable, Equatable, CaseIterable {
+        /// Every node's spec lists the other nodes and the services (applied once by `lab up`).
+        case spec
+        /// A 3-member etcd on the fabric; every node runs `nodenetd run` in cluster mode and
+        /// its spec holds only itself and its pods.
+        case etcd
+    }
 
     /// The seed's cluster: control-plane, worker, worker2 with the DaemonSet's server pods,
     /// the client pod `net`, and the NodePort service `default/serversvc`.
@@ -81,7 +99,10 @@ public struct LabCluster: Sendable, Equatable {
         guard
             let top = r.object(
                 root, "",
-                allowed: ["name", "fabric", "nativeRoutingCIDR", "nodes", "services", "socketLB", "datapathMode"])
+                allowed: [
+                    "name", "fabric", "nativeRoutingCIDR", "nodes", "services", "socketLB", "datapathMode",
+                    "controlPlane",
+                ])
         else {
             throw SpecError(r.problems)
         }
@@ -122,6 +143,13 @@ public struct LabCluster: Sendable, Equatable {
             name: name, fabricCIDR: fabricCIDR, externalAddress: external, nativeRoutingCIDR: native, nodes: nodes,
             services: services)
         cluster.socketLB = r.bool(top, "socketLB", "") ?? true
+        if let plane = r.string(top, "controlPlane", "", required: false) {
+            if let p = ControlPlane(rawValue: plane) {
+                cluster.controlPlane = p
+            } else {
+                r.problem("controlPlane", "\"\(plane)\" is not spec or etcd")
+            }
+        }
         if let mode = r.string(top, "datapathMode", "", required: false) {
             if let m = DatapathMode(rawValue: mode) {
                 cluster.datapathMode = m
@@ -145,6 +173,9 @@ public struct LabCluster: Sendable, Equatable {
         }
         var seen: [String: String] = [:]
         var addresses: Set<IPAddress> = [externalAddress]
+        if controlPlane == .etcd {
+            for member in etcdMembers { addresses.insert(member) }
+        }
         for (i, node) in nodes.enumerated() {
             if !LabCluster.isValidObjectName(node.name) {
                 p.append(
@@ -198,20 +229,46 @@ public struct LabCluster: Sendable, Equatable {
     public func bpffsDirectory(ofNode node: String) -> String { "\(BPFFS.root)/nodenet-lab/\(name)/\(node)" }
     public func cgroupPath(ofNode node: String) -> String? { CgroupV2.root.map { "\($0)/nodenet-lab/\(name)/\(node)" } }
 
+    // MARK: The etcd control plane
+
+    /// The etcd members' addresses on the fabric: the last three below its broadcast address.
+    public var etcdMembers: [IPAddress] {
+        let base = fabricCIDR.network.address.ipv4Value ?? 0
+        let broadcast = base | (UInt32.max >> UInt32(fabricCIDR.length))
+        return (0..<3).map { IPAddress(ipv4: broadcast - 4 + UInt32($0)) }
+    }
+    public func etcdNamespace(_ member: Int) -> String { prefix + "etcd\(member)" }
+    public func etcdDirectory(_ member: Int) -> String { "\(runDirectory)/etcd\(member)" }
+    /// The members' client URLs on the fabric (what the nodes' agents use).
+    public var etcdEndpoints: [String] { etcdMembers.map { "http://\($0):2379" } }
+    /// Member `i`'s unix socket in the lab's run directory (what the lab's own commands use
+    /// from the root namespace).
+    public func etcdSocket(_ member: Int) -> String { "\(etcdDirectory(member))/client:2379" }
+    public var etcdCgroup: String? { CgroupV2.root.map { "\($0)/nodenet-lab/\(name)/etcd" } }
+    /// The cluster settings of the nodes' specs: a short lease and grace, so the demo sees a
+    /// node leave within seconds.
+    public var clusterSettings: ClusterSettings {
+        ClusterSettings(endpoints: etcdEndpoints, prefix: "/nodenet/lab-\(name)", leaseTTL: 3, nodeDeleteGrace: 3)
+    }
+
     /// The node spec the lab applies to `node`: its pods, every other node, all services.
     public func spec(forNode nodeName: String) -> NodeSpec? {
         guard let node = nodes.first(where: { $0.name == nodeName }) else { return nil }
+        let etcd = controlPlane == .etcd
         return NodeSpec(
             node: LocalNode(
                 name: node.name, device: "eth0", address: node.address, podCIDR: node.podCIDR, routerIP: node.routerIP),
             nativeRoutingCIDR: nativeRoutingCIDR, datapath: DatapathSettings(mode: datapathMode),
             pods: node.pods.map { PodSpec(name: $0.name, netns: namespace(ofPod: $0.name), ip: $0.ip) },
-            nodes: nodes.filter { $0.name != nodeName }.map {
-                RemoteNode(name: $0.name, address: $0.address, podCIDR: $0.podCIDR)
-            },
-            services: services, stateDirectory: stateDirectory(ofNode: node.name),
+            nodes: etcd
+                ? []
+                : nodes.filter { $0.name != nodeName }.map {
+                    RemoteNode(name: $0.name, address: $0.address, podCIDR: $0.podCIDR)
+                },
+            services: etcd ? [] : services, stateDirectory: stateDirectory(ofNode: node.name),
             bpffsDirectory: bpffsDirectory(ofNode: node.name),
-            socketLB: SocketLBSettings(cgroup: socketLB ? cgroupPath(ofNode: node.name) : nil))
+            socketLB: SocketLBSettings(cgroup: socketLB ? cgroupPath(ofNode: node.name) : nil),
+            cluster: etcd ? clusterSettings : nil)
     }
 
     /// Which node a pod runs on.

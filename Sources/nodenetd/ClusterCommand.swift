@@ -194,7 +194,7 @@ struct ClusterCommand: ParsableCommand {
                 if !reader.problems.isEmpty { throw SpecError(reader.problems) }
                 if services.isEmpty { throw SpecError([SpecProblem("services", "names no service")]) }
                 for (i, s) in services.enumerated() {
-                    if let why = LocalNode.nameProblem(s.name) {
+                    if let why = ClusterServiceRecord.nameProblem(s.name) {
                         throw SpecError([SpecProblem("services[\(i)].name", why)])
                     }
                 }
@@ -209,7 +209,9 @@ struct ClusterCommand: ParsableCommand {
             @Argument(help: "The service's name.") var name: String
 
             func run() throws {
-                if let why = LocalNode.nameProblem(name) { throw InvalidInput(message: "service name \(why)") }
+                if let why = ClusterServiceRecord.nameProblem(name) {
+                    throw InvalidInput(message: "service name \(why)")
+                }
                 let keys = try options.keys()
                 let deleted = try options.withClient { try await $0.delete(keys.service(name)) }
                 guard deleted > 0 else {
@@ -289,31 +291,33 @@ struct ClusterOptions: ParsableArguments {
 
     /// Runs `body` with a client, blocking this (main) thread until it is done.
     func withClient<T: Sendable>(_ body: @escaping @Sendable (any EtcdClient) async throws -> T) throws -> T {
-        let settings = try settings()
-        let client: any EtcdClient
-        do {
-            let endpoints = try settings.endpoints.map { text throws(EtcdError) in try EtcdEndpoint(text) }
-            let tls =
-                settings.caFile != nil || settings.certFile != nil
-                ? EtcdTLS(caFile: settings.caFile, certFile: settings.certFile, keyFile: settings.keyFile) : nil
-            client = try EtcdGatewayClient(endpoints: endpoints, tls: tls, requestTimeout: .seconds(timeout))
-        } catch {
-            throw InvalidInput(message: "\(error)")
-        }
-        let box = ResultBox<T>()
-        let done = DispatchSemaphore(value: 0)
-        Task {
-            do {
-                box.result = .success(try await body(client))
-            } catch {
-                box.result = .failure(error)
-            }
-            await client.shutdown()
-            done.signal()
-        }
-        done.wait()
-        return try box.result!.get()
+        try withEtcdClient(try settings(), timeout: timeout, body)
     }
+}
+
+/// Runs `body` with a client for `settings`, blocking this (main) thread until it is done.
+func withEtcdClient<T: Sendable>(
+    _ settings: ClusterSettings, timeout: Int = 5, _ body: @escaping @Sendable (any EtcdClient) async throws -> T
+) throws -> T {
+    let client: any EtcdClient
+    do {
+        client = try NodeAgent.makeGatewayClient(settings, requestTimeout: .seconds(timeout))
+    } catch {
+        throw InvalidInput(message: "\(error)")
+    }
+    let box = ResultBox<T>()
+    let done = DispatchSemaphore(value: 0)
+    Task {
+        do {
+            box.result = .success(try await body(client))
+        } catch {
+            box.result = .failure(error)
+        }
+        await client.shutdown()
+        done.signal()
+    }
+    done.wait()
+    return try box.result!.get()
 }
 
 final class ResultBox<T>: @unchecked Sendable {

@@ -32,7 +32,11 @@ struct LabIntegrationTests {
                 (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))).map {
                     String(decoding: $0, as: UTF8.self)
                 } ?? ""
-            if cmd.contains("lab\0serve\0--name\0\(lab)\0") { t.append("process \(pid)") }
+            if cmd.contains("lab\0serve\0--name\0\(lab)\0") || cmd.contains("\0nodenet-lab-\(lab)\0")
+                || cmd.contains("\0--spec\0/run/nodenet/lab/\(lab)/")
+            {
+                t.append("process \(pid)")
+            }
         }
         return t
     }
@@ -66,6 +70,20 @@ struct LabIntegrationTests {
         #expect(Self.traces(of: lab) == [])
         #expect(try Self.cli(["lab", "down", "--name", lab]).output.contains("nothing to remove"))
         #expect(try NetlinkSocket().links().map(\.name) == rootLinksBefore, "the root namespace is untouched")
+    }
+
+    /// `lab demo --control-plane etcd`: the seed's checks with nodes and services from a real
+    /// 3-member etcd on the fabric, a node joining, an agent killed and back, a member killed, a
+    /// cluster service; then nothing left (etcd members and agents included).
+    @Test(.enabled(if: EtcdServer.isInstalled || Privileges.required, Comment(rawValue: EtcdServer.skipReason)))
+    func theDemoPassesWithTheEtcdControlPlane() throws {
+        let lab = Self.labName("ce")
+        defer { Lab.down(name: lab) }
+        let demo = try Self.cli(["lab", "demo", "--control-plane", "etcd", "--name", lab])
+        #expect(demo.status == 0, "\(demo.output)")
+        #expect(demo.output.contains(" passed, 0 failed, 0 not yet"), "\(demo.output)")
+        #expect(demo.output.contains("PASS     worker's agent killed"), "\(demo.output)")
+        #expect(Self.traces(of: lab) == [])
     }
 
     /// `lab pod add|del`: a pod made through nodenet-cni against the node's agent, reached by

@@ -3,7 +3,7 @@
 ///     <prefix>/nodes/<node>                      a node's registration (under its lease)
 ///     <prefix>/cidrs/<a.b.c.d>-<len>             the node that claimed a pod CIDR (under its lease)
 ///     <prefix>/endpoints/<node>/<namespace>/<name>  a pod published by its node (under its lease)
-///     <prefix>/services/<name>                   a service (written by `nodenetd cluster service apply`)
+///     <prefix>/services/[<namespace>/]<name>      a service (written by `nodenetd cluster service apply`)
 public struct ClusterKeys: Sendable, Hashable {
     public let prefix: String
 
@@ -40,7 +40,7 @@ public struct ClusterKeys: Sendable, Hashable {
         }
         if let parts = rest(nodes), parts.count == 1 { return .node(String(parts[0])) }
         if let parts = rest(cidrs), parts.count == 1 { return .cidr(String(parts[0])) }
-        if let parts = rest(services), parts.count == 1 { return .service(String(parts[0])) }
+        if let parts = rest(services), parts.count <= 2 { return .service(parts.joined(separator: "/")) }
         if let parts = rest(endpoints), parts.count == 3 {
             return .endpoint(node: String(parts[0]), pod: "\(parts[1])/\(parts[2])")
         }

@@ -142,6 +142,16 @@ extension LocalNode {
 }
 
 extension ClusterServiceRecord {
+    /// Why `name` cannot name a cluster service (`name` or `namespace/name`, each part a node
+    /// name's characters: it becomes a key), nil when it can.
+    public static func nameProblem(_ name: String) -> String? {
+        let parts = name.split(separator: "/", omittingEmptySubsequences: false)
+        guard (1...2).contains(parts.count), parts.allSatisfy({ LocalNode.nameProblem(String($0)) == nil }) else {
+            return "\"\(name)\" must be name or namespace/name, each 1-63 letters, digits, '-', '_' or '.'"
+        }
+        return nil
+    }
+
     /// The spec's service rules for a set of cluster services (one clusterIP and node port
     /// each, node ports in `nodePortRange`, no clusterIP inside a node's pod CIDR, map
     /// capacity). `paths`: each service's JSON path, for the problems.

@@ -114,7 +114,8 @@ public struct ClusterView: Sendable {
             }
         case .service(let name):
             switch ClusterServiceRecord.decode(value) {
-            case .success(let service) where service.name == name: services[name] = service
+            case .success(let service) where service.name == name && ClusterServiceRecord.nameProblem(name) == nil:
+                services[name] = service
             case .success(let service): rejected[key] = "the record names service \(service.name), not \(name)"
             case .failure(let error): rejected[key] = error.description
             }

@@ -63,6 +63,11 @@ struct LabUp: ParsableCommand {
 
     @Argument(help: "A cluster file (JSON; see docs/lab.md).") var cluster: String?
     @Option(help: "The lab's name (overrides the file's; default 'seed' for the seed cluster).") var name: String?
+    @Option(
+        help: ArgumentHelp(
+            "spec: every node's spec lists the others and the services; etcd: a 3-member etcd on the fabric and `nodenetd run` in cluster mode on every node.",
+            valueName: "spec|etcd"))
+    var controlPlane: LabCluster.ControlPlane?
 
     func run() throws {
         var c: LabCluster
@@ -75,12 +80,18 @@ struct LabUp: ParsableCommand {
             c = LabCluster.seed()
         }
         if let name { c.name = name }
+        if let controlPlane { c.controlPlane = controlPlane }
         let interrupt = Interrupt()
         try LabRuntime.up(c, interrupt: interrupt)
         print(
             "lab \(c.name) is up: \(c.nodes.count) nodes, \(c.nodes.map(\.pods.count).reduce(0, +)) pods, external host \(c.externalAddress)"
         )
         print("try: nodenetd lab status --name \(c.name); nodenetd lab exec net --name \(c.name) -- ping -c1 10.0.1.15")
+        if c.controlPlane == .etcd {
+            print(
+                "etcd: nodenetd cluster nodes --etcd \((0..<3).map { "unix://\(c.etcdSocket($0))" }.joined(separator: ",")) --prefix \(c.clusterSettings.prefix)"
+            )
+        }
     }
 }
 
@@ -180,7 +191,9 @@ struct LabExec: ParsableCommand {
             "Like `kubectl exec` / `docker exec`: the command's exit status is returned. Example: nodenetd lab exec net -- ping -c1 10.0.1.15"
     )
     @OptionGroup var lab: LabName
-    @Argument(help: "A node, a pod, or 'external'.") var target: String
+    @Option(help: "Run the command in this directory.") var workdir: String?
+    @Argument(help: "A node, a pod, 'external', or an etcd member (etcd0-etcd2, with --control-plane etcd).")
+    var target: String
     @Argument(parsing: .postTerminator, help: "The command and its arguments, after --.") var command: [String] = []
 
     func validate() throws {
@@ -192,6 +205,9 @@ struct LabExec: ParsableCommand {
         guard let (namespace, cgroup) = LabRuntime.place(of: target, in: c) else {
             let names = ["external"] + c.nodes.map(\.name) + c.nodes.flatMap { $0.pods.map(\.name) }
             throw InvalidInput(message: "no \(target) in lab \(c.name) (known: \(names.joined(separator: ", ")))")
+        }
+        if let workdir, chdir(workdir) != 0 {
+            throw InvalidInput(message: "--workdir \(workdir): \(String(cString: strerror(errno)))")
         }
         try LabRuntime.exec(command, namespace: namespace, cgroup: cgroup)
     }
@@ -215,3 +231,5 @@ struct LabServe: ParsableCommand {
         try LabRuntime.serve(c, node: node)
     }
 }
+
+extension LabCluster.ControlPlane: ExpressibleByArgument {}

@@ -11,18 +11,27 @@ struct LabDemo: ParsableCommand {
 
     @Option(help: "The lab's name.") var name = "demo"
     @Flag(help: "Leave the lab up afterwards (remove it with `nodenetd lab down --name demo`).") var keep = false
+    @Option(
+        help: ArgumentHelp(
+            "etcd: the same checks with nodes and services from a 3-member etcd, plus a node joining, an agent killed (its routes go everywhere after the grace) and back, an etcd member killed, and a service applied to the cluster.",
+            valueName: "spec|etcd"))
+    var controlPlane: LabCluster.ControlPlane = .spec
 
     func run() throws {
-        let c = LabCluster.seed(name: name)
+        var c = LabCluster.seed(name: name)
+        c.controlPlane = controlPlane
         let interrupt = Interrupt()
         let start = Date()
-        print("== nodenet lab demo: the seed's kind cluster (3 nodes, native routing) in network namespaces")
+        print(
+            "== nodenet lab demo: the seed's kind cluster (3 nodes, native routing) in network namespaces"
+                + (controlPlane == .etcd ? ", nodes and services from etcd (3 members)" : ""))
         try LabRuntime.up(c, interrupt: interrupt)
         let demo = Demo(cluster: c)
         defer {
             if !keep { Lab.down(name: c.name) }
         }
         demo.runAll(interrupted: { interrupt.fired })
+        if controlPlane == .etcd, !interrupt.fired { demo.runClusterChecks() }
         print(
             String(
                 format: "\n%d passed, %d failed, %d not yet (%.1f s)%@", demo.passed, demo.failed, demo.pending,

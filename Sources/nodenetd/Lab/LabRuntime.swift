@@ -15,6 +15,7 @@ enum LabRuntime {
                 try startServer(c, node: node.name)
             }
             try waitForServers(c, interrupt: interrupt)
+            if c.controlPlane == .etcd { try LabControlPlane.start(c, interrupt: interrupt) }
         } catch {
             Lab.down(name: c.name)
             if error is CancellationError || interrupt.fired {
@@ -115,6 +116,9 @@ enum LabRuntime {
     /// Where a node, pod or `external` lives: its namespace and cgroup.
     static func place(of target: String, in c: LabCluster) -> (String, String?)? {
         if target == "external" { return (c.externalNamespace, nil) }
+        if c.controlPlane == .etcd, let i = ["etcd0", "etcd1", "etcd2"].firstIndex(of: target) {
+            return (c.etcdNamespace(i), c.etcdCgroup)
+        }
         if c.nodes.contains(where: { $0.name == target }) {
             return (c.namespace(ofNode: target), c.cgroupPath(ofNode: target))
         }
