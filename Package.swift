@@ -84,16 +84,20 @@ let package = Package(
         .executableTarget(
             name: "service-bench", dependencies: ["NodeNet", "NodeNetLab", "BenchSupport"],
             path: "Benchmarks/ServiceBench"),
-        .executableTarget(
-            name: "repair-bench",
+        .target(
+            name: "AgentBenchSupport",
             dependencies: ["NodeNet", "NodeNetAgent", "BenchSupport", .product(name: "Logging", package: "swift-log")],
+            path: "Benchmarks/AgentBenchSupport"),
+        .executableTarget(
+            name: "repair-bench", dependencies: ["NodeNet", "NodeNetAgent", "BenchSupport", "AgentBenchSupport"],
             path: "Benchmarks/RepairBench"),
         .executableTarget(
-            name: "cni-bench",
-            dependencies: [
-                "NodeNet", "BPF", "NodeNetAgent", "BenchSupport", .product(name: "Logging", package: "swift-log"),
-            ],
+            name: "cni-bench", dependencies: ["NodeNet", "BPF", "NodeNetAgent", "BenchSupport", "AgentBenchSupport"],
             path: "Benchmarks/CNIBench"),
+        .executableTarget(
+            name: "cluster-bench",
+            dependencies: ["NodeNet", "NodeNetAgent", "Etcd", "BenchSupport", "AgentBenchSupport"],
+            path: "Benchmarks/ClusterBench"),
         // A short, runnable tour of the Netlink library (built with everything else).
         .executableTarget(name: "netlink-tour", dependencies: ["Netlink"], path: "Examples/NetlinkTour"),
         // Shared test helpers (privileges, throwaway namespaces); not product code.

@@ -62,3 +62,23 @@ public struct BenchArguments {
         Int(value()).map { min(max($0, range.lowerBound), range.upperBound) } ?? fallback
     }
 }
+
+/// Runs an async body from a benchmark's main thread, blocking it until the body is done.
+public func blocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+    let box = BlockingResult<T>()
+    let done = DispatchSemaphore(value: 0)
+    Task {
+        do {
+            box.result = .success(try await body())
+        } catch {
+            box.result = .failure(error)
+        }
+        done.signal()
+    }
+    done.wait()
+    return try box.result!.get()
+}
+
+private final class BlockingResult<T>: @unchecked Sendable {
+    var result: Result<T, any Error>?
+}

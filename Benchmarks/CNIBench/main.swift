@@ -1,3 +1,4 @@
+import AgentBenchSupport
 // cni-bench: CNI ADD and DEL latency through the real libcni (the Go client of the CNI tests,
 // in its `bench` mode: a long-running runtime's calls, no process start in the figures), for
 // nodenet-cni against an in-process agent (BPF datapath) and, in the same run on the same
@@ -11,7 +12,6 @@
 import BPF
 import BenchSupport
 import Foundation
-import Logging
 import NodeNet
 import NodeNetAgent
 
@@ -108,23 +108,8 @@ do {
         bpffsDirectory: bpffs)
     try spec.jsonData().write(to: URL(fileURLWithPath: work + "/spec.json"))
     let socket = work + "/run/nodenet.sock"
-    // NODENET_BENCH_LOG=info shows what the agent does (on stderr).
-    let logLevel =
-        ProcessInfo.processInfo.environment["NODENET_BENCH_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .error
-    let agent = NodeAgent(
-        options: NodeAgent.Options(
-            specPath: work + "/spec.json", namespace: .named(node), resyncInterval: .seconds(3600),
-            apiSocket: .path(socket)),
-        logger: { [level = logLevel] label in
-            var l = Logger(label: label) { _ in StructuredLogHandler(subsystem: label, format: .logfmt, level: level) }
-            l.logLevel = level
-            return l
-        })
-    let run = Task.detached { try await agent.run() }
-    let start = Date()
-    while agent.health != .healthy {
-        guard Date().timeIntervalSince(start) < 30 else { throw BenchError("agent did not converge: \(agent.health)") }
-        usleep(1000)
+    let (agent, run) = try startBenchAgent(specPath: work + "/spec.json", namespace: .named(node)) {
+        $0.apiSocket = .path(socket)
     }
     func conflist(_ name: String, _ plugin: [String: Any]) throws -> String {
         let path = "\(work)/\(name).conflist"

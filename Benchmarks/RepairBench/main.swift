@@ -1,3 +1,4 @@
+import AgentBenchSupport
 // repair-bench: how fast the agent (`nodenetd run`) restores an owned route that someone
 // deleted. The agent runs in-process on a throwaway node namespace with R remote nodes;
 // the benchmark deletes one of their direct routes N times (a different one each time),
@@ -7,7 +8,6 @@
 //   swift run -c release repair-bench [--deletions N] [--nodes R] [--json]
 import BenchSupport
 import Foundation
-import Logging
 import NodeNet
 import NodeNetAgent
 
@@ -55,19 +55,7 @@ do {
         },
         stateDirectory: state)
     try spec.jsonData().write(to: URL(fileURLWithPath: state + ".json"))
-    let agent = NodeAgent(
-        options: NodeAgent.Options(specPath: state + ".json", namespace: .named(node), resyncInterval: .seconds(3600)),
-        logger: { label in
-            var l = Logger(label: label) { _ in StructuredLogHandler(subsystem: label, format: .logfmt, level: .error) }
-            l.logLevel = .error
-            return l
-        })
-    let run = Task.detached { try await agent.run() }
-    let start = Date()
-    while agent.health != .healthy {
-        guard Date().timeIntervalSince(start) < 30 else { throw BenchError("agent did not converge: \(agent.health)") }
-        usleep(1000)
-    }
+    let (agent, run) = try startBenchAgent(specPath: state + ".json", namespace: .named(node))
     let routes = try s.routes(RouteFilter(protocol: NodeNetNames.routeProtocol)).filter {
         $0.destination.address.ipv4Value! >> 24 == 11
     }
