@@ -10,4 +10,7 @@ swift format lint --strict --recursive --parallel Sources Tests Benchmarks Plugi
 swift build --build-tests
 # The CNI tests drive nodenet-cni through the real libcni: their client is a Go program.
 ./scripts/build-cni-client.sh >/dev/null
-swift test "$@"
+# One test at a time: many integration tests block a thread while they wait for the kernel or a
+# child process, and on a 2-core machine two of them side by side leave no thread of Swift's
+# concurrency pool to the agents other tests run in-process (their waits then time out).
+swift test --no-parallel "$@"

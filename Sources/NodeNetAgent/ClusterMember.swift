@@ -218,7 +218,9 @@ final class ClusterMember: @unchecked Sendable {
                 }
             }
             let current = lock.withLock {
-                self.view.apply(changes, revision: revision, now: ContinuousClock.now)
+                let now = ContinuousClock.now
+                self.view.apply(changes, revision: revision, now: now)
+                _ = self.view.expire(now: now)  // a grace of 0: gone with this change
                 return self.view
             }
             // Our own registration deleted by hand (or by a stale lease): write it again.
@@ -235,8 +237,9 @@ final class ClusterMember: @unchecked Sendable {
     private func expireDeparted() async throws {
         while true {
             let next = lock.withLock { self.view.nextExpiry }
-            let wait = next.map { max($0 - ContinuousClock.now, .milliseconds(10)) } ?? .seconds(1)
-            try await Task.sleep(for: min(wait, .seconds(1)))
+            // A departure after this sleep started is seen within 0.1 s of its grace's end.
+            let wait = next.map { max($0 - ContinuousClock.now, .milliseconds(10)) } ?? .milliseconds(100)
+            try await Task.sleep(for: min(wait, .milliseconds(100)))
             let (expired, current) = lock.withLock { (self.view.expire(now: ContinuousClock.now), self.view) }
             if expired { changed(current, "a departed node's grace ended") }
         }

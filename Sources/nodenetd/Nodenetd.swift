@@ -73,8 +73,8 @@ struct SpecOptions: ParsableArguments {
 
     func controller() throws -> NodeController { try NodeController(spec: try loadSpec(), namespace: namespace) }
 
-    /// The spec file with the CNI endpoints the node's agent keeps.
-    func loadSpec() throws -> NodeSpec { try NodeSpec.load(path: spec).withEndpoints() }
+    /// The spec file with the cluster its agent last saw (cluster mode) and the CNI endpoints it keeps.
+    func loadSpec() throws -> NodeSpec { try NodeSpec.load(path: spec).withCachedCluster().withEndpoints() }
 }
 
 /// Prints a value as pretty, key-sorted JSON.

@@ -154,6 +154,27 @@ struct ClusterIntegrationTests {
         await client.shutdown()
     }
 
+    /// With a grace of 0 a node whose lease ended is gone with the change that says so.
+    @Test func withoutAGraceANodeGoesWithItsLease() async throws {
+        let etcd = try EtcdServer()
+        defer { etcd.stop() }
+        let client = try Self.client(etcd)
+        try await TestNode.with(pods: 1) { t in
+            let lease = try #require(try await Self.register(client, "worker", "172.18.0.3", "10.0.1.0/24"))
+            try await Self.withClusterAgent(t, Self.settings(etcd, grace: 0)) { agent, lines in
+                #expect(try Self.directRoutes(t)["10.0.1.0/24"] == "172.18.0.3")
+                try await client.revokeLease(lease.id)
+                try await AgentIntegrationTests.waitFor("the route to go") {
+                    try Self.directRoutes(t)["10.0.1.0/24"] == nil
+                }
+                // Removed with the change that said so, not by the grace timer.
+                #expect(!lines.all.contains { $0.contains("grace ended") }, "\(lines.all)")
+                #expect(agent.health == .healthy)
+            }
+        }
+        await client.shutdown()
+    }
+
     @Test func aClaimedPodCIDRIsRefused() async throws {
         let etcd = try EtcdServer()
         defer { etcd.stop() }
@@ -179,7 +200,16 @@ struct ClusterIntegrationTests {
             try await Self.register(client, "worker", "172.18.0.3", "10.0.1.0/24", ttl: nil)
             try await Self.withClusterAgent(t, Self.settings(etcd)) { _, _ async throws in
                 #expect(try Self.directRoutes(t)["10.0.1.0/24"] == "172.18.0.3")
+                try await AgentIntegrationTests.waitFor("the cluster cache") {
+                    FileManager.default.fileExists(atPath: ClusterCache.path(stateDirectory: t.stateDirectory))
+                }
             }
+            // By hand, with the agent stopped: plan knows the cluster the agent last saw (the
+            // route is wanted, not stale), so an apply would not flush it.
+            var fileSpec = t.spec(remote: [])
+            fileSpec.cluster = Self.settings(etcd)
+            #expect(try t.controller(fileSpec.withCachedCluster()).plan().isEmpty)
+            #expect(try !t.controller(fileSpec).plan().isEmpty, "without the cache the route would be stale")
             _ = try await client.delete(Self.keys.node("worker"))
             // Stopped, the datapath stays as it was.
             #expect(try Self.directRoutes(t)["10.0.1.0/24"] == "172.18.0.3")
@@ -269,6 +299,52 @@ struct ClusterIntegrationTests {
                 #expect(!lines.all.contains { $0.contains("delete route") })
             }
         }
+        await client.shutdown()
+    }
+
+    /// `nodenetd cluster …` through the binary: exit 2 and nothing written for an invalid file
+    /// or a clash with the cluster's services, 1 when etcd does not answer or a service to delete
+    /// is missing, 0 otherwise; JSON listings.
+    @Test func theClusterCommandsExitCodes() async throws {
+        let etcd = try EtcdServer()
+        defer { etcd.stop() }
+        let client = try Self.client(etcd)
+        let nodenetd = LabIntegrationTests.nodenetd.path
+        let directory = etcd.directory
+        let etcdFlags = ["--etcd", etcd.clientURL(0), "--prefix", Self.keys.prefix]
+        func cli(_ args: [String]) throws -> (status: Int32, output: String) { try runTool([nodenetd] + args) }
+        let good = directory + "/web.json"
+        try
+            #"{"name":"default/web","type":"NodePort","clusterIP":"10.96.0.10","ports":[{"port":80,"nodePort":30080}],"backends":[{"pod":"default/web-1"}]}"#
+            .write(toFile: good, atomically: true, encoding: .utf8)
+        var result = try cli(["cluster", "service", "apply"] + etcdFlags + [good])
+        #expect(result.status == 0 && result.output.contains("service/default/web created"), "\(result.output)")
+        result = try cli(["cluster", "service", "apply"] + etcdFlags + [good])
+        #expect(result.status == 0 && result.output.contains("unchanged"), "\(result.output)")
+        // Another service on the same clusterIP and node port: refused, nothing written.
+        let clash = directory + "/clash.json"
+        try #"{"name":"other","type":"NodePort","clusterIP":"10.96.0.10","ports":[{"port":80,"nodePort":30080}]}"#
+            .write(toFile: clash, atomically: true, encoding: .utf8)
+        result = try cli(["cluster", "service", "apply"] + etcdFlags + [clash])
+        #expect(result.status == 2 && result.output.contains("10.96.0.10 is already used"), "\(result.output)")
+        #expect(try await client.get(Self.keys.service("other")) == nil)
+        let bad = directory + "/bad.json"
+        try #"{"name":"x","clusterIP":"10.96.0.11","ports":[{"port":70000}],"backends":[{"pod":"nope"}]}"#
+            .write(toFile: bad, atomically: true, encoding: .utf8)
+        result = try cli(["cluster", "service", "apply"] + etcdFlags + [bad])
+        #expect(result.status == 2 && result.output.contains("70000 is out of range"), "\(result.output)")
+        #expect(result.output.contains("\"nope\" is not namespace/name"), "\(result.output)")
+        #expect(try cli(["cluster", "service", "apply"] + etcdFlags + [directory]).status == 2)
+        result = try cli(["cluster", "services", "--json"] + etcdFlags)
+        #expect(result.status == 0 && result.output.contains("\"pod default/web-1\""), "\(result.output)")
+        result = try cli(["cluster", "service", "delete"] + etcdFlags + ["default/web"])
+        #expect(result.status == 0, "\(result.output)")
+        result = try cli(["cluster", "service", "delete"] + etcdFlags + ["default/web"])
+        #expect(result.status == 1 && result.output.contains("no service default/web"), "\(result.output)")
+        result = try cli(["cluster", "nodes", "--etcd", "unix://\(directory)/nothing-here"])
+        #expect(result.status == 1 && result.output.contains("no etcd endpoint answered"), "\(result.output)")
+        #expect(try cli(["cluster", "nodes", "--etcd", "ftp://x"]).status == 2)
+        #expect(try cli(["cluster", "nodes"]).status == 2)
         await client.shutdown()
     }
 

@@ -145,7 +145,7 @@ import Testing
         Case(
             name: "unknown top-level field", edit: { $0["tunnel"] = "vxlan" },
             expected: [
-                "tunnel: unknown field (known: apiVersion, node, nativeRoutingCIDR, autoDirectNodeRoutes, kubeProxyReplacement, datapath, pods, nodes, services, nodePortRange, stateDirectory, bpffsDirectory, socketLB, masquerade)"
+                "tunnel: unknown field (known: apiVersion, node, nativeRoutingCIDR, autoDirectNodeRoutes, kubeProxyReplacement, datapath, pods, nodes, services, nodePortRange, stateDirectory, bpffsDirectory, socketLB, masquerade, cluster)"
             ]),
         Case(
             name: "unknown pod field", edit: pod(0, "ipAddress", "10.0.2.9"),

@@ -63,3 +63,16 @@ extension ClusterView {
         return out.sorted { $0.key < $1.key }
     }
 }
+
+extension NodeSpec {
+    /// In cluster mode: this spec with the cluster as its agent last saw it (`cluster.json`), so
+    /// `plan`, `apply` and `status` by hand treat the cluster's routes and services as wanted
+    /// instead of stale. Without a cache (or outside cluster mode) the spec as it is.
+    public func withCachedCluster() -> NodeSpec {
+        guard let cluster else { return self }
+        let cached = ClusterCache.load(
+            keys: ClusterKeys(prefix: cluster.prefix), grace: .seconds(cluster.nodeDeleteGrace),
+            stateDirectory: stateDirectory)
+        return cached.view.map { merging($0).spec } ?? self
+    }
+}

@@ -11,22 +11,32 @@ extension NodeSpec {
         // Nodes: registered and in their grace, by name (every agent decides alike).
         var records = view.nodes
         for (name, departed) in view.departed where records[name] == nil { records[name] = departed.record }
-        var names: Set<String> = [node.name]
         var addresses: Set<IPAddress> = [node.address]
-        var cidrs: [(IPPrefix, String)] = [(node.podCIDR, node.name)]
+        var sortedAddresses: [UInt32] = [node.address.ipv4Value ?? 0]
+        var cidrs = PrefixIndex()
+        var owners = [node.name]
+        cidrs.insert(node.podCIDR)
         for name in records.keys.sorted() where name != node.name {
             let record = records[name]!
+            let start = record.podCIDR.network.address.ipv4Value ?? 0
+            let end = start | (record.podCIDR.length >= 32 ? 0 : UInt32.max >> UInt32(record.podCIDR.length))
+            let firstAbove = sortedAddresses.partitioningIndex { $0 >= start }
             if addresses.contains(record.address) {
                 skipped.append("node \(name): address \(record.address) is already another node's")
-            } else if let clash = cidrs.first(where: { $0.0.overlaps(record.podCIDR) }) {
-                skipped.append("node \(name): podCIDR \(record.podCIDR) overlaps \(clash.1)'s \(clash.0)")
-            } else if let inside = cidrs.first(where: { $0.0.contains(record.address) }) {
-                skipped.append("node \(name): address \(record.address) is inside \(inside.1)'s podCIDR")
+            } else if let clash = cidrs.firstOverlap(record.podCIDR) {
+                skipped.append(
+                    "node \(name): podCIDR \(record.podCIDR) overlaps \(owners[clash])'s \(cidrs.prefixes[clash])")
+            } else if let inside = cidrs.containing(record.address).first {
+                skipped.append("node \(name): address \(record.address) is inside \(owners[inside])'s podCIDR")
+            } else if firstAbove < sortedAddresses.count, sortedAddresses[firstAbove] <= end {
+                skipped.append("node \(name): podCIDR \(record.podCIDR) holds another node's address")
             } else {
                 merged.nodes.append(record.remoteNode)
-                names.insert(name)
                 addresses.insert(record.address)
-                cidrs.append((record.podCIDR, name))
+                let value = record.address.ipv4Value ?? 0
+                sortedAddresses.insert(value, at: sortedAddresses.partitioningIndex { $0 >= value })
+                cidrs.insert(record.podCIDR)
+                owners.append(name)
             }
         }
         // Services: pod backends resolved; backends in the cluster's pod space on no known node
@@ -37,7 +47,7 @@ extension NodeSpec {
             var service = view.services[name]!
             service.backends = service.backends.filter { backend in
                 guard let podSpace, podSpace.contains(backend.ip) else { return true }
-                return cidrs.contains { $0.0.contains(backend.ip) }
+                return !cidrs.containing(backend.ip).isEmpty
             }
             for backend in service.podBackends {
                 if let ip = pods[backend.pod],
@@ -84,5 +94,18 @@ extension NodeSpec {
     private static func index(in path: String, of array: String) -> Int? {
         guard path.hasPrefix(array + "["), let close = path.firstIndex(of: "]") else { return nil }
         return Int(path[path.index(path.startIndex, offsetBy: array.count + 1)..<close])
+    }
+}
+
+extension Array {
+    /// The first index whose element satisfies `belongs` (which must be false, then true, along the array).
+    fileprivate func partitioningIndex(where belongs: (Element) -> Bool) -> Int {
+        var low = 0
+        var high = count
+        while low < high {
+            let mid = (low + high) / 2
+            if belongs(self[mid]) { high = mid } else { low = mid + 1 }
+        }
+        return low
     }
 }
