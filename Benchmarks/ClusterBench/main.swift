@@ -11,7 +11,7 @@
 //          a node registers (keys only) and the time until its route is on every one of the
 //          20 nodes is taken, `--joins` times; the agents' CPU and RSS over the joins.
 //
-//   swift build -c release --product cluster-bench --product nodenetd
+//   swift build -c release --product cluster-bench && swift build -c release --product nodenetd
 //   .build/release/cluster-bench [--part scale|lab|all] [--nodes 1000] [--expire 100] [--rounds 5]
 //                                [--lab-nodes 20] [--joins 30] [--json]
 //
