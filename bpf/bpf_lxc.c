@@ -68,6 +68,8 @@ static __noinline int nodenet_lxc_translate(struct __sk_buff *skb, struct nodene
 			rc = nodenet_translate_service(skb, &flow, 0);
 			if (rc == NODENET_NO_BACKEND)
 				return nodenet_reject(skb);
+			if (rc == NODENET_NO_LOCAL_BACKEND)
+				return nodenet_drop(skb, NODENET_VERDICT_DROP_NO_LOCAL_BACKEND);
 			if (rc == NODENET_ERROR)
 				return TC_ACT_SHOT;
 			translated = rc == NODENET_TRANSLATED;

@@ -39,6 +39,8 @@ static __always_inline int nodenet_to_node(struct __sk_buff *skb, const struct n
 		return NODENET_PASS;
 	if (rc == NODENET_NO_BACKEND)
 		return nodenet_reject(skb);
+	if (rc == NODENET_NO_LOCAL_BACKEND)
+		return nodenet_drop(skb, NODENET_VERDICT_DROP_NO_LOCAL_BACKEND);
 	if (rc == NODENET_ERROR)
 		return TC_ACT_SHOT;
 	struct nodenet_endpoint_key key = { .ip = flow->tuple.daddr };

@@ -9,6 +9,9 @@ public protocol EtcdClient: Sendable {
     /// Writes `value` (attached to `lease` when given); returns the revision it made.
     @discardableResult
     func put(_ key: String, value: [UInt8], lease: EtcdLease.ID?) async throws -> Int64
+    /// Writes `value` only when the key is as it was read: its mod revision still `modRevision`
+    /// (0: still absent). Returns whether it was written.
+    func put(_ key: String, value: [UInt8], ifModRevision modRevision: Int64) async throws -> Bool
     /// Deletes the key; returns how many keys went (0 or 1).
     @discardableResult
     func delete(_ key: String) async throws -> Int

@@ -91,6 +91,20 @@ public final class EtcdGatewayClient: EtcdClient, @unchecked Sendable {
         return try await call("/v3/kv/put", "writing \(key)", body).revision()
     }
 
+    public func put(_ key: String, value: [UInt8], ifModRevision modRevision: Int64) async throws -> Bool {
+        let compare: [String: Any] =
+            modRevision == 0
+            ? ["key": Self.base64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"]
+            : ["key": Self.base64(key), "target": "MOD", "result": "EQUAL", "mod_revision": String(modRevision)]
+        let reply = try await call(
+            "/v3/kv/txn", "writing \(key) unless it changed",
+            [
+                "compare": [compare],
+                "success": [["request_put": ["key": Self.base64(key), "value": Data(value).base64EncodedString()]]],
+            ])
+        return reply.bool("succeeded")
+    }
+
     @discardableResult
     public func delete(_ key: String) async throws -> Int {
         let reply = try await call("/v3/kv/deleterange", "deleting \(key)", ["key": Self.base64(key)])
@@ -135,6 +149,12 @@ public final class EtcdGatewayClient: EtcdClient, @unchecked Sendable {
     public func keepAlive(_ lease: EtcdLease.ID) async throws -> Int {
         let reply = try await call(
             "/v3/lease/keepalive", "renewing lease \(lease)", ["ID": String(lease.rawValue)])
+        // A streaming call: its errors come with HTTP 200 as {"error": …}, not as an expired lease.
+        if let error = reply.fields["error"] as? [String: Any] {
+            throw EtcdError.server(
+                operation: reply.operation, endpoint: reply.endpoint, code: Int(Reply.int64(error["grpc_code"]) ?? 0),
+                message: error["message"] as? String ?? "unknown error")
+        }
         let result = reply.object("result")
         return Int(Reply.int64(result["TTL"]) ?? 0)
     }
@@ -153,12 +173,17 @@ public final class EtcdGatewayClient: EtcdClient, @unchecked Sendable {
         return AsyncThrowingStream { continuation in
             let task = Task {
                 do {
-                    let (response, endpoint) = try await self.send(
-                        "/v3/watch", "watching \(prefix)*", body ?? Data(), deadline: .distantFuture)
+                    let (response, endpoint) = try await self.openStream(
+                        "/v3/watch", "watching \(prefix)*", body ?? Data())
                     let operation = "watching \(prefix)*"
                     var pending: [UInt8] = []
                     for try await chunk in response.body {
                         pending.append(contentsOf: chunk.readableBytesView)
+                        if pending.count > Self.answerLimit, !pending.contains(UInt8(ascii: "\n")) {
+                            throw EtcdError.malformed(
+                                operation: operation, endpoint: endpoint.description,
+                                detail: "a watch response longer than \(Self.answerLimit) bytes")
+                        }
                         while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
                             let line = Array(pending[..<newline])
                             pending.removeSubrange(...newline)
@@ -212,31 +237,58 @@ public final class EtcdGatewayClient: EtcdClient, @unchecked Sendable {
 
     // MARK: Transport
 
-    /// One call: the reply's JSON, or an error in our words with etcd's.
+    /// The largest answer or watch line read (a watch response of many events is large; a
+    /// record is at most a few KiB).
+    static let answerLimit = 32 << 20
+
+    /// One call: the reply's JSON, or an error in our words with etcd's. Each endpoint gets the
+    /// whole request timeout, answer included; one that does not answer is left for the next.
     private func call(_ path: String, _ operation: String, _ body: [String: Any]) async throws -> Reply {
-        let (response, endpoint) = try await send(
-            path, operation, try JSONSerialization.data(withJSONObject: body),
-            deadline: .now() + .nanoseconds(requestTimeout.nanoseconds))
-        let bytes: ByteBuffer
-        do {
-            bytes = try await response.body.collect(upTo: 256 << 20)
-        } catch {
-            throw EtcdError.unreachable(["\(endpoint): reading the answer to \(operation): \(error)"])
+        let data = try JSONSerialization.data(withJSONObject: body)
+        let timeout = requestTimeout
+        return try await attempt(path, operation, data) { request, endpoint in
+            let (status, bytes) = try await Self.within(timeout) { [http] in
+                let response = try await http.execute(request, deadline: .now() + .nanoseconds(timeout.nanoseconds))
+                return (response.status, try await response.body.collect(upTo: Self.answerLimit))
+            }
+            let reply = try Reply(Array(bytes.readableBytesView), operation: operation, endpoint: endpoint.description)
+            if status != .ok {
+                throw Answered(
+                    EtcdError.server(
+                        operation: operation, endpoint: endpoint.description,
+                        code: Int(Reply.int64(reply.fields["code"]) ?? 0),
+                        message: reply.fields["message"] as? String ?? reply.fields["error"] as? String
+                            ?? "HTTP \(status.code)"))
+            }
+            return reply
         }
-        let reply = try Reply(Array(bytes.readableBytesView), operation: operation, endpoint: endpoint.description)
-        if response.status != .ok {
-            throw EtcdError.server(
-                operation: operation, endpoint: endpoint.description, code: Int(Reply.int64(reply.fields["code"]) ?? 0),
-                message: reply.fields["message"] as? String ?? reply.fields["error"] as? String
-                    ?? "HTTP \(response.status.code)")
-        }
-        return reply
     }
 
-    /// Sends to the current endpoint, moving on to the next one that answers.
-    private func send(
-        _ path: String, _ operation: String, _ data: Data, deadline: NIODeadline
+    /// The watch's streaming response (its headers within the request timeout; the body then
+    /// streams for as long as the watch lives). Only a member with a leader serves it.
+    private func openStream(
+        _ path: String, _ operation: String, _ data: Data
     ) async throws -> (HTTPClientResponse, EtcdEndpoint) {
+        let timeout = requestTimeout
+        return try await attempt(path, operation, data) { [http] request, endpoint in
+            var request = request
+            request.headers.add(name: "Grpc-Metadata-hasleader", value: "true")
+            return (try await http.execute(request, deadline: .now() + .nanoseconds(timeout.nanoseconds)), endpoint)
+        }
+    }
+
+    /// An error that is etcd's answer (not the endpoint failing): not retried elsewhere.
+    private struct Answered: Error {
+        let error: EtcdError
+        init(_ error: EtcdError) { self.error = error }
+    }
+
+    /// Tries `body` on the current endpoint, then the others; the first that answers becomes
+    /// the current one.
+    private func attempt<T>(
+        _ path: String, _ operation: String, _ data: Data,
+        _ body: (HTTPClientRequest, EtcdEndpoint) async throws -> T
+    ) async throws -> T {
         let start = lock.withLock { current }
         var reasons: [String] = []
         for step in 0..<endpoints.count {
@@ -252,15 +304,43 @@ public final class EtcdGatewayClient: EtcdClient, @unchecked Sendable {
             }
             request.body = .bytes(ByteBuffer(bytes: data))
             do {
-                let response = try await http.execute(request, deadline: deadline)
-                if step > 0 { lock.withLock { current = index } }
-                return (response, endpoint)
+                let result = try await body(request, endpoint)
+                lock.withLock { current = index }
+                return result
+            } catch let answered as Answered {
+                lock.withLock { current = index }
+                throw answered.error
+            } catch let error as EtcdError {
+                // A malformed answer: this endpoint is not one to keep asking.
+                lock.withLock { if current == index { current = (index + 1) % endpoints.count } }
+                reasons.append("\(error)")
             } catch {
                 try Task.checkCancellation()
+                lock.withLock { if current == index { current = (index + 1) % endpoints.count } }
                 reasons.append("\(endpoint): \(Self.describe(error)) (\(operation))")
             }
         }
         throw EtcdError.unreachable(reasons)
+    }
+
+    private struct TimedOut: Error, CustomStringConvertible {
+        let timeout: Duration
+        var description: String { "no answer within \(timeout)" }
+    }
+
+    /// `body`'s result, or `TimedOut` after `timeout` (body is cancelled).
+    private static func within<T: Sendable>(
+        _ timeout: Duration, _ body: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
+        try await withThrowingTaskGroup(of: T.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                throw TimedOut(timeout: timeout)
+            }
+            defer { group.cancelAll() }
+            return try await group.next()!
+        }
     }
 
     private static func describe(_ error: any Error) -> String {

@@ -24,7 +24,8 @@ final class ClusterMember: @unchecked Sendable {
     let client: any EtcdClient
     let record: ClusterNodeRecord
     private let log: Logger
-    /// Called with the whole view after every change (on the member's tasks).
+    /// Called with the whole view after every change (on the member's tasks, under its lock: it
+    /// must not call back into the member).
     private let changed: @Sendable (ClusterView, String) -> Void
     private let lock = NSLock()
     private var view: ClusterView
@@ -75,11 +76,13 @@ final class ClusterMember: @unchecked Sendable {
             do {
                 try await register()
                 let snapshot = try await client.range(prefix: keys.all)
+                // Views are handed over under the lock, so the agent never gets an older one last.
                 let listed = lock.withLock {
                     self.view.replace(
                         with: snapshot.keyValues.map { ($0.key, $0.value) }, revision: snapshot.revision,
                         now: ContinuousClock.now, initial: initial)
                     state = .connected
+                    changed(self.view, "cluster listed at revision \(snapshot.revision)")
                     return self.view
                 }
                 if failures > 0 || initial {
@@ -89,7 +92,6 @@ final class ClusterMember: @unchecked Sendable {
                 }
                 initial = false
                 failures = 0
-                changed(listed, "cluster listed at revision \(snapshot.revision)")
                 let (signals, signal) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
                 lock.withLock { self.signal = signal }
                 signal.yield()  // what changed while registering
@@ -217,18 +219,17 @@ final class ClusterMember: @unchecked Sendable {
                 case .delete(let key, _): .delete(key: key)
                 }
             }
-            let current = lock.withLock {
+            lock.withLock {
                 let now = ContinuousClock.now
                 self.view.apply(changes, revision: revision, now: now)
                 _ = self.view.expire(now: now)  // a grace of 0: gone with this change
-                return self.view
+                changed(self.view, "cluster changed at revision \(revision): \(Self.summary(events))")
             }
             // Our own registration deleted by hand (or by a stale lease): write it again.
             if events.contains(where: { if case .delete(keys.node(record.name), _) = $0 { true } else { false } }) {
                 throw EtcdError.server(
                     operation: "watching", endpoint: "etcd", code: 5, message: "this node's registration was deleted")
             }
-            changed(current, "cluster changed at revision \(revision): \(Self.summary(events))")
         }
         throw EtcdError.unreachable(["the watch ended"])
     }
@@ -240,8 +241,9 @@ final class ClusterMember: @unchecked Sendable {
             // A departure after this sleep started is seen within 0.1 s of its grace's end.
             let wait = next.map { max($0 - ContinuousClock.now, .milliseconds(10)) } ?? .milliseconds(100)
             try await Task.sleep(for: min(wait, .milliseconds(100)))
-            let (expired, current) = lock.withLock { (self.view.expire(now: ContinuousClock.now), self.view) }
-            if expired { changed(current, "a departed node's grace ended") }
+            lock.withLock {
+                if self.view.expire(now: ContinuousClock.now) { changed(self.view, "a departed node's grace ended") }
+            }
         }
     }
 

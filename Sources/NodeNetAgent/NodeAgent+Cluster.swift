@@ -2,6 +2,7 @@ import Etcd
 import Foundation
 import Logging
 import NodeNet
+import Synchronization
 
 /// Makes the etcd client of a node in cluster mode (tests put faults between the agent and etcd).
 public typealias EtcdClientFactory = @Sendable (ClusterSettings) throws -> any EtcdClient
@@ -108,9 +109,21 @@ extension NodeAgent {
     /// thread (it syncs to disk), one write at a time, the newest view last.
     func saveClusterCache(_ view: ClusterView, stateDirectory: String) {
         let log = logger("cluster")
+        // One slot: a write waiting for the disk is replaced by a newer view, never queued behind it.
+        let first = Self.pendingCache.withLock { pending in
+            defer { pending = (view, stateDirectory) }
+            return pending == nil
+        }
+        guard first else { return }
         Self.cacheWrites.async {
+            guard
+                let (latest, directory) = Self.pendingCache.withLock({ pending in
+                    defer { pending = nil }
+                    return pending
+                })
+            else { return }
             do {
-                try ClusterCache.save(view, stateDirectory: stateDirectory)
+                try ClusterCache.save(latest, stateDirectory: directory)
             } catch {
                 log.warning("cannot keep the cluster cache", metadata: ["error": "\(error)"])
             }
@@ -118,6 +131,7 @@ extension NodeAgent {
     }
 
     private static let cacheWrites = DispatchQueue(label: "nodenet.cluster-cache")
+    private static let pendingCache = Mutex<(ClusterView, String)?>(nil)
 
     final class LinkBox: @unchecked Sendable {
         var link: ClusterLink?

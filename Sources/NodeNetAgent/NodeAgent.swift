@@ -412,6 +412,16 @@ public final class NodeAgent: @unchecked Sendable {
                     guard nextFile.cluster == fileSpec.cluster else {
                         throw NodeNetError.state("the cluster section cannot change under a running agent; restart it")
                     }
+                    // The node's registration and CIDR claim in etcd say what it was started with.
+                    guard
+                        fileSpec.cluster == nil
+                            || (nextFile.node.address == fileSpec.node.address
+                                && nextFile.node.podCIDR == fileSpec.node.podCIDR)
+                    else {
+                        throw NodeNetError.state(
+                            "in cluster mode node.address and node.podCIDR cannot change under a running agent (they are registered in etcd); restart it"
+                        )
+                    }
                     let next = clusterLink.map { nextFile.merging($0.view).spec } ?? nextFile
                     guard next != spec else {
                         logger("spec").info("spec unchanged", metadata: ["reason": "\(reason)"])

@@ -147,10 +147,13 @@ struct ClusterCommand: ParsableCommand {
                         try? ClusterNodeRecord.decode($0.value).get().remoteNode
                     }
                     var others: [ServiceSpec] = []
-                    var current: [String: [UInt8]] = [:]
+                    // By etcd key: what each service's key holds now, and at which revision.
+                    var current: [String: EtcdKeyValue] = [:]
                     for kv in existing.keyValues {
-                        guard case .success(let s) = ClusterServiceRecord.decode(kv.value) else { continue }
-                        current[s.name] = kv.value
+                        current[kv.key] = kv
+                        guard case .success(let s) = ClusterServiceRecord.decode(kv.value),
+                            kv.key == keys.service(s.name)
+                        else { continue }
                         if !services.contains(where: { $0.name == s.name }) { others.append(s) }
                     }
                     let all = services + others
@@ -160,12 +163,16 @@ struct ClusterCommand: ParsableCommand {
                     if !problems.isEmpty { throw SpecError(problems) }
                     var rows: [ApplyRow] = []
                     for service in services {
+                        let key = keys.service(service.name)
                         let value = ClusterServiceRecord.encoded(service)
-                        let result =
-                            current[service.name] == nil
-                            ? "created" : current[service.name] == value ? "unchanged" : "configured"
-                        if result != "unchanged" {
-                            try await client.put(keys.service(service.name), value: value, lease: nil)
+                        let held = current[key]
+                        let result = held == nil ? "created" : held?.value == value ? "unchanged" : "configured"
+                        // Written only if nobody changed the key since it was read (a concurrent
+                        // apply): then this one fails and says so instead of overwriting.
+                        if result != "unchanged",
+                            try await !client.put(key, value: value, ifModRevision: held?.modRevision ?? 0)
+                        {
+                            throw ConcurrentChange(service: service.name)
                         }
                         rows.append(ApplyRow(name: service.name, result: result))
                     }
@@ -322,4 +329,11 @@ func withEtcdClient<T: Sendable>(
 
 final class ResultBox<T>: @unchecked Sendable {
     var result: Result<T, any Error>?
+}
+
+struct ConcurrentChange: Error, CustomStringConvertible {
+    let service: String
+    var description: String {
+        "service \(service) changed in etcd while this apply checked it (another apply?); it was not written: run the apply again"
+    }
 }

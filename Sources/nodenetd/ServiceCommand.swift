@@ -20,7 +20,7 @@ struct ServiceCommand: ParsableCommand {
         @OptionGroup var options: SpecOptions
         @Flag(
             help:
-                "Print JSON: [{id, frontend, address, port, protocol, type, service, state, backends: [{index, id, address, port, protocol, state}]}]."
+                "Print JSON: [{id, frontend, address, port, protocol, type, flags, service, state, backends: [{index, id, address, port, protocol, state}]}]."
         )
         var json = false
 
@@ -29,7 +29,9 @@ struct ServiceCommand: ParsableCommand {
             if json { return try printJSON(rows) }
             var table: [[String]] = []
             for row in rows {
-                let mark = row.state == "ok" ? "" : " (\(row.state))"
+                let mark =
+                    (row.flags.isEmpty ? "" : " (\(row.flags.joined(separator: ", ")))")
+                    + (row.state == "ok" ? "" : " (\(row.state))")
                 let frontend = "\(row.frontend)/\(row.protocol)"
                 if row.backends.isEmpty { table.append(["\(row.id)", frontend, row.type + mark, ""]) }
                 for (i, b) in row.backends.enumerated() {

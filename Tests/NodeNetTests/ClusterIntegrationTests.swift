@@ -506,6 +506,9 @@ final class FaultyEtcdClient: EtcdClient, @unchecked Sendable {
         try await real.put(key, value: value, lease: lease)
     }
     func delete(_ key: String) async throws -> Int { try await real.delete(key) }
+    func put(_ key: String, value: [UInt8], ifModRevision modRevision: Int64) async throws -> Bool {
+        try await real.put(key, value: value, ifModRevision: modRevision)
+    }
     func claim(_ key: String, value: [UInt8], lease: EtcdLease.ID?) async throws -> EtcdKeyValue? {
         try await real.claim(key, value: value, lease: lease)
     }

@@ -229,6 +229,58 @@ struct ServiceLabTests {
         #expect(gc.removed == gc.scanned && gc.scanned > 0, "closed TCP and idle UDP flows expire")
     }
 
+    /// `externalTrafficPolicy: Local`: from outside, a node port reaches only the node's own
+    /// backends, with the client's address (no source NAT); a node without one drops the traffic
+    /// (counted, no reset). `internalTrafficPolicy: Local`: the clusterIP reaches only local
+    /// backends. `service list` shows the policy.
+    @Test func localTrafficPolicies() throws {
+        var cluster = LabCluster.seed(name: LabIntegrationTests.labName("etp"))
+        cluster.services.append(
+            ServiceSpec(
+                name: "default/local", type: .nodePort, clusterIP: IPAddress("10.96.7.7"),
+                ports: [ServicePort(port: 80, nodePort: 31000)],
+                backends: ["10.0.1.15", "10.0.2.204"].map { ServiceBackend(ip: IPAddress($0)!) },
+                externalTrafficPolicy: .local, internalTrafficPolicy: .local))
+        defer { Lab.down(name: cluster.name) }
+        try Self.up(cluster)
+        for (node, pod) in [("worker", "cilium-with-replacement-w1"), ("worker2", "cilium-with-replacement-w2")] {
+            let address = cluster.nodes.first { $0.name == node }!.address
+            let probe = try Self.probe(cluster.name, "external", "\(address):31000", count: 20)
+            #expect(probe.failures == 0 && probe.answers == ["PodName: \(pod)": 20], "\(node): \(probe.answers)")
+            // The backend sees the client: a service flow from 172.18.0.1 and no source NAT.
+            let ct = try Conntrack.list(bpffsDirectory: cluster.bpffsDirectory(ofNode: node))
+            #expect(
+                ct.contains {
+                    $0.kind == "service" && $0.destination == "\(address):31000" && $0.source.hasPrefix("172.18.0.1:")
+                })
+            #expect(
+                !ct.contains { $0.kind.hasPrefix("nat") && ($0.source + $0.destination).contains("172.18.0.1:") },
+                "\(ct)")
+        }
+        // control-plane has no backend of its own: dropped (a timeout, not a refusal), counted.
+        let layout = BPFFSLayout(directory: cluster.bpffsDirectory(ofNode: "control-plane"))
+        let verdicts = try #require(try BPFMap<UInt32, UInt64>.pinned(at: layout.path(.verdicts), perCPU: true))
+        let dropped = try verdicts.sum(UInt32(NODENET_VERDICT_DROP_NO_LOCAL_BACKEND.rawValue))
+        let none = try Self.probe(cluster.name, "external", "172.18.0.4:31000", count: 2, timeout: 1)
+        #expect(none.failures == 2, "\(none.answers)")
+        #expect(
+            none.requests.allSatisfy { $0.error?.contains("refused") == false }, "\(none.requests.compactMap(\.error))")
+        #expect(try verdicts.sum(UInt32(NODENET_VERDICT_DROP_NO_LOCAL_BACKEND.rawValue)) >= dropped + 2)
+        // The seed's service (Cluster policy) still reaches every backend from control-plane.
+        #expect(try Self.probe(cluster.name, "external", "172.18.0.4:32000", count: 30).answers.count == 3)
+        // internalTrafficPolicy: Local: from net (worker2) the clusterIP reaches worker2's backend only.
+        let inside = try Self.probe(cluster.name, "net", "10.96.7.7:80", count: 20)
+        #expect(inside.answers == ["PodName: cilium-with-replacement-w2": 20], "\(inside.answers)")
+        let rows = try Self.services(cluster, node: "control-plane").filter {
+            $0.port == 31000 || $0.frontend == "10.96.7.7:80"
+        }
+        #expect(
+            rows.filter { $0.port == 31000 }.allSatisfy {
+                $0.flags == ["ExternalTrafficPolicy=Local"] && $0.backends.isEmpty
+            })
+        #expect(rows.first { $0.frontend == "10.96.7.7:80" }?.flags == ["InternalTrafficPolicy=Local"])
+    }
+
     @Test func podTrafficLeavingTheClusterIsMasqueradedAndPodToPodIsNot() throws {
         let cluster = Self.cluster("mq")
         defer { Lab.down(name: cluster.name) }

@@ -46,7 +46,8 @@ enum nodenet_verdict {
 	NODENET_VERDICT_DROP_NO_BACKEND = 5,  /* a service frontend with no backend */
 	NODENET_VERDICT_DROP_NAT_EXHAUSTED = 6, /* no free port to translate a source to */
 	NODENET_VERDICT_DROP_NO_FLOW = 7,     /* a reply to a translated (hairpin) address whose flow is gone */
-	NODENET_VERDICT_MAX = 8,
+	NODENET_VERDICT_DROP_NO_LOCAL_BACKEND = 8, /* a Local traffic policy and no backend on this node */
+	NODENET_VERDICT_MAX = 9,
 };
 
 /* The monitor lease: the one value of the array `nodenet_monitor`. Programs emit events only
@@ -106,6 +107,7 @@ struct nodenet_service {
 };
 
 #define NODENET_SERVICE_NODEPORT 1   /* reachable from outside the node (NodePort frontends) */
+#define NODENET_SERVICE_LOCAL_ONLY 2 /* a Local traffic policy: only this node's backends; none: drop */
 
 /* A backend, by id. */
 struct nodenet_backend {

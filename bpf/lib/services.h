@@ -75,7 +75,7 @@ static __always_inline int nodenet_translate_service(struct __sk_buff *skb, stru
 		id = svc->id;
 		struct nodenet_backend *backend = nodenet_select_backend(&key, svc, &backend_id);
 		if (!backend)
-			return NODENET_NO_BACKEND;
+			return (svc->flags & NODENET_SERVICE_LOCAL_ONLY) ? NODENET_NO_LOCAL_BACKEND : NODENET_NO_BACKEND;
 		address = backend->address;
 		port = backend->port;
 		struct nodenet_tuple forward = f->tuple;

@@ -56,8 +56,8 @@ extension ClusterView {
         for (name, departed) in departed where nodes[name] == nil {
             out.append((keys.node(name), departed.record.encoded()))
         }
-        for (node, pods) in endpoints {
-            for (pod, record) in pods { out.append((keys.endpoint(node: node, pod: pod), record.encoded())) }
+        for node in Set(nodes.keys).union(departed.keys) {
+            for (pod, record) in pods(of: node) { out.append((keys.endpoint(node: node, pod: pod), record.encoded())) }
         }
         for (name, service) in services { out.append((keys.service(name), ClusterServiceRecord.encoded(service))) }
         return out.sorted { $0.key < $1.key }

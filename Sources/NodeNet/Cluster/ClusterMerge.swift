@@ -21,7 +21,11 @@ extension NodeSpec {
             let start = record.podCIDR.network.address.ipv4Value ?? 0
             let end = start | (record.podCIDR.length >= 32 ? 0 : UInt32.max >> UInt32(record.podCIDR.length))
             let firstAbove = sortedAddresses.partitioningIndex { $0 >= start }
-            if addresses.contains(record.address) {
+            if let space = nativeRoutingCIDR,
+                !space.contains(record.podCIDR.network.address) || space.length > record.podCIDR.length
+            {
+                skipped.append("node \(name): podCIDR \(record.podCIDR) is outside nativeRoutingCIDR \(space)")
+            } else if addresses.contains(record.address) {
                 skipped.append("node \(name): address \(record.address) is already another node's")
             } else if let clash = cidrs.firstOverlap(record.podCIDR) {
                 skipped.append(
@@ -39,16 +43,17 @@ extension NodeSpec {
                 owners.append(name)
             }
         }
-        // Services: pod backends resolved; backends in the cluster's pod space on no known node
-        // left out (nothing would route them).
-        let pods = view.podAddresses
+        // Pods, for backends named by pod: only those of nodes taken above (this one included),
+        // inside their node's pod CIDR; two nodes publishing one pod: the first by name wins.
+        var pods: [String: IPAddress] = [:]
+        for (owner, cidr) in zip(owners, cidrs.prefixes).sorted(by: { $0.0 > $1.0 }) {
+            for (pod, record) in view.pods(of: owner) where cidr.contains(record.ip) { pods[pod] = record.ip }
+        }
+        // Services: pod backends resolved; then backends in the cluster's pod space on no node
+        // taken above left out (nothing would route them).
         let podSpace = nativeRoutingCIDR
         merged.services = view.services.keys.sorted().map { name in
             var service = view.services[name]!
-            service.backends = service.backends.filter { backend in
-                guard let podSpace, podSpace.contains(backend.ip) else { return true }
-                return !cidrs.containing(backend.ip).isEmpty
-            }
             for backend in service.podBackends {
                 if let ip = pods[backend.pod],
                     !service.backends.contains(where: { $0.ip == ip && $0.port == backend.port })
@@ -56,12 +61,16 @@ extension NodeSpec {
                     service.backends.append(ServiceBackend(ip: ip, port: backend.port))
                 }
             }
+            service.backends = service.backends.filter { backend in
+                guard let podSpace, podSpace.contains(backend.ip) else { return true }
+                return !cidrs.containing(backend.ip).isEmpty
+            }
             service.podBackends = []
             return service
         }
         // What still fails the spec's rules (a clashing clusterIP or nodePort) is left out, by
-        // index, until the rest passes.
-        for _ in 0..<8 {
+        // index, until the rest passes (each round leaves out at least one; services last).
+        while true {
             var validator = SpecValidator(
                 spec: merged, podPaths: merged.pods.indices.map { "pods[\($0)]" },
                 nodePaths: merged.nodes.indices.map { "nodes[\($0)]" },
@@ -77,10 +86,17 @@ extension NodeSpec {
                 } else if let i = Self.index(in: problem.path, of: "services") {
                     dropServices.insert(i)
                     skipped.append("service \(merged.services[i].name): \(problem.message)")
-                } else {
+                } else if let last = merged.services.indices.last {
                     // Map capacity: the last services go first.
-                    if let last = merged.services.indices.last { dropServices.insert(last) }
+                    dropServices.insert(last)
                     skipped.append("\(problem.path): \(problem.message)")
+                } else {
+                    // Nothing of the cluster's left to leave out: the node's own spec fails with
+                    // it (it passed alone); the node is programmed without the cluster.
+                    skipped.append("\(problem.path): \(problem.message)")
+                    var alone = self
+                    alone.markValidated()
+                    return (alone, skipped)
                 }
             }
             merged.nodes = merged.nodes.enumerated().filter { !dropNodes.contains($0.offset) }.map(\.element)

@@ -12,8 +12,11 @@ public struct ClusterView: Sendable {
     public private(set) var nodes: [String: ClusterNodeRecord] = [:]
     /// Nodes whose registration went, and since when; dropped `grace` after that.
     public private(set) var departed: [String: (record: ClusterNodeRecord, since: ContinuousClock.Instant)] = [:]
-    /// node → pod → endpoint.
+    /// node → pod → endpoint, of registered nodes (as published now).
     public private(set) var endpoints: [String: [String: ClusterEndpointRecord]] = [:]
+    /// The pods departed nodes had when they left (kept with them for their grace; a node
+    /// that registers again publishes its pods anew).
+    public private(set) var departedEndpoints: [String: [String: ClusterEndpointRecord]] = [:]
     public private(set) var services: [String: ServiceSpec] = [:]
     /// Keys whose value was not taken, and why (a record that fails the rules, a foreign key).
     public private(set) var rejected: [String: String] = [:]
@@ -30,27 +33,29 @@ public struct ClusterView: Sendable {
         with keyValues: [(key: String, value: [UInt8])], revision: Int64, now: ContinuousClock.Instant, initial: Bool
     ) {
         let before = nodes
-        let departedEndpoints = endpoints
+        let endpointsBefore = endpoints
+        let departedBefore = departed
+        let departedEndpointsBefore = departedEndpoints
         nodes = [:]
         endpoints = [:]
         services = [:]
         rejected = [:]
+        departed = [:]
+        departedEndpoints = [:]
         for (key, value) in keyValues { put(key, value, now: now) }
-        if initial {
-            departed = [:]
-        } else {
-            for (name, record) in before where nodes[name] == nil && departed[name] == nil {
+        if !initial {
+            // Known before and missing now: departed now (or still, since it left).
+            for (name, record) in before where nodes[name] == nil {
                 departed[name] = (record, now)
-                if let kept = departedEndpoints[name] { endpoints[name] = kept }
+                departedEndpoints[name] = endpointsBefore[name] ?? [:]
             }
-            for name in departed.keys {
-                if nodes[name] != nil {
-                    departed[name] = nil
-                } else if endpoints[name] == nil, let kept = departedEndpoints[name] {
-                    endpoints[name] = kept
-                }
+            for (name, gone) in departedBefore where nodes[name] == nil && departed[name] == nil {
+                departed[name] = gone
+                departedEndpoints[name] = departedEndpointsBefore[name] ?? [:]
             }
         }
+        // A departed node's key is gone, so its pods' keys are too; any left over are not used.
+        for name in departed.keys { endpoints[name] = nil }
         self.revision = revision
     }
 
@@ -59,9 +64,7 @@ public struct ClusterView: Sendable {
     /// departed node for its grace.
     public mutating func apply(_ changes: [Change], revision: Int64, now: ContinuousClock.Instant) {
         for case .delete(let key) in changes {
-            if case .node(let name) = keys.entry(key), let record = nodes.removeValue(forKey: name) {
-                departed[name] = (record, now)
-            }
+            if case .node(let name) = keys.entry(key) { depart(name, now: now) }
         }
         for change in changes {
             switch change {
@@ -82,7 +85,7 @@ public struct ClusterView: Sendable {
         let over = departed.filter { now - $0.value.since >= grace }.map(\.key)
         for name in over {
             departed[name] = nil
-            endpoints[name] = nil
+            departedEndpoints[name] = nil
         }
         return !over.isEmpty
     }
@@ -90,6 +93,15 @@ public struct ClusterView: Sendable {
     /// When the next departed node's grace ends.
     public var nextExpiry: ContinuousClock.Instant? { departed.values.map { $0.since + grace }.min() }
 
+    /// The node's registration went: it departs with the pods it had.
+    private mutating func depart(_ name: String, now: ContinuousClock.Instant) {
+        guard let record = nodes.removeValue(forKey: name) else { return }
+        departed[name] = (record, now)
+        departedEndpoints[name] = endpoints.removeValue(forKey: name) ?? [:]
+    }
+
+    /// A record that fails the checks replaces what the key held (as a listing would see it):
+    /// the previous value is not kept.
     private mutating func put(_ key: String, _ value: [UInt8], now: ContinuousClock.Instant) {
         rejected[key] = nil
         switch keys.entry(key) {
@@ -98,10 +110,13 @@ public struct ClusterView: Sendable {
             case .success(let record) where record.name == name:
                 nodes[name] = record
                 departed[name] = nil
+                departedEndpoints[name] = nil
             case .success(let record):
                 rejected[key] = "the record names node \(record.name), not \(name)"
+                depart(name, now: now)
             case .failure(let error):
                 rejected[key] = error.description
+                depart(name, now: now)
             }
         case .endpoint(let node, let pod):
             switch ClusterEndpointRecord.decode(value) {
@@ -109,15 +124,21 @@ public struct ClusterView: Sendable {
                 endpoints[node, default: [:]][pod] = record
             case .success:
                 rejected[key] = "the record names another node or pod than its key"
+                endpoints[node]?[pod] = nil
             case .failure(let error):
                 rejected[key] = error.description
+                endpoints[node]?[pod] = nil
             }
         case .service(let name):
             switch ClusterServiceRecord.decode(value) {
             case .success(let service) where service.name == name && ClusterServiceRecord.nameProblem(name) == nil:
                 services[name] = service
-            case .success(let service): rejected[key] = "the record names service \(service.name), not \(name)"
-            case .failure(let error): rejected[key] = error.description
+            case .success(let service):
+                rejected[key] = "the record names service \(service.name), not \(name)"
+                services[name] = nil
+            case .failure(let error):
+                rejected[key] = error.description
+                services[name] = nil
             }
         case .cidr: break
         case nil: rejected[key] = "not a key nodenet writes"
@@ -128,22 +149,14 @@ public struct ClusterView: Sendable {
         rejected[key] = nil
         switch keys.entry(key) {
         case .node(let name): nodes[name] = nil
-        case .endpoint(let node, let pod):
-            // A departed node's pods stay with it for its grace.
-            if departed[node] == nil { endpoints[node]?[pod] = nil }
+        case .endpoint(let node, let pod): endpoints[node]?[pod] = nil
         case .service(let name): services[name] = nil
         case .cidr, nil: break
         }
     }
 
-    /// The pods of nodes that are registered or in their grace, by `namespace/name`. Two nodes
-    /// publishing one pod (a pod moved, the old node not yet expired): the first node by name
-    /// wins, so every agent decides the same way.
-    public var podAddresses: [String: IPAddress] {
-        var out: [String: IPAddress] = [:]
-        for node in endpoints.keys.sorted().reversed() {
-            for (pod, record) in endpoints[node] ?? [:] { out[pod] = record.ip }
-        }
-        return out
+    /// The pods of a node: as published now, or as it had them when it departed.
+    public func pods(of node: String) -> [String: ClusterEndpointRecord] {
+        nodes[node] != nil ? endpoints[node] ?? [:] : departedEndpoints[node] ?? [:]
     }
 }

@@ -39,6 +39,9 @@ public struct DatapathEvent: Sendable, Codable, Equatable, CustomStringConvertib
         case NODENET_VERDICT_DROP_NO_FLOW.rawValue:
             verdict = "drop"
             dropReason = "reply to a translated address whose flow is gone (conntrack entry expired)"
+        case NODENET_VERDICT_DROP_NO_LOCAL_BACKEND.rawValue:
+            verdict = "drop"
+            dropReason = "service has a Local traffic policy and no backend on this node"
         default: verdict = "verdict \(e.verdict)"
         }
         let isARP = UInt32(e.verdict) == NODENET_VERDICT_ARP_REPLY.rawValue

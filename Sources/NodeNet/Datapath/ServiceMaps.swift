@@ -15,6 +15,8 @@ public struct FrontendFlags: OptionSet, Sendable, Hashable {
     public init(rawValue: UInt8) { self.rawValue = rawValue }
     /// A NodePort frontend (`node:nodePort` or `0.0.0.0:nodePort`), reached from outside too.
     public static let nodePort = FrontendFlags(rawValue: UInt8(NODENET_SERVICE_NODEPORT))
+    /// Only this node's backends (a `Local` traffic policy): with none, traffic is dropped, not refused.
+    public static let localOnly = FrontendFlags(rawValue: UInt8(NODENET_SERVICE_LOCAL_ONLY))
 }
 
 /// A cluster node's address in the nodes map (`NODENET_NODE_*`, bpf/lib/maps.h).

@@ -52,13 +52,21 @@ public struct DesiredFrontend: Sendable, Equatable {
     /// The spec's service name (`default/serversvc`).
     public var service: String
     public var backends: [BackendAddress]
+    /// Only this node's backends (a `Local` traffic policy): with none, traffic is dropped.
+    public var localOnly = false
 
-    var flags: FrontendFlags { type == .nodePort ? .nodePort : [] }
+    var flags: FrontendFlags {
+        var flags: FrontendFlags = type == .nodePort ? .nodePort : []
+        if localOnly { flags.insert(.localOnly) }
+        return flags
+    }
 }
 
 extension NodeSpec {
     /// The frontends of every service, as Cilium builds them: ClusterIP:port, and for a
-    /// NodePort also this node's address:nodePort and the wildcard 0.0.0.0:nodePort.
+    /// NodePort also this node's address:nodePort and the wildcard 0.0.0.0:nodePort. A `Local`
+    /// traffic policy keeps only the backends in this node's pod CIDR on the frontends it
+    /// governs (the node ports for `externalTrafficPolicy`, the clusterIP for `internal…`).
     public var serviceFrontends: [DesiredFrontend] {
         var result: [DesiredFrontend] = []
         for service in services {
@@ -75,16 +83,21 @@ extension NodeSpec {
                 } else {
                     for b in backends where !unique.contains(b) { unique.append(b) }
                 }
+                let local = unique.filter { node.podCIDR.contains($0.address) }
+                let internalLocal = service.internalTrafficPolicy == .local
                 result.append(
                     DesiredFrontend(
                         key: FrontendKey(address: service.clusterIP, port: UInt16(port.port), protocol: port.protocol),
-                        type: .clusterIP, service: service.name, backends: unique))
+                        type: .clusterIP, service: service.name, backends: internalLocal ? local : unique,
+                        localOnly: internalLocal))
                 if service.type == .nodePort, let nodePort = port.nodePort {
+                    let external = service.externalTrafficPolicy == .local
                     for address in [node.address, IPAddress("0.0.0.0")] {
                         result.append(
                             DesiredFrontend(
                                 key: FrontendKey(address: address, port: UInt16(nodePort), protocol: port.protocol),
-                                type: .nodePort, service: service.name, backends: unique))
+                                type: .nodePort, service: service.name, backends: external ? local : unique,
+                                localOnly: external))
                     }
                 }
             }

@@ -23,6 +23,9 @@ public struct ServiceStatus: Sendable, Codable, Equatable {
     public var type: String
     /// The spec's service, when it names this frontend.
     public var service: String?
+    /// What the frontend's entry says beyond its type, as Cilium shows it:
+    /// `ExternalTrafficPolicy=Local` (node ports), `InternalTrafficPolicy=Local` (clusterIP).
+    public var flags: [String]
     public var backends: [Backend]
     /// `ok`, `incomplete` (entries of an interrupted apply) or `stale` (not in the spec).
     public var state: String
@@ -45,11 +48,15 @@ extension NodeController {
                     protocol: b?.protocol.rawValue ?? key.protocol.rawValue, state: b == nil ? "missing" : "active")
             }
             let type: ServiceType = master?.flags.contains(.nodePort) == true ? .nodePort : .clusterIP
+            var flags: [String] = []
+            if master?.flags.contains(.localOnly) == true {
+                flags.append(type == .nodePort ? "ExternalTrafficPolicy=Local" : "InternalTrafficPolicy=Local")
+            }
             rows.append(
                 ServiceStatus(
                     id: master?.id ?? 0, frontend: "\(key.address):\(key.port)", address: key.address.description,
                     port: key.port,
-                    protocol: key.protocol.rawValue, type: type.rawValue, service: wanted[key]?.service,
+                    protocol: key.protocol.rawValue, type: type.rawValue, service: wanted[key]?.service, flags: flags,
                     backends: backends,
                     state: entry == nil ? "incomplete" : wanted[key] == nil ? "stale" : "ok"))
         }

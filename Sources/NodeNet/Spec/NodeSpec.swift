@@ -120,6 +120,15 @@ public enum ServiceType: String, Sendable, Equatable, CaseIterable {
     case nodePort = "NodePort"
 }
 
+/// Which backends a frontend's traffic may reach (Kubernetes' `externalTrafficPolicy` and
+/// `internalTrafficPolicy`).
+public enum TrafficPolicy: String, Sendable, Equatable, CaseIterable {
+    /// Every backend of the service.
+    case cluster = "Cluster"
+    /// Only the backends on this node (in its pod CIDR); with none, the traffic is dropped.
+    case local = "Local"
+}
+
 public enum TransportProtocol: String, Sendable, Equatable, CaseIterable {
     case tcp = "TCP"
     case udp = "UDP"
@@ -134,10 +143,16 @@ public struct ServiceSpec: Sendable, Hashable {
     /// Backends named by pod (cluster services only): resolved to the pod's address through the
     /// endpoints the nodes publish, so a re-created pod with a new address is followed.
     public var podBackends: [PodBackend]
+    /// Traffic to the node ports from outside the node: `local` keeps the client's address (no
+    /// source NAT) and reaches only this node's backends. NodePort services only.
+    public var externalTrafficPolicy: TrafficPolicy
+    /// Traffic to the clusterIP: `local` reaches only this node's backends.
+    public var internalTrafficPolicy: TrafficPolicy
 
     public init(
         name: String, type: ServiceType, clusterIP: IPAddress, ports: [ServicePort], backends: [ServiceBackend],
-        podBackends: [PodBackend] = []
+        podBackends: [PodBackend] = [], externalTrafficPolicy: TrafficPolicy = .cluster,
+        internalTrafficPolicy: TrafficPolicy = .cluster
     ) {
         self.name = name
         self.type = type
@@ -145,6 +160,8 @@ public struct ServiceSpec: Sendable, Hashable {
         self.ports = ports
         self.backends = backends
         self.podBackends = podBackends
+        self.externalTrafficPolicy = externalTrafficPolicy
+        self.internalTrafficPolicy = internalTrafficPolicy
     }
 }
 

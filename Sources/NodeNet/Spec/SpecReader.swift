@@ -252,8 +252,25 @@ package struct SpecReader {
         var services: [ServiceSpec] = []
         for (i, item) in array(fields, "services", path).enumerated() {
             let path = join(path, "services[\(i)]")
-            guard let fields = object(item, path, allowed: ["name", "type", "clusterIP", "ports", "backends"]) else {
-                continue
+            guard
+                let fields = object(
+                    item, path,
+                    allowed: [
+                        "name", "type", "clusterIP", "ports", "backends", "externalTrafficPolicy",
+                        "internalTrafficPolicy",
+                    ])
+            else { continue }
+            var policies: [TrafficPolicy] = []
+            for key in ["externalTrafficPolicy", "internalTrafficPolicy"] {
+                var policy = TrafficPolicy.cluster
+                if let text = string(fields, key, path, required: false) {
+                    if let parsed = TrafficPolicy(rawValue: text) {
+                        policy = parsed
+                    } else {
+                        problem("\(path).\(key)", "\"\(text)\" is not Cluster or Local")
+                    }
+                }
+                policies.append(policy)
             }
             let name = string(fields, "name", path, required: true)
             var type = ServiceType.clusterIP
@@ -316,7 +333,8 @@ package struct SpecReader {
                 services.append(
                     ServiceSpec(
                         name: name, type: type, clusterIP: clusterIP, ports: ports, backends: backends,
-                        podBackends: podBackends))
+                        podBackends: podBackends, externalTrafficPolicy: policies[0], internalTrafficPolicy: policies[1]
+                    ))
                 servicePaths.append(path)
             }
         }

@@ -164,6 +164,9 @@ struct SpecValidator {
             if let cidr = podCIDRs.first(where: { $0.contains(service.clusterIP) }) {
                 problem("\(path).clusterIP", "\(service.clusterIP) is inside pod CIDR \(cidr)")
             }
+            if service.externalTrafficPolicy == .local, service.type != .nodePort {
+                problem("\(path).externalTrafficPolicy", "Local applies to NodePort services only")
+            }
             var frontends: [Int: Int] = [:]
             for (j, port) in service.ports.enumerated() {
                 var pp: String { "\(path).ports[\(j)]" }  // only built for a problem

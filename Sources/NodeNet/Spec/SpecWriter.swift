@@ -43,7 +43,7 @@ extension NodeSpec {
 extension ServiceSpec {
     /// The service as the spec writes it (`services[]` of a node spec, a cluster service record).
     public var jsonObject: [String: Any] {
-        [
+        var object: [String: Any] = [
             "name": name, "type": type.rawValue, "clusterIP": clusterIP.description,
             "ports": ports.map { p -> [String: Any] in
                 var port: [String: Any] = ["protocol": p.protocol.rawValue, "port": p.port, "targetPort": p.targetPort]
@@ -62,5 +62,8 @@ extension ServiceSpec {
                     return backend
                 },
         ]
+        if externalTrafficPolicy != .cluster { object["externalTrafficPolicy"] = externalTrafficPolicy.rawValue }
+        if internalTrafficPolicy != .cluster { object["internalTrafficPolicy"] = internalTrafficPolicy.rawValue }
+        return object
     }
 }
