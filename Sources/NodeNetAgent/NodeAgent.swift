@@ -114,6 +114,9 @@ public final class NodeAgent: @unchecked Sendable {
         /// The datapath as the last verified reconcile left it (BPF mode): what audits compare to.
         var baseline: DatapathFingerprint?
         var audit = AuditRecord()
+        /// When the audit record was last written for its `lastAudit`.
+        var auditSavedAt: Date?
+        var stateDirectory: String?
         var reconciles = 0
         /// Between the first reconcile and stopping.
         var acceptingEndpoints = false
@@ -279,7 +282,11 @@ public final class NodeAgent: @unchecked Sendable {
         defer { api?.stop() }
         await reconcile(controller, cause: .start, reason: "start", eventAt: nil)
         if spec.datapath.mode == .bpf, options.bpfAuditInterval != nil {
-            state.with { $0.audit }.save(stateDirectory: spec.stateDirectory, interval: options.bpfAuditInterval)
+            state.with {
+                $0.stateDirectory = spec.stateDirectory
+                $0.auditSavedAt = Date()
+                return $0.audit
+            }.save(stateDirectory: spec.stateDirectory, interval: options.bpfAuditInterval)
         }
         let ownedBox = OwnedBox(OwnershipFilter(spec: controller.spec, device: spec.node.device))
 
@@ -611,7 +618,19 @@ public final class NodeAgent: @unchecked Sendable {
                 } catch {
                     drift = ["the datapath cannot be read: \(error)"]
                 }
-                state.with { $0.audit.lastAudit = Date() }
+                let now = Date()
+                // The file learns of audits every few seconds (for `status`), not on each one.
+                let due = state.with { box -> AuditRecord? in
+                    box.audit.lastAudit = now
+                    if let saved = box.auditSavedAt, now.timeIntervalSince(saved) < AuditRecord.lastAuditSaveInterval {
+                        return nil
+                    }
+                    box.auditSavedAt = now
+                    return box.audit
+                }
+                if let due, let directory = state.with({ $0.stateDirectory }) {
+                    due.save(stateDirectory: directory, interval: options.bpfAuditInterval)
+                }
                 if let drift {
                     metrics.bpfAuditDrift.increment()
                     logger("audit").warning("bpf drift", metadata: ["differences": "\(drift.joined(separator: "; "))"])

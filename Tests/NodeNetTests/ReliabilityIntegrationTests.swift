@@ -156,8 +156,61 @@ struct ReliabilityIntegrationTests {
                 summary = try t.controller(spec).status().bpfAudit
                 return summary?.hasSuffix(", repaired") == true
             }
-            #expect(summary?.hasPrefix("every 1 s; last drift at ") == true, "\(summary as Any)")
+            // The time of the last audit reaches the file with it (status shows both).
+            #expect(summary?.hasPrefix("every 1 s, last audit at ") == true, "\(summary as Any)")
+            #expect(summary?.contains("; last drift at ") == true, "\(summary as Any)")
             #expect(summary?.hasSuffix(", repaired") == true, "\(summary as Any)")
+        }
+    }
+
+    /// 200 real SIGHUPs to a `nodenetd run` process, 2 ms apart, with the spec edited halfway:
+    /// the process stays up, the edit lands (a node added), the node stays converged and its pods
+    /// keep talking; every signal is at most one reload (no reload of an unchanged spec changes
+    /// the kernel).
+    @Test func aStormOfSIGHUPsToTheProcess() async throws {
+        try await TestNode.with(pods: 2) { t in
+            let file = URL(fileURLWithPath: t.stateDirectory + ".spec.json")
+            defer { try? FileManager.default.removeItem(at: file) }
+            var spec = t.spec()
+            try spec.jsonData().write(to: file)
+            let log = URL(fileURLWithPath: t.stateDirectory + ".log")
+            defer { try? FileManager.default.removeItem(at: log) }
+            _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+            let agent = Process()
+            agent.executableURL = LabIntegrationTests.nodenetd
+            agent.arguments = [
+                "run", "--spec", file.path, "--netns", t.node, "--log-format", "json", "--api-socket", "off",
+            ]
+            agent.standardError = try FileHandle(forWritingTo: log)
+            agent.standardOutput = FileHandle.nullDevice
+            try agent.run()
+            defer {
+                agent.terminate()
+                agent.waitUntilExit()
+            }
+            try await AgentIntegrationTests.waitFor("the first apply", seconds: 30) {
+                (try? t.controller(spec).plan().isEmpty) == true
+            }
+            for i in 0..<200 {
+                kill(agent.processIdentifier, SIGHUP)
+                if i == 100 {
+                    spec.nodes.append(
+                        RemoteNode(name: "extra", address: IPAddress("172.18.0.9"), podCIDR: IPPrefix("10.0.9.0/24")))
+                    try spec.jsonData().write(to: file, options: .atomic)
+                }
+                usleep(2000)
+            }
+            #expect(agent.isRunning, "the agent survived the storm")
+            try await AgentIntegrationTests.waitFor("the edit to land and the node to converge") {
+                (try? t.controller(spec).plan().isEmpty) == true
+            }
+            #expect(try t.ping(from: 0, "10.0.2.204"))
+            let lines = try String(contentsOf: log, encoding: .utf8).split(separator: "\n")
+            #expect(lines.contains { $0.contains("\"msg\":\"spec reloaded\"") }, "the edit was reloaded")
+            #expect(
+                !lines.contains { $0.contains("\"level\":\"error\"") },
+                "\(lines.filter { $0.contains("error") }.prefix(3))")
+            #expect(agent.isRunning)
         }
     }
 }
