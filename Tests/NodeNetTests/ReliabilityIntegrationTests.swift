@@ -213,4 +213,38 @@ struct ReliabilityIntegrationTests {
             #expect(agent.isRunning)
         }
     }
+
+    /// The node's bpffs unmounted under a running agent (BPF mode): every pin goes at once. The
+    /// programs keep forwarding meanwhile (they hold their maps); the audit finds the pins gone,
+    /// the agent pins everything again in the directory (now on the parent bpffs) and the node
+    /// converges, pods still talking.
+    @Test func bpffsUnmountedUnderTheAgent() async throws {
+        let mount = "/sys/fs/bpf/\(TestNames.unique("mnt"))"
+        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: false)
+        defer {
+            _ = try? runTool(["umount", "-l", mount])
+            BPFFS.remove(mount)
+            rmdir(mount)
+        }
+        let mounted = try runTool(["mount", "-t", "bpf", "bpf", mount])
+        try #require(mounted.status == 0, "\(mounted.output)")
+        let configure: (inout NodeSpec) -> Void = {
+            $0.datapath = DatapathSettings(mode: .bpf)
+            $0.bpffsDirectory = mount + "/node"
+        }
+        try await AgentIntegrationTests.withAgent(configure: configure) { t, agent, file, _ in
+            let spec = try NodeSpec.load(path: file.path)
+            #expect(FileManager.default.fileExists(atPath: spec.bpffs.path(.services)))
+            let unmounted = try runTool(["umount", "-l", mount])
+            try #require(unmounted.status == 0, "\(unmounted.output)")
+            #expect(!FileManager.default.fileExists(atPath: spec.bpffs.path(.services)), "the pins went with the mount")
+            #expect(try t.ping(from: 0, "10.0.2.204"), "the programs keep forwarding without their pins")
+            try await AgentIntegrationTests.waitFor("the pins to be made again", seconds: 30) {
+                FileManager.default.fileExists(atPath: spec.bpffs.path(.services))
+                    && agent.health == .healthy && (try? t.controller(spec).plan().isEmpty) == true
+            }
+            #expect(try t.ping(from: 0, "10.0.2.204"))
+            #expect(try t.ping(from: 1, "10.0.2.32"))
+        }
+    }
 }
