@@ -136,6 +136,8 @@ public final class NodeAgent: @unchecked Sendable {
         var cluster: ClusterLink?
         var clusterSkipped: [String] = []
         var clusterPending = false
+        /// The endpoint store had to be rebuilt at start (shown by /healthz while this agent runs).
+        var storeWarning: String?
         func with<T>(_ body: (StateBox) -> T) -> T {
             lock.lock()
             defer { lock.unlock() }
@@ -181,7 +183,10 @@ public final class NodeAgent: @unchecked Sendable {
         case "/healthz":
             switch health {
             case .healthy:
-                let (warnings, cluster, skipped) = state.with { ($0.warnings, $0.cluster, $0.clusterSkipped) }
+                let (reconcileWarnings, cluster, skipped, store) = state.with {
+                    ($0.warnings, $0.cluster, $0.clusterSkipped, $0.storeWarning)
+                }
+                let warnings = (store.map { [$0] } ?? []) + reconcileWarnings
                 var body = "ok\n"
                 if let cluster {
                     let status = cluster.member.status
@@ -222,8 +227,20 @@ public final class NodeAgent: @unchecked Sendable {
         // One writer per node: held for the agent's lifetime (a second agent, a hand-run apply
         // or teardown are refused with who holds it); it dies with the process.
         let lock = try NodeLock.acquire(stateDirectory: spec.stateDirectory, node: spec.node.name, command: "run")
-        var endpoints = try EndpointStore.load(
-            stateDirectory: spec.stateDirectory, node: spec.node.name, podCIDR: spec.node.podCIDR)
+        // A store that cannot be trusted is moved aside and rebuilt from the ledger, never a
+        // reason not to start (the node would go unmanaged).
+        let loaded = EndpointStore.loadRecovering(
+            stateDirectory: spec.stateDirectory, node: spec.node.name, podCIDR: spec.node.podCIDR,
+            specPods: spec.pods)
+        var endpoints = loaded.store
+        if let warning = loaded.warning {
+            log.warning("the endpoint store was rebuilt", metadata: ["why": "\(warning)"])
+            state.with { $0.storeWarning = "endpoint store rebuilt: \(warning)" }
+        }
+        if let pruned = endpoints.droppingVanishedRecovered() {
+            endpoints = pruned
+            try endpoints.save()
+        }
         // Deletions `nodenet-cni DEL` recorded while no agent answered are done first.
         let recorded = EndpointStore.recordedDeletions(stateDirectory: spec.stateDirectory)
         for name in recorded.ignored {
@@ -392,6 +409,11 @@ public final class NodeAgent: @unchecked Sendable {
                 continuation.finish()
                 refusePendingEndpoints("the agent is stopping")
             case .resync:
+                // Recovered endpoints no DEL can name go with their network namespace.
+                if let pruned = node.endpoints.droppingVanishedRecovered(), let error = node.adopt(pruned, agent: self)
+                {
+                    log.warning("cannot drop recovered endpoints whose namespace went", metadata: ["error": "\(error)"])
+                }
                 lastStart = .now
                 let report = await reconcile(controller, cause: .resync, reason: "periodic re-plan", eventAt: nil)
                 recordDatapathRepair(report, cause: .resync, spec: spec)

@@ -17,37 +17,49 @@ struct AgentIntegrationTests {
         _ body: (TestNode, NodeAgent, URL, LogLines) async throws -> T
     ) async throws -> T {
         try await TestNode.with(pods: pods) { t in
-            let file = URL(fileURLWithPath: t.stateDirectory + ".spec.json")
-            try FileManager.default.createDirectory(atPath: t.stateDirectory, withIntermediateDirectories: true)
             var spec = t.spec(podCount: podCount)
             configure(&spec)
-            try spec.jsonData().write(to: file)
-            defer { try? FileManager.default.removeItem(at: file) }
-            let lines = LogLines()
-            var agentOptions = NodeAgent.Options(
-                specPath: file.path, namespace: t.namespace, resyncInterval: .seconds(60),
-                specCheckInterval: .milliseconds(50))
-            options(&agentOptions)
-            let agent = NodeAgent(
-                options: agentOptions,
-                logger: { label in
-                    Logger(label: label) { _ in
-                        StructuredLogHandler(subsystem: label, format: .logfmt, level: logLevel, output: lines.append)
-                    }
-                })
-            let run = Task { try await agent.run() }
-            defer {
-                agent.stop()
-                run.cancel()
+            return try await withAgent(on: t, spec: spec, logLevel: logLevel, options: options) { agent, file, lines in
+                try await body(t, agent, file, lines)
             }
-            do {
-                try await waitFor("the first apply", seconds: 20) { agent.health == .healthy }
-                try await waitQuiet(agent)
-                return try await body(t, agent, file, lines)
-            } catch {
-                print("the agent's log before \(error):\n" + lines.all.joined(separator: "\n"))
-                throw error
-            }
+        }
+    }
+
+    /// A running in-process agent for `spec` on the test node `t` (its spec file beside the
+    /// state directory); stopped when the body ends.
+    static func withAgent<T>(
+        on t: TestNode, spec: NodeSpec, logLevel: Logger.Level = .info,
+        options: (inout NodeAgent.Options) -> Void = { _ in },
+        _ body: (NodeAgent, URL, LogLines) async throws -> T
+    ) async throws -> T {
+        let file = URL(fileURLWithPath: t.stateDirectory + ".spec.json")
+        try FileManager.default.createDirectory(atPath: t.stateDirectory, withIntermediateDirectories: true)
+        try spec.jsonData().write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let lines = LogLines()
+        var agentOptions = NodeAgent.Options(
+            specPath: file.path, namespace: t.namespace, resyncInterval: .seconds(60),
+            specCheckInterval: .milliseconds(50))
+        options(&agentOptions)
+        let agent = NodeAgent(
+            options: agentOptions,
+            logger: { label in
+                Logger(label: label) { _ in
+                    StructuredLogHandler(subsystem: label, format: .logfmt, level: logLevel, output: lines.append)
+                }
+            })
+        let run = Task { try await agent.run() }
+        defer {
+            agent.stop()
+            run.cancel()
+        }
+        do {
+            try await waitFor("the first apply", seconds: 20) { agent.health == .healthy }
+            try await waitQuiet(agent)
+            return try await body(agent, file, lines)
+        } catch {
+            print("the agent's log before \(error):\n" + lines.all.joined(separator: "\n"))
+            throw error
         }
     }
 

@@ -57,35 +57,15 @@ struct ClusterIntegrationTests {
         configure: (inout NodeSpec) -> Void = { _ in },
         _ body: (NodeAgent, AgentIntegrationTests.LogLines) async throws -> T
     ) async throws -> T {
-        let file = URL(fileURLWithPath: t.stateDirectory + ".spec.json")
-        try FileManager.default.createDirectory(atPath: t.stateDirectory, withIntermediateDirectories: true)
         var spec = t.spec(remote: [])
         spec.cluster = cluster
         configure(&spec)
-        try spec.jsonData().write(to: file)
-        defer { try? FileManager.default.removeItem(at: file) }
-        let lines = AgentIntegrationTests.LogLines()
-        var options = NodeAgent.Options(
-            specPath: file.path, namespace: t.namespace, resyncInterval: .seconds(60), specCheckInterval: .seconds(1))
-        options.etcdClient = client
-        let agent = NodeAgent(
-            options: options,
-            logger: { label in
-                Logger(label: label) { _ in
-                    StructuredLogHandler(subsystem: label, format: .logfmt, level: .info, output: lines.append)
-                }
-            })
-        let run = Task { try await agent.run() }
-        defer {
-            agent.stop()
-            run.cancel()
+        let options: (inout NodeAgent.Options) -> Void = {
+            $0.etcdClient = client
+            $0.specCheckInterval = .seconds(1)
         }
-        do {
-            try await AgentIntegrationTests.waitFor("the first apply", seconds: 20) { agent.health == .healthy }
-            return try await body(agent, lines)
-        } catch {
-            print("the agent's log before \(error):\n" + lines.all.joined(separator: "\n"))
-            throw error
+        return try await AgentIntegrationTests.withAgent(on: t, spec: spec, options: options) { agent, _, lines in
+            try await body(agent, lines)
         }
     }
 

@@ -247,4 +247,56 @@ struct ReliabilityIntegrationTests {
             #expect(try t.ping(from: 1, "10.0.2.32"))
         }
     }
+
+    /// Before: an endpoint store the agent could not trust (damaged, a directory) stopped it from
+    /// starting, and the node went unmanaged. Now it is moved aside and rebuilt from the ledger:
+    /// the CNI pod keeps its device, route and address, /healthz says what happened, and the
+    /// recovered endpoint goes once its network namespace does.
+    @Test func aDamagedEndpointStoreIsRebuiltFromTheLedger() async throws {
+        try await TestNode.with(pods: 2) { t in
+            let spec = t.spec(podCount: 1)
+            var store = try EndpointStore.load(
+                stateDirectory: t.stateDirectory, node: spec.node.name, podCIDR: spec.node.podCIDR)
+            let (endpoint, _) = try store.add(
+                Endpoint.Attachment(containerID: "c0ffee", interface: "eth0"), netns: "/var/run/netns/\(t.pods[1])",
+                podNamespace: "default", podName: "cni-pod", spec: spec)
+            try store.save()
+            #expect(try t.controller(spec.including(store)).apply().verified)
+            let storePath = EndpointStore.path(stateDirectory: t.stateDirectory)
+            func asides() throws -> [String] {
+                try FileManager.default.contentsOfDirectory(atPath: t.stateDirectory).filter {
+                    $0.hasPrefix(EndpointStore.fileName + ".corrupt-")
+                }
+            }
+            for damage in ["garbage", "directory"] {
+                try? FileManager.default.removeItem(atPath: storePath)
+                if damage == "garbage" {
+                    try Data("{\"version\": 1, \u{0}".utf8).write(to: URL(fileURLWithPath: storePath))
+                } else {
+                    try FileManager.default.createDirectory(atPath: storePath, withIntermediateDirectories: false)
+                }
+                let before = try asides().count
+                try await AgentIntegrationTests.withAgent(on: t, spec: spec) { agent, _, _ in
+                    let (status, _, body) = agent.httpResponse(path: "/healthz")
+                    #expect(status == 200 && body.contains("warning: endpoint store rebuilt: "), "\(damage): \(body)")
+                    #expect(body.contains("1 endpoint(s) recovered from the ledger"), "\(body)")
+                    #expect(try asides().count == before + 1, "\(damage): moved aside")
+                    let rebuilt = try EndpointStore.load(
+                        stateDirectory: t.stateDirectory, node: spec.node.name, podCIDR: spec.node.podCIDR)
+                    #expect(rebuilt.endpoints.map(\.ip) == [endpoint.ip])
+                    #expect(rebuilt.endpoints.first?.attachment.containerID == "recovered-\(endpoint.hostDevice)")
+                    #expect(try t.ping(from: 0, endpoint.ip.description), "\(damage): the CNI pod kept its network")
+                    #expect(try t.controller(spec.including(rebuilt)).plan().isEmpty)
+                }
+            }
+            // Its namespace goes (no DEL can name a recovered endpoint): the next start drops it.
+            try NetworkNamespace.delete(t.pods[1])
+            try await AgentIntegrationTests.withAgent(on: t, spec: spec) { _, _, _ in
+                let after = try EndpointStore.load(
+                    stateDirectory: t.stateDirectory, node: spec.node.name, podCIDR: spec.node.podCIDR)
+                #expect(after.endpoints.isEmpty)
+                #expect(try NetlinkSocket(namespace: t.namespace).link(named: endpoint.hostDevice) == nil)
+            }
+        }
+    }
 }

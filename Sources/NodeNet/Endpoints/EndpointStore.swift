@@ -20,7 +20,7 @@ public struct EndpointStore: Sendable, Equatable {
     public let stateDirectory: String
     public let node: String
     /// Sorted by attachment.
-    public private(set) var endpoints: [Endpoint]
+    public internal(set) var endpoints: [Endpoint]
     /// The address IPAM gave last (the next one is sought after it).
     public private(set) var lastAllocated: IPAddress?
 
