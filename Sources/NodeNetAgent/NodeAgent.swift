@@ -138,6 +138,9 @@ public final class NodeAgent: @unchecked Sendable {
         var clusterPending = false
         /// The endpoint store had to be rebuilt at start (shown by /healthz while this agent runs).
         var storeWarning: String?
+        /// State files this agent had to set aside (a ledger rebuilt from the kernel): shown by
+        /// /healthz while it runs, although the next reconcile is clean again at once.
+        var setAside: [String] = []
         func with<T>(_ body: (StateBox) -> T) -> T {
             lock.lock()
             defer { lock.unlock() }
@@ -183,10 +186,11 @@ public final class NodeAgent: @unchecked Sendable {
         case "/healthz":
             switch health {
             case .healthy:
-                let (reconcileWarnings, cluster, skipped, store) = state.with {
-                    ($0.warnings, $0.cluster, $0.clusterSkipped, $0.storeWarning)
+                let (reconcileWarnings, cluster, skipped, store, setAside) = state.with {
+                    ($0.warnings, $0.cluster, $0.clusterSkipped, $0.storeWarning, $0.setAside)
                 }
-                let warnings = (store.map { [$0] } ?? []) + reconcileWarnings
+                let warnings =
+                    (store.map { [$0] } ?? []) + setAside + reconcileWarnings.filter { !setAside.contains($0) }
                 var body = "ok\n"
                 if let cluster {
                     let status = cluster.member.status
@@ -562,7 +566,13 @@ public final class NodeAgent: @unchecked Sendable {
                 attempts += 1
             }
             for warning in report.warnings { log.warning("\(warning)") }
-            state.with { $0.warnings = report.warnings }
+            state.with { box in
+                box.warnings = report.warnings
+                for warning in report.warnings where warning.contains("moved aside") && !box.setAside.contains(warning)
+                {
+                    box.setAside = Array((box.setAside + [warning]).suffix(10))
+                }
+            }
             for change in report.changes {
                 log.info(
                     "\(change.action.rawValue) \(change.subject)",

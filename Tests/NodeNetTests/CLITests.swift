@@ -35,6 +35,27 @@ struct CLITests {
                 #expect(out.output.contains(words), "\(command) \(file): \(out.output)")
             }
         }
+        // Files that are not specs: one sentence naming the file, exit 2 (issue 14, item 4).
+        let empty = directory + "/empty.json"
+        FileManager.default.createFile(atPath: empty, contents: Data())
+        let binary = directory + "/binary.json"
+        FileManager.default.createFile(atPath: binary, contents: Data([0x7b, 0x00, 0xff, 0xfe, 0x01]))
+        let huge = directory + "/huge.json"
+        FileManager.default.createFile(atPath: huge, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: huge))
+        try handle.truncate(atOffset: 50 << 20)  // 50 MB, sparse
+        try handle.close()
+        let spaced = directory + "/a spec with spaces.json"
+        try "{\"apiVersion\": ".write(toFile: spaced, atomically: true, encoding: .utf8)
+        for (file, words) in [
+            (directory, "is a directory"), (empty, "is empty"), (binary, "is not text"), (huge, "larger than 16 MiB"),
+            (spaced, "not valid JSON"),
+        ] {
+            let out = try Self.cli(["plan", file])
+            #expect(out.status == 2, "\(file): \(out.output)")
+            #expect(out.output.contains(words) && out.output.contains(file), "\(file): \(out.output)")
+            #expect(!out.output.contains("DecodingError") && !out.output.contains("Debug description"))
+        }
         #expect(try Self.cli(["plan"]).status == 2, "a missing argument")
         #expect(try Self.cli(["run", "--spec", notJSON, "--api-socket", "relative.sock"]).status == 2)
     }

@@ -299,4 +299,28 @@ struct ReliabilityIntegrationTests {
             }
         }
     }
+
+    /// A ledger damaged under a running agent: the reconcile that meets it moves it aside and
+    /// rebuilds ownership from the kernel, and /healthz keeps saying so (the reconciles after it
+    /// are clean again at once, so a warning that lasted one reconcile would never be seen).
+    @Test func healthzShowsALedgerSetAsideUnderTheAgent() async throws {
+        try await AgentIntegrationTests.withAgent { t, agent, _, _ in
+            try Data("{\"apiVersion\": \u{0}".utf8).write(to: URL(fileURLWithPath: Ledger.path(in: t.stateDirectory)))
+            // Drift makes the agent reconcile (and read the ledger).
+            let node = try NetlinkSocket(namespace: t.namespace)
+            let direct = try #require(
+                try node.routes(RouteFilter(protocol: NodeNetNames.routeProtocol)).first {
+                    $0.destination == IPPrefix("10.0.1.0/24")
+                })
+            try node.delete(direct)
+            try await AgentIntegrationTests.waitFor("the route back and the ledger set aside") {
+                let body = agent.httpResponse(path: "/healthz").2
+                return body.contains("warning: ") && body.contains("moved aside to")
+            }
+            try await AgentIntegrationTests.waitQuiet(agent)
+            let (status, _, body) = agent.httpResponse(path: "/healthz")
+            #expect(status == 200 && body.contains("moved aside to"), "still shown after later reconciles: \(body)")
+            #expect(try t.controller(t.spec()).plan().isEmpty)
+        }
+    }
 }

@@ -83,6 +83,11 @@ extension NodeSpec {
         do { data = try StateFile.readText(path, limit: fileSizeLimit) } catch {
             throw SpecError([SpecProblem("", "\(error)")])
         }
-        return try load(data)
+        do {
+            return try load(data)
+        } catch var error as SpecError {
+            error.file = path
+            throw error
+        }
     }
 }

@@ -14,11 +14,16 @@ public struct SpecProblem: Sendable, Equatable, CustomStringConvertible {
 /// A rejected spec, with every problem found (not just the first).
 public struct SpecError: Error, Sendable, CustomStringConvertible {
     public var problems: [SpecProblem]
+    /// The spec file, when it was read from one.
+    public var file: String?
 
-    public init(_ problems: [SpecProblem]) { self.problems = problems }
+    public init(_ problems: [SpecProblem], file: String? = nil) {
+        self.problems = problems
+        self.file = file
+    }
 
     public var description: String {
-        "invalid spec (\(problems.count) problem\(problems.count == 1 ? "" : "s")):\n"
+        "invalid spec\(file.map { " \($0)" } ?? "") (\(problems.count) problem\(problems.count == 1 ? "" : "s")):\n"
             + problems.map { "  \($0)" }.joined(separator: "\n")
     }
 }
