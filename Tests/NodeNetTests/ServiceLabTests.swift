@@ -281,6 +281,58 @@ struct ServiceLabTests {
         #expect(rows.first { $0.frontend == "10.96.7.7:80" }?.flags == ["InternalTrafficPolicy=Local"])
     }
 
+    /// Backend conditions (KEP-1669): a backend marked terminating takes no new flows while a
+    /// ready one exists, keeps the connections it has, and takes new flows again when it is the
+    /// only one serving; `service list` shows it as terminating.
+    @Test func terminatingBackendsKeepTheirFlowsAndServeWhenNothingElseDoes() throws {
+        var cluster = LabCluster.seed(name: LabIntegrationTests.labName("term"))
+        // This service alone names its backends (a backend shared with another service would
+        // stay in the map for that one's sake).
+        cluster.services = []
+        cluster.services.append(
+            ServiceSpec(
+                name: "default/term", type: .nodePort, clusterIP: IPAddress("10.96.8.8"),
+                ports: [ServicePort(port: 80, nodePort: 31100)],
+                backends: ["10.0.1.15", "10.0.2.204"].map { ServiceBackend(ip: IPAddress($0)!) }))
+        defer { Lab.down(name: cluster.name) }
+        try Self.up(cluster)
+        let held = try (0..<12).map { _ in
+            try HeldConnection(from: .named(cluster.externalNamespace), to: IPAddress("172.18.0.2"), port: 31100)
+        }
+        let ct = try Conntrack.list(bpffsDirectory: cluster.bpffsDirectory(ofNode: "worker2"))
+        let toW2 = held.filter { c in
+            ct.contains {
+                $0.kind == "service" && $0.source == "172.18.0.1:\(c.localPort)"
+                    && $0.translated.hasPrefix("10.0.2.204:")
+            }
+        }
+        try #require(!toW2.isEmpty, "some held connections went to w2")
+        // w2 is terminating: no new flow, its own flows kept.
+        let index = cluster.services.count - 1
+        cluster.services[index].backends[1] = ServiceBackend(
+            ip: IPAddress("10.0.2.204"), ready: false, serving: true, terminating: true)
+        try Self.apply(cluster)
+        for c in held {
+            let answer = try c.request()
+            if toW2.contains(where: { $0 === c }) {
+                #expect(answer.hasPrefix("PodName: cilium-with-replacement-w2"), "a terminating backend keeps its flow")
+            } else {
+                #expect(answer.hasPrefix("PodName: cilium-with-replacement-w1"), "\(answer)")
+            }
+        }
+        let fresh = try Self.probe(cluster.name, "external", "172.18.0.2:31100", count: 30)
+        #expect(
+            fresh.answers == ["PodName: cilium-with-replacement-w1": 30],
+            "\(fresh.answers) \(fresh.requests.compactMap(\.error))")
+        let row = try #require(try Self.services(cluster, node: "worker2").first { $0.frontend == "172.18.0.2:31100" })
+        #expect(row.backends.map(\.state) == ["active", "terminating"], "\(row.backends)")
+        // w1 goes; w2, still terminating and serving, is all there is: it answers.
+        cluster.services[index].backends.removeFirst()
+        try Self.apply(cluster)
+        let last = try Self.probe(cluster.name, "external", "172.18.0.2:31100", count: 10)
+        #expect(last.answers == ["PodName: cilium-with-replacement-w2": 10], "\(last.answers)")
+    }
+
     @Test func podTrafficLeavingTheClusterIsMasqueradedAndPodToPodIsNot() throws {
         let cluster = Self.cluster("mq")
         defer { Lab.down(name: cluster.name) }

@@ -209,3 +209,50 @@ import Testing
         #expect(Conntrack.TupleKey(Conntrack.partner(natIn, orig)!) == Conntrack.TupleKey(k))
     }
 }
+
+/// Backend conditions (KEP-1669) as the frontends carry them, without a kernel.
+struct ServiceConditionTests {
+    func frontend(_ backends: [ServiceBackend]) -> DesiredFrontend {
+        let spec = NodeSpec(
+            node: LocalNode(
+                name: "n", device: "eth0", address: IPAddress("172.18.0.2"), podCIDR: IPPrefix("10.0.2.0/24")),
+            services: [
+                ServiceSpec(
+                    name: "web", type: .clusterIP, clusterIP: IPAddress("10.96.0.1"), ports: [ServicePort(port: 80)],
+                    backends: backends)
+            ])
+        return spec.serviceFrontends[0]
+    }
+
+    @Test func readyBackendsTakeNewFlowsAndTerminatingOnesKeepTheirs() {
+        let a = ServiceBackend(ip: IPAddress("10.0.1.1"))
+        let b = ServiceBackend(ip: IPAddress("10.0.1.2"), ready: false, serving: true, terminating: true)
+        let c = ServiceBackend(ip: IPAddress("10.0.1.3"), ready: false)
+        var f = frontend([a, b, c])
+        #expect(f.backends.map(\.address) == [IPAddress("10.0.1.1")])
+        #expect(f.retained.map(\.address) == [IPAddress("10.0.1.2")])
+        // None ready: the serving ones take new flows, terminating included.
+        f = frontend([b, c])
+        #expect(f.backends.map(\.address) == [IPAddress("10.0.1.2")] && f.retained.isEmpty)
+        // Nothing serving: no backend (the frontend refuses), the terminating one keeps its flows.
+        let d = ServiceBackend(ip: IPAddress("10.0.1.4"), ready: false, serving: false, terminating: true)
+        f = frontend([c, d])
+        #expect(f.backends.isEmpty && f.retained.map(\.address) == [IPAddress("10.0.1.4")])
+    }
+
+    @Test func conditionsAreReadWrittenAndChecked() throws {
+        let text = #"""
+            {"apiVersion":"nodenet/v1","node":{"name":"n","device":"eth0","address":"172.18.0.2","podCIDR":"10.0.2.0/24"},
+             "services":[{"name":"web","clusterIP":"10.96.0.1","ports":[{"port":80}],
+               "backends":[{"ip":"10.0.1.1"},{"ip":"10.0.1.2","ready":false,"serving":true,"terminating":true}]}]}
+            """#
+        let spec = try NodeSpec.load(Data(text.utf8), namespaceExists: { _ in true })
+        #expect(spec.services[0].backends[1].terminating && spec.services[0].backends[1].serving)
+        #expect(try NodeSpec.load(spec.jsonData(), namespaceExists: { _ in true }).services == spec.services)
+        let both = text.replacingOccurrences(of: #""ready":false,"serving":true,"#, with: "")
+        let error = try #require(throws: SpecError.self) {
+            try NodeSpec.load(Data(both.utf8), namespaceExists: { _ in true })
+        }
+        #expect(error.problems.map(\.path) == ["services[0].backends[1].terminating"], "\(error)")
+    }
+}

@@ -52,6 +52,9 @@ public struct DesiredFrontend: Sendable, Equatable {
     /// The spec's service name (`default/serversvc`).
     public var service: String
     public var backends: [BackendAddress]
+    /// Terminating backends that take no new flows here but keep the ones they have (their
+    /// entries stay in the backends map, out of the frontend's slots).
+    public var retained: [BackendAddress] = []
     /// Only this node's backends (a `Local` traffic policy): with none, traffic is dropped.
     public var localOnly = false
 
@@ -71,9 +74,15 @@ extension NodeSpec {
         var result: [DesiredFrontend] = []
         for service in services {
             for port in service.ports {
-                let backends = service.backends.map {
-                    BackendAddress(address: $0.ip, port: UInt16($0.port ?? port.targetPort), protocol: port.protocol)
+                // New flows: the ready backends; none ready: the serving ones (terminating
+                // included, KEP-1669). Terminating ones not chosen keep their flows (retained).
+                let ready = service.backends.filter { $0.ready && !$0.terminating }
+                let chosen = ready.isEmpty ? service.backends.filter(\.serving) : ready
+                func address(_ b: ServiceBackend) -> BackendAddress {
+                    BackendAddress(address: b.ip, port: UInt16(b.port ?? port.targetPort), protocol: port.protocol)
                 }
+                let backends = chosen.map(address)
+                let retained = service.backends.filter { $0.terminating }.map(address).filter { !backends.contains($0) }
                 // The same backend named twice is one backend (a linear check: services have few).
                 var unique: [BackendAddress] = []
                 unique.reserveCapacity(backends.count)
@@ -89,7 +98,7 @@ extension NodeSpec {
                     DesiredFrontend(
                         key: FrontendKey(address: service.clusterIP, port: UInt16(port.port), protocol: port.protocol),
                         type: .clusterIP, service: service.name, backends: internalLocal ? local : unique,
-                        localOnly: internalLocal))
+                        retained: retained, localOnly: internalLocal))
                 if service.type == .nodePort, let nodePort = port.nodePort {
                     let external = service.externalTrafficPolicy == .local
                     for address in [node.address, IPAddress("0.0.0.0")] {
@@ -97,7 +106,7 @@ extension NodeSpec {
                             DesiredFrontend(
                                 key: FrontendKey(address: address, port: UInt16(nodePort), protocol: port.protocol),
                                 type: .nodePort, service: service.name, backends: external ? local : unique,
-                                localOnly: external))
+                                retained: retained, localOnly: external))
                     }
                 }
             }

@@ -9,7 +9,8 @@ public struct ServiceStatus: Sendable, Codable, Equatable {
         public var address: String
         public var port: UInt16
         public var `protocol`: String
-        /// `active`, or `missing` when the backends map has no such id.
+        /// `active`; `terminating` (no new flows, keeps its own); `missing` when the backends map
+        /// has no such id.
         public var state: String
     }
 
@@ -47,6 +48,14 @@ extension NodeController {
                     index: i + 1, id: id, address: b?.address.description ?? "-", port: b?.port ?? 0,
                     protocol: b?.protocol.rawValue ?? key.protocol.rawValue, state: b == nil ? "missing" : "active")
             }
+            // Terminating backends out of the slots, kept for their flows, as Cilium lists them.
+            let idsByAddress = Dictionary(observed.backends.map { ($0.value, $0.key) }, uniquingKeysWith: min)
+            let terminating = (wanted[key]?.retained ?? []).enumerated().map { i, b -> ServiceStatus.Backend in
+                ServiceStatus.Backend(
+                    index: backends.count + i + 1, id: idsByAddress[b] ?? 0, address: b.address.description,
+                    port: b.port,
+                    protocol: b.protocol.rawValue, state: idsByAddress[b] == nil ? "missing" : "terminating")
+            }
             let type: ServiceType = master?.flags.contains(.nodePort) == true ? .nodePort : .clusterIP
             var flags: [String] = []
             if master?.flags.contains(.localOnly) == true {
@@ -57,7 +66,7 @@ extension NodeController {
                     id: master?.id ?? 0, frontend: "\(key.address):\(key.port)", address: key.address.description,
                     port: key.port,
                     protocol: key.protocol.rawValue, type: type.rawValue, service: wanted[key]?.service, flags: flags,
-                    backends: backends,
+                    backends: backends + terminating,
                     state: entry == nil ? "incomplete" : wanted[key] == nil ? "stale" : "ok"))
         }
         return rows.sorted { ($0.id, $0.address, $0.port) < ($1.id, $1.address, $1.port) }

@@ -48,7 +48,7 @@ struct ServiceIDs: Sendable, Equatable {
         var usedBackends = Set(observed.backends.keys)
         var nextBackend: UInt32 = 1
         for f in wanted {
-            for b in f.backends where ids.backends[b] == nil {
+            for b in f.backends + f.retained where ids.backends[b] == nil {
                 if let id = backendByValue[b] {
                     ids.backends[b] = id
                 } else {

@@ -199,10 +199,19 @@ public struct ServiceBackend: Sendable, Hashable {
     public var ip: IPAddress
     /// Overrides the service port's `targetPort` for this backend.
     public var port: Int?
+    /// Kubernetes' endpoint conditions (KEP-1669). New flows go to ready backends; when none is
+    /// ready, to the serving ones (terminating included). A terminating backend keeps the flows
+    /// it has.
+    public var ready: Bool
+    public var serving: Bool
+    public var terminating: Bool
 
-    public init(ip: IPAddress, port: Int? = nil) {
+    public init(ip: IPAddress, port: Int? = nil, ready: Bool = true, serving: Bool? = nil, terminating: Bool = false) {
         self.ip = ip
         self.port = port
+        self.ready = ready
+        self.serving = serving ?? ready
+        self.terminating = terminating
     }
 }
 

@@ -311,9 +311,10 @@ package struct SpecReader {
             var podBackends: [PodBackend] = []
             for (j, b) in array(fields, "backends", path).enumerated() {
                 let bp = "\(path).backends[\(j)]"
-                guard let bf = object(b, bp, allowed: allowPods ? ["ip", "pod", "port"] : ["ip", "port"]) else {
-                    continue
-                }
+                let conditions = ["ready", "serving", "terminating"]
+                guard
+                    let bf = object(b, bp, allowed: (allowPods ? ["ip", "pod", "port"] : ["ip", "port"]) + conditions)
+                else { continue }
                 let port = integer(bf, "port", bp, required: false, range: 1...65535)
                 if allowPods, bf["pod"] != nil {
                     if bf["ip"] != nil { problem(bp, "names both a pod and an ip; give one") }
@@ -327,7 +328,15 @@ package struct SpecReader {
                     continue
                 }
                 let ip = address(bf, "ip", bp, required: true)
-                if let ip { backends.append(ServiceBackend(ip: ip, port: port)) }
+                let ready = bool(bf, "ready", bp) ?? true
+                let terminating = bool(bf, "terminating", bp) ?? false
+                if ready && terminating { problem(join(bp, "terminating"), "a terminating backend is not ready") }
+                if let ip {
+                    backends.append(
+                        ServiceBackend(
+                            ip: ip, port: port, ready: ready, serving: bool(bf, "serving", bp), terminating: terminating
+                        ))
+                }
             }
             if let name, let clusterIP {
                 services.append(

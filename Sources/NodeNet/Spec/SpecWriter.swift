@@ -54,6 +54,9 @@ extension ServiceSpec {
             "backends": backends.map { b -> [String: Any] in
                 var backend: [String: Any] = ["ip": b.ip.description]
                 if let port = b.port { backend["port"] = port }
+                if !b.ready { backend["ready"] = false }
+                if b.serving != b.ready { backend["serving"] = b.serving }
+                if b.terminating { backend["terminating"] = true }
                 return backend
             }
                 + podBackends.map { b -> [String: Any] in
