@@ -333,6 +333,45 @@ struct ServiceLabTests {
         #expect(last.answers == ["PodName: cilium-with-replacement-w2": 10], "\(last.answers)")
     }
 
+    /// `sessionAffinity: ClientIP`: a client's requests keep going to one backend (a pod through
+    /// socket LB, the external host through the node port), a new choice is made after the
+    /// timeout, and at once when the backend leaves the service.
+    @Test func sessionAffinityHoldsThenMoves() throws {
+        var cluster = LabCluster.seed(name: LabIntegrationTests.labName("aff"))
+        cluster.services[0].sessionAffinity = .clientIP
+        cluster.services[0].sessionAffinityTimeoutSeconds = 1
+        defer { Lab.down(name: cluster.name) }
+        try Self.up(cluster)
+        let fromPod = try Self.probe(cluster.name, "net", "10.96.18.68:80", count: 100)
+        #expect(fromPod.failures == 0 && fromPod.answers.count == 1, "one backend for the pod: \(fromPod.answers)")
+        let fromOutside = try Self.probe(cluster.name, "external", "172.18.0.2:32000", count: 100)
+        #expect(
+            fromOutside.failures == 0 && fromOutside.answers.count == 1,
+            "one backend from outside: \(fromOutside.answers)")
+        let row = try #require(try Self.services(cluster, node: "worker2").first { $0.frontend == "10.96.18.68:80" })
+        #expect(row.flags == ["sessionAffinity=ClientIP (1 s)"], "\(row.flags)")
+        // After the timeout a new choice: over 12 waits, more than one backend (all alike: p = 3^-11).
+        var chosen: Set<String> = []
+        for _ in 0..<12 {
+            usleep(1_150_000)
+            chosen.formUnion(try Self.probe(cluster.name, "net", "10.96.18.68:80").answers.keys)
+        }
+        #expect(chosen.count > 1, "\(chosen)")
+        // The affine backend leaves the service: the next request goes elsewhere, at once.
+        cluster.services[0].sessionAffinityTimeoutSeconds = 3600
+        try Self.apply(cluster)
+        let held = try #require(try Self.probe(cluster.name, "net", "10.96.18.68:80").answers.keys.first)
+        let names = [
+            "PodName: cilium-with-replacement-w1": "10.0.1.15", "PodName: cilium-with-replacement-w2": "10.0.2.204",
+            "PodName: cilium-with-replacement-cp": "10.0.0.142",
+        ]
+        #expect(try Self.probe(cluster.name, "net", "10.96.18.68:80", count: 20).answers == [held: 20])
+        cluster.services[0].backends.removeAll { $0.ip == IPAddress(names[held]!)! }
+        try Self.apply(cluster)
+        let after = try Self.probe(cluster.name, "net", "10.96.18.68:80", count: 20)
+        #expect(after.failures == 0 && after.answers.count == 1 && after.answers[held] == nil, "\(after.answers)")
+    }
+
     @Test func podTrafficLeavingTheClusterIsMasqueradedAndPodToPodIsNot() throws {
         let cluster = Self.cluster("mq")
         defer { Lab.down(name: cluster.name) }

@@ -108,6 +108,59 @@ nodenet_select_backend(struct nodenet_service_key *key, struct nodenet_service *
 	return bpf_map_lookup_elem(&nodenet_backends, &id);
 }
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, NODENET_AFFINITY_MAX);
+	__type(key, struct nodenet_affinity_key);
+	__type(value, struct nodenet_affinity);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nodenet_affinity SEC(".maps");
+
+/* Whether `backend_id` is in one of the first NODENET_AFFINITY_SCAN slots of the frontend `key`
+ * (slot 0) with `count` backends; beyond them, trusted. */
+static __always_inline int nodenet_frontend_has_backend(struct nodenet_service_key *key, __u16 count, __u32 backend_id)
+{
+	struct nodenet_service_key slot_key = *key;
+	for (int i = 1; i <= NODENET_AFFINITY_SCAN; i++) {
+		if (i > count)
+			return 0;
+		slot_key.slot = (__u16)i;
+		struct nodenet_service *slot = bpf_map_lookup_elem(&nodenet_services, &slot_key);
+		if (slot && slot->backend_id == backend_id)
+			return 1;
+	}
+	return 1;
+}
+
+/* A backend for `client` (session affinity): the one it had within the frontend's timeout,
+ * while that backend is still one of the frontend's; else a new random one, remembered. Without
+ * the affinity flag, random. */
+static __always_inline struct nodenet_backend *
+nodenet_select_backend_for(struct nodenet_service_key *key, struct nodenet_service *svc, __u32 *backend_id, __u64 client)
+{
+	if (!(svc->flags & NODENET_SERVICE_AFFINITY) || svc->count == 0)
+		return nodenet_select_backend(key, svc, backend_id);
+	struct nodenet_affinity_key akey = { .client = client, .id = svc->id };
+	__u64 now = bpf_ktime_get_ns();
+	__u64 timeout = (__u64)svc->backend_id * 1000000000ULL;
+	struct nodenet_affinity *a = bpf_map_lookup_elem(&nodenet_affinity, &akey);
+	if (a && now - a->last_ns < timeout) {
+		__u32 id = a->backend_id;
+		struct nodenet_backend *b = bpf_map_lookup_elem(&nodenet_backends, &id);
+		if (b && nodenet_frontend_has_backend(key, svc->count, id)) {
+			a->last_ns = now;
+			*backend_id = id;
+			return b;
+		}
+	}
+	struct nodenet_backend *b = nodenet_select_backend(key, svc, backend_id);
+	if (b) {
+		struct nodenet_affinity v = { .last_ns = now, .backend_id = *backend_id };
+		bpf_map_update_elem(&nodenet_affinity, &akey, &v, BPF_ANY);
+	}
+	return b;
+}
+
 /* Whether a flow's backend is still one of its frontend's: the backend id still names the
  * same address and port, and the frontend still exists with the same id. */
 static __always_inline int nodenet_backend_current(__u32 backend_id, __u32 address, __u16 port, __u16 frontend_id)

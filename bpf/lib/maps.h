@@ -108,6 +108,29 @@ struct nodenet_service {
 
 #define NODENET_SERVICE_NODEPORT 1   /* reachable from outside the node (NodePort frontends) */
 #define NODENET_SERVICE_LOCAL_ONLY 2 /* a Local traffic policy: only this node's backends; none: drop */
+#define NODENET_SERVICE_AFFINITY 4   /* sessionAffinity ClientIP: slot 0's backend_id is the timeout in seconds */
+
+/* Session affinity: a client's backend per frontend. The client is the source address (packet
+ * path) or the socket's network namespace cookie with the top bit set (socket LB, where the
+ * source address is not known yet at connect()). */
+struct nodenet_affinity_key {
+	__u64 client;
+	__u16 id;     /* the frontend's id */
+	__u16 pad;
+	__u32 pad2;
+};
+
+struct nodenet_affinity {
+	__u64 last_ns;     /* bpf_ktime_get_ns() of the last flow that used it */
+	__u32 backend_id;
+	__u32 pad;
+};
+
+#define NODENET_AFFINITY_MAX 65536
+#define NODENET_AFFINITY_SOCKET (1ULL << 63)
+/* How many of a frontend's slots are searched for an affine backend (one removed from the
+ * frontend must not keep its clients); beyond them the backend's existence is trusted. */
+#define NODENET_AFFINITY_SCAN 64
 
 /* A backend, by id. */
 struct nodenet_backend {

@@ -73,7 +73,7 @@ static __always_inline int nodenet_translate_service(struct __sk_buff *skb, stru
 		if (!svc)
 			return ct ? NODENET_NO_BACKEND : NODENET_PASS;
 		id = svc->id;
-		struct nodenet_backend *backend = nodenet_select_backend(&key, svc, &backend_id);
+		struct nodenet_backend *backend = nodenet_select_backend_for(&key, svc, &backend_id, f->tuple.saddr);
 		if (!backend)
 			return (svc->flags & NODENET_SERVICE_LOCAL_ONLY) ? NODENET_NO_LOCAL_BACKEND : NODENET_NO_BACKEND;
 		address = backend->address;

@@ -7,6 +7,8 @@ public struct FrontendMaster: Sendable, Equatable {
     public var count: UInt16
     public var id: UInt16
     public var flags: FrontendFlags
+    /// Session affinity's timeout in seconds (slot 0's backend_id; 0 without affinity).
+    public var affinityTimeout: UInt32 = 0
 }
 
 /// A frontend's flags in slot 0 (`NODENET_SERVICE_*`, bpf/lib/maps.h).
@@ -17,6 +19,8 @@ public struct FrontendFlags: OptionSet, Sendable, Hashable {
     public static let nodePort = FrontendFlags(rawValue: UInt8(NODENET_SERVICE_NODEPORT))
     /// Only this node's backends (a `Local` traffic policy): with none, traffic is dropped, not refused.
     public static let localOnly = FrontendFlags(rawValue: UInt8(NODENET_SERVICE_LOCAL_ONLY))
+    /// Session affinity by client (`sessionAffinity: ClientIP`); its timeout is in slot 0.
+    public static let affinity = FrontendFlags(rawValue: UInt8(NODENET_SERVICE_AFFINITY))
 }
 
 /// A cluster node's address in the nodes map (`NODENET_NODE_*`, bpf/lib/maps.h).
@@ -36,6 +40,7 @@ public struct FrontendEntry: Sendable, Equatable {
     public var id: UInt16
     public var flags: FrontendFlags
     public var backendIDs: [UInt32]
+    public var affinityTimeout: UInt32 = 0
 }
 
 /// A frontend's entries exactly as they were (undo).
@@ -84,6 +89,7 @@ extension FrontendMaster {
         v.count = count
         v.id = id
         v.flags = flags.rawValue
+        v.backend_id = affinityTimeout
         return v
     }
 }
@@ -136,7 +142,10 @@ final class ServiceMaps {
         }
         try services.update(
             key.mapKey(slot: 0),
-            FrontendMaster(count: UInt16(entry.backendIDs.count), id: entry.id, flags: entry.flags).mapValue)
+            FrontendMaster(
+                count: UInt16(entry.backendIDs.count), id: entry.id, flags: entry.flags,
+                affinityTimeout: entry.affinityTimeout
+            ).mapValue)
         for slot in previousSlots.keys where Int(slot) > entry.backendIDs.count {
             try services.delete(key.mapKey(slot: slot))
         }
@@ -185,7 +194,10 @@ final class ServiceMaps {
             }
             masterKeys.append(key.mapKey(slot: 0))
             masterValues.append(
-                FrontendMaster(count: UInt16(entry.backendIDs.count), id: entry.id, flags: entry.flags).mapValue)
+                FrontendMaster(
+                    count: UInt16(entry.backendIDs.count), id: entry.id, flags: entry.flags,
+                    affinityTimeout: entry.affinityTimeout
+                ).mapValue)
             for slot in previousSlots.keys where Int(slot) > entry.backendIDs.count {
                 surplus.append(key.mapKey(slot: slot))
             }

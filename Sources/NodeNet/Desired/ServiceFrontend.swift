@@ -57,10 +57,13 @@ public struct DesiredFrontend: Sendable, Equatable {
     public var retained: [BackendAddress] = []
     /// Only this node's backends (a `Local` traffic policy): with none, traffic is dropped.
     public var localOnly = false
+    /// `sessionAffinity: ClientIP`: a client keeps its backend for this many seconds.
+    public var affinityTimeout: UInt32?
 
     var flags: FrontendFlags {
         var flags: FrontendFlags = type == .nodePort ? .nodePort : []
         if localOnly { flags.insert(.localOnly) }
+        if affinityTimeout != nil { flags.insert(.affinity) }
         return flags
     }
 }
@@ -93,12 +96,14 @@ extension NodeSpec {
                     for b in backends where !unique.contains(b) { unique.append(b) }
                 }
                 let local = unique.filter { node.podCIDR.contains($0.address) }
+                let affinity =
+                    service.sessionAffinity == .clientIP ? UInt32(service.sessionAffinityTimeoutSeconds) : nil
                 let internalLocal = service.internalTrafficPolicy == .local
                 result.append(
                     DesiredFrontend(
                         key: FrontendKey(address: service.clusterIP, port: UInt16(port.port), protocol: port.protocol),
                         type: .clusterIP, service: service.name, backends: internalLocal ? local : unique,
-                        retained: retained, localOnly: internalLocal))
+                        retained: retained, localOnly: internalLocal, affinityTimeout: affinity))
                 if service.type == .nodePort, let nodePort = port.nodePort {
                     let external = service.externalTrafficPolicy == .local
                     for address in [node.address, IPAddress("0.0.0.0")] {
@@ -106,7 +111,7 @@ extension NodeSpec {
                             DesiredFrontend(
                                 key: FrontendKey(address: address, port: UInt16(nodePort), protocol: port.protocol),
                                 type: .nodePort, service: service.name, backends: external ? local : unique,
-                                retained: retained, localOnly: external))
+                                retained: retained, localOnly: external, affinityTimeout: affinity))
                     }
                 }
             }

@@ -61,6 +61,9 @@ extension NodeController {
             if master?.flags.contains(.localOnly) == true {
                 flags.append(type == .nodePort ? "ExternalTrafficPolicy=Local" : "InternalTrafficPolicy=Local")
             }
+            if let master, master.flags.contains(.affinity) {
+                flags.append("sessionAffinity=ClientIP (\(master.affinityTimeout) s)")
+            }
             rows.append(
                 ServiceStatus(
                     id: master?.id ?? 0, frontend: "\(key.address):\(key.port)", address: key.address.description,

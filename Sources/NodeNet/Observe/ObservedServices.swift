@@ -22,7 +22,8 @@ public struct ObservedServices: Sendable, Equatable {
         else { return nil }
         return FrontendEntry(
             id: master.id, flags: master.flags,
-            backendIDs: master.count == 0 ? [] : (1...master.count).map { slots[$0]! })
+            backendIDs: master.count == 0 ? [] : (1...master.count).map { slots[$0]! },
+            affinityTimeout: master.affinityTimeout)
     }
 
     /// Every frontend key with anything in the services map.
@@ -43,8 +44,10 @@ public struct ObservedServices: Sendable, Equatable {
             for (k, v) in try map.entries() {
                 guard let key = FrontendKey(k) else { continue }
                 if k.slot == 0 {
+                    let flags = FrontendFlags(rawValue: v.flags)
                     result.masters[key] = FrontendMaster(
-                        count: v.count, id: v.id, flags: FrontendFlags(rawValue: v.flags))
+                        count: v.count, id: v.id, flags: flags,
+                        affinityTimeout: flags.contains(.affinity) ? v.backend_id : 0)
                 } else {
                     result.slots[key, default: [:]][k.slot] = v.backend_id
                 }

@@ -37,7 +37,8 @@ extension Planner {
         for frontend in desired.frontends {
             let id = ids.frontends[frontend.key]!
             let wanted = FrontendEntry(
-                id: id, flags: frontend.flags, backendIDs: frontend.backends.map { ids.backends[$0]! })
+                id: id, flags: frontend.flags, backendIDs: frontend.backends.map { ids.backends[$0]! },
+                affinityTimeout: frontend.affinityTimeout ?? 0)
             let current = observed.entry(frontend.key)
             guard current != wanted || observed.revnat[id] != frontend.key else { continue }
             addChange(

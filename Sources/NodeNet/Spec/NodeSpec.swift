@@ -120,6 +120,12 @@ public enum ServiceType: String, Sendable, Equatable, CaseIterable {
     case nodePort = "NodePort"
 }
 
+/// Kubernetes' `sessionAffinity`.
+public enum SessionAffinity: String, Sendable, Equatable, CaseIterable {
+    case none = "None"
+    case clientIP = "ClientIP"
+}
+
 /// Which backends a frontend's traffic may reach (Kubernetes' `externalTrafficPolicy` and
 /// `internalTrafficPolicy`).
 public enum TrafficPolicy: String, Sendable, Equatable, CaseIterable {
@@ -148,6 +154,10 @@ public struct ServiceSpec: Sendable, Hashable {
     public var externalTrafficPolicy: TrafficPolicy
     /// Traffic to the clusterIP: `local` reaches only this node's backends.
     public var internalTrafficPolicy: TrafficPolicy
+    /// `clientIP`: a client's connections go to the backend its first one did, while it is
+    /// one of the service's and for `sessionAffinityTimeoutSeconds` after its last one.
+    public var sessionAffinity: SessionAffinity = .none
+    public var sessionAffinityTimeoutSeconds: Int = 10800
 
     public init(
         name: String, type: ServiceType, clusterIP: IPAddress, ports: [ServicePort], backends: [ServiceBackend],

@@ -257,7 +257,7 @@ package struct SpecReader {
                     item, path,
                     allowed: [
                         "name", "type", "clusterIP", "ports", "backends", "externalTrafficPolicy",
-                        "internalTrafficPolicy",
+                        "internalTrafficPolicy", "sessionAffinity", "sessionAffinityTimeoutSeconds",
                     ])
             else { continue }
             var policies: [TrafficPolicy] = []
@@ -338,12 +338,24 @@ package struct SpecReader {
                         ))
                 }
             }
+            var affinity = SessionAffinity.none
+            if let text = string(fields, "sessionAffinity", path, required: false) {
+                if let parsed = SessionAffinity(rawValue: text) {
+                    affinity = parsed
+                } else {
+                    problem("\(path).sessionAffinity", "\"\(text)\" is not None or ClientIP")
+                }
+            }
+            let affinityTimeout =
+                integer(fields, "sessionAffinityTimeoutSeconds", path, required: false, range: 1...86400) ?? 10800
             if let name, let clusterIP {
                 services.append(
                     ServiceSpec(
                         name: name, type: type, clusterIP: clusterIP, ports: ports, backends: backends,
                         podBackends: podBackends, externalTrafficPolicy: policies[0], internalTrafficPolicy: policies[1]
                     ))
+                services[services.count - 1].sessionAffinity = affinity
+                services[services.count - 1].sessionAffinityTimeoutSeconds = affinityTimeout
                 servicePaths.append(path)
             }
         }

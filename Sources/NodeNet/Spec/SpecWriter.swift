@@ -67,6 +67,10 @@ extension ServiceSpec {
         ]
         if externalTrafficPolicy != .cluster { object["externalTrafficPolicy"] = externalTrafficPolicy.rawValue }
         if internalTrafficPolicy != .cluster { object["internalTrafficPolicy"] = internalTrafficPolicy.rawValue }
+        if sessionAffinity != .none {
+            object["sessionAffinity"] = sessionAffinity.rawValue
+            object["sessionAffinityTimeoutSeconds"] = sessionAffinityTimeoutSeconds
+        }
         return object
     }
 }
