@@ -11,6 +11,12 @@ public func seconds(_ body: () throws -> Void) rethrows -> Double {
 
 public func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
 
+/// The nearest-rank percentile (`p` in 0...1: 0.99 is the value 99 % of the samples do not exceed).
+public func percentile(_ xs: [Double], _ p: Double) -> Double {
+    let s = xs.sorted()
+    return s[max(0, min(s.count - 1, Int((Double(s.count) * p).rounded(.up)) - 1))]
+}
+
 public struct BenchError: Error, CustomStringConvertible {
     public var description: String
     public init(_ d: String) { description = d }

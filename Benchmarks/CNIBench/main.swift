@@ -76,11 +76,6 @@ func podNamespace(_ plugin: String, _ i: Int) -> String { "\(tag)-\(plugin)\(i)"
     return ms
 }
 
-func percentile(_ xs: [Double], _ p: Double) -> Double {
-    let s = xs.sorted()
-    return s[min(s.count - 1, Int((Double(s.count) * p).rounded(.up)) - 1)]
-}
-
 do {
     guard FileManager.default.isExecutableFile(atPath: client) else {
         throw BenchError("build the client first: scripts/build-cni-client.sh")

@@ -63,11 +63,6 @@ func elapsed(since start: ContinuousClock.Instant) -> Double {
     return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
 }
 
-func percentile(_ xs: [Double], _ p: Double) -> Double {
-    let sorted = xs.sorted()
-    return sorted[min(sorted.count - 1, Int((Double(sorted.count - 1) * p).rounded()))]
-}
-
 func ms(_ s: Double) -> String { String(format: "%.1f ms", s * 1000) }
 
 /// Polls `condition` every millisecond for at most `seconds`.

@@ -69,16 +69,30 @@ struct ClusterIntegrationTests {
         }
     }
 
+    /// A fresh etcd (`members`), a client of it and a test node with `pods` pods, for `body`;
+    /// all of them gone afterwards, also when it throws.
+    static func withEtcdNode(
+        members: Int = 1, pods: Int, _ body: (EtcdServer, EtcdGatewayClient, TestNode) async throws -> Void
+    ) async throws {
+        let etcd = try EtcdServer(members: members)
+        defer { etcd.stop() }
+        let client = try Self.client(etcd)
+        do {
+            try await TestNode.with(pods: pods) { t in try await body(etcd, client, t) }
+        } catch {
+            await client.shutdown()
+            throw error
+        }
+        await client.shutdown()
+    }
+
     static func healthz(_ agent: NodeAgent) -> (Int, String) {
         let (status, _, body) = agent.httpResponse(path: "/healthz")
         return (status, body)
     }
 
     @Test func joinLeaveAndTheGrace() async throws {
-        let etcd = try EtcdServer()
-        defer { etcd.stop() }
-        let client = try Self.client(etcd)
-        try await TestNode.with(pods: 2) { t in
+        try await Self.withEtcdNode(pods: 2) { etcd, client, t in
             try await Self.register(client, "worker", "172.18.0.3", "10.0.1.0/24")
             try await Self.withClusterAgent(t, Self.settings(etcd)) { agent, lines in
                 // Registered under a lease, CIDR claimed, both pods published.
@@ -131,15 +145,11 @@ struct ClusterIntegrationTests {
                     "the returning node's route was touched")
             }
         }
-        await client.shutdown()
     }
 
     /// With a grace of 0 a node whose lease ended is gone with the change that says so.
     @Test func withoutAGraceANodeGoesWithItsLease() async throws {
-        let etcd = try EtcdServer()
-        defer { etcd.stop() }
-        let client = try Self.client(etcd)
-        try await TestNode.with(pods: 1) { t in
+        try await Self.withEtcdNode(pods: 1) { etcd, client, t in
             let lease = try #require(try await Self.register(client, "worker", "172.18.0.3", "10.0.1.0/24"))
             try await Self.withClusterAgent(t, Self.settings(etcd, grace: 0)) { agent, lines in
                 #expect(try Self.directRoutes(t)["10.0.1.0/24"] == "172.18.0.3")
@@ -152,7 +162,6 @@ struct ClusterIntegrationTests {
                 #expect(agent.health == .healthy)
             }
         }
-        await client.shutdown()
     }
 
     @Test func aClaimedPodCIDRIsRefused() async throws {
@@ -173,10 +182,7 @@ struct ClusterIntegrationTests {
     }
 
     @Test func aNodeDeletedWhileTheAgentWasDownIsGoneAfterItsRestart() async throws {
-        let etcd = try EtcdServer()
-        defer { etcd.stop() }
-        let client = try Self.client(etcd)
-        try await TestNode.with(pods: 1) { t in
+        try await Self.withEtcdNode(pods: 1) { etcd, client, t in
             try await Self.register(client, "worker", "172.18.0.3", "10.0.1.0/24", ttl: nil)
             try await Self.withClusterAgent(t, Self.settings(etcd)) { _, _ async throws in
                 #expect(try Self.directRoutes(t)["10.0.1.0/24"] == "172.18.0.3")
@@ -197,14 +203,10 @@ struct ClusterIntegrationTests {
                 #expect(try Self.directRoutes(t)["10.0.1.0/24"] == nil, "a deleted node's route survived a restart")
             }
         }
-        await client.shutdown()
     }
 
     @Test func etcdDownKeepsTheLastStateAndTheAgentComesBack() async throws {
-        let etcd = try EtcdServer()
-        defer { etcd.stop() }
-        let client = try Self.client(etcd)
-        try await TestNode.with(pods: 1) { t in
+        try await Self.withEtcdNode(pods: 1) { etcd, client, t in
             try await Self.register(client, "worker", "172.18.0.3", "10.0.1.0/24", ttl: nil)
             try await Self.withClusterAgent(t, Self.settings(etcd, ttl: 3)) { agent, lines in
                 #expect(try Self.directRoutes(t)["10.0.1.0/24"] == "172.18.0.3")
@@ -233,14 +235,10 @@ struct ClusterIntegrationTests {
                 #expect(registrations <= 3, "\(registrations) registrations")
             }
         }
-        await client.shutdown()
     }
 
     @Test func anAgentStartingWithoutEtcdKeepsTheCachedCluster() async throws {
-        let etcd = try EtcdServer()
-        defer { etcd.stop() }
-        let client = try Self.client(etcd)
-        try await TestNode.with(pods: 1) { t in
+        try await Self.withEtcdNode(pods: 1) { etcd, client, t in
             try await Self.register(client, "worker", "172.18.0.3", "10.0.1.0/24", ttl: nil)
             try await Self.withClusterAgent(t, Self.settings(etcd)) { _, _ async throws in
                 #expect(try Self.directRoutes(t)["10.0.1.0/24"] == "172.18.0.3")
@@ -253,14 +251,10 @@ struct ClusterIntegrationTests {
                 #expect(try Self.directRoutes(t)["10.0.1.0/24"] == "172.18.0.3", "the cluster was flushed")
             }
         }
-        await client.shutdown()
     }
 
     @Test func losingOneOfThreeMembersChangesNothing() async throws {
-        let etcd = try EtcdServer(members: 3)
-        defer { etcd.stop() }
-        let client = try Self.client(etcd)
-        try await TestNode.with(pods: 1) { t in
+        try await Self.withEtcdNode(members: 3, pods: 1) { etcd, client, t in
             try await Self.register(client, "worker", "172.18.0.3", "10.0.1.0/24", ttl: nil)
             try await Self.withClusterAgent(t, Self.settings(etcd)) { agent, lines in
                 let before = try Self.directRoutes(t)
@@ -279,7 +273,6 @@ struct ClusterIntegrationTests {
                 #expect(!lines.all.contains { $0.contains("delete route") })
             }
         }
-        await client.shutdown()
     }
 
     /// `nodenetd cluster …` through the binary: exit 2 and nothing written for an invalid file
