@@ -184,12 +184,7 @@ struct ClusterCommand: ParsableCommand {
 
             /// One service object or {"services": [...]}, read with the spec's rules (pod backends allowed).
             static func read(_ data: Data) throws -> [ServiceSpec] {
-                let root: JSONValue
-                do {
-                    root = try JSONValue.parse(data)
-                } catch {
-                    throw SpecError([SpecProblem("", JSONValue.describe(error, in: data))])
-                }
+                let root = try SpecReader.document(data)
                 var reader = SpecReader()
                 let services: [ServiceSpec]
                 if case .object(let fields) = root, fields["services"] != nil {

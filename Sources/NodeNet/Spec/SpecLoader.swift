@@ -17,12 +17,7 @@ extension NodeSpec {
     /// As `load(_:)`, with the namespace check given by the caller (tests); the spec is not
     /// marked, so `NodeController` validates it again with the real check.
     public static func load(_ data: Data, namespaceExists: @escaping (String) -> Bool) throws -> NodeSpec {
-        let root: JSONValue
-        do {
-            root = try JSONValue.parse(data)
-        } catch {
-            throw SpecError([SpecProblem("", JSONValue.describe(error, in: data))])
-        }
+        let root = try SpecReader.document(data)
         var reader = SpecReader()
         let spec = reader.read(root)
         var problems = reader.problems

@@ -13,6 +13,15 @@ package struct SpecReader {
 
     package init() {}
 
+    /// A JSON document, or the one problem that says where it stops being JSON.
+    package static func document(_ data: Data) throws(SpecError) -> JSONValue {
+        do {
+            return try JSONValue.parse(data)
+        } catch {
+            throw SpecError([SpecProblem("", JSONValue.describe(error, in: data))])
+        }
+    }
+
     package mutating func problem(_ path: String, _ message: String) { problems.append(SpecProblem(path, message)) }
 
     /// The object at `path`, after checking that only `allowed` keys are present.
