@@ -69,7 +69,10 @@ int nodenet_from_netdev(struct __sk_buff *skb)
 
 	struct nodenet_config cfg;
 	nodenet_settings_read(&cfg);
-	if ((cfg.flags & (NODENET_CONFIG_SERVICES | NODENET_CONFIG_MASQUERADE)) && (daddr == cfg.node_ip || dst)) {
+	/* A frontend on an external or LoadBalancer address is not the node's: with such frontends,
+	 * any destination may be one. */
+	int external = !dst && daddr != cfg.node_ip && (cfg.flags & NODENET_CONFIG_EXTERNAL_IPS);
+	if ((cfg.flags & (NODENET_CONFIG_SERVICES | NODENET_CONFIG_MASQUERADE)) && (daddr == cfg.node_ip || dst || external)) {
 		if (ip->protocol == IPPROTO_ICMP) {
 			/* An error about a translated flow: to the node (masquerade, NodePort SNAT) or
 			 * to a local pod (a per-packet translated flow). */
@@ -90,7 +93,7 @@ int nodenet_from_netdev(struct __sk_buff *skb)
 		}
 		struct nodenet_flow flow;
 		if (nodenet_flow_read(ip, end, &flow) == 0) {
-			if (daddr == cfg.node_ip) {
+			if (daddr == cfg.node_ip || external) {
 				int rc = nodenet_to_node(skb, &cfg, &flow);
 				if (rc != NODENET_PASS)
 					return rc;

@@ -372,6 +372,44 @@ struct ServiceLabTests {
         #expect(after.failures == 0 && after.answers.count == 1 && after.answers[held] == nil, "\(after.answers)")
     }
 
+    /// A LoadBalancer service with a load balancer address and an external address, both routed
+    /// to worker2 by the outside network: reached from the external host on each (remote
+    /// backends too, the replies from the address it asked), from a pod through socket LB, and
+    /// on its node port; `service list` says LoadBalancer.
+    @Test func loadBalancerAndExternalAddressesAreReachedFromOutside() throws {
+        var cluster = LabCluster.seed(name: LabIntegrationTests.labName("lb"))
+        var lb = ServiceSpec(
+            name: "default/lb", type: .loadBalancer, clusterIP: IPAddress("10.96.9.9"),
+            ports: [ServicePort(port: 8080, targetPort: 80, nodePort: 31200)],
+            backends: ["10.0.1.15", "10.0.2.204", "10.0.0.142"].map { ServiceBackend(ip: IPAddress($0)!) })
+        lb.loadBalancerIPs = [IPAddress("172.18.200.10")]
+        lb.externalIPs = [IPAddress("172.18.200.11")]
+        cluster.services.append(lb)
+        defer { Lab.down(name: cluster.name) }
+        try Self.up(cluster)
+        // The outside network routes the addresses to worker2 (as a load balancer or a router would).
+        let external = try NetlinkSocket(namespace: .named(cluster.externalNamespace))
+        try external.add(
+            Route(
+                destination: IPPrefix("172.18.200.0/24"), gateway: IPAddress("172.18.0.2"),
+                interfaceIndex: try #require(try external.link(named: "eth0")).index))
+        for address in ["172.18.200.10", "172.18.200.11"] {
+            let probe = try Self.probe(cluster.name, "external", "\(address):8080", count: 30)
+            #expect(probe.failures == 0, "\(address): \(probe.requests.compactMap(\.error).prefix(2))")
+            #expect(probe.answers.count >= 2, "local and remote backends: \(probe.answers)")
+            #expect(probe.requests.allSatisfy { $0.peer == "\(address):8080" }, "replies come from \(address)")
+        }
+        let fromPod = try Self.probe(cluster.name, "net", "172.18.200.10:8080", count: 20)
+        #expect(fromPod.failures == 0 && fromPod.answers.count >= 2, "\(fromPod.answers)")
+        #expect(try Self.probe(cluster.name, "external", "172.18.0.3:31200", count: 10).failures == 0)
+        let rows = try Self.services(cluster, node: "worker2").filter { $0.service == "default/lb" }
+        #expect(
+            Set(rows.filter { $0.type == "LoadBalancer" }.map(\.frontend)) == [
+                "172.18.200.10:8080", "172.18.200.11:8080",
+            ],
+            "\(rows.map { "\($0.frontend) \($0.type)" })")
+    }
+
     @Test func podTrafficLeavingTheClusterIsMasqueradedAndPodToPodIsNot() throws {
         let cluster = Self.cluster("mq")
         defer { Lab.down(name: cluster.name) }

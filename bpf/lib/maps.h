@@ -35,6 +35,7 @@ struct nodenet_config {
 #define NODENET_CONFIG_PACKET_LB 2    /* socket LB is off: from-container translates services per packet */
 #define NODENET_CONFIG_MASQUERADE 4   /* pod traffic leaving nativeRoutingCIDR takes the node's address */
 #define NODENET_CONFIG_NATIVE_CIDR 8  /* native_cidr/native_mask hold nativeRoutingCIDR */
+#define NODENET_CONFIG_EXTERNAL_IPS 16 /* frontends on external or LoadBalancer addresses: from-netdev looks up any destination */
 
 /* Per-verdict counters (array map indexed by these values). */
 enum nodenet_verdict {

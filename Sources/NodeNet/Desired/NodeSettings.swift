@@ -10,6 +10,9 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
     public var services: Bool
     public var packetLB: Bool
     public var masquerade: Bool
+    /// Some service has frontends on external or LoadBalancer addresses (from-netdev then
+    /// looks up destinations that are not the node's).
+    public var externalFrontends = false
     /// The native device's ifindex (masquerading applies to traffic leaving through it); set
     /// by the planner from the kernel, 0 when unknown.
     public var nativeIfindex: UInt32 = 0
@@ -18,6 +21,7 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
         var on: [String] = []
         if services { on.append("services") }
         if packetLB { on.append("per-packet service translation") }
+        if externalFrontends { on.append("external frontends") }
         if masquerade {
             on.append("masquerade to \(nodeIP) outside \(nativeCIDR?.description ?? "-") via ifindex \(nativeIfindex)")
         }
@@ -38,6 +42,7 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
             (services ? UInt32(NODENET_CONFIG_SERVICES) : 0) | (packetLB ? UInt32(NODENET_CONFIG_PACKET_LB) : 0)
             | (masquerade && nativeCIDR != nil ? UInt32(NODENET_CONFIG_MASQUERADE) : 0)
             | (nativeCIDR != nil ? UInt32(NODENET_CONFIG_NATIVE_CIDR) : 0)
+            | (externalFrontends ? UInt32(NODENET_CONFIG_EXTERNAL_IPS) : 0)
         c.native_ifindex = nativeIfindex
         return c
     }
@@ -48,6 +53,7 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
         services = c.flags & UInt32(NODENET_CONFIG_SERVICES) != 0
         packetLB = c.flags & UInt32(NODENET_CONFIG_PACKET_LB) != 0
         masquerade = c.flags & UInt32(NODENET_CONFIG_MASQUERADE) != 0
+        externalFrontends = c.flags & UInt32(NODENET_CONFIG_EXTERNAL_IPS) != 0
         let mask = UInt32(bigEndian: c.native_mask)
         nativeCIDR =
             c.flags & UInt32(NODENET_CONFIG_NATIVE_CIDR) != 0
@@ -62,5 +68,7 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
         packetLB = spec.servicesEnabled && !spec.socketLB.enabled
         masquerade = spec.masquerade && spec.nativeRoutingCIDR != nil
         nativeCIDR = spec.nativeRoutingCIDR
+        externalFrontends =
+            spec.servicesEnabled && spec.services.contains { !$0.externalIPs.isEmpty || !$0.loadBalancerIPs.isEmpty }
     }
 }

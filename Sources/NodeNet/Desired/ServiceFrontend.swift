@@ -61,7 +61,7 @@ public struct DesiredFrontend: Sendable, Equatable {
     public var affinityTimeout: UInt32?
 
     var flags: FrontendFlags {
-        var flags: FrontendFlags = type == .nodePort ? .nodePort : []
+        var flags: FrontendFlags = type.hasNodePorts ? .nodePort : []
         if localOnly { flags.insert(.localOnly) }
         if affinityTimeout != nil { flags.insert(.affinity) }
         return flags
@@ -104,8 +104,8 @@ extension NodeSpec {
                         key: FrontendKey(address: service.clusterIP, port: UInt16(port.port), protocol: port.protocol),
                         type: .clusterIP, service: service.name, backends: internalLocal ? local : unique,
                         retained: retained, localOnly: internalLocal, affinityTimeout: affinity))
-                if service.type == .nodePort, let nodePort = port.nodePort {
-                    let external = service.externalTrafficPolicy == .local
+                let external = service.externalTrafficPolicy == .local
+                if service.type.hasNodePorts, let nodePort = port.nodePort {
                     for address in [node.address, IPAddress("0.0.0.0")] {
                         result.append(
                             DesiredFrontend(
@@ -113,6 +113,14 @@ extension NodeSpec {
                                 type: .nodePort, service: service.name, backends: external ? local : unique,
                                 retained: retained, localOnly: external, affinityTimeout: affinity))
                     }
+                }
+                // Load balancer and external addresses: reached from outside like node ports.
+                for address in service.loadBalancerIPs + service.externalIPs {
+                    result.append(
+                        DesiredFrontend(
+                            key: FrontendKey(address: address, port: UInt16(port.port), protocol: port.protocol),
+                            type: .loadBalancer, service: service.name, backends: external ? local : unique,
+                            retained: retained, localOnly: external, affinityTimeout: affinity))
                 }
             }
         }

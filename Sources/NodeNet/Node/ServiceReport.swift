@@ -56,10 +56,11 @@ extension NodeController {
                     port: b.port,
                     protocol: b.protocol.rawValue, state: idsByAddress[b] == nil ? "missing" : "terminating")
             }
-            let type: ServiceType = master?.flags.contains(.nodePort) == true ? .nodePort : .clusterIP
+            let type: ServiceType =
+                wanted[key]?.type ?? (master?.flags.contains(.nodePort) == true ? .nodePort : .clusterIP)
             var flags: [String] = []
             if master?.flags.contains(.localOnly) == true {
-                flags.append(type == .nodePort ? "ExternalTrafficPolicy=Local" : "InternalTrafficPolicy=Local")
+                flags.append(type.hasNodePorts ? "ExternalTrafficPolicy=Local" : "InternalTrafficPolicy=Local")
             }
             if let master, master.flags.contains(.affinity) {
                 flags.append("sessionAffinity=ClientIP (\(master.affinityTimeout) s)")

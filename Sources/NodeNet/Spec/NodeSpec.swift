@@ -118,6 +118,12 @@ public struct RemoteNode: Sendable, Hashable {
 public enum ServiceType: String, Sendable, Equatable, CaseIterable {
     case clusterIP = "ClusterIP"
     case nodePort = "NodePort"
+    /// A NodePort service that is also reached on `loadBalancerIPs` (the addresses an outside
+    /// load balancer gives it, routed to the nodes).
+    case loadBalancer = "LoadBalancer"
+
+    /// Whether the service has node ports (NodePort and LoadBalancer).
+    public var hasNodePorts: Bool { self != .clusterIP }
 }
 
 /// Kubernetes' `sessionAffinity`.
@@ -158,6 +164,10 @@ public struct ServiceSpec: Sendable, Hashable {
     /// one of the service's and for `sessionAffinityTimeoutSeconds` after its last one.
     public var sessionAffinity: SessionAffinity = .none
     public var sessionAffinityTimeoutSeconds: Int = 10800
+    /// Addresses routed to the nodes on which the service's ports are reached too (any type).
+    public var externalIPs: [IPAddress] = []
+    /// A LoadBalancer service's addresses (its load balancer's), reached like `externalIPs`.
+    public var loadBalancerIPs: [IPAddress] = []
 
     public init(
         name: String, type: ServiceType, clusterIP: IPAddress, ports: [ServicePort], backends: [ServiceBackend],

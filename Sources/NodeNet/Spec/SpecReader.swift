@@ -266,7 +266,8 @@ package struct SpecReader {
                     item, path,
                     allowed: [
                         "name", "type", "clusterIP", "ports", "backends", "externalTrafficPolicy",
-                        "internalTrafficPolicy", "sessionAffinity", "sessionAffinityTimeoutSeconds",
+                        "internalTrafficPolicy", "sessionAffinity", "sessionAffinityTimeoutSeconds", "externalIPs",
+                        "loadBalancerIPs",
                     ])
             else { continue }
             var policies: [TrafficPolicy] = []
@@ -287,7 +288,7 @@ package struct SpecReader {
                 if let parsed = ServiceType(rawValue: t) {
                     type = parsed
                 } else {
-                    problem("\(path).type", "\"\(t)\" is not ClusterIP or NodePort")
+                    problem("\(path).type", "\"\(t)\" is not ClusterIP, NodePort or LoadBalancer")
                 }
             }
             let clusterIP = address(fields, "clusterIP", path, required: true)
@@ -347,6 +348,15 @@ package struct SpecReader {
                         ))
                 }
             }
+            func addresses(_ key: String) -> [IPAddress] {
+                array(fields, key, path).enumerated().compactMap { j, item -> IPAddress? in
+                    guard case .string(let text) = item, let ip = IPAddress(text), ip.isIPv4 else {
+                        problem("\(path).\(key)[\(j)]", "\(item) is not an IPv4 address")
+                        return nil
+                    }
+                    return ip
+                }
+            }
             var affinity = SessionAffinity.none
             if let text = string(fields, "sessionAffinity", path, required: false) {
                 if let parsed = SessionAffinity(rawValue: text) {
@@ -363,6 +373,8 @@ package struct SpecReader {
                         name: name, type: type, clusterIP: clusterIP, ports: ports, backends: backends,
                         podBackends: podBackends, externalTrafficPolicy: policies[0], internalTrafficPolicy: policies[1]
                     ))
+                services[services.count - 1].externalIPs = addresses("externalIPs")
+                services[services.count - 1].loadBalancerIPs = addresses("loadBalancerIPs")
                 services[services.count - 1].sessionAffinity = affinity
                 services[services.count - 1].sessionAffinityTimeoutSeconds = affinityTimeout
                 servicePaths.append(path)

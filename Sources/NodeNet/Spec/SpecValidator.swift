@@ -164,8 +164,28 @@ struct SpecValidator {
             if let cidr = podCIDRs.first(where: { $0.contains(service.clusterIP) }) {
                 problem("\(path).clusterIP", "\(service.clusterIP) is inside pod CIDR \(cidr)")
             }
-            if service.externalTrafficPolicy == .local, service.type != .nodePort {
-                problem("\(path).externalTrafficPolicy", "Local applies to NodePort services only")
+            if service.externalTrafficPolicy == .local, !service.type.hasNodePorts, service.externalIPs.isEmpty {
+                problem(
+                    "\(path).externalTrafficPolicy",
+                    "Local applies to NodePort and LoadBalancer services and externalIPs")
+            }
+            if !service.loadBalancerIPs.isEmpty, service.type != .loadBalancer {
+                problem("\(path).loadBalancerIPs", "only LoadBalancer services have loadBalancerIPs")
+            }
+            for (key, addresses) in [
+                ("externalIPs", service.externalIPs), ("loadBalancerIPs", service.loadBalancerIPs),
+            ] {
+                for (j, address) in addresses.enumerated() {
+                    if let cidr = podCIDRs.first(where: { $0.contains(address) }) {
+                        problem("\(path).\(key)[\(j)]", "\(address) is inside pod CIDR \(cidr)")
+                    } else if address == spec.node.address || spec.nodes.contains(where: { $0.address == address }) {
+                        problem("\(path).\(key)[\(j)]", "\(address) is a node's address (use a NodePort)")
+                    } else if let first = byClusterIP[address] {
+                        problem("\(path).\(key)[\(j)]", "\(address) is already used by \(first)")
+                    } else {
+                        byClusterIP[address] = "\(path).\(key)[\(j)]"
+                    }
+                }
             }
             var frontends: [Int: Int] = [:]
             for (j, port) in service.ports.enumerated() {
@@ -178,12 +198,12 @@ struct SpecValidator {
                 } else {
                     frontends[key] = j
                 }
-                switch (service.type, port.nodePort) {
-                case (.clusterIP, .some):
-                    problem("\(pp).nodePort", "only NodePort services have node ports")
-                case (.nodePort, .none):
-                    problem("\(pp).nodePort", "is required for a NodePort service")
-                case (.nodePort, .some(let nodePort)):
+                switch (service.type.hasNodePorts, port.nodePort) {
+                case (false, .some):
+                    problem("\(pp).nodePort", "only NodePort and LoadBalancer services have node ports")
+                case (true, .none):
+                    problem("\(pp).nodePort", "is required for a \(service.type.rawValue) service")
+                case (true, .some(let nodePort)):
                     if !spec.nodePortRange.contains(nodePort) {
                         problem(
                             "\(pp).nodePort",
@@ -196,7 +216,7 @@ struct SpecValidator {
                     } else {
                         nodePorts[npKey] = pp
                     }
-                case (.clusterIP, .none):
+                case (false, .none):
                     break
                 }
             }
@@ -224,7 +244,9 @@ struct SpecValidator {
         var distinct: Set<BackendAddress> = []
         for service in spec.services {
             for port in service.ports {
-                let count = service.type == .nodePort && port.nodePort != nil ? 3 : 1
+                let count =
+                    1 + (service.type.hasNodePorts && port.nodePort != nil ? 2 : 0) + service.externalIPs.count
+                    + service.loadBalancerIPs.count
                 frontends += count
                 entries += count * (1 + service.backends.count)
                 for b in service.backends {

@@ -67,6 +67,8 @@ extension ServiceSpec {
         ]
         if externalTrafficPolicy != .cluster { object["externalTrafficPolicy"] = externalTrafficPolicy.rawValue }
         if internalTrafficPolicy != .cluster { object["internalTrafficPolicy"] = internalTrafficPolicy.rawValue }
+        if !externalIPs.isEmpty { object["externalIPs"] = externalIPs.map(\.description) }
+        if !loadBalancerIPs.isEmpty { object["loadBalancerIPs"] = loadBalancerIPs.map(\.description) }
         if sessionAffinity != .none {
             object["sessionAffinity"] = sessionAffinity.rawValue
             object["sessionAffinityTimeoutSeconds"] = sessionAffinityTimeoutSeconds
