@@ -241,7 +241,7 @@ import Testing
                 var services = o["services"] as! [[String: Any]]
                 services[0]["type"] = "ClusterIP"
                 o["services"] = services
-            }, expected: ["services[0].ports[0].nodePort: only NodePort services have node ports"]),
+            }, expected: ["services[0].ports[0].nodePort: only NodePort and LoadBalancer services have node ports"]),
         Case(
             name: "not a number", edit: port("port", "80"),
             expected: ["services[0].ports[0].port: must be a whole number, found a string"]),
