@@ -24,9 +24,9 @@ final class ClusterMember: @unchecked Sendable {
     let client: any EtcdClient
     let record: ClusterNodeRecord
     private let log: Logger
-    /// Called with the whole view after every change (on the member's tasks, under its lock: it
-    /// must not call back into the member).
-    private let changed: @Sendable (ClusterView, String) -> Void
+    /// Told why after every change of the view (`currentView`); called on the member's tasks
+    /// under its lock, so it must not call back into the member.
+    private let changed: @Sendable (String) -> Void
     private let lock = NSLock()
     private var view: ClusterView
     private var state: State = .connecting
@@ -39,7 +39,7 @@ final class ClusterMember: @unchecked Sendable {
 
     init(
         settings: ClusterSettings, client: any EtcdClient, record: ClusterNodeRecord, view: ClusterView? = nil,
-        logger: Logger, changed: @escaping @Sendable (ClusterView, String) -> Void
+        logger: Logger, changed: @escaping @Sendable (String) -> Void
     ) {
         self.settings = settings
         self.keys = ClusterKeys(prefix: settings.prefix)
@@ -82,7 +82,7 @@ final class ClusterMember: @unchecked Sendable {
                         with: snapshot.keyValues.map { ($0.key, $0.value) }, revision: snapshot.revision,
                         now: ContinuousClock.now, initial: initial)
                     state = .connected
-                    changed(self.view, "cluster listed at revision \(snapshot.revision)")
+                    changed("cluster listed at revision \(snapshot.revision)")
                     return self.view
                 }
                 if failures > 0 || initial {
@@ -108,6 +108,10 @@ final class ClusterMember: @unchecked Sendable {
                 }
             } catch is CancellationError {
                 return
+            } catch let reason as Reregister {
+                // Not etcd trouble: register again at once (a new lease when the old one went).
+                log.info("registering again", metadata: ["why": "\(reason)"])
+                try? await Task.sleep(for: .milliseconds(100))
             } catch let error as EtcdError {
                 if case .compacted = error {
                     log.info("watch history compacted; listing again", metadata: ["error": "\(error)"])
@@ -183,9 +187,7 @@ final class ClusterMember: @unchecked Sendable {
             if ttl <= 0 {
                 log.warning("the node's lease expired; registering again", metadata: ["lease": "\(lease.id)"])
                 lock.withLock { self.lease = nil }
-                throw EtcdError.server(
-                    operation: "renewing lease \(lease.id)", endpoint: "etcd", code: 5,
-                    message: "requested lease not found")
+                throw Reregister.leaseExpired
             }
         }
     }
@@ -223,12 +225,11 @@ final class ClusterMember: @unchecked Sendable {
                 let now = ContinuousClock.now
                 self.view.apply(changes, revision: revision, now: now)
                 _ = self.view.expire(now: now)  // a grace of 0: gone with this change
-                changed(self.view, "cluster changed at revision \(revision): \(Self.summary(events))")
+                changed("cluster changed at revision \(revision): \(Self.summary(events))")
             }
             // Our own registration deleted by hand (or by a stale lease): write it again.
             if events.contains(where: { if case .delete(keys.node(record.name), _) = $0 { true } else { false } }) {
-                throw EtcdError.server(
-                    operation: "watching", endpoint: "etcd", code: 5, message: "this node's registration was deleted")
+                throw Reregister.registrationDeleted
             }
         }
         throw EtcdError.unreachable(["the watch ended"])
@@ -242,7 +243,7 @@ final class ClusterMember: @unchecked Sendable {
             let wait = next.map { max($0 - ContinuousClock.now, .milliseconds(10)) } ?? .milliseconds(100)
             try await Task.sleep(for: min(wait, .milliseconds(100)))
             lock.withLock {
-                if self.view.expire(now: ContinuousClock.now) { changed(self.view, "a departed node's grace ended") }
+                if self.view.expire(now: ContinuousClock.now) { changed("a departed node's grace ended") }
             }
         }
     }
@@ -255,6 +256,19 @@ final class ClusterMember: @unchecked Sendable {
             }
         }
         return shown.joined(separator: ", ") + (events.count > 3 ? " and \(events.count - 3) more" : "")
+    }
+}
+
+/// Why the member registers again although etcd answers.
+enum Reregister: Error, CustomStringConvertible {
+    case leaseExpired
+    case registrationDeleted
+
+    var description: String {
+        switch self {
+        case .leaseExpired: "the node's lease expired"
+        case .registrationDeleted: "the node's registration was deleted"
+        }
     }
 }
 

@@ -21,22 +21,19 @@ extension NodeAgent {
         return try EtcdGatewayClient(endpoints: endpoints, tls: tls, requestTimeout: requestTimeout)
     }
 
-    /// The cluster part of a running agent: the member and the last view it handed over.
+    /// The cluster part of a running agent: the member (whose view is the cluster as it
+    /// knows it) and its client.
     final class ClusterLink: @unchecked Sendable {
         let member: ClusterMember
         let client: any EtcdClient
-        private let lock = NSLock()
-        private var latest: ClusterView
         private var task: Task<Void, Never>?
 
-        init(member: ClusterMember, client: any EtcdClient, view: ClusterView) {
+        init(member: ClusterMember, client: any EtcdClient) {
             self.member = member
             self.client = client
-            self.latest = view
         }
 
-        var view: ClusterView { lock.withLock { latest } }
-        func received(_ view: ClusterView) { lock.withLock { latest = view } }
+        var view: ClusterView { member.currentView }
 
         func start() { task = Task { await member.run() } }
         func stop() async {
@@ -59,11 +56,9 @@ extension NodeAgent {
             name: spec.node.name, address: spec.node.address, podCIDR: spec.node.podCIDR,
             bootID: Self.bootID, version: NodeNetVersion.current)
         let listed = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        let linkBox = LinkBox()
         let member = ClusterMember(
             settings: settings, client: client, record: record, view: cached.view, logger: log
-        ) { [continuation, state] view, reason in
-            linkBox.link?.received(view)
+        ) { [continuation, state] reason in
             listed.continuation.yield()
             // One pending at a time: the loop takes the newest view when it gets to it.
             let first = state.with { box in
@@ -72,9 +67,7 @@ extension NodeAgent {
             }
             if first { continuation.yield(.cluster(reason)) }
         }
-        let link = ClusterLink(
-            member: member, client: client, view: cached.view ?? ClusterView(keys: keys, grace: grace))
-        linkBox.link = link
+        let link = ClusterLink(member: member, client: client)
         link.start()
         // The first listing, briefly: a node that starts with etcd answering programs the
         // cluster in its first reconcile; without etcd, the cached view stands.
@@ -132,8 +125,4 @@ extension NodeAgent {
 
     private static let cacheWrites = DispatchQueue(label: "nodenet.cluster-cache")
     private static let pendingCache = Mutex<(ClusterView, String)?>(nil)
-
-    final class LinkBox: @unchecked Sendable {
-        var link: ClusterLink?
-    }
 }

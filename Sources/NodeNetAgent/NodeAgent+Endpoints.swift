@@ -361,6 +361,14 @@ struct RunningNode {
         return controller
     }
 
+    /// Makes `next` the node's spec (a reloaded file, a changed cluster), with a controller for
+    /// it; throws, changing nothing, when the spec with the endpoints fails.
+    mutating func adopt(_ next: NodeSpec, agent: NodeAgent) throws {
+        controller = try Self.controller(next, endpoints, lock: lock, namespace: namespace)
+        spec = next
+        agent.publish(self)
+    }
+
     /// Saves `next` and makes it the node's endpoints; nil when done, else why not (nothing
     /// changed then).
     mutating func adopt(_ next: EndpointStore, agent: NodeAgent) -> EndpointError? {

@@ -387,10 +387,7 @@ public final class NodeAgent: @unchecked Sendable {
                 saveClusterCache(view, stateDirectory: spec.stateDirectory)
                 guard merged.spec != spec else { continue }
                 do {
-                    node.controller = try RunningNode.controller(
-                        merged.spec, node.endpoints, lock: node.lock, namespace: options.namespace)
-                    node.spec = merged.spec
-                    publish(node)
+                    try node.adopt(merged.spec, agent: self)
                     ownedBox.value = OwnershipFilter(spec: controller.spec, device: spec.node.device)
                     logger("cluster").info(
                         "cluster changed",
@@ -469,11 +466,8 @@ public final class NodeAgent: @unchecked Sendable {
                             "node.name, stateDirectory and (with CNI endpoints) node.podCIDR cannot change under a running agent; restart it"
                         )
                     }
-                    node.controller = try RunningNode.controller(
-                        next, node.endpoints, lock: node.lock, namespace: options.namespace)
-                    node.spec = next
+                    try node.adopt(next, agent: self)
                     fileSpec = nextFile
-                    publish(node)
                     ownedBox.value = OwnershipFilter(spec: controller.spec, device: next.node.device)
                     metrics.specReloads.increment()
                     logger("spec").info(

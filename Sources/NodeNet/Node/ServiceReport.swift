@@ -38,6 +38,8 @@ extension NodeController {
         let observed = try ObservedServices.read(spec.bpffs)
         let wanted = Dictionary(spec.serviceFrontends.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
         var rows: [ServiceStatus] = []
+        // Built once (per frontend it made a listing of many services quadratic).
+        let idsByAddress = Dictionary(observed.backends.map { ($0.value, $0.key) }, uniquingKeysWith: min)
         for key in observed.frontendKeys {
             let master = observed.masters[key]
             let entry = observed.entry(key)
@@ -49,7 +51,6 @@ extension NodeController {
                     protocol: b?.protocol.rawValue ?? key.protocol.rawValue, state: b == nil ? "missing" : "active")
             }
             // Terminating backends out of the slots, kept for their flows, as Cilium lists them.
-            let idsByAddress = Dictionary(observed.backends.map { ($0.value, $0.key) }, uniquingKeysWith: min)
             let terminating = (wanted[key]?.retained ?? []).enumerated().map { i, b -> ServiceStatus.Backend in
                 ServiceStatus.Backend(
                     index: backends.count + i + 1, id: idsByAddress[b] ?? 0, address: b.address.description,
