@@ -60,8 +60,10 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
         // Throwaway clusters in network namespaces (fabric, nodes, pods, external host), pod
-        // servers, probes and frame taps. Never imported by a product target.
-        .target(name: "NodeNetLab", dependencies: ["NodeNet", "BPF"]),
+        // servers, probes, frame taps, the lab's processes and etcd, the seed walkthrough's
+        // checks. Above the agent (it talks to the lab's etcd as the agent does); never
+        // imported by a product target.
+        .target(name: "NodeNetLab", dependencies: ["NodeNet", "NodeNetAgent", "Netlink", "BPF", "Etcd"]),
         // The CLI: argument parsing and printing only.
         .executableTarget(
             name: "nodenetd",

@@ -21,6 +21,25 @@ extension NodeAgent {
         return try EtcdGatewayClient(endpoints: endpoints, tls: tls, requestTimeout: requestTimeout)
     }
 
+    /// etcd from synchronous code (the CLI's `cluster` commands, the lab): runs `body` with
+    /// `client` while this thread waits, then shuts the client down. Never on a Swift
+    /// concurrency thread (it blocks the thread until `body` is done).
+    public static func blocking<T: Sendable>(
+        _ client: any EtcdClient, _ body: @escaping @Sendable (any EtcdClient) async throws -> T
+    ) throws -> T {
+        let outcome = Mutex<Result<T, any Error>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            let result: Result<T, any Error>
+            do { result = .success(try await body(client)) } catch { result = .failure(error) }
+            await client.shutdown()
+            outcome.withLock { $0 = result }
+            done.signal()
+        }
+        done.wait()
+        return try outcome.withLock { $0! }.get()
+    }
+
     /// The cluster part of a running agent: the member (whose view is the cluster as it
     /// knows it) and its client.
     final class ClusterLink: @unchecked Sendable {

@@ -2,6 +2,7 @@ import Foundation
 
 #if canImport(Glibc)
     import Glibc
+    import BPF
     import NodeNet
 #endif
 
@@ -179,5 +180,51 @@ public struct LabProbeReport: Codable, Sendable {
         for r in requests { if let a = r.answer { answers[a, default: 0] += 1 } }
         self.answers = answers
         failures = requests.filter { $0.error != nil }.count
+    }
+}
+
+extension LabProbeReport {
+    /// `count` requests to `address:port` from inside `namespace`, one after another, each
+    /// bounded by `timeout` seconds: HTTP (over `::ffff:address` with `v4Mapped`), or a UDP echo
+    /// padded to `size` bytes. This whole process joins `cgroup` first (a socket takes its cgroup
+    /// from its creator, and socket LB applies per cgroup).
+    public static func run(
+        from namespace: String, cgroup: String?, to address: IPAddress, port: UInt16, udp: Bool = false,
+        size: Int? = nil, v4Mapped: Bool = false, count: Int, timeout: Int32
+    ) throws -> LabProbeReport {
+        // The whole process joins the cgroup: sockets take their cgroup from their creator.
+        if let cgroup { try CgroupV2.add(pid: getpid(), to: cgroup) }
+        var requests: [LabProbeReport.Request] = []
+        for i in 0..<count {
+            let start = ContinuousClock.now
+            var request: LabProbeReport.Request
+            do {
+                if udp {
+                    var payload = "probe \(i) "
+                    if let size {
+                        payload = String(
+                            (payload + String(repeating: "x", count: max(0, size - payload.utf8.count))).prefix(size))
+                    }
+                    let r = try LabProbe.udp(
+                        from: .named(namespace), to: address, port: port, payload: payload, timeout: timeout)
+                    let answer = r.reply.components(separatedBy: " | ").first ?? r.reply
+                    request = LabProbeReport.Request(answer: answer, peer: r.from, bytes: r.bytes)
+                } else {
+                    let r = try LabProbe.httpGet(
+                        from: .named(namespace), to: address, port: port, timeout: timeout, v4Mapped: v4Mapped)
+                    let answer = r.body.split(separator: "\n").first.map {
+                        $0.components(separatedBy: " | ").first ?? String($0)
+                    }
+                    request = LabProbeReport.Request(answer: answer, local: r.local, peer: r.peer)
+                }
+            } catch {
+                request = LabProbeReport.Request(error: "\(error)")
+            }
+            let elapsed = ContinuousClock.now - start
+            let ms = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+            request.milliseconds = (ms * 1000).rounded() / 1000
+            requests.append(request)
+        }
+        return LabProbeReport(requests: requests)
     }
 }

@@ -307,23 +307,7 @@ func withEtcdClient<T: Sendable>(
     } catch {
         throw InvalidInput(message: "\(error)")
     }
-    let box = ResultBox<T>()
-    let done = DispatchSemaphore(value: 0)
-    Task {
-        do {
-            box.result = .success(try await body(client))
-        } catch {
-            box.result = .failure(error)
-        }
-        await client.shutdown()
-        done.signal()
-    }
-    done.wait()
-    return try box.result!.get()
-}
-
-final class ResultBox<T>: @unchecked Sendable {
-    var result: Result<T, any Error>?
+    return try NodeAgent.blocking(client, body)
 }
 
 struct ConcurrentChange: Error, CustomStringConvertible {

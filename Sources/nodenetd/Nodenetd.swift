@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NodeNet
+import NodeNetLab
 
 @main
 struct Nodenetd: ParsableCommand {
@@ -33,6 +34,10 @@ struct Nodenetd: ParsableCommand {
             Foundation.exit(2)
         } catch let error as InvalidInput {
             printError(error.message)
+            Foundation.exit(2)
+        } catch let error as LabError {
+            printError(error.description)
+            if case .interrupted = error { Foundation.exit(130) }
             Foundation.exit(2)
         } catch let code as ExitCode {
             Foundation.exit(code.rawValue)

@@ -1,5 +1,4 @@
 import ArgumentParser
-import Dispatch
 import Foundation
 import NodeNet
 import NodeNetLab
@@ -39,24 +38,6 @@ struct LabName: ParsableArguments {
     }
 }
 
-/// Catches SIGINT/SIGTERM so a long lab operation can stop between steps and clean up.
-final class Interrupt: @unchecked Sendable {
-    private let flag = StopFlag()
-    private var sources: [DispatchSourceSignal] = []
-
-    init() {
-        for sig in [SIGINT, SIGTERM] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { [flag] in flag.stop() }
-            source.resume()
-            sources.append(source)
-        }
-    }
-
-    var fired: Bool { flag.isStopped }
-}
-
 struct LabUp: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "up", abstract: "Build the lab (the seed's cluster without a file) and apply every node.")
@@ -81,7 +62,7 @@ struct LabUp: ParsableCommand {
         }
         if let name { c.name = name }
         if let controlPlane { c.controlPlane = controlPlane }
-        let interrupt = Interrupt()
+        let interrupt = LabInterrupt()
         try LabRuntime.up(c, interrupt: interrupt)
         print(
             "lab \(c.name) is up: \(c.nodes.count) nodes, \(c.nodes.map(\.pods.count).reduce(0, +)) pods, external host \(c.externalAddress)"

@@ -1,5 +1,4 @@
 import ArgumentParser
-import BPF
 import Foundation
 import NodeNet
 import NodeNetLab
@@ -56,40 +55,10 @@ struct LabProbeCommand: ParsableCommand {
         else {
             throw InvalidInput(message: "\"\(destination)\" is not IPV4:PORT")
         }
-        // The whole process joins the cgroup: sockets take their cgroup from their creator.
-        if let cgroup { try CgroupV2.add(pid: getpid(), to: cgroup) }
-        var requests: [LabProbeReport.Request] = []
-        for i in 0..<count {
-            let start = ContinuousClock.now
-            var request: LabProbeReport.Request
-            do {
-                if udp {
-                    var payload = "probe \(i) "
-                    if let size {
-                        payload = String(
-                            (payload + String(repeating: "x", count: max(0, size - payload.utf8.count))).prefix(size))
-                    }
-                    let r = try LabProbe.udp(
-                        from: .named(namespace), to: address, port: port, payload: payload, timeout: timeout)
-                    let answer = r.reply.components(separatedBy: " | ").first ?? r.reply
-                    request = LabProbeReport.Request(answer: answer, peer: r.from, bytes: r.bytes)
-                } else {
-                    let r = try LabProbe.httpGet(
-                        from: .named(namespace), to: address, port: port, timeout: timeout, v4Mapped: v4Mapped)
-                    let answer = r.body.split(separator: "\n").first.map {
-                        $0.components(separatedBy: " | ").first ?? String($0)
-                    }
-                    request = LabProbeReport.Request(answer: answer, local: r.local, peer: r.peer)
-                }
-            } catch {
-                request = LabProbeReport.Request(error: "\(error)")
-            }
-            let elapsed = ContinuousClock.now - start
-            let ms = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
-            request.milliseconds = (ms * 1000).rounded() / 1000
-            requests.append(request)
-        }
-        let out = LabProbeReport(requests: requests)
+        let out = try LabProbeReport.run(
+            from: namespace, cgroup: cgroup, to: address, port: port, udp: udp, size: size, v4Mapped: v4Mapped,
+            count: count, timeout: timeout)
+        let requests = out.requests
         if json { return try printJSON(out) }
         if count == 1, let r = requests.first {
             if let e = r.error { throw NodeNetError.state(e) }

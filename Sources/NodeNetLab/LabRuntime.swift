@@ -1,13 +1,16 @@
-import ArgumentParser
 import BPF
 import Foundation
+import Netlink
 import NodeNet
-import NodeNetLab
 
-/// The lab's processes: per-node pod servers, `exec`. (Lab code may start processes; the
-/// library and the rest of the daemon never do.)
-enum LabRuntime {
-    static func up(_ c: LabCluster, interrupt: Interrupt) throws {
+/// The lab's processes: per-node pod servers, `exec`, the probes and agents it runs. The lab
+/// is driven by the `nodenetd` binary: a long-lived lab process is that binary started again
+/// with a lab subcommand (`lab serve`, `lab exec`, `lab probe`, `run`), so it outlives the
+/// command that made it. (Lab code may start processes; the library and the daemon never do.)
+public enum LabRuntime {
+    /// Builds `c` (and its control plane); on any failure or an interrupt everything is
+    /// removed again (an interrupt is thrown as `LabError.interrupted`).
+    public static func up(_ c: LabCluster, interrupt: LabInterrupt) throws {
         do {
             try Lab(cluster: c).up(cancelled: { interrupt.fired })
             for node in c.nodes where !node.pods.isEmpty {
@@ -18,15 +21,13 @@ enum LabRuntime {
             if c.controlPlane == .etcd { try LabControlPlane.start(c, interrupt: interrupt) }
         } catch {
             Lab.down(name: c.name)
-            if error is CancellationError || interrupt.fired {
-                printError("interrupted: lab \(c.name) removed")
-                throw ExitCode(130)
-            }
+            if error is CancellationError || interrupt.fired { throw LabError.interrupted(lab: c.name) }
             throw error
         }
     }
 
-    static var executable: String {
+    /// The `nodenetd` binary this process runs (the lab's processes are this binary again).
+    public static var executable: String {
         var buffer = [CChar](repeating: 0, count: 4096)
         let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
         return n > 0
@@ -35,7 +36,7 @@ enum LabRuntime {
 
     /// Starts `nodenetd lab serve --node NODE` in its own session, logging to the node's
     /// run directory, and puts it into the node's cgroup.
-    static func startServer(_ c: LabCluster, node: String) throws {
+    public static func startServer(_ c: LabCluster, node: String) throws {
         try spawn(
             [executable, "lab", "serve", "--name", c.name, "--node", node], log: "\(c.runDirectory)/\(node)/serve.log",
             cgroup: c.cgroupPath(ofNode: node))
@@ -44,7 +45,7 @@ enum LabRuntime {
     /// Starts a long-lived lab process in its own session, logging to `log`, in `cgroup` (where
     /// `lab down` finds it); returns its pid.
     @discardableResult
-    static func spawn(_ args: [String], log: String, cgroup: String?) throws -> pid_t {
+    public static func spawn(_ args: [String], log: String, cgroup: String?) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -76,7 +77,7 @@ enum LabRuntime {
     }
 
     /// Waits (at most 10 s) until every pod answers HTTP on its own address.
-    static func waitForServers(_ c: LabCluster, interrupt: Interrupt) throws {
+    static func waitForServers(_ c: LabCluster, interrupt: LabInterrupt) throws {
         let deadline = Date().addingTimeInterval(10)
         for node in c.nodes {
             for pod in node.pods {
@@ -94,12 +95,12 @@ enum LabRuntime {
     }
 
     /// The pod servers of one node, until SIGTERM/SIGINT.
-    static func serve(_ c: LabCluster, node name: String, only pod: LabCluster.Pod? = nil) throws {
+    public static func serve(_ c: LabCluster, node name: String, only pod: LabCluster.Pod? = nil) throws {
         guard let node = c.nodes.first(where: { $0.name == name }) else {
-            throw InvalidInput(message: "no node \(name) in lab \(c.name)")
+            throw LabError.invalid("no node \(name) in lab \(c.name)")
         }
         if let cgroup = c.cgroupPath(ofNode: name) { try CgroupV2.add(pid: getpid(), to: cgroup) }
-        let interrupt = Interrupt()
+        let interrupt = LabInterrupt()
         let pods = pod.map { [$0] } ?? node.pods
         let servers = try pods.map { pod in
             try PodServer(name: pod.name, ip: pod.ip, namespace: .named(c.namespace(ofPod: pod.name))) { line in
@@ -114,7 +115,7 @@ enum LabRuntime {
     }
 
     /// Where a node, pod or `external` lives: its namespace and cgroup.
-    static func place(of target: String, in c: LabCluster) -> (String, String?)? {
+    public static func place(of target: String, in c: LabCluster) -> (String, String?)? {
         if target == "external" { return (c.externalNamespace, nil) }
         if c.controlPlane == .etcd, let i = ["etcd0", "etcd1", "etcd2"].firstIndex(of: target) {
             return (c.etcdNamespace(i), c.etcdCgroup)
@@ -132,24 +133,28 @@ enum LabRuntime {
     }
 
     /// Replaces this process with `command`, inside `namespace` and `cgroup`.
-    static func exec(_ command: [String], namespace: String, cgroup: String?) throws -> Never {
+    public static func exec(_ command: [String], namespace: String, cgroup: String?) throws -> Never {
         if let cgroup { try CgroupV2.add(pid: getpid(), to: cgroup) }
         try NetworkNamespace.enterForExec(.named(namespace))
         let argv = command.map { strdup($0) } + [nil]
         execvp(command[0], argv)
-        printError("nodenetd lab exec: cannot run \(command[0]): \(String(cString: strerror(errno)))")
+        FileHandle.standardError.write(
+            Data("nodenetd lab exec: cannot run \(command[0]): \(String(cString: strerror(errno)))\n".utf8))
         Foundation.exit(127)
     }
 
     /// Runs `nodenetd lab exec TARGET -- ARGS` and returns its status and output.
-    static func capture(lab: String, _ target: String, _ args: [String]) throws -> (status: Int32, output: String) {
+    public static func capture(
+        lab: String, _ target: String, _ args: [String]
+    ) throws -> (status: Int32, output: String) {
         let (status, output) = try runSelf(["lab", "exec", "--name", lab, target, "--"] + args, errors: true)
         return (status, String(decoding: output, as: UTF8.self))
     }
 
     /// Runs `nodenetd lab probe` (a child in the target's namespace and cgroup) and decodes it.
-    static func probe(lab: String, from target: String, to destination: String, count: Int = 1) throws -> LabProbeReport
-    {
+    public static func probe(
+        lab: String, from target: String, to destination: String, count: Int = 1
+    ) throws -> LabProbeReport {
         let (status, output) = try runSelf(
             ["lab", "probe", "--name", lab, target, destination, "--count", "\(count)", "--timeout", "2", "--json"],
             errors: false)

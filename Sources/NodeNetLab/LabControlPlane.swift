@@ -1,25 +1,33 @@
 import BPF
+import Etcd
 import Foundation
+import Netlink
 import NodeNet
 import NodeNetAgent
-import NodeNetLab
 
 /// `lab up --control-plane etcd`: a 3-member etcd (Debian's etcd-server, each member in its
 /// own namespace on the fabric, its data in the lab's run directory) and `nodenetd run` in
 /// cluster mode on every node, inside the node's namespace (so it reaches etcd over the
 /// fabric). The lab's own commands reach etcd through each member's unix socket in the run
 /// directory.
-enum LabControlPlane {
+public enum LabControlPlane {
     static let etcdBinary = "/usr/bin/etcd"
 
     /// The cluster settings of the lab's own commands (the members' unix sockets).
-    static func adminSettings(_ c: LabCluster) -> ClusterSettings {
+    public static func adminSettings(_ c: LabCluster) -> ClusterSettings {
         var settings = c.clusterSettings
         settings.endpoints = (0..<3).map { "unix://\(c.etcdSocket($0))" }
         return settings
     }
 
-    static func start(_ c: LabCluster, interrupt: Interrupt) throws {
+    /// Runs `body` with a client of the lab's etcd, this thread waiting.
+    public static func withEtcdClient<T: Sendable>(
+        _ settings: ClusterSettings, timeout: Int = 5, _ body: @escaping @Sendable (any EtcdClient) async throws -> T
+    ) throws -> T {
+        try NodeAgent.blocking(try NodeAgent.makeGatewayClient(settings, requestTimeout: .seconds(timeout)), body)
+    }
+
+    public static func start(_ c: LabCluster, interrupt: LabInterrupt) throws {
         guard FileManager.default.isExecutableFile(atPath: etcdBinary) else {
             throw NodeNetError.missing("\(etcdBinary) is missing: install etcd-server (scripts/install-deps.sh does)")
         }
@@ -38,7 +46,7 @@ enum LabControlPlane {
     }
 
     /// Member `i`: listens on its fabric address and on a unix socket in its directory.
-    static func startMember(_ c: LabCluster, _ i: Int) throws {
+    public static func startMember(_ c: LabCluster, _ i: Int) throws {
         let address = c.etcdMembers[i]
         let cluster = c.etcdMembers.enumerated().map { "m\($0.offset)=http://\($0.element):2380" }
             .joined(separator: ",")
@@ -57,7 +65,7 @@ enum LabControlPlane {
     }
 
     /// Kills member `i` (SIGKILL); `startMember` brings it back with its data.
-    static func killMember(_ c: LabCluster, _ i: Int) {
+    public static func killMember(_ c: LabCluster, _ i: Int) {
         guard let cgroup = c.etcdCgroup else { return }
         for pid in CgroupV2.processes(in: cgroup) {
             let cmdline = (try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) ?? ""
@@ -80,7 +88,7 @@ enum LabControlPlane {
     static func agentPIDFile(_ c: LabCluster, node: String) -> String { "\(c.runDirectory)/\(node)/agent.pid" }
 
     /// `nodenetd run` for `node`, inside its namespace and cgroup, with its endpoint API.
-    static func startAgent(_ c: LabCluster, node: String) throws {
+    public static func startAgent(_ c: LabCluster, node: String) throws {
         let spec = "\(c.runDirectory)/\(node)/spec.json"
         try c.spec(forNode: node)!.jsonData().write(to: URL(fileURLWithPath: spec))
         let pid = try LabRuntime.spawn(
@@ -92,7 +100,7 @@ enum LabControlPlane {
     }
 
     /// Kills `node`'s agent (SIGKILL: no goodbye, its lease runs out); the datapath stays.
-    static func killAgent(_ c: LabCluster, node: String) {
+    public static func killAgent(_ c: LabCluster, node: String) {
         guard let text = try? String(contentsOfFile: agentPIDFile(c, node: node), encoding: .utf8),
             let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines))
         else { return }
@@ -106,7 +114,7 @@ enum LabControlPlane {
     }
 
     /// `node`'s direct routes (nodenet's): pod CIDR → next hop.
-    static func directRoutes(_ c: LabCluster, node: String) -> [IPPrefix: IPAddress] {
+    public static func directRoutes(_ c: LabCluster, node: String) -> [IPPrefix: IPAddress] {
         guard let s = try? NetlinkSocket(namespace: .named(c.namespace(ofNode: node))),
             let routes = try? s.routes(RouteFilter(protocol: NodeNetNames.routeProtocol))
         else { return [:] }
@@ -117,8 +125,8 @@ enum LabControlPlane {
 
     /// Polls `condition` every 20 ms for at most `seconds`; returns how long it took.
     @discardableResult
-    static func wait(
-        _ what: String, seconds: Double, interrupt: Interrupt? = nil, _ condition: () -> Bool
+    public static func wait(
+        _ what: String, seconds: Double, interrupt: LabInterrupt? = nil, _ condition: () -> Bool
     ) throws
         -> Double
     {

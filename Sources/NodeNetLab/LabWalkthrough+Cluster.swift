@@ -1,9 +1,10 @@
+import Etcd
 import Foundation
+import Netlink
 import NodeNet
-import NodeNetLab
 
 /// The checks of `lab demo --control-plane etcd` beyond the seed's: the cluster lives in etcd.
-extension Demo {
+extension LabWalkthrough {
     /// Every node's nodenet routes to the others' pod CIDRs (pod CIDR → next hop).
     func meshProblems(
         _ c: LabCluster, expect present: [LabCluster.Node], absent: [LabCluster.Node] = []
@@ -23,12 +24,12 @@ extension Demo {
         return problems
     }
 
-    func runClusterChecks() {
+    public func runClusterChecks() {
         var c = cluster
         let keys = ClusterKeys(prefix: c.clusterSettings.prefix)
         let settings = LabControlPlane.adminSettings(c)
         check("every node registered in etcd under a lease, with its pod CIDR claimed") {
-            let (nodes, claims) = try withEtcdClient(settings) { client in
+            let (nodes, claims) = try LabControlPlane.withEtcdClient(settings) { client in
                 (
                     try await client.range(prefix: keys.nodes).keyValues,
                     try await client.range(prefix: keys.cidrs).keyValues
@@ -100,10 +101,10 @@ extension Demo {
             LabControlPlane.killMember(c, 0)
             usleep(3_000_000)
             let after = c.nodes.map { LabControlPlane.directRoutes(c, node: $0.name) }
-            let wrote = try withEtcdClient(settings) { client in
+            let wrote = try LabControlPlane.withEtcdClient(settings) { client in
                 try await client.put(keys.all + "probe", value: Array("ok".utf8), lease: nil) > 0
             }
-            _ = try withEtcdClient(settings) { try await $0.delete(keys.all + "probe") }
+            _ = try LabControlPlane.withEtcdClient(settings) { try await $0.delete(keys.all + "probe") }
             try LabControlPlane.startMember(c, 0)
             return (
                 before == after && wrote,
