@@ -63,7 +63,7 @@ public struct DesiredState: Sendable, Equatable {
                 ],
                 podRoute: RouteIntent(destination: IPPrefix(host: pod.ip), device: device, scope: .link))
         }
-        var sysctls = SysctlSetting.globalKeys.sorted().map { SysctlSetting(key: $0, value: "1") }
+        var sysctls = NodeNetNames.globalSysctls.sorted().map { SysctlSetting(key: $0, value: "1") }
         for device in [NodeNetNames.hostDevice, NodeNetNames.netDevice] {
             sysctls += SysctlSetting.forwardingDevice(device)
         }
@@ -92,10 +92,6 @@ public struct SysctlSetting: Sendable, Equatable, Hashable {
         self.key = key
         self.value = value
     }
-
-    /// The node-wide sysctls nodenet sets (to 1); their values before are recorded in the
-    /// ledger and restored by teardown. Nothing else is ever recorded or restored.
-    static let globalKeys: Set<String> = ["net.ipv4.ip_forward"]
 
     /// What every device nodenet forwards through needs: forwarding on, no reverse-path
     /// filter (replies may come in elsewhere), local sources accepted, no ICMP redirects.

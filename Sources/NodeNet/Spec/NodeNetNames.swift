@@ -8,6 +8,9 @@ public enum NodeNetNames {
     /// `rtm_protocol` of every route nodenet installs (`/etc/iproute2/rt_protos.d/nodenet.conf`:
     /// `207 nodenet`). Routes with another protocol are never changed or deleted.
     public static let routeProtocol = RouteProtocol(rawValue: 207)
+    /// The node-wide sysctls nodenet sets (to 1); their values before are recorded in the
+    /// ledger and restored by teardown. Nothing else is ever recorded or restored.
+    static let globalSysctls: Set<String> = ["net.ipv4.ip_forward"]
 
     /// `lxc` + 12 hex digits of a stable hash of the pod's `namespace/name` (FNV-1a, 64 bit).
     public static func endpointDevice(for pod: PodSpec) -> String {

@@ -119,9 +119,9 @@ public struct Ledger: Codable, Sendable, Equatable {
             problems.append("endpoint device \"\(endpoint.hostDevice)\" (not lxc + 12 hex digits)")
         }
         for (key, value) in sysctlOriginals.sorted(by: { $0.key < $1.key }) {
-            if !SysctlSetting.globalKeys.contains(key) {
+            if !NodeNetNames.globalSysctls.contains(key) {
                 problems.append(
-                    "sysctl \"\(key)\" (nodenet only records \(SysctlSetting.globalKeys.sorted().joined(separator: ", ")))"
+                    "sysctl \"\(key)\" (nodenet only records \(NodeNetNames.globalSysctls.sorted().joined(separator: ", ")))"
                 )
             } else if value.isEmpty || value.count > 16 || !value.allSatisfy(\.isNumber) {
                 problems.append("sysctl \(key) value \"\(value)\"")
