@@ -79,6 +79,21 @@ import Testing
         #expect(entry.state == .permanent)
     }
 
+    @Test func unknownNeighbourAttributesAreSentBackOnReplaceButNotOnDelete() throws {
+        var entry = try #require(
+            try fixtureMessages("neighbours").filter { $0.header.type == RTM.newNeighbour }
+                .map(Neighbour.init(message:)).first)
+        let flagsExt = NetlinkAttribute(type: 15, payload: [0x01, 0x00, 0x00, 0x00][...])
+        entry.unknownAttributes += [flagsExt]
+        func decoded(_ request: NetlinkRequest) throws -> Neighbour {
+            let bytes = request.message.finished(sequence: 1, portID: 0)
+            return try Neighbour(message: try #require(try NetlinkMessage.parse(bytes[...]).first))
+        }
+        #expect(try decoded(entry.replaceRequest).unknownAttributes == entry.unknownAttributes)
+        #expect(try decoded(entry.deleteRequest).unknownAttributes.isEmpty, "a delete names the entry by its keys")
+        #expect(try decoded(entry.replaceRequest).linkLayerAddress == entry.linkLayerAddress)
+    }
+
     @Test func qdiscsAndBPFFilterFromKernelDump() throws {
         let qdiscs = try fixtureMessages("qdiscs").filter { $0.header.type == RTM.newQdisc }.map(Qdisc.init(message:))
         #expect(qdiscs.contains { $0.isClsact && $0.parent == 0xFFFF_FFF1 })

@@ -360,6 +360,37 @@ struct IntegrationTests {
         }
     }
 
+    @Test func aReplacedNeighbourKeepsWhatTheLibraryDoesNotModel() throws {
+        try withPair { a, _, _, va, _ in
+            // NDA_FLAGS_EXT (15) with NTF_EXT_MANAGED (the kernel keeps the entry resolved) and
+            // NDA_PROTOCOL (12) are not fields of Neighbour: they travel as unknown attributes.
+            // A replace without the flag would clear it (neigh_update_flags).
+            let managed = NetlinkAttribute(type: 15, payload: [0x01, 0x00, 0x00, 0x00][...])
+            let proto = NetlinkAttribute(type: 12, payload: [0x2a][...])
+            var entry = Neighbour(
+                interfaceIndex: va.index, address: IPAddress("10.99.0.11"),
+                linkLayerAddress: nil, state: .stale)
+            entry.unknownAttributes = [managed, proto]
+            try a.replace(entry)
+            func dumped() throws -> Neighbour {
+                try #require(
+                    try a.neighbours(family: .inet, interfaceIndex: va.index).first { $0.address == entry.address })
+            }
+            var read = try dumped()
+            #expect(read.unknownAttributes.contains(managed), "the kernel keeps the flag: \(read.unknownAttributes)")
+            // Read (with the kernel's cache info and probe count among the unknown attributes),
+            // change a field, replace: the kernel takes it all back and the flag survives. (A
+            // managed entry is resolved by the kernel, which ignores a given link-layer address:
+            // the state is the field to change.)
+            read.state = .stale
+            try a.replace(read)
+            let after = try dumped()
+            #expect(after.unknownAttributes.contains(managed), "\(after.unknownAttributes)")
+            #expect(after.unknownAttributes.contains(proto), "\(after.unknownAttributes)")
+            try a.delete(after)
+        }
+    }
+
     @Test func sysctlIsPerNamespace() throws {
         try withNamespaces(["sys"]) { names in
             let ns = NamespaceReference.named(names[0])

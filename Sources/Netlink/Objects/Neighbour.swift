@@ -61,6 +61,9 @@ public struct Neighbour: Sendable, Equatable {
         m.append(familyHeader: header)
         m.attribute(NDA.dst, address.bytes)
         if let linkLayerAddress { m.attribute(NDA.linkLayerAddress, linkLayerAddress.bytes) }
+        // What the library does not model (the entry's protocol, extended flags, …) goes back
+        // as it came, so a read–change–replace keeps it; a delete names the entry by its keys.
+        if type != RTM.delNeighbour { for attribute in unknownAttributes { m.attribute(attribute) } }
         return NetlinkRequest(m, context: "\(verb) neighbour \(address) on link \(interfaceIndex)")
     }
 
