@@ -31,15 +31,11 @@ static __noinline int nodenet_lxc_translate(struct __sk_buff *skb, struct nodene
 		return NODENET_PASS;
 	if ((cfg->flags & NODENET_CONFIG_SERVICES) && ip->protocol == IPPROTO_ICMP) {
 		/* An error this pod (a backend) sends about a translated flow. */
-		int rc = nodenet_icmp_error_reverse_service(skb, ip->saddr, ip->daddr);
-		if (rc == NODENET_TRANSLATED)
-			return nodenet_deliver(skb);
-		if (rc == NODENET_ERROR)
-			return TC_ACT_SHOT;
-		data = (void *)(long)skb->data;
-		end = (void *)(long)skb->data_end;
-		ip = data + sizeof(struct ethhdr);
-		if ((void *)(ip + 1) > end)
+		int verdict = nodenet_deliver_translated(skb, nodenet_icmp_error_reverse_service(skb, ip->saddr, ip->daddr));
+		if (verdict != NODENET_PASS)
+			return verdict;
+		ip = nodenet_ipv4_end(skb, &end);
+		if (!ip)
 			return NODENET_PASS;
 	}
 	if (pod_to_pod)
@@ -66,12 +62,9 @@ static __noinline int nodenet_lxc_translate(struct __sk_buff *skb, struct nodene
 		replied = rc == NODENET_TRANSLATED;
 		if (!replied && (cfg->flags & NODENET_CONFIG_PACKET_LB)) {
 			rc = nodenet_translate_service(skb, &flow, 0);
-			if (rc == NODENET_NO_BACKEND)
-				return nodenet_reject(skb);
-			if (rc == NODENET_NO_LOCAL_BACKEND)
-				return nodenet_drop(skb, NODENET_VERDICT_DROP_NO_LOCAL_BACKEND);
-			if (rc == NODENET_ERROR)
-				return TC_ACT_SHOT;
+			int verdict = nodenet_service_failure(skb, rc);
+			if (verdict != NODENET_PASS)
+				return verdict;
 			translated = rc == NODENET_TRANSLATED;
 			if (translated && nodenet_hairpin(skb, &flow) == NODENET_ERROR)
 				return nodenet_drop(skb, NODENET_VERDICT_DROP_NAT_EXHAUSTED);

@@ -35,14 +35,8 @@ static __always_inline int nodenet_to_node(struct __sk_buff *skb, const struct n
 	if (!(cfg->flags & NODENET_CONFIG_SERVICES))
 		return NODENET_PASS;
 	rc = nodenet_translate_service(skb, flow, 1);
-	if (rc == NODENET_PASS)
-		return NODENET_PASS;
-	if (rc == NODENET_NO_BACKEND)
-		return nodenet_reject(skb);
-	if (rc == NODENET_NO_LOCAL_BACKEND)
-		return nodenet_drop(skb, NODENET_VERDICT_DROP_NO_LOCAL_BACKEND);
-	if (rc == NODENET_ERROR)
-		return TC_ACT_SHOT;
+	if (rc != NODENET_TRANSLATED)
+		return nodenet_service_failure(skb, rc);
 	struct nodenet_endpoint_key key = { .ip = flow->tuple.daddr };
 	if (!bpf_map_lookup_elem(&nodenet_endpoints, &key)) {
 		/* A remote backend: the reply must come back through this node. */
@@ -81,14 +75,11 @@ int nodenet_from_netdev(struct __sk_buff *skb)
 				rc = nodenet_icmp_error_to_node(skb, cfg.node_ip, daddr);
 			else if (cfg.flags & NODENET_CONFIG_PACKET_LB)
 				rc = nodenet_icmp_error_reverse_service(skb, ip->saddr, ip->daddr);
-			if (rc == NODENET_TRANSLATED)
-				return nodenet_deliver(skb);
-			if (rc == NODENET_ERROR)
-				return TC_ACT_SHOT;
-			data = (void *)(long)skb->data;
-			end = (void *)(long)skb->data_end;
-			ip = data + sizeof(struct ethhdr);
-			if ((void *)(ip + 1) > end)
+			int verdict = nodenet_deliver_translated(skb, rc);
+			if (verdict != NODENET_PASS)
+				return verdict;
+			ip = nodenet_ipv4_end(skb, &end);
+			if (!ip)
 				return TC_ACT_UNSPEC;
 		}
 		struct nodenet_flow flow;

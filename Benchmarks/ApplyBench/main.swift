@@ -34,7 +34,7 @@ struct Options {
     }
 }
 
-struct Usage: Error {
+struct Usage: UsageError {
     static let text = """
         usage: apply-bench [--pods N] [--nodes M] [--repeat R] [--json]
           Applies a node spec with N pods (<= 250) and M remote nodes to a fresh namespace node, then
@@ -122,20 +122,17 @@ func baseline(_ s: Scratch, _ spec: NodeSpec) throws {
 struct Result: Encodable {
     var pods: Int, nodes: Int
     var applySeconds: Double, reapplySeconds: Double, ipBatchSeconds: Double
-    var applyToIPBatchRatio: Double { applySeconds / ipBatchSeconds }
-    enum K: String, CodingKey { case pods, nodes, applySeconds, reapplySeconds, ipBatchSeconds, applyToIPBatchRatio }
-    func encode(to encoder: Encoder) throws {
-        var c = encoder.container(keyedBy: K.self)
-        try c.encode(pods, forKey: .pods)
-        try c.encode(nodes, forKey: .nodes)
-        try c.encode(applySeconds, forKey: .applySeconds)
-        try c.encode(reapplySeconds, forKey: .reapplySeconds)
-        try c.encode(ipBatchSeconds, forKey: .ipBatchSeconds)
-        try c.encode(applyToIPBatchRatio, forKey: .applyToIPBatchRatio)
+    /// Derived, stored so the JSON carries it.
+    var applyToIPBatchRatio = 0.0
+
+    init(pods: Int, nodes: Int, applySeconds: Double, reapplySeconds: Double, ipBatchSeconds: Double) {
+        (self.pods, self.nodes) = (pods, nodes)
+        (self.applySeconds, self.reapplySeconds, self.ipBatchSeconds) = (applySeconds, reapplySeconds, ipBatchSeconds)
+        applyToIPBatchRatio = applySeconds / ipBatchSeconds
     }
 }
 
-do {
+runBenchmark("apply-bench", usage: Usage.text) {
     let o = try Options(Array(CommandLine.arguments.dropFirst()))
     var apply: [Double] = []
     var reapply: [Double] = []
@@ -167,9 +164,7 @@ do {
         pods: o.pods, nodes: o.nodes, applySeconds: median(apply), reapplySeconds: median(reapply),
         ipBatchSeconds: median(batch))
     if o.json {
-        let e = JSONEncoder()
-        e.outputFormatting = [.prettyPrinted, .sortedKeys]
-        print(String(decoding: try e.encode(r), as: UTF8.self))
+        try printJSON(r)
     } else {
         print(String(format: "%d pods, %d remote nodes (medians of %d runs)", r.pods, r.nodes, o.repeats))
         print(String(format: "  nodenet apply from empty   %.3f s", r.applySeconds))
@@ -179,10 +174,4 @@ do {
                 r.ipBatchSeconds, r.applyToIPBatchRatio))
         print(String(format: "  nodenet re-apply, no-op    %.3f s   (target < 0.100)", r.reapplySeconds))
     }
-} catch is Usage {
-    print(Usage.text)
-    exit(2)
-} catch {
-    print("apply-bench: \(error)")
-    exit(1)
 }

@@ -88,3 +88,28 @@ public func blocking<T: Sendable>(_ body: @escaping @Sendable () async throws ->
 private final class BlockingResult<T>: @unchecked Sendable {
     var result: Result<T, any Error>?
 }
+
+/// What a benchmark throws when its arguments are wrong (`runBenchmark` prints the usage).
+public protocol UsageError: Error {}
+
+/// A benchmark's main: runs `body`; a `UsageError` prints `usage` (exit 2), any other error
+/// `name: error` (exit 1).
+public func runBenchmark(_ name: String, usage: String, _ body: () throws -> Void) -> Never {
+    do {
+        try body()
+        exit(0)
+    } catch is any UsageError {
+        print(usage)
+        exit(2)
+    } catch {
+        print("\(name): \(error)")
+        exit(1)
+    }
+}
+
+/// Prints `value` as pretty, key-sorted JSON (every benchmark's `--json`).
+public func printJSON(_ value: some Encodable) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}

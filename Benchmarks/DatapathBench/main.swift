@@ -175,9 +175,7 @@ do {
                 ip: "10.0.1.10"))
     }
     if json {
-        let e = JSONEncoder()
-        e.outputFormatting = [.prettyPrinted, .sortedKeys]
-        print(String(decoding: try e.encode(rows), as: UTF8.self))
+        try printJSON(rows)
     } else {
         let bare = rows[0]
         print(

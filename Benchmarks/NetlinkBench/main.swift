@@ -38,7 +38,7 @@ struct Options {
     }
 }
 
-struct Usage: Error {
+struct Usage: UsageError {
     static let text = """
         usage: netlink-bench [--count N]... [--repeat R] [--json]
           Adds N /32 routes into a fresh network namespace with the Netlink module (batched)
@@ -49,35 +49,21 @@ struct Usage: Error {
 
 struct Row: Encodable {
     var routes: Int
-    var nodenetAddSeconds: Double
-    var ipBatchAddSeconds: Double
-    var nodenetDumpSeconds: Double
-    var ipRouteShowSeconds: Double
+    var nodenetAddSeconds: Double, ipBatchAddSeconds: Double
+    var nodenetDumpSeconds: Double, ipRouteShowSeconds: Double
     /// Breakdown: the dump's messages without decoding, and `ip -n NS link show lo` (start-up).
-    var rawDumpSeconds: Double
-    var ipStartupSeconds: Double
-    var nodenetAddsPerSecond: Double { Double(routes) / nodenetAddSeconds }
-    var ipBatchAddsPerSecond: Double { Double(routes) / ipBatchAddSeconds }
-    var addSpeedup: Double { ipBatchAddSeconds / nodenetAddSeconds }
-    var dumpTimeRatio: Double { nodenetDumpSeconds / ipRouteShowSeconds }
+    var rawDumpSeconds: Double, ipStartupSeconds: Double
+    /// Derived, stored so the JSON carries them.
+    var nodenetAddsPerSecond = 0.0, ipBatchAddsPerSecond = 0.0, addSpeedup = 0.0, dumpTimeRatio = 0.0
 
-    enum CodingKeys: String, CodingKey {
-        case routes, nodenetAddSeconds, ipBatchAddSeconds, nodenetDumpSeconds, ipRouteShowSeconds
-        case nodenetAddsPerSecond, ipBatchAddsPerSecond, addSpeedup, dumpTimeRatio, rawDumpSeconds, ipStartupSeconds
-    }
-    func encode(to encoder: Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(routes, forKey: .routes)
-        try c.encode(nodenetAddSeconds, forKey: .nodenetAddSeconds)
-        try c.encode(ipBatchAddSeconds, forKey: .ipBatchAddSeconds)
-        try c.encode(nodenetDumpSeconds, forKey: .nodenetDumpSeconds)
-        try c.encode(ipRouteShowSeconds, forKey: .ipRouteShowSeconds)
-        try c.encode(nodenetAddsPerSecond, forKey: .nodenetAddsPerSecond)
-        try c.encode(ipBatchAddsPerSecond, forKey: .ipBatchAddsPerSecond)
-        try c.encode(addSpeedup, forKey: .addSpeedup)
-        try c.encode(dumpTimeRatio, forKey: .dumpTimeRatio)
-        try c.encode(rawDumpSeconds, forKey: .rawDumpSeconds)
-        try c.encode(ipStartupSeconds, forKey: .ipStartupSeconds)
+    init(_ routes: Int, measured m: [Double]) {
+        self.routes = routes
+        (nodenetAddSeconds, ipBatchAddSeconds, nodenetDumpSeconds) = (m[0], m[1], m[2])
+        (ipRouteShowSeconds, rawDumpSeconds, ipStartupSeconds) = (m[3], m[4], m[5])
+        nodenetAddsPerSecond = Double(routes) / nodenetAddSeconds
+        ipBatchAddsPerSecond = Double(routes) / ipBatchAddSeconds
+        addSpeedup = ipBatchAddSeconds / nodenetAddSeconds
+        dumpTimeRatio = nodenetDumpSeconds / ipRouteShowSeconds
     }
 }
 
@@ -141,22 +127,17 @@ func measure(count: Int) throws -> [Double] {
     return [nodenetAdd, ipAdd, nodenetDump, ipShow, rawDump, ipStartup]
 }
 
-do {
+runBenchmark("netlink-bench", usage: Usage.text) {
     let options = try Options(Array(CommandLine.arguments.dropFirst()))
     var rows: [Row] = []
     for count in options.counts {
         var samples: [[Double]] = []
         for _ in 0..<options.repeats { samples.append(try measure(count: count)) }
         let m = (0..<6).map { i in median(samples.map { $0[i] }) }
-        rows.append(
-            Row(
-                routes: count, nodenetAddSeconds: m[0], ipBatchAddSeconds: m[1], nodenetDumpSeconds: m[2],
-                ipRouteShowSeconds: m[3], rawDumpSeconds: m[4], ipStartupSeconds: m[5]))
+        rows.append(Row(count, measured: m))
     }
     if options.json {
-        let e = JSONEncoder()
-        e.outputFormatting = [.prettyPrinted, .sortedKeys]
-        print(String(decoding: try e.encode(rows), as: UTF8.self))
+        try printJSON(rows)
     } else {
         print("routes   nodenet add        ip -batch add      speedup   nodenet dump  ip route show  dump time ratio")
         for r in rows {
@@ -175,10 +156,4 @@ do {
         }
         print("(medians of \(options.repeats) runs; targets: add speedup >= 1.5x, dump time ratio <= 0.5)")
     }
-} catch is Usage {
-    print(Usage.text)
-    exit(2)
-} catch {
-    print("netlink-bench: \(error)")
-    exit(1)
 }

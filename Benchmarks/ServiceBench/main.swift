@@ -602,14 +602,9 @@ do {
     }
 
     if options.json {
-        let e = JSONEncoder()
-        e.outputFormatting = [.prettyPrinted, .sortedKeys]
-        print(
-            String(
-                decoding: try e.encode(
-                    Output(
-                        seconds: options.seconds, repeats: options.repeats, iptablesVersion: iptablesVersion,
-                        sizes: results)), as: UTF8.self))
+        try printJSON(
+            Output(seconds: options.seconds, repeats: options.repeats, iptablesVersion: iptablesVersion, sizes: results)
+        )
     } else {
         print(
             "iptables: \(iptablesVersion); medians of \(options.repeats) run(s), \(options.seconds) s per data path run"

@@ -117,16 +117,13 @@ public struct BPFMapInfo: Sendable, Equatable {
 
     /// The map behind `fd` (any map fd).
     public init(fd: Int32, what: String) throws {
-        var info = bpf_map_info()
-        var length = UInt32(MemoryLayout<bpf_map_info>.size)
-        let rc = bpf_obj_get_info_by_fd(fd, &info, &length)
-        guard rc == 0 else { throw BPFError.libbpf(rc, "reading map info of \(what)") }
+        let info = try objectInfo(bpf_map_info(), fd: fd, what: "map info of \(what)")
         type = info.type
         keySize = info.key_size
         valueSize = info.value_size
         maxEntries = info.max_entries
         id = info.id
-        name = withUnsafeBytes(of: info.name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        name = infoName(info.name)
     }
 
     /// Throws a clear error unless the map's layout fits `Key`/`Value` (for per-CPU maps the

@@ -162,10 +162,7 @@ public struct BPFMapShape: Sendable, Equatable, CustomStringConvertible {
             throw BPFError(errno, "opening pinned map \(path)")
         }
         defer { close(fd) }
-        var info = bpf_map_info()
-        var length = UInt32(MemoryLayout<bpf_map_info>.size)
-        let rc = bpf_obj_get_info_by_fd(fd, &info, &length)
-        guard rc == 0 else { throw BPFError.libbpf(rc, "reading map info of \(path)") }
+        let info = try objectInfo(bpf_map_info(), fd: fd, what: "map info of \(path)")
         return BPFMapShape(
             type: info.type, keySize: info.key_size, valueSize: info.value_size, maxEntries: info.max_entries)
     }

@@ -22,13 +22,10 @@ public struct BPFProgramInfo: Sendable, Equatable {
 
     /// The program behind `fd`.
     public init(fd: Int32) throws {
-        var info = bpf_prog_info()
-        var length = UInt32(MemoryLayout<bpf_prog_info>.size)
-        let rc = bpf_obj_get_info_by_fd(fd, &info, &length)
-        guard rc == 0 else { throw BPFError.libbpf(rc, "reading program info") }
+        let info = try objectInfo(bpf_prog_info(), fd: fd, what: "program info")
         id = info.id
         type = info.type
-        name = withUnsafeBytes(of: info.name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        name = infoName(info.name)
         tag = withUnsafeBytes(of: info.tag) { Array($0) }
     }
 

@@ -27,6 +27,10 @@ public final class AgentMetrics: Sendable {
     public init() {
         let registry = PrometheusCollectorRegistry()
         self.registry = registry
+        func counter(_ name: String, _ help: String) -> Counter {
+            registry.makeCounter(descriptor: Self.name(name, help))
+        }
+        func gauge(_ name: String, _ help: String) -> Gauge { registry.makeGauge(descriptor: Self.name(name, help)) }
         let buckets: [Duration] = [
             .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
             .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5),
@@ -42,8 +46,7 @@ public final class AgentMetrics: Sendable {
                         labels: [("trigger", $0.rawValue)])
                 )
             })
-        reconcileFailures = registry.makeCounter(
-            descriptor: Self.name("nodenet_reconcile_failures_total", "Reconcile runs that failed or did not verify."))
+        reconcileFailures = counter("nodenet_reconcile_failures_total", "Reconcile runs that failed or did not verify.")
         reconcileDuration = registry.makeDurationHistogram(
             descriptor: Self.name("nodenet_reconcile_duration_seconds", "Time of one reconcile run."), buckets: buckets)
         repairDuration = registry.makeDurationHistogram(
@@ -60,38 +63,25 @@ public final class AgentMetrics: Sendable {
                         labels: [("kind", $0.rawValue)])
                 )
             })
-        kernelErrors = registry.makeCounter(
-            descriptor: Self.name("nodenet_kernel_errors_total", "Errors returned by the kernel while applying."))
-        specReloads = registry.makeCounter(
-            descriptor: Self.name("nodenet_spec_reloads_total", "Spec reloads that were accepted."))
-        specReloadErrors = registry.makeCounter(
-            descriptor: Self.name(
-                "nodenet_spec_reload_errors_total", "Spec reloads rejected as invalid (the running spec stays)."))
-        bpfAudits = registry.makeCounter(
-            descriptor: Self.name(
-                "nodenet_bpf_audits_total", "Audits of the BPF datapath against the last verified apply."))
-        bpfAuditDrift = registry.makeCounter(
-            descriptor: Self.name(
-                "nodenet_bpf_audit_drift_total", "Audits that found the BPF datapath changed (each starts a reconcile)."
-            ))
-        endpoints = registry.makeGauge(descriptor: Self.name("nodenet_endpoints", "Pod endpoints in the spec."))
-        remoteNodes = registry.makeGauge(descriptor: Self.name("nodenet_remote_nodes", "Remote nodes in the spec."))
-        services = registry.makeGauge(descriptor: Self.name("nodenet_services", "Services in the spec."))
-        backends = registry.makeGauge(
-            descriptor: Self.name("nodenet_service_backends", "Service backends in the spec."))
-        healthy = registry.makeGauge(
-            descriptor: Self.name(
-                "nodenet_healthy", "1 when the last reconcile succeeded and the kernel matches the spec."))
-        frontends = registry.makeGauge(
-            descriptor: Self.name(
-                "nodenet_service_frontends",
-                "Service frontends the spec asks for (ClusterIP, node address and wildcard NodePort)."))
-        conntrackEntries = registry.makeGauge(
-            descriptor: Self.name(
-                "nodenet_conntrack_entries", "Entries in the BPF conntrack table at the last garbage collection."))
-        conntrackCollected = registry.makeCounter(
-            descriptor: Self.name(
-                "nodenet_conntrack_collected_total", "Idle BPF conntrack entries removed by garbage collection."))
+        kernelErrors = counter("nodenet_kernel_errors_total", "Errors returned by the kernel while applying.")
+        specReloads = counter("nodenet_spec_reloads_total", "Spec reloads that were accepted.")
+        specReloadErrors = counter(
+            "nodenet_spec_reload_errors_total", "Spec reloads rejected as invalid (the running spec stays).")
+        bpfAudits = counter("nodenet_bpf_audits_total", "Audits of the BPF datapath against the last verified apply.")
+        bpfAuditDrift = counter(
+            "nodenet_bpf_audit_drift_total", "Audits that found the BPF datapath changed (each starts a reconcile).")
+        endpoints = gauge("nodenet_endpoints", "Pod endpoints in the spec.")
+        remoteNodes = gauge("nodenet_remote_nodes", "Remote nodes in the spec.")
+        services = gauge("nodenet_services", "Services in the spec.")
+        backends = gauge("nodenet_service_backends", "Service backends in the spec.")
+        healthy = gauge("nodenet_healthy", "1 when the last reconcile succeeded and the kernel matches the spec.")
+        frontends = gauge(
+            "nodenet_service_frontends",
+            "Service frontends the spec asks for (ClusterIP, node address and wildcard NodePort).")
+        conntrackEntries = gauge(
+            "nodenet_conntrack_entries", "Entries in the BPF conntrack table at the last garbage collection.")
+        conntrackCollected = counter(
+            "nodenet_conntrack_collected_total", "Idle BPF conntrack entries removed by garbage collection.")
     }
 
     /// `nodenet_<name>` split into metric name and unit (`total`, `seconds`) as Prometheus wants.

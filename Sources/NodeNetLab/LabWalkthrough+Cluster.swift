@@ -24,6 +24,16 @@ extension LabWalkthrough {
         return problems
     }
 
+    /// Waits (30 s at most) until every node of `c` routes to every other, then pings `address`
+    /// from the pod net: whether it answered, and the evidence (`took` says how long the wait was).
+    func meshThenPing(
+        _ c: LabCluster, _ what: String, _ address: String, took: (Double) -> String
+    ) throws -> (Bool, [String]) {
+        let seconds = try LabControlPlane.wait(what, seconds: 30) { meshProblems(c, expect: c.nodes).isEmpty }
+        let (replies, _, _) = try ping(from: "net", address)
+        return (replies > 0, [took(seconds), "ping net -> \(address): \(replies) replies"])
+    }
+
     public func runClusterChecks() {
         var c = cluster
         let keys = ClusterKeys(prefix: c.clusterSettings.prefix)
@@ -50,17 +60,9 @@ extension LabWalkthrough {
             c = try Lab(cluster: c).join(joining)
             try LabRuntime.startServer(c, node: joining.name)
             try LabControlPlane.startAgent(c, node: joining.name)
-            let took = try LabControlPlane.wait("routes to and from worker3", seconds: 30) {
-                meshProblems(c, expect: c.nodes).isEmpty
+            return try meshThenPing(c, "routes to and from worker3", "10.0.3.20") {
+                String(format: "mesh complete %.0f ms after its agent started (join to route)", $0 * 1000)
             }
-            let (replies, _, _) = try ping(from: "net", "10.0.3.20")
-            return (
-                replies > 0,
-                [
-                    String(format: "mesh complete %.0f ms after its agent started (join to route)", took * 1000),
-                    "ping net -> joiner 10.0.3.20: \(replies) replies",
-                ]
-            )
         }
 
         // An agent dies: its lease runs out, and after the grace its routes go everywhere.
@@ -83,17 +85,9 @@ extension LabWalkthrough {
         }
         check("worker's agent restarted: its routes are back everywhere") {
             try LabControlPlane.startAgent(c, node: "worker")
-            let took = try LabControlPlane.wait("worker's routes to come back", seconds: 30) {
-                meshProblems(c, expect: c.nodes).isEmpty
+            return try meshThenPing(c, "worker's routes to come back", "10.0.1.15") {
+                String(format: "back %.0f ms after the restart", $0 * 1000)
             }
-            let (replies, _, _) = try ping(from: "net", "10.0.1.15")
-            return (
-                replies > 0,
-                [
-                    String(format: "back %.0f ms after the restart", took * 1000),
-                    "ping net -> 10.0.1.15: \(replies) replies",
-                ]
-            )
         }
 
         check("one etcd member killed: nothing changes, the cluster still takes writes") {

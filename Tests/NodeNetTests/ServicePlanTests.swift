@@ -184,29 +184,27 @@ import Testing
                 && DesiredState(spec: spec, deviceMTU: 1500).frontends.isEmpty)
     }
 
-    @Test func conntrackPartnersPairBothDirections() {
+    @Test func conntrackPartnersPairBothDirections() throws {
+        /// The tuple as (saddr, daddr, sport, dport, kind).
+        func fields(_ t: nodenet_tuple) -> [UInt32] {
+            [t.saddr, t.daddr, UInt32(t.sport), UInt32(t.dport), UInt32(t.kind)]
+        }
+        func entry(_ address: UInt32, _ port: UInt16) -> nodenet_ct_entry {
+            var e = nodenet_ct_entry()
+            (e.address, e.port) = (address, port)
+            return e
+        }
         var k = nodenet_tuple()
         (k.saddr, k.daddr, k.sport, k.dport, k.proto, k.kind) = (1, 2, 10, 20, 6, UInt8(NODENET_CT_SERVICE.rawValue))
-        var v = nodenet_ct_entry()
-        (v.address, v.port) = (3, 30)
-        let reply = Conntrack.partner(k, v)!
-        #expect(
-            (reply.saddr, reply.daddr, reply.sport, reply.dport, reply.kind) == (
-                3, 1, 30, 10, UInt8(NODENET_CT_REPLY.rawValue)
-            ))
-        var back = nodenet_ct_entry()
-        (back.address, back.port) = (2, 20)
-        let again = Conntrack.partner(reply, back)!
-        #expect(Conntrack.TupleKey(again) == Conntrack.TupleKey(k))
+        // A service flow 1:10 -> 2:20 sent to backend 3:30: the reply comes from 3:30 to 1:10.
+        let reply = try #require(Conntrack.partner(k, entry(3, 30)))
+        #expect(fields(reply) == [3, 1, 30, 10, NODENET_CT_REPLY.rawValue])
+        #expect(Conntrack.TupleKey(try #require(Conntrack.partner(reply, entry(2, 20)))) == Conntrack.TupleKey(k))
+        // Masqueraded 1:10 -> 2:20 as 3:30: what comes back is 2:20 -> 3:30.
         k.kind = UInt8(NODENET_CT_NAT_OUT.rawValue)
-        let natIn = Conntrack.partner(k, v)!
-        #expect(
-            (natIn.saddr, natIn.daddr, natIn.sport, natIn.dport, natIn.kind) == (
-                2, 3, 20, 30, UInt8(NODENET_CT_NAT_IN.rawValue)
-            ))
-        var orig = nodenet_ct_entry()
-        (orig.address, orig.port) = (1, 10)
-        #expect(Conntrack.TupleKey(Conntrack.partner(natIn, orig)!) == Conntrack.TupleKey(k))
+        let natIn = try #require(Conntrack.partner(k, entry(3, 30)))
+        #expect(fields(natIn) == [2, 3, 20, 30, NODENET_CT_NAT_IN.rawValue])
+        #expect(Conntrack.TupleKey(try #require(Conntrack.partner(natIn, entry(1, 10)))) == Conntrack.TupleKey(k))
     }
 }
 

@@ -48,26 +48,34 @@ public enum TestNames {
 
 /// Creates namespaces for one test and removes them when the body ends, even when it throws.
 public func withNamespaces<T>(_ labels: [String], _ body: ([String]) throws -> T) throws -> T {
-    var created: [String] = []
-    defer { for name in created { try? NetworkNamespace.delete(name) } }
-    for label in labels {
-        let name = TestNames.unique(label)
-        try NetworkNamespace.create(name)
-        created.append(name)
-    }
+    let created = try createNamespaces(labels)
+    defer { removeNamespaces(created) }
     return try body(created)
 }
 
 public func withNamespaces<T>(_ labels: [String], _ body: ([String]) async throws -> T) async throws -> T {
-    var created: [String] = []
-    defer { for name in created { try? NetworkNamespace.delete(name) } }
-    for label in labels {
-        let name = TestNames.unique(label)
-        try NetworkNamespace.create(name)
-        created.append(name)
-    }
+    let created = try createNamespaces(labels)
+    defer { removeNamespaces(created) }
     return try await body(created)
 }
+
+/// One uniquely named namespace per label; none left behind when one cannot be made.
+private func createNamespaces(_ labels: [String]) throws -> [String] {
+    var created: [String] = []
+    do {
+        for label in labels {
+            let name = TestNames.unique(label)
+            try NetworkNamespace.create(name)
+            created.append(name)
+        }
+    } catch {
+        removeNamespaces(created)
+        throw error
+    }
+    return created
+}
+
+private func removeNamespaces(_ names: [String]) { for name in names { try? NetworkNamespace.delete(name) } }
 
 /// Runs a command-line tool to *observe* the kernel (tests only; product code never does).
 @discardableResult

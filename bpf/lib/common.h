@@ -24,4 +24,11 @@ static __always_inline struct iphdr *nodenet_ipv4(struct __sk_buff *skb)
 	return (void *)(ip + 1) <= end ? ip : 0;
 }
 
+/* The same, with the packet's end for reading past the IPv4 header. */
+static __always_inline struct iphdr *nodenet_ipv4_end(struct __sk_buff *skb, void **end)
+{
+	*end = (void *)(long)skb->data_end;
+	return nodenet_ipv4(skb);
+}
+
 #endif

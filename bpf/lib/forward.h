@@ -7,6 +7,8 @@
 #include "l3.h"
 #include "events.h"
 #include "endpoints.h"
+#include "nat.h"
+#include "reject.h"
 
 static __always_inline int nodenet_forward(struct __sk_buff *skb)
 {
@@ -58,6 +60,31 @@ static __always_inline int nodenet_drop(struct __sk_buff *skb, __u8 verdict)
 	nodenet_count(verdict);
 	nodenet_emit(skb, verdict, nodenet_ipv4(skb), 0);
 	return TC_ACT_SHOT;
+}
+
+/* A translation's result as a TC verdict: the packet delivered when it was translated, dropped
+ * on an error, NODENET_PASS when it is unchanged (its packet pointers are stale all the same). */
+static __always_inline int nodenet_deliver_translated(struct __sk_buff *skb, int rc)
+{
+	if (rc == NODENET_TRANSLATED)
+		return nodenet_deliver(skb);
+	if (rc == NODENET_ERROR)
+		return TC_ACT_SHOT;
+	return NODENET_PASS;
+}
+
+/* A service translation that did not happen, as a TC verdict: a service without backends answers
+ * (TCP reset, ICMP port unreachable), one whose Local policy finds no backend on this node drops,
+ * an error drops; NODENET_PASS for every other result (translated, or not a service). */
+static __always_inline int nodenet_service_failure(struct __sk_buff *skb, int rc)
+{
+	if (rc == NODENET_NO_BACKEND)
+		return nodenet_reject(skb);
+	if (rc == NODENET_NO_LOCAL_BACKEND)
+		return nodenet_drop(skb, NODENET_VERDICT_DROP_NO_LOCAL_BACKEND);
+	if (rc == NODENET_ERROR)
+		return TC_ACT_SHOT;
+	return NODENET_PASS;
 }
 
 #endif

@@ -105,11 +105,7 @@ public final class NetlinkSocket: @unchecked Sendable {
     @discardableResult
     public func execute(_ request: NetlinkRequest) throws -> [NetlinkMessage] {
         try state.withLock { state in
-            let seq = state.next()
-            var message = request.message
-            message.flags.formUnion([.request, .ack])
-            let bytes = message.finished(sequence: seq, portID: portID)
-            try send(bytes, context: request.context)
+            let (seq, bytes) = try send(request, flags: .ack, state: &state)
             var replies: [NetlinkMessage] = []
             while true {
                 for reply in try receive(into: &state.buffer, context: request.context)
@@ -148,11 +144,7 @@ public final class NetlinkSocket: @unchecked Sendable {
         _ request: NetlinkRequest, _ transform: (NetlinkMessage) throws -> T?
     ) throws -> ([T], Bool) {
         try state.withLock { state in
-            let seq = state.next()
-            var message = request.message
-            message.flags.formUnion([.request, .dump])
-            let bytes = message.finished(sequence: seq, portID: portID)
-            try send(bytes, context: request.context)
+            let (seq, bytes) = try send(request, flags: .dump, state: &state)
             var items: [T] = []
             var interrupted = false
             var pending: (any Error)?
@@ -290,6 +282,19 @@ public final class NetlinkSocket: @unchecked Sendable {
     }
 
     // MARK: I/O
+
+    /// Numbers `request` (the next sequence), adds `flags` and NLM_F_REQUEST, sends it; returns
+    /// the sequence its replies carry and the bytes sent (an extended ACK quotes them).
+    private func send(
+        _ request: NetlinkRequest, flags: NetlinkFlags, state: inout State
+    ) throws -> (sequence: UInt32, bytes: [UInt8]) {
+        let sequence = state.next()
+        var message = request.message
+        message.flags.formUnion([.request, flags])
+        let bytes = message.finished(sequence: sequence, portID: portID)
+        try send(bytes, context: request.context)
+        return (sequence, bytes)
+    }
 
     private func send(_ bytes: [UInt8], context: String) throws {
         do { try transport.send(bytes) } catch let e as NetlinkError { throw e.context(context) }

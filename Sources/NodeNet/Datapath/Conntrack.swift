@@ -57,29 +57,25 @@ public enum Conntrack {
         }.sorted { ($0.source, $0.destination, $0.kind) < ($1.source, $1.destination, $1.kind) }
     }
 
-    /// The entry a flow's other direction has (service <-> reply, nat-out <-> nat-in).
+    private static let partners: [UInt32: (kind: UInt32, translatedIsSource: Bool)] = [
+        NODENET_CT_SERVICE.rawValue: (NODENET_CT_REPLY.rawValue, true),
+        NODENET_CT_REPLY.rawValue: (NODENET_CT_SERVICE.rawValue, false),
+        NODENET_CT_NAT_OUT.rawValue: (NODENET_CT_NAT_IN.rawValue, false),
+        NODENET_CT_NAT_IN.rawValue: (NODENET_CT_NAT_OUT.rawValue, true),
+    ]
+
+    /// The entry a flow's other direction has (service <-> reply, nat-out <-> nat-in). An entry
+    /// made where the flow was translated on its way in (service, nat-in) pairs with one keyed by
+    /// the translated address as source; the others pair with one keyed by it as destination.
     static func partner(_ k: nodenet_tuple, _ v: nodenet_ct_entry) -> nodenet_tuple? {
+        guard let partner = partners[UInt32(k.kind)] else { return nil }
         var p = nodenet_tuple()
         p.proto = k.proto
-        switch UInt32(k.kind) {
-        case NODENET_CT_SERVICE.rawValue:
-            (p.saddr, p.daddr, p.sport, p.dport, p.kind) = (
-                v.address, k.saddr, v.port, k.sport, UInt8(NODENET_CT_REPLY.rawValue)
-            )
-        case NODENET_CT_REPLY.rawValue:
-            (p.saddr, p.daddr, p.sport, p.dport, p.kind) = (
-                k.daddr, v.address, k.dport, v.port, UInt8(NODENET_CT_SERVICE.rawValue)
-            )
-        case NODENET_CT_NAT_OUT.rawValue:
-            (p.saddr, p.daddr, p.sport, p.dport, p.kind) = (
-                k.daddr, v.address, k.dport, v.port, UInt8(NODENET_CT_NAT_IN.rawValue)
-            )
-        case NODENET_CT_NAT_IN.rawValue:
-            (p.saddr, p.daddr, p.sport, p.dport, p.kind) = (
-                v.address, k.saddr, v.port, k.sport, UInt8(NODENET_CT_NAT_OUT.rawValue)
-            )
-        default:
-            return nil
+        p.kind = UInt8(partner.kind)
+        if partner.translatedIsSource {
+            (p.saddr, p.sport, p.daddr, p.dport) = (v.address, v.port, k.saddr, k.sport)
+        } else {
+            (p.saddr, p.sport, p.daddr, p.dport) = (k.daddr, k.dport, v.address, v.port)
         }
         return p
     }
