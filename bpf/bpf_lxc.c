@@ -99,8 +99,10 @@ int nodenet_from_container(struct __sk_buff *skb)
 			return TC_ACT_OK;
 		struct nodenet_endpoint_key key = { .ip = arp->spa };
 		struct nodenet_endpoint *self = bpf_map_lookup_elem(&nodenet_endpoints, &key);
+		/* A pod speaks ARP only for its own address: a sender it does not own would have the
+		 * node make a neighbour entry for it (a flood fills the table, gc_thresh3). */
 		if (!self || self->ifindex != skb->ifindex)
-			return TC_ACT_OK;
+			return nodenet_drop(skb, NODENET_VERDICT_DROP_SPOOFED);
 		__u8 mac[6];
 		__builtin_memcpy(mac, self->host_mac, 6);
 		int rc = nodenet_arp_respond(skb, mac);

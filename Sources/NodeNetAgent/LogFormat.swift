@@ -48,7 +48,9 @@ public struct StructuredLogHandler: LogHandler {
         switch format {
         case .logfmt:
             return fields.map { k, v in
-                let needsQuotes = v.isEmpty || v.contains(where: { $0 == " " || $0 == "=" || $0 == "\"" || $0 == "\n" })
+                let needsQuotes =
+                    v.isEmpty
+                    || v.unicodeScalars.contains { $0 == " " || $0 == "=" || $0 == "\"" || $0 == "\\" || isControl($0) }
                 return needsQuotes ? "\(k)=\(quote(v))" : "\(k)=\(v)"
             }.joined(separator: " ")
         case .json:
@@ -63,13 +65,18 @@ public struct StructuredLogHandler: LogHandler {
             case "\"": out += "\\\""
             case "\\": out += "\\\\"
             case "\n": out += "\\n"
+            case "\r": out += "\\r"
             case "\t": out += "\\t"
             default:
-                if c.value < 0x20 { out += String(format: "\\u%04x", c.value) } else { out.unicodeScalars.append(c) }
+                if isControl(c) { out += String(format: "\\u%04x", c.value) } else { out.unicodeScalars.append(c) }
             }
         }
         return out + "\""
     }
+
+    /// C0 and C1 control characters and DEL: never written raw (a line could be forged, or a
+    /// terminal driven, by a value a pod chose).
+    static func isControl(_ c: Unicode.Scalar) -> Bool { c.value < 0x20 || (0x7f...0x9f).contains(c.value) }
 
     static func timestamp() -> String {
         let f = ISO8601DateFormatter()

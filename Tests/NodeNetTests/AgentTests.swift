@@ -23,6 +23,23 @@ import Testing
         #expect((try? JSONSerialization.jsonObject(with: data)) as? [String: String] != nil)
     }
 
+    /// Before: a value with a carriage return, an escape sequence or another control character
+    /// (a pod's name from a CNI request) went into a logfmt line raw: it could forge a line or
+    /// drive the reader's terminal.
+    @Test func controlCharactersNeverReachALogLineRaw() {
+        let hostile = "web\r\u{1b}[2Jlevel=error\u{7f}\u{85}x\\y\ttab"
+        for format in [StructuredLogHandler.Format.logfmt, .json] {
+            let line = StructuredLogHandler.render([("level", "info"), ("pod", hostile)], format)
+            let raw = line.unicodeScalars.filter { $0.value < 0x20 || (0x7f...0x9f).contains($0.value) }
+            #expect(raw.isEmpty, "\(format): \(raw.map(\.value)) in \(line.debugDescription)")
+        }
+        #expect(
+            StructuredLogHandler.render([("pod", hostile)], .logfmt)
+                == #"pod="web\r\u001b[2Jlevel=error\u007f\u0085x\\y\ttab""#)
+        // A backslash alone is quoted too (a reader unquotes what it finds).
+        #expect(StructuredLogHandler.render([("path", #"a\b"#)], .logfmt) == #"path="a\\b""#)
+    }
+
     @Test func onlyEventsAboutOwnedObjectsTriggerRepairs() {
         let spec = PlannerTests.spec
         let filter = OwnershipFilter(spec: spec, device: "eth0")

@@ -91,6 +91,43 @@ struct SecurityIntegrationTests {
         }
     }
 
+    /// Before (BPF mode): an ARP request from a pod with a sender address not its own went on to
+    /// the node's stack, which made a neighbour entry for every such sender (200 requests, 200
+    /// entries on the lxc): enough of them fill the table (gc_thresh3) and the node can no longer
+    /// resolve its gateway or the other nodes.
+    @Test(arguments: [DatapathMode.kernel, .bpf])
+    func anARPFloodWithForeignSendersDoesNotGrowTheNeighbourTable(_ mode: DatapathMode) async throws {
+        try await TestNode.with(pods: 1) { t in
+            try Self.applied(t, mode) { spec in
+                let lxc = NodeNetNames.endpointDevice(for: spec.pods[0])
+                let capture = try FrameCapture(namespace: t.namespace, device: lxc)
+                // 200 requests for the router IP, each from another sender address (10.77.0.1-200).
+                let script = """
+                    import socket, struct
+                    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+                    s.bind(("eth0", 0))
+                    mac = bytes.fromhex(open("/sys/class/net/eth0/address").read().strip().replace(":", ""))
+                    router = socket.inet_aton("10.0.2.184")
+                    for i in range(200):
+                        spa = socket.inet_aton("10.77.0.%d" % (i + 1))
+                        arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mac, spa, bytes(6), router)
+                        s.send(bytes([0xff] * 6) + mac + bytes([0x08, 0x06]) + arp)
+                    """
+                let sent = try runTool(["ip", "netns", "exec", t.pods[0], "python3", "-c", script])
+                #expect(sent.status == 0, "\(sent.output)")
+                let arp = capture.next { $0.count >= 42 && $0[12] == 0x08 && $0[13] == 0x06 && $0[28] == 10 }
+                #expect(arp != nil, "the requests arrived on \(lxc)")
+                usleep(300_000)
+                let socket = try NetlinkSocket(namespace: t.namespace)
+                let index = try #require(try socket.link(named: lxc)).index
+                let foreign = try socket.neighbours(family: .inet, interfaceIndex: index).filter {
+                    $0.address.description.hasPrefix("10.77.")
+                }
+                #expect(foreign.count == 0, "\(mode): neighbour entries for senders the pod does not own")
+            }
+        }
+    }
+
     /// Before: the state directory was used wherever it was and whoever owned it: another user
     /// could plant it (and its ledger) or swap it for a link to their own. Now each of these is
     /// refused with a sentence, and the node's own directory ends up 0700.

@@ -63,6 +63,32 @@ import Testing
         #expect(spec.datapath.mode == .kernel)
     }
 
+    /// Before: a BPF-mode spec with more other nodes than the map of node addresses holds was
+    /// accepted, and its apply failed half-way with the kernel's E2BIG on the 16 384th address.
+    @Test func moreNodesThanTheDatapathHoldsAreRefusedUpFront() {
+        func nodes(_ count: Int) -> [[String: Any]] {
+            (0..<count).map { i in
+                [
+                    "name": "n\(i)", "address": "172.20.\(i / 250).\(i % 250 + 1)",
+                    "podCIDR": "11.\(i / 256).\(i % 256).0/24",
+                ]
+            }
+        }
+        let tooMany = Self.problems {
+            $0["datapath"] = ["mode": "bpf"]
+            $0["nodes"] = nodes(16_384)
+        }
+        #expect(
+            tooMany == ["nodes: 16384 other nodes; the datapath's map of node addresses holds 16383 and this node's"])
+        let enough = Self.problems {
+            $0["datapath"] = ["mode": "bpf"]
+            $0["nodes"] = nodes(16_383)
+        }
+        #expect(enough.isEmpty, "\(enough.prefix(3))")
+        // The kernel datapath keeps no such map: routes only.
+        #expect(Self.problems { $0["nodes"] = nodes(16_384) }.isEmpty)
+    }
+
     /// Device names are on running nodes: a change of the naming would orphan every endpoint at
     /// upgrade. Pinned by hand (FNV-1a 64 of `namespace/name`, first 12 hex digits), not recomputed.
     @Test func endpointDeviceNamesArePinned() {

@@ -135,6 +135,13 @@ struct SpecValidator {
             cidrs.insert(remote.podCIDR)
             cidrPaths.append("\(path).podCIDR")
         }
+        // The BPF datapath keeps every node's address (this one's too) in one map.
+        if spec.datapath.mode == .bpf, spec.nodes.count + 1 > Int(NODENET_NODES_MAX) {
+            problem(
+                "nodes",
+                "\(spec.nodes.count) other nodes; the datapath's map of node addresses holds \(NODENET_NODES_MAX - 1) and this node's"
+            )
+        }
         // Node addresses must not fall inside any pod CIDR.
         for (address, path) in [(node.address, "node.address")]
             + zip(spec.nodes.map(\.address), nodePaths.map { "\($0).address" })
