@@ -391,6 +391,37 @@ struct IntegrationTests {
         }
     }
 
+    @Test func theLinkDumpCarriesTheDevicesSysctls() throws {
+        try withPair { a, _, names, va, _ in
+            let ns = NamespaceReference.named(names[0])
+            // Away from the defaults, so a wrong index cannot match by chance.
+            for (key, value) in [
+                ("net/ipv4/conf/va/rp_filter", "2"), ("net/ipv4/conf/va/accept_local", "1"),
+                ("net/ipv4/conf/va/forwarding", "1"), ("net/ipv4/conf/va/send_redirects", "0"),
+                ("net/ipv4/conf/va/arp_ignore", "3"), ("net/ipv6/conf/va/accept_ra", "2"),
+                ("net/ipv6/conf/va/disable_ipv6", "1"), ("net/ipv6/conf/va/hop_limit", "33"),
+            ] {
+                try Sysctl.write(key, value, in: ns)
+            }
+            let configuration = try #require(try a.link(named: "va")?.configuration)
+            #expect(configuration.value(ofSysctl: "net/ipv4/conf/va/rp_filter") == "2")
+            #expect(configuration.value(ofSysctl: "net.ipv6.conf.va.disable_ipv6") == "1")
+            #expect(configuration.value(ofSysctl: "net/ipv4/conf/all/rp_filter") == nil, "not a device's")
+            var compared = 0
+            let keys =
+                DeviceConfiguration.ipv4Names.keys.map { "net/ipv4/conf/va/\($0)" }
+                + DeviceConfiguration.ipv6Names.keys.map { "net/ipv6/conf/va/\($0)" }
+            let files = try Sysctl.read(keys, in: ns)
+            for key in keys {
+                guard let file = files[key], let dumped = configuration.value(ofSysctl: key) else { continue }
+                #expect(dumped == file, "\(key): the link says \(dumped), /proc/sys says \(file)")
+                compared += 1
+            }
+            #expect(compared >= 45, "compared \(compared) settings")
+            _ = va
+        }
+    }
+
     @Test func sysctlIsPerNamespace() throws {
         try withNamespaces(["sys"]) { names in
             let ns = NamespaceReference.named(names[0])

@@ -107,6 +107,7 @@ enum IFLA {
     static let txqlen: UInt16 = 13
     static let operState: UInt16 = 16
     static let linkInfo: UInt16 = 18
+    static let afSpec: UInt16 = 26
     static let stats64: UInt16 = 23
     static let netNsFD: UInt16 = 28
     static let extMask: UInt16 = 29

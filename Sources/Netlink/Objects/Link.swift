@@ -18,6 +18,8 @@ public struct Link: Sendable, Equatable {
     public var linkNetnsID: Int32?
     public var operState: UInt8?
     public var statistics: LinkStatistics?
+    /// The device's IPv4 and IPv6 settings (what `/proc/sys/net/ipv{4,6}/conf/DEV` shows).
+    public var configuration: DeviceConfiguration?
     /// Attributes this decoder does not interpret, kept as received.
     public var unknownAttributes: [NetlinkAttribute]
 
@@ -28,7 +30,7 @@ public struct Link: Sendable, Equatable {
     static let headerSize = 16
     static let known: Set<UInt16> = [
         IFLA.address, IFLA.ifname, IFLA.mtu, IFLA.link, IFLA.master, IFLA.operState, IFLA.linkInfo,
-        IFLA.stats64, IFLA.linkNetnsID,
+        IFLA.stats64, IFLA.linkNetnsID, IFLA.afSpec,
     ]
 
     /// A link value built by hand (tests, planners working from recorded state).
@@ -49,6 +51,7 @@ public struct Link: Sendable, Equatable {
         self.linkNetnsID = nil
         self.operState = nil
         self.statistics = nil
+        self.configuration = nil
         self.unknownAttributes = []
     }
 
@@ -66,6 +69,7 @@ public struct Link: Sendable, Equatable {
         linkNetnsID = attrs[IFLA.linkNetnsID]?.i32
         operState = attrs[IFLA.operState]?.u8
         statistics = try attrs[IFLA.stats64].map { try LinkStatistics(payload: $0.payload) }
+        configuration = attrs[IFLA.afSpec].flatMap(DeviceConfiguration.init(afSpec:))
         if let info = try attrs[IFLA.linkInfo]?.nested() {
             kind = info[IFLA.infoKind]?.string
             slaveKind = info[IFLA.infoSlaveKind]?.string

@@ -62,7 +62,20 @@ public final class NodeSession: @unchecked Sendable {
         podErrors = [:]
         let nodeState = try ObservedNamespace.read(node)
         let probe = "net/ipv6/conf/all/disable_ipv6"
-        var sysctls = try Sysctl.read(desired.sysctls.map(\.key) + [probe], in: namespace)
+        // Per-device settings come with the link dump (IFLA_AF_SPEC): a file read each only for
+        // the rest (250 pods: 1 250 files fewer per observe).
+        var fromLinks: [String: String] = [:]
+        var files = [probe]
+        for key in desired.sysctls.map(\.key) {
+            if let device = DeviceConfiguration.deviceKey(key)?.device,
+                let value = nodeState.links[device]?.configuration?.value(ofSysctl: key)
+            {
+                fromLinks[key] = value
+            } else {
+                files.append(key)
+            }
+        }
+        var sysctls = try Sysctl.read(files, in: namespace).merging(fromLinks) { file, _ in file }
         let hasIPv6 = sysctls.removeValue(forKey: probe) != nil
         let netnsNames = desired.endpoints.map(\.pod.netns)
         var pods: [String: ObservedNamespace] = [:]
