@@ -71,7 +71,7 @@ public enum JSONValue: Sendable, Equatable, Codable {
     /// Compact JSON text, keys sorted.
     public var text: String {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
     }
 

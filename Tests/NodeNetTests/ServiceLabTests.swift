@@ -410,6 +410,58 @@ struct ServiceLabTests {
             "\(rows.map { "\($0.frontend) \($0.type)" })")
     }
 
+    /// loadBalancerSourceRanges: from outside, a LoadBalancer address takes only the listed
+    /// clients (the others are dropped and counted); its external IPs, node ports and traffic
+    /// from inside the cluster are not governed by them; a change of the ranges takes effect.
+    @Test func loadBalancerSourceRangesKeepOtherClientsOut() throws {
+        var cluster = LabCluster.seed(name: LabIntegrationTests.labName("lsr"))
+        var lb = ServiceSpec(
+            name: "default/guarded", type: .loadBalancer, clusterIP: IPAddress("10.96.9.19"),
+            ports: [ServicePort(port: 8080, targetPort: 80, nodePort: 31300)],
+            backends: ["10.0.1.15", "10.0.2.204"].map { ServiceBackend(ip: IPAddress($0)!) })
+        lb.loadBalancerIPs = [IPAddress("172.18.201.10")]
+        lb.externalIPs = [IPAddress("172.18.201.11")]
+        lb.loadBalancerSourceRanges = [IPPrefix("192.0.2.0/24")]
+        cluster.services.append(lb)
+        defer { Lab.down(name: cluster.name) }
+        try Self.up(cluster)
+        let external = try NetlinkSocket(namespace: .named(cluster.externalNamespace))
+        try external.add(
+            Route(
+                destination: IPPrefix("172.18.201.0/24"), gateway: IPAddress("172.18.0.2"),
+                interfaceIndex: try #require(try external.link(named: "eth0")).index))
+        let layout = BPFFSLayout(directory: cluster.bpffsDirectory(ofNode: "worker2"))
+        let verdicts = try #require(try BPFMap<UInt32, UInt64>.pinned(at: layout.path(.verdicts), perCPU: true))
+        let denied = UInt32(NODENET_VERDICT_DROP_SOURCE_RANGE.rawValue)
+        let before = try verdicts.sum(denied)
+        // 172.18.0.1 is not in 192.0.2.0/24: dropped (a timeout, not a refusal), counted.
+        let outside = try Self.probe(cluster.name, "external", "172.18.201.10:8080", count: 3, timeout: 1)
+        #expect(outside.failures == 3, "\(outside.answers)")
+        #expect(
+            outside.requests.allSatisfy { $0.error?.contains("refused") == false },
+            "\(outside.requests.compactMap(\.error))")
+        #expect(try verdicts.sum(denied) >= before + 3)
+        // What the ranges do not govern.
+        #expect(try Self.probe(cluster.name, "external", "172.18.201.11:8080", count: 10).failures == 0)
+        #expect(try Self.probe(cluster.name, "external", "172.18.0.2:31300", count: 10).failures == 0)
+        #expect(try Self.probe(cluster.name, "net", "172.18.201.10:8080", count: 10).failures == 0)
+        let row = try Self.services(cluster, node: "worker2").first { $0.frontend == "172.18.201.10:8080" }
+        #expect(row?.flags == ["loadBalancerSourceRanges=192.0.2.0/24"], "\(row?.flags ?? [])")
+        // The client's /32 added: it gets in.
+        let index = try #require(cluster.services.firstIndex { $0.name == "default/guarded" })
+        cluster.services[index].loadBalancerSourceRanges = [IPPrefix("192.0.2.0/24"), IPPrefix("172.18.0.1/32")]
+        try Self.apply(cluster)
+        let allowed = try Self.probe(cluster.name, "external", "172.18.201.10:8080", count: 20)
+        #expect(allowed.failures == 0 && allowed.answers.count == 2, "\(allowed.answers)")
+        // Ranges removed: every client, and nothing left in the map.
+        cluster.services[index].loadBalancerSourceRanges = []
+        try Self.apply(cluster)
+        #expect(try Self.probe(cluster.name, "external", "172.18.201.10:8080", count: 5).failures == 0)
+        let ranges = try #require(
+            try BPFMap<nodenet_source_range_key, UInt8>.pinned(at: layout.path(.sourceRanges)))
+        #expect(try ranges.keys().isEmpty)
+    }
+
     @Test func podTrafficLeavingTheClusterIsMasqueradedAndPodToPodIsNot() throws {
         let cluster = Self.cluster("mq")
         defer { Lab.down(name: cluster.name) }

@@ -89,6 +89,28 @@ import Testing
         #expect(Self.problems { $0["nodes"] = nodes(16_384) }.isEmpty)
     }
 
+    @Test func loadBalancerSourceRangesAreCIDRsOfLoadBalancers() {
+        func service(_ type: String, _ ranges: [Any]) -> [String: Any] {
+            [
+                "name": "default/lb", "type": type, "clusterIP": "10.96.9.9", "loadBalancerIPs": ["172.30.0.9"],
+                "ports": [["port": 80, "nodePort": 31000]], "loadBalancerSourceRanges": ranges,
+            ]
+        }
+        #expect(Self.problems { $0["services"] = [service("LoadBalancer", ["192.0.2.0/24", "198.51.100.7/32"])] } == [])
+        #expect(
+            Self.problems { $0["services"] = [service("LoadBalancer", ["192.0.2.1/24", "2001:db8::/32", 7])] } == [
+                "services[0].loadBalancerSourceRanges[0]: 192.0.2.1/24 has host bits set (did you mean 192.0.2.0/24?)",
+                "services[0].loadBalancerSourceRanges[1]: \"2001:db8::/32\" is not an IPv4 CIDR (like 203.0.113.0/24)",
+                "services[0].loadBalancerSourceRanges[2]: 7 is not an IPv4 CIDR (like 203.0.113.0/24)",
+            ])
+        var nodePort = service("NodePort", ["192.0.2.0/24"])
+        nodePort["loadBalancerIPs"] = nil
+        #expect(
+            Self.problems { $0["services"] = [nodePort] } == [
+                "services[0].loadBalancerSourceRanges: only LoadBalancer services have loadBalancerSourceRanges"
+            ])
+    }
+
     /// Device names are on running nodes: a change of the naming would orphan every endpoint at
     /// upgrade. Pinned by hand (FNV-1a 64 of `namespace/name`, first 12 hex digits), not recomputed.
     @Test func endpointDeviceNamesArePinned() {

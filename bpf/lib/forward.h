@@ -75,13 +75,15 @@ static __always_inline int nodenet_deliver_translated(struct __sk_buff *skb, int
 
 /* A service translation that did not happen, as a TC verdict: a service without backends answers
  * (TCP reset, ICMP port unreachable), one whose Local policy finds no backend on this node drops,
- * an error drops; NODENET_PASS for every other result (translated, or not a service). */
+ * a client outside a LoadBalancer's source ranges drops, an error drops; NODENET_PASS for every other result (translated, or not a service). */
 static __always_inline int nodenet_service_failure(struct __sk_buff *skb, int rc)
 {
 	if (rc == NODENET_NO_BACKEND)
 		return nodenet_reject(skb);
 	if (rc == NODENET_NO_LOCAL_BACKEND)
 		return nodenet_drop(skb, NODENET_VERDICT_DROP_NO_LOCAL_BACKEND);
+	if (rc == NODENET_SOURCE_DENIED)
+		return nodenet_drop(skb, NODENET_VERDICT_DROP_SOURCE_RANGE);
 	if (rc == NODENET_ERROR)
 		return TC_ACT_SHOT;
 	return NODENET_PASS;

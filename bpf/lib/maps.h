@@ -48,7 +48,8 @@ enum nodenet_verdict {
 	NODENET_VERDICT_DROP_NAT_EXHAUSTED = 6, /* no free port to translate a source to */
 	NODENET_VERDICT_DROP_NO_FLOW = 7,     /* a reply to a translated (hairpin) address whose flow is gone */
 	NODENET_VERDICT_DROP_NO_LOCAL_BACKEND = 8, /* a Local traffic policy and no backend on this node */
-	NODENET_VERDICT_MAX = 9,
+	NODENET_VERDICT_DROP_SOURCE_RANGE = 9, /* a LoadBalancer frontend's loadBalancerSourceRanges exclude the client */
+	NODENET_VERDICT_MAX = 10,
 };
 
 /* The monitor lease: the one value of the array `nodenet_monitor`. Programs emit events only
@@ -110,6 +111,19 @@ struct nodenet_service {
 #define NODENET_SERVICE_NODEPORT 1   /* reachable from outside the node (NodePort frontends) */
 #define NODENET_SERVICE_LOCAL_ONLY 2 /* a Local traffic policy: only this node's backends; none: drop */
 #define NODENET_SERVICE_AFFINITY 4   /* sessionAffinity ClientIP: slot 0's backend_id is the timeout in seconds */
+#define NODENET_SERVICE_SOURCE_RANGES 8 /* loadBalancerSourceRanges: only clients in nodenet_source_ranges from outside */
+
+/* loadBalancerSourceRanges: the client prefixes a frontend takes from outside, longest-prefix
+ * matched on (frontend id, client address). prefixlen counts the id and pad bits (32) plus the
+ * range's length. */
+struct nodenet_source_range_key {
+	__u32 prefixlen;
+	__u16 id;     /* the frontend's id */
+	__u16 pad;
+	__u32 address; /* network order */
+};
+
+#define NODENET_SOURCE_RANGES_MAX 16384
 
 /* Session affinity: a client's backend per frontend. The client is the source address (packet
  * path) or the socket's network namespace cookie with the top bit set (socket LB, where the

@@ -16,6 +16,7 @@
 #define NODENET_ERROR 103
 /* A frontend with a Local traffic policy and no backend on this node: dropped, as kube-proxy does. */
 #define NODENET_NO_LOCAL_BACKEND 104
+#define NODENET_SOURCE_DENIED 105  /* a client outside the frontend's loadBalancerSourceRanges */
 
 /* Where the port (or ICMP echo id) and the checksum of `proto` are. */
 static __always_inline int nodenet_l4_csum_off(__u8 proto)

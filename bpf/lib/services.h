@@ -31,6 +31,22 @@ static __always_inline void nodenet_settings_read(struct nodenet_config *cfg)
 		__builtin_memset(cfg, 0, sizeof(*cfg));
 }
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, NODENET_SOURCE_RANGES_MAX);
+	__type(key, struct nodenet_source_range_key);
+	__type(value, __u8);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nodenet_source_ranges SEC(".maps");
+
+/* Whether the frontend `id` takes a flow from `client` (network order) under its source ranges. */
+static __always_inline int nodenet_source_allowed(__u16 id, __u32 client)
+{
+	struct nodenet_source_range_key key = { .prefixlen = 64, .id = id, .address = client };
+	return bpf_map_lookup_elem(&nodenet_source_ranges, &key) != 0;
+}
+
 /* A reply of a translated flow (backend -> client): the source becomes the frontend the
  * client used again. */
 static __always_inline int nodenet_reverse_service(struct __sk_buff *skb, struct nodenet_flow *f)
@@ -73,6 +89,10 @@ static __always_inline int nodenet_translate_service(struct __sk_buff *skb, stru
 		if (!svc)
 			return ct ? NODENET_NO_BACKEND : NODENET_PASS;
 		id = svc->id;
+		/* loadBalancerSourceRanges govern traffic from outside (the packet path from the
+		 * native device); a flow already open keeps going. */
+		if (nodeport_only && (svc->flags & NODENET_SERVICE_SOURCE_RANGES) && !nodenet_source_allowed(id, f->tuple.saddr))
+			return NODENET_SOURCE_DENIED;
 		struct nodenet_backend *backend = nodenet_select_backend_for(&key, svc, &backend_id, f->tuple.saddr);
 		if (!backend)
 			return (svc->flags & NODENET_SERVICE_LOCAL_ONLY) ? NODENET_NO_LOCAL_BACKEND : NODENET_NO_BACKEND;

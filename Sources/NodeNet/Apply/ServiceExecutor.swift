@@ -77,6 +77,12 @@ final class ServiceExecutor: ChangeExecutor {
         case .deleteRevNat(let id, let previous):
             try context.serviceMaps().revnat.delete(UInt32(id))
             undo.append(restore(.revnat(id, previous)))
+        case .putSourceRange(let range):
+            try context.serviceMaps().sourceRanges.update(range.mapKey, 1)
+            undo.append(restore(.sourceRange(range, present: false)))
+        case .deleteSourceRange(let range):
+            try context.serviceMaps().sourceRanges.delete(range.mapKey)
+            undo.append(restore(.sourceRange(range, present: true)))
         }
     }
 
@@ -105,7 +111,8 @@ final class ServiceExecutor: ChangeExecutor {
             case .deleteBackend(let id, let previous):
                 undo.append(restore(.backend(id, previous)))
                 write.removeBackend(id)
-            case .putSettings, .putNode, .deleteNode, .attachSocket, .unpinSocket:
+            case .putSettings, .putNode, .deleteNode, .attachSocket, .unpinSocket, .putSourceRange,
+                .deleteSourceRange:
                 throw NodeNetError.state("\(change) is not a batched services change")
             }
         }
@@ -119,6 +126,7 @@ final class ServiceExecutor: ChangeExecutor {
         case backend(UInt32, BackendAddress?)
         case frontend(FrontendKey, FrontendSnapshot?, current: [UInt16: UInt32])
         case revnat(UInt16, FrontendKey?)
+        case sourceRange(SourceRange, present: Bool)
 
         var what: String {
             switch self {
@@ -127,6 +135,7 @@ final class ServiceExecutor: ChangeExecutor {
             case .backend(let id, _): "restoring backend \(id)"
             case .frontend(let key, _, _): "restoring frontend \(key)"
             case .revnat(let id, _): "restoring frontend id \(id)"
+            case .sourceRange(let range, _): "restoring source range \(range)"
             }
         }
     }
@@ -153,6 +162,12 @@ final class ServiceExecutor: ChangeExecutor {
                 } else {
                     try maps.revnat.delete(UInt32(id))
                 }
+            case .sourceRange(let range, let present):
+                if present {
+                    try maps.sourceRanges.update(range.mapKey, 1)
+                } else {
+                    _ = try maps.sourceRanges.delete(range.mapKey)
+                }
             }
         }
     }
@@ -167,7 +182,8 @@ extension ServiceChange {
         case .deleteFrontend: 2
         case .deleteRevNat: 3
         case .deleteBackend: 4
-        case .putSettings, .putNode, .deleteNode, .attachSocket, .unpinSocket: nil
+        case .putSettings, .putNode, .deleteNode, .attachSocket, .unpinSocket, .putSourceRange, .deleteSourceRange:
+            nil
         }
     }
 }

@@ -27,12 +27,14 @@ public struct BPFFSLayout: Sendable, Hashable, CustomStringConvertible {
         case services = "nodenet_services", backends = "nodenet_backends", revnat = "nodenet_revnat", nodes =
             "nodenet_nodes"
         case settings = "nodenet_settings", socketRevNat = "nodenet_sock_revnat"
+        // loadBalancerSourceRanges by frontend id (services.h).
+        case sourceRanges = "nodenet_source_ranges"
         // Session affinity: each client's backend per frontend (lb.h), written by the datapath.
         case affinity = "nodenet_affinity"
 
         /// The maps apply writes for services. They are replaced together: ids in one refer to
         /// entries of the others.
-        public static let serviceTables: [Map] = [.services, .backends, .revnat, .nodes, .settings]
+        public static let serviceTables: [Map] = [.services, .backends, .revnat, .nodes, .settings, .sourceRanges]
 
         public static func < (a: Map, b: Map) -> Bool { a.rawValue < b.rawValue }
     }

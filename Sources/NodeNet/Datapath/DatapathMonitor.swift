@@ -42,6 +42,9 @@ public struct DatapathEvent: Sendable, Codable, Equatable, CustomStringConvertib
         case NODENET_VERDICT_DROP_NO_LOCAL_BACKEND.rawValue:
             verdict = "drop"
             dropReason = "service has a Local traffic policy and no backend on this node"
+        case NODENET_VERDICT_DROP_SOURCE_RANGE.rawValue:
+            verdict = "drop"
+            dropReason = "client is outside the LoadBalancer's loadBalancerSourceRanges"
         default: verdict = "verdict \(e.verdict)"
         }
         let isARP = UInt32(e.verdict) == NODENET_VERDICT_ARP_REPLY.rawValue

@@ -21,6 +21,44 @@ public struct FrontendFlags: OptionSet, Sendable, Hashable {
     public static let localOnly = FrontendFlags(rawValue: UInt8(NODENET_SERVICE_LOCAL_ONLY))
     /// Session affinity by client (`sessionAffinity: ClientIP`); its timeout is in slot 0.
     public static let affinity = FrontendFlags(rawValue: UInt8(NODENET_SERVICE_AFFINITY))
+    /// `loadBalancerSourceRanges`: from outside, only the clients in the source-ranges map.
+    public static let sourceRanges = FrontendFlags(rawValue: UInt8(NODENET_SERVICE_SOURCE_RANGES))
+}
+
+/// One of a frontend's `loadBalancerSourceRanges` in the source-ranges map (by frontend id).
+public struct SourceRange: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public var id: UInt16
+    public var prefix: IPPrefix
+
+    public init(id: UInt16, prefix: IPPrefix) {
+        self.id = id
+        self.prefix = prefix
+    }
+
+    public var description: String { "\(prefix) for frontend \(id)" }
+
+    public static func < (a: SourceRange, b: SourceRange) -> Bool {
+        (a.id, a.prefix.address.ipv4Value ?? 0, a.prefix.length) < (
+            b.id, b.prefix.address.ipv4Value ?? 0, b.prefix.length
+        )
+    }
+
+    /// The map key: the id and pad bits (32) and the prefix's length.
+    var mapKey: nodenet_source_range_key {
+        var key = nodenet_source_range_key()
+        key.prefixlen = 32 + UInt32(prefix.length)
+        key.id = id
+        key.address = (prefix.address.ipv4Value ?? 0).bigEndian
+        return key
+    }
+
+    init?(_ key: nodenet_source_range_key) {
+        guard key.prefixlen >= 32,
+            let prefix = IPPrefix(IPAddress(ipv4: UInt32(bigEndian: key.address)), length: Int(key.prefixlen) - 32)
+        else { return nil }
+        id = key.id
+        self.prefix = prefix
+    }
 }
 
 /// A cluster node's address in the nodes map (`NODENET_NODE_*`, bpf/lib/maps.h).
@@ -107,6 +145,7 @@ final class ServiceMaps {
     let revnat: BPFMap<UInt32, nodenet_revnat>
     let nodes: BPFMap<nodenet_node_key, nodenet_node>
     let settings: BPFMap<UInt32, nodenet_config>
+    let sourceRanges: BPFMap<nodenet_source_range_key, UInt8>
 
     /// The maps pinned in `layout`; nil unless all of them are.
     init?(pinnedIn layout: BPFFSLayout) throws {
@@ -114,11 +153,13 @@ final class ServiceMaps {
             let backends = try BPFMap<UInt32, nodenet_backend>.pinned(at: layout.path(.backends)),
             let revnat = try BPFMap<UInt32, nodenet_revnat>.pinned(at: layout.path(.revnat)),
             let nodes = try BPFMap<nodenet_node_key, nodenet_node>.pinned(at: layout.path(.nodes)),
-            let settings = try BPFMap<UInt32, nodenet_config>.pinned(at: layout.path(.settings))
+            let settings = try BPFMap<UInt32, nodenet_config>.pinned(at: layout.path(.settings)),
+            let sourceRanges = try BPFMap<nodenet_source_range_key, UInt8>.pinned(at: layout.path(.sourceRanges))
         else { return nil }
         (self.services, self.backends, self.revnat, self.nodes, self.settings) = (
             services, backends, revnat, nodes, settings
         )
+        self.sourceRanges = sourceRanges
     }
 
     init(_ object: BPFObject) throws {
@@ -131,6 +172,8 @@ final class ServiceMaps {
             named: BPFFSLayout.Map.nodes.rawValue, key: nodenet_node_key.self, value: nodenet_node.self)
         settings = try object.map(
             named: BPFFSLayout.Map.settings.rawValue, key: UInt32.self, value: nodenet_config.self)
+        sourceRanges = try object.map(
+            named: BPFFSLayout.Map.sourceRanges.rawValue, key: nodenet_source_range_key.self, value: UInt8.self)
     }
 
     /// Make-before-break: the revnat entry and the new backend slots first, then slot 0

@@ -15,11 +15,14 @@ public struct DesiredFrontend: Sendable, Equatable {
     public var localOnly = false
     /// `sessionAffinity: ClientIP`: a client keeps its backend for this many seconds.
     public var affinityTimeout: UInt32?
+    /// `loadBalancerSourceRanges` (a LoadBalancer address): the clients it takes from outside.
+    public var sourceRanges: [IPPrefix] = []
 
     var flags: FrontendFlags {
         var flags: FrontendFlags = type.hasNodePorts ? .nodePort : []
         if localOnly { flags.insert(.localOnly) }
         if affinityTimeout != nil { flags.insert(.affinity) }
+        if !sourceRanges.isEmpty { flags.insert(.sourceRanges) }
         return flags
     }
 }
@@ -70,13 +73,18 @@ extension NodeSpec {
                                 retained: retained, localOnly: external, affinityTimeout: affinity))
                     }
                 }
-                // Load balancer and external addresses: reached from outside like node ports.
-                for address in service.loadBalancerIPs + service.externalIPs {
+                // Load balancer and external addresses: reached from outside like node ports; the
+                // source ranges govern the load balancer's.
+                let ranges = Array(Set(service.loadBalancerSourceRanges)).sorted { $0.description < $1.description }
+                for (address, isLoadBalancer) in service.loadBalancerIPs.map({ ($0, true) })
+                    + service.externalIPs.map({ ($0, false) })
+                {
                     result.append(
                         DesiredFrontend(
                             key: FrontendKey(address: address, port: UInt16(port.port), protocol: port.protocol),
                             type: .loadBalancer, service: service.name, backends: external ? local : unique,
-                            retained: retained, localOnly: external, affinityTimeout: affinity))
+                            retained: retained, localOnly: external, affinityTimeout: affinity,
+                            sourceRanges: isLoadBalancer ? ranges : []))
                 }
             }
         }

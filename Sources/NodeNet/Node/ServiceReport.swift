@@ -40,6 +40,7 @@ extension NodeController {
         var rows: [ServiceStatus] = []
         // Built once (per frontend it made a listing of many services quadratic).
         let idsByAddress = Dictionary(observed.backends.map { ($0.value, $0.key) }, uniquingKeysWith: min)
+        let rangesByID = Dictionary(grouping: observed.sourceRanges, by: \.id)
         for key in observed.frontendKeys {
             let master = observed.masters[key]
             let entry = observed.entry(key)
@@ -65,6 +66,10 @@ extension NodeController {
             }
             if let master, master.flags.contains(.affinity) {
                 flags.append("sessionAffinity=ClientIP (\(master.affinityTimeout) s)")
+            }
+            if let master, master.flags.contains(.sourceRanges) {
+                let ranges = (rangesByID[master.id] ?? []).sorted().map(\.prefix.description)
+                flags.append("loadBalancerSourceRanges=\(ranges.joined(separator: ","))")
             }
             rows.append(
                 ServiceStatus(

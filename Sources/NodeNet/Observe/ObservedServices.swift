@@ -10,6 +10,7 @@ public struct ObservedServices: Sendable, Equatable {
     public var revnat: [UInt16: FrontendKey] = [:]
     public var nodes: [IPAddress: NodeFlags] = [:]
     public var settings: NodeSettings?
+    public var sourceRanges: Set<SourceRange> = []
 
     public init() {}
 
@@ -73,6 +74,9 @@ public struct ObservedServices: Sendable, Equatable {
             for (k, v) in try map.entries() {
                 result.nodes[IPAddress(ipv4: UInt32(bigEndian: k.address))] = NodeFlags(rawValue: v.flags)
             }
+        }
+        if let map = try BPFMap<nodenet_source_range_key, UInt8>.pinned(at: layout.path(.sourceRanges)) {
+            result.sourceRanges = Set(try map.keys().compactMap(SourceRange.init))
         }
         if let map = try BPFMap<UInt32, nodenet_config>.pinned(at: layout.path(.settings)), let c = try map.lookup(0),
             c.node_ip != 0

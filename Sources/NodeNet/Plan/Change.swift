@@ -83,6 +83,9 @@ enum ServiceChange: Sendable, Equatable {
     /// Removes a frontend: slot 0 first (no new connections), then its slots.
     case deleteFrontend(FrontendKey, previous: FrontendSnapshot)
     case deleteRevNat(id: UInt16, previous: FrontendKey)
+    /// A client prefix a LoadBalancer frontend takes (written before the frontend's flag).
+    case putSourceRange(SourceRange)
+    case deleteSourceRange(SourceRange)
     /// Attaches a socket-LB program to the cgroup (`replacing`: the pin of the same hook and
     /// cgroup from another build, whose link gets the new program).
     case attachSocket(CgroupLink.Hook, cgroup: String, cgroupID: UInt64, replacing: String?)

@@ -32,6 +32,12 @@ extension Planner {
                 found: observed.backends[id]?.description,
                 .service(.putBackend(id: id, backend, previous: observed.backends[id])))
         }
+        // Source ranges before the frontends whose flag makes the datapath look them up.
+        for range in Self.sourceRanges(desired.frontends, ids).subtracting(observed.sourceRanges).sorted() {
+            addChange(
+                .create, .service, .node, "source range \(range.prefix) of frontend \(range.id)",
+                wanted: range.prefix.description, found: nil, .service(.putSourceRange(range)))
+        }
         // Built once: per frontend it made planning quadratic (10 000 services: seconds).
         let backendsByID = Dictionary(ids.backends.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a })
         for frontend in desired.frontends {
@@ -114,6 +120,11 @@ extension Planner {
                 .delete, .service, .node, "frontend id \(id)", wanted: nil, found: key.description,
                 .service(.deleteRevNat(id: id, previous: key)))
         }
+        for range in observed.sourceRanges.subtracting(Self.sourceRanges(desired.frontends, ids)).sorted() {
+            addChange(
+                .delete, .service, .node, "source range \(range.prefix) of frontend \(range.id)", wanted: nil,
+                found: range.prefix.description, .service(.deleteSourceRange(range)))
+        }
         let wantedBackends = Set(ids.backends.values)
         for (id, backend) in observed.backends.filter({ !wantedBackends.contains($0.key) }).sorted(by: {
             $0.key < $1.key
@@ -127,6 +138,16 @@ extension Planner {
                 .delete, .service, .node, "node address \(ip)", wanted: nil, found: flags.description,
                 .service(.deleteNode(ip, previous: flags)))
         }
+    }
+
+    /// Every (frontend id, prefix) the desired LoadBalancer frontends' source ranges make.
+    static func sourceRanges(_ frontends: [DesiredFrontend], _ ids: ServiceIDs) -> Set<SourceRange> {
+        var ranges: Set<SourceRange> = []
+        for frontend in frontends where !frontend.sourceRanges.isEmpty {
+            guard let id = ids.frontends[frontend.key] else { continue }
+            for prefix in frontend.sourceRanges { ranges.insert(SourceRange(id: id, prefix: prefix)) }
+        }
+        return ranges
     }
 
     static func describe(_ e: FrontendEntry, backends: [UInt32: BackendAddress]) -> String {

@@ -168,6 +168,9 @@ public struct ServiceSpec: Sendable, Hashable {
     public var externalIPs: [IPAddress] = []
     /// A LoadBalancer service's addresses (its load balancer's), reached like `externalIPs`.
     public var loadBalancerIPs: [IPAddress] = []
+    /// The clients a LoadBalancer service's `loadBalancerIPs` take from outside the cluster
+    /// (the packet path); empty: every client. Others are dropped (verdict `drop source range`).
+    public var loadBalancerSourceRanges: [IPPrefix] = []
 
     public init(
         name: String, type: ServiceType, clusterIP: IPAddress, ports: [ServicePort], backends: [ServiceBackend],

@@ -267,7 +267,7 @@ package struct SpecReader {
                     allowed: [
                         "name", "type", "clusterIP", "ports", "backends", "externalTrafficPolicy",
                         "internalTrafficPolicy", "sessionAffinity", "sessionAffinityTimeoutSeconds", "externalIPs",
-                        "loadBalancerIPs",
+                        "loadBalancerIPs", "loadBalancerSourceRanges",
                     ])
             else { continue }
             var policies: [TrafficPolicy] = []
@@ -351,11 +351,26 @@ package struct SpecReader {
             func addresses(_ key: String) -> [IPAddress] {
                 array(fields, key, path).enumerated().compactMap { j, item -> IPAddress? in
                     guard case .string(let text) = item, let ip = IPAddress(text), ip.isIPv4 else {
-                        problem("\(path).\(key)[\(j)]", "\(item) is not an IPv4 address")
+                        problem("\(path).\(key)[\(j)]", "\(item.text) is not an IPv4 address")
                         return nil
                     }
                     return ip
                 }
+            }
+            let sourceRanges = array(fields, "loadBalancerSourceRanges", path).enumerated().compactMap {
+                j, item -> IPPrefix? in
+                let itemPath = "\(path).loadBalancerSourceRanges[\(j)]"
+                guard case .string(let text) = item, text.contains("/"), let prefix = IPPrefix(text),
+                    prefix.family == .inet
+                else {
+                    problem(itemPath, "\(item.text) is not an IPv4 CIDR (like 203.0.113.0/24)")
+                    return nil
+                }
+                guard prefix.isNetwork else {
+                    problem(itemPath, "\(text) has host bits set (did you mean \(prefix.network)?)")
+                    return nil
+                }
+                return prefix
             }
             var affinity = SessionAffinity.none
             if let text = string(fields, "sessionAffinity", path, required: false) {
@@ -375,6 +390,7 @@ package struct SpecReader {
                     ))
                 services[services.count - 1].externalIPs = addresses("externalIPs")
                 services[services.count - 1].loadBalancerIPs = addresses("loadBalancerIPs")
+                services[services.count - 1].loadBalancerSourceRanges = sourceRanges
                 services[services.count - 1].sessionAffinity = affinity
                 services[services.count - 1].sessionAffinityTimeoutSeconds = affinityTimeout
                 servicePaths.append(path)

@@ -179,6 +179,10 @@ struct SpecValidator {
             if !service.loadBalancerIPs.isEmpty, service.type != .loadBalancer {
                 problem("\(path).loadBalancerIPs", "only LoadBalancer services have loadBalancerIPs")
             }
+            if !service.loadBalancerSourceRanges.isEmpty, service.type != .loadBalancer {
+                problem(
+                    "\(path).loadBalancerSourceRanges", "only LoadBalancer services have loadBalancerSourceRanges")
+            }
             for (key, addresses) in [
                 ("externalIPs", service.externalIPs), ("loadBalancerIPs", service.loadBalancerIPs),
             ] {
@@ -248,6 +252,7 @@ struct SpecValidator {
         // What the BPF maps can hold.
         var frontends = 0
         var entries = 0
+        var sourceRanges = 0
         var distinct: Set<BackendAddress> = []
         for service in spec.services {
             for port in service.ports {
@@ -256,6 +261,7 @@ struct SpecValidator {
                     + service.loadBalancerIPs.count
                 frontends += count
                 entries += count * (1 + service.backends.count)
+                sourceRanges += service.loadBalancerIPs.count * Set(service.loadBalancerSourceRanges).count
                 for b in service.backends {
                     distinct.insert(
                         BackendAddress(address: b.ip, port: UInt16(b.port ?? port.targetPort), protocol: port.protocol))
@@ -274,6 +280,12 @@ struct SpecValidator {
         }
         if backends > Int(NODENET_BACKENDS_MAX) {
             problem("services", "\(backends) distinct backends; the map holds \(NODENET_BACKENDS_MAX)")
+        }
+        if sourceRanges > Int(NODENET_SOURCE_RANGES_MAX) {
+            problem(
+                "services",
+                "\(sourceRanges) source ranges (each LoadBalancer frontend's); the map holds \(NODENET_SOURCE_RANGES_MAX)"
+            )
         }
     }
 }

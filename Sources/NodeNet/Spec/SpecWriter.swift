@@ -69,6 +69,9 @@ extension ServiceSpec {
         if internalTrafficPolicy != .cluster { object["internalTrafficPolicy"] = internalTrafficPolicy.rawValue }
         if !externalIPs.isEmpty { object["externalIPs"] = externalIPs.map(\.description) }
         if !loadBalancerIPs.isEmpty { object["loadBalancerIPs"] = loadBalancerIPs.map(\.description) }
+        if !loadBalancerSourceRanges.isEmpty {
+            object["loadBalancerSourceRanges"] = loadBalancerSourceRanges.map(\.description)
+        }
         if sessionAffinity != .none {
             object["sessionAffinity"] = sessionAffinity.rawValue
             object["sessionAffinityTimeoutSeconds"] = sessionAffinityTimeoutSeconds
