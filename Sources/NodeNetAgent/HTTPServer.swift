@@ -73,9 +73,45 @@ public final class HTTPServer: @unchecked Sendable {
 
     /// Binds and listens; a unix socket is created with `mode` (an old socket file at the path
     /// is replaced).
-    public init(address: Address, mode: mode_t = 0o600, handler: @escaping @Sendable (Request) -> Response) throws {
+    public convenience init(
+        address: Address, mode: mode_t = 0o600, handler: @escaping @Sendable (Request) -> Response
+    ) throws {
+        try self.init(bound: try Self.bind(address, mode: mode), address: address, handler: handler)
+    }
+
+    /// A health check node port (kube-proxy's): TCP `port` on every address of `namespace` (the
+    /// node's). The one server of nodenet's that answers off the node; what it says is only
+    /// `handler`'s (no request body is read past the limit, a connection has a deadline).
+    public convenience init(
+        healthCheckPort port: UInt16, in namespace: NamespaceReference,
+        handler: @escaping @Sendable (Request) -> Response
+    ) throws {
+        let address = Address.tcp(IPAddress("0.0.0.0"), port)
+        let fd = try NetworkNamespace.run(in: namespace) { () throws -> Int32 in
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else {
+                throw NodeNetError.state("a socket for \(address): \(String(cString: strerror(errno)))")
+            }
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, 4)
+            let rc = SocketAddress(IPAddress("0.0.0.0"), port: port).withSockaddr { Glibc.bind(fd, $0, $1) }
+            guard rc == 0 else { throw Self.failure("binding health check node port \(port)", fd) }
+            return fd
+        }
+        try self.init(bound: fd, address: address, handler: handler)
+    }
+
+    private init(bound fd: Int32, address: Address, handler: @escaping @Sendable (Request) -> Response) throws {
+        self.fd = fd
         self.address = address
         self.handler = handler
+        guard listen(fd, 128) == 0 else { throw Self.failure("listening on \(address)", fd) }
+        Thread.detachNewThread { [self] in serve() }
+    }
+
+    /// A socket bound to `address` (loopback or a unix socket only).
+    private static func bind(_ address: Address, mode: mode_t) throws -> Int32 {
+        let fd: Int32
         switch address {
         case .tcp(let ip, let port):
             // nodenet serves nothing off the node: loopback only, whoever calls.
@@ -85,7 +121,7 @@ public final class HTTPServer: @unchecked Sendable {
             fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             var one: Int32 = 1
             setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, 4)
-            let rc = SocketAddress(ip, port: port).withSockaddr { bind(fd, $0, $1) }
+            let rc = SocketAddress(ip, port: port).withSockaddr { Glibc.bind(fd, $0, $1) }
             guard rc == 0 else { throw Self.failure("binding \(address)", fd) }
         case .unix(let path):
             fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -106,14 +142,13 @@ public final class HTTPServer: @unchecked Sendable {
             let old = umask(~mode & 0o777)
             let rc = withUnsafePointer(to: &a) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                    Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
                 }
             }
             umask(old)
             guard rc == 0 else { throw Self.failure("binding \(address)", fd) }
         }
-        guard listen(fd, 128) == 0 else { throw Self.failure("listening on \(address)", fd) }
-        Thread.detachNewThread { [self] in serve() }
+        return fd
     }
 
     private static func failure(_ what: String, _ fd: Int32) -> NodeNetError {

@@ -102,6 +102,8 @@ public final class NodeAgent: @unchecked Sendable {
     public let metrics: AgentMetrics
     let logger: (String) -> Logger
     let state = StateBox()
+    /// The services' health check node ports (kube-proxy's), following the spec.
+    let healthChecks: HealthCheckServers
     private let triggers: AsyncStream<Trigger>
     let continuation: AsyncStream<Trigger>.Continuation
 
@@ -153,6 +155,7 @@ public final class NodeAgent: @unchecked Sendable {
         self.options = options
         self.metrics = metrics
         self.logger = logger
+        self.healthChecks = HealthCheckServers(namespace: options.namespace)
         (triggers, continuation) = AsyncStream<Trigger>.makeStream(bufferingPolicy: .unbounded)
     }
 
@@ -175,6 +178,7 @@ public final class NodeAgent: @unchecked Sendable {
         }
         cluster?.member.publish(pods: node.spec.pods + node.endpoints.endpoints.map(\.pod))
         metrics.describe(node.controller.spec)
+        healthChecks.sync(node.controller.spec.serviceHealthChecks, log: logger("health-check"))
     }
     /// Reconcile runs so far.
     public var reconcileCount: Int { state.with { $0.reconciles } }
@@ -283,6 +287,7 @@ public final class NodeAgent: @unchecked Sendable {
             controller: try RunningNode.controller(spec, endpoints, lock: lock, namespace: options.namespace),
             lock: lock, namespace: options.namespace)
         var controller: NodeController { node.controller }
+        defer { healthChecks.stop() }
         publish(node)
         log.info(
             "starting",

@@ -408,3 +408,69 @@ final class TCPPair {
         return read(client, &buffer, buffer.count) == bytes.count && Array(buffer[0..<bytes.count]) == bytes
     }
 }
+
+/// kube-proxy's health check node port, served by the agent on the node's addresses.
+@Suite(.serialized, .enabled(if: Privileges.runsNamespaceTests, Comment(rawValue: Privileges.skipReason)))
+struct HealthCheckNodePortTests {
+    /// `GET /` to the node's address from the fabric (outside the node): status and body, or
+    /// nil when nothing listens.
+    static func get(_ t: TestNode, port: UInt16) -> (status: Int, body: String)? {
+        guard
+            let fd = try? LabProbe.connect(
+                from: .named(t.fabric), to: SocketAddress(IPAddress("172.18.0.2"), port: port), timeout: 2)
+        else { return nil }
+        defer { close(fd) }
+        let request = Array("GET / HTTP/1.1\r\nHost: lb-health\r\nConnection: close\r\n\r\n".utf8)
+        guard write(fd, request, request.count) == request.count else { return nil }
+        var answer: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while case let n = read(fd, &buffer, buffer.count), n > 0 { answer += buffer[0..<n] }
+        let text = String(decoding: answer, as: UTF8.self)
+        guard let statusLine = text.split(separator: "\r\n").first,
+            let status = Int(statusLine.split(separator: " ").dropFirst().first ?? "")
+        else { return nil }
+        return (status, text.components(separatedBy: "\r\n\r\n").dropFirst().joined())
+    }
+
+    static func service(_ t: TestNode, backends: [String], healthCheck: Int?) -> ServiceSpec {
+        var lb = ServiceSpec(
+            name: "default/lb", type: .loadBalancer, clusterIP: IPAddress("10.96.9.9"),
+            ports: [ServicePort(port: 80, nodePort: 31080)],
+            backends: backends.map { ServiceBackend(ip: IPAddress($0)!) },
+            externalTrafficPolicy: .local)
+        lb.loadBalancerIPs = [IPAddress("172.30.0.9")]
+        lb.healthCheckNodePort = healthCheck
+        return lb
+    }
+
+    @Test func theAgentAnswersForItsLocalBackendsAndFollowsTheSpec() async throws {
+        try await TestNode.with(pods: 1) { t in
+            var spec = t.spec()
+            spec.services = [Self.service(t, backends: ["10.0.2.32", "10.0.1.15"], healthCheck: 31555)]
+            try await AgentIntegrationTests.withAgent(on: t, spec: spec) { agent, file, _ in
+                // One ready backend on this node: 200, as kube-proxy answers.
+                var answer = Self.get(t, port: 31555)
+                #expect(answer?.status == 200, "\(answer as Any)")
+                let json = try #require(
+                    try JSONSerialization.jsonObject(with: Data((answer?.body ?? "").utf8)) as? [String: Any])
+                #expect(json["localEndpoints"] as? Int == 1)
+                #expect((json["service"] as? [String: String]) == ["namespace": "default", "name": "lb"])
+                // The local backend goes: 503 with 0, so the load balancer stops sending here.
+                spec.services = [Self.service(t, backends: ["10.0.1.15"], healthCheck: 31555)]
+                try spec.jsonData().write(to: file)
+                try await AgentIntegrationTests.waitFor("a 503", seconds: 30) {
+                    answer = Self.get(t, port: 31555)
+                    return answer?.status == 503
+                }
+                #expect(answer?.body.contains("\"localEndpoints\":0") == true, "\(answer as Any)")
+                // The port leaves the spec: nothing listens on it any more.
+                spec.services = [Self.service(t, backends: ["10.0.1.15"], healthCheck: nil)]
+                try spec.jsonData().write(to: file)
+                try await AgentIntegrationTests.waitFor("the port to close", seconds: 30) {
+                    Self.get(t, port: 31555) == nil
+                }
+                _ = agent
+            }
+        }
+    }
+}

@@ -96,7 +96,8 @@ import Testing
                 "ports": [["port": 80, "nodePort": 31000]], "loadBalancerSourceRanges": ranges,
             ]
         }
-        #expect(Self.problems { $0["services"] = [service("LoadBalancer", ["192.0.2.0/24", "198.51.100.7/32"])] } == [])
+        #expect(
+            Self.problems { $0["services"] = [service("LoadBalancer", ["192.0.2.0/24", "198.51.100.7/32"])] } == [])
         #expect(
             Self.problems { $0["services"] = [service("LoadBalancer", ["192.0.2.1/24", "2001:db8::/32", 7])] } == [
                 "services[0].loadBalancerSourceRanges[0]: 192.0.2.1/24 has host bits set (did you mean 192.0.2.0/24?)",
@@ -108,6 +109,28 @@ import Testing
         #expect(
             Self.problems { $0["services"] = [nodePort] } == [
                 "services[0].loadBalancerSourceRanges: only LoadBalancer services have loadBalancerSourceRanges"
+            ])
+    }
+
+    @Test func healthCheckNodePortsBelongToLocalLoadBalancers() {
+        func service(_ type: String, _ policy: String, _ port: Int) -> [String: Any] {
+            [
+                "name": "default/lb", "type": type, "clusterIP": "10.96.9.9", "externalTrafficPolicy": policy,
+                "ports": [["port": 80, "nodePort": 31000]], "healthCheckNodePort": port,
+            ]
+        }
+        #expect(Self.problems { $0["services"] = [service("LoadBalancer", "Local", 31001)] } == [])
+        #expect(
+            Self.problems { $0["services"] = [service("LoadBalancer", "Cluster", 31001)] } == [
+                "services[0].healthCheckNodePort: only LoadBalancer services with externalTrafficPolicy Local have one"
+            ])
+        #expect(
+            Self.problems { $0["services"] = [service("LoadBalancer", "Local", 31000)] } == [
+                "services[0].healthCheckNodePort: 31000/TCP is already used by services[0].ports[0]"
+            ])
+        #expect(
+            Self.problems { $0["services"] = [service("LoadBalancer", "Local", 8080)] } == [
+                "services[0].healthCheckNodePort: 8080 is outside the NodePort range 30000-32767"
             ])
     }
 

@@ -171,6 +171,11 @@ public struct ServiceSpec: Sendable, Hashable {
     /// The clients a LoadBalancer service's `loadBalancerIPs` take from outside the cluster
     /// (the packet path); empty: every client. Others are dropped (verdict `drop source range`).
     public var loadBalancerSourceRanges: [IPPrefix] = []
+    /// A LoadBalancer service with `externalTrafficPolicy: Local`: the agent answers HTTP on
+    /// this TCP port of every address of the node, 200 with the node's count of ready local
+    /// backends, 503 with none, so the load balancer sends traffic only to nodes that serve it
+    /// (kube-proxy's health check node port).
+    public var healthCheckNodePort: Int?
 
     public init(
         name: String, type: ServiceType, clusterIP: IPAddress, ports: [ServicePort], backends: [ServiceBackend],

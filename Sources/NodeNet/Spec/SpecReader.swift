@@ -267,7 +267,7 @@ package struct SpecReader {
                     allowed: [
                         "name", "type", "clusterIP", "ports", "backends", "externalTrafficPolicy",
                         "internalTrafficPolicy", "sessionAffinity", "sessionAffinityTimeoutSeconds", "externalIPs",
-                        "loadBalancerIPs", "loadBalancerSourceRanges",
+                        "loadBalancerIPs", "loadBalancerSourceRanges", "healthCheckNodePort",
                     ])
             else { continue }
             var policies: [TrafficPolicy] = []
@@ -380,6 +380,7 @@ package struct SpecReader {
                     problem("\(path).sessionAffinity", "\"\(text)\" is not None or ClientIP")
                 }
             }
+            let healthCheckNodePort = integer(fields, "healthCheckNodePort", path, required: false, range: 1...65535)
             let affinityTimeout =
                 integer(fields, "sessionAffinityTimeoutSeconds", path, required: false, range: 1...86400) ?? 10800
             if let name, let clusterIP {
@@ -391,6 +392,7 @@ package struct SpecReader {
                 services[services.count - 1].externalIPs = addresses("externalIPs")
                 services[services.count - 1].loadBalancerIPs = addresses("loadBalancerIPs")
                 services[services.count - 1].loadBalancerSourceRanges = sourceRanges
+                services[services.count - 1].healthCheckNodePort = healthCheckNodePort
                 services[services.count - 1].sessionAffinity = affinity
                 services[services.count - 1].sessionAffinityTimeoutSeconds = affinityTimeout
                 servicePaths.append(path)

@@ -231,6 +231,21 @@ struct SpecValidator {
                     break
                 }
             }
+            if let port = service.healthCheckNodePort {
+                let hp = "\(path).healthCheckNodePort"
+                if service.type != .loadBalancer || service.externalTrafficPolicy != .local {
+                    problem(hp, "only LoadBalancer services with externalTrafficPolicy Local have one")
+                } else if !spec.nodePortRange.contains(port) {
+                    problem(
+                        hp,
+                        "\(port) is outside the NodePort range \(spec.nodePortRange.lowerBound)-\(spec.nodePortRange.upperBound)"
+                    )
+                } else if let first = nodePorts[port << 8 | 6] {
+                    problem(hp, "\(port)/TCP is already used by \(first)")
+                } else {
+                    nodePorts[port << 8 | 6] = hp
+                }
+            }
             var backends: [BackendKey: Int] = [:]
             for (j, backend) in service.backends.enumerated() {
                 let key = BackendKey(ip: backend.ip, port: backend.port)

@@ -69,6 +69,7 @@ extension ServiceSpec {
         if internalTrafficPolicy != .cluster { object["internalTrafficPolicy"] = internalTrafficPolicy.rawValue }
         if !externalIPs.isEmpty { object["externalIPs"] = externalIPs.map(\.description) }
         if !loadBalancerIPs.isEmpty { object["loadBalancerIPs"] = loadBalancerIPs.map(\.description) }
+        if let healthCheckNodePort { object["healthCheckNodePort"] = healthCheckNodePort }
         if !loadBalancerSourceRanges.isEmpty {
             object["loadBalancerSourceRanges"] = loadBalancerSourceRanges.map(\.description)
         }
