@@ -126,3 +126,22 @@ import Testing
                 == "adding route 10.0.9.0/24 via 192.0.2.1 dev 2: Nexthop has invalid gateway (ENETUNREACH)")
     }
 }
+
+@Suite struct DeviceKeyTests {
+    @Test func perDeviceSysctlKeysAreRecognisedAndNothingElse() {
+        #expect(
+            DeviceConfiguration.deviceKey("net/ipv4/conf/lxc5fa86a0801be/rp_filter")! == (
+                "ipv4", "lxc5fa86a0801be", "rp_filter"
+            ))
+        #expect(DeviceConfiguration.deviceKey("net.ipv6.conf.eth0.disable_ipv6")! == ("ipv6", "eth0", "disable_ipv6"))
+        #expect(
+            DeviceConfiguration.deviceKey("net/ipv4/conf/eth0.100/forwarding")! == ("ipv4", "eth0.100", "forwarding"))
+        for other in [
+            "net/ipv4/ip_forward", "net/ipv4/conf/all/forwarding", "net/ipv4/conf/default/rp_filter",
+            "net.ipv4.conf.eth0.100.forwarding", "net/ipv4/conf/eth0", "net/ipv4/conf//rp_filter",
+            "net/ipv4/conf/eth0/", "net/ipv4/conf/eth0/a/b", "net/ipv5/conf/eth0/rp_filter", "",
+        ] {
+            #expect(DeviceConfiguration.deviceKey(other) == nil, "\(other)")
+        }
+    }
+}

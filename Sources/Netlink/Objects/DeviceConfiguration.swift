@@ -55,18 +55,37 @@ public struct DeviceConfiguration: Sendable, Equatable {
     /// shows, when this configuration holds it; nil for other keys (read those from `/proc/sys`).
     public func value(ofSysctl key: String) -> String? {
         guard let (family, _, name) = Self.deviceKey(key) else { return nil }
-        if family == "ipv4", let k = Self.ipv4Names[name], k - 1 < ipv4.count { return "\(ipv4[k - 1])" }
-        if family == "ipv6", let k = Self.ipv6Names[name], k < ipv6.count { return "\(ipv6[k])" }
+        return value(ipv6: family == "ipv6", name: name)
+    }
+
+    /// The value of the IPv4 or IPv6 setting `name` (`rp_filter`, `disable_ipv6`), when held.
+    public func value(ipv6: Bool, name: String) -> String? {
+        if !ipv6, let k = Self.ipv4Names[name], k - 1 < ipv4.count { return "\(ipv4[k - 1])" }
+        if ipv6, let k = Self.ipv6Names[name], k < self.ipv6.count { return "\(self.ipv6[k])" }
         return nil
     }
 
     /// The family, device and setting of a per-device key (`net/ipv4/conf/eth0/rp_filter`);
-    /// nil for other keys and for `all`/`default`.
+    /// nil for other keys and for `all`/`default`. (Scanned as bytes: plans ask it of every
+    /// setting of a node.)
     public static func deviceKey(_ key: String) -> (family: String, device: String, name: String)? {
-        let parts = key.split(separator: key.contains("/") ? "/" : ".")
-        guard parts.count == 5, parts[0] == "net", parts[1] == "ipv4" || parts[1] == "ipv6", parts[2] == "conf",
-            parts[3] != "all", parts[3] != "default"
+        let bytes = Array(key.utf8)
+        guard bytes.count > 14 else { return nil }
+        let separator = bytes[3]
+        guard separator == UInt8(ascii: "/") || separator == UInt8(ascii: ".") else { return nil }
+        let family: String
+        switch String(decoding: bytes[0..<14], as: UTF8.self) {
+        case "net/ipv4/conf/", "net.ipv4.conf.": family = "ipv4"
+        case "net/ipv6/conf/", "net.ipv6.conf.": family = "ipv6"
+        default: return nil
+        }
+        let rest = bytes[14...]
+        guard let cut = rest.firstIndex(of: separator), cut > rest.startIndex,
+            !bytes[(cut + 1)...].contains(separator), cut + 1 < bytes.count
         else { return nil }
-        return (String(parts[1]), String(parts[3]), String(parts[4]))
+        let device = String(decoding: rest[..<cut], as: UTF8.self)
+        guard device != "all", device != "default", separator == UInt8(ascii: "/") || !device.contains(".")
+        else { return nil }
+        return (family, device, String(decoding: bytes[(cut + 1)...], as: UTF8.self))
     }
 }

@@ -85,12 +85,19 @@ public struct DesiredState: Sendable, Equatable {
 
 /// One `/proc/sys` value.
 public struct SysctlSetting: Sendable, Equatable, Hashable {
-    public var key: String
+    public let key: String
     public var value: String
+    /// The device a per-device key belongs to (`net/ipv4/conf/DEV/NAME`) and the setting's
+    /// name there, if it is one: read from the key once (plans ask it of every setting).
+    let device: String?
+    let deviceSetting: String?
 
     public init(key: String, value: String) {
         self.key = key
         self.value = value
+        let parts = DeviceConfiguration.deviceKey(key)
+        device = parts?.device
+        deviceSetting = parts?.name
     }
 
     /// What every device nodenet forwards through needs: forwarding on, no reverse-path
@@ -120,11 +127,6 @@ public struct SysctlSetting: Sendable, Equatable, Hashable {
     /// Whether the key is IPv6's (absent on a kernel booted without IPv6).
     var isIPv6: Bool { key.hasPrefix("net/ipv6/") || key.hasPrefix("net.ipv6.") }
 
-    /// The device a per-device key belongs to (`net/ipv4/conf/DEV/...`), if any.
-    var device: String? {
-        let parts = key.split(separator: "/")
-        return parts.count == 5 && parts[2] == "conf" ? String(parts[3]) : nil
-    }
 }
 
 /// What a plan covers. `node`: everything nodenet owns, read and compared in full. `endpoints`:

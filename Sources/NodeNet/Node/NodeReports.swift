@@ -85,8 +85,8 @@ extension NodeController {
             {
                 problems.append("pod IP not on eth0")
             }
-            if !observed.node.ownedRoutes.contains(where: { endpoint.podRoute.matches($0, interfaceIndex: host?.index) }
-            ) {
+            let route = observed.node.ownedRoute(to: endpoint.podRoute.destination)
+            if route.map({ endpoint.podRoute.matches($0, interfaceIndex: host?.index) }) != true {
                 problems.append("host route missing")
             }
             let state =
@@ -108,7 +108,7 @@ extension NodeController {
         let intents =
             [desired.routerRoute, desired.podCIDRRoute] + desired.endpoints.map(\.podRoute) + desired.directRoutes
         var rows: [RouteStatus] = intents.map { intent in
-            let found = node.ownedRoutes.first { $0.destination == intent.destination }
+            let found = node.ownedRoute(to: intent.destination)
             let state =
                 found == nil
                 ? "missing" : intent.matches(found!, interfaceIndex: node.index(of: intent.device)) ? "ok" : "drifted"

@@ -66,13 +66,13 @@ public final class NodeSession: @unchecked Sendable {
         // the rest (250 pods: 1 250 files fewer per observe).
         var fromLinks: [String: String] = [:]
         var files = [probe]
-        for key in desired.sysctls.map(\.key) {
-            if let device = DeviceConfiguration.deviceKey(key)?.device,
-                let value = nodeState.links[device]?.configuration?.value(ofSysctl: key)
+        for setting in desired.sysctls {
+            if let device = setting.device, let name = setting.deviceSetting,
+                let value = nodeState.links[device]?.configuration?.value(ipv6: setting.isIPv6, name: name)
             {
-                fromLinks[key] = value
+                fromLinks[setting.key] = value
             } else {
-                files.append(key)
+                files.append(setting.key)
             }
         }
         var sysctls = try Sysctl.read(files, in: namespace).merging(fromLinks) { file, _ in file }

@@ -3,13 +3,27 @@ public struct ObservedNamespace: Sendable, Equatable {
     public var links: [String: Link]
     public var addresses: [InterfaceAddress]
     /// Main-table IPv4 routes carrying nodenet's protocol.
-    public var ownedRoutes: [Route]
+    public var ownedRoutes: [Route] { didSet { routeIndex = Self.index(ownedRoutes) } }
+    /// Position of the first owned route to each destination (a plan looks up a route per
+    /// intent: 1 000 nodes made a scan per intent quadratic).
+    private var routeIndex: [IPPrefix: Int]
 
     public init(links: [Link], addresses: [InterfaceAddress], ownedRoutes: [Route]) {
         self.links = Dictionary(links.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         self.addresses = addresses
         self.ownedRoutes = ownedRoutes
+        routeIndex = Self.index(ownedRoutes)
     }
+
+    private static func index(_ routes: [Route]) -> [IPPrefix: Int] {
+        var index: [IPPrefix: Int] = [:]
+        index.reserveCapacity(routes.count)
+        for (i, route) in routes.enumerated() where index[route.destination] == nil { index[route.destination] = i }
+        return index
+    }
+
+    /// The first owned route to `destination`, if any.
+    public func ownedRoute(to destination: IPPrefix) -> Route? { routeIndex[destination].map { ownedRoutes[$0] } }
 
     var names: [InterfaceIndex: String] {
         Dictionary(links.values.map { ($0.index, $0.name) }, uniquingKeysWith: { a, _ in a })

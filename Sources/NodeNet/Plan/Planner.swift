@@ -261,7 +261,7 @@ public struct Planner {
     private mutating func planRoute(_ intent: RouteIntent, in scope: NamespaceScope, observed: ObservedNamespace?) {
         let fresh = recreated.contains(intent.device)
         let index = fresh ? nil : observed?.index(of: intent.device)
-        let mine = fresh ? nil : observed?.ownedRoutes.first { $0.destination == intent.destination }
+        let mine = fresh ? nil : observed?.ownedRoute(to: intent.destination)
         if let mine, index != nil, intent.matches(mine, interfaceIndex: index) { return }
         let names = observed?.names ?? [:]
         add(
