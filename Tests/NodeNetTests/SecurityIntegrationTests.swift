@@ -128,6 +128,42 @@ struct SecurityIntegrationTests {
         }
     }
 
+    /// Before (BPF mode): a packet from outside with the source address of one of the node's
+    /// pods, its router or the node itself was redirected to the pod it was sent to: a pod
+    /// took it for its neighbour's, or the node's (kubelet's address, which policies trust).
+    @Test func theOutsideCannotSendAsTheNodeOrItsPods() async throws {
+        try await TestNode.with(pods: 2) { t in
+            try Self.applied(t, .bpf) { _ in
+                let capture = try FrameCapture(namespace: .named(t.pods[0]), device: "eth0")
+                // ICMP echo requests to pod net (10.0.2.32) from the fabric, with forged sources.
+                let script = """
+                    import socket, struct
+                    def checksum(b):
+                        s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+                        s = (s >> 16) + (s & 0xffff); s += s >> 16
+                        return ~s & 0xffff
+                    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+                    for source in ["10.0.2.204", "10.0.2.184", "172.18.0.2", "172.18.0.3"]:
+                        icmp = struct.pack("!BBHHH", 8, 0, 0, 7, 1) + b"spoof"
+                        icmp = icmp[:2] + struct.pack("!H", checksum(icmp + b"\\0")) + icmp[4:]
+                        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 0, 0, 64, 1, 0,
+                                         socket.inet_aton(source), socket.inet_aton("10.0.2.32"))
+                        for _ in range(3):
+                            s.sendto(ip + icmp, ("10.0.2.32", 0))
+                    """
+                let sent = try runTool(["ip", "netns", "exec", t.fabric, "python3", "-c", script])
+                #expect(sent.status == 0, "\(sent.output)")
+                let sources = Set(
+                    capture.drain().compactMap { CapturedIPv4($0) }.filter { $0.destination == "10.0.2.32" }.map(
+                        \.source))
+                #expect(sources.contains("172.18.0.3"), "another node's address gets through (the capture works)")
+                for forged in ["10.0.2.204", "10.0.2.184", "172.18.0.2"] {
+                    #expect(!sources.contains(forged), "\(forged) from outside reached the pod")
+                }
+            }
+        }
+    }
+
     /// Before: the state directory was used wherever it was and whoever owned it: another user
     /// could plant it (and its ledger) or swap it for a link to their own. Now each of these is
     /// refused with a sentence, and the node's own directory ends up 0700.
