@@ -372,27 +372,38 @@ struct ServiceLabTests {
         #expect(after.failures == 0 && after.answers.count == 1 && after.answers[held] == nil, "\(after.answers)")
     }
 
+    /// The seed's lab with `service` added, up, and the outside network routing `prefix` to
+    /// worker2 (as a load balancer or a router would); removed again when that fails.
+    static func upRouted(_ tag: String, with service: ServiceSpec, routing prefix: IPPrefix) throws -> LabCluster {
+        var cluster = LabCluster.seed(name: LabIntegrationTests.labName(tag))
+        cluster.services.append(service)
+        do {
+            try Self.up(cluster)
+            let external = try NetlinkSocket(namespace: .named(cluster.externalNamespace))
+            try external.add(
+                Route(
+                    destination: prefix, gateway: IPAddress("172.18.0.2"),
+                    interfaceIndex: try #require(try external.link(named: "eth0")).index))
+        } catch {
+            Lab.down(name: cluster.name)
+            throw error
+        }
+        return cluster
+    }
+
     /// A LoadBalancer service with a load balancer address and an external address, both routed
     /// to worker2 by the outside network: reached from the external host on each (remote
     /// backends too, the replies from the address it asked), from a pod through socket LB, and
     /// on its node port; `service list` says LoadBalancer.
     @Test func loadBalancerAndExternalAddressesAreReachedFromOutside() throws {
-        var cluster = LabCluster.seed(name: LabIntegrationTests.labName("lb"))
         var lb = ServiceSpec(
             name: "default/lb", type: .loadBalancer, clusterIP: IPAddress("10.96.9.9"),
             ports: [ServicePort(port: 8080, targetPort: 80, nodePort: 31200)],
             backends: ["10.0.1.15", "10.0.2.204", "10.0.0.142"].map { ServiceBackend(ip: IPAddress($0)!) })
         lb.loadBalancerIPs = [IPAddress("172.18.200.10")]
         lb.externalIPs = [IPAddress("172.18.200.11")]
-        cluster.services.append(lb)
+        let cluster = try Self.upRouted("lb", with: lb, routing: IPPrefix("172.18.200.0/24"))
         defer { Lab.down(name: cluster.name) }
-        try Self.up(cluster)
-        // The outside network routes the addresses to worker2 (as a load balancer or a router would).
-        let external = try NetlinkSocket(namespace: .named(cluster.externalNamespace))
-        try external.add(
-            Route(
-                destination: IPPrefix("172.18.200.0/24"), gateway: IPAddress("172.18.0.2"),
-                interfaceIndex: try #require(try external.link(named: "eth0")).index))
         for address in ["172.18.200.10", "172.18.200.11"] {
             let probe = try Self.probe(cluster.name, "external", "\(address):8080", count: 30)
             #expect(probe.failures == 0, "\(address): \(probe.requests.compactMap(\.error).prefix(2))")
@@ -414,7 +425,6 @@ struct ServiceLabTests {
     /// clients (the others are dropped and counted); its external IPs, node ports and traffic
     /// from inside the cluster are not governed by them; a change of the ranges takes effect.
     @Test func loadBalancerSourceRangesKeepOtherClientsOut() throws {
-        var cluster = LabCluster.seed(name: LabIntegrationTests.labName("lsr"))
         var lb = ServiceSpec(
             name: "default/guarded", type: .loadBalancer, clusterIP: IPAddress("10.96.9.19"),
             ports: [ServicePort(port: 8080, targetPort: 80, nodePort: 31300)],
@@ -422,14 +432,8 @@ struct ServiceLabTests {
         lb.loadBalancerIPs = [IPAddress("172.18.201.10")]
         lb.externalIPs = [IPAddress("172.18.201.11")]
         lb.loadBalancerSourceRanges = [IPPrefix("192.0.2.0/24")]
-        cluster.services.append(lb)
+        var cluster = try Self.upRouted("lsr", with: lb, routing: IPPrefix("172.18.201.0/24"))
         defer { Lab.down(name: cluster.name) }
-        try Self.up(cluster)
-        let external = try NetlinkSocket(namespace: .named(cluster.externalNamespace))
-        try external.add(
-            Route(
-                destination: IPPrefix("172.18.201.0/24"), gateway: IPAddress("172.18.0.2"),
-                interfaceIndex: try #require(try external.link(named: "eth0")).index))
         let layout = BPFFSLayout(directory: cluster.bpffsDirectory(ofNode: "worker2"))
         let verdicts = try #require(try BPFMap<UInt32, UInt64>.pinned(at: layout.path(.verdicts), perCPU: true))
         let denied = UInt32(NODENET_VERDICT_DROP_SOURCE_RANGE.rawValue)

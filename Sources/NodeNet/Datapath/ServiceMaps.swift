@@ -29,12 +29,6 @@ public struct FrontendFlags: OptionSet, Sendable, Hashable {
 public struct SourceRange: Sendable, Hashable, Comparable, CustomStringConvertible {
     public var id: UInt16
     public var prefix: IPPrefix
-
-    public init(id: UInt16, prefix: IPPrefix) {
-        self.id = id
-        self.prefix = prefix
-    }
-
     public var description: String { "\(prefix) for frontend \(id)" }
 
     public static func < (a: SourceRange, b: SourceRange) -> Bool {
@@ -51,13 +45,14 @@ public struct SourceRange: Sendable, Hashable, Comparable, CustomStringConvertib
         key.address = (prefix.address.ipv4Value ?? 0).bigEndian
         return key
     }
+}
 
+extension SourceRange {
     init?(_ key: nodenet_source_range_key) {
         guard key.prefixlen >= 32,
             let prefix = IPPrefix(IPAddress(ipv4: UInt32(bigEndian: key.address)), length: Int(key.prefixlen) - 32)
         else { return nil }
-        id = key.id
-        self.prefix = prefix
+        self.init(id: key.id, prefix: prefix)
     }
 }
 

@@ -6,11 +6,6 @@ public struct ServiceHealthCheck: Sendable, Equatable {
     /// Ready (not terminating) backends in this node's pod CIDR: 0 means the load balancer
     /// should send this node nothing.
     public var localEndpoints: Int
-
-    public init(service: String, localEndpoints: Int) {
-        self.service = service
-        self.localEndpoints = localEndpoints
-    }
 }
 
 extension NodeSpec {
