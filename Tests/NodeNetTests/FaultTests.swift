@@ -226,6 +226,51 @@ struct FaultTests {
         }
     }
 
+    /// The endpoint store on a full filesystem: a save that cannot be written says so in a
+    /// sentence, leaves the last good file exactly as it was (atomic write: nothing half
+    /// written, no temporary left behind), and works again once there is room.
+    @Test func anEndpointStoreOnAFullDiskKeepsItsLastGoodFile() throws {
+        let small = FileManager.default.temporaryDirectory.appendingPathComponent(TestNames.unique("tmpfs")).path
+        try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
+        defer { rmdir(small) }
+        try #require(mount("tmpfs", small, "tmpfs", 0, "size=64k") == 0, "mounting a test tmpfs")
+        defer { umount2(small, Int32(MNT_DETACH)) }
+        let directory = small + "/state"
+        let spec = EndpointStoreTests.spec()
+        var store = EndpointStore(stateDirectory: directory, node: "w2")
+        func add(_ name: String) throws {
+            _ = try store.add(
+                EndpointStoreTests.attachment(name), netns: "/run/netns/\(name)", podNamespace: "default",
+                podName: name, spec: spec)
+        }
+        try add("a")
+        try store.save()
+        let path = EndpointStore.path(stateDirectory: directory)
+        let good = try Data(contentsOf: URL(fileURLWithPath: path))
+        // Fill what is left, block by block, until the kernel says no.
+        let filler = small + "/filler"
+        let fd = open(filler, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        try #require(fd >= 0)
+        let block = [UInt8](repeating: 1, count: 1024)
+        var filled = 0
+        while filled < 1 << 20, write(fd, block, block.count) == block.count { filled += block.count }
+        close(fd)
+        for name in (0..<40).map({ "pod\($0)" }) { try add(name) }
+        let error = #expect(throws: NodeNetError.self) { try store.save() }
+        let text = "\(error.map { "\($0)" } ?? "none")"
+        #expect(text.contains("the endpoint store") && text.contains("No space left on device"), "\(text)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == good, "the last good file is untouched")
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".tmp") }.isEmpty,
+            "no temporary file is left behind")
+        let loaded = try EndpointStore.load(stateDirectory: directory, node: "w2", podCIDR: "10.0.2.0/24")
+        #expect(loaded.endpoints.map(\.podName) == ["a"])
+        unlink(filler)
+        try store.save()
+        #expect(
+            try EndpointStore.load(stateDirectory: directory, node: "w2", podCIDR: "10.0.2.0/24").endpoints.count == 41)
+    }
+
     /// Faults under a running agent, each repaired without a restart.
     @Test func faultsUnderARunningAgent() async throws {
         let bpffs = "/sys/fs/bpf/\(TestNames.unique("fault"))"
