@@ -18,19 +18,44 @@ extension EndpointStore {
     public static func loadRecovering(
         stateDirectory: String, node: String, podCIDR: IPPrefix, specPods: [PodSpec]
     ) -> (store: EndpointStore, warning: String?) {
+        let path = path(stateDirectory: stateDirectory)
         let why: String
+        if access(path, F_OK) != 0 && errno == ENOENT {
+            // Missing: a fresh node, or a store lost while the ledger still names the runtime's
+            // pods (it records which endpoints came from CNI). Only those are rebuilt.
+            let reading = Ledger.read(from: stateDirectory, node: node, moveAside: false)
+            guard case .valid(let ledger) = reading, ledger.endpoints.contains(where: { $0.runtime == true }) else {
+                return (EndpointStore(stateDirectory: stateDirectory, node: node), nil)
+            }
+            why = "the endpoint store \(path) is missing"
+            return rebuild(
+                from: reading, stateDirectory: stateDirectory, node: node, podCIDR: podCIDR, specPods: specPods,
+                why: why, aside: nil)
+        }
         do {
             return (try load(stateDirectory: stateDirectory, node: node, podCIDR: podCIDR), nil)
         } catch {
             why = "\(error)"
         }
-        let aside = StateFile.moveAside(path(stateDirectory: stateDirectory))
+        let aside = StateFile.moveAside(path)
+        let reading = Ledger.read(from: stateDirectory, node: node, moveAside: false)
+        return rebuild(
+            from: reading, stateDirectory: stateDirectory, node: node, podCIDR: podCIDR, specPods: specPods, why: why,
+            aside: aside ?? "nowhere (it stays, ignored)")
+    }
+
+    /// A store of the endpoints the ledger names as the runtime's (a ledger older than that
+    /// record: every endpoint that is not a spec pod), saved, and the warning that says so.
+    private static func rebuild(
+        from reading: Ledger.Reading, stateDirectory: String, node: String, podCIDR: IPPrefix, specPods: [PodSpec],
+        why: String, aside: String?
+    ) -> (store: EndpointStore, warning: String?) {
         var store = EndpointStore(stateDirectory: stateDirectory, node: node)
         var recovered: [Endpoint] = []
         let specPodIDs = Set(specPods.map(\.id))
-        let reading = Ledger.read(from: stateDirectory, node: node, moveAside: false)
         if case .valid(let ledger) = reading {
-            for entry in ledger.endpoints where !specPodIDs.contains(entry.pod) {
+            let marked = ledger.endpoints.contains { $0.runtime != nil }
+            for entry in ledger.endpoints where !specPodIDs.contains(entry.pod) && (!marked || entry.runtime == true) {
                 let parts = entry.pod.split(separator: "/", maxSplits: 1).map(String.init)
                 guard parts.count == 2, let ip = IPAddress(entry.ip) else { continue }
                 let endpoint = Endpoint(
@@ -58,9 +83,10 @@ extension EndpointStore {
         case .untrusted(let reason, _):
             source = "no endpoint recovered: the ledger cannot be trusted either (\(reason))"
         }
+        let moved = aside.map { "; moved aside to \($0)" } ?? ""
         return (
             store,
-            "\(why); moved aside to \(aside ?? "nowhere (it stays, ignored)"); \(source) (container ids unknown: shown as \(recoveredPrefix)<device>; each goes when its network namespace does)\(saved)"
+            "\(why)\(moved); \(source) (container ids unknown: shown as \(recoveredPrefix)<device>; each goes when its network namespace does)\(saved)"
         )
     }
 

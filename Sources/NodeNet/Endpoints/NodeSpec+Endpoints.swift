@@ -8,6 +8,7 @@ extension NodeSpec {
         guard !store.endpoints.isEmpty else { return self }
         var merged = self
         merged.pods += store.endpoints.map(\.pod)
+        merged.runtimePodIDs = Set(store.endpoints.map(\.pod.id))
         var validator = SpecValidator(
             spec: merged,
             podPaths: pods.indices.map { "pods[\($0)]" } + store.endpoints.map { "endpoints[\($0.attachment)]" },

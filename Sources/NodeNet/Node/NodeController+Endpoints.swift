@@ -27,7 +27,9 @@ extension NodeController {
                     "cannot apply:\n" + plan.conflicts.map { "  \($0)" }.joined(separator: "\n"))
             }
             guard plan.unavailable.isEmpty else { throw NodeNetError.missing(plan.unavailable.joined(separator: "; ")) }
-            let entries = desired.endpoints.map { Ledger.Endpoint($0.pod) }
+            let entries = desired.endpoints.map {
+                Ledger.Endpoint($0.pod, runtime: spec.runtimePodIDs.contains($0.pod.id))
+            }
             if !Set(entries).isSubset(of: Set(ledger.endpoints)) {
                 // Recorded before the devices exist: a crash leaves nothing nodenet does not know.
                 ledger.endpoints = (ledger.endpoints.filter { !hostDevices.contains($0.hostDevice) } + entries).sorted {
@@ -46,7 +48,7 @@ extension NodeController {
 
     /// Removes the endpoints of `pods`, which the spec no longer has.
     public func removeEndpoints(_ pods: [PodSpec]) throws -> ApplyReport {
-        let removed = pods.map(Ledger.Endpoint.init)
+        let removed = pods.map { Ledger.Endpoint($0) }
         let devices = Set(removed.map(\.hostDevice))
         return try underLock(command: "apply") {
             defer { session.releasePodSockets() }

@@ -119,7 +119,7 @@ public final class NodeController: @unchecked Sendable {
         }
         warnings += plan.unavailable
         let wantedEndpoints = desired.endpoints.map {
-            Ledger.Endpoint($0.pod)
+            Ledger.Endpoint($0.pod, runtime: spec.runtimePodIDs.contains($0.pod.id))
         }
         var ledger = previousLedger ?? Ledger(node: spec.node.name)
         // A recovery note stays until an apply that started from a trusted ledger completes.
@@ -138,7 +138,9 @@ public final class NodeController: @unchecked Sendable {
         // Before touching anything: remember every endpoint that may exist afterwards and
         // the sysctl values about to be overwritten, so a crash or teardown can clean up.
         var inProgress = ledger
-        inProgress.endpoints = Array(Set(ledger.endpoints + wantedEndpoints)).sorted { $0.hostDevice < $1.hostDevice }
+        let wantedDevices = Set(wantedEndpoints.map(\.hostDevice))
+        inProgress.endpoints = (ledger.endpoints.filter { !wantedDevices.contains($0.hostDevice) } + wantedEndpoints)
+            .sorted { $0.hostDevice < $1.hostDevice }
         for change in plan.changes {
             if let sysctl = change.change.sysctl, let previous = sysctl.previous, sysctl.setting.device == nil,
                 inProgress.sysctlOriginals[sysctl.setting.key] == nil

@@ -29,6 +29,9 @@ public struct NodeSpec: Sendable, Hashable {
     public var cluster: ClusterSettings?
     /// Set by validation; a spec changed since no longer matches it (see `isValidated`).
     var validation = SpecValidationMark()
+    /// The pods that came from the endpoint store (a container runtime, through CNI), by id:
+    /// the ledger records them as such, so a lost store can be rebuilt from it.
+    public internal(set) var runtimePodIDs: Set<String> = []
 
     public init(
         node: LocalNode, nativeRoutingCIDR: IPPrefix? = nil, autoDirectNodeRoutes: Bool = true,

@@ -14,10 +14,14 @@ public struct Ledger: Codable, Sendable, Equatable {
         public var hostDevice: String
         public var netns: String
         public var ip: String
+        /// `true` for a pod a container runtime made (CNI): what a lost endpoint store is
+        /// rebuilt from. Absent for spec pods (and in ledgers older than the field).
+        public var runtime: Bool?
 
         /// What the ledger records of `pod`'s endpoint.
-        init(_ pod: PodSpec) {
+        init(_ pod: PodSpec, runtime: Bool = false) {
             self.init(pod: pod.id, hostDevice: NodeNetNames.endpointDevice(for: pod), netns: pod.netns, ip: "\(pod.ip)")
+            self.runtime = runtime ? true : nil
         }
 
         init(pod: String, hostDevice: String, netns: String, ip: String) {
