@@ -198,31 +198,22 @@ struct FaultTests {
             try converged(t, spec, "ledger is a directory")
             #expect(try t.ping(from: 0, "10.0.2.204"))
             // A full disk: the state directory on a 64 KiB tmpfs filled to the brim.
-            let small = FileManager.default.temporaryDirectory.appendingPathComponent(TestNames.unique("tmpfs")).path
-            try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
-            defer { rmdir(small) }
-            try #require(mount("tmpfs", small, "tmpfs", 0, "size=64k") == 0, "mounting a test tmpfs")
-            defer { umount2(small, Int32(MNT_DETACH)) }
-            var onSmall = spec
-            onSmall.stateDirectory = small + "/state"
-            try converged(t, onSmall, "state on the small tmpfs")
-            // Fill what is left, block by block, until the kernel says no.
-            let filler = small + "/filler"
-            let fd = open(filler, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-            try #require(fd >= 0)
-            let block = [UInt8](repeating: 1, count: 1024)
-            var filled = 0
-            while filled < 1 << 20, write(fd, block, block.count) == block.count { filled += block.count }
-            close(fd)
-            var fewer = onSmall
-            fewer.pods.removeLast()
-            let error = #expect(throws: (any Error).self) { try t.controller(fewer).apply() }
-            #expect(
-                "\(error.map { "\($0)" } ?? "none")".contains("No space left on device"), "says why: \(error as Any)")
-            #expect(try t.ping(from: 0, "10.0.2.204"), "the datapath is untouched by a full disk")
-            unlink(filler)
-            try converged(t, fewer, "after the disk has room again")
-            try converged(t, onSmall, "back to two pods")
+            try Self.withSmallTmpfs { small in
+                var onSmall = spec
+                onSmall.stateDirectory = small + "/state"
+                try converged(t, onSmall, "state on the small tmpfs")
+                let filler = try Self.fill(small)
+                var fewer = onSmall
+                fewer.pods.removeLast()
+                let error = #expect(throws: (any Error).self) { try t.controller(fewer).apply() }
+                #expect(
+                    "\(error.map { "\($0)" } ?? "none")".contains("No space left on device"),
+                    "says why: \(error as Any)")
+                #expect(try t.ping(from: 0, "10.0.2.204"), "the datapath is untouched by a full disk")
+                unlink(filler)
+                try converged(t, fewer, "after the disk has room again")
+                try converged(t, onSmall, "back to two pods")
+            }
         }
     }
 
@@ -230,45 +221,59 @@ struct FaultTests {
     /// sentence, leaves the last good file exactly as it was (atomic write: nothing half
     /// written, no temporary left behind), and works again once there is room.
     @Test func anEndpointStoreOnAFullDiskKeepsItsLastGoodFile() throws {
+        try Self.withSmallTmpfs { small in
+            let directory = small + "/state"
+            let spec = EndpointStoreTests.spec()
+            var store = EndpointStore(stateDirectory: directory, node: "w2")
+            func add(_ name: String) throws {
+                _ = try store.add(
+                    EndpointStoreTests.attachment(name), netns: "/run/netns/\(name)", podNamespace: "default",
+                    podName: name, spec: spec)
+            }
+            try add("a")
+            try store.save()
+            let path = EndpointStore.path(stateDirectory: directory)
+            let good = try Data(contentsOf: URL(fileURLWithPath: path))
+            let filler = try Self.fill(small)
+            for name in (0..<40).map({ "pod\($0)" }) { try add(name) }
+            let error = #expect(throws: NodeNetError.self) { try store.save() }
+            let text = "\(error.map { "\($0)" } ?? "none")"
+            #expect(text.contains("the endpoint store") && text.contains("No space left on device"), "\(text)")
+            #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == good, "the last good file is untouched")
+            #expect(
+                try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".tmp") }.isEmpty,
+                "no temporary file is left behind")
+            let loaded = try EndpointStore.load(stateDirectory: directory, node: "w2", podCIDR: "10.0.2.0/24")
+            #expect(loaded.endpoints.map(\.podName) == ["a"])
+            unlink(filler)
+            try store.save()
+            #expect(
+                try EndpointStore.load(stateDirectory: directory, node: "w2", podCIDR: "10.0.2.0/24").endpoints.count
+                    == 41)
+        }
+    }
+
+    /// A 64 KiB tmpfs, mounted for `body` and removed after, whatever happens.
+    static func withSmallTmpfs<T>(_ body: (String) throws -> T) throws -> T {
         let small = FileManager.default.temporaryDirectory.appendingPathComponent(TestNames.unique("tmpfs")).path
         try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
         defer { rmdir(small) }
         try #require(mount("tmpfs", small, "tmpfs", 0, "size=64k") == 0, "mounting a test tmpfs")
         defer { umount2(small, Int32(MNT_DETACH)) }
-        let directory = small + "/state"
-        let spec = EndpointStoreTests.spec()
-        var store = EndpointStore(stateDirectory: directory, node: "w2")
-        func add(_ name: String) throws {
-            _ = try store.add(
-                EndpointStoreTests.attachment(name), netns: "/run/netns/\(name)", podNamespace: "default",
-                podName: name, spec: spec)
-        }
-        try add("a")
-        try store.save()
-        let path = EndpointStore.path(stateDirectory: directory)
-        let good = try Data(contentsOf: URL(fileURLWithPath: path))
-        // Fill what is left, block by block, until the kernel says no.
-        let filler = small + "/filler"
+        return try body(small)
+    }
+
+    /// Fills what is left of the filesystem at `directory`, block by block until the kernel
+    /// says no; returns the filler (unlink it to make room again).
+    static func fill(_ directory: String) throws -> String {
+        let filler = directory + "/filler"
         let fd = open(filler, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         try #require(fd >= 0)
         let block = [UInt8](repeating: 1, count: 1024)
         var filled = 0
         while filled < 1 << 20, write(fd, block, block.count) == block.count { filled += block.count }
         close(fd)
-        for name in (0..<40).map({ "pod\($0)" }) { try add(name) }
-        let error = #expect(throws: NodeNetError.self) { try store.save() }
-        let text = "\(error.map { "\($0)" } ?? "none")"
-        #expect(text.contains("the endpoint store") && text.contains("No space left on device"), "\(text)")
-        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == good, "the last good file is untouched")
-        #expect(
-            try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".tmp") }.isEmpty,
-            "no temporary file is left behind")
-        let loaded = try EndpointStore.load(stateDirectory: directory, node: "w2", podCIDR: "10.0.2.0/24")
-        #expect(loaded.endpoints.map(\.podName) == ["a"])
-        unlink(filler)
-        try store.save()
-        #expect(
-            try EndpointStore.load(stateDirectory: directory, node: "w2", podCIDR: "10.0.2.0/24").endpoints.count == 41)
+        return filler
     }
 
     /// Faults under a running agent, each repaired without a restart.
