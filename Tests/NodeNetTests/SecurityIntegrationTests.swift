@@ -164,6 +164,58 @@ struct SecurityIntegrationTests {
         }
     }
 
+    /// Before (BPF mode): any TCP segment made conntrack or NAT state. 300 ACKs from outside to a
+    /// pod made 300 entries in the shared table (evicting live ones under pressure), and 300 ACKs
+    /// from a pod to an outside address took 300 NAT ports and left masqueraded. Now only a SYN
+    /// opens a flow; a segment with no mapping never leaves with the pod's address either.
+    @Test func onlyWhatMayOpenAFlowMakesConntrackOrNATState() async throws {
+        try await TestNode.with(pods: 1) { t in
+            try Self.applied(t, .bpf) { spec in
+                // The outside world (198.51.100.0/24) is reached through the fabric.
+                let node = try NetlinkSocket(namespace: t.namespace)
+                try node.add(
+                    Route(
+                        destination: IPPrefix("198.51.100.0/24"), gateway: IPAddress("172.18.0.3"),
+                        interfaceIndex: try #require(try node.link(named: "eth0")).index))
+                func entries(_ kind: String) throws -> [Conntrack.Entry] {
+                    try Conntrack.list(bpffsDirectory: spec.bpffsDirectory).filter { $0.kind == kind }
+                }
+                func segments(
+                    from namespace: String, _ source: String, to destination: String, flags: Int, count: Int
+                )
+                    throws
+                {
+                    let script = """
+                        import socket, struct
+                        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+                        for i in range(\(count)):
+                            tcp = struct.pack("!HHIIBBHHH", 40000 + i, 80, 1, 1, 5 << 4, \(flags), 8192, 0, 0)
+                            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0, 64, 6, 0,
+                                             socket.inet_aton("\(source)"), socket.inet_aton("\(destination)"))
+                            s.sendto(ip + tcp, ("\(destination)", 0))
+                        """
+                    let sent = try runTool(["ip", "netns", "exec", namespace, "python3", "-c", script])
+                    #expect(sent.status == 0, "\(sent.output)")
+                }
+                // From outside to the pod: ACKs make nothing, one SYN makes its entry.
+                try segments(from: t.fabric, "198.51.100.9", to: "10.0.2.32", flags: 0x10, count: 300)
+                #expect(try entries("inbound").count == 0, "ACKs from outside made inbound entries")
+                try segments(from: t.fabric, "198.51.100.9", to: "10.0.2.32", flags: 0x02, count: 1)
+                #expect(try entries("inbound").count == 1, "a SYN from outside opens its flow")
+                // From the pod to the outside: ACKs take no NAT port and never leave, a SYN does.
+                let capture = try FrameCapture(namespace: .named(t.fabric), device: "eth0")
+                try segments(from: t.pods[0], "10.0.2.32", to: "198.51.100.7", flags: 0x10, count: 300)
+                #expect(try entries("nat-out").count == 0, "ACKs from the pod took NAT ports")
+                let leaked = capture.drain().compactMap { CapturedIPv4($0) }.filter { $0.destination == "198.51.100.7" }
+                #expect(leaked.isEmpty, "\(leaked.count) ACKs left the node: \(leaked.prefix(2))")
+                try segments(from: t.pods[0], "10.0.2.32", to: "198.51.100.7", flags: 0x02, count: 1)
+                #expect(try entries("nat-out").count == 1, "a SYN from the pod is masqueraded")
+                let out = capture.next { CapturedIPv4($0)?.destination == "198.51.100.7" }.flatMap { CapturedIPv4($0) }
+                #expect(out?.source == "172.18.0.2", "the SYN left with the node's address: \(out as Any)")
+            }
+        }
+    }
+
     /// Before: the state directory was used wherever it was and whoever owned it: another user
     /// could plant it (and its ledger) or swap it for a link to their own. Now each of these is
     /// refused with a sentence, and the node's own directory ends up 0700.

@@ -147,4 +147,15 @@ static __always_inline int nodenet_ct_put(struct nodenet_tuple *key, __u8 kind, 
 	return bpf_map_update_elem(&nodenet_ct, key, &e, flags);
 }
 
+/* Whether a packet may open a flow: any UDP datagram, an ICMP echo request, a TCP SYN
+ * (without ACK). Nothing else makes conntrack or NAT state. */
+static __always_inline int nodenet_may_open(const struct nodenet_flow *f)
+{
+	if (f->tuple.proto == IPPROTO_TCP)
+		return (f->tcp_flags & (NODENET_TCP_SYN | NODENET_TCP_ACK)) == NODENET_TCP_SYN;
+	if (f->tuple.proto == IPPROTO_ICMP)
+		return f->icmp_type == NODENET_ICMP_ECHO;
+	return 1;
+}
+
 #endif

@@ -49,7 +49,8 @@ enum nodenet_verdict {
 	NODENET_VERDICT_DROP_NO_FLOW = 7,     /* a reply to a translated (hairpin) address whose flow is gone */
 	NODENET_VERDICT_DROP_NO_LOCAL_BACKEND = 8, /* a Local traffic policy and no backend on this node */
 	NODENET_VERDICT_DROP_SOURCE_RANGE = 9, /* a LoadBalancer frontend's loadBalancerSourceRanges exclude the client */
-	NODENET_VERDICT_MAX = 10,
+	NODENET_VERDICT_DROP_NO_MAPPING = 10, /* a masqueraded TCP segment with no mapping that may not open one */
+	NODENET_VERDICT_MAX = 11,
 };
 
 /* The monitor lease: the one value of the array `nodenet_monitor`. Programs emit events only

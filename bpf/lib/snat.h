@@ -27,7 +27,9 @@ static __always_inline void nodenet_note_inbound(const struct nodenet_config *cf
 		return;  /* echo requests to pods are answered by echo replies, never masqueraded */
 	struct nodenet_flow reply;
 	nodenet_reply_of(f, f->tuple.daddr, f->tuple.dport, &reply);
-	if (!nodenet_ct_lookup(&reply, NODENET_CT_INBOUND))
+	/* Only what may open a connection makes an entry: TCP segments other than a SYN, sent
+	 * from outside in any number, would otherwise fill the shared table and evict live ones. */
+	if (!nodenet_ct_lookup(&reply, NODENET_CT_INBOUND) && nodenet_may_open(f))
 		nodenet_ct_put(&reply.tuple, NODENET_CT_INBOUND, 0, 0, 0, 0, BPF_ANY);
 }
 

@@ -44,7 +44,7 @@ public enum Conntrack {
         guard let map = try BPFMap<nodenet_tuple, nodenet_ct_entry>.pinned(at: path(bpffsDirectory)) else { return [] }
         let now = BPFClock.nanoseconds()
         return try map.entries().map { k, v in
-            let kinds = [1: "service", 2: "reply", 3: "nat-out", 4: "nat-in"]
+            let kinds = [1: "service", 2: "reply", 3: "nat-out", 4: "nat-in", 5: "inbound"]
             let proto = [1: "ICMP", 6: "TCP", 17: "UDP"][Int(k.proto)] ?? "\(k.proto)"
             func endpoint(_ a: UInt32, _ p: UInt16) -> String {
                 "\(IPAddress(ipv4: UInt32(bigEndian: a))):\(UInt16(bigEndian: p))"

@@ -45,6 +45,9 @@ public struct DatapathEvent: Sendable, Codable, Equatable, CustomStringConvertib
         case NODENET_VERDICT_DROP_SOURCE_RANGE.rawValue:
             verdict = "drop"
             dropReason = "client is outside the LoadBalancer's loadBalancerSourceRanges"
+        case NODENET_VERDICT_DROP_NO_MAPPING.rawValue:
+            verdict = "drop"
+            dropReason = "TCP segment leaving the cluster with no masquerade mapping (only a SYN opens one)"
         default: verdict = "verdict \(e.verdict)"
         }
         let isARP = UInt32(e.verdict) == NODENET_VERDICT_ARP_REPLY.rawValue
