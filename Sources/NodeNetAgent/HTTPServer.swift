@@ -87,17 +87,7 @@ public final class HTTPServer: @unchecked Sendable {
         handler: @escaping @Sendable (Request) -> Response
     ) throws {
         let address = Address.tcp(IPAddress("0.0.0.0"), port)
-        let fd = try NetworkNamespace.run(in: namespace) { () throws -> Int32 in
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else {
-                throw NodeNetError.state("a socket for \(address): \(String(cString: strerror(errno)))")
-            }
-            var one: Int32 = 1
-            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, 4)
-            let rc = SocketAddress(IPAddress("0.0.0.0"), port: port).withSockaddr { Glibc.bind(fd, $0, $1) }
-            guard rc == 0 else { throw Self.failure("binding health check node port \(port)", fd) }
-            return fd
-        }
+        let fd = try NetworkNamespace.run(in: namespace) { try Self.tcpSocket(address) }
         try self.init(bound: fd, address: address, handler: handler)
     }
 
@@ -118,11 +108,7 @@ public final class HTTPServer: @unchecked Sendable {
             guard IPPrefix("127.0.0.0/8").contains(ip) else {
                 throw NodeNetError.state("serving on \(address): only loopback (127.0.0.0/8) or a unix socket")
             }
-            fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            var one: Int32 = 1
-            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, 4)
-            let rc = SocketAddress(ip, port: port).withSockaddr { Glibc.bind(fd, $0, $1) }
-            guard rc == 0 else { throw Self.failure("binding \(address)", fd) }
+            fd = try tcpSocket(.tcp(ip, port))
         case .unix(let path):
             fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             var info = stat()
@@ -148,6 +134,18 @@ public final class HTTPServer: @unchecked Sendable {
             umask(old)
             guard rc == 0 else { throw Self.failure("binding \(address)", fd) }
         }
+        return fd
+    }
+
+    /// A TCP socket bound to `address` (in the calling thread's network namespace).
+    private static func tcpSocket(_ address: Address) throws -> Int32 {
+        guard case .tcp(let ip, let port) = address else { throw NodeNetError.state("\(address) is not TCP") }
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw NodeNetError.state("a socket for \(address): \(String(cString: strerror(errno)))") }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, 4)
+        let rc = SocketAddress(ip, port: port).withSockaddr { Glibc.bind(fd, $0, $1) }
+        guard rc == 0 else { throw failure("binding \(address)", fd) }
         return fd
     }
 

@@ -74,6 +74,11 @@ public struct FrontendEntry: Sendable, Equatable {
     public var flags: FrontendFlags
     public var backendIDs: [UInt32]
     public var affinityTimeout: UInt32 = 0
+
+    /// Its slot 0.
+    var master: FrontendMaster {
+        FrontendMaster(count: UInt16(backendIDs.count), id: id, flags: flags, affinityTimeout: affinityTimeout)
+    }
 }
 
 /// A frontend's entries exactly as they were (undo).
@@ -178,12 +183,7 @@ final class ServiceMaps {
         for (i, id) in entry.backendIDs.enumerated() where previousSlots[UInt16(i + 1)] != id {
             try services.update(key.mapKey(slot: UInt16(i + 1)), slotValue(id))
         }
-        try services.update(
-            key.mapKey(slot: 0),
-            FrontendMaster(
-                count: UInt16(entry.backendIDs.count), id: entry.id, flags: entry.flags,
-                affinityTimeout: entry.affinityTimeout
-            ).mapValue)
+        try services.update(key.mapKey(slot: 0), entry.master.mapValue)
         for slot in previousSlots.keys where Int(slot) > entry.backendIDs.count {
             try services.delete(key.mapKey(slot: slot))
         }
@@ -231,11 +231,7 @@ final class ServiceMaps {
                 slotValues.append(slotValue(id))
             }
             masterKeys.append(key.mapKey(slot: 0))
-            masterValues.append(
-                FrontendMaster(
-                    count: UInt16(entry.backendIDs.count), id: entry.id, flags: entry.flags,
-                    affinityTimeout: entry.affinityTimeout
-                ).mapValue)
+            masterValues.append(entry.master.mapValue)
             for slot in previousSlots.keys where Int(slot) > entry.backendIDs.count {
                 surplus.append(key.mapKey(slot: slot))
             }

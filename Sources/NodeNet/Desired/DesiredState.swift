@@ -126,7 +126,6 @@ public struct SysctlSetting: Sendable, Equatable, Hashable {
 
     /// Whether the key is IPv6's (absent on a kernel booted without IPv6).
     var isIPv6: Bool { key.hasPrefix("net/ipv6/") || key.hasPrefix("net.ipv6.") }
-
 }
 
 /// What a plan covers. `node`: everything nodenet owns, read and compared in full. `endpoints`:

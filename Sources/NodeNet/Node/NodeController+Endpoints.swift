@@ -28,7 +28,7 @@ extension NodeController {
             }
             guard plan.unavailable.isEmpty else { throw NodeNetError.missing(plan.unavailable.joined(separator: "; ")) }
             let entries = desired.endpoints.map {
-                Ledger.Endpoint($0.pod, runtime: spec.runtimePodIDs.contains($0.pod.id))
+                Ledger.Endpoint($0.pod, of: spec)
             }
             if !Set(entries).isSubset(of: Set(ledger.endpoints)) {
                 // Recorded before the devices exist: a crash leaves nothing nodenet does not know.

@@ -119,7 +119,7 @@ public final class NodeController: @unchecked Sendable {
         }
         warnings += plan.unavailable
         let wantedEndpoints = desired.endpoints.map {
-            Ledger.Endpoint($0.pod, runtime: spec.runtimePodIDs.contains($0.pod.id))
+            Ledger.Endpoint($0.pod, of: spec)
         }
         var ledger = previousLedger ?? Ledger(node: spec.node.name)
         // A recovery note stays until an apply that started from a trusted ledger completes.

@@ -33,7 +33,9 @@ extension Planner {
                 .service(.putBackend(id: id, backend, previous: observed.backends[id])))
         }
         // Source ranges before the frontends whose flag makes the datapath look them up.
-        for range in Self.sourceRanges(desired.frontends, ids).subtracting(observed.sourceRanges).sorted() {
+        let ranges = Self.sourceRanges(desired.frontends, ids)
+        wantedSourceRanges = ranges
+        for range in ranges.subtracting(observed.sourceRanges).sorted() {
             addChange(
                 .create, .service, .node, "source range \(range.prefix) of frontend \(range.id)",
                 wanted: range.prefix.description, found: nil, .service(.putSourceRange(range)))
@@ -120,7 +122,8 @@ extension Planner {
                 .delete, .service, .node, "frontend id \(id)", wanted: nil, found: key.description,
                 .service(.deleteRevNat(id: id, previous: key)))
         }
-        for range in observed.sourceRanges.subtracting(Self.sourceRanges(desired.frontends, ids)).sorted() {
+        let wantedRanges = wantedSourceRanges ?? Self.sourceRanges(desired.frontends, ids)
+        for range in observed.sourceRanges.subtracting(wantedRanges).sorted() {
             addChange(
                 .delete, .service, .node, "source range \(range.prefix) of frontend \(range.id)", wanted: nil,
                 found: range.prefix.description, .service(.deleteSourceRange(range)))

@@ -29,6 +29,8 @@ public struct Planner {
     private var conflicts: [String] = []
     /// Frontend and backend ids, assigned once per plan (services).
     var serviceIDs: ServiceIDs?
+    /// The source ranges the frontends want (by id), once `planServices` has assigned the ids.
+    var wantedSourceRanges: Set<SourceRange>?
 
     public static func plan(
         desired: DesiredState, observed: ObservedState, ledger: Ledger?, nativeDevice: String,

@@ -158,8 +158,8 @@ public struct ServiceSpec: Sendable, Hashable {
     /// Backends named by pod (cluster services only): resolved to the pod's address through the
     /// endpoints the nodes publish, so a re-created pod with a new address is followed.
     public var podBackends: [PodBackend]
-    /// Traffic to the node ports from outside the node: `local` keeps the client's address (no
-    /// source NAT) and reaches only this node's backends. NodePort services only.
+    /// Traffic from outside the node to the node ports, load balancer and external addresses:
+    /// `local` keeps the client's address (no source NAT) and reaches only this node's backends.
     public var externalTrafficPolicy: TrafficPolicy
     /// Traffic to the clusterIP: `local` reaches only this node's backends.
     public var internalTrafficPolicy: TrafficPolicy

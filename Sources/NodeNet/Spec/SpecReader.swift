@@ -109,15 +109,37 @@ package struct SpecReader {
         _ fields: [String: JSONValue], _ key: String, _ path: String, required: Bool
     ) -> IPPrefix? {
         guard let text = string(fields, key, path, required: required) else { return nil }
+        return cidr(text, shown: "\"\(text)\"", at: join(path, key))
+    }
+
+    /// `text` as an IPv4 network prefix, or the problem at `path` (`shown` is how it was written).
+    mutating func cidr(
+        _ text: String, shown: String, at path: String, like example: String = "10.0.2.0/24"
+    )
+        -> IPPrefix?
+    {
         guard text.contains("/"), let prefix = IPPrefix(text), prefix.family == .inet else {
-            problem(join(path, key), "\"\(text)\" is not an IPv4 CIDR (like 10.0.2.0/24)")
+            problem(path, "\(shown) is not an IPv4 CIDR (like \(example))")
             return nil
         }
         guard prefix.isNetwork else {
-            problem(join(path, key), "\(text) has host bits set (did you mean \(prefix.network)?)")
+            problem(path, "\(text) has host bits set (did you mean \(prefix.network)?)")
             return nil
         }
         return prefix
+    }
+
+    /// The value of `key` as one of `T`'s raw values, `fallback` when absent; otherwise the
+    /// problem names what it may be.
+    mutating func choice<T: RawRepresentable & CaseIterable>(
+        _ fields: [String: JSONValue], _ key: String, _ path: String, default fallback: T
+    ) -> T where T.RawValue == String {
+        guard let text = string(fields, key, path, required: false) else { return fallback }
+        if let parsed = T(rawValue: text) { return parsed }
+        let names = T.allCases.map(\.rawValue)
+        let list = names.dropLast().joined(separator: ", ") + (names.count > 1 ? " or " : "") + (names.last ?? "")
+        problem(join(path, key), "\"\(text)\" is not \(list)")
+        return fallback
     }
 
     package func join(_ path: String, _ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
@@ -270,27 +292,11 @@ package struct SpecReader {
                         "loadBalancerIPs", "loadBalancerSourceRanges", "healthCheckNodePort",
                     ])
             else { continue }
-            var policies: [TrafficPolicy] = []
-            for key in ["externalTrafficPolicy", "internalTrafficPolicy"] {
-                var policy = TrafficPolicy.cluster
-                if let text = string(fields, key, path, required: false) {
-                    if let parsed = TrafficPolicy(rawValue: text) {
-                        policy = parsed
-                    } else {
-                        problem("\(path).\(key)", "\"\(text)\" is not Cluster or Local")
-                    }
-                }
-                policies.append(policy)
+            let policies = ["externalTrafficPolicy", "internalTrafficPolicy"].map {
+                choice(fields, $0, path, default: TrafficPolicy.cluster)
             }
             let name = string(fields, "name", path, required: true)
-            var type = ServiceType.clusterIP
-            if let t = string(fields, "type", path, required: false) {
-                if let parsed = ServiceType(rawValue: t) {
-                    type = parsed
-                } else {
-                    problem("\(path).type", "\"\(t)\" is not ClusterIP, NodePort or LoadBalancer")
-                }
-            }
+            let type = choice(fields, "type", path, default: ServiceType.clusterIP)
             let clusterIP = address(fields, "clusterIP", path, required: true)
             var ports: [ServicePort] = []
             let portItems = array(fields, "ports", path)
@@ -359,27 +365,11 @@ package struct SpecReader {
             }
             let sourceRanges = array(fields, "loadBalancerSourceRanges", path).enumerated().compactMap {
                 j, item -> IPPrefix? in
-                let itemPath = "\(path).loadBalancerSourceRanges[\(j)]"
-                guard case .string(let text) = item, text.contains("/"), let prefix = IPPrefix(text),
-                    prefix.family == .inet
-                else {
-                    problem(itemPath, "\(item.text) is not an IPv4 CIDR (like 203.0.113.0/24)")
-                    return nil
-                }
-                guard prefix.isNetwork else {
-                    problem(itemPath, "\(text) has host bits set (did you mean \(prefix.network)?)")
-                    return nil
-                }
-                return prefix
+                cidr(
+                    item.string ?? "", shown: item.text, at: "\(path).loadBalancerSourceRanges[\(j)]",
+                    like: "203.0.113.0/24")
             }
-            var affinity = SessionAffinity.none
-            if let text = string(fields, "sessionAffinity", path, required: false) {
-                if let parsed = SessionAffinity(rawValue: text) {
-                    affinity = parsed
-                } else {
-                    problem("\(path).sessionAffinity", "\"\(text)\" is not None or ClientIP")
-                }
-            }
+            let affinity = choice(fields, "sessionAffinity", path, default: SessionAffinity.none)
             let healthCheckNodePort = integer(fields, "healthCheckNodePort", path, required: false, range: 1...65535)
             let affinityTimeout =
                 integer(fields, "sessionAffinityTimeoutSeconds", path, required: false, range: 1...86400) ?? 10800

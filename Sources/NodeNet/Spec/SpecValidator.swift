@@ -157,6 +157,7 @@ struct SpecValidator {
         var byClusterIP: [IPAddress: String] = [:]
         var nodePorts: [Int: String] = [:]
         let podCIDRs = [spec.node.podCIDR] + spec.nodes.map(\.podCIDR)
+        let nodeAddresses = Set([spec.node.address] + spec.nodes.map(\.address))
         for (service, path) in zip(spec.services, servicePaths) {
             if let first = byName[service.name] {
                 problem("\(path).name", "\(service.name) is already used by \(first)")
@@ -189,7 +190,7 @@ struct SpecValidator {
                 for (j, address) in addresses.enumerated() {
                     if let cidr = podCIDRs.first(where: { $0.contains(address) }) {
                         problem("\(path).\(key)[\(j)]", "\(address) is inside pod CIDR \(cidr)")
-                    } else if address == spec.node.address || spec.nodes.contains(where: { $0.address == address }) {
+                    } else if nodeAddresses.contains(address) {
                         problem("\(path).\(key)[\(j)]", "\(address) is a node's address (use a NodePort)")
                     } else if let first = byClusterIP[address] {
                         problem("\(path).\(key)[\(j)]", "\(address) is already used by \(first)")

@@ -24,6 +24,10 @@ public struct Ledger: Codable, Sendable, Equatable {
             self.runtime = runtime ? true : nil
         }
 
+        /// What the ledger records of `pod`'s endpoint on the node `spec` describes (whether a
+        /// container runtime made it is the spec's to say).
+        init(_ pod: PodSpec, of spec: NodeSpec) { self.init(pod, runtime: spec.runtimePodIDs.contains(pod.id)) }
+
         init(pod: String, hostDevice: String, netns: String, ip: String) {
             self.pod = pod
             self.hostDevice = hostDevice
