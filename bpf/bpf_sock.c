@@ -56,7 +56,7 @@ static __always_inline int nodenet_sock_translate(struct bpf_sock_addr *ctx, int
 	__u16 id = svc->id;
 	__u32 backend_id = 0;
 	__u64 client = bpf_get_netns_cookie(ctx) | NODENET_AFFINITY_SOCKET;
-	struct nodenet_backend *backend = nodenet_select_backend_for(&key, svc, &backend_id, client);
+	struct nodenet_backend *backend = nodenet_select_backend_for(&key, svc, &backend_id, client, 0);
 	if (!backend) {
 		if (refuse)
 			bpf_set_retval(-ECONNREFUSED);

@@ -113,3 +113,19 @@ public func printJSON(_ value: some Encodable) throws {
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
     print(String(decoding: try encoder.encode(value), as: UTF8.self))
 }
+
+/// In-round ratios (path B / path A of the same round) over the rounds: their median and range.
+public struct RatioSummary: Codable, CustomStringConvertible {
+    public var median: Double, min: Double, max: Double, rounds: Int
+
+    public init(_ ratios: [Double]) {
+        median = BenchSupport.median(ratios)
+        min = ratios.min() ?? 0
+        max = ratios.max() ?? 0
+        rounds = ratios.count
+    }
+
+    public var description: String {
+        String(format: "%.2f (%.2f–%.2f over %d rounds)", median, min, max, rounds)
+    }
+}

@@ -199,11 +199,11 @@ public struct Lab: Sendable {
 extension LabCluster {
     /// The cluster in its file format (what `load` reads).
     public func jsonData() throws -> Data {
-        let services = try JSONSerialization.jsonObject(
-            with: NodeSpec(
-                node: LocalNode(name: "x", device: "x", address: externalAddress, podCIDR: IPPrefix("0.0.0.0/30")),
-                services: self.services
-            ).jsonData())
+        var spec = NodeSpec(
+            node: LocalNode(name: "x", device: "x", address: externalAddress, podCIDR: IPPrefix("0.0.0.0/30")),
+            services: self.services)
+        spec.loadBalancer = loadBalancer
+        let written = try JSONSerialization.jsonObject(with: spec.jsonData()) as? [String: Any]
         let object: [String: Any] = [
             "name": name, "fabric": ["cidr": fabricCIDR.description, "external": externalAddress.description],
             "nativeRoutingCIDR": nativeRoutingCIDR.description,
@@ -215,7 +215,7 @@ extension LabCluster {
                 if let r = n.routerIP { o["routerIP"] = r.description }
                 return o
             },
-            "services": (services as? [String: Any])?["services"] ?? [],
+            "services": written?["services"] ?? [], "loadBalancer": written?["loadBalancer"] ?? [:],
             "socketLB": socketLB, "datapathMode": datapathMode.rawValue, "controlPlane": controlPlane.rawValue,
         ]
         return try JSONSerialization.data(

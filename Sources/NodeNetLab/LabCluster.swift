@@ -44,6 +44,8 @@ public struct LabCluster: Sendable, Equatable {
     public var datapathMode: DatapathMode = .bpf
     /// Socket-level load balancing on each node's lab cgroup (else per-packet translation).
     public var socketLB = true
+    /// How the nodes' packet path chooses backends (`loadBalancer`, as in the node spec).
+    public var loadBalancer = LoadBalancerSettings()
     /// Where the nodes learn of each other and of the services.
     public var controlPlane: ControlPlane = .spec
 
@@ -101,7 +103,7 @@ public struct LabCluster: Sendable, Equatable {
                 root, "",
                 allowed: [
                     "name", "fabric", "nativeRoutingCIDR", "nodes", "services", "socketLB", "datapathMode",
-                    "controlPlane",
+                    "controlPlane", "loadBalancer",
                 ])
         else {
             throw SpecError(r.problems)
@@ -143,6 +145,7 @@ public struct LabCluster: Sendable, Equatable {
             name: name, fabricCIDR: fabricCIDR, externalAddress: external, nativeRoutingCIDR: native, nodes: nodes,
             services: services)
         cluster.socketLB = r.bool(top, "socketLB", "") ?? true
+        cluster.loadBalancer = r.readLoadBalancer(top["loadBalancer"])
         if let plane = r.string(top, "controlPlane", "", required: false) {
             if let p = ControlPlane(rawValue: plane) {
                 cluster.controlPlane = p
@@ -255,7 +258,7 @@ public struct LabCluster: Sendable, Equatable {
     public func spec(forNode nodeName: String) -> NodeSpec? {
         guard let node = nodes.first(where: { $0.name == nodeName }) else { return nil }
         let etcd = controlPlane == .etcd
-        return NodeSpec(
+        var spec = NodeSpec(
             node: LocalNode(
                 name: node.name, device: "eth0", address: node.address, podCIDR: node.podCIDR, routerIP: node.routerIP),
             nativeRoutingCIDR: nativeRoutingCIDR, datapath: DatapathSettings(mode: datapathMode),
@@ -269,6 +272,8 @@ public struct LabCluster: Sendable, Equatable {
             bpffsDirectory: bpffsDirectory(ofNode: node.name),
             socketLB: SocketLBSettings(cgroup: socketLB ? cgroupPath(ofNode: node.name) : nil),
             cluster: etcd ? clusterSettings : nil)
+        spec.loadBalancer = loadBalancer
+        return spec
     }
 
     /// Which node a pod runs on.

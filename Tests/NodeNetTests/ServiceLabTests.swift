@@ -374,9 +374,13 @@ struct ServiceLabTests {
 
     /// The seed's lab with `service` added, up, and the outside network routing `prefix` to
     /// worker2 (as a load balancer or a router would); removed again when that fails.
-    static func upRouted(_ tag: String, with service: ServiceSpec, routing prefix: IPPrefix) throws -> LabCluster {
+    static func upRouted(
+        _ tag: String, with service: ServiceSpec, routing prefix: IPPrefix,
+        configure: (inout LabCluster) -> Void = { _ in }
+    ) throws -> LabCluster {
         var cluster = LabCluster.seed(name: LabIntegrationTests.labName(tag))
         cluster.services.append(service)
+        configure(&cluster)
         do {
             try Self.up(cluster)
             let external = try NetlinkSocket(namespace: .named(cluster.externalNamespace))

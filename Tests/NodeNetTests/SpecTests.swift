@@ -216,8 +216,18 @@ import Testing
         Case(
             name: "unknown top-level field", edit: { $0["tunnel"] = "vxlan" },
             expected: [
-                "tunnel: unknown field (known: apiVersion, node, nativeRoutingCIDR, autoDirectNodeRoutes, kubeProxyReplacement, datapath, pods, nodes, services, nodePortRange, stateDirectory, bpffsDirectory, socketLB, masquerade, cluster)"
+                "tunnel: unknown field (known: apiVersion, node, nativeRoutingCIDR, autoDirectNodeRoutes, kubeProxyReplacement, datapath, pods, nodes, services, nodePortRange, stateDirectory, bpffsDirectory, socketLB, masquerade, cluster, loadBalancer)"
             ]),
+        Case(
+            name: "Maglev table size not a prime",
+            edit: { $0["loadBalancer"] = ["algorithm": "maglev", "maglevTableSize": 4095] },
+            expected: ["loadBalancer.maglevTableSize: 4095 is not a prime (Maglev needs one, like 16381)"]),
+        Case(
+            name: "Maglev table size too large", edit: { $0["loadBalancer"] = ["maglevTableSize": 262139] },
+            expected: ["loadBalancer.maglevTableSize: 262139 is out of range 251-131071"]),
+        Case(
+            name: "unknown load balancing algorithm", edit: { $0["loadBalancer"] = ["algorithm": "ring"] },
+            expected: ["loadBalancer.algorithm: \"ring\" is not random or maglev"]),
         Case(
             name: "unknown pod field", edit: pod(0, "ipAddress", "10.0.2.9"),
             expected: ["pods[0].ipAddress: unknown field (known: name, namespace, netns, ip)"]),

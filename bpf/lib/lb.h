@@ -5,6 +5,7 @@
 #define NODENET_BPF_LB_H
 
 #include "common.h"
+#include "maglev.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -80,14 +81,28 @@ nodenet_service_lookup(struct nodenet_service_key *key, __u32 address, __u16 por
 	return svc;
 }
 
-/* A uniformly random backend of the frontend `key` (slot 0) whose entry is `svc`; 0 when it
- * has none. */
+/* How a new flow's backend is chosen: by its frontend's Maglev table when `maglev_size` is
+ * set (the packet path), else at random (socket LB: no 5-tuple at connect()). */
+struct nodenet_choice {
+	__u32 maglev_size;
+	__u32 hash;  /* nodenet_flow_hash of the flow */
+};
+
+/* A backend of the frontend `key` (slot 0) whose entry is `svc`, as `how` says (0: random):
+ * 0 when it has none. A frontend without its table yet is served at random. */
 static __always_inline struct nodenet_backend *
-nodenet_select_backend(struct nodenet_service_key *key, struct nodenet_service *svc, __u32 *backend_id)
+nodenet_select_backend(struct nodenet_service_key *key, struct nodenet_service *svc, __u32 *backend_id,
+		       const struct nodenet_choice *how)
 {
 	__u16 count = svc->count;
 	if (count == 0)
 		return 0;
+	if (how && nodenet_maglev_lookup(svc->id, how->maglev_size, how->hash, backend_id)) {
+		__u32 chosen = *backend_id;
+		struct nodenet_backend *b = bpf_map_lookup_elem(&nodenet_backends, &chosen);
+		if (b)
+			return b;
+	}
 	struct nodenet_service_key slot_key = *key;
 	__u32 pick = bpf_get_prandom_u32();
 	slot_key.slot = (__u16)(pick % count) + 1;
@@ -133,13 +148,14 @@ static __always_inline int nodenet_frontend_has_backend(struct nodenet_service_k
 }
 
 /* A backend for `client` (session affinity): the one it had within the frontend's timeout,
- * while that backend is still one of the frontend's; else a new random one, remembered. Without
- * the affinity flag, random. */
+ * while that backend is still one of the frontend's; else a new one chosen as `how` says,
+ * remembered. Without the affinity flag, as `how` says. */
 static __always_inline struct nodenet_backend *
-nodenet_select_backend_for(struct nodenet_service_key *key, struct nodenet_service *svc, __u32 *backend_id, __u64 client)
+nodenet_select_backend_for(struct nodenet_service_key *key, struct nodenet_service *svc, __u32 *backend_id, __u64 client,
+			   const struct nodenet_choice *how)
 {
 	if (!(svc->flags & NODENET_SERVICE_AFFINITY) || svc->count == 0)
-		return nodenet_select_backend(key, svc, backend_id);
+		return nodenet_select_backend(key, svc, backend_id, how);
 	struct nodenet_affinity_key akey = { .client = client, .id = svc->id };
 	__u64 now = bpf_ktime_get_ns();
 	__u64 timeout = (__u64)svc->backend_id * 1000000000ULL;
@@ -153,7 +169,7 @@ nodenet_select_backend_for(struct nodenet_service_key *key, struct nodenet_servi
 			return b;
 		}
 	}
-	struct nodenet_backend *b = nodenet_select_backend(key, svc, backend_id);
+	struct nodenet_backend *b = nodenet_select_backend(key, svc, backend_id, how);
 	if (b) {
 		struct nodenet_affinity v = { .last_ns = now, .backend_id = *backend_id };
 		bpf_map_update_elem(&nodenet_affinity, &akey, &v, BPF_ANY);

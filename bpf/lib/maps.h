@@ -29,6 +29,7 @@ struct nodenet_config {
 	__u32 native_mask;
 	__u32 flags;        /* NODENET_CONFIG_* */
 	__u32 native_ifindex; /* the native device: masquerading applies only to traffic leaving through it */
+	__u32 maglev_size;  /* loadBalancer.algorithm maglev: the lookup tables' size (a prime); 0: random */
 };
 
 #define NODENET_CONFIG_SERVICES 1     /* kube-proxy replacement: NodePort from outside, reverse translation */
@@ -147,6 +148,29 @@ struct nodenet_affinity {
 /* How many of a frontend's slots are searched for an affine backend (one removed from the
  * frontend must not keep its clients); beyond them the backend's existence is trusted. */
 #define NODENET_AFFINITY_SCAN 64
+
+/* Maglev (loadBalancer.algorithm maglev): a frontend's lookup table of maglev_size backend
+ * ids, in chunks of NODENET_MAGLEV_CHUNK (chunk i holds entries i*CHUNK...). The packet path
+ * picks entry hash(5-tuple) % maglev_size of a new flow's frontend. */
+#define NODENET_MAGLEV_CHUNK 1024
+#define NODENET_MAGLEV_MAX 131072  /* chunks of all tables: 8 192 tables of 16 381 */
+
+struct nodenet_maglev_key {
+	__u16 id;     /* the frontend's id */
+	__u16 chunk;
+};
+
+struct nodenet_maglev_chunk {
+	__u32 backend_ids[NODENET_MAGLEV_CHUNK];
+};
+
+/* What a frontend's table was built from, by frontend id (key __u32): apply compares it and
+ * never reads the tables back; the datapath does not read it. */
+struct nodenet_maglev_index {
+	__u32 size;      /* entries */
+	__u32 backends;  /* backends in it */
+	__u64 digest;    /* of the size and the backends (address, port, protocol, id) it was built from */
+};
 
 /* A backend, by id. */
 struct nodenet_backend {

@@ -93,7 +93,15 @@ static __always_inline int nodenet_translate_service(struct __sk_buff *skb, stru
 		 * native device); a flow already open keeps going. */
 		if (nodeport_only && (svc->flags & NODENET_SERVICE_SOURCE_RANGES) && !nodenet_source_allowed(id, f->tuple.saddr))
 			return NODENET_SOURCE_DENIED;
-		struct nodenet_backend *backend = nodenet_select_backend_for(&key, svc, &backend_id, f->tuple.saddr);
+		/* Maglev when the node uses it: the same backend for this 5-tuple on every node. */
+		struct nodenet_choice how = { 0 };
+		__u32 zero = 0;
+		struct nodenet_config *cfg = bpf_map_lookup_elem(&nodenet_settings, &zero);
+		if (cfg && cfg->maglev_size) {
+			how.maglev_size = cfg->maglev_size;
+			how.hash = nodenet_flow_hash(f->tuple.saddr, f->tuple.daddr, f->tuple.sport, f->tuple.dport, f->tuple.proto);
+		}
+		struct nodenet_backend *backend = nodenet_select_backend_for(&key, svc, &backend_id, f->tuple.saddr, &how);
 		if (!backend)
 			return (svc->flags & NODENET_SERVICE_LOCAL_ONLY) ? NODENET_NO_LOCAL_BACKEND : NODENET_NO_BACKEND;
 		address = backend->address;

@@ -83,6 +83,16 @@ final class ServiceExecutor: ChangeExecutor {
         case .deleteSourceRange(let range):
             try context.serviceMaps().sourceRanges.delete(range.mapKey)
             undo.append(restore(.sourceRange(range, present: true)))
+        case .putMaglevTable(let id, let table, let previous):
+            let maps = try context.serviceMaps()
+            let chunks = max(table.index.chunks, previous?.chunks ?? 0)
+            undo.append(restore(.maglev(id, try maps.maglevSnapshot(id, index: previous), currentChunks: chunks)))
+            try maps.putMaglev(id, table, previous: previous)
+        case .deleteMaglevTable(let id, let previous):
+            let maps = try context.serviceMaps()
+            undo.append(
+                restore(.maglev(id, try maps.maglevSnapshot(id, index: previous), currentChunks: previous.chunks)))
+            try maps.removeMaglev(id, chunks: previous.chunks)
         }
     }
 
@@ -112,7 +122,7 @@ final class ServiceExecutor: ChangeExecutor {
                 undo.append(restore(.backend(id, previous)))
                 write.removeBackend(id)
             case .putSettings, .putNode, .deleteNode, .attachSocket, .unpinSocket, .putSourceRange,
-                .deleteSourceRange:
+                .deleteSourceRange, .putMaglevTable, .deleteMaglevTable:
                 throw NodeNetError.state("\(change) is not a batched services change")
             }
         }
@@ -127,6 +137,7 @@ final class ServiceExecutor: ChangeExecutor {
         case frontend(FrontendKey, FrontendSnapshot?, current: [UInt16: UInt32])
         case revnat(UInt16, FrontendKey?)
         case sourceRange(SourceRange, present: Bool)
+        case maglev(UInt16, MaglevSnapshot?, currentChunks: Int)
 
         var what: String {
             switch self {
@@ -136,6 +147,7 @@ final class ServiceExecutor: ChangeExecutor {
             case .frontend(let key, _, _): "restoring frontend \(key)"
             case .revnat(let id, _): "restoring frontend id \(id)"
             case .sourceRange(let range, _): "restoring source range \(range)"
+            case .maglev(let id, _, _): "restoring the Maglev table of frontend \(id)"
             }
         }
     }
@@ -168,6 +180,8 @@ final class ServiceExecutor: ChangeExecutor {
                 } else {
                     _ = try maps.sourceRanges.delete(range.mapKey)
                 }
+            case .maglev(let id, let snapshot, let chunks):
+                try maps.restoreMaglev(id, snapshot, currentChunks: chunks)
             }
         }
     }
@@ -182,7 +196,8 @@ extension ServiceChange {
         case .deleteFrontend: 2
         case .deleteRevNat: 3
         case .deleteBackend: 4
-        case .putSettings, .putNode, .deleteNode, .attachSocket, .unpinSocket, .putSourceRange, .deleteSourceRange:
+        case .putSettings, .putNode, .deleteNode, .attachSocket, .unpinSocket, .putSourceRange, .deleteSourceRange,
+            .putMaglevTable, .deleteMaglevTable:
             nil
         }
     }

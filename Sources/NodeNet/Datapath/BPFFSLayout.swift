@@ -31,10 +31,14 @@ public struct BPFFSLayout: Sendable, Hashable, CustomStringConvertible {
         case sourceRanges = "nodenet_source_ranges"
         // Session affinity: each client's backend per frontend (lb.h), written by the datapath.
         case affinity = "nodenet_affinity"
+        // Maglev: each frontend's lookup table, and what it was built from (maglev.h).
+        case maglev = "nodenet_maglev", maglevIndex = "nodenet_maglev_index"
 
         /// The maps apply writes for services. They are replaced together: ids in one refer to
         /// entries of the others.
-        public static let serviceTables: [Map] = [.services, .backends, .revnat, .nodes, .settings, .sourceRanges]
+        public static let serviceTables: [Map] = [
+            .services, .backends, .revnat, .nodes, .settings, .sourceRanges, .maglev, .maglevIndex,
+        ]
 
         public static func < (a: Map, b: Map) -> Bool { a.rawValue < b.rawValue }
     }

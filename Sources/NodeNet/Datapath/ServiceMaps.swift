@@ -81,6 +81,12 @@ public struct FrontendEntry: Sendable, Equatable {
     }
 }
 
+/// A frontend's Maglev table exactly as it was (undo).
+struct MaglevSnapshot: Sendable {
+    var index: MaglevIndex
+    var chunks: [UInt16: nodenet_maglev_chunk]
+}
+
 /// A frontend's entries exactly as they were (undo).
 struct FrontendSnapshot: Sendable, Equatable {
     var master: FrontendMaster?
@@ -146,6 +152,8 @@ final class ServiceMaps {
     let nodes: BPFMap<nodenet_node_key, nodenet_node>
     let settings: BPFMap<UInt32, nodenet_config>
     let sourceRanges: BPFMap<nodenet_source_range_key, UInt8>
+    let maglev: BPFMap<nodenet_maglev_key, nodenet_maglev_chunk>
+    let maglevIndex: BPFMap<UInt32, nodenet_maglev_index>
 
     /// The maps pinned in `layout`; nil unless all of them are.
     init?(pinnedIn layout: BPFFSLayout) throws {
@@ -154,12 +162,14 @@ final class ServiceMaps {
             let revnat = try BPFMap<UInt32, nodenet_revnat>.pinned(at: layout.path(.revnat)),
             let nodes = try BPFMap<nodenet_node_key, nodenet_node>.pinned(at: layout.path(.nodes)),
             let settings = try BPFMap<UInt32, nodenet_config>.pinned(at: layout.path(.settings)),
-            let sourceRanges = try BPFMap<nodenet_source_range_key, UInt8>.pinned(at: layout.path(.sourceRanges))
+            let sourceRanges = try BPFMap<nodenet_source_range_key, UInt8>.pinned(at: layout.path(.sourceRanges)),
+            let maglev = try BPFMap<nodenet_maglev_key, nodenet_maglev_chunk>.pinned(at: layout.path(.maglev)),
+            let maglevIndex = try BPFMap<UInt32, nodenet_maglev_index>.pinned(at: layout.path(.maglevIndex))
         else { return nil }
         (self.services, self.backends, self.revnat, self.nodes, self.settings) = (
             services, backends, revnat, nodes, settings
         )
-        self.sourceRanges = sourceRanges
+        (self.sourceRanges, self.maglev, self.maglevIndex) = (sourceRanges, maglev, maglevIndex)
     }
 
     init(_ object: BPFObject) throws {
@@ -174,6 +184,55 @@ final class ServiceMaps {
             named: BPFFSLayout.Map.settings.rawValue, key: UInt32.self, value: nodenet_config.self)
         sourceRanges = try object.map(
             named: BPFFSLayout.Map.sourceRanges.rawValue, key: nodenet_source_range_key.self, value: UInt8.self)
+        maglev = try object.map(
+            named: BPFFSLayout.Map.maglev.rawValue, key: nodenet_maglev_key.self, value: nodenet_maglev_chunk.self)
+        maglevIndex = try object.map(
+            named: BPFFSLayout.Map.maglevIndex.rawValue, key: UInt32.self, value: nodenet_maglev_index.self)
+    }
+
+    /// Frontend `id`'s Maglev table as it is (index and chunks), for undo; nil when it has none.
+    func maglevSnapshot(_ id: UInt16, index: MaglevIndex?) throws -> MaglevSnapshot? {
+        guard let index else { return nil }
+        var chunks: [UInt16: nodenet_maglev_chunk] = [:]
+        for chunk in 0..<index.chunks {
+            let key = nodenet_maglev_key(id: id, chunk: UInt16(chunk))
+            if let value = try maglev.lookup(key) { chunks[UInt16(chunk)] = value }
+        }
+        return MaglevSnapshot(index: index, chunks: chunks)
+    }
+
+    /// Writes frontend `id`'s table: its chunks, each whole (a flow reads one entry of one
+    /// chunk: old or new, always a backend of the frontend's), then its index; chunks beyond
+    /// the new table's go last.
+    func putMaglev(_ id: UInt16, _ table: MaglevTable, previous: MaglevIndex?) throws {
+        let chunks = table.index.chunks
+        try maglev.update(
+            keys: (0..<chunks).map { nodenet_maglev_key(id: id, chunk: UInt16($0)) },
+            values: (0..<chunks).map(table.chunk))
+        try maglevIndex.update(UInt32(id), table.index.mapValue)
+        for chunk in chunks..<max(chunks, previous?.chunks ?? 0) {
+            _ = try maglev.delete(nodenet_maglev_key(id: id, chunk: UInt16(chunk)))
+        }
+    }
+
+    /// Removes frontend `id`'s table (the datapath then chooses at random for it).
+    func removeMaglev(_ id: UInt16, chunks: Int) throws {
+        _ = try maglevIndex.delete(UInt32(id))
+        for chunk in 0..<chunks { _ = try maglev.delete(nodenet_maglev_key(id: id, chunk: UInt16(chunk))) }
+    }
+
+    /// Puts a table back as `snapshot` was (nil: none), over one of `currentChunks`.
+    func restoreMaglev(_ id: UInt16, _ snapshot: MaglevSnapshot?, currentChunks: Int) throws {
+        let keep = snapshot?.chunks ?? [:]
+        for (chunk, value) in keep { try maglev.update(nodenet_maglev_key(id: id, chunk: chunk), value) }
+        if let snapshot {
+            try maglevIndex.update(UInt32(id), snapshot.index.mapValue)
+        } else {
+            _ = try maglevIndex.delete(UInt32(id))
+        }
+        for chunk in 0..<currentChunks where keep[UInt16(chunk)] == nil {
+            _ = try maglev.delete(nodenet_maglev_key(id: id, chunk: UInt16(chunk)))
+        }
     }
 
     /// Make-before-break: the revnat entry and the new backend slots first, then slot 0

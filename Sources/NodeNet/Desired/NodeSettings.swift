@@ -16,12 +16,16 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
     /// The native device's ifindex (masquerading applies to traffic leaving through it); set
     /// by the planner from the kernel, 0 when unknown.
     public var nativeIfindex: UInt32 = 0
+    /// The size of the frontends' Maglev tables (`loadBalancer.algorithm: maglev`); 0: new flows
+    /// on the packet path choose at random.
+    public var maglevSize: UInt32 = 0
 
     public var description: String {
         var on: [String] = []
         if services { on.append("services") }
         if packetLB { on.append("per-packet service translation") }
         if externalFrontends { on.append("external frontends") }
+        if maglevSize != 0 { on.append("Maglev (\(maglevSize) entries)") }
         if masquerade {
             on.append("masquerade to \(nodeIP) outside \(nativeCIDR?.description ?? "-") via ifindex \(nativeIfindex)")
         }
@@ -44,6 +48,7 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
             | (nativeCIDR != nil ? UInt32(NODENET_CONFIG_NATIVE_CIDR) : 0)
             | (externalFrontends ? UInt32(NODENET_CONFIG_EXTERNAL_IPS) : 0)
         c.native_ifindex = nativeIfindex
+        c.maglev_size = maglevSize
         return c
     }
 
@@ -59,6 +64,7 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
             c.flags & UInt32(NODENET_CONFIG_NATIVE_CIDR) != 0
             ? IPPrefix(IPAddress(ipv4: UInt32(bigEndian: c.native_cidr)), length: mask.nonzeroBitCount) : nil
         nativeIfindex = c.native_ifindex
+        maglevSize = c.maglev_size
     }
 
     init(spec: NodeSpec) {
@@ -70,5 +76,8 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
         nativeCIDR = spec.nativeRoutingCIDR
         externalFrontends =
             spec.servicesEnabled && spec.services.contains { !$0.externalIPs.isEmpty || !$0.loadBalancerIPs.isEmpty }
+        maglevSize =
+            spec.servicesEnabled && spec.loadBalancer.algorithm == .maglev
+            ? UInt32(spec.loadBalancer.maglevTableSize) : 0
     }
 }

@@ -71,6 +71,9 @@ extension NodeController {
                 let ranges = (rangesByID[master.id] ?? []).sorted().map(\.prefix.description)
                 flags.append("loadBalancerSourceRanges=\(ranges.joined(separator: ","))")
             }
+            if let master, let table = observed.maglev[master.id] {
+                flags.append("Maglev (\(table.size) entries)")
+            }
             rows.append(
                 ServiceStatus(
                     id: master?.id ?? 0, frontend: "\(key.address):\(key.port)", address: key.address.description,

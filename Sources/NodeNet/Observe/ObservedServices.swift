@@ -11,6 +11,9 @@ public struct ObservedServices: Sendable, Equatable {
     public var nodes: [IPAddress: NodeFlags] = [:]
     public var settings: NodeSettings?
     public var sourceRanges: Set<SourceRange> = []
+    /// What each frontend's Maglev table was built from, by frontend id (the tables themselves
+    /// are not read).
+    public var maglev: [UInt16: MaglevIndex] = [:]
 
     public init() {}
 
@@ -77,6 +80,11 @@ public struct ObservedServices: Sendable, Equatable {
         }
         if let map = try BPFMap<nodenet_source_range_key, UInt8>.pinned(at: layout.path(.sourceRanges)) {
             result.sourceRanges = Set(try map.keys().compactMap(SourceRange.init))
+        }
+        if let map = try BPFMap<UInt32, nodenet_maglev_index>.pinned(at: layout.path(.maglevIndex)) {
+            for (id, v) in try map.entries() where id <= UInt32(UInt16.max) {
+                result.maglev[UInt16(id)] = MaglevIndex(v)
+            }
         }
         if let map = try BPFMap<UInt32, nodenet_config>.pinned(at: layout.path(.settings)), let c = try map.lookup(0),
             c.node_ip != 0

@@ -59,6 +59,7 @@ extension Planner {
                         frontend.key, wanted, previous: observed.snapshot(frontend.key),
                         previousRevnat: observed.revnat[id])))
         }
+        planMaglevTables(ids)
         planSocketLB()
     }
 
@@ -116,6 +117,7 @@ extension Planner {
                 .service(.deleteFrontend(key, previous: observed.snapshot(key)!)))
         }
         let ids = serviceIDs ?? ServiceIDs.assign(desired.frontends, observed: observed)
+        planMaglevPrune(ids)
         let wantedIDs = Set(ids.frontends.values)
         for (id, key) in observed.revnat.filter({ !wantedIDs.contains($0.key) }).sorted(by: { $0.key < $1.key }) {
             addChange(

@@ -31,6 +31,8 @@ public struct Planner {
     var serviceIDs: ServiceIDs?
     /// The source ranges the frontends want (by id), once `planServices` has assigned the ids.
     var wantedSourceRanges: Set<SourceRange>?
+    /// The Maglev tables the frontends want (by id), once `planServices` has assigned the ids.
+    var wantedMaglev: [UInt16: MaglevIndex]?
 
     public static func plan(
         desired: DesiredState, observed: ObservedState, ledger: Ledger?, nativeDevice: String,

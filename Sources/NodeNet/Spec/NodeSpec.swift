@@ -27,6 +27,8 @@ public struct NodeSpec: Sendable, Hashable {
     /// Cluster mode: remote nodes and services come from etcd (see `ClusterSettings`); the
     /// spec's own `nodes` and `services` must then be empty.
     public var cluster: ClusterSettings?
+    /// How the packet path chooses a new flow's backend (`loadBalancer`).
+    public var loadBalancer: LoadBalancerSettings = LoadBalancerSettings()
     /// Set by validation; a spec changed since no longer matches it (see `isValidated`).
     var validation = SpecValidationMark()
     /// The pods that came from the endpoint store (a container runtime, through CNI), by id:
@@ -272,6 +274,46 @@ public struct DatapathSettings: Sendable, Hashable {
         self.mode = mode
         self.attachMode = attachMode
     }
+}
+
+/// How the packet path (traffic from outside to node ports, load balancer and external
+/// addresses; pods' traffic when socket LB is off) chooses a new flow's backend, node-wide
+/// (Cilium's `loadBalancer.algorithm`). Socket LB always chooses at random: at connect() there
+/// is no 5-tuple to hash.
+public struct LoadBalancerSettings: Sendable, Hashable {
+    public var algorithm: LoadBalancerAlgorithm
+    /// Entries of each frontend's Maglev table: a prime in `maglevTableSizes`, at least the
+    /// backends of any service (about 100 × them keeps the shares within 1 %).
+    public var maglevTableSize: Int
+
+    public init(algorithm: LoadBalancerAlgorithm = .random, maglevTableSize: Int = Self.defaultMaglevTableSize) {
+        self.algorithm = algorithm
+        self.maglevTableSize = maglevTableSize
+    }
+
+    /// Cilium's default, and ours: a prime about 100 × a large service's backends.
+    public static let defaultMaglevTableSize = 16381
+    /// The table sizes a spec may ask for (primes in this range; Cilium's largest is 131071).
+    public static let maglevTableSizes = 251...131071
+
+    /// Whether `n` is prime (table sizes are small: trial division).
+    public static func isPrime(_ n: Int) -> Bool {
+        guard n >= 2 else { return false }
+        var d = 2
+        while d * d <= n {
+            if n % d == 0 { return false }
+            d += 1
+        }
+        return true
+    }
+}
+
+public enum LoadBalancerAlgorithm: String, Sendable, Hashable, CaseIterable {
+    /// A backend at random (uniform).
+    case random
+    /// Maglev consistent hashing of the 5-tuple: the same backend for a flow on every node,
+    /// and a backend change moves about its own share of flows only.
+    case maglev
 }
 
 /// Where socket-level load balancing attaches: the cgroup (v2) whose processes' sockets have

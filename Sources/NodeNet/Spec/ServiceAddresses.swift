@@ -27,6 +27,10 @@ public struct BackendAddress: Sendable, Hashable, Comparable, CustomStringConver
     public var port: UInt16
     public var `protocol`: TransportProtocol
 
+    public init(address: IPAddress, port: UInt16, protocol: TransportProtocol) {
+        (self.address, self.port, self.protocol) = (address, port, `protocol`)
+    }
+
     public var description: String { "\(address):\(port)/\(`protocol`.rawValue)" }
 
     public func hash(into hasher: inout Hasher) { hasher.combine(packedKey(address, port, `protocol`)) }

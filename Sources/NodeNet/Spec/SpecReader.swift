@@ -154,7 +154,7 @@ package struct SpecReader {
                     "apiVersion", "node", "nativeRoutingCIDR", "autoDirectNodeRoutes", "kubeProxyReplacement",
                     "datapath",
                     "pods", "nodes", "services", "nodePortRange", "stateDirectory", "bpffsDirectory", "socketLB",
-                    "masquerade", "cluster",
+                    "masquerade", "cluster", "loadBalancer",
                 ])
         else { return nil }
         if let version = string(top, "apiVersion", "", required: true), version != NodeSpec.apiVersion {
@@ -260,6 +260,7 @@ package struct SpecReader {
             if bool(fields, "enabled", "socketLB") == false { socketLB.cgroup = nil }
         }
         let masquerade = bool(top, "masquerade", "") ?? true
+        let loadBalancer = readLoadBalancer(top["loadBalancer"])
         let cluster = readCluster(top["cluster"])
         if cluster != nil {
             for key in ["nodes", "services"] where !(top[key]?.array?.isEmpty ?? true) {
@@ -267,12 +268,33 @@ package struct SpecReader {
             }
         }
         guard let node else { return nil }
-        return NodeSpec(
+        var spec = NodeSpec(
             node: node, nativeRoutingCIDR: nativeRoutingCIDR, autoDirectNodeRoutes: autoDirect,
             kubeProxyReplacement: kpr,
             datapath: datapath, pods: pods, nodes: nodes, services: services, nodePortRange: range,
             stateDirectory: stateDirectory, bpffsDirectory: bpffsDirectory, socketLB: socketLB, masquerade: masquerade,
             cluster: cluster)
+        spec.loadBalancer = loadBalancer
+        return spec
+    }
+
+    /// `loadBalancer` of an object (the node spec, a lab cluster file); the defaults when absent.
+    package mutating func readLoadBalancer(_ value: JSONValue?) -> LoadBalancerSettings {
+        var settings = LoadBalancerSettings()
+        guard let fields = object(value, "loadBalancer", allowed: ["algorithm", "maglevTableSize"]) else {
+            return settings
+        }
+        settings.algorithm = choice(fields, "algorithm", "loadBalancer", default: LoadBalancerAlgorithm.random)
+        if let size = integer(
+            fields, "maglevTableSize", "loadBalancer", required: false, range: LoadBalancerSettings.maglevTableSizes)
+        {
+            if LoadBalancerSettings.isPrime(size) {
+                settings.maglevTableSize = size
+            } else {
+                problem("loadBalancer.maglevTableSize", "\(size) is not a prime (Maglev needs one, like 16381)")
+            }
+        }
+        return settings
     }
 
     /// `services` of an object (the node spec, a lab cluster file or a cluster service file).

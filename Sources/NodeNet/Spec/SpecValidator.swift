@@ -269,6 +269,7 @@ struct SpecValidator {
         var frontends = 0
         var entries = 0
         var sourceRanges = 0
+        var maglevTables = 0
         var distinct: Set<BackendAddress> = []
         for service in spec.services {
             for port in service.ports {
@@ -277,6 +278,9 @@ struct SpecValidator {
                     + service.loadBalancerIPs.count
                 frontends += count
                 entries += count * (1 + service.backends.count)
+                if !service.backends.isEmpty {
+                    maglevTables += spec.socketLB.enabled ? count - 1 : count
+                }
                 sourceRanges += service.loadBalancerIPs.count * Set(service.loadBalancerSourceRanges).count
                 for b in service.backends {
                     distinct.insert(
@@ -296,6 +300,24 @@ struct SpecValidator {
         }
         if backends > Int(NODENET_BACKENDS_MAX) {
             problem("services", "\(backends) distinct backends; the map holds \(NODENET_BACKENDS_MAX)")
+        }
+        let maglev = spec.loadBalancer
+        if maglev.algorithm == .maglev && spec.servicesEnabled {
+            let perTable = (maglev.maglevTableSize + Int(NODENET_MAGLEV_CHUNK) - 1) / Int(NODENET_MAGLEV_CHUNK)
+            let chunks = maglevTables * perTable
+            if chunks > Int(NODENET_MAGLEV_MAX) {
+                problem(
+                    "loadBalancer.maglevTableSize",
+                    "\(maglevTables) frontends the packet path serves need Maglev tables of \(maglev.maglevTableSize) entries: \(chunks) map values of \(NODENET_MAGLEV_CHUNK); the map holds \(NODENET_MAGLEV_MAX) (choose a smaller table size)"
+                )
+            }
+            for (service, path) in zip(spec.services, servicePaths)
+            where service.backends.count > maglev.maglevTableSize {
+                problem(
+                    "\(path).backends",
+                    "\(service.backends.count) backends do not fit a Maglev table of \(maglev.maglevTableSize) entries (loadBalancer.maglevTableSize)"
+                )
+            }
         }
         if sourceRanges > Int(NODENET_SOURCE_RANGES_MAX) {
             problem(

@@ -25,6 +25,9 @@ extension NodeSpec {
         if let nativeRoutingCIDR { top["nativeRoutingCIDR"] = nativeRoutingCIDR.description }
         top["socketLB"] = socketLB.cgroup.map { ["enabled": true, "cgroup": $0] } ?? ["enabled": false]
         top["masquerade"] = masquerade
+        top["loadBalancer"] = [
+            "algorithm": loadBalancer.algorithm.rawValue, "maglevTableSize": loadBalancer.maglevTableSize,
+        ]
         if let cluster {
             var etcd: [String: Any] = ["endpoints": cluster.endpoints]
             if let ca = cluster.caFile { etcd["caFile"] = ca }
