@@ -3,7 +3,8 @@
  * connect4 and sendmsg4 turn a service address into a backend before any packet exists,
  * so no packet carries the service address and nothing needs translating later; recvmsg4
  * and getpeername4 show the service address again (a UDP reply seems to come from the
- * service, getpeername() returns it). A frontend with no backend refuses at once. */
+ * service, getpeername() returns it). A frontend with no backend refuses at once. When a
+ * socket is released, sock_release removes its reverse entry. */
 #include "lib/common.h"
 #include "lib/lb.h"
 
@@ -118,5 +119,23 @@ SEC("cgroup/recvmsg6")
 int nodenet_sock_recvmsg6(struct bpf_sock_addr *ctx) { return nodenet_sock_reverse(ctx, 1); }
 SEC("cgroup/getpeername6")
 int nodenet_sock_getpeername6(struct bpf_sock_addr *ctx) { return nodenet_sock_reverse(ctx, 1); }
+
+/* A socket going away takes its reverse entry with it: a connected socket (TCP, connected
+ * UDP) is connected to the backend its entry names. An unconnected UDP socket's entries (one
+ * per backend it sent to) stay until the LRU evicts them. */
+SEC("cgroup/sock_release")
+int nodenet_sock_release(struct bpf_sock *ctx)
+{
+	if (ctx->family != AF_INET && ctx->family != 10 /* AF_INET6: v4-mapped peers */)
+		return 1;
+	struct nodenet_sock_key sk = {};
+	sk.address = ctx->dst_ip4;
+	if (!sk.address)
+		return 1;
+	sk.cookie = bpf_get_socket_cookie(ctx);
+	sk.port = ctx->dst_port;
+	bpf_map_delete_elem(&nodenet_sock_revnat, &sk);
+	return 1;
+}
 
 char LICENSE[] SEC("license") = "GPL";

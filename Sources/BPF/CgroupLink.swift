@@ -7,11 +7,13 @@ import CBPF
 /// A BPF link holding a program on a cgroup (v2) hook, pinned so that it outlives the
 /// process. Unpinning the last reference detaches the program.
 public enum CgroupLink {
-    /// The socket-address hooks nodenet uses for socket-level load balancing.
+    /// The cgroup hooks nodenet uses for socket-level load balancing.
     public enum Hook: String, Sendable, CaseIterable {
         case connect4, sendmsg4, recvmsg4, getpeername4
         /// The same for IPv6 sockets (nodenet handles their v4-mapped addresses).
         case connect6, sendmsg6, recvmsg6, getpeername6
+        /// A socket's release (its state goes with it).
+        case release
 
         var attachType: bpf_attach_type {
             switch self {
@@ -23,6 +25,7 @@ public enum CgroupLink {
             case .sendmsg6: return BPF_CGROUP_UDP6_SENDMSG
             case .recvmsg6: return BPF_CGROUP_UDP6_RECVMSG
             case .getpeername6: return BPF_CGROUP_INET6_GETPEERNAME
+            case .release: return BPF_CGROUP_INET_SOCK_RELEASE
             }
         }
 

@@ -470,6 +470,25 @@ struct ServiceLabTests {
         #expect(try ranges.keys().isEmpty)
     }
 
+    /// Socket LB's reverse entries (for getpeername() and UDP replies) go when their socket is
+    /// released: 50 connections from a pod leave none behind (before, each left one until the
+    /// LRU evicted it). Attack: a pod opening connections in a loop filled the map and evicted
+    /// other pods' entries.
+    @Test func socketReverseEntriesGoWithTheirSockets() throws {
+        let cluster = Self.cluster("srel")
+        defer { Lab.down(name: cluster.name) }
+        try Self.up(cluster)
+        let layout = BPFFSLayout(directory: cluster.bpffsDirectory(ofNode: "worker2"))
+        let map = try #require(
+            try BPFMap<nodenet_sock_key, nodenet_sock_revnat>.pinned(at: layout.path(.socketRevNat)))
+        let before = try map.keys().count
+        let probe = try Self.probe(cluster.name, "net", "10.96.18.68:80", count: 50)
+        #expect(probe.failures == 0 && probe.answers.count >= 2, "\(probe.answers)")
+        #expect(probe.requests.allSatisfy { $0.peer == "10.96.18.68:80" }, "getpeername() still shows the service")
+        let left = try map.keys().count
+        #expect(left <= before, "\(left - before) reverse entries left by 50 closed connections")
+    }
+
     @Test func podTrafficLeavingTheClusterIsMasqueradedAndPodToPodIsNot() throws {
         let cluster = Self.cluster("mq")
         defer { Lab.down(name: cluster.name) }
