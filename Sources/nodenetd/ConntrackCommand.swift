@@ -28,7 +28,9 @@ struct ConntrackCommand: ParsableCommand {
                 rows.map {
                     [
                         $0.kind, $0.protocol, $0.source, $0.destination, $0.translated,
-                        String(format: "%.0fs%@", $0.idleSeconds, $0.closing ? " closing" : ""),
+                        String(
+                            format: "%.0fs%@%@", $0.idleSeconds, $0.closing ? " closing" : "",
+                            $0.established ? " established" : ""),
                     ]
                 })
         }
@@ -37,7 +39,9 @@ struct ConntrackCommand: ParsableCommand {
     struct Collect: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "gc",
-            abstract: "Remove idle flows (TCP 6 h, closing TCP 10 s, UDP/ICMP 60 s; both directions judged together).")
+            abstract:
+                "Remove idle flows (TCP 6 h, closing TCP 10 s, TCP never established 15 s, UDP/ICMP 60 s; both directions judged together)."
+        )
         @OptionGroup var options: SpecOptions
         @Flag(help: "Print JSON: {scanned, removed}.") var json = false
 

@@ -221,6 +221,7 @@ struct ServiceLabTests {
         var patient = Conntrack.Timeouts()
         patient.tcpClosing = .seconds(600)
         patient.other = .seconds(600)
+        patient.tcpOpening = .seconds(600)
         #expect(
             try Conntrack.collect(bpffsDirectory: cluster.bpffsDirectory(ofNode: "worker2"), timeouts: patient).removed
                 == 0)
@@ -468,6 +469,49 @@ struct ServiceLabTests {
         let ranges = try #require(
             try BPFMap<nodenet_source_range_key, UInt8>.pinned(at: layout.path(.sourceRanges)))
         #expect(try ranges.keys().isEmpty)
+    }
+
+    /// A SYN flood from outside to a node port with a remote backend: 6 000 SYNs nobody completes
+    /// (the external host resets the backend's answers) take every one of the 4 536 NAT ports
+    /// for that backend. Before, they held them for the TCP timeout (6 h) and every new client
+    /// was dropped; now a port whose flow never got established is given to a new flow after
+    /// a second idle, and the agent's collection removes such flows after 15 s.
+    @Test func aSYNFloodCannotHoldTheNodePortsNATPorts() throws {
+        var cluster = Self.cluster("syn")
+        cluster.services.append(
+            ServiceSpec(
+                name: "default/flooded", type: .nodePort, clusterIP: IPAddress("10.96.9.39"),
+                ports: [ServicePort(port: 8080, targetPort: 80, nodePort: 31500)],
+                backends: [ServiceBackend(ip: IPAddress("10.0.1.15"))]))
+        defer { Lab.down(name: cluster.name) }
+        try Self.up(cluster)
+        let bpffs = cluster.bpffsDirectory(ofNode: "worker2")
+        func held() throws -> Int {
+            try Conntrack.list(bpffsDirectory: bpffs).filter {
+                $0.kind == "nat-in" && $0.source == "10.0.1.15:80"
+            }.count
+        }
+        let script = """
+            import socket, struct
+            s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            for i in range(6000):
+                tcp = struct.pack("!HHIIBBHHH", 10000 + i, 31500, 1, 0, 5 << 4, 0x02, 8192, 0, 0)
+                ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0, 64, 6, 0,
+                                 socket.inet_aton("172.18.0.1"), socket.inet_aton("172.18.0.2"))
+                s.sendto(ip + tcp, ("172.18.0.2", 0))
+            """
+        let flood = try runTool(["ip", "netns", "exec", cluster.externalNamespace, "python3", "-c", script])
+        try #require(flood.status == 0, "\(flood.output)")
+        let taken = try held()
+        #expect(taken >= 4_400, "the flood took \(taken) of the 4 536 NAT ports")
+        // A client keeps connecting: every connection made (a SYN dropped while the flood's ports
+        // were younger than a second is sent again by the client's TCP).
+        let client = try Self.probe(cluster.name, "external", "172.18.0.2:31500", count: 20, timeout: 5)
+        #expect(client.failures == 0, "\(client.requests.compactMap(\.error).prefix(3))")
+        // The agent's collection: the flood's flows are gone 15 s after they went idle.
+        let soon = BPFClock.nanoseconds() + 16 * 1_000_000_000
+        try Conntrack.collect(bpffsDirectory: bpffs, now: soon)
+        #expect(try held() < 100, "flows that never got established outlive their 15 s")
     }
 
     /// Socket LB's reverse entries (for getpeername() and UDP replies) go when their socket is

@@ -147,6 +147,16 @@ static __always_inline int nodenet_ct_put(struct nodenet_tuple *key, __u8 kind, 
 	return bpf_map_update_elem(&nodenet_ct, key, &e, flags);
 }
 
+/* Marks the flow's entry `e` established when `f`, a packet in the direction that opened it,
+ * is a TCP segment past the handshake (ACK without SYN, RST or FIN). Unestablished flows time
+ * out in seconds and give their NAT ports up (nat.h). */
+static __always_inline void nodenet_ct_mark_established(struct nodenet_ct_entry *e, const struct nodenet_flow *f)
+{
+	if (f->tuple.proto == IPPROTO_TCP && !(e->flags & NODENET_CT_F_ESTABLISHED) &&
+	    (f->tcp_flags & (NODENET_TCP_SYN | NODENET_TCP_ACK | NODENET_TCP_RST | NODENET_TCP_FIN)) == NODENET_TCP_ACK)
+		e->flags |= NODENET_CT_F_ESTABLISHED;
+}
+
 /* Whether a packet may open a flow: any UDP datagram, an ICMP echo request, a TCP SYN
  * (without ACK). Nothing else makes conntrack or NAT state. */
 static __always_inline int nodenet_may_open(const struct nodenet_flow *f)

@@ -66,6 +66,15 @@ static __always_inline int nodenet_rewrite(struct __sk_buff *skb, struct nodenet
 	return 0;
 }
 
+/* Whether the NAT_IN entry `e` of a `proto` flow holds its port loosely: the flow never got
+ * going (TCP: not established; UDP, ICMP: never answered) and was idle for
+ * NODENET_NAT_RECLAIM_NS. */
+static __always_inline int nodenet_nat_reclaimable(const struct nodenet_ct_entry *e, __u8 proto, __u64 now)
+{
+	__u8 going = proto == IPPROTO_TCP ? NODENET_CT_F_ESTABLISHED : NODENET_CT_F_SEEN_REPLY;
+	return !(e->flags & going) && now - e->last_seen_ns > NODENET_NAT_RECLAIM_NS;
+}
+
 /* Source NAT of the flow to `nat_addr`: reuses its NAT_OUT entry (its NAT_IN made again if
  * the LRU table evicted it), or allocates a port (NAT_IN inserted first, exclusively, so two
  * flows never share one) when `may_create`. Returns 0 with *port set, -1 when there is no
@@ -84,6 +93,7 @@ static __always_inline int nodenet_snat(struct nodenet_flow *f, __u32 nat_addr, 
 		in.kind = NODENET_CT_NAT_IN;
 		struct nodenet_ct_entry *back = bpf_map_lookup_elem(&nodenet_ct, &in);
 		if (back && back->address == f->tuple.saddr && back->port == f->tuple.sport) {
+			nodenet_ct_mark_established(back, f);
 			*port = mapped;
 			return 0;
 		}
@@ -97,10 +107,21 @@ static __always_inline int nodenet_snat(struct nodenet_flow *f, __u32 nat_addr, 
 	if (!may_create)
 		return -1;
 	__u32 start = bpf_get_prandom_u32();
+	__u64 now = bpf_ktime_get_ns();
 	for (int i = 0; i < 8; i++) {
 		__u16 candidate = bpf_htons((__u16)(NODENET_NAT_PORT_MIN + (start + i * 577) % NODENET_NAT_PORT_COUNT));
 		in.dport = candidate;
-		if (nodenet_ct_put(&in, NODENET_CT_NAT_IN, f->tuple.saddr, f->tuple.sport, 0, 0, BPF_NOEXIST) == 0) {
+		int taken = nodenet_ct_put(&in, NODENET_CT_NAT_IN, f->tuple.saddr, f->tuple.sport, 0, 0, BPF_NOEXIST) != 0;
+		if (taken) {
+			/* Held by a flow that never got going? Then the port is free (the delete and the
+			 * exclusive insert keep two new flows from sharing it). */
+			struct nodenet_ct_entry *held = bpf_map_lookup_elem(&nodenet_ct, &in);
+			if (!held || !nodenet_nat_reclaimable(held, in.proto, now))
+				continue;
+			bpf_map_delete_elem(&nodenet_ct, &in);
+			taken = nodenet_ct_put(&in, NODENET_CT_NAT_IN, f->tuple.saddr, f->tuple.sport, 0, 0, BPF_NOEXIST) != 0;
+		}
+		if (!taken) {
 			struct nodenet_tuple key = f->tuple;
 			nodenet_ct_put(&key, NODENET_CT_NAT_OUT, nat_addr, candidate, 0, 0, BPF_ANY);
 			*port = candidate;

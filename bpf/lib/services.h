@@ -75,6 +75,7 @@ static __always_inline int nodenet_translate_service(struct __sk_buff *skb, stru
 	__u16 port = 0, id = 0;
 	struct nodenet_ct_entry *ct = nodenet_ct_lookup(f, NODENET_CT_SERVICE);
 	if (ct && nodenet_backend_current(ct->backend_id, ct->address, ct->port, ct->id)) {
+		nodenet_ct_mark_established(ct, f);
 		address = ct->address;
 		port = ct->port;
 		id = ct->id;

@@ -29,7 +29,10 @@ static __always_inline void nodenet_note_inbound(const struct nodenet_config *cf
 	nodenet_reply_of(f, f->tuple.daddr, f->tuple.dport, &reply);
 	/* Only what may open a connection makes an entry: TCP segments other than a SYN, sent
 	 * from outside in any number, would otherwise fill the shared table and evict live ones. */
-	if (!nodenet_ct_lookup(&reply, NODENET_CT_INBOUND) && nodenet_may_open(f))
+	struct nodenet_ct_entry *inbound = nodenet_ct_lookup(&reply, NODENET_CT_INBOUND);
+	if (inbound)
+		nodenet_ct_mark_established(inbound, f);
+	else if (nodenet_may_open(f))
 		nodenet_ct_put(&reply.tuple, NODENET_CT_INBOUND, 0, 0, 0, 0, BPF_ANY);
 }
 
@@ -55,6 +58,8 @@ static __always_inline int nodenet_snat_reverse(struct __sk_buff *skb, struct no
 	struct nodenet_ct_entry *in = nodenet_ct_lookup(f, NODENET_CT_NAT_IN);
 	if (!in)
 		return NODENET_PASS;
+	if (!(in->flags & NODENET_CT_F_SEEN_REPLY))
+		in->flags |= NODENET_CT_F_SEEN_REPLY;
 	__u32 address = in->address;
 	__u16 port = in->port;
 	if (nodenet_rewrite(skb, f, 0, address, port) < 0)

@@ -5,10 +5,13 @@ import Foundation
 /// The BPF connection-tracking table of packet-level translation (NodePort from outside,
 /// per-packet service translation, masquerading): listing and garbage collection by age.
 public enum Conntrack {
-    /// Idle times after which a flow is removed (Cilium's defaults).
+    /// Idle times after which a flow is removed (Cilium's defaults; a TCP flow that never got
+    /// past its handshake goes sooner, as a SYN flood's would).
     public struct Timeouts: Sendable {
         public var tcp: Duration = .seconds(21_600)
         public var tcpClosing: Duration = .seconds(10)
+        /// TCP flows not established (no segment past the handshake went forward).
+        public var tcpOpening: Duration = .seconds(15)
         public var other: Duration = .seconds(60)
         public init() {}
     }
@@ -24,6 +27,8 @@ public enum Conntrack {
         public var translated: String
         public var idleSeconds: Double
         public var closing: Bool
+        /// TCP: a segment past the handshake went forward.
+        public var established: Bool
     }
 
     public struct Collection: Sendable, Codable, Equatable {
@@ -53,7 +58,8 @@ public enum Conntrack {
                 kind: kinds[Int(k.kind)] ?? "\(k.kind)", protocol: proto, source: endpoint(k.saddr, k.sport),
                 destination: endpoint(k.daddr, k.dport),
                 translated: endpoint(v.address, v.port), idleSeconds: Double(now &- min(now, v.last_seen_ns)) / 1e9,
-                closing: v.flags & UInt8(NODENET_CT_F_CLOSING) != 0)
+                closing: v.flags & UInt8(NODENET_CT_F_CLOSING) != 0,
+                established: v.flags & UInt8(NODENET_CT_F_ESTABLISHED) != 0)
         }.sorted { ($0.source, $0.destination, $0.kind) < ($1.source, $1.destination, $1.kind) }
     }
 
@@ -102,8 +108,12 @@ public enum Conntrack {
             let partnerKey = partner(k, v)
             let other = partnerKey.flatMap { byKey[TupleKey($0)] }
             let lastSeen = max(v.last_seen_ns, other?.last_seen_ns ?? 0)
-            let closing = (v.flags | (other?.flags ?? 0)) & UInt8(NODENET_CT_F_CLOSING) != 0
-            let timeout = k.proto == 6 ? (closing ? timeouts.tcpClosing : timeouts.tcp) : timeouts.other
+            let flags = v.flags | (other?.flags ?? 0)
+            let closing = flags & UInt8(NODENET_CT_F_CLOSING) != 0
+            let established = flags & UInt8(NODENET_CT_F_ESTABLISHED) != 0
+            let timeout =
+                k.proto == 6
+                ? (closing ? timeouts.tcpClosing : established ? timeouts.tcp : timeouts.tcpOpening) : timeouts.other
             guard now > lastSeen, now - lastSeen > nanoseconds(timeout) else { continue }
             // Used since it was read? Then it stays.
             if let fresh = try map.lookup(k), fresh.last_seen_ns != v.last_seen_ns { continue }
