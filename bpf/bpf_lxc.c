@@ -73,9 +73,11 @@ static __noinline int nodenet_lxc_translate(struct __sk_buff *skb, struct nodene
 	/* A reply already carries the frontend's address; anything else leaving the cluster
 	 * takes the node's. */
 	if (!replied && nodenet_needs_masquerade(skb, cfg, &flow)) {
-		int rc = nodenet_snat_to_node(skb, cfg, &flow, nodenet_may_open(&flow));
+		int rc = nodenet_snat_to_node(skb, cfg, &flow, nodenet_may_open(&flow), flow.tuple.saddr);
 		if (rc == NODENET_ERROR)
 			return nodenet_drop(skb, NODENET_VERDICT_DROP_NAT_EXHAUSTED);
+		if (rc == NODENET_QUOTA_EXCEEDED)
+			return nodenet_drop(skb, NODENET_VERDICT_DROP_QUOTA);
 		/* A TCP segment with no mapping that may not open one never leaves with the pod's
 		 * address (fail closed). ICMP that is not an echo request goes as it is: an error or
 		 * an echo reply about a connection from outside straight to the pod. */

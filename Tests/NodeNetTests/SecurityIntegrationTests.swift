@@ -1,4 +1,5 @@
 import BPF
+import CNodeNetBPF
 import Foundation
 import TestSupport
 import Testing
@@ -212,6 +213,69 @@ struct SecurityIntegrationTests {
                 #expect(try entries("nat-out").count == 1, "a SYN from the pod is masqueraded")
                 let out = capture.next { CapturedIPv4($0)?.destination == "198.51.100.7" }.flatMap { CapturedIPv4($0) }
                 #expect(out?.source == "172.18.0.2", "the SYN left with the node's address: \(out as Any)")
+            }
+        }
+    }
+
+    /// Before (BPF mode): every pod's flows shared one LRU table with no limit per pod. A pod
+    /// opening 200 000 UDP flows to the outside (400 000 entries; the table holds 262 144)
+    /// pushed another pod's masqueraded flow out: its next datagram left from another port (a
+    /// TCP connection would have been dropped). Now a pod's flows hold at most a quarter of the
+    /// table: the rest of the flood is dropped (counted), the other pod's flow keeps its port.
+    @Test func onePodCannotPushAnotherPodsFlowsOutOfTheTable() async throws {
+        try await TestNode.with(pods: 2) { t in
+            try Self.applied(t, .bpf) { spec in
+                let node = try NetlinkSocket(namespace: t.namespace)
+                try node.add(
+                    Route(
+                        destination: IPPrefix("198.51.100.0/24"), gateway: IPAddress("172.18.0.3"),
+                        interfaceIndex: try #require(try node.link(named: "eth0")).index))
+                func datagrams(from namespace: String, _ source: String, count: Int) throws {
+                    // count == 1: 5555 -> 198.51.100.7:53; otherwise distinct destinations.
+                    let script = """
+                        import socket, struct
+                        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+                        src = socket.inet_aton("\(source)")
+                        for i in range(\(count)):
+                            if \(count) == 1:
+                                dst, dport = "198.51.100.7", 53
+                            else:
+                                dst, dport = "198.51.100.%d" % (10 + i // 50000), 1 + i % 50000
+                            udp = struct.pack("!HHHH", 5555, dport, 8, 0)
+                            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, 0, 0, 64, 17, 0, src, socket.inet_aton(dst))
+                            s.sendto(ip + udp, (dst, 0))
+                        """
+                    let sent = try runTool(["ip", "netns", "exec", namespace, "python3", "-c", script])
+                    try #require(sent.status == 0, "\(sent.output)")
+                }
+                func sourcePort() throws -> UInt16? {
+                    let capture = try FrameCapture(namespace: .named(t.fabric), device: "eth0")
+                    try datagrams(from: t.pods[1], "10.0.2.204", count: 1)
+                    return capture.next { CapturedIPv4($0)?.destination == "198.51.100.7" }
+                        .flatMap { CapturedIPv4($0)?.sourcePort }
+                }
+                let first = try #require(try sourcePort(), "the other pod's datagram left masqueraded")
+                let verdicts = try #require(
+                    try BPFMap<UInt32, UInt64>.pinned(at: spec.bpffs.path(.verdicts), perCPU: true))
+                let dropped = try verdicts.sum(UInt32(NODENET_VERDICT_DROP_QUOTA.rawValue))
+                try datagrams(from: t.pods[0], "10.0.2.32", count: 200_000)
+                let quota = Int(NODENET_CT_QUOTA)
+                #expect(
+                    try verdicts.sum(UInt32(NODENET_VERDICT_DROP_QUOTA.rawValue)) - dropped
+                        >= UInt64(200_000 - quota / 2),
+                    "the flood beyond the pod's quota is dropped")
+                #expect(try sourcePort() == first, "the other pod's flow was pushed out of the table")
+                // The agent's collection recounts: nothing expired yet, the count stays; an hour
+                // on, every flow has, and the pod may open flows again.
+                let quotas = try #require(
+                    try BPFMap<UInt32, UInt32>.pinned(at: spec.bpffs.path(.conntrackQuota)))
+                let pod = IPAddress("10.0.2.32").ipv4Value!.bigEndian
+                #expect(try quotas.lookup(pod).map(Int.init) ?? 0 >= quota)
+                try Conntrack.collect(bpffsDirectory: spec.bpffsDirectory)
+                #expect(try quotas.lookup(pod).map(Int.init) ?? 0 >= quota, "recounted from the table")
+                try Conntrack.collect(
+                    bpffsDirectory: spec.bpffsDirectory, now: BPFClock.nanoseconds() + 3_600 * 1_000_000_000)
+                #expect(try quotas.lookup(pod) == nil)
             }
         }
     }

@@ -89,6 +89,17 @@ import Testing
         #expect(Self.problems { $0["nodes"] = nodes(16_384) }.isEmpty)
     }
 
+    /// Before: the pod list had no size cap (a spec of millions of pods was planned entry by
+    /// entry); now a node holds at most what the endpoints map does.
+    @Test func morePodsThanANodeHoldsAreRefused() {
+        let problems = Self.problems {
+            $0["pods"] = (0..<65_537).map { i in
+                ["name": "p\(i)", "netns": "/proc/1/ns/net", "ip": "10.\(i / 62500).\(i / 250 % 250).\(i % 250 + 1)"]
+            }
+        }
+        #expect(problems.contains("pods: 65537 pods; a node holds at most 65536"), "\(problems.prefix(3))")
+    }
+
     @Test func loadBalancerSourceRangesAreCIDRsOfLoadBalancers() {
         func service(_ type: String, _ ranges: [Any]) -> [String: Any] {
             [

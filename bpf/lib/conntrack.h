@@ -33,6 +33,32 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nodenet_ct SEC(".maps");
 
+/* The conntrack entries of flows each local pod opened (key: the pod's address): counted up
+ * here as flows open, recounted from the table by the agent's collection (which is when
+ * entries that went are subtracted). A pod at NODENET_CT_QUOTA opens no new flow. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, NODENET_ENDPOINTS_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nodenet_ct_quota SEC(".maps");
+
+/* Whether the pod `owner` may open a flow of `entries` conntrack entries; counted when it may. */
+static __always_inline int nodenet_ct_quota_take(__u32 owner, __u32 entries)
+{
+	__u32 *count = bpf_map_lookup_elem(&nodenet_ct_quota, &owner);
+	if (!count) {
+		bpf_map_update_elem(&nodenet_ct_quota, &owner, &entries, BPF_NOEXIST);
+		return 1;
+	}
+	if (*count >= NODENET_CT_QUOTA)
+		return 0;
+	__sync_fetch_and_add(count, entries);
+	return 1;
+}
+
 /* A packet's flow, read once (packet pointers die with the first write). */
 struct nodenet_flow {
 	struct nodenet_tuple tuple;  /* kind 0 */

@@ -84,6 +84,8 @@ static __always_inline int nodenet_service_failure(struct __sk_buff *skb, int rc
 		return nodenet_drop(skb, NODENET_VERDICT_DROP_NO_LOCAL_BACKEND);
 	if (rc == NODENET_SOURCE_DENIED)
 		return nodenet_drop(skb, NODENET_VERDICT_DROP_SOURCE_RANGE);
+	if (rc == NODENET_QUOTA_EXCEEDED)
+		return nodenet_drop(skb, NODENET_VERDICT_DROP_QUOTA);
 	if (rc == NODENET_ERROR)
 		return TC_ACT_SHOT;
 	return NODENET_PASS;

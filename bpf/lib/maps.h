@@ -51,7 +51,8 @@ enum nodenet_verdict {
 	NODENET_VERDICT_DROP_NO_LOCAL_BACKEND = 8, /* a Local traffic policy and no backend on this node */
 	NODENET_VERDICT_DROP_SOURCE_RANGE = 9, /* a LoadBalancer frontend's loadBalancerSourceRanges exclude the client */
 	NODENET_VERDICT_DROP_NO_MAPPING = 10, /* a masqueraded TCP segment with no mapping that may not open one */
-	NODENET_VERDICT_MAX = 11,
+	NODENET_VERDICT_DROP_QUOTA = 11,      /* a pod holding its share of the conntrack table opens no new flow */
+	NODENET_VERDICT_MAX = 12,
 };
 
 /* The monitor lease: the one value of the array `nodenet_monitor`. Programs emit events only
@@ -88,6 +89,9 @@ struct nodenet_event {
 #define NODENET_NODES_MAX 16384
 #define NODENET_SOCK_REVNAT_MAX 131072
 #define NODENET_CT_MAX 262144
+/* The conntrack entries the flows one pod opened may hold (nodenet_ct_quota): a pod cannot
+ * push the others' flows out of the shared LRU table. */
+#define NODENET_CT_QUOTA (NODENET_CT_MAX / 4)
 
 /* A service frontend (address, port, protocol) and a slot: slot 0 holds the frontend itself
  * (its id and backend count), slots 1..count name one backend each. Changing a frontend

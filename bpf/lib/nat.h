@@ -17,6 +17,7 @@
 /* A frontend with a Local traffic policy and no backend on this node: dropped, as kube-proxy does. */
 #define NODENET_NO_LOCAL_BACKEND 104
 #define NODENET_SOURCE_DENIED 105  /* a client outside the frontend's loadBalancerSourceRanges */
+#define NODENET_QUOTA_EXCEEDED 106 /* a pod at its conntrack quota opening a flow */
 
 /* Where the port (or ICMP echo id) and the checksum of `proto` are. */
 static __always_inline int nodenet_l4_csum_off(__u8 proto)
@@ -77,9 +78,10 @@ static __always_inline int nodenet_nat_reclaimable(const struct nodenet_ct_entry
 
 /* Source NAT of the flow to `nat_addr`: reuses its NAT_OUT entry (its NAT_IN made again if
  * the LRU table evicted it), or allocates a port (NAT_IN inserted first, exclusively, so two
- * flows never share one) when `may_create`. Returns 0 with *port set, -1 when there is no
- * mapping and none may be made, -2 when no port is free. */
-static __always_inline int nodenet_snat(struct nodenet_flow *f, __u32 nat_addr, int may_create, __u16 *port)
+ * flows never share one) when `may_create`, within the quota of the pod `owner` (0: none).
+ * Returns 0 with *port set, -1 when there is no mapping and none may be made, -2 when no port
+ * is free, -3 when the pod is at its quota. */
+static __always_inline int nodenet_snat(struct nodenet_flow *f, __u32 nat_addr, int may_create, __u32 owner, __u16 *port)
 {
 	struct nodenet_tuple in = {};
 	in.saddr = f->tuple.daddr;
@@ -106,6 +108,8 @@ static __always_inline int nodenet_snat(struct nodenet_flow *f, __u32 nat_addr, 
 	}
 	if (!may_create)
 		return -1;
+	if (owner && !nodenet_ct_quota_take(owner, 2))
+		return -3;
 	__u32 start = bpf_get_prandom_u32();
 	__u64 now = bpf_ktime_get_ns();
 	for (int i = 0; i < 8; i++) {

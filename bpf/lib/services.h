@@ -107,6 +107,9 @@ static __always_inline int nodenet_translate_service(struct __sk_buff *skb, stru
 			return (svc->flags & NODENET_SERVICE_LOCAL_ONLY) ? NODENET_NO_LOCAL_BACKEND : NODENET_NO_BACKEND;
 		address = backend->address;
 		port = backend->port;
+		/* A pod's new flow (per-packet LB) counts against its conntrack quota. */
+		if (!ct && !nodeport_only && !nodenet_ct_quota_take(f->tuple.saddr, 2))
+			return NODENET_QUOTA_EXCEEDED;
 		struct nodenet_tuple forward = f->tuple;
 		if (ct) {
 			nodenet_ct_put(&forward, NODENET_CT_SERVICE, address, port, id, backend_id, BPF_ANY);
@@ -141,7 +144,7 @@ static __always_inline int nodenet_hairpin(struct __sk_buff *skb, struct nodenet
 		return NODENET_PASS;
 	__u32 hairpin = bpf_htonl(NODENET_HAIRPIN_IPV4);
 	__u16 port = 0;
-	int rc = nodenet_snat(f, hairpin, 1, &port);
+	int rc = nodenet_snat(f, hairpin, 1, 0, &port);
 	if (rc < 0)
 		return NODENET_ERROR;
 	if (nodenet_rewrite(skb, f, 1, hairpin, port) < 0)

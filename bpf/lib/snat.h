@@ -36,14 +36,17 @@ static __always_inline void nodenet_note_inbound(const struct nodenet_config *cf
 		nodenet_ct_put(&reply.tuple, NODENET_CT_INBOUND, 0, 0, 0, 0, BPF_ANY);
 }
 
-/* Source NAT to the node's address (masquerade, NodePort to a remote backend). Returns
- * NODENET_TRANSLATED, NODENET_PASS (no mapping and none may be made) or an error. */
-static __always_inline int nodenet_snat_to_node(struct __sk_buff *skb, const struct nodenet_config *cfg, struct nodenet_flow *f, int may_create)
+/* Source NAT to the node's address (masquerade, NodePort to a remote backend), a new mapping
+ * within the quota of the pod `owner` (0: none). Returns NODENET_TRANSLATED, NODENET_PASS (no
+ * mapping and none may be made), NODENET_QUOTA_EXCEEDED or an error. */
+static __always_inline int nodenet_snat_to_node(struct __sk_buff *skb, const struct nodenet_config *cfg, struct nodenet_flow *f, int may_create, __u32 owner)
 {
 	__u16 port = 0;
-	int rc = nodenet_snat(f, cfg->node_ip, may_create, &port);
+	int rc = nodenet_snat(f, cfg->node_ip, may_create, owner, &port);
 	if (rc == -1)
 		return NODENET_PASS;
+	if (rc == -3)
+		return NODENET_QUOTA_EXCEEDED;
 	if (rc < 0)
 		return NODENET_ERROR;
 	if (nodenet_rewrite(skb, f, 1, cfg->node_ip, port) < 0)

@@ -104,6 +104,8 @@ public enum Conntrack {
             UInt64(d.components.seconds) * 1_000_000_000 + UInt64(d.components.attoseconds / 1_000_000_000)
         }
         var removed = 0
+        var kept: [(nodenet_tuple, nodenet_ct_entry)] = []
+        kept.reserveCapacity(entries.count)
         for (k, v) in entries {
             let partnerKey = partner(k, v)
             let other = partnerKey.flatMap { byKey[TupleKey($0)] }
@@ -114,12 +116,38 @@ public enum Conntrack {
             let timeout =
                 k.proto == 6
                 ? (closing ? timeouts.tcpClosing : established ? timeouts.tcp : timeouts.tcpOpening) : timeouts.other
-            guard now > lastSeen, now - lastSeen > nanoseconds(timeout) else { continue }
+            guard now > lastSeen, now - lastSeen > nanoseconds(timeout) else {
+                kept.append((k, v))
+                continue
+            }
             // Used since it was read? Then it stays.
-            if let fresh = try map.lookup(k), fresh.last_seen_ns != v.last_seen_ns { continue }
-            if try map.delete(k) { removed += 1 }
+            if let fresh = try map.lookup(k), fresh.last_seen_ns != v.last_seen_ns {
+                kept.append((k, v))
+                continue
+            }
+            if try map.delete(k) { removed += 1 } else { kept.append((k, v)) }
         }
+        try recountQuotas(bpffsDirectory, kept: kept)
         return Collection(scanned: entries.count, removed: removed)
+    }
+
+    /// Sets each pod's count in the quota map to the entries its flows hold now: the datapath
+    /// only counts up (as flows open); what expired or was evicted is subtracted here. A flow a
+    /// pod opened is its nat-out (masquerade) or service (per-packet LB) entry, with the partner.
+    static func recountQuotas(_ bpffsDirectory: String, kept: [(nodenet_tuple, nodenet_ct_entry)]) throws {
+        guard
+            let quotas = try BPFMap<UInt32, UInt32>.pinned(
+                at: BPFFSLayout(directory: bpffsDirectory).path(.conntrackQuota))
+        else { return }
+        var counts: [UInt32: UInt32] = [:]
+        for pod in try quotas.keys() { counts[pod] = 0 }
+        for (k, _) in kept
+        where k.kind == UInt8(NODENET_CT_NAT_OUT.rawValue) || k.kind == UInt8(NODENET_CT_SERVICE.rawValue) {
+            if let count = counts[k.saddr] { counts[k.saddr] = count + 2 }
+        }
+        for (pod, count) in counts {
+            if count == 0 { _ = try quotas.delete(pod) } else { try quotas.update(pod, count) }
+        }
     }
 
     /// A hashable copy of a tuple (the C struct is not Hashable).

@@ -48,6 +48,10 @@ public struct DatapathEvent: Sendable, Codable, Equatable, CustomStringConvertib
         case NODENET_VERDICT_DROP_NO_MAPPING.rawValue:
             verdict = "drop"
             dropReason = "TCP segment leaving the cluster with no masquerade mapping (only a SYN opens one)"
+        case NODENET_VERDICT_DROP_QUOTA.rawValue:
+            verdict = "drop"
+            dropReason =
+                "pod holds its share of the connection-tracking table (\(NODENET_CT_QUOTA) entries): no new flow"
         default: verdict = "verdict \(e.verdict)"
         }
         let isARP = UInt32(e.verdict) == NODENET_VERDICT_ARP_REPLY.rawValue

@@ -135,6 +135,10 @@ struct SpecValidator {
             cidrs.insert(remote.podCIDR)
             cidrPaths.append("\(path).podCIDR")
         }
+        // Every pod has an entry in the endpoints map (BPF datapath); no node runs more.
+        if spec.pods.count > Int(NODENET_ENDPOINTS_MAX) {
+            problem("pods", "\(spec.pods.count) pods; a node holds at most \(NODENET_ENDPOINTS_MAX)")
+        }
         // The BPF datapath keeps every node's address (this one's too) in one map.
         if spec.datapath.mode == .bpf, spec.nodes.count + 1 > Int(NODENET_NODES_MAX) {
             problem(
