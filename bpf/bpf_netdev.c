@@ -40,7 +40,9 @@ static __always_inline int nodenet_to_node(struct __sk_buff *skb, const struct n
 	struct nodenet_endpoint_key key = { .ip = flow->tuple.daddr };
 	if (!bpf_map_lookup_elem(&nodenet_endpoints, &key)) {
 		/* A remote backend: the reply must come back through this node. */
-		rc = nodenet_snat_to_node(skb, cfg, flow, 1, 0);
+		rc = nodenet_snat_to_node(skb, cfg, flow, 1, NODENET_CT_QUOTA_OUTSIDE);
+		if (rc == NODENET_QUOTA_EXCEEDED)
+			return nodenet_drop(skb, NODENET_VERDICT_DROP_QUOTA);
 		if (rc != NODENET_TRANSLATED)
 			return nodenet_drop(skb, NODENET_VERDICT_DROP_NAT_EXHAUSTED);
 	}

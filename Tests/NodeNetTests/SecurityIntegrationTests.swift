@@ -217,6 +217,47 @@ struct SecurityIntegrationTests {
         }
     }
 
+    /// The outside world (198.51.100.0/24) reached through the fabric, as the node sees it.
+    static func routeOutside(_ t: TestNode) throws {
+        let node = try NetlinkSocket(namespace: t.namespace)
+        try node.add(
+            Route(
+                destination: IPPrefix("198.51.100.0/24"), gateway: IPAddress("172.18.0.3"),
+                interfaceIndex: try #require(try node.link(named: "eth0")).index))
+    }
+
+    /// `count` raw IPv4 packets from `source` (UDP from port 5555 to 198.51.100.7:53 when
+    /// `count` is 1, else to distinct destinations; `syn`: TCP SYNs from 198.51.100.9, distinct
+    /// ports, to `source`'s pod 10.0.2.32).
+    static func flood(from namespace: String, _ source: String, count: Int, syn: Bool = false) throws {
+        let script = """
+            import socket, struct
+            s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            src = socket.inet_aton("\(source)")
+            for i in range(\(count)):
+                if \(syn ? "True" : "False"):
+                    dst, body = "10.0.2.32", struct.pack("!HHIIBBHHH", 1024 + i % 60000, 1 + i // 60000, 1, 0, 5 << 4, 2, 8192, 0, 0)
+                    proto = 6
+                else:
+                    if \(count) == 1:
+                        dst, dport = "198.51.100.7", 53
+                    else:
+                        dst, dport = "198.51.100.%d" % (10 + i // 50000), 1 + i % 50000
+                    body, proto = struct.pack("!HHHH", 5555, dport, 8, 0), 17
+                ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 0, 0, 64, proto, 0, src, socket.inet_aton(dst))
+                s.sendto(ip + body, (dst, 0))
+            """
+        let sent = try runTool(["ip", "netns", "exec", namespace, "python3", "-c", script])
+        try #require(sent.status == 0, "\(sent.output)")
+    }
+
+    /// The source port pod 10.0.2.204's datagram to 198.51.100.7:53 leaves the node with.
+    static func masqueradedPort(_ t: TestNode) throws -> UInt16? {
+        let capture = try FrameCapture(namespace: .named(t.fabric), device: "eth0")
+        try flood(from: t.pods[1], "10.0.2.204", count: 1)
+        return capture.next { CapturedIPv4($0)?.destination == "198.51.100.7" }.flatMap { CapturedIPv4($0)?.sourcePort }
+    }
+
     /// Before (BPF mode): every pod's flows shared one LRU table with no limit per pod. A pod
     /// opening 200 000 UDP flows to the outside (400 000 entries; the table holds 262 144)
     /// pushed another pod's masqueraded flow out: its next datagram left from another port (a
@@ -225,46 +266,18 @@ struct SecurityIntegrationTests {
     @Test func onePodCannotPushAnotherPodsFlowsOutOfTheTable() async throws {
         try await TestNode.with(pods: 2) { t in
             try Self.applied(t, .bpf) { spec in
-                let node = try NetlinkSocket(namespace: t.namespace)
-                try node.add(
-                    Route(
-                        destination: IPPrefix("198.51.100.0/24"), gateway: IPAddress("172.18.0.3"),
-                        interfaceIndex: try #require(try node.link(named: "eth0")).index))
-                func datagrams(from namespace: String, _ source: String, count: Int) throws {
-                    // count == 1: 5555 -> 198.51.100.7:53; otherwise distinct destinations.
-                    let script = """
-                        import socket, struct
-                        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-                        src = socket.inet_aton("\(source)")
-                        for i in range(\(count)):
-                            if \(count) == 1:
-                                dst, dport = "198.51.100.7", 53
-                            else:
-                                dst, dport = "198.51.100.%d" % (10 + i // 50000), 1 + i % 50000
-                            udp = struct.pack("!HHHH", 5555, dport, 8, 0)
-                            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, 0, 0, 64, 17, 0, src, socket.inet_aton(dst))
-                            s.sendto(ip + udp, (dst, 0))
-                        """
-                    let sent = try runTool(["ip", "netns", "exec", namespace, "python3", "-c", script])
-                    try #require(sent.status == 0, "\(sent.output)")
-                }
-                func sourcePort() throws -> UInt16? {
-                    let capture = try FrameCapture(namespace: .named(t.fabric), device: "eth0")
-                    try datagrams(from: t.pods[1], "10.0.2.204", count: 1)
-                    return capture.next { CapturedIPv4($0)?.destination == "198.51.100.7" }
-                        .flatMap { CapturedIPv4($0)?.sourcePort }
-                }
-                let first = try #require(try sourcePort(), "the other pod's datagram left masqueraded")
+                try Self.routeOutside(t)
+                let first = try #require(try Self.masqueradedPort(t), "the other pod's datagram left masqueraded")
                 let verdicts = try #require(
                     try BPFMap<UInt32, UInt64>.pinned(at: spec.bpffs.path(.verdicts), perCPU: true))
                 let dropped = try verdicts.sum(UInt32(NODENET_VERDICT_DROP_QUOTA.rawValue))
-                try datagrams(from: t.pods[0], "10.0.2.32", count: 200_000)
+                try Self.flood(from: t.pods[0], "10.0.2.32", count: 200_000)
                 let quota = Int(NODENET_CT_QUOTA)
                 #expect(
                     try verdicts.sum(UInt32(NODENET_VERDICT_DROP_QUOTA.rawValue)) - dropped
                         >= UInt64(200_000 - quota / 2),
                     "the flood beyond the pod's quota is dropped")
-                #expect(try sourcePort() == first, "the other pod's flow was pushed out of the table")
+                #expect(try Self.masqueradedPort(t) == first, "the other pod's flow was pushed out of the table")
                 // The agent's collection recounts: nothing expired yet, the count stays; an hour
                 // on, every flow has, and the pod may open flows again.
                 let quotas = try #require(
@@ -276,6 +289,25 @@ struct SecurityIntegrationTests {
                 try Conntrack.collect(
                     bpffsDirectory: spec.bpffsDirectory, now: BPFClock.nanoseconds() + 3_600 * 1_000_000_000)
                 #expect(try quotas.lookup(pod) == nil)
+            }
+        }
+    }
+
+    /// Before (BPF mode): 400 000 SYNs from outside straight to a pod (each a connection's
+    /// inbound entry) pushed a pod's masqueraded flow out of the shared table. Now the flows
+    /// opened from outside hold at most half of it together; the pod's flow keeps its port.
+    @Test func theOutsideCannotPushThePodsFlowsOutOfTheTable() async throws {
+        try await TestNode.with(pods: 2) { t in
+            try Self.applied(t, .bpf) { spec in
+                try Self.routeOutside(t)
+                let first = try #require(try Self.masqueradedPort(t), "the pod's datagram left masqueraded")
+                try Self.flood(from: t.fabric, "198.51.100.9", count: 400_000, syn: true)
+                let quotas = try #require(
+                    try BPFMap<UInt32, UInt32>.pinned(at: spec.bpffs.path(.conntrackQuota)))
+                #expect(try Self.masqueradedPort(t) == first, "the pod's flow was pushed out of the table")
+                let outside = try quotas.lookup(UInt32(NODENET_CT_QUOTA_OUTSIDE)).map(Int.init) ?? 0
+                let cap = Int(NODENET_CT_QUOTA_OUTSIDE_MAX)
+                #expect(outside >= cap && outside <= cap + 4, "\(outside) entries opened from outside")
             }
         }
     }

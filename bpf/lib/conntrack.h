@@ -33,9 +33,11 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nodenet_ct SEC(".maps");
 
-/* The conntrack entries of flows each local pod opened (key: the pod's address): counted up
- * here as flows open, recounted from the table by the agent's collection (which is when
- * entries that went are subtracted). A pod at NODENET_CT_QUOTA opens no new flow. */
+/* The conntrack entries of flows each local pod opened (key: the pod's address), and of those
+ * opened from outside together (key NODENET_CT_QUOTA_OUTSIDE): counted up here as flows open,
+ * recounted from the table by the agent's collection (which is when entries that went are
+ * subtracted). A pod at NODENET_CT_QUOTA, or the outside at NODENET_CT_QUOTA_OUTSIDE_MAX, opens
+ * no new flow. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, NODENET_ENDPOINTS_MAX);
@@ -45,7 +47,8 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nodenet_ct_quota SEC(".maps");
 
-/* Whether the pod `owner` may open a flow of `entries` conntrack entries; counted when it may. */
+/* Whether `owner` (a pod's address, or NODENET_CT_QUOTA_OUTSIDE) may open a flow of `entries`
+ * conntrack entries; counted when it may. */
 static __always_inline int nodenet_ct_quota_take(__u32 owner, __u32 entries)
 {
 	__u32 *count = bpf_map_lookup_elem(&nodenet_ct_quota, &owner);
@@ -53,7 +56,7 @@ static __always_inline int nodenet_ct_quota_take(__u32 owner, __u32 entries)
 		bpf_map_update_elem(&nodenet_ct_quota, &owner, &entries, BPF_NOEXIST);
 		return 1;
 	}
-	if (*count >= NODENET_CT_QUOTA)
+	if (*count >= (owner == NODENET_CT_QUOTA_OUTSIDE ? NODENET_CT_QUOTA_OUTSIDE_MAX : NODENET_CT_QUOTA))
 		return 0;
 	__sync_fetch_and_add(count, entries);
 	return 1;

@@ -51,7 +51,7 @@ enum nodenet_verdict {
 	NODENET_VERDICT_DROP_NO_LOCAL_BACKEND = 8, /* a Local traffic policy and no backend on this node */
 	NODENET_VERDICT_DROP_SOURCE_RANGE = 9, /* a LoadBalancer frontend's loadBalancerSourceRanges exclude the client */
 	NODENET_VERDICT_DROP_NO_MAPPING = 10, /* a masqueraded TCP segment with no mapping that may not open one */
-	NODENET_VERDICT_DROP_QUOTA = 11,      /* a pod holding its share of the conntrack table opens no new flow */
+	NODENET_VERDICT_DROP_QUOTA = 11,      /* a pod (or the outside) holding its share of the conntrack table opens no new flow */
 	NODENET_VERDICT_MAX = 12,
 };
 
@@ -92,6 +92,11 @@ struct nodenet_event {
 /* The conntrack entries the flows one pod opened may hold (nodenet_ct_quota): a pod cannot
  * push the others' flows out of the shared LRU table. */
 #define NODENET_CT_QUOTA (NODENET_CT_MAX / 4)
+/* The flows opened from outside (node ports, load balancer and external addresses,
+ * connections straight to pods) share one count under this key, and may hold half the
+ * table: a flood from outside cannot push the pods' own flows out. */
+#define NODENET_CT_QUOTA_OUTSIDE 0xffffffffU
+#define NODENET_CT_QUOTA_OUTSIDE_MAX (NODENET_CT_MAX / 2)
 
 /* A service frontend (address, port, protocol) and a slot: slot 0 holds the frontend itself
  * (its id and backend count), slots 1..count name one backend each. Changing a frontend

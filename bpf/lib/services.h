@@ -107,8 +107,9 @@ static __always_inline int nodenet_translate_service(struct __sk_buff *skb, stru
 			return (svc->flags & NODENET_SERVICE_LOCAL_ONLY) ? NODENET_NO_LOCAL_BACKEND : NODENET_NO_BACKEND;
 		address = backend->address;
 		port = backend->port;
-		/* A pod's new flow (per-packet LB) counts against its conntrack quota. */
-		if (!ct && !nodeport_only && !nodenet_ct_quota_take(f->tuple.saddr, 2))
+		/* A new flow counts against its opener's conntrack quota: the pod's (per-packet LB),
+		 * or the outside's together (node ports, load balancer and external addresses). */
+		if (!ct && !nodenet_ct_quota_take(nodeport_only ? NODENET_CT_QUOTA_OUTSIDE : f->tuple.saddr, 2))
 			return NODENET_QUOTA_EXCEEDED;
 		struct nodenet_tuple forward = f->tuple;
 		if (ct) {

@@ -32,7 +32,7 @@ static __always_inline void nodenet_note_inbound(const struct nodenet_config *cf
 	struct nodenet_ct_entry *inbound = nodenet_ct_lookup(&reply, NODENET_CT_INBOUND);
 	if (inbound)
 		nodenet_ct_mark_established(inbound, f);
-	else if (nodenet_may_open(f))
+	else if (nodenet_may_open(f) && nodenet_ct_quota_take(NODENET_CT_QUOTA_OUTSIDE, 1))
 		nodenet_ct_put(&reply.tuple, NODENET_CT_INBOUND, 0, 0, 0, 0, BPF_ANY);
 }
 

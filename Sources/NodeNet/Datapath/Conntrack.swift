@@ -131,22 +131,30 @@ public enum Conntrack {
         return Collection(scanned: entries.count, removed: removed)
     }
 
-    /// Sets each pod's count in the quota map to the entries its flows hold now: the datapath
-    /// only counts up (as flows open); what expired or was evicted is subtracted here. A flow a
-    /// pod opened is its nat-out (masquerade) or service (per-packet LB) entry, with the partner.
+    /// Sets the counts of the quota map to the entries the flows hold now: the datapath only
+    /// counts up (as flows open); what expired or was evicted is subtracted here. A flow is a
+    /// nat-out (masquerade, NodePort to a remote backend) or service entry with its partner, the
+    /// pod's when its source is a local pod, else the outside's; an inbound entry (a connection
+    /// from outside straight to a pod) is the outside's alone.
     static func recountQuotas(_ bpffsDirectory: String, kept: [(nodenet_tuple, nodenet_ct_entry)]) throws {
-        guard
-            let quotas = try BPFMap<UInt32, UInt32>.pinned(
-                at: BPFFSLayout(directory: bpffsDirectory).path(.conntrackQuota))
-        else { return }
+        let layout = BPFFSLayout(directory: bpffsDirectory)
+        guard let quotas = try BPFMap<UInt32, UInt32>.pinned(at: layout.path(.conntrackQuota)) else { return }
+        let endpoints = try BPFMap<nodenet_endpoint_key, nodenet_endpoint>.pinned(at: layout.path(.endpoints))
+        let pods = Set(try endpoints?.keys().map(\.ip) ?? [])
+        let outside = UInt32(NODENET_CT_QUOTA_OUTSIDE)
         var counts: [UInt32: UInt32] = [:]
-        for pod in try quotas.keys() { counts[pod] = 0 }
-        for (k, _) in kept
-        where k.kind == UInt8(NODENET_CT_NAT_OUT.rawValue) || k.kind == UInt8(NODENET_CT_SERVICE.rawValue) {
-            if let count = counts[k.saddr] { counts[k.saddr] = count + 2 }
+        for owner in try quotas.keys() { counts[owner] = 0 }
+        for (k, _) in kept {
+            switch UInt32(k.kind) {
+            case NODENET_CT_NAT_OUT.rawValue, NODENET_CT_SERVICE.rawValue:
+                counts[pods.contains(k.saddr) ? k.saddr : outside, default: 0] += 2
+            case NODENET_CT_INBOUND.rawValue:
+                counts[outside, default: 0] += 1
+            default: continue
+            }
         }
-        for (pod, count) in counts {
-            if count == 0 { _ = try quotas.delete(pod) } else { try quotas.update(pod, count) }
+        for (owner, count) in counts {
+            if count == 0 { _ = try quotas.delete(owner) } else { try quotas.update(owner, count) }
         }
     }
 

@@ -51,7 +51,7 @@ public struct DatapathEvent: Sendable, Codable, Equatable, CustomStringConvertib
         case NODENET_VERDICT_DROP_QUOTA.rawValue:
             verdict = "drop"
             dropReason =
-                "pod holds its share of the connection-tracking table (\(NODENET_CT_QUOTA) entries): no new flow"
+                "the flows this pod opened (from outside: all flows opened from outside) hold their share of the connection-tracking table: no new flow"
         default: verdict = "verdict \(e.verdict)"
         }
         let isARP = UInt32(e.verdict) == NODENET_VERDICT_ARP_REPLY.rawValue
