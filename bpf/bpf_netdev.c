@@ -67,10 +67,11 @@ int nodenet_from_netdev(struct __sk_buff *skb)
 	nodenet_settings_read(&cfg);
 	/* Nothing from outside may come from this node itself, its router or its pods: a spoofed
 	 * source would reach the pods as the node (kubelet's address) or as their neighbours. Pod
-	 * addresses are looked up only for sources inside nativeRoutingCIDR. */
+	 * addresses are looked up only for sources inside this node's pod CIDR (other nodes' pods,
+	 * most of this device's traffic, need no lookup). */
 	if (cfg.node_ip && (ip->saddr == cfg.node_ip || ip->saddr == cfg.router_ip))
 		return nodenet_drop(skb, NODENET_VERDICT_DROP_SPOOFED);
-	if (cfg.node_ip && (!(cfg.flags & NODENET_CONFIG_NATIVE_CIDR) || nodenet_inside_native(&cfg, ip->saddr))) {
+	if (cfg.node_ip && (ip->saddr & cfg.pod_mask) == cfg.pod_cidr) {
 		struct nodenet_endpoint_key src_key = { .ip = ip->saddr };
 		if (bpf_map_lookup_elem(&nodenet_endpoints, &src_key))
 			return nodenet_drop(skb, NODENET_VERDICT_DROP_SPOOFED);

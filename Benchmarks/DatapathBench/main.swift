@@ -1,38 +1,52 @@
-// datapath-bench: pod-to-pod TCP throughput and request/response rate, in the same run,
-// over a bare veth pair (the physical limit here), and between lab pods on one node and on
-// two nodes in BPF mode and in kernel mode.
+// datapath-bench: pod-to-pod TCP throughput, request/response and connection rates, in the
+// same run, over a bare veth pair (the physical limit here), and between lab pods on one node
+// and on two nodes in BPF mode and in kernel mode.
 //
 //   apt-get install iperf3
-//   swift run -c release datapath-bench [--seconds S] [--repeat R] [--json]
+//   swift build -c release --product datapath-bench && .build/release/datapath-bench [--seconds S] [--rounds R] [--json]
 //
-// Throughput: iperf3, 1 and 2 streams. Request/response: 1-byte request, 1-byte reply
-// over one TCP connection, as many as fit in S seconds (like netperf TCP_RR).
+// Each round runs every metric over every path in turn (the paths' order rotates from round to
+// round), so a drift of the machine lands on all paths of a round alike; figures are the
+// median over the rounds, comparisons the median of the in-round ratios with their range.
+// Throughput: iperf3, 1 and 2 streams. TCP_RR: 1-byte request and 1-byte reply over one TCP
+// connection, as many as fit in S seconds. TCP_CRR: a new connection per request (connect,
+// 1 byte each way, close), as many as fit in S seconds.
+//
+// The BPF paths are checked to take the BPF datapath (the lab node's redirect counters grow by
+// at least one per request/response). After the rounds, each BPF program's cost: the kernel's
+// run-time statistics (BPF_ENABLE_STATS, on for that phase only, which costs every program a
+// little: never during the rounds; nothing global is written) over a TCP_RR run
+// per BPF path: nanoseconds per packet of from-container and from-netdev. `--rounds 0`
+// measures the program costs only.
+import BPF
 import BenchSupport
+import CNodeNetBPF
 import Foundation
 import NodeNet
 import NodeNetLab
 
-/// Runs per measurement (`--repeat`); medians are reported.
-let repeats: Int = {
-    guard let i = CommandLine.arguments.firstIndex(of: "--repeat"), i + 1 < CommandLine.arguments.count,
-        let n = Int(CommandLine.arguments[i + 1])
-    else { return 1 }
-    return max(1, min(10, n))
-}()
+struct Options {
+    var seconds = 3, rounds = 5, json = false
+}
 
-/// Seconds per measurement (`--seconds`).
-let duration: Int = {
-    guard let i = CommandLine.arguments.firstIndex(of: "--seconds"), i + 1 < CommandLine.arguments.count,
-        let n = Int(CommandLine.arguments[i + 1])
-    else { return 3 }
-    return max(1, min(30, n))
-}()
-let json = CommandLine.arguments.contains("--json")
-if CommandLine.arguments.dropFirst().contains(where: {
-    !["--seconds", "--repeat", "--json"].contains($0) && Int($0) == nil
-}) {
-    print("usage: datapath-bench [--seconds S] [--repeat R] [--json]   (needs root and iperf3)")
-    exit(2)
+struct BadUsage: UsageError {}
+
+let usage =
+    "usage: datapath-bench [--seconds S] [--rounds R] [--json]   (needs root and iperf3; S 1-30, R 0-20; 0: program costs only)"
+
+func parseOptions() throws -> Options {
+    var o = Options()
+    var args = BenchArguments()
+    while let arg = args.next() {
+        switch arg {
+        case "--seconds": o.seconds = args.int(in: 1...30, default: -1)
+        case "--rounds", "--repeat": o.rounds = args.int(in: 0...20, default: -1)
+        case "--json": o.json = true
+        default: throw BadUsage()
+        }
+        if o.seconds < 0 || o.rounds < 0 { throw BadUsage() }
+    }
+    return o
 }
 
 func run(_ args: [String]) throws -> String {
@@ -49,7 +63,7 @@ func run(_ args: [String]) throws -> String {
 }
 
 /// iperf3 from `client` to `server` (namespaces) at `ip`: Gbit/s received.
-func throughput(client: String, server: String, ip: String, streams: Int) throws -> Double {
+func throughput(client: String, server: String, ip: String, streams: Int, seconds: Int) throws -> Double {
     let s = Process()
     s.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     s.arguments = ["ip", "netns", "exec", server, "iperf3", "-s", "-1", "-p", "5201"]
@@ -57,53 +71,85 @@ func throughput(client: String, server: String, ip: String, streams: Int) throws
     s.standardError = FileHandle.nullDevice
     try s.run()
     defer {
-        if s.isRunning { s.terminate() }
+        if s.isRunning { kill(s.processIdentifier, SIGKILL) }
         s.waitUntilExit()
     }
     usleep(300_000)
     let out = try run([
-        "ip", "netns", "exec", client, "iperf3", "-c", ip, "-p", "5201", "-t", "\(duration)", "-P", "\(streams)", "-J",
+        "ip", "netns", "exec", client, "timeout", "\(seconds + 30)", "iperf3", "-c", ip, "-p", "5201", "-t",
+        "\(seconds)", "-P", "\(streams)", "-J",
     ])
-    guard let data = out.data(using: .utf8), let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+    guard let o = try? JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any],
         let end = o["end"] as? [String: Any], let sum = end["sum_received"] as? [String: Any],
         let bps = sum["bits_per_second"] as? Double
     else { throw BenchError("iperf3 gave no result (\(out.prefix(200)))") }
     return bps / 1e9
 }
 
-/// Transactions per second: 1-byte request and reply over one TCP connection.
-func requestResponse(client: String, server: String, ip: IPAddress) throws -> Double {
-    let listener: Int32 = try NetworkNamespace.run(in: .named(server)) {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, 4)
-        guard SocketAddress(IPAddress(ipv4: 0), port: 7777).withSockaddr({ bind(fd, $0, $1) }) == 0,
-            listen(fd, 1) == 0
-        else { throw BenchError("listen failed") }
-        return fd
+/// A TCP server in `namespace` on port 7777 answering 1 byte with 1 byte, on one connection
+/// (`perConnection` false) or on each of many, until `stop()`.
+final class EchoServer: @unchecked Sendable {
+    let listener: Int32
+    private var thread: Thread?
+
+    init(namespace: String, perConnection: Bool) throws {
+        listener = try NetworkNamespace.run(in: .named(namespace)) {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, 4)
+            guard SocketAddress(IPAddress(ipv4: 0), port: 7777).withSockaddr({ bind(fd, $0, $1) }) == 0,
+                listen(fd, 128) == 0
+            else { throw BenchError("listen failed") }
+            return fd
+        }
+        let listener = self.listener
+        thread = Thread {
+            while true {
+                let c = accept(listener, nil, nil)
+                guard c >= 0 else { return }
+                var one: Int32 = 1
+                setsockopt(c, Int32(IPPROTO_TCP), TCP_NODELAY, &one, 4)
+                var b: UInt8 = 0
+                if perConnection {
+                    if read(c, &b, 1) == 1 { _ = write(c, &b, 1) }
+                } else {
+                    while read(c, &b, 1) == 1 { _ = write(c, &b, 1) }
+                }
+                close(c)
+                if !perConnection { return }
+            }
+        }
+        thread?.start()
     }
-    defer { close(listener) }
-    let serverThread = Thread {
-        let c = accept(listener, nil, nil)
-        guard c >= 0 else { return }
-        var one: Int32 = 1
-        setsockopt(c, Int32(IPPROTO_TCP), TCP_NODELAY, &one, 4)
-        var b: UInt8 = 0
-        while read(c, &b, 1) == 1 { _ = write(c, &b, 1) }
-        close(c)
+
+    func stop() {
+        shutdown(listener, Int32(SHUT_RDWR))
+        close(listener)
     }
-    serverThread.start()
-    let fd: Int32 = try NetworkNamespace.run(in: .named(client)) { socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0) }
-    defer { close(fd) }
+}
+
+func tcpSocket(in namespace: String) throws -> Int32 {
+    let fd: Int32 = try NetworkNamespace.run(in: .named(namespace)) { socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0) }
     var one: Int32 = 1
     setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, 4)
+    var tv = timeval(tv_sec: 2, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    return fd
+}
+
+/// TCP_RR: transactions per second over one connection.
+func requestResponse(client: String, server: String, ip: IPAddress, seconds: Int) throws -> Double {
+    let echo = try EchoServer(namespace: server, perConnection: false)
+    defer { echo.stop() }
+    let fd = try tcpSocket(in: client)
+    defer { close(fd) }
     guard SocketAddress(ip, port: 7777).withSockaddr({ connect(fd, $0, $1) }) == 0 else {
         throw BenchError("connect \(ip): \(errno)")
     }
     var b: UInt8 = 1
     var n = 0
     let start = Date()
-    while Date().timeIntervalSince(start) < Double(duration) {
+    while Date().timeIntervalSince(start) < Double(seconds) {
         for _ in 0..<100 {
             guard write(fd, &b, 1) == 1, read(fd, &b, 1) == 1 else { throw BenchError("request/response broke") }
         }
@@ -112,36 +158,97 @@ func requestResponse(client: String, server: String, ip: IPAddress) throws -> Do
     return Double(n) / Date().timeIntervalSince(start)
 }
 
-struct Row: Encodable {
-    var path: String, gbps1: Double, gbps2: Double, rr: Double
-}
-
-/// Medians of `repeats` runs of each measurement.
-func measure(_ path: String, client: String, server: String, ip: String) throws -> Row {
-    var one: [Double] = []
-    var two: [Double] = []
-    var rr: [Double] = []
-    for _ in 0..<repeats {
-        one.append(try throughput(client: client, server: server, ip: ip, streams: 1))
-        two.append(try throughput(client: client, server: server, ip: ip, streams: 2))
-        rr.append(try requestResponse(client: client, server: server, ip: IPAddress(ip)!))
+/// TCP_CRR: connections per second, each connect, 1 byte each way, close (with a reset, so no
+/// TIME_WAIT sockets pile up on the client's ports).
+func connectRequestResponse(client: String, server: String, ip: IPAddress, seconds: Int) throws -> Double {
+    let echo = try EchoServer(namespace: server, perConnection: true)
+    defer { echo.stop() }
+    var n = 0
+    let start = Date()
+    while Date().timeIntervalSince(start) < Double(seconds) {
+        let fd = try tcpSocket(in: client)
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        var b: UInt8 = 1
+        let ok =
+            SocketAddress(ip, port: 7777).withSockaddr({ connect(fd, $0, $1) }) == 0 && write(fd, &b, 1) == 1
+            && read(fd, &b, 1) == 1
+        close(fd)
+        guard ok else { throw BenchError("connect/request/response to \(ip) broke (\(errno))") }
+        n += 1
     }
-    return Row(path: path, gbps1: median(one), gbps2: median(two), rr: median(rr))
+    return Double(n) / Date().timeIntervalSince(start)
 }
 
-var rows: [Row] = []
+enum Metric: String, CaseIterable, Encodable {
+    case stream1 = "1 stream Gbit/s", stream2 = "2 streams Gbit/s", rr = "TCP_RR trans/s", crr = "TCP_CRR conn/s"
+}
 
-let tag = "db\(getpid() % 10000)"
-do {
-    // Bare veth pair between two namespaces.
+struct Path {
+    var name: String, client: String, server: String, ip: String
+    /// BPF paths: the lab's bpffs directories and the redirect verdict the path must count.
+    var bpf: (directories: [String], verdict: UInt32)?
+}
+
+/// The tcx programs of the BPF lab's nodes, by kind (from-container, from-netdev): their fds.
+func programs(_ directories: [String]) throws -> [(kind: String, handle: BPFProgramHandle)] {
+    var result: [(String, BPFProgramHandle)] = []
+    for directory in directories {
+        let layout = BPFFSLayout(directory: directory)
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: layout.tcxLinkDirectory)) ?? []
+        for name in names.sorted() {
+            guard let link = try BPFPin.open(layout.tcxLinkPath(name)) else { continue }
+            let info = try BPFLinkInfo(fd: link.fd, what: name)
+            result.append((String(name.prefix { $0 != "@" }), try BPFProgramHandle(id: info.programID)))
+        }
+    }
+    return result
+}
+
+func stats(_ programs: [(kind: String, handle: BPFProgramHandle)]) throws -> [String: BPFProgramStats] {
+    var sums: [String: BPFProgramStats] = [:]
+    for p in programs {
+        let s = try BPFProgramStats(fd: p.handle.fd)
+        var sum = sums[p.kind] ?? BPFProgramStats(runTimeNanoseconds: 0, runCount: 0)
+        sum.runTimeNanoseconds += s.runTimeNanoseconds
+        sum.runCount += s.runCount
+        sums[p.kind] = sum
+    }
+    return sums
+}
+
+struct Output: Encodable {
+    struct PathResult: Encodable {
+        var path: String
+        /// Medians over the rounds, by metric.
+        var medians: [String: Double]
+        /// BPF paths: nanoseconds per packet of each program kind over all rounds, and packets.
+        var nanosecondsPerPacket: [String: Double]?
+        var packets: [String: UInt64]?
+    }
+    struct Comparison: Encodable {
+        var name: String, metric: String
+        var ratio: RatioSummary
+    }
+    var seconds: Int, rounds: Int
+    var paths: [PathResult]
+    var comparisons: [Comparison]
+}
+
+runBenchmark("datapath-bench", usage: usage) {
+    let o = try parseOptions()
+    let tag = "db\(getpid() % 10000)"
     let a = "nnbench-\(tag)-a"
     let b = "nnbench-\(tag)-b"
-    try NetworkNamespace.create(a)
-    try NetworkNamespace.create(b)
+    var labs: [LabCluster] = []
     defer {
         try? NetworkNamespace.delete(a)
         try? NetworkNamespace.delete(b)
+        for lab in labs { Lab.down(name: lab.name) }
     }
+    // Bare veth pair between two namespaces.
+    try NetworkNamespace.create(a)
+    try NetworkNamespace.create(b)
     let sa = try NetlinkSocket(namespace: .named(a))
     let sb = try NetlinkSocket(namespace: .named(b))
     try sa.add(
@@ -152,8 +259,7 @@ do {
         try s.setLink(named: "lo", LinkChange(up: true))
         try s.add(InterfaceAddress(interfaceIndex: try s.link(named: "eth0")!.index, prefix: IPPrefix(ip)!))
     }
-    rows.append(try measure("bare veth pair", client: a, server: b, ip: "10.9.0.2"))
-
+    var paths = [Path(name: "bare veth pair", client: a, server: b, ip: "10.9.0.2")]
     for mode in [DatapathMode.bpf, .kernel] {
         var c = try LabCluster.load(
             Data(
@@ -163,37 +269,142 @@ do {
                   { "name": "n2", "address": "172.18.0.3", "podCIDR": "10.0.1.0/24", "pods": [ { "name": "p3", "ip": "10.0.1.10" } ] } ] }
                 """.utf8))
         c.datapathMode = mode
-        defer { Lab.down(name: c.name) }
+        labs.append(c)
         try Lab(cluster: c).up()
-        rows.append(
-            try measure(
-                "same node, \(mode.rawValue) mode", client: c.namespace(ofPod: "p1"), server: c.namespace(ofPod: "p2"),
-                ip: "10.0.2.11"))
-        rows.append(
-            try measure(
-                "two nodes, \(mode.rawValue) mode", client: c.namespace(ofPod: "p1"), server: c.namespace(ofPod: "p3"),
-                ip: "10.0.1.10"))
+        let directories = ["n1", "n2"].map { c.bpffsDirectory(ofNode: $0) }
+        paths.append(
+            Path(
+                name: "same node, \(mode.rawValue) mode", client: c.namespace(ofPod: "p1"),
+                server: c.namespace(ofPod: "p2"), ip: "10.0.2.11",
+                bpf: mode == .bpf ? (directories, UInt32(NODENET_VERDICT_LOCAL_REDIRECT.rawValue)) : nil))
+        paths.append(
+            Path(
+                name: "two nodes, \(mode.rawValue) mode", client: c.namespace(ofPod: "p1"),
+                server: c.namespace(ofPod: "p3"), ip: "10.0.1.10",
+                bpf: mode == .bpf ? (directories, UInt32(NODENET_VERDICT_REMOTE_REDIRECT.rawValue)) : nil))
     }
-    if json {
-        try printJSON(rows)
-    } else {
-        let bare = rows[0]
-        print(
-            "path                      1 stream Gbit/s   2 streams Gbit/s   TCP RR trans/s   (vs bare veth: 1 stream, RR)"
-        )
-        for r in rows {
-            print(
-                r.path.padding(toLength: 25, withPad: " ", startingAt: 0)
-                    + String(
-                        format: " %8.2f           %8.2f           %9.0f        %5.0f%%  %5.0f%%", r.gbps1, r.gbps2,
-                        r.rr,
-                        100 * r.gbps1 / bare.gbps1, 100 * r.rr / bare.rr))
+    // Order: bare, same bpf, two bpf, same kernel, two kernel.
+    let bpfPrograms = try programs(paths[1].bpf!.directories)
+    var values = [[Metric: [Double]]](repeating: [:], count: paths.count)
+    var cost = [[String: BPFProgramStats]](repeating: [:], count: paths.count)
+    func measure(_ metric: Metric, _ p: Path) throws -> Double {
+        switch metric {
+        case .stream1: try throughput(client: p.client, server: p.server, ip: p.ip, streams: 1, seconds: o.seconds)
+        case .stream2: try throughput(client: p.client, server: p.server, ip: p.ip, streams: 2, seconds: o.seconds)
+        case .rr: try requestResponse(client: p.client, server: p.server, ip: IPAddress(p.ip)!, seconds: o.seconds)
+        case .crr:
+            try connectRequestResponse(client: p.client, server: p.server, ip: IPAddress(p.ip)!, seconds: o.seconds)
         }
+    }
+    for round in 0..<o.rounds {
+        for metric in Metric.allCases {
+            for k in 0..<paths.count {
+                let i = (k + round) % paths.count
+                let path = paths[i]
+                let verdicts = try path.bpf.flatMap { bpf in
+                    try BPFMap<UInt32, UInt64>.pinned(
+                        at: BPFFSLayout(directory: bpf.directories[0]).path(.verdicts), perCPU: true)
+                }
+                if path.bpf != nil && verdicts == nil { throw BenchError("\(path.name): no verdict counters pinned") }
+                let redirectsBefore = try verdicts.map { try $0.sum(path.bpf!.verdict) }
+                let value = try measure(metric, path)
+                if let verdicts, let redirectsBefore {
+                    let redirects = try verdicts.sum(path.bpf!.verdict) - redirectsBefore
+                    if metric == .rr && Double(redirects) < value * Double(o.seconds) / 2 {
+                        throw BenchError(
+                            "\(path.name): \(redirects) redirects for \(Int(value * Double(o.seconds))) requests: the traffic did not take the BPF path"
+                        )
+                    }
+                }
+                values[i][metric, default: []].append(value)
+                if !o.json {
+                    FileHandle.standardError.write(
+                        Data("round \(round + 1), \(metric.rawValue), \(path.name): \(value)\n".utf8))
+                }
+            }
+        }
+    }
+    // Program costs, statistics on for this phase only.
+    do {
+        let statistics = try BPFStatistics()
+        defer { withExtendedLifetime(statistics) {} }
+        for i in paths.indices where paths[i].bpf != nil {
+            for metric in [Metric.rr] {
+                let before = try stats(bpfPrograms)
+                _ = try measure(metric, paths[i])
+                for (kind, after) in try stats(bpfPrograms) {
+                    let b = before[kind] ?? BPFProgramStats(runTimeNanoseconds: 0, runCount: 0)
+                    var c = cost[i][kind] ?? BPFProgramStats(runTimeNanoseconds: 0, runCount: 0)
+                    c.runTimeNanoseconds += after.runTimeNanoseconds - b.runTimeNanoseconds
+                    c.runCount += after.runCount - b.runCount
+                    cost[i][kind] = c
+                }
+            }
+        }
+    }
+    func ratios(_ x: Int, over y: Int, _ metric: Metric) -> RatioSummary {
+        RatioSummary(zip(values[x][metric]!, values[y][metric]!).map { $0 / $1 })
+    }
+    var comparisons: [Output.Comparison] = []
+    for metric in Metric.allCases where o.rounds > 0 {
+        comparisons += [
+            .init(name: "same node BPF / bare veth", metric: metric.rawValue, ratio: ratios(1, over: 0, metric)),
+            .init(name: "same node kernel / bare veth", metric: metric.rawValue, ratio: ratios(3, over: 0, metric)),
+            .init(name: "same node BPF / kernel", metric: metric.rawValue, ratio: ratios(1, over: 3, metric)),
+            .init(name: "two nodes BPF / kernel", metric: metric.rawValue, ratio: ratios(2, over: 4, metric)),
+        ]
+    }
+    let results = paths.indices.map { i in
+        Output.PathResult(
+            path: paths[i].name,
+            medians: o.rounds == 0
+                ? [:] : Dictionary(uniqueKeysWithValues: Metric.allCases.map { ($0.rawValue, median(values[i][$0]!)) }),
+            nanosecondsPerPacket: paths[i].bpf == nil
+                ? nil
+                : cost[i].compactMapValues {
+                    $0.nanosecondsPerRun(since: BPFProgramStats(runTimeNanoseconds: 0, runCount: 0))
+                },
+            packets: paths[i].bpf == nil ? nil : cost[i].mapValues(\.runCount))
+    }
+    if o.json {
+        try printJSON(Output(seconds: o.seconds, rounds: o.rounds, paths: results, comparisons: comparisons))
+        return
+    }
+    print("medians of \(o.rounds) rounds of \(o.seconds) s (paths interleaved within each round)")
+    guard o.rounds > 0 else {
+        printCosts(results)
+        return
+    }
+    print(
+        "path                        "
+            + Metric.allCases.map { $0.rawValue.padding(toLength: 18, withPad: " ", startingAt: 0) }.joined())
+    for r in results {
         print(
-            "(medians of \(repeats) runs of \(duration) s; targets: same-node BPF >= 90% of the bare veth pair and ahead of kernel mode)"
+            r.path.padding(toLength: 28, withPad: " ", startingAt: 0)
+                + Metric.allCases.map {
+                    String(format: "%-18.2f", r.medians[$0.rawValue]!)
+                }.joined())
+    }
+    print("")
+    print("in-round ratios: median (range)")
+    for c in comparisons {
+        print(
+            "\(c.name.padding(toLength: 30, withPad: " ", startingAt: 0)) \(c.metric.padding(toLength: 18, withPad: " ", startingAt: 0)) \(c.ratio)"
         )
     }
-} catch {
-    print("datapath-bench: \(error)")
-    exit(1)
+    print("")
+    printCosts(results)
+}
+
+func printCosts(_ results: [Output.PathResult]) {
+    print("BPF program cost (kernel run-time statistics over a TCP_RR run): ns per packet")
+    for r in results {
+        guard let cost = r.nanosecondsPerPacket else { continue }
+        print(
+            "\(r.path.padding(toLength: 28, withPad: " ", startingAt: 0)) "
+                + cost.sorted { $0.key < $1.key }.map {
+                    String(format: "%@ %.0f ns (%llu packets)", $0.key, $0.value, r.packets?[$0.key] ?? 0)
+                }
+                .joined(separator: ", "))
+    }
 }

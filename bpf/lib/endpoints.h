@@ -50,10 +50,12 @@ static __always_inline int nodenet_deliver_local(struct __sk_buff *skb, struct i
 	if (ip->ttl <= 1)
 		return nodenet_to_stack(skb, ip);  /* expiring: the stack answers time exceeded */
 	nodenet_emit(skb, NODENET_VERDICT_LOCAL_REDIRECT, ip, ifindex);
-	if (nodenet_dec_ttl(skb, ip) < 0)
+	if (nodenet_dec_ttl(ip) < 0)
 		return TC_ACT_OK;
-	bpf_skb_store_bytes(skb, 0, pod_mac, 6, 0);
-	bpf_skb_store_bytes(skb, 6, host_mac, 6, 0);
+	/* The Ethernet header lies before `ip`, whose bounds were checked. */
+	struct ethhdr *eth = (void *)ip - sizeof(struct ethhdr);
+	__builtin_memcpy(eth->h_dest, pod_mac, 6);
+	__builtin_memcpy(eth->h_source, host_mac, 6);
 	nodenet_count(NODENET_VERDICT_LOCAL_REDIRECT);
 	return bpf_redirect_peer(ifindex, 0);
 }

@@ -33,9 +33,8 @@ static __always_inline int nodenet_forward(struct __sk_buff *skb)
 		return nodenet_to_stack(skb, ip);
 	if (ip->ttl <= 1)
 		return nodenet_to_stack(skb, ip);  /* expiring: the stack answers time exceeded */
-	/* Emit first: changing the packet (TTL) invalidates packet pointers. */
 	nodenet_emit(skb, NODENET_VERDICT_REMOTE_REDIRECT, ip, fib.ifindex);
-	if (nodenet_dec_ttl(skb, ip) < 0)
+	if (nodenet_dec_ttl(ip) < 0)
 		return TC_ACT_OK;
 	nodenet_count(NODENET_VERDICT_REMOTE_REDIRECT);
 	return bpf_redirect_neigh(fib.ifindex, 0, 0, 0);

@@ -7,17 +7,18 @@
 #define NODENET_IP_CSUM_OFF (ETH_HLEN + __builtin_offsetof(struct iphdr, check))
 #define NODENET_IP_TTL_OFF (ETH_HLEN + __builtin_offsetof(struct iphdr, ttl))
 
-/* Returns 0, or -1 when the TTL would expire (the stack then answers with ICMP). */
-static __always_inline int nodenet_dec_ttl(struct __sk_buff *skb, struct iphdr *ip)
+/* Returns 0, or -1 when the TTL would expire (the stack then answers with ICMP). Written in
+ * place (`ip` is a checked packet pointer; the verifier has the program make the skb's head
+ * writable first), the checksum fixed as ip_decrease_ttl() does (RFC 1624): no helper calls,
+ * and the packet pointers stay valid. */
+static __always_inline int nodenet_dec_ttl(struct iphdr *ip)
 {
-	__u8 ttl = ip->ttl;
-	if (ttl <= 1)
+	if (ip->ttl <= 1)
 		return -1;
 	/* TTL is the high byte of the 16-bit word it shares with the protocol. */
-	__u16 old = bpf_htons((__u16)ttl << 8), new = bpf_htons((__u16)(ttl - 1) << 8);
-	bpf_l3_csum_replace(skb, NODENET_IP_CSUM_OFF, old, new, 2);
-	__u8 next = ttl - 1;
-	bpf_skb_store_bytes(skb, NODENET_IP_TTL_OFF, &next, 1, 0);
+	__u32 check = (__u32)ip->check + (__u32)bpf_htons(0x0100);
+	ip->check = (__u16)(check + (check >= 0xFFFF));
+	ip->ttl--;
 	return 0;
 }
 

@@ -30,6 +30,8 @@ struct nodenet_config {
 	__u32 flags;        /* NODENET_CONFIG_* */
 	__u32 native_ifindex; /* the native device: masquerading applies only to traffic leaving through it */
 	__u32 maglev_size;  /* loadBalancer.algorithm maglev: the lookup tables' size (a prime); 0: random */
+	__u32 pod_cidr;     /* this node's pod CIDR (address and mask): every local pod is inside it */
+	__u32 pod_mask;
 };
 
 #define NODENET_CONFIG_SERVICES 1     /* kube-proxy replacement: NodePort from outside, reverse translation */

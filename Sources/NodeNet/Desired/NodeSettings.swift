@@ -19,6 +19,8 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
     /// The size of the frontends' Maglev tables (`loadBalancer.algorithm: maglev`); 0: new flows
     /// on the packet path choose at random.
     public var maglevSize: UInt32 = 0
+    /// This node's pod CIDR: from outside, sources inside it are checked against the local pods.
+    public var podCIDR: IPPrefix?
 
     public var description: String {
         var on: [String] = []
@@ -49,6 +51,11 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
             | (externalFrontends ? UInt32(NODENET_CONFIG_EXTERNAL_IPS) : 0)
         c.native_ifindex = nativeIfindex
         c.maglev_size = maglevSize
+        if let podCIDR {
+            let mask: UInt32 = podCIDR.length == 0 ? 0 : ~UInt32(0) << (32 - UInt32(podCIDR.length))
+            c.pod_mask = mask.bigEndian
+            c.pod_cidr = (podCIDR.address.ipv4Value! & mask).bigEndian
+        }
         return c
     }
 
@@ -65,6 +72,10 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
             ? IPPrefix(IPAddress(ipv4: UInt32(bigEndian: c.native_cidr)), length: mask.nonzeroBitCount) : nil
         nativeIfindex = c.native_ifindex
         maglevSize = c.maglev_size
+        let podMask = UInt32(bigEndian: c.pod_mask)
+        podCIDR =
+            podMask == 0
+            ? nil : IPPrefix(IPAddress(ipv4: UInt32(bigEndian: c.pod_cidr)), length: podMask.nonzeroBitCount)
     }
 
     init(spec: NodeSpec) {
@@ -76,6 +87,7 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
         nativeCIDR = spec.nativeRoutingCIDR
         externalFrontends =
             spec.servicesEnabled && spec.services.contains { !$0.externalIPs.isEmpty || !$0.loadBalancerIPs.isEmpty }
+        podCIDR = spec.node.podCIDR
         maglevSize =
             spec.servicesEnabled && spec.loadBalancer.algorithm == .maglev
             ? UInt32(spec.loadBalancer.maglevTableSize) : 0
