@@ -1,8 +1,11 @@
 // datapath-bench: pod-to-pod TCP throughput, request/response and connection rates, in the
 // same run, over a bare veth pair (the physical limit here), and between lab pods on one node
-// and on two nodes in BPF mode and in kernel mode.
+// and on two nodes in BPF mode, in kernel mode, and in kernel mode as such nodes are deployed
+// (masquerading through an iptables MASQUERADE rule for traffic leaving 10.0.0.0/8, so
+// netfilter's conntrack sees every packet: a fair baseline for BPF mode, which masquerades
+// itself).
 //
-//   apt-get install iperf3
+//   apt-get install iperf3 iptables
 //   swift build -c release --product datapath-bench && .build/release/datapath-bench [--seconds S] [--rounds R] [--json]
 //
 // Each round runs every metric over every path in turn (the paths' order rotates from round to
@@ -32,7 +35,7 @@ struct Options {
 struct BadUsage: UsageError {}
 
 let usage =
-    "usage: datapath-bench [--seconds S] [--rounds R] [--json]   (needs root and iperf3; S 1-30, R 0-20; 0: program costs only)"
+    "usage: datapath-bench [--seconds S] [--rounds R] [--json]   (needs root, iperf3 and iptables; S 1-30, R 0-20; 0: program costs only)"
 
 func parseOptions() throws -> Options {
     var o = Options()
@@ -260,30 +263,45 @@ runBenchmark("datapath-bench", usage: usage) {
         try s.add(InterfaceAddress(interfaceIndex: try s.link(named: "eth0")!.index, prefix: IPPrefix(ip)!))
     }
     var paths = [Path(name: "bare veth pair", client: a, server: b, ip: "10.9.0.2")]
-    for mode in [DatapathMode.bpf, .kernel] {
+    // The kernel lab as kernel-routing nodes are deployed: masquerading through iptables (the
+    // product never runs it; this baseline does), so netfilter's conntrack sees every packet.
+    let masquerade = [
+        "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "10.0.0.0/8", "!", "-d", "10.0.0.0/8", "-j", "MASQUERADE",
+    ]
+    for (mode, iptables) in [(DatapathMode.bpf, false), (.kernel, false), (.kernel, true)] {
         var c = try LabCluster.load(
             Data(
                 """
-                { "name": "\(tag)\(mode == .bpf ? "b" : "k")", "nodes": [
+                { "name": "\(tag)\(mode == .bpf ? "b" : iptables ? "i" : "k")", "nodes": [
                   { "name": "n1", "address": "172.18.0.2", "podCIDR": "10.0.2.0/24", "pods": [ { "name": "p1", "ip": "10.0.2.10" }, { "name": "p2", "ip": "10.0.2.11" } ] },
                   { "name": "n2", "address": "172.18.0.3", "podCIDR": "10.0.1.0/24", "pods": [ { "name": "p3", "ip": "10.0.1.10" } ] } ] }
                 """.utf8))
         c.datapathMode = mode
         labs.append(c)
         try Lab(cluster: c).up()
+        let label = mode == .bpf ? "bpf mode" : iptables ? "kernel + iptables" : "kernel mode"
+        if iptables {
+            for node in ["n1", "n2"] {
+                let out = try run(["ip", "netns", "exec", c.namespace(ofNode: node)] + masquerade + ["-w", "5"])
+                let rules = try run(["ip", "netns", "exec", c.namespace(ofNode: node), "iptables", "-t", "nat", "-S"])
+                guard rules.contains("MASQUERADE") else {
+                    throw BenchError("iptables did not take the masquerade rule on \(node) (\(out.prefix(200)))")
+                }
+            }
+        }
         let directories = ["n1", "n2"].map { c.bpffsDirectory(ofNode: $0) }
         paths.append(
             Path(
-                name: "same node, \(mode.rawValue) mode", client: c.namespace(ofPod: "p1"),
+                name: "same node, \(label)", client: c.namespace(ofPod: "p1"),
                 server: c.namespace(ofPod: "p2"), ip: "10.0.2.11",
                 bpf: mode == .bpf ? (directories, UInt32(NODENET_VERDICT_LOCAL_REDIRECT.rawValue)) : nil))
         paths.append(
             Path(
-                name: "two nodes, \(mode.rawValue) mode", client: c.namespace(ofPod: "p1"),
+                name: "two nodes, \(label)", client: c.namespace(ofPod: "p1"),
                 server: c.namespace(ofPod: "p3"), ip: "10.0.1.10",
                 bpf: mode == .bpf ? (directories, UInt32(NODENET_VERDICT_REMOTE_REDIRECT.rawValue)) : nil))
     }
-    // Order: bare, same bpf, two bpf, same kernel, two kernel.
+    // Order: bare, same bpf, two bpf, same kernel, two kernel, same kernel + iptables, two.
     let bpfPrograms = try programs(paths[1].bpf!.directories)
     var values = [[Metric: [Double]]](repeating: [:], count: paths.count)
     var cost = [[String: BPFProgramStats]](repeating: [:], count: paths.count)
@@ -352,6 +370,8 @@ runBenchmark("datapath-bench", usage: usage) {
             .init(name: "same node kernel / bare veth", metric: metric.rawValue, ratio: ratios(3, over: 0, metric)),
             .init(name: "same node BPF / kernel", metric: metric.rawValue, ratio: ratios(1, over: 3, metric)),
             .init(name: "two nodes BPF / kernel", metric: metric.rawValue, ratio: ratios(2, over: 4, metric)),
+            .init(name: "same node BPF / kernel+iptables", metric: metric.rawValue, ratio: ratios(1, over: 5, metric)),
+            .init(name: "two nodes BPF / kernel+iptables", metric: metric.rawValue, ratio: ratios(2, over: 6, metric)),
         ]
     }
     let results = paths.indices.map { i in
@@ -389,7 +409,7 @@ runBenchmark("datapath-bench", usage: usage) {
     print("in-round ratios: median (range)")
     for c in comparisons {
         print(
-            "\(c.name.padding(toLength: 30, withPad: " ", startingAt: 0)) \(c.metric.padding(toLength: 18, withPad: " ", startingAt: 0)) \(c.ratio)"
+            "\(c.name.padding(toLength: 34, withPad: " ", startingAt: 0)) \(c.metric.padding(toLength: 18, withPad: " ", startingAt: 0)) \(c.ratio)"
         )
     }
     print("")
