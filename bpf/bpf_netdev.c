@@ -107,8 +107,8 @@ int nodenet_from_netdev(struct __sk_buff *skb)
 				int rc = (cfg.flags & NODENET_CONFIG_PACKET_LB) ? nodenet_reverse_service(skb, &flow) : NODENET_PASS;
 				if (rc == NODENET_ERROR)
 					return TC_ACT_SHOT;
-				if (rc != NODENET_TRANSLATED)
-					nodenet_note_inbound(&cfg, &flow);
+				if (rc != NODENET_TRANSLATED && nodenet_note_inbound(&cfg, &flow) == NODENET_QUOTA_EXCEEDED)
+					return nodenet_drop(skb, NODENET_VERDICT_DROP_QUOTA);
 			}
 		}
 		ip = nodenet_ipv4(skb);

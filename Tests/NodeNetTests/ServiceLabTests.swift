@@ -500,10 +500,12 @@ struct ServiceLabTests {
                                  socket.inet_aton("172.18.0.1"), socket.inet_aton("172.18.0.2"))
                 s.sendto(ip + tcp, ("172.18.0.2", 0))
             """
+        // The agent's collection has run once (its first marks older flows established).
+        try Conntrack.collect(bpffsDirectory: bpffs)
         let flood = try runTool(["ip", "netns", "exec", cluster.externalNamespace, "python3", "-c", script])
         try #require(flood.status == 0, "\(flood.output)")
         let taken = try held()
-        #expect(taken >= 4_400, "the flood took \(taken) of the 4 536 NAT ports")
+        #expect(taken >= 4_000, "the flood took \(taken) of the 4 536 NAT ports")
         // A client keeps connecting: every connection made (a SYN dropped while the flood's ports
         // were younger than a second is sent again by the client's TCP).
         let client = try Self.probe(cluster.name, "external", "172.18.0.2:31500", count: 20, timeout: 5)

@@ -37,7 +37,7 @@ struct {
  * opened from outside together (key NODENET_CT_QUOTA_OUTSIDE): counted up here as flows open,
  * recounted from the table by the agent's collection (which is when entries that went are
  * subtracted). A pod at NODENET_CT_QUOTA, or the outside at NODENET_CT_QUOTA_OUTSIDE_MAX, opens
- * no new flow. */
+ * no new flow while the last recount (NODENET_CT_QUOTA_STAMP) is fresh. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, NODENET_ENDPOINTS_MAX);
@@ -56,8 +56,13 @@ static __always_inline int nodenet_ct_quota_take(__u32 owner, __u32 entries)
 		bpf_map_update_elem(&nodenet_ct_quota, &owner, &entries, BPF_NOEXIST);
 		return 1;
 	}
-	if (*count >= (owner == NODENET_CT_QUOTA_OUTSIDE ? NODENET_CT_QUOTA_OUTSIDE_MAX : NODENET_CT_QUOTA))
-		return 0;
+	if (*count >= (owner == NODENET_CT_QUOTA_OUTSIDE ? NODENET_CT_QUOTA_OUTSIDE_MAX : NODENET_CT_QUOTA)) {
+		__u32 key = NODENET_CT_QUOTA_STAMP;
+		__u32 *stamp = bpf_map_lookup_elem(&nodenet_ct_quota, &key);
+		__u64 now = bpf_ktime_get_ns() / 1000000000ULL;
+		if (stamp && now >= *stamp && now - *stamp < NODENET_CT_QUOTA_FRESH_S)
+			return 0;
+	}
 	__sync_fetch_and_add(count, entries);
 	return 1;
 }

@@ -99,6 +99,11 @@ struct nodenet_event {
  * table: a flood from outside cannot push the pods' own flows out. */
 #define NODENET_CT_QUOTA_OUTSIDE 0xffffffffU
 #define NODENET_CT_QUOTA_OUTSIDE_MAX (NODENET_CT_MAX / 2)
+/* Under this key the agent's last recount (seconds of CLOCK_MONOTONIC): the datapath only
+ * counts up, so quotas are enforced only while recounts come (every collection of `nodenetd
+ * run`); without them a pod would stay at its quota for good. */
+#define NODENET_CT_QUOTA_STAMP 0
+#define NODENET_CT_QUOTA_FRESH_S 900
 
 /* A service frontend (address, port, protocol) and a slot: slot 0 holds the frontend itself
  * (its id and backend count), slots 1..count name one backend each. Changing a frontend

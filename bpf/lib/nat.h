@@ -67,13 +67,50 @@ static __always_inline int nodenet_rewrite(struct __sk_buff *skb, struct nodenet
 	return 0;
 }
 
-/* Whether the NAT_IN entry `e` of a `proto` flow holds its port loosely: the flow never got
- * going (TCP: not established; UDP, ICMP: never answered) and was idle for
- * NODENET_NAT_RECLAIM_NS. */
-static __always_inline int nodenet_nat_reclaimable(const struct nodenet_ct_entry *e, __u8 proto, __u64 now)
+/* Whether `last_seen` is older than NODENET_NAT_RECLAIM_NS at `now` (an entry written after
+ * `now` was read is not). */
+static __always_inline int nodenet_nat_idle(__u64 last_seen, __u64 now)
 {
-	__u8 going = proto == IPPROTO_TCP ? NODENET_CT_F_ESTABLISHED : NODENET_CT_F_SEEN_REPLY;
-	return !(e->flags & going) && now - e->last_seen_ns > NODENET_NAT_RECLAIM_NS;
+	return now > last_seen && now - last_seen > NODENET_NAT_RECLAIM_NS;
+}
+
+/* Takes the NAT port of key `in` (a NAT_IN key, every field set) for the flow `f` when its
+ * present flow never got going (TCP: not established; UDP, ICMP: never answered) and neither
+ * of its directions was used for NODENET_NAT_RECLAIM_NS: its entries are replaced by `f`'s
+ * NAT_IN (deleted, then inserted exclusively; the entry is read again just before, so a flow
+ * that took the port meanwhile keeps it) and its NAT_OUT goes. 0 when the port is `f`'s now. */
+static __always_inline int nodenet_nat_reclaim(struct nodenet_flow *f, struct nodenet_tuple *in, __u32 nat_addr)
+{
+	struct nodenet_ct_entry *held = bpf_map_lookup_elem(&nodenet_ct, in);
+	if (!held)
+		return nodenet_ct_put(in, NODENET_CT_NAT_IN, f->tuple.saddr, f->tuple.sport, 0, 0, BPF_NOEXIST) == 0 ? 0 : -1;
+	__u8 going = in->proto == IPPROTO_TCP ? NODENET_CT_F_ESTABLISHED : NODENET_CT_F_SEEN_REPLY;
+	__u64 now = bpf_ktime_get_ns();
+	__u32 address = held->address;
+	__u16 port = held->port;
+	if ((held->flags & going) || !nodenet_nat_idle(held->last_seen_ns, now))
+		return -1;
+	/* Its forward direction (refreshed by the flow's own packets) must be idle too. */
+	struct nodenet_tuple out = {};
+	out.saddr = address;
+	out.daddr = in->saddr;
+	out.sport = port;
+	out.dport = in->sport;
+	out.proto = in->proto;
+	out.kind = NODENET_CT_NAT_OUT;
+	struct nodenet_ct_entry *o = bpf_map_lookup_elem(&nodenet_ct, &out);
+	int owns = o && o->address == nat_addr && o->port == in->dport;
+	if (owns && !nodenet_nat_idle(o->last_seen_ns, now))
+		return -1;
+	struct nodenet_ct_entry *again = bpf_map_lookup_elem(&nodenet_ct, in);
+	if (!again || again->address != address || again->port != port)
+		return -1;
+	bpf_map_delete_elem(&nodenet_ct, in);
+	if (nodenet_ct_put(in, NODENET_CT_NAT_IN, f->tuple.saddr, f->tuple.sport, 0, 0, BPF_NOEXIST) != 0)
+		return -1;
+	if (owns)
+		bpf_map_delete_elem(&nodenet_ct, &out);
+	return 0;
 }
 
 /* Source NAT of the flow to `nat_addr`: reuses its NAT_OUT entry (its NAT_IN made again if
@@ -111,20 +148,13 @@ static __always_inline int nodenet_snat(struct nodenet_flow *f, __u32 nat_addr, 
 	if (owner && !nodenet_ct_quota_take(owner, 2))
 		return -3;
 	__u32 start = bpf_get_prandom_u32();
-	__u64 now = bpf_ktime_get_ns();
-	for (int i = 0; i < 8; i++) {
-		__u16 candidate = bpf_htons((__u16)(NODENET_NAT_PORT_MIN + (start + i * 577) % NODENET_NAT_PORT_COUNT));
+	/* Eight free candidates tried; when all are taken, the same eight again, each claimed if
+	 * its flow never got going (a SYN flood nobody completes cannot hold the ports). */
+	for (int i = 0; i < 16; i++) {
+		__u16 candidate = bpf_htons((__u16)(NODENET_NAT_PORT_MIN + (start + (i & 7) * 577) % NODENET_NAT_PORT_COUNT));
 		in.dport = candidate;
-		int taken = nodenet_ct_put(&in, NODENET_CT_NAT_IN, f->tuple.saddr, f->tuple.sport, 0, 0, BPF_NOEXIST) != 0;
-		if (taken) {
-			/* Held by a flow that never got going? Then the port is free (the delete and the
-			 * exclusive insert keep two new flows from sharing it). */
-			struct nodenet_ct_entry *held = bpf_map_lookup_elem(&nodenet_ct, &in);
-			if (!held || !nodenet_nat_reclaimable(held, in.proto, now))
-				continue;
-			bpf_map_delete_elem(&nodenet_ct, &in);
-			taken = nodenet_ct_put(&in, NODENET_CT_NAT_IN, f->tuple.saddr, f->tuple.sport, 0, 0, BPF_NOEXIST) != 0;
-		}
+		int taken = i < 8 ? nodenet_ct_put(&in, NODENET_CT_NAT_IN, f->tuple.saddr, f->tuple.sport, 0, 0, BPF_NOEXIST) != 0
+				  : nodenet_nat_reclaim(f, &in, nat_addr) != 0;
 		if (!taken) {
 			struct nodenet_tuple key = f->tuple;
 			nodenet_ct_put(&key, NODENET_CT_NAT_OUT, nat_addr, candidate, 0, 0, BPF_ANY);

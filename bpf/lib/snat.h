@@ -17,23 +17,31 @@ static __always_inline int nodenet_inside_native(const struct nodenet_config *cf
 }
 
 /* A connection from outside nativeRoutingCIDR straight to a local pod: its replies are
- * marked so that they are not masqueraded (the peer expects the pod's address). */
-static __always_inline void nodenet_note_inbound(const struct nodenet_config *cfg, struct nodenet_flow *f)
+ * marked so that they are not masqueraded (the peer expects the pod's address). Returns
+ * NODENET_QUOTA_EXCEEDED for a new one when the flows opened from outside hold their share of
+ * the table (the packet must not reach the pod: its replies would be masqueraded), else 0. */
+static __always_inline int nodenet_note_inbound(const struct nodenet_config *cfg, struct nodenet_flow *f)
 {
 	if (!(cfg->flags & NODENET_CONFIG_MASQUERADE) || nodenet_inside_native(cfg, f->tuple.saddr) ||
 	    nodenet_is_node_address(f->tuple.saddr, NODENET_NODE_LOCAL | NODENET_NODE_REMOTE))
-		return;
+		return 0;
 	if (f->tuple.proto == IPPROTO_ICMP)
-		return;  /* echo requests to pods are answered by echo replies, never masqueraded */
+		return 0;  /* echo requests to pods are answered by echo replies, never masqueraded */
 	struct nodenet_flow reply;
 	nodenet_reply_of(f, f->tuple.daddr, f->tuple.dport, &reply);
 	/* Only what may open a connection makes an entry: TCP segments other than a SYN, sent
 	 * from outside in any number, would otherwise fill the shared table and evict live ones. */
 	struct nodenet_ct_entry *inbound = nodenet_ct_lookup(&reply, NODENET_CT_INBOUND);
-	if (inbound)
+	if (inbound) {
 		nodenet_ct_mark_established(inbound, f);
-	else if (nodenet_may_open(f) && nodenet_ct_quota_take(NODENET_CT_QUOTA_OUTSIDE, 1))
-		nodenet_ct_put(&reply.tuple, NODENET_CT_INBOUND, 0, 0, 0, 0, BPF_ANY);
+		return 0;
+	}
+	if (!nodenet_may_open(f))
+		return 0;
+	if (!nodenet_ct_quota_take(NODENET_CT_QUOTA_OUTSIDE, 1))
+		return NODENET_QUOTA_EXCEEDED;
+	nodenet_ct_put(&reply.tuple, NODENET_CT_INBOUND, 0, 0, 0, 0, BPF_ANY);
+	return 0;
 }
 
 /* Source NAT to the node's address (masquerade, NodePort to a remote backend), a new mapping

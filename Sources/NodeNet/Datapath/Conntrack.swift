@@ -87,8 +87,10 @@ public enum Conntrack {
     }
 
     /// Removes flows idle longer than their timeout (both directions judged together: a flow
-    /// is idle only when neither direction was used). The LRU table also evicts the oldest
-    /// entries by itself when full.
+    /// is idle only when neither direction was used), then recounts the flow quotas. The LRU
+    /// table also evicts the oldest entries by itself when full. The first collection on a table
+    /// (no recount stamp yet: a build before flows were marked established) takes its TCP flows
+    /// for established, so an idle connection of the old build is not cut after 15 s.
     @discardableResult
     public static func collect(
         bpffsDirectory: String, timeouts: Timeouts = Timeouts(), now: UInt64? = nil
@@ -97,6 +99,9 @@ public enum Conntrack {
             return Collection(scanned: 0, removed: 0)
         }
         let now = now ?? BPFClock.nanoseconds()
+        let quotas = try BPFMap<UInt32, UInt32>.pinned(
+            at: BPFFSLayout(directory: bpffsDirectory).path(.conntrackQuota))
+        let firstCollection = try quotas.map { try $0.lookup(UInt32(NODENET_CT_QUOTA_STAMP)) == nil } ?? false
         let entries = try map.entries()
         var byKey: [TupleKey: nodenet_ct_entry] = [:]
         for (k, v) in entries { byKey[TupleKey(k)] = v }
@@ -112,7 +117,13 @@ public enum Conntrack {
             let lastSeen = max(v.last_seen_ns, other?.last_seen_ns ?? 0)
             let flags = v.flags | (other?.flags ?? 0)
             let closing = flags & UInt8(NODENET_CT_F_CLOSING) != 0
-            let established = flags & UInt8(NODENET_CT_F_ESTABLISHED) != 0
+            var established = flags & UInt8(NODENET_CT_F_ESTABLISHED) != 0
+            if firstCollection && k.proto == 6 && !closing && !established {
+                var marked = v
+                marked.flags |= UInt8(NODENET_CT_F_ESTABLISHED)
+                try? map.update(k, marked)
+                established = true
+            }
             let timeout =
                 k.proto == 6
                 ? (closing ? timeouts.tcpClosing : established ? timeouts.tcp : timeouts.tcpOpening) : timeouts.other
@@ -127,7 +138,7 @@ public enum Conntrack {
             }
             if try map.delete(k) { removed += 1 } else { kept.append((k, v)) }
         }
-        try recountQuotas(bpffsDirectory, kept: kept)
+        if let quotas { try recountQuotas(quotas, bpffsDirectory, kept: kept) }
         return Collection(scanned: entries.count, removed: removed)
     }
 
@@ -136,14 +147,17 @@ public enum Conntrack {
     /// nat-out (masquerade, NodePort to a remote backend) or service entry with its partner, the
     /// pod's when its source is a local pod, else the outside's; an inbound entry (a connection
     /// from outside straight to a pod) is the outside's alone.
-    static func recountQuotas(_ bpffsDirectory: String, kept: [(nodenet_tuple, nodenet_ct_entry)]) throws {
+    /// The stamp says when (the datapath enforces quotas only while it is recent).
+    static func recountQuotas(
+        _ quotas: BPFMap<UInt32, UInt32>, _ bpffsDirectory: String, kept: [(nodenet_tuple, nodenet_ct_entry)]
+    ) throws {
         let layout = BPFFSLayout(directory: bpffsDirectory)
-        guard let quotas = try BPFMap<UInt32, UInt32>.pinned(at: layout.path(.conntrackQuota)) else { return }
         let endpoints = try BPFMap<nodenet_endpoint_key, nodenet_endpoint>.pinned(at: layout.path(.endpoints))
         let pods = Set(try endpoints?.keys().map(\.ip) ?? [])
         let outside = UInt32(NODENET_CT_QUOTA_OUTSIDE)
         var counts: [UInt32: UInt32] = [:]
-        for owner in try quotas.keys() { counts[owner] = 0 }
+        let stamp = UInt32(NODENET_CT_QUOTA_STAMP)
+        for owner in try quotas.keys() where owner != stamp { counts[owner] = 0 }
         for (k, _) in kept {
             switch UInt32(k.kind) {
             case NODENET_CT_NAT_OUT.rawValue, NODENET_CT_SERVICE.rawValue:
@@ -156,6 +170,7 @@ public enum Conntrack {
         for (owner, count) in counts {
             if count == 0 { _ = try quotas.delete(owner) } else { try quotas.update(owner, count) }
         }
+        try quotas.update(stamp, UInt32(truncatingIfNeeded: BPFClock.nanoseconds() / 1_000_000_000))
     }
 
     /// A hashable copy of a tuple (the C struct is not Hashable).

@@ -215,10 +215,11 @@ final class ServiceMaps {
         }
     }
 
-    /// Removes frontend `id`'s table (the datapath then chooses at random for it).
+    /// Removes frontend `id`'s table (the datapath then chooses at random for it): its chunks,
+    /// then its index (stopped halfway, the index is still there for the next plan to see).
     func removeMaglev(_ id: UInt16, chunks: Int) throws {
-        _ = try maglevIndex.delete(UInt32(id))
         for chunk in 0..<chunks { _ = try maglev.delete(nodenet_maglev_key(id: id, chunk: UInt16(chunk))) }
+        _ = try maglevIndex.delete(UInt32(id))
     }
 
     /// Puts a table back as `snapshot` was (nil: none), over one of `currentChunks`.

@@ -20,7 +20,8 @@ extension Planner {
         return result
     }
 
-    /// Tables that are missing or were built from something else, after the frontends' backends.
+    /// Tables that are missing or were built from something else: after the backends they name,
+    /// before the frontends that use them.
     mutating func planMaglevTables(_ ids: ServiceIDs) {
         let wanted = wantedMaglevTables(ids)
         wantedMaglev = wanted.mapValues(\.index)

@@ -40,6 +40,9 @@ extension Planner {
                 .create, .service, .node, "source range \(range.prefix) of frontend \(range.id)",
                 wanted: range.prefix.description, found: nil, .service(.putSourceRange(range)))
         }
+        // Maglev tables before their frontends: a frontend is never seen without its table
+        // (whatever an id's former frontend left in the chunks is overwritten first).
+        planMaglevTables(ids)
         // Built once: per frontend it made planning quadratic (10 000 services: seconds).
         let backendsByID = Dictionary(ids.backends.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a })
         for frontend in desired.frontends {
@@ -59,7 +62,6 @@ extension Planner {
                         frontend.key, wanted, previous: observed.snapshot(frontend.key),
                         previousRevnat: observed.revnat[id])))
         }
-        planMaglevTables(ids)
         planSocketLB()
     }
 
