@@ -40,7 +40,7 @@ struct {
  * no new flow while the last recount (NODENET_CT_QUOTA_STAMP) is fresh. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, NODENET_ENDPOINTS_MAX);
+	__uint(max_entries, 2 * NODENET_ENDPOINTS_MAX);  /* pods, addresses of pods gone (until recounted), outside, stamp */
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u32);
 	__type(value, __u32);
@@ -65,6 +65,14 @@ static __always_inline int nodenet_ct_quota_take(__u32 owner, __u32 entries)
 	}
 	__sync_fetch_and_add(count, entries);
 	return 1;
+}
+
+/* Gives back what `nodenet_ct_quota_take` counted for a flow that did not open after all. */
+static __always_inline void nodenet_ct_quota_return(__u32 owner, __u32 entries)
+{
+	__u32 *count = bpf_map_lookup_elem(&nodenet_ct_quota, &owner);
+	if (count && *count >= entries)
+		__sync_fetch_and_add(count, -entries);
 }
 
 /* A packet's flow, read once (packet pointers die with the first write). */

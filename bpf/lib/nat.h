@@ -162,6 +162,8 @@ static __always_inline int nodenet_snat(struct nodenet_flow *f, __u32 nat_addr, 
 			return 0;
 		}
 	}
+	if (owner)
+		nodenet_ct_quota_return(owner, 2);
 	return -2;
 }
 

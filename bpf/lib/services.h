@@ -115,7 +115,8 @@ static __always_inline int nodenet_translate_service(struct __sk_buff *skb, stru
 		if (ct) {
 			nodenet_ct_put(&forward, NODENET_CT_SERVICE, address, port, id, backend_id, BPF_ANY);
 		} else if (nodenet_ct_put(&forward, NODENET_CT_SERVICE, address, port, id, backend_id, BPF_NOEXIST) < 0) {
-			/* Another CPU opened the flow first: follow its choice. */
+			/* Another CPU opened the flow first: follow its choice (counted once). */
+			nodenet_ct_quota_return(nodeport_only ? NODENET_CT_QUOTA_OUTSIDE : f->tuple.saddr, 2);
 			struct nodenet_ct_entry *winner = nodenet_ct_lookup(f, NODENET_CT_SERVICE);
 			if (!winner)
 				return NODENET_ERROR;
