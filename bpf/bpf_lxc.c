@@ -61,7 +61,7 @@ static __noinline int nodenet_lxc_translate(struct __sk_buff *skb, struct nodene
 			return TC_ACT_SHOT;
 		replied = rc == NODENET_TRANSLATED;
 		if (!replied && (cfg->flags & NODENET_CONFIG_PACKET_LB)) {
-			rc = nodenet_translate_service(skb, &flow, 0);
+			rc = nodenet_translate_service(skb, cfg, &flow, 0);
 			int verdict = nodenet_service_failure(skb, rc);
 			if (verdict != NODENET_PASS)
 				return verdict;

@@ -34,7 +34,7 @@ static __always_inline int nodenet_to_node(struct __sk_buff *skb, const struct n
 		return TC_ACT_SHOT;
 	if (!(cfg->flags & NODENET_CONFIG_SERVICES))
 		return NODENET_PASS;
-	rc = nodenet_translate_service(skb, flow, 1);
+	rc = nodenet_translate_service(skb, cfg, flow, 1);
 	if (rc != NODENET_TRANSLATED)
 		return nodenet_service_failure(skb, rc);
 	struct nodenet_endpoint_key key = { .ip = flow->tuple.daddr };

@@ -172,12 +172,7 @@ struct SecurityIntegrationTests {
     @Test func onlyWhatMayOpenAFlowMakesConntrackOrNATState() async throws {
         try await TestNode.with(pods: 1) { t in
             try Self.applied(t, .bpf) { spec in
-                // The outside world (198.51.100.0/24) is reached through the fabric.
-                let node = try NetlinkSocket(namespace: t.namespace)
-                try node.add(
-                    Route(
-                        destination: IPPrefix("198.51.100.0/24"), gateway: IPAddress("172.18.0.3"),
-                        interfaceIndex: try #require(try node.link(named: "eth0")).index))
+                try Self.routeOutside(t)
                 func entries(_ kind: String) throws -> [Conntrack.Entry] {
                     try Conntrack.list(bpffsDirectory: spec.bpffsDirectory).filter { $0.kind == kind }
                 }

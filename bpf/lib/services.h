@@ -67,7 +67,7 @@ static __always_inline int nodenet_reverse_service(struct __sk_buff *skb, struct
 /* A packet to a service frontend: the destination becomes the flow's backend (chosen on its
  * first packet, kept in conntrack with the reverse entry for the replies). A flow whose
  * backend was removed (or whose service is gone) is not kept on it: it is chosen again. */
-static __always_inline int nodenet_translate_service(struct __sk_buff *skb, struct nodenet_flow *f, int nodeport_only)
+static __always_inline int nodenet_translate_service(struct __sk_buff *skb, const struct nodenet_config *cfg, struct nodenet_flow *f, int nodeport_only)
 {
 	if (f->tuple.proto != IPPROTO_TCP && f->tuple.proto != IPPROTO_UDP)
 		return NODENET_PASS;
@@ -96,9 +96,7 @@ static __always_inline int nodenet_translate_service(struct __sk_buff *skb, stru
 			return NODENET_SOURCE_DENIED;
 		/* Maglev when the node uses it: the same backend for this 5-tuple on every node. */
 		struct nodenet_choice how = { 0 };
-		__u32 zero = 0;
-		struct nodenet_config *cfg = bpf_map_lookup_elem(&nodenet_settings, &zero);
-		if (cfg && cfg->maglev_size) {
+		if (cfg->maglev_size) {
 			how.maglev_size = cfg->maglev_size;
 			how.hash = nodenet_flow_hash(f->tuple.saddr, f->tuple.daddr, f->tuple.sport, f->tuple.dport, f->tuple.proto);
 		}

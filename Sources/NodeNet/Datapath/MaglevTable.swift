@@ -113,7 +113,7 @@ public struct MaglevIndex: Sendable, Equatable, CustomStringConvertible {
     static let chunkSize = Int(NODENET_MAGLEV_CHUNK)
 
     /// Map values a table of this size takes.
-    public var chunks: Int { (size + Self.chunkSize - 1) / Self.chunkSize }
+    public var chunks: Int { LoadBalancerSettings.maglevChunks(size: size) }
 
     public var description: String {
         "Maglev table of \(size) entries over \(backends) backend\(backends == 1 ? "" : "s")"

@@ -39,11 +39,7 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
         var c = nodenet_config()
         c.router_ip = routerIP.ipv4Value!.bigEndian
         c.node_ip = nodeIP.ipv4Value!.bigEndian
-        if let nativeCIDR {
-            let mask: UInt32 = nativeCIDR.length == 0 ? 0 : ~UInt32(0) << (32 - UInt32(nativeCIDR.length))
-            c.native_mask = mask.bigEndian
-            c.native_cidr = (nativeCIDR.address.ipv4Value! & mask).bigEndian
-        }
+        if let nativeCIDR { (c.native_cidr, c.native_mask) = Self.networkAndMask(nativeCIDR) }
         c.flags =
             (services ? UInt32(NODENET_CONFIG_SERVICES) : 0) | (packetLB ? UInt32(NODENET_CONFIG_PACKET_LB) : 0)
             | (masquerade && nativeCIDR != nil ? UInt32(NODENET_CONFIG_MASQUERADE) : 0)
@@ -51,12 +47,19 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
             | (externalFrontends ? UInt32(NODENET_CONFIG_EXTERNAL_IPS) : 0)
         c.native_ifindex = nativeIfindex
         c.maglev_size = maglevSize
-        if let podCIDR {
-            let mask: UInt32 = podCIDR.length == 0 ? 0 : ~UInt32(0) << (32 - UInt32(podCIDR.length))
-            c.pod_mask = mask.bigEndian
-            c.pod_cidr = (podCIDR.address.ipv4Value! & mask).bigEndian
-        }
+        if let podCIDR { (c.pod_cidr, c.pod_mask) = Self.networkAndMask(podCIDR) }
         return c
+    }
+
+    /// A prefix as the settings map holds it: network and mask, in network byte order.
+    private static func networkAndMask(_ prefix: IPPrefix) -> (UInt32, UInt32) {
+        let mask: UInt32 = prefix.length == 0 ? 0 : ~UInt32(0) << (32 - UInt32(prefix.length))
+        return ((prefix.address.ipv4Value! & mask).bigEndian, mask.bigEndian)
+    }
+
+    /// The prefix a network and mask in network byte order make.
+    private static func prefix(_ network: UInt32, _ mask: UInt32) -> IPPrefix? {
+        IPPrefix(IPAddress(ipv4: UInt32(bigEndian: network)), length: UInt32(bigEndian: mask).nonzeroBitCount)
     }
 
     init(_ c: nodenet_config) {
@@ -66,16 +69,10 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
         packetLB = c.flags & UInt32(NODENET_CONFIG_PACKET_LB) != 0
         masquerade = c.flags & UInt32(NODENET_CONFIG_MASQUERADE) != 0
         externalFrontends = c.flags & UInt32(NODENET_CONFIG_EXTERNAL_IPS) != 0
-        let mask = UInt32(bigEndian: c.native_mask)
-        nativeCIDR =
-            c.flags & UInt32(NODENET_CONFIG_NATIVE_CIDR) != 0
-            ? IPPrefix(IPAddress(ipv4: UInt32(bigEndian: c.native_cidr)), length: mask.nonzeroBitCount) : nil
+        nativeCIDR = c.flags & UInt32(NODENET_CONFIG_NATIVE_CIDR) != 0 ? Self.prefix(c.native_cidr, c.native_mask) : nil
         nativeIfindex = c.native_ifindex
         maglevSize = c.maglev_size
-        let podMask = UInt32(bigEndian: c.pod_mask)
-        podCIDR =
-            podMask == 0
-            ? nil : IPPrefix(IPAddress(ipv4: UInt32(bigEndian: c.pod_cidr)), length: podMask.nonzeroBitCount)
+        podCIDR = c.pod_mask == 0 ? nil : Self.prefix(c.pod_cidr, c.pod_mask)
     }
 
     init(spec: NodeSpec) {

@@ -1,3 +1,5 @@
+import CNodeNetBPF
+
 /// A node's desired networking (`apiVersion: nodenet/v1`). Build one with
 /// `NodeSpec.load(_:)`, which decodes strictly and validates; see docs/spec.md.
 public struct NodeSpec: Sendable, Hashable {
@@ -295,6 +297,11 @@ public struct LoadBalancerSettings: Sendable, Hashable {
     public static let defaultMaglevTableSize = 16381
     /// The table sizes a spec may ask for (primes in this range; Cilium's largest is 131071).
     public static let maglevTableSizes = 251...131071
+
+    /// Map values (`NODENET_MAGLEV_CHUNK` entries each) a table of `size` entries takes.
+    public static func maglevChunks(size: Int) -> Int {
+        (size + Int(NODENET_MAGLEV_CHUNK) - 1) / Int(NODENET_MAGLEV_CHUNK)
+    }
 
     /// Whether `n` is prime (table sizes are small: trial division).
     public static func isPrime(_ n: Int) -> Bool {

@@ -307,8 +307,7 @@ struct SpecValidator {
         }
         let maglev = spec.loadBalancer
         if maglev.algorithm == .maglev && spec.servicesEnabled {
-            let perTable = (maglev.maglevTableSize + Int(NODENET_MAGLEV_CHUNK) - 1) / Int(NODENET_MAGLEV_CHUNK)
-            let chunks = maglevTables * perTable
+            let chunks = maglevTables * LoadBalancerSettings.maglevChunks(size: maglev.maglevTableSize)
             if chunks > Int(NODENET_MAGLEV_MAX) {
                 problem(
                     "loadBalancer.maglevTableSize",
