@@ -176,6 +176,85 @@ struct AgentIntegrationTests {
         }
     }
 
+    /// A link set down and an address taken away are repaired because of their own events: the
+    /// repair's log line names them (the resync is 60 s away), and the node works again.
+    @Test func linkDownAndAddressRemovalAreRepairedByTheirEvents() async throws {
+        try await Self.withAgent { t, agent, _, lines in
+            let node = try NetlinkSocket(namespace: t.namespace)
+            func repaired(_ why: String, after start: Int) async throws {
+                try await Self.waitFor("a repair because \(why)") {
+                    lines.all.dropFirst(start).contains {
+                        $0.contains("msg=\"drift repaired\"") && Self.field("why", of: $0) == why
+                    }
+                }
+            }
+            var start = lines.all.count
+            try node.setLink(named: "cilium_host", LinkChange(up: false))
+            try await repaired("link cilium_host is down", after: start)
+            #expect(try #require(try node.link(named: "cilium_host")).isUp)
+            #expect(try t.ping(from: 0, "10.0.2.184"), "the pod reaches its router again")
+
+            start = lines.all.count
+            let router = try #require(
+                try node.addresses().first { $0.prefix.address == IPAddress("10.0.2.184") }, "the router address")
+            try node.delete(router)
+            try await repaired("address \(router.prefix) deleted", after: start)
+            #expect(
+                try node.addresses().contains {
+                    $0.prefix == router.prefix && $0.interfaceIndex == router.interfaceIndex
+                })
+            #expect(try t.ping(from: 0, "10.0.2.184"))
+            #expect(agent.health == .healthy)
+        }
+    }
+
+    /// Someone who keeps undoing what nodenet sets makes verification fail: the agent re-plans
+    /// twice (three applies), then says the kernel does not match and turns unhealthy; once the
+    /// writer stops, the next repair makes it healthy again.
+    @Test func aConcurrentWriterMakesVerificationFail() async throws {
+        try await Self.withAgent(logLevel: .debug) { t, agent, _, lines in
+            let start = lines.all.count
+            let stop = PeerLog()
+            let namespace = t.namespace
+            let writer = Thread {
+                let until = Date().addingTimeInterval(40)
+                while stop.lines.isEmpty && Date() < until {
+                    try? Sysctl.write("net/ipv4/conf/cilium_host/rp_filter", "1", in: namespace)
+                }
+            }
+            writer.start()
+            defer { stop.add("stop") }
+            try await Self.waitFor("verification to fail", seconds: 30) {
+                lines.all.dropFirst(start).contains { $0.contains("msg=\"verification failed\"") }
+            }
+            // Unhealthy while the writer keeps at it (a reconcile may still win a race now and then).
+            try await Self.waitFor("the agent to say it is unhealthy", seconds: 10) {
+                if case .unhealthy(let why) = agent.health {
+                    return why.hasPrefix("kernel does not match the spec after apply")
+                        && why.contains("net/ipv4/conf/cilium_host/rp_filter")
+                }
+                return false
+            }
+            #expect(!agent.metrics.exposition().contains("nodenet_reconcile_failures_total 0\n"))
+            let seen = Array(lines.all.dropFirst(start))
+            let failed = try #require(seen.firstIndex { $0.contains("msg=\"verification failed\"") })
+            // The reconcile that failed: its lines run from the end of the one before it (each
+            // ends with "drift repaired" or "reconciled") to its own end, just before the failure.
+            let ends = seen.indices.filter {
+                seen[$0].contains("msg=\"drift repaired\"") || seen[$0].contains("msg=reconciled")
+            }
+            let own = try #require(ends.last { $0 < failed }, "\(seen)")
+            let before = ends.last { $0 < own } ?? -1
+            let replans = seen[(before + 1)..<own].filter { $0.contains("verification saw new drift; re-planning") }
+            #expect(replans.count == 2, "three applies, two of them re-plans: \(seen[(before + 1)...failed])")
+            #expect(seen[failed].contains("net/ipv4/conf/cilium_host/rp_filter"), "\(seen[failed])")
+
+            stop.add("stop")
+            try await Self.waitFor("the agent to be healthy again", seconds: 30) { agent.health == .healthy }
+            #expect(try Sysctl.read("net/ipv4/conf/cilium_host/rp_filter", in: t.namespace) == "0")
+        }
+    }
+
     @Test func aForeignRouteIsLeftAlone() async throws {
         try await Self.withAgent(logLevel: .debug) { t, agent, _, lines in
             let node = try NetlinkSocket(namespace: t.namespace)

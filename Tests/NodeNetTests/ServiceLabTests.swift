@@ -572,6 +572,50 @@ struct ServiceLabTests {
         #expect(frames.contains { $0.source == "10.0.2.32" && $0.destination == "10.0.1.15" }, "\(frames.prefix(4))")
     }
 
+    /// Traffic keeps going while a service's backends grow and shrink: ten applies alternate
+    /// between three and four backends (the client pod `net` joins and leaves) while connections
+    /// run from a pod (socket LB to the ClusterIP) and from outside (the node port); not one fails,
+    /// and the backend that comes and goes answers some of them.
+    @Test func trafficRunsThroughRepeatedBackendChanges() throws {
+        var cluster = Self.cluster("gs")
+        defer { Lab.down(name: cluster.name) }
+        try Self.up(cluster)
+        let three = cluster.services[0].backends
+        let four = three + [ServiceBackend(ip: IPAddress("10.0.2.32"))]
+        let log = PeerLog()
+        let changes = Thread { [cluster] in
+            var changing = cluster
+            for round in 0..<10 {
+                changing.services[0].backends = round % 2 == 0 ? four : three
+                do {
+                    try Self.apply(changing)
+                    log.add("applied \(changing.services[0].backends.count)")
+                } catch {
+                    log.add("failed: \(error)")
+                }
+                Thread.sleep(forTimeInterval: 0.3)
+            }
+            log.add("done")
+        }
+        changes.start()
+        var requests = 0
+        var failures: [String] = []
+        var answers: [String: Int] = [:]
+        let deadline = Date().addingTimeInterval(120)
+        while !log.lines.contains("done") && Date() < deadline {
+            for (from, to) in [("cilium-with-replacement-cp", "10.96.18.68:80"), ("external", "172.18.0.2:32000")] {
+                let probe = try Self.probe(cluster.name, from, to, count: 10)
+                requests += probe.requests.count
+                failures += probe.requests.compactMap { $0.error.map { "\(from) → \(to): \($0)" } }
+                answers.merge(probe.answers) { $0 + $1 }
+            }
+        }
+        #expect(log.lines.filter { $0.hasPrefix("applied") }.count == 10, "\(log.lines)")
+        #expect(requests >= 100, "traffic ran through the changes: \(requests) requests")
+        #expect(failures.isEmpty, "\(failures.count) of \(requests) failed: \(failures.prefix(5))")
+        #expect(answers["PodName: net", default: 0] > 0, "the backend that comes and goes took some: \(answers)")
+    }
+
     @Test func backendChangesAreMakeBeforeBreak() throws {
         var cluster = Self.cluster("up")
         defer { Lab.down(name: cluster.name) }

@@ -98,6 +98,37 @@ import Testing
         #expect(!subjects.contains { $0.hasPrefix("socket LB") }, "a spec built in Swift has socket LB off")
     }
 
+    /// The order a batch of frontend writes goes out in, written out by hand: a frontend growing
+    /// 2 → 3 gets its id and new slot before its slot 0 says 3; one shrinking 3 → 2 says 2 before
+    /// its third slot goes; a frontend going away loses slot 0 (no new choices) before its slots.
+    /// A packet reading slot 0 at any step finds every slot it may choose.
+    @Test func batchedFrontendWritesAreMakeBeforeBreak() {
+        var grow = ServiceMaps.Batch()
+        grow.putFrontend(
+            Self.key("10.96.0.10:80/TCP"), FrontendEntry(id: 1, flags: [], backendIDs: [11, 12, 13]),
+            previousSlots: [1: 11, 2: 12])
+        grow.putFrontend(
+            Self.key("10.96.0.10:53/UDP"), FrontendEntry(id: 2, flags: [], backendIDs: [21, 22]),
+            previousSlots: [1: 21, 2: 22, 3: 23])
+        #expect(
+            grow.steps.map(\.description) == [
+                "put revnat 1 2",
+                "put services 10.96.0.10:80/TCP#3",
+                "put services 10.96.0.10:80/TCP#0 10.96.0.10:53/UDP#0",
+                "delete services 10.96.0.10:53/UDP#3",
+            ])
+        var removal = ServiceMaps.Batch()
+        removal.removeFrontend(Self.key("10.96.0.99:443/TCP"), slots: [2: 32, 1: 31])
+        #expect(
+            removal.steps.map(\.description) == [
+                "delete services 10.96.0.99:443/TCP#0", "delete services 10.96.0.99:443/TCP#1 10.96.0.99:443/TCP#2",
+            ])
+        var backends = ServiceMaps.Batch()
+        backends.putBackend(13, BackendAddress(address: IPAddress("10.0.2.7"), port: 8080, protocol: .tcp))
+        backends.removeBackend(23)
+        #expect(backends.steps.map(\.description) == ["delete backends 23", "put backends 13"])
+    }
+
     /// A node whose service maps hold exactly what `desired` wants.
     static func converged(_ desired: DesiredState) -> ObservedState {
         var observed = PlannerTests.converged

@@ -309,14 +309,64 @@ final class ServiceMaps {
     /// Removals first (slot 0 of every frontend, so no new choices, then their slots, ids and
     /// backends), then backends and ids, new slots, every slot 0, and surplus slots last.
     func write(_ b: Batch) throws {
-        try services.delete(keys: b.masterRemovals)
-        try services.delete(keys: b.slotRemovals)
-        try revnat.delete(keys: b.revnatRemovals)
-        try backends.delete(keys: b.backendRemovals)
-        try backends.update(keys: b.backendKeys, values: b.backendValues)
-        try revnat.update(keys: b.revnatKeys, values: b.revnatValues)
-        try services.update(keys: b.slotKeys, values: b.slotValues)
-        try services.update(keys: b.masterKeys, values: b.masterValues)
-        for key in b.surplus { try services.delete(key) }
+        for step in b.steps { try step.write(self) }
+    }
+}
+
+extension ServiceMaps.Batch {
+    /// One write of a batch: a map, put or delete, and its keys in the order they go out.
+    struct Step: CustomStringConvertible {
+        enum Map: String { case services, revnat, backends }
+        var map: Map
+        var put: Bool
+        /// Readable keys: `10.96.0.1:80/tcp#0` (a frontend's slot), `7` (an id).
+        var keys: [String]
+        fileprivate var write: (ServiceMaps) throws -> Void
+
+        var description: String { "\(put ? "put" : "delete") \(map) \(keys.joined(separator: " "))" }
+    }
+
+    /// The writes in the order they go out (make-before-break for every frontend); empty ones left out.
+    var steps: [Step] {
+        func slots(_ keys: [nodenet_service_key]) -> [String] {
+            keys.map { "\(FrontendKey($0).map(\.description) ?? "?")#\($0.slot)" }
+        }
+        let (masterRemovals, slotRemovals, revnatRemovals, backendRemovals) = (
+            self.masterRemovals, self.slotRemovals, self.revnatRemovals, self.backendRemovals
+        )
+        let (backendKeys, backendValues, revnatKeys, revnatValues) = (
+            self.backendKeys, self.backendValues, self.revnatKeys, self.revnatValues
+        )
+        let (slotKeys, slotValues, masterKeys, masterValues, surplus) = (
+            self.slotKeys, self.slotValues, self.masterKeys, self.masterValues, self.surplus
+        )
+        let all: [Step] = [
+            Step(map: .services, put: false, keys: slots(masterRemovals)) {
+                try $0.services.delete(keys: masterRemovals)
+            },
+            Step(map: .services, put: false, keys: slots(slotRemovals)) { try $0.services.delete(keys: slotRemovals) },
+            Step(map: .revnat, put: false, keys: revnatRemovals.map(String.init)) {
+                try $0.revnat.delete(keys: revnatRemovals)
+            },
+            Step(map: .backends, put: false, keys: backendRemovals.map(String.init)) {
+                try $0.backends.delete(keys: backendRemovals)
+            },
+            Step(map: .backends, put: true, keys: backendKeys.map(String.init)) {
+                try $0.backends.update(keys: backendKeys, values: backendValues)
+            },
+            Step(map: .revnat, put: true, keys: revnatKeys.map(String.init)) {
+                try $0.revnat.update(keys: revnatKeys, values: revnatValues)
+            },
+            Step(map: .services, put: true, keys: slots(slotKeys)) {
+                try $0.services.update(keys: slotKeys, values: slotValues)
+            },
+            Step(map: .services, put: true, keys: slots(masterKeys)) {
+                try $0.services.update(keys: masterKeys, values: masterValues)
+            },
+            Step(map: .services, put: false, keys: slots(surplus)) { maps in
+                for key in surplus { try maps.services.delete(key) }
+            },
+        ]
+        return all.filter { !$0.keys.isEmpty }
     }
 }
