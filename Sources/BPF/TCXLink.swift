@@ -16,5 +16,11 @@ public enum TCXLink {
     }
 
     /// Whether this kernel has tcx (6.6 and later).
-    public static let isSupported = KernelRelease.isAtLeast(6, 6)
+    public static let isSupported = isSupported(onKernel: KernelRelease.version)
+
+    /// Whether a kernel of `version` has tcx: 6.6 and later; an unknown version does not.
+    public static func isSupported(onKernel version: (major: Int, minor: Int)?) -> Bool {
+        guard let version else { return false }
+        return (version.major, version.minor) >= (6, 6)
+    }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import TestSupport
 import Testing
 
 @testable import NodeNet
@@ -7,6 +8,41 @@ import Testing
 
 /// Pieces of the agent that need no kernel.
 @Suite struct AgentUnitTests {
+    /// Before: the health server served one connection at a time, each read waiting up to 2 s:
+    /// ten clients that connect and send nothing held `/healthz` for 20 s. Now each connection
+    /// has its own thread and a deadline for the whole request. And it never listens off the node.
+    @Test func slowClientsDoNotStallHealthz() throws {
+        let socketPath = FileManager.default.temporaryDirectory.appendingPathComponent(TestNames.unique("hz")).path
+        let server = try StatusServer(address: .unix(socketPath)) { _ in (200, "text/plain", "ok\n") }
+        defer { server.stop() }
+        var idle: [Int32] = []
+        defer { idle.forEach { close($0) } }
+        for _ in 0..<10 {
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            var a = sockaddr_un()
+            a.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &a.sun_path) { raw in
+                for (i, b) in socketPath.utf8.enumerated() { raw[i] = b }
+            }
+            let rc = withUnsafePointer(to: &a) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
+            }
+            try #require(rc == 0)
+            _ = "GET /hea".withCString { send(fd, $0, 8, 0) }  // and nothing more
+            idle.append(fd)
+        }
+        let start = Date()
+        #expect(try httpGetUnix(socketPath, "/healthz") == "HTTP/1.1 200 OK|ok\n")
+        let seconds = Date().timeIntervalSince(start)
+        print("AgentIntegrationTests: /healthz answered in \(Int(seconds * 1000)) ms beside 10 idle clients")
+        #expect(seconds < 15, "the old server needed 20 s")
+        #expect(throws: NodeNetError.self) {
+            try StatusServer(address: .tcp("10.1.2.3", 9962)) { _ in (200, "text/plain", "") }
+        }
+    }
+
     @Test func logfmtAndJSONLines() {
         let fields = [
             ("ts", "T"), ("level", "info"), ("subsystem", "reconcile"), ("msg", "create route 10.0.1.0/24"),

@@ -440,12 +440,6 @@ extension BPFModeApplyTests {
             #expect(down.pinsRemoved && !FileManager.default.fileExists(atPath: tcx.bpffsDirectory))
         }
     }
-
-    @Test func autoPicksTcxWhereTheKernelHasIt() {
-        var spec = PlannerTests.spec
-        spec.datapath = DatapathSettings(mode: .bpf, attachMode: .auto)
-        #expect(spec.effectiveAttachMode == (TCXLink.isSupported ? .tcx : .clsact))
-    }
 }
 
 extension BPFModeApplyTests {
@@ -454,7 +448,7 @@ extension BPFModeApplyTests {
     /// then is the old map dropped. Traffic keeps flowing.
     @Test(arguments: [AttachMode.clsact, .tcx])
     func anIncompatiblePinnedMapIsReplacedAfterTheNewProgramsAreAttached(_ attach: AttachMode) async throws {
-        if attach == .tcx && !TCXLink.isSupported { return }
+        try skipWithoutTCX(attach)
         try await TestNode.with(pods: 2) { t in
             let spec = bpfSpec(t, attach: attach)
             defer { BPFFS.remove(spec.bpffsDirectory) }
@@ -620,7 +614,7 @@ extension BPFModeApplyTests {
     /// the ledger remembers until they are gone.
     @Test(arguments: [AttachMode.clsact, .tcx])
     func aChangedBPFFSDirectoryLeavesNoOrphanedPins(_ attach: AttachMode) async throws {
-        if attach == .tcx && !TCXLink.isSupported { return }
+        try skipWithoutTCX(attach)
         try await TestNode.with(pods: 2) { t in
             let first = bpfSpec(t, attach: attach)
             var second = first
@@ -700,7 +694,7 @@ extension BPFModeApplyTests {
     /// program, puts the set-aside map back, and leaves the live endpoints map's entries alone.
     @Test(arguments: [AttachMode.clsact, .tcx])
     func aFailedUpgradeRollsBackToThePreviousPrograms(_ attach: AttachMode) async throws {
-        if attach == .tcx && !TCXLink.isSupported { return }
+        try skipWithoutTCX(attach)
         try await TestNode.with(pods: 2) { t in
             let spec = bpfSpec(t, attach: attach)
             defer { BPFFS.remove(spec.bpffsDirectory) }
@@ -757,5 +751,15 @@ extension BPFModeApplyTests {
             #expect(throws: ApplyFailure.self) { try t.controller(bad).apply() }
             #expect(try node.qdiscs(interfaceIndex: eth0.index).filter(\.isClsact).count == 1)
         }
+    }
+}
+
+/// A tcx case on a kernel without tcx is reported as skipped (cancelled, with the reason), never
+/// as passed.
+func skipWithoutTCX(_ attach: AttachMode) throws {
+    if attach == .tcx && !TCXLink.isSupported {
+        try Test.cancel(
+            "tcx needs kernel 6.6 or later; this kernel has \(KernelRelease.version.map { "\($0.major).\($0.minor)" } ?? "an unknown version")"
+        )
     }
 }

@@ -13,53 +13,6 @@ struct CLITests {
 
     static func cli(_ args: [String]) throws -> (status: Int32, output: String) { try runTool([nodenetd] + args) }
 
-    @Test func invalidInputIsTwoForEveryCommandThatReadsASpec() throws {
-        try #require(FileManager.default.isExecutableFile(atPath: Self.nodenetd), "build nodenetd first")
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(TestNames.unique("cli")).path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let notJSON = directory + "/not.json"
-        try "{\"apiVersion\": ".write(toFile: notJSON, atomically: true, encoding: .utf8)
-        let unknownField = directory + "/unknown.json"
-        try
-            #"{"apiVersion":"nodenet/v1","node":{"name":"n","device":"eth0","address":"172.18.0.2","podCIDR":"10.0.2.0/24"},"podz":[]}"#
-            .write(toFile: unknownField, atomically: true, encoding: .utf8)
-        for command in [
-            ["plan"], ["apply"], ["status"], ["route", "list"], ["endpoint", "list"], ["teardown", "--force"],
-        ] {
-            for (file, words) in [
-                (directory + "/missing.json", "does not exist"), (notJSON, "not valid JSON"), (unknownField, "podz"),
-            ] {
-                let out = try Self.cli(command + [file])
-                #expect(out.status == 2, "\(command) \(file): \(out.output)")
-                #expect(out.output.contains(words), "\(command) \(file): \(out.output)")
-            }
-        }
-        // Files that are not specs: one sentence naming the file, exit 2 (issue 14, item 4).
-        let empty = directory + "/empty.json"
-        FileManager.default.createFile(atPath: empty, contents: Data())
-        let binary = directory + "/binary.json"
-        FileManager.default.createFile(atPath: binary, contents: Data([0x7b, 0x00, 0xff, 0xfe, 0x01]))
-        let huge = directory + "/huge.json"
-        FileManager.default.createFile(atPath: huge, contents: nil)
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: huge))
-        try handle.truncate(atOffset: 50 << 20)  // 50 MB, sparse
-        try handle.close()
-        let spaced = directory + "/a spec with spaces.json"
-        try "{\"apiVersion\": ".write(toFile: spaced, atomically: true, encoding: .utf8)
-        for (file, words) in [
-            (directory, "is a directory"), (empty, "is empty"), (binary, "is not text"), (huge, "larger than 16 MiB"),
-            (spaced, "not valid JSON"),
-        ] {
-            let out = try Self.cli(["plan", file])
-            #expect(out.status == 2, "\(file): \(out.output)")
-            #expect(out.output.contains(words) && out.output.contains(file), "\(file): \(out.output)")
-            #expect(!out.output.contains("DecodingError") && !out.output.contains("Debug description"))
-        }
-        #expect(try Self.cli(["plan"]).status == 2, "a missing argument")
-        #expect(try Self.cli(["run", "--spec", notJSON, "--api-socket", "relative.sock"]).status == 2)
-    }
-
     @Test func successConflictAndConvergenceHaveTheirCodes() async throws {
         try #require(FileManager.default.isExecutableFile(atPath: Self.nodenetd), "build nodenetd first")
         try await TestNode.with(pods: 2) { t in
@@ -93,5 +46,55 @@ struct CLITests {
             #expect(try Self.cli(["teardown", file, "--netns", t.node, "--force"]).status == 0)
             #expect(try Self.cli(["teardown", file, "--netns", t.node, "--force"]).status == 0, "safe twice")
         }
+    }
+}
+
+/// Exit code 2 for input that is not a spec: no kernel and no root needed.
+@Suite struct CLIInputTests {
+    @Test func invalidInputIsTwoForEveryCommandThatReadsASpec() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: CLITests.nodenetd), "build nodenetd first")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(TestNames.unique("cli")).path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let notJSON = directory + "/not.json"
+        try "{\"apiVersion\": ".write(toFile: notJSON, atomically: true, encoding: .utf8)
+        let unknownField = directory + "/unknown.json"
+        try
+            #"{"apiVersion":"nodenet/v1","node":{"name":"n","device":"eth0","address":"172.18.0.2","podCIDR":"10.0.2.0/24"},"podz":[]}"#
+            .write(toFile: unknownField, atomically: true, encoding: .utf8)
+        for command in [
+            ["plan"], ["apply"], ["status"], ["route", "list"], ["endpoint", "list"], ["teardown", "--force"],
+        ] {
+            for (file, words) in [
+                (directory + "/missing.json", "does not exist"), (notJSON, "not valid JSON"), (unknownField, "podz"),
+            ] {
+                let out = try CLITests.cli(command + [file])
+                #expect(out.status == 2, "\(command) \(file): \(out.output)")
+                #expect(out.output.contains(words), "\(command) \(file): \(out.output)")
+            }
+        }
+        // Files that are not specs: one sentence naming the file, exit 2 (issue 14, item 4).
+        let empty = directory + "/empty.json"
+        FileManager.default.createFile(atPath: empty, contents: Data())
+        let binary = directory + "/binary.json"
+        FileManager.default.createFile(atPath: binary, contents: Data([0x7b, 0x00, 0xff, 0xfe, 0x01]))
+        let huge = directory + "/huge.json"
+        FileManager.default.createFile(atPath: huge, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: huge))
+        try handle.truncate(atOffset: 50 << 20)  // 50 MB, sparse
+        try handle.close()
+        let spaced = directory + "/a spec with spaces.json"
+        try "{\"apiVersion\": ".write(toFile: spaced, atomically: true, encoding: .utf8)
+        for (file, words) in [
+            (directory, "is a directory"), (empty, "is empty"), (binary, "is not text"), (huge, "larger than 16 MiB"),
+            (spaced, "not valid JSON"),
+        ] {
+            let out = try CLITests.cli(["plan", file])
+            #expect(out.status == 2, "\(file): \(out.output)")
+            #expect(out.output.contains(words) && out.output.contains(file), "\(file): \(out.output)")
+            #expect(!out.output.contains("DecodingError") && !out.output.contains("Debug description"))
+        }
+        #expect(try CLITests.cli(["plan"]).status == 2, "a missing argument")
+        #expect(try CLITests.cli(["run", "--spec", notJSON, "--api-socket", "relative.sock"]).status == 2)
     }
 }

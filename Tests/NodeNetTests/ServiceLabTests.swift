@@ -59,6 +59,30 @@ struct ServiceLabTests {
         return probe
     }
 
+    /// The kernel's conntrack table of a lab node after `traffic`, with tracking switched on there
+    /// first (an iptables rule that uses it), and required to hold one flow the kernel does track
+    /// (a ping from the external host to the node): an empty table proves nothing.
+    static func kernelConntrack(_ cluster: LabCluster, node: String, traffic: () throws -> Void) throws -> String {
+        let ns = cluster.namespace(ofNode: node)
+        let address = try #require(cluster.nodes.first { $0.name == node }).address
+        let rule = try runTool([
+            "ip", "netns", "exec", ns, "iptables", "-A", "INPUT", "-m", "conntrack", "--ctstate", "NEW,ESTABLISHED",
+            "-j", "ACCEPT",
+        ])
+        try #require(rule.status == 0, "iptables (scripts/install-deps.sh installs it): \(rule.output)")
+        try traffic()
+        let ping = try runTool([
+            "ip", "netns", "exec", cluster.externalNamespace, "ping", "-c", "1", "-W", "2", "\(address)",
+        ])
+        try #require(ping.status == 0, "\(ping.output)")
+        let listed = try runTool(["ip", "netns", "exec", ns, "conntrack", "-L"])
+        try #require(listed.status == 0, "conntrack -L (scripts/install-deps.sh installs it): \(listed.output)")
+        try #require(
+            listed.output.contains("icmp") && listed.output.contains("dst=\(address)"),
+            "the ping to the node is tracked: \(listed.output)")
+        return listed.output
+    }
+
     static func services(_ cluster: LabCluster, node: String) throws -> [ServiceStatus] {
         try NodeController(spec: cluster.spec(forNode: node)!, namespace: .named(cluster.namespace(ofNode: node)))
             .services()
@@ -123,8 +147,14 @@ struct ServiceLabTests {
         let iptables = try runTool(["ip", "netns", "exec", ns, "iptables-save"])
         try #require(iptables.status == 0, "iptables-save (scripts/install-deps.sh installs it): \(iptables.output)")
         #expect(!iptables.output.contains("32000") && !iptables.output.contains("10.96.18.68"))
-        let conntrack = try runTool(["ip", "netns", "exec", ns, "conntrack", "-L"])
-        #expect(!conntrack.output.contains("32000") && !conntrack.output.contains("10.96.18.68"), "\(conntrack.output)")
+        // With the kernel's conntrack switched on in the node, service traffic still makes no entry
+        // there, while a ping to the node does.
+        let conntrack = try Self.kernelConntrack(cluster, node: "worker2") {
+            let pod = try Self.probe(lab, "net", "10.96.18.68:80", count: 10)
+            let outside = try Self.probe(lab, "external", "172.18.0.2:32000", count: 10)
+            #expect(pod.failures == 0 && outside.failures == 0)
+        }
+        #expect(!conntrack.contains("32000") && !conntrack.contains("10.96.18.68"), "\(conntrack)")
 
         // `service list`: the seed's frontends, ids stable across a re-apply and a new reader.
         let rows = try Self.services(cluster, node: "worker2")
@@ -214,8 +244,11 @@ struct ServiceLabTests {
         #expect(
             ct.contains { $0.kind == "nat-in" && $0.translated.hasPrefix("172.18.0.1:") },
             "remote backends see the node's address")
-        let kernel = try runTool(["ip", "netns", "exec", cluster.namespace(ofNode: "worker2"), "conntrack", "-L"])
-        #expect(!kernel.output.contains("32000"), "\(kernel.output)")
+        let kernel = try Self.kernelConntrack(cluster, node: "worker2") {
+            let outside = try Self.probe(cluster.name, "external", "172.18.0.2:32000", count: 10)
+            #expect(outside.failures == 0)
+        }
+        #expect(!kernel.contains("32000"), "\(kernel)")
         // Garbage collection by age: nothing is idle for ten minutes yet (the default 10 s for
         // closed TCP flows could pass on a loaded machine); everything is, an hour from now.
         var patient = Conntrack.Timeouts()

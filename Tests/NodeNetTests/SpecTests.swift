@@ -5,6 +5,17 @@ import Testing
 
 /// Spec decoding and validation: every problem, with its JSON path and exact message.
 @Suite struct SpecTests {
+    /// Which attach mode a spec gets on which kernel, row by row (tcx came in 6.6).
+    @Test func autoPicksTcxFromKernel6Point6() {
+        let rows: [(AttachMode, (major: Int, minor: Int)?, AttachMode)] = [
+            (.auto, (5, 10), .clsact), (.auto, (6, 5), .clsact), (.auto, (6, 6), .tcx), (.auto, (6, 18), .tcx),
+            (.auto, (7, 0), .tcx), (.auto, nil, .clsact), (.tcx, (5, 10), .tcx), (.clsact, (6, 18), .clsact),
+        ]
+        for (mode, kernel, wanted) in rows {
+            #expect(mode.effective(onKernel: kernel) == wanted, "\(mode) on \(String(describing: kernel))")
+        }
+    }
+
     /// The seed's worker2, with pod namespaces that "exist" (the check is injected).
     static let worker2 = """
         {

@@ -28,9 +28,15 @@ public enum DatapathProgram: String, Sendable, CaseIterable {
 }
 
 extension NodeSpec {
-    /// The attach mode in effect: `auto` is tcx on kernels that have it, clsact otherwise.
-    public var effectiveAttachMode: AttachMode {
-        datapath.attachMode == .auto ? (TCXLink.isSupported ? .tcx : .clsact) : datapath.attachMode
+    /// The attach mode in effect on this kernel.
+    public var effectiveAttachMode: AttachMode { datapath.attachMode.effective(onKernel: KernelRelease.version) }
+}
+
+extension AttachMode {
+    /// The mode in effect on a kernel of `version`: `auto` is tcx on kernels that have it,
+    /// clsact otherwise; `tcx` and `clsact` are what they say.
+    public func effective(onKernel version: (major: Int, minor: Int)?) -> AttachMode {
+        self == .auto ? (TCXLink.isSupported(onKernel: version) ? .tcx : .clsact) : self
     }
 }
 
