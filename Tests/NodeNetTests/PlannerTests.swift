@@ -11,7 +11,7 @@ import Testing
         pods: [PodSpec(name: "net", netns: "pod-net", ip: IPAddress("10.0.2.32"))],
         nodes: [RemoteNode(name: "worker", address: IPAddress("172.18.0.3"), podCIDR: IPPrefix("10.0.1.0/24"))])
     static let desired = DesiredState(spec: spec, deviceMTU: 1500)
-    static let lxc = desired.endpoints[0].hostDevice
+    static let lxc = "lxc5fa86a0801be"
 
     static let up: InterfaceFlags = [.up]
     static let eth0 = Link(index: 2, name: "eth0", kind: "veth", flags: up)
@@ -28,18 +28,42 @@ import Testing
             ])
     }
 
-    /// The same node after a successful apply.
+    /// The same node after a successful apply, written out by hand (what Cilium's native-routing
+    /// node has): the router /32 on cilium_host, the pod CIDR through it, the other node's CIDR
+    /// via its address, the pod's /32 on its lxc; in the pod, the router on-link and the default
+    /// route through it; forwarding on, source checks off on the host pair and strict on the lxc.
     static var converged: ObservedState {
         let host = Link(index: 5, name: "cilium_host", kind: "veth", flags: [.up, .noARP], peerIndex: 4)
         let net = Link(index: 4, name: "cilium_net", kind: "veth", flags: [.up, .noARP], peerIndex: 5)
-        let hostEnd = Link(index: 6, name: lxc, kind: "veth", flags: up, peerIndex: 2)
+        let hostEnd = Link(index: 6, name: "lxc5fa86a0801be", kind: "veth", flags: up, peerIndex: 2)
         let podEnd = Link(index: 2, name: "eth0", kind: "veth", flags: up, peerIndex: 6)
-        let routes = (desired.nodeRoutes + [desired.endpoints[0].podRoute]).map { intent in
-            intent.route(interfaceIndex: ["cilium_host": 5, "eth0": 2, lxc: 6][intent.device]!)
-        }
-        let podRoutes = desired.endpoints[0].podRoutes.map { $0.route(interfaceIndex: 2) }
-        var sysctls: [String: String] = [:]
-        for s in desired.sysctls { sysctls[s.key] = s.value }
+        let ours = RouteProtocol(rawValue: 207)
+        let routes = [
+            Route(destination: IPPrefix("10.0.2.184/32"), interfaceIndex: 5, scope: .link, protocol: ours),
+            Route(
+                destination: IPPrefix("10.0.2.0/24"), gateway: IPAddress("10.0.2.184"), interfaceIndex: 5,
+                preferredSource: IPAddress("10.0.2.184"), protocol: ours),
+            Route(
+                destination: IPPrefix("10.0.1.0/24"), gateway: IPAddress("172.18.0.3"), interfaceIndex: 2,
+                protocol: ours),
+            Route(destination: IPPrefix("10.0.2.32/32"), interfaceIndex: 6, scope: .link, protocol: ours),
+        ]
+        let podRoutes = [
+            Route(destination: IPPrefix("10.0.2.184/32"), interfaceIndex: 2, scope: .link, protocol: ours),
+            Route(
+                destination: IPPrefix("0.0.0.0/0"), gateway: IPAddress("10.0.2.184"), interfaceIndex: 2, protocol: ours,
+                mtu: 1500),
+        ]
+        let sysctls = [
+            "net.ipv4.ip_forward": "1",
+            "net/ipv4/conf/cilium_host/accept_local": "1", "net/ipv4/conf/cilium_host/forwarding": "1",
+            "net/ipv4/conf/cilium_host/rp_filter": "0", "net/ipv4/conf/cilium_host/send_redirects": "0",
+            "net/ipv4/conf/cilium_net/accept_local": "1", "net/ipv4/conf/cilium_net/forwarding": "1",
+            "net/ipv4/conf/cilium_net/rp_filter": "0", "net/ipv4/conf/cilium_net/send_redirects": "0",
+            "net/ipv4/conf/lxc5fa86a0801be/accept_local": "1", "net/ipv4/conf/lxc5fa86a0801be/forwarding": "1",
+            "net/ipv4/conf/lxc5fa86a0801be/rp_filter": "1", "net/ipv4/conf/lxc5fa86a0801be/send_redirects": "0",
+            "net/ipv6/conf/lxc5fa86a0801be/disable_ipv6": "1",
+        ]
         return ObservedState(
             node: ObservedNamespace(
                 links: [lo, eth0, host, net, hostEnd],

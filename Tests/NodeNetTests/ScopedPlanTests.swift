@@ -31,11 +31,11 @@ import Testing
         #expect(full.changes.contains { $0.subject == "route 10.0.1.0/24" }, "the full plan repairs the node")
         #expect(full.changes.contains { $0.subject == "route 10.9.0.0/16" })
 
-        let scoped = try #require(Self.desired.scoped(toEndpoints: [Self.web.hostDevice]))
+        let scoped = try #require(Self.desired.scoped(toEndpoints: ["lxc9d2ba50824d6"]))
         let plan = Planner.plan(desired: scoped, observed: Self.observed, ledger: nil, nativeDevice: "eth0")
         #expect(plan.conflicts.isEmpty)
         let lines = plan.changes.map { "\($0.action.rawValue) \($0.subject) [\($0.namespace)]" }
-        let device = Self.web.hostDevice
+        let device = "lxc9d2ba50824d6"  // default/web, written out
         #expect(
             lines == [
                 "create endpoint default/web [node]", "update link eth0 [pod pod-web]",

@@ -129,28 +129,47 @@ import Testing
         #expect(backends.steps.map(\.description) == ["delete backends 23", "put backends 13"])
     }
 
-    /// A node whose service maps hold exactly what `desired` wants.
-    static func converged(_ desired: DesiredState) -> ObservedState {
+    /// A node whose service maps hold exactly what `spec` wants, written out by hand: settings,
+    /// both nodes, four backends, five frontends (ids in spec order; any ids the maps hold are
+    /// kept) with their slots and reverse entries.
+    static var converged: ObservedState {
         var observed = PlannerTests.converged
-        observed.services.settings = desired.settings
-        observed.services.settings?.nativeIfindex = 2  // eth0 in the observed node
-        observed.services.nodes = desired.serviceNodes
-        let ids = ServiceIDs.assign(desired.frontends, observed: ObservedServices())
-        for (b, id) in ids.backends { observed.services.backends[id] = b }
-        for f in desired.frontends {
-            let id = ids.frontends[f.key]!
-            observed.services.masters[f.key] = FrontendMaster(count: UInt16(f.backends.count), id: id, flags: f.flags)
-            observed.services.slots[f.key] = Dictionary(
-                uniqueKeysWithValues: f.backends.enumerated().map { (UInt16($0.offset + 1), ids.backends[$0.element]!) }
-            )
-            observed.services.revnat[id] = f.key
+        // Every field set here (the value only starts from the spec's to have one to fill in).
+        var settings = NodeSettings(spec: Self.spec)
+        settings.routerIP = IPAddress("10.0.2.184")
+        settings.nodeIP = IPAddress("172.18.0.2")
+        settings.nativeCIDR = IPPrefix("10.0.0.0/8")
+        settings.podCIDR = IPPrefix("10.0.2.0/24")
+        (settings.services, settings.packetLB, settings.masquerade, settings.externalFrontends) = (
+            true, true, true, false
+        )
+        (settings.nativeIfindex, settings.maglevSize) = (2, 0)
+        observed.services.settings = settings
+        observed.services.nodes = [IPAddress("172.18.0.2"): .local, IPAddress("172.18.0.3"): .remote]
+        observed.services.backends = [
+            1: BackendAddress(address: IPAddress("10.0.1.15"), port: 8080, protocol: .tcp),
+            2: BackendAddress(address: IPAddress("10.0.2.204"), port: 9090, protocol: .tcp),
+            3: BackendAddress(address: IPAddress("10.0.1.15"), port: 53, protocol: .udp),
+            4: BackendAddress(address: IPAddress("10.0.1.15"), port: 53, protocol: .tcp),
+        ]
+        let frontends: [(String, UInt16, FrontendFlags, [UInt32])] = [
+            ("10.96.18.68:80/TCP", 1, [], [1, 2]), ("172.18.0.2:32000/TCP", 2, .nodePort, [1, 2]),
+            ("0.0.0.0:32000/TCP", 3, .nodePort, [1, 2]), ("10.96.0.10:53/UDP", 4, [], [3]),
+            ("10.96.0.10:53/TCP", 5, [], [4]),
+        ]
+        for (frontend, id, flags, backends) in frontends {
+            let key = Self.key(frontend)
+            observed.services.masters[key] = FrontendMaster(count: UInt16(backends.count), id: id, flags: flags)
+            observed.services.slots[key] = Dictionary(
+                uniqueKeysWithValues: backends.enumerated().map { (UInt16($0.offset + 1), $0.element) })
+            observed.services.revnat[id] = key
         }
         return observed
     }
 
     @Test func aConvergedServiceTableNeedsNothingAndDriftIsRepaired() {
         let desired = DesiredState(spec: Self.spec, deviceMTU: 1500)
-        let observed = Self.converged(desired)
+        let observed = Self.converged
         func serviceChanges(_ o: ObservedState) -> [String] {
             Planner.plan(
                 desired: desired, observed: o, ledger: nil, nativeDevice: "eth0", datapath: .bpf, attachMode: .clsact
@@ -168,7 +187,9 @@ import Testing
         var spec = Self.spec
         spec.socketLB = SocketLBSettings(cgroup: "/sys/fs/cgroup/unified/nodenet-test")
         let desired = DesiredState(spec: spec, deviceMTU: 1500)
-        var observed = Self.converged(desired)
+        var observed = Self.converged
+        observed.services.settings = desired.settings  // socket LB's settings: not what this test is about
+        observed.services.settings?.nativeIfindex = 2
         observed.socketCgroupID = 4242
         observed.pins.socketLinks = Set(CgroupLink.Hook.allCases.map { BPFFSLayout.socketLinkName($0, cgroupID: 4242) })
         // Left by an interrupted upgrade: an older build's link on the same hook, still attached.
