@@ -1,8 +1,10 @@
+import BPF
 import Foundation
 import TestSupport
 import Testing
 
 @testable import NodeNet
+@testable import NodeNetLab
 
 /// `nodenetd`'s documented exit codes, through the binary: 0 success, 1 failure (kernel error,
 /// verification mismatch, conflict), 2 invalid input. Skipped without root.
@@ -47,6 +49,73 @@ struct CLITests {
             #expect(try Self.cli(["teardown", file, "--netns", t.node, "--force"]).status == 0, "safe twice")
         }
     }
+
+    /// `monitor`: 0 when it stops after --count events or after --duration, 2 for a node whose
+    /// datapath is not BPF (there are no events to read).
+    @Test func monitorHasItsCodes() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.nodenetd), "build nodenetd first")
+        try await TestNode.with(pods: 2) { t in
+            var spec = t.spec()
+            spec.datapath = DatapathSettings(mode: .bpf, attachMode: .clsact)
+            spec.bpffsDirectory = "/sys/fs/bpf/\(TestNames.unique("mon"))"
+            defer { BPFFS.remove(spec.bpffsDirectory) }
+            let file = t.stateDirectory + ".spec.json"
+            try spec.jsonData().write(to: URL(fileURLWithPath: file))
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            try #require(try Self.cli(["apply", file, "--netns", t.node]).status == 0)
+            // Pings while the monitor waits for its one event (bounded: 20 pings, --duration 20).
+            let pods = t.pods
+            let traffic = Thread {
+                for _ in 0..<20 {
+                    _ = try? runTool(["ip", "netns", "exec", pods[0], "ping", "-c", "1", "-W", "1", "10.0.2.204"])
+                }
+            }
+            traffic.start()
+            let one = try Self.cli(["monitor", file, "--netns", t.node, "--count", "1", "--duration", "20", "--json"])
+            #expect(one.status == 0, "\(one.output)")
+            let events = one.output.split(separator: "\n").filter { $0.hasPrefix("{") }
+            #expect(events.count == 1 && events[0].contains("\"verdict\""), "\(one.output)")
+            let quiet = try Self.cli(["monitor", file, "--netns", t.node, "--duration", "0.3", "--json"])
+            #expect(quiet.status == 0, "\(quiet.output)")
+            var kernel = t.spec()
+            kernel.datapath = DatapathSettings(mode: .kernel)
+            let kernelFile = t.stateDirectory + ".kernel.json"
+            try kernel.jsonData().write(to: URL(fileURLWithPath: kernelFile))
+            defer { try? FileManager.default.removeItem(atPath: kernelFile) }
+            let refused = try Self.cli(["monitor", kernelFile, "--netns", t.node, "--duration", "0.3"])
+            #expect(refused.status == 2 && refused.output.contains("datapath.mode kernel"), "\(refused.output)")
+        }
+    }
+
+    /// `lab demo`: 0 when every check passes; Ctrl-C (SIGINT) during it is 1, and the lab is gone.
+    @Test func labDemoHasItsCodes() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.nodenetd), "build nodenetd first")
+        let lab = LabIntegrationTests.labName("dm")
+        defer { Lab.down(name: lab) }
+        let demo = try Self.cli(["lab", "demo", "--name", lab])
+        #expect(demo.status == 0 && demo.output.contains(" passed, 0 failed, 0 not yet"), "\(demo.output)")
+        #expect(LabIntegrationTests.traces(of: lab) == [])
+
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.nodenetd)
+        process.arguments = ["lab", "demo", "--name", lab]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = out
+        try process.run()
+        // Interrupted once the walkthrough has begun (its first check printed), at most 60 s on.
+        var seen = Data()
+        let deadline = Date().addingTimeInterval(60)
+        while !String(decoding: seen, as: UTF8.self).contains("PASS"), Date() < deadline, process.isRunning {
+            seen += out.fileHandleForReading.availableData
+        }
+        kill(process.processIdentifier, SIGINT)
+        let rest = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let output = String(decoding: seen + rest, as: UTF8.self)
+        #expect(process.terminationReason == .exit && process.terminationStatus == 1, "\(output)")
+        #expect(LabIntegrationTests.traces(of: lab) == [], "the interrupted demo left nothing: \(output)")
+    }
 }
 
 /// Exit code 2 for input that is not a spec: no kernel and no root needed.
@@ -64,6 +133,7 @@ struct CLITests {
             .write(toFile: unknownField, atomically: true, encoding: .utf8)
         for command in [
             ["plan"], ["apply"], ["status"], ["route", "list"], ["endpoint", "list"], ["teardown", "--force"],
+            ["monitor", "--duration", "0.1"],
         ] {
             for (file, words) in [
                 (directory + "/missing.json", "does not exist"), (notJSON, "not valid JSON"), (unknownField, "podz"),
