@@ -124,6 +124,7 @@ struct Result: Encodable {
     var applySeconds: Double, reapplySeconds: Double, ipBatchSeconds: Double
     /// Derived, stored so the JSON carries it.
     var applyToIPBatchRatio = 0.0
+    var targets: [TargetVerdict] = []
 
     init(pods: Int, nodes: Int, applySeconds: Double, reapplySeconds: Double, ipBatchSeconds: Double) {
         (self.pods, self.nodes) = (pods, nodes)
@@ -160,9 +161,13 @@ runBenchmark("apply-bench", usage: Usage.text) {
         let check = try NodeController(spec: b.spec(nodes: o.nodes), namespace: .named(b.node)).plan()
         guard check.isEmpty else { throw BenchError("baseline differs from apply: \(check.changes.prefix(3))") }
     }
-    let r = Result(
+    var r = Result(
         pods: o.pods, nodes: o.nodes, applySeconds: median(apply), reapplySeconds: median(reapply),
         ipBatchSeconds: median(batch))
+    r.targets = [
+        TargetVerdict("apply / ip -batch (in-round)", .atMost, 2, values: zip(apply, batch).map { $0 / $1 }),
+        TargetVerdict("no-op re-apply seconds", .atMost, 0.050, values: reapply),
+    ]
     if o.json {
         try printJSON(r)
     } else {
@@ -170,8 +175,9 @@ runBenchmark("apply-bench", usage: Usage.text) {
         print(String(format: "  nodenet apply from empty   %.3f s", r.applySeconds))
         print(
             String(
-                format: "  same work with ip -batch   %.3f s   (apply / ip -batch = %.2f; target <= 2)",
+                format: "  same work with ip -batch   %.3f s   (apply / ip -batch = %.2f)",
                 r.ipBatchSeconds, r.applyToIPBatchRatio))
-        print(String(format: "  nodenet re-apply, no-op    %.3f s   (target < 0.100)", r.reapplySeconds))
+        print(String(format: "  nodenet re-apply, no-op    %.3f s", r.reapplySeconds))
+        printTargets(r.targets)
     }
 }

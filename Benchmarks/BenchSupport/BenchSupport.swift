@@ -129,3 +129,40 @@ public struct RatioSummary: Codable, CustomStringConvertible {
         String(format: "%.2f (%.2f–%.2f over %d rounds)", median, min, max, rounds)
     }
 }
+
+/// A benchmark's target judged against every round, not the median alone: **met** when every
+/// round meets it, **met by the median only** when the median does but the spread crosses it
+/// (noise could have made the median), **not met** when the median misses.
+public struct TargetVerdict: Codable, CustomStringConvertible {
+    public enum Bound: String, Codable { case atLeast = ">=", atMost = "<=" }
+    public enum Outcome: String, Codable {
+        case met, medianOnly = "met by the median only", notMet = "not met"
+    }
+
+    public var name: String
+    public var bound: Bound
+    public var value: Double
+    public var rounds: RatioSummary
+    public var outcome: Outcome
+
+    /// `values`: one per round (an in-round ratio, or a round's own figure).
+    public init(_ name: String, _ bound: Bound, _ value: Double, values: [Double]) {
+        (self.name, self.bound, self.value) = (name, bound, value)
+        rounds = RatioSummary(values)
+        func meets(_ x: Double) -> Bool { bound == .atLeast ? x >= value : x <= value }
+        outcome =
+            values.isEmpty
+            ? .notMet : values.allSatisfy(meets) ? .met : meets(rounds.median) ? .medianOnly : .notMet
+    }
+
+    public var description: String {
+        String(
+            format: "target %@ %@ %g: %@ (median %.3g, range %.3g–%.3g over %d)", name, bound.rawValue, value,
+            outcome.rawValue, rounds.median, rounds.min, rounds.max, rounds.rounds)
+    }
+}
+
+/// Prints each verdict on a line of its own.
+public func printTargets(_ targets: [TargetVerdict]) {
+    for t in targets { print(t) }
+}

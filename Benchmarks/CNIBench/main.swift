@@ -123,6 +123,7 @@ do {
     // samples[mode][plugin][op] pooled over rounds; ratios[mode][op] per round (nodenet p50 / ptp p50).
     var samples: [String: [String: [String: [Double]]]] = [:]
     var ratios: [String: [String: [Double]]] = [:]
+    var nodenetP99: [String: [String: [Double]]] = [:]
     for round in 0..<rounds {
         for (mode, parallel) in [("sequential", 1), ("10 at a time", 10)] {
             var p50: [String: [String: Double]] = [:]
@@ -136,6 +137,9 @@ do {
                         list, op: op, parallel: parallel, prefix: "\(tag)-\(letter)", id: "\(letter)\(round)x")
                     samples[mode, default: [:]][name, default: [:]][op, default: []] += ms
                     p50[name, default: [:]][op] = percentile(ms, 0.5)
+                    if name == "nodenet" {
+                        nodenetP99[mode, default: [:]][op, default: []].append(percentile(ms, 0.99))
+                    }
                 }
             }
             for op in ["add", "del"] {
@@ -159,8 +163,16 @@ do {
             report.append(row)
         }
     }
+    // Issue 12's targets, judged round by round.
+    let targets = [
+        TargetVerdict("sequential ADD p50 nodenet / ptp", .atMost, 1.0, values: ratios["sequential"]!["add"]!),
+        TargetVerdict("sequential ADD p99 ms", .atMost, 20, values: nodenetP99["sequential"]!["add"]!),
+        TargetVerdict("sequential DEL p50 nodenet / ptp", .atMost, 1.0, values: ratios["sequential"]!["del"]!),
+    ]
     if json {
-        let data = try JSONSerialization.data(withJSONObject: ["pods": pods, "rounds": rounds, "results": report])
+        let verdicts = try JSONSerialization.jsonObject(with: JSONEncoder().encode(targets))
+        let data = try JSONSerialization.data(
+            withJSONObject: ["pods": pods, "rounds": rounds, "results": report, "targets": verdicts])
         print(String(decoding: data, as: UTF8.self))
     } else {
         print(
@@ -176,6 +188,7 @@ do {
                     (row["mode"] as! String), (row["op"] as! String).uppercased(), n["p50"]!, n["p99"]!, p["p50"]!,
                     p["p99"]!, r["median"]!, r["min"]!, r["max"]!))
         }
+        printTargets(targets)
     }
     cleanUp()
 } catch {

@@ -236,6 +236,7 @@ struct Output: Encodable {
     var seconds: Int, rounds: Int
     var paths: [PathResult]
     var comparisons: [Comparison]
+    var targets: [TargetVerdict]
 }
 
 runBenchmark("datapath-bench", usage: usage) {
@@ -374,6 +375,15 @@ runBenchmark("datapath-bench", usage: usage) {
             .init(name: "two nodes BPF / kernel+iptables", metric: metric.rawValue, ratio: ratios(2, over: 6, metric)),
         ]
     }
+    // Issue 15's same-node targets, on throughput and request/response.
+    var targets: [TargetVerdict] = []
+    for metric in [Metric.stream1, .rr] where o.rounds > 0 {
+        let ratios = { (x: Int, y: Int) in zip(values[x][metric]!, values[y][metric]!).map { $0 / $1 } }
+        targets += [
+            TargetVerdict("same node BPF / bare veth, \(metric.rawValue)", .atLeast, 1.0, values: ratios(1, 0)),
+            TargetVerdict("same node BPF / kernel+iptables, \(metric.rawValue)", .atLeast, 1.1, values: ratios(1, 5)),
+        ]
+    }
     let results = paths.indices.map { i in
         Output.PathResult(
             path: paths[i].name,
@@ -387,7 +397,8 @@ runBenchmark("datapath-bench", usage: usage) {
             packets: paths[i].bpf == nil ? nil : cost[i].mapValues(\.runCount))
     }
     if o.json {
-        try printJSON(Output(seconds: o.seconds, rounds: o.rounds, paths: results, comparisons: comparisons))
+        try printJSON(
+            Output(seconds: o.seconds, rounds: o.rounds, paths: results, comparisons: comparisons, targets: targets))
         return
     }
     print("medians of \(o.rounds) rounds of \(o.seconds) s (paths interleaved within each round)")
@@ -412,6 +423,8 @@ runBenchmark("datapath-bench", usage: usage) {
             "\(c.name.padding(toLength: 34, withPad: " ", startingAt: 0)) \(c.metric.padding(toLength: 18, withPad: " ", startingAt: 0)) \(c.ratio)"
         )
     }
+    print("")
+    printTargets(targets)
     print("")
     printCosts(results)
 }

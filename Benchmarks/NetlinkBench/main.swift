@@ -128,17 +128,28 @@ func measure(count: Int) throws -> [Double] {
     return [nodenetAdd, ipAdd, nodenetDump, ipShow, rawDump, ipStartup]
 }
 
+struct Report: Encodable {
+    var rows: [Row]
+    var targets: [TargetVerdict]
+}
+
 runBenchmark("netlink-bench", usage: Usage.text) {
     let options = try Options(Array(CommandLine.arguments.dropFirst()))
     var rows: [Row] = []
+    var targets: [TargetVerdict] = []
     for count in options.counts {
         var samples: [[Double]] = []
         for _ in 0..<options.repeats { samples.append(try measure(count: count)) }
         let m = (0..<6).map { i in median(samples.map { $0[i] }) }
         rows.append(Row(count, measured: m))
+        // Each run measures both tools back to back: its own ratios are the in-round ones.
+        targets += [
+            TargetVerdict("add speedup at \(count) routes", .atLeast, 1.5, values: samples.map { $0[1] / $0[0] }),
+            TargetVerdict("dump time ratio at \(count) routes", .atMost, 0.5, values: samples.map { $0[2] / $0[3] }),
+        ]
     }
     if options.json {
-        try printJSON(rows)
+        try printJSON(Report(rows: rows, targets: targets))
     } else {
         print("routes   nodenet add        ip -batch add      speedup   nodenet dump  ip route show  dump time ratio")
         for r in rows {
@@ -155,6 +166,7 @@ runBenchmark("netlink-bench", usage: Usage.text) {
                         "breakdown %d: raw kernel dump (no decoding) %.3f s; `ip -n NS link show lo` start-up %.3f s",
                     r.routes, r.rawDumpSeconds, r.ipStartupSeconds))
         }
-        print("(medians of \(options.repeats) runs; targets: add speedup >= 1.5x, dump time ratio <= 0.5)")
+        print("(medians of \(options.repeats) runs)")
+        printTargets(targets)
     }
 }
