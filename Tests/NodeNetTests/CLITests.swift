@@ -45,6 +45,29 @@ struct CLITests {
             #expect(refused.status == 1 && refused.output.contains("not nodenet's"), "\(refused.output)")
             try pod.delete(.link(named: "eth0"))
             #expect(try Self.cli(["apply", file, "--netns", t.node]).status == 0)
+            // A concurrent writer undoing a setting: apply cannot verify and exits 1 naming it
+            // (a few tries: the writer has to win the race between apply and its check once).
+            let stop = PeerLog()
+            let namespace = t.namespace
+            let writer = Thread {
+                let until = Date().addingTimeInterval(30)
+                while stop.lines.isEmpty && Date() < until {
+                    try? Sysctl.write("net/ipv4/conf/cilium_host/rp_filter", "1", in: namespace)
+                }
+            }
+            writer.start()
+            var outcomes: [(status: Int32, output: String)] = []
+            for _ in 0..<5 where !outcomes.contains(where: { $0.status == 1 }) {
+                outcomes.append(try Self.cli(["apply", file, "--netns", t.node]))
+            }
+            stop.add("stop")
+            #expect(outcomes.allSatisfy { $0.status == 0 || $0.status == 1 }, "\(outcomes)")
+            let failed = try #require(outcomes.first { $0.status == 1 }, "\(outcomes)")
+            #expect(
+                failed.output.contains("verification failed") && failed.output.contains("cilium_host/rp_filter"),
+                "\(failed.output)")
+            try await Task.sleep(nanoseconds: 200_000_000)  // the writer has stopped
+            #expect(try Self.cli(["apply", file, "--netns", t.node]).status == 0)
             #expect(try Self.cli(["teardown", file, "--netns", t.node, "--force"]).status == 0)
             #expect(try Self.cli(["teardown", file, "--netns", t.node, "--force"]).status == 0, "safe twice")
         }
