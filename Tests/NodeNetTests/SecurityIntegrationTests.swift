@@ -9,8 +9,12 @@ import Testing
 /// Attacks from a pod, against a real kernel, in both datapath modes. Skipped without root.
 @Suite(.serialized, .enabled(if: Privileges.runsNamespaceTests, Comment(rawValue: Privileges.skipReason)))
 struct SecurityIntegrationTests {
-    static func applied(_ t: TestNode, _ mode: DatapathMode, _ body: (NodeSpec) throws -> Void) throws {
+    static func applied(
+        _ t: TestNode, _ mode: DatapathMode, configure: (inout NodeSpec) -> Void = { _ in },
+        _ body: (NodeSpec) throws -> Void
+    ) throws {
         var spec = t.spec()
+        configure(&spec)
         spec.datapath = DatapathSettings(mode: mode)
         spec.bpffsDirectory = "/sys/fs/bpf/\(TestNames.unique("sec"))"
         defer { BPFFS.remove(spec.bpffsDirectory) }
@@ -292,9 +296,10 @@ struct SecurityIntegrationTests {
     /// Before (BPF mode): 400 000 SYNs from outside straight to a pod (each a connection's
     /// inbound entry) pushed a pod's masqueraded flow out of the shared table. Now the flows
     /// opened from outside hold at most half of it together; the pod's flow keeps its port.
+    /// (Without a limit per client: the flood stands for many hosts outside.)
     @Test func theOutsideCannotPushThePodsFlowsOutOfTheTable() async throws {
         try await TestNode.with(pods: 2) { t in
-            try Self.applied(t, .bpf) { spec in
+            try Self.applied(t, .bpf, configure: { $0.conntrack.outsideClientEntries = 0 }) { spec in
                 try Self.routeOutside(t)
                 let first = try #require(try Self.masqueradedPort(t), "the pod's datagram left masqueraded")
                 try Conntrack.collect(bpffsDirectory: spec.bpffsDirectory)
@@ -305,6 +310,38 @@ struct SecurityIntegrationTests {
                 let outside = try quotas.lookup(UInt32(NODENET_CT_QUOTA_OUTSIDE)).map(Int.init) ?? 0
                 let cap = Int(NODENET_CT_QUOTA_OUTSIDE_MAX)
                 #expect(outside >= cap && outside <= cap + 4, "\(outside) entries opened from outside")
+            }
+        }
+    }
+
+    /// Before (BPF mode): the flows opened from outside shared one count: 140 000 SYNs from one
+    /// host outside (198.51.100.9) to a pod filled the outside's half of the table, and a SYN
+    /// from another host (198.51.100.10) was dropped. Now each client outside holds at most its
+    /// own part (`conntrack.outsideClientEntries`, 16 384 entries by default): the flood stops
+    /// there and the other host's flow opens.
+    @Test func oneHostOutsideCannotCrowdOutTheOthers() async throws {
+        try await TestNode.with(pods: 1) { t in
+            try Self.applied(t, .bpf) { spec in
+                try Self.routeOutside(t)
+                try Conntrack.collect(bpffsDirectory: spec.bpffsDirectory)  // quotas are enforced from here
+                try Self.flood(from: t.fabric, "198.51.100.9", count: 140_000, syn: true)
+                try Self.flood(from: t.fabric, "198.51.100.10", count: 1, syn: true)
+                let inbound = try Conntrack.list(bpffsDirectory: spec.bpffsDirectory).filter { $0.kind == "inbound" }
+                let other = inbound.filter { $0.destination.hasPrefix("198.51.100.10:") }
+                #expect(other.count == 1, "the other host's SYN opened its flow (\(inbound.count) inbound entries)")
+                let limit = 16_384
+                #expect(inbound.count >= limit && inbound.count <= limit + 8, "\(inbound.count) inbound entries")
+                let clients = try #require(
+                    try BPFMap<UInt32, UInt32>.pinned(at: spec.bpffs.path(.conntrackClients)))
+                let heavy = IPAddress("198.51.100.9").ipv4Value!.bigEndian
+                let counted = try clients.lookup(heavy).map(Int.init) ?? 0
+                #expect(counted >= limit && counted <= limit + 4, "\(counted) entries counted for 198.51.100.9")
+                // The agent's collection recounts each client from the table; an hour on, nothing is left.
+                try Conntrack.collect(bpffsDirectory: spec.bpffsDirectory)
+                #expect(try clients.lookup(heavy).map(Int.init) == inbound.count - 1, "recounted from the table")
+                try Conntrack.collect(
+                    bpffsDirectory: spec.bpffsDirectory, now: BPFClock.nanoseconds() + 3_600 * 1_000_000_000)
+                #expect(try clients.lookup(heavy) == nil)
             }
         }
     }

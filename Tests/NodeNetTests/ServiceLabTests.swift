@@ -505,8 +505,8 @@ struct ServiceLabTests {
     }
 
     /// A SYN flood from outside to a node port with a remote backend: 6 000 SYNs nobody completes
-    /// (the external host resets the backend's answers) take every one of the 4 536 NAT ports
-    /// for that backend. Before, they held them for the TCP timeout (6 h) and every new client
+    /// (from six addresses on the fabric nobody answers for, each within its own conntrack part)
+    /// take every one of the 4 536 NAT ports for that backend. Before, they held them for the TCP timeout (6 h) and every new client
     /// was dropped; now a port whose flow never got established is given to a new flow after
     /// a second idle, and the agent's collection removes such flows after 15 s.
     @Test func aSYNFloodCannotHoldTheNodePortsNATPorts() throws {
@@ -530,7 +530,7 @@ struct ServiceLabTests {
             for i in range(6000):
                 tcp = struct.pack("!HHIIBBHHH", 10000 + i, 31500, 1, 0, 5 << 4, 0x02, 8192, 0, 0)
                 ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0, 64, 6, 0,
-                                 socket.inet_aton("172.18.0.1"), socket.inet_aton("172.18.0.2"))
+                                 socket.inet_aton("172.18.0.%d" % (50 + i % 6)), socket.inet_aton("172.18.0.2"))
                 s.sendto(ip + tcp, ("172.18.0.2", 0))
             """
         // The agent's collection has run once (its first marks older flows established).

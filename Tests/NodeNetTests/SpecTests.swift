@@ -238,7 +238,7 @@ import Testing
         Case(
             name: "unknown top-level field", edit: { $0["tunnel"] = "vxlan" },
             expected: [
-                "tunnel: unknown field (known: apiVersion, node, nativeRoutingCIDR, autoDirectNodeRoutes, kubeProxyReplacement, datapath, pods, nodes, services, nodePortRange, stateDirectory, bpffsDirectory, socketLB, masquerade, cluster, loadBalancer)"
+                "tunnel: unknown field (known: apiVersion, node, nativeRoutingCIDR, autoDirectNodeRoutes, kubeProxyReplacement, datapath, pods, nodes, services, nodePortRange, stateDirectory, bpffsDirectory, socketLB, masquerade, cluster, loadBalancer, conntrack)"
             ]),
         Case(
             name: "Maglev table size not a prime",
@@ -247,6 +247,13 @@ import Testing
         Case(
             name: "Maglev table size too large", edit: { $0["loadBalancer"] = ["maglevTableSize": 262139] },
             expected: ["loadBalancer.maglevTableSize: 262139 is out of range 251-131071"]),
+        Case(
+            name: "per-client conntrack entries beyond the outside's share",
+            edit: { $0["conntrack"] = ["outsideClientEntries": 200_000] },
+            expected: ["conntrack.outsideClientEntries: 200000 is out of range 0-131072"]),
+        Case(
+            name: "unknown conntrack field", edit: { $0["conntrack"] = ["perClient": 10] },
+            expected: ["conntrack.perClient: unknown field (known: outsideClientEntries)"]),
         Case(
             name: "unknown load balancing algorithm", edit: { $0["loadBalancer"] = ["algorithm": "ring"] },
             expected: ["loadBalancer.algorithm: \"ring\" is not random or maglev"]),
@@ -387,8 +394,13 @@ import Testing
 
 extension SpecTests {
     @Test func specRoundTripsThroughJSON() throws {
-        let spec = try Self.load(Self.worker2)
+        var spec = try Self.load(Self.worker2)
+        #expect(spec.conntrack.outsideClientEntries == 16_384, "an eighth of the outside's 131 072 entries")
         let again = try NodeSpec.load(try spec.jsonData(), namespaceExists: { _ in true })
         #expect(again == spec)
+        spec.conntrack.outsideClientEntries = 0
+        let off = try NodeSpec.load(try spec.jsonData(), namespaceExists: { _ in true })
+        #expect(off.conntrack.outsideClientEntries == 0 && NodeSettings(spec: off).mapValue.outside_client_max == 0)
+        #expect(NodeSettings(spec: again).mapValue.outside_client_max == 16_384)
     }
 }

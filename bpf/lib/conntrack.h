@@ -47,32 +47,84 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nodenet_ct_quota SEC(".maps");
 
-/* Whether `owner` (a pod's address, or NODENET_CT_QUOTA_OUTSIDE) may open a flow of `entries`
- * conntrack entries; counted when it may. */
-static __always_inline int nodenet_ct_quota_take(__u32 owner, __u32 entries)
+/* The conntrack entries of the flows each client outside opened (key: its address), counted and
+ * recounted like nodenet_ct_quota's. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, NODENET_CT_CLIENTS_MAX);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nodenet_ct_client SEC(".maps");
+
+/* Who opens a flow, for the quotas: a local pod (`owner` its address), or a client outside
+ * (`owner` NODENET_CT_QUOTA_OUTSIDE, `client` its address, `client_max` its part of the
+ * outside's share; 0: none of its own). */
+struct nodenet_opener {
+	__u32 owner;
+	__u32 client;
+	__u32 client_max;
+};
+
+static __always_inline struct nodenet_opener nodenet_opener_of(const struct nodenet_config *cfg, __u32 owner, __u32 client)
 {
-	__u32 *count = bpf_map_lookup_elem(&nodenet_ct_quota, &owner);
+	struct nodenet_opener o = { .owner = owner, .client = client };
+	if (owner == NODENET_CT_QUOTA_OUTSIDE)
+		o.client_max = cfg->outside_client_max;
+	return o;
+}
+
+/* Whether the agent's last recount is recent: quotas are enforced only then. */
+static __always_inline int nodenet_ct_quota_fresh(void)
+{
+	__u32 key = NODENET_CT_QUOTA_STAMP;
+	__u32 *stamp = bpf_map_lookup_elem(&nodenet_ct_quota, &key);
+	__u64 now = bpf_ktime_get_ns() / 1000000000ULL;
+	return stamp && now >= *stamp && now - *stamp < NODENET_CT_QUOTA_FRESH_S;
+}
+
+/* Counts `entries` for `key` of `map` unless it holds `max` (0: no limit) while quotas are
+ * enforced; whether it did. */
+static __always_inline int nodenet_ct_count_up(void *map, __u32 key, __u32 entries, __u32 max)
+{
+	__u32 *count = bpf_map_lookup_elem(map, &key);
 	if (!count) {
-		bpf_map_update_elem(&nodenet_ct_quota, &owner, &entries, BPF_NOEXIST);
+		bpf_map_update_elem(map, &key, &entries, BPF_NOEXIST);
 		return 1;
 	}
-	if (*count >= (owner == NODENET_CT_QUOTA_OUTSIDE ? NODENET_CT_QUOTA_OUTSIDE_MAX : NODENET_CT_QUOTA)) {
-		__u32 key = NODENET_CT_QUOTA_STAMP;
-		__u32 *stamp = bpf_map_lookup_elem(&nodenet_ct_quota, &key);
-		__u64 now = bpf_ktime_get_ns() / 1000000000ULL;
-		if (stamp && now >= *stamp && now - *stamp < NODENET_CT_QUOTA_FRESH_S)
-			return 0;
-	}
+	if (max && *count >= max && nodenet_ct_quota_fresh())
+		return 0;
 	__sync_fetch_and_add(count, entries);
 	return 1;
 }
 
-/* Gives back what `nodenet_ct_quota_take` counted for a flow that did not open after all. */
-static __always_inline void nodenet_ct_quota_return(__u32 owner, __u32 entries)
+static __always_inline void nodenet_ct_count_down(void *map, __u32 key, __u32 entries)
 {
-	__u32 *count = bpf_map_lookup_elem(&nodenet_ct_quota, &owner);
+	__u32 *count = bpf_map_lookup_elem(map, &key);
 	if (count && *count >= entries)
 		__sync_fetch_and_add(count, -entries);
+}
+
+/* Whether `o` may open a flow of `entries` conntrack entries; counted when it may (a client
+ * outside against its own part first, then the outside's share). */
+static __always_inline int nodenet_ct_quota_take(const struct nodenet_opener *o, __u32 entries)
+{
+	if (o->owner != NODENET_CT_QUOTA_OUTSIDE)
+		return nodenet_ct_count_up(&nodenet_ct_quota, o->owner, entries, NODENET_CT_QUOTA);
+	if (!nodenet_ct_count_up(&nodenet_ct_client, o->client, entries, o->client_max))
+		return 0;
+	if (nodenet_ct_count_up(&nodenet_ct_quota, NODENET_CT_QUOTA_OUTSIDE, entries, NODENET_CT_QUOTA_OUTSIDE_MAX))
+		return 1;
+	nodenet_ct_count_down(&nodenet_ct_client, o->client, entries);
+	return 0;
+}
+
+/* Gives back what `nodenet_ct_quota_take` counted for a flow that did not open after all. */
+static __always_inline void nodenet_ct_quota_return(const struct nodenet_opener *o, __u32 entries)
+{
+	nodenet_ct_count_down(&nodenet_ct_quota, o->owner, entries);
+	if (o->owner == NODENET_CT_QUOTA_OUTSIDE)
+		nodenet_ct_count_down(&nodenet_ct_client, o->client, entries);
 }
 
 /* A packet's flow, read once (packet pointers die with the first write). */

@@ -32,6 +32,7 @@ struct nodenet_config {
 	__u32 maglev_size;  /* loadBalancer.algorithm maglev: the lookup tables' size (a prime); 0: random */
 	__u32 pod_cidr;     /* this node's pod CIDR (address and mask): every local pod is inside it */
 	__u32 pod_mask;
+	__u32 outside_client_max; /* conntrack entries one client outside may hold (nodenet_ct_client); 0: no own limit */
 };
 
 #define NODENET_CONFIG_SERVICES 1     /* kube-proxy replacement: NodePort from outside, reverse translation */
@@ -104,6 +105,10 @@ struct nodenet_event {
  * run`); without them a pod would stay at its quota for good. */
 #define NODENET_CT_QUOTA_STAMP 0
 #define NODENET_CT_QUOTA_FRESH_S 900
+/* Each client outside holds its own part of the outside's share (nodenet_ct_client, at most
+ * nodenet_config.outside_client_max entries): one host outside cannot take the node ports from
+ * the others. The clients with the fewest recent flows are forgotten first (LRU). */
+#define NODENET_CT_CLIENTS_MAX 65536
 
 /* A service frontend (address, port, protocol) and a slot: slot 0 holds the frontend itself
  * (its id and backend count), slots 1..count name one backend each. Changing a frontend

@@ -115,10 +115,10 @@ static __always_inline int nodenet_nat_reclaim(struct nodenet_flow *f, struct no
 
 /* Source NAT of the flow to `nat_addr`: reuses its NAT_OUT entry (its NAT_IN made again if
  * the LRU table evicted it), or allocates a port (NAT_IN inserted first, exclusively, so two
- * flows never share one) when `may_create`, within the quota of the pod `owner` (0: none).
+ * flows never share one) when `may_create`, within the quotas of `opener` (0: none).
  * Returns 0 with *port set, -1 when there is no mapping and none may be made, -2 when no port
  * is free, -3 when the pod is at its quota. */
-static __always_inline int nodenet_snat(struct nodenet_flow *f, __u32 nat_addr, int may_create, __u32 owner, __u16 *port)
+static __always_inline int nodenet_snat(struct nodenet_flow *f, __u32 nat_addr, int may_create, const struct nodenet_opener *opener, __u16 *port)
 {
 	struct nodenet_tuple in = {};
 	in.saddr = f->tuple.daddr;
@@ -145,7 +145,7 @@ static __always_inline int nodenet_snat(struct nodenet_flow *f, __u32 nat_addr, 
 	}
 	if (!may_create)
 		return -1;
-	if (owner && !nodenet_ct_quota_take(owner, 2))
+	if (opener && !nodenet_ct_quota_take(opener, 2))
 		return -3;
 	__u32 start = bpf_get_prandom_u32();
 	/* Eight free candidates tried; when all are taken, the same eight again, each claimed if
@@ -162,8 +162,8 @@ static __always_inline int nodenet_snat(struct nodenet_flow *f, __u32 nat_addr, 
 			return 0;
 		}
 	}
-	if (owner)
-		nodenet_ct_quota_return(owner, 2);
+	if (opener)
+		nodenet_ct_quota_return(opener, 2);
 	return -2;
 }
 

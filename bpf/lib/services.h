@@ -107,14 +107,16 @@ static __always_inline int nodenet_translate_service(struct __sk_buff *skb, cons
 		port = backend->port;
 		/* A new flow counts against its opener's conntrack quota: the pod's (per-packet LB),
 		 * or the outside's together (node ports, load balancer and external addresses). */
-		if (!ct && !nodenet_ct_quota_take(nodeport_only ? NODENET_CT_QUOTA_OUTSIDE : f->tuple.saddr, 2))
+		struct nodenet_opener opener =
+			nodenet_opener_of(cfg, nodeport_only ? NODENET_CT_QUOTA_OUTSIDE : f->tuple.saddr, f->tuple.saddr);
+		if (!ct && !nodenet_ct_quota_take(&opener, 2))
 			return NODENET_QUOTA_EXCEEDED;
 		struct nodenet_tuple forward = f->tuple;
 		if (ct) {
 			nodenet_ct_put(&forward, NODENET_CT_SERVICE, address, port, id, backend_id, BPF_ANY);
 		} else if (nodenet_ct_put(&forward, NODENET_CT_SERVICE, address, port, id, backend_id, BPF_NOEXIST) < 0) {
 			/* Another CPU opened the flow first: follow its choice (counted once). */
-			nodenet_ct_quota_return(nodeport_only ? NODENET_CT_QUOTA_OUTSIDE : f->tuple.saddr, 2);
+			nodenet_ct_quota_return(&opener, 2);
 			struct nodenet_ct_entry *winner = nodenet_ct_lookup(f, NODENET_CT_SERVICE);
 			if (!winner)
 				return NODENET_ERROR;
@@ -144,7 +146,7 @@ static __always_inline int nodenet_hairpin(struct __sk_buff *skb, struct nodenet
 		return NODENET_PASS;
 	__u32 hairpin = bpf_htonl(NODENET_HAIRPIN_IPV4);
 	__u16 port = 0;
-	int rc = nodenet_snat(f, hairpin, 1, 0, &port);
+	int rc = nodenet_snat(f, hairpin, 1, (const struct nodenet_opener *)0, &port);
 	if (rc < 0)
 		return NODENET_ERROR;
 	if (nodenet_rewrite(skb, f, 1, hairpin, port) < 0)

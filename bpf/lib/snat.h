@@ -38,19 +38,22 @@ static __always_inline int nodenet_note_inbound(const struct nodenet_config *cfg
 	}
 	if (!nodenet_may_open(f))
 		return 0;
-	if (!nodenet_ct_quota_take(NODENET_CT_QUOTA_OUTSIDE, 1))
+	struct nodenet_opener opener = nodenet_opener_of(cfg, NODENET_CT_QUOTA_OUTSIDE, f->tuple.saddr);
+	if (!nodenet_ct_quota_take(&opener, 1))
 		return NODENET_QUOTA_EXCEEDED;
 	nodenet_ct_put(&reply.tuple, NODENET_CT_INBOUND, 0, 0, 0, 0, BPF_ANY);
 	return 0;
 }
 
 /* Source NAT to the node's address (masquerade, NodePort to a remote backend), a new mapping
- * within the quota of the pod `owner` (0: none). Returns NODENET_TRANSLATED, NODENET_PASS (no
- * mapping and none may be made), NODENET_QUOTA_EXCEEDED or an error. */
+ * within the quotas of `owner` (a pod, or NODENET_CT_QUOTA_OUTSIDE and the flow's client).
+ * Returns NODENET_TRANSLATED, NODENET_PASS (no mapping and none may be made),
+ * NODENET_QUOTA_EXCEEDED or an error. */
 static __always_inline int nodenet_snat_to_node(struct __sk_buff *skb, const struct nodenet_config *cfg, struct nodenet_flow *f, int may_create, __u32 owner)
 {
 	__u16 port = 0;
-	int rc = nodenet_snat(f, cfg->node_ip, may_create, owner, &port);
+	struct nodenet_opener opener = nodenet_opener_of(cfg, owner, f->tuple.saddr);
+	int rc = nodenet_snat(f, cfg->node_ip, may_create, &opener, &port);
 	if (rc == -1)
 		return NODENET_PASS;
 	if (rc == -3)

@@ -22,7 +22,8 @@ public struct BPFFSLayout: Sendable, Hashable, CustomStringConvertible {
         case endpoints = "nodenet_endpoints", verdicts = "nodenet_verdicts", events = "nodenet_events", monitor =
             "nodenet_monitor"
         // Per-packet translation state (conntrack.h, fragments.h).
-        case conntrack = "nodenet_ct", fragments = "nodenet_fragments", conntrackQuota = "nodenet_ct_quota"
+        case conntrack = "nodenet_ct", fragments = "nodenet_fragments", conntrackQuota = "nodenet_ct_quota",
+            conntrackClients = "nodenet_ct_client"
         // Services (lb.h, services.h) and socket LB's reverse entries (bpf_sock.c).
         case services = "nodenet_services", backends = "nodenet_backends", revnat = "nodenet_revnat", nodes =
             "nodenet_nodes"

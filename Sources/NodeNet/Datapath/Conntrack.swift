@@ -145,8 +145,9 @@ public enum Conntrack {
     /// Sets the counts of the quota map to the entries the flows hold now: the datapath only
     /// counts up (as flows open); what expired or was evicted is subtracted here. A flow is a
     /// nat-out (masquerade, NodePort to a remote backend) or service entry with its partner, the
-    /// pod's when its source is a local pod, else the outside's; an inbound entry (a connection
-    /// from outside straight to a pod) is the outside's alone.
+    /// pod's when its source is a local pod, else the outside's and its client's (the source); an
+    /// inbound entry (a connection from outside straight to a pod, keyed by the pod's reply) is
+    /// the outside's and its client's (the reply's destination) alone.
     /// The stamp says when (the datapath enforces quotas only while it is recent).
     static func recountQuotas(
         _ quotas: BPFMap<UInt32, UInt32>, _ bpffsDirectory: String, kept: [(nodenet_tuple, nodenet_ct_entry)]
@@ -155,20 +156,35 @@ public enum Conntrack {
         let endpoints = try BPFMap<nodenet_endpoint_key, nodenet_endpoint>.pinned(at: layout.path(.endpoints))
         let pods = Set(try endpoints?.keys().map(\.ip) ?? [])
         let outside = UInt32(NODENET_CT_QUOTA_OUTSIDE)
+        let clients = try BPFMap<UInt32, UInt32>.pinned(at: layout.path(.conntrackClients))
         var counts: [UInt32: UInt32] = [:]
+        var clientCounts: [UInt32: UInt32] = [:]
         let stamp = UInt32(NODENET_CT_QUOTA_STAMP)
         for owner in try quotas.keys() where owner != stamp { counts[owner] = 0 }
+        for client in try clients?.keys() ?? [] { clientCounts[client] = 0 }
         for (k, _) in kept {
             switch UInt32(k.kind) {
             case NODENET_CT_NAT_OUT.rawValue, NODENET_CT_SERVICE.rawValue:
-                counts[pods.contains(k.saddr) ? k.saddr : outside, default: 0] += 2
+                if pods.contains(k.saddr) {
+                    counts[k.saddr, default: 0] += 2
+                } else {
+                    counts[outside, default: 0] += 2
+                    clientCounts[k.saddr, default: 0] += 2
+                }
             case NODENET_CT_INBOUND.rawValue:
                 counts[outside, default: 0] += 1
+                clientCounts[k.daddr, default: 0] += 1
             default: continue
             }
         }
         for (owner, count) in counts {
             if count == 0 { _ = try quotas.delete(owner) } else { try quotas.update(owner, count) }
+        }
+        if let clients {
+            for (client, count) in clientCounts {
+                // The LRU may have forgotten a client meanwhile: it counts afresh from here.
+                if count == 0 { _ = try clients.delete(client) } else { try clients.update(client, count) }
+            }
         }
         try quotas.update(stamp, UInt32(truncatingIfNeeded: BPFClock.nanoseconds() / 1_000_000_000))
     }

@@ -21,6 +21,9 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
     public var maglevSize: UInt32 = 0
     /// This node's pod CIDR: from outside, sources inside it are checked against the local pods.
     public var podCIDR: IPPrefix?
+    /// The conntrack entries one client outside may hold (`conntrack.outsideClientEntries`);
+    /// 0: no limit of its own.
+    public var outsideClientMax: UInt32 = 0
 
     public var description: String {
         var on: [String] = []
@@ -48,6 +51,7 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
         c.native_ifindex = nativeIfindex
         c.maglev_size = maglevSize
         if let podCIDR { (c.pod_cidr, c.pod_mask) = Self.networkAndMask(podCIDR) }
+        c.outside_client_max = outsideClientMax
         return c
     }
 
@@ -73,6 +77,7 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
         nativeIfindex = c.native_ifindex
         maglevSize = c.maglev_size
         podCIDR = c.pod_mask == 0 ? nil : Self.prefix(c.pod_cidr, c.pod_mask)
+        outsideClientMax = c.outside_client_max
     }
 
     init(spec: NodeSpec) {
@@ -88,5 +93,6 @@ public struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
         maglevSize =
             spec.servicesEnabled && spec.loadBalancer.algorithm == .maglev
             ? UInt32(spec.loadBalancer.maglevTableSize) : 0
+        outsideClientMax = UInt32(spec.conntrack.outsideClientEntries)
     }
 }

@@ -31,6 +31,8 @@ public struct NodeSpec: Sendable, Hashable {
     public var cluster: ClusterSettings?
     /// How the packet path chooses a new flow's backend (`loadBalancer`).
     public var loadBalancer: LoadBalancerSettings = LoadBalancerSettings()
+    /// Limits on the BPF datapath's connection tracking (`conntrack`).
+    public var conntrack: ConntrackSettings = ConntrackSettings()
     /// Set by validation; a spec changed since no longer matches it (see `isValidated`).
     var validation = SpecValidationMark()
     /// The pods that came from the endpoint store (a container runtime, through CNI), by id:
@@ -313,6 +315,27 @@ public struct LoadBalancerSettings: Sendable, Hashable {
         }
         return true
     }
+}
+
+/// Limits on the BPF datapath's connection-tracking table (262 144 entries, shared). A pod's
+/// flows may hold a quarter of it and the flows opened from outside together half; within that
+/// half each client outside (a source address) holds at most `outsideClientEntries`, so one host
+/// cannot take the node ports from the others. A connection to a node port takes 2 entries (4
+/// with a backend on another node), a connection from outside straight to a pod 1.
+public struct ConntrackSettings: Sendable, Hashable {
+    /// The entries one client outside may hold; 0: no limit of its own (only the outside's
+    /// share), for nodes whose traffic comes through a load balancer that replaces the clients'
+    /// addresses with a few of its own.
+    public var outsideClientEntries: Int
+
+    public init(outsideClientEntries: Int = Self.defaultOutsideClientEntries) {
+        self.outsideClientEntries = outsideClientEntries
+    }
+
+    /// An eighth of the outside's share.
+    public static let defaultOutsideClientEntries = Int(NODENET_CT_QUOTA_OUTSIDE_MAX) / 8
+    /// What a spec may ask for: up to the outside's whole share.
+    public static let outsideClientEntriesRange = 0...Int(NODENET_CT_QUOTA_OUTSIDE_MAX)
 }
 
 public enum LoadBalancerAlgorithm: String, Sendable, Hashable, CaseIterable {

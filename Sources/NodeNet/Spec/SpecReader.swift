@@ -154,7 +154,7 @@ package struct SpecReader {
                     "apiVersion", "node", "nativeRoutingCIDR", "autoDirectNodeRoutes", "kubeProxyReplacement",
                     "datapath",
                     "pods", "nodes", "services", "nodePortRange", "stateDirectory", "bpffsDirectory", "socketLB",
-                    "masquerade", "cluster", "loadBalancer",
+                    "masquerade", "cluster", "loadBalancer", "conntrack",
                 ])
         else { return nil }
         if let version = string(top, "apiVersion", "", required: true), version != NodeSpec.apiVersion {
@@ -261,6 +261,14 @@ package struct SpecReader {
         }
         let masquerade = bool(top, "masquerade", "") ?? true
         let loadBalancer = readLoadBalancer(top["loadBalancer"])
+        var conntrack = ConntrackSettings()
+        if let fields = object(top["conntrack"], "conntrack", allowed: ["outsideClientEntries"]),
+            let entries = integer(
+                fields, "outsideClientEntries", "conntrack", required: false,
+                range: ConntrackSettings.outsideClientEntriesRange)
+        {
+            conntrack.outsideClientEntries = entries
+        }
         let cluster = readCluster(top["cluster"])
         if cluster != nil {
             for key in ["nodes", "services"] where !(top[key]?.array?.isEmpty ?? true) {
@@ -275,6 +283,7 @@ package struct SpecReader {
             stateDirectory: stateDirectory, bpffsDirectory: bpffsDirectory, socketLB: socketLB, masquerade: masquerade,
             cluster: cluster)
         spec.loadBalancer = loadBalancer
+        spec.conntrack = conntrack
         return spec
     }
 

@@ -28,6 +28,7 @@ extension NodeSpec {
         top["loadBalancer"] = [
             "algorithm": loadBalancer.algorithm.rawValue, "maglevTableSize": loadBalancer.maglevTableSize,
         ]
+        top["conntrack"] = ["outsideClientEntries": conntrack.outsideClientEntries]
         if let cluster {
             var etcd: [String: Any] = ["endpoints": cluster.endpoints]
             if let ca = cluster.caFile { etcd["caFile"] = ca }
