@@ -550,8 +550,8 @@ struct ServiceLabTests {
     }
 
     /// Socket LB's reverse entries (for getpeername() and UDP replies) go when their socket is
-    /// released: 50 connections from a pod leave none behind (before, each left one until the
-    /// LRU evicted it). Attack: a pod opening connections in a loop filled the map and evicted
+    /// released: 50 connections and 50 unconnected UDP sockets from a pod leave none behind
+    /// (before, each left one until the LRU evicted it). Attack: a pod opening connections in a loop filled the map and evicted
     /// other pods' entries.
     @Test func socketReverseEntriesGoWithTheirSockets() throws {
         let cluster = Self.cluster("srel")
@@ -566,6 +566,14 @@ struct ServiceLabTests {
         #expect(probe.requests.allSatisfy { $0.peer == "10.96.18.68:80" }, "getpeername() still shows the service")
         let left = try map.keys().count
         #expect(left <= before, "\(left - before) reverse entries left by 50 closed connections")
+        // Unconnected UDP sockets (sendto to the service): one entry per backend each sent to,
+        // gone with the socket (they used to stay until the LRU evicted them).
+        let udp = try Self.probe(cluster.name, "net", "10.96.0.10:53", udp: true, count: 50)
+        #expect(udp.failures == 0 && udp.answers.count >= 2, "\(udp.answers)")
+        let afterUDP = try map.keys().count
+        #expect(afterUDP <= before, "\(afterUDP - before) reverse entries left by 50 closed UDP sockets")
+        let sent = try #require(try BPFMap<UInt64, nodenet_sock_sent>.pinned(at: layout.path(.socketSent)))
+        #expect(try sent.keys().isEmpty, "the released sockets' notes went with them")
     }
 
     @Test func podTrafficLeavingTheClusterIsMasqueradedAndPodToPodIsNot() throws {

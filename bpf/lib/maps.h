@@ -230,6 +230,16 @@ struct nodenet_sock_key {
 	__u16 pad;
 };
 
+/* The backends an unconnected socket sent to through a service (bpf_sock.c's nodenet_sock_sent,
+ * by socket cookie), so that its reverse entries go with it. */
+#define NODENET_SOCK_SENT 8
+struct nodenet_sock_sent {
+	__u32 address[NODENET_SOCK_SENT];
+	__u16 port[NODENET_SOCK_SENT];
+	__u32 count;  /* backends noted; past NODENET_SOCK_SENT the oldest is overwritten */
+	__u32 pad;
+};
+
 struct nodenet_sock_revnat {
 	__u32 address;  /* the frontend */
 	__u16 port;

@@ -27,7 +27,7 @@ public struct BPFFSLayout: Sendable, Hashable, CustomStringConvertible {
         // Services (lb.h, services.h) and socket LB's reverse entries (bpf_sock.c).
         case services = "nodenet_services", backends = "nodenet_backends", revnat = "nodenet_revnat", nodes =
             "nodenet_nodes"
-        case settings = "nodenet_settings", socketRevNat = "nodenet_sock_revnat"
+        case settings = "nodenet_settings", socketRevNat = "nodenet_sock_revnat", socketSent = "nodenet_sock_sent"
         // loadBalancerSourceRanges by frontend id (services.h).
         case sourceRanges = "nodenet_source_ranges"
         // Session affinity: each client's backend per frontend (lb.h), written by the datapath.
