@@ -3,7 +3,8 @@
 // and on two nodes in BPF mode, in kernel mode, and in kernel mode as such nodes are deployed
 // (masquerading through an iptables MASQUERADE rule for traffic leaving 10.0.0.0/8, so
 // netfilter's conntrack sees every packet: a fair baseline for BPF mode, which masquerades
-// itself).
+// itself), and in BPF mode with BIG TCP (`ipv4BigTCP: on`: 192 KiB GSO/GRO on nodenet's
+// devices; the lab's native devices stay at 64 KiB).
 //
 //   apt-get install iperf3 iptables
 //   swift build -c release --product datapath-bench && .build/release/datapath-bench [--seconds S] [--rounds R] [--json]
@@ -269,18 +270,22 @@ runBenchmark("datapath-bench", usage: usage) {
     let masquerade = [
         "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "10.0.0.0/8", "!", "-d", "10.0.0.0/8", "-j", "MASQUERADE",
     ]
-    for (mode, iptables) in [(DatapathMode.bpf, false), (.kernel, false), (.kernel, true)] {
+    for (mode, iptables, bigTCP) in [
+        (DatapathMode.bpf, false, false), (.kernel, false, false), (.kernel, true, false), (.bpf, false, true),
+    ] {
         var c = try LabCluster.load(
             Data(
                 """
-                { "name": "\(tag)\(mode == .bpf ? "b" : iptables ? "i" : "k")", "nodes": [
+                { "name": "\(tag)\(bigTCP ? "g" : mode == .bpf ? "b" : iptables ? "i" : "k")", "nodes": [
                   { "name": "n1", "address": "172.18.0.2", "podCIDR": "10.0.2.0/24", "pods": [ { "name": "p1", "ip": "10.0.2.10" }, { "name": "p2", "ip": "10.0.2.11" } ] },
                   { "name": "n2", "address": "172.18.0.3", "podCIDR": "10.0.1.0/24", "pods": [ { "name": "p3", "ip": "10.0.1.10" } ] } ] }
                 """.utf8))
         c.datapathMode = mode
+        c.ipv4BigTCP = bigTCP ? .on : .off
         labs.append(c)
         try Lab(cluster: c).up()
-        let label = mode == .bpf ? "bpf mode" : iptables ? "kernel + iptables" : "kernel mode"
+        let label =
+            bigTCP ? "bpf + BIG TCP" : mode == .bpf ? "bpf mode" : iptables ? "kernel + iptables" : "kernel mode"
         if iptables {
             for node in ["n1", "n2"] {
                 let out = try run(["ip", "netns", "exec", c.namespace(ofNode: node)] + masquerade + ["-w", "5"])
@@ -302,8 +307,8 @@ runBenchmark("datapath-bench", usage: usage) {
                 server: c.namespace(ofPod: "p3"), ip: "10.0.1.10",
                 bpf: mode == .bpf ? (directories, UInt32(NODENET_VERDICT_REMOTE_REDIRECT.rawValue)) : nil))
     }
-    // Order: bare, same bpf, two bpf, same kernel, two kernel, same kernel + iptables, two.
-    let bpfPrograms = try programs(paths[1].bpf!.directories)
+    // Order: bare, same bpf, two bpf, same kernel, two kernel, same kernel + iptables, two, same
+    // bpf + BIG TCP, two.
     var values = [[Metric: [Double]]](repeating: [:], count: paths.count)
     var cost = [[String: BPFProgramStats]](repeating: [:], count: paths.count)
     func measure(_ metric: Metric, _ p: Path) throws -> Double {
@@ -348,6 +353,7 @@ runBenchmark("datapath-bench", usage: usage) {
         let statistics = try BPFStatistics()
         defer { withExtendedLifetime(statistics) {} }
         for i in paths.indices where paths[i].bpf != nil {
+            let bpfPrograms = try programs(paths[i].bpf!.directories)
             for metric in [Metric.rr] {
                 let before = try stats(bpfPrograms)
                 _ = try measure(metric, paths[i])
@@ -373,6 +379,9 @@ runBenchmark("datapath-bench", usage: usage) {
             .init(name: "two nodes BPF / kernel", metric: metric.rawValue, ratio: ratios(2, over: 4, metric)),
             .init(name: "same node BPF / kernel+iptables", metric: metric.rawValue, ratio: ratios(1, over: 5, metric)),
             .init(name: "two nodes BPF / kernel+iptables", metric: metric.rawValue, ratio: ratios(2, over: 6, metric)),
+            .init(name: "same node BIG TCP / BPF", metric: metric.rawValue, ratio: ratios(7, over: 1, metric)),
+            .init(name: "same node BIG TCP / bare veth", metric: metric.rawValue, ratio: ratios(7, over: 0, metric)),
+            .init(name: "two nodes BIG TCP / BPF", metric: metric.rawValue, ratio: ratios(8, over: 2, metric)),
         ]
     }
     // Issue 15's same-node targets, on throughput and request/response.
@@ -383,6 +392,11 @@ runBenchmark("datapath-bench", usage: usage) {
             TargetVerdict("same node BPF / bare veth, \(metric.rawValue)", .atLeast, 1.0, values: ratios(1, 0)),
             TargetVerdict("same node BPF / kernel+iptables, \(metric.rawValue)", .atLeast, 1.1, values: ratios(1, 5)),
         ]
+    }
+    for metric in [Metric.stream1, .stream2] where o.rounds > 0 {
+        let ratios = zip(values[7][metric]!, values[0][metric]!).map { $0 / $1 }
+        targets.append(
+            TargetVerdict("same node BIG TCP / bare veth, \(metric.rawValue)", .atLeast, 1.2, values: ratios))
     }
     let results = paths.indices.map { i in
         Output.PathResult(

@@ -217,6 +217,7 @@ extension LabCluster {
             },
             "services": written?["services"] ?? [], "loadBalancer": written?["loadBalancer"] ?? [:],
             "socketLB": socketLB, "datapathMode": datapathMode.rawValue, "controlPlane": controlPlane.rawValue,
+            "ipv4BigTCP": ipv4BigTCP.rawValue,
         ]
         return try JSONSerialization.data(
             withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])

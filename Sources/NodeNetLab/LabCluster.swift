@@ -46,6 +46,8 @@ public struct LabCluster: Sendable, Equatable {
     public var socketLB = true
     /// How the nodes' packet path chooses backends (`loadBalancer`, as in the node spec).
     public var loadBalancer = LoadBalancerSettings()
+    /// BIG TCP for IPv4 on the nodes' devices (`ipv4BigTCP`, as in the node spec).
+    public var ipv4BigTCP: BigTCPMode = .auto
     /// Where the nodes learn of each other and of the services.
     public var controlPlane: ControlPlane = .spec
 
@@ -103,7 +105,7 @@ public struct LabCluster: Sendable, Equatable {
                 root, "",
                 allowed: [
                     "name", "fabric", "nativeRoutingCIDR", "nodes", "services", "socketLB", "datapathMode",
-                    "controlPlane", "loadBalancer",
+                    "controlPlane", "loadBalancer", "ipv4BigTCP",
                 ])
         else {
             throw SpecError(r.problems)
@@ -146,6 +148,7 @@ public struct LabCluster: Sendable, Equatable {
             services: services)
         cluster.socketLB = r.bool(top, "socketLB", "") ?? true
         cluster.loadBalancer = r.readLoadBalancer(top["loadBalancer"])
+        cluster.ipv4BigTCP = r.choice(top, "ipv4BigTCP", "", default: BigTCPMode.auto)
         if let plane = r.string(top, "controlPlane", "", required: false) {
             if let p = ControlPlane(rawValue: plane) {
                 cluster.controlPlane = p
@@ -273,6 +276,7 @@ public struct LabCluster: Sendable, Equatable {
             socketLB: SocketLBSettings(cgroup: socketLB ? cgroupPath(ofNode: node.name) : nil),
             cluster: etcd ? clusterSettings : nil)
         spec.loadBalancer = loadBalancer
+        spec.ipv4BigTCP = ipv4BigTCP
         return spec
     }
 

@@ -271,6 +271,92 @@ struct BPFModeApplyTests {
         return spec
     }
 
+    /// BIG TCP (`ipv4BigTCP: on`; the test node's eth0 is a veth, which takes GSO packets of
+    /// 512 KiB): nodenet's four devices get 192 KiB, the native device keeps its own; a pod's
+    /// TCP stream then crosses its lxc in packets above 64 KiB, through the BPF datapath. Off:
+    /// back to 64 KiB on the same devices, and the stream's packets with it. (`auto` leaves this
+    /// node at 64 KiB: its eth0 is at 64 KiB.)
+    @Test func bigTCPCarriesAPodsStreamInLargerPackets() async throws {
+        try await TestNode.with(pods: 2) { t in
+            var spec = bpfSpec(t)
+            #expect(try t.controller(spec).desiredState().ipv4SegmentSize == 65_536, "auto, the uplink at 64 KiB")
+            spec.ipv4BigTCP = .on
+            defer { BPFFS.remove(spec.bpffsDirectory) }
+            let node = try NetlinkSocket(namespace: t.namespace)
+            let native = try #require(try node.link(named: "eth0"))
+            guard native.gsoIPv4MaxSize != nil, (native.tsoMaxSize ?? 0) >= 196_608 else {
+                try Test.cancel("this kernel or its veth driver has no BIG TCP for IPv4 (6.3+)")
+            }
+            let lxc = NodeNetNames.endpointDevice(for: spec.pods[0])
+            func sizes() throws -> [String] {
+                let pod = try NetlinkSocket(namespace: .named(t.pods[0]))
+                return try ["cilium_host", "cilium_net", lxc, "eth0"].map { name in
+                    let l = try #require(try node.link(named: name))
+                    return "\(name) \(l.gsoIPv4MaxSize ?? 0)/\(l.groIPv4MaxSize ?? 0)"
+                } + [try #require(try pod.link(named: "eth0")).gsoIPv4MaxSize.map { "pod eth0 \($0)" } ?? "?"]
+            }
+            /// The average size of the packets a 40 MB stream from pod 0 to pod 1 brought into
+            /// pod 0's lxc.
+            func streamPacketSize() throws -> UInt64 {
+                let before = try #require(try node.link(named: lxc)?.statistics)
+                let server = """
+                    import socket
+                    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.bind(("10.0.2.204", 5201)); s.listen(1); s.settimeout(20)
+                    c, _ = s.accept(); n = 0
+                    while True:
+                        b = c.recv(1 << 20)
+                        if not b: break
+                        n += len(b)
+                    print(n)
+                    """
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+                p.arguments = ["netns", "exec", t.pods[1], "python3", "-c", server]
+                let out = Pipe()
+                p.standardOutput = out
+                try p.run()
+                defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+                let client = """
+                    import socket, time
+                    for i in range(100):
+                        try:
+                            s = socket.create_connection(("10.0.2.204", 5201), timeout=5); break
+                        except OSError: time.sleep(0.05)
+                    data = b"x" * (1 << 20)
+                    for _ in range(40): s.sendall(data)
+                    s.close()
+                    """
+                let sent = try runTool(["ip", "netns", "exec", t.pods[0], "python3", "-c", client])
+                try #require(sent.status == 0, "\(sent.output)")
+                p.waitUntilExit()
+                let received = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                #expect(received.trimmingCharacters(in: .whitespacesAndNewlines) == "\(40 << 20)", "\(received)")
+                let after = try #require(try node.link(named: lxc)?.statistics)
+                return (after.rxBytes - before.rxBytes) / max(after.rxPackets - before.rxPackets, 1)
+            }
+            _ = try t.controller(spec).apply()
+            #expect(
+                try sizes() == [
+                    "cilium_host 196608/196608", "cilium_net 196608/196608", "\(lxc) 196608/196608",
+                    "eth0 \(native.gsoIPv4MaxSize!)/\(native.groIPv4MaxSize!)", "pod eth0 196608",
+                ])
+            let big = try streamPacketSize()
+            #expect(big > 65_536, "the stream's packets averaged \(big) bytes")
+            spec.ipv4BigTCP = .off
+            let off = try t.controller(spec).apply()
+            // The host pair and both endpoints (each its lxc and the pod's eth0).
+            #expect(off.verified && off.changes.filter { $0.subject.hasPrefix("link") }.count == 6, "\(off.changes)")
+            #expect(
+                try sizes() == [
+                    "cilium_host 65536/65536", "cilium_net 65536/65536", "\(lxc) 65536/65536",
+                    "eth0 \(native.gsoIPv4MaxSize!)/\(native.groIPv4MaxSize!)", "pod eth0 65536",
+                ])
+            let small = try streamPacketSize()
+            #expect(small <= 65_536 + 100, "the stream's packets averaged \(small) bytes")
+        }
+    }
+
     @Test func bpfModeAttachesProgramsAndKeepsPodTrafficOutOfTheIPStack() async throws {
         try await TestNode.with(pods: 2) { t in
             let spec = bpfSpec(t)

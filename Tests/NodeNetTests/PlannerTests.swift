@@ -163,6 +163,46 @@ import Testing
             ])
     }
 
+    /// BIG TCP: nodenet's four devices (host pair, lxc, the pod's eth0) are set to the size the
+    /// desired state names, each by one link change that says what it found; the native device
+    /// is not touched; a new endpoint is created with the size.
+    @Test func bigTCPSizesNodenetsDevicesOnly() {
+        var desired = Self.desired
+        desired.ipv4SegmentSize = 196_608
+        var observed = Self.converged
+        for name in ["cilium_host", "cilium_net", "lxc5fa86a0801be", "eth0"] {
+            observed.node.links[name]?.gsoIPv4MaxSize = 65_536
+            observed.node.links[name]?.groIPv4MaxSize = 65_536
+        }
+        observed.pods["pod-net"]?.links["eth0"]?.gsoIPv4MaxSize = 65_536
+        observed.pods["pod-net"]?.links["eth0"]?.groIPv4MaxSize = 65_536
+        let p = plan(observed, desired: desired)
+        #expect(
+            p.changes.map {
+                "\($0.action.rawValue) \($0.subject) [\($0.namespace)] \($0.found ?? "") -> \($0.wanted ?? "")"
+            }
+                == [
+                    "update link cilium_host [node] gso/gro ipv4 65536/65536 -> gso/gro ipv4 196608",
+                    "update link cilium_net [node] gso/gro ipv4 65536/65536 -> gso/gro ipv4 196608",
+                    "update link lxc5fa86a0801be [node] gso/gro ipv4 65536/65536 -> gso/gro ipv4 196608",
+                    "update link eth0 [pod pod-net] gso/gro ipv4 65536/65536 -> gso/gro ipv4 196608",
+                ])
+        // Already so: nothing to do.
+        for name in ["cilium_host", "cilium_net", "lxc5fa86a0801be"] {
+            observed.node.links[name]?.gsoIPv4MaxSize = 196_608
+            observed.node.links[name]?.groIPv4MaxSize = 196_608
+        }
+        observed.pods["pod-net"]?.links["eth0"]?.gsoIPv4MaxSize = 196_608
+        observed.pods["pod-net"]?.links["eth0"]?.groIPv4MaxSize = 196_608
+        #expect(plan(observed, desired: desired).isEmpty)
+        // From an empty node: the pair and the endpoint are made with it.
+        let created = plan(Self.empty, desired: desired).changes.compactMap(\.change.netlink)
+        #expect(created.contains(.createHostPair(mtu: 1500, ipv4SegmentSize: 196_608)))
+        #expect(
+            created.contains(
+                .createEndpoint(hostDevice: "lxc5fa86a0801be", netns: "pod-net", mtu: 1500, ipv4SegmentSize: 196_608)))
+    }
+
     @Test func aLeavingPodsMapEntryGoesBeforeItsLxc() {
         var observed = Self.converged
         observed.node.links["lxc0123456789ab"] = Link(

@@ -5,6 +5,31 @@ import Testing
 
 /// Spec decoding and validation: every problem, with its JSON path and exact message.
 @Suite struct SpecTests {
+    /// Which BIG TCP size nodenet's devices get, row by row: by mode, whether the kernel reports
+    /// IFLA_GSO_IPV4_MAX_SIZE (6.3+), the native device's own size and its tso_max_size.
+    @Test func bigTCPFollowsTheKernelAndTheNativeDevice() throws {
+        func native(gso: UInt32?, tso: UInt32?) -> Link {
+            var link = Link(index: 2, name: "eth0", kind: "veth", flags: [.up])
+            (link.gsoIPv4MaxSize, link.groIPv4MaxSize, link.tsoMaxSize) = (gso, gso, tso)
+            return link
+        }
+        let capable = native(gso: 65_536, tso: 524_280)
+        let carrying = native(gso: 196_608, tso: 524_280)
+        let small = native(gso: 65_536, tso: 65_536)
+        let old = native(gso: nil, tso: nil)
+        #expect(try BigTCPMode.auto.segmentSize(nativeDevice: carrying) == 196_608)
+        #expect(try BigTCPMode.auto.segmentSize(nativeDevice: capable) == 65_536, "the uplink still at 64 KiB")
+        #expect(try BigTCPMode.auto.segmentSize(nativeDevice: small) == 65_536)
+        #expect(try BigTCPMode.auto.segmentSize(nativeDevice: old) == nil)
+        #expect(try BigTCPMode.off.segmentSize(nativeDevice: capable) == 65_536)
+        #expect(try BigTCPMode.off.segmentSize(nativeDevice: old) == nil)
+        #expect(try BigTCPMode.on.segmentSize(nativeDevice: capable) == 196_608)
+        let noDriver = #expect(throws: NodeNetError.self) { try BigTCPMode.on.segmentSize(nativeDevice: small) }
+        #expect("\(noDriver!)".contains("eth0 takes GSO packets of at most 65536 bytes"), "\(noDriver!)")
+        let noKernel = #expect(throws: NodeNetError.self) { try BigTCPMode.on.segmentSize(nativeDevice: old) }
+        #expect("\(noKernel!)".contains("kernel 6.3 or later"), "\(noKernel!)")
+    }
+
     /// Which attach mode a spec gets on which kernel, row by row (tcx came in 6.6).
     @Test func autoPicksTcxFromKernel6Point6() {
         let rows: [(AttachMode, (major: Int, minor: Int)?, AttachMode)] = [
@@ -238,7 +263,7 @@ import Testing
         Case(
             name: "unknown top-level field", edit: { $0["tunnel"] = "vxlan" },
             expected: [
-                "tunnel: unknown field (known: apiVersion, node, nativeRoutingCIDR, autoDirectNodeRoutes, kubeProxyReplacement, datapath, pods, nodes, services, nodePortRange, stateDirectory, bpffsDirectory, socketLB, masquerade, cluster, loadBalancer, conntrack)"
+                "tunnel: unknown field (known: apiVersion, node, nativeRoutingCIDR, autoDirectNodeRoutes, kubeProxyReplacement, datapath, pods, nodes, services, nodePortRange, stateDirectory, bpffsDirectory, socketLB, masquerade, cluster, loadBalancer, conntrack, ipv4BigTCP)"
             ]),
         Case(
             name: "Maglev table size not a prime",
@@ -251,6 +276,9 @@ import Testing
             name: "per-client conntrack entries beyond the outside's share",
             edit: { $0["conntrack"] = ["outsideClientEntries": 200_000] },
             expected: ["conntrack.outsideClientEntries: 200000 is out of range 0-131072"]),
+        Case(
+            name: "unknown BIG TCP mode", edit: { $0["ipv4BigTCP"] = "yes" },
+            expected: ["ipv4BigTCP: \"yes\" is not auto, on or off"]),
         Case(
             name: "unknown conntrack field", edit: { $0["conntrack"] = ["perClient": 10] },
             expected: ["conntrack.perClient: unknown field (known: outsideClientEntries)"]),

@@ -112,6 +112,12 @@ enum IFLA {
     static let netNsFD: UInt16 = 28
     static let extMask: UInt16 = 29
     static let linkNetnsID: UInt16 = 37
+    /// The largest GSO packet the device's driver accepts (kernel 5.19+).
+    static let tsoMaxSize: UInt16 = 59
+    /// BIG TCP for IPv4: the largest IPv4 GSO packet the stack builds for the device, and the
+    /// largest GRO packet it aggregates (kernel 6.3+; 65536 by default).
+    static let gsoIPv4MaxSize: UInt16 = 63
+    static let groIPv4MaxSize: UInt16 = 64
     static let infoKind: UInt16 = 1
     static let infoData: UInt16 = 2
     static let infoSlaveKind: UInt16 = 4

@@ -17,6 +17,12 @@ public struct Link: Sendable, Equatable {
     /// `IFLA_LINK_NETNSID`: the namespace id (as seen from here) holding the peer.
     public var linkNetnsID: Int32?
     public var operState: UInt8?
+    /// `IFLA_TSO_MAX_SIZE`: the largest GSO packet the driver takes (nil: the kernel did not say).
+    public var tsoMaxSize: UInt32?
+    /// `IFLA_GSO_IPV4_MAX_SIZE` / `IFLA_GRO_IPV4_MAX_SIZE`: BIG TCP for IPv4 (nil: a kernel
+    /// before 6.3).
+    public var gsoIPv4MaxSize: UInt32?
+    public var groIPv4MaxSize: UInt32?
     public var statistics: LinkStatistics?
     /// The device's IPv4 and IPv6 settings (what `/proc/sys/net/ipv{4,6}/conf/DEV` shows).
     public var configuration: DeviceConfiguration?
@@ -30,7 +36,7 @@ public struct Link: Sendable, Equatable {
     static let headerSize = 16
     static let known: Set<UInt16> = [
         IFLA.address, IFLA.ifname, IFLA.mtu, IFLA.link, IFLA.master, IFLA.operState, IFLA.linkInfo,
-        IFLA.stats64, IFLA.linkNetnsID, IFLA.afSpec,
+        IFLA.stats64, IFLA.linkNetnsID, IFLA.afSpec, IFLA.tsoMaxSize, IFLA.gsoIPv4MaxSize, IFLA.groIPv4MaxSize,
     ]
 
     /// A link value built by hand (tests, planners working from recorded state).
@@ -68,6 +74,9 @@ public struct Link: Sendable, Equatable {
         peerIndex = attrs[IFLA.link]?.interfaceIndex
         linkNetnsID = attrs[IFLA.linkNetnsID]?.i32
         operState = attrs[IFLA.operState]?.u8
+        tsoMaxSize = attrs[IFLA.tsoMaxSize]?.u32
+        gsoIPv4MaxSize = attrs[IFLA.gsoIPv4MaxSize]?.u32
+        groIPv4MaxSize = attrs[IFLA.groIPv4MaxSize]?.u32
         statistics = try attrs[IFLA.stats64].map { try LinkStatistics(payload: $0.payload) }
         configuration = attrs[IFLA.afSpec].flatMap(DeviceConfiguration.init(afSpec:))
         if let info = try attrs[IFLA.linkInfo]?.nested() {
@@ -129,16 +138,20 @@ public struct VethPeer: Sendable, Equatable {
     /// Create the peer with NOARP set. (A peer cannot be created *up*: the kernel opens it
     /// before the pair is linked and answers ENOTCONN; bring it up afterwards.)
     public var noARP: Bool
+    /// BIG TCP for IPv4 on the peer (`IFLA_GSO_IPV4_MAX_SIZE` and `IFLA_GRO_IPV4_MAX_SIZE`);
+    /// nil: the first end's, or the kernel's default.
+    public var ipv4MaxSegmentSize: UInt32?
 
     public init(
         name: String, namespace: NamespaceReference = .current, mtu: UInt32? = nil, address: MACAddress? = nil,
-        noARP: Bool = false
+        noARP: Bool = false, ipv4MaxSegmentSize: UInt32? = nil
     ) {
         self.name = name
         self.namespace = namespace
         self.mtu = mtu
         self.address = address
         self.noARP = noARP
+        self.ipv4MaxSegmentSize = ipv4MaxSegmentSize
     }
 }
 
@@ -151,10 +164,13 @@ public struct LinkConfiguration: Sendable, Equatable {
     public var up: Bool
     public var noARP: Bool
     public var masterIndex: InterfaceIndex?
+    /// BIG TCP for IPv4: the largest IPv4 GSO and GRO packets (`IFLA_GSO_IPV4_MAX_SIZE`,
+    /// `IFLA_GRO_IPV4_MAX_SIZE`; kernel 6.3+); nil: the kernel's default (65536).
+    public var ipv4MaxSegmentSize: UInt32?
 
     public init(
         name: String, kind: LinkKind, mtu: UInt32? = nil, address: MACAddress? = nil, up: Bool = false,
-        noARP: Bool = false, masterIndex: InterfaceIndex? = nil
+        noARP: Bool = false, masterIndex: InterfaceIndex? = nil, ipv4MaxSegmentSize: UInt32? = nil
     ) {
         self.name = name
         self.kind = kind
@@ -163,6 +179,7 @@ public struct LinkConfiguration: Sendable, Equatable {
         self.up = up
         self.noARP = noARP
         self.masterIndex = masterIndex
+        self.ipv4MaxSegmentSize = ipv4MaxSegmentSize
     }
 
     /// The create request. `peerNamespace` must be an open namespace file when the veth
@@ -177,6 +194,10 @@ public struct LinkConfiguration: Sendable, Equatable {
         if let mtu { m.attribute(IFLA.mtu, u32: mtu) }
         if let address { m.attribute(IFLA.address, address.bytes) }
         if let masterIndex { m.attribute(IFLA.master, index: masterIndex) }
+        if let size = ipv4MaxSegmentSize {
+            m.attribute(IFLA.gsoIPv4MaxSize, u32: size)
+            m.attribute(IFLA.groIPv4MaxSize, u32: size)
+        }
         m.nested(IFLA.linkInfo) { info in
             info.attribute(IFLA.infoKind, string: kind.name)
             if case .veth(let peer) = kind {
@@ -187,6 +208,10 @@ public struct LinkConfiguration: Sendable, Equatable {
                         p.attribute(IFLA.ifname, string: peer.name)
                         if let mtu = peer.mtu ?? mtu { p.attribute(IFLA.mtu, u32: mtu) }
                         if let address = peer.address { p.attribute(IFLA.address, address.bytes) }
+                        if let size = peer.ipv4MaxSegmentSize ?? ipv4MaxSegmentSize {
+                            p.attribute(IFLA.gsoIPv4MaxSize, u32: size)
+                            p.attribute(IFLA.groIPv4MaxSize, u32: size)
+                        }
                         if let peerNamespace {
                             p.attribute(IFLA.netNsFD, u32: UInt32(bitPattern: peerNamespace.rawValue))
                         }
@@ -211,10 +236,12 @@ public struct LinkChange: Sendable, Equatable {
     /// A new master's ifindex; 0 releases the link from its master.
     public var masterIndex: InterfaceIndex?
     public var name: String?
+    /// BIG TCP for IPv4: sets both `IFLA_GSO_IPV4_MAX_SIZE` and `IFLA_GRO_IPV4_MAX_SIZE`.
+    public var ipv4MaxSegmentSize: UInt32?
 
     public init(
         up: Bool? = nil, noARP: Bool? = nil, mtu: UInt32? = nil, address: MACAddress? = nil,
-        masterIndex: InterfaceIndex? = nil, name: String? = nil
+        masterIndex: InterfaceIndex? = nil, name: String? = nil, ipv4MaxSegmentSize: UInt32? = nil
     ) {
         self.up = up
         self.noARP = noARP
@@ -222,6 +249,7 @@ public struct LinkChange: Sendable, Equatable {
         self.address = address
         self.masterIndex = masterIndex
         self.name = name
+        self.ipv4MaxSegmentSize = ipv4MaxSegmentSize
     }
 
     /// The request for the link called `name` (the kernel looks it up; no ifindex needed).
@@ -251,6 +279,10 @@ public struct LinkChange: Sendable, Equatable {
         if let mtu { m.attribute(IFLA.mtu, u32: mtu) }
         if let address { m.attribute(IFLA.address, address.bytes) }
         if let masterIndex { m.attribute(IFLA.master, index: masterIndex) }
+        if let size = ipv4MaxSegmentSize {
+            m.attribute(IFLA.gsoIPv4MaxSize, u32: size)
+            m.attribute(IFLA.groIPv4MaxSize, u32: size)
+        }
         if let namespace { m.attribute(IFLA.netNsFD, u32: UInt32(bitPattern: namespace.rawValue)) }
         return NetlinkRequest(m, context: what ?? "changing link \(index)")
     }

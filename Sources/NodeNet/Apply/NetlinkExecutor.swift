@@ -134,11 +134,11 @@ struct NetlinkExecutor: ChangeExecutor {
             return i
         }
         switch change {
-        case .createHostPair(let mtu):
+        case .createHostPair(let mtu, let segmentSize):
             let config = LinkConfiguration(
                 name: NodeNetNames.hostDevice,
                 kind: .veth(peer: VethPeer(name: NodeNetNames.netDevice, mtu: mtu, noARP: true)),
-                mtu: mtu, up: true, noARP: true)
+                mtu: mtu, up: true, noARP: true, ipv4MaxSegmentSize: segmentSize)
             return (config.createRequest(), inverse(.node, LinkName(NodeNetNames.hostDevice).deleteRequest))
         case .setLink(let scope, let device, let change, let undoChange):
             return (change.request(named: device), inverse(scope, undoChange.request(named: device)))
@@ -158,14 +158,14 @@ struct NetlinkExecutor: ChangeExecutor {
             return (route.addRequest, inverse(scope, route.deleteRequest))
         case .deleteRoute(let scope, let route):
             return (route.deleteRequest, inverse(scope, route.addRequest))
-        case .createEndpoint(let device, let netns, let mtu):
+        case .createEndpoint(let device, let netns, let mtu, let segmentSize):
             let namespace = try namespaces[netns] ?? NetworkNamespace.open(NamespaceReference(netns))
             namespaces[netns] = namespace
             let config = LinkConfiguration(
                 name: device,
                 kind: .veth(
                     peer: VethPeer(name: NodeNetNames.podDevice, namespace: NamespaceReference(netns), mtu: mtu)),
-                mtu: mtu, up: true)
+                mtu: mtu, up: true, ipv4MaxSegmentSize: segmentSize)
             return (config.createRequest(peerNamespace: namespace), inverse(.node, LinkName(device).deleteRequest))
         case .deleteLink(let scope, let device):
             return (

@@ -14,6 +14,9 @@ public struct DesiredState: Sendable, Equatable {
     }
 
     public var mtu: UInt32
+    /// BIG TCP: the IPv4 GSO and GRO size of nodenet's devices (`BigTCPMode.segmentSize`);
+    /// nil: left as they are (a kernel without BIG TCP, or nobody said).
+    public var ipv4SegmentSize: UInt32?
     public var routerIP: IPAddress
     public var endpoints: [Endpoint]
     /// `routerIP dev cilium_host scope link`: the router IP on-link.

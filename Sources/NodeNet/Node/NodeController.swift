@@ -22,16 +22,15 @@ public final class NodeController: @unchecked Sendable {
         session = try NodeSession(namespace: namespace)
     }
 
-    /// The desired state; the MTU defaults to the native device's.
+    /// The desired state; the MTU defaults to the native device's, BIG TCP follows what the
+    /// kernel and the native device allow.
     public func desiredState() throws -> DesiredState {
-        var deviceMTU: UInt32 = 1500
-        if spec.node.mtu == nil {
-            guard let mtu = try session.mtu(of: spec.node.device) else {
-                throw NodeNetError.missing("native device \(spec.node.device) does not exist in \(session.namespace)")
-            }
-            deviceMTU = mtu
+        guard let native = try session.node.link(named: spec.node.device) else {
+            throw NodeNetError.missing("native device \(spec.node.device) does not exist in \(session.namespace)")
         }
-        return DesiredState(spec: spec, deviceMTU: deviceMTU)
+        var desired = DesiredState(spec: spec, deviceMTU: native.mtu ?? 1500)
+        desired.ipv4SegmentSize = try spec.ipv4BigTCP.segmentSize(nativeDevice: native)
+        return desired
     }
 
     /// What apply would change. Changes nothing (an untrusted ledger is left where it is).

@@ -21,7 +21,7 @@ enum Change: Sendable, Equatable {
 
 /// A netlink change, with enough of the prior state to undo it.
 enum NetlinkChange: Sendable, Equatable {
-    case createHostPair(mtu: UInt32)
+    case createHostPair(mtu: UInt32, ipv4SegmentSize: UInt32?)
     case setLink(NamespaceScope, device: String, LinkChange, undo: LinkChange)
     case addAddress(NamespaceScope, device: String, prefix: IPPrefix, scope: RouteScope)
     case deleteAddress(NamespaceScope, device: String, InterfaceAddress)
@@ -29,7 +29,7 @@ enum NetlinkChange: Sendable, Equatable {
     /// rather than being overwritten); replace of our own route otherwise.
     case putRoute(NamespaceScope, RouteIntent, previous: Route?)
     case deleteRoute(NamespaceScope, Route)
-    case createEndpoint(hostDevice: String, netns: String, mtu: UInt32)
+    case createEndpoint(hostDevice: String, netns: String, mtu: UInt32, ipv4SegmentSize: UInt32?)
     case deleteLink(NamespaceScope, device: String)
 
     /// The namespace the change works in.

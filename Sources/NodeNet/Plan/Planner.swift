@@ -173,7 +173,9 @@ public struct Planner {
 
     private mutating func planHostPair() {
         let node = observed.node
-        let wanted = "veth \(NodeNetNames.hostDevice) <-> \(NodeNetNames.netDevice), up, noarp, mtu \(desired.mtu)"
+        let wanted =
+            "veth \(NodeNetNames.hostDevice) <-> \(NodeNetNames.netDevice), up, noarp, mtu \(desired.mtu)"
+            + (desired.ipv4SegmentSize.map { ", gso/gro ipv4 \($0)" } ?? "")
         guard let host = node.links[NodeNetNames.hostDevice] else {
             if node.links[NodeNetNames.netDevice] != nil {
                 conflicts.append(
@@ -182,7 +184,7 @@ public struct Planner {
             }
             add(
                 .create, .link, .node, "link \(NodeNetNames.hostDevice)", wanted: wanted, found: nil,
-                .createHostPair(mtu: desired.mtu))
+                .createHostPair(mtu: desired.mtu, ipv4SegmentSize: desired.ipv4SegmentSize))
             add(
                 .update, .link, .node, "link \(NodeNetNames.netDevice)", wanted: "up", found: "down (new)",
                 .setLink(.node, device: NodeNetNames.netDevice, LinkChange(up: true), undo: LinkChange(up: false)))
@@ -198,14 +200,15 @@ public struct Planner {
                 "\(NodeNetNames.hostDevice) exists but is not a veth paired with \(NodeNetNames.netDevice)")
             return
         }
-        for link in [host, net] { planLinkState(link, in: .node, mtu: desired.mtu, noARP: true) }
+        for link in [host, net] { planLinkState(link, in: .node, noARP: true) }
         planAddress(
             NodeNetNames.hostDevice, IPPrefix(host: desired.routerIP), scope: .link, in: .node, observed: node,
             deviceIsNew: false)
     }
 
-    /// Brings a link to up, the MTU and (optionally) NOARP.
-    private mutating func planLinkState(_ link: Link, in scope: NamespaceScope, mtu: UInt32?, noARP: Bool?) {
+    /// Brings one of nodenet's links to up, the MTU, the BIG TCP size and (optionally) NOARP.
+    private mutating func planLinkState(_ link: Link, in scope: NamespaceScope, noARP: Bool?) {
+        let mtu = desired.mtu
         var change = LinkChange()
         var undo = LinkChange()
         var wanted: [String] = []
@@ -216,11 +219,19 @@ public struct Planner {
             wanted.append("up")
             found.append("down")
         }
-        if let mtu, link.mtu != mtu {
+        if link.mtu != mtu {
             change.mtu = mtu
             undo.mtu = link.mtu
             wanted.append("mtu \(mtu)")
             found.append("mtu \(link.mtu.map(String.init) ?? "?")")
+        }
+        if let size = desired.ipv4SegmentSize, link.gsoIPv4MaxSize != size || link.groIPv4MaxSize != size {
+            change.ipv4MaxSegmentSize = size
+            undo.ipv4MaxSegmentSize = link.gsoIPv4MaxSize
+            wanted.append("gso/gro ipv4 \(size)")
+            found.append(
+                "gso/gro ipv4 \(link.gsoIPv4MaxSize.map(String.init) ?? "?")/\(link.groIPv4MaxSize.map(String.init) ?? "?")"
+            )
         }
         if let noARP, link.isNoARP != noARP {
             change.noARP = noARP
@@ -291,6 +302,7 @@ public struct Planner {
         let subject = "endpoint \(endpoint.pod.id)"
         let wanted =
             "veth \(endpoint.hostDevice) <-> \(NodeNetNames.podDevice) in \(endpoint.pod.netns), mtu \(desired.mtu)"
+            + (desired.ipv4SegmentSize.map { ", gso/gro ipv4 \($0)" } ?? "")
         if let host, !paired {
             // Half an endpoint (its pod namespace was recreated, or a crash): rebuild it.
             add(
@@ -308,11 +320,13 @@ public struct Planner {
             }
             add(
                 .create, .endpoint, .node, subject, wanted: wanted, found: nil,
-                .createEndpoint(hostDevice: endpoint.hostDevice, netns: endpoint.pod.netns, mtu: desired.mtu))
+                .createEndpoint(
+                    hostDevice: endpoint.hostDevice, netns: endpoint.pod.netns, mtu: desired.mtu,
+                    ipv4SegmentSize: desired.ipv4SegmentSize))
             return
         }
-        planLinkState(host!, in: .node, mtu: desired.mtu, noARP: nil)
-        planLinkState(pod!, in: .pod(endpoint.pod.netns), mtu: desired.mtu, noARP: nil)
+        planLinkState(host!, in: .node, noARP: nil)
+        planLinkState(pod!, in: .pod(endpoint.pod.netns), noARP: nil)
     }
 
     private mutating func planPodSide(_ endpoint: DesiredState.Endpoint) {

@@ -33,6 +33,8 @@ public struct NodeSpec: Sendable, Hashable {
     public var loadBalancer: LoadBalancerSettings = LoadBalancerSettings()
     /// Limits on the BPF datapath's connection tracking (`conntrack`).
     public var conntrack: ConntrackSettings = ConntrackSettings()
+    /// BIG TCP for IPv4 on nodenet's devices (`ipv4BigTCP`).
+    public var ipv4BigTCP: BigTCPMode = .auto
     /// Set by validation; a spec changed since no longer matches it (see `isValidated`).
     var validation = SpecValidationMark()
     /// The pods that came from the endpoint store (a container runtime, through CNI), by id:
@@ -336,6 +338,28 @@ public struct ConntrackSettings: Sendable, Hashable {
     public static let defaultOutsideClientEntries = Int(NODENET_CT_QUOTA_OUTSIDE_MAX) / 8
     /// What a spec may ask for: up to the outside's whole share.
     public static let outsideClientEntriesRange = 0...Int(NODENET_CT_QUOTA_OUTSIDE_MAX)
+}
+
+/// BIG TCP for IPv4 (Cilium's `enable-ipv4-big-tcp`) on the devices nodenet makes: the host
+/// pair, each endpoint's veth and the pod's `eth0` take GSO and GRO packets of up to 192 KiB
+/// instead of 64 KiB, so a pod's TCP stream is carried in a third as many packets. The native
+/// device is the administrator's and nodenet never changes it.
+public enum BigTCPMode: String, Sendable, Hashable, CaseIterable {
+    /// On where the kernel has it (6.3+) and the native device already carries it (its
+    /// `gso_ipv4_max_size` is 192 KiB or more), so a pod's large packets leave the node as they
+    /// are; otherwise the kernel's 64 KiB.
+    case auto
+    /// On whenever the kernel has it and the native device's driver takes such packets (its
+    /// `tso_max_size`), an error otherwise. With the native device at 64 KiB, traffic to other
+    /// nodes is segmented again in software on the way out; pods on the node gain the most.
+    case on
+    /// The kernel's 64 KiB on nodenet's devices.
+    case off
+
+    /// The GSO and GRO size BIG TCP sets (Cilium's: 192 KiB).
+    public static let bigSize: UInt32 = 196_608
+    /// The kernel's default.
+    public static let defaultSize: UInt32 = 65_536
 }
 
 public enum LoadBalancerAlgorithm: String, Sendable, Hashable, CaseIterable {

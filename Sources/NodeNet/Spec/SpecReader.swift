@@ -131,7 +131,7 @@ package struct SpecReader {
 
     /// The value of `key` as one of `T`'s raw values, `fallback` when absent; otherwise the
     /// problem names what it may be.
-    mutating func choice<T: RawRepresentable & CaseIterable>(
+    package mutating func choice<T: RawRepresentable & CaseIterable>(
         _ fields: [String: JSONValue], _ key: String, _ path: String, default fallback: T
     ) -> T where T.RawValue == String {
         guard let text = string(fields, key, path, required: false) else { return fallback }
@@ -154,7 +154,7 @@ package struct SpecReader {
                     "apiVersion", "node", "nativeRoutingCIDR", "autoDirectNodeRoutes", "kubeProxyReplacement",
                     "datapath",
                     "pods", "nodes", "services", "nodePortRange", "stateDirectory", "bpffsDirectory", "socketLB",
-                    "masquerade", "cluster", "loadBalancer", "conntrack",
+                    "masquerade", "cluster", "loadBalancer", "conntrack", "ipv4BigTCP",
                 ])
         else { return nil }
         if let version = string(top, "apiVersion", "", required: true), version != NodeSpec.apiVersion {
@@ -284,6 +284,7 @@ package struct SpecReader {
             cluster: cluster)
         spec.loadBalancer = loadBalancer
         spec.conntrack = conntrack
+        spec.ipv4BigTCP = choice(top, "ipv4BigTCP", "", default: BigTCPMode.auto)
         return spec
     }
 

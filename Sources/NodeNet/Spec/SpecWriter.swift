@@ -29,6 +29,7 @@ extension NodeSpec {
             "algorithm": loadBalancer.algorithm.rawValue, "maglevTableSize": loadBalancer.maglevTableSize,
         ]
         top["conntrack"] = ["outsideClientEntries": conntrack.outsideClientEntries]
+        top["ipv4BigTCP"] = ipv4BigTCP.rawValue
         if let cluster {
             var etcd: [String: Any] = ["endpoints": cluster.endpoints]
             if let ca = cluster.caFile { etcd["caFile"] = ca }

@@ -1,0 +1,27 @@
+/// Which IPv4 GSO/GRO size nodenet's devices get on this node.
+extension BigTCPMode {
+    /// The size for a node whose native device the kernel reports as `nativeDevice`; nil on a
+    /// kernel without BIG TCP (`auto` and `off` leave the devices alone there). `on` where the
+    /// kernel or the native device cannot is an error that says which.
+    public func segmentSize(nativeDevice: Link) throws -> UInt32? {
+        guard nativeDevice.gsoIPv4MaxSize != nil else {
+            guard self != .on else {
+                throw NodeNetError.missing(
+                    "ipv4BigTCP is on, but this kernel has no BIG TCP for IPv4 (IFLA_GSO_IPV4_MAX_SIZE, kernel 6.3 or later)"
+                )
+            }
+            return nil
+        }
+        switch self {
+        case .off: return Self.defaultSize
+        case .auto: return (nativeDevice.gsoIPv4MaxSize ?? 0) >= Self.bigSize ? Self.bigSize : Self.defaultSize
+        case .on:
+            guard (nativeDevice.tsoMaxSize ?? 0) >= Self.bigSize else {
+                throw NodeNetError.missing(
+                    "ipv4BigTCP is on, but native device \(nativeDevice.name) takes GSO packets of at most \(nativeDevice.tsoMaxSize.map(String.init) ?? "?") bytes (tso_max_size; BIG TCP needs \(Self.bigSize))"
+                )
+            }
+            return Self.bigSize
+        }
+    }
+}
