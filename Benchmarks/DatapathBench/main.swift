@@ -4,7 +4,8 @@
 // (masquerading through an iptables MASQUERADE rule for traffic leaving 10.0.0.0/8, so
 // netfilter's conntrack sees every packet: a fair baseline for BPF mode, which masquerades
 // itself), and in BPF mode with BIG TCP (`ipv4BigTCP: on`: 192 KiB GSO/GRO on nodenet's
-// devices; the lab's native devices stay at 64 KiB).
+// devices, the lab's native devices and fabric set to the same first, as a node's administrator
+// would).
 //
 //   apt-get install iperf3 iptables
 //   swift build -c release --product datapath-bench && .build/release/datapath-bench [--seconds S] [--rounds R] [--json]
@@ -281,9 +282,27 @@ runBenchmark("datapath-bench", usage: usage) {
                   { "name": "n2", "address": "172.18.0.3", "podCIDR": "10.0.1.0/24", "pods": [ { "name": "p3", "ip": "10.0.1.10" } ] } ] }
                 """.utf8))
         c.datapathMode = mode
-        c.ipv4BigTCP = bigTCP ? .on : .off
+        c.ipv4BigTCP = .off
         labs.append(c)
         try Lab(cluster: c).up()
+        if bigTCP {
+            // The administrator's part: the fabric (bridge and ports) and the nodes' uplinks.
+            let fabric = try NetlinkSocket(namespace: .named(c.fabricNamespace))
+            for link in try fabric.links() where link.name != "lo" {
+                try fabric.setLink(named: link.name, LinkChange(ipv4MaxSegmentSize: BigTCPMode.bigSize))
+            }
+            c.ipv4BigTCP = .on
+            for node in ["n1", "n2"] {
+                try NetlinkSocket(namespace: .named(c.namespace(ofNode: node)))
+                    .setLink(named: "eth0", LinkChange(ipv4MaxSegmentSize: BigTCPMode.bigSize))
+                let report = try NodeController(
+                    spec: c.spec(forNode: node)!, namespace: .named(c.namespace(ofNode: node))
+                ).apply()
+                guard report.verified, report.changes.count >= 2 else {
+                    throw BenchError("BIG TCP on \(node): \(report.changes.count) changes, \(report.mismatches)")
+                }
+            }
+        }
         let label =
             bigTCP ? "bpf + BIG TCP" : mode == .bpf ? "bpf mode" : iptables ? "kernel + iptables" : "kernel mode"
         if iptables {

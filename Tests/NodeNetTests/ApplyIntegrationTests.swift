@@ -271,22 +271,28 @@ struct BPFModeApplyTests {
         return spec
     }
 
-    /// BIG TCP (`ipv4BigTCP: on`; the test node's eth0 is a veth, which takes GSO packets of
-    /// 512 KiB): nodenet's four devices get 192 KiB, the native device keeps its own; a pod's
-    /// TCP stream then crosses its lxc in packets above 64 KiB, through the BPF datapath. Off:
-    /// back to 64 KiB on the same devices, and the stream's packets with it. (`auto` leaves this
-    /// node at 64 KiB: its eth0 is at 64 KiB.)
+    /// BIG TCP: `auto` leaves a node whose native device is at 64 KiB alone, and `on` refuses it.
+    /// With the native device at 192 KiB (its administrator's setting; a veth takes 512 KiB),
+    /// `auto` gives nodenet's four devices 192 KiB and a pod's TCP stream then crosses its lxc in
+    /// packets above 64 KiB, through the BPF datapath. Off: back to 64 KiB on the same devices,
+    /// and the stream's packets with it; the native device keeps its own throughout.
     @Test func bigTCPCarriesAPodsStreamInLargerPackets() async throws {
         try await TestNode.with(pods: 2) { t in
             var spec = bpfSpec(t)
-            #expect(try t.controller(spec).desiredState().ipv4SegmentSize == 65_536, "auto, the uplink at 64 KiB")
-            spec.ipv4BigTCP = .on
             defer { BPFFS.remove(spec.bpffsDirectory) }
             let node = try NetlinkSocket(namespace: t.namespace)
-            let native = try #require(try node.link(named: "eth0"))
-            guard native.gsoIPv4MaxSize != nil, (native.tsoMaxSize ?? 0) >= 196_608 else {
+            guard let before = try node.link(named: "eth0"), before.gsoIPv4MaxSize != nil,
+                (before.tsoMaxSize ?? 0) >= 196_608
+            else {
                 try Test.cancel("this kernel or its veth driver has no BIG TCP for IPv4 (6.3+)")
             }
+            #expect(try t.controller(spec).desiredState().ipv4SegmentSize == 65_536, "auto, the uplink at 64 KiB")
+            spec.ipv4BigTCP = .on
+            #expect(throws: NodeNetError.self) { try t.controller(spec).desiredState() }
+            spec.ipv4BigTCP = .auto
+            // The node's administrator turns BIG TCP on for the uplink (the test node's own eth0).
+            try node.setLink(named: "eth0", LinkChange(ipv4MaxSegmentSize: 196_608))
+            let native = try #require(try node.link(named: "eth0"))
             let lxc = NodeNetNames.endpointDevice(for: spec.pods[0])
             func sizes() throws -> [String] {
                 let pod = try NetlinkSocket(namespace: .named(t.pods[0]))

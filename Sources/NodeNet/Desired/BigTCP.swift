@@ -12,13 +12,14 @@ extension BigTCPMode {
             }
             return nil
         }
+        let carried = (nativeDevice.gsoIPv4MaxSize ?? 0) >= Self.bigSize
         switch self {
         case .off: return Self.defaultSize
-        case .auto: return (nativeDevice.gsoIPv4MaxSize ?? 0) >= Self.bigSize ? Self.bigSize : Self.defaultSize
+        case .auto: return carried ? Self.bigSize : Self.defaultSize
         case .on:
-            guard (nativeDevice.tsoMaxSize ?? 0) >= Self.bigSize else {
+            guard carried else {
                 throw NodeNetError.missing(
-                    "ipv4BigTCP is on, but native device \(nativeDevice.name) takes GSO packets of at most \(nativeDevice.tsoMaxSize.map(String.init) ?? "?") bytes (tso_max_size; BIG TCP needs \(Self.bigSize))"
+                    "ipv4BigTCP is on, but native device \(nativeDevice.name) has gso_ipv4_max_size \(nativeDevice.gsoIPv4MaxSize ?? 0) (BIG TCP needs \(Self.bigSize) there too, or pods' large packets are cut again on their way to other nodes; its driver takes up to \(nativeDevice.tsoMaxSize.map(String.init) ?? "?"))"
                 )
             }
             return Self.bigSize
