@@ -216,11 +216,13 @@ struct AgentIntegrationTests {
             let start = lines.all.count
             let stop = PeerLog()
             let namespace = t.namespace
+            let stopped = DispatchSemaphore(value: 0)
             let writer = Thread {
                 let until = Date().addingTimeInterval(40)
                 while stop.lines.isEmpty && Date() < until {
                     try? Sysctl.write("net/ipv4/conf/cilium_host/rp_filter", "1", in: namespace)
                 }
+                stopped.signal()
             }
             writer.start()
             defer { stop.add("stop") }
@@ -235,7 +237,11 @@ struct AgentIntegrationTests {
                 }
                 return false
             }
-            #expect(!agent.metrics.exposition().contains("nodenet_reconcile_failures_total 0\n"))
+            let failures = agent.metrics.exposition().split(separator: "\n").first {
+                $0.hasPrefix("nodenet_reconcile_failures_total ")
+            }
+            #expect(
+                (failures?.split(separator: " ").last.flatMap { Double($0) } ?? 0) >= 1, "\(failures ?? "no metric")")
             let seen = Array(lines.all.dropFirst(start))
             let failed = try #require(seen.firstIndex { $0.contains("msg=\"verification failed\"") })
             // The reconcile that failed: its lines run from the end of the one before it (each
@@ -250,6 +256,12 @@ struct AgentIntegrationTests {
             #expect(seen[failed].contains("net/ipv4/conf/cilium_host/rp_filter"), "\(seen[failed])")
 
             stop.add("stop")
+            await withCheckedContinuation { done in
+                Thread.detachNewThread {
+                    stopped.wait()  // the writer's last write has landed
+                    done.resume()
+                }
+            }
             try await Self.waitFor("the agent to be healthy again", seconds: 30) { agent.health == .healthy }
             #expect(try Sysctl.read("net/ipv4/conf/cilium_host/rp_filter", in: t.namespace) == "0")
         }

@@ -49,24 +49,27 @@ struct CLITests {
             // (a few tries: the writer has to win the race between apply and its check once).
             let stop = PeerLog()
             let namespace = t.namespace
+            let stopped = DispatchSemaphore(value: 0)
             let writer = Thread {
                 let until = Date().addingTimeInterval(30)
                 while stop.lines.isEmpty && Date() < until {
                     try? Sysctl.write("net/ipv4/conf/cilium_host/rp_filter", "1", in: namespace)
                 }
+                stopped.signal()
             }
             writer.start()
+            defer { stop.add("stop") }
             var outcomes: [(status: Int32, output: String)] = []
             for _ in 0..<5 where !outcomes.contains(where: { $0.status == 1 }) {
                 outcomes.append(try Self.cli(["apply", file, "--netns", t.node]))
             }
             stop.add("stop")
+            stopped.wait()  // its last write has landed
             #expect(outcomes.allSatisfy { $0.status == 0 || $0.status == 1 }, "\(outcomes)")
             let failed = try #require(outcomes.first { $0.status == 1 }, "\(outcomes)")
             #expect(
                 failed.output.contains("verification failed") && failed.output.contains("cilium_host/rp_filter"),
                 "\(failed.output)")
-            try await Task.sleep(nanoseconds: 200_000_000)  // the writer has stopped
             #expect(try Self.cli(["apply", file, "--netns", t.node]).status == 0)
             #expect(try Self.cli(["teardown", file, "--netns", t.node, "--force"]).status == 0)
             #expect(try Self.cli(["teardown", file, "--netns", t.node, "--force"]).status == 0, "safe twice")
@@ -86,15 +89,19 @@ struct CLITests {
             try spec.jsonData().write(to: URL(fileURLWithPath: file))
             defer { try? FileManager.default.removeItem(atPath: file) }
             try #require(try Self.cli(["apply", file, "--netns", t.node]).status == 0)
-            // Pings while the monitor waits for its one event (bounded: 20 pings, --duration 20).
+            // Pings until the monitor has its one event (bounded: --duration 20, pings for 25 s).
             let pods = t.pods
+            let stop = PeerLog()
             let traffic = Thread {
-                for _ in 0..<20 {
+                let until = Date().addingTimeInterval(25)
+                while stop.lines.isEmpty && Date() < until {
                     _ = try? runTool(["ip", "netns", "exec", pods[0], "ping", "-c", "1", "-W", "1", "10.0.2.204"])
                 }
             }
             traffic.start()
+            defer { stop.add("stop") }
             let one = try Self.cli(["monitor", file, "--netns", t.node, "--count", "1", "--duration", "20", "--json"])
+            stop.add("stop")
             #expect(one.status == 0, "\(one.output)")
             let events = one.output.split(separator: "\n").filter { $0.hasPrefix("{") }
             #expect(events.count == 1 && events[0].contains("\"verdict\""), "\(one.output)")
@@ -126,6 +133,13 @@ struct CLITests {
         process.standardOutput = out
         process.standardError = out
         try process.run()
+        // A demo that hangs is killed (the reads below would wait for it).
+        let pid = process.processIdentifier
+        let finished = PeerLog()
+        defer { finished.add("done") }
+        DispatchQueue.global().asyncAfter(deadline: .now() + 120) {
+            if finished.lines.isEmpty { kill(pid, SIGKILL) }
+        }
         // Interrupted once the walkthrough has begun (its first check printed), at most 60 s on.
         var seen = Data()
         let deadline = Date().addingTimeInterval(60)
@@ -135,6 +149,7 @@ struct CLITests {
         kill(process.processIdentifier, SIGINT)
         let rest = out.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
+        finished.add("done")
         let output = String(decoding: seen + rest, as: UTF8.self)
         #expect(process.terminationReason == .exit && process.terminationStatus == 1, "\(output)")
         #expect(LabIntegrationTests.traces(of: lab) == [], "the interrupted demo left nothing: \(output)")

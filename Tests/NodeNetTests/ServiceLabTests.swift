@@ -613,21 +613,24 @@ struct ServiceLabTests {
         #expect(frames.contains { $0.source == "10.0.2.32" && $0.destination == "10.0.1.15" }, "\(frames.prefix(4))")
     }
 
-    /// Traffic keeps going while a service's backends grow and shrink: ten applies alternate
-    /// between three and four backends (the client pod `net` joins and leaves) while connections
-    /// run from a pod (socket LB to the ClusterIP) and from outside (the node port); not one fails,
-    /// and the backend that comes and goes answers some of them.
+    /// Traffic keeps going while a service's backends grow and shrink: twelve applies cycle
+    /// through three backends, four (the client pod `net` joins), `net` terminating (it keeps its
+    /// flows, takes no new ones), three again, while connections run from a pod (socket LB to the
+    /// ClusterIP) and from outside (the node port); not one fails, and the backend that comes
+    /// and goes answers some of them. (A backend removed outright takes its flows in progress
+    /// with it, as in Cilium: Kubernetes drains it first, as here.)
     @Test func trafficRunsThroughRepeatedBackendChanges() throws {
         var cluster = Self.cluster("gs")
         defer { Lab.down(name: cluster.name) }
         try Self.up(cluster)
         let three = cluster.services[0].backends
         let four = three + [ServiceBackend(ip: IPAddress("10.0.2.32"))]
+        let draining = three + [ServiceBackend(ip: IPAddress("10.0.2.32"), ready: false, terminating: true)]
         let log = PeerLog()
         let changes = Thread { [cluster] in
             var changing = cluster
-            for round in 0..<10 {
-                changing.services[0].backends = round % 2 == 0 ? four : three
+            for round in 0..<12 {
+                changing.services[0].backends = [four, draining, three][round % 3]
                 do {
                     try Self.apply(changing)
                     log.add("applied \(changing.services[0].backends.count)")
@@ -651,7 +654,7 @@ struct ServiceLabTests {
                 answers.merge(probe.answers) { $0 + $1 }
             }
         }
-        #expect(log.lines.filter { $0.hasPrefix("applied") }.count == 10, "\(log.lines)")
+        #expect(log.lines.filter { $0.hasPrefix("applied") }.count == 12, "\(log.lines)")
         #expect(requests >= 100, "traffic ran through the changes: \(requests) requests")
         #expect(failures.isEmpty, "\(failures.count) of \(requests) failed: \(failures.prefix(5))")
         #expect(answers["PodName: net", default: 0] > 0, "the backend that comes and goes took some: \(answers)")

@@ -2,7 +2,8 @@
 extension BigTCPMode {
     /// The size for a node whose native device the kernel reports as `nativeDevice`; nil on a
     /// kernel without BIG TCP (`auto` and `off` leave the devices alone there). `on` where the
-    /// kernel or the native device cannot is an error that says which.
+    /// kernel or the native device cannot is an error that says which (`desiredState()` makes
+    /// it an unavailable item of the plan: the node's other work goes on, CNI DEL included).
     public func segmentSize(nativeDevice: Link) throws -> UInt32? {
         guard nativeDevice.gsoIPv4MaxSize != nil else {
             guard self != .on else {

@@ -25,11 +25,19 @@ public final class NodeController: @unchecked Sendable {
     /// The desired state; the MTU defaults to the native device's, BIG TCP follows what the
     /// kernel and the native device allow.
     public func desiredState() throws -> DesiredState {
-        guard let native = try session.node.link(named: spec.node.device) else {
+        let native = try session.node.link(named: spec.node.device)
+        guard native != nil || spec.node.mtu != nil else {
             throw NodeNetError.missing("native device \(spec.node.device) does not exist in \(session.namespace)")
         }
-        var desired = DesiredState(spec: spec, deviceMTU: native.mtu ?? 1500)
-        desired.ipv4SegmentSize = try spec.ipv4BigTCP.segmentSize(nativeDevice: native)
+        var desired = DesiredState(spec: spec, deviceMTU: native?.mtu ?? 1500)
+        // BIG TCP follows the native device; without it (an MTU given in the spec), devices stay as they are.
+        if let native {
+            do {
+                desired.ipv4SegmentSize = try spec.ipv4BigTCP.segmentSize(nativeDevice: native)
+            } catch {
+                desired.unavailable.append("\(error)")
+            }
+        }
         return desired
     }
 

@@ -55,7 +55,7 @@ public struct Planner {
             "pod \($0.pod.id): network namespace \($0.pod.netns) cannot be read"
                 + " (\(observed.podErrors[$0.pod.netns] ?? "it does not exist")); its endpoint is left out until it is back"
         }
-        return Plan(changes: p.changes, conflicts: p.conflicts, unavailable: unavailable)
+        return Plan(changes: p.changes, conflicts: p.conflicts, unavailable: desired.unavailable + unavailable)
     }
 
     private init(
