@@ -214,18 +214,9 @@ struct AgentIntegrationTests {
     @Test func aConcurrentWriterMakesVerificationFail() async throws {
         try await Self.withAgent(logLevel: .debug) { t, agent, _, lines in
             let start = lines.all.count
-            let stop = PeerLog()
-            let namespace = t.namespace
-            let stopped = DispatchSemaphore(value: 0)
-            let writer = Thread {
-                let until = Date().addingTimeInterval(40)
-                while stop.lines.isEmpty && Date() < until {
-                    try? Sysctl.write("net/ipv4/conf/cilium_host/rp_filter", "1", in: namespace)
-                }
-                stopped.signal()
-            }
-            writer.start()
-            defer { stop.add("stop") }
+            let writer = ConcurrentSysctlWriter(
+                "net/ipv4/conf/cilium_host/rp_filter", "1", in: t.namespace, seconds: 40)
+            defer { writer.requestStop() }
             try await Self.waitFor("verification to fail", seconds: 30) {
                 lines.all.dropFirst(start).contains { $0.contains("msg=\"verification failed\"") }
             }
@@ -255,15 +246,13 @@ struct AgentIntegrationTests {
             #expect(replans.count == 2, "three applies, two of them re-plans: \(seen[(before + 1)...failed])")
             #expect(seen[failed].contains("net/ipv4/conf/cilium_host/rp_filter"), "\(seen[failed])")
 
-            stop.add("stop")
-            await withCheckedContinuation { done in
-                Thread.detachNewThread {
-                    stopped.wait()  // the writer's last write has landed
-                    done.resume()
-                }
+            // The writer's last write is repaired like any drift (the agent may have been healthy
+            // for a moment before it, after a reconcile that won the race).
+            await writer.stop()
+            try await Self.waitFor("the last write repaired and the agent healthy", seconds: 30) {
+                try Sysctl.read("net/ipv4/conf/cilium_host/rp_filter", in: t.namespace) == "0"
+                    && agent.health == .healthy
             }
-            try await Self.waitFor("the agent to be healthy again", seconds: 30) { agent.health == .healthy }
-            #expect(try Sysctl.read("net/ipv4/conf/cilium_host/rp_filter", in: t.namespace) == "0")
         }
     }
 

@@ -47,24 +47,13 @@ struct CLITests {
             #expect(try Self.cli(["apply", file, "--netns", t.node]).status == 0)
             // A concurrent writer undoing a setting: apply cannot verify and exits 1 naming it
             // (a few tries: the writer has to win the race between apply and its check once).
-            let stop = PeerLog()
-            let namespace = t.namespace
-            let stopped = DispatchSemaphore(value: 0)
-            let writer = Thread {
-                let until = Date().addingTimeInterval(30)
-                while stop.lines.isEmpty && Date() < until {
-                    try? Sysctl.write("net/ipv4/conf/cilium_host/rp_filter", "1", in: namespace)
-                }
-                stopped.signal()
-            }
-            writer.start()
-            defer { stop.add("stop") }
+            let writer = ConcurrentSysctlWriter("net/ipv4/conf/cilium_host/rp_filter", "1", in: t.namespace)
+            defer { writer.requestStop() }
             var outcomes: [(status: Int32, output: String)] = []
             for _ in 0..<5 where !outcomes.contains(where: { $0.status == 1 }) {
                 outcomes.append(try Self.cli(["apply", file, "--netns", t.node]))
             }
-            stop.add("stop")
-            stopped.wait()  // its last write has landed
+            await writer.stop()
             #expect(outcomes.allSatisfy { $0.status == 0 || $0.status == 1 }, "\(outcomes)")
             let failed = try #require(outcomes.first { $0.status == 1 }, "\(outcomes)")
             #expect(
