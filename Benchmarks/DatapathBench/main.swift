@@ -5,7 +5,10 @@
 // netfilter's conntrack sees every packet: a fair baseline for BPF mode, which masquerades
 // itself), and in BPF mode with BIG TCP (`ipv4BigTCP: on`: 192 KiB GSO/GRO on nodenet's
 // devices, the lab's native devices and fabric set to the same first, as a node's administrator
-// would).
+// would). NodePort from outside: the lab's external host to a node port of node n1 whose backend
+// is on n1 (local) or on n2 (remote), through BPF mode's NodePort against kube-proxy's iptables
+// rules for the same services (DNAT, and MASQUERADE of what was marked for it, as kube-proxy
+// writes them for `externalTrafficPolicy: Cluster`) in the kernel + iptables lab.
 //
 //   apt-get install iperf3 iptables
 //   swift build -c release --product datapath-bench && .build/release/datapath-bench [--seconds S] [--rounds R] [--json]
@@ -68,7 +71,7 @@ func run(_ args: [String]) throws -> String {
 }
 
 /// iperf3 from `client` to `server` (namespaces) at `ip`: Gbit/s received.
-func throughput(client: String, server: String, ip: String, streams: Int, seconds: Int) throws -> Double {
+func throughput(client: String, server: String, ip: String, port: Int, streams: Int, seconds: Int) throws -> Double {
     let s = Process()
     s.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     s.arguments = ["ip", "netns", "exec", server, "iperf3", "-s", "-1", "-p", "5201"]
@@ -81,7 +84,7 @@ func throughput(client: String, server: String, ip: String, streams: Int, second
     }
     usleep(300_000)
     let out = try run([
-        "ip", "netns", "exec", client, "timeout", "\(seconds + 30)", "iperf3", "-c", ip, "-p", "5201", "-t",
+        "ip", "netns", "exec", client, "timeout", "\(seconds + 30)", "iperf3", "-c", ip, "-p", "\(port)", "-t",
         "\(seconds)", "-P", "\(streams)", "-J",
     ])
     guard let o = try? JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any],
@@ -143,13 +146,13 @@ func tcpSocket(in namespace: String) throws -> Int32 {
 }
 
 /// TCP_RR: transactions per second over one connection.
-func requestResponse(client: String, server: String, ip: IPAddress, seconds: Int) throws -> Double {
+func requestResponse(client: String, server: String, ip: IPAddress, port: UInt16, seconds: Int) throws -> Double {
     let echo = try EchoServer(namespace: server, perConnection: false)
     defer { echo.stop() }
     let fd = try tcpSocket(in: client)
     defer { close(fd) }
-    guard SocketAddress(ip, port: 7777).withSockaddr({ connect(fd, $0, $1) }) == 0 else {
-        throw BenchError("connect \(ip): \(errno)")
+    guard SocketAddress(ip, port: port).withSockaddr({ connect(fd, $0, $1) }) == 0 else {
+        throw BenchError("connect \(ip):\(port): \(errno)")
     }
     var b: UInt8 = 1
     var n = 0
@@ -165,7 +168,8 @@ func requestResponse(client: String, server: String, ip: IPAddress, seconds: Int
 
 /// TCP_CRR: connections per second, each connect, 1 byte each way, close (with a reset, so no
 /// TIME_WAIT sockets pile up on the client's ports).
-func connectRequestResponse(client: String, server: String, ip: IPAddress, seconds: Int) throws -> Double {
+func connectRequestResponse(client: String, server: String, ip: IPAddress, port: UInt16, seconds: Int) throws -> Double
+{
     let echo = try EchoServer(namespace: server, perConnection: true)
     defer { echo.stop() }
     var n = 0
@@ -176,7 +180,7 @@ func connectRequestResponse(client: String, server: String, ip: IPAddress, secon
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
         var b: UInt8 = 1
         let ok =
-            SocketAddress(ip, port: 7777).withSockaddr({ connect(fd, $0, $1) }) == 0 && write(fd, &b, 1) == 1
+            SocketAddress(ip, port: port).withSockaddr({ connect(fd, $0, $1) }) == 0 && write(fd, &b, 1) == 1
             && read(fd, &b, 1) == 1
         close(fd)
         guard ok else { throw BenchError("connect/request/response to \(ip) broke (\(errno))") }
@@ -184,6 +188,46 @@ func connectRequestResponse(client: String, server: String, ip: IPAddress, secon
     }
     return Double(n) / Date().timeIntervalSince(start)
 }
+
+/// The BPF lab's node ports: iperf3 (5201) and the echo server (7777), each once with its
+/// backend on n1 (p2) and once on n2 (p3).
+let nodePortServices = """
+    [ { "name": "default/np-local", "type": "NodePort", "clusterIP": "10.96.0.11",
+        "ports": [ { "name": "iperf", "port": 5201, "nodePort": 30201 }, { "name": "echo", "port": 7777, "nodePort": 30777 } ],
+        "backends": [ { "ip": "10.0.2.11" } ] },
+      { "name": "default/np-remote", "type": "NodePort", "clusterIP": "10.96.0.12",
+        "ports": [ { "name": "iperf", "port": 5201, "nodePort": 31201 }, { "name": "echo", "port": 7777, "nodePort": 31777 } ],
+        "backends": [ { "ip": "10.0.1.10" } ] } ]
+    """
+
+/// kube-proxy's nat rules (iptables mode, `externalTrafficPolicy: Cluster`) for the same node
+/// ports on n1: node-port traffic is marked for masquerade, DNATed to its backend, and
+/// masqueraded on its way out (to the remote backend, and to the local one as kube-proxy does).
+let kubeProxyNodePortRules: [[String]] = {
+    var rules: [[String]] = [
+        ["-t", "nat", "-N", "KUBE-MARK-MASQ"],
+        ["-t", "nat", "-A", "KUBE-MARK-MASQ", "-j", "MARK", "--or-mark", "0x4000"],
+        ["-t", "nat", "-N", "KUBE-NODEPORTS"],
+        ["-t", "nat", "-A", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "KUBE-NODEPORTS"],
+        ["-t", "nat", "-N", "KUBE-POSTROUTING"],
+        ["-t", "nat", "-I", "POSTROUTING", "1", "-j", "KUBE-POSTROUTING"],
+        ["-t", "nat", "-A", "KUBE-POSTROUTING", "-m", "mark", "!", "--mark", "0x4000/0x4000", "-j", "RETURN"],
+        ["-t", "nat", "-A", "KUBE-POSTROUTING", "-j", "MARK", "--xor-mark", "0x4000"],
+        ["-t", "nat", "-A", "KUBE-POSTROUTING", "-j", "MASQUERADE", "--random-fully"],
+    ]
+    for (nodePort, backend) in [
+        (30201, "10.0.2.11:5201"), (30777, "10.0.2.11:7777"), (31201, "10.0.1.10:5201"), (31777, "10.0.1.10:7777"),
+    ] {
+        rules.append([
+            "-t", "nat", "-A", "KUBE-NODEPORTS", "-p", "tcp", "--dport", "\(nodePort)", "-j", "KUBE-MARK-MASQ",
+        ])
+        rules.append([
+            "-t", "nat", "-A", "KUBE-NODEPORTS", "-p", "tcp", "--dport", "\(nodePort)", "-j", "DNAT",
+            "--to-destination", backend,
+        ])
+    }
+    return rules
+}()
 
 enum Metric: String, CaseIterable, Encodable {
     case stream1 = "1 stream Gbit/s", stream2 = "2 streams Gbit/s", rr = "TCP_RR trans/s", crr = "TCP_CRR conn/s"
@@ -193,6 +237,9 @@ struct Path {
     var name: String, client: String, server: String, ip: String
     /// BPF paths: the lab's bpffs directories and the redirect verdict the path must count.
     var bpf: (directories: [String], verdict: UInt32)?
+    /// The ports the client connects to (a node port) for iperf3 (its server listens on 5201)
+    /// and for RR/CRR (the echo server on 7777).
+    var iperfPort = 5201, echoPort: UInt16 = 7777
 }
 
 /// The tcx programs of the BPF lab's nodes, by kind (from-container, from-netdev): their fds.
@@ -247,6 +294,7 @@ runBenchmark("datapath-bench", usage: usage) {
     let a = "nnbench-\(tag)-a"
     let b = "nnbench-\(tag)-b"
     var labs: [LabCluster] = []
+    var nodePortLabs: [String: (LabCluster, [String])] = [:]
     defer {
         try? NetworkNamespace.delete(a)
         try? NetworkNamespace.delete(b)
@@ -282,7 +330,8 @@ runBenchmark("datapath-bench", usage: usage) {
                 """
                 { "name": "\(tag)\(bigTCP ? "g" : mode == .bpf ? "b" : iptables ? "i" : "k")", "nodes": [
                   { "name": "n1", "address": "172.18.0.2", "podCIDR": "10.0.2.0/24", "pods": [ { "name": "p1", "ip": "10.0.2.10" }, { "name": "p2", "ip": "10.0.2.11" } ] },
-                  { "name": "n2", "address": "172.18.0.3", "podCIDR": "10.0.1.0/24", "pods": [ { "name": "p3", "ip": "10.0.1.10" } ] } ] }
+                  { "name": "n2", "address": "172.18.0.3", "podCIDR": "10.0.1.0/24", "pods": [ { "name": "p3", "ip": "10.0.1.10" } ] } ],
+                  "services": \(mode == .bpf && !bigTCP ? nodePortServices : "[]") }
                 """.utf8))
         c.datapathMode = mode
         c.ipv4BigTCP = .off
@@ -309,6 +358,16 @@ runBenchmark("datapath-bench", usage: usage) {
         let label =
             bigTCP ? "bpf + BIG TCP" : mode == .bpf ? "bpf mode" : iptables ? "kernel + iptables" : "kernel mode"
         if iptables {
+            // kube-proxy's rules for the same node ports on n1 (externalTrafficPolicy: Cluster).
+            let n1 = c.namespace(ofNode: "n1")
+            for rule in kubeProxyNodePortRules {
+                let out = try run(["ip", "netns", "exec", n1, "iptables", "-w", "5"] + rule)
+                _ = out
+            }
+            let nat = try run(["ip", "netns", "exec", n1, "iptables", "-t", "nat", "-S"])
+            guard nat.contains("30777"), nat.contains("KUBE-MARK-MASQ") || nat.contains("0x4000") else {
+                throw BenchError("iptables did not take kube-proxy's NodePort rules on n1 (\(nat.prefix(300)))")
+            }
             for node in ["n1", "n2"] {
                 let out = try run(["ip", "netns", "exec", c.namespace(ofNode: node)] + masquerade + ["-w", "5"])
                 let rules = try run(["ip", "netns", "exec", c.namespace(ofNode: node), "iptables", "-t", "nat", "-S"])
@@ -328,6 +387,25 @@ runBenchmark("datapath-bench", usage: usage) {
                 name: "two nodes, \(label)", client: c.namespace(ofPod: "p1"),
                 server: c.namespace(ofPod: "p3"), ip: "10.0.1.10",
                 bpf: mode == .bpf ? (directories, UInt32(NODENET_VERDICT_REMOTE_REDIRECT.rawValue)) : nil))
+        if (mode == .bpf && !bigTCP) || iptables {
+            nodePortLabs[mode == .bpf ? "bpf" : "kube-proxy"] = (c, directories)
+        }
+    }
+    // NodePort from outside (the lab's external host to n1), after the pod-to-pod paths: local
+    // backend (p2 on n1) and remote backend (p3 on n2), BPF mode and kube-proxy.
+    for (label, lab) in nodePortLabs.sorted(by: { $0.key < $1.key }) {
+        let (c, directories) = lab
+        let bpf = label == "bpf"
+        paths.append(
+            Path(
+                name: "NodePort local, \(label)", client: c.externalNamespace, server: c.namespace(ofPod: "p2"),
+                ip: "172.18.0.2", bpf: bpf ? (directories, UInt32(NODENET_VERDICT_LOCAL_REDIRECT.rawValue)) : nil,
+                iperfPort: 30201, echoPort: 30777))
+        paths.append(
+            Path(
+                name: "NodePort remote, \(label)", client: c.externalNamespace, server: c.namespace(ofPod: "p3"),
+                ip: "172.18.0.2", bpf: bpf ? (directories, UInt32(NODENET_VERDICT_REMOTE_REDIRECT.rawValue)) : nil,
+                iperfPort: 31201, echoPort: 31777))
     }
     // Order: bare, same bpf, two bpf, same kernel, two kernel, same kernel + iptables, two, same
     // bpf + BIG TCP, two.
@@ -335,11 +413,18 @@ runBenchmark("datapath-bench", usage: usage) {
     var cost = [[String: BPFProgramStats]](repeating: [:], count: paths.count)
     func measure(_ metric: Metric, _ p: Path) throws -> Double {
         switch metric {
-        case .stream1: try throughput(client: p.client, server: p.server, ip: p.ip, streams: 1, seconds: o.seconds)
-        case .stream2: try throughput(client: p.client, server: p.server, ip: p.ip, streams: 2, seconds: o.seconds)
-        case .rr: try requestResponse(client: p.client, server: p.server, ip: IPAddress(p.ip)!, seconds: o.seconds)
+        case .stream1:
+            try throughput(
+                client: p.client, server: p.server, ip: p.ip, port: p.iperfPort, streams: 1, seconds: o.seconds)
+        case .stream2:
+            try throughput(
+                client: p.client, server: p.server, ip: p.ip, port: p.iperfPort, streams: 2, seconds: o.seconds)
+        case .rr:
+            try requestResponse(
+                client: p.client, server: p.server, ip: IPAddress(p.ip)!, port: p.echoPort, seconds: o.seconds)
         case .crr:
-            try connectRequestResponse(client: p.client, server: p.server, ip: IPAddress(p.ip)!, seconds: o.seconds)
+            try connectRequestResponse(
+                client: p.client, server: p.server, ip: IPAddress(p.ip)!, port: p.echoPort, seconds: o.seconds)
         }
     }
     for round in 0..<o.rounds {
@@ -392,6 +477,7 @@ runBenchmark("datapath-bench", usage: usage) {
     func ratios(_ x: Int, over y: Int, _ metric: Metric) -> RatioSummary {
         RatioSummary(zip(values[x][metric]!, values[y][metric]!).map { $0 / $1 })
     }
+    func index(_ name: String) -> Int? { paths.firstIndex { $0.name == name } }
     var comparisons: [Output.Comparison] = []
     for metric in Metric.allCases where o.rounds > 0 {
         comparisons += [
@@ -402,7 +488,16 @@ runBenchmark("datapath-bench", usage: usage) {
             .init(name: "same node BPF / kernel+iptables", metric: metric.rawValue, ratio: ratios(1, over: 5, metric)),
             .init(name: "two nodes BPF / kernel+iptables", metric: metric.rawValue, ratio: ratios(2, over: 6, metric)),
         ]
-        if paths.count > 8 {
+        for side in ["local", "remote"] {
+            guard let b = index("NodePort \(side), bpf"), let k = index("NodePort \(side), kube-proxy") else {
+                continue
+            }
+            comparisons.append(
+                .init(
+                    name: "NodePort \(side) BPF / kube-proxy", metric: metric.rawValue,
+                    ratio: ratios(b, over: k, metric)))
+        }
+        if let big = index("same node, bpf + BIG TCP") {
             comparisons += [
                 .init(name: "same node BIG TCP / BPF", metric: metric.rawValue, ratio: ratios(7, over: 1, metric)),
                 .init(
@@ -420,10 +515,23 @@ runBenchmark("datapath-bench", usage: usage) {
             TargetVerdict("same node BPF / kernel+iptables, \(metric.rawValue)", .atLeast, 1.1, values: ratios(1, 5)),
         ]
     }
-    for metric in [Metric.stream1, .stream2] where o.rounds > 0 && paths.count > 8 {
-        let ratios = zip(values[7][metric]!, values[0][metric]!).map { $0 / $1 }
+    for metric in [Metric.stream1, .stream2] where o.rounds > 0 {
+        guard let big = index("same node, bpf + BIG TCP") else { break }
+        let ratios = zip(values[big][metric]!, values[0][metric]!).map { $0 / $1 }
         targets.append(
             TargetVerdict("same node BIG TCP / bare veth, \(metric.rawValue)", .atLeast, 1.2, values: ratios))
+    }
+    // Issue 15: NodePort from outside ≥ 1.2× kube-proxy's iptables rules on RR and CRR.
+    for metric in [Metric.rr, .crr] where o.rounds > 0 {
+        for side in ["local", "remote"] {
+            guard let b = index("NodePort \(side), bpf"), let k = index("NodePort \(side), kube-proxy") else {
+                continue
+            }
+            targets.append(
+                TargetVerdict(
+                    "NodePort \(side) BPF / kube-proxy, \(metric.rawValue)", .atLeast, 1.2,
+                    values: zip(values[b][metric]!, values[k][metric]!).map { $0 / $1 }))
+        }
     }
     let results = paths.indices.map { i in
         Output.PathResult(
