@@ -299,7 +299,7 @@ struct SecurityIntegrationTests {
     /// (Without a limit per client: the flood stands for many hosts outside.)
     @Test func theOutsideCannotPushThePodsFlowsOutOfTheTable() async throws {
         try await TestNode.with(pods: 2) { t in
-            try Self.applied(t, .bpf, configure: { $0.conntrack.outsideClientEntries = 0 }) { spec in
+            try Self.applied(t, .bpf) { spec in
                 try Self.routeOutside(t)
                 let first = try #require(try Self.masqueradedPort(t), "the pod's datagram left masqueraded")
                 try Conntrack.collect(bpffsDirectory: spec.bpffsDirectory)
@@ -317,11 +317,11 @@ struct SecurityIntegrationTests {
     /// Before (BPF mode): the flows opened from outside shared one count: 140 000 SYNs from one
     /// host outside (198.51.100.9) to a pod filled the outside's half of the table, and a SYN
     /// from another host (198.51.100.10) was dropped. Now each client outside holds at most its
-    /// own part (`conntrack.outsideClientEntries`, 16 384 entries by default): the flood stops
-    /// there and the other host's flow opens.
+    /// own part (`conntrack.outsideClientEntries`, here 16 384 entries): the flood stops there
+    /// and the other host's flow opens.
     @Test func oneHostOutsideCannotCrowdOutTheOthers() async throws {
         try await TestNode.with(pods: 1) { t in
-            try Self.applied(t, .bpf) { spec in
+            try Self.applied(t, .bpf, configure: { $0.conntrack.outsideClientEntries = 16_384 }) { spec in
                 try Self.routeOutside(t)
                 try Conntrack.collect(bpffsDirectory: spec.bpffsDirectory)  // quotas are enforced from here
                 try Self.flood(from: t.fabric, "198.51.100.9", count: 140_000, syn: true)

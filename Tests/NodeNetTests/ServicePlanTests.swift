@@ -143,7 +143,7 @@ import Testing
         (settings.services, settings.packetLB, settings.masquerade, settings.externalFrontends) = (
             true, true, true, false
         )
-        (settings.nativeIfindex, settings.maglevSize, settings.outsideClientMax) = (2, 0, 16_384)
+        (settings.nativeIfindex, settings.maglevSize, settings.outsideClientMax) = (2, 0, 0)
         observed.services.settings = settings
         observed.services.nodes = [IPAddress("172.18.0.2"): .local, IPAddress("172.18.0.3"): .remote]
         observed.services.backends = [

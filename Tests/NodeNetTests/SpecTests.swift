@@ -424,12 +424,13 @@ import Testing
 extension SpecTests {
     @Test func specRoundTripsThroughJSON() throws {
         var spec = try Self.load(Self.worker2)
-        #expect(spec.conntrack.outsideClientEntries == 16_384, "an eighth of the outside's 131 072 entries")
+        #expect(spec.conntrack.outsideClientEntries == 0, "off by default")
         let again = try NodeSpec.load(try spec.jsonData(), namespaceExists: { _ in true })
         #expect(again == spec)
-        spec.conntrack.outsideClientEntries = 0
-        let off = try NodeSpec.load(try spec.jsonData(), namespaceExists: { _ in true })
-        #expect(off.conntrack.outsideClientEntries == 0 && NodeSettings(spec: off).mapValue.outside_client_max == 0)
-        #expect(NodeSettings(spec: again).mapValue.outside_client_max == 16_384)
+        spec.conntrack.outsideClientEntries = 16_384
+        let on = try NodeSpec.load(try spec.jsonData(), namespaceExists: { _ in true })
+        #expect(
+            on.conntrack.outsideClientEntries == 16_384 && NodeSettings(spec: on).mapValue.outside_client_max == 16_384)
+        #expect(NodeSettings(spec: again).mapValue.outside_client_max == 0)
     }
 }

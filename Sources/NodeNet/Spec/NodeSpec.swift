@@ -325,17 +325,21 @@ public struct LoadBalancerSettings: Sendable, Hashable {
 /// cannot take the node ports from the others. A connection to a node port takes 2 entries (4
 /// with a backend on another node), a connection from outside straight to a pod 1.
 public struct ConntrackSettings: Sendable, Hashable {
-    /// The entries one client outside may hold; 0: no limit of its own (only the outside's
-    /// share), for nodes whose traffic comes through a load balancer that replaces the clients'
-    /// addresses with a few of its own.
+    /// The entries one client outside may hold; 0 (the default): no limit of its own (only the
+    /// outside's share). Off by default: a client's closed flows count until the agent's next
+    /// collection removes them, so one client opening thousands of short connections (measured:
+    /// a benchmark client to a node port with a remote backend, 4 entries a connection) reached
+    /// 16 384 entries in a second and was held back for good; and a node behind a load balancer
+    /// that replaces the clients' addresses sees only a few of its own. Set it where single
+    /// hosts outside should not be able to take the node ports from the others.
     public var outsideClientEntries: Int
 
     public init(outsideClientEntries: Int = Self.defaultOutsideClientEntries) {
         self.outsideClientEntries = outsideClientEntries
     }
 
-    /// An eighth of the outside's share.
-    public static let defaultOutsideClientEntries = Int(NODENET_CT_QUOTA_OUTSIDE_MAX) / 8
+    /// Off (see `outsideClientEntries`).
+    public static let defaultOutsideClientEntries = 0
     /// What a spec may ask for: up to the outside's whole share.
     public static let outsideClientEntriesRange = 0...Int(NODENET_CT_QUOTA_OUTSIDE_MAX)
 }
