@@ -327,9 +327,9 @@ public struct LoadBalancerSettings: Sendable, Hashable {
 public struct ConntrackSettings: Sendable, Hashable {
     /// The entries one client outside may hold; 0 (the default): no limit of its own (only the
     /// outside's share). Off by default: a client's closed flows count until the agent's next
-    /// collection removes them, so one client opening thousands of short connections (measured:
-    /// a benchmark client to a node port with a remote backend, 4 entries a connection) reached
-    /// 16 384 entries in a second and was held back for good; and a node behind a load balancer
+    /// collection removes them, so one client opening thousands of short connections (a node
+    /// port with a remote backend: 4 entries a connection) would reach a limit like 16 384 within
+    /// seconds at benchmark rates and be held back until then; and a node behind a load balancer
     /// that replaces the clients' addresses sees only a few of its own. Set it where single
     /// hosts outside should not be able to take the node ports from the others.
     public var outsideClientEntries: Int
