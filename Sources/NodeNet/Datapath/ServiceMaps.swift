@@ -319,9 +319,20 @@ extension ServiceMaps.Batch {
         enum Map: String { case services, revnat, backends }
         var map: Map
         var put: Bool
-        /// Readable keys: `10.96.0.1:80/tcp#0` (a frontend's slot), `7` (an id).
-        var keys: [String]
-        fileprivate var write: (ServiceMaps) throws -> Void
+        /// How many keys it writes.
+        var count: Int
+        /// Readable keys, made only when asked (a test, a message): `10.96.0.1:80/TCP#0` (a
+        /// frontend's slot), `7` (an id).
+        var keys: [String] { names() }
+        private let names: () -> [String]
+        fileprivate let write: (ServiceMaps) throws -> Void
+
+        fileprivate init(
+            _ map: Map, put: Bool, count: Int, keys: @autoclosure @escaping () -> [String],
+            write: @escaping (ServiceMaps) throws -> Void
+        ) {
+            (self.map, self.put, self.count, self.names, self.write) = (map, put, count, keys, write)
+        }
 
         var description: String { "\(put ? "put" : "delete") \(map) \(keys.joined(separator: " "))" }
     }
@@ -341,32 +352,34 @@ extension ServiceMaps.Batch {
             self.slotKeys, self.slotValues, self.masterKeys, self.masterValues, self.surplus
         )
         let all: [Step] = [
-            Step(map: .services, put: false, keys: slots(masterRemovals)) {
+            Step(.services, put: false, count: masterRemovals.count, keys: slots(masterRemovals)) {
                 try $0.services.delete(keys: masterRemovals)
             },
-            Step(map: .services, put: false, keys: slots(slotRemovals)) { try $0.services.delete(keys: slotRemovals) },
-            Step(map: .revnat, put: false, keys: revnatRemovals.map(String.init)) {
+            Step(.services, put: false, count: slotRemovals.count, keys: slots(slotRemovals)) {
+                try $0.services.delete(keys: slotRemovals)
+            },
+            Step(.revnat, put: false, count: revnatRemovals.count, keys: revnatRemovals.map(String.init)) {
                 try $0.revnat.delete(keys: revnatRemovals)
             },
-            Step(map: .backends, put: false, keys: backendRemovals.map(String.init)) {
+            Step(.backends, put: false, count: backendRemovals.count, keys: backendRemovals.map(String.init)) {
                 try $0.backends.delete(keys: backendRemovals)
             },
-            Step(map: .backends, put: true, keys: backendKeys.map(String.init)) {
+            Step(.backends, put: true, count: backendKeys.count, keys: backendKeys.map(String.init)) {
                 try $0.backends.update(keys: backendKeys, values: backendValues)
             },
-            Step(map: .revnat, put: true, keys: revnatKeys.map(String.init)) {
+            Step(.revnat, put: true, count: revnatKeys.count, keys: revnatKeys.map(String.init)) {
                 try $0.revnat.update(keys: revnatKeys, values: revnatValues)
             },
-            Step(map: .services, put: true, keys: slots(slotKeys)) {
+            Step(.services, put: true, count: slotKeys.count, keys: slots(slotKeys)) {
                 try $0.services.update(keys: slotKeys, values: slotValues)
             },
-            Step(map: .services, put: true, keys: slots(masterKeys)) {
+            Step(.services, put: true, count: masterKeys.count, keys: slots(masterKeys)) {
                 try $0.services.update(keys: masterKeys, values: masterValues)
             },
-            Step(map: .services, put: false, keys: slots(surplus)) { maps in
+            Step(.services, put: false, count: surplus.count, keys: slots(surplus)) { maps in
                 for key in surplus { try maps.services.delete(key) }
             },
         ]
-        return all.filter { !$0.keys.isEmpty }
+        return all.filter { $0.count > 0 }
     }
 }
