@@ -11,7 +11,9 @@
 // writes them for `externalTrafficPolicy: Cluster`) in the kernel + iptables lab.
 //
 //   apt-get install iperf3 iptables
-//   swift build -c release --product datapath-bench && .build/release/datapath-bench [--seconds S] [--rounds R] [--json]
+//   swift build -c release --product datapath-bench && .build/release/datapath-bench [--seconds S] [--rounds R] [--only nodeport] [--json]
+//
+// `--only nodeport` measures the NodePort paths alone (RR and CRR, BPF against kube-proxy).
 //
 // Each round runs every metric over every path in turn (the paths' order rotates from round to
 // round), so a drift of the machine lands on all paths of a round alike; figures are the
@@ -35,12 +37,14 @@ import NodeNetLab
 
 struct Options {
     var seconds = 3, rounds = 5, json = false
+    /// Only the NodePort paths, on RR and CRR.
+    var onlyNodePort = false
 }
 
 struct BadUsage: UsageError {}
 
 let usage =
-    "usage: datapath-bench [--seconds S] [--rounds R] [--json]   (needs root, iperf3 and iptables; S 1-30, R 0-20; 0: program costs only)"
+    "usage: datapath-bench [--seconds S] [--rounds R] [--only nodeport] [--json]   (needs root, iperf3 and iptables; S 1-30, R 0-20; 0: program costs only)"
 
 func parseOptions() throws -> Options {
     var o = Options()
@@ -50,6 +54,9 @@ func parseOptions() throws -> Options {
         case "--seconds": o.seconds = args.int(in: 1...30, default: -1)
         case "--rounds", "--repeat": o.rounds = args.int(in: 0...20, default: -1)
         case "--json": o.json = true
+        case "--only":
+            guard args.next() == "nodeport" else { throw BadUsage() }
+            o.onlyNodePort = true
         default: throw BadUsage()
         }
         if o.seconds < 0 || o.rounds < 0 { throw BadUsage() }
@@ -409,6 +416,8 @@ runBenchmark("datapath-bench", usage: usage) {
     }
     // Order: bare, same bpf, two bpf, same kernel, two kernel, same kernel + iptables, two, same
     // bpf + BIG TCP, two.
+    let measured = paths.indices.filter { !o.onlyNodePort || paths[$0].name.hasPrefix("NodePort") }
+    let metrics = o.onlyNodePort ? [Metric.rr, .crr] : Metric.allCases
     var values = [[Metric: [Double]]](repeating: [:], count: paths.count)
     var cost = [[String: BPFProgramStats]](repeating: [:], count: paths.count)
     func measure(_ metric: Metric, _ p: Path) throws -> Double {
@@ -428,9 +437,9 @@ runBenchmark("datapath-bench", usage: usage) {
         }
     }
     for round in 0..<o.rounds {
-        for metric in Metric.allCases {
-            for k in 0..<paths.count {
-                let i = (k + round) % paths.count
+        for metric in metrics {
+            for k in 0..<measured.count {
+                let i = measured[(k + round) % measured.count]
                 let path = paths[i]
                 let verdicts = try path.bpf.flatMap { bpf in
                     try BPFMap<UInt32, UInt64>.pinned(
@@ -459,7 +468,7 @@ runBenchmark("datapath-bench", usage: usage) {
     do {
         let statistics = try BPFStatistics()
         defer { withExtendedLifetime(statistics) {} }
-        for i in paths.indices where paths[i].bpf != nil {
+        for i in measured where paths[i].bpf != nil {
             let bpfPrograms = try programs(paths[i].bpf!.directories)
             for metric in [Metric.rr] {
                 let before = try stats(bpfPrograms)
@@ -474,12 +483,14 @@ runBenchmark("datapath-bench", usage: usage) {
             }
         }
     }
-    func ratios(_ x: Int, over y: Int, _ metric: Metric) -> RatioSummary {
-        RatioSummary(zip(values[x][metric]!, values[y][metric]!).map { $0 / $1 })
+    /// In-round ratios of path x over path y (empty when either was not measured).
+    func inRound(_ x: Int, _ y: Int, _ metric: Metric) -> [Double] {
+        zip(values[x][metric] ?? [], values[y][metric] ?? []).map { $0 / $1 }
     }
+    func ratios(_ x: Int, over y: Int, _ metric: Metric) -> RatioSummary { RatioSummary(inRound(x, y, metric)) }
     func index(_ name: String) -> Int? { paths.firstIndex { $0.name == name } }
     var comparisons: [Output.Comparison] = []
-    for metric in Metric.allCases where o.rounds > 0 {
+    for metric in metrics where o.rounds > 0 && !o.onlyNodePort {
         comparisons += [
             .init(name: "same node BPF / bare veth", metric: metric.rawValue, ratio: ratios(1, over: 0, metric)),
             .init(name: "same node kernel / bare veth", metric: metric.rawValue, ratio: ratios(3, over: 0, metric)),
@@ -488,15 +499,6 @@ runBenchmark("datapath-bench", usage: usage) {
             .init(name: "same node BPF / kernel+iptables", metric: metric.rawValue, ratio: ratios(1, over: 5, metric)),
             .init(name: "two nodes BPF / kernel+iptables", metric: metric.rawValue, ratio: ratios(2, over: 6, metric)),
         ]
-        for side in ["local", "remote"] {
-            guard let b = index("NodePort \(side), bpf"), let k = index("NodePort \(side), kube-proxy") else {
-                continue
-            }
-            comparisons.append(
-                .init(
-                    name: "NodePort \(side) BPF / kube-proxy", metric: metric.rawValue,
-                    ratio: ratios(b, over: k, metric)))
-        }
         if let big = index("same node, bpf + BIG TCP") {
             comparisons += [
                 .init(name: "same node BIG TCP / BPF", metric: metric.rawValue, ratio: ratios(7, over: 1, metric)),
@@ -506,20 +508,32 @@ runBenchmark("datapath-bench", usage: usage) {
             ]
         }
     }
+    for metric in metrics where o.rounds > 0 {
+        for side in ["local", "remote"] {
+            guard let b = index("NodePort \(side), bpf"), let k = index("NodePort \(side), kube-proxy") else {
+                continue
+            }
+            comparisons.append(
+                .init(
+                    name: "NodePort \(side) BPF / kube-proxy", metric: metric.rawValue,
+                    ratio: ratios(b, over: k, metric)))
+        }
+    }
     // Issue 15's same-node targets, on throughput and request/response.
     var targets: [TargetVerdict] = []
-    for metric in [Metric.stream1, .rr] where o.rounds > 0 {
-        let ratios = { (x: Int, y: Int) in zip(values[x][metric]!, values[y][metric]!).map { $0 / $1 } }
+    for metric in [Metric.stream1, .rr] where o.rounds > 0 && !o.onlyNodePort {
         targets += [
-            TargetVerdict("same node BPF / bare veth, \(metric.rawValue)", .atLeast, 1.0, values: ratios(1, 0)),
-            TargetVerdict("same node BPF / kernel+iptables, \(metric.rawValue)", .atLeast, 1.1, values: ratios(1, 5)),
+            TargetVerdict(
+                "same node BPF / bare veth, \(metric.rawValue)", .atLeast, 1.0, values: inRound(1, 0, metric)),
+            TargetVerdict(
+                "same node BPF / kernel+iptables, \(metric.rawValue)", .atLeast, 1.1, values: inRound(1, 5, metric)),
         ]
     }
-    for metric in [Metric.stream1, .stream2] where o.rounds > 0 {
+    for metric in [Metric.stream1, .stream2] where o.rounds > 0 && !o.onlyNodePort {
         guard let big = index("same node, bpf + BIG TCP") else { break }
-        let ratios = zip(values[big][metric]!, values[0][metric]!).map { $0 / $1 }
         targets.append(
-            TargetVerdict("same node BIG TCP / bare veth, \(metric.rawValue)", .atLeast, 1.2, values: ratios))
+            TargetVerdict(
+                "same node BIG TCP / bare veth, \(metric.rawValue)", .atLeast, 1.2, values: inRound(big, 0, metric)))
     }
     // Issue 15: NodePort from outside ≥ 1.2× kube-proxy's iptables rules on RR and CRR.
     for metric in [Metric.rr, .crr] where o.rounds > 0 {
@@ -530,14 +544,14 @@ runBenchmark("datapath-bench", usage: usage) {
             targets.append(
                 TargetVerdict(
                     "NodePort \(side) BPF / kube-proxy, \(metric.rawValue)", .atLeast, 1.2,
-                    values: zip(values[b][metric]!, values[k][metric]!).map { $0 / $1 }))
+                    values: inRound(b, k, metric)))
         }
     }
-    let results = paths.indices.map { i in
+    let results = measured.map { i in
         Output.PathResult(
             path: paths[i].name,
             medians: o.rounds == 0
-                ? [:] : Dictionary(uniqueKeysWithValues: Metric.allCases.map { ($0.rawValue, median(values[i][$0]!)) }),
+                ? [:] : Dictionary(uniqueKeysWithValues: metrics.map { ($0.rawValue, median(values[i][$0]!)) }),
             nanosecondsPerPacket: paths[i].bpf == nil
                 ? nil
                 : cost[i].compactMapValues {
@@ -557,11 +571,11 @@ runBenchmark("datapath-bench", usage: usage) {
     }
     print(
         "path                        "
-            + Metric.allCases.map { $0.rawValue.padding(toLength: 18, withPad: " ", startingAt: 0) }.joined())
+            + metrics.map { $0.rawValue.padding(toLength: 18, withPad: " ", startingAt: 0) }.joined())
     for r in results {
         print(
             r.path.padding(toLength: 28, withPad: " ", startingAt: 0)
-                + Metric.allCases.map {
+                + metrics.map {
                     String(format: "%-18.2f", r.medians[$0.rawValue]!)
                 }.joined())
     }

@@ -220,11 +220,14 @@ static __always_inline struct nodenet_ct_entry *nodenet_ct_lookup(struct nodenet
 	if (!e)
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
-	/* Refresh at most every ~0.5 s: a write per packet would bounce the cache line. */
-	if (now - e->last_seen_ns > (1ULL << 29))
-		e->last_seen_ns = now;
 	if (f->tcp_flags & (NODENET_TCP_FIN | NODENET_TCP_RST))
-		e->flags |= NODENET_CT_F_CLOSING;
+		e->flags |= (f->tcp_flags & NODENET_TCP_RST) ? NODENET_CT_F_CLOSING | NODENET_CT_F_RESET : NODENET_CT_F_CLOSING;
+	/* Refresh at most every ~0.5 s: a write per packet would bounce the cache line. A closing
+	 * flow's every packet refreshes: one that is over may give its NAT port up shortly after
+	 * its last packet (nat.h), so that time must be exact (and a flow still sending after a
+	 * FIN or a forged RST is never taken for quiet). */
+	if ((e->flags & NODENET_CT_F_CLOSING) || now - e->last_seen_ns > (1ULL << 29))
+		e->last_seen_ns = now;
 	return e;
 }
 

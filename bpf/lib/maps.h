@@ -283,11 +283,17 @@ struct nodenet_ct_entry {
 #define NODENET_CT_F_CLOSING 1   /* TCP FIN or RST seen: short timeout */
 #define NODENET_CT_F_SEEN_REPLY 2 /* REPLY, NAT_IN: a packet came back */
 #define NODENET_CT_F_ESTABLISHED 4 /* TCP: a segment past the handshake went forward (ACK, no SYN/RST/FIN) */
+#define NODENET_CT_F_RESET 8     /* TCP RST seen: the flow is over */
 
 /* A NAT port whose flow never got going (TCP: never established; UDP, ICMP: never answered)
  * and was not used for this long may be given to a new flow when the ports run out: a flood
  * of SYNs no one completes cannot hold them. */
 #define NODENET_NAT_RECLAIM_NS 1000000000ULL
+/* A NAT port whose TCP flow is over (reset, or finished each way) and was quiet this long
+ * may be given to a new flow when the ports run out: a client closing thousands of
+ * connections a second does not wait for the agent's collection (10 s) for ports. A FIN or
+ * RST refreshes the entry's time, so this counts from the flow's last one. */
+#define NODENET_NAT_REUSE_CLOSED_NS 100000000ULL
 
 /* The ports of a fragmented datagram, recorded from its first fragment so that the later
  * ones (which carry no L4 header) are translated with it. Keyed by the IP header fields all

@@ -67,30 +67,80 @@ static __always_inline int nodenet_rewrite(struct __sk_buff *skb, struct nodenet
 	return 0;
 }
 
-/* Whether `last_seen` is older than NODENET_NAT_RECLAIM_NS at `now` (an entry written after
- * `now` was read is not). */
-static __always_inline int nodenet_nat_idle(__u64 last_seen, __u64 now)
+/* Whether `last_seen` is more than `idle_ns` before `now` (an entry written after `now` was
+ * read is not). */
+static __always_inline int nodenet_nat_idle(__u64 last_seen, __u64 now, __u64 idle_ns)
 {
-	return now > last_seen && now - last_seen > NODENET_NAT_RECLAIM_NS;
+	return now > last_seen && now - last_seen > idle_ns;
+}
+
+/* Whether a TCP flow whose directions' entries carry `in_flags` and `out_flags` is over:
+ * reset, or finished (FIN) each way. */
+static __always_inline int nodenet_flow_over(__u8 in_flags, __u8 out_flags)
+{
+	return ((in_flags | out_flags) & NODENET_CT_F_RESET) || (in_flags & out_flags & NODENET_CT_F_CLOSING);
+}
+
+/* The rest of a flow whose NAT port went to another (NAT_IN key `in`, its original source
+ * `address:port`): its service pair when it had been translated to a backend (a node port with
+ * a remote backend, a pod's flow under per-packet LB: key the client's, value the backend
+ * `in` came from) goes too, and when `counted` what the flow's opener had counted for it is
+ * given back (the pod's, when the source is one with a count, else the outside's and its
+ * client's), so that closed flows do not hold quotas until the agent's collection. */
+static __always_inline void nodenet_nat_forget(const struct nodenet_tuple *in, __u32 address, __u16 port, int counted)
+{
+	__u32 entries = 2;
+	struct nodenet_tuple reply = {};
+	reply.saddr = in->saddr;
+	reply.daddr = address;
+	reply.sport = in->sport;
+	reply.dport = port;
+	reply.proto = in->proto;
+	reply.kind = NODENET_CT_REPLY;
+	struct nodenet_ct_entry *r = bpf_map_lookup_elem(&nodenet_ct, &reply);
+	if (r) {
+		struct nodenet_tuple service = {};
+		service.saddr = address;
+		service.daddr = r->address;
+		service.sport = port;
+		service.dport = r->port;
+		service.proto = in->proto;
+		service.kind = NODENET_CT_SERVICE;
+		struct nodenet_ct_entry *s = bpf_map_lookup_elem(&nodenet_ct, &service);
+		if (s && s->address == in->saddr && s->port == in->sport) {
+			bpf_map_delete_elem(&nodenet_ct, &service);
+			bpf_map_delete_elem(&nodenet_ct, &reply);
+			entries += 2;
+		}
+	}
+	if (!counted)
+		return;
+	if (bpf_map_lookup_elem(&nodenet_ct_quota, &address)) {
+		nodenet_ct_count_down(&nodenet_ct_quota, address, entries);
+	} else {
+		nodenet_ct_count_down(&nodenet_ct_quota, NODENET_CT_QUOTA_OUTSIDE, entries);
+		nodenet_ct_count_down(&nodenet_ct_client, address, entries);
+	}
 }
 
 /* Takes the NAT port of key `in` (a NAT_IN key, every field set) for the flow `f` when its
- * present flow never got going (TCP: not established; UDP, ICMP: never answered) and neither
- * of its directions was used for NODENET_NAT_RECLAIM_NS: its entries are replaced by `f`'s
- * NAT_IN (deleted, then inserted exclusively; the entry is read again just before, so a flow
- * that took the port meanwhile keeps it) and its NAT_OUT goes. 0 when the port is `f`'s now. */
-static __always_inline int nodenet_nat_reclaim(struct nodenet_flow *f, struct nodenet_tuple *in, __u32 nat_addr)
+ * present flow is done with it: a TCP flow that is over (reset, or FIN each way) and quiet
+ * for NODENET_NAT_REUSE_CLOSED_NS, or a flow that never got going (TCP: not established;
+ * UDP, ICMP: never answered) and quiet for NODENET_NAT_RECLAIM_NS, both directions judged.
+ * Its NAT_IN is replaced by `f`'s (deleted, then inserted exclusively; the entry is read
+ * again just before, so a flow that took the port meanwhile keeps it), its NAT_OUT and its
+ * service pair go, and its quota counts are given back when `counted`. 0 when the port is
+ * `f`'s now. */
+static __always_inline int nodenet_nat_reclaim(struct nodenet_flow *f, struct nodenet_tuple *in, __u32 nat_addr, int counted)
 {
 	struct nodenet_ct_entry *held = bpf_map_lookup_elem(&nodenet_ct, in);
 	if (!held)
 		return nodenet_ct_put(in, NODENET_CT_NAT_IN, f->tuple.saddr, f->tuple.sport, 0, 0, BPF_NOEXIST) == 0 ? 0 : -1;
-	__u8 going = in->proto == IPPROTO_TCP ? NODENET_CT_F_ESTABLISHED : NODENET_CT_F_SEEN_REPLY;
 	__u64 now = bpf_ktime_get_ns();
 	__u32 address = held->address;
 	__u16 port = held->port;
-	if ((held->flags & going) || !nodenet_nat_idle(held->last_seen_ns, now))
-		return -1;
-	/* Its forward direction (refreshed by the flow's own packets) must be idle too. */
+	__u8 held_flags = held->flags;
+	__u64 held_seen = held->last_seen_ns;
 	struct nodenet_tuple out = {};
 	out.saddr = address;
 	out.daddr = in->saddr;
@@ -100,7 +150,15 @@ static __always_inline int nodenet_nat_reclaim(struct nodenet_flow *f, struct no
 	out.kind = NODENET_CT_NAT_OUT;
 	struct nodenet_ct_entry *o = bpf_map_lookup_elem(&nodenet_ct, &out);
 	int owns = o && o->address == nat_addr && o->port == in->dport;
-	if (owns && !nodenet_nat_idle(o->last_seen_ns, now))
+	__u8 out_flags = owns ? o->flags : 0;
+	__u64 quiet_ns;
+	if (in->proto == IPPROTO_TCP && nodenet_flow_over(held_flags, out_flags))
+		quiet_ns = NODENET_NAT_REUSE_CLOSED_NS;
+	else if (held_flags & (in->proto == IPPROTO_TCP ? NODENET_CT_F_ESTABLISHED : NODENET_CT_F_SEEN_REPLY))
+		return -1;
+	else
+		quiet_ns = NODENET_NAT_RECLAIM_NS;
+	if (!nodenet_nat_idle(held_seen, now, quiet_ns) || (owns && !nodenet_nat_idle(o->last_seen_ns, now, quiet_ns)))
 		return -1;
 	struct nodenet_ct_entry *again = bpf_map_lookup_elem(&nodenet_ct, in);
 	if (!again || again->address != address || again->port != port)
@@ -110,6 +168,7 @@ static __always_inline int nodenet_nat_reclaim(struct nodenet_flow *f, struct no
 		return -1;
 	if (owns)
 		bpf_map_delete_elem(&nodenet_ct, &out);
+	nodenet_nat_forget(in, address, port, counted);
 	return 0;
 }
 
@@ -149,12 +208,13 @@ static __always_inline int nodenet_snat(struct nodenet_flow *f, __u32 nat_addr, 
 		return -3;
 	__u32 start = bpf_get_prandom_u32();
 	/* Eight free candidates tried; when all are taken, the same eight again, each claimed if
-	 * its flow never got going (a SYN flood nobody completes cannot hold the ports). */
+	 * its flow is over (a client closing connections quickly does not run out of ports) or
+	 * never got going (a SYN flood nobody completes cannot hold them). */
 	for (int i = 0; i < 16; i++) {
 		__u16 candidate = bpf_htons((__u16)(NODENET_NAT_PORT_MIN + (start + (i & 7) * 577) % NODENET_NAT_PORT_COUNT));
 		in.dport = candidate;
 		int taken = i < 8 ? nodenet_ct_put(&in, NODENET_CT_NAT_IN, f->tuple.saddr, f->tuple.sport, 0, 0, BPF_NOEXIST) != 0
-				  : nodenet_nat_reclaim(f, &in, nat_addr) != 0;
+				  : nodenet_nat_reclaim(f, &in, nat_addr, opener != 0) != 0;
 		if (!taken) {
 			struct nodenet_tuple key = f->tuple;
 			nodenet_ct_put(&key, NODENET_CT_NAT_OUT, nat_addr, candidate, 0, 0, BPF_ANY);
