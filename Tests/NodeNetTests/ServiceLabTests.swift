@@ -504,18 +504,25 @@ struct ServiceLabTests {
         #expect(try ranges.keys().isEmpty)
     }
 
+    /// The lab with one more node port, `nodePort` on every node, whose one backend (10.0.1.15:80,
+    /// on node worker) is remote from worker2: its flows through worker2 take NAT ports.
+    static func nodePortToRemoteBackend(_ tag: String, nodePort: Int) -> LabCluster {
+        var cluster = Self.cluster(tag)
+        cluster.services.append(
+            ServiceSpec(
+                name: "default/remote-\(tag)", type: .nodePort, clusterIP: IPAddress("10.96.9.39"),
+                ports: [ServicePort(port: 8080, targetPort: 80, nodePort: nodePort)],
+                backends: [ServiceBackend(ip: IPAddress("10.0.1.15"))]))
+        return cluster
+    }
+
     /// A SYN flood from outside to a node port with a remote backend: 6 000 SYNs nobody completes
     /// (from six addresses on the fabric nobody answers for, each within its own conntrack part)
     /// take every one of the 4 536 NAT ports for that backend. Before, they held them for the TCP timeout (6 h) and every new client
     /// was dropped; now a port whose flow never got established is given to a new flow after
     /// a second idle, and the agent's collection removes such flows after 15 s.
     @Test func aSYNFloodCannotHoldTheNodePortsNATPorts() throws {
-        var cluster = Self.cluster("syn")
-        cluster.services.append(
-            ServiceSpec(
-                name: "default/flooded", type: .nodePort, clusterIP: IPAddress("10.96.9.39"),
-                ports: [ServicePort(port: 8080, targetPort: 80, nodePort: 31500)],
-                backends: [ServiceBackend(ip: IPAddress("10.0.1.15"))]))
+        let cluster = Self.nodePortToRemoteBackend("syn", nodePort: 31500)
         defer { Lab.down(name: cluster.name) }
         try Self.up(cluster)
         let bpffs = cluster.bpffsDirectory(ofNode: "worker2")
@@ -557,12 +564,7 @@ struct ServiceLabTests {
     /// port of a flow that is over and quiet for 0.1 s goes to the next flow, its service
     /// entries with it, and the outside's conntrack count gets them back.
     @Test func aClientClosingConnectionsQuicklyDoesNotRunOutOfNATPorts() throws {
-        var cluster = Self.cluster("churn")
-        cluster.services.append(
-            ServiceSpec(
-                name: "default/churned", type: .nodePort, clusterIP: IPAddress("10.96.9.40"),
-                ports: [ServicePort(port: 8080, targetPort: 80, nodePort: 31501)],
-                backends: [ServiceBackend(ip: IPAddress("10.0.1.15"))]))
+        let cluster = Self.nodePortToRemoteBackend("churn", nodePort: 31501)
         defer { Lab.down(name: cluster.name) }
         try Self.up(cluster)
         let bpffs = cluster.bpffsDirectory(ofNode: "worker2")

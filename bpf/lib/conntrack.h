@@ -199,6 +199,19 @@ static __always_inline int nodenet_flow_read(struct iphdr *ip, void *end, struct
 	return 0;
 }
 
+/* The key of kind `kind` for the flow `saddr:sport -> daddr:dport` (network order). */
+static __always_inline struct nodenet_tuple nodenet_tuple_of(__u32 saddr, __u16 sport, __u32 daddr, __u16 dport, __u8 proto, __u8 kind)
+{
+	struct nodenet_tuple t = {};
+	t.saddr = saddr;
+	t.daddr = daddr;
+	t.sport = sport;
+	t.dport = dport;
+	t.proto = proto;
+	t.kind = kind;
+	return t;
+}
+
 /* The flow of the replies to `f` when they come from `address:port` (its destination, or
  * the backend it was translated to). */
 static __always_inline void nodenet_reply_of(const struct nodenet_flow *f, __u32 address, __u16 port, struct nodenet_flow *reply)

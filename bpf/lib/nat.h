@@ -90,22 +90,10 @@ static __always_inline int nodenet_flow_over(__u8 in_flags, __u8 out_flags)
 static __always_inline void nodenet_nat_forget(const struct nodenet_tuple *in, __u32 address, __u16 port, int counted)
 {
 	__u32 entries = 2;
-	struct nodenet_tuple reply = {};
-	reply.saddr = in->saddr;
-	reply.daddr = address;
-	reply.sport = in->sport;
-	reply.dport = port;
-	reply.proto = in->proto;
-	reply.kind = NODENET_CT_REPLY;
+	struct nodenet_tuple reply = nodenet_tuple_of(in->saddr, in->sport, address, port, in->proto, NODENET_CT_REPLY);
 	struct nodenet_ct_entry *r = bpf_map_lookup_elem(&nodenet_ct, &reply);
 	if (r) {
-		struct nodenet_tuple service = {};
-		service.saddr = address;
-		service.daddr = r->address;
-		service.sport = port;
-		service.dport = r->port;
-		service.proto = in->proto;
-		service.kind = NODENET_CT_SERVICE;
+		struct nodenet_tuple service = nodenet_tuple_of(address, port, r->address, r->port, in->proto, NODENET_CT_SERVICE);
 		struct nodenet_ct_entry *s = bpf_map_lookup_elem(&nodenet_ct, &service);
 		if (s && s->address == in->saddr && s->port == in->sport) {
 			bpf_map_delete_elem(&nodenet_ct, &service);
@@ -141,13 +129,7 @@ static __always_inline int nodenet_nat_reclaim(struct nodenet_flow *f, struct no
 	__u16 port = held->port;
 	__u8 held_flags = held->flags;
 	__u64 held_seen = held->last_seen_ns;
-	struct nodenet_tuple out = {};
-	out.saddr = address;
-	out.daddr = in->saddr;
-	out.sport = port;
-	out.dport = in->sport;
-	out.proto = in->proto;
-	out.kind = NODENET_CT_NAT_OUT;
+	struct nodenet_tuple out = nodenet_tuple_of(address, port, in->saddr, in->sport, in->proto, NODENET_CT_NAT_OUT);
 	struct nodenet_ct_entry *o = bpf_map_lookup_elem(&nodenet_ct, &out);
 	int owns = o && o->address == nat_addr && o->port == in->dport;
 	__u8 out_flags = owns ? o->flags : 0;
