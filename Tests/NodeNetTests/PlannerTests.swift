@@ -187,6 +187,18 @@ import Testing
                     "update link lxc5fa86a0801be [node] gso/gro ipv4 65536/65536 -> gso/gro ipv4 196608",
                     "update link eth0 [pod pod-net] gso/gro ipv4 65536/65536 -> gso/gro ipv4 196608",
                 ])
+        // Each change's undo restores what was there, GRO apart from GSO where they differed.
+        func undos(_ p: Planner.Plan) -> [LinkChange] {
+            p.changes.compactMap {
+                if case .setLink(_, _, _, let undo)? = $0.change.netlink { return undo }
+                return nil
+            }
+        }
+        #expect(undos(p) == Array(repeating: LinkChange(ipv4MaxSegmentSize: 65_536), count: 4))
+        observed.node.links["cilium_host"]?.groIPv4MaxSize = 131_072
+        #expect(
+            undos(plan(observed, desired: desired)).first
+                == LinkChange(ipv4MaxSegmentSize: 65_536, ipv4GROMaxSize: 131_072))
         // Already so: nothing to do.
         for name in ["cilium_host", "cilium_net", "lxc5fa86a0801be"] {
             observed.node.links[name]?.gsoIPv4MaxSize = 196_608

@@ -194,10 +194,7 @@ public struct LinkConfiguration: Sendable, Equatable {
         if let mtu { m.attribute(IFLA.mtu, u32: mtu) }
         if let address { m.attribute(IFLA.address, address.bytes) }
         if let masterIndex { m.attribute(IFLA.master, index: masterIndex) }
-        if let size = ipv4MaxSegmentSize {
-            m.attribute(IFLA.gsoIPv4MaxSize, u32: size)
-            m.attribute(IFLA.groIPv4MaxSize, u32: size)
-        }
+        m.ipv4MaxSizes(gso: ipv4MaxSegmentSize)
         m.nested(IFLA.linkInfo) { info in
             info.attribute(IFLA.infoKind, string: kind.name)
             if case .veth(let peer) = kind {
@@ -208,10 +205,7 @@ public struct LinkConfiguration: Sendable, Equatable {
                         p.attribute(IFLA.ifname, string: peer.name)
                         if let mtu = peer.mtu ?? mtu { p.attribute(IFLA.mtu, u32: mtu) }
                         if let address = peer.address { p.attribute(IFLA.address, address.bytes) }
-                        if let size = peer.ipv4MaxSegmentSize ?? ipv4MaxSegmentSize {
-                            p.attribute(IFLA.gsoIPv4MaxSize, u32: size)
-                            p.attribute(IFLA.groIPv4MaxSize, u32: size)
-                        }
+                        p.ipv4MaxSizes(gso: peer.ipv4MaxSegmentSize ?? ipv4MaxSegmentSize)
                         if let peerNamespace {
                             p.attribute(IFLA.netNsFD, u32: UInt32(bitPattern: peerNamespace.rawValue))
                         }
@@ -238,10 +232,14 @@ public struct LinkChange: Sendable, Equatable {
     public var name: String?
     /// BIG TCP for IPv4: sets both `IFLA_GSO_IPV4_MAX_SIZE` and `IFLA_GRO_IPV4_MAX_SIZE`.
     public var ipv4MaxSegmentSize: UInt32?
+    /// `IFLA_GRO_IPV4_MAX_SIZE` when it is to differ from `ipv4MaxSegmentSize` (restoring a link
+    /// whose two sizes differed).
+    public var ipv4GROMaxSize: UInt32?
 
     public init(
         up: Bool? = nil, noARP: Bool? = nil, mtu: UInt32? = nil, address: MACAddress? = nil,
-        masterIndex: InterfaceIndex? = nil, name: String? = nil, ipv4MaxSegmentSize: UInt32? = nil
+        masterIndex: InterfaceIndex? = nil, name: String? = nil, ipv4MaxSegmentSize: UInt32? = nil,
+        ipv4GROMaxSize: UInt32? = nil
     ) {
         self.up = up
         self.noARP = noARP
@@ -250,6 +248,7 @@ public struct LinkChange: Sendable, Equatable {
         self.masterIndex = masterIndex
         self.name = name
         self.ipv4MaxSegmentSize = ipv4MaxSegmentSize
+        self.ipv4GROMaxSize = ipv4GROMaxSize
     }
 
     /// The request for the link called `name` (the kernel looks it up; no ifindex needed).
@@ -279,12 +278,18 @@ public struct LinkChange: Sendable, Equatable {
         if let mtu { m.attribute(IFLA.mtu, u32: mtu) }
         if let address { m.attribute(IFLA.address, address.bytes) }
         if let masterIndex { m.attribute(IFLA.master, index: masterIndex) }
-        if let size = ipv4MaxSegmentSize {
-            m.attribute(IFLA.gsoIPv4MaxSize, u32: size)
-            m.attribute(IFLA.groIPv4MaxSize, u32: size)
-        }
+        m.ipv4MaxSizes(gso: ipv4MaxSegmentSize, gro: ipv4GROMaxSize)
         if let namespace { m.attribute(IFLA.netNsFD, u32: UInt32(bitPattern: namespace.rawValue)) }
         return NetlinkRequest(m, context: what ?? "changing link \(index)")
+    }
+}
+
+extension MessageBuilder {
+    /// BIG TCP for IPv4: `IFLA_GSO_IPV4_MAX_SIZE` and `IFLA_GRO_IPV4_MAX_SIZE` (`gro` nil: the
+    /// same as `gso`; both nil: neither).
+    mutating func ipv4MaxSizes(gso: UInt32?, gro: UInt32? = nil) {
+        if let gso { attribute(IFLA.gsoIPv4MaxSize, u32: gso) }
+        if let size = gro ?? gso { attribute(IFLA.groIPv4MaxSize, u32: size) }
     }
 }
 

@@ -17,6 +17,8 @@ public struct DesiredState: Sendable, Equatable {
     /// BIG TCP: the IPv4 GSO and GRO size of nodenet's devices (`BigTCPMode.segmentSize`);
     /// nil: left as they are (a kernel without BIG TCP, or nobody said).
     public var ipv4SegmentSize: UInt32?
+    /// ", gso/gro ipv4 N" for the plan's description of a device made with the size; "" without.
+    var segmentSizeDescription: String { ipv4SegmentSize.map { ", gso/gro ipv4 \($0)" } ?? "" }
     /// Why something the spec asks for cannot be had on this node (`ipv4BigTCP: on` where it is
     /// not carried): a plan reports these as unavailable and leaves the rest to do.
     public var unavailable: [String] = []

@@ -175,7 +175,7 @@ public struct Planner {
         let node = observed.node
         let wanted =
             "veth \(NodeNetNames.hostDevice) <-> \(NodeNetNames.netDevice), up, noarp, mtu \(desired.mtu)"
-            + (desired.ipv4SegmentSize.map { ", gso/gro ipv4 \($0)" } ?? "")
+            + desired.segmentSizeDescription
         guard let host = node.links[NodeNetNames.hostDevice] else {
             if node.links[NodeNetNames.netDevice] != nil {
                 conflicts.append(
@@ -228,6 +228,7 @@ public struct Planner {
         if let size = desired.ipv4SegmentSize, link.gsoIPv4MaxSize != size || link.groIPv4MaxSize != size {
             change.ipv4MaxSegmentSize = size
             undo.ipv4MaxSegmentSize = link.gsoIPv4MaxSize
+            if link.groIPv4MaxSize != link.gsoIPv4MaxSize { undo.ipv4GROMaxSize = link.groIPv4MaxSize }
             wanted.append("gso/gro ipv4 \(size)")
             found.append(
                 "gso/gro ipv4 \(link.gsoIPv4MaxSize.map(String.init) ?? "?")/\(link.groIPv4MaxSize.map(String.init) ?? "?")"
@@ -302,7 +303,7 @@ public struct Planner {
         let subject = "endpoint \(endpoint.pod.id)"
         let wanted =
             "veth \(endpoint.hostDevice) <-> \(NodeNetNames.podDevice) in \(endpoint.pod.netns), mtu \(desired.mtu)"
-            + (desired.ipv4SegmentSize.map { ", gso/gro ipv4 \($0)" } ?? "")
+            + desired.segmentSizeDescription
         if let host, !paired {
             // Half an endpoint (its pod namespace was recreated, or a crash): rebuild it.
             add(
