@@ -98,11 +98,19 @@ static __always_inline int nodenet_ct_count_up(void *map, __u32 key, __u32 entri
 	return 1;
 }
 
+/* Subtracts `entries` (at most down to 0: a recount may have come in between), atomically:
+ * flows closing on several CPUs give back at once. */
 static __always_inline void nodenet_ct_count_down(void *map, __u32 key, __u32 entries)
 {
 	__u32 *count = bpf_map_lookup_elem(map, &key);
-	if (count && *count >= entries)
-		__sync_fetch_and_add(count, -entries);
+	if (!count)
+		return;
+	for (int i = 0; i < 4; i++) {
+		__u32 seen = *(volatile __u32 *)count;
+		__u32 left = seen > entries ? seen - entries : 0;
+		if (seen == left || __sync_val_compare_and_swap(count, seen, left) == seen)
+			return;
+	}
 }
 
 /* Whether `o` may open a flow of `entries` conntrack entries; counted when it may (a client
@@ -134,6 +142,7 @@ struct nodenet_flow {
 	__u8 icmp_type;
 	__u8 has_ports;              /* TCP, UDP or ICMP echo */
 	__u8 fragment;               /* NODENET_FRAGMENT_*: a later fragment has no L4 header */
+	__u8 reopened;               /* a SYN met an entry of this tuple's closing flow (nodenet_ct_lookup) */
 };
 
 #define NODENET_TCP_FIN 0x01
@@ -233,6 +242,15 @@ static __always_inline struct nodenet_ct_entry *nodenet_ct_lookup(struct nodenet
 	if (!e)
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
+	/* A SYN (no ACK) meeting a closing flow's entry: the tuple is opened again (a client
+	 * reusing its port) and the new flow starts afresh, not closing, reset or established
+	 * (else it would inherit the old flow's end, and lose its NAT port or its entries when
+	 * quiet). A SYN on a flow that is not closing changes nothing, as in netfilter: a forged
+	 * one cannot make an open connection look new. */
+	if ((f->tcp_flags & (NODENET_TCP_SYN | NODENET_TCP_ACK)) == NODENET_TCP_SYN && (e->flags & NODENET_CT_F_CLOSING)) {
+		e->flags &= ~(NODENET_CT_F_CLOSING | NODENET_CT_F_RESET | NODENET_CT_F_ESTABLISHED);
+		f->reopened = 1;
+	}
 	if (f->tcp_flags & (NODENET_TCP_FIN | NODENET_TCP_RST))
 		e->flags |= (f->tcp_flags & NODENET_TCP_RST) ? NODENET_CT_F_CLOSING | NODENET_CT_F_RESET : NODENET_CT_F_CLOSING;
 	/* Refresh at most every ~0.5 s: a write per packet would bounce the cache line. A closing
@@ -242,6 +260,21 @@ static __always_inline struct nodenet_ct_entry *nodenet_ct_lookup(struct nodenet
 	if ((e->flags & NODENET_CT_F_CLOSING) || now - e->last_seen_ns > (1ULL << 29))
 		e->last_seen_ns = now;
 	return e;
+}
+
+/* The other direction's entry `e` of flow `f` (a packet in the direction that opened it): when
+ * `f` is a SYN opening the tuple again (nodenet_ct_lookup found the flow's own entry closing,
+ * or this one is), the old flow's end is cleared here too. A FIN or RST refreshes it: a flow
+ * that is over gives its NAT port up only once both directions were quiet after its last one. */
+static __always_inline void nodenet_ct_partner_seen(struct nodenet_ct_entry *e, struct nodenet_flow *f)
+{
+	if ((f->tcp_flags & (NODENET_TCP_SYN | NODENET_TCP_ACK)) == NODENET_TCP_SYN &&
+	    (f->reopened || (e->flags & NODENET_CT_F_CLOSING))) {
+		e->flags &= ~(NODENET_CT_F_CLOSING | NODENET_CT_F_RESET | NODENET_CT_F_ESTABLISHED);
+		f->reopened = 1;
+	}
+	if (f->tcp_flags & (NODENET_TCP_FIN | NODENET_TCP_RST))
+		e->last_seen_ns = bpf_ktime_get_ns();
 }
 
 static __always_inline int nodenet_ct_put(struct nodenet_tuple *key, __u8 kind, __u32 address, __u16 port, __u16 id, __u32 backend_id, __u64 flags)

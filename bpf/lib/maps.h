@@ -292,8 +292,10 @@ struct nodenet_ct_entry {
 /* A NAT port whose TCP flow is over (reset, or finished each way) and was quiet this long
  * may be given to a new flow when the ports run out: a client closing thousands of
  * connections a second does not wait for the agent's collection (10 s) for ports. A FIN or
- * RST refreshes the entry's time, so this counts from the flow's last one. */
-#define NODENET_NAT_REUSE_CLOSED_NS 100000000ULL
+ * RST refreshes both directions' entries, and a closing entry every packet, so this counts
+ * from the flow's last packet. Longer than TCP's shortest retransmission timeout (200 ms): a
+ * FIN sent again because the last ACK was lost still finds the old flow. */
+#define NODENET_NAT_REUSE_CLOSED_NS 300000000ULL
 
 /* The ports of a fragmented datagram, recorded from its first fragment so that the later
  * ones (which carry no L4 header) are translated with it. Keyed by the IP header fields all

@@ -7,6 +7,7 @@
 #include "common.h"
 #include "l3.h"
 #include "conntrack.h"
+#include "endpoints.h"
 
 /* Outcomes of the translation steps: distinct from every TC_ACT_* verdict, so a function
  * may return either. */
@@ -84,12 +85,13 @@ static __always_inline int nodenet_flow_over(__u8 in_flags, __u8 out_flags)
 /* The rest of a flow whose NAT port went to another (NAT_IN key `in`, its original source
  * `address:port`): its service pair when it had been translated to a backend (a node port with
  * a remote backend, a pod's flow under per-packet LB: key the client's, value the backend
- * `in` came from) goes too, and when `counted` what the flow's opener had counted for it is
- * given back (the pod's, when the source is one with a count, else the outside's and its
- * client's), so that closed flows do not hold quotas until the agent's collection. */
+ * `in` came from) goes too, and what the flow's opener had counted for it is given back (the
+ * pod's when the source is a local pod, as the agent's recount judges it, else the outside's
+ * and its client's): the service pair's always, the NAT pair's when `counted` (a hairpinned
+ * flow's NAT is not counted). Closed flows do not hold quotas until the agent's collection. */
 static __always_inline void nodenet_nat_forget(const struct nodenet_tuple *in, __u32 address, __u16 port, int counted)
 {
-	__u32 entries = 2;
+	__u32 entries = counted ? 2 : 0;
 	struct nodenet_tuple reply = nodenet_tuple_of(in->saddr, in->sport, address, port, in->proto, NODENET_CT_REPLY);
 	struct nodenet_ct_entry *r = bpf_map_lookup_elem(&nodenet_ct, &reply);
 	if (r) {
@@ -101,9 +103,10 @@ static __always_inline void nodenet_nat_forget(const struct nodenet_tuple *in, _
 			entries += 2;
 		}
 	}
-	if (!counted)
+	if (!entries)
 		return;
-	if (bpf_map_lookup_elem(&nodenet_ct_quota, &address)) {
+	struct nodenet_endpoint_key pod = { .ip = address };
+	if (bpf_map_lookup_elem(&nodenet_endpoints, &pod)) {
 		nodenet_ct_count_down(&nodenet_ct_quota, address, entries);
 	} else {
 		nodenet_ct_count_down(&nodenet_ct_quota, NODENET_CT_QUOTA_OUTSIDE, entries);
@@ -115,10 +118,11 @@ static __always_inline void nodenet_nat_forget(const struct nodenet_tuple *in, _
  * present flow is done with it: a TCP flow that is over (reset, or FIN each way) and quiet
  * for NODENET_NAT_REUSE_CLOSED_NS, or a flow that never got going (TCP: not established;
  * UDP, ICMP: never answered) and quiet for NODENET_NAT_RECLAIM_NS, both directions judged.
- * Its NAT_IN is replaced by `f`'s (deleted, then inserted exclusively; the entry is read
- * again just before, so a flow that took the port meanwhile keeps it), its NAT_OUT and its
- * service pair go, and its quota counts are given back when `counted`. 0 when the port is
- * `f`'s now. */
+ * The entry is claimed first by moving its time forward atomically: of CPUs reclaiming it at
+ * once one wins, and the others (and any that read it later) see it busy. Its NAT_IN is then
+ * replaced by `f`'s (deleted, then inserted exclusively), its NAT_OUT and its service pair
+ * go, and its quota counts are given back (`counted`: nodenet_nat_forget). 0 when the port
+ * is `f`'s now. */
 static __always_inline int nodenet_nat_reclaim(struct nodenet_flow *f, struct nodenet_tuple *in, __u32 nat_addr, int counted)
 {
 	struct nodenet_ct_entry *held = bpf_map_lookup_elem(&nodenet_ct, in);
@@ -142,8 +146,11 @@ static __always_inline int nodenet_nat_reclaim(struct nodenet_flow *f, struct no
 		quiet_ns = NODENET_NAT_RECLAIM_NS;
 	if (!nodenet_nat_idle(held_seen, now, quiet_ns) || (owns && !nodenet_nat_idle(o->last_seen_ns, now, quiet_ns)))
 		return -1;
+	if (__sync_val_compare_and_swap(&held->last_seen_ns, held_seen, now) != held_seen)
+		return -1;
+	/* Still the same entry (an LRU element may be reused for another key once deleted). */
 	struct nodenet_ct_entry *again = bpf_map_lookup_elem(&nodenet_ct, in);
-	if (!again || again->address != address || again->port != port)
+	if (again != held || again->address != address || again->port != port)
 		return -1;
 	bpf_map_delete_elem(&nodenet_ct, in);
 	if (nodenet_ct_put(in, NODENET_CT_NAT_IN, f->tuple.saddr, f->tuple.sport, 0, 0, BPF_NOEXIST) != 0)
@@ -173,6 +180,7 @@ static __always_inline int nodenet_snat(struct nodenet_flow *f, __u32 nat_addr, 
 		in.kind = NODENET_CT_NAT_IN;
 		struct nodenet_ct_entry *back = bpf_map_lookup_elem(&nodenet_ct, &in);
 		if (back && back->address == f->tuple.saddr && back->port == f->tuple.sport) {
+			nodenet_ct_partner_seen(back, f);
 			nodenet_ct_mark_established(back, f);
 			*port = mapped;
 			return 0;

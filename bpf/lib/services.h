@@ -132,6 +132,8 @@ static __always_inline int nodenet_translate_service(struct __sk_buff *skb, cons
 	struct nodenet_ct_entry *rev = nodenet_ct_lookup(&reply, NODENET_CT_REPLY);
 	if (!rev || rev->address != f->tuple.daddr || rev->port != f->tuple.dport)
 		nodenet_ct_put(&reply.tuple, NODENET_CT_REPLY, f->tuple.daddr, f->tuple.dport, id, backend_id, BPF_ANY);
+	else
+		nodenet_ct_partner_seen(rev, f);
 	if (nodenet_rewrite(skb, f, 0, address, port) < 0)
 		return NODENET_ERROR;
 	return NODENET_TRANSLATED;

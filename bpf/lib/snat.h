@@ -76,6 +76,13 @@ static __always_inline int nodenet_snat_reverse(struct __sk_buff *skb, struct no
 		in->flags |= NODENET_CT_F_SEEN_REPLY;
 	__u32 address = in->address;
 	__u16 port = in->port;
+	if (f->tcp_flags & (NODENET_TCP_FIN | NODENET_TCP_RST)) {
+		/* The flow's other direction is refreshed too (nodenet_ct_partner_seen). */
+		struct nodenet_tuple key = nodenet_tuple_of(address, port, f->tuple.saddr, f->tuple.sport, f->tuple.proto, NODENET_CT_NAT_OUT);
+		struct nodenet_ct_entry *out = bpf_map_lookup_elem(&nodenet_ct, &key);
+		if (out && out->address == f->tuple.daddr && out->port == f->tuple.dport)
+			out->last_seen_ns = bpf_ktime_get_ns();
+	}
 	if (nodenet_rewrite(skb, f, 0, address, port) < 0)
 		return NODENET_ERROR;
 	return NODENET_TRANSLATED;
