@@ -561,7 +561,7 @@ struct ServiceLabTests {
     /// reset, more than the 4 536 NAT ports that backend has. Before, a closed flow kept its
     /// port until the agent's collection removed it (10 s on), so past the ~4 000th connection
     /// every SYN was dropped until then (88 connections a second in datapath-bench); now the
-    /// port of a flow that is over and quiet for 0.3 s goes to the next flow, its service
+    /// port of a flow that is over and quiet (20 ms after a reset, 100 ms after FINs) goes to the next flow, its service
     /// entries with it, and the outside's conntrack count gets them back. Connections that are
     /// not over keep theirs through the churn: 20 opened again on a tuple whose earlier flow was
     /// reset (they must not inherit its end) and 5 the client half-closed, all idle meanwhile.

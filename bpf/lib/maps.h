@@ -289,13 +289,19 @@ struct nodenet_ct_entry {
  * and was not used for this long may be given to a new flow when the ports run out: a flood
  * of SYNs no one completes cannot hold them. */
 #define NODENET_NAT_RECLAIM_NS 1000000000ULL
-/* A NAT port whose TCP flow is over (reset, or finished each way) and was quiet this long
- * may be given to a new flow when the ports run out: a client closing thousands of
- * connections a second does not wait for the agent's collection (10 s) for ports. A FIN or
- * RST refreshes both directions' entries, and a closing entry every packet, so this counts
- * from the flow's last packet. Longer than TCP's shortest retransmission timeout (200 ms): a
- * FIN sent again because the last ACK was lost still finds the old flow. */
-#define NODENET_NAT_REUSE_CLOSED_NS 300000000ULL
+/* A NAT port whose TCP flow is over and was quiet this long may be given to a new flow when
+ * the ports run out: a client closing thousands of connections a second does not wait for the
+ * agent's collection (10 s) for ports. A FIN or RST refreshes both directions' entries, and a
+ * closing entry every packet, so this counts from the flow's last packet. The wait bounds the
+ * rate: a new flow finds no port among the 8 it may claim (nodenet_snat) once about a quarter
+ * of a backend's 4 536 ports closed within the wait (above ~50 000 new connections a second to
+ * one backend closed by resets, ~10 000 by FINs), and drops its SYN. A reset flow sends nothing
+ * more; what was in flight toward it is refused by the port's next flow. A finished flow
+ * waits half TCP's shortest retransmission timeout (200 ms): when its last ACK was lost, the
+ * FIN sent again may meet the port's next flow, which then connects on its SYN's
+ * retransmission. */
+#define NODENET_NAT_REUSE_RESET_NS 20000000ULL
+#define NODENET_NAT_REUSE_FINISHED_NS 100000000ULL
 
 /* The ports of a fragmented datagram, recorded from its first fragment so that the later
  * ones (which carry no L4 header) are translated with it. Keyed by the IP header fields all

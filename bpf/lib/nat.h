@@ -75,11 +75,14 @@ static __always_inline int nodenet_nat_idle(__u64 last_seen, __u64 now, __u64 id
 	return now > last_seen && now - last_seen > idle_ns;
 }
 
-/* Whether a TCP flow whose directions' entries carry `in_flags` and `out_flags` is over:
- * reset, or finished (FIN) each way. */
-static __always_inline int nodenet_flow_over(__u8 in_flags, __u8 out_flags)
+/* How long a TCP flow whose directions' entries carry `in_flags` and `out_flags` must have been
+ * quiet before its NAT port goes to another, when it is over: reset, or finished (FIN) each
+ * way; 0 when it is not over. */
+static __always_inline __u64 nodenet_flow_over_wait(__u8 in_flags, __u8 out_flags)
 {
-	return ((in_flags | out_flags) & NODENET_CT_F_RESET) || (in_flags & out_flags & NODENET_CT_F_CLOSING);
+	if ((in_flags | out_flags) & NODENET_CT_F_RESET)
+		return NODENET_NAT_REUSE_RESET_NS;
+	return (in_flags & out_flags & NODENET_CT_F_CLOSING) ? NODENET_NAT_REUSE_FINISHED_NS : 0;
 }
 
 /* The rest of a flow whose NAT port went to another (NAT_IN key `in`, its original source
@@ -116,18 +119,18 @@ static __always_inline void nodenet_nat_forget(const struct nodenet_tuple *in, _
 
 /* Takes the NAT port of key `in` (a NAT_IN key, every field set) for the flow `f` when its
  * present flow is done with it: a TCP flow that is over (reset, or FIN each way) and quiet
- * for NODENET_NAT_REUSE_CLOSED_NS, or a flow that never got going (TCP: not established;
+ * for NODENET_NAT_REUSE_RESET_NS or _FINISHED_NS, or a flow that never got going (TCP: not established;
  * UDP, ICMP: never answered) and quiet for NODENET_NAT_RECLAIM_NS, both directions judged.
  * The entry is claimed first by moving its time forward atomically: of CPUs reclaiming it at
  * once one wins, and the others (and any that read it later) see it busy. Its NAT_IN is then
  * replaced by `f`'s (deleted, then inserted exclusively), its NAT_OUT and its service pair
  * go, and its quota counts are given back (`counted`: nodenet_nat_forget). 0 when the port
  * is `f`'s now. */
-static __always_inline int nodenet_nat_reclaim(struct nodenet_flow *f, struct nodenet_tuple *in, __u32 nat_addr, int counted)
+static __always_inline int nodenet_nat_reclaim(__u32 saddr, __u16 sport, struct nodenet_tuple *in, __u32 nat_addr, int counted)
 {
 	struct nodenet_ct_entry *held = bpf_map_lookup_elem(&nodenet_ct, in);
 	if (!held)
-		return nodenet_ct_put(in, NODENET_CT_NAT_IN, f->tuple.saddr, f->tuple.sport, 0, 0, BPF_NOEXIST) == 0 ? 0 : -1;
+		return nodenet_ct_put(in, NODENET_CT_NAT_IN, saddr, sport, 0, 0, BPF_NOEXIST) == 0 ? 0 : -1;
 	__u64 now = bpf_ktime_get_ns();
 	__u32 address = held->address;
 	__u16 port = held->port;
@@ -137,13 +140,12 @@ static __always_inline int nodenet_nat_reclaim(struct nodenet_flow *f, struct no
 	struct nodenet_ct_entry *o = bpf_map_lookup_elem(&nodenet_ct, &out);
 	int owns = o && o->address == nat_addr && o->port == in->dport;
 	__u8 out_flags = owns ? o->flags : 0;
-	__u64 quiet_ns;
-	if (in->proto == IPPROTO_TCP && nodenet_flow_over(held_flags, out_flags))
-		quiet_ns = NODENET_NAT_REUSE_CLOSED_NS;
-	else if (held_flags & (in->proto == IPPROTO_TCP ? NODENET_CT_F_ESTABLISHED : NODENET_CT_F_SEEN_REPLY))
-		return -1;
-	else
+	__u64 quiet_ns = in->proto == IPPROTO_TCP ? nodenet_flow_over_wait(held_flags, out_flags) : 0;
+	if (!quiet_ns) {
+		if (held_flags & (in->proto == IPPROTO_TCP ? NODENET_CT_F_ESTABLISHED : NODENET_CT_F_SEEN_REPLY))
+			return -1;
 		quiet_ns = NODENET_NAT_RECLAIM_NS;
+	}
 	if (!nodenet_nat_idle(held_seen, now, quiet_ns) || (owns && !nodenet_nat_idle(o->last_seen_ns, now, quiet_ns)))
 		return -1;
 	if (__sync_val_compare_and_swap(&held->last_seen_ns, held_seen, now) != held_seen)
@@ -153,7 +155,7 @@ static __always_inline int nodenet_nat_reclaim(struct nodenet_flow *f, struct no
 	if (again != held || again->address != address || again->port != port)
 		return -1;
 	bpf_map_delete_elem(&nodenet_ct, in);
-	if (nodenet_ct_put(in, NODENET_CT_NAT_IN, f->tuple.saddr, f->tuple.sport, 0, 0, BPF_NOEXIST) != 0)
+	if (nodenet_ct_put(in, NODENET_CT_NAT_IN, saddr, sport, 0, 0, BPF_NOEXIST) != 0)
 		return -1;
 	if (owns)
 		bpf_map_delete_elem(&nodenet_ct, &out);
@@ -197,14 +199,14 @@ static __always_inline int nodenet_snat(struct nodenet_flow *f, __u32 nat_addr, 
 	if (opener && !nodenet_ct_quota_take(opener, 2))
 		return -3;
 	__u32 start = bpf_get_prandom_u32();
-	/* Eight free candidates tried; when all are taken, the same eight again, each claimed if
+	/* Eight candidates tried free only; when all are taken, eight more, each also claimed if
 	 * its flow is over (a client closing connections quickly does not run out of ports) or
 	 * never got going (a SYN flood nobody completes cannot hold them). */
 	for (int i = 0; i < 16; i++) {
-		__u16 candidate = bpf_htons((__u16)(NODENET_NAT_PORT_MIN + (start + (i & 7) * 577) % NODENET_NAT_PORT_COUNT));
+		__u16 candidate = bpf_htons((__u16)(NODENET_NAT_PORT_MIN + (start + i * 577) % NODENET_NAT_PORT_COUNT));
 		in.dport = candidate;
 		int taken = i < 8 ? nodenet_ct_put(&in, NODENET_CT_NAT_IN, f->tuple.saddr, f->tuple.sport, 0, 0, BPF_NOEXIST) != 0
-				  : nodenet_nat_reclaim(f, &in, nat_addr, opener != 0) != 0;
+				  : nodenet_nat_reclaim(f->tuple.saddr, f->tuple.sport, &in, nat_addr, opener != 0) != 0;
 		if (!taken) {
 			struct nodenet_tuple key = f->tuple;
 			nodenet_ct_put(&key, NODENET_CT_NAT_OUT, nat_addr, candidate, 0, 0, BPF_ANY);
