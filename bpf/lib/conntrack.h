@@ -142,7 +142,6 @@ struct nodenet_flow {
 	__u8 icmp_type;
 	__u8 has_ports;              /* TCP, UDP or ICMP echo */
 	__u8 fragment;               /* NODENET_FRAGMENT_*: a later fragment has no L4 header */
-	__u8 reopened;               /* a SYN met an entry of this tuple's closing flow (nodenet_ct_lookup) */
 };
 
 #define NODENET_TCP_FIN 0x01
@@ -242,15 +241,6 @@ static __always_inline struct nodenet_ct_entry *nodenet_ct_lookup(struct nodenet
 	if (!e)
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
-	/* A SYN (no ACK) meeting a closing flow's entry: the tuple is opened again (a client
-	 * reusing its port) and the new flow starts afresh, not closing, reset or established
-	 * (else it would inherit the old flow's end, and lose its NAT port or its entries when
-	 * quiet). A SYN on a flow that is not closing changes nothing, as in netfilter: a forged
-	 * one cannot make an open connection look new. */
-	if ((f->tcp_flags & (NODENET_TCP_SYN | NODENET_TCP_ACK)) == NODENET_TCP_SYN && (e->flags & NODENET_CT_F_CLOSING)) {
-		e->flags &= ~(NODENET_CT_F_CLOSING | NODENET_CT_F_RESET | NODENET_CT_F_ESTABLISHED);
-		f->reopened = 1;
-	}
 	if (f->tcp_flags & (NODENET_TCP_FIN | NODENET_TCP_RST))
 		e->flags |= (f->tcp_flags & NODENET_TCP_RST) ? NODENET_CT_F_CLOSING | NODENET_CT_F_RESET : NODENET_CT_F_CLOSING;
 	/* Refresh at most every ~0.5 s: a write per packet would bounce the cache line. A closing
@@ -262,19 +252,33 @@ static __always_inline struct nodenet_ct_entry *nodenet_ct_lookup(struct nodenet
 	return e;
 }
 
-/* The other direction's entry `e` of flow `f` (a packet in the direction that opened it): when
- * `f` is a SYN opening the tuple again (nodenet_ct_lookup found the flow's own entry closing,
- * or this one is), the old flow's end is cleared here too. A FIN or RST refreshes it: a flow
- * that is over gives its NAT port up only once both directions were quiet after its last one. */
-static __always_inline void nodenet_ct_partner_seen(struct nodenet_ct_entry *e, struct nodenet_flow *f)
+/* Whether a TCP flow whose directions' entries carry `a` and `b` is over: reset, or finished
+ * (FIN) each way. */
+static __always_inline int nodenet_flow_over(__u8 a, __u8 b)
 {
-	if ((f->tcp_flags & (NODENET_TCP_SYN | NODENET_TCP_ACK)) == NODENET_TCP_SYN &&
-	    (f->reopened || (e->flags & NODENET_CT_F_CLOSING))) {
-		e->flags &= ~(NODENET_CT_F_CLOSING | NODENET_CT_F_RESET | NODENET_CT_F_ESTABLISHED);
-		f->reopened = 1;
+	return ((a | b) & NODENET_CT_F_RESET) || (a & b & NODENET_CT_F_CLOSING);
+}
+
+/* A packet of flow `f` in the direction that opened it, whose entry `own` (0 when there is
+ * none) and its other direction's `partner` are at hand. A SYN (no ACK) on a flow that is over
+ * opens the tuple again (a client reusing its port): the new flow starts afresh in both
+ * entries, not closing, reset or established, and now (else it would inherit the old flow's
+ * end, and lose its NAT port or its entries when quiet). A SYN on a flow that is not over
+ * (open, or half-closed) changes nothing, as in netfilter: a forged one cannot make a live
+ * connection look new. A FIN or RST refreshes the partner: a flow that is over gives its NAT
+ * port up only once both directions were quiet after its last one. */
+static __always_inline void nodenet_ct_pair_seen(struct nodenet_ct_entry *own, struct nodenet_ct_entry *partner, const struct nodenet_flow *f)
+{
+	__u64 now = bpf_ktime_get_ns();
+	if (own && (f->tcp_flags & (NODENET_TCP_SYN | NODENET_TCP_ACK)) == NODENET_TCP_SYN &&
+	    nodenet_flow_over(own->flags, partner->flags)) {
+		own->flags &= ~(NODENET_CT_F_CLOSING | NODENET_CT_F_RESET | NODENET_CT_F_ESTABLISHED);
+		partner->flags &= ~(NODENET_CT_F_CLOSING | NODENET_CT_F_RESET | NODENET_CT_F_ESTABLISHED);
+		own->last_seen_ns = now;
+		partner->last_seen_ns = now;
 	}
 	if (f->tcp_flags & (NODENET_TCP_FIN | NODENET_TCP_RST))
-		e->last_seen_ns = bpf_ktime_get_ns();
+		partner->last_seen_ns = now;
 }
 
 static __always_inline int nodenet_ct_put(struct nodenet_tuple *key, __u8 kind, __u32 address, __u16 port, __u16 id, __u32 backend_id, __u64 flags)

@@ -86,17 +86,18 @@ static __always_inline __u64 nodenet_flow_over_wait(__u8 in_flags, __u8 out_flag
 }
 
 /* The rest of a flow whose NAT port went to another (NAT_IN key `in`, its original source
- * `address:port`): its service pair when it had been translated to a backend (a node port with
- * a remote backend, a pod's flow under per-packet LB: key the client's, value the backend
- * `in` came from) goes too, and what the flow's opener had counted for it is given back (the
- * pod's when the source is a local pod, as the agent's recount judges it, else the outside's
- * and its client's): the service pair's always, the NAT pair's when `counted` (a hairpinned
- * flow's NAT is not counted). Closed flows do not hold quotas until the agent's collection. */
-static __always_inline void nodenet_nat_forget(const struct nodenet_tuple *in, __u32 address, __u16 port, int counted)
+ * `address:port`): when `owned` (its NAT_OUT still named this port, so the client's tuple was
+ * not opened again with another), its service pair when it had been translated to a backend (a
+ * node port with a remote backend, a pod's flow under per-packet LB: key the client's, value
+ * the backend `in` came from) goes too; what the flow's opener had counted for it is given back
+ * (the pod's when the source is a local pod, as the agent's recount judges it, else the
+ * outside's and its client's): the service pair's when it went, the NAT pair's when `counted`
+ * (a hairpinned flow's NAT is not counted). Closed flows do not hold quotas until the agent's collection. */
+static __always_inline void nodenet_nat_forget(const struct nodenet_tuple *in, __u32 address, __u16 port, int counted, int owned)
 {
 	__u32 entries = counted ? 2 : 0;
 	struct nodenet_tuple reply = nodenet_tuple_of(in->saddr, in->sport, address, port, in->proto, NODENET_CT_REPLY);
-	struct nodenet_ct_entry *r = bpf_map_lookup_elem(&nodenet_ct, &reply);
+	struct nodenet_ct_entry *r = owned ? bpf_map_lookup_elem(&nodenet_ct, &reply) : 0;
 	if (r) {
 		struct nodenet_tuple service = nodenet_tuple_of(address, port, r->address, r->port, in->proto, NODENET_CT_SERVICE);
 		struct nodenet_ct_entry *s = bpf_map_lookup_elem(&nodenet_ct, &service);
@@ -157,9 +158,13 @@ static __always_inline int nodenet_nat_reclaim(__u32 saddr, __u16 sport, struct 
 	bpf_map_delete_elem(&nodenet_ct, in);
 	if (nodenet_ct_put(in, NODENET_CT_NAT_IN, saddr, sport, 0, 0, BPF_NOEXIST) != 0)
 		return -1;
+	/* Its NAT_OUT goes when it still names this port (a SYN reopening the tuple meanwhile may
+	 * have given it another). */
+	struct nodenet_ct_entry *still = owns ? bpf_map_lookup_elem(&nodenet_ct, &out) : 0;
+	owns = still && still->address == nat_addr && still->port == in->dport;
 	if (owns)
 		bpf_map_delete_elem(&nodenet_ct, &out);
-	nodenet_nat_forget(in, address, port, counted);
+	nodenet_nat_forget(in, address, port, counted, owns);
 	return 0;
 }
 
@@ -182,7 +187,7 @@ static __always_inline int nodenet_snat(struct nodenet_flow *f, __u32 nat_addr, 
 		in.kind = NODENET_CT_NAT_IN;
 		struct nodenet_ct_entry *back = bpf_map_lookup_elem(&nodenet_ct, &in);
 		if (back && back->address == f->tuple.saddr && back->port == f->tuple.sport) {
-			nodenet_ct_partner_seen(back, f);
+			nodenet_ct_pair_seen(out, back, f);
 			nodenet_ct_mark_established(back, f);
 			*port = mapped;
 			return 0;

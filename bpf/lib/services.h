@@ -74,7 +74,10 @@ static __always_inline int nodenet_translate_service(struct __sk_buff *skb, cons
 	__u32 address = 0, backend_id = 0;
 	__u16 port = 0, id = 0;
 	struct nodenet_ct_entry *ct = nodenet_ct_lookup(f, NODENET_CT_SERVICE);
+	/* The flow's entry as it stays (an entry written anew below is another element). */
+	struct nodenet_ct_entry *own = 0;
 	if (ct && nodenet_backend_current(ct->backend_id, ct->address, ct->port, ct->id)) {
+		own = ct;
 		nodenet_ct_mark_established(ct, f);
 		address = ct->address;
 		port = ct->port;
@@ -133,7 +136,7 @@ static __always_inline int nodenet_translate_service(struct __sk_buff *skb, cons
 	if (!rev || rev->address != f->tuple.daddr || rev->port != f->tuple.dport)
 		nodenet_ct_put(&reply.tuple, NODENET_CT_REPLY, f->tuple.daddr, f->tuple.dport, id, backend_id, BPF_ANY);
 	else
-		nodenet_ct_partner_seen(rev, f);
+		nodenet_ct_pair_seen(own, rev, f);
 	if (nodenet_rewrite(skb, f, 0, address, port) < 0)
 		return NODENET_ERROR;
 	return NODENET_TRANSLATED;

@@ -77,7 +77,7 @@ static __always_inline int nodenet_snat_reverse(struct __sk_buff *skb, struct no
 	__u32 address = in->address;
 	__u16 port = in->port;
 	if (f->tcp_flags & (NODENET_TCP_FIN | NODENET_TCP_RST)) {
-		/* The flow's other direction is refreshed too (nodenet_ct_partner_seen). */
+		/* The flow's other direction is refreshed too (nodenet_ct_pair_seen). */
 		struct nodenet_tuple key = nodenet_tuple_of(address, port, f->tuple.saddr, f->tuple.sport, f->tuple.proto, NODENET_CT_NAT_OUT);
 		struct nodenet_ct_entry *out = bpf_map_lookup_elem(&nodenet_ct, &key);
 		if (out && out->address == f->tuple.daddr && out->port == f->tuple.dport)
