@@ -269,6 +269,9 @@ static __always_inline int nodenet_flow_over(__u8 a, __u8 b)
  * port up only once both directions were quiet after its last one. */
 static __always_inline void nodenet_ct_pair_seen(struct nodenet_ct_entry *own, struct nodenet_ct_entry *partner, const struct nodenet_flow *f)
 {
+	/* Most packets are neither: nothing to do, no clock read. */
+	if (!(f->tcp_flags & (NODENET_TCP_SYN | NODENET_TCP_FIN | NODENET_TCP_RST)))
+		return;
 	__u64 now = bpf_ktime_get_ns();
 	if (own && (f->tcp_flags & (NODENET_TCP_SYN | NODENET_TCP_ACK)) == NODENET_TCP_SYN &&
 	    nodenet_flow_over(own->flags, partner->flags)) {

@@ -80,9 +80,9 @@ static __always_inline int nodenet_nat_idle(__u64 last_seen, __u64 now, __u64 id
  * way; 0 when it is not over. */
 static __always_inline __u64 nodenet_flow_over_wait(__u8 in_flags, __u8 out_flags)
 {
-	if ((in_flags | out_flags) & NODENET_CT_F_RESET)
-		return NODENET_NAT_REUSE_RESET_NS;
-	return (in_flags & out_flags & NODENET_CT_F_CLOSING) ? NODENET_NAT_REUSE_FINISHED_NS : 0;
+	if (!nodenet_flow_over(in_flags, out_flags))
+		return 0;
+	return ((in_flags | out_flags) & NODENET_CT_F_RESET) ? NODENET_NAT_REUSE_RESET_NS : NODENET_NAT_REUSE_FINISHED_NS;
 }
 
 /* The rest of a flow whose NAT port went to another (NAT_IN key `in`, its original source
