@@ -530,6 +530,28 @@ extension BPFModeApplyTests {
             let before = try LabProbe.forwardedDatagrams(in: t.namespace)
             #expect(try t.ping(from: 1, "10.0.2.32"))
             #expect(try LabProbe.forwardedDatagrams(in: t.namespace) == before)
+            // tcx -> auto: the native device keeps its link, the pods' devices get filters
+            // instead (their links go), and traffic still passes the routing stack by.
+            var auto = bpfSpec(t, attach: .auto)
+            auto.bpffsDirectory = tcx.bpffsDirectory
+            let netdevLink = try FileManager.default.contentsOfDirectory(atPath: dir).filter {
+                $0.hasPrefix("from-netdev@")
+            }
+            let switched = try t.controller(auto).apply()
+            #expect(switched.verified, "\(switched.mismatches)")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == netdevLink)
+            #expect(try node.filters(interfaceIndex: eth0.index, direction: .ingress).isEmpty)
+            for pod in auto.pods {
+                let lxc = try #require(try node.link(named: NodeNetNames.endpointDevice(for: pod)))
+                #expect(
+                    try node.filters(interfaceIndex: lxc.index, direction: .ingress).compactMap { $0.bpf?.name } == [
+                        DatapathProgram.fromContainer.filterName
+                    ])
+            }
+            #expect(try t.controller(auto).apply().changes.isEmpty)
+            let onAuto = try LabProbe.forwardedDatagrams(in: t.namespace)
+            #expect(try t.ping(from: 0, "10.0.2.204"))
+            #expect(try LabProbe.forwardedDatagrams(in: t.namespace) == onAuto)
             // Teardown unpins everything: no program stays attached.
             let down = try t.controller(tcx).teardown()
             #expect(down.pinsRemoved && !FileManager.default.fileExists(atPath: tcx.bpffsDirectory))
@@ -769,17 +791,20 @@ extension BPFModeApplyTests {
     func attachedPrograms(_ t: TestNode, _ spec: NodeSpec) throws -> [String: UInt32] {
         let node = try NetlinkSocket(namespace: t.namespace)
         var result: [String: UInt32] = [:]
-        if spec.effectiveAttachMode == .tcx {
+        let modes = spec.effectiveAttachModes
+        if modes.usesTCX {
             for pin in try FileManager.default.contentsOfDirectory(atPath: spec.bpffs.tcxLinkDirectory) {
                 result[String(pin.split(separator: "@")[1])] = try BPFLink.info(
                     pinnedAt: "\(spec.bpffs.tcxLinkDirectory)/\(pin)"
                 ).programID
             }
-        } else {
-            for device in spec.pods.map(NodeNetNames.endpointDevice(for:)) + ["eth0"] {
-                let link = try #require(try node.link(named: device))
-                result[device] = try node.filters(interfaceIndex: link.index, direction: .ingress).first?.bpf?.programID
-            }
+        }
+        let clsact =
+            (modes.endpoints == .clsact ? spec.pods.map(NodeNetNames.endpointDevice(for:)) : [])
+            + (modes.nativeDevice == .clsact ? ["eth0"] : [])
+        for device in clsact {
+            let link = try #require(try node.link(named: device))
+            result[device] = try node.filters(interfaceIndex: link.index, direction: .ingress).first?.bpf?.programID
         }
         return result
     }

@@ -31,11 +31,13 @@ import Testing
         #expect("\(noKernel!)".contains("kernel 6.3 or later"), "\(noKernel!)")
     }
 
-    /// Which attach mode a spec gets on which kernel, row by row (tcx came in 6.6).
-    @Test func autoPicksTcxFromKernel6Point6() {
-        let rows: [(AttachMode, (major: Int, minor: Int)?, AttachMode)] = [
-            (.auto, (5, 10), .clsact), (.auto, (6, 5), .clsact), (.auto, (6, 6), .tcx), (.auto, (6, 18), .tcx),
-            (.auto, (7, 0), .tcx), (.auto, nil, .clsact), (.tcx, (5, 10), .tcx), (.clsact, (6, 18), .clsact),
+    /// Which attach modes a spec gets on which kernel, row by row (tcx came in 6.6): `auto` is
+    /// tcx on the native device and clsact on pods' devices where tcx exists.
+    @Test func autoPicksTcxForTheNativeDeviceFromKernel6Point6() {
+        let split = AttachModes(nativeDevice: .tcx, endpoints: .clsact)
+        let rows: [(AttachMode, (major: Int, minor: Int)?, AttachModes)] = [
+            (.auto, (5, 10), .clsact), (.auto, (6, 5), .clsact), (.auto, (6, 6), split), (.auto, (6, 18), split),
+            (.auto, (7, 0), split), (.auto, nil, .clsact), (.tcx, (5, 10), .tcx), (.clsact, (6, 18), .clsact),
         ]
         for (mode, kernel, wanted) in rows {
             #expect(mode.effective(onKernel: kernel) == wanted, "\(mode) on \(String(describing: kernel))")

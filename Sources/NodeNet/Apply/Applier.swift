@@ -8,7 +8,7 @@ struct Applier {
     private let services: ServiceExecutor
     private var undo: [UndoStep] = []
 
-    init(session: NodeSession, spec: NodeSpec, attachMode: AttachMode) {
+    init(session: NodeSession, spec: NodeSpec, attachMode: AttachModes) {
         let context = ApplyContext(session: session, spec: spec, attachMode: attachMode)
         netlink = NetlinkExecutor(session: session)
         sysctls = SysctlExecutor(namespace: session.namespace)

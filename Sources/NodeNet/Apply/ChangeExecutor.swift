@@ -51,14 +51,14 @@ protocol ChangeExecutor {
 final class ApplyContext {
     let session: NodeSession
     let spec: NodeSpec
-    let attachMode: AttachMode
+    let attachModes: AttachModes
     private var datapath: DatapathObjects?
     private var pinnedServiceMaps: ServiceMaps?
 
-    init(session: NodeSession, spec: NodeSpec, attachMode: AttachMode) {
+    init(session: NodeSession, spec: NodeSpec, attachMode: AttachModes) {
         self.session = session
         self.spec = spec
-        self.attachMode = attachMode
+        self.attachModes = attachMode
     }
 
     var bpffs: BPFFSLayout { spec.bpffs }

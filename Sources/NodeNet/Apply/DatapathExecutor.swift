@@ -45,7 +45,7 @@ final class DatapathExecutor: ChangeExecutor {
             guard let link = try node.link(named: device) else {
                 throw NodeNetError.missing("\(device) does not exist")
             }
-            if context.attachMode == .tcx {
+            if context.attachModes.mode(for: program) == .tcx {
                 try attachTCX(program, on: link, replacing: replacing, undo: &undo)
             } else {
                 try attachFilter(program, on: link, replacing: replacing, undo: &undo)

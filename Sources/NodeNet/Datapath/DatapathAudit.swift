@@ -24,7 +24,9 @@ public struct DatapathFingerprint: Sendable, Equatable {
     /// with traffic (conntrack, fragments, events) or are arrays of fixed size.
     static let countedMaps: [BPFFSLayout.Map] = [.endpoints, .services, .backends, .revnat, .nodes]
 
-    init(layout: BPFFSLayout, node: NetlinkSocket, devices: [String], attachMode: AttachMode) throws {
+    /// `clsactDevices`: the devices whose programs attach as cls_bpf filters (their filters are
+    /// part of the fingerprint; tcx links are, wherever they are).
+    init(layout: BPFFSLayout, node: NetlinkSocket, clsactDevices: [String]) throws {
         for name in layout.tcxLinks() {
             let info = try? BPFLink.info(pinnedAt: layout.tcxLinkPath(name))
             facts["tcx link \(name)"] =
@@ -34,9 +36,9 @@ public struct DatapathFingerprint: Sendable, Equatable {
             let info = try? BPFLink.info(pinnedAt: layout.socketLinkPath(name))
             facts["socket LB link \(name)"] = info.map { "link \($0.id), program \($0.programID)" } ?? "unreadable"
         }
-        if attachMode == .clsact {
+        if !clsactDevices.isEmpty {
             let links = Dictionary(try node.links().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-            for device in devices {
+            for device in clsactDevices {
                 guard let link = links[device] else { continue }
                 let ours = try node.filters(interfaceIndex: link.index, direction: .ingress).filter(
                     DatapathProgram.isOurs)

@@ -28,16 +28,8 @@ public enum DatapathProgram: String, Sendable, CaseIterable {
 }
 
 extension NodeSpec {
-    /// The attach mode in effect on this kernel.
-    public var effectiveAttachMode: AttachMode { datapath.attachMode.effective(onKernel: KernelRelease.version) }
-}
-
-extension AttachMode {
-    /// The mode in effect on a kernel of `version`: `auto` is tcx on kernels that have it,
-    /// clsact otherwise; `tcx` and `clsact` are what they say.
-    public func effective(onKernel version: (major: Int, minor: Int)?) -> AttachMode {
-        self == .auto ? (TCXLink.isSupported(onKernel: version) ? .tcx : .clsact) : self
-    }
+    /// The attach modes in effect on this kernel.
+    public var effectiveAttachModes: AttachModes { datapath.attachMode.effective(onKernel: KernelRelease.version) }
 }
 
 /// Socket-level load balancing: bpf/bpf_sock.c's programs on the cgroup hooks.

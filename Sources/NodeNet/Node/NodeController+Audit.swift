@@ -4,6 +4,7 @@ extension NodeController {
         guard spec.datapath.mode == .bpf else { return DatapathFingerprint() }
         return try DatapathFingerprint(
             layout: spec.bpffs, node: session.node,
-            devices: [spec.node.device] + spec.pods.map(NodeNetNames.endpointDevice(for:)), attachMode: attachMode)
+            clsactDevices: (attachModes.nativeDevice == .clsact ? [spec.node.device] : [])
+                + (attachModes.endpoints == .clsact ? spec.pods.map(NodeNetNames.endpointDevice(for:)) : []))
     }
 }

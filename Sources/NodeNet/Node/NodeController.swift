@@ -6,8 +6,8 @@ import BPF
 public final class NodeController: @unchecked Sendable {
     public let spec: NodeSpec
     public let session: NodeSession
-    /// How programs attach on this node, decided once: `auto` is tcx where the kernel has it.
-    public let attachMode: AttachMode
+    /// How programs attach on this node, decided once (`AttachModes`).
+    public let attachModes: AttachModes
     /// The node's lock when the caller holds it for longer than one apply (the agent).
     private var heldLock: NodeLock?
     /// Whether `apply` reports the datapath's fingerprint (BPF mode; the agent's audits compare
@@ -18,7 +18,7 @@ public final class NodeController: @unchecked Sendable {
     /// node's namespace.
     public init(spec: NodeSpec, namespace: NamespaceReference = .current) throws {
         self.spec = spec.isValidated ? spec : try spec.validated()
-        attachMode = spec.effectiveAttachMode
+        attachModes = spec.effectiveAttachModes
         session = try NodeSession(namespace: namespace)
     }
 
@@ -99,7 +99,7 @@ public final class NodeController: @unchecked Sendable {
         let plan = Planner.plan(
             desired: desired, observed: observed, ledger: ledger, nativeDevice: spec.node.device,
             datapath: spec.datapath.mode,
-            attachMode: attachMode)
+            attachMode: attachModes)
         return (plan, observed)
     }
 
@@ -162,7 +162,7 @@ public final class NodeController: @unchecked Sendable {
         if spec.datapath.mode == .bpf { inProgress.bpffsDirectory = spec.bpffsDirectory }
         try inProgress.save(to: spec.stateDirectory)
 
-        var applier = Applier(session: session, spec: spec, attachMode: attachMode)
+        var applier = Applier(session: session, spec: spec, attachMode: attachModes)
         do {
             try applier.run(plan.changes)
         } catch let failure as ApplyFailure {

@@ -64,7 +64,7 @@ extension Planner {
     }
 
     private mutating func attach(_ program: DatapathProgram, on device: String, deviceIsNew: Bool) {
-        if attachMode == .tcx {
+        if attachModes.mode(for: program) == .tcx {
             let index = deviceIsNew ? nil : observed.node.links[device]?.index
             let pin = index.map { BPFFSLayout.tcxLinkName(program, device: device, ifindex: $0) }
             if !migratingMaps, let pin, observed.pins.tcxLinks.contains(pin), observed.pins.tcxLinkProblems[pin] == nil
@@ -142,15 +142,17 @@ extension Planner {
                 found: observed.pins.setAsideMaps.map(BPFFSLayout.setAsideName).joined(separator: ", "),
                 .dropSetAsideMaps(observed.pins.setAsideMaps))
         }
-        if datapath == .bpf && attachMode == .tcx {
-            // Links in use: the current pin of each wanted attachment (devices as observed).
+        if datapath == .bpf && attachModes.usesTCX {
+            // Links in use: the current pin of each wanted tcx attachment (devices as observed).
             var keep: Set<String> = []
-            for endpoint in desired.endpoints where !recreated.contains(endpoint.hostDevice) {
-                if let i = observed.node.links[endpoint.hostDevice]?.index {
-                    keep.insert(BPFFSLayout.tcxLinkName(.fromContainer, device: endpoint.hostDevice, ifindex: i))
+            if attachModes.endpoints == .tcx {
+                for endpoint in desired.endpoints where !recreated.contains(endpoint.hostDevice) {
+                    if let i = observed.node.links[endpoint.hostDevice]?.index {
+                        keep.insert(BPFFSLayout.tcxLinkName(.fromContainer, device: endpoint.hostDevice, ifindex: i))
+                    }
                 }
             }
-            if let i = observed.node.links[device]?.index {
+            if attachModes.nativeDevice == .tcx, let i = observed.node.links[device]?.index {
                 keep.insert(BPFFSLayout.tcxLinkName(.fromNetdev, device: device, ifindex: i))
             }
             // A link being replaced in place keeps its (renamed) pin: do not prune those.
@@ -166,9 +168,11 @@ extension Planner {
         } else {
             pruneLinks(keeping: [])
         }
-        if datapath == .bpf && attachMode == .clsact { return }
-        // Kernel mode, or tcx: our cls_bpf filters come off (switching modes).
+        // Kernel mode, or a program that attaches through tcx here: our cls_bpf filters for it
+        // come off (switching modes).
         for (device, filters) in observed.ingressFilters.sorted(by: { $0.key < $1.key }) {
+            let program: DatapathProgram = device == self.device ? .fromNetdev : .fromContainer
+            guard datapath != .bpf || attachModes.mode(for: program) == .tcx else { continue }
             for f in filters where DatapathProgram.isOurs(f) {
                 addChange(
                     .delete, .datapath, .node, "\(f.bpf?.name ?? "filter") on \(device)", wanted: nil,

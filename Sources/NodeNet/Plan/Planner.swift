@@ -21,7 +21,7 @@ public struct Planner {
     let ledger: Ledger?
     let device: String
     let datapath: DatapathMode
-    let attachMode: AttachMode
+    let attachModes: AttachModes
     private(set) var changes: [PlannedChange] = []
     /// Endpoint devices this plan deletes and creates again: what the kernel shows for them
     /// (routes, sysctls, filters) belongs to the old device and goes away with it.
@@ -37,7 +37,7 @@ public struct Planner {
     public static func plan(
         desired: DesiredState, observed: ObservedState, ledger: Ledger?, nativeDevice: String,
         datapath: DatapathMode = .kernel,
-        attachMode: AttachMode = .clsact
+        attachMode: AttachModes = .clsact
     ) -> Plan {
         // Pods whose namespace cannot be read are planned as if they had left the spec.
         let gone = desired.endpoints.filter { observed.pods[$0.pod.netns] == nil }
@@ -60,9 +60,9 @@ public struct Planner {
 
     private init(
         desired: DesiredState, observed: ObservedState, ledger: Ledger?, device: String, datapath: DatapathMode,
-        attachMode: AttachMode
+        attachMode: AttachModes
     ) {
-        self.attachMode = attachMode
+        self.attachModes = attachMode
         self.desired = desired
         self.observed = observed
         self.ledger = ledger
