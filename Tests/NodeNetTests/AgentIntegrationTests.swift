@@ -388,9 +388,20 @@ struct AgentIntegrationTests {
                 (try? t.controller(spec).plan().isEmpty) == true
             }
             let links = spec.bpffs.tcxLinks()
+            // The programs on the pods' lxc devices (cls_bpf filters under `auto`).
+            func lxcPrograms() throws -> [UInt32?] {
+                let node = try NetlinkSocket(namespace: t.namespace)
+                return try spec.pods.map { pod in
+                    let lxc = try #require(try node.link(named: NodeNetNames.endpointDevice(for: pod)))
+                    return try node.filters(interfaceIndex: lxc.index, direction: .ingress).first?.bpf?.programID
+                }
+            }
+            let programs = try lxcPrograms()
             if mode == .bpf {
                 #expect(try DatapathObjects.pinnedEntries(spec.bpffs).count == 2, "the pods' endpoint entries")
-                #expect(links.count == 3, "from-container on both lxc, from-netdev: \(links)")
+                let modes = spec.effectiveAttachModes
+                #expect(links.count == (modes.nativeDevice == .tcx ? 1 : 0), "from-netdev's link: \(links)")
+                #expect(programs.allSatisfy { $0 != nil } == (modes.endpoints == .clsact), "\(programs)")
             }
             // An established TCP connection from pod 0 to pod 1, and a ping every 10 ms.
             let connection = try TCPPair(
@@ -442,6 +453,7 @@ struct AgentIntegrationTests {
                 "every echo answered through the restart: \(summary)")
             #expect(try connection.roundTrip("after"))
             #expect(spec.bpffs.tcxLinks() == links, "the programs stayed attached through the restart")
+            #expect(try lxcPrograms() == programs, "the pods' filters stayed through the restart")
             let converged = try String(contentsOf: log, encoding: .utf8).split(separator: "\n").filter {
                 $0.contains("\"msg\":\"converged\"")
             }
