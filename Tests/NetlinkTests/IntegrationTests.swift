@@ -69,6 +69,40 @@ struct IntegrationTests {
         }
     }
 
+    /// `deleteLinks` returns when the kernel has unregistered the devices: both ends of each
+    /// veth gone, routes through them gone, the names free; a device that does not exist is
+    /// its own failure, in the kernel's words, and does not hold up the others.
+    @Test func deletedLinksAreGoneWhenDeleteLinksReturns() throws {
+        try withNamespaces(["a", "b"]) { names in
+            let a = try NetlinkSocket(namespace: .named(names[0]))
+            let b = try NetlinkSocket(namespace: .named(names[1]))
+            for i in 0..<3 {
+                try a.add(
+                    LinkConfiguration(
+                        name: "vd\(i)", kind: .veth(peer: VethPeer(name: "pd\(i)", namespace: .named(names[1]))),
+                        up: true))
+            }
+            let vd0 = try #require(try a.link(named: "vd0"))
+            try a.add(InterfaceAddress(interfaceIndex: vd0.index, prefix: IPPrefix("10.9.0.1/24")))
+            let results = NetlinkSocket.deleteLinks(["vd0", "missing", "vd2"], in: .named(names[0]))
+            #expect(results.count == 3)
+            #expect((try? results[0].get()) != nil && (try? results[2].get()) != nil, "\(results)")
+            guard case .failure(let error) = results[1] else {
+                Issue.record("deleting a device that does not exist succeeded")
+                return
+            }
+            #expect(error.errno == .noSuchDevice, "\(error)")
+            #expect("\(error)".contains("deleting link missing"), "\(error)")
+            #expect(try a.links().map(\.name).sorted() == ["lo", "vd1"])
+            #expect(try b.links().map(\.name).sorted() == ["lo", "pd1"])
+            #expect(try a.routes().filter { $0.interfaceIndex == vd0.index }.isEmpty)
+            // The name is free again at once.
+            try a.add(LinkConfiguration(name: "vd0", kind: .veth(peer: VethPeer(name: "pd0"))))
+            #expect(try a.link(named: "vd0") != nil)
+            #expect(NetlinkSocket.deleteLinks([], in: .named(names[0])).isEmpty)
+        }
+    }
+
     @Test func linkAttributesChange() throws {
         try withPair { a, _, _, va, _ in
             let mac = MACAddress("02:00:0a:00:02:b8")!

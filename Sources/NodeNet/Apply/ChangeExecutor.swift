@@ -100,30 +100,3 @@ final class ApplyContext {
         }
     }
 }
-
-/// Runs `body(0..<count)` on a thread each and returns each one's outcome, in order: for
-/// kernel operations that each wait out an RCU grace period outside the RTNL lock (link
-/// deletions), whose waits then overlap. Threads, not a pool: the waits sleep, and a pool as
-/// wide as the CPUs would wait them in rounds. (A tcx attachment waits its grace period
-/// under the RTNL lock: those cannot overlap, and are made one after another.)
-func concurrently(_ count: Int, _ body: @escaping @Sendable (Int) throws -> Void) -> [Result<Void, any Error>] {
-    final class Slots: @unchecked Sendable {
-        let lock = NSLock()
-        var results: [Result<Void, any Error>]
-        init(_ count: Int) { results = Array(repeating: .success(()), count: count) }
-    }
-    let slots = Slots(count)
-    let group = DispatchGroup()
-    for i in 0..<count {
-        group.enter()
-        Thread.detachNewThread {
-            let result = Result { try body(i) }
-            slots.lock.lock()
-            slots.results[i] = result
-            slots.lock.unlock()
-            group.leave()
-        }
-    }
-    group.wait()
-    return slots.results
-}
