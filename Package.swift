@@ -73,7 +73,20 @@ let package = Package(
             ]),
         // The CNI plugin: a thin client of the agent's endpoint API (no NodeNet: it starts in
         // milliseconds, and every decision stays in the agent).
-        .executableTarget(name: "nodenet-cni", dependencies: ["NodeNetJSON"]),
+        // The runtime starts the plugin for every ADD and DEL: with the Swift runtime and
+        // FoundationEssentials linked in, it starts in about 3 ms instead of 4 (no shared
+        // libraries to load and bind). The group lists the static libraries FoundationEssentials
+        // needs, which `-static-stdlib` alone does not name.
+        .executableTarget(
+            name: "nodenet-cni", dependencies: ["NodeNetJSON"],
+            linkerSettings: [
+                .unsafeFlags(
+                    [
+                        "-static-stdlib", "-Xlinker", "--start-group", "-lFoundationEssentials",
+                        "-l_FoundationCollections", "-l_FoundationCShims", "-lswiftSynchronization", "-Xlinker",
+                        "--end-group",
+                    ], .when(platforms: [.linux]))
+            ]),
         // Benchmarks are not product code: they may run `ip` as the baseline.
         .target(name: "BenchSupport", path: "Benchmarks/BenchSupport"),
         .executableTarget(
