@@ -126,14 +126,16 @@ extension NodeAgent {
                 ])
         }
         var failed: [(PendingEndpoint, Endpoint, String)] = []
-        switch await scopedAdd(adds.map(\.1), node.controller) {
-        case .some(.done(let results)):
+        let answer = { (results: [EndpointResult]) in
             for ((request, _, _), result) in zip(adds, results) { request.reply(.added(result)) }
+        }
+        switch await scopedAdd(adds.map(\.1), node.controller, answer: answer) {
+        case .some(.done): break
         case .some(.failed(let why)) where adds.count > 1:
             // Which of them: one at a time.
             for (request, endpoint, _) in adds {
-                switch await scopedAdd([endpoint], node.controller) {
-                case .some(.done(let results)): request.reply(.added(results[0]))
+                switch await scopedAdd([endpoint], node.controller, answer: { request.reply(.added($0[0])) }) {
+                case .some(.done): break
                 case .some(.failed(let why)): failed.append((request, endpoint, why))
                 case .none: failed.append((request, endpoint, why))
                 }
@@ -183,25 +185,28 @@ extension NodeAgent {
     }
 
     enum ScopedOutcome {
-        /// One result per endpoint, in order.
-        case done([EndpointResult])
+        /// Made and answered.
+        case done
         /// They could not be made; why.
         case failed(String)
     }
 
-    /// Creates or repairs endpoints on their own; nil when only a full reconcile may do it.
-    private func scopedAdd(_ endpoints: [Endpoint], _ controller: NodeController) async -> ScopedOutcome? {
+    /// Creates or repairs endpoints on their own and, once they are verified, hands `answer`
+    /// one result per endpoint, in order (before the audit's bookkeeping, which the runtime
+    /// need not wait for); nil when only a full reconcile may do it.
+    private func scopedAdd(
+        _ endpoints: [Endpoint], _ controller: NodeController, answer: ([EndpointResult]) -> Void
+    ) async -> ScopedOutcome? {
         let log = logger("reconcile")
         let start = ContinuousClock.now
         metrics.reconciles[.endpoint]?.increment()
         let devices = Set(endpoints.map(\.hostDevice))
         let outcome = await Self.onThread {
-            () -> Result<(ApplyReport, [EndpointResult]?, DatapathFingerprint?), any Error> in
+            () -> Result<(ApplyReport, [EndpointResult]?), any Error> in
             Result {
                 let report = try controller.applyEndpoints(hostDevices: devices)
-                guard report.verified else { return (report, nil, nil) }
-                let results = try endpoints.map { try self.result(for: $0, controller) }
-                return (report, results, self.fingerprintForAudit(controller))
+                guard report.verified else { return (report, nil) }
+                return (report, try endpoints.map { try self.result(for: $0, controller) })
             }
         }
         let why = "CNI ADD \(endpoints.map(\.attachment.description).joined(separator: ", "))"
@@ -211,7 +216,11 @@ extension NodeAgent {
             return nil
         case .failure(let error):
             return .failed("\(error)")
-        case .success(let (report, results, fingerprint)):
+        case .success(let (report, results)):
+            if let results {
+                metrics.reconcileDuration.record(ContinuousClock.now - start)
+                answer(results)
+            }
             for change in report.changes {
                 log.info(
                     "\(change.action.rawValue) \(change.subject)",
@@ -221,9 +230,9 @@ extension NodeAgent {
                     ])
             }
             guard let results else { return .failed(report.mismatches.prefix(3).joined(separator: "; ")) }
+            let fingerprint = await Self.onThread { self.fingerprintForAudit(controller) }
             ownChangesVerified(zip(endpoints, results).map { ($0.0, $0.1.hostIndex) }, fingerprint: fingerprint)
-            metrics.reconcileDuration.record(ContinuousClock.now - start)
-            return .done(results)
+            return .done
         }
     }
 
