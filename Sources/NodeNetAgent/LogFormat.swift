@@ -78,9 +78,9 @@ public struct StructuredLogHandler: LogHandler {
     /// terminal driven, by a value a pod chose).
     static func isControl(_ c: Unicode.Scalar) -> Bool { c.value < 0x20 || (0x7f...0x9f).contains(c.value) }
 
+    /// Now, in UTC with milliseconds (a format style: an `ISO8601DateFormatter` made per line
+    /// cost ~50 µs of every line the agent writes).
     static func timestamp() -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return f.string(from: Date())
+        Date().formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
     }
 }

@@ -156,10 +156,10 @@ public struct Ledger: Codable, Sendable, Equatable {
         return ledger
     }
 
-    /// Writes the ledger atomically (temporary file, fsync, rename, directory fsync).
+    /// Writes the ledger atomically (`StateFile.writeAtomically`: temporary file, rename).
     public func save(to directory: String) throws {
         var copy = self
-        copy.updatedAt = ISO8601DateFormatter().string(from: Date())
+        copy.updatedAt = Date().formatted(.iso8601)
         try Paths.createPrivateDirectory(directory, what: "state directory")
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

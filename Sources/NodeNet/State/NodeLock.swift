@@ -58,7 +58,7 @@ public final class NodeLock: @unchecked Sendable {
             throw NodeNetError.conflict(
                 "another nodenetd (\(holder.map { "\($0)" } ?? "its pid not yet written")) owns node \(node)")
         }
-        let holder = Holder(pid: getpid(), command: command, since: ISO8601DateFormatter().string(from: Date()))
+        let holder = Holder(pid: getpid(), command: command, since: Date().formatted(.iso8601))
         let text = Array(((try? JSONEncoder().encode(holder)) ?? Data()) + Data("\n".utf8))
         ftruncate(fd, 0)
         _ = text.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }

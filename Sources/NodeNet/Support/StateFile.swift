@@ -6,8 +6,16 @@ import Foundation
 
 /// Files nodenet reads and writes as root: specs, the ledger. Reading never trusts the path
 /// (a directory, a device, a huge or binary file each get one clear sentence); writing is
-/// atomic (temporary file, fsync, rename, fsync of the directory), so a crash or a full disk
-/// leaves either the old file or the new one, never half of one.
+/// atomic (temporary file, rename), so a crash of the process or a full disk leaves either
+/// the old file or the new one, never half of one.
+///
+/// Writes are not synced to disk (no fsync): every file written here describes kernel state
+/// (the ledger: devices, routes, sysctls, pins; the endpoint store: pods' devices and
+/// addresses) or caches what another source keeps (the cluster cache, the audit record), and
+/// none of that outlives the power loss that could lose a file's last version. A file a
+/// power loss left damaged is what reading is for: it is named, moved aside and rebuilt. A
+/// CNI ADD and DEL write two of them; two fsyncs each cost them 1 ms on an idle disk and
+/// whatever a busy one makes them wait.
 public enum StateFile {
     /// Why a file could not be read, in a sentence that names it.
     public struct ReadError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -70,8 +78,8 @@ public enum StateFile {
         return Data(bytes)
     }
 
-    /// Writes `data` to `path` atomically: a temporary file beside it (mode 0600), fsync,
-    /// rename over `path`, fsync of the directory. `what` names the file in errors.
+    /// Writes `data` to `path` atomically: a temporary file beside it (mode 0600), renamed
+    /// over `path`. `what` names the file in errors.
     public static func writeAtomically(_ data: Data, to path: String, what: String) throws {
         let directory = (path as NSString).deletingLastPathComponent
         let temporary = "\(directory)/.\((path as NSString).lastPathComponent).\(getpid()).tmp"
@@ -90,7 +98,7 @@ public enum StateFile {
             }
             return true
         }
-        guard ok, fsync(fd) == 0 else {
+        guard ok else {
             let error = failure("writing \(temporary)")
             close(fd)
             unlink(temporary)
@@ -101,11 +109,6 @@ public enum StateFile {
             let error = failure("renaming \(temporary)")
             unlink(temporary)
             throw error
-        }
-        let dir = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dir >= 0 {
-            fsync(dir)
-            close(dir)
         }
     }
 
