@@ -217,6 +217,8 @@ extension NodeAgent {
         case .failure(let error):
             return .failed("\(error)")
         case .success(let (report, results)):
+            // The events of this change are the agent's own from the moment it was verified.
+            let verifiedAt = ContinuousClock.now
             if let results {
                 metrics.reconcileDuration.record(ContinuousClock.now - start)
                 answer(results)
@@ -231,7 +233,8 @@ extension NodeAgent {
             }
             guard let results else { return .failed(report.mismatches.prefix(3).joined(separator: "; ")) }
             let fingerprint = await Self.onThread { self.fingerprintForAudit(controller) }
-            ownChangesVerified(zip(endpoints, results).map { ($0.0, $0.1.hostIndex) }, fingerprint: fingerprint)
+            ownChangesVerified(
+                zip(endpoints, results).map { ($0.0, $0.1.hostIndex) }, fingerprint: fingerprint, at: verifiedAt)
             return .done
         }
     }
@@ -280,8 +283,10 @@ extension NodeAgent {
 
     /// After verified endpoint changes: the events they caused are not drift, and the audit's
     /// baseline takes in what they changed in the datapath (and nothing else).
-    private func ownChangesVerified(_ changed: [(Endpoint, InterfaceIndex?)], fingerprint: DatapathFingerprint?) {
-        let now = ContinuousClock.now
+    private func ownChangesVerified(
+        _ changed: [(Endpoint, InterfaceIndex?)], fingerprint: DatapathFingerprint?,
+        at now: ContinuousClock.Instant = .now
+    ) {
         var subjects: [EventSubject] = []
         for (endpoint, hostIndex) in changed {
             subjects += [.route(IPPrefix(host: endpoint.ip)), .link(endpoint.hostDevice)]

@@ -537,9 +537,14 @@ extension BPFModeApplyTests {
             let netdevLink = try FileManager.default.contentsOfDirectory(atPath: dir).filter {
                 $0.hasPrefix("from-netdev@")
             }
+            let netdevLinkID = try netdevLink.map { try BPFLink.info(pinnedAt: "\(dir)/\($0)").id }
             let switched = try t.controller(auto).apply()
             #expect(switched.verified, "\(switched.mismatches)")
             #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == netdevLink)
+            #expect(
+                try netdevLink.map { try BPFLink.info(pinnedAt: "\(dir)/\($0)").id } == netdevLinkID,
+                "the native device keeps the very same link")
+
             #expect(try node.filters(interfaceIndex: eth0.index, direction: .ingress).isEmpty)
             for pod in auto.pods {
                 let lxc = try #require(try node.link(named: NodeNetNames.endpointDevice(for: pod)))

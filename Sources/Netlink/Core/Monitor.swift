@@ -109,20 +109,7 @@ private final class MonitorReader: @unchecked Sendable {
     }
 
     func start() throws {
-        let box = Unmanaged.passRetained(self).toOpaque()
-        var thread = pthread_t()
-        let rc = pthread_create(
-            &thread, nil,
-            { raw in
-                let reader = Unmanaged<MonitorReader>.fromOpaque(raw!).takeRetainedValue()
-                reader.run()
-                return nil
-            }, box)
-        guard rc == 0 else {
-            Unmanaged<MonitorReader>.fromOpaque(box).release()
-            throw NetlinkError(Errno(rawValue: rc), kind: .system, detail: "pthread_create (monitor)")
-        }
-        pthread_detach(thread)
+        try runDetached { self.run() }
     }
 
     private func run() {

@@ -13,9 +13,11 @@ extension NetlinkSocket {
     /// (`rcu_barrier` in `netdev_run_todo`) and for the device's last references, 10–30 ms
     /// here for a veth pair with nothing on it. The device is gone from its namespace before
     /// that: unlisted (its name free, lookups fail), its addresses, routes and neighbours
-    /// flushed, and `RTM_DELLINK` announced. Each request is sent from a thread of its own;
-    /// this returns when the kernel has announced every device's removal (checked by asking
-    /// for it again) or its request has failed, and the threads sit out the release.
+    /// flushed, and `RTM_DELLINK` announced. Each device is looked up first and deleted by
+    /// its index from a thread of its own (a request sent late can then only fail, never
+    /// take a device created under the same name since); this returns when the kernel has
+    /// announced each index's removal and the index is gone, or the request has failed, and
+    /// the threads sit out the release. A name that does not exist fails with `ENODEV`.
     ///
     /// Without the announcement (the event socket overflowed) a deletion counts when its
     /// request is acknowledged. A request that fails after its device was announced gone
@@ -30,7 +32,7 @@ extension NetlinkSocket {
         do {
             // Subscribed before any request is sent: no announcement can be missed.
             events = try NetlinkSocket(namespace: namespace, groups: .link)
-            events.setReceiveBuffer(1 << 20)
+            events.setReceiveBuffer(Self.requestReceiveBuffer)
             query = try NetlinkSocket(namespace: namespace)
             senders = try names.map { _ in try NetlinkSocket(namespace: namespace) }
             progress = try DeletionProgress(count: names.count)
@@ -38,19 +40,34 @@ extension NetlinkSocket {
             let failure = error as? NetlinkError ?? .malformed("\(error)")
             return names.map { _ in .failure(failure) }
         }
+        var indexes: [InterfaceIndex?] = []
         for (i, name) in names.enumerated() {
+            let link: Link?
+            do { link = try query.link(named: name) } catch {
+                progress.finish(i, .failure(error as? NetlinkError ?? .malformed("\(error)")))
+                indexes.append(nil)
+                continue
+            }
+            guard let link else {
+                progress.finish(
+                    i, .failure(NetlinkError(.noSuchDevice, context: "deleting link \(name)", detail: "no such device"))
+                )
+                indexes.append(nil)
+                continue
+            }
+            indexes.append(link.index)
             let socket = senders[i]
             let delete: @Sendable () -> Void = {
                 let result: Result<Void, NetlinkError>
                 do {
-                    try socket.execute(LinkName(name).deleteRequest)
+                    try socket.execute(link.deleteRequest)
                     result = .success(())
                 } catch {
                     result = .failure(error as? NetlinkError ?? .malformed("\(error)"))
                 }
                 progress.finish(i, result)
             }
-            if !startThread(delete) { delete() }
+            if (try? runDetached(delete)) == nil { delete() }
         }
 
         var gone = Set<Int>()
@@ -72,10 +89,10 @@ extension NetlinkSocket {
                 for message in try events.receiveEvents(context: "reading link events")
                 where message.header.type == RTM.delLink {
                     guard let link = try? Link(message: message),
-                        let i = names.indices.first(where: { names[$0] == link.name && !gone.contains($0) })
+                        let i = names.indices.first(where: { indexes[$0] == link.index && !gone.contains($0) })
                     else { continue }
-                    // The announcement is the kernel's; that the name is free now is checked.
-                    if (try? query.link(named: names[i])) == .some(nil) { gone.insert(i) }
+                    // The announcement is the kernel's; that the index is gone now is checked.
+                    if (try? query.link(interfaceIndex: link.index)) == .some(nil) { gone.insert(i) }
                 }
             } catch {
                 // Overflowed or unreadable: the acknowledgements decide from here.
@@ -84,28 +101,6 @@ extension NetlinkSocket {
         }
         let acknowledged = progress.results
         return names.indices.map { acknowledged[$0] ?? .success(()) }
-    }
-
-    /// Runs `body` on a detached thread; false when no thread could be started.
-    private static func startThread(_ body: @escaping @Sendable () -> Void) -> Bool {
-        final class Box {
-            let body: @Sendable () -> Void
-            init(_ b: @escaping @Sendable () -> Void) { body = b }
-        }
-        let raw = Unmanaged.passRetained(Box(body)).toOpaque()
-        var thread = pthread_t()
-        let rc = pthread_create(
-            &thread, nil,
-            { raw in
-                Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue().body()
-                return nil
-            }, raw)
-        guard rc == 0 else {
-            Unmanaged<Box>.fromOpaque(raw).release()
-            return false
-        }
-        pthread_detach(thread)
-        return true
     }
 }
 

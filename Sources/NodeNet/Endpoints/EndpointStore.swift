@@ -41,7 +41,7 @@ public struct EndpointStore: Sendable, Equatable {
         endpoints.first { $0.attachment == attachment }
     }
 
-    // MARK: Changes (in memory; `save()` makes them durable)
+    // MARK: Changes (in memory; `save()` writes them)
 
     /// Adds the endpoint for `attachment`, or returns the one it already has (a repeated ADD
     /// gets the same answer). `created` tells which.

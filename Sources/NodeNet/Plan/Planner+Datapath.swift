@@ -171,9 +171,12 @@ extension Planner {
         // Kernel mode, or a program that attaches through tcx here: our cls_bpf filters for it
         // come off (switching modes).
         for (device, filters) in observed.ingressFilters.sorted(by: { $0.key < $1.key }) {
-            let program: DatapathProgram = device == self.device ? .fromNetdev : .fromContainer
-            guard datapath != .bpf || attachModes.mode(for: program) == .tcx else { continue }
             for f in filters where DatapathProgram.isOurs(f) {
+                // The filter's name says whose program it is (an unknown one of ours: by device).
+                let program =
+                    DatapathProgram.allCases.first { f.bpf?.name?.hasPrefix("nodenet-\($0.rawValue)-") == true }
+                    ?? (device == self.device ? .fromNetdev : .fromContainer)
+                guard datapath != .bpf || attachModes.mode(for: program) == .tcx else { continue }
                 addChange(
                     .delete, .datapath, .node, "\(f.bpf?.name ?? "filter") on \(device)", wanted: nil,
                     found: "tc ingress bpf \(f.bpf?.name ?? "")",
