@@ -86,12 +86,15 @@ extension NodeAgent {
                         "endpoint deleted",
                         metadata: ["attachment": "\(endpoint.attachment)", "pod": "\(endpoint.pod.id)"])
                 }
-                if await !scopedRemove(removed, node.controller) {
+                let replies = answers
+                let answer = { for (request, outcome) in replies { request.reply(outcome) } }
+                if await !scopedRemove(removed, node.controller, answer: answer) {
                     fullAt = fullAt ?? .now
                     await reconcile(node.controller, cause: .endpoint, reason: "CNI DEL/GC", eventAt: nil)
                 }
             }
         }
+        // Those a verified scoped removal answered already are not answered twice (`ReplyOnce`).
         for (request, outcome) in answers { request.reply(outcome) }
 
         // ADD.
@@ -239,33 +242,41 @@ extension NodeAgent {
         }
     }
 
-    /// Removes endpoints on their own; false when only a full reconcile may do it (or it failed).
-    private func scopedRemove(_ endpoints: [Endpoint], _ controller: NodeController) async -> Bool {
+    /// Removes endpoints on their own and, once that is verified, calls `answer` (before the
+    /// audit's bookkeeping); false when only a full reconcile may do it (or it failed).
+    private func scopedRemove(
+        _ endpoints: [Endpoint], _ controller: NodeController, answer: () -> Void = {}
+    ) async -> Bool {
         let log = logger("reconcile")
         metrics.reconciles[.endpoint]?.increment()
         let pods = endpoints.map(\.pod)
         let outcome = await Self.onThread {
-            () -> Result<(ApplyReport, [String: InterfaceIndex], DatapathFingerprint?), any Error> in
+            () -> Result<(ApplyReport, [String: InterfaceIndex]), any Error> in
             Result {
-                // The devices' ifindexes before they go: their setting events name them so.
-                let indexes = Dictionary(
-                    ((try? controller.session.node.links()) ?? []).map { ($0.name, $0.index) },
-                    uniquingKeysWith: { a, _ in a })
-                let report = try controller.removeEndpoints(pods)
-                return (report, indexes, report.verified ? self.fingerprintForAudit(controller) : nil)
+                // The devices' ifindexes before they go (their setting events name them so),
+                // looked up one by one: a dump of every link grows with the node.
+                var indexes: [String: InterfaceIndex] = [:]
+                for endpoint in endpoints {
+                    indexes[endpoint.hostDevice] = try? controller.session.node.link(named: endpoint.hostDevice)?.index
+                }
+                return (try controller.removeEndpoints(pods), indexes)
             }
         }
         let why = "CNI DEL \(endpoints.map(\.attachment.description).joined(separator: ", "))"
         switch outcome {
-        case .success(let (report, indexes, fingerprint)) where report.verified:
+        case .success(let (report, indexes)) where report.verified:
+            let verifiedAt = ContinuousClock.now
+            answer()
             for change in report.changes {
                 log.info(
                     "\(change.action.rawValue) \(change.subject)",
                     metadata: ["why": "\(why)", "kind": "\(change.kind)", "namespace": "\(change.namespace)"])
             }
-            ownChangesVerified(endpoints.map { ($0, indexes[$0.hostDevice]) }, fingerprint: fingerprint)
+            let fingerprint = await Self.onThread { self.fingerprintForAudit(controller) }
+            ownChangesVerified(
+                endpoints.map { ($0, indexes[$0.hostDevice]) }, fingerprint: fingerprint, at: verifiedAt)
             return true
-        case .success(let (report, _, _)):
+        case .success(let (report, _)):
             log.warning("scoped removal left differences", metadata: ["mismatches": "\(report.mismatches)"])
             return false
         case .failure(let error):

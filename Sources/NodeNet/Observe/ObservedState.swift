@@ -38,8 +38,19 @@ public struct ObservedNamespace: Sendable, Equatable {
 
     /// Reads a namespace through `socket`.
     public static func read(_ socket: NetlinkSocket) throws -> ObservedNamespace {
+        try read(socket, links: try socket.links())
+    }
+
+    /// Reads a namespace through `socket` with only the links named `devices` (those that
+    /// exist), for a plan scoped to some endpoints: a link dump carries every device's settings
+    /// (2–3 KB each) and its cost grows with the node (1.8 ms at 100 pods), a lookup does not.
+    public static func read(_ socket: NetlinkSocket, devices: Set<String>) throws -> ObservedNamespace {
+        try read(socket, links: try devices.sorted().compactMap { try socket.link(named: $0) })
+    }
+
+    private static func read(_ socket: NetlinkSocket, links: [Link]) throws -> ObservedNamespace {
         ObservedNamespace(
-            links: try socket.links(),
+            links: links,
             addresses: try socket.addresses(family: .inet),
             ownedRoutes: try socket.routes(
                 RouteFilter(family: .inet, table: RouteTable.main, protocol: NodeNetNames.routeProtocol)))
