@@ -294,7 +294,9 @@ public final class NodeAgent: @unchecked Sendable {
             metadata: ["node": "\(spec.node.name)", "namespace": "\(options.namespace)", "spec": "\(options.specPath)"])
         // Subscribe before the first apply: drift in between is then seen, not left to resync.
         let monitor = try NetlinkMonitor(
-            namespace: options.namespace, groups: [.link, .ipv4Address, .ipv4Route, .ipv4Netconf])
+            namespace: options.namespace, groups: [.link, .ipv4Address, .ipv4Route, .ipv4Netconf, .trafficControl])
+        // tc events name a device by index only: looked up to tell whether it is one of ours.
+        let deviceNames = try NetlinkSocket(namespace: options.namespace)
         defer { monitor.stop() }
         // The endpoint API listens before the first apply: requests wait for it in the loop's
         // queue (a runtime's ADD during start is answered when the node is ready, not refused).
@@ -326,6 +328,15 @@ public final class NodeAgent: @unchecked Sendable {
                     } else if case .undecodable(_, let error) = event {
                         log.warning("netlink monitor error; re-planning", metadata: ["error": "\(error)"])
                         continuation.yield(.event("monitor error", at: .now))
+                    } else if case .trafficControl(let index) = event {
+                        // Our filters on pods' devices (clsact) have no pin to audit: their
+                        // changes come as events. A device already gone has its link event.
+                        if let name = try? deviceNames.link(interfaceIndex: index)?.name,
+                            ownedBox.value.owns(device: name)
+                        {
+                            continuation.yield(
+                                .event("tc filters or qdiscs changed on \(name)", at: .now, subject: .link(name)))
+                        }
                     } else if let reason = ownedBox.value.concerns(event) {
                         continuation.yield(.event(reason, at: .now, subject: EventSubject(event)))
                     }
@@ -761,6 +772,9 @@ struct OwnershipFilter: Sendable {
             [NodeNetNames.hostDevice, NodeNetNames.netDevice] + spec.pods.map(NodeNetNames.endpointDevice(for:)))
         self.device = device
     }
+
+    /// Whether `device` is one nodenet made or attaches to.
+    func owns(device name: String) -> Bool { devices.contains(name) || name == device }
 
     func concerns(_ event: NetlinkEvent) -> String? {
         switch event {

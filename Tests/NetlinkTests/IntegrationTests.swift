@@ -287,6 +287,42 @@ struct IntegrationTests {
         }
     }
 
+    /// A qdisc added and deleted on a device arrive as tc events naming its index (and a
+    /// monitor not subscribed to tc sees none).
+    @Test func monitorSeesQdiscChangesByInterfaceIndex() async throws {
+        try await withNamespaces(["tcm"]) { names in
+            let ns = NamespaceReference.named(names[0])
+            let s = try NetlinkSocket(namespace: ns)
+            try s.add(LinkConfiguration(name: "t0", kind: .veth(peer: VethPeer(name: "t1")), up: true))
+            let t0 = try #require(try s.link(named: "t0"))
+            let monitor = try NetlinkMonitor(namespace: ns, groups: [.trafficControl])
+            defer { monitor.stop() }
+            let others = try NetlinkMonitor(namespace: ns, groups: [.link])
+            defer { others.stop() }
+            try s.addClsact(interfaceIndex: t0.index)
+            try s.delete(.clsact(interfaceIndex: t0.index))
+            let seen = try await withTimeout(seconds: 20) { () -> [InterfaceIndex] in
+                var indexes: [InterfaceIndex] = []
+                for await event in monitor {
+                    if case .trafficControl(let index) = event { indexes.append(index) }
+                    if indexes.count == 2 { break }
+                }
+                return indexes
+            }
+            #expect(seen == [t0.index, t0.index])
+            // The link-only monitor: a change to t0 arrives, and no tc event before it.
+            try s.setLink(named: "t0", LinkChange(up: false))
+            let first = try await withTimeout(seconds: 20) { () -> String in
+                for await event in others {
+                    if case .trafficControl = event { return "tc" }
+                    if case .newLink(let l) = event, l.name == "t0" { return "link" }
+                }
+                return "none"
+            }
+            #expect(first == "link")
+        }
+    }
+
     @Test func monitorReportsOverrunInsteadOfStopping() async throws {
         try await withNamespaces(["ovr"]) { names in
             let ns = NamespaceReference.named(names[0])

@@ -130,10 +130,9 @@ struct ReliabilityIntegrationTests {
                 let index = try #require(try node.link(named: lxc)).index
                 try node.delete(.filter(interfaceIndex: index, direction: .ingress, priority: 1))
             }
-            // Nothing but the audit watches tc filters and pins (no netlink event for them), and the
-            // resync is 60 s away: back within 30 s means the audit found it (however long a loaded
-            // machine takes). A reconcile for some unrelated event may repair it first; the claim
-            // is the same, and status reports the drift either way.
+            // A tcx link's pin has no netlink event: the audit finds it. A pod's cls_bpf filter is not
+            // in the audit's fingerprint: its tc event starts the reconcile. The resync is 60 s
+            // away: back within 30 s means one of them did (however long a loaded machine takes).
             _ = try await AgentIntegrationTests.waitFor("the program's repair", seconds: 30) {
                 guard agent.health == .healthy else { return false }
                 return try t.controller(spec).plan().isEmpty

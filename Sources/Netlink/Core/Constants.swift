@@ -90,6 +90,8 @@ public struct MulticastGroups: OptionSet, Sendable, Hashable {
     public static let ipv6Route = MulticastGroups(rawValue: 0x400)
     /// `RTNLGRP_IPV4_NETCONF`: per-device IPv4 settings (forwarding, rp_filter, ...) changed.
     public static let ipv4Netconf = MulticastGroups(rawValue: 1 << 23)
+    /// `RTMGRP_TC`: qdiscs and tc filters.
+    public static let trafficControl = MulticastGroups(rawValue: 0x8)
     public static let all: MulticastGroups = [
         .link, .neighbour, .ipv4Address, .ipv4Route, .ipv6Address, .ipv6Route, .ipv4Netconf,
     ]

@@ -17,6 +17,10 @@ public enum NetlinkEvent: Sendable {
     /// An IPv4 per-device setting changed (`RTM_NEWNETCONF`: forwarding, rp_filter, ...),
     /// for the interface with this index (nil: the `all`/`default` settings).
     case netconf(interfaceIndex: InterfaceIndex?)
+    /// A qdisc or tc filter was added, replaced or deleted on the interface with this index
+    /// (`RTM_NEWQDISC`, `RTM_DELQDISC`, `RTM_NEWTFILTER`, `RTM_DELTFILTER`; group
+    /// `.trafficControl`).
+    case trafficControl(interfaceIndex: InterfaceIndex)
     /// The socket's buffer overflowed and the kernel dropped events. State may have
     /// changed unseen: the consumer must re-dump what it cares about.
     case overrun
@@ -41,6 +45,9 @@ public enum NetlinkEvent: Sendable {
                 let attrs = try AttributeList(parsing: try r.slice(4, r.count - 4))
                 let index = attrs[1]?.interfaceIndex
                 return .netconf(interfaceIndex: index.flatMap { $0.rawValue > 0 ? $0 : nil })
+            case RTM.newQdisc, RTM.delQdisc, RTM.newFilter, RTM.delFilter:
+                // struct tcmsg: family, 3 pad bytes, then the ifindex (s32).
+                return .trafficControl(interfaceIndex: try ByteReader(message.payload).interfaceIndex(4))
             default: return nil
             }
         } catch let error as NetlinkError {

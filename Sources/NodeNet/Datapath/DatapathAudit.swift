@@ -37,9 +37,8 @@ public struct DatapathFingerprint: Sendable, Equatable {
             facts["socket LB link \(name)"] = info.map { "link \($0.id), program \($0.programID)" } ?? "unreadable"
         }
         if !clsactDevices.isEmpty {
-            let links = Dictionary(try node.links().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
             for device in clsactDevices {
-                guard let link = links[device] else { continue }
+                guard let link = try node.link(named: device) else { continue }
                 let ours = try node.filters(interfaceIndex: link.index, direction: .ingress).filter(
                     DatapathProgram.isOurs)
                 facts["filters on \(device)"] = ours.map { "\($0.bpf?.name ?? "?") program \($0.bpf?.programID ?? 0)" }
