@@ -16,12 +16,12 @@ struct Plugin {
         let parsed: JSONValue
         do { parsed = try JSONValue.parse(Data(stdin)) } catch {
             throw CNIError(
-                code: CNIError.decodeFailure, msg: "the network configuration on stdin is not JSONValue",
+                code: CNIError.decodeFailure, msg: "the network configuration on stdin is not JSON",
                 details: "\(error)")
         }
         guard let object = parsed.object else {
             throw CNIError(
-                code: CNIError.decodeFailure, msg: "the network configuration on stdin is not a JSONValue object")
+                code: CNIError.decodeFailure, msg: "the network configuration on stdin is not a JSON object")
         }
         config = object
         guard let version = object["cniVersion"]?.string else {

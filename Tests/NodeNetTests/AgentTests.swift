@@ -105,3 +105,53 @@ import Testing
         #expect(body.contains("nodenet_drift_repair_duration_seconds_bucket"))
     }
 }
+
+/// The plugin's own answers to a configuration it cannot use: CNI error results (exit 1) with
+/// the spec's codes and a sentence that says what is wrong, before any agent is asked.
+@Suite struct CNIPluginConfigurationTests {
+    static let plugin = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        .appendingPathComponent("nodenet-cni").path
+
+    func run(_ stdin: String) throws -> (status: Int32, error: [String: Any]) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.plugin)
+        p.environment = [
+            "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "ctr", "CNI_NETNS": "/var/run/netns/none", "CNI_IFNAME": "eth0",
+            "CNI_PATH": "/opt/cni/bin",
+        ]
+        let input = Pipe()
+        let output = Pipe()
+        p.standardInput = input
+        p.standardOutput = output
+        try p.run()
+        input.fileHandleForWriting.write(Data(stdin.utf8))
+        try input.fileHandleForWriting.close()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] ?? [:]
+        return (p.terminationStatus, object)
+    }
+
+    @Test(
+        .enabled(if: FileManager.default.isExecutableFile(atPath: plugin), "build nodenet-cni first (swift build)"),
+        arguments: [
+            ("not json", 6, "the network configuration on stdin is not JSON"),
+            ("[1, 2]", 6, "the network configuration on stdin is not a JSON object"),
+            (#"{"name": "n"}"#, 7, "the network configuration has no cniVersion"),
+            (
+                #"{"cniVersion": "0.2.0", "name": "n"}"#, 1,
+                "CNI version 0.2.0 is not supported (nodenet-cni supports 0.3.1, 0.4.0, 1.0.0, 1.1.0)"
+            ),
+            (#"{"cniVersion": "1.0.0"}"#, 7, "the network configuration has no name"),
+            (
+                #"{"cniVersion": "1.0.0", "name": "n", "socket": "run/x.sock"}"#, 7,
+                "\"socket\" must be an absolute path"
+            ),
+        ])
+    func aConfigurationItCannotUseIsACNIError(_ stdin: String, _ code: Int, _ message: String) throws {
+        let (status, error) = try run(stdin)
+        #expect(status == 1)
+        #expect(error["code"] as? Int == code, "\(error)")
+        #expect(error["msg"] as? String == message, "\(error)")
+    }
+}
