@@ -43,8 +43,9 @@ public enum JSONValue: Sendable, Equatable, Codable {
         }
     }
 
+    /// Parses JSON text (`JSONParser`: strict, no duplicate keys); throws `JSONSyntaxError`.
     public static func parse(_ data: Data) throws -> JSONValue {
-        try JSONDecoder().decode(JSONValue.self, from: data)
+        try JSONParser.parse(Array(data))
     }
 
     /// The member `key` of an object; nil for anything else.
@@ -69,11 +70,7 @@ public enum JSONValue: Sendable, Equatable, Codable {
     }
 
     /// Compact JSON text, keys sorted.
-    public var text: String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
-    }
+    public var text: String { JSONWriter.text(self) }
 
     public var kindName: String {
         switch self {

@@ -5,6 +5,11 @@ extension JSONValue {
     /// A decoding failure in words: what is wrong and where (line and column), never
     /// `DecodingError` or "The given data was not valid JSON".
     package static func describe(_ error: any Error, in data: Data) -> String {
+        if let syntax = error as? JSONSyntaxError {
+            if syntax.truncated { return "not valid JSON: it ends in the middle of a value" }
+            let (line, column) = position(of: syntax.offset, in: data)
+            return "not valid JSON: unexpected text at line \(line), column \(column) (\(syntax.problem))"
+        }
         // JSONSerialization says where the syntax breaks ("... around character 3.").
         if (try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])) == nil {
             var reason = "not valid JSON"
