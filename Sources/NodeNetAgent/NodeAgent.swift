@@ -328,14 +328,22 @@ public final class NodeAgent: @unchecked Sendable {
                     } else if case .undecodable(_, let error) = event {
                         log.warning("netlink monitor error; re-planning", metadata: ["error": "\(error)"])
                         continuation.yield(.event("monitor error", at: .now))
-                    } else if case .trafficControl(let index) = event {
-                        // Our filters on pods' devices (clsact) have no pin to audit: their
-                        // changes come as events. A device already gone has its link event.
-                        if let name = try? deviceNames.link(interfaceIndex: index)?.name,
-                            ownedBox.value.owns(device: name)
-                        {
-                            continuation.yield(
-                                .event("tc filters or qdiscs changed on \(name)", at: .now, subject: .link(name)))
+                    } else if case .trafficControl(let index, let parent) = event {
+                        // Our filters on pods' devices (clsact) have no pin to audit: their changes
+                        // come as events. Only the clsact qdisc and its ingress filters are ours
+                        // (a chained plugin's root qdisc is not); a device already gone has its
+                        // link event.
+                        guard parent == 0xFFFF_FFF1 || parent == 0xFFFF_FFF2 else { continue }
+                        do {
+                            if let name = try deviceNames.link(interfaceIndex: index)?.name,
+                                ownedBox.value.owns(device: name)
+                            {
+                                continuation.yield(
+                                    .event("tc ingress changed on \(name)", at: .now, subject: .link(name)))
+                            }
+                        } catch {
+                            log.warning("cannot name a tc event's device; re-planning", metadata: ["error": "\(error)"])
+                            continuation.yield(.event("tc ingress changed on ifindex \(index)", at: .now))
                         }
                     } else if let reason = ownedBox.value.concerns(event) {
                         continuation.yield(.event(reason, at: .now, subject: EventSubject(event)))

@@ -14,6 +14,8 @@ struct JSONParser {
 
     static func parse(_ bytes: [UInt8]) throws(JSONSyntaxError) -> JSONValue {
         var parser = JSONParser(bytes)
+        // A UTF-8 byte order mark before the text is not part of it.
+        if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { parser.position = 3 }
         parser.skipWhitespace()
         let value = try parser.value(depth: 0)
         parser.skipWhitespace()
@@ -26,7 +28,12 @@ struct JSONParser {
     }
 
     private mutating func skipWhitespace() {
-        while position < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[position]) { position += 1 }
+        while position < bytes.count {
+            switch bytes[position] {
+            case 0x20, 0x09, 0x0A, 0x0D: position += 1
+            default: return
+            }
+        }
     }
 
     private mutating func value(depth: Int) throws(JSONSyntaxError) -> JSONValue {
@@ -162,7 +169,9 @@ struct JSONParser {
     }
 
     private mutating func hex4() throws(JSONSyntaxError) -> UInt32 {
-        guard position + 4 <= bytes.count else { throw error("a \\u escape needs four hex digits") }
+        guard position + 4 <= bytes.count else {
+            throw JSONSyntaxError(offset: position, problem: "a \\u escape needs four hex digits", truncated: true)
+        }
         var value: UInt32 = 0
         for b in bytes[position..<position + 4] {
             let digit: UInt8
@@ -235,8 +244,15 @@ enum JSONWriter {
         case .null: out += "null"
         case .bool(let b): out += b ? "true" : "false"
         case .number(let n):
-            // Whole numbers are written as integers (`"interface": 1`, not `1.0`).
-            if n == n.rounded(), abs(n) < 1e15 { out += String(Int64(n)) } else { out += "\(n)" }
+            // Whole numbers are written as integers (`"interface": 1`, not `1.0`); JSON has no
+            // NaN or infinity (parsing never makes them): null.
+            if !n.isFinite {
+                out += "null"
+            } else if n == n.rounded(), abs(n) < 1e15 {
+                out += String(Int64(n))
+            } else {
+                out += "\(n)"
+            }
         case .string(let s): write(s, to: &out)
         case .array(let a):
             out += "["

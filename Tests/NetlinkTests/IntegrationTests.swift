@@ -287,8 +287,8 @@ struct IntegrationTests {
         }
     }
 
-    /// A qdisc added and deleted on a device arrive as tc events naming its index (and a
-    /// monitor not subscribed to tc sees none).
+    /// A clsact qdisc added and deleted on a device arrive as tc events naming its index and
+    /// clsact's parent (and a monitor not subscribed to tc sees none).
     @Test func monitorSeesQdiscChangesByInterfaceIndex() async throws {
         try await withNamespaces(["tcm"]) { names in
             let ns = NamespaceReference.named(names[0])
@@ -301,15 +301,17 @@ struct IntegrationTests {
             defer { others.stop() }
             try s.addClsact(interfaceIndex: t0.index)
             try s.delete(.clsact(interfaceIndex: t0.index))
-            let seen = try await withTimeout(seconds: 20) { () -> [InterfaceIndex] in
-                var indexes: [InterfaceIndex] = []
+            let seen = try await withTimeout(seconds: 20) { () -> [String] in
+                var events: [String] = []
                 for await event in monitor {
-                    if case .trafficControl(let index) = event { indexes.append(index) }
-                    if indexes.count == 2 { break }
+                    if case .trafficControl(let index, let parent) = event {
+                        events.append("\(index) \(String(parent, radix: 16))")
+                    }
+                    if events.count == 2 { break }
                 }
-                return indexes
+                return events
             }
-            #expect(seen == [t0.index, t0.index])
+            #expect(seen == ["\(t0.index) fffffff1", "\(t0.index) fffffff1"])
             // The link-only monitor: a change to t0 arrives, and no tc event before it.
             try s.setLink(named: "t0", LinkChange(up: false))
             let first = try await withTimeout(seconds: 20) { () -> String in

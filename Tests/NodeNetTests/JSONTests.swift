@@ -59,7 +59,7 @@ import Testing
         }
     }
 
-    @Test func truncatedTextTooDeepNestingAndBadUTF8AreRefused() {
+    @Test func truncatedTextTooDeepNestingAndBadUTF8AreRefused() throws {
         for cut in ["{\"a\": [1, 2", "\"abc", "[", "{\"a\"", "{\"a\":"] {
             let error = #expect(throws: JSONSyntaxError.self) { try JSONValue.parse(Data(cut.utf8)) }
             #expect(error?.truncated == true, "\(cut)")
@@ -71,6 +71,10 @@ import Testing
         #expect((try? JSONValue.parse(Data(ok.utf8))) != nil)
         let latin1 = #expect(throws: JSONSyntaxError.self) { try JSONValue.parse(Data([0x22, 0xE9, 0x22])) }
         #expect(latin1?.problem == "a string is not valid UTF-8")
+        let shortEscape = #expect(throws: JSONSyntaxError.self) { try JSONValue.parse(Data(#""\u12"#.utf8)) }
+        #expect(shortEscape?.truncated == true)
+        // A byte order mark before the text is skipped.
+        #expect(try JSONValue.parse(Data([0xEF, 0xBB, 0xBF] + Array(#"{"a": 1}"#.utf8))) == .object(["a": .number(1)]))
     }
 
     /// The writer: compact, keys sorted, whole numbers as integers, escapes only where JSON
@@ -84,5 +88,7 @@ import Testing
             value.text == #"{"a":"q\"b\\s/n\n\u0001é😀","b":[1,1.5,-3,1e+20,true,null],"c":{}}"#)
         #expect(try JSONValue.parse(Data(value.text.utf8)) == value)
         #expect(try Self.foundation(value.text) == value)
+        // JSON has no NaN or infinity: written as null (parsing never makes them).
+        #expect(JSONValue.array([.number(.nan), .number(.infinity)]).text == "[null,null]")
     }
 }

@@ -19,8 +19,9 @@ public enum NetlinkEvent: Sendable {
     case netconf(interfaceIndex: InterfaceIndex?)
     /// A qdisc or tc filter was added, replaced or deleted on the interface with this index
     /// (`RTM_NEWQDISC`, `RTM_DELQDISC`, `RTM_NEWTFILTER`, `RTM_DELTFILTER`; group
-    /// `.trafficControl`).
-    case trafficControl(interfaceIndex: InterfaceIndex)
+    /// `.trafficControl`), under `parent` (`tcm_parent`: 0xFFFFFFF1 for a clsact or ingress
+    /// qdisc, 0xFFFFFFF2 for a filter on clsact's ingress hook, 0xFFFFFFFF for a root qdisc).
+    case trafficControl(interfaceIndex: InterfaceIndex, parent: UInt32)
     /// The socket's buffer overflowed and the kernel dropped events. State may have
     /// changed unseen: the consumer must re-dump what it cares about.
     case overrun
@@ -46,8 +47,9 @@ public enum NetlinkEvent: Sendable {
                 let index = attrs[1]?.interfaceIndex
                 return .netconf(interfaceIndex: index.flatMap { $0.rawValue > 0 ? $0 : nil })
             case RTM.newQdisc, RTM.delQdisc, RTM.newFilter, RTM.delFilter:
-                // struct tcmsg: family, 3 pad bytes, then the ifindex (s32).
-                return .trafficControl(interfaceIndex: try ByteReader(message.payload).interfaceIndex(4))
+                // struct tcmsg: family, 3 pad bytes, ifindex (s32), handle, parent (u32 each).
+                let r = ByteReader(message.payload)
+                return .trafficControl(interfaceIndex: try r.interfaceIndex(4), parent: try r.u32(12))
             default: return nil
             }
         } catch let error as NetlinkError {
