@@ -56,7 +56,7 @@ let package = Package(
         .target(
             name: "NodeNetAgent",
             dependencies: [
-                "NodeNet", "Etcd", .product(name: "Logging", package: "swift-log"),
+                "NodeNet", "NodeNetJSON", "Etcd", .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
         // Throwaway clusters in network namespaces (fabric, nodes, pods, external host), pod

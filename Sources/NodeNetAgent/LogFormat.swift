@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NodeNet
+import NodeNetJSON
 
 /// Structured log lines: `logfmt` (`ts=… level=info subsystem=reconcile msg="…" key=value`)
 /// or one JSON object per line. The logger's label is the subsystem.
@@ -58,21 +59,8 @@ public struct StructuredLogHandler: LogHandler {
         }
     }
 
-    static func quote(_ s: String) -> String {
-        var out = "\""
-        for c in s.unicodeScalars {
-            switch c {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if isControl(c) { out += String(format: "\\u%04x", c.value) } else { out.unicodeScalars.append(c) }
-            }
-        }
-        return out + "\""
-    }
+    /// `s` as a JSON string (control characters escaped: `JSONWriter`).
+    static func quote(_ s: String) -> String { JSONValue.string(s).text }
 
     /// C0 and C1 control characters and DEL: never written raw (a line could be forged, or a
     /// terminal driven, by a value a pod chose).

@@ -231,7 +231,9 @@ public struct JSONSyntaxError: Error, Sendable, Equatable, CustomStringConvertib
     public var description: String { "not valid JSON at byte \(offset): \(problem)" }
 }
 
-/// `JSONValue` to compact JSON text, keys sorted, slashes and non-ASCII characters as they are.
+/// `JSONValue` to compact JSON text, keys sorted, slashes and printable non-ASCII characters as
+/// they are. Control characters (C0, DEL and C1) are always escaped: the agent's log lines are
+/// written with it, and a value a pod chose must never drive a terminal or forge a line.
 enum JSONWriter {
     static func text(_ value: JSONValue) -> String {
         var out = ""
@@ -284,7 +286,7 @@ enum JSONWriter {
             case "\t": out += "\\t"
             case "\u{08}": out += "\\b"
             case "\u{0C}": out += "\\f"
-            case "\u{00}"..."\u{1F}":
+            case "\u{00}"..."\u{1F}", "\u{7F}"..."\u{9F}":
                 let hex = String(scalar.value, radix: 16)
                 out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
             default: out.unicodeScalars.append(scalar)
