@@ -243,15 +243,27 @@ enum Metric: String, CaseIterable, Encodable {
 struct Path {
     var name: String, client: String, server: String, ip: String
     /// BPF paths: the lab's bpffs directories and the redirect verdict the path must count.
-    var bpf: (directories: [String], verdict: UInt32)?
+    var bpf: (directories: [String], namespaces: [String], verdict: UInt32)?
     /// The ports the client connects to (a node port) for iperf3 (its server listens on 5201)
     /// and for RR/CRR (the echo server on 7777).
     var iperfPort = 5201, echoPort: UInt16 = 7777
 }
 
-/// The tcx programs of the BPF lab's nodes, by kind (from-container, from-netdev): their fds.
-func programs(_ directories: [String]) throws -> [(kind: String, handle: BPFProgramHandle)] {
+/// The programs of the BPF lab's nodes, by kind (from-container, from-netdev): those of their
+/// tcx links, and those of their cls_bpf filters (`attachMode: auto` attaches from-container so).
+func programs(_ directories: [String], namespaces: [String]) throws -> [(kind: String, handle: BPFProgramHandle)] {
     var result: [(String, BPFProgramHandle)] = []
+    for namespace in namespaces {
+        let node = try NetlinkSocket(namespace: .named(namespace))
+        for link in try node.links() {
+            for filter in try node.filters(interfaceIndex: link.index, direction: .ingress) {
+                guard let bpf = filter.bpf, let name = bpf.name, let id = bpf.programID,
+                    let program = DatapathProgram.allCases.first(where: { name.hasPrefix("nodenet-\($0.rawValue)-") })
+                else { continue }
+                result.append((program.rawValue, try BPFProgramHandle(id: id)))
+            }
+        }
+    }
     for directory in directories {
         let layout = BPFFSLayout(directory: directory)
         let names = (try? FileManager.default.contentsOfDirectory(atPath: layout.tcxLinkDirectory)) ?? []
@@ -383,16 +395,17 @@ runBenchmark("datapath-bench", usage: usage) {
             }
         }
         let directories = ["n1", "n2"].map { c.bpffsDirectory(ofNode: $0) }
+        let namespaces = ["n1", "n2"].map { c.namespace(ofNode: $0) }
         paths.append(
             Path(
                 name: "same node, \(label)", client: c.namespace(ofPod: "p1"),
                 server: c.namespace(ofPod: "p2"), ip: "10.0.2.11",
-                bpf: mode == .bpf ? (directories, UInt32(NODENET_VERDICT_LOCAL_REDIRECT.rawValue)) : nil))
+                bpf: mode == .bpf ? (directories, namespaces, UInt32(NODENET_VERDICT_LOCAL_REDIRECT.rawValue)) : nil))
         paths.append(
             Path(
                 name: "two nodes, \(label)", client: c.namespace(ofPod: "p1"),
                 server: c.namespace(ofPod: "p3"), ip: "10.0.1.10",
-                bpf: mode == .bpf ? (directories, UInt32(NODENET_VERDICT_REMOTE_REDIRECT.rawValue)) : nil))
+                bpf: mode == .bpf ? (directories, namespaces, UInt32(NODENET_VERDICT_REMOTE_REDIRECT.rawValue)) : nil))
         if (mode == .bpf && !bigTCP) || iptables {
             nodePortLabs[mode == .bpf ? "bpf" : "kube-proxy"] = (c, directories)
         }
@@ -401,16 +414,19 @@ runBenchmark("datapath-bench", usage: usage) {
     // backend (p2 on n1) and remote backend (p3 on n2), BPF mode and kube-proxy.
     for (label, lab) in nodePortLabs.sorted(by: { $0.key < $1.key }) {
         let (c, directories) = lab
+        let namespaces = ["n1", "n2"].map { c.namespace(ofNode: $0) }
         let bpf = label == "bpf"
         paths.append(
             Path(
                 name: "NodePort local, \(label)", client: c.externalNamespace, server: c.namespace(ofPod: "p2"),
-                ip: "172.18.0.2", bpf: bpf ? (directories, UInt32(NODENET_VERDICT_LOCAL_REDIRECT.rawValue)) : nil,
+                ip: "172.18.0.2",
+                bpf: bpf ? (directories, namespaces, UInt32(NODENET_VERDICT_LOCAL_REDIRECT.rawValue)) : nil,
                 iperfPort: 30201, echoPort: 30777))
         paths.append(
             Path(
                 name: "NodePort remote, \(label)", client: c.externalNamespace, server: c.namespace(ofPod: "p3"),
-                ip: "172.18.0.2", bpf: bpf ? (directories, UInt32(NODENET_VERDICT_REMOTE_REDIRECT.rawValue)) : nil,
+                ip: "172.18.0.2",
+                bpf: bpf ? (directories, namespaces, UInt32(NODENET_VERDICT_REMOTE_REDIRECT.rawValue)) : nil,
                 iperfPort: 31201, echoPort: 31777))
     }
     // Order: bare, same bpf, two bpf, same kernel, two kernel, same kernel + iptables, two, same
@@ -468,7 +484,7 @@ runBenchmark("datapath-bench", usage: usage) {
         let statistics = try BPFStatistics()
         defer { withExtendedLifetime(statistics) {} }
         for i in measured where paths[i].bpf != nil {
-            let bpfPrograms = try programs(paths[i].bpf!.directories)
+            let bpfPrograms = try programs(paths[i].bpf!.directories, namespaces: paths[i].bpf!.namespaces)
             for metric in [Metric.rr] {
                 let before = try stats(bpfPrograms)
                 _ = try measure(metric, paths[i])
