@@ -258,7 +258,7 @@ func programs(_ directories: [String], namespaces: [String]) throws -> [(kind: S
         for link in try node.links() {
             for filter in try node.filters(interfaceIndex: link.index, direction: .ingress) {
                 guard let bpf = filter.bpf, let name = bpf.name, let id = bpf.programID,
-                    let program = DatapathProgram.allCases.first(where: { name.hasPrefix("nodenet-\($0.rawValue)-") })
+                    let program = DatapathProgram(filterName: name)
                 else { continue }
                 result.append((program.rawValue, try BPFProgramHandle(id: id)))
             }

@@ -227,7 +227,7 @@ import Testing
         ]
         let p = Planner.plan(
             desired: Self.desired, observed: observed, ledger: ledger, nativeDevice: "eth0", datapath: .bpf,
-            attachMode: .clsact)
+            attachModes: .clsact)
         let subjects = p.changes.map(\.subject)
         let entry = subjects.firstIndex(of: "endpoint map entry 10.0.2.77")
         let link = subjects.firstIndex(of: "endpoint default/old")

@@ -64,7 +64,7 @@ import Testing
         ]
         let plan = Planner.plan(
             desired: Self.desired.removing([removed]), observed: observed, ledger: nil, nativeDevice: "eth0",
-            datapath: .bpf, attachMode: .tcx)
+            datapath: .bpf, attachModes: .tcx)
         let lines = plan.changes.map { "\($0.action.rawValue) \($0.subject)" }
         #expect(
             lines == [

@@ -85,7 +85,8 @@ import Testing
         observed.services.revnat[40] = Self.key("10.1.1.1:1/TCP")
         observed.services.backends[9] = BackendAddress(address: IPAddress("10.0.9.9"), port: 1, protocol: .tcp)
         let plan = Planner.plan(
-            desired: desired, observed: observed, ledger: nil, nativeDevice: "eth0", datapath: .bpf, attachMode: .clsact
+            desired: desired, observed: observed, ledger: nil, nativeDevice: "eth0", datapath: .bpf,
+            attachModes: .clsact
         )
         let subjects = plan.changes.filter { $0.kind == .service }.map(\.subject)
         let firstFrontend = subjects.firstIndex { $0.hasPrefix("ClusterIP 10.96") }!
@@ -172,7 +173,7 @@ import Testing
         let observed = Self.converged
         func serviceChanges(_ o: ObservedState) -> [String] {
             Planner.plan(
-                desired: desired, observed: o, ledger: nil, nativeDevice: "eth0", datapath: .bpf, attachMode: .clsact
+                desired: desired, observed: o, ledger: nil, nativeDevice: "eth0", datapath: .bpf, attachModes: .clsact
             )
             .changes.filter { $0.kind == .service }.map { "\($0.action.rawValue) \($0.subject)" }
         }
@@ -196,7 +197,8 @@ import Testing
         let stale = "connect4@4242@0000000000000000"
         observed.pins.socketLinks.insert(stale)
         let changes = Planner.plan(
-            desired: desired, observed: observed, ledger: nil, nativeDevice: "eth0", datapath: .bpf, attachMode: .clsact
+            desired: desired, observed: observed, ledger: nil, nativeDevice: "eth0", datapath: .bpf,
+            attachModes: .clsact
         )
         .changes.filter { $0.kind == .service }.map { "\($0.action.rawValue) \($0.subject)" }
         #expect(changes == ["delete socket LB link \(stale)"], "the current links stay, the older one goes: \(changes)")

@@ -34,7 +34,8 @@ extension NetlinkSocket {
             events = try NetlinkSocket(namespace: namespace, groups: .link)
             events.setReceiveBuffer(Self.requestReceiveBuffer)
             query = try NetlinkSocket(namespace: namespace)
-            senders = try names.map { _ in try NetlinkSocket(namespace: namespace) }
+            // One socket per request (each waits in the kernel on its own), opened together.
+            senders = try open(in: names.map { _ in namespace }).map { try $0.get() }
             progress = try DeletionProgress(count: names.count)
         } catch {
             let failure = error as? NetlinkError ?? .malformed("\(error)")
@@ -74,9 +75,7 @@ extension NetlinkSocket {
         var watching = true
         while true {
             let acknowledged = progress.results
-            var open = 0
-            for i in names.indices where !gone.contains(i) && acknowledged[i] == nil { open += 1 }
-            if open == 0 { break }
+            guard names.indices.contains(where: { !gone.contains($0) && acknowledged[$0] == nil }) else { break }
             var fds = [
                 pollfd(fd: progress.wakeFD, events: Int16(POLLIN), revents: 0),
                 pollfd(fd: watching ? events.fileDescriptor : -1, events: Int16(POLLIN), revents: 0),

@@ -8,8 +8,8 @@ struct Applier {
     private let services: ServiceExecutor
     private var undo: [UndoStep] = []
 
-    init(session: NodeSession, spec: NodeSpec, attachMode: AttachModes) {
-        let context = ApplyContext(session: session, spec: spec, attachMode: attachMode)
+    init(session: NodeSession, spec: NodeSpec, attachModes: AttachModes) {
+        let context = ApplyContext(session: session, spec: spec, attachModes: attachModes)
         netlink = NetlinkExecutor(session: session)
         sysctls = SysctlExecutor(namespace: session.namespace)
         datapath = DatapathExecutor(context: context)

@@ -55,10 +55,10 @@ final class ApplyContext {
     private var datapath: DatapathObjects?
     private var pinnedServiceMaps: ServiceMaps?
 
-    init(session: NodeSession, spec: NodeSpec, attachMode: AttachModes) {
+    init(session: NodeSession, spec: NodeSpec, attachModes: AttachModes) {
         self.session = session
         self.spec = spec
-        self.attachModes = attachMode
+        self.attachModes = attachModes
     }
 
     var bpffs: BPFFSLayout { spec.bpffs }

@@ -36,14 +36,11 @@ public struct DatapathFingerprint: Sendable, Equatable {
             let info = try? BPFLink.info(pinnedAt: layout.socketLinkPath(name))
             facts["socket LB link \(name)"] = info.map { "link \($0.id), program \($0.programID)" } ?? "unreadable"
         }
-        if !clsactDevices.isEmpty {
-            for device in clsactDevices {
-                guard let link = try node.link(named: device) else { continue }
-                let ours = try node.filters(interfaceIndex: link.index, direction: .ingress).filter(
-                    DatapathProgram.isOurs)
-                facts["filters on \(device)"] = ours.map { "\($0.bpf?.name ?? "?") program \($0.bpf?.programID ?? 0)" }
-                    .sorted().joined(separator: ", ")
-            }
+        for device in clsactDevices {
+            guard let link = try node.link(named: device) else { continue }
+            let ours = try node.filters(interfaceIndex: link.index, direction: .ingress).filter(DatapathProgram.isOurs)
+            facts["filters on \(device)"] = ours.map { "\($0.bpf?.name ?? "?") program \($0.bpf?.programID ?? 0)" }
+                .sorted().joined(separator: ", ")
         }
         for map in BPFFSLayout.Map.allCases {
             if Self.countedMaps.contains(map) {

@@ -84,17 +84,16 @@ final class DatapathObjects {
 
     func programFD(_ hook: CgroupLink.Hook) throws -> Int32 { try socket.programFD(named: hook.function) }
 
-    /// Entries of the pinned endpoints map of a node (empty when nothing is pinned yet).
-    /// Entries of the pinned endpoints map, by pod IP: all of them, or (`only`) those of these
-    /// addresses, looked up one by one (what a plan scoped to some endpoints compares, at a
-    /// cost that does not grow with the node's pods).
+    /// Entries of the pinned endpoints map of a node, by pod IP (empty when nothing is pinned
+    /// yet): all of them, or (`only`) those of these addresses, looked up one by one (what a
+    /// plan scoped to some endpoints compares, at a cost that does not grow with the node's pods).
     static func pinnedEntries(_ layout: BPFFSLayout, only: [IPAddress]? = nil) throws -> [IPAddress: EndpointEntry] {
         guard let map = try BPFMap<nodenet_endpoint_key, nodenet_endpoint>.pinned(at: layout.path(.endpoints)) else {
             return [:]
         }
         var result: [IPAddress: EndpointEntry] = [:]
         if let only {
-            for ip in only {
+            for ip in only where ip.ipv4Value != nil {
                 if let value = try map.lookup(EndpointEntry.key(ip)) { result[ip] = EndpointEntry(value) }
             }
             return result

@@ -25,6 +25,14 @@ public enum DatapathProgram: String, Sendable, CaseIterable {
     var handle: UInt32 { self == .fromContainer ? 1 : 0x6E6E }
 
     static func isOurs(_ filter: TCFilter) -> Bool { filter.bpf?.name?.hasPrefix("nodenet-") == true }
+
+    /// The program a filter of ours carries, by its name (any build's); nil for another name.
+    public init?(filterName name: String) {
+        guard let program = Self.allCases.first(where: { name.hasPrefix("nodenet-\($0.rawValue)-") }) else {
+            return nil
+        }
+        self = program
+    }
 }
 
 extension NodeSpec {

@@ -160,6 +160,16 @@ extension DesiredState {
         return scoped
     }
 
+    /// What a scoped plan reads of the node: its endpoints' host devices and pod addresses
+    /// (nil: the whole node).
+    var scopedEndpoints: (devices: Set<String>, ips: [IPAddress])? {
+        switch scope {
+        case .node: nil
+        case .endpoints(let devices): (devices, endpoints.map(\.pod.ip))
+        case .removal(let removed): (Set(removed.map(\.hostDevice)), removed.compactMap { IPAddress($0.ip) })
+        }
+    }
+
     /// A state that plans only the removal of `removed` (which it must not want).
     public func removing(_ removed: [Ledger.Endpoint]) -> DesiredState {
         var scoped = self

@@ -75,7 +75,7 @@ extension NodeController {
     /// Applies the plan's changes (none: nothing to do).
     private func run(_ plan: Planner.Plan) throws {
         guard !plan.isEmpty else { return }
-        var applier = Applier(session: session, spec: spec, attachMode: attachModes)
+        var applier = Applier(session: session, spec: spec, attachModes: attachModes)
         try applier.run(plan.changes)
     }
 

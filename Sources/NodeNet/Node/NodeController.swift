@@ -99,7 +99,7 @@ public final class NodeController: @unchecked Sendable {
         let plan = Planner.plan(
             desired: desired, observed: observed, ledger: ledger, nativeDevice: spec.node.device,
             datapath: spec.datapath.mode,
-            attachMode: attachModes)
+            attachModes: attachModes)
         return (plan, observed)
     }
 
@@ -162,7 +162,7 @@ public final class NodeController: @unchecked Sendable {
         if spec.datapath.mode == .bpf { inProgress.bpffsDirectory = spec.bpffsDirectory }
         try inProgress.save(to: spec.stateDirectory)
 
-        var applier = Applier(session: session, spec: spec, attachMode: attachModes)
+        var applier = Applier(session: session, spec: spec, attachModes: attachModes)
         do {
             try applier.run(plan.changes)
         } catch let failure as ApplyFailure {

@@ -60,14 +60,11 @@ public final class NodeSession: @unchecked Sendable {
         // runtime has deleted and recreated under the same name. Open them afresh.
         podSockets = [:]
         podErrors = [:]
-        let nodeState: ObservedNamespace
-        switch desired.scope {
-        case .node: nodeState = try ObservedNamespace.read(node)
-        // What a scoped plan compares on the node: the endpoints' devices, addresses, owned routes.
-        case .endpoints(let devices): nodeState = try ObservedNamespace.read(node, devices: devices)
-        case .removal(let removed):
-            nodeState = try ObservedNamespace.read(node, devices: Set(removed.map(\.hostDevice)))
-        }
+        // What a scoped plan compares on the node: its endpoints' devices, addresses, owned routes.
+        let scoped = desired.scopedEndpoints
+        let nodeState =
+            try scoped.map { try ObservedNamespace.read(node, devices: $0.devices) }
+            ?? ObservedNamespace.read(node)
         let probe = "net/ipv6/conf/all/disable_ipv6"
         // Per-device settings come with the link dump (IFLA_AF_SPEC): a file read each only for
         // the rest (250 pods: 1 250 files fewer per observe).
@@ -105,14 +102,7 @@ public final class NodeSession: @unchecked Sendable {
             if spec.datapath.mode == .bpf {
                 // Maps of another layout cannot be read with this build's (they are replaced).
                 if observed.pins.incompatibleMaps[.endpoints] == nil {
-                    let only: [IPAddress]? =
-                        switch desired.scope {
-                        case .node: nil
-                        case .endpoints: desired.endpoints.map(\.pod.ip)
-                        case .removal(let removed): removed.compactMap { IPAddress($0.ip) }
-                        }
-                    observed.endpointEntries = try DatapathObjects.pinnedEntries(
-                        layout, only: only?.filter { $0.ipv4Value != nil })
+                    observed.endpointEntries = try DatapathObjects.pinnedEntries(layout, only: scoped?.ips)
                 }
                 // A scoped plan (one endpoint) compares no service.
                 if desired.scope == .node,

@@ -174,7 +174,7 @@ extension Planner {
             for f in filters where DatapathProgram.isOurs(f) {
                 // The filter's name says whose program it is (an unknown one of ours: by device).
                 let program =
-                    DatapathProgram.allCases.first { f.bpf?.name?.hasPrefix("nodenet-\($0.rawValue)-") == true }
+                    f.bpf?.name.flatMap(DatapathProgram.init(filterName:))
                     ?? (device == self.device ? .fromNetdev : .fromContainer)
                 guard datapath != .bpf || attachModes.mode(for: program) == .tcx else { continue }
                 addChange(

@@ -37,7 +37,7 @@ public struct Planner {
     public static func plan(
         desired: DesiredState, observed: ObservedState, ledger: Ledger?, nativeDevice: String,
         datapath: DatapathMode = .kernel,
-        attachMode: AttachModes = .clsact
+        attachModes: AttachModes = .clsact
     ) -> Plan {
         // Pods whose namespace cannot be read are planned as if they had left the spec.
         let gone = desired.endpoints.filter { observed.pods[$0.pod.netns] == nil }
@@ -49,7 +49,7 @@ public struct Planner {
         }
         var p = Planner(
             desired: usable, observed: observed, ledger: ledger, device: nativeDevice, datapath: datapath,
-            attachMode: attachMode)
+            attachModes: attachModes)
         p.run()
         let unavailable = gone.map {
             "pod \($0.pod.id): network namespace \($0.pod.netns) cannot be read"
@@ -60,9 +60,9 @@ public struct Planner {
 
     private init(
         desired: DesiredState, observed: ObservedState, ledger: Ledger?, device: String, datapath: DatapathMode,
-        attachMode: AttachModes
+        attachModes: AttachModes
     ) {
-        self.attachModes = attachMode
+        self.attachModes = attachModes
         self.desired = desired
         self.observed = observed
         self.ledger = ledger
