@@ -9,8 +9,16 @@ extension BPFMap {
     /// batch instead of two per entry); falls back to walking the keys where the kernel has
     /// no batch lookup for the map type. A map changed meanwhile may show an entry twice.
     public func entries(batchSize: Int = 4096) throws -> [(key: Key, value: Value)] {
+        let (keys, values) = try contents(batchSize: batchSize)
+        return Array(zip(keys, values).lazy.map { (key: $0, value: $1) })
+    }
+
+    /// Every entry as two arrays, `keys[i]` holding `values[i]`: what `entries` reads, copied
+    /// out of each batch whole (a caller reading tens of thousands of entries walks them
+    /// with its own types, instead of this generic code touching each one).
+    public func contents(batchSize: Int = 4096) throws -> (keys: [Key], values: [Value]) {
         guard !perCPU else { throw BPFError(EINVAL, "map \(name) is per-CPU: use sum(_:)") }
-        var result: [(key: Key, value: Value)] = []
+        var (resultKeys, resultValues): ([Key], [Value]) = ([], [])
         let keys = UnsafeMutablePointer<Key>.allocate(capacity: batchSize)
         let values = UnsafeMutablePointer<Value>.allocate(capacity: batchSize)
         // The batch cursor is opaque; hash maps use a bucket index (u32), others a key.
@@ -31,15 +39,19 @@ extension BPFMap {
             let rc = bpf_map_lookup_batch(fd, first ? nil : inBatch, outBatch, keys, values, &count, &opts)
             let error = rc == 0 ? 0 : errno
             if rc != 0 && error != ENOENT {
-                if first && Self.unsupported(error) { return try walk() }
+                if first && Self.unsupported(error) {
+                    let walked = try walk()
+                    return (walked.map(\.key), walked.map(\.value))
+                }
                 throw BPFError(error, "reading map \(name)")
             }
-            for i in 0..<Int(count) { result.append((keys[i], values[i])) }
+            resultKeys.append(contentsOf: UnsafeBufferPointer(start: keys, count: Int(count)))
+            resultValues.append(contentsOf: UnsafeBufferPointer(start: values, count: Int(count)))
             if rc != 0 { break }  // ENOENT: that was the last batch
             inBatch.copyMemory(from: outBatch, byteCount: cursorSize)
             first = false
         }
-        return result
+        return (resultKeys, resultValues)
     }
 
     /// Errors meaning "no batch operation here" (the kernel's internal ENOTSUPP is 524).

@@ -949,6 +949,81 @@ struct ServiceLabTests {
         #expect(try controller.plan().isEmpty)
     }
 
+    /// An apply's verification compares the service maps with what it wrote, entry by entry,
+    /// before decoding them. Maps that differ in anything (slots, a backend, an id, an entry too
+    /// many, a key standing for another's) are decoded and planned again, and the plan sees it.
+    @Test func verificationComparesTheServiceMapsEntryByEntry() throws {
+        let cluster = Self.cluster("vf")
+        defer { Lab.down(name: cluster.name) }
+        try Self.up(cluster)
+        let controller = try NodeController(
+            spec: cluster.spec(forNode: "worker2")!, namespace: .named(cluster.namespace(ofNode: "worker2")))
+        let layout = BPFFSLayout(directory: cluster.bpffsDirectory(ofNode: "worker2"))
+        let maps = try #require(try ServiceMaps(pinnedIn: layout))
+        let desired = try controller.desiredState()
+        // What the maps hold as applied (ids as a plan reads them back: a repair may give a
+        // backend a new id).
+        func applied() throws -> ServiceMapsImage {
+            let ids = ServiceIDs.assign(desired.frontends, observed: try ObservedServices.read(layout))
+            let image = ServiceMapsImage(desired.frontends, ids: ids)
+            #expect(
+                try ObservedServices.read(layout, expected: image).frontendsAsWritten.map(ServiceIDs.init) == ids,
+                "the maps as applied")
+            return image
+        }
+        var image = try applied()
+
+        let frontend = try #require(desired.frontends.first { $0.backends.count >= 2 })
+        let other = try #require(desired.frontends.first { $0.key != frontend.key })
+        let (slot1, slot2) = (frontend.key.mapKey(slot: 1), frontend.key.mapKey(slot: 2))
+        let first = try #require(try maps.services.lookup(slot1))
+        let second = try #require(try maps.services.lookup(slot2))
+        let master = try #require(try maps.services.lookup(frontend.key.mapKey(slot: 0)))
+        func expectSeen(_ what: String, tamper: () throws -> Void, cleanup: () throws -> Void = {}) throws {
+            try tamper()
+            #expect(
+                try ObservedServices.read(layout, expected: image).frontendsAsWritten == nil,
+                "\(what): taken as applied")
+            #expect(try !controller.plan().isEmpty, "\(what): not planned")
+            try cleanup()
+            let report = try controller.apply()
+            #expect(report.verified, "\(what): \(report.mismatches)")
+            image = try applied()
+        }
+        try expectSeen("two slots swapped") {
+            try maps.services.update(slot1, second)
+            try maps.services.update(slot2, first)
+        }
+        try expectSeen("an entry beyond the frontend's count") {
+            try maps.services.update(frontend.key.mapKey(slot: UInt16(frontend.backends.count + 1)), first)
+        }
+        // Keys are unique in a map, but two that differ only in padding decode alike: as many
+        // entries as the image, each decoding to one of its entries, and one of them missing.
+        var padded = slot1
+        padded.pad = 1
+        // (A key with padding is not one the datapath looks up, nor one a plan can tell apart:
+        // the test removes it.)
+        try expectSeen(
+            "a key standing for another's, a slot gone",
+            tamper: {
+                try maps.services.update(padded, first)
+                _ = try maps.services.delete(slot2)
+            },
+            cleanup: { _ = try maps.services.delete(padded) })
+        try expectSeen("a backend's port") {
+            var backend = try #require(try maps.backends.lookup(first.backend_id))
+            backend.port = (UInt16(bigEndian: backend.port) &+ 1).bigEndian
+            try maps.backends.update(first.backend_id, backend)
+        }
+        try expectSeen("a frontend's id naming another frontend") {
+            try maps.revnat.update(UInt32(master.id), other.key.revnat)
+        }
+        try expectSeen("a backend too many") {
+            try maps.backends.update(
+                60_000, BackendAddress(address: IPAddress("10.0.1.99"), port: 1, protocol: .tcp).mapValue)
+        }
+    }
+
     /// ICMP errors about translated flows reach the original sender, quoting its own packet:
     /// a connected UDP socket then sees ECONNREFUSED (the kernel matches the quote).
     @Test func icmpErrorsOfTranslatedFlowsReachTheOriginalSender() throws {

@@ -41,8 +41,10 @@ struct Applier {
         _ executor: E, _ changes: ArraySlice<PlannedChange>, _ domain: (Change) -> E.DomainChange?
     ) throws -> Int {
         var batch: [E.DomainChange] = []
-        for planned in changes {
-            guard let change = domain(planned.change) else { break }
+        batch.reserveCapacity(changes.count)
+        // By index: a loop variable would copy each whole planned change (words and all).
+        for i in changes.indices {
+            guard let change = domain(changes[i].change) else { break }
             batch.append(change)
         }
         try executor.run(batch, undo: &undo)

@@ -9,17 +9,19 @@ import Foundation
 /// the applier's rollback, newest first.
 struct UndoStep {
     /// What undoing does, said when it fails (`restoring sysctl …`).
-    let what: String
+    var what: String { describe() }
+    /// Made only when said: an apply of 10 000 services records 20 000 steps and says none.
+    private let describe: () -> String
     /// nil: the change cannot be undone (`what` says what was lost).
     let run: (() throws -> Void)?
 
-    init(_ what: String, _ run: @escaping () throws -> Void) {
-        self.what = what
+    init(_ what: @autoclosure @escaping () -> String, _ run: @escaping () throws -> Void) {
+        self.describe = what
         self.run = run
     }
 
     private init(irreversible what: String) {
-        self.what = what
+        self.describe = { what }
         run = nil
     }
 

@@ -15,14 +15,14 @@ final class ServiceExecutor: ChangeExecutor {
             var end = start + 1
             let key = changes[start].batchKind
             while end < changes.count, key != nil, changes[end].batchKind == key { end += 1 }
-            let batch = Array(changes[start..<end])
+            let batch = changes[start..<end]
             // One batch for the group; any failure is found (and undone) change by change. The
             // batch's undo steps stay: part of it may have been written. Each restores a value
             // the plan knew, so running one twice (with the steps below) is harmless.
             if batch.count == 1 || (try? writeBatch(batch, undo: &undo)) == nil {
-                for (i, change) in batch.enumerated() {
+                for (i, change) in zip(batch.indices, batch) {
                     do { try execute(change, undo: &undo) } catch {
-                        throw ChangeFailure(index: start + i, error: error)
+                        throw ChangeFailure(index: i, error: error)
                     }
                 }
             }
@@ -68,11 +68,11 @@ final class ServiceExecutor: ChangeExecutor {
             // and restoring is idempotent.
             let maps = try context.serviceMaps()
             undo.append(restore(.revnat(entry.id, previousRevnat)))
-            undo.append(restore(.frontend(key, previous, current: entry.slots(mergedWith: previous))))
+            undo.append(restore(.frontend(key, previous, written: entry.backendIDs.count)))
             try maps.put(key, entry, previousSlots: previous?.slots ?? [:])
         case .deleteFrontend(let key, let previous):
             let maps = try context.serviceMaps()
-            undo.append(restore(.frontend(key, previous, current: [:])))
+            undo.append(restore(.frontend(key, previous, written: 0)))
             try maps.remove(key, slots: previous.slots)
         case .deleteRevNat(let id, let previous):
             try context.serviceMaps().revnat.delete(UInt32(id))
@@ -100,20 +100,20 @@ final class ServiceExecutor: ChangeExecutor {
     /// (one system call per map instead of one per entry). Frontends stay make-before-break:
     /// every new slot and id first, then every slot 0, then surplus slots go. Undo steps are
     /// recorded first, as for single writes.
-    private func writeBatch(_ changes: [ServiceChange], undo: inout [UndoStep]) throws {
+    private func writeBatch(_ changes: ArraySlice<ServiceChange>, undo: inout [UndoStep]) throws {
         let maps = try context.serviceMaps()
         var write = ServiceMaps.Batch()
-        for change in changes {
-            switch change {
+        for i in changes.indices {
+            switch changes[i] {
             case .putBackend(let id, let backend, let previous):
                 undo.append(restore(.backend(id, previous)))
                 write.putBackend(id, backend)
             case .putFrontend(let key, let entry, let previous, let previousRevnat):
                 undo.append(restore(.revnat(entry.id, previousRevnat)))
-                undo.append(restore(.frontend(key, previous, current: entry.slots(mergedWith: previous))))
+                undo.append(restore(.frontend(key, previous, written: entry.backendIDs.count)))
                 write.putFrontend(key, entry, previousSlots: previous?.slots ?? [:])
             case .deleteFrontend(let key, let previous):
-                undo.append(restore(.frontend(key, previous, current: [:])))
+                undo.append(restore(.frontend(key, previous, written: 0)))
                 write.removeFrontend(key, slots: previous.slots)
             case .deleteRevNat(let id, let previous):
                 undo.append(restore(.revnat(id, previous)))
@@ -123,7 +123,7 @@ final class ServiceExecutor: ChangeExecutor {
                 write.removeBackend(id)
             case .putSettings, .putNode, .deleteNode, .attachSocket, .unpinSocket, .putSourceRange,
                 .deleteSourceRange, .putMaglevTable, .deleteMaglevTable:
-                throw NodeNetError.state("\(change) is not a batched services change")
+                throw NodeNetError.state("\(changes[i]) is not a batched services change")
             }
         }
         try maps.write(write)
@@ -134,7 +134,8 @@ final class ServiceExecutor: ChangeExecutor {
         case settings(NodeSettings?)
         case node(IPAddress, NodeFlags?)
         case backend(UInt32, BackendAddress?)
-        case frontend(FrontendKey, FrontendSnapshot?, current: [UInt16: UInt32])
+        /// `written`: the slots 1...written the change writes (with the snapshot's, what undo clears).
+        case frontend(FrontendKey, FrontendSnapshot?, written: Int)
         case revnat(UInt16, FrontendKey?)
         case sourceRange(SourceRange, present: Bool)
         case maglev(UInt16, MaglevSnapshot?, currentChunks: Int)
@@ -166,8 +167,8 @@ final class ServiceExecutor: ChangeExecutor {
                 }
             case .backend(let id, let backend):
                 if let backend { try maps.backends.update(id, backend.mapValue) } else { try maps.backends.delete(id) }
-            case .frontend(let key, let snapshot, let current):
-                try maps.restore(key, snapshot, currentSlots: current)
+            case .frontend(let key, let snapshot, let written):
+                try maps.restore(key, snapshot, currentSlots: FrontendEntry.slots(written, mergedWith: snapshot))
             case .revnat(let id, let key):
                 if let key {
                     try maps.revnat.update(UInt32(id), key.revnat)
@@ -204,11 +205,12 @@ extension ServiceChange {
 }
 
 extension FrontendEntry {
-    /// Every slot this entry writes, with the previous snapshot's others (what undo must clear).
-    fileprivate func slots(mergedWith previous: FrontendSnapshot?) -> [UInt16: UInt32] {
-        let current = Dictionary(
-            uniqueKeysWithValues: backendIDs.enumerated().map { (UInt16($0.offset + 1), $0.element) })
-        return current.merging(previous?.slots ?? [:]) { a, _ in a }
+    /// Slots 1...written and the previous snapshot's (what undo must clear), made only when
+    /// undo runs; only the slot numbers count.
+    fileprivate static func slots(_ written: Int, mergedWith previous: FrontendSnapshot?) -> [UInt16: UInt32] {
+        var slots = previous?.slots ?? [:]
+        for slot in 0..<written where slots[UInt16(slot + 1)] == nil { slots[UInt16(slot + 1)] = 0 }
+        return slots
     }
 }
 

@@ -91,11 +91,23 @@ public final class NodeController: @unchecked Sendable {
         try observedPlan(desired, ledger: ledger).plan
     }
 
+    /// An apply's verification: the plan made after `applied` was carried out (empty when the
+    /// kernel matches the spec). Service maps holding exactly what `applied` wrote are compared
+    /// entry by entry instead of being decoded and planned again.
+    private func verificationPlan(
+        _ desired: DesiredState, ledger: Ledger?, after applied: Planner.Plan
+    ) throws -> Planner.Plan {
+        let expected = applied.serviceIDs.map { ServiceMapsImage(desired.frontends, ids: $0) }
+        return try observedPlan(desired, ledger: ledger, expectedServices: expected).plan
+    }
+
     /// The plan and the kernel state it was made from (read once, for callers that report both).
-    func observedPlan(_ desired: DesiredState, ledger: Ledger?) throws -> (plan: Planner.Plan, observed: ObservedState)
-    {
+    func observedPlan(
+        _ desired: DesiredState, ledger: Ledger?, expectedServices: ServiceMapsImage? = nil
+    ) throws -> (plan: Planner.Plan, observed: ObservedState) {
         let former = (ledger?.pinDirectories ?? []).filter { $0 != spec.bpffsDirectory }.map(BPFFSLayout.init)
-        let observed = try session.observe(desired, spec: spec, formerDirectories: former)
+        let observed = try session.observe(
+            desired, spec: spec, formerDirectories: former, expectedServices: expectedServices)
         let plan = Planner.plan(
             desired: desired, observed: observed, ledger: ledger, nativeDevice: spec.node.device,
             datapath: spec.datapath.mode,
@@ -148,8 +160,8 @@ public final class NodeController: @unchecked Sendable {
         let wantedDevices = Set(wantedEndpoints.map(\.hostDevice))
         inProgress.endpoints = (ledger.endpoints.filter { !wantedDevices.contains($0.hostDevice) } + wantedEndpoints)
             .sorted { $0.hostDevice < $1.hostDevice }
-        for change in plan.changes {
-            if let sysctl = change.change.sysctl, let previous = sysctl.previous, sysctl.setting.device == nil,
+        for i in plan.changes.indices where plan.changes[i].kind == .sysctl {  // (by index: no copies)
+            if let sysctl = plan.changes[i].change.sysctl, let previous = sysctl.previous, sysctl.setting.device == nil,
                 inProgress.sysctlOriginals[sysctl.setting.key] == nil
             {
                 inProgress.sysctlOriginals[sysctl.setting.key] = previous
@@ -171,7 +183,7 @@ public final class NodeController: @unchecked Sendable {
             throw failure
         }
         fingerprint = try fingerprintIfReported()
-        let after = try self.plan(desired, ledger: inProgress)
+        let after = try verificationPlan(desired, ledger: inProgress, after: plan)
         inProgress.endpoints = wantedEndpoints
         let stillPinned = former.filter { !BPFFSLayout(directory: $0).ownedPins().isEmpty }
         inProgress.formerBPFFSDirectories = stillPinned.isEmpty ? nil : stillPinned

@@ -53,8 +53,11 @@ public final class NodeSession: @unchecked Sendable {
 
     /// Reads everything the plan compares: node links/addresses/owned routes, the sysctls the
     /// desired state names, and each pod namespace's links/addresses/owned routes.
-    public func observe(
-        _ desired: DesiredState, spec: NodeSpec? = nil, formerDirectories: [BPFFSLayout] = []
+    /// `expectedServices`: what an apply just wrote to the service maps (its verification);
+    /// maps that hold exactly that are not decoded.
+    func observe(
+        _ desired: DesiredState, spec: NodeSpec? = nil, formerDirectories: [BPFFSLayout] = [],
+        expectedServices: ServiceMapsImage? = nil
     ) throws -> ObservedState {
         // Sockets pin their namespaces: a cached one would keep reading a pod namespace the
         // runtime has deleted and recreated under the same name. Open them afresh.
@@ -108,7 +111,7 @@ public final class NodeSession: @unchecked Sendable {
                 if desired.scope == .node,
                     !BPFFSLayout.Map.serviceTables.contains(where: { observed.pins.incompatibleMaps[$0] != nil })
                 {
-                    observed.services = try ObservedServices.read(layout)
+                    observed.services = try ObservedServices.read(layout, expected: expectedServices)
                 }
             }
             observed.socketCgroupID = spec.socketLB.cgroup.flatMap { CgroupLink.id(of: $0) }

@@ -14,6 +14,10 @@ public struct ObservedServices: Sendable, Equatable {
     /// What each frontend's Maglev table was built from, by frontend id (the tables themselves
     /// are not read).
     public var maglev: [UInt16: MaglevIndex] = [:]
+    /// Set when the services, backends and reverse-NAT maps were found to hold exactly what the
+    /// plan that wrote them meant: those maps are then not decoded (`masters`, `slots`,
+    /// `backends` and `revnat` stay empty) and planning takes the image's ids.
+    var frontendsAsWritten: ServiceMapsImage?
 
     public init() {}
 
@@ -22,12 +26,15 @@ public struct ObservedServices: Sendable, Equatable {
     public func entry(_ key: FrontendKey) -> FrontendEntry? {
         guard let master = masters[key] else { return nil }
         let slots = self.slots[key] ?? [:]
-        guard slots.count == Int(master.count), master.count == 0 || (1...master.count).allSatisfy({ slots[$0] != nil })
-        else { return nil }
+        guard slots.count == Int(master.count) else { return nil }
+        var backendIDs: [UInt32] = []
+        backendIDs.reserveCapacity(slots.count)
+        for slot in 0..<master.count {
+            guard let id = slots[slot + 1] else { return nil }
+            backendIDs.append(id)
+        }
         return FrontendEntry(
-            id: master.id, flags: master.flags,
-            backendIDs: master.count == 0 ? [] : (1...master.count).map { slots[$0]! },
-            affinityTimeout: master.affinityTimeout)
+            id: master.id, flags: master.flags, backendIDs: backendIDs, affinityTimeout: master.affinityTimeout)
     }
 
     /// Every frontend key with anything in the services map.
@@ -41,56 +48,81 @@ public struct ObservedServices: Sendable, Equatable {
         return FrontendSnapshot(master: master, slots: slots)
     }
 
-    /// Reads the service maps pinned in `layout`; empty when nothing is pinned yet.
-    static func read(_ layout: BPFFSLayout) throws -> ObservedServices {
+    /// Reads the service maps pinned in `layout`; empty when nothing is pinned yet. With
+    /// `expected` (a verification), frontends that match it exactly are not decoded.
+    static func read(_ layout: BPFFSLayout, expected: ServiceMapsImage? = nil) throws -> ObservedServices {
         var result = ObservedServices()
+        if let expected, let maps = try ServiceMaps(pinnedIn: layout), try expected.isHeld(by: maps) {
+            result.frontendsAsWritten = expected
+        } else {
+            try result.readFrontends(layout)
+        }
+        try result.readTheRest(layout)
+        return result
+    }
+
+    /// The services, backends and reverse-NAT maps, decoded.
+    private mutating func readFrontends(_ layout: BPFFSLayout) throws {
         if let map = try BPFMap<nodenet_service_key, nodenet_service>.pinned(at: layout.path(.services)) {
-            for (k, v) in try map.entries() {
+            let (keys, values) = try map.contents()
+            // Sized once: 10 000 frontends are 40 000 entries, and growing tables (and each
+            // frontend's slots one by one) cost more than reading them.
+            let masterCount = keys.reduce(0) { $0 + ($1.slot == 0 ? 1 : 0) }
+            self.masters.reserveCapacity(masterCount)
+            self.slots.reserveCapacity(masterCount)
+            for (k, v) in zip(keys, values) {
                 guard let key = FrontendKey(k) else { continue }
                 if k.slot == 0 {
                     let flags = FrontendFlags(rawValue: v.flags)
-                    result.masters[key] = FrontendMaster(
+                    self.masters[key] = FrontendMaster(
                         count: v.count, id: v.id, flags: flags,
                         affinityTimeout: flags.contains(.affinity) ? v.backend_id : 0)
                 } else {
-                    result.slots[key, default: [:]][k.slot] = v.backend_id
+                    self.slots[key, default: Dictionary(minimumCapacity: 4)][k.slot] = v.backend_id
                 }
             }
         }
         if let map = try BPFMap<UInt32, nodenet_backend>.pinned(at: layout.path(.backends)) {
-            for (id, v) in try map.entries() {
+            let (ids, values) = try map.contents()
+            self.backends.reserveCapacity(ids.count)
+            for (id, v) in zip(ids, values) {
                 guard let proto = TransportProtocol(ipProtocol: v.proto) else { continue }
-                result.backends[id] = BackendAddress(
+                self.backends[id] = BackendAddress(
                     address: IPAddress(ipv4: UInt32(bigEndian: v.address)), port: UInt16(bigEndian: v.port),
                     protocol: proto)
             }
         }
         if let map = try BPFMap<UInt32, nodenet_revnat>.pinned(at: layout.path(.revnat)) {
-            for (id, v) in try map.entries() {
+            let (ids, values) = try map.contents()
+            self.revnat.reserveCapacity(ids.count)
+            for (id, v) in zip(ids, values) {
                 guard let proto = TransportProtocol(ipProtocol: v.proto), id <= UInt32(UInt16.max) else { continue }
-                result.revnat[UInt16(id)] = FrontendKey(
+                self.revnat[UInt16(id)] = FrontendKey(
                     address: IPAddress(ipv4: UInt32(bigEndian: v.address)), port: UInt16(bigEndian: v.port),
                     protocol: proto)
             }
         }
+    }
+
+    /// The nodes, source ranges, Maglev index and settings maps, decoded.
+    private mutating func readTheRest(_ layout: BPFFSLayout) throws {
         if let map = try BPFMap<nodenet_node_key, nodenet_node>.pinned(at: layout.path(.nodes)) {
             for (k, v) in try map.entries() {
-                result.nodes[IPAddress(ipv4: UInt32(bigEndian: k.address))] = NodeFlags(rawValue: v.flags)
+                self.nodes[IPAddress(ipv4: UInt32(bigEndian: k.address))] = NodeFlags(rawValue: v.flags)
             }
         }
         if let map = try BPFMap<nodenet_source_range_key, UInt8>.pinned(at: layout.path(.sourceRanges)) {
-            result.sourceRanges = Set(try map.keys().compactMap(SourceRange.init))
+            self.sourceRanges = Set(try map.keys().compactMap(SourceRange.init))
         }
         if let map = try BPFMap<UInt32, nodenet_maglev_index>.pinned(at: layout.path(.maglevIndex)) {
             for (id, v) in try map.entries() where id <= UInt32(UInt16.max) {
-                result.maglev[UInt16(id)] = MaglevIndex(v)
+                self.maglev[UInt16(id)] = MaglevIndex(v)
             }
         }
         if let map = try BPFMap<UInt32, nodenet_config>.pinned(at: layout.path(.settings)), let c = try map.lookup(0),
             c.node_ip != 0
         {
-            result.settings = NodeSettings(c)
+            self.settings = NodeSettings(c)
         }
-        return result
     }
 }

@@ -13,11 +13,35 @@ public struct PlannedChange: Sendable, Equatable, CustomStringConvertible {
     public var kind: ChangeKind
     public var namespace: NamespaceScope
     /// The object, e.g. `route 10.0.1.0/24` or `sysctl net.ipv4.ip_forward`.
-    public var subject: String
-    public var wanted: String?
-    public var found: String?
+    public var subject: String { text.resolved.subject }
+    public var wanted: String? { text.resolved.wanted }
+    public var found: String? { text.resolved.found }
     /// The kernel change itself, by domain (each domain has one executor).
     let change: Change
+    private let text: ChangeText
+
+    init(
+        action: ChangeAction, kind: ChangeKind, namespace: NamespaceScope, subject: String, wanted: String?,
+        found: String?, change: Change
+    ) {
+        (self.action, self.kind, self.namespace, self.change) = (action, kind, namespace, change)
+        text = .made(ChangeText.Words(subject: subject, wanted: wanted, found: found))
+    }
+
+    /// A change whose words are made when first read: a plan of 10 000 services has 40 000
+    /// changes, and an apply that succeeds reads none of them.
+    init(
+        action: ChangeAction, kind: ChangeKind, namespace: NamespaceScope, change: Change,
+        words: @escaping @Sendable () -> ChangeText.Words
+    ) {
+        (self.action, self.kind, self.namespace, self.change) = (action, kind, namespace, change)
+        text = .deferred(words)
+    }
+
+    public static func == (a: PlannedChange, b: PlannedChange) -> Bool {
+        a.action == b.action && a.kind == b.kind && a.namespace == b.namespace && a.change == b.change
+            && a.text.resolved == b.text.resolved
+    }
 
     public var description: String {
         let sign = action == .create ? "+" : action == .delete ? "-" : "~"
@@ -33,5 +57,23 @@ public struct PlannedChange: Sendable, Equatable, CustomStringConvertible {
     /// `what: wanted X, found Y`, for verification reports.
     public var mismatch: String {
         "\(subject) [\(namespace)]: wanted \(wanted ?? "nothing"), found \(found ?? "nothing")"
+    }
+}
+
+/// A planned change's words: made with the change, or when first read.
+enum ChangeText: Sendable {
+    struct Words: Sendable, Equatable {
+        var subject: String
+        var wanted: String?
+        var found: String?
+    }
+    case made(Words)
+    case deferred(@Sendable () -> Words)
+
+    var resolved: Words {
+        switch self {
+        case .made(let words): words
+        case .deferred(let make): make()
+        }
     }
 }

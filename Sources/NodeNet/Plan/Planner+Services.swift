@@ -21,16 +21,24 @@ extension Planner {
                 wanted: flags.description,
                 found: observed.nodes[ip]?.description, .service(.putNode(ip, flags, previous: observed.nodes[ip])))
         }
-        let ids = ServiceIDs.assign(desired.frontends, observed: observed)
+        // Maps found to hold exactly what the previous plan wrote (a verification) need nothing
+        // (and, left undecoded, show nothing to prune).
+        let asWritten = observed.frontendsAsWritten.map(ServiceIDs.init)
+        let ids = asWritten ?? ServiceIDs.assign(desired.frontends, observed: observed)
         serviceIDs = ids
-        for (backend, id) in ids.backends.filter({ observed.backends[$0.value] != $0.key }).sorted(by: {
-            $0.value < $1.value
-        }) {
+        let changedBackends =
+            asWritten != nil
+            ? [] : ids.backends.lazy.filter { observed.backends[$0.value] != $0.key }.sorted { $0.value < $1.value }
+        // Room for every change below at once (tens of thousands: growing would move them all).
+        reserveChanges(changedBackends.count + (asWritten == nil ? desired.frontends.count : 0))
+        for (backend, id) in changedBackends {
+            let previous = observed.backends[id]
             addChange(
-                observed.backends[id] == nil ? .create : .update, .service, .node, "backend \(id)",
-                wanted: backend.description,
-                found: observed.backends[id]?.description,
-                .service(.putBackend(id: id, backend, previous: observed.backends[id])))
+                previous == nil ? .create : .update, .service, .node,
+                .service(.putBackend(id: id, backend, previous: previous))
+            ) {
+                .init(subject: "backend \(id)", wanted: backend.description, found: previous?.description)
+            }
         }
         // Source ranges before the frontends whose flag makes the datapath look them up.
         let ranges = Self.sourceRanges(desired.frontends, ids)
@@ -43,24 +51,26 @@ extension Planner {
         // Maglev tables before their frontends: a frontend is never seen without its table
         // (whatever an id's former frontend left in the chunks is overwritten first).
         planMaglevTables(ids)
-        // Built once: per frontend it made planning quadratic (10 000 services: seconds).
-        let backendsByID = Dictionary(ids.backends.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a })
-        for frontend in desired.frontends {
+        let observedBackends = observed.backends
+        for (frontend, backendIDs) in zip(desired.frontends, ids.slots) where asWritten == nil {
             let id = ids.frontends[frontend.key]!
             let wanted = FrontendEntry(
-                id: id, flags: frontend.flags, backendIDs: frontend.backends.map { ids.backends[$0]! },
+                id: id, flags: frontend.flags, backendIDs: backendIDs,
                 affinityTimeout: frontend.affinityTimeout ?? 0)
             let current = observed.entry(frontend.key)
             guard current != wanted || observed.revnat[id] != frontend.key else { continue }
+            let previous = observed.snapshot(frontend.key)
             addChange(
-                current == nil && observed.snapshot(frontend.key) == nil ? .create : .update, .service, .node,
-                "\(frontend.type.rawValue) \(frontend.key)",
-                wanted: Self.describe(wanted, backends: backendsByID),
-                found: current.map { Self.describe($0, backends: observed.backends) },
-                .service(
-                    .putFrontend(
-                        frontend.key, wanted, previous: observed.snapshot(frontend.key),
-                        previousRevnat: observed.revnat[id])))
+                current == nil && previous == nil ? .create : .update, .service, .node,
+                .service(.putFrontend(frontend.key, wanted, previous: previous, previousRevnat: observed.revnat[id]))
+            ) {
+                // The wanted slots hold the frontend's backends in order.
+                let addresses = Dictionary(zip(wanted.backendIDs, frontend.backends), uniquingKeysWith: { a, _ in a })
+                return .init(
+                    subject: "\(frontend.type.rawValue) \(frontend.key)",
+                    wanted: Self.describe(wanted, backends: addresses),
+                    found: current.map { Self.describe($0, backends: observedBackends) })
+            }
         }
         planSocketLB()
     }
@@ -91,7 +101,10 @@ extension Planner {
     }
 
     mutating func planServicesPrune() {
-        guard datapath == .bpf || !observed.services.frontendKeys.isEmpty || !observed.pins.socketLinks.isEmpty else {
+        guard
+            datapath == .bpf || !observed.services.masters.isEmpty || !observed.services.slots.isEmpty
+                || !observed.pins.socketLinks.isEmpty
+        else {
             return
         }
         let observed = self.observed.services
@@ -108,23 +121,28 @@ extension Planner {
                 .delete, .service, .node, "socket LB link \(name)", wanted: nil, found: name,
                 .service(.unpinSocket(name: name)))
         }
-        let wantedKeys = Set(desired.frontends.map(\.key))
-        // Sorted only what goes (a converged table of thousands costs no sort).
-        for key in observed.frontendKeys.filter({ !wantedKeys.contains($0) }).sorted() {
-            let type = observed.masters[key]?.flags.contains(.nodePort) == true ? "NodePort" : "ClusterIP"
-            addChange(
-                .delete, .service, .node, "\(type) \(key)", wanted: nil,
-                found: observed.entry(key).map { Self.describe($0, backends: observed.backends) }
-                    ?? "incomplete entries",
-                .service(.deleteFrontend(key, previous: observed.snapshot(key)!)))
-        }
         let ids = serviceIDs ?? ServiceIDs.assign(desired.frontends, observed: observed)
+        // Every wanted frontend has an id (validation keeps them within the ids). Sorted only
+        // what goes (a converged table of thousands costs no sort).
+        let stale =
+            observed.masters.keys.filter { ids.frontends[$0] == nil }
+            + observed.slots.keys.filter { observed.masters[$0] == nil && ids.frontends[$0] == nil }
+        for key in stale.sorted() {
+            let type = observed.masters[key]?.flags.contains(.nodePort) == true ? "NodePort" : "ClusterIP"
+            let (current, backends) = (observed.entry(key), observed.backends)
+            addChange(.delete, .service, .node, .service(.deleteFrontend(key, previous: observed.snapshot(key)!))) {
+                .init(
+                    subject: "\(type) \(key)", wanted: nil,
+                    found: current.map { Self.describe($0, backends: backends) } ?? "incomplete entries")
+            }
+        }
         planMaglevPrune(ids)
-        let wantedIDs = Set(ids.frontends.values)
-        for (id, key) in observed.revnat.filter({ !wantedIDs.contains($0.key) }).sorted(by: { $0.key < $1.key }) {
-            addChange(
-                .delete, .service, .node, "frontend id \(id)", wanted: nil, found: key.description,
-                .service(.deleteRevNat(id: id, previous: key)))
+        var wantedIDs = FrontendIDSet()
+        for id in ids.frontends.values { _ = wantedIDs.insert(id) }
+        for (id, key) in observed.revnat.lazy.filter({ !wantedIDs.contains($0.key) }).sorted(by: { $0.key < $1.key }) {
+            addChange(.delete, .service, .node, .service(.deleteRevNat(id: id, previous: key))) {
+                .init(subject: "frontend id \(id)", wanted: nil, found: key.description)
+            }
         }
         let wantedRanges = wantedSourceRanges ?? Self.sourceRanges(desired.frontends, ids)
         for range in observed.sourceRanges.subtracting(wantedRanges).sorted() {
@@ -132,13 +150,18 @@ extension Planner {
                 .delete, .service, .node, "source range \(range.prefix) of frontend \(range.id)", wanted: nil,
                 found: range.prefix.description, .service(.deleteSourceRange(range)))
         }
-        let wantedBackends = Set(ids.backends.values)
-        for (id, backend) in observed.backends.filter({ !wantedBackends.contains($0.key) }).sorted(by: {
-            $0.key < $1.key
-        }) {
-            addChange(
-                .delete, .service, .node, "backend \(id)", wanted: nil, found: backend.description,
-                .service(.deleteBackend(id: id, previous: backend)))
+        // A backend whose address still has its id stays; the others only if another address
+        // took the id (a set built then: a converged node needs none).
+        var wantedBackends: Set<UInt32>?
+        var staleBackends: [(key: UInt32, value: BackendAddress)] = []
+        for entry in observed.backends where ids.backends[entry.value] != entry.key {
+            if wantedBackends == nil { wantedBackends = Set(ids.backends.values) }
+            if !wantedBackends!.contains(entry.key) { staleBackends.append(entry) }
+        }
+        for (id, backend) in staleBackends.sorted(by: { $0.key < $1.key }) {
+            addChange(.delete, .service, .node, .service(.deleteBackend(id: id, previous: backend))) {
+                .init(subject: "backend \(id)", wanted: nil, found: backend.description)
+            }
         }
         for (ip, flags) in observed.nodes.sorted(by: { $0.key < $1.key }) where desired.serviceNodes[ip] == nil {
             addChange(
@@ -157,8 +180,22 @@ extension Planner {
         return ranges
     }
 
+    /// `id 7, 10.0.1.5:8080, 10.0.2.9:8080` (plans describe every changed frontend).
     static func describe(_ e: FrontendEntry, backends: [UInt32: BackendAddress]) -> String {
-        let list = e.backendIDs.map { id in backends[id].map { "\($0.address):\($0.port)" } ?? "backend \(id)" }
-        return "id \(e.id), \(list.isEmpty ? "no backends" : list.joined(separator: ", "))"
+        var s = "id \(e.id), "
+        guard !e.backendIDs.isEmpty else { return s + "no backends" }
+        s.reserveCapacity(s.utf8.count + 22 * e.backendIDs.count)
+        for (i, id) in e.backendIDs.enumerated() {
+            if i > 0 { s += ", " }
+            if let b = backends[id] {
+                s += b.address.description
+                s += ":"
+                s += String(b.port)
+            } else {
+                s += "backend "
+                s += String(id)
+            }
+        }
+        return s
     }
 }

@@ -13,6 +13,8 @@ public struct Planner {
         /// is left of their endpoints is removed) and reported, so one vanished pod never blocks
         /// the rest of the node.
         public var unavailable: [String] = []
+        /// The frontend and backend ids the plan's service changes use (BPF datapath).
+        var serviceIDs: ServiceIDs?
         public var isEmpty: Bool { changes.isEmpty }
     }
 
@@ -55,7 +57,9 @@ public struct Planner {
             "pod \($0.pod.id): network namespace \($0.pod.netns) cannot be read"
                 + " (\(observed.podErrors[$0.pod.netns] ?? "it does not exist")); its endpoint is left out until it is back"
         }
-        return Plan(changes: p.changes, conflicts: p.conflicts, unavailable: desired.unavailable + unavailable)
+        return Plan(
+            changes: p.changes, conflicts: p.conflicts, unavailable: desired.unavailable + unavailable,
+            serviceIDs: p.serviceIDs)
     }
 
     private init(
@@ -89,6 +93,17 @@ public struct Planner {
             PlannedChange(
                 action: action, kind: kind, namespace: scope, subject: subject, wanted: wanted, found: found,
                 change: change))
+    }
+
+    /// Makes room for `count` more changes.
+    mutating func reserveChanges(_ count: Int) { changes.reserveCapacity(changes.count + count) }
+
+    /// A change whose words are made only when read (services: tens of thousands per plan).
+    mutating func addChange(
+        _ action: ChangeAction, _ kind: ChangeKind, _ scope: NamespaceScope, _ change: Change,
+        words: @escaping @Sendable () -> ChangeText.Words
+    ) {
+        changes.append(PlannedChange(action: action, kind: kind, namespace: scope, change: change, words: words))
     }
 
     mutating func addChange(

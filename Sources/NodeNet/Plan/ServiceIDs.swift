@@ -3,61 +3,129 @@
 struct ServiceIDs: Sendable, Equatable {
     var frontends: [FrontendKey: UInt16] = [:]
     var backends: [BackendAddress: UInt32] = [:]
+    /// Per wanted frontend (in the order given), its backends' ids in slot order.
+    var slots: [[UInt32]] = []
 
     static func assign(_ wanted: [DesiredFrontend], observed: ObservedServices) -> ServiceIDs {
         var ids = ServiceIDs()
         ids.frontends.reserveCapacity(wanted.count)
-        ids.backends.reserveCapacity(wanted.count * 2)
-        // Frontends: the id in slot 0, else the id its reverse-NAT entry has.
-        var byKey: [FrontendKey: UInt16] = [:]
-        byKey.reserveCapacity(observed.revnat.count)
-        for (id, key) in observed.revnat { byKey[key] = min(id, byKey[key] ?? id) }  // lowest id on duplicates
-        var used = Set(observed.revnat.keys).union(observed.masters.values.map(\.id))
-        var taken: Set<UInt16> = []
-        // Ids in slot 0 first, then those only a reverse-NAT entry has (a live frontend keeps
-        // its id even when an inconsistent map has another frontend's revnat at it).
-        for f in wanted {
-            if let id = observed.masters[f.key]?.id, id != 0, taken.insert(id).inserted { ids.frontends[f.key] = id }
-        }
-        for f in wanted where ids.frontends[f.key] == nil {
-            if let id = byKey[f.key], id != 0, taken.insert(id).inserted { ids.frontends[f.key] = id }
-        }
-        // New ones: the lowest id nobody has; when none is left, one only a stale frontend has
-        // (it is pruned by this plan). The validator keeps wanted frontends below 65535.
-        var next: UInt32 = 1
-        var stale = used.subtracting(taken).sorted()[...]
-        for f in wanted where ids.frontends[f.key] == nil {
-            while next <= UInt32(UInt16.max), used.contains(UInt16(next)) || taken.contains(UInt16(next)) { next += 1 }
-            let id: UInt16
-            if next <= UInt32(UInt16.max) {
-                id = UInt16(next)
-                next += 1
-            } else if let reused = stale.popFirst() {
-                id = reused
+        // Frontends: the id in slot 0, else the id its reverse-NAT entry has. On a converged
+        // node every frontend has its slot 0 and the tables below are never built.
+        var taken = FrontendIDSet()
+        var missing: [Int] = []
+        for (i, f) in wanted.enumerated() {
+            if let id = observed.masters[f.key]?.id, id != 0, taken.insert(id) {
+                ids.frontends[f.key] = id
             } else {
-                break  // more frontends than ids: refused by validation before any plan
+                missing.append(i)
             }
-            ids.frontends[f.key] = id
-            taken.insert(id)
-            used.insert(id)
         }
-        // Backends: by address, port and protocol.
-        var backendByValue: [BackendAddress: UInt32] = [:]
-        backendByValue.reserveCapacity(observed.backends.count)
-        for (id, b) in observed.backends { backendByValue[b] = min(id, backendByValue[b] ?? id) }
-        var usedBackends = Set(observed.backends.keys)
-        var nextBackend: UInt32 = 1
-        for f in wanted {
-            for b in f.backends + f.retained where ids.backends[b] == nil {
-                if let id = backendByValue[b] {
-                    ids.backends[b] = id
-                } else {
-                    while usedBackends.contains(nextBackend) { nextBackend += 1 }
-                    ids.backends[b] = nextBackend
-                    usedBackends.insert(nextBackend)
-                }
+        if !missing.isEmpty {
+            // Ids only a reverse-NAT entry has next (a live frontend keeps its id even when an
+            // inconsistent map has another frontend's revnat at it).
+            var byKey: [FrontendKey: UInt16] = [:]
+            byKey.reserveCapacity(observed.revnat.count)
+            for (id, key) in observed.revnat { byKey[key] = min(id, byKey[key] ?? id) }  // lowest id on duplicates
+            missing.removeAll { i in
+                if ids.frontends[wanted[i].key] != nil { return true }  // a key given twice
+                guard let id = byKey[wanted[i].key], id != 0, taken.insert(id) else { return false }
+                ids.frontends[wanted[i].key] = id
+                return true
             }
+        }
+        if !missing.isEmpty {
+            // New ones: the lowest id nobody has; when none is left, one only a stale frontend
+            // has (it is pruned by this plan). The validator keeps wanted frontends below 65535.
+            var used = taken
+            for id in observed.revnat.keys { _ = used.insert(id) }
+            for master in observed.masters.values { _ = used.insert(master.id) }
+            var stale = (1...UInt16.max).lazy.filter { used.contains($0) && !taken.contains($0) }.makeIterator()
+            var next: UInt32 = 1
+            for i in missing where ids.frontends[wanted[i].key] == nil {
+                while next <= UInt32(UInt16.max), used.contains(UInt16(next)) { next += 1 }
+                let id: UInt16
+                if next <= UInt32(UInt16.max) {
+                    id = UInt16(next)
+                    next += 1
+                } else if let reused = stale.next() {
+                    id = reused
+                } else {
+                    break  // more frontends than ids: refused by validation before any plan
+                }
+                ids.frontends[wanted[i].key] = id
+                _ = taken.insert(id)
+                _ = used.insert(id)
+            }
+        }
+        // Backends: by address, port and protocol, the id a frontend's slot has for it first (a
+        // converged node needs nothing else); new ones take the lowest id the maps do not have
+        // (ids handed out here are all below the next one).
+        let backendCount = wanted.reduce(0) { $0 + $1.backends.count + $1.retained.count }
+        ids.backends.reserveCapacity(backendCount)
+        ids.slots.reserveCapacity(wanted.count)
+        var backendByValue: [BackendAddress: UInt32]?  // built at the first backend no slot names
+        var nextBackend: UInt32 = 1
+        func assign(_ b: BackendAddress, _ id: inout UInt32?, slot: UInt32?) -> UInt32 {
+            if let id { return id }
+            if let slot, observed.backends[slot] == b {
+                id = slot
+                return slot
+            }
+            if backendByValue == nil {
+                var byValue: [BackendAddress: UInt32] = [:]
+                byValue.reserveCapacity(observed.backends.count)
+                for (id, b) in observed.backends { byValue[b] = min(id, byValue[b] ?? id) }  // lowest on duplicates
+                backendByValue = byValue
+            }
+            if let existing = backendByValue![b] {
+                id = existing
+                return existing
+            }
+            while observed.backends[nextBackend] != nil { nextBackend += 1 }
+            id = nextBackend
+            nextBackend += 1
+            return id!
+        }
+        for f in wanted {
+            let observedSlots = observed.slots[f.key]
+            var slotIDs: [UInt32] = []
+            slotIDs.reserveCapacity(f.backends.count)
+            for (i, b) in f.backends.enumerated() {
+                slotIDs.append(assign(b, &ids.backends[b], slot: observedSlots?[UInt16(i + 1)]))
+            }
+            for b in f.retained { _ = assign(b, &ids.backends[b], slot: nil) }
+            ids.slots.append(slotIDs)
         }
         return ids
+    }
+}
+
+extension ServiceIDs {
+    /// The ids an image of the service maps was made with.
+    init(_ image: ServiceMapsImage) {
+        self.init(frontends: image.frontendIDs, backends: image.backendIDs, slots: image.slots)
+    }
+}
+
+extension ServiceMapsImage {
+    /// What the maps hold once `frontends` are written with `ids`.
+    init(_ frontends: [DesiredFrontend], ids: ServiceIDs) {
+        self.init(frontends, frontendIDs: ids.frontends, backendIDs: ids.backends, slots: ids.slots)
+    }
+}
+
+/// Which frontend ids are in use, a bit each (hashing tens of thousands of ids cost more than
+/// the rest of the plan).
+struct FrontendIDSet {
+    private var words = [UInt64](repeating: 0, count: (Int(UInt16.max) + 1) / 64)
+
+    func contains(_ id: UInt16) -> Bool { words[Int(id) >> 6] & (1 << UInt64(id & 63)) != 0 }
+
+    /// False when it was already in.
+    mutating func insert(_ id: UInt16) -> Bool {
+        let bit: UInt64 = 1 << UInt64(id & 63)
+        guard words[Int(id) >> 6] & bit == 0 else { return false }
+        words[Int(id) >> 6] |= bit
+        return true
     }
 }
