@@ -961,13 +961,13 @@ struct ServiceLabTests {
         let layout = BPFFSLayout(directory: cluster.bpffsDirectory(ofNode: "worker2"))
         let maps = try #require(try ServiceMaps(pinnedIn: layout))
         let desired = try controller.desiredState()
-        // What the maps hold as applied (ids as a plan reads them back: a repair may give a
-        // backend a new id).
+        // What the maps hold as applied, with the ids a plan takes (as the apply's verification
+        // does; a repair may give a backend a new id).
         func applied() throws -> ServiceMapsImage {
-            let ids = ServiceIDs.assign(desired.frontends, observed: try ObservedServices.read(layout))
+            let ids = try #require(try controller.plan().serviceIDs)
             let image = ServiceMapsImage(desired.frontends, ids: ids)
             #expect(
-                try ObservedServices.read(layout, expected: image).frontendsAsWritten.map(ServiceIDs.init) == ids,
+                try ObservedServices.read(layout, expected: image).servicesAsWritten.map(ServiceIDs.init) == ids,
                 "the maps as applied")
             return image
         }
@@ -982,7 +982,7 @@ struct ServiceLabTests {
         func expectSeen(_ what: String, tamper: () throws -> Void, cleanup: () throws -> Void = {}) throws {
             try tamper()
             #expect(
-                try ObservedServices.read(layout, expected: image).frontendsAsWritten == nil,
+                try ObservedServices.read(layout, expected: image).servicesAsWritten == nil,
                 "\(what): taken as applied")
             #expect(try !controller.plan().isEmpty, "\(what): not planned")
             try cleanup()
@@ -1017,6 +1017,14 @@ struct ServiceLabTests {
         }
         try expectSeen("a frontend's id naming another frontend") {
             try maps.revnat.update(UInt32(master.id), other.key.revnat)
+        }
+        try expectSeen("a frontend id too many") {
+            try maps.revnat.update(60_000, other.key.revnat)
+        }
+        try expectSeen("slot 0's flags") {
+            var changed = master
+            changed.flags ^= UInt8(NODENET_SERVICE_LOCAL_ONLY)
+            try maps.services.update(frontend.key.mapKey(slot: 0), changed)
         }
         try expectSeen("a backend too many") {
             try maps.backends.update(

@@ -168,7 +168,7 @@ final class ServiceExecutor: ChangeExecutor {
             case .backend(let id, let backend):
                 if let backend { try maps.backends.update(id, backend.mapValue) } else { try maps.backends.delete(id) }
             case .frontend(let key, let snapshot, let written):
-                try maps.restore(key, snapshot, currentSlots: FrontendEntry.slots(written, mergedWith: snapshot))
+                try maps.restore(key, snapshot, currentSlots: FrontendSnapshot.slots(written, mergedWith: snapshot))
             case .revnat(let id, let key):
                 if let key {
                     try maps.revnat.update(UInt32(id), key.revnat)
@@ -204,7 +204,7 @@ extension ServiceChange {
     }
 }
 
-extension FrontendEntry {
+extension FrontendSnapshot {
     /// Slots 1...written and the previous snapshot's (what undo must clear), made only when
     /// undo runs; only the slot numbers count.
     fileprivate static func slots(_ written: Int, mergedWith previous: FrontendSnapshot?) -> [UInt16: UInt32] {

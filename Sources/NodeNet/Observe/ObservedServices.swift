@@ -17,7 +17,7 @@ public struct ObservedServices: Sendable, Equatable {
     /// Set when the services, backends and reverse-NAT maps were found to hold exactly what the
     /// plan that wrote them meant: those maps are then not decoded (`masters`, `slots`,
     /// `backends` and `revnat` stay empty) and planning takes the image's ids.
-    var frontendsAsWritten: ServiceMapsImage?
+    var servicesAsWritten: ServiceMapsImage?
 
     public init() {}
 
@@ -49,11 +49,12 @@ public struct ObservedServices: Sendable, Equatable {
     }
 
     /// Reads the service maps pinned in `layout`; empty when nothing is pinned yet. With
-    /// `expected` (a verification), frontends that match it exactly are not decoded.
+    /// `expected` (a verification), the services, backends and reverse-NAT maps are not decoded
+    /// when they hold exactly that.
     static func read(_ layout: BPFFSLayout, expected: ServiceMapsImage? = nil) throws -> ObservedServices {
         var result = ObservedServices()
         if let expected, let maps = try ServiceMaps(pinnedIn: layout), try expected.isHeld(by: maps) {
-            result.frontendsAsWritten = expected
+            result.servicesAsWritten = expected
         } else {
             try result.readFrontends(layout)
         }

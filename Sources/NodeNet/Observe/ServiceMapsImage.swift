@@ -9,25 +9,45 @@ import CNodeNetBPF
 /// The comparison is exact without sorting: each map must have as many entries as the image,
 /// and every entry must be one of the image's. Keys in a map are unique, and no two of them can
 /// stand for the same entry of the image (the services key's padding must be zero), so a map
-/// that passes holds the image and nothing else.
+/// that passes holds the image and nothing else (values' padding aside, which neither the
+/// datapath nor the decoder reads). The slots are worked out again from the frontends'
+/// backends and the backend ids, not taken from the plan that wrote them.
 struct ServiceMapsImage: Sendable, Equatable {
     /// The ids the image was made with (what the maps hold when it matches): each frontend's,
     /// each backend's, and per frontend (in `frontends`' order) its backends' in slot order.
     let frontendIDs: [FrontendKey: UInt16]
     let backendIDs: [BackendAddress: UInt32]
     let slots: [[UInt32]]
+    /// The ids cover the frontends and their backends exactly (else no map is taken to hold it).
+    private let complete: Bool
     private let frontends: [DesiredFrontend]
     /// Each frontend's place in `frontends` (and `slots`).
     private let index: [FrontendKey: Int]
     /// Entries of the services map: slot 0 and the backend slots of every frontend.
     private let serviceEntries: Int
 
-    init(
-        _ frontends: [DesiredFrontend], frontendIDs: [FrontendKey: UInt16], backendIDs: [BackendAddress: UInt32],
-        slots: [[UInt32]]
-    ) {
-        (self.frontendIDs, self.backendIDs, self.slots) = (frontendIDs, backendIDs, slots)
+    init(_ frontends: [DesiredFrontend], frontendIDs: [FrontendKey: UInt16], backendIDs: [BackendAddress: UInt32]) {
+        (self.frontendIDs, self.backendIDs) = (frontendIDs, backendIDs)
         self.frontends = frontends
+        // Every frontend and backend has an id, and every backend id is one of theirs.
+        var complete = frontends.allSatisfy { frontendIDs[$0.key] != nil }
+        var referenced = Set<UInt32>(minimumCapacity: backendIDs.count)
+        slots = frontends.map { frontend in
+            frontend.backends.map { backend in
+                guard let id = backendIDs[backend] else {
+                    complete = false
+                    return 0
+                }
+                referenced.insert(id)
+                return id
+            }
+        }
+        for frontend in frontends {
+            for backend in frontend.retained {
+                if let id = backendIDs[backend] { referenced.insert(id) } else { complete = false }
+            }
+        }
+        self.complete = complete && referenced.count == backendIDs.count
         var index: [FrontendKey: Int] = [:]
         index.reserveCapacity(frontends.count)
         for (i, frontend) in frontends.enumerated() { index[frontend.key] = i }
@@ -38,7 +58,7 @@ struct ServiceMapsImage: Sendable, Equatable {
     /// Whether `maps` hold exactly this image: nothing missing, nothing more.
     func isHeld(by maps: ServiceMaps) throws -> Bool {
         // A frontend given twice (refused by validation) makes the counts differ: not held.
-        guard index.count == frontends.count, slots.count == frontends.count else { return false }
+        guard complete, index.count == frontends.count else { return false }
         return try revnatIsHeld(maps.revnat) && backendsAreHeld(maps.backends) && servicesAreHeld(maps.services)
     }
 

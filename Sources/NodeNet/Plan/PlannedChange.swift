@@ -1,3 +1,5 @@
+import Synchronization
+
 public enum ChangeAction: String, Sendable, Codable {
     case create, update, delete
 }
@@ -28,14 +30,14 @@ public struct PlannedChange: Sendable, Equatable, CustomStringConvertible {
         text = .made(ChangeText.Words(subject: subject, wanted: wanted, found: found))
     }
 
-    /// A change whose words are made when first read: a plan of 10 000 services has 40 000
-    /// changes, and an apply that succeeds reads none of them.
+    /// A change whose words are made once, when first read: a plan of 10 000 services has
+    /// 40 000 changes, and an embedder that only wants them applied never reads them.
     init(
         action: ChangeAction, kind: ChangeKind, namespace: NamespaceScope, change: Change,
         words: @escaping @Sendable () -> ChangeText.Words
     ) {
         (self.action, self.kind, self.namespace, self.change) = (action, kind, namespace, change)
-        text = .deferred(words)
+        text = .deferred(DeferredWords(words))
     }
 
     public static func == (a: PlannedChange, b: PlannedChange) -> Bool {
@@ -44,23 +46,25 @@ public struct PlannedChange: Sendable, Equatable, CustomStringConvertible {
     }
 
     public var description: String {
+        let words = text.resolved
         let sign = action == .create ? "+" : action == .delete ? "-" : "~"
-        var s = "\(sign) \(subject)"
+        var s = "\(sign) \(words.subject)"
         switch action {
-        case .create: s += ": \(wanted ?? "")"
-        case .update: s += ": \(found ?? "?") -> \(wanted ?? "?")"
-        case .delete: s += ": \(found ?? "")"
+        case .create: s += ": \(words.wanted ?? "")"
+        case .update: s += ": \(words.found ?? "?") -> \(words.wanted ?? "?")"
+        case .delete: s += ": \(words.found ?? "")"
         }
         return s + "  [\(namespace)]"
     }
 
     /// `what: wanted X, found Y`, for verification reports.
     public var mismatch: String {
-        "\(subject) [\(namespace)]: wanted \(wanted ?? "nothing"), found \(found ?? "nothing")"
+        let words = text.resolved
+        return "\(words.subject) [\(namespace)]: wanted \(words.wanted ?? "nothing"), found \(words.found ?? "nothing")"
     }
 }
 
-/// A planned change's words: made with the change, or when first read.
+/// A planned change's words: made with the change, or once, when first read.
 enum ChangeText: Sendable {
     struct Words: Sendable, Equatable {
         var subject: String
@@ -68,12 +72,28 @@ enum ChangeText: Sendable {
         var found: String?
     }
     case made(Words)
-    case deferred(@Sendable () -> Words)
+    case deferred(DeferredWords)
 
     var resolved: Words {
         switch self {
         case .made(let words): words
-        case .deferred(let make): make()
+        case .deferred(let deferred): deferred.words
+        }
+    }
+}
+
+/// Words made on first read and kept (copies of a change share them; reads may race).
+final class DeferredWords: Sendable {
+    private let state: Mutex<(make: (@Sendable () -> ChangeText.Words)?, made: ChangeText.Words?)>
+
+    init(_ make: @escaping @Sendable () -> ChangeText.Words) { state = Mutex((make, nil)) }
+
+    var words: ChangeText.Words {
+        state.withLock { state in
+            if let made = state.made { return made }
+            let made = state.make!()
+            state = (nil, made)  // what the words were made from can go
+            return made
         }
     }
 }

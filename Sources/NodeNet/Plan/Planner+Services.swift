@@ -23,7 +23,7 @@ extension Planner {
         }
         // Maps found to hold exactly what the previous plan wrote (a verification) need nothing
         // (and, left undecoded, show nothing to prune).
-        let asWritten = observed.frontendsAsWritten.map(ServiceIDs.init)
+        let asWritten = observed.servicesAsWritten.map(ServiceIDs.init)
         let ids = asWritten ?? ServiceIDs.assign(desired.frontends, observed: observed)
         serviceIDs = ids
         let changedBackends =

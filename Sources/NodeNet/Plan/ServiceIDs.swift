@@ -39,7 +39,7 @@ struct ServiceIDs: Sendable, Equatable {
             var used = taken
             for id in observed.revnat.keys { _ = used.insert(id) }
             for master in observed.masters.values { _ = used.insert(master.id) }
-            var stale = (1...UInt16.max).lazy.filter { used.contains($0) && !taken.contains($0) }.makeIterator()
+            var stale: [UInt16]?  // listed when the ids run out
             var next: UInt32 = 1
             for i in missing where ids.frontends[wanted[i].key] == nil {
                 while next <= UInt32(UInt16.max), used.contains(UInt16(next)) { next += 1 }
@@ -47,7 +47,7 @@ struct ServiceIDs: Sendable, Equatable {
                 if next <= UInt32(UInt16.max) {
                     id = UInt16(next)
                     next += 1
-                } else if let reused = stale.next() {
+                } else if let reused = Self.popStale(&stale, used: used, taken: taken) {
                     id = reused
                 } else {
                     break  // more frontends than ids: refused by validation before any plan
@@ -65,7 +65,7 @@ struct ServiceIDs: Sendable, Equatable {
         ids.slots.reserveCapacity(wanted.count)
         var backendByValue: [BackendAddress: UInt32]?  // built at the first backend no slot names
         var nextBackend: UInt32 = 1
-        func assign(_ b: BackendAddress, _ id: inout UInt32?, slot: UInt32?) -> UInt32 {
+        func backendID(_ b: BackendAddress, _ id: inout UInt32?, slot: UInt32?) -> UInt32 {
             if let id { return id }
             if let slot, observed.backends[slot] == b {
                 id = slot
@@ -91,12 +91,18 @@ struct ServiceIDs: Sendable, Equatable {
             var slotIDs: [UInt32] = []
             slotIDs.reserveCapacity(f.backends.count)
             for (i, b) in f.backends.enumerated() {
-                slotIDs.append(assign(b, &ids.backends[b], slot: observedSlots?[UInt16(i + 1)]))
+                slotIDs.append(backendID(b, &ids.backends[b], slot: observedSlots?[UInt16(i + 1)]))
             }
-            for b in f.retained { _ = assign(b, &ids.backends[b], slot: nil) }
+            for b in f.retained { _ = backendID(b, &ids.backends[b], slot: nil) }
             ids.slots.append(slotIDs)
         }
         return ids
+    }
+
+    /// The lowest id only a stale frontend has (it is pruned by the plan), listed at first use.
+    private static func popStale(_ stale: inout [UInt16]?, used: FrontendIDSet, taken: FrontendIDSet) -> UInt16? {
+        if stale == nil { stale = (1...UInt16.max).filter { used.contains($0) && !taken.contains($0) }.reversed() }
+        return stale!.popLast()
     }
 }
 
@@ -110,7 +116,7 @@ extension ServiceIDs {
 extension ServiceMapsImage {
     /// What the maps hold once `frontends` are written with `ids`.
     init(_ frontends: [DesiredFrontend], ids: ServiceIDs) {
-        self.init(frontends, frontendIDs: ids.frontends, backendIDs: ids.backends, slots: ids.slots)
+        self.init(frontends, frontendIDs: ids.frontends, backendIDs: ids.backends)
     }
 }
 
