@@ -102,6 +102,13 @@ extension FrontendKey {
             address: IPAddress(ipv4: UInt32(bigEndian: k.address)), port: UInt16(bigEndian: k.port), protocol: proto)
     }
 
+    /// The frontend a reverse-NAT entry names; nil for a protocol this build never writes.
+    init?(_ v: nodenet_revnat) {
+        guard let proto = TransportProtocol(ipProtocol: v.proto) else { return nil }
+        self.init(
+            address: IPAddress(ipv4: UInt32(bigEndian: v.address)), port: UInt16(bigEndian: v.port), protocol: proto)
+    }
+
     /// The services-map key of this frontend's slot (0: the frontend itself, 1...: backends).
     func mapKey(slot: UInt16) -> nodenet_service_key {
         var k = nodenet_service_key()
@@ -119,6 +126,13 @@ extension FrontendKey {
 }
 
 extension BackendAddress {
+    /// The backend a backends-map value names; nil for a protocol this build never writes.
+    init?(_ v: nodenet_backend) {
+        guard let proto = TransportProtocol(ipProtocol: v.proto) else { return nil }
+        self.init(
+            address: IPAddress(ipv4: UInt32(bigEndian: v.address)), port: UInt16(bigEndian: v.port), protocol: proto)
+    }
+
     /// As the pinned map stores it (the layout of bpf/lib/maps.h).
     var mapValue: nodenet_backend {
         nodenet_backend(

@@ -87,20 +87,14 @@ public struct ObservedServices: Sendable, Equatable {
             let (ids, values) = try map.contents()
             self.backends.reserveCapacity(ids.count)
             for (id, v) in zip(ids, values) {
-                guard let proto = TransportProtocol(ipProtocol: v.proto) else { continue }
-                self.backends[id] = BackendAddress(
-                    address: IPAddress(ipv4: UInt32(bigEndian: v.address)), port: UInt16(bigEndian: v.port),
-                    protocol: proto)
+                if let backend = BackendAddress(v) { self.backends[id] = backend }
             }
         }
         if let map = try BPFMap<UInt32, nodenet_revnat>.pinned(at: layout.path(.revnat)) {
             let (ids, values) = try map.contents()
             self.revnat.reserveCapacity(ids.count)
-            for (id, v) in zip(ids, values) {
-                guard let proto = TransportProtocol(ipProtocol: v.proto), id <= UInt32(UInt16.max) else { continue }
-                self.revnat[UInt16(id)] = FrontendKey(
-                    address: IPAddress(ipv4: UInt32(bigEndian: v.address)), port: UInt16(bigEndian: v.port),
-                    protocol: proto)
+            for (id, v) in zip(ids, values) where id <= UInt32(UInt16.max) {
+                if let key = FrontendKey(v) { self.revnat[UInt16(id)] = key }
             }
         }
     }

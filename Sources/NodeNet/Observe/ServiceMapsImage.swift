@@ -7,11 +7,10 @@ import CNodeNetBPF
 /// them); maps that differ in anything are decoded and planned as usual, which says what.
 ///
 /// The comparison is exact without sorting: each map must have as many entries as the image,
-/// and every entry must be one of the image's. Keys in a map are unique, and no two of them can
-/// stand for the same entry of the image (the services key's padding must be zero), so a map
-/// that passes holds the image and nothing else (values' padding aside, which neither the
-/// datapath nor the decoder reads). The slots are worked out again from the frontends'
-/// backends and the backend ids, not taken from the plan that wrote them.
+/// and every entry must be, byte for byte, one the image's encoders (`mapKey`, `mapValue`, the
+/// ones apply writes with) make. Keys in a map are unique, so a map that passes holds the
+/// image and nothing else. The slots are worked out again from the frontends' backends and the
+/// backend ids, not taken from the plan that wrote them.
 struct ServiceMapsImage: Sendable, Equatable {
     /// The ids the image was made with (what the maps hold when it matches): each frontend's,
     /// each backend's, and per frontend (in `frontends`' order) its backends' in slot order.
@@ -67,13 +66,8 @@ struct ServiceMapsImage: Sendable, Equatable {
         let (ids, values) = try map.contents()
         guard ids.count == frontends.count else { return false }
         for (id, v) in zip(ids, values) {
-            guard v.pad == 0, id <= UInt32(UInt16.max), let proto = TransportProtocol(ipProtocol: v.proto) else {
-                return false
-            }
-            let key = FrontendKey(
-                address: IPAddress(ipv4: UInt32(bigEndian: v.address)), port: UInt16(bigEndian: v.port),
-                protocol: proto)
-            guard frontendIDs[key] == UInt16(id) else { return false }
+            guard let key = FrontendKey(v), let want = frontendIDs[key], UInt32(want) == id, Self.same(key.revnat, v)
+            else { return false }
         }
         return true
     }
@@ -83,31 +77,40 @@ struct ServiceMapsImage: Sendable, Equatable {
         let (ids, values) = try map.contents()
         guard ids.count == backendIDs.count else { return false }
         for (id, v) in zip(ids, values) {
-            guard v.flags == 0, let proto = TransportProtocol(ipProtocol: v.proto) else { return false }
-            let backend = BackendAddress(
-                address: IPAddress(ipv4: UInt32(bigEndian: v.address)), port: UInt16(bigEndian: v.port),
-                protocol: proto)
-            guard backendIDs[backend] == id else { return false }
+            guard let backend = BackendAddress(v), backendIDs[backend] == id, Self.same(backend.mapValue, v) else {
+                return false
+            }
         }
         return true
     }
 
-    /// Every frontend's slot 0 (count, id, flags, affinity timeout) and backend slots.
+    /// Every frontend's slot 0 and backend slots, key and value as apply writes them.
     private func servicesAreHeld(_ map: BPFMap<nodenet_service_key, nodenet_service>) throws -> Bool {
         let (keys, values) = try map.contents()
         guard keys.count == serviceEntries else { return false }
         for (k, v) in zip(keys, values) {
-            guard k.pad == 0, k.pad2 == 0, let key = FrontendKey(k), let i = index[key] else { return false }
-            if k.slot == 0 {
-                guard Int(v.count) == slots[i].count, v.id == frontendIDs[key],
-                    v.flags == frontends[i].flags.rawValue, v.backend_id == frontends[i].affinityTimeout ?? 0
-                else { return false }
-            } else {
-                guard Int(k.slot) <= slots[i].count, v.backend_id == slots[i][Int(k.slot) - 1], v.count == 0,
-                    v.id == 0, v.flags == 0
-                else { return false }
+            guard let key = FrontendKey(k), let i = index[key], Self.same(key.mapKey(slot: k.slot), k) else {
+                return false
             }
+            let want: nodenet_service
+            if k.slot == 0 {
+                let frontend = frontends[i]
+                want =
+                    FrontendEntry(
+                        id: frontendIDs[key]!, flags: frontend.flags, backendIDs: slots[i],
+                        affinityTimeout: frontend.affinityTimeout ?? 0
+                    ).master.mapValue
+            } else {
+                guard Int(k.slot) <= slots[i].count else { return false }
+                want = slotValue(slots[i][Int(k.slot) - 1])
+            }
+            guard Self.same(want, v) else { return false }
         }
         return true
+    }
+
+    /// Whether two map keys or values are the same bytes (padding included: apply writes zeros).
+    private static func same<T>(_ a: T, _ b: T) -> Bool {
+        withUnsafeBytes(of: a) { a in withUnsafeBytes(of: b) { b in a.elementsEqual(b) } }
     }
 }
