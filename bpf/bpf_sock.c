@@ -85,7 +85,6 @@ static __always_inline int nodenet_sock_translate(struct bpf_sock_addr *ctx, int
 	struct nodenet_service *svc = nodenet_service_lookup(&key, address, port, proto, 1, 0);
 	if (!svc)
 		return 1;
-	__u16 id = svc->id;
 	__u32 backend_id = 0;
 	__u64 client = bpf_get_netns_cookie(ctx) | NODENET_AFFINITY_SOCKET;
 	struct nodenet_backend *backend = nodenet_select_backend_for(&key, svc, &backend_id, client, 0);
@@ -98,7 +97,7 @@ static __always_inline int nodenet_sock_translate(struct bpf_sock_addr *ctx, int
 	sk.cookie = bpf_get_socket_cookie(ctx);
 	sk.address = backend->address;
 	sk.port = backend->port;
-	struct nodenet_sock_revnat rev = { .address = address, .port = port, .id = id };
+	struct nodenet_sock_revnat rev = { .address = address, .port = port };
 	bpf_map_update_elem(&nodenet_sock_revnat, &sk, &rev, BPF_ANY);
 	if (sendmsg)
 		nodenet_sock_note_sent(sk.cookie, sk.address, sk.port);

@@ -58,7 +58,7 @@ struct Usage: Error {
           Programs N ClusterIP services (3 backends each) with nodenet and with iptables-restore
           (kube-proxy's rules), and measures connection setup rate and latency to the last service
           through both. S: seconds per data path run (1-30, default 3); R: runs (1-10, medians);
-          sizes: 1-20000 each. Needs root and iptables-restore (apt-get install iptables).
+          sizes: 1-100000 each. Needs root and iptables-restore (apt-get install iptables).
         service-bench --load-balancing [--rounds R] [--seconds S] [--services N] [--backends B] [--json]
           Maglev table build time for N tables of B backends; programming N services x B backends
           with Maglev against random; connection latency with session affinity against without and
@@ -86,7 +86,9 @@ struct Options {
                 repeats = n
             case "--sizes":
                 let list = try value().split(separator: ",").map { Int($0) }
-                guard !list.isEmpty, list.allSatisfy({ $0 != nil && (1...20000).contains($0!) }) else { throw Usage() }
+                guard !list.isEmpty, list.allSatisfy({ $0 != nil && (1...100_000).contains($0!) }) else {
+                    throw Usage()
+                }
                 sizes = list.map { $0! }
             case "--json": json = true
             default: throw Usage()
@@ -308,20 +310,23 @@ let realBackends = ["10.2.0.10", "10.2.0.11", "10.2.0.12"].map { IPAddress($0)! 
 /// 10.96.x.y
 func clusterIP(_ i: Int) -> IPAddress { IPAddress(ipv4: 0x0A60_0000 + UInt32(i / 250) << 8 + UInt32(i % 250 + 1)) }
 
-/// N services; the last one has the real pods as backends, the others made-up pod IPs of n2.
+/// N services; the last one has the real pods as backends, the others made-up pod IPs of n2
+/// (10.2.1.1 ... 10.2.255.250, 63 750 of them; beyond, the same addresses on ports 81, 82 ...:
+/// every backend is one of its own).
 func services(_ n: Int) -> [ServiceSpec] {
     (0..<n).map { i in
         let backends =
             i == n - 1
-            ? realBackends
+            ? realBackends.map { ServiceBackend(ip: $0) }
             : (0..<3).map { k in
                 let j = 3 * i + k
-                return IPAddress(ipv4: 0x0A02_0000 + UInt32(1 + j / 250) << 8 + UInt32(j % 250 + 1))  // 10.2.1.1 ...
+                let a = j % 63_750
+                let address = IPAddress(ipv4: 0x0A02_0000 + UInt32(1 + a / 250) << 8 + UInt32(a % 250 + 1))
+                return ServiceBackend(ip: address, port: j < 63_750 ? nil : servicePort + j / 63_750)
             }
         return ServiceSpec(
             name: "bench/svc\(i)", type: .clusterIP, clusterIP: clusterIP(i),
-            ports: [ServicePort(name: "http", protocol: .tcp, port: servicePort)],
-            backends: backends.map { ServiceBackend(ip: $0) })
+            ports: [ServicePort(name: "http", protocol: .tcp, port: servicePort)], backends: backends)
     }
 }
 
@@ -376,7 +381,7 @@ func kubeProxyRules(_ svcs: [ServiceSpec], clusterCIDR: String) -> String {
             "-A \(svc) ! -s \(clusterCIDR) -d \(s.clusterIP)/32 -p tcp -m comment --comment \"\(name) cluster IP\" -m tcp --dport \(port) -j KUBE-MARK-MASQ"
         )
         for (k, b) in s.backends.enumerated() {
-            let endpoint = "\(b.ip):\(s.ports[0].targetPort)"
+            let endpoint = "\(b.ip):\(b.port ?? s.ports[0].targetPort)"
             let sep = "KUBE-SEP-" + chainHash(name + endpoint)
             chains.append(":\(sep) - [0:0]")
             let left = s.backends.count - k

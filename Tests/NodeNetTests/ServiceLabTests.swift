@@ -949,6 +949,68 @@ struct ServiceLabTests {
         #expect(try controller.plan().isEmpty)
     }
 
+    /// More frontends than 16 bits can number: a service added after 65 600 others gets ids
+    /// beyond 65 535 and is served on the packet path (socket LB off): its conntrack entries and
+    /// its session affinity carry the whole id, the node stays converged, and the service keeps
+    /// its ids when the others go.
+    @Test func frontendIDsBeyondSixteenBitsAreServed() throws {
+        var cluster = Self.cluster("id32")
+        cluster.socketLB = false
+        defer { Lab.down(name: cluster.name) }
+        try Self.up(cluster)
+        let seed = cluster.services
+        let filler = ServiceBackend(ip: IPAddress("10.0.1.15"))
+        let fillers = (0..<65_600).map { (i: Int) -> ServiceSpec in
+            let third = UInt32(i / 250) << 8
+            let address = IPAddress(ipv4: 0x0A64_0000 + third + UInt32(i % 250 + 1))  // 10.100.0.1 ...
+            return ServiceSpec(
+                name: "fill/svc\(i)", type: .clusterIP, clusterIP: address,
+                ports: [ServicePort(protocol: .tcp, port: 80)], backends: [filler])
+        }
+        var far = ServiceSpec(
+            name: "default/far", type: .clusterIP, clusterIP: IPAddress("10.99.0.1"),
+            ports: [ServicePort(protocol: .tcp, port: 80)],
+            backends: ["10.0.1.15", "10.0.2.204", "10.0.0.142"].map { ServiceBackend(ip: IPAddress($0)!) })
+        far.sessionAffinity = .clientIP
+        cluster.services = seed + fillers + [far]
+        let node = "worker2"  // the client pod's
+        let controller = try NodeController(
+            spec: cluster.spec(forNode: node)!, namespace: .named(cluster.namespace(ofNode: node)))
+        let report = try controller.apply()
+        try #require(report.verified, "\(report.mismatches.prefix(3))")
+        let row = try #require(try controller.services().first { $0.frontend == "10.99.0.1:80" })
+        try #require(row.id > 65_535, "the service added last has an id beyond 16 bits: \(row.id)")
+        #expect(row.state == "ok" && row.backends.count == 3, "\(row)")
+        #expect(try controller.plan().isEmpty, "converged with ids beyond 16 bits")
+
+        let probe = try Self.probe(cluster.name, "net", "10.99.0.1:80", count: 20)
+        #expect(probe.failures == 0 && probe.answers.count == 1, "one backend (affinity): \(probe.answers)")
+        #expect(probe.requests.allSatisfy { $0.peer == "10.99.0.1:80" }, "replies translated back")
+        let layout = BPFFSLayout(directory: cluster.bpffsDirectory(ofNode: node))
+        let ct = try #require(try BPFMap<nodenet_tuple, nodenet_ct_entry>.pinned(at: layout.path(.conntrack)))
+        let farAddress = IPAddress("10.99.0.1").ipv4Value!.bigEndian
+        let flows = try ct.entries().filter {
+            $0.0.kind == UInt8(NODENET_CT_SERVICE.rawValue) && $0.0.daddr == farAddress
+        }
+        #expect(!flows.isEmpty, "the flows are tracked")
+        #expect(
+            flows.allSatisfy { FrontendID($0.1.id) | FrontendID($0.1.id_high) << 16 == row.id },
+            "conntrack entries name the whole id: \(flows.map { ($0.1.id, $0.1.id_high) }.prefix(3))")
+        let affinity = try #require(
+            try BPFMap<nodenet_affinity_key, nodenet_affinity>.pinned(at: layout.path(.affinity)))
+        #expect(try affinity.keys().contains { $0.id == row.id }, "the client's backend is kept under the whole id")
+
+        // The others go: the service keeps its ids and its flows' backend.
+        cluster.services = seed + [far]
+        let fewer = try NodeController(
+            spec: cluster.spec(forNode: node)!, namespace: .named(cluster.namespace(ofNode: node)))
+        #expect(try fewer.apply().verified)
+        let after = try #require(try fewer.services().first { $0.frontend == "10.99.0.1:80" })
+        #expect(after.id == row.id, "ids are stable")
+        let again = try Self.probe(cluster.name, "net", "10.99.0.1:80", count: 10)
+        #expect(again.failures == 0 && again.answers == [probe.answers.keys.first!: 10], "\(again.answers)")
+    }
+
     /// An apply's verification compares the service maps with what it wrote, entry by entry,
     /// before decoding them. Maps that differ in anything (slots, a backend, an id, an entry too
     /// many, a key standing for another's) are decoded and planned again, and the plan sees it.

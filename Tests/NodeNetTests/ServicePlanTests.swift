@@ -153,7 +153,7 @@ import Testing
             3: BackendAddress(address: IPAddress("10.0.1.15"), port: 53, protocol: .udp),
             4: BackendAddress(address: IPAddress("10.0.1.15"), port: 53, protocol: .tcp),
         ]
-        let frontends: [(String, UInt16, FrontendFlags, [UInt32])] = [
+        let frontends: [(String, FrontendID, FrontendFlags, [UInt32])] = [
             ("10.96.18.68:80/TCP", 1, [], [1, 2]), ("172.18.0.2:32000/TCP", 2, .nodePort, [1, 2]),
             ("0.0.0.0:32000/TCP", 3, .nodePort, [1, 2]), ("10.96.0.10:53/UDP", 4, [], [3]),
             ("10.96.0.10:53/TCP", 5, [], [4]),

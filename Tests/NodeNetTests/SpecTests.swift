@@ -128,6 +128,41 @@ import Testing
         #expect(Self.problems { $0["nodes"] = nodes(16_384) }.isEmpty)
     }
 
+    /// 100 000 ClusterIP services of 3 backends each fit the datapath's maps (before: 16-bit
+    /// frontend ids and 131 072 service slots refused them); more frontends than the
+    /// reverse-NAT map holds are refused with the count.
+    @Test func aHundredThousandServicesFitAndMoreFrontendsThanIDsAreRefused() {
+        func services(_ count: Int, backends: Int) -> [[String: Any]] {
+            (0..<count).map { i in
+                [
+                    "name": "s/s\(i)", "type": "ClusterIP",
+                    "clusterIP": "10.\(96 + i / 62_500).\(i / 250 % 250).\(i % 250 + 1)",
+                    "ports": [["port": 80]],
+                    "backends": (0..<backends).map { k in
+                        let j = backends * i + k
+                        return ["ip": "10.\(j / 62_500 + 2).\(j / 250 % 250).\(j % 250 + 1)"]
+                    },
+                ]
+            }
+        }
+        let fits = Self.problems { $0["services"] = services(100_000, backends: 3) }
+        #expect(fits.isEmpty, "\(fits.prefix(3))")
+        // 1 024 services of 16 ports on a ClusterIP and 7 external addresses: 131 072 frontends.
+        let tooMany = Self.problems {
+            $0["services"] = (0..<1024).map { i in
+                [
+                    "name": "s/s\(i)", "type": "ClusterIP", "clusterIP": "10.96.\(i / 250).\(i % 250 + 1)",
+                    "ports": (1...16).map { ["port": $0] },
+                    "externalIPs": (1...7).map { "192.0.\(i / 250 * 10 + $0).\(i % 250 + 1)" },
+                ]
+            }
+        }
+        #expect(
+            tooMany == [
+                "services: 131072 frontends (each port's ClusterIP, node ports, external and load balancer addresses); at most 131071 fit (the reverse-NAT map's entries)"
+            ], "\(tooMany.prefix(3))")
+    }
+
     /// Before: the pod list had no size cap (a spec of millions of pods was planned entry by
     /// entry); now a node holds at most what the endpoints map does.
     @Test func morePodsThanANodeHoldsAreRefused() {

@@ -284,13 +284,20 @@ static __always_inline void nodenet_ct_pair_seen(struct nodenet_ct_entry *own, s
 		partner->last_seen_ns = now;
 }
 
-static __always_inline int nodenet_ct_put(struct nodenet_tuple *key, __u8 kind, __u32 address, __u16 port, __u16 id, __u32 backend_id, __u64 flags)
+/* The frontend id of a SERVICE or REPLY entry. */
+static __always_inline __u32 nodenet_ct_frontend(const struct nodenet_ct_entry *e)
+{
+	return e->id | ((__u32)e->id_high << 16);
+}
+
+static __always_inline int nodenet_ct_put(struct nodenet_tuple *key, __u8 kind, __u32 address, __u16 port, __u32 id, __u32 backend_id, __u64 flags)
 {
 	struct nodenet_ct_entry e = {};
 	e.last_seen_ns = bpf_ktime_get_ns();
 	e.address = address;
 	e.port = port;
-	e.id = id;
+	e.id = (__u16)id;
+	e.id_high = (__u16)(id >> 16);
 	e.backend_id = backend_id;
 	key->kind = kind;
 	key->pad = 0;

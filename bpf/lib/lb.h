@@ -179,7 +179,7 @@ nodenet_select_backend_for(struct nodenet_service_key *key, struct nodenet_servi
 
 /* Whether a flow's backend is still one of its frontend's: the backend id still names the
  * same address and port, and the frontend still exists with the same id. */
-static __always_inline int nodenet_backend_current(__u32 backend_id, __u32 address, __u16 port, __u16 frontend_id)
+static __always_inline int nodenet_backend_current(__u32 backend_id, __u32 address, __u16 port, __u32 frontend_id)
 {
 	struct nodenet_backend *b = bpf_map_lookup_elem(&nodenet_backends, &backend_id);
 	if (!b || b->address != address || b->port != port)

@@ -55,12 +55,12 @@ static __always_inline __u32 nodenet_flow_hash(__u32 saddr, __u32 daddr, __u16 s
 
 /* The backend id at entry `hash % size` of frontend `id`'s table; 0 (false) when the table
  * or that chunk is not there (being written, or none for this frontend). */
-static __always_inline int nodenet_maglev_lookup(__u16 id, __u32 size, __u32 hash, __u32 *backend_id)
+static __always_inline int nodenet_maglev_lookup(__u32 id, __u32 size, __u32 hash, __u32 *backend_id)
 {
 	if (size == 0)
 		return 0;
 	__u32 index = hash % size;
-	struct nodenet_maglev_key key = { .id = id, .chunk = (__u16)(index / NODENET_MAGLEV_CHUNK) };
+	struct nodenet_maglev_key key = { .id = id, .chunk = index / NODENET_MAGLEV_CHUNK };
 	struct nodenet_maglev_chunk *chunk = bpf_map_lookup_elem(&nodenet_maglev, &key);
 	if (!chunk)
 		return 0;

@@ -86,9 +86,13 @@ struct nodenet_event {
 
 /* ---- Services (kube-proxy replacement) ---- */
 
-#define NODENET_SERVICES_MAX 131072
-#define NODENET_BACKENDS_MAX 65536
-#define NODENET_REVNAT_MAX 65536
+/* Sized for 100 000 ClusterIP services of 3 backends each (a frontend and a slot per backend:
+ * 400 000 entries; 300 000 backends; ids up to NODENET_REVNAT_MAX - 1). The maps are not
+ * preallocated: entries cost memory only when written; the hash buckets (16 bytes each, a
+ * power of two at least max_entries) cost 18 MiB of kernel memory for the three. */
+#define NODENET_SERVICES_MAX 524288
+#define NODENET_BACKENDS_MAX 524288
+#define NODENET_REVNAT_MAX 131072
 #define NODENET_NODES_MAX 16384
 #define NODENET_SOCK_REVNAT_MAX 131072
 #define NODENET_CT_MAX 262144
@@ -126,9 +130,9 @@ struct nodenet_service_key {
 struct nodenet_service {
 	__u32 backend_id;  /* slots 1..count */
 	__u16 count;       /* slot 0: backends to choose from (0: refuse) */
-	__u16 id;          /* slot 0: the frontend's id, key of nodenet_revnat */
 	__u8 flags;        /* slot 0: NODENET_SERVICE_* */
-	__u8 pad[3];
+	__u8 pad;
+	__u32 id;          /* slot 0: the frontend's id, key of nodenet_revnat */
 };
 
 #define NODENET_SERVICE_NODEPORT 1   /* reachable from outside the node (NodePort frontends) */
@@ -137,12 +141,11 @@ struct nodenet_service {
 #define NODENET_SERVICE_SOURCE_RANGES 8 /* loadBalancerSourceRanges: only clients in nodenet_source_ranges from outside */
 
 /* loadBalancerSourceRanges: the client prefixes a frontend takes from outside, longest-prefix
- * matched on (frontend id, client address). prefixlen counts the id and pad bits (32) plus the
+ * matched on (frontend id, client address). prefixlen counts the id's 32 bits plus the
  * range's length. */
 struct nodenet_source_range_key {
 	__u32 prefixlen;
-	__u16 id;     /* the frontend's id */
-	__u16 pad;
+	__u32 id;     /* the frontend's id (host order; was __u16 and zero padding: the same bytes) */
 	__u32 address; /* network order */
 };
 
@@ -153,9 +156,8 @@ struct nodenet_source_range_key {
  * source address is not known yet at connect()). */
 struct nodenet_affinity_key {
 	__u64 client;
-	__u16 id;     /* the frontend's id */
-	__u16 pad;
-	__u32 pad2;
+	__u32 id;     /* the frontend's id (was __u16 and zero padding: the same bytes) */
+	__u32 pad;
 };
 
 struct nodenet_affinity {
@@ -177,8 +179,8 @@ struct nodenet_affinity {
 #define NODENET_MAGLEV_MAX 131072  /* chunks of all tables: 8 192 tables of 16 381 */
 
 struct nodenet_maglev_key {
-	__u16 id;     /* the frontend's id */
-	__u16 chunk;
+	__u32 id;     /* the frontend's id */
+	__u32 chunk;
 };
 
 struct nodenet_maglev_chunk {
@@ -243,7 +245,7 @@ struct nodenet_sock_sent {
 struct nodenet_sock_revnat {
 	__u32 address;  /* the frontend */
 	__u16 port;
-	__u16 id;
+	__u16 pad;
 };
 
 /* Connection tracking and NAT for packet-level translation. One table, four kinds of entry:
@@ -274,10 +276,12 @@ struct nodenet_ct_entry {
 	__u64 last_seen_ns;  /* bpf_ktime_get_ns (CLOCK_MONOTONIC): garbage collection by age */
 	__u32 address;
 	__u16 port;
-	__u16 id;            /* SERVICE/REPLY: the frontend's id */
+	__u16 id;            /* SERVICE/REPLY: the frontend's id, its low 16 bits */
 	__u32 backend_id;    /* SERVICE: the backend's id */
 	__u8 flags;          /* NODENET_CT_F_* */
-	__u8 pad[3];
+	__u8 pad;
+	__u16 id_high;       /* the frontend id's high 16 bits: padding before ids outgrew 16 bits,
+	                      * so entries of older builds read as the same id */
 };
 
 #define NODENET_CT_F_CLOSING 1   /* TCP FIN or RST seen: short timeout */

@@ -41,7 +41,7 @@ struct {
 } nodenet_source_ranges SEC(".maps");
 
 /* Whether the frontend `id` takes a flow from `client` (network order) under its source ranges. */
-static __always_inline int nodenet_source_allowed(__u16 id, __u32 client)
+static __always_inline int nodenet_source_allowed(__u32 id, __u32 client)
 {
 	struct nodenet_source_range_key key = { .prefixlen = 64, .id = id, .address = client };
 	return bpf_map_lookup_elem(&nodenet_source_ranges, &key) != 0;
@@ -71,17 +71,17 @@ static __always_inline int nodenet_translate_service(struct __sk_buff *skb, cons
 {
 	if (f->tuple.proto != IPPROTO_TCP && f->tuple.proto != IPPROTO_UDP)
 		return NODENET_PASS;
-	__u32 address = 0, backend_id = 0;
-	__u16 port = 0, id = 0;
+	__u32 address = 0, backend_id = 0, id = 0;
+	__u16 port = 0;
 	struct nodenet_ct_entry *ct = nodenet_ct_lookup(f, NODENET_CT_SERVICE);
 	/* The flow's entry as it stays (an entry written anew below is another element). */
 	struct nodenet_ct_entry *own = 0;
-	if (ct && nodenet_backend_current(ct->backend_id, ct->address, ct->port, ct->id)) {
+	if (ct && nodenet_backend_current(ct->backend_id, ct->address, ct->port, nodenet_ct_frontend(ct))) {
 		own = ct;
 		nodenet_ct_mark_established(ct, f);
 		address = ct->address;
 		port = ct->port;
-		id = ct->id;
+		id = nodenet_ct_frontend(ct);
 		backend_id = ct->backend_id;
 	} else {
 		/* Only a flow's first packet opens it (kube-proxy translates NEW connections only):
@@ -125,7 +125,7 @@ static __always_inline int nodenet_translate_service(struct __sk_buff *skb, cons
 				return NODENET_ERROR;
 			address = winner->address;
 			port = winner->port;
-			id = winner->id;
+			id = nodenet_ct_frontend(winner);
 			backend_id = winner->backend_id;
 		}
 	}

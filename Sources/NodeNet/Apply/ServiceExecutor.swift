@@ -136,9 +136,9 @@ final class ServiceExecutor: ChangeExecutor {
         case backend(UInt32, BackendAddress?)
         /// `written`: the slots 1...written the change writes (with the snapshot's, what undo clears).
         case frontend(FrontendKey, FrontendSnapshot?, written: Int)
-        case revnat(UInt16, FrontendKey?)
+        case revnat(FrontendID, FrontendKey?)
         case sourceRange(SourceRange, present: Bool)
-        case maglev(UInt16, MaglevSnapshot?, currentChunks: Int)
+        case maglev(FrontendID, MaglevSnapshot?, currentChunks: Int)
 
         var what: String {
             switch self {

@@ -2,10 +2,14 @@ import BPF
 import CNodeNetBPF
 import Foundation
 
+/// A frontend's id: slot 0 names it, the reverse-NAT, Maglev, source-range and affinity maps
+/// and conntrack entries are keyed by it. 1 ..< `NODENET_REVNAT_MAX` (0: none).
+public typealias FrontendID = UInt32
+
 /// Slot 0 of a frontend in the services map.
 public struct FrontendMaster: Sendable, Equatable {
     public var count: UInt16
-    public var id: UInt16
+    public var id: FrontendID
     public var flags: FrontendFlags
     /// Session affinity's timeout in seconds (slot 0's backend_id; 0 without affinity).
     public var affinityTimeout: UInt32 = 0
@@ -27,7 +31,7 @@ public struct FrontendFlags: OptionSet, Sendable, Hashable {
 
 /// One of a frontend's `loadBalancerSourceRanges` in the source-ranges map (by frontend id).
 public struct SourceRange: Sendable, Hashable, Comparable, CustomStringConvertible {
-    public var id: UInt16
+    public var id: FrontendID
     public var prefix: IPPrefix
     public var description: String { "\(prefix) for frontend \(id)" }
 
@@ -37,7 +41,7 @@ public struct SourceRange: Sendable, Hashable, Comparable, CustomStringConvertib
         )
     }
 
-    /// The map key: the id and pad bits (32) and the prefix's length.
+    /// The map key: the id's 32 bits and the prefix's length.
     var mapKey: nodenet_source_range_key {
         var key = nodenet_source_range_key()
         key.prefixlen = 32 + UInt32(prefix.length)
@@ -70,7 +74,7 @@ public struct NodeFlags: OptionSet, Sendable, Hashable, CustomStringConvertible 
 
 /// A frontend as the maps should hold it: its id, flags and backend ids in slot order.
 public struct FrontendEntry: Sendable, Equatable {
-    public var id: UInt16
+    public var id: FrontendID
     public var flags: FrontendFlags
     public var backendIDs: [UInt32]
     public var affinityTimeout: UInt32 = 0
@@ -84,7 +88,7 @@ public struct FrontendEntry: Sendable, Equatable {
 /// A frontend's Maglev table exactly as it was (undo).
 struct MaglevSnapshot: Sendable {
     var index: MaglevIndex
-    var chunks: [UInt16: nodenet_maglev_chunk]
+    var chunks: [UInt32: nodenet_maglev_chunk]
 }
 
 /// A frontend's entries exactly as they were (undo).
@@ -205,12 +209,12 @@ final class ServiceMaps {
     }
 
     /// Frontend `id`'s Maglev table as it is (index and chunks), for undo; nil when it has none.
-    func maglevSnapshot(_ id: UInt16, index: MaglevIndex?) throws -> MaglevSnapshot? {
+    func maglevSnapshot(_ id: FrontendID, index: MaglevIndex?) throws -> MaglevSnapshot? {
         guard let index else { return nil }
-        var chunks: [UInt16: nodenet_maglev_chunk] = [:]
+        var chunks: [UInt32: nodenet_maglev_chunk] = [:]
         for chunk in 0..<index.chunks {
-            let key = nodenet_maglev_key(id: id, chunk: UInt16(chunk))
-            if let value = try maglev.lookup(key) { chunks[UInt16(chunk)] = value }
+            let key = nodenet_maglev_key(id: id, chunk: UInt32(chunk))
+            if let value = try maglev.lookup(key) { chunks[UInt32(chunk)] = value }
         }
         return MaglevSnapshot(index: index, chunks: chunks)
     }
@@ -218,26 +222,26 @@ final class ServiceMaps {
     /// Writes frontend `id`'s table: its chunks, each whole (a flow reads one entry of one
     /// chunk: old or new, always a backend of the frontend's), then its index; chunks beyond
     /// the new table's go last.
-    func putMaglev(_ id: UInt16, _ table: MaglevTable, previous: MaglevIndex?) throws {
+    func putMaglev(_ id: FrontendID, _ table: MaglevTable, previous: MaglevIndex?) throws {
         let chunks = table.index.chunks
         try maglev.update(
-            keys: (0..<chunks).map { nodenet_maglev_key(id: id, chunk: UInt16($0)) },
+            keys: (0..<chunks).map { nodenet_maglev_key(id: id, chunk: UInt32($0)) },
             values: (0..<chunks).map(table.chunk))
         try maglevIndex.update(UInt32(id), table.index.mapValue)
         for chunk in chunks..<max(chunks, previous?.chunks ?? 0) {
-            _ = try maglev.delete(nodenet_maglev_key(id: id, chunk: UInt16(chunk)))
+            _ = try maglev.delete(nodenet_maglev_key(id: id, chunk: UInt32(chunk)))
         }
     }
 
     /// Removes frontend `id`'s table (the datapath then chooses at random for it): its chunks,
     /// then its index (stopped halfway, the index is still there for the next plan to see).
-    func removeMaglev(_ id: UInt16, chunks: Int) throws {
-        for chunk in 0..<chunks { _ = try maglev.delete(nodenet_maglev_key(id: id, chunk: UInt16(chunk))) }
+    func removeMaglev(_ id: FrontendID, chunks: Int) throws {
+        for chunk in 0..<chunks { _ = try maglev.delete(nodenet_maglev_key(id: id, chunk: UInt32(chunk))) }
         _ = try maglevIndex.delete(UInt32(id))
     }
 
     /// Puts a table back as `snapshot` was (nil: none), over one of `currentChunks`.
-    func restoreMaglev(_ id: UInt16, _ snapshot: MaglevSnapshot?, currentChunks: Int) throws {
+    func restoreMaglev(_ id: FrontendID, _ snapshot: MaglevSnapshot?, currentChunks: Int) throws {
         let keep = snapshot?.chunks ?? [:]
         for (chunk, value) in keep { try maglev.update(nodenet_maglev_key(id: id, chunk: chunk), value) }
         if let snapshot {
@@ -245,15 +249,15 @@ final class ServiceMaps {
         } else {
             _ = try maglevIndex.delete(UInt32(id))
         }
-        for chunk in 0..<currentChunks where keep[UInt16(chunk)] == nil {
-            _ = try maglev.delete(nodenet_maglev_key(id: id, chunk: UInt16(chunk)))
+        for chunk in 0..<currentChunks where keep[UInt32(chunk)] == nil {
+            _ = try maglev.delete(nodenet_maglev_key(id: id, chunk: UInt32(chunk)))
         }
     }
 
     /// Make-before-break: the revnat entry and the new backend slots first, then slot 0
     /// (the count readers choose from), then slots beyond the new count go.
     func put(_ key: FrontendKey, _ entry: FrontendEntry, previousSlots: [UInt16: UInt32]) throws {
-        try revnat.update(UInt32(entry.id), key.revnat)
+        try revnat.update(entry.id, key.revnat)
         for (i, id) in entry.backendIDs.enumerated() where previousSlots[UInt16(i + 1)] != id {
             try services.update(key.mapKey(slot: UInt16(i + 1)), slotValue(id))
         }
@@ -298,7 +302,7 @@ final class ServiceMaps {
         }
 
         mutating func putFrontend(_ key: FrontendKey, _ entry: FrontendEntry, previousSlots: [UInt16: UInt32]) {
-            revnatKeys.append(UInt32(entry.id))
+            revnatKeys.append(entry.id)
             revnatValues.append(key.revnat)
             for (i, id) in entry.backendIDs.enumerated() where previousSlots[UInt16(i + 1)] != id {
                 slotKeys.append(key.mapKey(slot: UInt16(i + 1)))
@@ -316,7 +320,7 @@ final class ServiceMaps {
             for slot in slots.keys.sorted() { slotRemovals.append(key.mapKey(slot: slot)) }
         }
 
-        mutating func removeRevNat(_ id: UInt16) { revnatRemovals.append(UInt32(id)) }
+        mutating func removeRevNat(_ id: FrontendID) { revnatRemovals.append(id) }
         mutating func removeBackend(_ id: UInt32) { backendRemovals.append(id) }
     }
 

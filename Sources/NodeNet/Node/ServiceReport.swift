@@ -15,7 +15,7 @@ public struct ServiceStatus: Sendable, Codable, Equatable {
     }
 
     /// The frontend's id (stable across applies and restarts).
-    public var id: UInt16
+    public var id: FrontendID
     public var frontend: String
     public var address: String
     public var port: UInt16

@@ -7,13 +7,13 @@ public struct ObservedServices: Sendable, Equatable {
     /// Backend slots (1...) by frontend, including slots beyond the count.
     public var slots: [FrontendKey: [UInt16: UInt32]] = [:]
     public var backends: [UInt32: BackendAddress] = [:]
-    public var revnat: [UInt16: FrontendKey] = [:]
+    public var revnat: [FrontendID: FrontendKey] = [:]
     public var nodes: [IPAddress: NodeFlags] = [:]
     public var settings: NodeSettings?
     public var sourceRanges: Set<SourceRange> = []
     /// What each frontend's Maglev table was built from, by frontend id (the tables themselves
     /// are not read).
-    public var maglev: [UInt16: MaglevIndex] = [:]
+    public var maglev: [FrontendID: MaglevIndex] = [:]
     /// Set when the services, backends and reverse-NAT maps were found to hold exactly what the
     /// plan that wrote them meant: those maps are then not decoded (`masters`, `slots`,
     /// `backends` and `revnat` stay empty) and planning takes the image's ids.
@@ -93,8 +93,8 @@ public struct ObservedServices: Sendable, Equatable {
         if let map = try BPFMap<UInt32, nodenet_revnat>.pinned(at: layout.path(.revnat)) {
             let (ids, values) = try map.contents()
             self.revnat.reserveCapacity(ids.count)
-            for (id, v) in zip(ids, values) where id <= UInt32(UInt16.max) {
-                if let key = FrontendKey(v) { self.revnat[UInt16(id)] = key }
+            for (id, v) in zip(ids, values) {
+                if let key = FrontendKey(v) { self.revnat[id] = key }
             }
         }
     }
@@ -110,9 +110,7 @@ public struct ObservedServices: Sendable, Equatable {
             self.sourceRanges = Set(try map.keys().compactMap(SourceRange.init))
         }
         if let map = try BPFMap<UInt32, nodenet_maglev_index>.pinned(at: layout.path(.maglevIndex)) {
-            for (id, v) in try map.entries() where id <= UInt32(UInt16.max) {
-                self.maglev[UInt16(id)] = MaglevIndex(v)
-            }
+            for (id, v) in try map.entries() { self.maglev[id] = MaglevIndex(v) }
         }
         if let map = try BPFMap<UInt32, nodenet_config>.pinned(at: layout.path(.settings)), let c = try map.lookup(0),
             c.node_ip != 0

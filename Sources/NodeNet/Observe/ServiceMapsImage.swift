@@ -14,7 +14,7 @@ import CNodeNetBPF
 struct ServiceMapsImage: Sendable, Equatable {
     /// The ids the image was made with (what the maps hold when it matches): each frontend's,
     /// each backend's, and per frontend (in `frontends`' order) its backends' in slot order.
-    let frontendIDs: [FrontendKey: UInt16]
+    let frontendIDs: [FrontendKey: FrontendID]
     let backendIDs: [BackendAddress: UInt32]
     let slots: [[UInt32]]
     /// The ids cover the frontends and their backends exactly (else no map is taken to hold it).
@@ -25,7 +25,7 @@ struct ServiceMapsImage: Sendable, Equatable {
     /// Entries of the services map: slot 0 and the backend slots of every frontend.
     private let serviceEntries: Int
 
-    init(_ frontends: [DesiredFrontend], frontendIDs: [FrontendKey: UInt16], backendIDs: [BackendAddress: UInt32]) {
+    init(_ frontends: [DesiredFrontend], frontendIDs: [FrontendKey: FrontendID], backendIDs: [BackendAddress: UInt32]) {
         (self.frontendIDs, self.backendIDs) = (frontendIDs, backendIDs)
         self.frontends = frontends
         // Every frontend and backend has an id, and every backend id is one of theirs.

@@ -82,14 +82,14 @@ enum ServiceChange: Sendable, Equatable {
     case putFrontend(FrontendKey, FrontendEntry, previous: FrontendSnapshot?, previousRevnat: FrontendKey?)
     /// Removes a frontend: slot 0 first (no new connections), then its slots.
     case deleteFrontend(FrontendKey, previous: FrontendSnapshot)
-    case deleteRevNat(id: UInt16, previous: FrontendKey)
+    case deleteRevNat(id: FrontendID, previous: FrontendKey)
     /// A client prefix a LoadBalancer frontend takes (written before the frontend's flag).
     case putSourceRange(SourceRange)
     case deleteSourceRange(SourceRange)
     /// Writes a frontend's Maglev table (its chunks, then its index), after its backends.
-    case putMaglevTable(id: UInt16, MaglevTable, previous: MaglevIndex?)
+    case putMaglevTable(id: FrontendID, MaglevTable, previous: MaglevIndex?)
     /// Removes a frontend's Maglev table (its index first), before its backends go.
-    case deleteMaglevTable(id: UInt16, previous: MaglevIndex)
+    case deleteMaglevTable(id: FrontendID, previous: MaglevIndex)
     /// Attaches a socket-LB program to the cgroup (`replacing`: the pin of the same hook and
     /// cgroup from another build, whose link gets the new program).
     case attachSocket(CgroupLink.Hook, cgroup: String, cgroupID: UInt64, replacing: String?)

@@ -3,10 +3,10 @@
 /// compared by its index (size, backends, digest) and built only when that differs.
 extension Planner {
     /// The index each wanted table has, by frontend id (empty with the random algorithm).
-    func wantedMaglevTables(_ ids: ServiceIDs) -> [UInt16: (frontend: DesiredFrontend, index: MaglevIndex)] {
+    func wantedMaglevTables(_ ids: ServiceIDs) -> [FrontendID: (frontend: DesiredFrontend, index: MaglevIndex)] {
         guard let settings = desired.settings, settings.maglevSize != 0 else { return [:] }
         let size = Int(settings.maglevSize)
-        var result: [UInt16: (DesiredFrontend, MaglevIndex)] = [:]
+        var result: [FrontendID: (DesiredFrontend, MaglevIndex)] = [:]
         for frontend in desired.frontends where !frontend.backends.isEmpty {
             // Socket LB translates a ClusterIP at connect(): the packet path never sees one.
             guard frontend.type != .clusterIP || settings.packetLB, let id = ids.frontends[frontend.key] else {

@@ -34,7 +34,7 @@ public struct Planner {
     /// The source ranges the frontends want (by id), once `planServices` has assigned the ids.
     var wantedSourceRanges: Set<SourceRange>?
     /// The Maglev tables the frontends want (by id), once `planServices` has assigned the ids.
-    var wantedMaglev: [UInt16: MaglevIndex]?
+    var wantedMaglev: [FrontendID: MaglevIndex]?
 
     public static func plan(
         desired: DesiredState, observed: ObservedState, ledger: Ledger?, nativeDevice: String,

@@ -1,7 +1,9 @@
-/// Ids of frontends (u16, the reverse-NAT index) and backends (u32): read back from the maps
-/// so they stay stable across applies and restarts; new ones take the lowest free id.
+import CNodeNetBPF
+
+/// Ids of frontends (`FrontendID`, the reverse-NAT index) and backends: read back from the
+/// maps so they stay stable across applies and restarts; new ones take the lowest free id.
 struct ServiceIDs: Sendable, Equatable {
-    var frontends: [FrontendKey: UInt16] = [:]
+    var frontends: [FrontendKey: FrontendID] = [:]
     var backends: [BackendAddress: UInt32] = [:]
     /// Per wanted frontend (in the order given), its backends' ids in slot order.
     var slots: [[UInt32]] = []
@@ -9,8 +11,9 @@ struct ServiceIDs: Sendable, Equatable {
     static func assign(_ wanted: [DesiredFrontend], observed: ObservedServices) -> ServiceIDs {
         var ids = ServiceIDs()
         ids.frontends.reserveCapacity(wanted.count)
-        // Frontends: the id in slot 0, else the id its reverse-NAT entry has. On a converged
-        // node every frontend has its slot 0 and the tables below are never built.
+        // Frontends: the id in slot 0, else the id its reverse-NAT entry has (ids outside
+        // `FrontendIDSet.ids` are not kept). On a converged node every frontend has its slot 0
+        // and the tables below are never built.
         var taken = FrontendIDSet()
         var missing: [Int] = []
         for (i, f) in wanted.enumerated() {
@@ -23,7 +26,7 @@ struct ServiceIDs: Sendable, Equatable {
         if !missing.isEmpty {
             // Ids only a reverse-NAT entry has next (a live frontend keeps its id even when an
             // inconsistent map has another frontend's revnat at it).
-            var byKey: [FrontendKey: UInt16] = [:]
+            var byKey: [FrontendKey: FrontendID] = [:]
             byKey.reserveCapacity(observed.revnat.count)
             for (id, key) in observed.revnat { byKey[key] = min(id, byKey[key] ?? id) }  // lowest id on duplicates
             missing.removeAll { i in
@@ -35,17 +38,17 @@ struct ServiceIDs: Sendable, Equatable {
         }
         if !missing.isEmpty {
             // New ones: the lowest id nobody has; when none is left, one only a stale frontend
-            // has (it is pruned by this plan). The validator keeps wanted frontends below 65535.
+            // has (it is pruned by this plan). The validator keeps wanted frontends within the ids.
             var used = taken
             for id in observed.revnat.keys { _ = used.insert(id) }
             for master in observed.masters.values { _ = used.insert(master.id) }
-            var stale: [UInt16]?  // listed when the ids run out
-            var next: UInt32 = 1
+            var stale: [FrontendID]?  // listed when the ids run out
+            var next = FrontendIDSet.ids.lowerBound
             for i in missing where ids.frontends[wanted[i].key] == nil {
-                while next <= UInt32(UInt16.max), used.contains(UInt16(next)) { next += 1 }
-                let id: UInt16
-                if next <= UInt32(UInt16.max) {
-                    id = UInt16(next)
+                while next < FrontendIDSet.ids.upperBound, used.contains(next) { next += 1 }
+                let id: FrontendID
+                if next < FrontendIDSet.ids.upperBound {
+                    id = next
                     next += 1
                 } else if let reused = Self.popStale(&stale, used: used, taken: taken) {
                     id = reused
@@ -100,8 +103,12 @@ struct ServiceIDs: Sendable, Equatable {
     }
 
     /// The lowest id only a stale frontend has (it is pruned by the plan), listed at first use.
-    private static func popStale(_ stale: inout [UInt16]?, used: FrontendIDSet, taken: FrontendIDSet) -> UInt16? {
-        if stale == nil { stale = (1...UInt16.max).filter { used.contains($0) && !taken.contains($0) }.reversed() }
+    private static func popStale(
+        _ stale: inout [FrontendID]?, used: FrontendIDSet, taken: FrontendIDSet
+    )
+        -> FrontendID?
+    {
+        if stale == nil { stale = FrontendIDSet.ids.filter { used.contains($0) && !taken.contains($0) }.reversed() }
         return stale!.popLast()
     }
 }
@@ -123,12 +130,18 @@ extension ServiceMapsImage {
 /// Which frontend ids are in use, a bit each (hashing tens of thousands of ids cost more than
 /// the rest of the plan).
 struct FrontendIDSet {
-    private var words = [UInt64](repeating: 0, count: (Int(UInt16.max) + 1) / 64)
+    /// The ids apply hands out: as many as the reverse-NAT map holds entries (0 is none).
+    static let ids: Range<FrontendID> = 1..<FrontendID(NODENET_REVNAT_MAX)
 
-    func contains(_ id: UInt16) -> Bool { words[Int(id) >> 6] & (1 << UInt64(id & 63)) != 0 }
+    private var words = [UInt64](repeating: 0, count: Int(NODENET_REVNAT_MAX) / 64)
 
-    /// False when it was already in.
-    mutating func insert(_ id: UInt16) -> Bool {
+    func contains(_ id: FrontendID) -> Bool {
+        Self.ids.contains(id) && words[Int(id) >> 6] & (1 << UInt64(id & 63)) != 0
+    }
+
+    /// False when it was already in, or is not one of `ids` (it cannot be kept).
+    mutating func insert(_ id: FrontendID) -> Bool {
+        guard Self.ids.contains(id) else { return false }
         let bit: UInt64 = 1 << UInt64(id & 63)
         guard words[Int(id) >> 6] & bit == 0 else { return false }
         words[Int(id) >> 6] |= bit

@@ -293,8 +293,11 @@ struct SpecValidator {
             }
         }
         let backends = distinct.count
-        if frontends > Int(UInt16.max) - 1 {
-            problem("services", "\(frontends) frontends; at most \(Int(UInt16.max) - 1) fit (ids are 16 bits)")
+        if frontends > Int(NODENET_REVNAT_MAX) - 1 {
+            problem(
+                "services",
+                "\(frontends) frontends (each port's ClusterIP, node ports, external and load balancer addresses); at most \(Int(NODENET_REVNAT_MAX) - 1) fit (the reverse-NAT map's entries)"
+            )
         }
         if entries > Int(NODENET_SERVICES_MAX) {
             problem(
