@@ -1,5 +1,11 @@
 /* Map key and value layouts: the one definition, shared by the BPF programs in bpf/ and
- * the Swift side (module CNodeNetBPF). Fixed-size fields only, explicitly padded. */
+ * the Swift side (module CNodeNetBPF). Fixed-size fields only, explicitly padded.
+ *
+ * An upgrade keeps a pinned map whose type, key and value sizes and max_entries are this
+ * build's (BPFFSLayout.incompatibleMaps), and replaces it otherwise. A layout change that keeps
+ * all four must read the entries older builds wrote as they meant them (a field widened into
+ * zero padding); any other must change one of the four. (nodenet_service moved its id when
+ * NODENET_SERVICES_MAX grew: older maps are replaced.) */
 #ifndef NODENET_BPF_MAPS_H
 #define NODENET_BPF_MAPS_H
 
