@@ -587,6 +587,7 @@ do {
                 throw BenchError("adding \(n) services did not verify: \(report?.mismatches.prefix(3) ?? [])")
             }
             samples[i].changes = report.changes.count
+            log(String(format: "  nodenet: added in %.3f s", samples[i].add.last!))
             samples[i].nn.append(
                 try client(
                     namespace: bpfLab.namespace(ofPod: "c"), cgroup: bpfLab.cgroupPath(ofNode: "n1"), address: target,
@@ -596,6 +597,7 @@ do {
             var removed: ApplyReport?
             samples[i].remove.append(try seconds { removed = try remover.apply() })
             guard let removed, removed.verified else { throw BenchError("removing \(n) services did not verify") }
+            log(String(format: "  nodenet: removed in %.3f s", samples[i].remove.last!))
 
             try checkInterrupted()
             log("run \(r + 1)/\(options.repeats), N=\(n): iptables-restore, data path, removal")

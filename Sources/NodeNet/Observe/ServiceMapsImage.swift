@@ -1,5 +1,6 @@
 import BPF
 import CNodeNetBPF
+import Foundation
 
 /// What the services, backends and reverse-NAT maps hold once a plan's frontends are written
 /// with its ids. Verification compares the maps with it before decoding them (10 000 services
@@ -9,55 +10,122 @@ import CNodeNetBPF
 /// The comparison is exact without sorting: each map must have as many entries as the image,
 /// and every entry must be, byte for byte, one the image's encoders (`mapKey`, `mapValue`, the
 /// ones apply writes with) make. Keys in a map are unique, so a map that passes holds the
-/// image and nothing else. The slots are worked out again from the frontends' backends and the
-/// backend ids, not taken from the plan that wrote them.
+/// image and nothing else. The plan's slots are checked, not trusted: each must name, through
+/// the backend ids, the frontend's backend at its place.
 struct ServiceMapsImage: Sendable, Equatable {
     /// The ids the image was made with (what the maps hold when it matches): each frontend's,
     /// each backend's, and per frontend (in `frontends`' order) its backends' in slot order.
     let frontendIDs: [FrontendKey: FrontendID]
     let backendIDs: [BackendAddress: UInt32]
+    let ordered: [FrontendID]
     let slots: [[UInt32]]
-    /// The ids cover the frontends and their backends exactly (else no map is taken to hold it).
+    /// The ids cover the frontends and their backends exactly, one id each (else no map is
+    /// taken to hold it).
     private let complete: Bool
     private let frontends: [DesiredFrontend]
-    /// Each frontend's place in `frontends` (and `slots`).
-    private let index: [FrontendKey: Int]
+    /// Per frontend (in `frontends`' order) what its entries are as apply writes them, in one
+    /// record without references, and its backends' ids one after the other: the check reads
+    /// them for every entry of the maps, in the maps' order (memory latency is its cost).
+    private let records: [FrontendRecord]
+    private let flatSlots: [UInt32]
+    /// Each frontend's place in `frontends`, by id (-1: none) and by key.
+    private let frontendByID: [Int32]
+    private let frontendByKey: FrontendIndex
+    /// Each backend's value by id (zero: none; every backend's protocol is nonzero).
+    private let backendByID: [nodenet_backend]
     /// Entries of the services map: slot 0 and the backend slots of every frontend.
     private let serviceEntries: Int
 
-    init(_ frontends: [DesiredFrontend], frontendIDs: [FrontendKey: FrontendID], backendIDs: [BackendAddress: UInt32]) {
-        (self.frontendIDs, self.backendIDs) = (frontendIDs, backendIDs)
+    /// Backend ids beyond this make an image nobody holds (the maps are decoded instead):
+    /// apply hands ids out lowest first, below the backends map's size.
+    static let backendIDLimit = 2 * Int(NODENET_BACKENDS_MAX)
+
+    init(
+        _ frontends: [DesiredFrontend], frontendIDs: [FrontendKey: FrontendID], backendIDs: [BackendAddress: UInt32],
+        ordered: [FrontendID], slots: [[UInt32]]
+    ) {
+        (self.frontendIDs, self.backendIDs, self.ordered, self.slots) = (frontendIDs, backendIDs, ordered, slots)
         self.frontends = frontends
-        // Every frontend and backend has an id, and every backend id is one of theirs.
-        var complete = frontends.allSatisfy { frontendIDs[$0.key] != nil }
-        var referenced = Set<UInt32>(minimumCapacity: backendIDs.count)
-        slots = frontends.map { frontend in
-            frontend.backends.map { backend in
-                guard let id = backendIDs[backend] else {
+        // Tables by id, not hashes: the maps are checked entry by entry against them (hash
+        // lookups into tables of 100 000 frontends were most of a verification).
+        // (Each frontend's id is the plan's `ordered` one: ids the plan's prune took for stale
+        // would leave the maps other than this, and the check sees it.)
+        var complete =
+            slots.count == frontends.count && ordered.count == frontends.count
+            && frontendIDs.count == frontends.count
+        let ids = complete ? ordered : []
+        var frontendByID = [Int32](repeating: -1, count: Int(NODENET_REVNAT_MAX))
+        for (i, id) in ids.enumerated() {
+            if FrontendIDSet.ids.contains(id), frontendByID[Int(id)] < 0 {
+                frontendByID[Int(id)] = Int32(i)
+            } else {
+                complete = false  // none, out of range, or another frontend's
+            }
+        }
+        let maxBackendID = backendIDs.values.max() ?? 0
+        if Int(maxBackendID) >= Self.backendIDLimit { complete = false }
+        var backendByID = [nodenet_backend](repeating: nodenet_backend(), count: complete ? Int(maxBackendID) + 1 : 0)
+        if complete {
+            for (backend, id) in backendIDs {
+                if backendByID[Int(id)].proto != 0 { complete = false }  // two backends, one id
+                backendByID[Int(id)] = backend.mapValue
+            }
+        }
+        // Each slot names, by the backend ids, the frontend's backend at its place (the slots
+        // are checked, not trusted), and every backend id is one of theirs.
+        var referenced = [Bool](repeating: false, count: backendByID.count)
+        var referencedCount = 0
+        func reference(_ id: UInt32) {
+            if !referenced[Int(id)] {
+                referenced[Int(id)] = true
+                referencedCount += 1
+            }
+        }
+        if complete {
+            check: for (frontend, ids) in zip(frontends, slots) {
+                guard ids.count == frontend.backends.count else {
                     complete = false
-                    return 0
+                    break
                 }
-                referenced.insert(id)
-                return id
+                for (backend, id) in zip(frontend.backends, ids) {
+                    guard id < backendByID.count, Self.same(backendByID[Int(id)], backend.mapValue) else {
+                        complete = false
+                        break check
+                    }
+                    reference(id)
+                }
+                for backend in frontend.retained {
+                    guard let id = backendIDs[backend] else {
+                        complete = false
+                        break check
+                    }
+                    reference(id)
+                }
             }
         }
-        for frontend in frontends {
-            for backend in frontend.retained {
-                if let id = backendIDs[backend] { referenced.insert(id) } else { complete = false }
-            }
+        self.complete = complete && referencedCount == backendIDs.count
+        var start: UInt32 = 0
+        records = zip(frontends, zip(ids, slots)).map { frontend, idAndSlots in
+            let master = FrontendEntry(
+                id: idAndSlots.0, flags: frontend.flags, backendIDs: idAndSlots.1,
+                affinityTimeout: frontend.affinityTimeout ?? 0
+            ).master.mapValue
+            let end = start + UInt32(idAndSlots.1.count)
+            defer { start = end }
+            return FrontendRecord(
+                key: frontend.key.mapKey(slot: 0), master: master, revnat: frontend.key.revnat, slots: start..<end)
         }
-        self.complete = complete && referenced.count == backendIDs.count
-        var index: [FrontendKey: Int] = [:]
-        index.reserveCapacity(frontends.count)
-        for (i, frontend) in frontends.enumerated() { index[frontend.key] = i }
-        self.index = index
-        serviceEntries = frontends.count + slots.reduce(0) { $0 + $1.count }
+        flatSlots = Array(slots.joined())
+        self.frontendByID = frontendByID
+        self.backendByID = backendByID
+        frontendByKey = FrontendIndex(frontends)
+        serviceEntries = frontends.count + flatSlots.count
     }
 
     /// Whether `maps` hold exactly this image: nothing missing, nothing more.
     func isHeld(by maps: ServiceMaps) throws -> Bool {
         // A frontend given twice (refused by validation) makes the counts differ: not held.
-        guard complete, index.count == frontends.count else { return false }
+        guard complete, frontendByKey.count == frontends.count else { return false }
         return try revnatIsHeld(maps.revnat) && backendsAreHeld(maps.backends) && servicesAreHeld(maps.services)
     }
 
@@ -66,7 +134,8 @@ struct ServiceMapsImage: Sendable, Equatable {
         let (ids, values) = try map.contents()
         guard ids.count == frontends.count else { return false }
         for (id, v) in zip(ids, values) {
-            guard let key = FrontendKey(v), let want = frontendIDs[key], UInt32(want) == id, Self.same(key.revnat, v)
+            guard id < frontendByID.count, case let i = frontendByID[Int(id)], i >= 0,
+                Self.same(records[Int(i)].revnat, v)
             else { return false }
         }
         return true
@@ -77,7 +146,7 @@ struct ServiceMapsImage: Sendable, Equatable {
         let (ids, values) = try map.contents()
         guard ids.count == backendIDs.count else { return false }
         for (id, v) in zip(ids, values) {
-            guard let backend = BackendAddress(v), backendIDs[backend] == id, Self.same(backend.mapValue, v) else {
+            guard id < backendByID.count, backendByID[Int(id)].proto != 0, Self.same(backendByID[Int(id)], v) else {
                 return false
             }
         }
@@ -89,20 +158,18 @@ struct ServiceMapsImage: Sendable, Equatable {
         let (keys, values) = try map.contents()
         guard keys.count == serviceEntries else { return false }
         for (k, v) in zip(keys, values) {
-            guard let key = FrontendKey(k), let i = index[key], Self.same(key.mapKey(slot: k.slot), k) else {
-                return false
-            }
+            guard let i = frontendByKey.index(of: k) else { return false }
+            let record = records[i]
+            var key = record.key  // slot 0's, as apply writes it
+            key.slot = k.slot
+            guard Self.same(key, k) else { return false }
             let want: nodenet_service
             if k.slot == 0 {
-                let frontend = frontends[i]
-                want =
-                    FrontendEntry(
-                        id: frontendIDs[key]!, flags: frontend.flags, backendIDs: slots[i],
-                        affinityTimeout: frontend.affinityTimeout ?? 0
-                    ).master.mapValue
+                want = record.master
             } else {
-                guard Int(k.slot) <= slots[i].count else { return false }
-                want = slotValue(slots[i][Int(k.slot) - 1])
+                let slot = record.slots.lowerBound + UInt32(k.slot) - 1
+                guard slot < record.slots.upperBound else { return false }
+                want = slotValue(flatSlots[Int(slot)])
             }
             guard Self.same(want, v) else { return false }
         }
@@ -111,6 +178,68 @@ struct ServiceMapsImage: Sendable, Equatable {
 
     /// Whether two map keys or values are the same bytes (padding included: apply writes zeros).
     private static func same<T>(_ a: T, _ b: T) -> Bool {
-        withUnsafeBytes(of: a) { a in withUnsafeBytes(of: b) { b in a.elementsEqual(b) } }
+        withUnsafeBytes(of: a) { a in
+            withUnsafeBytes(of: b) { b in memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0 }
+        }
     }
+
+    static func == (a: ServiceMapsImage, b: ServiceMapsImage) -> Bool {
+        a.frontendIDs == b.frontendIDs && a.backendIDs == b.backendIDs && a.ordered == b.ordered && a.slots == b.slots
+            && a.frontends == b.frontends
+    }
+}
+
+/// A frontend's entries as apply writes them: its services-map key (slot 0's), slot 0, its
+/// reverse-NAT value, and where its backends' ids are in the image's `flatSlots`.
+private struct FrontendRecord: Sendable {
+    var key: nodenet_service_key
+    var master: nodenet_service
+    var revnat: nodenet_revnat
+    var slots: Range<UInt32>
+}
+
+/// Frontends' places in a list by their IPv4 address, port and protocol (a services-map key
+/// without its slot): open addressing over one word each, a probe or two per lookup where a
+/// dictionary of `FrontendKey`s took several cache misses.
+private struct FrontendIndex: Sendable {
+    /// (key word, place) pairs; place -1: empty.
+    private var table: [(word: UInt64, place: Int32)]
+    private let shift: UInt64
+    /// Frontends indexed (a key given twice counts once).
+    private(set) var count = 0
+
+    init(_ frontends: [DesiredFrontend]) {
+        var bits: UInt64 = 4
+        while 1 << bits < 2 * max(frontends.count, 1) { bits += 1 }
+        shift = 64 - bits
+        table = Array(repeating: (0, -1), count: 1 << bits)
+        for (i, frontend) in frontends.enumerated() {
+            guard let word = Self.word(frontend.key) else { continue }
+            var slot = self.slot(word)
+            while table[slot].place >= 0 && table[slot].word != word { slot = (slot + 1) & (table.count - 1) }
+            if table[slot].place < 0 {
+                table[slot] = (word, Int32(i))
+                count += 1
+            }
+        }
+    }
+
+    /// The place of the frontend a services-map key belongs to.
+    func index(of key: nodenet_service_key) -> Int? {
+        let word =
+            UInt64(UInt32(bigEndian: key.address)) << 32 | UInt64(UInt16(bigEndian: key.port)) << 8 | UInt64(key.proto)
+        var slot = self.slot(word)
+        while table[slot].place >= 0 {
+            if table[slot].word == word { return Int(table[slot].place) }
+            slot = (slot + 1) & (table.count - 1)
+        }
+        return nil
+    }
+
+    private static func word(_ key: FrontendKey) -> UInt64? {
+        guard let address = key.address.ipv4Value else { return nil }
+        return UInt64(address) << 32 | UInt64(key.port) << 8 | UInt64(key.protocol.ipProtocol)
+    }
+
+    private func slot(_ word: UInt64) -> Int { Int((word &* 0x9E37_79B9_7F4A_7C15) >> shift) }
 }

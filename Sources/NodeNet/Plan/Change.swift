@@ -7,7 +7,7 @@ enum Change: Sendable, Equatable {
     /// Links, addresses and routes, in the node's or a pod's namespace.
     case netlink(NetlinkChange)
     /// A `/proc/sys` value in the node's namespace.
-    case sysctl(SysctlChange)
+    indirect case sysctl(SysctlChange)
     /// Endpoint map entries, attached programs and the node's pins.
     case datapath(DatapathChange)
     /// Service maps and socket LB.
@@ -19,8 +19,10 @@ enum Change: Sendable, Equatable {
     var service: ServiceChange? { if case .service(let c) = self { c } else { nil } }
 }
 
-/// A netlink change, with enough of the prior state to undo it.
-enum NetlinkChange: Sendable, Equatable {
+/// A netlink change, with enough of the prior state to undo it. Indirect: routes and links are
+/// large (two routes: 256 bytes) and every change of a plan is as large as its largest case
+/// (a plan of 100 000 services holds 400 000 changes).
+indirect enum NetlinkChange: Sendable, Equatable {
     case createHostPair(mtu: UInt32, ipv4SegmentSize: UInt32?)
     case setLink(NamespaceScope, device: String, LinkChange, undo: LinkChange)
     case addAddress(NamespaceScope, device: String, prefix: IPPrefix, scope: RouteScope)
@@ -49,8 +51,9 @@ struct SysctlChange: Sendable, Equatable {
     var previous: String?
 }
 
-/// A change to the node's BPF datapath: endpoint entries, programs and pins.
-enum DatapathChange: Sendable, Equatable {
+/// A change to the node's BPF datapath: endpoint entries, programs and pins (indirect, as
+/// `NetlinkChange`).
+indirect enum DatapathChange: Sendable, Equatable {
     /// Puts a pod's entry (resolved at execution: lxc ifindex and MACs) into the endpoints map.
     case putEndpointEntry(ip: IPAddress, hostDevice: String, netns: String, previous: EndpointEntry?)
     case deleteEndpointEntry(ip: IPAddress, previous: EndpointEntry)
@@ -71,9 +74,10 @@ enum DatapathChange: Sendable, Equatable {
     case dropFormerDirectory(BPFFSLayout)
 }
 
-/// One services change of a plan, with what it replaces (for undo).
+/// One services change of a plan, with what it replaces (for undo). The rare large cases are
+/// indirect: a plan holds one change per frontend and backend, each as large as the largest case.
 enum ServiceChange: Sendable, Equatable {
-    case putSettings(NodeSettings, previous: NodeSettings?)
+    indirect case putSettings(NodeSettings, previous: NodeSettings?)
     case putNode(IPAddress, NodeFlags, previous: NodeFlags?)
     case deleteNode(IPAddress, previous: NodeFlags)
     case putBackend(id: UInt32, BackendAddress, previous: BackendAddress?)
@@ -87,11 +91,11 @@ enum ServiceChange: Sendable, Equatable {
     case putSourceRange(SourceRange)
     case deleteSourceRange(SourceRange)
     /// Writes a frontend's Maglev table (its chunks, then its index), after its backends.
-    case putMaglevTable(id: FrontendID, MaglevTable, previous: MaglevIndex?)
+    indirect case putMaglevTable(id: FrontendID, MaglevTable, previous: MaglevIndex?)
     /// Removes a frontend's Maglev table (its index first), before its backends go.
     case deleteMaglevTable(id: FrontendID, previous: MaglevIndex)
     /// Attaches a socket-LB program to the cgroup (`replacing`: the pin of the same hook and
     /// cgroup from another build, whose link gets the new program).
-    case attachSocket(CgroupLink.Hook, cgroup: String, cgroupID: UInt64, replacing: String?)
+    indirect case attachSocket(CgroupLink.Hook, cgroup: String, cgroupID: UInt64, replacing: String?)
     case unpinSocket(name: String)
 }

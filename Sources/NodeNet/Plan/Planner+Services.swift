@@ -27,8 +27,7 @@ extension Planner {
         let ids = asWritten ?? ServiceIDs.assign(desired.frontends, observed: observed)
         serviceIDs = ids
         let changedBackends =
-            asWritten != nil
-            ? [] : ids.backends.lazy.filter { observed.backends[$0.value] != $0.key }.sorted { $0.value < $1.value }
+            asWritten != nil ? [] : Self.byID(ids.backends.lazy.filter { observed.backends[$0.value] != $0.key })
         // Room for every change below at once (tens of thousands: growing would move them all).
         reserveChanges(changedBackends.count + (asWritten == nil ? desired.frontends.count : 0))
         for (backend, id) in changedBackends {
@@ -52,8 +51,7 @@ extension Planner {
         // (whatever an id's former frontend left in the chunks is overwritten first).
         planMaglevTables(ids)
         let observedBackends = observed.backends
-        for (frontend, backendIDs) in zip(desired.frontends, ids.slots) where asWritten == nil {
-            let id = ids.frontends[frontend.key]!
+        for (frontend, (id, backendIDs)) in zip(desired.frontends, zip(ids.ordered, ids.slots)) where asWritten == nil {
             let wanted = FrontendEntry(
                 id: id, flags: frontend.flags, backendIDs: backendIDs,
                 affinityTimeout: frontend.affinityTimeout ?? 0)
@@ -73,6 +71,17 @@ extension Planner {
             }
         }
         planSocketLB()
+    }
+
+    /// Backends in id order (ids are unique): sorted as words, id and place, which is several
+    /// times faster than sorting the pairs (hundreds of thousands in a plan).
+    private static func byID(
+        _ backends: some Sequence<(key: BackendAddress, value: UInt32)>
+    ) -> [(key: BackendAddress, value: UInt32)] {
+        let pairs = Array(backends)
+        var order = pairs.indices.map { UInt64(pairs[$0].value) << 32 | UInt64($0) }
+        order.sort()
+        return order.map { pairs[Int($0 & 0xFFFF_FFFF)] }
     }
 
     private mutating func planSocketLB() {

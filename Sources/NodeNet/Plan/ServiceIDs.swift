@@ -5,12 +5,15 @@ import CNodeNetBPF
 struct ServiceIDs: Sendable, Equatable {
     var frontends: [FrontendKey: FrontendID] = [:]
     var backends: [BackendAddress: UInt32] = [:]
-    /// Per wanted frontend (in the order given), its backends' ids in slot order.
+    /// Per wanted frontend (in the order given), its id (0: none) and its backends' ids in slot
+    /// order.
+    var ordered: [FrontendID] = []
     var slots: [[UInt32]] = []
 
     static func assign(_ wanted: [DesiredFrontend], observed: ObservedServices) -> ServiceIDs {
         var ids = ServiceIDs()
         ids.frontends.reserveCapacity(wanted.count)
+        ids.ordered = Array(repeating: 0, count: wanted.count)
         // Frontends: the id in slot 0, else the id its reverse-NAT entry has (ids outside
         // `FrontendIDSet.ids` are not kept). On a converged node every frontend has its slot 0
         // and the tables below are never built.
@@ -19,6 +22,7 @@ struct ServiceIDs: Sendable, Equatable {
         for (i, f) in wanted.enumerated() {
             if let id = observed.masters[f.key]?.id, id != 0, taken.insert(id) {
                 ids.frontends[f.key] = id
+                ids.ordered[i] = id
             } else {
                 missing.append(i)
             }
@@ -33,6 +37,7 @@ struct ServiceIDs: Sendable, Equatable {
                 if ids.frontends[wanted[i].key] != nil { return true }  // a key given twice
                 guard let id = byKey[wanted[i].key], id != 0, taken.insert(id) else { return false }
                 ids.frontends[wanted[i].key] = id
+                ids.ordered[i] = id
                 return true
             }
         }
@@ -56,10 +61,13 @@ struct ServiceIDs: Sendable, Equatable {
                     break  // more frontends than ids: refused by validation before any plan
                 }
                 ids.frontends[wanted[i].key] = id
+                ids.ordered[i] = id
                 _ = taken.insert(id)
                 _ = used.insert(id)
             }
         }
+        // A key given twice has its first place's id.
+        for i in ids.ordered.indices where ids.ordered[i] == 0 { ids.ordered[i] = ids.frontends[wanted[i].key] ?? 0 }
         // Backends: by address, port and protocol, the id a frontend's slot has for it first (a
         // converged node needs nothing else); new ones take the lowest id the maps do not have
         // (ids handed out here are all below the next one).
@@ -73,6 +81,11 @@ struct ServiceIDs: Sendable, Equatable {
             if let slot, observed.backends[slot] == b {
                 id = slot
                 return slot
+            }
+            if observed.backends.isEmpty {  // (a node without services: no lookups)
+                id = nextBackend
+                nextBackend += 1
+                return id!
             }
             if backendByValue == nil {
                 var byValue: [BackendAddress: UInt32] = [:]
@@ -116,14 +129,15 @@ struct ServiceIDs: Sendable, Equatable {
 extension ServiceIDs {
     /// The ids an image of the service maps was made with.
     init(_ image: ServiceMapsImage) {
-        self.init(frontends: image.frontendIDs, backends: image.backendIDs, slots: image.slots)
+        self.init(frontends: image.frontendIDs, backends: image.backendIDs, ordered: image.ordered, slots: image.slots)
     }
 }
 
 extension ServiceMapsImage {
     /// What the maps hold once `frontends` are written with `ids`.
     init(_ frontends: [DesiredFrontend], ids: ServiceIDs) {
-        self.init(frontends, frontendIDs: ids.frontends, backendIDs: ids.backends)
+        self.init(
+            frontends, frontendIDs: ids.frontends, backendIDs: ids.backends, ordered: ids.ordered, slots: ids.slots)
     }
 }
 
