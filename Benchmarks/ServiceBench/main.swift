@@ -64,6 +64,10 @@ struct Usage: Error {
           with Maglev against random; connection latency with session affinity against without and
           from outside with Maglev against random (median of in-round ratios over R rounds).
           Defaults: R 5, S 2, N 1000, B 100.
+        service-bench --agent-memory [--services N] [--nodes M] [--seconds S] [--json]
+          Runs the real nodenetd run (built next to this binary) on a node with M more nodes and no
+          services, then N services; reports the time to its first verified apply, its RSS and peak
+          RSS, and its CPU over S seconds at rest. Defaults: N 100000, M 1000, S 10.
         """
 }
 
@@ -480,12 +484,13 @@ func cluster(name: String, mode: DatapathMode) throws -> LabCluster {
 }
 
 let loadBalancing = CommandLine.arguments.dropFirst().first == "--load-balancing"
+let agentMemory = CommandLine.arguments.dropFirst().first == "--agent-memory"
 let options: Options
-do { options = try Options(loadBalancing ? [] : Array(CommandLine.arguments.dropFirst())) } catch {
+do { options = try Options(loadBalancing || agentMemory ? [] : Array(CommandLine.arguments.dropFirst())) } catch {
     print(Usage.text)
     exit(2)
 }
-guard loadBalancing || inPath("iptables-restore") else {
+guard loadBalancing || agentMemory || inPath("iptables-restore") else {
     print("service-bench: iptables-restore is missing (the kube-proxy baseline needs it): apt-get install iptables")
     exit(1)
 }
@@ -517,6 +522,23 @@ if loadBalancing {
         let o = try LoadBalancingOptions(Array(CommandLine.arguments.dropFirst()))
         defer { downLabs() }
         try runLoadBalancingBench(o)
+        downLabs()
+        exit(0)
+    } catch is Usage {
+        print(Usage.text)
+        exit(2)
+    } catch {
+        downLabs()
+        print("service-bench: \(error)")
+        exit(1)
+    }
+}
+
+if agentMemory {
+    do {
+        let o = try AgentMemoryOptions(Array(CommandLine.arguments.dropFirst()))
+        defer { downLabs() }
+        try runAgentMemoryBench(o)
         downLabs()
         exit(0)
     } catch is Usage {
@@ -635,19 +657,27 @@ do {
         return r
     }
 
-    // Issue 15's targets, judged per round (each round ran every size and both tools).
+    // Issue 15's targets, judged per round (each round ran every size and both tools): at
+    // 10 000 services, programming in 0.1 s and 30x faster than iptables-restore; at 100 000,
+    // in 1 s; connection latency at either within 5 % of the smallest size's.
     var targets: [TargetVerdict] = []
-    if let l = samples.indices.last, let f = samples.indices.first, l != f {
-        let (last, first, n) = (samples[l], samples[f], options.sizes[l])
-        targets = [
-            TargetVerdict(
-                "iptables-restore / nodenet programming \(n) services", .atLeast, 30,
-                values: zip(last.restore, last.add).map { $0 / $1 }),
-            TargetVerdict("nodenet programming \(n) services, seconds", .atMost, 0.1, values: last.add),
-            TargetVerdict(
-                "nodenet median latency \(n) / \(options.sizes[f]) services", .atMost, 1.05,
-                values: zip(last.nn, first.nn).map { $0.medianMicroseconds / $1.medianMicroseconds }),
-        ]
+    if let f = samples.indices.first {
+        for (i, n) in options.sizes.enumerated() where i != f && [10_000, 100_000].contains(n) {
+            let s = samples[i]
+            if n == 10_000 {
+                targets.append(
+                    TargetVerdict(
+                        "iptables-restore / nodenet programming \(n) services", .atLeast, 30,
+                        values: zip(s.restore, s.add).map { $0 / $1 }))
+            }
+            targets += [
+                TargetVerdict(
+                    "nodenet programming \(n) services, seconds", .atMost, n == 10_000 ? 0.1 : 1, values: s.add),
+                TargetVerdict(
+                    "nodenet median latency \(n) / \(options.sizes[f]) services", .atMost, 1.05,
+                    values: zip(s.nn, samples[f].nn).map { $0.medianMicroseconds / $1.medianMicroseconds }),
+            ]
+        }
     }
     if options.json {
         try printJSON(

