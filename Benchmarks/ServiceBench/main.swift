@@ -1,11 +1,11 @@
 import BPF
 // service-bench: services at scale, nodenet (BPF maps + socket LB) against kube-proxy's
-// iptables mode, in the same run, for N = 1, 1 000 and 10 000 ClusterIP services (TCP port
+// iptables mode, in the same run, for N = 1, 1 000 and 10 000 (and up to 100 000) ClusterIP services (TCP port
 // 80, 3 backends each).
 //
 //   apt-get install iptables conntrack
 //   swift build -c release --product service-bench
-//   .build/release/service-bench [--seconds S] [--repeat R] [--sizes 1,1000,10000] [--json]
+//   .build/release/service-bench [--seconds S] [--repeat R] [--sizes 1,1000,10000,100000] [--json]
 //
 // Two labs, each with a client node n1 (client pod `c`, 10.0.1.10) and a server node n2 (pods
 // s1..s3, 10.2.0.10-12, serving HTTP on port 80). The service measured is always the LAST of

@@ -376,7 +376,9 @@ public final class NodeAgent: @unchecked Sendable {
             Task { [continuation, interval = options.bpfAuditInterval, lastAuditCost] in
                 guard let interval else { return }
                 while !Task.isCancelled {
-                    try? await Task.sleep(for: max(interval, lastAuditCost.duration * Self.auditPace))
+                    // (At most a minute: one audit slowed by a stalled machine does not stop them.)
+                    let paced = min(lastAuditCost.duration * Self.auditPace, .seconds(60))
+                    try? await Task.sleep(for: max(interval, paced))
                     continuation.yield(.audit)
                 }
             },

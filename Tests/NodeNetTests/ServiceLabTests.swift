@@ -933,6 +933,11 @@ struct ServiceLabTests {
             at: path, type: BPF_MAP_TYPE_HASH, name: "nodenet_backend", keySize: 4, valueSize: 4, maxEntries: 128)
         let controller = try NodeController(
             spec: cluster.spec(forNode: "worker2")!, namespace: .named(cluster.namespace(ofNode: "worker2")))
+        // Before the migration, the maps are not read in this build's layout.
+        #expect(throws: NodeNetError.self) { try controller.services() }
+        do { _ = try controller.services() } catch {
+            #expect("\(error)".contains("another build's layout"), "\(error)")
+        }
         let plan = try controller.plan()
         let migration = try #require(plan.changes.first { $0.subject.hasPrefix("pinned maps ") })
         for map in BPFFSLayout.Map.serviceTables {
@@ -982,11 +987,15 @@ struct ServiceLabTests {
         try #require(row.id > 65_535, "the service added last has an id beyond 16 bits: \(row.id)")
         #expect(row.state == "ok" && row.backends.count == 3, "\(row)")
         #expect(try controller.plan().isEmpty, "converged with ids beyond 16 bits")
+        // The verification took the maps as written (compared entry by entry, not decoded).
+        let layout = BPFFSLayout(directory: cluster.bpffsDirectory(ofNode: node))
+        let ids = try #require(try controller.plan().serviceIDs)
+        let image = ServiceMapsImage(try controller.desiredState().frontends, ids: ids)
+        #expect(try ObservedServices.read(layout, expected: image).servicesAsWritten != nil, "held as written")
 
         let probe = try Self.probe(cluster.name, "net", "10.99.0.1:80", count: 20)
         #expect(probe.failures == 0 && probe.answers.count == 1, "one backend (affinity): \(probe.answers)")
         #expect(probe.requests.allSatisfy { $0.peer == "10.99.0.1:80" }, "replies translated back")
-        let layout = BPFFSLayout(directory: cluster.bpffsDirectory(ofNode: node))
         let ct = try #require(try BPFMap<nodenet_tuple, nodenet_ct_entry>.pinned(at: layout.path(.conntrack)))
         let farAddress = IPAddress("10.99.0.1").ipv4Value!.bigEndian
         let flows = try ct.entries().filter {

@@ -5,7 +5,10 @@
  * build's (BPFFSLayout.incompatibleMaps), and replaces it otherwise. A layout change that keeps
  * all four must read the entries older builds wrote as they meant them (a field widened into
  * zero padding); any other must change one of the four. (nodenet_service moved its id when
- * NODENET_SERVICES_MAX grew: older maps are replaced.) */
+ * NODENET_SERVICES_MAX grew: older maps are replaced.) The service tables are replaced together
+ * (BPFFSLayout.Map.serviceTables, affinity included), and the new ones number frontends and
+ * backends afresh: conntrack entries of older builds keep their bytes' meaning, not their ids'
+ * (a packet-path flow whose backend id now names another address picks a backend again). */
 #ifndef NODENET_BPF_MAPS_H
 #define NODENET_BPF_MAPS_H
 
@@ -151,7 +154,7 @@ struct nodenet_service {
  * range's length. */
 struct nodenet_source_range_key {
 	__u32 prefixlen;
-	__u32 id;     /* the frontend's id (host order; was __u16 and zero padding: the same bytes) */
+	__u32 id;     /* the frontend's id (host order) */
 	__u32 address; /* network order */
 };
 
@@ -162,7 +165,7 @@ struct nodenet_source_range_key {
  * source address is not known yet at connect()). */
 struct nodenet_affinity_key {
 	__u64 client;
-	__u32 id;     /* the frontend's id (was __u16 and zero padding: the same bytes) */
+	__u32 id;     /* the frontend's id */
 	__u32 pad;
 };
 
@@ -286,8 +289,8 @@ struct nodenet_ct_entry {
 	__u32 backend_id;    /* SERVICE: the backend's id */
 	__u8 flags;          /* NODENET_CT_F_* */
 	__u8 pad;
-	__u16 id_high;       /* the frontend id's high 16 bits: padding before ids outgrew 16 bits,
-	                      * so entries of older builds read as the same id */
+	__u16 id_high;       /* the frontend id's high 16 bits (padding before ids outgrew 16 bits:
+	                      * the table, not replaced by that upgrade, keeps its entries' bytes) */
 };
 
 #define NODENET_CT_F_CLOSING 1   /* TCP FIN or RST seen: short timeout */

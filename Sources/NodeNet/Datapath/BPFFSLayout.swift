@@ -35,10 +35,11 @@ public struct BPFFSLayout: Sendable, Hashable, CustomStringConvertible {
         // Maglev: each frontend's lookup table, and what it was built from (maglev.h).
         case maglev = "nodenet_maglev", maglevIndex = "nodenet_maglev_index"
 
-        /// The maps apply writes for services. They are replaced together: ids in one refer to
-        /// entries of the others.
+        /// The maps apply writes for services, and the datapath's affinity entries keyed by their
+        /// ids. They are replaced together: ids in one refer to entries of the others (and the
+        /// new maps number their frontends and backends afresh).
         public static let serviceTables: [Map] = [
-            .services, .backends, .revnat, .nodes, .settings, .sourceRanges, .maglev, .maglevIndex,
+            .services, .backends, .revnat, .nodes, .settings, .sourceRanges, .maglev, .maglevIndex, .affinity,
         ]
 
         public static func < (a: Map, b: Map) -> Bool { a.rawValue < b.rawValue }

@@ -35,6 +35,14 @@ public struct ServiceStatus: Sendable, Codable, Equatable {
 extension NodeController {
     /// Every frontend in the node's service maps, by id.
     public func services() throws -> [ServiceStatus] {
+        // Maps of another build's layout would be read in this one's (a binary upgraded, no
+        // apply since): their fields would be misread.
+        let incompatible = try spec.bpffs.incompatibleMaps()
+        if let map = BPFFSLayout.Map.serviceTables.first(where: { incompatible[$0] != nil }) {
+            throw NodeNetError.state(
+                "the service maps are of another build's layout (\(map.rawValue): \(incompatible[map]!)): apply migrates them"
+            )
+        }
         let observed = try ObservedServices.read(spec.bpffs)
         let wanted = Dictionary(spec.serviceFrontends.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
         var rows: [ServiceStatus] = []
