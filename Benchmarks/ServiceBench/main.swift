@@ -517,11 +517,12 @@ for sig in [SIGINT, SIGTERM] {
 func checkInterrupted() throws { if interrupted != 0 { throw BenchError("interrupted") } }
 func log(_ s: String) { if !options.json { FileHandle.standardError.write(Data("\(s)\n".utf8)) } }
 
-if loadBalancing {
+/// Runs one of the other modes (`--load-balancing`, `--agent-memory`) and exits: 2 on bad
+/// arguments, 1 on failure; the labs are removed either way.
+func runMode(_ body: ([String]) throws -> Void) -> Never {
     do {
-        let o = try LoadBalancingOptions(Array(CommandLine.arguments.dropFirst()))
         defer { downLabs() }
-        try runLoadBalancingBench(o)
+        try body(Array(CommandLine.arguments.dropFirst()))
         downLabs()
         exit(0)
     } catch is Usage {
@@ -533,23 +534,8 @@ if loadBalancing {
         exit(1)
     }
 }
-
-if agentMemory {
-    do {
-        let o = try AgentMemoryOptions(Array(CommandLine.arguments.dropFirst()))
-        defer { downLabs() }
-        try runAgentMemoryBench(o)
-        downLabs()
-        exit(0)
-    } catch is Usage {
-        print(Usage.text)
-        exit(2)
-    } catch {
-        downLabs()
-        print("service-bench: \(error)")
-        exit(1)
-    }
-}
+if loadBalancing { runMode { try runLoadBalancingBench(LoadBalancingOptions($0)) } }
+if agentMemory { runMode { try runAgentMemoryBench(AgentMemoryOptions($0)) } }
 
 do {
     defer { downLabs() }

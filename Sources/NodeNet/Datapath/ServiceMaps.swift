@@ -6,6 +6,9 @@ import Foundation
 /// and conntrack entries are keyed by it. 1 ..< `NODENET_REVNAT_MAX` (0: none).
 public typealias FrontendID = UInt32
 
+/// The frontend ids apply hands out: as many as the reverse-NAT map holds entries (0 is none).
+let frontendIDRange: Range<FrontendID> = 1..<FrontendID(NODENET_REVNAT_MAX)
+
 /// Slot 0 of a frontend in the services map.
 public struct FrontendMaster: Sendable, Equatable {
     public var count: UInt16

@@ -56,7 +56,7 @@ struct ServiceMapsImage: Sendable, Equatable {
         let ids = complete ? ordered : []
         var frontendByID = [Int32](repeating: -1, count: Int(NODENET_REVNAT_MAX))
         for (i, id) in ids.enumerated() {
-            if FrontendIDSet.ids.contains(id), frontendByID[Int(id)] < 0 {
+            if frontendIDRange.contains(id), frontendByID[Int(id)] < 0 {
                 frontendByID[Int(id)] = Int32(i)
             } else {
                 complete = false  // none, out of range, or another frontend's

@@ -144,8 +144,8 @@ extension ServiceMapsImage {
 /// Which frontend ids are in use, a bit each (hashing tens of thousands of ids cost more than
 /// the rest of the plan).
 struct FrontendIDSet {
-    /// The ids apply hands out: as many as the reverse-NAT map holds entries (0 is none).
-    static let ids: Range<FrontendID> = 1..<FrontendID(NODENET_REVNAT_MAX)
+    /// The ids apply hands out.
+    static let ids = frontendIDRange
 
     private var words = [UInt64](repeating: 0, count: Int(NODENET_REVNAT_MAX) / 64)
 
