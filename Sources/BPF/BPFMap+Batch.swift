@@ -19,37 +19,18 @@ extension BPFMap {
     public func contents(batchSize: Int = 4096) throws -> (keys: [Key], values: [Value]) {
         guard !perCPU else { throw BPFError(EINVAL, "map \(name) is per-CPU: use sum(_:)") }
         var (resultKeys, resultValues): ([Key], [Value]) = ([], [])
-        let keys = UnsafeMutablePointer<Key>.allocate(capacity: batchSize)
-        let values = UnsafeMutablePointer<Value>.allocate(capacity: batchSize)
-        // The batch cursor is opaque; hash maps use a bucket index (u32), others a key.
-        let cursorSize = max(MemoryLayout<Key>.size, 8)
-        let inBatch = UnsafeMutableRawPointer.allocate(byteCount: cursorSize, alignment: 8)
-        let outBatch = UnsafeMutableRawPointer.allocate(byteCount: cursorSize, alignment: 8)
-        defer {
-            keys.deallocate()
-            values.deallocate()
-            inBatch.deallocate()
-            outBatch.deallocate()
+        let read = try BPFMapInfo.lookupBatches(
+            fd, keySize: MemoryLayout<Key>.stride, valueSize: MemoryLayout<Value>.stride, batch: batchSize,
+            what: "reading map \(name)"
+        ) { keys, values, count in
+            resultKeys.append(
+                contentsOf: UnsafeBufferPointer(start: keys.assumingMemoryBound(to: Key.self), count: count))
+            resultValues.append(
+                contentsOf: UnsafeBufferPointer(start: values.assumingMemoryBound(to: Value.self), count: count))
         }
-        var first = true
-        while true {
-            var count = UInt32(batchSize)
-            var opts = bpf_map_batch_opts()
-            opts.sz = MemoryLayout<bpf_map_batch_opts>.size
-            let rc = bpf_map_lookup_batch(fd, first ? nil : inBatch, outBatch, keys, values, &count, &opts)
-            let error = rc == 0 ? 0 : errno
-            if rc != 0 && error != ENOENT {
-                if first && Self.unsupported(error) {
-                    let walked = try walk()
-                    return (walked.map(\.key), walked.map(\.value))
-                }
-                throw BPFError(error, "reading map \(name)")
-            }
-            resultKeys.append(contentsOf: UnsafeBufferPointer(start: keys, count: Int(count)))
-            resultValues.append(contentsOf: UnsafeBufferPointer(start: values, count: Int(count)))
-            if rc != 0 { break }  // ENOENT: that was the last batch
-            inBatch.copyMemory(from: outBatch, byteCount: cursorSize)
-            first = false
+        guard read else {
+            let walked = try walk()
+            return (walked.map(\.key), walked.map(\.value))
         }
         return (resultKeys, resultValues)
     }

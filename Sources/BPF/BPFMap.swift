@@ -174,14 +174,27 @@ extension BPFMapInfo {
     /// core); nil where the kernel has no batch lookup for the map's type.
     private static func batchCount(_ fd: Int32, _ info: BPFMapInfo, _ path: String) throws -> Int? {
         guard !info.isPerCPU else { return nil }  // (a value per CPU: walked)
-        let batch = 4096
-        let keys = UnsafeMutableRawPointer.allocate(byteCount: batch * Int(info.keySize), alignment: 8)
-        let values = UnsafeMutableRawPointer.allocate(byteCount: batch * Int(info.valueSize), alignment: 8)
-        let cursorSize = max(Int(info.keySize), 8)  // opaque: a bucket index for hash maps, else a key
+        var total = 0
+        let read = try lookupBatches(
+            fd, keySize: Int(info.keySize), valueSize: Int(info.valueSize), batch: 4096,
+            what: "counting the entries of \(path)"
+        ) { _, _, count in total += count }
+        return read ? total : nil
+    }
+
+    /// Reads a map's entries in batches of `batch` (BPF_MAP_LOOKUP_BATCH), handing each to
+    /// `body` as raw keys, values and their count. False, before any batch, where the kernel
+    /// has no batch lookup for the map's type.
+    static func lookupBatches(
+        _ fd: Int32, keySize: Int, valueSize: Int, batch: Int, what: @autoclosure () -> String,
+        _ body: (UnsafeRawPointer, UnsafeRawPointer, Int) throws -> Void
+    ) throws -> Bool {
+        let keys = UnsafeMutableRawPointer.allocate(byteCount: batch * keySize, alignment: 8)
+        let values = UnsafeMutableRawPointer.allocate(byteCount: batch * valueSize, alignment: 8)
+        let cursorSize = max(keySize, 8)  // opaque: a bucket index for hash maps, else a key
         let inBatch = UnsafeMutableRawPointer.allocate(byteCount: cursorSize, alignment: 8)
         let outBatch = UnsafeMutableRawPointer.allocate(byteCount: cursorSize, alignment: 8)
         defer { [keys, values, inBatch, outBatch].forEach { $0.deallocate() } }
-        var total = 0
         var first = true
         while true {
             var count = UInt32(batch)
@@ -190,11 +203,11 @@ extension BPFMapInfo {
             let rc = bpf_map_lookup_batch(fd, first ? nil : inBatch, outBatch, keys, values, &count, &opts)
             let error = rc == 0 ? 0 : errno
             if rc != 0 && error != ENOENT {
-                if first && BPFMap<UInt8, UInt8>.unsupported(error) { return nil }
-                throw BPFError(error, "counting the entries of \(path)")
+                if first && BPFMap<UInt8, UInt8>.unsupported(error) { return false }
+                throw BPFError(error, what())
             }
-            total += Int(count)
-            if rc != 0 { return total }  // ENOENT: that was the last batch
+            try body(keys, values, Int(count))
+            if rc != 0 { return true }  // ENOENT: that was the last batch
             inBatch.copyMemory(from: outBatch, byteCount: cursorSize)
             first = false
         }
