@@ -111,6 +111,10 @@ func runAgentMemoryBench(_ o: AgentMemoryOptions) throws {
         try checkInterrupted()
         var spec = lab.spec(forNode: "n1")!
         spec.services = services(count)
+        // The maps a node of that many services is given (the default, or the smallest size
+        // that holds them).
+        spec.loadBalancer.mapCapacity = max(
+            .default, ServiceMapCapacity.smallest(frontends: count, entries: 4 * count, backends: 3 * count)!)
         spec.nodes += (0..<o.nodes).map { i in
             RemoteNode(
                 name: "m\(i)", address: IPAddress(ipv4: 0xAC12_1000 + UInt32(i)),  // 172.18.16.0 ...

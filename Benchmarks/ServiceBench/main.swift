@@ -14,7 +14,10 @@ import BPF
 //
 // Programming time:
 // - nodenet: `NodeController.apply()` on n1 of the BPF-mode lab (already converged, no
-//   services) with the N services added, then the apply that removes them again.
+//   services) with the N services added, then the apply that removes them again. The node's
+//   service maps are of the size a node of N services is given (`loadBalancer.mapEntries`: the
+//   default 65 536, or the smallest that holds them: 524 288 for 100 000), made before the
+//   timed apply.
 // - iptables: `ip netns exec <n1> iptables-restore FILE` (whichever backend, nft or legacy,
 //   `iptables-restore` is; printed) of the nat table kube-proxy writes for the same services:
 //   PREROUTING/OUTPUT -> KUBE-SERVICES, one `-d CIP/32 -p tcp --dport 80 -j KUBE-SVC-x` per
@@ -572,11 +575,16 @@ do {
     }
     var samples = [Samples](repeating: Samples(), count: options.sizes.count)
     // The same N services for every run: the spec, kube-proxy's rules and the target.
-    let workloads = options.sizes.map { n -> (spec: NodeSpec, rules: String, target: IPAddress) in
+    // Each size on maps of the size a node of that many services is given (the default, or
+    // the smallest loadBalancer.mapEntries that holds them): `empty` is that node without them.
+    let workloads = options.sizes.map { n -> (spec: NodeSpec, empty: NodeSpec, rules: String, target: IPAddress) in
         let svcs = services(n)
-        var spec = base
+        var empty = base
+        empty.loadBalancer.mapCapacity = max(
+            ServiceMapCapacity.default, ServiceMapCapacity.smallest(frontends: n, entries: 4 * n, backends: 3 * n)!)
+        var spec = empty
         spec.services = svcs
-        return (spec, kubeProxyRules(svcs, clusterCIDR: "10.0.0.0/8"), svcs[n - 1].clusterIP)
+        return (spec, empty, kubeProxyRules(svcs, clusterCIDR: "10.0.0.0/8"), svcs[n - 1].clusterIP)
     }
     for (i, w) in workloads.enumerated() {
         samples[i].rules = w.rules.split(separator: "\n").filter { $0.hasPrefix("-A ") }.count
@@ -585,9 +593,14 @@ do {
     for r in 0..<options.repeats {
         for (i, n) in options.sizes.enumerated() {
             try checkInterrupted()
-            let (spec, rules, target) = workloads[i]
+            let (spec, empty, rules, target) = workloads[i]
 
             log("run \(r + 1)/\(options.repeats), N=\(n): nodenet apply, data path, removal")
+            // Maps of this size first (not timed: a node's size changes with its configuration).
+            guard try NodeController(spec: empty, namespace: .named(bpfNode)).apply().verified else {
+                throw BenchError(
+                    "sizing the service maps for \(n) services (\(empty.loadBalancer.mapCapacity)) did not verify")
+            }
             let controller = try NodeController(spec: spec, namespace: .named(bpfNode))
             var report: ApplyReport?
             samples[i].add.append(try seconds { report = try controller.apply() })
@@ -601,7 +614,7 @@ do {
                     namespace: bpfLab.namespace(ofPod: "c"), cgroup: bpfLab.cgroupPath(ofNode: "n1"), address: target,
                     seconds: options.seconds))
             samples[i].ctNodenet = conntrackEntries(to: target, namespace: bpfNode)
-            let remover = try NodeController(spec: base, namespace: .named(bpfNode))
+            let remover = try NodeController(spec: empty, namespace: .named(bpfNode))
             var removed: ApplyReport?
             samples[i].remove.append(try seconds { removed = try remover.apply() })
             guard let removed, removed.verified else { throw BenchError("removing \(n) services did not verify") }

@@ -88,6 +88,17 @@ public final class BPFObject: @unchecked Sendable {
         guard rc == 0 else { throw BPFError.libbpf(rc, "setting the configuration of \(name)") }
     }
 
+    /// Sizes a map before load (its declared `max_entries` otherwise). False when the object
+    /// declares no such map. A pinned map is reused only when its size is the same.
+    @discardableResult
+    public func setMaxEntries(_ entries: UInt32, ofMap mapName: String) throws -> Bool {
+        guard !isLoaded else { throw BPFError(EBUSY, "sizing map \(mapName) of \(name) after load") }
+        guard let m = bpf_object__find_map_by_name(handle, mapName) else { return false }
+        let rc = bpf_map__set_max_entries(m, entries)
+        guard rc == 0 else { throw BPFError.libbpf(rc, "sizing map \(mapName) of \(name) to \(entries) entries") }
+        return true
+    }
+
     /// Leaves a program out of the load (one the kernel cannot verify, e.g. a build for a newer kernel).
     public func setAutoload(program: String, _ load: Bool) throws {
         guard !isLoaded else { throw BPFError(EBUSY, "choosing programs of \(name) after load") }

@@ -954,6 +954,72 @@ struct ServiceLabTests {
         #expect(try controller.plan().isEmpty)
     }
 
+    /// `loadBalancer.mapEntries` sizes the service tables: a node asking for another size gets
+    /// new maps of that size (all service tables together, as an upgrade of their layout), its
+    /// services keep working, and a spec beyond the size is refused before anything changes.
+    @Test func theServiceMapSizeIsTheSpecsAndChangingItReplacesTheTables() throws {
+        var cluster = Self.cluster("msz")
+        defer { Lab.down(name: cluster.name) }
+        try Self.up(cluster)
+        let node = "worker2"
+        let layout = BPFFSLayout(directory: cluster.bpffsDirectory(ofNode: node))
+        func sizes() throws -> [BPFFSLayout.Map: UInt32] {
+            try Dictionary(
+                uniqueKeysWithValues: [BPFFSLayout.Map.services, .backends, .revnat, .maglevIndex].map {
+                    ($0, try #require(try BPFMapShape.pinned(at: layout.path($0))).maxEntries)
+                })
+        }
+        let before = try sizes()
+        #expect(before == ServiceMapCapacity.default.maxEntries, "the default: \(before)")
+        func conntrackID() throws -> UInt32 {
+            let pin = try #require(try BPFPin.open(layout.path(.conntrack)))
+            return try BPFMapInfo(fd: pin.fd, what: "conntrack").id
+        }
+        let conntrack = try conntrackID()
+
+        cluster.loadBalancer.mapCapacity = ServiceMapCapacity(entries: 8192)
+        let controller = try NodeController(
+            spec: cluster.spec(forNode: node)!, namespace: .named(cluster.namespace(ofNode: node)))
+        #expect(throws: NodeNetError.self) { try controller.services() }
+        do { _ = try controller.services() } catch {
+            #expect("\(error)".contains("another loadBalancer.mapEntries"), "\(error)")
+        }
+        let plan = try controller.plan()
+        let migration = try #require(plan.changes.first { $0.subject.hasPrefix("pinned maps ") })
+        for map in BPFFSLayout.Map.serviceTables {
+            #expect(migration.subject.contains(map.rawValue), "\(migration.subject)")
+        }
+        #expect(!migration.subject.contains(BPFFSLayout.Map.conntrack.rawValue), "conntrack is kept")
+        let report = try controller.apply()
+        #expect(report.verified, "\(report.mismatches)")
+        let after = try sizes()
+        #expect(after == [.services: 8192, .backends: 8192, .revnat: 2048, .maglevIndex: 2048], "\(after)")
+        #expect(try conntrackID() == conntrack, "the same conntrack map")
+        let rows = try controller.services()
+        #expect(rows.count == 6 && rows.allSatisfy { $0.state == "ok" }, "\(rows)")
+        #expect(try Self.probe(cluster.name, "net", "10.96.18.68:80", count: 60).answers.count == 3)
+        #expect(try Self.probe(cluster.name, "external", "172.18.0.3:32000", count: 10).failures == 0)
+        #expect(try controller.plan().isEmpty, "converged at the new size")
+
+        // 2 048 frontends do not fit 8 192 entries (ids 1 ..< 2 048): refused, nothing touched.
+        var crowded = cluster
+        crowded.services += (0..<2048).map { i in
+            ServiceSpec(
+                name: "fill/svc\(i)", type: .clusterIP, clusterIP: IPAddress(ipv4: 0x0A64_0000 + UInt32(i) + 1),
+                ports: [ServicePort(protocol: .tcp, port: 80)], backends: [ServiceBackend(ip: IPAddress("10.0.1.15"))])
+        }
+        let refused = #expect(throws: SpecError.self) {
+            try NodeController(
+                spec: crowded.spec(forNode: node)!, namespace: .named(crowded.namespace(ofNode: node))
+            ).apply()
+        }
+        #expect(
+            refused?.problems.map(\.description).contains {
+                $0.hasPrefix("services: 2054 frontends") && $0.hasSuffix("loadBalancer.mapEntries: 16384 holds them")
+            } == true, "\(refused?.problems ?? [])")
+        #expect(try controller.plan().isEmpty, "nothing changed")
+    }
+
     /// More frontends than 16 bits can number: a service added after 65 600 others gets ids
     /// beyond 65 535 and is served on the packet path (socket LB off): its conntrack entries and
     /// its session affinity carry the whole id, the node stays converged, and the service keeps
@@ -961,6 +1027,7 @@ struct ServiceLabTests {
     @Test func frontendIDsBeyondSixteenBitsAreServed() throws {
         var cluster = Self.cluster("id32")
         cluster.socketLB = false
+        cluster.loadBalancer.mapCapacity = ServiceMapCapacity(entries: 524_288)  // 131 071 frontends
         defer { Lab.down(name: cluster.name) }
         try Self.up(cluster)
         let seed = cluster.services

@@ -56,7 +56,7 @@ import Testing
         observed.revnat[1] = Self.key("10.96.18.68:80/TCP")  // a revnat entry without slot 0 (interrupted apply)
         observed.revnat[2] = Self.key("10.9.9.9:1/TCP")  // stale, but its id is not reused
         observed.backends[3] = BackendAddress(address: IPAddress("10.0.1.15"), port: 53, protocol: .udp)
-        let ids = ServiceIDs.assign(Self.spec.serviceFrontends, observed: observed)
+        let ids = ServiceIDs.assign(Self.spec.serviceFrontends, observed: observed, capacity: .default)
         #expect(ids.frontends[Self.key("10.96.0.10:53/UDP")] == 7)
         #expect(ids.frontends[Self.key("10.96.18.68:80/TCP")] == 1)
         #expect(Set(ids.frontends.values).count == 5 && !ids.frontends.values.contains(2))
@@ -71,7 +71,7 @@ import Testing
         // is live with id 7 in slot 0. Spec order lists the former first.
         observed.revnat[7] = Self.key("10.96.18.68:80/TCP")
         observed.masters[Self.key("10.96.0.10:53/UDP")] = FrontendMaster(count: 1, id: 7, flags: [])
-        let ids = ServiceIDs.assign(Self.spec.serviceFrontends, observed: observed)
+        let ids = ServiceIDs.assign(Self.spec.serviceFrontends, observed: observed, capacity: .default)
         #expect(ids.frontends[Self.key("10.96.0.10:53/UDP")] == 7)
         #expect(ids.frontends[Self.key("10.96.18.68:80/TCP")] != 7)
         #expect(Set(ids.frontends.values).count == ids.frontends.count, "ids are unique")

@@ -145,10 +145,26 @@ import Testing
                 ]
             }
         }
-        let fits = Self.problems { $0["services"] = services(100_000, backends: 3) }
+        // At the default size (65 536 entries) 100 000 services are refused, with the size that
+        // holds them; at that size they fit.
+        let atDefault = Self.problems { $0["services"] = services(100_000, backends: 3) }
+        let advice = "; loadBalancer.mapEntries: 524288 holds them"
+        #expect(
+            atDefault == [
+                "services: 100000 frontends (each port's ClusterIP, node ports, external and load balancer addresses); at most 16383 fit (the reverse-NAT map: a quarter of loadBalancer.mapEntries, 65536)"
+                    + advice,
+                "services: 400000 service map entries (a frontend and each of its backends); the map holds loadBalancer.mapEntries, 65536"
+                    + advice,
+                "services: 300000 distinct backends; the map holds loadBalancer.mapEntries, 65536" + advice,
+            ], "\(atDefault)")
+        let fits = Self.problems {
+            $0["services"] = services(100_000, backends: 3)
+            $0["loadBalancer"] = ["mapEntries": 524_288]
+        }
         #expect(fits.isEmpty, "\(fits.prefix(3))")
         // 1 024 services of 16 ports on a ClusterIP and 7 external addresses: 131 072 frontends.
         let tooMany = Self.problems {
+            $0["loadBalancer"] = ["mapEntries": 524_288]
             $0["services"] = (0..<1024).map { i in
                 [
                     "name": "s/s\(i)", "type": "ClusterIP", "clusterIP": "10.96.\(i / 250).\(i % 250 + 1)",
@@ -159,8 +175,37 @@ import Testing
         }
         #expect(
             tooMany == [
-                "services: 131072 frontends (each port's ClusterIP, node ports, external and load balancer addresses); at most 131071 fit (the reverse-NAT map's entries)"
+                "services: 131072 frontends (each port's ClusterIP, node ports, external and load balancer addresses); at most 131071 fit (the reverse-NAT map: a quarter of loadBalancer.mapEntries, 524288); loadBalancer.mapEntries: 1048576 holds them"
             ], "\(tooMany.prefix(3))")
+    }
+
+    @Test func theServiceMapSizeIsAPowerOfTwoInRange() {
+        func problems(_ entries: Int) -> [String] { Self.problems { $0["loadBalancer"] = ["mapEntries": entries] } }
+        #expect(problems(4096).isEmpty && problems(1_048_576).isEmpty)
+        #expect(problems(100_000) == ["loadBalancer.mapEntries: 100000 is not a power of two from 4096 to 1048576"])
+        #expect(problems(2048) == ["loadBalancer.mapEntries: 2048 is out of range 4096-1048576"])
+        #expect(problems(2_097_152) == ["loadBalancer.mapEntries: 2097152 is out of range 4096-1048576"])
+        // A spec built in Swift is held to the same.
+        var spec = NodeSpec(node: LocalNode(name: "w2", device: "eth0", address: "172.18.0.2", podCIDR: "10.0.2.0/24"))
+        spec.loadBalancer.mapCapacity = ServiceMapCapacity(entries: 3000)
+        let error = #expect(throws: SpecError.self) { try spec.validate() }
+        #expect(
+            error?.problems.map(\.description)
+                == ["loadBalancer.mapEntries: 3000 is not a power of two from 4096 to 1048576"])
+        // What the maps are made with: services and backends that many, the maps by frontend id
+        // a quarter (the ids are 1 ..< a quarter).
+        let capacity = ServiceMapCapacity(entries: 8192)
+        #expect(capacity.maxEntries == [.services: 8192, .backends: 8192, .revnat: 2048, .maglevIndex: 2048])
+        #expect(capacity.frontendIDs == 1..<2048 && capacity.maxFrontends == 2047)
+        #expect(ServiceMapCapacity.default.entries == 65536 && ServiceMapCapacity.default.isValid)
+        // The smallest that holds a spec's services (none: the smallest allowed).
+        #expect(ServiceMapCapacity.smallest(frontends: 0, entries: 0, backends: 0)?.entries == 4096)
+        #expect(ServiceMapCapacity.smallest(frontends: 10_000, entries: 40_000, backends: 30_000)?.entries == 65536)
+        #expect(ServiceMapCapacity.smallest(frontends: 16_383, entries: 1, backends: 1)?.entries == 65536)
+        #expect(ServiceMapCapacity.smallest(frontends: 16_384, entries: 1, backends: 1)?.entries == 131_072)
+        #expect(
+            ServiceMapCapacity.smallest(frontends: 100_000, entries: 400_000, backends: 300_000)?.entries == 524_288)
+        #expect(ServiceMapCapacity.smallest(frontends: 1, entries: 1_048_577, backends: 1) == nil)
     }
 
     /// Before: the pod list had no size cap (a spec of millions of pods was planned entry by

@@ -5,7 +5,11 @@
  * build's (BPFFSLayout.incompatibleMaps), and replaces it otherwise. A layout change that keeps
  * all four must read the entries older builds wrote as they meant them (a field widened into
  * zero padding); any other must change one of the four. (nodenet_service moved its id when
- * NODENET_SERVICES_MAX grew: older maps are replaced.) The service tables are replaced together
+ * the service maps grew: older maps are replaced.) A node's loadBalancer.mapEntries sets four
+ * of the service tables' max_entries (ServiceMapCapacity): another size replaces them as an
+ * upgrade does. (Maps of builds with 16-bit ids never pass for these at any size: their
+ * nodenet_maglev key is 4 bytes, and their revnat map held half the services map, not a
+ * quarter.) The service tables are replaced together
  * (BPFFSLayout.Map.serviceTables, affinity included), and the new ones number frontends and
  * backends afresh: conntrack entries of older builds keep their bytes' meaning, not their ids'
  * (a packet-path flow whose backend id now names another address picks a backend again). */
@@ -95,13 +99,17 @@ struct nodenet_event {
 
 /* ---- Services (kube-proxy replacement) ---- */
 
-/* Sized for 100 000 ClusterIP services of 3 backends each (a frontend and a slot per backend:
- * 400 000 entries; 300 000 backends; ids up to NODENET_REVNAT_MAX - 1). The maps are not
- * preallocated: entries cost memory only when written; the hash buckets (16 bytes each, a
- * power of two at least max_entries) cost 18 MiB of kernel memory for the three. */
-#define NODENET_SERVICES_MAX 524288
-#define NODENET_BACKENDS_MAX 524288
-#define NODENET_REVNAT_MAX 131072
+/* The service tables' declared sizes: apply makes them with loadBalancer.mapEntries entries
+ * (ServiceMapCapacity, bpf_map__set_max_entries before load; Cilium's bpf-lb-map-max), these
+ * by default: services and backends that many, the reverse-NAT and Maglev index maps (by
+ * frontend id) a quarter. 100 000 ClusterIP services of 3 backends (400 000 entries, 300 000
+ * backends, 100 000 frontends) need 524288. The maps are not preallocated: entries cost memory
+ * only when written; the hash buckets (16 bytes each, a power of two at least max_entries)
+ * cost 2.5 MiB of kernel memory for the four at the default, 20 MiB at 524288. No program
+ * reads these numbers: only the maps' declarations. */
+#define NODENET_SERVICES_MAX 65536
+#define NODENET_BACKENDS_MAX 65536
+#define NODENET_REVNAT_MAX 16384
 #define NODENET_NODES_MAX 16384
 #define NODENET_SOCK_REVNAT_MAX 131072
 #define NODENET_CT_MAX 262144

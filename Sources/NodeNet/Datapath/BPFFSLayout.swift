@@ -46,8 +46,13 @@ public struct BPFFSLayout: Sendable, Hashable, CustomStringConvertible {
     }
 
     public let directory: String
+    /// How large the service tables are made here (what the pinned ones must be to be kept).
+    public let serviceCapacity: ServiceMapCapacity
 
-    public init(directory: String) { self.directory = directory }
+    public init(directory: String, serviceCapacity: ServiceMapCapacity = .default) {
+        self.directory = directory
+        self.serviceCapacity = serviceCapacity
+    }
 
     public var description: String { directory }
 
@@ -119,13 +124,22 @@ public struct BPFFSLayout: Sendable, Hashable, CustomStringConvertible {
         }.sorted()
     }
 
+    /// The shape every map is made with here: as this build declares it, sized by
+    /// `serviceCapacity`.
+    func wantedShapes() throws -> [Map: BPFMapShape] {
+        var shapes = try DatapathObjects.declaredShapes.get()
+        for (map, entries) in serviceCapacity.maxEntries { shapes[map]?.maxEntries = entries }
+        return shapes
+    }
+
     /// Pinned maps whose shape differs from what this build declares (an upgrade that changed
-    /// a layout), with why. One service table of another layout sets all of them aside.
+    /// a layout) or from `serviceCapacity`, with why. One service table of another layout sets
+    /// all of them aside.
     func incompatibleMaps() throws -> [Map: String] {
         var result: [Map: String] = [:]
-        for (map, wanted) in try DatapathObjects.declaredShapes.get() {
+        for (map, wanted) in try wantedShapes() {
             if let pinned = try BPFMapShape.pinned(at: path(map)), pinned != wanted {
-                result[map] = "pinned \(pinned); this build wants \(wanted)"
+                result[map] = "pinned \(pinned); wanted \(wanted)"
             }
         }
         if let first = Map.serviceTables.filter({ result[$0] != nil }).min() {
@@ -201,5 +215,7 @@ public struct ObservedPins: Sendable, Equatable {
 
 extension NodeSpec {
     /// The node's bpffs directory and everything pinned in it.
-    public var bpffs: BPFFSLayout { BPFFSLayout(directory: bpffsDirectory) }
+    public var bpffs: BPFFSLayout {
+        BPFFSLayout(directory: bpffsDirectory, serviceCapacity: loadBalancer.mapCapacity)
+    }
 }

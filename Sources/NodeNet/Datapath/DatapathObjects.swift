@@ -18,11 +18,13 @@ final class DatapathObjects {
         var objects: [DatapathProgram: BPFObject] = [:]
         for program in DatapathProgram.allCases {
             let o = try BPFObject(embedded: program.object, pinRoot: layout.directory)
+            try layout.serviceCapacity.size(o)
             try o.load()
             objects[program] = o
         }
         self.objects = objects
         socket = try BPFObject(embedded: CgroupLink.Hook.object, pinRoot: layout.directory)
+        try layout.serviceCapacity.size(socket)
         for hook in CgroupLink.Hook.allCases {
             if let unused = hook.unusedFunction { try socket.setAutoload(program: unused, false) }
         }
@@ -39,9 +41,9 @@ final class DatapathObjects {
     /// would be most of a CNI ADD. A map replaced, removed or migrated means a fresh load.
     static func loaded(_ layout: BPFFSLayout) throws -> DatapathObjects {
         let ids = try pinnedMapIDs(layout)
-        if let cached = Cache.shared.objects(for: layout.directory, ids: ids) { return cached }
+        if let cached = Cache.shared.objects(for: layout, ids: ids) { return cached }
         let objects = try DatapathObjects(layout: layout)
-        Cache.shared.keep(objects, for: layout.directory, ids: try pinnedMapIDs(layout))
+        Cache.shared.keep(objects, for: layout, ids: try pinnedMapIDs(layout))
         return objects
     }
 
@@ -55,29 +57,31 @@ final class DatapathObjects {
         return ids
     }
 
-    /// The few most recently loaded objects, by bpffs directory (a process drives one node, a
-    /// test process a handful at a time: older entries are closed).
+    /// The few most recently loaded objects, by layout (a process drives one node, a test
+    /// process a handful at a time: older entries are closed).
     final class Cache: @unchecked Sendable {
         static let shared = Cache()
         static let capacity = 4
         private let lock = NSLock()
-        private var entries: [(directory: String, ids: [String: UInt32], objects: DatapathObjects)] = []
+        private var entries: [(layout: BPFFSLayout, ids: [String: UInt32], objects: DatapathObjects)] = []
 
-        func objects(for directory: String, ids: [String: UInt32]) -> DatapathObjects? {
+        func objects(for layout: BPFFSLayout, ids: [String: UInt32]) -> DatapathObjects? {
             lock.lock()
             defer { lock.unlock() }
-            guard !ids.isEmpty, let i = entries.firstIndex(where: { $0.directory == directory }) else { return nil }
+            guard !ids.isEmpty, let i = entries.firstIndex(where: { $0.layout.directory == layout.directory }) else {
+                return nil
+            }
             let entry = entries.remove(at: i)
-            guard entry.ids == ids else { return nil }
+            guard entry.ids == ids, entry.layout == layout else { return nil }
             entries.append(entry)
             return entry.objects
         }
 
-        func keep(_ objects: DatapathObjects, for directory: String, ids: [String: UInt32]) {
+        func keep(_ objects: DatapathObjects, for layout: BPFFSLayout, ids: [String: UInt32]) {
             lock.lock()
             defer { lock.unlock() }
-            entries.removeAll { $0.directory == directory }
-            entries.append((directory, ids, objects))
+            entries.removeAll { $0.layout.directory == layout.directory }
+            entries.append((layout, ids, objects))
             if entries.count > Self.capacity { entries.removeFirst(entries.count - Self.capacity) }
         }
     }

@@ -3,11 +3,8 @@ import CNodeNetBPF
 import Foundation
 
 /// A frontend's id: slot 0 names it, the reverse-NAT, Maglev, source-range and affinity maps
-/// and conntrack entries are keyed by it. 1 ..< `NODENET_REVNAT_MAX` (0: none).
+/// and conntrack entries are keyed by it. `ServiceMapCapacity.frontendIDs` (0: none).
 public typealias FrontendID = UInt32
-
-/// The frontend ids apply hands out: as many as the reverse-NAT map holds entries (0 is none).
-let frontendIDRange: Range<FrontendID> = 1..<FrontendID(NODENET_REVNAT_MAX)
 
 /// Slot 0 of a frontend in the services map.
 public struct FrontendMaster: Sendable, Equatable {

@@ -39,6 +39,8 @@ public struct DesiredState: Sendable, Equatable {
     public var settings: NodeSettings?
     /// Service frontends (empty unless services are enabled).
     public var frontends: [DesiredFrontend] = []
+    /// How large the service tables are (their frontend ids).
+    public var serviceCapacity: ServiceMapCapacity = .default
     /// The cluster's node addresses for the service programs.
     public var serviceNodes: [IPAddress: NodeFlags] = [:]
     /// The cgroup socket LB attaches to (nil: socket LB off).
@@ -81,6 +83,7 @@ public struct DesiredState: Sendable, Equatable {
         self.sysctls = sysctls
         if spec.datapath.mode == .bpf {
             settings = NodeSettings(spec: spec)
+            serviceCapacity = spec.loadBalancer.mapCapacity
             if spec.servicesEnabled {
                 frontends = spec.serviceFrontends
                 serviceNodes = [node.address: .local]

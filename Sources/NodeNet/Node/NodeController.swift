@@ -105,7 +105,9 @@ public final class NodeController: @unchecked Sendable {
     func observedPlan(
         _ desired: DesiredState, ledger: Ledger?, expectedServices: ServiceMapsImage? = nil
     ) throws -> (plan: Planner.Plan, observed: ObservedState) {
-        let former = (ledger?.pinDirectories ?? []).filter { $0 != spec.bpffsDirectory }.map(BPFFSLayout.init)
+        let former = (ledger?.pinDirectories ?? []).filter { $0 != spec.bpffsDirectory }.map {
+            BPFFSLayout(directory: $0)
+        }
         let observed = try session.observe(
             desired, spec: spec, formerDirectories: former, expectedServices: expectedServices)
         let plan = Planner.plan(

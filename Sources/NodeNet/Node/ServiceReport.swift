@@ -36,11 +36,12 @@ extension NodeController {
     /// Every frontend in the node's service maps, by id.
     public func services() throws -> [ServiceStatus] {
         // Maps of another build's layout would be read in this one's (a binary upgraded, no
-        // apply since): their fields would be misread.
+        // apply since): their fields would be misread. (Maps of another size are refused too:
+        // the spec changed `loadBalancer.mapEntries`, and apply replaces them.)
         let incompatible = try spec.bpffs.incompatibleMaps()
         if let map = BPFFSLayout.Map.serviceTables.first(where: { incompatible[$0] != nil }) {
             throw NodeNetError.state(
-                "the service maps are of another build's layout (\(map.rawValue): \(incompatible[map]!)): apply migrates them"
+                "the service maps are of another build's layout or another loadBalancer.mapEntries (\(map.rawValue): \(incompatible[map]!)): apply replaces them"
             )
         }
         let observed = try ObservedServices.read(spec.bpffs)

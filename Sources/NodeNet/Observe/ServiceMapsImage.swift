@@ -36,9 +36,9 @@ struct ServiceMapsImage: Sendable, Equatable {
     /// Entries of the services map: slot 0 and the backend slots of every frontend.
     private let serviceEntries: Int
 
-    /// Backend ids beyond this make an image nobody holds (the maps are decoded instead):
-    /// apply hands ids out lowest first, below the backends map's size.
-    static let backendIDLimit = 2 * Int(NODENET_BACKENDS_MAX)
+    /// Ids beyond this make an image nobody holds (the maps are decoded instead): apply hands
+    /// ids out lowest first, below the largest maps' sizes (`ServiceMapCapacity.allowed`).
+    static let idLimit = 2 * Int(ServiceMapCapacity.allowed.upperBound)
 
     init(
         _ frontends: [DesiredFrontend], frontendIDs: [FrontendKey: FrontendID], backendIDs: [BackendAddress: UInt32],
@@ -53,17 +53,19 @@ struct ServiceMapsImage: Sendable, Equatable {
         var complete =
             slots.count == frontends.count && ordered.count == frontends.count
             && frontendIDs.count == frontends.count
+        let maxFrontendID = ordered.max() ?? 0
+        if Int(maxFrontendID) >= Self.idLimit { complete = false }
         let ids = complete ? ordered : []
-        var frontendByID = [Int32](repeating: -1, count: Int(NODENET_REVNAT_MAX))
+        var frontendByID = [Int32](repeating: -1, count: complete ? Int(maxFrontendID) + 1 : 0)
         for (i, id) in ids.enumerated() {
-            if frontendIDRange.contains(id), frontendByID[Int(id)] < 0 {
+            if id != 0, frontendByID[Int(id)] < 0 {
                 frontendByID[Int(id)] = Int32(i)
             } else {
                 complete = false  // none, out of range, or another frontend's
             }
         }
         let maxBackendID = backendIDs.values.max() ?? 0
-        if Int(maxBackendID) >= Self.backendIDLimit { complete = false }
+        if Int(maxBackendID) >= Self.idLimit { complete = false }
         var backendByID = [nodenet_backend](repeating: nodenet_backend(), count: complete ? Int(maxBackendID) + 1 : 0)
         if complete {
             for (backend, id) in backendIDs {

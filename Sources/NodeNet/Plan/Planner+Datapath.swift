@@ -28,7 +28,7 @@ extension Planner {
         let maps = observed.pins.incompatibleMaps.keys.sorted()
         addChange(
             .update, .datapath, .node, "pinned maps \(maps.map(\.rawValue).joined(separator: ", "))",
-            wanted: "this build's layout (new maps, filled, then programs replaced)",
+            wanted: "this build's layout and sizes (new maps, filled, then programs replaced)",
             found: maps.map { "\($0.rawValue): \(observed.pins.incompatibleMaps[$0]!)" }.joined(separator: "; "),
             .setAsideMaps(maps))
     }

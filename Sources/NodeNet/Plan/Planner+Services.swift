@@ -24,7 +24,8 @@ extension Planner {
         // Maps found to hold exactly what the previous plan wrote (a verification) need nothing
         // (and, left undecoded, show nothing to prune).
         let asWritten = observed.servicesAsWritten.map(ServiceIDs.init)
-        let ids = asWritten ?? ServiceIDs.assign(desired.frontends, observed: observed)
+        let ids =
+            asWritten ?? ServiceIDs.assign(desired.frontends, observed: observed, capacity: desired.serviceCapacity)
         serviceIDs = ids
         let changedBackends =
             asWritten != nil ? [] : Self.byID(ids.backends.lazy.filter { observed.backends[$0.value] != $0.key })
@@ -130,7 +131,8 @@ extension Planner {
                 .delete, .service, .node, "socket LB link \(name)", wanted: nil, found: name,
                 .service(.unpinSocket(name: name)))
         }
-        let ids = serviceIDs ?? ServiceIDs.assign(desired.frontends, observed: observed)
+        let ids =
+            serviceIDs ?? ServiceIDs.assign(desired.frontends, observed: observed, capacity: desired.serviceCapacity)
         // Every wanted frontend has an id (validation keeps them within the ids). Sorted only
         // what goes (a converged table of thousands costs no sort).
         let stale =
@@ -146,7 +148,7 @@ extension Planner {
             }
         }
         planMaglevPrune(ids)
-        var wantedIDs = FrontendIDSet()
+        var wantedIDs = FrontendIDSet(desired.serviceCapacity.frontendIDs)
         for id in ids.frontends.values { _ = wantedIDs.insert(id) }
         for (id, key) in observed.revnat.lazy.filter({ !wantedIDs.contains($0.key) }).sorted(by: { $0.key < $1.key }) {
             addChange(.delete, .service, .node, .service(.deleteRevNat(id: id, previous: key))) {

@@ -10,14 +10,17 @@ struct ServiceIDs: Sendable, Equatable {
     var ordered: [FrontendID] = []
     var slots: [[UInt32]] = []
 
-    static func assign(_ wanted: [DesiredFrontend], observed: ObservedServices) -> ServiceIDs {
+    /// `capacity`: the ids are its `frontendIDs`.
+    static func assign(
+        _ wanted: [DesiredFrontend], observed: ObservedServices, capacity: ServiceMapCapacity
+    ) -> ServiceIDs {
         var ids = ServiceIDs()
         ids.frontends.reserveCapacity(wanted.count)
         ids.ordered = Array(repeating: 0, count: wanted.count)
         // Frontends: the id in slot 0, else the id its reverse-NAT entry has (ids outside
-        // `FrontendIDSet.ids` are not kept). On a converged node every frontend has its slot 0
+        // `capacity.frontendIDs` are not kept). On a converged node every frontend has its slot 0
         // and the tables below are never built.
-        var taken = FrontendIDSet()
+        var taken = FrontendIDSet(capacity.frontendIDs)
         var missing: [Int] = []
         for (i, f) in wanted.enumerated() {
             if let id = observed.masters[f.key]?.id, id != 0, taken.insert(id) {
@@ -48,11 +51,11 @@ struct ServiceIDs: Sendable, Equatable {
             for id in observed.revnat.keys { _ = used.insert(id) }
             for master in observed.masters.values { _ = used.insert(master.id) }
             var stale: [FrontendID]?  // listed when the ids run out
-            var next = FrontendIDSet.ids.lowerBound
+            var next = taken.ids.lowerBound
             for i in missing where ids.frontends[wanted[i].key] == nil {
-                while next < FrontendIDSet.ids.upperBound, used.contains(next) { next += 1 }
+                while next < taken.ids.upperBound, used.contains(next) { next += 1 }
                 let id: FrontendID
-                if next < FrontendIDSet.ids.upperBound {
+                if next < taken.ids.upperBound {
                     id = next
                     next += 1
                 } else if let reused = Self.popStale(&stale, used: used, taken: taken) {
@@ -121,7 +124,7 @@ struct ServiceIDs: Sendable, Equatable {
     )
         -> FrontendID?
     {
-        if stale == nil { stale = FrontendIDSet.ids.filter { used.contains($0) && !taken.contains($0) }.reversed() }
+        if stale == nil { stale = taken.ids.filter { used.contains($0) && !taken.contains($0) }.reversed() }
         return stale!.popLast()
     }
 }
@@ -144,18 +147,22 @@ extension ServiceMapsImage {
 /// Which frontend ids are in use, a bit each (hashing tens of thousands of ids cost more than
 /// the rest of the plan).
 struct FrontendIDSet {
-    /// The ids apply hands out.
-    static let ids = frontendIDRange
+    /// The ids apply hands out (`ServiceMapCapacity.frontendIDs`); others are never in.
+    let ids: Range<FrontendID>
+    private var words: [UInt64]
 
-    private var words = [UInt64](repeating: 0, count: Int(NODENET_REVNAT_MAX) / 64)
+    init(_ ids: Range<FrontendID>) {
+        self.ids = ids
+        words = [UInt64](repeating: 0, count: (Int(ids.upperBound) + 63) / 64)
+    }
 
     func contains(_ id: FrontendID) -> Bool {
-        Self.ids.contains(id) && words[Int(id) >> 6] & (1 << UInt64(id & 63)) != 0
+        ids.contains(id) && words[Int(id) >> 6] & (1 << UInt64(id & 63)) != 0
     }
 
     /// False when it was already in, or is not one of `ids` (it cannot be kept).
     mutating func insert(_ id: FrontendID) -> Bool {
-        guard Self.ids.contains(id) else { return false }
+        guard ids.contains(id) else { return false }
         let bit: UInt64 = 1 << UInt64(id & 63)
         guard words[Int(id) >> 6] & bit == 0 else { return false }
         words[Int(id) >> 6] |= bit

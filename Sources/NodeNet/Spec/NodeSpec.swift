@@ -291,10 +291,16 @@ public struct LoadBalancerSettings: Sendable, Hashable {
     /// Entries of each frontend's Maglev table: a prime in `maglevTableSizes`, at least the
     /// backends of any service (about 100 × them keeps the shares within 1 %).
     public var maglevTableSize: Int
+    /// How large the service tables are made (`mapEntries`): what bounds the spec's services.
+    public var mapCapacity: ServiceMapCapacity
 
-    public init(algorithm: LoadBalancerAlgorithm = .random, maglevTableSize: Int = Self.defaultMaglevTableSize) {
+    public init(
+        algorithm: LoadBalancerAlgorithm = .random, maglevTableSize: Int = Self.defaultMaglevTableSize,
+        mapCapacity: ServiceMapCapacity = .default
+    ) {
         self.algorithm = algorithm
         self.maglevTableSize = maglevTableSize
+        self.mapCapacity = mapCapacity
     }
 
     /// Cilium's default, and ours: a prime about 100 × a large service's backends.

@@ -291,7 +291,7 @@ package struct SpecReader {
     /// `loadBalancer` of an object (the node spec, a lab cluster file); the defaults when absent.
     package mutating func readLoadBalancer(_ value: JSONValue?) -> LoadBalancerSettings {
         var settings = LoadBalancerSettings()
-        guard let fields = object(value, "loadBalancer", allowed: ["algorithm", "maglevTableSize"]) else {
+        guard let fields = object(value, "loadBalancer", allowed: ["algorithm", "maglevTableSize", "mapEntries"]) else {
             return settings
         }
         settings.algorithm = choice(fields, "algorithm", "loadBalancer", default: LoadBalancerAlgorithm.random)
@@ -303,6 +303,13 @@ package struct SpecReader {
             } else {
                 problem("loadBalancer.maglevTableSize", "\(size) is not a prime (Maglev needs one, like 16381)")
             }
+        }
+        let allowed = ServiceMapCapacity.allowed
+        if let entries = integer(
+            fields, "mapEntries", "loadBalancer", required: false,
+            range: Int(allowed.lowerBound)...Int(allowed.upperBound))
+        {
+            settings.mapCapacity = ServiceMapCapacity(entries: UInt32(entries))  // a power of two: the validator
         }
         return settings
     }

@@ -293,21 +293,7 @@ struct SpecValidator {
             }
         }
         let backends = distinct.count
-        if frontends > Int(NODENET_REVNAT_MAX) - 1 {
-            problem(
-                "services",
-                "\(frontends) frontends (each port's ClusterIP, node ports, external and load balancer addresses); at most \(Int(NODENET_REVNAT_MAX) - 1) fit (the reverse-NAT map's entries)"
-            )
-        }
-        if entries > Int(NODENET_SERVICES_MAX) {
-            problem(
-                "services",
-                "\(entries) service map entries (a frontend and each of its backends); the map holds \(NODENET_SERVICES_MAX)"
-            )
-        }
-        if backends > Int(NODENET_BACKENDS_MAX) {
-            problem("services", "\(backends) distinct backends; the map holds \(NODENET_BACKENDS_MAX)")
-        }
+        checkCapacity(frontends: frontends, entries: entries, backends: backends)
         let maglev = spec.loadBalancer
         if maglev.algorithm == .maglev && spec.servicesEnabled {
             let chunks = maglevTables * LoadBalancerSettings.maglevChunks(size: maglev.maglevTableSize)
@@ -330,6 +316,39 @@ struct SpecValidator {
                 "services",
                 "\(sourceRanges) source ranges (each LoadBalancer frontend's); the map holds \(NODENET_SOURCE_RANGES_MAX)"
             )
+        }
+    }
+
+    /// The service tables hold the spec's frontends, service entries and distinct backends
+    /// (`loadBalancer.mapEntries`); a spec beyond them is refused with the size that holds it.
+    private mutating func checkCapacity(frontends: Int, entries: Int, backends: Int) {
+        let capacity = spec.loadBalancer.mapCapacity
+        let (setting, allowed) = ("loadBalancer.mapEntries", ServiceMapCapacity.allowed)
+        guard capacity.isValid else {
+            problem(
+                setting, "\(capacity.entries) is not a power of two from \(allowed.lowerBound) to \(allowed.upperBound)"
+            )
+            return
+        }
+        let advice =
+            ServiceMapCapacity.smallest(frontends: frontends, entries: entries, backends: backends).map {
+                "; \(setting): \($0.entries) holds them"
+            } ?? "; the largest \(setting), \(allowed.upperBound), does not hold them"
+        if frontends > capacity.maxFrontends {
+            problem(
+                "services",
+                "\(frontends) frontends (each port's ClusterIP, node ports, external and load balancer addresses); at most \(capacity.maxFrontends) fit (the reverse-NAT map: a quarter of \(setting), \(capacity.entries))\(advice)"
+            )
+        }
+        if entries > Int(capacity.entries) {
+            problem(
+                "services",
+                "\(entries) service map entries (a frontend and each of its backends); the map holds \(setting), \(capacity.entries)\(advice)"
+            )
+        }
+        if backends > Int(capacity.entries) {
+            problem(
+                "services", "\(backends) distinct backends; the map holds \(setting), \(capacity.entries)\(advice)")
         }
     }
 }

@@ -27,6 +27,7 @@ extension NodeSpec {
         top["masquerade"] = masquerade
         top["loadBalancer"] = [
             "algorithm": loadBalancer.algorithm.rawValue, "maglevTableSize": loadBalancer.maglevTableSize,
+            "mapEntries": Int(loadBalancer.mapCapacity.entries),
         ]
         top["conntrack"] = ["outsideClientEntries": conntrack.outsideClientEntries]
         top["ipv4BigTCP"] = ipv4BigTCP.rawValue

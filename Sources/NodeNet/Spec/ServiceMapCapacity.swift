@@ -1,0 +1,47 @@
+import CNodeNetBPF
+
+/// How large the service tables are made (`loadBalancer.mapEntries`, as Cilium's
+/// `bpf-lb-map-max`): `nodenet_services` and `nodenet_backends` hold `entries` each,
+/// `nodenet_revnat` and `nodenet_maglev_index` (one entry per frontend id) a quarter of it.
+///
+/// The maps are not preallocated, but their hash buckets are (16 bytes each): the default
+/// costs every BPF node about 2.5 MiB of kernel memory, 1 048 576 entries 40 MiB; and every
+/// full read of a map walks its buckets, used or not. A node pays only for the size it asks
+/// for. Another size is another layout: the pinned service tables are replaced together
+/// (`BPFFSLayout.incompatibleMaps`), and the new maps number their frontends afresh.
+public struct ServiceMapCapacity: Sendable, Hashable, Comparable, CustomStringConvertible {
+    /// Entries of `nodenet_services` (a frontend's slot 0 and a slot per backend) and of
+    /// `nodenet_backends`.
+    public let entries: UInt32
+
+    /// `entries` as they are: `isValid` says whether a spec may ask for them.
+    public init(entries: UInt32) { self.entries = entries }
+
+    /// What bpf/lib/maps.h declares (Cilium's default, 65 536), unless a spec says otherwise.
+    public static let `default` = ServiceMapCapacity(entries: UInt32(NODENET_SERVICES_MAX))
+
+    /// The sizes a spec may ask for: powers of two in this range (the kernel rounds a hash
+    /// map's buckets up to one anyway).
+    public static let allowed: ClosedRange<UInt32> = 4096...1_048_576
+
+    /// A power of two within `allowed`.
+    public var isValid: Bool { Self.allowed.contains(entries) && entries & (entries - 1) == 0 }
+
+    /// Entries of `nodenet_revnat` and `nodenet_maglev_index`: one per frontend id (0 is none).
+    public var frontendMapEntries: UInt32 { entries / 4 }
+
+    /// The most frontends a spec may have at this size.
+    public var maxFrontends: Int { Int(frontendMapEntries) - 1 }
+
+    /// The smallest size a spec may ask for that holds this many frontends, services map
+    /// entries and distinct backends; nil when even the largest does not.
+    public static func smallest(frontends: Int, entries: Int, backends: Int) -> ServiceMapCapacity? {
+        let needed = max(4 * (frontends + 1), entries, backends, Int(allowed.lowerBound))
+        let size = 1 << (Int.bitWidth - (needed - 1).leadingZeroBitCount)  // a power of two ≥ needed
+        return size <= Int(allowed.upperBound) ? ServiceMapCapacity(entries: UInt32(size)) : nil
+    }
+
+    public static func < (a: Self, b: Self) -> Bool { a.entries < b.entries }
+
+    public var description: String { "\(entries) entries (\(maxFrontends) frontends)" }
+}
