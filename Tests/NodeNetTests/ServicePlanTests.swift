@@ -65,6 +65,35 @@ import Testing
         #expect(ids.backends[BackendAddress(address: IPAddress("10.0.1.15"), port: 8080, protocol: .tcp)] == 1)
     }
 
+    /// At a small size (ids 1 ..< 1 024): new frontends take the free ids lowest first, then
+    /// those only stale frontends have (pruned by the plan); a key given twice has one id, and
+    /// the id tried for its second place goes to the next frontend.
+    @Test func idsRunOutToStaleOnesAndAKeyGivenTwiceHasOne() {
+        let capacity = ServiceMapCapacity(entries: 4096)
+        #expect(capacity.frontendIDs == 1..<1024)
+        var observed = ObservedServices()
+        for id: FrontendID in 1...10 { observed.revnat[id] = Self.key("10.9.0.\(id):1/TCP") }  // stale
+        func frontend(_ i: Int) -> DesiredFrontend {
+            DesiredFrontend(
+                key: FrontendKey(address: IPAddress(ipv4: 0x0A60_0000 + UInt32(i)), port: 80, protocol: .tcp),
+                type: .clusterIP, service: "s/\(i)",
+                backends: [BackendAddress(address: IPAddress(ipv4: 0x0A01_0000 + UInt32(i)), port: 80, protocol: .tcp)])
+        }
+        // 1 015 distinct frontends, the first given again where the free ids run out (after
+        // 1 013 of them) and again at the very end.
+        var wanted = (0..<1013).map(frontend)
+        wanted.append(frontend(0))
+        wanted += (1013..<1015).map(frontend)
+        wanted.append(frontend(0))
+        let ids = ServiceIDs.assign(wanted, observed: observed, capacity: capacity)
+        #expect(ids.frontends.count == 1015 && Set(ids.frontends.values).count == 1015, "one id a key")
+        #expect(ids.ordered.count == wanted.count && !ids.ordered.contains(0))
+        #expect(ids.ordered[0] == 11 && ids.ordered[1012] == 1023, "the free ids, lowest first")
+        #expect(ids.ordered[1013] == 11 && ids.ordered[1016] == 11, "a key given twice has its first place's id")
+        #expect(ids.ordered[1014] == 1 && ids.ordered[1015] == 2, "then the stale ids, lowest first")
+        #expect(ids.slots.count == wanted.count && ids.backends.count == 1015)
+    }
+
     @Test func aLiveFrontendKeepsItsIdOverAStaleReverseEntry() {
         var observed = ObservedServices()
         // Inconsistent maps: 10.96.18.68:80 has only a revnat entry at 7; the UDP DNS frontend

@@ -80,6 +80,18 @@ extension Planner {
         _ backends: some Sequence<(key: BackendAddress, value: UInt32)>
     ) -> [(key: BackendAddress, value: UInt32)] {
         let pairs = Array(backends)
+        // Ids are handed out lowest first, so they are mostly dense: placed by id, no sort
+        // (sorting 30 000 was a tenth of programming 10 000 services). Sorted as words otherwise.
+        let maxID = pairs.lazy.map(\.value).max() ?? 0
+        if Int(maxID) < 4 * pairs.count + 64 {
+            var place = [Int32](repeating: -1, count: Int(maxID) + 1)
+            var dense = true
+            for (i, pair) in pairs.enumerated() {
+                if place[Int(pair.value)] >= 0 { dense = false }  // an id twice: keep both, by sort
+                place[Int(pair.value)] = Int32(i)
+            }
+            if dense { return place.filter { $0 >= 0 }.map { pairs[Int($0)] } }
+        }
         var order = pairs.indices.map { UInt64(pairs[$0].value) << 32 | UInt64($0) }
         order.sort()
         return order.map { pairs[Int($0 & 0xFFFF_FFFF)] }

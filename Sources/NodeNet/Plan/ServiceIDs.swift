@@ -22,15 +22,19 @@ struct ServiceIDs: Sendable, Equatable {
         // and the tables below are never built.
         var taken = FrontendIDSet(capacity.frontendIDs)
         var missing: [Int] = []
-        for (i, f) in wanted.enumerated() {
-            if let id = observed.masters[f.key]?.id, id != 0, taken.insert(id) {
-                ids.frontends[f.key] = id
-                ids.ordered[i] = id
-            } else {
-                missing.append(i)
+        if observed.masters.isEmpty {
+            missing = Array(wanted.indices)  // (a node without services: no lookups)
+        } else {
+            for (i, f) in wanted.enumerated() {
+                if let id = observed.masters[f.key]?.id, id != 0, taken.insert(id) {
+                    ids.frontends[f.key] = id
+                    ids.ordered[i] = id
+                } else {
+                    missing.append(i)
+                }
             }
         }
-        if !missing.isEmpty {
+        if !missing.isEmpty && !observed.revnat.isEmpty {
             // Ids only a reverse-NAT entry has next (a live frontend keeps its id even when an
             // inconsistent map has another frontend's revnat at it).
             var byKey: [FrontendKey: FrontendID] = [:]
@@ -52,18 +56,24 @@ struct ServiceIDs: Sendable, Equatable {
             for master in observed.masters.values { _ = used.insert(master.id) }
             var stale: [FrontendID]?  // listed when the ids run out
             var next = taken.ids.lowerBound
-            for i in missing where ids.frontends[wanted[i].key] == nil {
+            for i in missing {
                 while next < taken.ids.upperBound, used.contains(next) { next += 1 }
                 let id: FrontendID
                 if next < taken.ids.upperBound {
                     id = next
-                    next += 1
                 } else if let reused = Self.popStale(&stale, used: used, taken: taken) {
                     id = reused
                 } else {
                     break  // more frontends than ids: refused by validation before any plan
                 }
-                ids.frontends[wanted[i].key] = id
+                // One lookup: a key given twice keeps its first place's id (and this one is
+                // not used).
+                if let first = ids.frontends.updateValue(id, forKey: wanted[i].key) {
+                    ids.frontends[wanted[i].key] = first
+                    if id != next { stale!.append(id) }
+                    continue
+                }
+                if id == next { next += 1 }
                 ids.ordered[i] = id
                 _ = taken.insert(id)
                 _ = used.insert(id)
@@ -105,14 +115,14 @@ struct ServiceIDs: Sendable, Equatable {
             nextBackend += 1
             return id!
         }
-        for f in wanted {
-            let observedSlots = observed.slots[f.key]
+        for f in wanted.indices {  // (by index: a copy of each frontend cost as much as its ids)
+            let observedSlots = observed.slots.isEmpty ? nil : observed.slots[wanted[f].key]
             var slotIDs: [UInt32] = []
-            slotIDs.reserveCapacity(f.backends.count)
-            for (i, b) in f.backends.enumerated() {
+            slotIDs.reserveCapacity(wanted[f].backends.count)
+            for (i, b) in wanted[f].backends.enumerated() {
                 slotIDs.append(backendID(b, &ids.backends[b], slot: observedSlots?[UInt16(i + 1)]))
             }
-            for b in f.retained { _ = backendID(b, &ids.backends[b], slot: nil) }
+            for b in wanted[f].retained { _ = backendID(b, &ids.backends[b], slot: nil) }
             ids.slots.append(slotIDs)
         }
         return ids
