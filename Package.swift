@@ -29,6 +29,8 @@ let package = Package(
         .systemLibrary(
             name: "CBPF", path: "Sources/CBPF", pkgConfig: "libbpf",
             providers: [.apt(["libbpf-dev", "libelf-dev"])]),
+        // glibc's allocator controls (malloc_trim): the agent gives freed heap back after work.
+        .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),
         // The BPF map layouts (bpf/lib/maps.h), shared with the BPF programs.
         .systemLibrary(name: "CNodeNetBPF", path: "Sources/CNodeNetBPF"),
         // Compiles bpf/*.c during the build and embeds the objects.
@@ -56,7 +58,7 @@ let package = Package(
         .target(
             name: "NodeNetAgent",
             dependencies: [
-                "NodeNet", "NodeNetJSON", "Etcd", .product(name: "Logging", package: "swift-log"),
+                "NodeNet", "NodeNetJSON", "Etcd", "CMalloc", .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
         // Throwaway clusters in network namespaces (fabric, nodes, pods, external host), pod

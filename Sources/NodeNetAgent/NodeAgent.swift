@@ -542,7 +542,9 @@ public final class NodeAgent: @unchecked Sendable {
     ) async -> ApplyReport? {
         let report = await withCheckedContinuation { (done: CheckedContinuation<ApplyReport?, Never>) in
             Thread.detachNewThread { [self] in
-                done.resume(returning: reconcileNow(controller, cause: cause, reason: reason, eventAt: eventAt))
+                let report = reconcileNow(controller, cause: cause, reason: reason, eventAt: eventAt)
+                HeapRelease.now()  // what the reconcile freed, back to the kernel
+                done.resume(returning: report)
             }
         }
         scheduleRetry(succeeded: report?.verified == true)
