@@ -1087,6 +1087,38 @@ struct ServiceLabTests {
         #expect(again.failures == 0 && again.answers == [probe.answers.keys.first!: 10], "\(again.answers)")
     }
 
+    /// A controller's plans after one that found the service maps as it wants them (an apply's
+    /// verification, a plan with nothing to do) compare the maps with that, entry by entry,
+    /// instead of decoding them (a resync, an event, a status); any drift makes them decode and
+    /// plan as before, and the repair's verification takes them as written again.
+    @Test func plansAfterAConvergedOneCompareTheServiceMapsEntryByEntry() throws {
+        let cluster = Self.cluster("hw")
+        defer { Lab.down(name: cluster.name) }
+        try Self.up(cluster)
+        let controller = try NodeController(
+            spec: cluster.spec(forNode: "worker2")!, namespace: .named(cluster.namespace(ofNode: "worker2")))
+        let desired = try controller.desiredState()
+        func compared() throws -> (asWritten: Bool, empty: Bool) {
+            let (plan, observed) = try controller.observedPlan(desired, ledger: nil)
+            return (observed.services.servicesAsWritten != nil, plan.isEmpty)
+        }
+        #expect(try compared() == (false, true), "a new controller decodes the maps: nothing to do")
+        #expect(try compared() == (true, true), "then compares them with what the ids make")
+        #expect(try compared() == (true, true))
+        // Drift: one slot names another backend.
+        let layout = BPFFSLayout(directory: cluster.bpffsDirectory(ofNode: "worker2"))
+        let maps = try #require(try ServiceMaps(pinnedIn: layout))
+        let frontend = try #require(desired.frontends.first { $0.backends.count >= 2 })
+        let (slot1, slot2) = (frontend.key.mapKey(slot: 1), frontend.key.mapKey(slot: 2))
+        let second = try #require(try maps.services.lookup(slot2))
+        try maps.services.update(slot1, second)
+        #expect(try compared() == (false, false), "the drift is decoded and planned")
+        let report = try controller.apply()
+        #expect(report.verified && report.changes.count == 1, "\(report.changes.map(\.subject))")
+        #expect(try compared() == (true, true), "the repair's verification held them as written")
+        #expect(try Self.probe(cluster.name, "net", "10.96.18.68:80", count: 60).answers.count == 3)
+    }
+
     /// An apply's verification compares the service maps with what it wrote, entry by entry,
     /// before decoding them. Maps that differ in anything (slots, a backend, an id, an entry too
     /// many, a key standing for another's) are decoded and planned again, and the plan sees it.

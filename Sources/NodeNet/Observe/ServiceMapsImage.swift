@@ -18,7 +18,8 @@ struct ServiceMapsImage: Sendable, Equatable {
     let frontendIDs: [FrontendKey: FrontendID]
     let backendIDs: [BackendAddress: UInt32]
     let ordered: [FrontendID]
-    let slots: [[UInt32]]
+    let slotIDs: [UInt32]
+    let slotStarts: [UInt32]
     /// The ids cover the frontends and their backends exactly, one id each (else no map is
     /// taken to hold it).
     private let complete: Bool
@@ -27,7 +28,6 @@ struct ServiceMapsImage: Sendable, Equatable {
     /// record without references, and its backends' ids one after the other: the check reads
     /// them for every entry of the maps, in the maps' order (memory latency is its cost).
     private let records: [FrontendRecord]
-    private let flatSlots: [UInt32]
     /// Each frontend's place in `frontends`, by id (-1: none) and by key.
     private let frontendByID: [Int32]
     private let frontendByKey: FrontendIndex
@@ -42,17 +42,20 @@ struct ServiceMapsImage: Sendable, Equatable {
 
     init(
         _ frontends: [DesiredFrontend], frontendIDs: [FrontendKey: FrontendID], backendIDs: [BackendAddress: UInt32],
-        ordered: [FrontendID], slots: [[UInt32]]
+        ordered: [FrontendID], slotIDs: [UInt32], slotStarts: [UInt32]
     ) {
-        (self.frontendIDs, self.backendIDs, self.ordered, self.slots) = (frontendIDs, backendIDs, ordered, slots)
+        (self.frontendIDs, self.backendIDs, self.ordered) = (frontendIDs, backendIDs, ordered)
+        (self.slotIDs, self.slotStarts) = (slotIDs, slotStarts)
         self.frontends = frontends
         // Tables by id, not hashes: the maps are checked entry by entry against them (hash
         // lookups into tables of 100 000 frontends were most of a verification).
         // (Each frontend's id is the plan's `ordered` one: ids the plan's prune took for stale
         // would leave the maps other than this, and the check sees it.)
         var complete =
-            slots.count == frontends.count && ordered.count == frontends.count
-            && frontendIDs.count == frontends.count
+            slotStarts.count == frontends.count + 1 && ordered.count == frontends.count
+            && frontendIDs.count == frontends.count && slotStarts.first == 0
+            && slotStarts.last == UInt32(slotIDs.count)
+            && zip(slotStarts, slotStarts.dropFirst()).allSatisfy { $0 <= $1 }
         let maxFrontendID = ordered.max() ?? 0
         if Int(maxFrontendID) >= Self.idLimit { complete = false }
         let ids = complete ? ordered : []
@@ -84,7 +87,8 @@ struct ServiceMapsImage: Sendable, Equatable {
             }
         }
         if complete {
-            check: for (frontend, ids) in zip(frontends, slots) {
+            check: for (i, frontend) in frontends.enumerated() {
+                let ids = slotIDs[Int(slotStarts[i])..<Int(slotStarts[i + 1])]
                 guard ids.count == frontend.backends.count else {
                     complete = false
                     break
@@ -106,22 +110,20 @@ struct ServiceMapsImage: Sendable, Equatable {
             }
         }
         self.complete = complete && referencedCount == backendIDs.count
-        var start: UInt32 = 0
-        records = zip(frontends, zip(ids, slots)).map { frontend, idAndSlots in
-            let master = FrontendEntry(
-                id: idAndSlots.0, flags: frontend.flags, backendIDs: idAndSlots.1,
+        records = zip(frontends.indices, ids).map { i, id in
+            let frontend = frontends[i]
+            let slots = slotStarts[i]..<slotStarts[i + 1]
+            let master = FrontendMaster(
+                count: UInt16(truncatingIfNeeded: slots.count), id: id, flags: frontend.flags,
                 affinityTimeout: frontend.affinityTimeout ?? 0
-            ).master.mapValue
-            let end = start + UInt32(idAndSlots.1.count)
-            defer { start = end }
+            ).mapValue
             return FrontendRecord(
-                key: frontend.key.mapKey(slot: 0), master: master, revnat: frontend.key.revnat, slots: start..<end)
+                key: frontend.key.mapKey(slot: 0), master: master, revnat: frontend.key.revnat, slots: slots)
         }
-        flatSlots = Array(slots.joined())
         self.frontendByID = frontendByID
         self.backendByID = backendByID
         frontendByKey = FrontendIndex(frontends)
-        serviceEntries = frontends.count + flatSlots.count
+        serviceEntries = frontends.count + slotIDs.count
     }
 
     /// Whether `maps` hold exactly this image: nothing missing, nothing more.
@@ -171,7 +173,7 @@ struct ServiceMapsImage: Sendable, Equatable {
             } else {
                 let slot = record.slots.lowerBound + UInt32(k.slot) - 1
                 guard slot < record.slots.upperBound else { return false }
-                want = slotValue(flatSlots[Int(slot)])
+                want = slotValue(slotIDs[Int(slot)])
             }
             guard Self.same(want, v) else { return false }
         }
@@ -186,13 +188,15 @@ struct ServiceMapsImage: Sendable, Equatable {
     }
 
     static func == (a: ServiceMapsImage, b: ServiceMapsImage) -> Bool {
-        a.frontendIDs == b.frontendIDs && a.backendIDs == b.backendIDs && a.ordered == b.ordered && a.slots == b.slots
+        a.frontendIDs == b.frontendIDs && a.backendIDs == b.backendIDs && a.ordered == b.ordered
+            && a.slotIDs == b.slotIDs
+            && a.slotStarts == b.slotStarts
             && a.frontends == b.frontends
     }
 }
 
 /// A frontend's entries as apply writes them: its services-map key (slot 0's), slot 0, its
-/// reverse-NAT value, and where its backends' ids are in the image's `flatSlots`.
+/// reverse-NAT value, and where its backends' ids are in the image's `slotIDs`.
 private struct FrontendRecord: Sendable {
     var key: nodenet_service_key
     var master: nodenet_service

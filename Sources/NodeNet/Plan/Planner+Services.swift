@@ -52,9 +52,10 @@ extension Planner {
         // (whatever an id's former frontend left in the chunks is overwritten first).
         planMaglevTables(ids)
         let observedBackends = observed.backends
-        for (frontend, (id, backendIDs)) in zip(desired.frontends, zip(ids.ordered, ids.slots)) where asWritten == nil {
+        for (i, frontend) in desired.frontends.enumerated() where asWritten == nil {
+            let id = ids.ordered[i]
             let wanted = FrontendEntry(
-                id: id, flags: frontend.flags, backendIDs: backendIDs,
+                id: id, flags: frontend.flags, backendIDs: Array(ids.slots(i)),
                 affinityTimeout: frontend.affinityTimeout ?? 0)
             let current = observed.entry(frontend.key)
             guard current != wanted || observed.revnat[id] != frontend.key else { continue }
