@@ -265,6 +265,31 @@ struct ClusterTests {
         #expect(problems.map(\.path).contains("cluster service b.clusterIP"))
     }
 
+    /// More cluster services than a node's service maps hold: the last ones by name are left out
+    /// at once, in one skipped line that says the size holding them all (before, one service a
+    /// validation of the whole spec: hours at tens of thousands). Cluster records themselves are
+    /// checked against the largest size: each node says what it takes.
+    @Test func clusterServicesBeyondANodesMapsAreCutOnce() throws {
+        let services = (0..<1100).map { i in
+            ServiceSpec(
+                name: String(format: "svc%04d", i), type: .clusterIP,
+                clusterIP: IPAddress(ipv4: 0x0A60_0000 + UInt32(i) + 1),
+                ports: [ServicePort(port: 80)], backends: [ServiceBackend(ip: IPAddress("10.0.1.9"))])
+        }
+        let v = view(services.map { (keys.service($0.name), ClusterServiceRecord.encoded($0)) })
+        var small = localSpec()
+        small.loadBalancer.mapCapacity = ServiceMapCapacity(entries: 4096)  // 1 023 frontends
+        let merged = small.merging(v)
+        #expect(merged.spec.services.count == 1023 && merged.spec.services.last?.name == "svc1022")
+        #expect(
+            merged.skipped == [
+                "services: 77 of 1100 (svc1023 and after, by name) do not fit this node's service maps (loadBalancer.mapEntries 4096: 1023 frontends, 4096 entries and backends); loadBalancer.mapEntries: 8192 holds them all"
+            ], "\(merged.skipped)")
+        #expect(merged.spec.isValidated)
+        #expect(localSpec().merging(v).spec.services.count == 1100, "the default size holds them")
+        #expect(ClusterServiceRecord.problems(services, paths: services.map(\.name), nodes: []).isEmpty)
+    }
+
     @Test func theCacheRoundTripsAndADamagedOneIsSetAside() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("nnt-cache-\(getpid())").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)

@@ -94,6 +94,10 @@ import Testing
         #expect(
             ids.slotStarts.count == wanted.count + 1 && ids.slots(1013) == [ids.backends[wanted[0].backends[0]]!]
                 && ids.backends.count == 1015)
+        // While free ids remain: the id tried for the second place goes to the next frontend.
+        let early = ServiceIDs.assign(
+            [frontend(0), frontend(1), frontend(0), frontend(2)], observed: ObservedServices(), capacity: capacity)
+        #expect(early.ordered == [1, 2, 1, 3] && early.frontends.count == 3, "\(early.ordered)")
     }
 
     @Test func aLiveFrontendKeepsItsIdOverAStaleReverseEntry() {

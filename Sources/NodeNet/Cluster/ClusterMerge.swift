@@ -68,6 +68,28 @@ extension NodeSpec {
             service.podBackends = []
             return service
         }
+        // More services than this node's service maps hold: the last ones (by name) are left out
+        // at once, so that the rest fits (one validation a service left out would take hours at
+        // tens of thousands).
+        let capacity = merged.loadBalancer.mapCapacity
+        if capacity.isValid {
+            var demand = ServiceMapDemand()
+            for service in merged.services { demand.add(service) }
+            if !demand.fits(capacity) {
+                var kept = ServiceMapDemand()
+                let cut = merged.services.firstIndex { service in
+                    kept.add(service)
+                    return !kept.fits(capacity)
+                }!
+                let size =
+                    demand.smallest.map { "loadBalancer.mapEntries: \($0.entries) holds them all" }
+                    ?? "none holds them all"
+                skipped.append(
+                    "services: \(merged.services.count - cut) of \(merged.services.count) (\(merged.services[cut].name) and after, by name) do not fit this node's service maps (loadBalancer.mapEntries \(capacity.entries): \(capacity.maxFrontends) frontends, \(capacity.entries) entries and backends); \(size)"
+                )
+                merged.services.removeSubrange(cut...)
+            }
+        }
         // What still fails the spec's rules (a clashing clusterIP or nodePort) is left out, by
         // index, until the rest passes (each round leaves out at least one; services last).
         while true {

@@ -153,8 +153,10 @@ extension ClusterServiceRecord {
     }
 
     /// The spec's service rules for a set of cluster services (one clusterIP and node port
-    /// each, node ports in `nodePortRange`, no clusterIP inside a node's pod CIDR, map
-    /// capacity). `paths`: each service's JSON path, for the problems.
+    /// each, node ports in `nodePortRange`, no clusterIP inside a node's pod CIDR, and what the
+    /// largest service maps hold: each node's `loadBalancer.mapEntries` says what it takes, and a
+    /// node whose maps hold fewer leaves the last ones out). `paths`: each service's JSON path,
+    /// for the problems.
     public static func problems(
         _ services: [ServiceSpec], paths: [String], nodes: [RemoteNode], nodePortRange: ClosedRange<Int> = 30000...32767
     ) -> [SpecProblem] {
@@ -165,6 +167,7 @@ extension ClusterServiceRecord {
                 podCIDR: IPPrefix(IPAddress(ipv4: 0), length: 32)!),
             nodes: nodes, services: services, nodePortRange: nodePortRange)
         spec.services = services
+        spec.loadBalancer.mapCapacity = ServiceMapCapacity(entries: ServiceMapCapacity.allowed.upperBound)
         var validator = SpecValidator(
             spec: spec, podPaths: [], nodePaths: nodes.indices.map { "nodes[\($0)]" }, servicePaths: paths,
             namespaceExists: { _ in true })

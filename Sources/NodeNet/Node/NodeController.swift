@@ -116,18 +116,19 @@ public final class NodeController: @unchecked Sendable {
         let former = (ledger?.pinDirectories ?? []).filter { $0 != spec.bpffsDirectory }.map {
             BPFFSLayout(directory: $0)
         }
-        let expected =
-            expectedServices ?? heldServiceIDs.withLock { $0 }.map { ServiceMapsImage(desired.frontends, ids: $0) }
+        // (A scoped plan reads no service map.)
+        let held = desired.scope == .node ? heldServiceIDs.withLock { $0 } : nil
+        let expected = expectedServices ?? held.map { ServiceMapsImage(desired.frontends, ids: $0) }
         let observed = try session.observe(desired, spec: spec, formerDirectories: former, expectedServices: expected)
         let plan = Planner.plan(
             desired: desired, observed: observed, ledger: ledger, nativeDevice: spec.node.device,
             datapath: spec.datapath.mode,
             attachModes: attachModes)
-        if desired.scope == .node {  // (a scoped plan reads no service map)
+        if desired.scope == .node {
             // Held as written, or decoded and needing nothing: what the ids make is what the maps hold.
-            let held =
+            let now =
                 observed.services.servicesAsWritten.map(ServiceIDs.init) ?? (plan.isEmpty ? plan.serviceIDs : nil)
-            heldServiceIDs.withLock { $0 = held }
+            heldServiceIDs.withLock { $0 = now }
         }
         return (plan, observed)
     }

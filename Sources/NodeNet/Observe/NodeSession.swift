@@ -115,7 +115,7 @@ public final class NodeSession: @unchecked Sendable {
                 }
             }
             observed.socketCgroupID = spec.socketLB.cgroup.flatMap { CgroupLink.id(of: $0) }
-            for former in formerDirectories where former != layout {
+            for former in formerDirectories where former.directory != layout.directory {
                 let pins = former.ownedPins()
                 if !pins.isEmpty { observed.formerDirectories[former] = pins }
             }

@@ -49,8 +49,8 @@ public struct ObservedServices: Sendable, Equatable {
     }
 
     /// Reads the service maps pinned in `layout`; empty when nothing is pinned yet. With
-    /// `expected` (a verification), the services, backends and reverse-NAT maps are not decoded
-    /// when they hold exactly that.
+    /// `expected` (a verification, or a controller's plan after a converged one), the services,
+    /// backends and reverse-NAT maps are not decoded when they hold exactly that.
     static func read(_ layout: BPFFSLayout, expected: ServiceMapsImage? = nil) throws -> ObservedServices {
         var result = ObservedServices()
         if let expected, let maps = try ServiceMaps(pinnedIn: layout), try expected.isHeld(by: maps) {

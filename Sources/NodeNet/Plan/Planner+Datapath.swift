@@ -22,6 +22,12 @@ extension Planner {
     /// their undo on rollback, stay those of the map the running programs use).
     var migratingMaps: Bool { datapath == .bpf && !observed.pins.incompatibleMaps.isEmpty }
 
+    /// Whether every program is attached again: in a migration, and after one that was cut
+    /// short (maps left aside), since the programs may still use the maps set aside: this
+    /// build's maps were pinned, then the process stopped before it replaced the programs (whose
+    /// names, build and tags are the same either way). They are replaced before those maps go.
+    var replacingPrograms: Bool { migratingMaps || (datapath == .bpf && !observed.pins.setAsideMaps.isEmpty) }
+
     /// Incompatible pinned maps are set aside before anything loads this build's objects.
     mutating func planMapMigration() {
         guard migratingMaps else { return }
@@ -67,7 +73,8 @@ extension Planner {
         if attachModes.mode(for: program) == .tcx {
             let index = deviceIsNew ? nil : observed.node.links[device]?.index
             let pin = index.map { BPFFSLayout.tcxLinkName(program, device: device, ifindex: $0) }
-            if !migratingMaps, let pin, observed.pins.tcxLinks.contains(pin), observed.pins.tcxLinkProblems[pin] == nil
+            if !replacingPrograms, let pin, observed.pins.tcxLinks.contains(pin),
+                observed.pins.tcxLinkProblems[pin] == nil
             {
                 return
             }
@@ -91,7 +98,7 @@ extension Planner {
             return
         }
         let current = deviceIsNew ? nil : filter(on: device, program)
-        guard migratingMaps || rebindingPins || current?.bpf?.name != program.filterName else { return }
+        guard replacingPrograms || rebindingPins || current?.bpf?.name != program.filterName else { return }
         addChange(
             current == nil ? .create : .update, .datapath, .node, "\(program.rawValue) on \(device)",
             wanted: "tc ingress bpf \(program.filterName) direct-action", found: current?.bpf?.name,

@@ -21,8 +21,9 @@ extension Planner {
                 wanted: flags.description,
                 found: observed.nodes[ip]?.description, .service(.putNode(ip, flags, previous: observed.nodes[ip])))
         }
-        // Maps found to hold exactly what the previous plan wrote (a verification) need nothing
-        // (and, left undecoded, show nothing to prune).
+        // Maps found to hold exactly what the ids of a previous plan make of the frontends (a
+        // verification, or a controller's plan after a converged one) need nothing (and, left
+        // undecoded, show nothing to prune).
         let asWritten = observed.servicesAsWritten.map(ServiceIDs.init)
         let ids =
             asWritten ?? ServiceIDs.assign(desired.frontends, observed: observed, capacity: desired.serviceCapacity)
@@ -106,7 +107,7 @@ extension Planner {
         }
         for hook in CgroupLink.Hook.allCases {
             let name = BPFFSLayout.socketLinkName(hook, cgroupID: cgroupID)
-            if observed.pins.socketLinks.contains(name) && !migratingMaps { continue }
+            if observed.pins.socketLinks.contains(name) && !replacingPrograms { continue }
             let old = socketPinToReplace(hook, cgroupID: cgroupID)
             addChange(
                 old == nil ? .create : .update, .service, .node, "socket LB \(hook.rawValue) on \(cgroup)",

@@ -45,3 +45,41 @@ public struct ServiceMapCapacity: Sendable, Hashable, Comparable, CustomStringCo
 
     public var description: String { "\(entries) entries (\(maxFrontends) frontends)" }
 }
+
+/// What services take of the service tables, counted as apply writes them: a frontend per
+/// port for the ClusterIP, two more for node ports (`node:port` and `0.0.0.0:port`), one per
+/// external and load balancer address; a services-map entry for each frontend and each of its
+/// backends; the distinct backends (address, port, protocol).
+struct ServiceMapDemand {
+    private(set) var frontends = 0
+    private(set) var entries = 0
+    private(set) var backends: Set<BackendAddress> = []
+
+    /// The frontends one port of `service` makes.
+    static func frontends(of service: ServiceSpec, _ port: ServicePort) -> Int {
+        1 + (service.type.hasNodePorts && port.nodePort != nil ? 2 : 0) + service.externalIPs.count
+            + service.loadBalancerIPs.count
+    }
+
+    mutating func add(_ service: ServiceSpec) {
+        for port in service.ports {
+            let count = Self.frontends(of: service, port)
+            frontends += count
+            entries += count * (1 + service.backends.count)
+            for b in service.backends {
+                backends.insert(
+                    BackendAddress(address: b.ip, port: UInt16(b.port ?? port.targetPort), protocol: port.protocol))
+            }
+        }
+    }
+
+    func fits(_ capacity: ServiceMapCapacity) -> Bool {
+        frontends <= capacity.maxFrontends && entries <= Int(capacity.entries)
+            && backends.count <= Int(capacity.entries)
+    }
+
+    /// The smallest size that holds it (nil: none does).
+    var smallest: ServiceMapCapacity? {
+        ServiceMapCapacity.smallest(frontends: frontends, entries: entries, backends: backends.count)
+    }
+}

@@ -270,30 +270,20 @@ struct SpecValidator {
             )
         }
         // What the BPF maps can hold.
-        var frontends = 0
-        var entries = 0
+        var demand = ServiceMapDemand()
         var sourceRanges = 0
         var maglevTables = 0
-        var distinct: Set<BackendAddress> = []
         for service in spec.services {
+            demand.add(service)
             for port in service.ports {
-                let count =
-                    1 + (service.type.hasNodePorts && port.nodePort != nil ? 2 : 0) + service.externalIPs.count
-                    + service.loadBalancerIPs.count
-                frontends += count
-                entries += count * (1 + service.backends.count)
+                let count = ServiceMapDemand.frontends(of: service, port)
                 if !service.backends.isEmpty {
                     maglevTables += spec.socketLB.enabled ? count - 1 : count
                 }
                 sourceRanges += service.loadBalancerIPs.count * Set(service.loadBalancerSourceRanges).count
-                for b in service.backends {
-                    distinct.insert(
-                        BackendAddress(address: b.ip, port: UInt16(b.port ?? port.targetPort), protocol: port.protocol))
-                }
             }
         }
-        let backends = distinct.count
-        checkCapacity(frontends: frontends, entries: entries, backends: backends)
+        checkCapacity(demand)
         let maglev = spec.loadBalancer
         if maglev.algorithm == .maglev && spec.servicesEnabled {
             let chunks = maglevTables * LoadBalancerSettings.maglevChunks(size: maglev.maglevTableSize)
@@ -321,7 +311,7 @@ struct SpecValidator {
 
     /// The service tables hold the spec's frontends, service entries and distinct backends
     /// (`loadBalancer.mapEntries`); a spec beyond them is refused with the size that holds it.
-    private mutating func checkCapacity(frontends: Int, entries: Int, backends: Int) {
+    private mutating func checkCapacity(_ demand: ServiceMapDemand) {
         let capacity = spec.loadBalancer.mapCapacity
         let (setting, allowed) = ("loadBalancer.mapEntries", ServiceMapCapacity.allowed)
         guard capacity.isValid else {
@@ -331,24 +321,24 @@ struct SpecValidator {
             return
         }
         let advice =
-            ServiceMapCapacity.smallest(frontends: frontends, entries: entries, backends: backends).map {
-                "; \(setting): \($0.entries) holds them"
-            } ?? "; the largest \(setting), \(allowed.upperBound), does not hold them"
-        if frontends > capacity.maxFrontends {
+            demand.smallest.map { "; \(setting): \($0.entries) holds them" }
+            ?? "; the largest \(setting), \(allowed.upperBound), does not hold them"
+        if demand.frontends > capacity.maxFrontends {
             problem(
                 "services",
-                "\(frontends) frontends (each port's ClusterIP, node ports, external and load balancer addresses); at most \(capacity.maxFrontends) fit (the reverse-NAT map: a quarter of \(setting), \(capacity.entries))\(advice)"
+                "\(demand.frontends) frontends (each port's ClusterIP, node ports, external and load balancer addresses); at most \(capacity.maxFrontends) fit (the reverse-NAT map: a quarter of \(setting), \(capacity.entries))\(advice)"
             )
         }
-        if entries > Int(capacity.entries) {
+        if demand.entries > Int(capacity.entries) {
             problem(
                 "services",
-                "\(entries) service map entries (a frontend and each of its backends); the map holds \(setting), \(capacity.entries)\(advice)"
+                "\(demand.entries) service map entries (a frontend and each of its backends); the map holds \(setting), \(capacity.entries)\(advice)"
             )
         }
-        if backends > Int(capacity.entries) {
+        if demand.backends.count > Int(capacity.entries) {
             problem(
-                "services", "\(backends) distinct backends; the map holds \(setting), \(capacity.entries)\(advice)")
+                "services",
+                "\(demand.backends.count) distinct backends; the map holds \(setting), \(capacity.entries)\(advice)")
         }
     }
 }
