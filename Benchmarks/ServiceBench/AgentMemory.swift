@@ -24,23 +24,11 @@ struct AgentMemoryOptions {
     var services = 100_000, nodes = 1000, seconds = 10, json = false
 
     init(_ args: [String]) throws {
-        var i = 0
-        func number(_ range: ClosedRange<Int>) throws -> Int {
-            i += 1
-            guard i < args.count, let n = Int(args[i]), range.contains(n) else { throw Usage() }
-            return n
-        }
-        while i < args.count {
-            switch args[i] {
-            case "--agent-memory": break
-            case "--services": services = try number(1...100_000)
-            case "--nodes": nodes = try number(0...10_000)
-            case "--seconds": seconds = try number(1...60)
-            case "--json": json = true
-            default: throw Usage()
-            }
-            i += 1
-        }
+        let (n, json) = try modeOptions(
+            args, mode: "--agent-memory",
+            numbers: ["--services": 1...100_000, "--nodes": 0...10_000, "--seconds": 1...60])
+        (services, nodes, seconds) = (n["--services"] ?? services, n["--nodes"] ?? nodes, n["--seconds"] ?? seconds)
+        self.json = json
     }
 }
 

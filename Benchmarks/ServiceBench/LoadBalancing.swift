@@ -26,24 +26,12 @@ struct LoadBalancingOptions {
     var rounds = 5, seconds = 2, services = 1000, backends = 100, json = false
 
     init(_ args: [String]) throws {
-        var i = 0
-        func number(_ range: ClosedRange<Int>) throws -> Int {
-            i += 1
-            guard i < args.count, let n = Int(args[i]), range.contains(n) else { throw Usage() }
-            return n
-        }
-        while i < args.count {
-            switch args[i] {
-            case "--load-balancing": break
-            case "--rounds": rounds = try number(1...20)
-            case "--seconds": seconds = try number(1...30)
-            case "--services": services = try number(1...1000)
-            case "--backends": backends = try number(1...100)
-            case "--json": json = true
-            default: throw Usage()
-            }
-            i += 1
-        }
+        let (n, json) = try modeOptions(
+            args, mode: "--load-balancing",
+            numbers: ["--rounds": 1...20, "--seconds": 1...30, "--services": 1...1000, "--backends": 1...100])
+        (rounds, seconds) = (n["--rounds"] ?? rounds, n["--seconds"] ?? seconds)
+        (services, backends) = (n["--services"] ?? services, n["--backends"] ?? backends)
+        self.json = json
     }
 }
 

@@ -74,6 +74,29 @@ struct Usage: Error {
         """
 }
 
+/// A mode's options: its own flag, `--json`, and `--name N` numbers within their ranges
+/// (anything else is a usage error). The numbers given, by name, and whether `--json` was.
+func modeOptions(
+    _ args: [String], mode: String, numbers ranges: [String: ClosedRange<Int>]
+) throws -> (numbers: [String: Int], json: Bool) {
+    var numbers: [String: Int] = [:]
+    var json = false
+    var i = 0
+    while i < args.count {
+        if args[i] == "--json" {
+            json = true
+        } else if let range = ranges[args[i]] {
+            i += 1
+            guard i < args.count, let n = Int(args[i]), range.contains(n) else { throw Usage() }
+            numbers[args[i - 1]] = n
+        } else if args[i] != mode {
+            throw Usage()
+        }
+        i += 1
+    }
+    return (numbers, json)
+}
+
 struct Options {
     var seconds = 3, repeats = 1, sizes = [1, 1000, 10000], json = false
     init(_ args: [String]) throws {
