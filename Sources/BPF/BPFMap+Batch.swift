@@ -62,7 +62,7 @@ extension BPFMap {
                 // Refused as a whole (count says nothing then): one update per entry; updates
                 // may repeat.
                 guard Self.unsupported(error) || rc == -EINVAL else {
-                    throw BPFError(error, "updating map \(name) (batch of \(range.count), \(count) written)")
+                    throw updateFailure(error, "updating map \(name) (batch of \(range.count), \(count) written)")
                 }
                 for i in range { try update(keys[i], values[i]) }
             }

@@ -45,7 +45,14 @@ public final class BPFMap<Key: BitwiseCopyable, Value: BitwiseCopyable>: @unchec
         var k = key
         var v = value
         let rc = bpf_map_update_elem(fd, &k, &v, UInt64(BPF_ANY))
-        guard rc == 0 else { throw BPFError.libbpf(rc, "updating map \(name)") }
+        guard rc == 0 else { throw updateFailure(rc < -1 ? -rc : errno, "updating map \(name)") }
+    }
+
+    /// An update's failure, in words: E2BIG from a hash map means it is full (a new key past its
+    /// `max_entries`), which strerror's "Argument list too long" does not say.
+    func updateFailure(_ error: Int32, _ context: String) -> BPFError {
+        guard error == E2BIG, let info = try? BPFMapInfo(fd: fd, what: name) else { return BPFError(error, context) }
+        return BPFError(error, "\(context): the map is full (it holds at most \(info.maxEntries) entries)")
     }
 
     public func lookup(_ key: Key) throws -> Value? {

@@ -48,6 +48,28 @@ struct DatapathTests {
             "nothing pinned outside our directories")
     }
 
+    /// A hash map past its size refuses new keys with E2BIG, which strerror words as "Argument
+    /// list too long": the error says the map is full and its size instead, one update or a batch.
+    @Test func aFullMapSaysSo() throws {
+        let object = try BPFObject(embedded: "bpf_lxc")
+        try #require(try object.setMaxEntries(4, ofMap: "nodenet_endpoints"))
+        try object.load()
+        let endpoints = try object.map(
+            named: "nodenet_endpoints", key: nodenet_endpoint_key.self, value: nodenet_endpoint.self)
+        let keys = (1...5).map { Self.key(IPAddress(ipv4: 0x0A00_0000 + UInt32($0))) }
+        let entry = nodenet_endpoint()
+        for key in keys.prefix(4) { try endpoints.update(key, entry) }
+        try endpoints.update(keys[0], entry)  // a key it holds: replaced
+        let one = #expect(throws: BPFError.self) { try endpoints.update(keys[4], entry) }
+        #expect(
+            one?.errno == E2BIG && one?.description.contains("the map is full (it holds at most 4 entries)") == true)
+        try endpoints.delete(keys[0])
+        let batch = #expect(throws: BPFError.self) {
+            try endpoints.update(keys: [keys[0], keys[4]], values: [entry, entry])  // (3 held)
+        }
+        #expect(batch?.description.contains("the map is full (it holds at most 4 entries)") == true, "\(batch!)")
+    }
+
     @Test func pinnedMapsAreSharedBetweenObjectsAndSurviveThem() throws {
         let root = "/sys/fs/bpf/\(TestNames.unique("pins"))"
         try BPFFS.prepare(root)  // mounts bpffs when it is not (a fresh machine)

@@ -1047,6 +1047,49 @@ struct ServiceLabTests {
             } == true, "\(refused?.problems ?? [])")
     }
 
+    /// A spec that replaces every service at once, then every backend at once, on maps big
+    /// enough for one set but not for both: services that go are taken out before new ones go in,
+    /// and a backend no frontend will name is taken out as soon as nothing names it, so the maps
+    /// never hold the old set and the new one together (they did, and the kernel refused the
+    /// inserts past the maps' size: the node could never take the new spec).
+    @Test func replacingEveryServiceOrBackendFitsMapsSizedForOneSet() throws {
+        var cluster = Self.cluster("swap")
+        cluster.loadBalancer.mapCapacity = ServiceMapCapacity(entries: 4096)  // 1 023 frontends
+        defer { Lab.down(name: cluster.name) }
+        try Self.up(cluster)
+        let seed = cluster.services
+        let node = "worker2"
+        let layout = BPFFSLayout(directory: cluster.bpffsDirectory(ofNode: node))
+        // 800 services of 3 backends each: 3 200 service entries and 2 400 backends a set.
+        func services(clusterIPs: UInt32, backends: UInt32) -> [ServiceSpec] {
+            (0..<800).map { (i: UInt32) in
+                let base = backends + 3 * i
+                return ServiceSpec(
+                    name: "fill/svc\(i)", type: .clusterIP, clusterIP: IPAddress(ipv4: clusterIPs + i + 1),
+                    ports: [ServicePort(protocol: .tcp, port: 80)],
+                    backends: (1...3).map { ServiceBackend(ip: IPAddress(ipv4: base + $0)) })
+            }
+        }
+        func apply(_ what: String) throws {
+            let controller = try NodeController(
+                spec: cluster.spec(forNode: node)!, namespace: .named(cluster.namespace(ofNode: node)))
+            let report = try controller.apply()
+            try #require(report.verified, "\(what): \(report.mismatches.prefix(3))")
+            let rows = try controller.services()
+            #expect(rows.count == 806 && rows.allSatisfy { $0.state == "ok" }, "\(what): \(rows.count) rows")
+            let maps = try #require(try ServiceMaps(pinnedIn: layout))
+            let wanted = Set(try controller.desiredState().frontends.flatMap(\.backends)).count
+            #expect(try maps.backends.keys().count == wanted, "\(what): only the new set's backends")
+            #expect(try Self.probe(cluster.name, "net", "10.96.18.68:80", count: 30).answers.count == 3, "\(what)")
+        }
+        cluster.services = seed + services(clusterIPs: 0x0A64_0000, backends: 0x0AC8_0000)  // 10.100/16, 10.200/16
+        try apply("the first set")
+        cluster.services = seed + services(clusterIPs: 0x0A65_0000, backends: 0x0AC9_0000)  // 10.101/16, 10.201/16
+        try apply("every service replaced")
+        cluster.services = seed + services(clusterIPs: 0x0A65_0000, backends: 0x0ACA_0000)  // 10.202/16
+        try apply("every backend replaced")
+    }
+
     /// More frontends than 16 bits can number: a service added after 65 600 others gets ids
     /// beyond 65 535 and is served on the packet path (socket LB off): its conntrack entries and
     /// its session affinity carry the whole id, the node stays converged, and the service keeps

@@ -100,6 +100,73 @@ import Testing
         #expect(early.ordered == [1, 2, 1, 3] && early.frontends.count == 3, "\(early.ordered)")
     }
 
+    /// Applies a plan's service changes to maps that hold at most `capacity` backends and
+    /// service entries, as the kernel would: false when a write would overfill one or a
+    /// frontend names a backend that is not there.
+    static func fits(_ plan: Planner.Plan, _ observed: inout ObservedServices, capacity: Int) -> Bool {
+        var entries = observed.masters.count + observed.slots.values.reduce(0) { $0 + $1.count }
+        for change in plan.changes {
+            guard let service = change.change.service else { continue }
+            switch service {
+            case .putBackend(let id, let backend, _):
+                if observed.backends[id] == nil && observed.backends.count == capacity { return false }
+                observed.backends[id] = backend
+            case .deleteBackend(let id, _):
+                observed.backends[id] = nil
+            case .putFrontend(let key, let entry, _, _):
+                guard entry.backendIDs.allSatisfy({ observed.backends[$0] != nil }) else { return false }
+                entries -= (observed.masters[key] == nil ? 0 : 1) + (observed.slots[key]?.count ?? 0)
+                entries += 1 + entry.backendIDs.count
+                if entries > capacity { return false }
+                observed.masters[key] = entry.master
+                observed.slots[key] = Dictionary(
+                    uniqueKeysWithValues: entry.backendIDs.enumerated().map { (UInt16($0.offset + 1), $0.element) })
+                observed.revnat[entry.id] = key
+            case .deleteFrontend(let key, _):
+                entries -= (observed.masters[key] == nil ? 0 : 1) + (observed.slots[key]?.count ?? 0)
+                (observed.masters[key], observed.slots[key]) = (nil, nil)
+            case .deleteRevNat(let id, _):
+                observed.revnat[id] = nil
+            default:
+                continue
+            }
+        }
+        return true
+    }
+
+    /// Specs that replace every service, then every backend, on maps sized for one set: the
+    /// plans never hold more than the maps' size (the lab test does it in the kernel), and they
+    /// converge.
+    @Test func replacingEveryServiceOrBackendNeverOverfillsTheMaps() {
+        func spec(clusterIPs: UInt32, backends: UInt32) -> NodeSpec {
+            var s = Self.spec
+            s.loadBalancer.mapCapacity = ServiceMapCapacity(entries: 4096)
+            s.services = (0..<800).map { (i: UInt32) in
+                ServiceSpec(
+                    name: "fill/svc\(i)", type: .clusterIP, clusterIP: IPAddress(ipv4: clusterIPs + i + 1),
+                    ports: [ServicePort(protocol: .tcp, port: 80)],
+                    backends: (1...3).map { ServiceBackend(ip: IPAddress(ipv4: backends + 3 * i + $0)) })
+            }
+            return s
+        }
+        var observed = PlannerTests.converged
+        for (step, s) in [
+            spec(clusterIPs: 0x0A64_0000, backends: 0x0AC8_0000), spec(clusterIPs: 0x0A65_0000, backends: 0x0AC9_0000),
+            spec(clusterIPs: 0x0A65_0000, backends: 0x0ACA_0000),
+        ].enumerated() {
+            let desired = DesiredState(spec: s, deviceMTU: 1500)
+            let plan = Planner.plan(
+                desired: desired, observed: observed, ledger: nil, nativeDevice: "eth0", datapath: .bpf,
+                attachModes: .clsact)
+            #expect(Self.fits(plan, &observed.services, capacity: 4096), "step \(step)")
+            #expect(observed.services.backends.count == 2400 && observed.services.masters.count == 800, "step \(step)")
+            let again = Planner.plan(
+                desired: desired, observed: observed, ledger: nil, nativeDevice: "eth0", datapath: .bpf,
+                attachModes: .clsact)
+            #expect(!again.changes.contains { $0.kind == .service && $0.subject.hasPrefix("backend") }, "step \(step)")
+        }
+    }
+
     @Test func aLiveFrontendKeepsItsIdOverAStaleReverseEntry() {
         var observed = ObservedServices()
         // Inconsistent maps: 10.96.18.68:80 has only a revnat entry at 7; the UDP DNS frontend
@@ -112,7 +179,7 @@ import Testing
         #expect(Set(ids.frontends.values).count == ids.frontends.count, "ids are unique")
     }
 
-    @Test func backendsComeBeforeFrontendsAndRemovalsLast() {
+    @Test func staleFrontendsGoFirstThenBackendsThenFrontends() {
         let desired = DesiredState(spec: Self.spec, deviceMTU: 1500)
         var observed = PlannerTests.converged
         observed.services.masters[Self.key("10.1.1.1:1/TCP")] = FrontendMaster(count: 1, id: 40, flags: [])
@@ -126,10 +193,11 @@ import Testing
         let subjects = plan.changes.filter { $0.kind == .service }.map(\.subject)
         let firstFrontend = subjects.firstIndex { $0.hasPrefix("ClusterIP 10.96") }!
         #expect(subjects.first == "datapath settings")
-        #expect(subjects.prefix(firstFrontend).filter { $0.hasPrefix("backend ") }.count == 4, "\(subjects)")
+        #expect(subjects.prefix(firstFrontend).filter { $0.hasPrefix("backend ") }.count == 5, "\(subjects)")
         #expect(
-            subjects.suffix(3) == ["ClusterIP 10.1.1.1:1/TCP", "frontend id 40", "backend 9"],
-            "stale frontend, its id, then its backend")
+            Array(subjects[3..<5]) == ["ClusterIP 10.1.1.1:1/TCP", "backend 9"],
+            "the stale frontend, then its backend, before anything is written: \(subjects)")
+        #expect(subjects.last == "frontend id 40", "its id goes last")
         #expect(subjects.contains("node address 172.18.0.2") && subjects.contains("node address 172.18.0.3"))
         #expect(!subjects.contains { $0.hasPrefix("socket LB") }, "a spec built in Swift has socket LB off")
     }

@@ -25,16 +25,22 @@ extension Planner {
     mutating func planMaglevTables(_ ids: ServiceIDs) {
         let wanted = wantedMaglevTables(ids)
         wantedMaglev = wanted.mapValues(\.index)
+        for (id, want) in wanted.sorted(by: { $0.key < $1.key }) { planMaglevTable(id, want, ids) }
+    }
+
+    /// Frontend `id`'s table, when the maps do not have it.
+    mutating func planMaglevTable(
+        _ id: FrontendID, _ want: (frontend: DesiredFrontend, index: MaglevIndex), _ ids: ServiceIDs
+    ) {
         let observed = self.observed.services.maglev
-        for (id, want) in wanted.sorted(by: { $0.key < $1.key }) where observed[id] != want.index {
-            let table = MaglevTable(
-                size: want.index.size, backends: want.frontend.backends.map { (address: $0, id: ids.backends[$0]!) })
-            addChange(
-                observed[id] == nil ? .create : .update, .service, .node,
-                "Maglev table of \(want.frontend.type.rawValue) \(want.frontend.key)",
-                wanted: want.index.description, found: observed[id]?.description,
-                .service(.putMaglevTable(id: id, table, previous: observed[id])))
-        }
+        guard observed[id] != want.index else { return }
+        let table = MaglevTable(
+            size: want.index.size, backends: want.frontend.backends.map { (address: $0, id: ids.backends[$0]!) })
+        addChange(
+            observed[id] == nil ? .create : .update, .service, .node,
+            "Maglev table of \(want.frontend.type.rawValue) \(want.frontend.key)",
+            wanted: want.index.description, found: observed[id]?.description,
+            .service(.putMaglevTable(id: id, table, previous: observed[id])))
     }
 
     /// Tables no wanted frontend has (its frontend gone, no backends left, the algorithm

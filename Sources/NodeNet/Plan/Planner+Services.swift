@@ -32,15 +32,9 @@ extension Planner {
             asWritten != nil ? [] : Self.byID(ids.backends.lazy.filter { observed.backends[$0.value] != $0.key })
         // Room for every change below at once (tens of thousands: growing would move them all).
         reserveChanges(changedBackends.count + (asWritten == nil ? desired.frontends.count : 0))
-        for (backend, id) in changedBackends {
-            let previous = observed.backends[id]
-            addChange(
-                previous == nil ? .create : .update, .service, .node,
-                .service(.putBackend(id: id, backend, previous: previous))
-            ) {
-                .init(subject: "backend \(id)", wanted: backend.description, found: previous?.description)
-            }
-        }
+        // Frontends that go, before any other write: the maps never hold both (see
+        // `planServiceWrites`).
+        planStaleFrontends(ids)
         // Source ranges before the frontends whose flag makes the datapath look them up.
         let ranges = Self.sourceRanges(desired.frontends, ids)
         wantedSourceRanges = ranges
@@ -49,31 +43,75 @@ extension Planner {
                 .create, .service, .node, "source range \(range.prefix) of frontend \(range.id)",
                 wanted: range.prefix.description, found: nil, .service(.putSourceRange(range)))
         }
-        // Maglev tables before their frontends: a frontend is never seen without its table
-        // (whatever an id's former frontend left in the chunks is overwritten first).
-        planMaglevTables(ids)
+        planServiceWrites(ids, changedBackends: changedBackends, frontends: asWritten == nil)
+        planSocketLB()
+    }
+
+    /// Frontend `i` (of the desired ones) as `ids` make it, when the maps do not hold it so.
+    func frontendWrite(_ i: Int, _ ids: ServiceIDs) -> FrontendEntry? {
+        let frontend = desired.frontends[i]
+        let id = ids.ordered[i]
+        let wanted = FrontendEntry(
+            id: id, flags: frontend.flags, backendIDs: Array(ids.slots(i)),
+            affinityTimeout: frontend.affinityTimeout ?? 0)
+        let observed = self.observed.services
+        return observed.entry(frontend.key) != wanted || observed.revnat[id] != frontend.key ? wanted : nil
+    }
+
+    mutating func planFrontendWrite(_ i: Int, _ wanted: FrontendEntry) {
+        let observed = self.observed.services
+        let frontend = desired.frontends[i]
+        let current = observed.entry(frontend.key)
+        let previous = observed.snapshot(frontend.key)
         let observedBackends = observed.backends
-        for (i, frontend) in desired.frontends.enumerated() where asWritten == nil {
-            let id = ids.ordered[i]
-            let wanted = FrontendEntry(
-                id: id, flags: frontend.flags, backendIDs: Array(ids.slots(i)),
-                affinityTimeout: frontend.affinityTimeout ?? 0)
-            let current = observed.entry(frontend.key)
-            guard current != wanted || observed.revnat[id] != frontend.key else { continue }
-            let previous = observed.snapshot(frontend.key)
-            addChange(
-                current == nil && previous == nil ? .create : .update, .service, .node,
-                .service(.putFrontend(frontend.key, wanted, previous: previous, previousRevnat: observed.revnat[id]))
-            ) {
-                // The wanted slots hold the frontend's backends in order.
-                let addresses = Dictionary(zip(wanted.backendIDs, frontend.backends), uniquingKeysWith: { a, _ in a })
-                return .init(
-                    subject: "\(frontend.type.rawValue) \(frontend.key)",
-                    wanted: Self.describe(wanted, backends: addresses),
-                    found: current.map { Self.describe($0, backends: observedBackends) })
+        addChange(
+            current == nil && previous == nil ? .create : .update, .service, .node,
+            .service(.putFrontend(frontend.key, wanted, previous: previous, previousRevnat: observed.revnat[wanted.id]))
+        ) {
+            // The wanted slots hold the frontend's backends in order.
+            let addresses = Dictionary(zip(wanted.backendIDs, frontend.backends), uniquingKeysWith: { a, _ in a })
+            return .init(
+                subject: "\(frontend.type.rawValue) \(frontend.key)",
+                wanted: Self.describe(wanted, backends: addresses),
+                found: current.map { Self.describe($0, backends: observedBackends) })
+        }
+    }
+
+    mutating func planBackendWrite(_ id: UInt32, _ backend: BackendAddress) {
+        let previous = observed.services.backends[id]
+        addChange(
+            previous == nil ? .create : .update, .service, .node,
+            .service(.putBackend(id: id, backend, previous: previous))
+        ) {
+            .init(subject: "backend \(id)", wanted: backend.description, found: previous?.description)
+        }
+    }
+
+    mutating func planBackendDelete(_ id: UInt32, _ backend: BackendAddress) {
+        addChange(.delete, .service, .node, .service(.deleteBackend(id: id, previous: backend))) {
+            .init(subject: "backend \(id)", wanted: nil, found: backend.description)
+        }
+    }
+
+    /// Frontends no wanted one has a key of (their slots, incomplete ones too).
+    mutating func planStaleFrontends(_ ids: ServiceIDs) {
+        guard !staleFrontendsPlanned else { return }
+        staleFrontendsPlanned = true
+        let observed = self.observed.services
+        // Every wanted frontend has an id (validation keeps them within the ids). Sorted only
+        // what goes (a converged table of thousands costs no sort).
+        let stale =
+            observed.masters.keys.filter { ids.frontends[$0] == nil }
+            + observed.slots.keys.filter { observed.masters[$0] == nil && ids.frontends[$0] == nil }
+        for key in stale.sorted() {
+            let type = observed.masters[key]?.flags.contains(.nodePort) == true ? "NodePort" : "ClusterIP"
+            let (current, backends) = (observed.entry(key), observed.backends)
+            addChange(.delete, .service, .node, .service(.deleteFrontend(key, previous: observed.snapshot(key)!))) {
+                .init(
+                    subject: "\(type) \(key)", wanted: nil,
+                    found: current.map { Self.describe($0, backends: backends) } ?? "incomplete entries")
             }
         }
-        planSocketLB()
     }
 
     /// Backends in id order (ids are unique): sorted as words, id and place, which is several
@@ -147,20 +185,7 @@ extension Planner {
         }
         let ids =
             serviceIDs ?? ServiceIDs.assign(desired.frontends, observed: observed, capacity: desired.serviceCapacity)
-        // Every wanted frontend has an id (validation keeps them within the ids). Sorted only
-        // what goes (a converged table of thousands costs no sort).
-        let stale =
-            observed.masters.keys.filter { ids.frontends[$0] == nil }
-            + observed.slots.keys.filter { observed.masters[$0] == nil && ids.frontends[$0] == nil }
-        for key in stale.sorted() {
-            let type = observed.masters[key]?.flags.contains(.nodePort) == true ? "NodePort" : "ClusterIP"
-            let (current, backends) = (observed.entry(key), observed.backends)
-            addChange(.delete, .service, .node, .service(.deleteFrontend(key, previous: observed.snapshot(key)!))) {
-                .init(
-                    subject: "\(type) \(key)", wanted: nil,
-                    found: current.map { Self.describe($0, backends: backends) } ?? "incomplete entries")
-            }
-        }
+        planStaleFrontends(ids)
         planMaglevPrune(ids)
         var wantedIDs = FrontendIDSet(desired.serviceCapacity.frontendIDs)
         for id in ids.frontends.values { _ = wantedIDs.insert(id) }
@@ -175,18 +200,9 @@ extension Planner {
                 .delete, .service, .node, "source range \(range.prefix) of frontend \(range.id)", wanted: nil,
                 found: range.prefix.description, .service(.deleteSourceRange(range)))
         }
-        // A backend whose address still has its id stays; the others only if another address
-        // took the id (a set built then: a converged node needs none).
-        var wantedBackends: Set<UInt32>?
-        var staleBackends: [(key: UInt32, value: BackendAddress)] = []
-        for entry in observed.backends where ids.backends[entry.value] != entry.key {
-            if wantedBackends == nil { wantedBackends = Set(ids.backends.values) }
-            if !wantedBackends!.contains(entry.key) { staleBackends.append(entry) }
-        }
-        for (id, backend) in staleBackends.sorted(by: { $0.key < $1.key }) {
-            addChange(.delete, .service, .node, .service(.deleteBackend(id: id, previous: backend))) {
-                .init(subject: "backend \(id)", wanted: nil, found: backend.description)
-            }
+        let staleBackends = self.staleBackends ?? Self.staleBackends(observed, ids)
+        for (id, backend) in staleBackends.sorted(by: { $0.key < $1.key }) where !deletedBackends.contains(id) {
+            planBackendDelete(id, backend)
         }
         for (ip, flags) in observed.nodes.sorted(by: { $0.key < $1.key }) where desired.serviceNodes[ip] == nil {
             addChange(

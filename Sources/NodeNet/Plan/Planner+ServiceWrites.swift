@@ -1,0 +1,117 @@
+import BPF
+
+/// The order of a services plan's backend, Maglev and frontend writes, within the maps' size.
+///
+/// Frontends that go are out before anything is written (`planStaleFrontends`), and a backend
+/// no frontend will name goes as soon as none does: a spec that replaces a node's services never
+/// needs the old set and the new one in the maps together (the kernel refuses inserts past a
+/// map's size, and the node could never take such a spec). When the backends map has room for
+/// every new backend next to the old ones still named, all backends go in, then the Maglev
+/// tables, then the frontends (a few batched writes); the old backends after them. When it has
+/// not (most backends replaced at once on maps sized for one set), the frontends are written in
+/// groups that fit: a group's new backends, its tables, its frontends, then the old backends
+/// none names any longer. Each frontend still changes in one write, to backends that exist.
+extension Planner {
+    mutating func planServiceWrites(
+        _ ids: ServiceIDs, changedBackends: [(key: BackendAddress, value: UInt32)], frontends: Bool
+    ) {
+        guard frontends else {
+            planMaglevTables(ids)
+            return
+        }
+        var writes: [(i: Int, entry: FrontendEntry)] = []
+        for i in desired.frontends.indices {
+            if let entry = frontendWrite(i, ids) { writes.append((i, entry)) }
+        }
+        let observed = self.observed.services
+        // Stale backends, and how many kept frontends name each (all of those are written below
+        // with other slots; the frontends that go are out already).
+        let stale = Self.staleBackends(observed, ids)
+        staleBackends = stale
+        var names: [UInt32: Int] = [:]
+        if !stale.isEmpty {
+            for (key, slots) in observed.slots where ids.frontends[key] != nil {
+                for id in slots.values where stale[id] != nil { names[id, default: 0] += 1 }
+            }
+        }
+        let unnamed = stale.keys.filter { names[$0] == nil }
+        for id in unnamed.sorted() { planBackendDelete(id, stale[id]!) }
+        deletedBackends.formUnion(unnamed)
+
+        let creates = changedBackends.filter { observed.backends[$0.value] == nil }
+        var room = Int(desired.serviceCapacity.entries) - (observed.backends.count - unnamed.count)
+        if creates.count <= room {
+            for (backend, id) in changedBackends { planBackendWrite(id, backend) }
+            planMaglevTables(ids)
+            for write in writes { planFrontendWrite(write.i, write.entry) }
+            return
+        }
+        // In groups. Backends whose address changes keep their ids (no room needed): first.
+        for (backend, id) in changedBackends where observed.backends[id] != nil { planBackendWrite(id, backend) }
+        var pending: [UInt32: BackendAddress] = [:]
+        pending.reserveCapacity(creates.count)
+        for (backend, id) in creates { pending[id] = backend }
+        let tables = wantedMaglevTables(ids)
+        wantedMaglev = tables.mapValues(\.index)
+        // Tables of frontends written in no group, and backends no written frontend names,
+        // with the first group.
+        let written = Set(writes.map(\.entry.id))
+        var named: Set<UInt32> = []
+        for write in writes { named.formUnion(backendIDs(of: write, ids)) }
+        var group: [(UInt32, BackendAddress)] = pending.filter { !named.contains($0.key) }.map { ($0.key, $0.value) }
+        for (id, _) in group { pending[id] = nil }
+        var firstTables = tables.filter { !written.contains($0.key) }
+        var start = 0
+        while start < writes.count {
+            var end = start
+            while end < writes.count {
+                var new: [(UInt32, BackendAddress)] = []
+                for id in backendIDs(of: writes[end], ids) {
+                    if let backend = pending.removeValue(forKey: id) { new.append((id, backend)) }
+                }
+                if end > start && group.count + new.count > room {
+                    for (id, backend) in new { pending[id] = backend }
+                    break
+                }
+                group += new
+                end += 1
+            }
+            for (id, backend) in group.sorted(by: { $0.0 < $1.0 }) { planBackendWrite(id, backend) }
+            for write in writes[start..<end] {
+                if let table = tables[write.entry.id] { firstTables[write.entry.id] = table }
+            }
+            for (id, want) in firstTables.sorted(by: { $0.key < $1.key }) { planMaglevTable(id, want, ids) }
+            var freed: [UInt32] = []
+            for write in writes[start..<end] {
+                planFrontendWrite(write.i, write.entry)
+                for id in observed.slots[desired.frontends[write.i].key]?.values ?? [:].values {
+                    guard let count = names[id] else { continue }
+                    names[id] = count > 1 ? count - 1 : nil
+                    if count == 1 { freed.append(id) }
+                }
+            }
+            for id in freed.sorted() { planBackendDelete(id, stale[id]!) }
+            deletedBackends.formUnion(freed)
+            room += freed.count - group.count
+            (group, firstTables, start) = ([], [:], end)
+        }
+    }
+
+    /// Backends under an id no wanted backend has. A backend whose address still has its id
+    /// stays; the others only if another address took the id (a set built then: a converged
+    /// node needs none).
+    static func staleBackends(_ observed: ObservedServices, _ ids: ServiceIDs) -> [UInt32: BackendAddress] {
+        var wantedIDs: Set<UInt32>?
+        var stale: [UInt32: BackendAddress] = [:]
+        for (id, backend) in observed.backends where ids.backends[backend] != id {
+            if wantedIDs == nil { wantedIDs = Set(ids.backends.values) }
+            if !wantedIDs!.contains(id) { stale[id] = backend }
+        }
+        return stale
+    }
+
+    /// The backends a frontend's write names: its slots' and its retained ones'.
+    private func backendIDs(of write: (i: Int, entry: FrontendEntry), _ ids: ServiceIDs) -> [UInt32] {
+        write.entry.backendIDs + desired.frontends[write.i].retained.compactMap { ids.backends[$0] }
+    }
+}
