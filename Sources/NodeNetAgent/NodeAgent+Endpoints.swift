@@ -372,9 +372,19 @@ extension NodeAgent {
 struct RunningNode {
     var spec: NodeSpec
     var endpoints: EndpointStore
-    var controller: NodeController
+    var controller: NodeController {
+        didSet { ignoreOwnChanges() }
+    }
+    /// The agent's netlink monitor, which leaves out what the controller itself changes (its
+    /// verification has seen that): a change of the cluster's nodes is one reconcile, not two.
+    var monitor: NetlinkMonitor? {
+        didSet { ignoreOwnChanges() }
+    }
     let lock: NodeLock
     let namespace: NamespaceReference
+
+    /// Only the current controller's socket: a replaced one's id may go to another process.
+    private func ignoreOwnChanges() { monitor?.ignoreChanges(madeBy: [controller.session.node.portID]) }
 
     /// A controller for `spec` with `endpoints`, running under the agent's lock.
     static func controller(
@@ -389,7 +399,8 @@ struct RunningNode {
     /// Makes `next` the node's spec (a reloaded file, a changed cluster), with a controller for
     /// it; throws, changing nothing, when the spec with the endpoints fails.
     mutating func adopt(_ next: NodeSpec, agent: NodeAgent) throws {
-        controller = try Self.controller(next, endpoints, lock: lock, namespace: namespace)
+        let replacement = try Self.controller(next, endpoints, lock: lock, namespace: namespace)
+        controller = replacement
         spec = next
         agent.publish(self)
     }

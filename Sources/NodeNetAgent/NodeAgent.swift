@@ -312,6 +312,7 @@ public final class NodeAgent: @unchecked Sendable {
         // tc events name a device by index only: looked up to tell whether it is one of ours.
         let deviceNames = try NetlinkSocket(namespace: options.namespace)
         defer { monitor.stop() }
+        node.monitor = monitor
         // The endpoint API listens before the first apply: requests wait for it in the loop's
         // queue (a runtime's ADD during start is answered when the node is ready, not refused).
         state.with { $0.acceptingEndpoints = true }

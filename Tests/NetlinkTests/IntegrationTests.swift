@@ -287,6 +287,56 @@ struct IntegrationTests {
         }
     }
 
+    /// A monitor told to leave out one socket's changes sees none of its routes, addresses or
+    /// qdiscs (the kernel names the requesting socket in those notifications) and still sees the
+    /// same changes made over another socket; a monitor not told sees both. (A link's settings
+    /// and the local route an address brings come with port id 0: they are reported.)
+    @Test func monitorLeavesOutTheChangesOfSocketsItIsToldOf() async throws {
+        try await withNamespaces(["own"]) { names in
+            let ns = NamespaceReference.named(names[0])
+            let mine = try NetlinkSocket(namespace: ns)
+            let other = try NetlinkSocket(namespace: ns)
+            try mine.add(LinkConfiguration(name: "o0", kind: .veth(peer: VethPeer(name: "o1")), up: true))
+            let o0 = try #require(try mine.link(named: "o0"))
+            let monitor = try NetlinkMonitor(namespace: ns, groups: [.ipv4Route, .link, .ipv4Address, .trafficControl])
+            defer { monitor.stop() }
+            let all = try NetlinkMonitor(namespace: ns, groups: [.ipv4Route])
+            defer { all.stop() }
+            monitor.ignoreChanges(madeBy: [mine.portID])
+            try mine.add(Route(destination: IPPrefix("10.78.0.0/16"), interfaceIndex: o0.index, scope: .link))
+            try mine.setLink(named: "o0", LinkChange(mtu: 1400))
+            try mine.add(
+                InterfaceAddress(interfaceIndex: o0.index, prefix: IPPrefix("10.78.0.1/32"), scope: .universe))
+            try mine.addClsact(interfaceIndex: o0.index)
+            try other.add(Route(destination: IPPrefix("10.79.0.0/16"), interfaceIndex: o0.index, scope: .link))
+            try other.setLink(named: "o0", LinkChange(mtu: 1300))
+            let seen = try await withTimeout(seconds: 20) { () -> [String] in
+                var events: [String] = []
+                for await event in monitor {
+                    switch event {
+                    case .newRoute(let r) where r.destination.length == 16: events.append("route \(r.destination)")
+                    case .newLink(let l) where l.mtu == 1300: events.append("link mtu 1300")
+                    case .newAddress(let a): events.append("address \(a.prefix)")
+                    case .trafficControl: events.append("tc")
+                    default: continue
+                    }
+                    if events.last == "link mtu 1300" { break }
+                }
+                return events
+            }
+            #expect(seen == ["route 10.79.0.0/16", "link mtu 1300"], "only the other socket's changes")
+            let both = try await withTimeout(seconds: 20) { () -> [String] in
+                var routes: [String] = []
+                for await event in all {
+                    if case .newRoute(let r) = event, r.destination.length == 16 { routes.append("\(r.destination)") }
+                    if routes.count == 2 { break }
+                }
+                return routes
+            }
+            #expect(both == ["10.78.0.0/16", "10.79.0.0/16"], "a monitor not told sees both")
+        }
+    }
+
     /// A clsact qdisc added and deleted on a device arrive as tc events naming its index and
     /// clsact's parent (and a monitor not subscribed to tc sees none).
     @Test func monitorSeesQdiscChangesByInterfaceIndex() async throws {

@@ -70,6 +70,7 @@ public struct NetlinkMonitor: AsyncSequence, Sendable {
 
     private let stream: AsyncStream<NetlinkEvent>
     private let stopped: StopFlag
+    private let ignored: IgnoredSenders
 
     /// - Parameter receiveBuffer: `SO_RCVBUF` for the subscription (larger = fewer overruns).
     public init(
@@ -87,14 +88,33 @@ public struct NetlinkMonitor: AsyncSequence, Sendable {
         continuation.onTermination = { _ in stopped.stop() }
         self.stream = stream
         self.stopped = stopped
-        let reader = MonitorReader(socket: socket, continuation: continuation, stopped: stopped)
+        let ignored = IgnoredSenders()
+        self.ignored = ignored
+        let reader = MonitorReader(socket: socket, continuation: continuation, stopped: stopped, ignored: ignored)
         try reader.start()
     }
 
     public func makeAsyncIterator() -> AsyncStream<NetlinkEvent>.Iterator { stream.makeAsyncIterator() }
 
+    /// From now on, leaves out the notifications of changes requested through these sockets (a
+    /// process's own changes, which it knows about), replacing the set given before.
+    ///
+    /// The kernel puts the port id of the socket whose request caused a change in the
+    /// notifications of routes, addresses and tc objects (a link's settings, what the kernel
+    /// does on its own and sysctl files come with 0, and are reported), and no other socket in
+    /// the namespace has that id while the socket is open. So give only sockets that are open:
+    /// once one is closed, its id may go to another process's socket.
+    public func ignoreChanges(madeBy portIDs: Set<UInt32>) { ignored.set(portIDs.subtracting([0])) }
+
     /// Ends the sequence; the reader thread exits within its poll interval.
     public func stop() { stopped.stop() }
+}
+
+/// The port ids whose notifications a monitor leaves out, shared with its reader thread.
+private final class IgnoredSenders: Sendable {
+    private let ids = Mutex<Set<UInt32>>([])
+    func set(_ new: Set<UInt32>) { ids.withLock { $0 = new } }
+    func contains(_ id: UInt32) -> Bool { id != 0 && ids.withLock { $0.contains(id) } }
 }
 
 /// A flag a thread polls to know when to stop.
@@ -109,12 +129,17 @@ private final class MonitorReader: @unchecked Sendable {
     let socket: NetlinkSocket
     let continuation: AsyncStream<NetlinkEvent>.Continuation
     let stopped: StopFlag
+    let ignored: IgnoredSenders
     static let pollMilliseconds: Int32 = 100
 
-    init(socket: NetlinkSocket, continuation: AsyncStream<NetlinkEvent>.Continuation, stopped: StopFlag) {
+    init(
+        socket: NetlinkSocket, continuation: AsyncStream<NetlinkEvent>.Continuation, stopped: StopFlag,
+        ignored: IgnoredSenders
+    ) {
         self.socket = socket
         self.continuation = continuation
         self.stopped = stopped
+        self.ignored = ignored
     }
 
     func start() throws {
@@ -134,6 +159,7 @@ private final class MonitorReader: @unchecked Sendable {
             }
             do {
                 for message in try socket.receiveEvents(context: "reading netlink events") {
+                    if ignored.contains(message.header.portID) { continue }
                     if let event = NetlinkEvent.decode(message) { continuation.yield(event) }
                 }
             } catch let error as NetlinkError where error.errno == .noBufferSpace {
