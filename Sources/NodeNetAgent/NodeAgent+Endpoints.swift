@@ -400,6 +400,7 @@ struct RunningNode {
     /// it; throws, changing nothing, when the spec with the endpoints fails.
     mutating func adopt(_ next: NodeSpec, agent: NodeAgent) throws {
         let replacement = try Self.controller(next, endpoints, lock: lock, namespace: namespace)
+        replacement.continuing(from: controller)
         controller = replacement
         spec = next
         agent.publish(self)
@@ -410,6 +411,7 @@ struct RunningNode {
     mutating func adopt(_ next: EndpointStore, agent: NodeAgent) -> EndpointError? {
         do {
             let controller = try Self.controller(spec, next, lock: lock, namespace: namespace)
+            controller.continuing(from: self.controller)
             try next.save()
             endpoints = next
             self.controller = controller

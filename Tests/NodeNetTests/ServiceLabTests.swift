@@ -1187,6 +1187,19 @@ struct ServiceLabTests {
         #expect(report.verified && report.changes.count == 1, "\(report.changes.map(\.subject))")
         #expect(try compared() == (true, true), "the repair's verification held them as written")
         #expect(try Self.probe(cluster.name, "net", "10.96.18.68:80", count: 60).answers.count == 3)
+        // A controller replacing this one (the agent's, on a new spec or endpoint) takes over what
+        // it held: its first plan compares too. One for another map size does not.
+        let next = try NodeController(
+            spec: cluster.spec(forNode: "worker2")!, namespace: .named(cluster.namespace(ofNode: "worker2")))
+        next.continuing(from: controller)
+        let (plan, observed) = try next.observedPlan(desired, ledger: nil)
+        #expect(observed.services.servicesAsWritten != nil && plan.isEmpty, "taken over")
+        var resized = cluster
+        resized.loadBalancer.mapCapacity = ServiceMapCapacity(entries: 8192)
+        let other = try NodeController(
+            spec: resized.spec(forNode: "worker2")!, namespace: .named(resized.namespace(ofNode: "worker2")))
+        other.continuing(from: next)
+        #expect(other.heldServiceIDs.withLock { $0 } == nil, "not for maps of another size")
     }
 
     /// An apply's verification compares the service maps with what it wrote, entry by entry,
