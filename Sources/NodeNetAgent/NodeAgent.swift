@@ -143,6 +143,8 @@ public final class NodeAgent: @unchecked Sendable {
         /// What the agent's own endpoint changes touched and when they were verified: events
         /// about them from before then are not drift.
         var ownChanges: [EventSubject: ContinuousClock.Instant] = [:]
+        /// When a full reconcile's reading last found the node converged (`ApplyReport.convergedAt`).
+        var convergedAt: ContinuousClock.Instant?
         /// Endpoint requests waiting for the loop.
         var pendingEndpoints: [PendingEndpoint] = []
         /// Reconciles that failed in a row, and whether a retry is scheduled.
@@ -467,8 +469,10 @@ public final class NodeAgent: @unchecked Sendable {
                     controller, cause: .audit, reason: "bpf audit: \(drift.first!)", eventAt: .now)
                 recordDrift(drift, repaired: report?.verified == true, spec: spec)
             case .event(let reason, let at, let subject):
-                // A reconcile that started after this event already saw its effect.
-                guard at >= lastStart else { continue }
+                // A reconcile that started after this event already saw its effect, and so did the
+                // reading that last found the node converged (the events of the reconcile's own
+                // changes that carry no socket's id: links, device settings).
+                guard at >= lastStart, at >= state.with({ $0.convergedAt }) ?? at else { continue }
                 // So did an endpoint change that verified what the event is about.
                 if let subject, let verifiedAt = state.with({ $0.ownChanges[subject] }), at <= verifiedAt { continue }
                 lastStart = .now
@@ -544,6 +548,7 @@ public final class NodeAgent: @unchecked Sendable {
         let report = await withCheckedContinuation { (done: CheckedContinuation<ApplyReport?, Never>) in
             Thread.detachNewThread { [self] in
                 let report = reconcileNow(controller, cause: cause, reason: reason, eventAt: eventAt)
+                if let at = report?.convergedAt { state.with { $0.convergedAt = max($0.convergedAt ?? at, at) } }
                 HeapRelease.now()  // what the reconcile freed, back to the kernel
                 done.resume(returning: report)
             }
@@ -599,7 +604,7 @@ public final class NodeAgent: @unchecked Sendable {
                 report = ApplyReport(
                     node: again.node, changes: report.changes + again.changes, mismatches: again.mismatches,
                     seconds: report.seconds + again.seconds, warnings: report.warnings + again.warnings,
-                    datapathFingerprint: again.datapathFingerprint)
+                    datapathFingerprint: again.datapathFingerprint, convergedAt: again.convergedAt)
                 attempts += 1
             }
             for warning in report.warnings { log.warning("\(warning)") }

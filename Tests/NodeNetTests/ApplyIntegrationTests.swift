@@ -75,7 +75,11 @@ struct ApplyIntegrationTests {
     @Test func reapplyMakesNoKernelWrites() async throws {
         try await TestNode.with(pods: 2) { t in
             let controller = try t.controller(t.spec())
-            _ = try controller.apply()
+            let started = ContinuousClock.now
+            let first = try controller.apply()
+            // Converged as of the verification's reading.
+            #expect(!first.changes.isEmpty && first.verified)
+            #expect(first.convergedAt.map { $0 > started + .nanoseconds(1) && $0 <= .now } == true)
             // What apply can write (it never touches IPv6 or neighbours, where the kernel's own
             // address checks and probes on the fresh devices would speak first).
             let groups: MulticastGroups = [.link, .ipv4Address, .ipv4Route, .ipv4Netconf]
@@ -88,8 +92,11 @@ struct ApplyIntegrationTests {
             }
             let quiet = try Set(
                 [t.namespace, .named(t.pods[0])].flatMap { try NetlinkSocket(namespace: $0).links().map(shape) })
+            let read = ContinuousClock.now
             let report = try controller.apply()
             #expect(report.changes.isEmpty && report.verified)
+            // The reading that found nothing to do is when the node was last seen converged.
+            #expect(report.convergedAt.map { $0 >= read && $0 <= .now } == true)
             #expect(try controller.plan().isEmpty)
             // A marker change proves the monitors work; nothing may come before it.
             try NetlinkSocket(namespace: t.namespace).add(

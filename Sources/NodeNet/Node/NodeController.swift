@@ -163,6 +163,7 @@ public final class NodeController: @unchecked Sendable {
         // to do, the kernel matched the spec when the fingerprint was taken. One taken after
         // would include drift that landed in between, and audits would take it for normal.
         var fingerprint = try fingerprintIfReported()
+        let planRead = ContinuousClock.now
         let plan = try plan(desired, ledger: previousLedger)
         guard plan.conflicts.isEmpty else {
             throw NodeNetError.conflict("cannot apply:\n" + plan.conflicts.map { "  \($0)" }.joined(separator: "\n"))
@@ -183,7 +184,7 @@ public final class NodeController: @unchecked Sendable {
             }
             return ApplyReport(
                 node: spec.node.name, changes: [], mismatches: [], seconds: Self.seconds(since: start),
-                warnings: warnings, datapathFingerprint: fingerprint)
+                warnings: warnings, datapathFingerprint: fingerprint, convergedAt: planRead)
         }
         // Before touching anything: remember every endpoint that may exist afterwards and
         // the sysctl values about to be overwritten, so a crash or teardown can clean up.
@@ -214,6 +215,7 @@ public final class NodeController: @unchecked Sendable {
             throw failure
         }
         fingerprint = try fingerprintIfReported()
+        let verificationRead = ContinuousClock.now
         let after = try verificationPlan(desired, ledger: inProgress, after: plan)
         inProgress.endpoints = wantedEndpoints
         let stillPinned = former.filter { !BPFFSLayout(directory: $0).ownedPins().isEmpty }
@@ -223,7 +225,7 @@ public final class NodeController: @unchecked Sendable {
         return ApplyReport(
             node: spec.node.name, changes: plan.changes, mismatches: after.changes.map(\.mismatch) + after.conflicts,
             seconds: Self.seconds(since: start), warnings: warnings,
-            datapathFingerprint: after.isEmpty ? fingerprint : nil)
+            datapathFingerprint: after.isEmpty ? fingerprint : nil, convergedAt: after.isEmpty ? verificationRead : nil)
     }
 
     private func fingerprintIfReported() throws -> DatapathFingerprint? {
@@ -245,11 +247,16 @@ public struct ApplyReport: Sendable {
     /// The datapath as it was when the kernel was last seen to match the spec (only with
     /// `reportsDatapathFingerprint`, BPF mode, and a verified apply).
     public var datapathFingerprint: DatapathFingerprint?
+    /// When the kernel was last seen to match the spec: the start of the reading that found
+    /// nothing left to do (the verification's, or the plan's when there was nothing to do); nil
+    /// when none did. Whatever changed in the kernel before then is in that reading (a netlink
+    /// event stamped earlier needs no reconcile of its own).
+    public var convergedAt: ContinuousClock.Instant?
     public var verified: Bool { mismatches.isEmpty }
 
     public init(
         node: String, changes: [PlannedChange], mismatches: [String], seconds: Double, warnings: [String] = [],
-        datapathFingerprint: DatapathFingerprint? = nil
+        datapathFingerprint: DatapathFingerprint? = nil, convergedAt: ContinuousClock.Instant? = nil
     ) {
         self.node = node
         self.changes = changes
@@ -257,5 +264,6 @@ public struct ApplyReport: Sendable {
         self.seconds = seconds
         self.warnings = warnings
         self.datapathFingerprint = datapathFingerprint
+        self.convergedAt = convergedAt
     }
 }
