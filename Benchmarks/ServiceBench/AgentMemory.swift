@@ -107,9 +107,8 @@ func runAgentMemoryBench(_ o: AgentMemoryOptions) throws {
         }
         // The maps a node of that many services is given (the default, or the smallest size
         // that holds them), and its routes to the other nodes, made before the agent starts: it
-        // measures a node configured so, not the one-time replacement of its maps or the
-        // reconciles its own changes then trigger (one for the programs replaced, two for
-        // 1 000 routes made: each a re-apply with nothing to do, 0.4 s at 100 000 services).
+        // measures a node configured so, not the one-time replacement of its maps and the
+        // making of 1 000 routes.
         spec.loadBalancer.mapCapacity = max(
             .default, ServiceMapCapacity.smallest(frontends: count, entries: 4 * count, backends: 3 * count)!)
         guard try NodeController(spec: spec, namespace: .named(lab.namespace(ofNode: "n1"))).apply().verified else {
