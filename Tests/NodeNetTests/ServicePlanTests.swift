@@ -167,6 +167,32 @@ import Testing
         }
     }
 
+    /// Backends moving from one service to another on maps with room for only some of them:
+    /// the service that only gives backends up is written first, so the other one's fit.
+    @Test func aFrontendThatOnlyFreesBackendsIsWrittenFirst() {
+        func spec(_ a: [UInt32], _ b: [UInt32]) -> NodeSpec {
+            var s = Self.spec
+            s.loadBalancer.mapCapacity = ServiceMapCapacity(entries: 4096)
+            s.services = [("a", a, 0x0A64_0001 as UInt32), ("b", b, 0x0A64_0002)].map { name, backends, address in
+                ServiceSpec(
+                    name: "fill/\(name)", type: .clusterIP, clusterIP: IPAddress(ipv4: address),
+                    ports: [ServicePort(protocol: .tcp, port: 80)],
+                    backends: backends.map { ServiceBackend(ip: IPAddress(ipv4: 0x0AC8_0000 + $0)) })
+            }
+            return s
+        }
+        var observed = PlannerTests.converged
+        // a: 1 backend, b: 3 000 (3 001 of 4 096 held); then a takes 2 000 new ones, b keeps 1 000.
+        for (step, s) in [spec([5000], Array(1...3000)), spec(Array(6001...8000), Array(1...1000))].enumerated() {
+            let desired = DesiredState(spec: s, deviceMTU: 1500)
+            let plan = Planner.plan(
+                desired: desired, observed: observed, ledger: nil, nativeDevice: "eth0", datapath: .bpf,
+                attachModes: .clsact)
+            #expect(Self.fits(plan, &observed.services, capacity: 4096), "step \(step)")
+        }
+        #expect(observed.services.backends.count == 3000)
+    }
+
     @Test func aLiveFrontendKeepsItsIdOverAStaleReverseEntry() {
         var observed = ObservedServices()
         // Inconsistent maps: 10.96.18.68:80 has only a revnat entry at 7; the UDP DNS frontend

@@ -10,7 +10,9 @@ import BPF
 /// tables, then the frontends (a few batched writes); the old backends after them. When it has
 /// not (most backends replaced at once on maps sized for one set), the frontends are written in
 /// groups that fit: a group's new backends, its tables, its frontends, then the old backends
-/// none names any longer. Each frontend still changes in one write, to backends that exist.
+/// none names any longer (frontends that need no new backend first, as they only free). Each
+/// frontend still changes in one write, to backends that exist, and a group holds one frontend
+/// at least, whatever it needs.
 extension Planner {
     mutating func planServiceWrites(
         _ ids: ServiceIDs, changedBackends: [(key: BackendAddress, value: UInt32)], frontends: Bool
@@ -61,8 +63,11 @@ extension Planner {
         var group: [(UInt32, BackendAddress)] = pending.filter { !named.contains($0.key) }.map { ($0.key, $0.value) }
         for (id, _) in group { pending[id] = nil }
         var firstTables = tables.filter { !written.contains($0.key) }
+        // Frontends that need no new backend first: they only free old ones.
+        let needsNew = writes.map { backendIDs(of: $0, ids).contains { pending[$0] != nil } }
+        writes = zip(writes, needsNew).filter { !$0.1 }.map(\.0) + zip(writes, needsNew).filter { $0.1 }.map(\.0)
         var start = 0
-        while start < writes.count {
+        repeat {  // (once at least: the first group's backends and tables, with no frontend to write)
             var end = start
             while end < writes.count {
                 var new: [(UInt32, BackendAddress)] = []
@@ -94,7 +99,7 @@ extension Planner {
             deletedBackends.formUnion(freed)
             room += freed.count - group.count
             (group, firstTables, start) = ([], [:], end)
-        }
+        } while start < writes.count
     }
 
     /// Backends under an id no wanted backend has. A backend whose address still has its id
