@@ -103,7 +103,9 @@ public struct NetlinkMonitor: AsyncSequence, Sendable {
     /// notifications of routes, addresses and tc objects (a link's settings, what the kernel
     /// does on its own and sysctl files come with 0, and are reported), and no other socket in
     /// the namespace has that id while the socket is open. So give only sockets that are open:
-    /// once one is closed, its id may go to another process's socket.
+    /// once one is closed, its id may go to another process's socket. (A request made from
+    /// another namespace, as a veth whose peer is put here, carries an id of that namespace,
+    /// which may be the same number.)
     public func ignoreChanges(madeBy portIDs: Set<UInt32>) { ignored.set(portIDs.subtracting([0])) }
 
     /// Ends the sequence; the reader thread exits within its poll interval.

@@ -45,21 +45,38 @@ public final class NodeController: @unchecked Sendable {
 
     /// The desired state; the MTU defaults to the native device's, BIG TCP follows what the
     /// kernel and the native device allow.
-    public func desiredState() throws -> DesiredState {
+    public func desiredState() throws -> DesiredState { desiredState(try nativeDeviceInputs()) }
+
+    func desiredState(_ native: NativeDeviceInputs) -> DesiredState {
+        var desired = DesiredState(spec: spec, deviceMTU: native.mtu)
+        desired.ipv4SegmentSize = native.segmentSize
+        if let unavailable = native.unavailable { desired.unavailable.append(unavailable) }
+        return desired
+    }
+
+    /// What the desired state takes from the native device: its MTU, and the BIG TCP size it
+    /// allows (or why none).
+    struct NativeDeviceInputs: Equatable {
+        var mtu: UInt32
+        var segmentSize: UInt32?
+        var unavailable: String?
+    }
+
+    func nativeDeviceInputs() throws -> NativeDeviceInputs {
         let native = try session.node.link(named: spec.node.device)
         guard native != nil || spec.node.mtu != nil else {
             throw NodeNetError.missing("native device \(spec.node.device) does not exist in \(session.namespace)")
         }
-        var desired = DesiredState(spec: spec, deviceMTU: native?.mtu ?? 1500)
+        var inputs = NativeDeviceInputs(mtu: native?.mtu ?? 1500)
         // BIG TCP follows the native device; without it (an MTU given in the spec), devices stay as they are.
         if let native {
             do {
-                desired.ipv4SegmentSize = try spec.ipv4BigTCP.segmentSize(nativeDevice: native)
+                inputs.segmentSize = try spec.ipv4BigTCP.segmentSize(nativeDevice: native)
             } catch {
-                desired.unavailable.append("\(error)")
+                inputs.unavailable = "\(error)"
             }
         }
-        return desired
+        return inputs
     }
 
     /// What apply would change. Changes nothing (an untrusted ledger is left where it is).
@@ -155,7 +172,11 @@ public final class NodeController: @unchecked Sendable {
     private func applyLocked() throws -> ApplyReport {
         defer { session.releasePodSockets() }
         let start = ContinuousClock.now
-        let desired = try desiredState()
+        // (Before the desired state, which takes the native device's MTU: a change of it after
+        // this is not taken as seen.)
+        let planRead = ContinuousClock.now
+        let desiredNative = try nativeDeviceInputs()
+        let desired = desiredState(desiredNative)
         let (previousLedger, recovered) = try ledger(moveAside: true)
         var warnings = recovered.map { ["ledger: \($0)"] } ?? []
         let previousLedgerBytes = Ledger.snapshot(in: spec.stateDirectory)
@@ -163,7 +184,6 @@ public final class NodeController: @unchecked Sendable {
         // to do, the kernel matched the spec when the fingerprint was taken. One taken after
         // would include drift that landed in between, and audits would take it for normal.
         var fingerprint = try fingerprintIfReported()
-        let planRead = ContinuousClock.now
         let plan = try plan(desired, ledger: previousLedger)
         guard plan.conflicts.isEmpty else {
             throw NodeNetError.conflict("cannot apply:\n" + plan.conflicts.map { "  \($0)" }.joined(separator: "\n"))
@@ -216,6 +236,9 @@ public final class NodeController: @unchecked Sendable {
         }
         fingerprint = try fingerprintIfReported()
         let verificationRead = ContinuousClock.now
+        // The desired state was made before the changes: it still holds only if the native
+        // device still gives what it took (an MTU changed meanwhile is not taken as seen).
+        let nativeUnchanged = try nativeDeviceInputs() == desiredNative
         let after = try verificationPlan(desired, ledger: inProgress, after: plan)
         inProgress.endpoints = wantedEndpoints
         let stillPinned = former.filter { !BPFFSLayout(directory: $0).ownedPins().isEmpty }
@@ -225,7 +248,8 @@ public final class NodeController: @unchecked Sendable {
         return ApplyReport(
             node: spec.node.name, changes: plan.changes, mismatches: after.changes.map(\.mismatch) + after.conflicts,
             seconds: Self.seconds(since: start), warnings: warnings,
-            datapathFingerprint: after.isEmpty ? fingerprint : nil, convergedAt: after.isEmpty ? verificationRead : nil)
+            datapathFingerprint: after.isEmpty ? fingerprint : nil,
+            convergedAt: after.isEmpty && nativeUnchanged ? verificationRead : nil)
     }
 
     private func fingerprintIfReported() throws -> DatapathFingerprint? {
