@@ -1090,6 +1090,52 @@ struct ServiceLabTests {
         try apply("every backend replaced")
     }
 
+    /// A services apply that fails midway (the backends map filled behind nodenet's back with
+    /// entries it cannot read, so the kernel refuses an insert) is rolled back, batch by batch:
+    /// the services, backends and reverse-NAT maps are as before, entry by entry, and the failure
+    /// says the map is full.
+    @Test func aServicesApplyThatFailsMidwayLeavesTheMapsAsTheyWere() throws {
+        var cluster = Self.cluster("undo")
+        cluster.loadBalancer.mapCapacity = ServiceMapCapacity(entries: 4096)
+        defer { Lab.down(name: cluster.name) }
+        try Self.up(cluster)
+        let node = "worker2"
+        let maps = try #require(try ServiceMaps(pinnedIn: BPFFSLayout(directory: cluster.bpffsDirectory(ofNode: node))))
+        func services(_ range: Range<UInt32>) -> [ServiceSpec] {
+            range.map { i in
+                ServiceSpec(
+                    name: "fill/svc\(i)", type: .clusterIP, clusterIP: IPAddress(ipv4: 0x0A64_0000 + i + 1),
+                    ports: [ServicePort(protocol: .tcp, port: 80)],
+                    backends: (1...3).map { ServiceBackend(ip: IPAddress(ipv4: 0x0AC8_0000 + 3 * i + $0)) })
+            }
+        }
+        func controller() throws -> NodeController {
+            try NodeController(spec: cluster.spec(forNode: node)!, namespace: .named(cluster.namespace(ofNode: node)))
+        }
+        let seed = cluster.services
+        cluster.services = seed + services(0..<100)
+        try #require(try controller().apply().verified)
+        // Room for 150 more backends; the next spec has 300.
+        let junk = (0..<UInt32(4096 - 150 - (try maps.backends.keys().count))).map { 1_000_000 + $0 }
+        try maps.backends.update(keys: junk, values: Array(repeating: nodenet_backend(), count: junk.count))
+        func entries() throws -> [String] {
+            let (s, b, r) = (try maps.services.contents(), try maps.backends.contents(), try maps.revnat.contents())
+            return
+                (zip(s.keys, s.values).map { "\($0) \($1)" } + zip(b.keys, b.values).map { "\($0) \($1)" }
+                + zip(r.keys, r.values).map { "\($0) \($1)" }).sorted()
+        }
+        let before = try entries()
+        // 10 go (out first: their 30 backends free room), 100 come (300 backends: 180 fit).
+        cluster.services = seed + services(10..<200)
+        let failure = #expect(throws: ApplyFailure.self) { try controller().apply() }
+        #expect(failure?.rollback.complete == true, "\(failure.map { "\($0)" } ?? "")")
+        #expect(failure.map { "\($0)" }?.contains("the map is full (it holds at most 4096 entries)") == true)
+        #expect(try entries() == before, "the maps as they were")
+        // Without the junk, the same spec applies.
+        try maps.backends.delete(keys: junk)
+        #expect(try controller().apply().verified)
+    }
+
     /// More frontends than 16 bits can number: a service added after 65 600 others gets ids
     /// beyond 65 535 and is served on the packet path (socket LB off): its conntrack entries and
     /// its session affinity carry the whole id, the node stays converged, and the service keeps

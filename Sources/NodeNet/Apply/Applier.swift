@@ -62,7 +62,10 @@ struct Applier {
             }
             do {
                 try run()
-                undone += 1
+                undone += step.changes
+            } catch let partial as PartialUndo {
+                undone += partial.undone
+                failures += partial.failures
             } catch {
                 failures.append("\(step.what): \(error)")
             }

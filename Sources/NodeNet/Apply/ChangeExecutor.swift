@@ -14,15 +14,19 @@ struct UndoStep {
     private let describe: () -> String
     /// nil: the change cannot be undone (`what` says what was lost).
     let run: (() throws -> Void)?
+    /// How many changes it undoes (a batch of map writes is undone by one step).
+    let changes: Int
 
-    init(_ what: @autoclosure @escaping () -> String, _ run: @escaping () throws -> Void) {
+    init(_ what: @autoclosure @escaping () -> String, changes: Int = 1, _ run: @escaping () throws -> Void) {
         self.describe = what
         self.run = run
+        self.changes = changes
     }
 
     private init(irreversible what: String) {
         self.describe = { what }
         run = nil
+        changes = 1
     }
 
     /// A change that cannot be undone (a deleted link comes back only as a new link).
@@ -30,6 +34,13 @@ struct UndoStep {
 
     /// Removes a pin this apply created.
     static func unpin(_ path: String) -> UndoStep { UndoStep("removing \(path)") { try BPFPin.remove(path) } }
+}
+
+/// A step of several changes that undid only some: how many, and what the others could not
+/// put back.
+struct PartialUndo: Error {
+    let undone: Int
+    let failures: [String]
 }
 
 /// The change of a run that failed: its index in the run and the error.
