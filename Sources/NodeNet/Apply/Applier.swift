@@ -33,6 +33,7 @@ struct Applier {
                 throw ApplyFailure(change: changes[start + failure.index], error: failure.error, rollback: rollback)
             }
         }
+        undo.removeAll()  // (done: nothing rolls back now, and the verification need not hold them)
     }
 
     /// Hands the leading run of `changes` that belongs to `executor`'s domain to it; returns

@@ -67,7 +67,7 @@ final class ServiceExecutor: ChangeExecutor {
             // Undo recorded first: a write that fails halfway has already changed live slots,
             // and restoring is idempotent.
             let maps = try context.serviceMaps()
-            undo.append(restore(.revnat(entry.id, previousRevnat)))
+            undo.append(restore(.revnat(entry.id, previousRevnat), changes: 0))  // (one change, two steps)
             undo.append(restore(.frontend(key, previous, written: entry.backendIDs.count)))
             try maps.put(key, entry, previousSlots: previous?.slots ?? [:])
         case .deleteFrontend(let key, let previous):
@@ -184,8 +184,9 @@ final class ServiceExecutor: ChangeExecutor {
         }
     }
 
-    private func restore(_ previous: Previous) -> UndoStep {
-        UndoStep(previous.what) { [context] in try Self.put(previous, back: try context.serviceMaps()) }
+    private func restore(_ previous: Previous, changes: Int = 1) -> UndoStep {
+        UndoStep(previous.what, changes: changes) { [context] in try Self.put(previous, back: try context.serviceMaps())
+        }
     }
 
     private static func put(_ previous: Previous, back maps: ServiceMaps) throws {
