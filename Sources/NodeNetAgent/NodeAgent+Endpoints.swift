@@ -372,8 +372,12 @@ extension NodeAgent {
 struct RunningNode {
     var spec: NodeSpec
     var endpoints: EndpointStore
+    /// A replacement takes over what the one before knew of the service maps.
     var controller: NodeController {
-        didSet { ignoreOwnChanges() }
+        didSet {
+            controller.continuing(from: oldValue)
+            ignoreOwnChanges()
+        }
     }
     /// The agent's netlink monitor, which leaves out what the controller itself changes (its
     /// verification has seen that): a change of the cluster's nodes is one reconcile, not two.
@@ -399,9 +403,7 @@ struct RunningNode {
     /// Makes `next` the node's spec (a reloaded file, a changed cluster), with a controller for
     /// it; throws, changing nothing, when the spec with the endpoints fails.
     mutating func adopt(_ next: NodeSpec, agent: NodeAgent) throws {
-        let replacement = try Self.controller(next, endpoints, lock: lock, namespace: namespace)
-        replacement.continuing(from: controller)
-        controller = replacement
+        controller = try Self.controller(next, endpoints, lock: lock, namespace: namespace)
         spec = next
         agent.publish(self)
     }
@@ -411,7 +413,6 @@ struct RunningNode {
     mutating func adopt(_ next: EndpointStore, agent: NodeAgent) -> EndpointError? {
         do {
             let controller = try Self.controller(spec, next, lock: lock, namespace: namespace)
-            controller.continuing(from: self.controller)
             try next.save()
             endpoints = next
             self.controller = controller

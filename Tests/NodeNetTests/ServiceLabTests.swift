@@ -83,17 +83,19 @@ struct ServiceLabTests {
         return listed.output
     }
 
-    static func services(_ cluster: LabCluster, node: String) throws -> [ServiceStatus] {
+    /// A controller of `node` of a lab that is up, for the lab's spec of it.
+    static func controller(_ cluster: LabCluster, _ node: String) throws -> NodeController {
         try NodeController(spec: cluster.spec(forNode: node)!, namespace: .named(cluster.namespace(ofNode: node)))
-            .services()
+    }
+
+    static func services(_ cluster: LabCluster, node: String) throws -> [ServiceStatus] {
+        try controller(cluster, node).services()
     }
 
     /// Updates the services of every node of a lab that is up (as the agent would on a spec change).
     static func apply(_ cluster: LabCluster) throws {
         for node in cluster.nodes {
-            let report = try NodeController(
-                spec: cluster.spec(forNode: node.name)!, namespace: .named(cluster.namespace(ofNode: node.name))
-            ).apply()
+            let report = try Self.controller(cluster, node.name).apply()
             try #require(report.verified, "\(report.mismatches)")
         }
     }
@@ -945,8 +947,7 @@ struct ServiceLabTests {
         try pinMapOfAnotherLayout(
             // value 4 B instead of 8
             at: path, type: BPF_MAP_TYPE_HASH, name: "nodenet_backend", keySize: 4, valueSize: 4, maxEntries: 128)
-        let controller = try NodeController(
-            spec: cluster.spec(forNode: "worker2")!, namespace: .named(cluster.namespace(ofNode: "worker2")))
+        let controller = try Self.controller(cluster, "worker2")
         // Before the migration, the maps are not read in this build's layout.
         try expectServiceTablesReplaced(controller, refusal: "another build's layout")
         let report = try controller.apply()
@@ -976,8 +977,7 @@ struct ServiceLabTests {
         }
         // One backend only: the programs must read the maps apply writes to.
         cluster.services[0].backends = [ServiceBackend(ip: IPAddress("10.0.1.15"))]
-        let controller = try NodeController(
-            spec: cluster.spec(forNode: node)!, namespace: .named(cluster.namespace(ofNode: node)))
+        let controller = try Self.controller(cluster, node)
         let report = try controller.apply()
         #expect(report.verified, "\(report.mismatches)")
         let subjects = report.changes.map(\.subject)
@@ -1014,8 +1014,7 @@ struct ServiceLabTests {
         let conntrack = try conntrackID()
 
         cluster.loadBalancer.mapCapacity = ServiceMapCapacity(entries: 8192)
-        let controller = try NodeController(
-            spec: cluster.spec(forNode: node)!, namespace: .named(cluster.namespace(ofNode: node)))
+        let controller = try Self.controller(cluster, node)
         let migration = try expectServiceTablesReplaced(controller, refusal: "another loadBalancer.mapEntries")
         #expect(!migration.subject.contains(BPFFSLayout.Map.conntrack.rawValue), "conntrack is kept")
         let report = try controller.apply()
@@ -1037,9 +1036,7 @@ struct ServiceLabTests {
                 ports: [ServicePort(protocol: .tcp, port: 80)], backends: [ServiceBackend(ip: IPAddress("10.0.1.15"))])
         }
         let refused = #expect(throws: SpecError.self) {
-            try NodeController(
-                spec: crowded.spec(forNode: node)!, namespace: .named(crowded.namespace(ofNode: node))
-            ).apply()
+            try Self.controller(crowded, node).apply()
         }
         #expect(
             refused?.problems.map(\.description).contains {
@@ -1071,8 +1068,7 @@ struct ServiceLabTests {
             }
         }
         func apply(_ what: String) throws {
-            let controller = try NodeController(
-                spec: cluster.spec(forNode: node)!, namespace: .named(cluster.namespace(ofNode: node)))
+            let controller = try Self.controller(cluster, node)
             let report = try controller.apply()
             try #require(report.verified, "\(what): \(report.mismatches.prefix(3))")
             let rows = try controller.services()
@@ -1109,12 +1105,9 @@ struct ServiceLabTests {
                     backends: (1...3).map { ServiceBackend(ip: IPAddress(ipv4: 0x0AC8_0000 + 3 * i + $0)) })
             }
         }
-        func controller() throws -> NodeController {
-            try NodeController(spec: cluster.spec(forNode: node)!, namespace: .named(cluster.namespace(ofNode: node)))
-        }
         let seed = cluster.services
         cluster.services = seed + services(0..<100)
-        try #require(try controller().apply().verified)
+        try #require(try Self.controller(cluster, node).apply().verified)
         // Room for 150 more backends; the next spec has 300.
         let junk = (0..<UInt32(4096 - 150 - (try maps.backends.keys().count))).map { 1_000_000 + $0 }
         try maps.backends.update(keys: junk, values: Array(repeating: nodenet_backend(), count: junk.count))
@@ -1127,13 +1120,13 @@ struct ServiceLabTests {
         let before = try entries()
         // 10 go (out first: their 30 backends free room), 100 come (300 backends: 180 fit).
         cluster.services = seed + services(10..<200)
-        let failure = #expect(throws: ApplyFailure.self) { try controller().apply() }
+        let failure = #expect(throws: ApplyFailure.self) { try Self.controller(cluster, node).apply() }
         #expect(failure?.rollback.complete == true, "\(failure.map { "\($0)" } ?? "")")
         #expect(failure.map { "\($0)" }?.contains("the map is full (it holds at most 4096 entries)") == true)
         #expect(try entries() == before, "the maps as they were")
         // Without the junk, the same spec applies.
         try maps.backends.delete(keys: junk)
-        #expect(try controller().apply().verified)
+        #expect(try Self.controller(cluster, node).apply().verified)
     }
 
     /// More frontends than 16 bits can number: a service added after 65 600 others gets ids
@@ -1162,8 +1155,7 @@ struct ServiceLabTests {
         far.sessionAffinity = .clientIP
         cluster.services = seed + fillers + [far]
         let node = "worker2"  // the client pod's
-        let controller = try NodeController(
-            spec: cluster.spec(forNode: node)!, namespace: .named(cluster.namespace(ofNode: node)))
+        let controller = try Self.controller(cluster, node)
         let report = try controller.apply()
         try #require(report.verified, "\(report.mismatches.prefix(3))")
         let row = try #require(try controller.services().first { $0.frontend == "10.99.0.1:80" })
@@ -1194,8 +1186,7 @@ struct ServiceLabTests {
 
         // The others go: the service keeps its ids and its flows' backend.
         cluster.services = seed + [far]
-        let fewer = try NodeController(
-            spec: cluster.spec(forNode: node)!, namespace: .named(cluster.namespace(ofNode: node)))
+        let fewer = try Self.controller(cluster, node)
         #expect(try fewer.apply().verified)
         let after = try #require(try fewer.services().first { $0.frontend == "10.99.0.1:80" })
         #expect(after.id == row.id, "ids are stable")
@@ -1211,8 +1202,7 @@ struct ServiceLabTests {
         let cluster = Self.cluster("hw")
         defer { Lab.down(name: cluster.name) }
         try Self.up(cluster)
-        let controller = try NodeController(
-            spec: cluster.spec(forNode: "worker2")!, namespace: .named(cluster.namespace(ofNode: "worker2")))
+        let controller = try Self.controller(cluster, "worker2")
         let desired = try controller.desiredState()
         func compared() throws -> (asWritten: Bool, empty: Bool) {
             let (plan, observed) = try controller.observedPlan(desired, ledger: nil)
@@ -1235,15 +1225,13 @@ struct ServiceLabTests {
         #expect(try Self.probe(cluster.name, "net", "10.96.18.68:80", count: 60).answers.count == 3)
         // A controller replacing this one (the agent's, on a new spec or endpoint) takes over what
         // it held: its first plan compares too. One for another map size does not.
-        let next = try NodeController(
-            spec: cluster.spec(forNode: "worker2")!, namespace: .named(cluster.namespace(ofNode: "worker2")))
+        let next = try Self.controller(cluster, "worker2")
         next.continuing(from: controller)
         let (plan, observed) = try next.observedPlan(desired, ledger: nil)
         #expect(observed.services.servicesAsWritten != nil && plan.isEmpty, "taken over")
         var resized = cluster
         resized.loadBalancer.mapCapacity = ServiceMapCapacity(entries: 8192)
-        let other = try NodeController(
-            spec: resized.spec(forNode: "worker2")!, namespace: .named(resized.namespace(ofNode: "worker2")))
+        let other = try Self.controller(resized, "worker2")
         other.continuing(from: next)
         #expect(other.heldServiceIDs.withLock { $0 } == nil, "not for maps of another size")
     }
@@ -1255,8 +1243,7 @@ struct ServiceLabTests {
         let cluster = Self.cluster("vf")
         defer { Lab.down(name: cluster.name) }
         try Self.up(cluster)
-        let controller = try NodeController(
-            spec: cluster.spec(forNode: "worker2")!, namespace: .named(cluster.namespace(ofNode: "worker2")))
+        let controller = try Self.controller(cluster, "worker2")
         let layout = BPFFSLayout(directory: cluster.bpffsDirectory(ofNode: "worker2"))
         let maps = try #require(try ServiceMaps(pinnedIn: layout))
         let desired = try controller.desiredState()

@@ -185,7 +185,8 @@ final class ServiceExecutor: ChangeExecutor {
     }
 
     private func restore(_ previous: Previous, changes: Int = 1) -> UndoStep {
-        UndoStep(previous.what, changes: changes) { [context] in try Self.put(previous, back: try context.serviceMaps())
+        UndoStep(previous.what, changes: changes) { [context] in
+            try Self.put(previous, back: try context.serviceMaps())
         }
     }
 

@@ -15,11 +15,11 @@ public final class NodeController: @unchecked Sendable {
     /// against it). Off by default: it costs a census of the service maps.
     public var reportsDatapathFingerprint = false
     /// The ids the service maps were last found to hold exactly (an apply's verification, or
-    /// any plan since that held them or needed nothing): the next plan compares the maps with what they make of
-    /// the spec's frontends before decoding them, as a verification does. A resync or an event
-    /// at 100 000 services decoded 800 000 entries and planned them again (0.9 s) to find
-    /// nothing; maps that differ in anything, or a spec whose frontends the ids do not cover, are
-    /// decoded and planned as before.
+    /// any plan since that held them or needed nothing): the next plan compares the maps with
+    /// what they make of the spec's frontends before decoding them, as a verification does. A
+    /// resync or an event at 100 000 services decoded 800 000 entries and planned them again
+    /// (0.9 s) to find nothing; maps that differ in anything, or a spec whose frontends the ids
+    /// do not cover, are decoded and planned as before.
     let heldServiceIDs = Mutex<ServiceIDs?>(nil)
 
     /// Validates `spec` unless `NodeSpec.load` already did (throws `SpecError`) and opens the
@@ -171,10 +171,9 @@ public final class NodeController: @unchecked Sendable {
 
     private func applyLocked() throws -> ApplyReport {
         defer { session.releasePodSockets() }
-        let start = ContinuousClock.now
         // (Before the desired state, which takes the native device's MTU: a change of it after
-        // this is not taken as seen.)
-        let planRead = ContinuousClock.now
+        // this is not taken as seen by `convergedAt`.)
+        let start = ContinuousClock.now
         let desiredNative = try nativeDeviceInputs()
         let desired = desiredState(desiredNative)
         let (previousLedger, recovered) = try ledger(moveAside: true)
@@ -204,7 +203,7 @@ public final class NodeController: @unchecked Sendable {
             }
             return ApplyReport(
                 node: spec.node.name, changes: [], mismatches: [], seconds: Self.seconds(since: start),
-                warnings: warnings, datapathFingerprint: fingerprint, convergedAt: planRead)
+                warnings: warnings, datapathFingerprint: fingerprint, convergedAt: start)
         }
         // Before touching anything: remember every endpoint that may exist afterwards and
         // the sysctl values about to be overwritten, so a crash or teardown can clean up.

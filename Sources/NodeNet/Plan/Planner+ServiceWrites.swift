@@ -28,8 +28,8 @@ extension Planner {
         let observed = self.observed.services
         // Stale backends, and how many kept frontends name each (all of those are written below
         // with other slots; the frontends that go are out already).
-        let stale = Self.staleBackends(observed, ids)
-        staleBackends = stale
+        var stale = Self.staleBackends(observed, ids)
+        defer { staleBackendsLeft = stale }  // (what the prune still takes out)
         var names: [UInt32: Int] = [:]
         if !stale.isEmpty {
             for (key, slots) in observed.slots where ids.frontends[key] != nil {
@@ -37,8 +37,7 @@ extension Planner {
             }
         }
         let unnamed = stale.keys.filter { names[$0] == nil }
-        for id in unnamed.sorted() { planBackendDelete(id, stale[id]!) }
-        deletedBackends.formUnion(unnamed)
+        for id in unnamed.sorted() { planBackendDelete(id, stale.removeValue(forKey: id)!) }
 
         let creates = changedBackends.filter { observed.backends[$0.value] == nil }
         var room = Int(desired.serviceCapacity.entries) - (observed.backends.count - unnamed.count)
@@ -95,8 +94,7 @@ extension Planner {
                     if count == 1 { freed.append(id) }
                 }
             }
-            for id in freed.sorted() { planBackendDelete(id, stale[id]!) }
-            deletedBackends.formUnion(freed)
+            for id in freed.sorted() { planBackendDelete(id, stale.removeValue(forKey: id)!) }
             room += freed.count - group.count
             (group, firstTables, start) = ([], [:], end)
         } while start < writes.count

@@ -95,8 +95,6 @@ extension Planner {
 
     /// Frontends no wanted one has a key of (their slots, incomplete ones too).
     mutating func planStaleFrontends(_ ids: ServiceIDs) {
-        guard !staleFrontendsPlanned else { return }
-        staleFrontendsPlanned = true
         let observed = self.observed.services
         // Every wanted frontend has an id (validation keeps them within the ids). Sorted only
         // what goes (a converged table of thousands costs no sort).
@@ -185,7 +183,7 @@ extension Planner {
         }
         let ids =
             serviceIDs ?? ServiceIDs.assign(desired.frontends, observed: observed, capacity: desired.serviceCapacity)
-        planStaleFrontends(ids)
+        if serviceIDs == nil { planStaleFrontends(ids) }  // (else `planServices` took them out first)
         planMaglevPrune(ids)
         var wantedIDs = FrontendIDSet(desired.serviceCapacity.frontendIDs)
         for id in ids.frontends.values { _ = wantedIDs.insert(id) }
@@ -200,10 +198,8 @@ extension Planner {
                 .delete, .service, .node, "source range \(range.prefix) of frontend \(range.id)", wanted: nil,
                 found: range.prefix.description, .service(.deleteSourceRange(range)))
         }
-        let staleBackends = self.staleBackends ?? Self.staleBackends(observed, ids)
-        for (id, backend) in staleBackends.sorted(by: { $0.key < $1.key }) where !deletedBackends.contains(id) {
-            planBackendDelete(id, backend)
-        }
+        let staleBackends = staleBackendsLeft ?? Self.staleBackends(observed, ids)
+        for (id, backend) in staleBackends.sorted(by: { $0.key < $1.key }) { planBackendDelete(id, backend) }
         for (ip, flags) in observed.nodes.sorted(by: { $0.key < $1.key }) where desired.serviceNodes[ip] == nil {
             addChange(
                 .delete, .service, .node, "node address \(ip)", wanted: nil, found: flags.description,

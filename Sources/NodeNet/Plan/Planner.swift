@@ -35,12 +35,9 @@ public struct Planner {
     var wantedSourceRanges: Set<SourceRange>?
     /// The Maglev tables the frontends want (by id), once `planServices` has assigned the ids.
     var wantedMaglev: [FrontendID: MaglevIndex]?
-    /// Whether the frontends no wanted one has are planned out (`planServices` does it first).
-    var staleFrontendsPlanned = false
-    /// The backends no wanted one has the id of, once `planServices` has found them.
-    var staleBackends: [UInt32: BackendAddress]?
-    /// Backends this plan already takes out (as soon as no frontend names them).
-    var deletedBackends: Set<UInt32> = []
+    /// The backends no wanted one has the id of that `planServices` has not taken out yet (it
+    /// takes each out as soon as no frontend names it): the prune's.
+    var staleBackendsLeft: [UInt32: BackendAddress]?
 
     public static func plan(
         desired: DesiredState, observed: ObservedState, ledger: Ledger?, nativeDevice: String,
