@@ -1086,6 +1086,52 @@ struct ServiceLabTests {
         try apply("every backend replaced")
     }
 
+    /// Services that grow while others shrink, on a services map nearly full: 300 go from 1
+    /// backend to 7 while 300 go from 7 to 1 (3 000 entries before and after, 1 800 of them
+    /// new). The frontends that free entries are written before those that take them, so the
+    /// map never holds more than its size: first with the backends kept (one batch), then with
+    /// every backend replaced too (in groups, as the backends map has no room for both sets).
+    @Test func servicesGrowingWhileOthersShrinkFitANearlyFullServicesMap() throws {
+        var cluster = Self.cluster("grow")
+        cluster.loadBalancer.mapCapacity = ServiceMapCapacity(entries: 4096)
+        defer { Lab.down(name: cluster.name) }
+        try Self.up(cluster)
+        let seed = cluster.services
+        let node = "worker2"
+        let maps = try #require(try ServiceMaps(pinnedIn: BPFFSLayout(directory: cluster.bpffsDirectory(ofNode: node))))
+        let held = try maps.services.keys().count
+        // Services 0..<300 take `first` backends, 300..<600 the others; `pool`: one shared set
+        // of 7 backends, else each service its own under `base`.
+        func services(first: Int, pool: Bool, base: UInt32) -> [ServiceSpec] {
+            (0..<600).map { (i: UInt32) in
+                let count = i < 300 ? first : 8 - first
+                let start = pool ? base : base + 8 * i
+                return ServiceSpec(
+                    name: "fill/svc\(i)", type: .clusterIP, clusterIP: IPAddress(ipv4: 0x0A64_0000 + i + 1),
+                    ports: [ServicePort(protocol: .tcp, port: 80)],
+                    backends: (1...UInt32(count)).map { ServiceBackend(ip: IPAddress(ipv4: start + $0)) })
+            }
+        }
+        func apply(_ what: String) throws {
+            let controller = try Self.controller(cluster, node)
+            let report = try controller.apply()
+            try #require(report.verified, "\(what): \(report.mismatches.prefix(3))")
+            #expect(try controller.services().allSatisfy { $0.state == "ok" }, "\(what)")
+            #expect(try maps.services.keys().count == held + 3000, "\(what): 600 frontends, 2 400 slots")
+            let wanted = Set(try controller.desiredState().frontends.flatMap(\.backends)).count
+            #expect(try maps.backends.keys().count == wanted, "\(what): only the wanted backends")
+            #expect(try Self.probe(cluster.name, "net", "10.96.18.68:80", count: 30).answers.count == 3, "\(what)")
+        }
+        cluster.services = seed + services(first: 1, pool: true, base: 0x0AC8_0000)
+        try apply("the first set")
+        cluster.services = seed + services(first: 7, pool: true, base: 0x0AC8_0000)
+        try apply("counts swapped, the same 7 backends")
+        cluster.services = seed + services(first: 1, pool: false, base: 0x0AC9_0000)
+        try apply("counts swapped, a backend set each")
+        cluster.services = seed + services(first: 7, pool: false, base: 0x0ACA_0000)
+        try apply("counts swapped, every backend replaced")
+    }
+
     /// A services apply that fails midway (the backends map filled behind nodenet's back with
     /// entries it cannot read, so the kernel refuses an insert) is rolled back, batch by batch:
     /// the services, backends and reverse-NAT maps are as before, entry by entry, and the failure

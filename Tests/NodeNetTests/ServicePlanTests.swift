@@ -193,6 +193,40 @@ import Testing
         #expect(observed.services.backends.count == 3000)
     }
 
+    /// A service whose new backends cannot sit next to its old ones (3 000 replaced on maps of
+    /// 4 096) has no make-before-break order: the plan says so, with what to do, instead of an
+    /// apply that fails halfway (the kernel refusing an insert) and rolls back.
+    @Test func aServiceWhoseNewBackendsCannotFitBesideItsOldOnesIsAConflict() {
+        func spec(_ backends: ClosedRange<UInt32>) -> NodeSpec {
+            var s = Self.spec
+            s.loadBalancer.mapCapacity = ServiceMapCapacity(entries: 4096)
+            s.services = [
+                ServiceSpec(
+                    name: "fill/big", type: .clusterIP, clusterIP: IPAddress(ipv4: 0x0A64_0001),
+                    ports: [ServicePort(protocol: .tcp, port: 80)],
+                    backends: backends.map { ServiceBackend(ip: IPAddress(ipv4: 0x0AC8_0000 + $0)) })
+            ]
+            return s
+        }
+        var observed = PlannerTests.converged
+        func plan(_ s: NodeSpec) -> Planner.Plan {
+            Planner.plan(
+                desired: DesiredState(spec: s, deviceMTU: 1500), observed: observed, ledger: nil, nativeDevice: "eth0",
+                datapath: .bpf, attachModes: .clsact)
+        }
+        let first = plan(spec(1...3000))
+        #expect(first.conflicts.isEmpty && Self.fits(first, &observed.services, capacity: 4096))
+        // A third of them replaced fits (1 000 new next to 3 000), all of them does not.
+        let third = plan(spec(1001...4000))
+        #expect(third.conflicts.isEmpty)
+        #expect(Self.fits(third, &observed.services, capacity: 4096))
+        let all = plan(spec(10_001...13_000))
+        #expect(
+            all.conflicts == [
+                "ClusterIP 10.100.0.1:80/TCP needs 3000 new backends and the backends map has room for 1096 while the old ones are still in use; replace its backends over two applies, or raise loadBalancer.mapEntries (4096)"
+            ])
+    }
+
     @Test func aLiveFrontendKeepsItsIdOverAStaleReverseEntry() {
         var observed = ObservedServices()
         // Inconsistent maps: 10.96.18.68:80 has only a revnat entry at 7; the UDP DNS frontend
@@ -231,7 +265,8 @@ import Testing
     /// The order a batch of frontend writes goes out in, written out by hand: a frontend growing
     /// 2 → 3 gets its id and new slot before its slot 0 says 3; one shrinking 3 → 2 says 2 before
     /// its third slot goes; a frontend going away loses slot 0 (no new choices) before its slots.
-    /// A packet reading slot 0 at any step finds every slot it may choose.
+    /// A packet reading slot 0 at any step finds every slot it may choose. The shrinking one goes
+    /// first, though planned second: the map never holds the grown one and the surplus at once.
     @Test func batchedFrontendWritesAreMakeBeforeBreak() {
         var grow = ServiceMaps.Batch()
         grow.putFrontend(
@@ -243,9 +278,8 @@ import Testing
         #expect(
             grow.steps.map(\.description) == [
                 "put revnat 1 2",
-                "put services 10.96.0.10:80/TCP#3",
-                "put services 10.96.0.10:80/TCP#0 10.96.0.10:53/UDP#0",
-                "delete services 10.96.0.10:53/UDP#3",
+                "put services 10.96.0.10:53/UDP#0", "delete services 10.96.0.10:53/UDP#3",
+                "put services 10.96.0.10:80/TCP#3", "put services 10.96.0.10:80/TCP#0",
             ])
         var removal = ServiceMaps.Batch()
         removal.removeFrontend(Self.key("10.96.0.99:443/TCP"), slots: [2: 32, 1: 31])

@@ -290,29 +290,43 @@ final class ServiceMaps {
     struct Batch {
         fileprivate var backendKeys: [UInt32] = [], backendValues: [nodenet_backend] = []
         fileprivate var revnatKeys: [UInt32] = [], revnatValues: [nodenet_revnat] = []
-        fileprivate var slotKeys: [nodenet_service_key] = [], slotValues: [nodenet_service] = []
-        fileprivate var masterKeys: [nodenet_service_key] = [], masterValues: [nodenet_service] = []
-        fileprivate var surplus: [nodenet_service_key] = []
+        /// Frontends that hold no more entries after their write than before, then those that
+        /// hold more: the first wave frees room before the second takes it.
+        fileprivate var settling = FrontendWrites(), growing = FrontendWrites()
         fileprivate var masterRemovals: [nodenet_service_key] = [], slotRemovals: [nodenet_service_key] = []
         fileprivate var revnatRemovals: [UInt32] = [], backendRemovals: [UInt32] = []
+
+        /// One wave of frontend writes: new slots, every slot 0, surplus slots.
+        fileprivate struct FrontendWrites {
+            var slotKeys: [nodenet_service_key] = [], slotValues: [nodenet_service] = []
+            var masterKeys: [nodenet_service_key] = [], masterValues: [nodenet_service] = []
+            var surplus: [nodenet_service_key] = []
+        }
 
         mutating func putBackend(_ id: UInt32, _ backend: BackendAddress) {
             backendKeys.append(id)
             backendValues.append(backend.mapValue)
         }
 
+        /// A frontend's write goes in the second wave when it adds entries to the services map
+        /// (a slot number it had not, or slot 0 of a frontend with none) beyond those it frees.
         mutating func putFrontend(_ key: FrontendKey, _ entry: FrontendEntry, previousSlots: [UInt16: UInt32]) {
             revnatKeys.append(entry.id)
             revnatValues.append(key.revnat)
-            for (i, id) in entry.backendIDs.enumerated() where previousSlots[UInt16(i + 1)] != id {
-                slotKeys.append(key.mapKey(slot: UInt16(i + 1)))
-                slotValues.append(slotValue(id))
+            let count = entry.backendIDs.count
+            let added = (0..<count).filter { previousSlots[UInt16($0 + 1)] == nil }.count
+            let freed = previousSlots.keys.filter { Int($0) > count }.count
+            let grows = added + (previousSlots.isEmpty ? 1 : 0) > freed
+            func write(_ wave: inout FrontendWrites) {
+                for (i, id) in entry.backendIDs.enumerated() where previousSlots[UInt16(i + 1)] != id {
+                    wave.slotKeys.append(key.mapKey(slot: UInt16(i + 1)))
+                    wave.slotValues.append(slotValue(id))
+                }
+                wave.masterKeys.append(key.mapKey(slot: 0))
+                wave.masterValues.append(entry.master.mapValue)
+                for slot in previousSlots.keys where Int(slot) > count { wave.surplus.append(key.mapKey(slot: slot)) }
             }
-            masterKeys.append(key.mapKey(slot: 0))
-            masterValues.append(entry.master.mapValue)
-            for slot in previousSlots.keys where Int(slot) > entry.backendIDs.count {
-                surplus.append(key.mapKey(slot: slot))
-            }
+            if grows { write(&growing) } else { write(&settling) }
         }
 
         mutating func removeFrontend(_ key: FrontendKey, slots: [UInt16: UInt32]) {
@@ -325,7 +339,9 @@ final class ServiceMaps {
     }
 
     /// Removals first (slot 0 of every frontend, so no new choices, then their slots, ids and
-    /// backends), then backends and ids, new slots, every slot 0, and surplus slots last.
+    /// backends), then backends and ids, then each wave of frontends: new slots, every slot 0,
+    /// and surplus slots last. The services map never holds more than before the batch or
+    /// after it (a spec that fits the map never meets a full one halfway).
     func write(_ b: Batch) throws {
         for step in b.steps { try step.write(self) }
     }
@@ -366,38 +382,43 @@ extension ServiceMaps.Batch {
         let (backendKeys, backendValues, revnatKeys, revnatValues) = (
             self.backendKeys, self.backendValues, self.revnatKeys, self.revnatValues
         )
-        let (slotKeys, slotValues, masterKeys, masterValues, surplus) = (
-            self.slotKeys, self.slotValues, self.masterKeys, self.masterValues, self.surplus
-        )
-        let all: [Step] = [
-            Step(.services, put: false, count: masterRemovals.count, keys: slots(masterRemovals)) {
-                try $0.services.delete(keys: masterRemovals)
-            },
-            Step(.services, put: false, count: slotRemovals.count, keys: slots(slotRemovals)) {
-                try $0.services.delete(keys: slotRemovals)
-            },
-            Step(.revnat, put: false, count: revnatRemovals.count, keys: revnatRemovals.map(String.init)) {
-                try $0.revnat.delete(keys: revnatRemovals)
-            },
-            Step(.backends, put: false, count: backendRemovals.count, keys: backendRemovals.map(String.init)) {
-                try $0.backends.delete(keys: backendRemovals)
-            },
-            Step(.backends, put: true, count: backendKeys.count, keys: backendKeys.map(String.init)) {
-                try $0.backends.update(keys: backendKeys, values: backendValues)
-            },
-            Step(.revnat, put: true, count: revnatKeys.count, keys: revnatKeys.map(String.init)) {
-                try $0.revnat.update(keys: revnatKeys, values: revnatValues)
-            },
-            Step(.services, put: true, count: slotKeys.count, keys: slots(slotKeys)) {
-                try $0.services.update(keys: slotKeys, values: slotValues)
-            },
-            Step(.services, put: true, count: masterKeys.count, keys: slots(masterKeys)) {
-                try $0.services.update(keys: masterKeys, values: masterValues)
-            },
-            Step(.services, put: false, count: surplus.count, keys: slots(surplus)) { maps in
-                for key in surplus { try maps.services.delete(key) }
-            },
-        ]
+        func frontends(_ wave: FrontendWrites) -> [Step] {
+            let (slotKeys, slotValues, masterKeys, masterValues, surplus) = (
+                wave.slotKeys, wave.slotValues, wave.masterKeys, wave.masterValues, wave.surplus
+            )
+            return [
+                Step(.services, put: true, count: slotKeys.count, keys: slots(slotKeys)) {
+                    try $0.services.update(keys: slotKeys, values: slotValues)
+                },
+                Step(.services, put: true, count: masterKeys.count, keys: slots(masterKeys)) {
+                    try $0.services.update(keys: masterKeys, values: masterValues)
+                },
+                Step(.services, put: false, count: surplus.count, keys: slots(surplus)) { maps in
+                    for key in surplus { try maps.services.delete(key) }
+                },
+            ]
+        }
+        let all: [Step] =
+            [
+                Step(.services, put: false, count: masterRemovals.count, keys: slots(masterRemovals)) {
+                    try $0.services.delete(keys: masterRemovals)
+                },
+                Step(.services, put: false, count: slotRemovals.count, keys: slots(slotRemovals)) {
+                    try $0.services.delete(keys: slotRemovals)
+                },
+                Step(.revnat, put: false, count: revnatRemovals.count, keys: revnatRemovals.map(String.init)) {
+                    try $0.revnat.delete(keys: revnatRemovals)
+                },
+                Step(.backends, put: false, count: backendRemovals.count, keys: backendRemovals.map(String.init)) {
+                    try $0.backends.delete(keys: backendRemovals)
+                },
+                Step(.backends, put: true, count: backendKeys.count, keys: backendKeys.map(String.init)) {
+                    try $0.backends.update(keys: backendKeys, values: backendValues)
+                },
+                Step(.revnat, put: true, count: revnatKeys.count, keys: revnatKeys.map(String.init)) {
+                    try $0.revnat.update(keys: revnatKeys, values: revnatValues)
+                },
+            ] + frontends(settling) + frontends(growing)
         return all.filter { $0.count > 0 }
     }
 }

@@ -10,9 +10,9 @@ import BPF
 /// tables, then the frontends (a few batched writes); the old backends after them. When it has
 /// not (most backends replaced at once on maps sized for one set), the frontends are written in
 /// groups that fit: a group's new backends, its tables, its frontends, then the old backends
-/// none names any longer (frontends that need no new backend first, as they only free). Each
-/// frontend still changes in one write, to backends that exist, and a group holds one frontend
-/// at least, whatever it needs.
+/// none names any longer (frontends that need no new backend first, as they only free; in
+/// each part, those that take no more service entries first). Each frontend still changes in
+/// one write, to backends that exist; one that cannot fit even alone is a conflict of the plan.
 extension Planner {
     mutating func planServiceWrites(
         _ ids: ServiceIDs, changedBackends: [(key: BackendAddress, value: UInt32)], frontends: Bool
@@ -62,9 +62,19 @@ extension Planner {
         var group: [(UInt32, BackendAddress)] = pending.filter { !named.contains($0.key) }.map { ($0.key, $0.value) }
         for (id, _) in group { pending[id] = nil }
         var firstTables = tables.filter { !written.contains($0.key) }
-        // Frontends that need no new backend first: they only free old ones.
+        // Frontends that need no new backend first: they only free old ones. In each part,
+        // those that take no more service entries than they had first, as they free room there.
         let needsNew = writes.map { backendIDs(of: $0, ids).contains { pending[$0] != nil } }
-        writes = zip(writes, needsNew).filter { !$0.1 }.map(\.0) + zip(writes, needsNew).filter { $0.1 }.map(\.0)
+        var growth = writes.map { write in
+            let key = desired.frontends[write.i].key
+            let held = (observed.masters[key] == nil ? 0 : 1) + (observed.slots[key]?.count ?? 0)
+            return 1 + write.entry.backendIDs.count - held
+        }
+        let order = writes.indices.sorted {
+            (needsNew[$0] ? 1 : 0, growth[$0] > 0 ? 1 : 0, $0) < (needsNew[$1] ? 1 : 0, growth[$1] > 0 ? 1 : 0, $1)
+        }
+        (writes, growth) = (order.map { writes[$0] }, order.map { growth[$0] })
+        var slotRoom = Int(desired.serviceCapacity.entries) - Self.serviceEntries(observed, kept: ids)
         var start = 0
         repeat {  // (once at least: the first group's backends and tables, with no frontend to write)
             var end = start
@@ -73,11 +83,15 @@ extension Planner {
                 for id in backendIDs(of: writes[end], ids) {
                     if let backend = pending.removeValue(forKey: id) { new.append((id, backend)) }
                 }
-                if end > start && group.count + new.count > room {
+                if end > start && (group.count + new.count > room || growth[end] > slotRoom) {
                     for (id, backend) in new { pending[id] = backend }
                     break
                 }
+                if end == start {
+                    checkRoom(writes[end], backends: new.count, room - group.count, growth[end], slotRoom)
+                }
                 group += new
+                slotRoom -= growth[end]
                 end += 1
             }
             for (id, backend) in group.sorted(by: { $0.0 < $1.0 }) { planBackendWrite(id, backend) }
@@ -98,6 +112,35 @@ extension Planner {
             room += freed.count - group.count
             (group, firstTables, start) = ([], [:], end)
         } while start < writes.count
+    }
+
+    /// A frontend written alone (first of its group) must fit what is left of the maps: else no
+    /// order of writes makes it before it breaks (its old backends and its new ones at once),
+    /// and the plan says so rather than failing halfway through the apply.
+    private mutating func checkRoom(
+        _ write: (i: Int, entry: FrontendEntry), backends: Int, _ room: Int, _ entries: Int, _ entryRoom: Int
+    ) {
+        let frontend = desired.frontends[write.i]
+        let setting = "loadBalancer.mapEntries (\(desired.serviceCapacity.entries))"
+        let what = "\(frontend.type.rawValue) \(frontend.key)"
+        if backends > room {
+            addConflict(
+                "\(what) needs \(backends) new backends and the backends map has room for \(max(room, 0)) while the old ones are still in use; replace its backends over two applies, or raise \(setting)"
+            )
+        }
+        if entries > entryRoom {
+            addConflict(
+                "\(what) needs \(entries) more service map entries and the map has room for \(max(entryRoom, 0)) before the other frontends' changes free theirs; apply the change over two applies, or raise \(setting)"
+            )
+        }
+    }
+
+    /// The services map's entries of the frontends `ids` keeps (slot 0 and each slot).
+    static func serviceEntries(_ observed: ObservedServices, kept ids: ServiceIDs) -> Int {
+        var count = 0
+        for key in observed.masters.keys where ids.frontends[key] != nil { count += 1 }
+        for (key, slots) in observed.slots where ids.frontends[key] != nil { count += slots.count }
+        return count
     }
 
     /// Backends under an id no wanted backend has. A backend whose address still has its id
