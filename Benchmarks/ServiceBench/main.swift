@@ -69,8 +69,8 @@ struct Usage: Error {
           Defaults: R 5, S 2, N 1000, B 100.
         service-bench --agent-memory [--services N] [--nodes M] [--seconds S] [--json]
           Runs the real nodenetd run (built next to this binary) on a node with M more nodes and no
-          services, then N services; reports the time to its first verified apply, its RSS and peak
-          RSS, and its CPU over S seconds at rest. Defaults: N 100000, M 1000, S 10.
+          services, then N services; reports the time to its first verified apply, its RSS a second
+          later and its peak RSS, and its CPU over S seconds at rest. Defaults: N 100000, M 1000, S 10.
         """
 }
 

@@ -22,11 +22,11 @@ struct Applier {
         while start < changes.count {
             let rest = changes[start...]
             do {
-                switch rest.first!.change {
-                case .netlink: start += try run(netlink, rest) { $0.netlink }
-                case .sysctl: start += try run(sysctls, rest) { $0.sysctl }
-                case .datapath: start += try run(datapath, rest) { $0.datapath }
-                case .service: start += try run(services, rest) { $0.service }
+                switch rest.first!.change.domain {
+                case .netlink: start += try run(netlink, rest)
+                case .sysctl: start += try run(sysctls, rest)
+                case .datapath: start += try run(datapath, rest)
+                case .service: start += try run(services, rest)
                 }
             } catch let failure as ChangeFailure {
                 let rollback = rollBack()
@@ -38,18 +38,10 @@ struct Applier {
 
     /// Hands the leading run of `changes` that belongs to `executor`'s domain to it; returns
     /// how many changes that run had.
-    private mutating func run<E: ChangeExecutor>(
-        _ executor: E, _ changes: ArraySlice<PlannedChange>, _ domain: (Change) -> E.DomainChange?
-    ) throws -> Int {
-        var batch: [E.DomainChange] = []
-        batch.reserveCapacity(changes.count)
-        // By index: a loop variable would copy each whole planned change (words and all).
-        for i in changes.indices {
-            guard let change = domain(changes[i].change) else { break }
-            batch.append(change)
-        }
-        try executor.run(batch, undo: &undo)
-        return batch.count
+    private mutating func run<E: ChangeExecutor>(_ executor: E, _ changes: ArraySlice<PlannedChange>) throws -> Int {
+        let run = DomainChanges<E.Domain>(leadingRunOf: changes)
+        try executor.run(run, undo: &undo)
+        return run.count
     }
 
     /// Undoes every recorded step, newest first. Returns what could not be undone.

@@ -15,7 +15,7 @@ final class DatapathExecutor: ChangeExecutor {
 
     init(context: ApplyContext) { self.context = context }
 
-    func run(_ changes: [DatapathChange], undo: inout [UndoStep]) throws {
+    func run(_ changes: DomainChanges<DatapathChange>, undo: inout [UndoStep]) throws {
         for (i, change) in changes.enumerated() {
             do { try execute(change, undo: &undo) } catch { throw ChangeFailure(index: i, error: error) }
         }

@@ -9,7 +9,7 @@ import Foundation
 struct NetlinkExecutor: ChangeExecutor {
     let session: NodeSession
 
-    func run(_ changes: [NetlinkChange], undo: inout [UndoStep]) throws {
+    func run(_ changes: DomainChanges<NetlinkChange>, undo: inout [UndoStep]) throws {
         var start = 0
         while start < changes.count {
             let deletions = Self.nodeLinkDeletions(changes[start...])
@@ -30,7 +30,7 @@ struct NetlinkExecutor: ChangeExecutor {
     }
 
     /// The leading run of node-side link deletions (endpoints removed together).
-    private static func nodeLinkDeletions(_ changes: ArraySlice<NetlinkChange>) -> [String] {
+    private static func nodeLinkDeletions(_ changes: Slice<DomainChanges<NetlinkChange>>) -> [String] {
         var devices: [String] = []
         for change in changes {
             guard case .deleteLink(.node, let device) = change else { break }

@@ -9,7 +9,7 @@ final class ServiceExecutor: ChangeExecutor {
 
     init(context: ApplyContext) { self.context = context }
 
-    func run(_ changes: [ServiceChange], undo: inout [UndoStep]) throws {
+    func run(_ changes: DomainChanges<ServiceChange>, undo: inout [UndoStep]) throws {
         var start = 0
         while start < changes.count {
             var end = start + 1
@@ -100,7 +100,7 @@ final class ServiceExecutor: ChangeExecutor {
     /// (one system call per map instead of one per entry). Frontends stay make-before-break:
     /// every new slot and id first, then every slot 0, then surplus slots go. Undo steps are
     /// recorded first, as for single writes.
-    private func writeBatch(_ changes: ArraySlice<ServiceChange>, undo: inout [UndoStep]) throws {
+    private func writeBatch(_ changes: Slice<DomainChanges<ServiceChange>>, undo: inout [UndoStep]) throws {
         let maps = try context.serviceMaps()
         var write = ServiceMaps.Batch()
         for i in changes.indices {
@@ -126,7 +126,7 @@ final class ServiceExecutor: ChangeExecutor {
 
     /// One step for a whole batch, from the changes themselves (which hold what each replaced):
     /// a step per change was two heap objects each, 85 MiB of the apply of 100 000 services.
-    private func restore(batch changes: ArraySlice<ServiceChange>) -> UndoStep {
+    private func restore(batch changes: Slice<DomainChanges<ServiceChange>>) -> UndoStep {
         UndoStep("restoring \(changes.count) service map entries", changes: changes.count) { [context] in
             let maps = try context.serviceMaps()
             var undone = 0

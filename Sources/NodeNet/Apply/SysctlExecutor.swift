@@ -2,7 +2,7 @@
 struct SysctlExecutor: ChangeExecutor {
     let namespace: NamespaceReference
 
-    func run(_ changes: [SysctlChange], undo: inout [UndoStep]) throws {
+    func run(_ changes: DomainChanges<SysctlChange>, undo: inout [UndoStep]) throws {
         let (written, error) = Sysctl.write(
             changes.map { (key: $0.setting.key, value: $0.setting.value) }, in: namespace)
         for change in changes.prefix(written) {

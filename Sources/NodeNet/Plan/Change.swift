@@ -17,6 +17,45 @@ enum Change: Sendable, Equatable {
     var sysctl: SysctlChange? { if case .sysctl(let c) = self { c } else { nil } }
     var datapath: DatapathChange? { if case .datapath(let c) = self { c } else { nil } }
     var service: ServiceChange? { if case .service(let c) = self { c } else { nil } }
+
+    enum Domain { case netlink, sysctl, datapath, service }
+
+    /// Its case alone (its change not copied out).
+    var domain: Domain {
+        switch self {
+        case .netlink: .netlink
+        case .sysctl: .sysctl
+        case .datapath: .datapath
+        case .service: .service
+        }
+    }
+}
+
+/// A domain's change, as a case of `Change` holds it.
+protocol DomainChange {
+    static var domain: Change.Domain { get }
+    /// `change`'s, which is of this domain.
+    static func of(_ change: Change) -> Self
+}
+
+extension NetlinkChange: DomainChange {
+    static var domain: Change.Domain { .netlink }
+    static func of(_ change: Change) -> Self { change.netlink! }
+}
+
+extension SysctlChange: DomainChange {
+    static var domain: Change.Domain { .sysctl }
+    static func of(_ change: Change) -> Self { change.sysctl! }
+}
+
+extension DatapathChange: DomainChange {
+    static var domain: Change.Domain { .datapath }
+    static func of(_ change: Change) -> Self { change.datapath! }
+}
+
+extension ServiceChange: DomainChange {
+    static var domain: Change.Domain { .service }
+    static func of(_ change: Change) -> Self { change.service! }
 }
 
 /// A netlink change, with enough of the prior state to undo it. Indirect: routes and links are
