@@ -239,6 +239,43 @@ import Testing
         #expect(Set(ids.frontends.values).count == ids.frontends.count, "ids are unique")
     }
 
+    /// Services changes' words, made from the change when read (one shared source per plan, no
+    /// object per change): what goes, what comes, and what a frontend was and becomes, with
+    /// backend addresses where the maps or the spec have them.
+    @Test func servicesChangesSayWhatTheyChange() {
+        let desired = DesiredState(spec: Self.spec, deviceMTU: 1500)
+        var observed = PlannerTests.converged
+        let (stale, dns) = (Self.key("10.1.1.1:1/TCP"), Self.key("10.96.0.10:53/UDP"))
+        observed.services.masters[stale] = FrontendMaster(count: 1, id: 40, flags: [])
+        observed.services.slots[stale] = [1: 9]
+        observed.services.revnat[40] = stale
+        observed.services.backends[9] = BackendAddress(address: IPAddress("10.0.9.9"), port: 1, protocol: .tcp)
+        observed.services.masters[dns] = FrontendMaster(count: 2, id: 3, flags: [])
+        observed.services.slots[dns] = [1: 9, 2: 77]  // (77: no backend under that id)
+        let plan = Planner.plan(
+            desired: desired, observed: observed, ledger: nil, nativeDevice: "eth0", datapath: .bpf,
+            attachModes: .clsact)
+        let lines = plan.changes.filter { $0.kind == .service }.map(\.description)
+        for line in [
+            "- ClusterIP 10.1.1.1:1/TCP: id 40, 10.0.9.9:1  [node]",
+            "+ backend 1: 10.0.1.15:8080/TCP  [node]",
+            "+ NodePort 172.18.0.2:32000/TCP: id 2, 10.0.1.15:8080, 10.0.2.204:9090  [node]",
+            "~ ClusterIP 10.96.0.10:53/UDP: id 3, 10.0.9.9:1, backend 77 -> id 3, 10.0.1.15:53  [node]",
+            "- frontend id 40: 10.1.1.1:1/TCP  [node]",
+            "- backend 9: 10.0.9.9:1/TCP  [node]",
+        ] {
+            #expect(lines.contains(line), "\(line) in \(lines)")
+        }
+        let update = plan.changes.first { $0.subject == "ClusterIP 10.96.0.10:53/UDP" }
+        #expect(
+            update?.mismatch
+                == "ClusterIP 10.96.0.10:53/UDP [node]: wanted id 3, 10.0.1.15:53, found id 3, 10.0.9.9:1, backend 77")
+        let again = Planner.plan(
+            desired: desired, observed: observed, ledger: nil, nativeDevice: "eth0", datapath: .bpf,
+            attachModes: .clsact)
+        #expect(again.changes == plan.changes, "words and all")
+    }
+
     @Test func staleFrontendsGoFirstThenBackendsThenFrontends() {
         let desired = DesiredState(spec: Self.spec, deviceMTU: 1500)
         var observed = PlannerTests.converged

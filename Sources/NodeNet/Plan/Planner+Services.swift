@@ -60,37 +60,20 @@ extension Planner {
 
     mutating func planFrontendWrite(_ i: Int, _ wanted: FrontendEntry) {
         let observed = self.observed.services
-        let frontend = desired.frontends[i]
-        let current = observed.entry(frontend.key)
-        let previous = observed.snapshot(frontend.key)
-        let observedBackends = observed.backends
+        let key = desired.frontends[i].key
+        let previous = observed.snapshot(key)
         addChange(
-            current == nil && previous == nil ? .create : .update, .service, .node,
-            .service(.putFrontend(frontend.key, wanted, previous: previous, previousRevnat: observed.revnat[wanted.id]))
-        ) {
-            // The wanted slots hold the frontend's backends in order.
-            let addresses = Dictionary(zip(wanted.backendIDs, frontend.backends), uniquingKeysWith: { a, _ in a })
-            return .init(
-                subject: "\(frontend.type.rawValue) \(frontend.key)",
-                wanted: Self.describe(wanted, backends: addresses),
-                found: current.map { Self.describe($0, backends: observedBackends) })
-        }
+            previous == nil ? .create : .update,
+            .putFrontend(key, wanted, previous: previous, previousRevnat: observed.revnat[wanted.id]))
     }
 
     mutating func planBackendWrite(_ id: UInt32, _ backend: BackendAddress) {
         let previous = observed.services.backends[id]
-        addChange(
-            previous == nil ? .create : .update, .service, .node,
-            .service(.putBackend(id: id, backend, previous: previous))
-        ) {
-            .init(subject: "backend \(id)", wanted: backend.description, found: previous?.description)
-        }
+        addChange(previous == nil ? .create : .update, .putBackend(id: id, backend, previous: previous))
     }
 
     mutating func planBackendDelete(_ id: UInt32, _ backend: BackendAddress) {
-        addChange(.delete, .service, .node, .service(.deleteBackend(id: id, previous: backend))) {
-            .init(subject: "backend \(id)", wanted: nil, found: backend.description)
-        }
+        addChange(.delete, .deleteBackend(id: id, previous: backend))
     }
 
     /// Frontends no wanted one has a key of (their slots, incomplete ones too).
@@ -101,15 +84,7 @@ extension Planner {
         let stale =
             observed.masters.keys.filter { ids.frontends[$0] == nil }
             + observed.slots.keys.filter { observed.masters[$0] == nil && ids.frontends[$0] == nil }
-        for key in stale.sorted() {
-            let type = observed.masters[key]?.flags.contains(.nodePort) == true ? "NodePort" : "ClusterIP"
-            let (current, backends) = (observed.entry(key), observed.backends)
-            addChange(.delete, .service, .node, .service(.deleteFrontend(key, previous: observed.snapshot(key)!))) {
-                .init(
-                    subject: "\(type) \(key)", wanted: nil,
-                    found: current.map { Self.describe($0, backends: backends) } ?? "incomplete entries")
-            }
-        }
+        for key in stale.sorted() { addChange(.delete, .deleteFrontend(key, previous: observed.snapshot(key)!)) }
     }
 
     /// Backends in id order (ids are unique): sorted as words, id and place, which is several
@@ -188,9 +163,7 @@ extension Planner {
         var wantedIDs = FrontendIDSet(desired.serviceCapacity.frontendIDs)
         for id in ids.frontends.values { _ = wantedIDs.insert(id) }
         for (id, key) in observed.revnat.lazy.filter({ !wantedIDs.contains($0.key) }).sorted(by: { $0.key < $1.key }) {
-            addChange(.delete, .service, .node, .service(.deleteRevNat(id: id, previous: key))) {
-                .init(subject: "frontend id \(id)", wanted: nil, found: key.description)
-            }
+            addChange(.delete, .deleteRevNat(id: id, previous: key))
         }
         let wantedRanges = wantedSourceRanges ?? Self.sourceRanges(desired.frontends, ids)
         for range in observed.sourceRanges.subtracting(wantedRanges).sorted() {
@@ -215,24 +188,5 @@ extension Planner {
             for prefix in frontend.sourceRanges { ranges.insert(SourceRange(id: id, prefix: prefix)) }
         }
         return ranges
-    }
-
-    /// `id 7, 10.0.1.5:8080, 10.0.2.9:8080` (plans describe every changed frontend).
-    static func describe(_ e: FrontendEntry, backends: [UInt32: BackendAddress]) -> String {
-        var s = "id \(e.id), "
-        guard !e.backendIDs.isEmpty else { return s + "no backends" }
-        s.reserveCapacity(s.utf8.count + 22 * e.backendIDs.count)
-        for (i, id) in e.backendIDs.enumerated() {
-            if i > 0 { s += ", " }
-            if let b = backends[id] {
-                s += b.address.description
-                s += ":"
-                s += String(b.port)
-            } else {
-                s += "backend "
-                s += String(id)
-            }
-        }
-        return s
     }
 }

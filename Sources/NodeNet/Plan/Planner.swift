@@ -38,6 +38,8 @@ public struct Planner {
     /// The backends no wanted one has the id of that `planServices` has not taken out yet (it
     /// takes each out as soon as no frontend names it): the prune's.
     var staleBackendsLeft: [UInt32: BackendAddress]?
+    /// What its services changes' words are made from (made with the first).
+    private var serviceWords: ServiceWords?
 
     public static func plan(
         desired: DesiredState, observed: ObservedState, ledger: Ledger?, nativeDevice: String,
@@ -101,12 +103,14 @@ public struct Planner {
     /// Makes room for `count` more changes.
     mutating func reserveChanges(_ count: Int) { changes.reserveCapacity(changes.count + count) }
 
-    /// A change whose words are made only when read (services: tens of thousands per plan).
-    mutating func addChange(
-        _ action: ChangeAction, _ kind: ChangeKind, _ scope: NamespaceScope, _ change: Change,
-        words: @escaping @Sendable () -> ChangeText.Words
-    ) {
-        changes.append(PlannedChange(action: action, kind: kind, namespace: scope, change: change, words: words))
+    /// A services change whose words are made from it only when read (`ServiceWords`: tens of
+    /// thousands per plan).
+    mutating func addChange(_ action: ChangeAction, _ change: ServiceChange) {
+        if serviceWords == nil {
+            serviceWords = ServiceWords(frontends: desired.frontends, observed: observed.services)
+        }
+        changes.append(
+            PlannedChange(action: action, kind: .service, namespace: .node, change: change, words: serviceWords!))
     }
 
     mutating func addChange(
