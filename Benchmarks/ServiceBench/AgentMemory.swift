@@ -10,8 +10,9 @@
 // /healthz answers 200 (its first verified apply), its resident memory (VmRSS, and the peak
 // VmHWM) is read from /proc a second later (the agent gives the apply's freed heap back just
 // after it reports healthy: read at once, VmRSS was 312 to 455 MiB from run to run at 100 000
-// services), then its CPU time over S seconds at rest (periodic audits, no changes), then it is stopped with SIGTERM (which tears nothing down) and the next starts on
-// the node as the last one left it.
+// services), then its CPU time over S seconds at rest (periodic audits, no changes), then it
+// is stopped with SIGTERM (which tears nothing down) and the next starts on the node as the
+// last one left it. (Figures before 2026-12-06 read VmRSS at once: compare them with care.)
 import BenchSupport
 import Foundation
 import NodeNet

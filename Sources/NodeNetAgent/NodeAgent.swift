@@ -616,11 +616,12 @@ public final class NodeAgent: @unchecked Sendable {
                 }
             }
             for change in report.changes {
+                let words = change.words  // (made once: a services change makes them on each read)
                 log.info(
-                    "\(change.action.rawValue) \(change.subject)",
+                    "\(change.action.rawValue) \(words.subject)",
                     metadata: [
                         "why": "\(reason)", "kind": "\(change.kind)", "namespace": "\(change.namespace)",
-                        "found": "\(change.found ?? "nothing")", "wanted": "\(change.wanted ?? "nothing")",
+                        "found": "\(words.found ?? "nothing")", "wanted": "\(words.wanted ?? "nothing")",
                     ])
                 if cause == .event || cause == .resync || cause == .audit { metrics.repaired(kind: change.kind) }
             }

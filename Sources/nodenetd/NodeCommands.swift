@@ -10,9 +10,7 @@ struct ChangeJSON: Encodable {
         action = c.action.rawValue
         kind = c.kind.rawValue
         namespace = c.namespace.description
-        subject = c.subject
-        wanted = c.wanted
-        found = c.found
+        (subject, wanted, found) = c.words
     }
 }
 

@@ -197,15 +197,13 @@ import Testing
     /// 4 096) has no make-before-break order: the plan says so, with what to do, instead of an
     /// apply that fails halfway (the kernel refusing an insert) and rolls back.
     @Test func aServiceWhoseNewBackendsCannotFitBesideItsOldOnesIsAConflict() {
-        func spec(_ backends: ClosedRange<UInt32>) -> NodeSpec {
+        // `big` at 10.100.0.1 and ten small services, each with one backend of its own.
+        func spec(_ backends: ClosedRange<UInt32>, small: UInt32 = 20_000) -> NodeSpec {
             var s = Self.spec
             s.loadBalancer.mapCapacity = ServiceMapCapacity(entries: 4096)
-            s.services = [
-                ServiceSpec(
-                    name: "fill/big", type: .clusterIP, clusterIP: IPAddress(ipv4: 0x0A64_0001),
-                    ports: [ServicePort(protocol: .tcp, port: 80)],
-                    backends: backends.map { ServiceBackend(ip: IPAddress(ipv4: 0x0AC8_0000 + $0)) })
-            ]
+            s.services =
+                [Self.service("big", 0x0A64_0001, Array(backends))]
+                + (0..<10).map { Self.service("small\($0)", 0x0A64_0100 + $0, [small + $0]) }
             return s
         }
         var observed = PlannerTests.converged
@@ -220,11 +218,52 @@ import Testing
         let third = plan(spec(1001...4000))
         #expect(third.conflicts.isEmpty)
         #expect(Self.fits(third, &observed.services, capacity: 4096))
-        let all = plan(spec(10_001...13_000))
+        // The small services' new backends fit (they are written first); big's is the one
+        // conflict, said once.
+        let all = plan(spec(10_001...13_000, small: 30_000))
         #expect(
             all.conflicts == [
-                "ClusterIP 10.100.0.1:80/TCP needs 3000 new backends and the backends map has room for 1096 while the old ones are still in use; replace its backends over two applies, or raise loadBalancer.mapEntries (4096)"
+                "ClusterIP 10.100.0.1:80/TCP needs 3000 new backends and the backends map has room for 1086 while the old ones are still in use; replace its backends over two applies, or raise loadBalancer.mapEntries (4096)"
             ])
+    }
+
+    /// Services map full and backends map short at once: one service grows (taking a backend
+    /// another has) while two replace backends, one of them shrinking. The plan writes the
+    /// shrinking one first, whose freed entry the growing one then takes: no conflict (the
+    /// growing one first, the map would overfill), and the writes fit the maps in plan order.
+    @Test func aServiceGrowsIntoTheEntryAnotherFreesWhenBothMapsAreFull() {
+        // filler: 4 081 backends; a: 1; b and c: 5 each. 4 096 services map entries, 4 092
+        // backends.
+        func spec(a: [UInt32], b: [UInt32], c: [UInt32]) -> NodeSpec {
+            var s = Self.spec
+            s.loadBalancer.mapCapacity = ServiceMapCapacity(entries: 4096)
+            s.services = [
+                Self.service("a", 0x0A64_0001, a), Self.service("b", 0x0A64_0002, b),
+                Self.service("c", 0x0A64_0003, c), Self.service("filler", 0x0A64_0004, Array(1...4081)),
+            ]
+            return s
+        }
+        var observed = PlannerTests.converged
+        for (step, s) in [
+            spec(a: [5001], b: Array(6001...6005), c: Array(7001...7005)),
+            // a takes filler's backend 1 (one entry more); b keeps 6001 and gets three new (one
+            // entry less); c replaces three of five: six new backends, room for four.
+            spec(a: [5001, 1], b: [6001, 6101, 6102, 6103], c: [7001, 7101, 7102, 7103, 7005]),
+        ].enumerated() {
+            let plan = Planner.plan(
+                desired: DesiredState(spec: s, deviceMTU: 1500), observed: observed, ledger: nil, nativeDevice: "eth0",
+                datapath: .bpf, attachModes: .clsact)
+            #expect(plan.conflicts.isEmpty, "step \(step): \(plan.conflicts)")
+            #expect(Self.fits(plan, &observed.services, capacity: 4096), "step \(step)")
+        }
+        #expect(observed.services.masters.count == 4 && observed.services.backends.count == 4091)
+    }
+
+    static func service(_ name: String, _ address: UInt32, _ backends: [UInt32]) -> ServiceSpec {
+        ServiceSpec(
+            name: "fill/\(name)", type: .clusterIP, clusterIP: IPAddress(ipv4: address),
+            ports: [ServicePort(protocol: .tcp, port: 80)],
+            backends: backends.map { ServiceBackend(ip: IPAddress(ipv4: 0x0AC8_0000 + $0)) })
     }
 
     @Test func aLiveFrontendKeepsItsIdOverAStaleReverseEntry() {
@@ -304,19 +343,28 @@ import Testing
     /// its third slot goes; a frontend going away loses slot 0 (no new choices) before its slots.
     /// A packet reading slot 0 at any step finds every slot it may choose. The shrinking one goes
     /// first, though planned second: the map never holds the grown one and the surplus at once.
+    /// One left without slot 0 (an interrupted write) adds that entry, though it frees a slot: it
+    /// goes with those that add, after the others have freed theirs.
     @Test func batchedFrontendWritesAreMakeBeforeBreak() {
+        func previous(_ id: FrontendID, _ slots: [UInt16: UInt32]) -> FrontendSnapshot {
+            FrontendSnapshot(master: FrontendMaster(count: UInt16(slots.count), id: id, flags: []), slots: slots)
+        }
         var grow = ServiceMaps.Batch()
         grow.putFrontend(
             Self.key("10.96.0.10:80/TCP"), FrontendEntry(id: 1, flags: [], backendIDs: [11, 12, 13]),
-            previousSlots: [1: 11, 2: 12])
+            previous: previous(1, [1: 11, 2: 12]))
         grow.putFrontend(
             Self.key("10.96.0.10:53/UDP"), FrontendEntry(id: 2, flags: [], backendIDs: [21, 22]),
-            previousSlots: [1: 21, 2: 22, 3: 23])
+            previous: previous(2, [1: 21, 2: 22, 3: 23]))
+        grow.putFrontend(
+            Self.key("10.96.0.10:443/TCP"), FrontendEntry(id: 3, flags: [], backendIDs: [31]),
+            previous: FrontendSnapshot(master: nil, slots: [1: 31, 2: 32]))
         #expect(
             grow.steps.map(\.description) == [
-                "put revnat 1 2",
+                "put revnat 1 2 3",
                 "put services 10.96.0.10:53/UDP#0", "delete services 10.96.0.10:53/UDP#3",
-                "put services 10.96.0.10:80/TCP#3", "put services 10.96.0.10:80/TCP#0",
+                "put services 10.96.0.10:80/TCP#3", "put services 10.96.0.10:80/TCP#0 10.96.0.10:443/TCP#0",
+                "delete services 10.96.0.10:443/TCP#2",
             ])
         var removal = ServiceMaps.Batch()
         removal.removeFrontend(Self.key("10.96.0.99:443/TCP"), slots: [2: 32, 1: 31])

@@ -40,6 +40,7 @@ struct Applier {
     /// how many changes that run had.
     private mutating func run<E: ChangeExecutor>(_ executor: E, _ changes: ArraySlice<PlannedChange>) throws -> Int {
         let run = DomainChanges<E.Domain>(leadingRunOf: changes)
+        precondition(!run.isEmpty, "the applier handed \(E.self) a change of another domain")
         try executor.run(run, undo: &undo)
         return run.count
     }

@@ -108,7 +108,7 @@ final class ServiceExecutor: ChangeExecutor {
             case .putBackend(let id, let backend, _):
                 write.putBackend(id, backend)
             case .putFrontend(let key, let entry, let previous, _):
-                write.putFrontend(key, entry, previousSlots: previous?.slots ?? [:])
+                write.putFrontend(key, entry, previous: previous)
             case .deleteFrontend(let key, let previous):
                 write.removeFrontend(key, slots: previous.slots)
             case .deleteRevNat(let id, _):

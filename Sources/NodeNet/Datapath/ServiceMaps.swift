@@ -83,6 +83,16 @@ public struct FrontendEntry: Sendable, Equatable {
     var master: FrontendMaster {
         FrontendMaster(count: UInt16(backendIDs.count), id: id, flags: flags, affinityTimeout: affinityTimeout)
     }
+
+    /// What writing it over `previous` does to the services map: the keys it adds (slot 0 when
+    /// there was none, slot numbers there were not) and those it frees (slots beyond its count).
+    /// The one count of a write's entries: the batch's order and the plan's groups use it.
+    func servicesMapKeys(over previous: FrontendSnapshot?) -> (added: Int, freed: Int) {
+        let slots = previous?.slots ?? [:]
+        var added = previous?.master == nil ? 1 : 0
+        for slot in 0..<backendIDs.count where slots[UInt16(slot + 1)] == nil { added += 1 }
+        return (added, slots.keys.count { Int($0) > backendIDs.count })
+    }
 }
 
 /// A frontend's Maglev table exactly as it was (undo).
@@ -290,8 +300,8 @@ final class ServiceMaps {
     struct Batch {
         fileprivate var backendKeys: [UInt32] = [], backendValues: [nodenet_backend] = []
         fileprivate var revnatKeys: [UInt32] = [], revnatValues: [nodenet_revnat] = []
-        /// Frontends that hold no more entries after their write than before, then those that
-        /// hold more: the first wave frees room before the second takes it.
+        /// Frontends whose write adds no entry (it replaces values, frees surplus slots), then
+        /// those that add some: the first wave frees room before the second takes it.
         fileprivate var settling = FrontendWrites(), growing = FrontendWrites()
         fileprivate var masterRemovals: [nodenet_service_key] = [], slotRemovals: [nodenet_service_key] = []
         fileprivate var revnatRemovals: [UInt32] = [], backendRemovals: [UInt32] = []
@@ -308,15 +318,13 @@ final class ServiceMaps {
             backendValues.append(backend.mapValue)
         }
 
-        /// A frontend's write goes in the second wave when it adds entries to the services map
-        /// (a slot number it had not, or slot 0 of a frontend with none) beyond those it frees.
-        mutating func putFrontend(_ key: FrontendKey, _ entry: FrontendEntry, previousSlots: [UInt16: UInt32]) {
+        /// A frontend's write goes in the second wave when it adds any entry to the services
+        /// map (`FrontendEntry.servicesMapKeys`): the first wave only replaces and frees.
+        mutating func putFrontend(_ key: FrontendKey, _ entry: FrontendEntry, previous: FrontendSnapshot?) {
             revnatKeys.append(entry.id)
             revnatValues.append(key.revnat)
+            let previousSlots = previous?.slots ?? [:]
             let count = entry.backendIDs.count
-            let added = (0..<count).filter { previousSlots[UInt16($0 + 1)] == nil }.count
-            let freed = previousSlots.keys.filter { Int($0) > count }.count
-            let grows = added + (previousSlots.isEmpty ? 1 : 0) > freed
             func write(_ wave: inout FrontendWrites) {
                 for (i, id) in entry.backendIDs.enumerated() where previousSlots[UInt16(i + 1)] != id {
                     wave.slotKeys.append(key.mapKey(slot: UInt16(i + 1)))
@@ -326,7 +334,7 @@ final class ServiceMaps {
                 wave.masterValues.append(entry.master.mapValue)
                 for slot in previousSlots.keys where Int(slot) > count { wave.surplus.append(key.mapKey(slot: slot)) }
             }
-            if grows { write(&growing) } else { write(&settling) }
+            if entry.servicesMapKeys(over: previous).added > 0 { write(&growing) } else { write(&settling) }
         }
 
         mutating func removeFrontend(_ key: FrontendKey, slots: [UInt16: UInt32]) {

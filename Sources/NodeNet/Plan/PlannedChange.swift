@@ -13,9 +13,14 @@ public struct PlannedChange: Sendable, Equatable, CustomStringConvertible {
     public var kind: ChangeKind
     public var namespace: NamespaceScope
     /// The object, e.g. `route 10.0.1.0/24` or `sysctl net.ipv4.ip_forward`.
-    public var subject: String { words.subject }
-    public var wanted: String? { words.wanted }
-    public var found: String? { words.found }
+    public var subject: String { resolved.subject }
+    public var wanted: String? { resolved.wanted }
+    public var found: String? { resolved.found }
+    /// The three at once (a services change makes its words on each read).
+    public var words: (subject: String, wanted: String?, found: String?) {
+        let words = resolved
+        return (words.subject, words.wanted, words.found)
+    }
     /// The kernel change itself, by domain (each domain has one executor).
     let change: Change
     private let text: ChangeText
@@ -35,7 +40,7 @@ public struct PlannedChange: Sendable, Equatable, CustomStringConvertible {
         text = .service(words)
     }
 
-    private var words: ChangeText.Words {
+    private var resolved: ChangeText.Words {
         switch text {
         case .made(let words): words
         case .service(let source): source.words(for: change.service!)
@@ -44,11 +49,11 @@ public struct PlannedChange: Sendable, Equatable, CustomStringConvertible {
 
     public static func == (a: PlannedChange, b: PlannedChange) -> Bool {
         a.action == b.action && a.kind == b.kind && a.namespace == b.namespace && a.change == b.change
-            && a.words == b.words
+            && a.resolved == b.resolved
     }
 
     public var description: String {
-        let words = self.words
+        let words = resolved
         let sign = action == .create ? "+" : action == .delete ? "-" : "~"
         var s = "\(sign) \(words.subject)"
         switch action {
@@ -61,7 +66,7 @@ public struct PlannedChange: Sendable, Equatable, CustomStringConvertible {
 
     /// `what: wanted X, found Y`, for verification reports.
     public var mismatch: String {
-        let words = self.words
+        let words = resolved
         return "\(words.subject) [\(namespace)]: wanted \(words.wanted ?? "nothing"), found \(words.found ?? "nothing")"
     }
 }

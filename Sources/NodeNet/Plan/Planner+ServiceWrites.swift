@@ -63,44 +63,66 @@ extension Planner {
         for (id, _) in group { pending[id] = nil }
         var firstTables = tables.filter { !written.contains($0.key) }
         // Frontends that need no new backend first: they only free old ones. In each part,
-        // those that take no more service entries than they had first, as they free room there.
+        // those that add no services map entry first, as they free room there.
         let needsNew = writes.map { backendIDs(of: $0, ids).contains { pending[$0] != nil } }
-        var growth = writes.map { write in
-            let key = desired.frontends[write.i].key
-            let held = (observed.masters[key] == nil ? 0 : 1) + (observed.slots[key]?.count ?? 0)
-            return 1 + write.entry.backendIDs.count - held
-        }
+        let keys = writes.map { $0.entry.servicesMapKeys(over: observed.snapshot(desired.frontends[$0.i].key)) }
         let order = writes.indices.sorted {
-            (needsNew[$0] ? 1 : 0, growth[$0] > 0 ? 1 : 0, $0) < (needsNew[$1] ? 1 : 0, growth[$1] > 0 ? 1 : 0, $1)
+            (needsNew[$0] ? 1 : 0, keys[$0].added > 0 ? 1 : 0, $0) < (
+                needsNew[$1] ? 1 : 0, keys[$1].added > 0 ? 1 : 0, $1
+            )
         }
-        (writes, growth) = (order.map { writes[$0] }, order.map { growth[$0] })
+        var remaining = order.map { (write: writes[$0], keys: keys[$0]) }
         var slotRoom = Int(desired.serviceCapacity.entries) - Self.serviceEntries(observed, kept: ids)
-        var start = 0
+        var refused = false
         repeat {  // (once at least: the first group's backends and tables, with no frontend to write)
-            var end = start
-            while end < writes.count {
-                var new: [(UInt32, BackendAddress)] = []
-                for id in backendIDs(of: writes[end], ids) {
-                    if let backend = pending.removeValue(forKey: id) { new.append((id, backend)) }
-                }
-                if end > start && (group.count + new.count > room || growth[end] > slotRoom) {
-                    for (id, backend) in new { pending[id] = backend }
+            // The group: every remaining frontend that fits next to those taken, as the batch
+            // writes them (the services map's entries freed by the frontends that add none go
+            // before any is added); the others wait for the room this group frees.
+            var taken: [(i: Int, entry: FrontendEntry)] = []
+            var waiting: [(write: (i: Int, entry: FrontendEntry), keys: (added: Int, freed: Int))] = []
+            var (added, freedEntries, net) = (0, 0, 0)
+            for (n, candidate) in remaining.enumerated() {
+                if !taken.isEmpty && waiting.count >= 1024 {  // (enough for one group; bounded work)
+                    waiting += remaining[n...]
                     break
                 }
-                if end == start {
-                    checkRoom(writes[end], backends: new.count, room - group.count, growth[end], slotRoom)
+                var new: [(UInt32, BackendAddress)] = []
+                for id in backendIDs(of: candidate.write, ids) {
+                    if let backend = pending.removeValue(forKey: id) { new.append((id, backend)) }
+                }
+                let fits =
+                    group.count + new.count <= room
+                    && (candidate.keys.added == 0 || added + candidate.keys.added <= slotRoom + freedEntries)
+                guard fits || refused else {
+                    for (id, backend) in new { pending[id] = backend }
+                    waiting.append(candidate)
+                    continue
                 }
                 group += new
-                slotRoom -= growth[end]
-                end += 1
+                taken.append(candidate.write)
+                if candidate.keys.added == 0 {
+                    freedEntries += candidate.keys.freed
+                } else {
+                    added += candidate.keys.added
+                }
+                net += candidate.keys.freed - candidate.keys.added
+            }
+            if taken.isEmpty, let first = remaining.first {
+                // Nothing fits: no order of writes makes this plan's frontends before it breaks
+                // them. The plan says why (the first one), and the rest go in one group.
+                refuse(
+                    first.write, backends: backendIDs(of: first.write, ids).count { pending[$0] != nil },
+                    room: room - group.count, entries: first.keys.added, entryRoom: slotRoom)
+                refused = true
+                continue
             }
             for (id, backend) in group.sorted(by: { $0.0 < $1.0 }) { planBackendWrite(id, backend) }
-            for write in writes[start..<end] {
+            for write in taken {
                 if let table = tables[write.entry.id] { firstTables[write.entry.id] = table }
             }
             for (id, want) in firstTables.sorted(by: { $0.key < $1.key }) { planMaglevTable(id, want, ids) }
             var freed: [UInt32] = []
-            for write in writes[start..<end] {
+            for write in taken {
                 planFrontendWrite(write.i, write.entry)
                 for id in observed.slots[desired.frontends[write.i].key]?.values ?? [:].values {
                     guard let count = names[id] else { continue }
@@ -110,27 +132,32 @@ extension Planner {
             }
             for id in freed.sorted() { planBackendDelete(id, stale.removeValue(forKey: id)!) }
             room += freed.count - group.count
-            (group, firstTables, start) = ([], [:], end)
-        } while start < writes.count
+            slotRoom += net
+            (group, firstTables, remaining) = ([], [:], waiting)
+        } while !remaining.isEmpty
     }
 
-    /// A frontend written alone (first of its group) must fit what is left of the maps: else no
-    /// order of writes makes it before it breaks (its old backends and its new ones at once),
-    /// and the plan says so rather than failing halfway through the apply.
-    private mutating func checkRoom(
-        _ write: (i: Int, entry: FrontendEntry), backends: Int, _ room: Int, _ entries: Int, _ entryRoom: Int
+    /// A plan whose frontends cannot all be written within the maps' size, in any order of
+    /// writes that keeps each before it breaks (its old backends and its new ones at once): it
+    /// says so, with the first that does not fit, rather than failing halfway through the apply.
+    private mutating func refuse(
+        _ write: (i: Int, entry: FrontendEntry), backends: Int, room: Int, entries: Int, entryRoom: Int
     ) {
         let frontend = desired.frontends[write.i]
         let setting = "loadBalancer.mapEntries (\(desired.serviceCapacity.entries))"
         let what = "\(frontend.type.rawValue) \(frontend.key)"
-        if backends > room {
+        if room < 0 {
             addConflict(
-                "\(what) needs \(backends) new backends and the backends map has room for \(max(room, 0)) while the old ones are still in use; replace its backends over two applies, or raise \(setting)"
+                "the backends map has no room for the new backends no changed frontend names (\(-room) too many) next to those in use; raise \(setting)"
+            )
+        } else if backends > room {
+            addConflict(
+                "\(what) needs \(backends) new backends and the backends map has room for \(room) while the old ones are still in use; replace its backends over two applies, or raise \(setting)"
             )
         }
-        if entries > entryRoom {
+        if entries > max(entryRoom, 0) {
             addConflict(
-                "\(what) needs \(entries) more service map entries and the map has room for \(max(entryRoom, 0)) before the other frontends' changes free theirs; apply the change over two applies, or raise \(setting)"
+                "\(what) needs \(entries) more service map entries and the map has room for \(max(entryRoom, 0)) while the other frontends' old entries are still in use; apply the change over two applies, or raise \(setting)"
             )
         }
     }
