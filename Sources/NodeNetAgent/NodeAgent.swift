@@ -584,6 +584,10 @@ public final class NodeAgent: @unchecked Sendable {
         Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
     }
 
+    /// The changes of a reconcile listed one by one at info level; the others at debug level,
+    /// after a line that counts them (a first apply of 100 000 services has 400 000 changes).
+    static let changesListed = 100
+
     /// One plan + apply + verify, logged change by change.
     private func reconcileNow(
         _ controller: NodeController, cause: ReconcileCause, reason: String, eventAt: ContinuousClock.Instant?
@@ -615,14 +619,22 @@ public final class NodeAgent: @unchecked Sendable {
                     box.setAside = Array((box.setAside + [warning]).suffix(10))
                 }
             }
-            for change in report.changes {
-                let words = change.words  // (made once: a services change makes them on each read)
-                log.info(
-                    "\(change.action.rawValue) \(words.subject)",
-                    metadata: [
-                        "why": "\(reason)", "kind": "\(change.kind)", "namespace": "\(change.namespace)",
-                        "found": "\(words.found ?? "nothing")", "wanted": "\(words.wanted ?? "nothing")",
-                    ])
+            for (n, change) in report.changes.enumerated() {
+                if n == Self.changesListed {
+                    log.info(
+                        "\(report.changes.count - n) more changes, listed at debug level",
+                        metadata: ["why": "\(reason)", "changes": "\(report.changes.count)"])
+                }
+                let level: Logger.Level = n < Self.changesListed ? .info : .debug
+                if level >= log.logLevel {
+                    let words = change.words  // (made once: a services change makes them on each read)
+                    log.log(
+                        level: level, "\(change.action.rawValue) \(words.subject)",
+                        metadata: [
+                            "why": "\(reason)", "kind": "\(change.kind)", "namespace": "\(change.namespace)",
+                            "found": "\(words.found ?? "nothing")", "wanted": "\(words.wanted ?? "nothing")",
+                        ])
+                }
                 if cause == .event || cause == .resync || cause == .audit { metrics.repaired(kind: change.kind) }
             }
             let elapsed = ContinuousClock.now - start

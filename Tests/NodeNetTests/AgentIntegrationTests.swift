@@ -118,6 +118,30 @@ struct AgentIntegrationTests {
         return Date().timeIntervalSince(start)
     }
 
+    /// A reconcile of many changes (250 remote nodes: their routes) lists the first 100 at info
+    /// level and counts the others in one line; at debug level it lists every one.
+    @Test func aLargeReconcileListsItsFirstChangesAndCountsTheRest() async throws {
+        func addNodes(_ spec: inout NodeSpec) {
+            spec.nodes += (0..<250).map { (i: UInt32) in
+                RemoteNode(
+                    name: "far\(i)", address: IPAddress(ipv4: 0xAC12_1000 + i),  // 172.18.16.0/20, on-link
+                    podCIDR: IPPrefix(IPAddress(ipv4: 0x0A40_0000 + (i << 8)), length: 24)!)
+            }
+        }
+        for level in [Logger.Level.info, .debug] {
+            try await Self.withAgent(logLevel: level, configure: addNodes) { _, _, _, lines in
+                let start = lines.all.filter { $0.contains("subsystem=reconcile") && $0.contains("why=start") }
+                let listed = start.filter { $0.contains(" kind=") }
+                let counted = start.filter { $0.contains("more changes, listed at debug level") }
+                #expect(counted.count == 1, "\(level): \(counted)")
+                let total = try #require(counted.first.flatMap { Self.field("changes", of: $0) }.flatMap { Int($0) })
+                #expect(total > 250, "the routes to 250 nodes and the node's own")
+                #expect(listed.count == (level == .info ? 100 : total), "\(level): \(listed.count) of \(total)")
+                #expect(listed.filter { $0.contains("level=info") }.count == 100)
+            }
+        }
+    }
+
     @Test func driftIsRepairedAndTimed() async throws {
         try await Self.withAgent { t, agent, _, lines in
             let node = try NetlinkSocket(namespace: t.namespace)
