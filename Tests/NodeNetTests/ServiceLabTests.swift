@@ -1056,7 +1056,6 @@ struct ServiceLabTests {
         try Self.up(cluster)
         let seed = cluster.services
         let node = "worker2"
-        let layout = BPFFSLayout(directory: cluster.bpffsDirectory(ofNode: node))
         // 800 services of 3 backends each: 3 200 service entries and 2 400 backends a set.
         func services(clusterIPs: UInt32, backends: UInt32) -> [ServiceSpec] {
             (0..<800).map { (i: UInt32) in
@@ -1068,15 +1067,8 @@ struct ServiceLabTests {
             }
         }
         func apply(_ what: String) throws {
-            let controller = try Self.controller(cluster, node)
-            let report = try controller.apply()
-            try #require(report.verified, "\(what): \(report.mismatches.prefix(3))")
-            let rows = try controller.services()
-            #expect(rows.count == 806 && rows.allSatisfy { $0.state == "ok" }, "\(what): \(rows.count) rows")
-            let maps = try #require(try ServiceMaps(pinnedIn: layout))
-            let wanted = Set(try controller.desiredState().frontends.flatMap(\.backends)).count
-            #expect(try maps.backends.keys().count == wanted, "\(what): only the new set's backends")
-            #expect(try Self.probe(cluster.name, "net", "10.96.18.68:80", count: 30).answers.count == 3, "\(what)")
+            let controller = try Self.applyChecked(cluster, node, what)
+            #expect(try controller.services().count == 806, "\(what)")
         }
         cluster.services = seed + services(clusterIPs: 0x0A64_0000, backends: 0x0AC8_0000)  // 10.100/16, 10.200/16
         try apply("the first set")
@@ -1084,6 +1076,23 @@ struct ServiceLabTests {
         try apply("every service replaced")
         cluster.services = seed + services(clusterIPs: 0x0A65_0000, backends: 0x0ACA_0000)  // 10.202/16
         try apply("every backend replaced")
+    }
+
+    /// Applies `cluster`'s spec on `node` and checks what every map-size test checks: verified,
+    /// every service row ok, the backends map holding exactly the wanted backends, and a seed
+    /// service still answering from its 3 backends.
+    @discardableResult
+    static func applyChecked(_ cluster: LabCluster, _ node: String, _ what: String) throws -> NodeController {
+        let controller = try Self.controller(cluster, node)
+        let report = try controller.apply()
+        try #require(report.verified, "\(what): \(report.mismatches.prefix(3))")
+        let rows = try controller.services()
+        #expect(rows.allSatisfy { $0.state == "ok" }, "\(what): \(rows.filter { $0.state != "ok" }.prefix(3))")
+        let maps = try #require(try ServiceMaps(pinnedIn: BPFFSLayout(directory: cluster.bpffsDirectory(ofNode: node))))
+        let wanted = Set(try controller.desiredState().frontends.flatMap(\.backends)).count
+        #expect(try maps.backends.keys().count == wanted, "\(what): only the wanted backends")
+        #expect(try Self.probe(cluster.name, "net", "10.96.18.68:80", count: 30).answers.count == 3, "\(what)")
+        return controller
     }
 
     /// Services that grow while others shrink, on a services map nearly full: 300 go from 1
@@ -1113,14 +1122,8 @@ struct ServiceLabTests {
             }
         }
         func apply(_ what: String) throws {
-            let controller = try Self.controller(cluster, node)
-            let report = try controller.apply()
-            try #require(report.verified, "\(what): \(report.mismatches.prefix(3))")
-            #expect(try controller.services().allSatisfy { $0.state == "ok" }, "\(what)")
+            try Self.applyChecked(cluster, node, what)
             #expect(try maps.services.keys().count == held + 3000, "\(what): 600 frontends, 2 400 slots")
-            let wanted = Set(try controller.desiredState().frontends.flatMap(\.backends)).count
-            #expect(try maps.backends.keys().count == wanted, "\(what): only the wanted backends")
-            #expect(try Self.probe(cluster.name, "net", "10.96.18.68:80", count: 30).answers.count == 3, "\(what)")
         }
         cluster.services = seed + services(first: 1, pool: true, base: 0x0AC8_0000)
         try apply("the first set")
