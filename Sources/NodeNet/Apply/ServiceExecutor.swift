@@ -57,26 +57,25 @@ final class ServiceExecutor: ChangeExecutor {
         case .deleteNode(let ip, let previous):
             try context.serviceMaps().nodes.delete(nodenet_node_key(ip))
             undo.append(restore(.node(ip, previous)))
-        case .putBackend(let id, let backend, let previous):
+        case .putBackend(let id, let backend, _):
             try context.serviceMaps().backends.update(id, backend.mapValue)
-            undo.append(restore(.backend(id, previous)))
-        case .deleteBackend(let id, let previous):
+            undo.append(restore(replacedBy: change))
+        case .deleteBackend(let id, _):
             try context.serviceMaps().backends.delete(id)
-            undo.append(restore(.backend(id, previous)))
-        case .putFrontend(let key, let entry, let previous, let previousRevnat):
+            undo.append(restore(replacedBy: change))
+        case .putFrontend(let key, let entry, let previous, _):
             // Undo recorded first: a write that fails halfway has already changed live slots,
             // and restoring is idempotent.
             let maps = try context.serviceMaps()
-            undo.append(restore(.revnat(entry.id, previousRevnat), changes: 0))  // (one change, two steps)
-            undo.append(restore(.frontend(key, previous, written: entry.backendIDs.count)))
+            undo.append(restore(replacedBy: change))
             try maps.put(key, entry, previousSlots: previous?.slots ?? [:])
         case .deleteFrontend(let key, let previous):
             let maps = try context.serviceMaps()
-            undo.append(restore(.frontend(key, previous, written: 0)))
+            undo.append(restore(replacedBy: change))
             try maps.remove(key, slots: previous.slots)
-        case .deleteRevNat(let id, let previous):
+        case .deleteRevNat(let id, _):
             try context.serviceMaps().revnat.delete(UInt32(id))
-            undo.append(restore(.revnat(id, previous)))
+            undo.append(restore(replacedBy: change))
         case .putSourceRange(let range):
             try context.serviceMaps().sourceRanges.update(range.mapKey, 1)
             undo.append(restore(.sourceRange(range, present: false)))
@@ -145,7 +144,17 @@ final class ServiceExecutor: ChangeExecutor {
         }
     }
 
-    /// What a batched change replaced, in the order it replaced them.
+    /// The step that puts back what one batchable change replaced (written alone).
+    private func restore(replacedBy change: ServiceChange) -> UndoStep {
+        let previous = Self.replaced(by: change)
+        return UndoStep(previous.last?.what ?? "restoring \(change)") { [context] in
+            let maps = try context.serviceMaps()
+            for replaced in previous.reversed() { try Self.put(replaced, back: maps) }
+        }
+    }
+
+    /// What a batchable change replaced, in the order it replaced them (its undo, alone or in
+    /// a batch, puts them back in the reverse order).
     private static func replaced(by change: ServiceChange) -> [Previous] {
         switch change {
         case .putBackend(let id, _, let previous): [.backend(id, previous)]
@@ -184,8 +193,8 @@ final class ServiceExecutor: ChangeExecutor {
         }
     }
 
-    private func restore(_ previous: Previous, changes: Int = 1) -> UndoStep {
-        UndoStep(previous.what, changes: changes) { [context] in
+    private func restore(_ previous: Previous) -> UndoStep {
+        UndoStep(previous.what) { [context] in
             try Self.put(previous, back: try context.serviceMaps())
         }
     }
