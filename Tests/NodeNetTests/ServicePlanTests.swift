@@ -259,6 +259,36 @@ import Testing
         #expect(observed.services.masters.count == 4 && observed.services.backends.count == 4091)
     }
 
+    /// Services map full, backends map with room: a service that grows is listed before one
+    /// that shrinks. The plan writes the shrinking one first, as the batch does, so that its
+    /// writes one at a time (how a failed batch is tried again) fit the map too.
+    @Test func aShrinkingServiceIsWrittenBeforeAGrowingOneWhenTheServicesMapIsFull() {
+        // filler: 4 087 backends; a: 1; b: 5. 4 096 services map entries, 4 093 backends.
+        func spec(a: [UInt32], b: [UInt32]) -> NodeSpec {
+            var s = Self.spec
+            s.loadBalancer.mapCapacity = ServiceMapCapacity(entries: 4096)
+            s.services = [
+                Self.service("a", 0x0A64_0001, a), Self.service("b", 0x0A64_0002, b),
+                Self.service("filler", 0x0A64_0004, Array(1...4087)),
+            ]
+            return s
+        }
+        var observed = PlannerTests.converged
+        for (step, s) in [
+            spec(a: [5001], b: Array(6001...6005)),
+            // a: one new backend (room for it), one entry more; b: one entry less.
+            spec(a: [5001, 5002], b: Array(6001...6004)),
+        ].enumerated() {
+            let plan = Planner.plan(
+                desired: DesiredState(spec: s, deviceMTU: 1500), observed: observed, ledger: nil, nativeDevice: "eth0",
+                datapath: .bpf, attachModes: .clsact)
+            #expect(plan.conflicts.isEmpty, "step \(step): \(plan.conflicts)")
+            #expect(Self.fits(plan, &observed.services, capacity: 4096), "step \(step)")
+        }
+        #expect(observed.services.slots[Self.key("10.100.0.1:80/TCP")]?.count == 2)
+        #expect(observed.services.slots[Self.key("10.100.0.2:80/TCP")]?.count == 4)
+    }
+
     static func service(_ name: String, _ address: UInt32, _ backends: [UInt32]) -> ServiceSpec {
         ServiceSpec(
             name: "fill/\(name)", type: .clusterIP, clusterIP: IPAddress(ipv4: address),

@@ -7,7 +7,8 @@ import BPF
 /// needs the old set and the new one in the maps together (the kernel refuses inserts past a
 /// map's size, and the node could never take such a spec). When the backends map has room for
 /// every new backend next to the old ones still named, all backends go in, then the Maglev
-/// tables, then the frontends (a few batched writes); the old backends after them. When it has
+/// tables, then the frontends (a few batched writes; those that take no more service entries
+/// first); the old backends after them. When it has
 /// not (most backends replaced at once on maps sized for one set), the frontends are written in
 /// groups that fit: a group's new backends, its tables, its frontends, then the old backends
 /// none names any longer (frontends that need no new backend first, as they only free; in
@@ -44,7 +45,18 @@ extension Planner {
         if creates.count <= room {
             for (backend, id) in changedBackends { planBackendWrite(id, backend) }
             planMaglevTables(ids)
-            for write in writes { planFrontendWrite(write.i, write.entry) }
+            // As the batch writes them (its waves): the frontends that add no services map
+            // entry first, as they free room there. Written one at a time (a batch that failed
+            // is tried so), this order fits a nearly full map as the batch does.
+            var growing: [(i: Int, entry: FrontendEntry)] = []
+            for write in writes {
+                if write.entry.servicesMapKeys(over: observed.snapshot(desired.frontends[write.i].key)).added > 0 {
+                    growing.append(write)
+                } else {
+                    planFrontendWrite(write.i, write.entry)
+                }
+            }
+            for write in growing { planFrontendWrite(write.i, write.entry) }
             return
         }
         // In groups. Backends whose address changes keep their ids (no room needed): first.
