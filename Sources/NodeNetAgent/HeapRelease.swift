@@ -1,6 +1,6 @@
 import CMalloc
 
-/// Gives the heap's free pages back to the kernel after each reconcile.
+/// Gives the heap's free pages back to the kernel after each reconcile, once its report is gone.
 ///
 /// A reconcile of a large node allocates hundreds of MiB for a moment (100 000 services: the
 /// spec's frontends, the maps read back, 400 000 planned changes) and frees them, but glibc keeps
