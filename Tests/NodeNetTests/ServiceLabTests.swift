@@ -431,6 +431,119 @@ struct ServiceLabTests {
         return cluster
     }
 
+    /// A client outside that reaches a pod both through a node port and at the pod's own address
+    /// (routed to its node), from the same source port, one connection after the other: each
+    /// over (half reset by the client, half closed with FINs, the client's first) before the
+    /// next opens. Before, the direct connection's replies were rewritten to the node port (the
+    /// reverse entry of the closed NodePort flow has the same tuple) and it failed until the
+    /// agent's collection; now the backend's SYN-ACK to a SYN that did not come through the
+    /// frontend retires the closed pair. A NodePort connection still open keeps its translation
+    /// through a SYN straight to the pod on its tuple.
+    @Test func aDirectConnectionOnTheTupleOfAClosedNodePortFlowIsNotTranslated() throws {
+        let cluster = try Self.upRouted(
+            "direct",
+            with: ServiceSpec(
+                name: "default/direct", type: .nodePort, clusterIP: IPAddress("10.96.9.41"),
+                ports: [ServicePort(port: 7000, nodePort: 31601)],
+                backends: [ServiceBackend(ip: IPAddress("10.0.2.204"))]),
+            routing: IPPrefix("10.0.2.0/24"))
+        defer { Lab.down(name: cluster.name) }
+        // The backend: an echo server that closes once the client did (so the pod holds no
+        // TIME_WAIT on the tuple, which TCP itself may refuse a new SYN on). Bounded: killed at
+        // the end, gone by itself in 120 s.
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        server.arguments = [
+            "netns", "exec", cluster.namespace(ofPod: "cilium-with-replacement-w2"), "python3", "-c",
+            """
+            import os, socketserver, threading
+            threading.Timer(120, lambda: os._exit(0)).start()
+            class Echo(socketserver.BaseRequestHandler):
+                def handle(self):
+                    try:
+                        while True:
+                            data = self.request.recv(64)
+                            if not data:
+                                return
+                            self.request.sendall(data)
+                    except OSError:
+                        pass
+            class Server(socketserver.ThreadingTCPServer):
+                allow_reuse_address = True
+                daemon_threads = True
+            server = Server(("0.0.0.0", 7000), Echo)
+            print("ready", flush=True)
+            server.serve_forever()
+            """,
+        ]
+        let ready = Pipe()
+        server.standardOutput = ready
+        try server.run()
+        defer {
+            if server.isRunning { kill(server.processIdentifier, SIGKILL) }
+            server.waitUntilExit()
+        }
+        let greeting = ready.fileHandleForReading.availableData
+        try #require(String(decoding: greeting, as: UTF8.self).hasPrefix("ready"), "the echo server did not start")
+        // Bounded: 3 s a connection (one SYN retransmission), 40 connections and one kept open.
+        let script = """
+            import json, socket, struct, time
+            def connect(address, port):
+                s = socket.socket()
+                s.settimeout(3)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("0.0.0.0", port))
+                s.connect(address)
+                return s
+            def echo(address, port, reset):
+                try:
+                    s = connect(address, port)
+                except OSError as e:
+                    return "%r" % e
+                try:
+                    s.sendall(b"x")
+                    answered = s.recv(64) == b"x"
+                    peer = "%s:%d" % s.getpeername()
+                    if reset:
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    else:
+                        # FINs, the client's first; over once the pod's came.
+                        s.shutdown(socket.SHUT_WR)
+                        while s.recv(64):
+                            pass
+                    return "%s %s" % (peer, answered)
+                except OSError as e:
+                    return "%r" % e
+                finally:
+                    s.close()
+            node, pod = ("172.18.0.2", 31601), ("10.0.2.204", 7000)
+            deadline = time.monotonic() + 20
+            while echo(node, 0, True) != "172.18.0.2:31601 True" and time.monotonic() < deadline:
+                time.sleep(0.2)
+            results = []
+            for n, port in enumerate(range(41100, 41120)):
+                reset = n % 2 == 0
+                results.append(["node port", echo(node, port, reset)])
+                results.append(["pod", echo(pod, port, reset)])
+            kept = connect(node, 41200)
+            results.append(["open, then pod", echo(pod, 41200, True)])
+            kept.sendall(b"k")
+            results.append(["open", "%s:%d %s" % (kept.getpeername() + (kept.recv(64) == b"k",))])
+            print(json.dumps(results))
+            """
+        let run = try runTool(["ip", "netns", "exec", cluster.externalNamespace, "python3", "-c", script])
+        try #require(run.status == 0, "\(run.output)")
+        let line = try #require(run.output.split(separator: "\n").last { $0.hasPrefix("[") })
+        let results = try JSONDecoder().decode([[String]].self, from: Data(line.utf8))
+        try #require(results.count == 42, "\(results)")
+        for (n, result) in results.prefix(40).enumerated() {
+            let wanted = result[0] == "pod" ? "10.0.2.204:7000 True" : "172.18.0.2:31601 True"
+            #expect(result[1] == wanted, "connection \(n), \(result[0]): \(result[1])")
+        }
+        #expect(!results[40][1].hasPrefix("10.0.2.204:7000 True"), "a SYN on an open flow's tuple: \(results[40][1])")
+        #expect(results[41][1] == "172.18.0.2:31601 True", "the open NodePort connection: \(results[41][1])")
+    }
+
     /// A LoadBalancer service with a load balancer address and an external address, both routed
     /// to worker2 by the outside network: reached from the external host on each (remote
     /// backends too, the replies from the address it asked), from a pod through socket LB, and

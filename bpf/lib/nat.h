@@ -93,6 +93,21 @@ static __always_inline __u64 nodenet_flow_over_wait(__u8 in_flags, __u8 out_flag
  * (the pod's when the source is a local pod, as the agent's recount judges it, else the
  * outside's and its client's): the service pair's when it went, the NAT pair's when `counted`
  * (a hairpinned flow's NAT is not counted). Closed flows do not hold quotas until the agent's collection. */
+/* Gives back `entries` a flow opened by `client` had counted: the pod's when `client` is a
+ * local pod (as the agent's recount judges it), else the outside's and its client's. */
+static __always_inline void nodenet_ct_give_back(__u32 client, __u32 entries)
+{
+	if (!entries)
+		return;
+	struct nodenet_endpoint_key pod = { .ip = client };
+	if (bpf_map_lookup_elem(&nodenet_endpoints, &pod)) {
+		nodenet_ct_count_down(&nodenet_ct_quota, client, entries);
+	} else {
+		nodenet_ct_count_down(&nodenet_ct_quota, NODENET_CT_QUOTA_OUTSIDE, entries);
+		nodenet_ct_count_down(&nodenet_ct_client, client, entries);
+	}
+}
+
 static __always_inline void nodenet_nat_forget(const struct nodenet_tuple *in, __u32 address, __u16 port, int counted, int owned)
 {
 	__u32 entries = counted ? 2 : 0;
@@ -107,15 +122,7 @@ static __always_inline void nodenet_nat_forget(const struct nodenet_tuple *in, _
 			entries += 2;
 		}
 	}
-	if (!entries)
-		return;
-	struct nodenet_endpoint_key pod = { .ip = address };
-	if (bpf_map_lookup_elem(&nodenet_endpoints, &pod)) {
-		nodenet_ct_count_down(&nodenet_ct_quota, address, entries);
-	} else {
-		nodenet_ct_count_down(&nodenet_ct_quota, NODENET_CT_QUOTA_OUTSIDE, entries);
-		nodenet_ct_count_down(&nodenet_ct_client, address, entries);
-	}
+	nodenet_ct_give_back(address, entries);
 }
 
 /* Takes the NAT port of key `in` (a NAT_IN key, every field set) for the flow `f` when its

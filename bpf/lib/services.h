@@ -47,6 +47,33 @@ static __always_inline int nodenet_source_allowed(__u32 id, __u32 client)
 	return bpf_map_lookup_elem(&nodenet_source_ranges, &key) != 0;
 }
 
+/* Whether `f`, a backend's SYN-ACK whose reverse entry is `rev`, answers a connection the
+ * client opened to the backend's own address, reusing the ports of a translated flow that is
+ * over (reset, or FIN each way). A SYN through the frontend would have opened that flow again
+ * (nodenet_ct_pair_seen clears its end), so this one came straight to the backend (a pod's
+ * address routed from outside, another pod): the old pair goes, with what its opener had
+ * counted, and the reply keeps its source. Without this, every reply was rewritten to the old
+ * frontend and the connection failed until the agent's collection. A flow that is not over
+ * keeps its pair: its backend's socket still holds those ports. */
+static __always_inline int nodenet_reply_opens_direct(const struct nodenet_flow *f, const struct nodenet_ct_entry *rev)
+{
+	if (f->tuple.proto != IPPROTO_TCP ||
+	    (f->tcp_flags & (NODENET_TCP_SYN | NODENET_TCP_ACK)) != (NODENET_TCP_SYN | NODENET_TCP_ACK))
+		return 0;
+	struct nodenet_tuple service =
+		nodenet_tuple_of(f->tuple.daddr, f->tuple.dport, rev->address, rev->port, f->tuple.proto, NODENET_CT_SERVICE);
+	struct nodenet_ct_entry *s = bpf_map_lookup_elem(&nodenet_ct, &service);
+	if (!s || s->address != f->tuple.saddr || s->port != f->tuple.sport || !nodenet_flow_over(s->flags, rev->flags))
+		return 0;
+	struct nodenet_tuple reply = f->tuple;
+	reply.kind = NODENET_CT_REPLY;
+	reply.pad = 0;
+	bpf_map_delete_elem(&nodenet_ct, &service);
+	bpf_map_delete_elem(&nodenet_ct, &reply);
+	nodenet_ct_give_back(f->tuple.daddr, 2);
+	return 1;
+}
+
 /* A reply of a translated flow (backend -> client): the source becomes the frontend the
  * client used again. */
 static __always_inline int nodenet_reverse_service(struct __sk_buff *skb, struct nodenet_flow *f)
@@ -54,7 +81,7 @@ static __always_inline int nodenet_reverse_service(struct __sk_buff *skb, struct
 	if (f->tuple.proto != IPPROTO_TCP && f->tuple.proto != IPPROTO_UDP)
 		return NODENET_PASS;
 	struct nodenet_ct_entry *rev = nodenet_ct_lookup(f, NODENET_CT_REPLY);
-	if (!rev)
+	if (!rev || nodenet_reply_opens_direct(f, rev))
 		return NODENET_PASS;
 	rev->flags |= NODENET_CT_F_SEEN_REPLY;
 	__u32 address = rev->address;
