@@ -8,12 +8,15 @@
 // would). NodePort from outside: the lab's external host to a node port of node n1 whose backend
 // is on n1 (local) or on n2 (remote), through BPF mode's NodePort against kube-proxy's iptables
 // rules for the same services (DNAT, and MASQUERADE of what was marked for it, as kube-proxy
-// writes them for `externalTrafficPolicy: Cluster`) in the kernel + iptables lab.
+// writes them for `externalTrafficPolicy: Cluster`) in the kernel + iptables lab; and, as the
+// bound of any NodePort on this topology, the external host straight to the local backend's
+// address ("outside to pod": no service, no translation) in both labs.
 //
 //   apt-get install iperf3 iptables
 //   swift build -c release --product datapath-bench && .build/release/datapath-bench [--seconds S] [--rounds R] [--only nodeport] [--json]
 //
-// `--only nodeport` measures the NodePort paths alone (RR and CRR, BPF against kube-proxy).
+// `--only nodeport` measures the NodePort paths alone (RR and CRR, BPF against kube-proxy, and
+// the outside-to-pod bound).
 //
 // Each round runs every metric over every path in turn (the paths' order rotates from round to
 // round), so a drift of the machine lands on all paths of a round alike; figures are the
@@ -143,8 +146,9 @@ final class EchoServer: @unchecked Sendable {
     }
 }
 
-func tcpSocket(in namespace: String) throws -> Int32 {
-    let fd: Int32 = try NetworkNamespace.run(in: .named(namespace)) { socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0) }
+/// A TCP socket of the calling thread's namespace, with no Nagle delay and a 2 s receive timeout.
+func tcpSocket() -> Int32 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     var one: Int32 = 1
     setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, 4)
     var tv = timeval(tv_sec: 2, tv_usec: 0)
@@ -156,7 +160,7 @@ func tcpSocket(in namespace: String) throws -> Int32 {
 func requestResponse(client: String, server: String, ip: IPAddress, port: UInt16, seconds: Int) throws -> Double {
     let echo = try EchoServer(namespace: server, perConnection: false)
     defer { echo.stop() }
-    let fd = try tcpSocket(in: client)
+    let fd = try NetworkNamespace.run(in: .named(client)) { tcpSocket() }
     defer { close(fd) }
     guard SocketAddress(ip, port: port).withSockaddr({ connect(fd, $0, $1) }) == 0 else {
         throw BenchError("connect \(ip):\(port): \(errno)")
@@ -174,26 +178,33 @@ func requestResponse(client: String, server: String, ip: IPAddress, port: UInt16
 }
 
 /// TCP_CRR: connections per second, each connect, 1 byte each way, close (with a reset, so no
-/// TIME_WAIT sockets pile up on the client's ports).
+/// TIME_WAIT sockets pile up on the client's ports). The whole loop runs on one thread in the
+/// client's namespace, as netperf's would: a thread entering the namespace for each
+/// connection's socket (before 2026-12-06) cost about as much as the connection itself, the
+/// same on every path, and so pulled every CRR ratio toward 1.
 func connectRequestResponse(client: String, server: String, ip: IPAddress, port: UInt16, seconds: Int) throws -> Double
 {
     let echo = try EchoServer(namespace: server, perConnection: true)
     defer { echo.stop() }
-    var n = 0
-    let start = Date()
-    while Date().timeIntervalSince(start) < Double(seconds) {
-        let fd = try tcpSocket(in: client)
-        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
-        setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
-        var b: UInt8 = 1
-        let ok =
-            SocketAddress(ip, port: port).withSockaddr({ connect(fd, $0, $1) }) == 0 && write(fd, &b, 1) == 1
-            && read(fd, &b, 1) == 1
-        close(fd)
-        guard ok else { throw BenchError("connect/request/response to \(ip) broke (\(errno))") }
-        n += 1
+    return try NetworkNamespace.run(in: .named(client)) {
+        var n = 0
+        let start = Date()
+        while Date().timeIntervalSince(start) < Double(seconds) {
+            let fd = tcpSocket()
+            guard fd >= 0 else { throw BenchError("socket: \(errno)") }
+            var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+            var b: UInt8 = 1
+            let ok =
+                SocketAddress(ip, port: port).withSockaddr({ connect(fd, $0, $1) }) == 0 && write(fd, &b, 1) == 1
+                && read(fd, &b, 1) == 1
+            let failure = errno
+            close(fd)
+            guard ok else { throw BenchError("connect/request/response to \(ip) broke (\(failure))") }
+            n += 1
+        }
+        return Double(n) / Date().timeIntervalSince(start)
     }
-    return Double(n) / Date().timeIntervalSince(start)
 }
 
 /// The BPF lab's node ports: iperf3 (5201) and the echo server (7777), each once with its
@@ -416,6 +427,19 @@ runBenchmark("datapath-bench", usage: usage) {
         let (c, directories) = lab
         let namespaces = ["n1", "n2"].map { c.namespace(ofNode: $0) }
         let bpf = label == "bpf"
+        // The bound of any NodePort here: the external host to the local backend's own address
+        // (routed to n1 in the external host's namespace, which the lab owns), no service and
+        // no translation on the way, the same node datapath otherwise.
+        let n1 = c.spec(forNode: "n1")!.node
+        let external = try NetlinkSocket(namespace: .named(c.externalNamespace))
+        try external.add(
+            Route(
+                destination: n1.podCIDR, gateway: n1.address, interfaceIndex: try external.link(named: "eth0")!.index))
+        paths.append(
+            Path(
+                name: "outside to pod, \(label)", client: c.externalNamespace, server: c.namespace(ofPod: "p2"),
+                ip: "10.0.2.11",
+                bpf: bpf ? (directories, namespaces, UInt32(NODENET_VERDICT_LOCAL_REDIRECT.rawValue)) : nil))
         paths.append(
             Path(
                 name: "NodePort local, \(label)", client: c.externalNamespace, server: c.namespace(ofPod: "p2"),
@@ -431,7 +455,9 @@ runBenchmark("datapath-bench", usage: usage) {
     }
     // Order: bare, same bpf, two bpf, same kernel, two kernel, same kernel + iptables, two, same
     // bpf + BIG TCP, two.
-    let measured = paths.indices.filter { !o.onlyNodePort || paths[$0].name.hasPrefix("NodePort") }
+    let measured = paths.indices.filter {
+        !o.onlyNodePort || paths[$0].name.hasPrefix("NodePort") || paths[$0].name.hasPrefix("outside to pod")
+    }
     let metrics = o.onlyNodePort ? [Metric.rr, .crr] : Metric.allCases
     var values = [[Metric: [Double]]](repeating: [:], count: paths.count)
     var cost = [[String: BPFProgramStats]](repeating: [:], count: paths.count)
@@ -532,6 +558,17 @@ runBenchmark("datapath-bench", usage: usage) {
                 .init(
                     name: "NodePort \(side) BPF / kube-proxy", metric: metric.rawValue,
                     ratio: ratios(b, over: k, metric)))
+        }
+        // What a NodePort with free translation would reach: the external host straight to the
+        // local backend, over kube-proxy's NodePort to it (and the same in the kernel lab).
+        if let k = index("NodePort local, kube-proxy") {
+            for (name, label) in [("no service BPF", "bpf"), ("no service kernel", "kube-proxy")] {
+                guard let direct = index("outside to pod, \(label)") else { continue }
+                comparisons.append(
+                    .init(
+                        name: "\(name) / NodePort local kube-proxy", metric: metric.rawValue,
+                        ratio: ratios(direct, over: k, metric)))
+            }
         }
     }
     // Issue 15's same-node targets, on throughput and request/response.
