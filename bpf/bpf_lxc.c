@@ -48,7 +48,8 @@ static __noinline int nodenet_lxc_translate(struct __sk_buff *skb, struct nodene
 		/* A hairpinned flow's reply: to the pod's own address and port again, then (below)
 		 * from the frontend. Without its flow (expired, evicted, or per-packet LB switched
 		 * off meanwhile) it has nowhere to go: never out to the network. */
-		if (flow.tuple.daddr == bpf_htonl(NODENET_HAIRPIN_IPV4) && flow.tuple.proto != IPPROTO_ICMP) {
+		int hairpin = flow.tuple.daddr == bpf_htonl(NODENET_HAIRPIN_IPV4);
+		if (hairpin && flow.tuple.proto != IPPROTO_ICMP) {
 			int rc = nodenet_snat_reverse(skb, &flow);
 			if (rc == NODENET_ERROR)
 				return TC_ACT_SHOT;
@@ -56,7 +57,7 @@ static __noinline int nodenet_lxc_translate(struct __sk_buff *skb, struct nodene
 				return nodenet_drop(skb, NODENET_VERDICT_DROP_NO_FLOW);
 		}
 		/* A reply of a flow translated here (NodePort to this backend, per-packet LB). */
-		int rc = nodenet_reverse_service(skb, &flow);
+		int rc = nodenet_reverse_service(skb, &flow, !hairpin);
 		if (rc == NODENET_ERROR)
 			return TC_ACT_SHOT;
 		replied = rc == NODENET_TRANSLATED;

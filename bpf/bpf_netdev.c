@@ -25,7 +25,7 @@ static __always_inline int nodenet_to_node(struct __sk_buff *skb, const struct n
 	int rc = nodenet_snat_reverse(skb, flow);
 	if (rc == NODENET_TRANSLATED) {
 		if (cfg->flags & NODENET_CONFIG_SERVICES) {
-			if (nodenet_reverse_service(skb, flow) == NODENET_ERROR)
+			if (nodenet_reverse_service(skb, flow, 0) == NODENET_ERROR)
 				return TC_ACT_SHOT;
 		}
 		return nodenet_deliver(skb);
@@ -104,7 +104,7 @@ int nodenet_from_netdev(struct __sk_buff *skb)
 			} else {
 				/* A reply of a per-packet translated flow gets its frontend back and goes on
 				 * below to the same local pod; anything else may be a new inbound connection. */
-				int rc = (cfg.flags & NODENET_CONFIG_PACKET_LB) ? nodenet_reverse_service(skb, &flow) : NODENET_PASS;
+				int rc = (cfg.flags & NODENET_CONFIG_PACKET_LB) ? nodenet_reverse_service(skb, &flow, 1) : NODENET_PASS;
 				if (rc == NODENET_ERROR)
 					return TC_ACT_SHOT;
 				if (rc != NODENET_TRANSLATED && nodenet_note_inbound(&cfg, &flow) == NODENET_QUOTA_EXCEEDED)

@@ -149,6 +149,7 @@ final class EchoServer: @unchecked Sendable {
 /// A TCP socket of the calling thread's namespace, with no Nagle delay and a 2 s receive timeout.
 func tcpSocket() -> Int32 {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return fd }  // (socket's errno kept)
     var one: Int32 = 1
     setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, 4)
     var tv = timeval(tv_sec: 2, tv_usec: 0)
@@ -161,6 +162,7 @@ func requestResponse(client: String, server: String, ip: IPAddress, port: UInt16
     let echo = try EchoServer(namespace: server, perConnection: false)
     defer { echo.stop() }
     let fd = try NetworkNamespace.run(in: .named(client)) { tcpSocket() }
+    guard fd >= 0 else { throw BenchError("socket: \(errno)") }
     defer { close(fd) }
     guard SocketAddress(ip, port: port).withSockaddr({ connect(fd, $0, $1) }) == 0 else {
         throw BenchError("connect \(ip):\(port): \(errno)")

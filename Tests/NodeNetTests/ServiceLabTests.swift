@@ -437,8 +437,9 @@ struct ServiceLabTests {
     /// next opens. Before, the direct connection's replies were rewritten to the node port (the
     /// reverse entry of the closed NodePort flow has the same tuple) and it failed until the
     /// agent's collection; now the backend's SYN-ACK to a SYN that did not come through the
-    /// frontend retires the closed pair. A NodePort connection still open keeps its translation
-    /// through a SYN straight to the pod on its tuple.
+    /// frontend retires the closed pair (once it was quiet as long as its NAT port would have to
+    /// be). A NodePort connection still open keeps its translation through a SYN straight to the
+    /// pod on its tuple.
     @Test func aDirectConnectionOnTheTupleOfAClosedNodePortFlowIsNotTranslated() throws {
         let cluster = try Self.upRouted(
             "direct",
@@ -524,6 +525,7 @@ struct ServiceLabTests {
             for n, port in enumerate(range(41100, 41120)):
                 reset = n % 2 == 0
                 results.append(["node port", echo(node, port, reset)])
+                time.sleep(0.15)  # (past the old flow's quiet time; a client reopening at once waits a second)
                 results.append(["pod", echo(pod, port, reset)])
             kept = connect(node, 41200)
             results.append(["open, then pod", echo(pod, 41200, True)])

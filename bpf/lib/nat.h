@@ -85,14 +85,6 @@ static __always_inline __u64 nodenet_flow_over_wait(__u8 in_flags, __u8 out_flag
 	return ((in_flags | out_flags) & NODENET_CT_F_RESET) ? NODENET_NAT_REUSE_RESET_NS : NODENET_NAT_REUSE_FINISHED_NS;
 }
 
-/* The rest of a flow whose NAT port went to another (NAT_IN key `in`, its original source
- * `address:port`): when `owned` (its NAT_OUT still named this port, so the client's tuple was
- * not opened again with another), its service pair when it had been translated to a backend (a
- * node port with a remote backend, a pod's flow under per-packet LB: key the client's, value
- * the backend `in` came from) goes too; what the flow's opener had counted for it is given back
- * (the pod's when the source is a local pod, as the agent's recount judges it, else the
- * outside's and its client's): the service pair's when it went, the NAT pair's when `counted`
- * (a hairpinned flow's NAT is not counted). Closed flows do not hold quotas until the agent's collection. */
 /* Gives back `entries` a flow opened by `client` had counted: the pod's when `client` is a
  * local pod (as the agent's recount judges it), else the outside's and its client's. */
 static __always_inline void nodenet_ct_give_back(__u32 client, __u32 entries)
@@ -108,6 +100,14 @@ static __always_inline void nodenet_ct_give_back(__u32 client, __u32 entries)
 	}
 }
 
+/* The rest of a flow whose NAT port went to another (NAT_IN key `in`, its original source
+ * `address:port`): when `owned` (its NAT_OUT still named this port, so the client's tuple was
+ * not opened again with another), its service pair when it had been translated to a backend (a
+ * node port with a remote backend, a pod's flow under per-packet LB: key the client's, value
+ * the backend `in` came from) goes too; what the flow's opener had counted for it is given back
+ * (the pod's when the source is a local pod, as the agent's recount judges it, else the
+ * outside's and its client's): the service pair's when it went, the NAT pair's when `counted`
+ * (a hairpinned flow's NAT is not counted). Closed flows do not hold quotas until the agent's collection. */
 static __always_inline void nodenet_nat_forget(const struct nodenet_tuple *in, __u32 address, __u16 port, int counted, int owned)
 {
 	__u32 entries = counted ? 2 : 0;

@@ -47,41 +47,63 @@ static __always_inline int nodenet_source_allowed(__u32 id, __u32 client)
 	return bpf_map_lookup_elem(&nodenet_source_ranges, &key) != 0;
 }
 
-/* Whether `f`, a backend's SYN-ACK whose reverse entry is `rev`, answers a connection the
- * client opened to the backend's own address, reusing the ports of a translated flow that is
- * over (reset, or FIN each way). A SYN through the frontend would have opened that flow again
- * (nodenet_ct_pair_seen clears its end), so this one came straight to the backend (a pod's
- * address routed from outside, another pod): the old pair goes, with what its opener had
- * counted, and the reply keeps its source. Without this, every reply was rewritten to the old
- * frontend and the connection failed until the agent's collection. A flow that is not over
- * keeps its pair: its backend's socket still holds those ports. */
-static __always_inline int nodenet_reply_opens_direct(const struct nodenet_flow *f, const struct nodenet_ct_entry *rev)
+/* Whether `f`, a backend's SYN-ACK, answers a connection the client opened to the backend's own
+ * address, reusing the ports of a translated flow that is over: the old pair goes, with what its
+ * opener had counted, and the reply keeps its source. A SYN through the frontend would have
+ * opened that flow again (nodenet_translate_service starts its pair afresh), so this one came
+ * straight to the backend (a pod's address routed from outside, another pod). Without this,
+ * the reply was rewritten to the old frontend and the connection failed until the agent's
+ * collection.
+ *
+ * Only a flow the client's side ended (its reset or its FIN, which nobody outside can forge for
+ * a local pod or for the node's own NAT mapping), over both ways, and quiet since as long as
+ * its NAT port would have to be (nodenet_flow_over_wait): a reset or FIN forged as the backend
+ * cannot retire a live pair, and a late packet of the old flow is not taken for the new one (a
+ * client reopening at once has its SYN retransmitted a second later). Read before the reverse
+ * lookup refreshes the pair. */
+static __noinline int nodenet_reply_opens_direct(const struct nodenet_flow *f)
 {
 	if (f->tuple.proto != IPPROTO_TCP ||
 	    (f->tcp_flags & (NODENET_TCP_SYN | NODENET_TCP_ACK)) != (NODENET_TCP_SYN | NODENET_TCP_ACK))
 		return 0;
-	struct nodenet_tuple service =
-		nodenet_tuple_of(f->tuple.daddr, f->tuple.dport, rev->address, rev->port, f->tuple.proto, NODENET_CT_SERVICE);
-	struct nodenet_ct_entry *s = bpf_map_lookup_elem(&nodenet_ct, &service);
-	if (!s || s->address != f->tuple.saddr || s->port != f->tuple.sport || !nodenet_flow_over(s->flags, rev->flags))
+	/* One key, the reply's then the service's (a subprogram's stack adds to its callers'). */
+	struct nodenet_tuple key = f->tuple;
+	key.kind = NODENET_CT_REPLY;
+	key.pad = 0;
+	struct nodenet_ct_entry *rev = bpf_map_lookup_elem(&nodenet_ct, &key);
+	if (!rev)
 		return 0;
-	struct nodenet_tuple reply = f->tuple;
-	reply.kind = NODENET_CT_REPLY;
-	reply.pad = 0;
-	bpf_map_delete_elem(&nodenet_ct, &service);
-	bpf_map_delete_elem(&nodenet_ct, &reply);
+	__u8 rev_flags = rev->flags;
+	__u64 rev_seen = rev->last_seen_ns;
+	key = nodenet_tuple_of(f->tuple.daddr, f->tuple.dport, rev->address, rev->port, f->tuple.proto, NODENET_CT_SERVICE);
+	struct nodenet_ct_entry *s = bpf_map_lookup_elem(&nodenet_ct, &key);
+	if (!s || s->address != f->tuple.saddr || s->port != f->tuple.sport ||
+	    !(s->flags & (NODENET_CT_F_CLOSING | NODENET_CT_F_RESET)))
+		return 0;
+	__u64 quiet = nodenet_flow_over_wait(s->flags, rev_flags);
+	__u64 now = bpf_ktime_get_ns();
+	if (!quiet || !nodenet_nat_idle(s->last_seen_ns, now, quiet) || !nodenet_nat_idle(rev_seen, now, quiet))
+		return 0;
+	bpf_map_delete_elem(&nodenet_ct, &key);
+	key = f->tuple;
+	key.kind = NODENET_CT_REPLY;
+	key.pad = 0;
+	bpf_map_delete_elem(&nodenet_ct, &key);
 	nodenet_ct_give_back(f->tuple.daddr, 2);
 	return 1;
 }
 
 /* A reply of a translated flow (backend -> client): the source becomes the frontend the
- * client used again. */
-static __always_inline int nodenet_reverse_service(struct __sk_buff *skb, struct nodenet_flow *f)
+ * client used again. `may_be_direct`: the packet may answer a connection to the backend's own
+ * address (not a reply the node's source NAT took back, which answers the frontend's flow). */
+static __always_inline int nodenet_reverse_service(struct __sk_buff *skb, struct nodenet_flow *f, int may_be_direct)
 {
 	if (f->tuple.proto != IPPROTO_TCP && f->tuple.proto != IPPROTO_UDP)
 		return NODENET_PASS;
+	if (may_be_direct && nodenet_reply_opens_direct(f))
+		return NODENET_PASS;
 	struct nodenet_ct_entry *rev = nodenet_ct_lookup(f, NODENET_CT_REPLY);
-	if (!rev || nodenet_reply_opens_direct(f, rev))
+	if (!rev)
 		return NODENET_PASS;
 	rev->flags |= NODENET_CT_F_SEEN_REPLY;
 	__u32 address = rev->address;
@@ -160,10 +182,19 @@ static __always_inline int nodenet_translate_service(struct __sk_buff *skb, cons
 	struct nodenet_flow reply;
 	nodenet_reply_of(f, address, port, &reply);
 	struct nodenet_ct_entry *rev = nodenet_ct_lookup(&reply, NODENET_CT_REPLY);
-	if (!rev || rev->address != f->tuple.daddr || rev->port != f->tuple.dport)
+	/* A SYN opening the flow (again) starts its pair afresh, also when one entry is written
+	 * anew: an old end left on the other would make the backend's SYN-ACK look like a direct
+	 * connection's (nodenet_reply_opens_direct). */
+	int opens = nodenet_may_open(f);
+	if (!rev || rev->address != f->tuple.daddr || rev->port != f->tuple.dport) {
+		if (own && opens && nodenet_flow_over(own->flags, 0))
+			own->flags &= ~(NODENET_CT_F_CLOSING | NODENET_CT_F_RESET | NODENET_CT_F_ESTABLISHED);
 		nodenet_ct_put(&reply.tuple, NODENET_CT_REPLY, f->tuple.daddr, f->tuple.dport, id, backend_id, BPF_ANY);
-	else
+	} else {
+		if (!own && opens && nodenet_flow_over(0, rev->flags))
+			rev->flags &= ~(NODENET_CT_F_CLOSING | NODENET_CT_F_RESET | NODENET_CT_F_ESTABLISHED);
 		nodenet_ct_pair_seen(own, rev, f);
+	}
 	if (nodenet_rewrite(skb, f, 0, address, port) < 0)
 		return NODENET_ERROR;
 	return NODENET_TRANSLATED;
