@@ -216,6 +216,60 @@ struct SecurityIntegrationTests {
         }
     }
 
+    /// Before (a345200, between two commits of 2026-12-06): a reset and then a SYN-ACK forged
+    /// from outside as a pod's remote backend retired the translation of the pod's connection to
+    /// a service (per-packet LB): the reset marked the flow's reverse entry, and the SYN-ACK then
+    /// looked like the backend answering a direct connection on a closed flow's tuple. Now only
+    /// the client's own end (its reset or FIN) lets a pair go so, and the pair stays.
+    @Test func packetsForgedAsARemoteBackendCannotRetireAPodsServiceFlow() async throws {
+        try await TestNode.with(pods: 1) { t in
+            let service = ServiceSpec(
+                name: "default/remote", type: .clusterIP, clusterIP: IPAddress("10.96.7.7"),
+                ports: [ServicePort(port: 80)], backends: [ServiceBackend(ip: IPAddress("10.0.1.50"))])
+            try Self.applied(t, .bpf, configure: { $0.services = [service] }) { spec in
+                // The pod's SYN to the service from port 45000, translated per packet to
+                // 10.0.1.50:80 (nobody answers it).
+                let opened = try runTool([
+                    "ip", "netns", "exec", t.pods[0], "python3", "-c",
+                    """
+                    import socket, time
+                    s = socket.socket()
+                    s.setblocking(False)
+                    s.bind(("0.0.0.0", 45000))
+                    try:
+                        s.connect(("10.96.7.7", 80))
+                    except BlockingIOError:
+                        pass
+                    time.sleep(0.2)
+                    """,
+                ])
+                try #require(opened.status == 0, "\(opened.output)")
+                func pair() throws -> [String] {
+                    try Conntrack.list(bpffsDirectory: spec.bpffsDirectory).filter {
+                        ($0.kind == "service" && $0.source == "10.0.2.32:45000")
+                            || ($0.kind == "reply" && $0.destination == "10.0.2.32:45000")
+                    }.map(\.kind).sorted()
+                }
+                let translated = try pair()
+                try #require(translated == ["reply", "service"], "the pod's flow was translated: \(translated)")
+                // From outside, as the backend: a reset, then (past any quiet time) a SYN-ACK.
+                let forged = """
+                    import socket, struct, time
+                    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+                    for flags in (0x04, 0x12):
+                        tcp = struct.pack("!HHIIBBHHH", 80, 45000, 7, 1, 5 << 4, flags, 8192, 0, 0)
+                        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0, 64, 6, 0,
+                                         socket.inet_aton("10.0.1.50"), socket.inet_aton("10.0.2.32"))
+                        s.sendto(ip + tcp, ("10.0.2.32", 0))
+                        time.sleep(0.3)
+                    """
+                let sent = try runTool(["ip", "netns", "exec", t.fabric, "python3", "-c", forged])
+                try #require(sent.status == 0, "\(sent.output)")
+                #expect(try pair() == ["reply", "service"], "the forged packets retired the pod's translation")
+            }
+        }
+    }
+
     /// The outside world (198.51.100.0/24) reached through the fabric, as the node sees it.
     static func routeOutside(_ t: TestNode) throws {
         let node = try NetlinkSocket(namespace: t.namespace)
