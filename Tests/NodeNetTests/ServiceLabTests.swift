@@ -452,40 +452,16 @@ struct ServiceLabTests {
         // The backend: an echo server that closes once the client did (so the pod holds no
         // TIME_WAIT on the tuple, which TCP itself may refuse a new SYN on). Bounded: killed at
         // the end, gone by itself in 120 s.
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        server.arguments = [
-            "netns", "exec", cluster.namespace(ofPod: "cilium-with-replacement-w2"), "python3", "-c",
-            """
-            import os, socketserver, threading
-            threading.Timer(120, lambda: os._exit(0)).start()
-            class Echo(socketserver.BaseRequestHandler):
-                def handle(self):
-                    try:
-                        while True:
-                            data = self.request.recv(64)
-                            if not data:
-                                return
-                            self.request.sendall(data)
-                    except OSError:
-                        pass
-            class Server(socketserver.ThreadingTCPServer):
-                allow_reuse_address = True
-                daemon_threads = True
-            server = Server(("0.0.0.0", 7000), Echo)
-            print("ready", flush=True)
-            server.serve_forever()
-            """,
-        ]
-        let ready = Pipe()
-        server.standardOutput = ready
-        try server.run()
-        defer {
-            if server.isRunning { kill(server.processIdentifier, SIGKILL) }
-            server.waitUntilExit()
-        }
-        let greeting = ready.fileHandleForReading.availableData
-        try #require(String(decoding: greeting, as: UTF8.self).hasPrefix("ready"), "the echo server did not start")
+        let server = try Self.startServer(
+            in: cluster.namespace(ofPod: "cilium-with-replacement-w2"), port: 7000, seconds: 120,
+            handle: """
+                while True:
+                    data = self.request.recv(64)
+                    if not data:
+                        return
+                    self.request.sendall(data)
+                """)
+        defer { Self.stop(server) }
         // Bounded: 3 s a connection (one SYN retransmission), 40 connections and one kept open.
         let script = """
             import json, socket, struct, time
@@ -621,6 +597,51 @@ struct ServiceLabTests {
         #expect(try ranges.keys().isEmpty)
     }
 
+    /// A TCP server in `namespace` on `port` (python3's socketserver, a thread per connection),
+    /// each connection served by `handle` (the body of its handler, `self.request` the socket;
+    /// OSError ends it) after `preamble` ran, started once it listens; gone by itself after
+    /// `seconds`, else when the caller stops it (`stop`).
+    static func startServer(
+        in namespace: String, port: Int, seconds: Int, preamble: String = "", handle: String
+    ) throws -> Process {
+        let body = handle.split(separator: "\n", omittingEmptySubsequences: false).map { "            " + $0 }
+        let script = """
+            import os, socketserver, threading
+            threading.Timer(\(seconds), lambda: os._exit(0)).start()
+            \(preamble)
+            class Handler(socketserver.BaseRequestHandler):
+                def handle(self):
+                    try:
+            \(body.joined(separator: "\n"))
+                    except OSError:
+                        pass
+            class Server(socketserver.ThreadingTCPServer):
+                allow_reuse_address = True
+                daemon_threads = True
+                request_queue_size = 256
+            server = Server(("0.0.0.0", \(port)), Handler)
+            print("ready", flush=True)
+            server.serve_forever()
+            """
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        server.arguments = ["netns", "exec", namespace, "python3", "-c", script]
+        let ready = Pipe()
+        server.standardOutput = ready
+        try server.run()
+        let greeting = ready.fileHandleForReading.availableData
+        guard String(decoding: greeting, as: UTF8.self).hasPrefix("ready") else {
+            stop(server)
+            throw NodeNetError.state("the server in \(namespace) did not start")
+        }
+        return server
+    }
+
+    static func stop(_ server: Process) {
+        if server.isRunning { kill(server.processIdentifier, SIGKILL) }
+        server.waitUntilExit()
+    }
+
     /// The lab with one more node port, `nodePort` on every node, whose one backend (10.0.1.15 at
     /// `targetPort`, on node worker) is remote from worker2: its flows through worker2 take NAT ports.
     static func nodePortToRemoteBackend(_ tag: String, nodePort: Int, targetPort: Int = 80) -> LabCluster {
@@ -691,54 +712,29 @@ struct ServiceLabTests {
         try Conntrack.collect(bpffsDirectory: bpffs)
         // The backend: an echo server; "H" half-closed by the client is answered "bye" once a
         // "G" came on another connection. Bounded: killed at the end, gone by itself in 300 s.
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        server.arguments = [
-            "netns", "exec", cluster.namespace(ofPod: "cilium-with-replacement-w1"), "python3", "-c",
-            """
-            import os, socketserver, threading
-            threading.Timer(300, lambda: os._exit(0)).start()
-            go = threading.Event()
-            class Echo(socketserver.BaseRequestHandler):
-                def handle(self):
-                    try:
-                        while True:
-                            data = self.request.recv(64)
-                            if not data:
-                                return
-                            if data == b"H":
-                                self.request.sendall(b"H")
-                                while self.request.recv(64):
-                                    pass
-                                # Half-closed: a byte every 2 s (the agents' collection takes
-                                # a closing flow idle for 10 s), "bye" once "G" came.
-                                while not go.wait(2):
-                                    self.request.sendall(b".")
-                                self.request.sendall(b"bye")
-                                return
-                            if data == b"G":
-                                go.set()
-                            self.request.sendall(data)
-                    except OSError:
-                        pass
-            class Server(socketserver.ThreadingTCPServer):
-                allow_reuse_address = True
-                daemon_threads = True
-                request_queue_size = 256
-            server = Server(("0.0.0.0", 7000), Echo)
-            print("ready", flush=True)
-            server.serve_forever()
-            """,
-        ]
-        let ready = Pipe()
-        server.standardOutput = ready
-        try server.run()
-        defer {
-            if server.isRunning { kill(server.processIdentifier, SIGKILL) }
-            server.waitUntilExit()
-        }
-        let greeting = ready.fileHandleForReading.availableData
-        try #require(String(decoding: greeting, as: UTF8.self).hasPrefix("ready"), "the echo server did not start")
+        let server = try Self.startServer(
+            in: cluster.namespace(ofPod: "cilium-with-replacement-w1"), port: 7000, seconds: 300,
+            preamble: "go = threading.Event()",
+            handle: """
+                while True:
+                    data = self.request.recv(64)
+                    if not data:
+                        return
+                    if data == b"H":
+                        self.request.sendall(b"H")
+                        while self.request.recv(64):
+                            pass
+                        # Half-closed: a byte every 2 s (the agents' collection takes a closing
+                        # flow idle for 10 s), "bye" once "G" came.
+                        while not go.wait(2):
+                            self.request.sendall(b".")
+                        self.request.sendall(b"bye")
+                        return
+                    if data == b"G":
+                        go.set()
+                    self.request.sendall(data)
+                """)
+        defer { Self.stop(server) }
         // Bounded: 2 s a connection, 90 s for the churn, which stops at the 10th failure.
         let script = """
             import json, socket, struct, time

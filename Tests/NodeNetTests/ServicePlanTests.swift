@@ -243,19 +243,13 @@ import Testing
             ]
             return s
         }
-        var observed = PlannerTests.converged
-        for (step, s) in [
-            spec(a: [5001], b: Array(6001...6005), c: Array(7001...7005)),
-            // a takes filler's backend 1 (one entry more); b keeps 6001 and gets three new (one
-            // entry less); c replaces three of five: six new backends, room for four.
-            spec(a: [5001, 1], b: [6001, 6101, 6102, 6103], c: [7001, 7101, 7102, 7103, 7005]),
-        ].enumerated() {
-            let plan = Planner.plan(
-                desired: DesiredState(spec: s, deviceMTU: 1500), observed: observed, ledger: nil, nativeDevice: "eth0",
-                datapath: .bpf, attachModes: .clsact)
-            #expect(plan.conflicts.isEmpty, "step \(step): \(plan.conflicts)")
-            #expect(Self.fits(plan, &observed.services, capacity: 4096), "step \(step)")
-        }
+        let observed = Self.planInSteps(
+            [
+                spec(a: [5001], b: Array(6001...6005), c: Array(7001...7005)),
+                // a takes filler's backend 1 (one entry more); b keeps 6001 and gets three new (one
+                // entry less); c replaces three of five: six new backends, room for four.
+                spec(a: [5001, 1], b: [6001, 6101, 6102, 6103], c: [7001, 7101, 7102, 7103, 7005]),
+            ], capacity: 4096)
         #expect(observed.services.masters.count == 4 && observed.services.backends.count == 4091)
     }
 
@@ -273,20 +267,28 @@ import Testing
             ]
             return s
         }
+        let observed = Self.planInSteps(
+            [
+                spec(a: [5001], b: Array(6001...6005)),
+                // a: one new backend (room for it), one entry more; b: one entry less.
+                spec(a: [5001, 5002], b: Array(6001...6004)),
+            ], capacity: 4096)
+        #expect(observed.services.slots[Self.key("10.100.0.1:80/TCP")]?.count == 2)
+        #expect(observed.services.slots[Self.key("10.100.0.2:80/TCP")]?.count == 4)
+    }
+
+    /// Plans each spec in turn over what the plans before it wrote (from a converged node): each
+    /// without a conflict, its writes fitting maps of `capacity` entries in plan order.
+    static func planInSteps(_ specs: [NodeSpec], capacity: Int) -> ObservedState {
         var observed = PlannerTests.converged
-        for (step, s) in [
-            spec(a: [5001], b: Array(6001...6005)),
-            // a: one new backend (room for it), one entry more; b: one entry less.
-            spec(a: [5001, 5002], b: Array(6001...6004)),
-        ].enumerated() {
+        for (step, s) in specs.enumerated() {
             let plan = Planner.plan(
                 desired: DesiredState(spec: s, deviceMTU: 1500), observed: observed, ledger: nil, nativeDevice: "eth0",
                 datapath: .bpf, attachModes: .clsact)
             #expect(plan.conflicts.isEmpty, "step \(step): \(plan.conflicts)")
-            #expect(Self.fits(plan, &observed.services, capacity: 4096), "step \(step)")
+            #expect(Self.fits(plan, &observed.services, capacity: capacity), "step \(step)")
         }
-        #expect(observed.services.slots[Self.key("10.100.0.1:80/TCP")]?.count == 2)
-        #expect(observed.services.slots[Self.key("10.100.0.2:80/TCP")]?.count == 4)
+        return observed
     }
 
     static func service(_ name: String, _ address: UInt32, _ backends: [UInt32]) -> ServiceSpec {
