@@ -259,28 +259,33 @@ static __always_inline int nodenet_flow_over(__u8 a, __u8 b)
 	return ((a | b) & NODENET_CT_F_RESET) || (a & b & NODENET_CT_F_CLOSING);
 }
 
-/* A packet of flow `f` in the direction that opened it, whose entry `own` (0 when there is
- * none) and its other direction's `partner` are at hand. A SYN (no ACK) on a flow that is over
- * opens the tuple again (a client reusing its port): the new flow starts afresh in both
- * entries, not closing, reset or established, and now (else it would inherit the old flow's
- * end, and lose its NAT port or its entries when quiet). A SYN on a flow that is not over
- * (open, or half-closed) changes nothing, as in netfilter: a forged one cannot make a live
- * connection look new. A FIN or RST refreshes the partner: a flow that is over gives its NAT
- * port up only once both directions were quiet after its last one. */
+/* A packet of flow `f` in the direction that opened it, whose entry `own` and its other
+ * direction's `partner` are at hand (either 0 when there is none or it was just written anew,
+ * fresh). A SYN (no ACK) on a flow that is over opens the tuple again (a client reusing its
+ * port): the new flow starts afresh in the entries at hand, not closing, reset or established,
+ * and now (else it would inherit the old flow's end, lose its NAT port or its entries when
+ * quiet, or have its backend's SYN-ACK taken for a direct connection's: services.h). A SYN on
+ * a flow that is not over (open, or half-closed) changes nothing, as in netfilter: a forged one
+ * cannot make a live connection look new. A FIN or RST refreshes the partner: a flow that is
+ * over gives its NAT port up only once both directions were quiet after its last one. */
 static __always_inline void nodenet_ct_pair_seen(struct nodenet_ct_entry *own, struct nodenet_ct_entry *partner, const struct nodenet_flow *f)
 {
 	/* Most packets are neither: nothing to do, no clock read. */
 	if (!(f->tcp_flags & (NODENET_TCP_SYN | NODENET_TCP_FIN | NODENET_TCP_RST)))
 		return;
 	__u64 now = bpf_ktime_get_ns();
-	if (own && (f->tcp_flags & (NODENET_TCP_SYN | NODENET_TCP_ACK)) == NODENET_TCP_SYN &&
-	    nodenet_flow_over(own->flags, partner->flags)) {
-		own->flags &= ~(NODENET_CT_F_CLOSING | NODENET_CT_F_RESET | NODENET_CT_F_ESTABLISHED);
-		partner->flags &= ~(NODENET_CT_F_CLOSING | NODENET_CT_F_RESET | NODENET_CT_F_ESTABLISHED);
-		own->last_seen_ns = now;
-		partner->last_seen_ns = now;
+	if ((f->tcp_flags & (NODENET_TCP_SYN | NODENET_TCP_ACK)) == NODENET_TCP_SYN &&
+	    nodenet_flow_over(own ? own->flags : 0, partner ? partner->flags : 0)) {
+		if (own) {
+			own->flags &= ~(NODENET_CT_F_CLOSING | NODENET_CT_F_RESET | NODENET_CT_F_ESTABLISHED);
+			own->last_seen_ns = now;
+		}
+		if (partner) {
+			partner->flags &= ~(NODENET_CT_F_CLOSING | NODENET_CT_F_RESET | NODENET_CT_F_ESTABLISHED);
+			partner->last_seen_ns = now;
+		}
 	}
-	if (f->tcp_flags & (NODENET_TCP_FIN | NODENET_TCP_RST))
+	if (partner && (f->tcp_flags & (NODENET_TCP_FIN | NODENET_TCP_RST)))
 		partner->last_seen_ns = now;
 }
 

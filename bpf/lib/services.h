@@ -182,17 +182,10 @@ static __always_inline int nodenet_translate_service(struct __sk_buff *skb, cons
 	struct nodenet_flow reply;
 	nodenet_reply_of(f, address, port, &reply);
 	struct nodenet_ct_entry *rev = nodenet_ct_lookup(&reply, NODENET_CT_REPLY);
-	/* A SYN opening the flow (again) starts its pair afresh, also when one entry is written
-	 * anew: an old end left on the other would make the backend's SYN-ACK look like a direct
-	 * connection's (nodenet_reply_opens_direct). */
-	int opens = nodenet_may_open(f);
 	if (!rev || rev->address != f->tuple.daddr || rev->port != f->tuple.dport) {
-		if (own && opens && nodenet_flow_over(own->flags, 0))
-			own->flags &= ~(NODENET_CT_F_CLOSING | NODENET_CT_F_RESET | NODENET_CT_F_ESTABLISHED);
+		nodenet_ct_pair_seen(own, 0, f);  /* (the reverse entry made anew below) */
 		nodenet_ct_put(&reply.tuple, NODENET_CT_REPLY, f->tuple.daddr, f->tuple.dport, id, backend_id, BPF_ANY);
 	} else {
-		if (!own && opens && nodenet_flow_over(0, rev->flags))
-			rev->flags &= ~(NODENET_CT_F_CLOSING | NODENET_CT_F_RESET | NODENET_CT_F_ESTABLISHED);
 		nodenet_ct_pair_seen(own, rev, f);
 	}
 	if (nodenet_rewrite(skb, f, 0, address, port) < 0)

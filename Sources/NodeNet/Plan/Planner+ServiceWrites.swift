@@ -50,7 +50,7 @@ extension Planner {
             // is tried so), this order fits a nearly full map as the batch does.
             var growing: [(i: Int, entry: FrontendEntry)] = []
             for write in writes {
-                if write.entry.servicesMapKeys(over: observed.snapshot(desired.frontends[write.i].key)).added > 0 {
+                if servicesMapKeys(of: write).added > 0 {
                     growing.append(write)
                 } else {
                     planFrontendWrite(write.i, write.entry)
@@ -77,7 +77,7 @@ extension Planner {
         // Frontends that need no new backend first: they only free old ones. In each part,
         // those that add no services map entry first, as they free room there.
         let needsNew = writes.map { backendIDs(of: $0, ids).contains { pending[$0] != nil } }
-        let keys = writes.map { $0.entry.servicesMapKeys(over: observed.snapshot(desired.frontends[$0.i].key)) }
+        let keys = writes.map(servicesMapKeys(of:))
         let order = writes.indices.sorted {
             (needsNew[$0] ? 1 : 0, keys[$0].added > 0 ? 1 : 0, $0) < (
                 needsNew[$1] ? 1 : 0, keys[$1].added > 0 ? 1 : 0, $1
@@ -193,6 +193,11 @@ extension Planner {
             if !wantedIDs!.contains(id) { stale[id] = backend }
         }
         return stale
+    }
+
+    /// The services map keys a frontend's write adds and frees over the maps as found.
+    private func servicesMapKeys(of write: (i: Int, entry: FrontendEntry)) -> (added: Int, freed: Int) {
+        write.entry.servicesMapKeys(over: observed.services.snapshot(desired.frontends[write.i].key))
     }
 
     /// The backends a frontend's write names: its slots' and its retained ones'.
