@@ -28,8 +28,9 @@
 // The BPF paths are checked to take the BPF datapath (the lab node's redirect counters grow by
 // at least one per request/response). After the rounds, each BPF program's cost: the kernel's
 // run-time statistics (BPF_ENABLE_STATS, on for that phase only, which costs every program a
-// little: never during the rounds; nothing global is written) over a TCP_RR run
-// per BPF path: nanoseconds per packet of from-container and from-netdev. `--rounds 0`
+// little: never during the rounds; nothing global is written) over a TCP_RR run and over a
+// TCP_CRR run per BPF path: nanoseconds per packet of from-container and from-netdev, for an
+// open connection's packets and with connections opened and closed. `--rounds 0`
 // measures the program costs only.
 import BPF
 import BenchSupport
@@ -306,9 +307,13 @@ struct Output: Encodable {
         var path: String
         /// Medians over the rounds, by metric.
         var medians: [String: Double]
-        /// BPF paths: nanoseconds per packet of each program kind over all rounds, and packets.
+        /// BPF paths: nanoseconds per packet of each program kind over a TCP_RR run (the cost of
+        /// a connection's packets) and over a TCP_CRR run (with its opening and closing), and
+        /// the packets each counted.
         var nanosecondsPerPacket: [String: Double]?
         var packets: [String: UInt64]?
+        var connectionNanosecondsPerPacket: [String: Double]?
+        var connectionPackets: [String: UInt64]?
     }
     struct Comparison: Encodable {
         var name: String, metric: String
@@ -462,7 +467,8 @@ runBenchmark("datapath-bench", usage: usage) {
     }
     let metrics = o.onlyNodePort ? [Metric.rr, .crr] : Metric.allCases
     var values = [[Metric: [Double]]](repeating: [:], count: paths.count)
-    var cost = [[String: BPFProgramStats]](repeating: [:], count: paths.count)
+    /// Per path, by metric (TCP_RR, TCP_CRR) and program kind.
+    var cost = [[Metric: [String: BPFProgramStats]]](repeating: [:], count: paths.count)
     func measure(_ metric: Metric, _ p: Path) throws -> Double {
         switch metric {
         case .stream1:
@@ -513,15 +519,14 @@ runBenchmark("datapath-bench", usage: usage) {
         defer { withExtendedLifetime(statistics) {} }
         for i in measured where paths[i].bpf != nil {
             let bpfPrograms = try programs(paths[i].bpf!.directories, namespaces: paths[i].bpf!.namespaces)
-            for metric in [Metric.rr] {
+            for metric in [Metric.rr, .crr] {
                 let before = try stats(bpfPrograms)
                 _ = try measure(metric, paths[i])
                 for (kind, after) in try stats(bpfPrograms) {
                     let b = before[kind] ?? BPFProgramStats(runTimeNanoseconds: 0, runCount: 0)
-                    var c = cost[i][kind] ?? BPFProgramStats(runTimeNanoseconds: 0, runCount: 0)
-                    c.runTimeNanoseconds += after.runTimeNanoseconds - b.runTimeNanoseconds
-                    c.runCount += after.runCount - b.runCount
-                    cost[i][kind] = c
+                    cost[i][metric, default: [:]][kind] = BPFProgramStats(
+                        runTimeNanoseconds: after.runTimeNanoseconds - b.runTimeNanoseconds,
+                        runCount: after.runCount - b.runCount)
                 }
             }
         }
@@ -606,12 +611,10 @@ runBenchmark("datapath-bench", usage: usage) {
             path: paths[i].name,
             medians: o.rounds == 0
                 ? [:] : Dictionary(uniqueKeysWithValues: metrics.map { ($0.rawValue, median(values[i][$0]!)) }),
-            nanosecondsPerPacket: paths[i].bpf == nil
-                ? nil
-                : cost[i].compactMapValues {
-                    $0.nanosecondsPerRun(since: BPFProgramStats(runTimeNanoseconds: 0, runCount: 0))
-                },
-            packets: paths[i].bpf == nil ? nil : cost[i].mapValues(\.runCount))
+            nanosecondsPerPacket: paths[i].bpf == nil ? nil : perPacket(cost[i][.rr]),
+            packets: paths[i].bpf == nil ? nil : cost[i][.rr]?.mapValues(\.runCount) ?? [:],
+            connectionNanosecondsPerPacket: paths[i].bpf == nil ? nil : perPacket(cost[i][.crr]),
+            connectionPackets: paths[i].bpf == nil ? nil : cost[i][.crr]?.mapValues(\.runCount) ?? [:])
     }
     if o.json {
         try printJSON(
@@ -646,15 +649,25 @@ runBenchmark("datapath-bench", usage: usage) {
     printCosts(results)
 }
 
+/// Nanoseconds per run of each program kind (none without runs).
+func perPacket(_ stats: [String: BPFProgramStats]?) -> [String: Double] {
+    (stats ?? [:]).compactMapValues { $0.nanosecondsPerRun(since: BPFProgramStats(runTimeNanoseconds: 0, runCount: 0)) }
+}
+
 func printCosts(_ results: [Output.PathResult]) {
-    print("BPF program cost (kernel run-time statistics over a TCP_RR run): ns per packet")
-    for r in results {
-        guard let cost = r.nanosecondsPerPacket else { continue }
-        print(
-            "\(r.path.padding(toLength: 28, withPad: " ", startingAt: 0)) "
-                + cost.sorted { $0.key < $1.key }.map {
-                    String(format: "%@ %.0f ns (%llu packets)", $0.key, $0.value, r.packets?[$0.key] ?? 0)
-                }
-                .joined(separator: ", "))
+    for (title, cost, packets) in [
+        ("over a TCP_RR run", \Output.PathResult.nanosecondsPerPacket, \Output.PathResult.packets),
+        ("over a TCP_CRR run, connections opened and closed", \.connectionNanosecondsPerPacket, \.connectionPackets),
+    ] {
+        print("BPF program cost (kernel run-time statistics \(title)): ns per packet")
+        for r in results {
+            guard let c = r[keyPath: cost] else { continue }
+            print(
+                "\(r.path.padding(toLength: 28, withPad: " ", startingAt: 0)) "
+                    + c.sorted { $0.key < $1.key }.map {
+                        String(format: "%@ %.0f ns (%llu packets)", $0.key, $0.value, r[keyPath: packets]?[$0.key] ?? 0)
+                    }
+                    .joined(separator: ", "))
+        }
     }
 }
