@@ -265,6 +265,63 @@ struct ServiceLabTests {
         #expect(gc.removed == gc.scanned && gc.scanned > 0, "closed TCP and idle UDP flows expire")
     }
 
+    /// A node port flow whose reverse entry went (the LRU table evicts the least used entries
+    /// when full, one direction may go first) has it made again by its own packets: an open
+    /// flow's packets look the reverse entry up only when their own entry is refreshed (about
+    /// every half second), so its replies come from the node port again within a second.
+    /// Without that, they would leave masqueraded (from the node's address and another port),
+    /// which the client's connected socket never takes.
+    @Test func aNodePortFlowWhoseReplyEntryWentHasItMadeAgain() throws {
+        let cluster = Self.cluster("reply")
+        defer { Lab.down(name: cluster.name) }
+        try Self.up(cluster)
+        let ct = try #require(
+            try BPFMap<nodenet_tuple, nodenet_ct_entry>.pinned(
+                at: BPFFSLayout(directory: cluster.bpffsDirectory(ofNode: "worker2")).path(.conntrack)))
+        let client = (address: "172.18.0.1", port: 40999)
+        /// Whether each of `count` datagrams, 50 ms apart, from the client's one port to worker2's
+        /// node port got an answer ("1") or not ("0").
+        func exchange(_ count: Int) throws -> String {
+            let script = """
+                import socket, time
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("\(client.address)", \(client.port)))
+                s.connect(("172.18.0.2", 30053))
+                s.settimeout(0.1)
+                answered = ""
+                for i in range(\(count)):
+                    s.send(b"x")
+                    try:
+                        s.recv(2048)
+                        answered += "1"
+                    except OSError:
+                        answered += "0"
+                    time.sleep(0.05)
+                print(answered)
+                """
+            let r = try runTool(["ip", "netns", "exec", cluster.externalNamespace, "python3", "-c", script])
+            try #require(r.status == 0, "\(r.output)")
+            return r.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        func replyEntries() throws -> [nodenet_tuple] {
+            try ct.keys().filter {
+                $0.kind == UInt8(NODENET_CT_REPLY.rawValue) && $0.proto == UInt8(IPPROTO_UDP)
+                    && IPAddress(ipv4: UInt32(bigEndian: $0.daddr)) == IPAddress(client.address)
+                    && UInt16(bigEndian: $0.dport) == UInt16(client.port)
+            }
+        }
+        let before = try exchange(5)
+        #expect(before == "11111", "the flow is answered from the node port: \(before)")
+        let entries = try replyEntries()
+        try #require(entries.count == 1, "one reverse entry for the flow: \(entries.count)")
+        #expect(try ct.delete(entries[0]))
+        // 20 datagrams over 3 s: the last half answered from the node port again, the entry back.
+        let after = try exchange(20)
+        #expect(after.hasSuffix(String(repeating: "1", count: 10)), "answered again within a second: \(after)")
+        #expect(try replyEntries().count == 1, "the reverse entry is made again")
+    }
+
     /// `externalTrafficPolicy: Local`: from outside, a node port reaches only the node's own
     /// backends, with the client's address (no source NAT); a node without one drops the traffic
     /// (counted, no reset). `internalTrafficPolicy: Local`: the clusterIP reaches only local

@@ -232,8 +232,9 @@ static __always_inline void nodenet_reply_of(const struct nodenet_flow *f, __u32
 	reply->tuple.proto = f->tuple.proto;
 }
 
-/* The entry of `kind` for the flow's tuple, refreshed (time, closing flag), or 0. */
-static __always_inline struct nodenet_ct_entry *nodenet_ct_lookup(struct nodenet_flow *f, __u8 kind)
+/* The entry of `kind` for the flow's tuple, refreshed (time, closing flag), or 0;
+ * `*refreshed` says whether its time was written. */
+static __always_inline struct nodenet_ct_entry *nodenet_ct_lookup_refreshed(struct nodenet_flow *f, __u8 kind, int *refreshed)
 {
 	struct nodenet_tuple key = f->tuple;
 	key.kind = kind;
@@ -247,9 +248,16 @@ static __always_inline struct nodenet_ct_entry *nodenet_ct_lookup(struct nodenet
 	 * flow's every packet refreshes: one that is over may give its NAT port up shortly after
 	 * its last packet (nat.h), so that time must be exact (and a flow still sending after a
 	 * FIN or a forged RST is never taken for quiet). */
-	if ((e->flags & NODENET_CT_F_CLOSING) || now - e->last_seen_ns > (1ULL << 29))
+	*refreshed = (e->flags & NODENET_CT_F_CLOSING) || now - e->last_seen_ns > (1ULL << 29);
+	if (*refreshed)
 		e->last_seen_ns = now;
 	return e;
+}
+
+static __always_inline struct nodenet_ct_entry *nodenet_ct_lookup(struct nodenet_flow *f, __u8 kind)
+{
+	int refreshed;
+	return nodenet_ct_lookup_refreshed(f, kind, &refreshed);
 }
 
 /* Whether a TCP flow whose directions' entries carry `a` and `b` is over: reset, or finished

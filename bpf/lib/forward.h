@@ -1,5 +1,5 @@
 /* Forwarding toward a next hop without the routing stack: FIB lookup, TTL, bpf_redirect_neigh
- * (the kernel resolves the neighbour). Anything the lookup cannot answer goes to the stack. */
+ * to the next hop found (the kernel resolves the neighbour, with its state machine). Anything the lookup cannot answer goes to the stack. */
 #ifndef NODENET_BPF_FORWARD_H
 #define NODENET_BPF_FORWARD_H
 
@@ -37,7 +37,12 @@ static __always_inline int nodenet_forward(struct __sk_buff *skb)
 	if (nodenet_dec_ttl(ip) < 0)
 		return TC_ACT_OK;
 	nodenet_count(NODENET_VERDICT_REMOTE_REDIRECT);
-	return bpf_redirect_neigh(fib.ifindex, 0, 0, 0);
+	/* The next hop the lookup found (the gateway, or the destination on a link): without it
+	 * the kernel would look the route up again for every packet. */
+	if (fib.family != AF_INET)
+		return bpf_redirect_neigh(fib.ifindex, 0, 0, 0);  /* an IPv6 next hop: the kernel's own lookup */
+	struct bpf_redir_neigh nh = { .nh_family = AF_INET, .ipv4_nh = fib.ipv4_dst };
+	return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
 }
 
 /* Sends a packet whose addresses may have been rewritten on its way: into a local pod, or

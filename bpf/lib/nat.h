@@ -187,11 +187,11 @@ static __always_inline int nodenet_snat(struct nodenet_flow *f, __u32 nat_addr, 
 	in.daddr = nat_addr;
 	in.sport = f->tuple.dport;
 	in.proto = f->tuple.proto;
+	in.kind = NODENET_CT_NAT_IN;
 	struct nodenet_ct_entry *out = nodenet_ct_lookup(f, NODENET_CT_NAT_OUT);
 	if (out && out->address == nat_addr) {
 		__u16 mapped = out->port;
 		in.dport = mapped;
-		in.kind = NODENET_CT_NAT_IN;
 		struct nodenet_ct_entry *back = bpf_map_lookup_elem(&nodenet_ct, &in);
 		if (back && back->address == f->tuple.saddr && back->port == f->tuple.sport) {
 			nodenet_ct_pair_seen(out, back, f);
@@ -217,7 +217,10 @@ static __always_inline int nodenet_snat(struct nodenet_flow *f, __u32 nat_addr, 
 	for (int i = 0; i < 16; i++) {
 		__u16 candidate = bpf_htons((__u16)(NODENET_NAT_PORT_MIN + (start + i * 577) % NODENET_NAT_PORT_COUNT));
 		in.dport = candidate;
-		int taken = i < 8 ? nodenet_ct_put(&in, NODENET_CT_NAT_IN, f->tuple.saddr, f->tuple.sport, 0, 0, BPF_NOEXIST) != 0
+		/* A port seen taken by a lookup is not tried by an insertion: a failing one costs as
+		 * much as a successful one (an LRU node taken and given back under locks). */
+		int taken = i < 8 ? bpf_map_lookup_elem(&nodenet_ct, &in) != 0 ||
+					    nodenet_ct_put(&in, NODENET_CT_NAT_IN, f->tuple.saddr, f->tuple.sport, 0, 0, BPF_NOEXIST) != 0
 				  : nodenet_nat_reclaim(f->tuple.saddr, f->tuple.sport, &in, nat_addr, opener != 0) != 0;
 		if (!taken) {
 			struct nodenet_tuple key = f->tuple;

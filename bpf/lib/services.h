@@ -105,7 +105,8 @@ static __always_inline int nodenet_reverse_service(struct __sk_buff *skb, struct
 	struct nodenet_ct_entry *rev = nodenet_ct_lookup(f, NODENET_CT_REPLY);
 	if (!rev)
 		return NODENET_PASS;
-	rev->flags |= NODENET_CT_F_SEEN_REPLY;
+	if (!(rev->flags & NODENET_CT_F_SEEN_REPLY))
+		rev->flags |= NODENET_CT_F_SEEN_REPLY;  /* written once: a write per packet bounces the line */
 	__u32 address = rev->address;
 	__u16 port = rev->port;
 	if (nodenet_rewrite(skb, f, 1, address, port) < 0)
@@ -122,7 +123,8 @@ static __always_inline int nodenet_translate_service(struct __sk_buff *skb, cons
 		return NODENET_PASS;
 	__u32 address = 0, backend_id = 0, id = 0;
 	__u16 port = 0;
-	struct nodenet_ct_entry *ct = nodenet_ct_lookup(f, NODENET_CT_SERVICE);
+	int refreshed = 1;
+	struct nodenet_ct_entry *ct = nodenet_ct_lookup_refreshed(f, NODENET_CT_SERVICE, &refreshed);
 	/* The flow's entry as it stays (an entry written anew below is another element). */
 	struct nodenet_ct_entry *own = 0;
 	if (ct && nodenet_backend_current(ct->backend_id, ct->address, ct->port, nodenet_ct_frontend(ct))) {
@@ -178,15 +180,20 @@ static __always_inline int nodenet_translate_service(struct __sk_buff *skb, cons
 			backend_id = winner->backend_id;
 		}
 	}
-	/* The reverse entry: (re)made when missing (an LRU table may evict one direction). */
-	struct nodenet_flow reply;
-	nodenet_reply_of(f, address, port, &reply);
-	struct nodenet_ct_entry *rev = nodenet_ct_lookup(&reply, NODENET_CT_REPLY);
-	if (!rev || rev->address != f->tuple.daddr || rev->port != f->tuple.dport) {
-		nodenet_ct_pair_seen(own, 0, f);  /* (the reverse entry made anew below) */
-		nodenet_ct_put(&reply.tuple, NODENET_CT_REPLY, f->tuple.daddr, f->tuple.dport, id, backend_id, BPF_ANY);
-	} else {
-		nodenet_ct_pair_seen(own, rev, f);
+	/* The reverse entry: (re)made when missing (an LRU table may evict one direction), and
+	 * refreshed. An open flow's packet without a flag to record looks it up only when its own
+	 * entry was refreshed (every ~0.5 s: nodenet_ct_lookup): a lookup fewer per packet, and the
+	 * replies refresh it themselves. */
+	if (!own || refreshed || (f->tcp_flags & (NODENET_TCP_SYN | NODENET_TCP_FIN | NODENET_TCP_RST))) {
+		struct nodenet_flow reply;
+		nodenet_reply_of(f, address, port, &reply);
+		struct nodenet_ct_entry *rev = nodenet_ct_lookup(&reply, NODENET_CT_REPLY);
+		if (!rev || rev->address != f->tuple.daddr || rev->port != f->tuple.dport) {
+			nodenet_ct_pair_seen(own, 0, f);  /* (the reverse entry made anew below) */
+			nodenet_ct_put(&reply.tuple, NODENET_CT_REPLY, f->tuple.daddr, f->tuple.dport, id, backend_id, BPF_ANY);
+		} else {
+			nodenet_ct_pair_seen(own, rev, f);
+		}
 	}
 	if (nodenet_rewrite(skb, f, 0, address, port) < 0)
 		return NODENET_ERROR;

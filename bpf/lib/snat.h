@@ -69,6 +69,10 @@ static __always_inline int nodenet_snat_to_node(struct __sk_buff *skb, const str
  * the destination becomes the original source again. */
 static __always_inline int nodenet_snat_reverse(struct __sk_buff *skb, struct nodenet_flow *f)
 {
+	/* Only a port nodenet_snat hands out can be a translated source's (a node port's packets,
+	 * most of what reaches the node's address here, need no lookup). */
+	if ((__u32)bpf_ntohs(f->tuple.dport) - NODENET_NAT_PORT_MIN >= NODENET_NAT_PORT_COUNT)
+		return NODENET_PASS;
 	struct nodenet_ct_entry *in = nodenet_ct_lookup(f, NODENET_CT_NAT_IN);
 	if (!in)
 		return NODENET_PASS;
