@@ -1,5 +1,6 @@
 /* Forwarding toward a next hop without the routing stack: FIB lookup, TTL, bpf_redirect_neigh
- * to the next hop found (the kernel resolves the neighbour, with its state machine). Anything the lookup cannot answer goes to the stack. */
+ * to the next hop found (the kernel resolves the neighbour, with its state machine). Anything
+ * the lookup cannot answer goes to the stack. */
 #ifndef NODENET_BPF_FORWARD_H
 #define NODENET_BPF_FORWARD_H
 

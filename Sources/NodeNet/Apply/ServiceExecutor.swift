@@ -64,15 +64,20 @@ final class ServiceExecutor: ChangeExecutor {
             try context.serviceMaps().backends.delete(id)
             undo.append(restore(replacedBy: change))
         case .putFrontend(let key, let entry, let previous, _):
+            // A batch of one: its order (make-before-break) has one owner, ServiceMaps.Batch.
             // Undo recorded first: a write that fails halfway has already changed live slots,
             // and restoring is idempotent.
             let maps = try context.serviceMaps()
             undo.append(restore(replacedBy: change))
-            try maps.put(key, entry, previousSlots: previous?.slots ?? [:])
+            var one = ServiceMaps.Batch()
+            one.putFrontend(key, entry, previous: previous)
+            try maps.write(one)
         case .deleteFrontend(let key, let previous):
             let maps = try context.serviceMaps()
             undo.append(restore(replacedBy: change))
-            try maps.remove(key, slots: previous.slots)
+            var one = ServiceMaps.Batch()
+            one.removeFrontend(key, slots: previous.slots)
+            try maps.write(one)
         case .deleteRevNat(let id, _):
             try context.serviceMaps().revnat.delete(UInt32(id))
             undo.append(restore(replacedBy: change))

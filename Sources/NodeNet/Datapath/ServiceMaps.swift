@@ -264,19 +264,6 @@ final class ServiceMaps {
         }
     }
 
-    /// Make-before-break: the revnat entry and the new backend slots first, then slot 0
-    /// (the count readers choose from), then slots beyond the new count go.
-    func put(_ key: FrontendKey, _ entry: FrontendEntry, previousSlots: [UInt16: UInt32]) throws {
-        try revnat.update(entry.id, key.revnat)
-        for (i, id) in entry.backendIDs.enumerated() where previousSlots[UInt16(i + 1)] != id {
-            try services.update(key.mapKey(slot: UInt16(i + 1)), slotValue(id))
-        }
-        try services.update(key.mapKey(slot: 0), entry.master.mapValue)
-        for slot in previousSlots.keys where Int(slot) > entry.backendIDs.count {
-            try services.delete(key.mapKey(slot: slot))
-        }
-    }
-
     /// Slot 0 first (no new choices), then the slots.
     func remove(_ key: FrontendKey, slots: [UInt16: UInt32]) throws {
         try services.delete(key.mapKey(slot: 0))
