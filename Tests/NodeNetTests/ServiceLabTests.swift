@@ -265,61 +265,132 @@ struct ServiceLabTests {
         #expect(gc.removed == gc.scanned && gc.scanned > 0, "closed TCP and idle UDP flows expire")
     }
 
-    /// A node port flow whose reverse entry went (the LRU table evicts the least used entries
-    /// when full, one direction may go first) has it made again by its own packets: an open
-    /// flow's packets look the reverse entry up only when their own entry is refreshed (about
-    /// every half second), so its replies come from the node port again within a second.
-    /// Without that, they would leave masqueraded (from the node's address and another port),
-    /// which the client's connected socket never takes.
-    @Test func aNodePortFlowWhoseReplyEntryWentHasItMadeAgain() throws {
-        let cluster = Self.cluster("reply")
+    /// Node port connections whose reverse entries went (a full LRU table evicts the least used
+    /// entries, and may take one direction of a flow first) keep going: an open TCP flow's
+    /// packets look the reverse entry up only when their own entry is refreshed (about every
+    /// half second), so it is made again within a second, and what the backends send meanwhile
+    /// is sent again by TCP. A remote backend's reply in that window, taken back by the node's
+    /// source NAT, is dropped (counted as a reply whose flow is gone), never sent on to the
+    /// client from the backend's own address. The window is made certain: each flow's own entry
+    /// is marked fresh as its reverse entry goes.
+    @Test func nodePortConnectionsWhoseReverseEntriesWentKeepGoing() throws {
+        var cluster = Self.cluster("nrev")
+        for (name, backend, nodePort) in [("local", "10.0.2.204", 31610), ("remote", "10.0.1.15", 31611)] {
+            cluster.services.append(
+                ServiceSpec(
+                    name: "default/echo-\(name)", type: .nodePort, clusterIP: IPAddress("10.96.9.\(nodePort % 100)")!,
+                    ports: [ServicePort(port: 7100, targetPort: 7100, nodePort: nodePort)],
+                    backends: [ServiceBackend(ip: IPAddress(backend)!)]))
+        }
         defer { Lab.down(name: cluster.name) }
         try Self.up(cluster)
-        let ct = try #require(
-            try BPFMap<nodenet_tuple, nodenet_ct_entry>.pinned(
-                at: BPFFSLayout(directory: cluster.bpffsDirectory(ofNode: "worker2")).path(.conntrack)))
-        let client = (address: "172.18.0.1", port: 40999)
-        /// Whether each of `count` datagrams, 50 ms apart, from the client's one port to worker2's
-        /// node port got an answer ("1") or not ("0").
-        func exchange(_ count: Int) throws -> String {
-            let script = """
-                import socket, time
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind(("\(client.address)", \(client.port)))
-                s.connect(("172.18.0.2", 30053))
-                s.settimeout(0.1)
-                answered = ""
-                for i in range(\(count)):
-                    s.send(b"x")
-                    try:
-                        s.recv(2048)
-                        answered += "1"
-                    except OSError:
-                        answered += "0"
-                    time.sleep(0.05)
-                print(answered)
-                """
-            let r = try runTool(["ip", "netns", "exec", cluster.externalNamespace, "python3", "-c", script])
-            try #require(r.status == 0, "\(r.output)")
-            return r.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        var servers: [Process] = []
+        defer { servers.forEach(Self.stop) }
+        for pod in ["cilium-with-replacement-w2", "cilium-with-replacement-w1"] {
+            servers.append(
+                try Self.startServer(
+                    in: cluster.namespace(ofPod: pod), port: 7100, seconds: 60,
+                    handle: """
+                        while True:
+                            data = self.request.recv(64)
+                            if not data:
+                                break
+                            self.request.sendall(data)
+                        """))
         }
-        func replyEntries() throws -> [nodenet_tuple] {
-            try ct.keys().filter {
-                $0.kind == UInt8(NODENET_CT_REPLY.rawValue) && $0.proto == UInt8(IPPROTO_UDP)
-                    && IPAddress(ipv4: UInt32(bigEndian: $0.daddr)) == IPAddress(client.address)
-                    && UInt16(bigEndian: $0.dport) == UInt16(client.port)
+        let layout = BPFFSLayout(directory: cluster.bpffsDirectory(ofNode: "worker2"))
+        let ct = try #require(try BPFMap<nodenet_tuple, nodenet_ct_entry>.pinned(at: layout.path(.conntrack)))
+        let verdicts = try #require(try BPFMap<UInt32, UInt64>.pinned(at: layout.path(.verdicts), perCPU: true))
+        // The client: one connection to each node port, 5 echoes on each (a thread each), its
+        // ports printed; then (once told) 20 more on each, 20 ms apart, each answer awaited up to
+        // 5 s. Bounded: 30 s.
+        let script = """
+            import socket, sys, time, threading, os
+            threading.Timer(30, lambda: os._exit(1)).start()
+            conns = []
+            for port in (31610, 31611):
+                c = socket.create_connection(("172.18.0.2", port), timeout=5)
+                c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conns.append(c)
+            def echo(c, i):
+                c.sendall(b"%02d" % i)
+                got = b""
+                while len(got) < 2:
+                    data = c.recv(2 - len(got))
+                    if not data:
+                        raise OSError("closed")
+                    got += data
+                return got == b"%02d" % i
+            def run(count):
+                results = ["", ""]
+                def one(k):
+                    ok = 0
+                    try:
+                        for i in range(count):
+                            ok += echo(conns[k], i)
+                            time.sleep(0.02)
+                        results[k] = "%d" % ok
+                    except OSError as e:
+                        results[k] = "%d:%s" % (ok, e)
+                threads = [threading.Thread(target=one, args=(k,)) for k in range(2)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                return " ".join(results)
+            print(run(5), " ".join("%d" % c.getsockname()[1] for c in conns), flush=True)
+            sys.stdin.readline()
+            print(run(20), flush=True)
+            os._exit(0)
+            """
+        let client = Process()
+        client.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        client.arguments = ["netns", "exec", cluster.externalNamespace, "python3", "-c", script]
+        let input = Pipe()
+        let output = Pipe()
+        client.standardInput = input
+        client.standardOutput = output
+        try client.run()
+        defer { Self.stop(client) }
+        var buffer = Data()
+        func nextLine() -> String? {
+            while true {
+                if let end = buffer.firstIndex(of: UInt8(ascii: "\n")) {
+                    let line = String(decoding: buffer[..<end], as: UTF8.self)
+                    buffer = Data(buffer[(end + 1)...])
+                    return line
+                }
+                let chunk = output.fileHandleForReading.availableData
+                if chunk.isEmpty { return nil }
+                buffer.append(chunk)
             }
         }
-        let before = try exchange(5)
-        #expect(before == "11111", "the flow is answered from the node port: \(before)")
-        let entries = try replyEntries()
-        try #require(entries.count == 1, "one reverse entry for the flow: \(entries.count)")
-        #expect(try ct.delete(entries[0]))
-        // 20 datagrams over 3 s: the last half answered from the node port again, the entry back.
-        let after = try exchange(20)
-        #expect(after.hasSuffix(String(repeating: "1", count: 10)), "answered again within a second: \(after)")
-        #expect(try replyEntries().count == 1, "the reverse entry is made again")
+        let first = try #require(nextLine(), "the client's first echoes").split(separator: " ")
+        try #require(first.count == 4 && first[0] == "5" && first[1] == "5", "both connections echo: \(first)")
+        let clientPorts = try first[2...].map { try #require(UInt16($0)) }
+        func entries(_ kind: nodenet_ct_kind) throws -> [(key: nodenet_tuple, value: nodenet_ct_entry)] {
+            try ct.entries().filter { e in
+                let toClient = kind == NODENET_CT_REPLY
+                let (address, port) = toClient ? (e.key.daddr, e.key.dport) : (e.key.saddr, e.key.sport)
+                return e.key.kind == UInt8(kind.rawValue)
+                    && IPAddress(ipv4: UInt32(bigEndian: address)) == IPAddress("172.18.0.1")
+                    && clientPorts.contains(UInt16(bigEndian: port))
+            }
+        }
+        let replies = try entries(NODENET_CT_REPLY)
+        try #require(replies.count == 2, "a reverse entry for each connection: \(replies.count)")
+        let dropsBefore = try verdicts.sum(NODENET_VERDICT_DROP_NO_FLOW.rawValue)
+        for var service in try entries(NODENET_CT_SERVICE) {
+            service.value.last_seen_ns = BPFClock.nanoseconds()
+            try ct.update(service.key, service.value)
+        }
+        for reply in replies { #expect(try ct.delete(reply.key)) }
+        input.fileHandleForWriting.write(Data("go\n".utf8))
+        let after = try #require(nextLine(), "the client's later echoes")
+        #expect(after == "20 20", "both connections went on (local, remote): \(after)")
+        #expect(try entries(NODENET_CT_REPLY).count == 2, "the reverse entries are made again")
+        let dropped = try verdicts.sum(NODENET_VERDICT_DROP_NO_FLOW.rawValue) - dropsBefore
+        #expect(dropped > 0, "the remote backend's reply in the window was dropped at the node")
     }
 
     /// `externalTrafficPolicy: Local`: from outside, a node port reaches only the node's own

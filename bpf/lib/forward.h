@@ -38,11 +38,14 @@ static __always_inline int nodenet_forward(struct __sk_buff *skb)
 	if (nodenet_dec_ttl(ip) < 0)
 		return TC_ACT_OK;
 	nodenet_count(NODENET_VERDICT_REMOTE_REDIRECT);
-	/* The next hop the lookup found (the gateway, or the destination on a link): without it
-	 * the kernel would look the route up again for every packet. */
-	if (fib.family != AF_INET)
-		return bpf_redirect_neigh(fib.ifindex, 0, 0, 0);  /* an IPv6 next hop: the kernel's own lookup */
-	struct bpf_redir_neigh nh = { .nh_family = AF_INET, .ipv4_nh = fib.ipv4_dst };
+	/* The next hop the lookup found (the gateway, or the destination on a link; an IPv6
+	 * gateway of an IPv4 route turns the result's family to AF_INET6): without it the kernel
+	 * would look the route up again for every packet. */
+	struct bpf_redir_neigh nh = { .nh_family = fib.family };
+	if (fib.family == AF_INET)
+		nh.ipv4_nh = fib.ipv4_dst;
+	else
+		__builtin_memcpy(nh.ipv6_nh, fib.ipv6_dst, sizeof(nh.ipv6_nh));
 	return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
 }
 

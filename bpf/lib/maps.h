@@ -63,7 +63,7 @@ enum nodenet_verdict {
 	NODENET_VERDICT_DROP_SPOOFED = 4,
 	NODENET_VERDICT_DROP_NO_BACKEND = 5,  /* a service frontend with no backend */
 	NODENET_VERDICT_DROP_NAT_EXHAUSTED = 6, /* no free port to translate a source to */
-	NODENET_VERDICT_DROP_NO_FLOW = 7,     /* a reply to a translated (hairpin) address whose flow is gone */
+	NODENET_VERDICT_DROP_NO_FLOW = 7,     /* a reply to a translated address (hairpin, a node port's source NAT) whose flow is gone */
 	NODENET_VERDICT_DROP_NO_LOCAL_BACKEND = 8, /* a Local traffic policy and no backend on this node */
 	NODENET_VERDICT_DROP_SOURCE_RANGE = 9, /* a LoadBalancer frontend's loadBalancerSourceRanges exclude the client */
 	NODENET_VERDICT_DROP_NO_MAPPING = 10, /* a masqueraded TCP segment with no mapping that may not open one */

@@ -181,10 +181,14 @@ static __always_inline int nodenet_translate_service(struct __sk_buff *skb, cons
 		}
 	}
 	/* The reverse entry: (re)made when missing (an LRU table may evict one direction), and
-	 * refreshed. An open flow's packet without a flag to record looks it up only when its own
-	 * entry was refreshed (every ~0.5 s: nodenet_ct_lookup): a lookup fewer per packet, and the
-	 * replies refresh it themselves. */
-	if (!own || refreshed || (f->tcp_flags & (NODENET_TCP_SYN | NODENET_TCP_FIN | NODENET_TCP_RST))) {
+	 * refreshed. An open TCP flow's packet without a flag to record looks it up only when its
+	 * own entry was refreshed (every ~0.5 s: nodenet_ct_lookup): a lookup fewer per packet, the
+	 * replies refresh it themselves, and what a backend sends while it is missing is dropped
+	 * and sent again (a local pod's segment without a mapping never leaves masqueraded, a
+	 * remote one's is dropped in from-netdev). UDP has nothing to send a lost reply again:
+	 * each datagram looks it up. */
+	if (!own || refreshed || f->tuple.proto != IPPROTO_TCP ||
+	    (f->tcp_flags & (NODENET_TCP_SYN | NODENET_TCP_FIN | NODENET_TCP_RST))) {
 		struct nodenet_flow reply;
 		nodenet_reply_of(f, address, port, &reply);
 		struct nodenet_ct_entry *rev = nodenet_ct_lookup(&reply, NODENET_CT_REPLY);
