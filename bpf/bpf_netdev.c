@@ -28,18 +28,17 @@ static __always_inline int nodenet_to_node(struct __sk_buff *skb, const struct n
 			rc = nodenet_reverse_service(skb, flow, 0);
 		if (rc == NODENET_ERROR)
 			return TC_ACT_SHOT;
-		struct iphdr *ip = nodenet_ipv4(skb);
+		struct iphdr *ip;
+		struct nodenet_endpoint *dst = nodenet_local_destination(skb, &ip);
 		if (!ip)
 			return TC_ACT_OK;
-		struct nodenet_endpoint_key key = { .ip = ip->daddr };
-		struct nodenet_endpoint *dst = bpf_map_lookup_elem(&nodenet_endpoints, &key);
 		if (dst)
 			return nodenet_deliver_local(skb, ip, dst);  /* a masqueraded pod's reply */
 		/* Anything else this node's source NAT took back is a remote backend's reply to a
 		 * node port's client, which must leave from the frontend: without its reverse entry
 		 * (evicted, made again by the flow's next packets) it would reach the client from the
-		 * backend's address, and the client's reset would end the connection. Dropped, it is
-		 * sent again. */
+		 * backend's address, which a TCP client answers with a reset and a UDP one ignores.
+		 * Dropped, it is sent again (TCP) once the entry is back. */
 		if (rc != NODENET_TRANSLATED && flow->tuple.proto != IPPROTO_ICMP)
 			return nodenet_drop(skb, NODENET_VERDICT_DROP_NO_FLOW);
 		return nodenet_forward(skb);

@@ -290,13 +290,7 @@ struct ServiceLabTests {
             servers.append(
                 try Self.startServer(
                     in: cluster.namespace(ofPod: pod), port: 7100, seconds: 60,
-                    handle: """
-                        while True:
-                            data = self.request.recv(64)
-                            if not data:
-                                break
-                            self.request.sendall(data)
-                        """))
+                    handle: Self.echo))
         }
         let layout = BPFFSLayout(directory: cluster.bpffsDirectory(ofNode: "worker2"))
         let ct = try #require(try BPFMap<nodenet_tuple, nodenet_ct_entry>.pinned(at: layout.path(.conntrack)))
@@ -582,13 +576,7 @@ struct ServiceLabTests {
         // the end, gone by itself in 120 s.
         let server = try Self.startServer(
             in: cluster.namespace(ofPod: "cilium-with-replacement-w2"), port: 7000, seconds: 120,
-            handle: """
-                while True:
-                    data = self.request.recv(64)
-                    if not data:
-                        return
-                    self.request.sendall(data)
-                """)
+            handle: Self.echo)
         defer { Self.stop(server) }
         // Bounded: 3 s a connection (one SYN retransmission), 40 connections and one kept open.
         let script = """
@@ -764,6 +752,15 @@ struct ServiceLabTests {
         }
         return server
     }
+
+    /// A `startServer` handler that echoes what it receives and closes once the client did.
+    static let echo = """
+        while True:
+            data = self.request.recv(64)
+            if not data:
+                return
+            self.request.sendall(data)
+        """
 
     static func stop(_ server: Process) {
         if server.isRunning { kill(server.processIdentifier, SIGKILL) }

@@ -49,15 +49,25 @@ static __always_inline int nodenet_forward(struct __sk_buff *skb)
 	return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
 }
 
+/* The local pod a packet whose addresses may have been rewritten is for (0: none), with its
+ * header read again into *ip (0 when the packet has none). */
+static __always_inline struct nodenet_endpoint *nodenet_local_destination(struct __sk_buff *skb, struct iphdr **ip)
+{
+	*ip = nodenet_ipv4(skb);
+	if (!*ip)
+		return 0;
+	struct nodenet_endpoint_key key = { .ip = (*ip)->daddr };
+	return bpf_map_lookup_elem(&nodenet_endpoints, &key);
+}
+
 /* Sends a packet whose addresses may have been rewritten on its way: into a local pod, or
  * toward the next hop. */
 static __always_inline int nodenet_deliver(struct __sk_buff *skb)
 {
-	struct iphdr *ip = nodenet_ipv4(skb);
+	struct iphdr *ip;
+	struct nodenet_endpoint *dst = nodenet_local_destination(skb, &ip);
 	if (!ip)
 		return TC_ACT_OK;
-	struct nodenet_endpoint_key key = { .ip = ip->daddr };
-	struct nodenet_endpoint *dst = bpf_map_lookup_elem(&nodenet_endpoints, &key);
 	if (dst)
 		return nodenet_deliver_local(skb, ip, dst);
 	return nodenet_forward(skb);
