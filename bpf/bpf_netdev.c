@@ -37,8 +37,9 @@ static __always_inline int nodenet_to_node(struct __sk_buff *skb, const struct n
 		/* Anything else this node's source NAT took back is a remote backend's reply to a
 		 * node port's client, which must leave from the frontend: without its reverse entry
 		 * (evicted, made again by the flow's next packets) it would reach the client from the
-		 * backend's address, which a TCP client answers with a reset and a UDP one ignores.
-		 * Dropped, it is sent again (TCP) once the entry is back. */
+		 * backend's address, which a TCP client answers with a reset (to that address, which
+		 * the backend, seeing the node's, never takes for its flow) and a UDP one ignores.
+		 * Dropped, it is sent again (TCP) once the client's next packet made the entry again. */
 		if (rc != NODENET_TRANSLATED && flow->tuple.proto != IPPROTO_ICMP)
 			return nodenet_drop(skb, NODENET_VERDICT_DROP_NO_FLOW);
 		return nodenet_forward(skb);
