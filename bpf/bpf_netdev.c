@@ -24,9 +24,9 @@ static __always_inline int nodenet_to_node(struct __sk_buff *skb, const struct n
 {
 	int rc = nodenet_snat_reverse(skb, flow);
 	if (rc == NODENET_TRANSLATED) {
-		if (cfg->flags & NODENET_CONFIG_SERVICES)
-			rc = nodenet_reverse_service(skb, flow, 0);
-		if (rc == NODENET_ERROR)
+		int services = cfg->flags & NODENET_CONFIG_SERVICES;
+		int reversed = services ? nodenet_reverse_service(skb, flow, 0) : NODENET_PASS;
+		if (reversed == NODENET_ERROR)
 			return TC_ACT_SHOT;
 		struct iphdr *ip;
 		struct nodenet_endpoint *dst = nodenet_local_destination(skb, &ip);
@@ -40,7 +40,7 @@ static __always_inline int nodenet_to_node(struct __sk_buff *skb, const struct n
 		 * backend's address, which a TCP client answers with a reset (to that address, which
 		 * the backend, seeing the node's, never takes for its flow) and a UDP one ignores.
 		 * Dropped, it is sent again (TCP) once the client's next packet made the entry again. */
-		if (rc != NODENET_TRANSLATED && flow->tuple.proto != IPPROTO_ICMP)
+		if (services && reversed != NODENET_TRANSLATED && flow->tuple.proto != IPPROTO_ICMP)
 			return nodenet_drop(skb, NODENET_VERDICT_DROP_NO_FLOW);
 		return nodenet_forward(skb);
 	}

@@ -317,6 +317,14 @@ static __always_inline int nodenet_ct_put(struct nodenet_tuple *key, __u8 kind, 
 	return bpf_map_update_elem(&nodenet_ct, key, &e, flags);
 }
 
+/* Marks a reply-direction entry (REPLY, NAT_IN) as answered; written once, as a write per
+ * packet would bounce the cache line between CPUs. */
+static __always_inline void nodenet_ct_mark_seen_reply(struct nodenet_ct_entry *e)
+{
+	if (!(e->flags & NODENET_CT_F_SEEN_REPLY))
+		e->flags |= NODENET_CT_F_SEEN_REPLY;
+}
+
 /* Marks the flow's entry `e` established when `f`, a packet in the direction that opened it,
  * is a TCP segment past the handshake (ACK without SYN, RST or FIN). Unestablished flows time
  * out in seconds and give their NAT ports up (nat.h). */

@@ -175,6 +175,12 @@ static __always_inline int nodenet_nat_reclaim(__u32 saddr, __u16 sport, struct 
 	return 0;
 }
 
+/* Whether `port` (network order) is one nodenet_snat hands out (NODENET_NAT_PORT_MIN on). */
+static __always_inline int nodenet_nat_port(__u16 port)
+{
+	return (__u32)bpf_ntohs(port) - NODENET_NAT_PORT_MIN < NODENET_NAT_PORT_COUNT;
+}
+
 /* Source NAT of the flow to `nat_addr`: reuses its NAT_OUT entry (its NAT_IN made again if
  * the LRU table evicted it), or allocates a port (NAT_IN inserted first, exclusively, so two
  * flows never share one) when `may_create`, within the quotas of `opener` (0: none).

@@ -105,8 +105,7 @@ static __always_inline int nodenet_reverse_service(struct __sk_buff *skb, struct
 	struct nodenet_ct_entry *rev = nodenet_ct_lookup(f, NODENET_CT_REPLY);
 	if (!rev)
 		return NODENET_PASS;
-	if (!(rev->flags & NODENET_CT_F_SEEN_REPLY))
-		rev->flags |= NODENET_CT_F_SEEN_REPLY;  /* written once: a write per packet bounces the line */
+	nodenet_ct_mark_seen_reply(rev);
 	__u32 address = rev->address;
 	__u16 port = rev->port;
 	if (nodenet_rewrite(skb, f, 1, address, port) < 0)

@@ -71,13 +71,12 @@ static __always_inline int nodenet_snat_reverse(struct __sk_buff *skb, struct no
 {
 	/* Only a port nodenet_snat hands out can be a translated source's (a node port's packets,
 	 * most of what reaches the node's address here, need no lookup). */
-	if ((__u32)bpf_ntohs(f->tuple.dport) - NODENET_NAT_PORT_MIN >= NODENET_NAT_PORT_COUNT)
+	if (!nodenet_nat_port(f->tuple.dport))
 		return NODENET_PASS;
 	struct nodenet_ct_entry *in = nodenet_ct_lookup(f, NODENET_CT_NAT_IN);
 	if (!in)
 		return NODENET_PASS;
-	if (!(in->flags & NODENET_CT_F_SEEN_REPLY))
-		in->flags |= NODENET_CT_F_SEEN_REPLY;
+	nodenet_ct_mark_seen_reply(in);
 	__u32 address = in->address;
 	__u16 port = in->port;
 	if (f->tcp_flags & (NODENET_TCP_FIN | NODENET_TCP_RST)) {
