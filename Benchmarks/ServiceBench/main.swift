@@ -57,11 +57,13 @@ import NodeNetLab
 
 struct Usage: Error {
     static let text = """
-        usage: service-bench [--seconds S] [--repeat R] [--sizes 1,1000,10000] [--json]
+        usage: service-bench [--seconds S] [--repeat R] [--sizes 1,1000,10000] [--nodenet-only] [--json]
           Programs N ClusterIP services (3 backends each) with nodenet and with iptables-restore
           (kube-proxy's rules), and measures connection setup rate and latency to the last service
           through both. S: seconds per data path run (1-30, default 3); R: runs (1-10, medians);
           sizes: 1-100000 each. Needs root and iptables-restore (apt-get install iptables).
+          --nodenet-only: nodenet's apply, removal and latency alone, each run's figures listed
+          (to compare two builds: iptables-restore of 100 000 services takes minutes).
         service-bench --load-balancing [--rounds R] [--seconds S] [--services N] [--backends B] [--json]
           Maglev table build time for N tables of B backends; programming N services x B backends
           with Maglev against random; connection latency with session affinity against without and
@@ -98,7 +100,7 @@ func modeOptions(
 }
 
 struct Options {
-    var seconds = 3, repeats = 1, sizes = [1, 1000, 10000], json = false
+    var seconds = 3, repeats = 1, sizes = [1, 1000, 10000], json = false, nodenetOnly = false
     init(_ args: [String]) throws {
         var i = 0
         func value() throws -> String {
@@ -121,6 +123,7 @@ struct Options {
                 }
                 sizes = list.map { $0! }
             case "--json": json = true
+            case "--nodenet-only": nodenetOnly = true
             default: throw Usage()
             }
             i += 1
@@ -474,6 +477,42 @@ struct Output: Encodable {
     var targets: [TargetVerdict]
 }
 
+/// `--nodenet-only`: per size, every run's apply and removal seconds and latency, their
+/// medians, and the programming targets judged per run.
+struct NodenetOnlyResult: Encodable {
+    var services: Int
+    var addSeconds: [Double], removeSeconds: [Double], medianMicroseconds: [Double]
+    var addMedian: Double, removeMedian: Double
+}
+
+func reportNodenetOnly(_ options: Options, _ runs: [(Int, [Double], [Double], [ClientResult])]) {
+    let results = runs.map { n, add, remove, nn in
+        NodenetOnlyResult(
+            services: n, addSeconds: add, removeSeconds: remove, medianMicroseconds: nn.map(\.medianMicroseconds),
+            addMedian: median(add), removeMedian: median(remove))
+    }
+    let targets = results.filter { [10_000, 100_000].contains($0.services) }.map { r in
+        TargetVerdict(
+            "nodenet programming \(r.services) services, seconds", .atMost, r.services == 10_000 ? 0.1 : 1,
+            values: r.addSeconds)
+    }
+    if options.json {
+        struct Out: Encodable {
+            var seconds: Int, repeats: Int, sizes: [NodenetOnlyResult], targets: [TargetVerdict]
+        }
+        try? printJSON(Out(seconds: options.seconds, repeats: options.repeats, sizes: results, targets: targets))
+        return
+    }
+    print("nodenet only; \(options.repeats) run(s), \(options.seconds) s per data path run")
+    for r in results {
+        let list = { (xs: [Double]) in xs.map { String(format: "%.3f", $0) }.joined(separator: " ") }
+        print(
+            String(format: "%8d services: add %.3f s", r.services, r.addMedian) + " (runs \(list(r.addSeconds))), "
+                + String(format: "remove %.3f s", r.removeMedian) + " (runs \(list(r.removeSeconds)))")
+    }
+    printTargets(targets)
+}
+
 func client(
     namespace: String, cgroup: String?, address: IPAddress, port: Int = servicePort, seconds: Int,
     everyBackend: Bool = true
@@ -642,6 +681,7 @@ do {
             samples[i].remove.append(try seconds { removed = try remover.apply() })
             guard let removed, removed.verified else { throw BenchError("removing \(n) services did not verify") }
             log(String(format: "  nodenet: removed in %.3f s", samples[i].remove.last!))
+            if options.nodenetOnly { continue }
 
             try checkInterrupted()
             log("run \(r + 1)/\(options.repeats), N=\(n): iptables-restore, data path, removal")
@@ -654,6 +694,12 @@ do {
             samples[i].ctIptables = conntrackEntries(to: target, namespace: kernelNode)
             samples[i].unrestore.append(try iptablesRestore(baseNat + "COMMIT\n", namespace: kernelNode))
         }
+    }
+    if options.nodenetOnly {
+        reportNodenetOnly(options, zip(options.sizes, samples).map { ($0, $1.add, $1.remove, $1.nn) })
+        servers.forEach { $0.stop() }
+        downLabs()
+        exit(0)
     }
     func summary(_ rs: [ClientResult]) -> Datapath {
         Datapath(

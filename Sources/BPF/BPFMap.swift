@@ -114,6 +114,8 @@ public struct BPFMapInfo: Sendable, Equatable {
     public var keySize: UInt32
     public var valueSize: UInt32
     public var maxEntries: UInt32
+    /// `map_flags` (BPF_F_NO_PREALLOC, BPF_F_MMAPABLE, ...).
+    public var flags: UInt32
     public var id: UInt32
     public var name: String
 
@@ -129,6 +131,7 @@ public struct BPFMapInfo: Sendable, Equatable {
         keySize = info.key_size
         valueSize = info.value_size
         maxEntries = info.max_entries
+        flags = info.map_flags
         id = info.id
         name = infoName(info.name)
     }
@@ -157,11 +160,17 @@ public struct BPFMapInfo: Sendable, Equatable {
 
 extension BPFMapInfo {
     /// Identity and size of the map pinned at `path`, read without knowing its layout: its id
-    /// (a map replaced by another has a new one) and how many keys it holds. nil when nothing
-    /// is pinned there.
+    /// (a map replaced by another has a new one) and how many keys it holds (a mmapable array:
+    /// how many entries are not all zeros). nil when nothing is pinned there.
     public static func census(pinnedAt path: String) throws -> (id: UInt32, entries: Int)? {
         guard let handle = try BPFPin.open(path) else { return nil }
         let info = try BPFMapInfo(fd: handle.fd, what: path)
+        if info.type == BPF_MAP_TYPE_ARRAY.rawValue && info.flags & UInt32(BPF_F_MMAPABLE) != 0 {
+            // An array holds every index: its entries are those that are not all zeros (a mmapable
+            // one is read in place, 4 MiB in about a millisecond).
+            let region = try MappedArrayRegion(fd: handle.fd, info: info, what: path, writable: false)
+            return (info.id, region.nonZeroEntries())
+        }
         if let count = try batchCount(handle.fd, info, path) { return (info.id, count) }
         var current = [UInt8](repeating: 0, count: Int(info.keySize))
         var next = current

@@ -147,6 +147,19 @@ struct ReliabilityIntegrationTests {
                 (try services.keys().count) == 2
             }
             #expect(try t.controller(spec).plan().isEmpty)
+            // 3. Once the agent is quiet (no reconcile of its own to meet it), the backend is zeroed
+            // in the backends array. An array holds every index: the audit counts the entries that
+            // are not zeros (counting keys, it saw no change, and the resync is 60 s away).
+            try await AgentIntegrationTests.waitQuiet(agent)
+            let backends = try #require(try BPFMappedArray<nodenet_backend>.pinned(at: layout.path(.backends)))
+            let id = try #require((0..<backends.count).first { backends[$0].proto != 0 })
+            try backends.store(nodenet_backend(), at: UInt32(id))
+            #expect(backends[id].proto == 0)
+            try await AgentIntegrationTests.waitFor("the backend's repair", seconds: 30) { backends[id].proto != 0 }
+            #expect(try t.controller(spec).plan().isEmpty)
+            #expect(
+                lines.all.contains { $0.contains("bpf drift") && $0.contains("map nodenet_backends") },
+                "the audit saw it")
             #expect(agent.metrics.exposition().contains("nodenet_bpf_audit_drift_total"))
             // The record is written once the repairing reconcile has verified, just after the map
             // is whole again, with the time of the last audit when one ran before (repairs made by

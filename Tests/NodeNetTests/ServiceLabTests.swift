@@ -1270,7 +1270,7 @@ struct ServiceLabTests {
         let report = try controller.apply()
         #expect(report.verified, "\(report.mismatches)")
         let after = try sizes()
-        #expect(after == [.services: 8192, .backends: 8192, .revnat: 2048, .maglevIndex: 2048], "\(after)")
+        #expect(after == [.services: 8192, .backends: 16384, .revnat: 2048, .maglevIndex: 2048], "\(after)")
         #expect(try conntrackID() == conntrack, "the same conntrack map")
         let rows = try controller.services()
         #expect(rows.count == 6 && rows.allSatisfy { $0.state == "ok" }, "\(rows)")
@@ -1340,7 +1340,8 @@ struct ServiceLabTests {
         #expect(rows.allSatisfy { $0.state == "ok" }, "\(what): \(rows.filter { $0.state != "ok" }.prefix(3))")
         let maps = try #require(try ServiceMaps(pinnedIn: BPFFSLayout(directory: cluster.bpffsDirectory(ofNode: node))))
         let wanted = Set(try controller.desiredState().frontends.flatMap(\.backends)).count
-        #expect(try maps.backends.keys().count == wanted, "\(what): only the wanted backends")
+        let held = (0..<maps.backends.count).filter { maps.backends[$0].proto != 0 }.count
+        #expect(held == wanted, "\(what): only the wanted backends")
         #expect(try Self.probe(cluster.name, "net", "10.96.18.68:80", count: 30).answers.count == 3, "\(what)")
         return controller
     }
@@ -1385,7 +1386,7 @@ struct ServiceLabTests {
         try apply("counts swapped, every backend replaced")
     }
 
-    /// A services apply that fails midway (the backends map filled behind nodenet's back with
+    /// A services apply that fails midway (the services map filled behind nodenet's back with
     /// entries it cannot read, so the kernel refuses an insert) is rolled back, batch by batch:
     /// the services, backends and reverse-NAT maps are as before, entry by entry, and the failure
     /// says the map is full.
@@ -1407,24 +1408,32 @@ struct ServiceLabTests {
         let seed = cluster.services
         cluster.services = seed + services(0..<100)
         try #require(try Self.controller(cluster, node).apply().verified)
-        // Room for 150 more backends; the next spec has 300.
-        let junk = (0..<UInt32(4096 - 150 - (try maps.backends.keys().count))).map { 1_000_000 + $0 }
-        try maps.backends.update(keys: junk, values: Array(repeating: nodenet_backend(), count: junk.count))
+        // Room for 110 more services map entries (150 once the 10 that go are out); the next spec
+        // adds 100 frontends of 3 backends (400). Junk keys of protocol 0: no plan reads them.
+        let junk = (0..<UInt32(4096 - 110 - (try maps.services.keys().count))).map { i in
+            var key = nodenet_service_key()
+            key.address = (0x0B00_0000 + i).bigEndian
+            key.slot = 1
+            return key
+        }
+        try maps.services.update(keys: junk, values: Array(repeating: nodenet_service(), count: junk.count))
         func entries() throws -> [String] {
-            let (s, b, r) = (try maps.services.contents(), try maps.backends.contents(), try maps.revnat.contents())
-            return
-                (zip(s.keys, s.values).map { "\($0) \($1)" } + zip(b.keys, b.values).map { "\($0) \($1)" }
-                + zip(r.keys, r.values).map { "\($0) \($1)" }).sorted()
+            let s = try maps.services.contents()
+            let b = (0..<maps.backends.count).filter { maps.backends[$0].proto != 0 }.map {
+                "\($0) \(maps.backends[$0])"
+            }
+            let r = (0..<maps.revnat.count).filter { maps.revnat[$0].proto != 0 }.map { "\($0) \(maps.revnat[$0])" }
+            return (zip(s.keys, s.values).map { "\($0) \($1)" } + b + r).sorted()
         }
         let before = try entries()
-        // 10 go (out first: their 30 backends free room), 100 come (300 backends: 180 fit).
+        // 10 go (out first: their 40 entries free room), 100 come (400 entries: 150 fit).
         cluster.services = seed + services(10..<200)
         let failure = #expect(throws: ApplyFailure.self) { try Self.controller(cluster, node).apply() }
         #expect(failure?.rollback.complete == true, "\(failure.map { "\($0)" } ?? "")")
         #expect(failure.map { "\($0)" }?.contains("the map is full (it holds at most 4096 entries)") == true)
         #expect(try entries() == before, "the maps as they were")
         // Without the junk, the same spec applies.
-        try maps.backends.delete(keys: junk)
+        try maps.services.delete(keys: junk)
         #expect(try Self.controller(cluster, node).apply().verified)
     }
 
@@ -1596,15 +1605,15 @@ struct ServiceLabTests {
             },
             cleanup: { _ = try maps.services.delete(padded) })
         try expectSeen("a backend's port") {
-            var backend = try #require(try maps.backends.lookup(first.backend_id))
+            var backend = maps.backends[Int(first.backend_id)]
             backend.port = (UInt16(bigEndian: backend.port) &+ 1).bigEndian
-            try maps.backends.update(first.backend_id, backend)
+            try maps.backends.store(backend, at: first.backend_id)
         }
         try expectSeen("a frontend's id naming another frontend") {
-            try maps.revnat.update(UInt32(master.id), other.key.revnat)
+            try maps.revnat.store(other.key.revnat, at: UInt32(master.id))
         }
         try expectSeen("a frontend id too many") {
-            try maps.revnat.update(60_000, other.key.revnat)
+            try maps.revnat.store(other.key.revnat, at: UInt32(maps.revnat.count - 1))
         }
         try expectSeen("slot 0's flags") {
             var changed = master
@@ -1612,8 +1621,8 @@ struct ServiceLabTests {
             try maps.services.update(frontend.key.mapKey(slot: 0), changed)
         }
         try expectSeen("a backend too many") {
-            try maps.backends.update(
-                60_000, BackendAddress(address: IPAddress("10.0.1.99"), port: 1, protocol: .tcp).mapValue)
+            try maps.backends.store(
+                BackendAddress(address: IPAddress("10.0.1.99"), port: 1, protocol: .tcp).mapValue, at: 60_000)
         }
     }
 

@@ -100,6 +100,31 @@ import Testing
         #expect(early.ordered == [1, 2, 1, 3] && early.frontends.count == 3, "\(early.ordered)")
     }
 
+    /// Backend ids index the backends array, twice the size's entries: a node holding the most
+    /// backends a spec may have (4 095 at the smallest size) that replaces every one of them
+    /// gives the new ones ids beside the old ones (no old backend's id is taken while a frontend
+    /// may still name it), 4 096 ... 8 190 of the array's 0 ..< 8 192.
+    @Test func backendIDsOfAWholeNewSetStayWithinTheArray() {
+        let capacity = ServiceMapCapacity(entries: 4096)
+        #expect(capacity.backendIDs == 1..<8192 && capacity.maxBackends == 4095)
+        var observed = ObservedServices()
+        func backend(_ i: Int) -> BackendAddress {
+            BackendAddress(address: IPAddress(ipv4: 0x0A01_0000 + UInt32(i)), port: 80, protocol: .tcp)
+        }
+        for i in 1...4095 { observed.backends[UInt32(i)] = backend(i) }
+        let new = (5000..<9095).map(backend)
+        let wanted = (0..<45).map { (f: Int) -> DesiredFrontend in
+            let backends = Array(new[(f * 91)..<(f * 91 + 91)])
+            return DesiredFrontend(
+                key: FrontendKey(address: IPAddress(ipv4: 0x0A60_0000 + UInt32(f)), port: 80, protocol: .tcp),
+                type: .clusterIP, service: "s/\(f)", backends: backends)
+        }
+        let ids = ServiceIDs.assign(wanted, observed: observed, capacity: capacity)
+        #expect(ids.backends.count == 4095 && Set(ids.backends.values).count == 4095, "one id a backend")
+        #expect(ids.backends.values.min() == 4096 && ids.backends.values.max() == 8190, "beside the old ones")
+        #expect(ids.backends.values.allSatisfy { capacity.backendIDs.contains($0) }, "within the array")
+    }
+
     /// Applies a plan's service changes to maps that hold at most `capacity` backends and
     /// service entries, as the kernel would: false when a write would overfill one or a
     /// frontend names a backend that is not there.

@@ -155,7 +155,8 @@ import Testing
                     + advice,
                 "services: 400000 service map entries (a frontend and each of its backends); the map holds loadBalancer.mapEntries, 65536"
                     + advice,
-                "services: 300000 distinct backends; the map holds loadBalancer.mapEntries, 65536" + advice,
+                "services: 300000 distinct backends; at most 65535 fit (the backends map: loadBalancer.mapEntries, 65536, by id from 1)"
+                    + advice,
             ], "\(atDefault)")
         let fits = Self.problems {
             $0["services"] = services(100_000, backends: 3)
@@ -195,7 +196,7 @@ import Testing
         // What the maps are made with: services and backends that many, the maps by frontend id
         // a quarter (the ids are 1 ..< a quarter).
         let capacity = ServiceMapCapacity(entries: 8192)
-        #expect(capacity.maxEntries == [.services: 8192, .backends: 8192, .revnat: 2048, .maglevIndex: 2048])
+        #expect(capacity.maxEntries == [.services: 8192, .backends: 16384, .revnat: 2048, .maglevIndex: 2048])
         #expect(capacity.frontendIDs == 1..<2048 && capacity.maxFrontends == 2047)
         #expect(ServiceMapCapacity.default.entries == 65536 && ServiceMapCapacity.default.isValid)
         // The smallest that holds a spec's services (none: the smallest allowed).

@@ -16,23 +16,40 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nodenet_services SEC(".maps");
 
+/* Backends and frontends' reverse-NAT values by id (ids are dense, 0 is none): arrays that apply
+ * maps into its memory and writes in place, each entry with one 8-byte store (a reader sees the
+ * old value or the new one). An entry whose proto is 0 is absent. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, NODENET_BACKENDS_MAX);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
 	__type(value, struct nodenet_backend);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nodenet_backends SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, NODENET_REVNAT_MAX);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
 	__type(value, struct nodenet_revnat);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nodenet_revnat SEC(".maps");
+
+/* Backend `id`, or 0 when there is none. */
+static __always_inline struct nodenet_backend *nodenet_backend_lookup(__u32 id)
+{
+	struct nodenet_backend *b = bpf_map_lookup_elem(&nodenet_backends, &id);
+	return b && b->proto ? b : 0;
+}
+
+/* Whether frontend `id` exists (its reverse-NAT value is there). */
+static __always_inline int nodenet_frontend_exists(__u32 id)
+{
+	struct nodenet_revnat *r = bpf_map_lookup_elem(&nodenet_revnat, &id);
+	return r && r->proto;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -98,8 +115,7 @@ nodenet_select_backend(struct nodenet_service_key *key, struct nodenet_service *
 	if (count == 0)
 		return 0;
 	if (how && nodenet_maglev_lookup(svc->id, how->maglev_size, how->hash, backend_id)) {
-		__u32 chosen = *backend_id;
-		struct nodenet_backend *b = bpf_map_lookup_elem(&nodenet_backends, &chosen);
+		struct nodenet_backend *b = nodenet_backend_lookup(*backend_id);
 		if (b)
 			return b;
 	}
@@ -120,7 +136,7 @@ nodenet_select_backend(struct nodenet_service_key *key, struct nodenet_service *
 	}
 	__u32 id = slot->backend_id;
 	*backend_id = id;
-	return bpf_map_lookup_elem(&nodenet_backends, &id);
+	return nodenet_backend_lookup(id);
 }
 
 struct {
@@ -162,7 +178,7 @@ nodenet_select_backend_for(struct nodenet_service_key *key, struct nodenet_servi
 	struct nodenet_affinity *a = bpf_map_lookup_elem(&nodenet_affinity, &akey);
 	if (a && now - a->last_ns < timeout) {
 		__u32 id = a->backend_id;
-		struct nodenet_backend *b = bpf_map_lookup_elem(&nodenet_backends, &id);
+		struct nodenet_backend *b = nodenet_backend_lookup(id);
 		if (b && nodenet_frontend_has_backend(key, svc->count, id)) {
 			a->last_ns = now;
 			*backend_id = id;
@@ -181,11 +197,10 @@ nodenet_select_backend_for(struct nodenet_service_key *key, struct nodenet_servi
  * same address and port, and the frontend still exists with the same id. */
 static __always_inline int nodenet_backend_current(__u32 backend_id, __u32 address, __u16 port, __u32 frontend_id)
 {
-	struct nodenet_backend *b = bpf_map_lookup_elem(&nodenet_backends, &backend_id);
+	struct nodenet_backend *b = nodenet_backend_lookup(backend_id);
 	if (!b || b->address != address || b->port != port)
 		return 0;
-	__u32 id = frontend_id;
-	return bpf_map_lookup_elem(&nodenet_revnat, &id) != 0;
+	return nodenet_frontend_exists(frontend_id);
 }
 
 #endif

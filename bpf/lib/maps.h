@@ -101,14 +101,16 @@ struct nodenet_event {
 
 /* The service tables' declared sizes: apply makes them with loadBalancer.mapEntries entries
  * (ServiceMapCapacity, bpf_map__set_max_entries before load; Cilium's bpf-lb-map-max), these
- * by default: services and backends that many, the reverse-NAT and Maglev index maps (by
- * frontend id) a quarter. 100 000 ClusterIP services of 3 backends (400 000 entries, 300 000
- * backends, 100 000 frontends) need 524288. The maps are not preallocated: entries cost memory
- * only when written; the hash buckets (16 bytes each, a power of two at least max_entries)
- * cost 2.5 MiB of kernel memory for the four at the default, 20 MiB at 524288. No program
- * reads these numbers: only the maps' declarations. */
+ * by default: services that many, the backends array twice as many ids (new backends take ids
+ * beside the old ones), the reverse-NAT and Maglev index maps (by frontend id) a quarter.
+ * 100 000 ClusterIP services of 3 backends (400 000 entries, 300 000 backends, 100 000
+ * frontends) need 524288. The hash maps (services, Maglev index) are not preallocated: entries
+ * cost memory only when written, their buckets 16 bytes each (a power of two at least
+ * max_entries); the backends and reverse-NAT arrays 8 bytes an entry, all made at once. 2.4 MiB
+ * of kernel memory for the four at the default, 19 MiB at 524288. No program reads these
+ * numbers: only the maps' declarations. */
 #define NODENET_SERVICES_MAX 65536
-#define NODENET_BACKENDS_MAX 65536
+#define NODENET_BACKENDS_MAX 131072
 #define NODENET_REVNAT_MAX 16384
 #define NODENET_NODES_MAX 16384
 #define NODENET_SOCK_REVNAT_MAX 131072
@@ -212,7 +214,7 @@ struct nodenet_maglev_index {
 	__u64 digest;    /* of the size and the backends (address, port, protocol, id) it was built from */
 };
 
-/* A backend, by id. */
+/* A backend, by id (proto 0: none). 8 bytes: apply writes one with a single store. */
 struct nodenet_backend {
 	__u32 address;
 	__u16 port;
@@ -220,7 +222,8 @@ struct nodenet_backend {
 	__u8 flags;
 };
 
-/* A frontend by id: what replies and getpeername() show. Key: __u32 id. */
+/* A frontend by id: what replies and getpeername() show (proto 0: none). Key: __u32 id. 8
+ * bytes, written with a single store as a backend is. */
 struct nodenet_revnat {
 	__u32 address;
 	__u16 port;

@@ -58,10 +58,10 @@ final class ServiceExecutor: ChangeExecutor {
             try context.serviceMaps().nodes.delete(nodenet_node_key(ip))
             undo.append(restore(.node(ip, previous)))
         case .putBackend(let id, let backend, _):
-            try context.serviceMaps().backends.update(id, backend.mapValue)
+            try context.serviceMaps().setBackend(id, backend)
             undo.append(restore(replacedBy: change))
         case .deleteBackend(let id, _):
-            try context.serviceMaps().backends.delete(id)
+            try context.serviceMaps().setBackend(id, nil)
             undo.append(restore(replacedBy: change))
         case .putFrontend(let key, let entry, let previous, _):
             // A batch of one: its order (make-before-break) has one owner, ServiceMaps.Batch.
@@ -79,7 +79,7 @@ final class ServiceExecutor: ChangeExecutor {
             one.removeFrontend(key, slots: previous.slots)
             try maps.write(one)
         case .deleteRevNat(let id, _):
-            try context.serviceMaps().revnat.delete(UInt32(id))
+            try context.serviceMaps().setRevNat(id, nil)
             undo.append(restore(replacedBy: change))
         case .putSourceRange(let range):
             try context.serviceMaps().sourceRanges.update(range.mapKey, 1)
@@ -215,15 +215,11 @@ final class ServiceExecutor: ChangeExecutor {
                 try maps.nodes.delete(nodenet_node_key(ip))
             }
         case .backend(let id, let backend):
-            if let backend { try maps.backends.update(id, backend.mapValue) } else { try maps.backends.delete(id) }
+            try maps.setBackend(id, backend)
         case .frontend(let key, let snapshot, let written):
             try maps.restore(key, snapshot, currentSlots: FrontendSnapshot.slots(written, mergedWith: snapshot))
         case .revnat(let id, let key):
-            if let key {
-                try maps.revnat.update(UInt32(id), key.revnat)
-            } else {
-                try maps.revnat.delete(UInt32(id))
-            }
+            try maps.setRevNat(id, key)
         case .sourceRange(let range, let present):
             if present {
                 try maps.sourceRanges.update(range.mapKey, 1)

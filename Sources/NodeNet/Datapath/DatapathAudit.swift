@@ -20,8 +20,9 @@ public struct DatapathFingerprint: Sendable, Equatable {
         }
     }
 
-    /// Maps whose entry count is part of the fingerprint (what apply writes); the others change
-    /// with traffic (conntrack, fragments, events) or are arrays of fixed size.
+    /// Maps whose entry count is part of the fingerprint (what apply writes; the backends and
+    /// reverse-NAT arrays count their entries that are not zeros); the others change with
+    /// traffic (conntrack, fragments, events) or are arrays of fixed size.
     static let countedMaps: [BPFFSLayout.Map] = [.endpoints, .services, .backends, .revnat, .nodes]
 
     /// `clsactDevices`: the devices whose programs attach as cls_bpf filters (their filters are

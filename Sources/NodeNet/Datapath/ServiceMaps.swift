@@ -175,8 +175,10 @@ func slotValue(_ backendID: UInt32) -> nodenet_service {
 /// The node's service maps, opened from its loaded objects, with the writes apply makes.
 final class ServiceMaps {
     let services: BPFMap<nodenet_service_key, nodenet_service>
-    let backends: BPFMap<UInt32, nodenet_backend>
-    let revnat: BPFMap<UInt32, nodenet_revnat>
+    /// Backends and frontends' reverse-NAT values by id, written in place (bpf/lib/lb.h): an
+    /// entry of zeros is none.
+    let backends: BPFMappedArray<nodenet_backend>
+    let revnat: BPFMappedArray<nodenet_revnat>
     let nodes: BPFMap<nodenet_node_key, nodenet_node>
     let settings: BPFMap<UInt32, nodenet_config>
     let sourceRanges: BPFMap<nodenet_source_range_key, UInt8>
@@ -186,8 +188,8 @@ final class ServiceMaps {
     /// The maps pinned in `layout`; nil unless all of them are.
     init?(pinnedIn layout: BPFFSLayout) throws {
         guard let services = try BPFMap<nodenet_service_key, nodenet_service>.pinned(at: layout.path(.services)),
-            let backends = try BPFMap<UInt32, nodenet_backend>.pinned(at: layout.path(.backends)),
-            let revnat = try BPFMap<UInt32, nodenet_revnat>.pinned(at: layout.path(.revnat)),
+            let backends = try BPFMappedArray<nodenet_backend>.pinned(at: layout.path(.backends)),
+            let revnat = try BPFMappedArray<nodenet_revnat>.pinned(at: layout.path(.revnat)),
             let nodes = try BPFMap<nodenet_node_key, nodenet_node>.pinned(at: layout.path(.nodes)),
             let settings = try BPFMap<UInt32, nodenet_config>.pinned(at: layout.path(.settings)),
             let sourceRanges = try BPFMap<nodenet_source_range_key, UInt8>.pinned(at: layout.path(.sourceRanges)),
@@ -203,9 +205,12 @@ final class ServiceMaps {
     init(_ object: BPFObject) throws {
         services = try object.map(
             named: BPFFSLayout.Map.services.rawValue, key: nodenet_service_key.self, value: nodenet_service.self)
-        backends = try object.map(
-            named: BPFFSLayout.Map.backends.rawValue, key: UInt32.self, value: nodenet_backend.self)
-        revnat = try object.map(named: BPFFSLayout.Map.revnat.rawValue, key: UInt32.self, value: nodenet_revnat.self)
+        backends = try BPFMappedArray(
+            fd: object.map(named: BPFFSLayout.Map.backends.rawValue, key: UInt32.self, value: nodenet_backend.self).fd,
+            name: BPFFSLayout.Map.backends.rawValue)
+        revnat = try BPFMappedArray(
+            fd: object.map(named: BPFFSLayout.Map.revnat.rawValue, key: UInt32.self, value: nodenet_revnat.self).fd,
+            name: BPFFSLayout.Map.revnat.rawValue)
         nodes = try object.map(
             named: BPFFSLayout.Map.nodes.rawValue, key: nodenet_node_key.self, value: nodenet_node.self)
         settings = try object.map(
@@ -216,6 +221,16 @@ final class ServiceMaps {
             named: BPFFSLayout.Map.maglev.rawValue, key: nodenet_maglev_key.self, value: nodenet_maglev_chunk.self)
         maglevIndex = try object.map(
             named: BPFFSLayout.Map.maglevIndex.rawValue, key: UInt32.self, value: nodenet_maglev_index.self)
+    }
+
+    /// Writes backend `id` (nil: none, an entry of zeros).
+    func setBackend(_ id: UInt32, _ backend: BackendAddress?) throws {
+        try backends.store(backend?.mapValue ?? nodenet_backend(), at: id)
+    }
+
+    /// Writes frontend `id`'s reverse-NAT value (nil: none, an entry of zeros).
+    func setRevNat(_ id: FrontendID, _ key: FrontendKey?) throws {
+        try revnat.store(key?.revnat ?? nodenet_revnat(), at: UInt32(id))
     }
 
     /// Frontend `id`'s Maglev table as it is (index and chunks), for undo; nil when it has none.
@@ -401,17 +416,18 @@ extension ServiceMaps.Batch {
                 Step(.services, put: false, count: slotRemovals.count, keys: slots(slotRemovals)) {
                     try $0.services.delete(keys: slotRemovals)
                 },
-                Step(.revnat, put: false, count: revnatRemovals.count, keys: revnatRemovals.map(String.init)) {
-                    try $0.revnat.delete(keys: revnatRemovals)
+                Step(.revnat, put: false, count: revnatRemovals.count, keys: revnatRemovals.map(String.init)) { maps in
+                    for id in revnatRemovals { try maps.setRevNat(id, nil) }
                 },
                 Step(.backends, put: false, count: backendRemovals.count, keys: backendRemovals.map(String.init)) {
-                    try $0.backends.delete(keys: backendRemovals)
+                    maps in
+                    for id in backendRemovals { try maps.setBackend(id, nil) }
                 },
-                Step(.backends, put: true, count: backendKeys.count, keys: backendKeys.map(String.init)) {
-                    try $0.backends.update(keys: backendKeys, values: backendValues)
+                Step(.backends, put: true, count: backendKeys.count, keys: backendKeys.map(String.init)) { maps in
+                    for (id, value) in zip(backendKeys, backendValues) { try maps.backends.store(value, at: id) }
                 },
-                Step(.revnat, put: true, count: revnatKeys.count, keys: revnatKeys.map(String.init)) {
-                    try $0.revnat.update(keys: revnatKeys, values: revnatValues)
+                Step(.revnat, put: true, count: revnatKeys.count, keys: revnatKeys.map(String.init)) { maps in
+                    for (id, value) in zip(revnatKeys, revnatValues) { try maps.revnat.store(value, at: id) }
                 },
             ] + frontends(settling) + frontends(growing)
         return all.filter { $0.count > 0 }

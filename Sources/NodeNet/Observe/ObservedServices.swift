@@ -83,18 +83,19 @@ public struct ObservedServices: Sendable, Equatable {
                 }
             }
         }
-        if let map = try BPFMap<UInt32, nodenet_backend>.pinned(at: layout.path(.backends)) {
-            let (ids, values) = try map.contents()
-            self.backends.reserveCapacity(ids.count)
-            for (id, v) in zip(ids, values) {
-                if let backend = BackendAddress(v) { self.backends[id] = backend }
+        // Arrays by id: an entry of zeros (protocol 0) is none.
+        if let map = try BPFMappedArray<nodenet_backend>.pinned(at: layout.path(.backends)) {
+            self.backends.reserveCapacity((0..<map.count).count { map[$0].proto != 0 })
+            for id in 0..<map.count {
+                let v = map[id]
+                if v.proto != 0, let backend = BackendAddress(v) { self.backends[UInt32(id)] = backend }
             }
         }
-        if let map = try BPFMap<UInt32, nodenet_revnat>.pinned(at: layout.path(.revnat)) {
-            let (ids, values) = try map.contents()
-            self.revnat.reserveCapacity(ids.count)
-            for (id, v) in zip(ids, values) {
-                if let key = FrontendKey(v) { self.revnat[id] = key }
+        if let map = try BPFMappedArray<nodenet_revnat>.pinned(at: layout.path(.revnat)) {
+            self.revnat.reserveCapacity((0..<map.count).count { map[$0].proto != 0 })
+            for id in 0..<map.count {
+                let v = map[id]
+                if v.proto != 0, let key = FrontendKey(v) { self.revnat[UInt32(id)] = key }
             }
         }
     }

@@ -134,27 +134,34 @@ struct ServiceMapsImage: Sendable, Equatable {
     }
 
     /// Every frontend's id, under its frontend.
-    private func revnatIsHeld(_ map: BPFMap<UInt32, nodenet_revnat>) throws -> Bool {
-        let (ids, values) = try map.contents()
-        guard ids.count == frontends.count else { return false }
-        for (id, v) in zip(ids, values) {
-            guard id < frontendByID.count, case let i = frontendByID[Int(id)], i >= 0,
-                Self.same(records[Int(i)].revnat, v)
-            else { return false }
-        }
-        return true
-    }
-
-    /// Every backend, under its id.
-    private func backendsAreHeld(_ map: BPFMap<UInt32, nodenet_backend>) throws -> Bool {
-        let (ids, values) = try map.contents()
-        guard ids.count == backendIDs.count else { return false }
-        for (id, v) in zip(ids, values) {
-            guard id < backendByID.count, backendByID[Int(id)].proto != 0, Self.same(backendByID[Int(id)], v) else {
+    /// (The array, by id: entries of zeros are none, and every other entry must be the image's.)
+    private func revnatIsHeld(_ map: BPFMappedArray<nodenet_revnat>) throws -> Bool {
+        var held = 0
+        for id in 0..<map.count {
+            let v = map[id]
+            if id < frontendByID.count, case let i = frontendByID[id], i >= 0 {
+                guard Self.same(records[Int(i)].revnat, v) else { return false }
+                held += 1
+            } else if !Self.same(v, nodenet_revnat()) {
                 return false
             }
         }
-        return true
+        return held == frontends.count
+    }
+
+    /// Every backend, under its id (the array: entries of zeros are none).
+    private func backendsAreHeld(_ map: BPFMappedArray<nodenet_backend>) throws -> Bool {
+        var held = 0
+        for id in 0..<map.count {
+            let v = map[id]
+            if id < backendByID.count, backendByID[id].proto != 0 {
+                guard Self.same(backendByID[id], v) else { return false }
+                held += 1
+            } else if !Self.same(v, nodenet_backend()) {
+                return false
+            }
+        }
+        return held == backendIDs.count
     }
 
     /// Every frontend's slot 0 and backend slots, key and value as apply writes them.

@@ -90,13 +90,16 @@ struct ServiceIDs: Sendable, Equatable {
         for i in ids.ordered.indices where ids.ordered[i] == 0 { ids.ordered[i] = ids.frontends[wanted[i].key] ?? 0 }
         // Backends: by address, port and protocol, the id a frontend's slot has for it first (a
         // converged node needs nothing else); new ones take the lowest id the maps do not have
-        // (ids handed out here are all below the next one).
+        // (ids handed out here are all below the next one): never one a backend still has, so
+        // every frontend changes to backends written next to its old ones. They stay within the
+        // backends array (`capacity.backendIDs`, twice the backends a node may have): at most
+        // `entries` backends are held while at most `maxBackends` are wanted.
         let backendCount = wanted.reduce(0) { $0 + $1.backends.count + $1.retained.count }
         ids.backends.reserveCapacity(backendCount)
         ids.slotIDs.reserveCapacity(wanted.reduce(0) { $0 + $1.backends.count })
         ids.slotStarts.reserveCapacity(wanted.count + 1)
         var backendByValue: [BackendAddress: UInt32]?  // built at the first backend no slot names
-        var nextBackend: UInt32 = 1
+        var nextBackend: UInt32 = capacity.backendIDs.lowerBound
         func backendID(_ b: BackendAddress, _ id: inout UInt32?, slot: UInt32?) -> UInt32 {
             if let id { return id }
             if let slot, observed.backends[slot] == b {

@@ -1,13 +1,15 @@
 import CNodeNetBPF
 
 /// How large the service tables are made (`loadBalancer.mapEntries`, as Cilium's
-/// `bpf-lb-map-max`): `nodenet_services` and `nodenet_backends` hold `entries` each,
-/// `nodenet_revnat` and `nodenet_maglev_index` (one entry per frontend id) a quarter of it.
+/// `bpf-lb-map-max`): `nodenet_services` and `nodenet_backends` hold `entries` each (the
+/// backends array has twice as many ids), `nodenet_revnat` and `nodenet_maglev_index` (one entry per frontend id) a quarter of it.
 ///
-/// The maps are not preallocated, but their hash buckets are (16 bytes each): the default
-/// costs every BPF node about 2.5 MiB of kernel memory, 1 048 576 entries 40 MiB; and every
-/// full read of a map walks its buckets, used or not. A node pays only for the size it asks
-/// for. Another size is another layout: the pinned service tables are replaced together
+/// The hash maps are not preallocated, but their buckets are (16 bytes each), and the backends
+/// and reverse-NAT arrays by id are made whole (8 bytes an entry; the backends array has twice
+/// `entries`): the default costs every BPF node about 2.4 MiB of kernel memory, 1 048 576
+/// entries 38 MiB; and every full read of a map walks its buckets or entries, used or not. A
+/// node pays only for the size it asks for. Another size is another layout: the pinned service
+/// tables are replaced together
 /// (`BPFFSLayout.incompatibleMaps`), and the new maps number their frontends afresh.
 public struct ServiceMapCapacity: Sendable, Hashable, Comparable, CustomStringConvertible {
     /// Entries of `nodenet_services` (a frontend's slot 0 and a slot per backend) and of
@@ -33,10 +35,17 @@ public struct ServiceMapCapacity: Sendable, Hashable, Comparable, CustomStringCo
     /// The most frontends a spec may have at this size.
     public var maxFrontends: Int { Int(frontendMapEntries) - 1 }
 
+    /// The most distinct backends a spec may have: `entries` are held at most (old and new
+    /// together while frontends change), less one so that their ids (from 1, new ones beside
+    /// the old ones) stay within the backends array of twice `entries`. (Every backend takes a
+    /// services-map entry besides its frontend's slot 0: a spec within `entries` has fewer
+    /// anyway.)
+    public var maxBackends: Int { Int(entries) - 1 }
+
     /// The smallest size a spec may ask for that holds this many frontends, services map
     /// entries and distinct backends; nil when even the largest does not.
     public static func smallest(frontends: Int, entries: Int, backends: Int) -> ServiceMapCapacity? {
-        let needed = max(4 * (frontends + 1), entries, backends, Int(allowed.lowerBound))
+        let needed = max(4 * (frontends + 1), entries, backends + 1, Int(allowed.lowerBound))
         let size = 1 << (Int.bitWidth - (needed - 1).leadingZeroBitCount)  // a power of two ≥ needed
         return size <= Int(allowed.upperBound) ? ServiceMapCapacity(entries: UInt32(size)) : nil
     }
@@ -75,7 +84,7 @@ struct ServiceMapDemand {
 
     func fits(_ capacity: ServiceMapCapacity) -> Bool {
         frontends <= capacity.maxFrontends && entries <= Int(capacity.entries)
-            && backends.count <= Int(capacity.entries)
+            && backends.count <= capacity.maxBackends
     }
 
     /// The smallest size that holds it (nil: none does).

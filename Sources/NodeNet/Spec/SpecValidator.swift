@@ -335,10 +335,11 @@ struct SpecValidator {
                 "\(demand.entries) service map entries (a frontend and each of its backends); the map holds \(setting), \(capacity.entries)\(advice)"
             )
         }
-        if demand.backends.count > Int(capacity.entries) {
+        if demand.backends.count > capacity.maxBackends {
             problem(
                 "services",
-                "\(demand.backends.count) distinct backends; the map holds \(setting), \(capacity.entries)\(advice)")
+                "\(demand.backends.count) distinct backends; at most \(capacity.maxBackends) fit (the backends map: \(setting), \(capacity.entries), by id from 1)\(advice)"
+            )
         }
     }
 }
