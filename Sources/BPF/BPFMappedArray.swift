@@ -9,9 +9,10 @@ import CBPF
 /// write at once). Writing 300 000 backends through `BPF_MAP_UPDATE_BATCH` into a hash map took
 /// a quarter of a second; through the mapping, the time to touch 2.4 MB.
 ///
-/// A value of 8 bytes is written with a single aligned 8-byte store, so a program reading it
-/// sees the old value or the new one, never half of each; larger values have no such promise.
-/// An array has no absent entries: what "absent" is (a zero field) is the caller's convention.
+/// A value of 8 bytes is written with a single aligned 8-byte store: a program that reads it
+/// with one load sees the old value or the new one (one that reads its fields one by one may
+/// see both, so a caller changes no entry a program may be reading). An array has no absent
+/// entries: what "absent" is (a zero field) is the caller's convention.
 public final class BPFMappedArray<Value: BitwiseCopyable>: @unchecked Sendable {
     public let name: String
     /// The array's entries (its `max_entries`): indexes 0..<count.

@@ -17,8 +17,10 @@ struct {
 } nodenet_services SEC(".maps");
 
 /* Backends and frontends' reverse-NAT values by id (ids are dense, 0 is none): arrays that apply
- * maps into its memory and writes in place, each entry with one 8-byte store (a reader sees the
- * old value or the new one). An entry whose proto is 0 is absent. */
+ * maps into its memory and writes in place, each entry with one 8-byte store. An entry whose
+ * proto is 0 is absent. Apply never changes an entry in use: a new backend takes an id no
+ * backend has, and an id is zeroed once no frontend names it (a flow holding it then finds
+ * its backend gone). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, NODENET_BACKENDS_MAX);

@@ -113,6 +113,13 @@ static __always_inline int nodenet_reverse_service(struct __sk_buff *skb, struct
 	return NODENET_TRANSLATED;
 }
 
+/* Whether `address` is on this node: in its pod CIDR (every local pod is; none set: taken to
+ * be) or its own. */
+static __always_inline int nodenet_on_this_node(const struct nodenet_config *cfg, __u32 address)
+{
+	return (address & cfg->pod_mask) == cfg->pod_cidr || address == cfg->node_ip;
+}
+
 /* A packet to a service frontend: the destination becomes the flow's backend (chosen on its
  * first packet, kept in conntrack with the reverse entry for the replies). A flow whose
  * backend was removed (or whose service is gone) is not kept on it: it is chosen again. */
@@ -180,14 +187,16 @@ static __always_inline int nodenet_translate_service(struct __sk_buff *skb, cons
 		}
 	}
 	/* The reverse entry: (re)made when missing (an LRU table may evict one direction), and
-	 * refreshed. An open TCP flow's packet without a flag to record looks it up only when its
-	 * own entry was refreshed (every ~0.5 s: nodenet_ct_lookup): a lookup fewer per packet, the
-	 * replies refresh it themselves, and what a backend sends while it is missing is dropped
-	 * and sent again (a local pod's segment without a mapping never leaves masqueraded, a
-	 * remote one's is dropped in from-netdev). UDP has nothing to send a lost reply again:
-	 * each datagram looks it up. */
-	if (!own || refreshed || f->tuple.proto != IPPROTO_TCP ||
-	    (f->tcp_flags & (NODENET_TCP_SYN | NODENET_TCP_FIN | NODENET_TCP_RST))) {
+	 * refreshed. An open TCP flow from outside to a backend on another node looks it up, with a
+	 * packet without a flag to record, only when its own entry was refreshed (every ~0.5 s:
+	 * nodenet_ct_lookup): a lookup fewer per packet; the replies refresh it themselves, and a
+	 * reply while it is missing comes back through this node's source NAT, where from-netdev
+	 * drops it (TCP sends it again). Every other flow looks it up with each packet: a reply
+	 * from a backend on this node, or to a pod, would reach its client untranslated, whose
+	 * kernel answers with a reset that ends the backend's connection. UDP has nothing to send
+	 * a lost reply again: each datagram looks it up. */
+	if (!own || refreshed || !nodeport_only || f->tuple.proto != IPPROTO_TCP ||
+	    (f->tcp_flags & (NODENET_TCP_SYN | NODENET_TCP_FIN | NODENET_TCP_RST)) || nodenet_on_this_node(cfg, address)) {
 		struct nodenet_flow reply;
 		nodenet_reply_of(f, address, port, &reply);
 		struct nodenet_ct_entry *rev = nodenet_ct_lookup(&reply, NODENET_CT_REPLY);
