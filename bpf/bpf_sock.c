@@ -87,22 +87,22 @@ static __always_inline int nodenet_sock_translate(struct bpf_sock_addr *ctx, int
 		return 1;
 	__u32 backend_id = 0;
 	__u64 client = bpf_get_netns_cookie(ctx) | NODENET_AFFINITY_SOCKET;
-	struct nodenet_backend *backend = nodenet_select_backend_for(&key, svc, &backend_id, client, 0);
-	if (!backend) {
+	struct nodenet_backend backend = {};
+	if (!nodenet_select_backend_for(&key, svc, &backend_id, client, 0, &backend)) {
 		if (refuse)
 			bpf_set_retval(-ECONNREFUSED);
 		return 0;
 	}
 	struct nodenet_sock_key sk = {};
 	sk.cookie = bpf_get_socket_cookie(ctx);
-	sk.address = backend->address;
-	sk.port = backend->port;
+	sk.address = backend.address;
+	sk.port = backend.port;
 	struct nodenet_sock_revnat rev = { .address = address, .port = port };
 	bpf_map_update_elem(&nodenet_sock_revnat, &sk, &rev, BPF_ANY);
 	if (sendmsg)
 		nodenet_sock_note_sent(sk.cookie, sk.address, sk.port);
-	nodenet_sock_set_ip4(ctx, v6, backend->address);
-	ctx->user_port = backend->port;
+	nodenet_sock_set_ip4(ctx, v6, backend.address);
+	ctx->user_port = backend.port;
 	return 1;
 }
 

@@ -168,7 +168,9 @@ extension BPFMapInfo {
         if info.type == BPF_MAP_TYPE_ARRAY.rawValue && info.flags & UInt32(BPF_F_MMAPABLE) != 0 {
             // An array holds every index: its entries are those that are not all zeros (a mmapable
             // one is read in place, 4 MiB in about a millisecond).
-            let region = try MappedArrayRegion(fd: handle.fd, info: info, what: path, writable: false)
+            let region = try withExtendedLifetime(handle) {
+                try MappedArrayRegion(fd: handle.fd, info: info, what: path, writable: false)
+            }
             return (info.id, region.nonZeroEntries())
         }
         if let count = try batchCount(handle.fd, info, path) { return (info.id, count) }

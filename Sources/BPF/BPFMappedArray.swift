@@ -32,7 +32,7 @@ public final class BPFMappedArray<Value: BitwiseCopyable>: @unchecked Sendable {
     /// The array pinned at `path`, mapped; nil when nothing is pinned there.
     public static func pinned(at path: String) throws -> BPFMappedArray? {
         guard let handle = try BPFPin.open(path) else { return nil }
-        return try BPFMappedArray(fd: handle.fd, name: path)
+        return try withExtendedLifetime(handle) { try BPFMappedArray(fd: handle.fd, name: path) }
     }
 
     /// The value at `index` (0..<count).

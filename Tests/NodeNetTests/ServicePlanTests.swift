@@ -126,8 +126,9 @@ import Testing
     }
 
     /// Applies a plan's service changes to maps that hold at most `capacity` backends and
-    /// service entries, as the kernel would: false when a write would overfill one or a
-    /// frontend names a backend that is not there.
+    /// service entries, as the kernel would: false when a write would overfill one, a backend's
+    /// id is beyond the backends array (twice `capacity`), or a frontend names a backend that
+    /// is not there.
     static func fits(_ plan: Planner.Plan, _ observed: inout ObservedServices, capacity: Int) -> Bool {
         var entries = observed.masters.count + observed.slots.values.reduce(0) { $0 + $1.count }
         for change in plan.changes {
@@ -135,6 +136,7 @@ import Testing
             switch service {
             case .putBackend(let id, let backend, _):
                 if observed.backends[id] == nil && observed.backends.count == capacity { return false }
+                if id == 0 || Int(id) >= 2 * capacity { return false }
                 observed.backends[id] = backend
             case .deleteBackend(let id, _):
                 observed.backends[id] = nil

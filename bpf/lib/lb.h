@@ -39,11 +39,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nodenet_revnat SEC(".maps");
 
-/* Backend `id`, or 0 when there is none. */
-static __always_inline struct nodenet_backend *nodenet_backend_lookup(__u32 id)
+/* Backend `id` copied into `out` with one 8-byte load (apply may zero the entry meanwhile:
+ * the copy is the old value or the new one, never a mix); 0 when there is none. */
+static __always_inline int nodenet_backend_get(__u32 id, struct nodenet_backend *out)
 {
-	struct nodenet_backend *b = bpf_map_lookup_elem(&nodenet_backends, &id);
-	return b && b->proto ? b : 0;
+	_Static_assert(sizeof(struct nodenet_backend) == sizeof(__u64), "one load, one store");
+	__u64 *entry = bpf_map_lookup_elem(&nodenet_backends, &id);
+	if (!entry)
+		return 0;
+	__u64 word = *(volatile __u64 *)entry;
+	__builtin_memcpy(out, &word, sizeof(word));
+	return out->proto != 0;
 }
 
 /* Whether frontend `id` exists (its reverse-NAT value is there). */
@@ -107,20 +113,18 @@ struct nodenet_choice {
 	__u32 hash;  /* nodenet_flow_hash of the flow */
 };
 
-/* A backend of the frontend `key` (slot 0) whose entry is `svc`, as `how` says (0: random):
- * 0 when it has none. A frontend without its table yet is served at random. */
-static __always_inline struct nodenet_backend *
+/* A backend of the frontend `key` (slot 0) whose entry is `svc`, as `how` says (0: random),
+ * copied into `out`: 0 when it has none. A frontend without its table yet is served at random. */
+static __always_inline int
 nodenet_select_backend(struct nodenet_service_key *key, struct nodenet_service *svc, __u32 *backend_id,
-		       const struct nodenet_choice *how)
+		       const struct nodenet_choice *how, struct nodenet_backend *out)
 {
 	__u16 count = svc->count;
 	if (count == 0)
 		return 0;
-	if (how && nodenet_maglev_lookup(svc->id, how->maglev_size, how->hash, backend_id)) {
-		struct nodenet_backend *b = nodenet_backend_lookup(*backend_id);
-		if (b)
-			return b;
-	}
+	if (how && nodenet_maglev_lookup(svc->id, how->maglev_size, how->hash, backend_id) &&
+	    nodenet_backend_get(*backend_id, out))
+		return 1;
 	struct nodenet_service_key slot_key = *key;
 	__u32 pick = bpf_get_prandom_u32();
 	slot_key.slot = (__u16)(pick % count) + 1;
@@ -138,7 +142,7 @@ nodenet_select_backend(struct nodenet_service_key *key, struct nodenet_service *
 	}
 	__u32 id = slot->backend_id;
 	*backend_id = id;
-	return nodenet_backend_lookup(id);
+	return nodenet_backend_get(id, out);
 }
 
 struct {
@@ -165,42 +169,40 @@ static __always_inline int nodenet_frontend_has_backend(struct nodenet_service_k
 	return 1;
 }
 
-/* A backend for `client` (session affinity): the one it had within the frontend's timeout,
- * while that backend is still one of the frontend's; else a new one chosen as `how` says,
- * remembered. Without the affinity flag, as `how` says. */
-static __always_inline struct nodenet_backend *
+/* A backend for `client` (session affinity), copied into `out`: the one it had within the
+ * frontend's timeout, while that backend is still one of the frontend's; else a new one chosen
+ * as `how` says, remembered. Without the affinity flag, as `how` says. 0: none. */
+static __always_inline int
 nodenet_select_backend_for(struct nodenet_service_key *key, struct nodenet_service *svc, __u32 *backend_id, __u64 client,
-			   const struct nodenet_choice *how)
+			   const struct nodenet_choice *how, struct nodenet_backend *out)
 {
 	if (!(svc->flags & NODENET_SERVICE_AFFINITY) || svc->count == 0)
-		return nodenet_select_backend(key, svc, backend_id, how);
+		return nodenet_select_backend(key, svc, backend_id, how, out);
 	struct nodenet_affinity_key akey = { .client = client, .id = svc->id };
 	__u64 now = bpf_ktime_get_ns();
 	__u64 timeout = (__u64)svc->backend_id * 1000000000ULL;
 	struct nodenet_affinity *a = bpf_map_lookup_elem(&nodenet_affinity, &akey);
 	if (a && now - a->last_ns < timeout) {
 		__u32 id = a->backend_id;
-		struct nodenet_backend *b = nodenet_backend_lookup(id);
-		if (b && nodenet_frontend_has_backend(key, svc->count, id)) {
+		if (nodenet_backend_get(id, out) && nodenet_frontend_has_backend(key, svc->count, id)) {
 			a->last_ns = now;
 			*backend_id = id;
-			return b;
+			return 1;
 		}
 	}
-	struct nodenet_backend *b = nodenet_select_backend(key, svc, backend_id, how);
-	if (b) {
-		struct nodenet_affinity v = { .last_ns = now, .backend_id = *backend_id };
-		bpf_map_update_elem(&nodenet_affinity, &akey, &v, BPF_ANY);
-	}
-	return b;
+	if (!nodenet_select_backend(key, svc, backend_id, how, out))
+		return 0;
+	struct nodenet_affinity v = { .last_ns = now, .backend_id = *backend_id };
+	bpf_map_update_elem(&nodenet_affinity, &akey, &v, BPF_ANY);
+	return 1;
 }
 
 /* Whether a flow's backend is still one of its frontend's: the backend id still names the
  * same address and port, and the frontend still exists with the same id. */
 static __always_inline int nodenet_backend_current(__u32 backend_id, __u32 address, __u16 port, __u32 frontend_id)
 {
-	struct nodenet_backend *b = nodenet_backend_lookup(backend_id);
-	if (!b || b->address != address || b->port != port)
+	struct nodenet_backend b = {};
+	if (!nodenet_backend_get(backend_id, &b) || b.address != address || b.port != port)
 		return 0;
 	return nodenet_frontend_exists(frontend_id);
 }

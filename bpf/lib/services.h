@@ -160,11 +160,11 @@ static __always_inline int nodenet_translate_service(struct __sk_buff *skb, cons
 			how.maglev_size = cfg->maglev_size;
 			how.hash = nodenet_flow_hash(f->tuple.saddr, f->tuple.daddr, f->tuple.sport, f->tuple.dport, f->tuple.proto);
 		}
-		struct nodenet_backend *backend = nodenet_select_backend_for(&key, svc, &backend_id, f->tuple.saddr, &how);
-		if (!backend)
+		struct nodenet_backend backend = {};
+		if (!nodenet_select_backend_for(&key, svc, &backend_id, f->tuple.saddr, &how, &backend))
 			return (svc->flags & NODENET_SERVICE_LOCAL_ONLY) ? NODENET_NO_LOCAL_BACKEND : NODENET_NO_BACKEND;
-		address = backend->address;
-		port = backend->port;
+		address = backend.address;
+		port = backend.port;
 		/* A new flow counts against its opener's conntrack quota: the pod's (per-packet LB),
 		 * or the outside's together (node ports, load balancer and external addresses). */
 		struct nodenet_opener opener =

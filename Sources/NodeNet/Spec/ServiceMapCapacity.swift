@@ -1,8 +1,9 @@
 import CNodeNetBPF
 
 /// How large the service tables are made (`loadBalancer.mapEntries`, as Cilium's
-/// `bpf-lb-map-max`): `nodenet_services` and `nodenet_backends` hold `entries` each (the
-/// backends array has twice as many ids), `nodenet_revnat` and `nodenet_maglev_index` (one entry per frontend id) a quarter of it.
+/// `bpf-lb-map-max`): `nodenet_services` holds `entries`, the node `maxBackends` backends
+/// (`nodenet_backends`, an array of twice as many ids), `nodenet_revnat` and
+/// `nodenet_maglev_index` (one entry per frontend id) a quarter of it.
 ///
 /// The hash maps are not preallocated, but their buckets are (16 bytes each), and the backends
 /// and reverse-NAT arrays by id are made whole (8 bytes an entry; the backends array has twice
