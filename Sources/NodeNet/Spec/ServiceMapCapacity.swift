@@ -10,11 +10,11 @@ import CNodeNetBPF
 /// `entries`): the default costs every BPF node about 2.4 MiB of kernel memory, 1 048 576
 /// entries 38 MiB; and every full read of a map walks its buckets or entries, used or not. A
 /// node pays only for the size it asks for. Another size is another layout: the pinned service
-/// tables are replaced together
-/// (`BPFFSLayout.incompatibleMaps`), and the new maps number their frontends afresh.
+/// tables are replaced together (`BPFFSLayout.incompatibleMaps`), and the new maps number their
+/// frontends afresh.
 public struct ServiceMapCapacity: Sendable, Hashable, Comparable, CustomStringConvertible {
-    /// Entries of `nodenet_services` (a frontend's slot 0 and a slot per backend) and of
-    /// `nodenet_backends`.
+    /// Entries of `nodenet_services` (a frontend's slot 0 and a slot per backend), and how many
+    /// backends a node holds at most (`nodenet_backends` has twice as many ids).
     public let entries: UInt32
 
     /// `entries` as they are: `isValid` says whether a spec may ask for them.
