@@ -19,21 +19,27 @@ public final class BPFMappedArray<Value: BitwiseCopyable>: @unchecked Sendable {
     public let count: Int
     private let region: MappedArrayRegion
 
-    /// Maps the array behind `fd` (kept open by the mapping, not by this type). Throws unless
-    /// it is a mmapable array of 4-byte keys and `Value`'s size.
-    public init(fd: Int32, name: String) throws {
+    /// Maps the array behind `fd` (kept open by the mapping, not by this type), for reading
+    /// only unless `writable`. Throws unless it is a mmapable array of 4-byte keys and `Value`'s
+    /// size.
+    public init(fd: Int32, name: String, writable: Bool = true) throws {
         let info = try BPFMapInfo(fd: fd, what: "map \(name)")
         try info.check(key: UInt32.self, value: Value.self, perCPU: false, what: "map \(name)")
-        self.region = try MappedArrayRegion(fd: fd, info: info, what: "map \(name)", writable: true)
+        self.region = try MappedArrayRegion(fd: fd, info: info, what: "map \(name)", writable: writable)
         self.name = name
         self.count = Int(info.maxEntries)
+        self.writable = writable
     }
 
-    /// The array pinned at `path`, mapped; nil when nothing is pinned there.
-    public static func pinned(at path: String) throws -> BPFMappedArray? {
+    /// The array pinned at `path`, mapped (for reading only unless `writable`); nil when nothing
+    /// is pinned there.
+    public static func pinned(at path: String, writable: Bool = true) throws -> BPFMappedArray? {
         guard let handle = try BPFPin.open(path) else { return nil }
-        return try withExtendedLifetime(handle) { try BPFMappedArray(fd: handle.fd, name: path) }
+        return try withExtendedLifetime(handle) { try BPFMappedArray(fd: handle.fd, name: path, writable: writable) }
     }
+
+    /// Whether `store` may write (a mapping made for reading only refuses).
+    public let writable: Bool
 
     /// The value at `index` (0..<count).
     public subscript(index: Int) -> Value {
@@ -43,6 +49,9 @@ public final class BPFMappedArray<Value: BitwiseCopyable>: @unchecked Sendable {
 
     /// Writes `value` at `index`; throws when the array has no such entry.
     public func store(_ value: Value, at index: UInt32) throws {
+        guard writable else {
+            throw BPFError(EPERM, "writing entry \(index) of map \(name): it is mapped for reading only")
+        }
         guard Int(index) < count else {
             throw BPFError(E2BIG, "writing entry \(index) of map \(name): it has \(count) entries (0..<\(count))")
         }

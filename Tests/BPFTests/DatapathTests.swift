@@ -26,6 +26,29 @@ struct DatapathTests {
         return object
     }
 
+    /// The backends array, mapped: what a store writes is what the kernel (and a program)
+    /// reads, a mapping for reading sees it and refuses to write, and an index beyond the
+    /// array is refused with the array's size.
+    @Test func theBackendsArrayIsWrittenInPlace() throws {
+        let object = try Self.loaded()
+        let map = try object.map(named: "nodenet_backends", key: UInt32.self, value: nodenet_backend.self)
+        let array = try BPFMappedArray<nodenet_backend>(fd: map.fd, name: "nodenet_backends")
+        #expect(array.count == Int(NODENET_BACKENDS_MAX))
+        let backend = nodenet_backend(address: 0x0A00_010F, port: UInt16(8080).bigEndian, proto: 6, flags: 0)
+        try array.store(backend, at: 5)
+        let kernel = try #require(try map.lookup(5))
+        #expect(kernel.address == 0x0A00_010F && kernel.port == UInt16(8080).bigEndian && kernel.proto == 6)
+        #expect(try map.lookup(4)?.proto == 0, "an entry never written is zeros")
+        let reader = try BPFMappedArray<nodenet_backend>(fd: map.fd, name: "nodenet_backends", writable: false)
+        #expect(reader[5].address == 0x0A00_010F)
+        let refused = #expect(throws: BPFError.self) { try reader.store(nodenet_backend(), at: 5) }
+        #expect(refused?.errno == EPERM)
+        let beyond = #expect(throws: BPFError.self) { try array.store(backend, at: UInt32(array.count)) }
+        #expect("\(beyond.map { "\($0)" } ?? "")".contains("it has \(array.count) entries"))
+        try array.store(nodenet_backend(), at: 5)
+        #expect(try map.lookup(5)?.proto == 0, "zeroed in place")
+    }
+
     @Test func theEmbeddedObjectLoadsAndItsMapsWork() throws {
         let object = try Self.loaded()
         #expect(try object.programFD(named: "nodenet_from_container") > 0)

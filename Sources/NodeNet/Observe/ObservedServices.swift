@@ -84,14 +84,14 @@ public struct ObservedServices: Sendable, Equatable {
             }
         }
         // Arrays by id: an entry of zeros (protocol 0) is none.
-        if let map = try BPFMappedArray<nodenet_backend>.pinned(at: layout.path(.backends)) {
+        if let map = try BPFMappedArray<nodenet_backend>.pinned(at: layout.path(.backends), writable: false) {
             self.backends.reserveCapacity((0..<map.count).count { map[$0].proto != 0 })
             for id in 0..<map.count {
                 let v = map[id]
                 if v.proto != 0, let backend = BackendAddress(v) { self.backends[UInt32(id)] = backend }
             }
         }
-        if let map = try BPFMappedArray<nodenet_revnat>.pinned(at: layout.path(.revnat)) {
+        if let map = try BPFMappedArray<nodenet_revnat>.pinned(at: layout.path(.revnat), writable: false) {
             self.revnat.reserveCapacity((0..<map.count).count { map[$0].proto != 0 })
             for id in 0..<map.count {
                 let v = map[id]
