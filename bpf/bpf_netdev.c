@@ -85,7 +85,7 @@ int nodenet_from_netdev(struct __sk_buff *skb)
 	 * most of this device's traffic, need no lookup). */
 	if (cfg.node_ip && (ip->saddr == cfg.node_ip || ip->saddr == cfg.router_ip))
 		return nodenet_drop(skb, NODENET_VERDICT_DROP_SPOOFED);
-	if (cfg.node_ip && (ip->saddr & cfg.pod_mask) == cfg.pod_cidr) {
+	if (cfg.node_ip && nodenet_in_pod_cidr(&cfg, ip->saddr)) {
 		struct nodenet_endpoint_key src_key = { .ip = ip->saddr };
 		if (bpf_map_lookup_elem(&nodenet_endpoints, &src_key))
 			return nodenet_drop(skb, NODENET_VERDICT_DROP_SPOOFED);

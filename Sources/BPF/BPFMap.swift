@@ -165,13 +165,15 @@ extension BPFMapInfo {
     public static func census(pinnedAt path: String) throws -> (id: UInt32, entries: Int)? {
         guard let handle = try BPFPin.open(path) else { return nil }
         let info = try BPFMapInfo(fd: handle.fd, what: path)
-        if info.type == BPF_MAP_TYPE_ARRAY.rawValue && info.flags & UInt32(BPF_F_MMAPABLE) != 0 {
+        if MappedArrayRegion.canMap(info) {
             // An array holds every index: its entries are those that are not all zeros (a mmapable
             // one is read in place, 4 MiB in about a millisecond).
             let region = try withExtendedLifetime(handle) {
                 try MappedArrayRegion(fd: handle.fd, info: info, what: path, writable: false)
             }
-            return (info.id, region.nonZeroEntries())
+            var count = 0
+            region.forEachNonZero { _ in count += 1 }
+            return (info.id, count)
         }
         if let count = try batchCount(handle.fd, info, path) { return (info.id, count) }
         var current = [UInt8](repeating: 0, count: Int(info.keySize))

@@ -16,7 +16,7 @@ import CBPF
 public final class BPFMappedArray<Value: BitwiseCopyable>: @unchecked Sendable {
     public let name: String
     /// The array's entries (its `max_entries`): indexes 0..<count.
-    public let count: Int
+    public var count: Int { region.count }
     private let region: MappedArrayRegion
 
     /// Maps the array behind `fd` (kept open by the mapping, not by this type), for reading
@@ -27,7 +27,6 @@ public final class BPFMappedArray<Value: BitwiseCopyable>: @unchecked Sendable {
         try info.check(key: UInt32.self, value: Value.self, perCPU: false, what: "map \(name)")
         self.region = try MappedArrayRegion(fd: fd, info: info, what: "map \(name)", writable: writable)
         self.name = name
-        self.count = Int(info.maxEntries)
         self.writable = writable
     }
 
@@ -40,6 +39,14 @@ public final class BPFMappedArray<Value: BitwiseCopyable>: @unchecked Sendable {
 
     /// Whether `store` may write (a mapping made for reading only refuses).
     public let writable: Bool
+
+    /// The indexes of the entries that are not all zeros (an array's "absent" entries are
+    /// zeros), in order.
+    public func nonZeroIndices() -> [Int] {
+        var result: [Int] = []
+        region.forEachNonZero { result.append($0) }
+        return result
+    }
 
     /// The value at `index` (0..<count).
     public subscript(index: Int) -> Value {
@@ -74,8 +81,13 @@ final class MappedArrayRegion: @unchecked Sendable {
     let count: Int
     private let length: Int
 
+    /// Whether the map `info` describes can be mapped (an array made with BPF_F_MMAPABLE).
+    static func canMap(_ info: BPFMapInfo) -> Bool {
+        info.type == BPF_MAP_TYPE_ARRAY.rawValue && info.flags & UInt32(BPF_F_MMAPABLE) != 0
+    }
+
     init(fd: Int32, info: BPFMapInfo, what: @autoclosure () -> String, writable: Bool) throws {
-        guard info.type == BPF_MAP_TYPE_ARRAY.rawValue, info.flags & UInt32(BPF_F_MMAPABLE) != 0 else {
+        guard Self.canMap(info) else {
             throw BPFError(
                 EINVAL,
                 "\(what()) is not a mmapable array (type \(info.type), flags \(info.flags)): pinned by another build? re-apply to migrate it"
@@ -91,16 +103,14 @@ final class MappedArrayRegion: @unchecked Sendable {
         (self.base, self.stride, self.count, self.length) = (base, stride, Int(info.maxEntries), length)
     }
 
-    /// How many entries hold anything but zero bytes.
-    func nonZeroEntries() -> Int {
+    /// Calls `body` with the index of every entry that holds anything but zero bytes, in order.
+    func forEachNonZero(_ body: (Int) -> Void) {
         let words = stride / 8
-        var result = 0
         for i in 0..<count {
             var bits: UInt64 = 0
             for w in 0..<words { bits |= base.load(fromByteOffset: i * stride + w * 8, as: UInt64.self) }
-            if bits != 0 { result += 1 }
+            if bits != 0 { body(i) }
         }
-        return result
     }
 
     deinit { munmap(base, length) }

@@ -1352,8 +1352,7 @@ struct ServiceLabTests {
         #expect(rows.allSatisfy { $0.state == "ok" }, "\(what): \(rows.filter { $0.state != "ok" }.prefix(3))")
         let maps = try #require(try ServiceMaps(pinnedIn: BPFFSLayout(directory: cluster.bpffsDirectory(ofNode: node))))
         let wanted = Set(try controller.desiredState().frontends.flatMap(\.backends)).count
-        let held = (0..<maps.backends.count).filter { maps.backends[$0].proto != 0 }.count
-        #expect(held == wanted, "\(what): only the wanted backends")
+        #expect(maps.backends.nonZeroIndices().count == wanted, "\(what): only the wanted backends")
         #expect(try Self.probe(cluster.name, "net", "10.96.18.68:80", count: 30).answers.count == 3, "\(what)")
         return controller
     }
@@ -1431,10 +1430,8 @@ struct ServiceLabTests {
         try maps.services.update(keys: junk, values: Array(repeating: nodenet_service(), count: junk.count))
         func entries() throws -> [String] {
             let s = try maps.services.contents()
-            let b = (0..<maps.backends.count).filter { maps.backends[$0].proto != 0 }.map {
-                "\($0) \(maps.backends[$0])"
-            }
-            let r = (0..<maps.revnat.count).filter { maps.revnat[$0].proto != 0 }.map { "\($0) \(maps.revnat[$0])" }
+            let b = maps.backends.nonZeroIndices().map { "\($0) \(maps.backends[$0])" }
+            let r = maps.revnat.nonZeroIndices().map { "\($0) \(maps.revnat[$0])" }
             return (zip(s.keys, s.values).map { "\($0) \($1)" } + b + r).sorted()
         }
         let before = try entries()

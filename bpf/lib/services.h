@@ -113,11 +113,16 @@ static __always_inline int nodenet_reverse_service(struct __sk_buff *skb, struct
 	return NODENET_TRANSLATED;
 }
 
-/* Whether `address` is on this node: in its pod CIDR (every local pod is; none set: taken to
- * be) or its own. */
+/* Whether `address` is in this node's pod CIDR (every local pod is; none set: any address). */
+static __always_inline int nodenet_in_pod_cidr(const struct nodenet_config *cfg, __u32 address)
+{
+	return (address & cfg->pod_mask) == cfg->pod_cidr;
+}
+
+/* Whether `address` is on this node: in its pod CIDR or its own. */
 static __always_inline int nodenet_on_this_node(const struct nodenet_config *cfg, __u32 address)
 {
-	return (address & cfg->pod_mask) == cfg->pod_cidr || address == cfg->node_ip;
+	return nodenet_in_pod_cidr(cfg, address) || address == cfg->node_ip;
 }
 
 /* A packet to a service frontend: the destination becomes the flow's backend (chosen on its

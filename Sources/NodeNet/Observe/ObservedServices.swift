@@ -83,19 +83,19 @@ public struct ObservedServices: Sendable, Equatable {
                 }
             }
         }
-        // Arrays by id: an entry of zeros (protocol 0) is none.
+        // Arrays by id: an entry of zeros is none.
         if let map = try BPFMappedArray<nodenet_backend>.pinned(at: layout.path(.backends), writable: false) {
-            self.backends.reserveCapacity((0..<map.count).count { map[$0].proto != 0 })
-            for id in 0..<map.count {
-                let v = map[id]
-                if v.proto != 0, let backend = BackendAddress(v) { self.backends[UInt32(id)] = backend }
+            let ids = map.nonZeroIndices()
+            self.backends.reserveCapacity(ids.count)
+            for id in ids {
+                if let backend = BackendAddress(map[id]) { self.backends[UInt32(id)] = backend }
             }
         }
         if let map = try BPFMappedArray<nodenet_revnat>.pinned(at: layout.path(.revnat), writable: false) {
-            self.revnat.reserveCapacity((0..<map.count).count { map[$0].proto != 0 })
-            for id in 0..<map.count {
-                let v = map[id]
-                if v.proto != 0, let key = FrontendKey(v) { self.revnat[UInt32(id)] = key }
+            let ids = map.nonZeroIndices()
+            self.revnat.reserveCapacity(ids.count)
+            for id in ids {
+                if let key = FrontendKey(map[id]) { self.revnat[UInt32(id)] = key }
             }
         }
     }

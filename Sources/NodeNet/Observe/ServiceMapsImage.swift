@@ -133,35 +133,28 @@ struct ServiceMapsImage: Sendable, Equatable {
         return try revnatIsHeld(maps.revnat) && backendsAreHeld(maps.backends) && servicesAreHeld(maps.services)
     }
 
-    /// Every frontend's id, under its frontend.
-    /// (The array, by id: entries of zeros are none, and every other entry must be the image's.)
+    /// Every frontend's id, under its frontend (the array's entries that are not zeros).
     private func revnatIsHeld(_ map: BPFMappedArray<nodenet_revnat>) throws -> Bool {
-        var held = 0
-        for id in 0..<map.count {
-            let v = map[id]
-            if id < frontendByID.count, case let i = frontendByID[id], i >= 0 {
-                guard Self.same(records[Int(i)].revnat, v) else { return false }
-                held += 1
-            } else if !Self.same(v, nodenet_revnat()) {
-                return false
-            }
+        let ids = map.nonZeroIndices()
+        guard ids.count == frontends.count else { return false }
+        for id in ids {
+            guard id < frontendByID.count, case let i = frontendByID[id], i >= 0,
+                Self.same(records[Int(i)].revnat, map[id])
+            else { return false }
         }
-        return held == frontends.count
+        return true
     }
 
-    /// Every backend, under its id (the array: entries of zeros are none).
+    /// Every backend, under its id (the array's entries that are not zeros).
     private func backendsAreHeld(_ map: BPFMappedArray<nodenet_backend>) throws -> Bool {
-        var held = 0
-        for id in 0..<map.count {
-            let v = map[id]
-            if id < backendByID.count, backendByID[id].proto != 0 {
-                guard Self.same(backendByID[id], v) else { return false }
-                held += 1
-            } else if !Self.same(v, nodenet_backend()) {
+        let ids = map.nonZeroIndices()
+        guard ids.count == backendIDs.count else { return false }
+        for id in ids {
+            guard id < backendByID.count, backendByID[id].proto != 0, Self.same(backendByID[id], map[id]) else {
                 return false
             }
         }
-        return held == backendIDs.count
+        return true
     }
 
     /// Every frontend's slot 0 and backend slots, key and value as apply writes them.
