@@ -1633,6 +1633,16 @@ struct ServiceLabTests {
             try maps.backends.store(
                 BackendAddress(address: IPAddress("10.0.1.99"), port: 1, protocol: .tcp).mapValue, at: 60_000)
         }
+        // Entries that decode to nothing (only tampering makes them): cleared, not left for good.
+        try expectSeen("a backend entry of protocol 0 that is not zeros") {
+            try maps.backends.store(nodenet_backend(address: 7, port: 0, proto: 0, flags: 0), at: 60_001)
+        }
+        #expect(maps.backends[60_001].address == 0, "the malformed backend entry cleared")
+        let spare = UInt32(maps.revnat.count - 2)
+        try expectSeen("a frontend id of a protocol nodenet never writes") {
+            try maps.revnat.store(nodenet_revnat(address: 7, port: 0, proto: 99, pad: 0), at: spare)
+        }
+        #expect(maps.revnat[Int(spare)].address == 0, "the malformed reverse-NAT entry cleared")
     }
 
     /// ICMP errors about translated flows reach the original sender, quoting its own packet:

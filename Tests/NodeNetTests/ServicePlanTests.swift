@@ -491,6 +491,46 @@ import Testing
         #expect(serviceChanges(drifted) == ["update ClusterIP 10.96.18.68:80/TCP"])
     }
 
+    /// Entries of the backends and reverse-NAT arrays that are not zeros yet decode to nothing
+    /// (a protocol of 0 or one nodenet never writes: tampering) are cleared, unless the plan
+    /// writes a backend or a frontend's id there anyway; the plan shows the bytes it found.
+    @Test func malformedArrayEntriesAreCleared() {
+        let desired = DesiredState(spec: Self.spec, deviceMTU: 1500)
+        var observed = Self.converged
+        // Backend 3 and frontend id 4's reverse entry are wanted: found malformed, rewritten.
+        observed.services.backends[3] = nil
+        observed.services.revnat[4] = nil
+        observed.services.malformed = [
+            MalformedArrayEntry(.backends, id: 3, nodenet_backend(address: 7, port: 0, proto: 0, flags: 0)),
+            MalformedArrayEntry(.backends, id: 900, nodenet_backend(address: 0, port: 0, proto: 0, flags: 9)),
+            MalformedArrayEntry(.revnat, id: 4, nodenet_revnat(address: 7, port: 0, proto: 99, pad: 0)),
+            MalformedArrayEntry(.revnat, id: 901, nodenet_revnat(address: 0, port: 0x5000, proto: 0, pad: 0)),
+        ]
+        let plan = Planner.plan(
+            desired: desired, observed: observed, ledger: nil, nativeDevice: "eth0", datapath: .bpf,
+            attachModes: .clsact)
+        let lines = plan.changes.filter { $0.kind == .service }.map(\.description)
+        #expect(
+            lines.filter { $0.contains("bytes") } == [
+                "- backend 900: bytes 00 00 00 00 00 00 00 09  [node]",
+                "- frontend id 901: bytes 00 00 00 00 00 50 00 00  [node]",
+            ], "\(lines)")
+        #expect(lines.contains("+ backend 3: 10.0.1.15:53/UDP  [node]"), "\(lines)")
+        #expect(lines.contains { $0.hasPrefix("~ ClusterIP 10.96.0.10:53/UDP: ") }, "its reverse entry: \(lines)")
+        let cleared = plan.changes.compactMap {
+            if case .clearMalformed(let e)? = $0.change.service { e } else { nil }
+        }
+        #expect(cleared.map(\.id) == [900, 901])
+        // Once cleared (and the rest written), nothing is left to do.
+        var after = Self.converged
+        after.services.malformed = []
+        #expect(
+            Planner.plan(
+                desired: desired, observed: after, ledger: nil, nativeDevice: "eth0", datapath: .bpf,
+                attachModes: .clsact
+            ).changes.filter { $0.kind == .service }.isEmpty)
+    }
+
     @Test func anOlderBuildsSocketLinkBesideTheCurrentOneIsRemoved() {
         var spec = Self.spec
         spec.socketLB = SocketLBSettings(cgroup: "/sys/fs/cgroup/unified/nodenet-test")

@@ -81,6 +81,9 @@ final class ServiceExecutor: ChangeExecutor {
         case .deleteRevNat(let id, _):
             try context.serviceMaps().setRevNat(id, nil)
             undo.append(restore(replacedBy: change))
+        case .clearMalformed(let entry):
+            try context.serviceMaps().setBytes(0, of: entry)
+            undo.append(restore(.malformed(entry)))
         case .putSourceRange(let range):
             try context.serviceMaps().sourceRanges.update(range.mapKey, 1)
             undo.append(restore(.sourceRange(range, present: false)))
@@ -120,7 +123,7 @@ final class ServiceExecutor: ChangeExecutor {
             case .deleteBackend(let id, _):
                 write.removeBackend(id)
             case .putSettings, .putNode, .deleteNode, .attachSocket, .unpinSocket, .putSourceRange,
-                .deleteSourceRange, .putMaglevTable, .deleteMaglevTable:
+                .deleteSourceRange, .putMaglevTable, .deleteMaglevTable, .clearMalformed:
                 throw NodeNetError.state("\(changes[i]) is not a batched services change")
             }
         }
@@ -169,7 +172,7 @@ final class ServiceExecutor: ChangeExecutor {
         case .deleteRevNat(let id, let previous): [.revnat(id, previous)]
         case .deleteBackend(let id, let previous): [.backend(id, previous)]
         case .putSettings, .putNode, .deleteNode, .attachSocket, .unpinSocket, .putSourceRange, .deleteSourceRange,
-            .putMaglevTable, .deleteMaglevTable:
+            .putMaglevTable, .deleteMaglevTable, .clearMalformed:
             []
         }
     }
@@ -184,6 +187,7 @@ final class ServiceExecutor: ChangeExecutor {
         case revnat(FrontendID, FrontendKey?)
         case sourceRange(SourceRange, present: Bool)
         case maglev(FrontendID, MaglevSnapshot?, currentChunks: Int)
+        case malformed(MalformedArrayEntry)
 
         var what: String {
             switch self {
@@ -194,6 +198,7 @@ final class ServiceExecutor: ChangeExecutor {
             case .revnat(let id, _): "restoring frontend id \(id)"
             case .sourceRange(let range, _): "restoring source range \(range)"
             case .maglev(let id, _, _): "restoring the Maglev table of frontend \(id)"
+            case .malformed(let entry): "restoring \(entry)"
             }
         }
     }
@@ -228,6 +233,8 @@ final class ServiceExecutor: ChangeExecutor {
             }
         case .maglev(let id, let snapshot, let chunks):
             try maps.restoreMaglev(id, snapshot, currentChunks: chunks)
+        case .malformed(let entry):
+            try maps.setBytes(entry.bytes, of: entry)
         }
     }
 }
@@ -242,7 +249,7 @@ extension ServiceChange {
         case .deleteRevNat: 3
         case .deleteBackend: 4
         case .putSettings, .putNode, .deleteNode, .attachSocket, .unpinSocket, .putSourceRange, .deleteSourceRange,
-            .putMaglevTable, .deleteMaglevTable:
+            .putMaglevTable, .deleteMaglevTable, .clearMalformed:
             nil
         }
     }

@@ -233,6 +233,15 @@ final class ServiceMaps {
         try revnat.store(key?.revnat ?? nodenet_revnat(), at: UInt32(id))
     }
 
+    /// Writes an array entry's 8 bytes as they are (0: none): clearing a malformed entry, or
+    /// putting it back.
+    func setBytes(_ bytes: UInt64, of entry: MalformedArrayEntry) throws {
+        switch entry.array {
+        case .backends: try backends.store(unsafeBitCast(bytes, to: nodenet_backend.self), at: entry.id)
+        case .revnat: try revnat.store(unsafeBitCast(bytes, to: nodenet_revnat.self), at: entry.id)
+        }
+    }
+
     /// Frontend `id`'s Maglev table as it is (index and chunks), for undo; nil when it has none.
     func maglevSnapshot(_ id: FrontendID, index: MaglevIndex?) throws -> MaglevSnapshot? {
         guard let index else { return nil }

@@ -126,6 +126,8 @@ enum ServiceChange: Sendable, Equatable {
     /// Removes a frontend: slot 0 first (no new connections), then its slots.
     case deleteFrontend(FrontendKey, previous: FrontendSnapshot)
     case deleteRevNat(id: FrontendID, previous: FrontendKey)
+    /// Zeroes a backends or reverse-NAT entry that decodes to nothing (undo puts its bytes back).
+    case clearMalformed(MalformedArrayEntry)
     /// A client prefix a LoadBalancer frontend takes (written before the frontend's flag).
     case putSourceRange(SourceRange)
     case deleteSourceRange(SourceRange)

@@ -173,6 +173,15 @@ extension Planner {
         }
         let staleBackends = staleBackendsLeft ?? Self.staleBackends(observed, ids)
         for (id, backend) in staleBackends.sorted(by: { $0.key < $1.key }) { planBackendDelete(id, backend) }
+        // Entries that decode to nothing, unless this plan writes a backend or frontend there.
+        if !observed.malformed.isEmpty {
+            let backendIDs = Set(ids.backends.values)
+            for entry in observed.malformed {
+                let written =
+                    entry.array == .backends ? backendIDs.contains(entry.id) : wantedIDs.contains(entry.id)
+                if !written { addChange(.delete, .clearMalformed(entry)) }
+            }
+        }
         for (ip, flags) in observed.nodes.sorted(by: { $0.key < $1.key }) where desired.serviceNodes[ip] == nil {
             addChange(
                 .delete, .service, .node, "node address \(ip)", wanted: nil, found: flags.description,

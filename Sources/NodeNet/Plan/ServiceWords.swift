@@ -38,6 +38,8 @@ final class ServiceWords: Sendable {
                     ?? "incomplete entries")
         case .deleteRevNat(let id, let previous):
             return .init(subject: "frontend id \(id)", wanted: nil, found: previous.description)
+        case .clearMalformed(let entry):
+            return .init(subject: entry.subject, wanted: nil, found: entry.found)
         case .putSettings, .putNode, .deleteNode, .putSourceRange, .deleteSourceRange, .putMaglevTable,
             .deleteMaglevTable, .attachSocket, .unpinSocket:
             // (planned with their words made)
