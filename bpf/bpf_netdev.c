@@ -51,16 +51,22 @@ static __always_inline int nodenet_to_node(struct __sk_buff *skb, const struct n
 	rc = nodenet_translate_service(skb, cfg, flow, 1);
 	if (rc != NODENET_TRANSLATED)
 		return nodenet_service_failure(skb, rc);
+	/* The backend, looked up once: delivered into it when local, forwarded when not. */
 	struct nodenet_endpoint_key key = { .ip = flow->tuple.daddr };
-	if (!bpf_map_lookup_elem(&nodenet_endpoints, &key)) {
+	struct nodenet_endpoint *backend = bpf_map_lookup_elem(&nodenet_endpoints, &key);
+	if (!backend) {
 		/* A remote backend: the reply must come back through this node. */
 		rc = nodenet_snat_to_node(skb, cfg, flow, 1, NODENET_CT_QUOTA_OUTSIDE);
 		if (rc == NODENET_QUOTA_EXCEEDED)
 			return nodenet_drop(skb, NODENET_VERDICT_DROP_QUOTA);
 		if (rc != NODENET_TRANSLATED)
 			return nodenet_drop(skb, NODENET_VERDICT_DROP_NAT_EXHAUSTED);
+		return nodenet_forward(skb);
 	}
-	return nodenet_deliver(skb);
+	struct iphdr *ip = nodenet_ipv4(skb);
+	if (!ip)
+		return TC_ACT_OK;
+	return nodenet_deliver_local(skb, ip, backend);
 }
 
 SEC("tc")
@@ -74,11 +80,15 @@ int nodenet_from_netdev(struct __sk_buff *skb)
 	if ((void *)(ip + 1) > end || ip->ihl != 5)
 		return TC_ACT_UNSPEC;
 	__u32 daddr = ip->daddr;
-	struct nodenet_endpoint_key key = { .ip = daddr };
-	struct nodenet_endpoint *dst = bpf_map_lookup_elem(&nodenet_endpoints, &key);
-
 	struct nodenet_config cfg;
 	nodenet_settings_read(&cfg);
+	/* The local pod it is for: the node's own address is none (no lookup for the node ports'
+	 * and the node's own traffic). */
+	struct nodenet_endpoint *dst = 0;
+	if (!cfg.node_ip || daddr != cfg.node_ip) {
+		struct nodenet_endpoint_key key = { .ip = daddr };
+		dst = bpf_map_lookup_elem(&nodenet_endpoints, &key);
+	}
 	/* Nothing from outside may come from this node itself, its router or its pods: a spoofed
 	 * source would reach the pods as the node (kubelet's address) or as their neighbours. Pod
 	 * addresses are looked up only for sources inside this node's pod CIDR (other nodes' pods,

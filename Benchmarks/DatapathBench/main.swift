@@ -43,12 +43,18 @@ struct Options {
     var seconds = 3, rounds = 5, json = false
     /// Only the NodePort paths, on RR and CRR.
     var onlyNodePort = false
+    /// `--loop`: program costs through BPF_PROG_TEST_RUN only, `calls` runs per path a round.
+    var loop = false, calls = 2000
+    /// With `--loop`: another build's bpf_lxc.o and bpf_netdev.o, compared within each round.
+    var otherObjects: String?
 }
 
 struct BadUsage: UsageError {}
 
-let usage =
-    "usage: datapath-bench [--seconds S] [--rounds R] [--only nodeport] [--json]   (needs root, iperf3 and iptables; S 1-30, R 0-20; 0: program costs only)"
+let usage = """
+    usage: datapath-bench [--seconds S] [--rounds R] [--only nodeport] [--json]   (needs root, iperf3 and iptables; S 1-30, R 0-20; 0: program costs only)
+           datapath-bench --loop [--calls N] [--rounds R] [--other-objects DIR] [--json]   (needs root; each program's run time per packet of each path through BPF_PROG_TEST_RUN, N 100-100000 runs a round, default 2000; DIR: another build's bpf_lxc.o and bpf_netdev.o, run alternately with this build's)
+    """
 
 func parseOptions() throws -> Options {
     var o = Options()
@@ -58,12 +64,17 @@ func parseOptions() throws -> Options {
         case "--seconds": o.seconds = args.int(in: 1...30, default: -1)
         case "--rounds", "--repeat": o.rounds = args.int(in: 0...20, default: -1)
         case "--json": o.json = true
+        case "--loop": o.loop = true
+        case "--calls": o.calls = args.int(in: 100...100_000, default: -1)
+        case "--other-objects":
+            guard let dir = args.next() else { throw BadUsage() }
+            o.otherObjects = dir
         case "--only":
             guard args.next() == "nodeport" else { throw BadUsage() }
             o.onlyNodePort = true
         default: throw BadUsage()
         }
-        if o.seconds < 0 || o.rounds < 0 { throw BadUsage() }
+        if o.seconds < 0 || o.rounds < 0 || o.calls < 0 { throw BadUsage() }
     }
     return o
 }
@@ -328,6 +339,11 @@ struct Output: Encodable {
 runBenchmark("datapath-bench", usage: usage) {
     let o = try parseOptions()
     let tag = "db\(getpid() % 10000)"
+    if o.loop {
+        try programLoop(
+            tag: tag, calls: o.calls, rounds: max(o.rounds, 1), json: o.json, otherObjects: o.otherObjects)
+        return
+    }
     let a = "nnbench-\(tag)-a"
     let b = "nnbench-\(tag)-b"
     var labs: [LabCluster] = []

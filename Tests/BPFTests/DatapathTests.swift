@@ -291,3 +291,45 @@ extension DatapathTests {
         }
     }
 }
+
+extension DatapathTests {
+    /// The kernel's test harness runs a loaded program once on a packet as if it arrived on a
+    /// device of the caller's namespace (what `datapath-bench --loop` times): the verdict, the
+    /// packet as the program left it, the maps as for a packet on the wire.
+    @Test func aProgramRunsOnAPacketThroughTheTestHarness() async throws {
+        try await withBPFNode { t, object, verdicts in
+            let spec = t.spec()
+            let lxc = try #require(
+                try NetlinkSocket(namespace: t.namespace).link(named: NodeNetNames.endpointDevice(for: spec.pods[0])))
+            let eth0 = try #require(try NetlinkSocket(namespace: .named(t.pods[0])).link(named: "eth0"))
+            let server = try #require(try NetlinkSocket(namespace: .named(t.pods[1])).link(named: "eth0"))
+            let program = try BPFProgramHandle(
+                id: try BPFProgramInfo(fd: try object.programFD(named: "nodenet_from_container")).id)
+            func frame(from source: [UInt8]) -> [UInt8] {
+                var f = lxc.address!.bytes + eth0.address!.bytes + [0x08, 0x00]
+                f += [0x45, 0, 0, 40, 0, 1, 0, 0, 64, 1, 0, 0] + source + [10, 0, 2, 204]
+                f += [8, 0, 0xf7, 0xff] + [UInt8](repeating: 0, count: 16)  // ICMP echo
+                return f
+            }
+            func run(_ packet: [UInt8]) throws -> BPFTestRun {
+                try NetworkNamespace.run(in: t.namespace) {
+                    try program.testRun(packet: packet, interfaceIndex: lxc.index.rawValue)
+                }
+            }
+            let local = UInt32(NODENET_VERDICT_LOCAL_REDIRECT.rawValue)
+            let before = try verdicts.sum(local)
+            let delivered = try run(frame(from: [10, 0, 2, 32]))
+            #expect(delivered.verdict == 7, "TC_ACT_REDIRECT: into the server pod")
+            #expect(Array(delivered.packet[0..<6]) == server.address!.bytes, "to the server pod's eth0")
+            #expect(delivered.packet[22] == 63, "its TTL decremented")
+            #expect(delivered.nanoseconds > 0)
+            #expect(try verdicts.sum(local) == before + 1, "counted as a packet on the wire is")
+            let spoofed = UInt32(NODENET_VERDICT_DROP_SPOOFED.rawValue)
+            let dropped = try verdicts.sum(spoofed)
+            #expect(try run(frame(from: [10, 0, 2, 99])).verdict == 2, "TC_ACT_SHOT: a forged source")
+            #expect(try verdicts.sum(spoofed) == dropped + 1)
+            let refused = #expect(throws: BPFError.self) { try run([1, 2, 3]) }
+            #expect(refused?.errno == EINVAL, "shorter than an Ethernet header: \(refused.map { "\($0)" } ?? "")")
+        }
+    }
+}

@@ -9,8 +9,10 @@ public enum DatapathProgram: String, Sendable, CaseIterable {
     /// Ingress of the native device (bpf/bpf_netdev.c).
     case fromNetdev = "from-netdev"
 
-    var object: String { self == .fromContainer ? "bpf_lxc" : "bpf_netdev" }
-    var function: String { self == .fromContainer ? "nodenet_from_container" : "nodenet_from_netdev" }
+    /// Its object's name (`bpf_lxc`: bpf/bpf_lxc.c, built into bpf_lxc.o).
+    public var object: String { self == .fromContainer ? "bpf_lxc" : "bpf_netdev" }
+    /// Its function in the object.
+    public var function: String { self == .fromContainer ? "nodenet_from_container" : "nodenet_from_netdev" }
 
     /// `nodenet-from-container-1a2b3c4d`: the digest names the build, so an attached filter
     /// from an older build is recognised and replaced.
