@@ -31,7 +31,7 @@ static __noinline int nodenet_lxc_translate(struct __sk_buff *skb, struct nodene
 		return NODENET_PASS;
 	if ((cfg->flags & NODENET_CONFIG_SERVICES) && ip->protocol == IPPROTO_ICMP) {
 		/* An error this pod (a backend) sends about a translated flow. */
-		int verdict = nodenet_deliver_translated(skb, nodenet_icmp_error_reverse_service(skb, ip->saddr, ip->daddr));
+		int verdict = nodenet_deliver_translated(skb, cfg, nodenet_icmp_error_reverse_service(skb, ip->saddr, ip->daddr));
 		if (verdict != NODENET_PASS)
 			return verdict;
 		ip = nodenet_ipv4_end(skb, &end);
@@ -87,7 +87,7 @@ static __noinline int nodenet_lxc_translate(struct __sk_buff *skb, struct nodene
 		translated |= rc == NODENET_TRANSLATED;
 	}
 	if (replied || translated)
-		return nodenet_deliver(skb);
+		return nodenet_deliver(skb, cfg);
 	return NODENET_PASS;
 }
 
@@ -149,8 +149,7 @@ int nodenet_from_container(struct __sk_buff *skb)
 			return TC_ACT_OK;
 	}
 
-	struct nodenet_endpoint_key dst_key = { .ip = ip->daddr };
-	struct nodenet_endpoint *dst = bpf_map_lookup_elem(&nodenet_endpoints, &dst_key);
+	struct nodenet_endpoint *dst = nodenet_local_endpoint(&cfg, ip->daddr);
 	if (dst)
 		return nodenet_deliver_local(skb, ip, dst);
 	return nodenet_forward(skb);

@@ -29,7 +29,7 @@ static __always_inline int nodenet_to_node(struct __sk_buff *skb, const struct n
 		if (reversed == NODENET_ERROR)
 			return TC_ACT_SHOT;
 		struct iphdr *ip;
-		struct nodenet_endpoint *dst = nodenet_local_destination(skb, &ip);
+		struct nodenet_endpoint *dst = nodenet_local_destination(skb, cfg, &ip);
 		if (!ip)
 			return TC_ACT_OK;
 		if (dst)
@@ -52,8 +52,7 @@ static __always_inline int nodenet_to_node(struct __sk_buff *skb, const struct n
 	if (rc != NODENET_TRANSLATED)
 		return nodenet_service_failure(skb, rc);
 	/* The backend, looked up once: delivered into it when local, forwarded when not. */
-	struct nodenet_endpoint_key key = { .ip = flow->tuple.daddr };
-	struct nodenet_endpoint *backend = bpf_map_lookup_elem(&nodenet_endpoints, &key);
+	struct nodenet_endpoint *backend = nodenet_local_endpoint(cfg, flow->tuple.daddr);
 	if (!backend) {
 		/* A remote backend: the reply must come back through this node. */
 		rc = nodenet_snat_to_node(skb, cfg, flow, 1, NODENET_CT_QUOTA_OUTSIDE);
@@ -82,24 +81,17 @@ int nodenet_from_netdev(struct __sk_buff *skb)
 	__u32 daddr = ip->daddr;
 	struct nodenet_config cfg;
 	nodenet_settings_read(&cfg);
-	/* The local pod it is for: the node's own address is none (no lookup for the node ports'
+	/* The local pod it is for (looked up inside the pod CIDR only: not for the node ports'
 	 * and the node's own traffic). */
-	struct nodenet_endpoint *dst = 0;
-	if (!cfg.node_ip || daddr != cfg.node_ip) {
-		struct nodenet_endpoint_key key = { .ip = daddr };
-		dst = bpf_map_lookup_elem(&nodenet_endpoints, &key);
-	}
+	struct nodenet_endpoint *dst = nodenet_local_endpoint(&cfg, daddr);
 	/* Nothing from outside may come from this node itself, its router or its pods: a spoofed
 	 * source would reach the pods as the node (kubelet's address) or as their neighbours. Pod
 	 * addresses are looked up only for sources inside this node's pod CIDR (other nodes' pods,
 	 * most of this device's traffic, need no lookup). */
 	if (cfg.node_ip && (ip->saddr == cfg.node_ip || ip->saddr == cfg.router_ip))
 		return nodenet_drop(skb, NODENET_VERDICT_DROP_SPOOFED);
-	if (cfg.node_ip && nodenet_in_pod_cidr(&cfg, ip->saddr)) {
-		struct nodenet_endpoint_key src_key = { .ip = ip->saddr };
-		if (bpf_map_lookup_elem(&nodenet_endpoints, &src_key))
-			return nodenet_drop(skb, NODENET_VERDICT_DROP_SPOOFED);
-	}
+	if (cfg.node_ip && nodenet_local_endpoint(&cfg, ip->saddr))
+		return nodenet_drop(skb, NODENET_VERDICT_DROP_SPOOFED);
 	/* A frontend on an external or LoadBalancer address is not the node's: with such frontends,
 	 * any destination may be one. */
 	int external = !dst && daddr != cfg.node_ip && (cfg.flags & NODENET_CONFIG_EXTERNAL_IPS);
@@ -112,7 +104,7 @@ int nodenet_from_netdev(struct __sk_buff *skb)
 				rc = nodenet_icmp_error_to_node(skb, cfg.node_ip, daddr);
 			else if (cfg.flags & NODENET_CONFIG_PACKET_LB)
 				rc = nodenet_icmp_error_reverse_service(skb, ip->saddr, ip->daddr);
-			int verdict = nodenet_deliver_translated(skb, rc);
+			int verdict = nodenet_deliver_translated(skb, &cfg, rc);
 			if (verdict != NODENET_PASS)
 				return verdict;
 			ip = nodenet_ipv4_end(skb, &end);

@@ -24,6 +24,23 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nodenet_verdicts SEC(".maps");
 
+/* Whether `address` is in this node's pod CIDR (every local pod is: the spec's pods are
+ * validated so, endpoints are given addresses from it; none set: any address). */
+static __always_inline int nodenet_in_pod_cidr(const struct nodenet_config *cfg, __u32 address)
+{
+	return (address & cfg->pod_mask) == cfg->pod_cidr;
+}
+
+/* The local pod at `address` (network order), 0 when there is none: looked up only inside
+ * the pod CIDR (the destinations of traffic leaving the node need no lookup). */
+static __always_inline struct nodenet_endpoint *nodenet_local_endpoint(const struct nodenet_config *cfg, __u32 address)
+{
+	if (!nodenet_in_pod_cidr(cfg, address))
+		return 0;
+	struct nodenet_endpoint_key key = { .ip = address };
+	return bpf_map_lookup_elem(&nodenet_endpoints, &key);
+}
+
 static __always_inline void nodenet_count(__u32 verdict)
 {
 	__u64 *n = bpf_map_lookup_elem(&nodenet_verdicts, &verdict);

@@ -51,21 +51,20 @@ static __always_inline int nodenet_forward(struct __sk_buff *skb)
 
 /* The local pod a packet whose addresses may have been rewritten is for (0: none), with its
  * header read again into *ip (0 when the packet has none). */
-static __always_inline struct nodenet_endpoint *nodenet_local_destination(struct __sk_buff *skb, struct iphdr **ip)
+static __always_inline struct nodenet_endpoint *nodenet_local_destination(struct __sk_buff *skb, const struct nodenet_config *cfg, struct iphdr **ip)
 {
 	*ip = nodenet_ipv4(skb);
 	if (!*ip)
 		return 0;
-	struct nodenet_endpoint_key key = { .ip = (*ip)->daddr };
-	return bpf_map_lookup_elem(&nodenet_endpoints, &key);
+	return nodenet_local_endpoint(cfg, (*ip)->daddr);
 }
 
 /* Sends a packet whose addresses may have been rewritten on its way: into a local pod, or
  * toward the next hop. */
-static __always_inline int nodenet_deliver(struct __sk_buff *skb)
+static __always_inline int nodenet_deliver(struct __sk_buff *skb, const struct nodenet_config *cfg)
 {
 	struct iphdr *ip;
-	struct nodenet_endpoint *dst = nodenet_local_destination(skb, &ip);
+	struct nodenet_endpoint *dst = nodenet_local_destination(skb, cfg, &ip);
 	if (!ip)
 		return TC_ACT_OK;
 	if (dst)
@@ -82,10 +81,10 @@ static __always_inline int nodenet_drop(struct __sk_buff *skb, __u8 verdict)
 
 /* A translation's result as a TC verdict: the packet delivered when it was translated, dropped
  * on an error, NODENET_PASS when it is unchanged (its packet pointers are stale all the same). */
-static __always_inline int nodenet_deliver_translated(struct __sk_buff *skb, int rc)
+static __always_inline int nodenet_deliver_translated(struct __sk_buff *skb, const struct nodenet_config *cfg, int rc)
 {
 	if (rc == NODENET_TRANSLATED)
-		return nodenet_deliver(skb);
+		return nodenet_deliver(skb, cfg);
 	if (rc == NODENET_ERROR)
 		return TC_ACT_SHOT;
 	return NODENET_PASS;

@@ -6,6 +6,7 @@
 #define NODENET_BPF_SERVICES_H
 
 #include "common.h"
+#include "endpoints.h"
 #include "lb.h"
 #include "conntrack.h"
 #include "nat.h"
@@ -111,12 +112,6 @@ static __always_inline int nodenet_reverse_service(struct __sk_buff *skb, struct
 	if (nodenet_rewrite(skb, f, 1, address, port) < 0)
 		return NODENET_ERROR;
 	return NODENET_TRANSLATED;
-}
-
-/* Whether `address` is in this node's pod CIDR (every local pod is; none set: any address). */
-static __always_inline int nodenet_in_pod_cidr(const struct nodenet_config *cfg, __u32 address)
-{
-	return (address & cfg->pod_mask) == cfg->pod_cidr;
 }
 
 /* Whether `address` is on this node: in its pod CIDR or its own. */
