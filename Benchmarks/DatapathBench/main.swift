@@ -59,7 +59,9 @@ let usage = """
 func parseOptions() throws -> Options {
     var o = Options()
     var args = BenchArguments()
+    var given: Set<String> = []
     while let arg = args.next() {
+        given.insert(arg)
         switch arg {
         case "--seconds": o.seconds = args.int(in: 1...30, default: -1)
         case "--rounds", "--repeat": o.rounds = args.int(in: 0...20, default: -1)
@@ -75,6 +77,10 @@ func parseOptions() throws -> Options {
         default: throw BadUsage()
         }
         if o.seconds < 0 || o.rounds < 0 || o.calls < 0 { throw BadUsage() }
+    }
+    // Options of one mode are not taken silently by the other.
+    if o.loop ? (o.onlyNodePort || given.contains("--seconds")) : (o.otherObjects != nil || given.contains("--calls")) {
+        throw BadUsage()
     }
     return o
 }

@@ -138,6 +138,7 @@ import Testing
                 if observed.backends[id] == nil && observed.backends.count == capacity { return false }
                 if id == 0 || Int(id) >= 2 * capacity { return false }
                 observed.backends[id] = backend
+                observed.malformed.removeAll { $0.array == .backends && $0.id == id }
             case .deleteBackend(let id, _):
                 observed.backends[id] = nil
             case .putFrontend(let key, let entry, _, _):
@@ -149,11 +150,14 @@ import Testing
                 observed.slots[key] = Dictionary(
                     uniqueKeysWithValues: entry.backendIDs.enumerated().map { (UInt16($0.offset + 1), $0.element) })
                 observed.revnat[entry.id] = key
+                observed.malformed.removeAll { $0.array == .revnat && $0.id == entry.id }
             case .deleteFrontend(let key, _):
                 entries -= (observed.masters[key] == nil ? 0 : 1) + (observed.slots[key]?.count ?? 0)
                 (observed.masters[key], observed.slots[key]) = (nil, nil)
             case .deleteRevNat(let id, _):
                 observed.revnat[id] = nil
+            case .clearMalformed(let entry):
+                observed.malformed.removeAll { $0 == entry }
             default:
                 continue
             }
@@ -521,14 +525,14 @@ import Testing
             if case .clearMalformed(let e)? = $0.change.service { e } else { nil }
         }
         #expect(cleared.map(\.id) == [900, 901])
-        // Once cleared (and the rest written), nothing is left to do.
-        var after = Self.converged
-        after.services.malformed = []
-        #expect(
-            Planner.plan(
-                desired: desired, observed: after, ledger: nil, nativeDevice: "eth0", datapath: .bpf,
-                attachModes: .clsact
-            ).changes.filter { $0.kind == .service }.isEmpty)
+        // The plan carried out (as the kernel would): no malformed entry is left, and nothing
+        // is left to do.
+        var after = observed
+        #expect(Self.fits(plan, &after.services, capacity: Int(ServiceMapCapacity.default.entries)))
+        #expect(after.services.malformed.isEmpty, "cleared, or written over: \(after.services.malformed)")
+        let again = Planner.plan(
+            desired: desired, observed: after, ledger: nil, nativeDevice: "eth0", datapath: .bpf, attachModes: .clsact)
+        #expect(again.changes.filter { $0.kind == .service }.map(\.description) == [])
     }
 
     @Test func anOlderBuildsSocketLinkBesideTheCurrentOneIsRemoved() {

@@ -32,7 +32,9 @@ static __always_inline int nodenet_in_pod_cidr(const struct nodenet_config *cfg,
 }
 
 /* The local pod at `address` (network order), 0 when there is none: looked up only inside
- * the pod CIDR (the destinations of traffic leaving the node need no lookup). */
+ * the pod CIDR (the destinations of traffic leaving the node need no lookup). The settings'
+ * pod CIDR and the endpoints agree once an apply is done; while a node's podCIDR is changed
+ * in place, a pod outside the CIDR the settings already say is routed, not delivered. */
 static __always_inline struct nodenet_endpoint *nodenet_local_endpoint(const struct nodenet_config *cfg, __u32 address)
 {
 	if (!nodenet_in_pod_cidr(cfg, address))

@@ -198,7 +198,7 @@ final class ServiceExecutor: ChangeExecutor {
             case .revnat(let id, _): "restoring frontend id \(id)"
             case .sourceRange(let range, _): "restoring source range \(range)"
             case .maglev(let id, _, _): "restoring the Maglev table of frontend \(id)"
-            case .malformed(let entry): "restoring \(entry)"
+            case .malformed(let entry): "restoring the malformed entry of \(entry.subject)"
             }
         }
     }

@@ -442,3 +442,38 @@ extension ServiceMaps.Batch {
         return all.filter { $0.count > 0 }
     }
 }
+
+/// An entry of the backends or reverse-NAT array (8 bytes by id) that is not zeros and decodes
+/// to nothing: a protocol of 0 (none to the datapath) or one nodenet never writes. Only
+/// something else writing the maps makes one; left in place it would stay for good (no plan
+/// names it), and every verification would decode the maps instead of comparing them.
+public struct MalformedArrayEntry: Sendable, Hashable, CustomStringConvertible {
+    public enum Array: String, Sendable { case backends, revnat }
+    public var array: Array
+    public var id: UInt32
+    /// Its bytes as found, in memory order (what undo puts back).
+    public var bytes: UInt64
+
+    public init(_ array: Array, id: UInt32, bytes: UInt64) {
+        (self.array, self.id, self.bytes) = (array, id, bytes)
+    }
+
+    init<Value: BitwiseCopyable>(_ array: Array, id: UInt32, _ value: Value) {
+        precondition(MemoryLayout<Value>.size == 8, "the arrays' values are 8 bytes")
+        self.init(array, id: id, bytes: withUnsafeBytes(of: value) { $0.loadUnaligned(as: UInt64.self) })
+    }
+
+    /// `backend 7`, `frontend id 7`: the entry as the plan names it.
+    public var subject: String { array == .backends ? "backend \(id)" : "frontend id \(id)" }
+
+    /// `bytes 00 00 00 00 00 00 09 00` (in memory order).
+    public var found: String {
+        "bytes "
+            + (0..<8).map { i in
+                let byte = UInt8(truncatingIfNeeded: UInt64(littleEndian: bytes) >> (8 * i))
+                return (byte < 16 ? "0" : "") + String(byte, radix: 16)
+            }.joined(separator: " ")
+    }
+
+    public var description: String { "\(array.rawValue)[\(id)]: \(found)" }
+}
