@@ -92,21 +92,11 @@ func checksum(_ bytes: [UInt8]) -> UInt16 {
 /// The source and destination of a frame of an IPv4 TCP segment.
 func flowEnds(_ frame: [UInt8]) -> (source: FlowEnd, destination: FlowEnd)? {
     guard frame.count >= 14 + 20 + 4, frame[12] == 0x08, frame[13] == 0x00, frame[14] == 0x45 else { return nil }
-    func address(_ at: Int) -> IPAddress {
-        IPAddress(
-            ipv4: UInt32(frame[at]) << 24 | UInt32(frame[at + 1]) << 16 | UInt32(frame[at + 2]) << 8
-                | UInt32(frame[at + 3]))
-    }
     func port(_ at: Int) -> UInt16 { UInt16(frame[at]) << 8 | UInt16(frame[at + 1]) }
-    return (FlowEnd(address: address(26), port: port(34)), FlowEnd(address: address(30), port: port(36)))
-}
-
-extension IPAddress {
-    /// An IPv4 address's four bytes, in network order.
-    fileprivate var bytes: [UInt8] {
-        let v = ipv4Value!
-        return [UInt8(v >> 24), UInt8(v >> 16 & 0xFF), UInt8(v >> 8 & 0xFF), UInt8(v & 0xFF)]
-    }
+    return (
+        FlowEnd(address: IPAddress(bytes: frame[26..<30])!, port: port(34)),
+        FlowEnd(address: IPAddress(bytes: frame[30..<34])!, port: port(36))
+    )
 }
 
 /// Another build's program of `kind`, loaded from `directory` on the maps pinned in `layout`

@@ -19,6 +19,19 @@ struct DatapathTests {
 
     static func key(_ ip: IPAddress) -> nodenet_endpoint_key { nodenet_endpoint_key(ip: ip.ipv4Value!.bigEndian) }
 
+    /// An Ethernet frame of an ICMP echo request (IP header checksum left 0) from `source` to
+    /// 10.0.2.204, the second test pod, whose header claims `ihl` 32-bit words.
+    static func echo(
+        to destination: MACAddress, from sender: MACAddress, ihl: UInt8 = 5, source: [UInt8] = [10, 0, 2, 32]
+    )
+        -> [UInt8]
+    {
+        var f = destination.bytes + sender.bytes + [0x08, 0x00]
+        f += [0x40 | ihl, 0, 0, 40, 0, 1, 0, 0, 64, 1, 0, 0] + source + [10, 0, 2, 204]
+        f += [8, 0, 0xf7, 0xff] + [UInt8](repeating: 0, count: 16)  // ICMP echo, checksum of zeros
+        return f
+    }
+
     /// Loaded without a pin root: nothing is pinned anywhere.
     static func loaded() throws -> BPFObject {
         let object = try BPFObject(embedded: "bpf_lxc")
@@ -251,12 +264,7 @@ extension DatapathTests {
             let lxc = try #require(
                 try NetlinkSocket(namespace: t.namespace).link(named: NodeNetNames.endpointDevice(for: spec.pods[0])))
             let eth0 = try #require(try NetlinkSocket(namespace: .named(t.pods[0])).link(named: "eth0"))
-            func frame(ihl: UInt8) -> [UInt8] {
-                var f = lxc.address!.bytes + eth0.address!.bytes + [0x08, 0x00]
-                f += [0x40 | ihl, 0, 0, 40, 0, 1, 0, 0, 64, 1, 0, 0, 10, 0, 2, 32, 10, 0, 2, 204]
-                f += [8, 0, 0xf7, 0xff] + [UInt8](repeating: 0, count: 16)  // ICMP echo, checksum of zeros
-                return f
-            }
+            func frame(ihl: UInt8) -> [UInt8] { Self.echo(to: lxc.address!, from: eth0.address!, ihl: ihl) }
             func send(_ bytes: [UInt8]) throws {
                 try NetworkNamespace.run(in: .named(t.pods[0])) {
                     let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue), 0)
@@ -306,10 +314,7 @@ extension DatapathTests {
             let program = try BPFProgramHandle(
                 id: try BPFProgramInfo(fd: try object.programFD(named: "nodenet_from_container")).id)
             func frame(from source: [UInt8]) -> [UInt8] {
-                var f = lxc.address!.bytes + eth0.address!.bytes + [0x08, 0x00]
-                f += [0x45, 0, 0, 40, 0, 1, 0, 0, 64, 1, 0, 0] + source + [10, 0, 2, 204]
-                f += [8, 0, 0xf7, 0xff] + [UInt8](repeating: 0, count: 16)  // ICMP echo
-                return f
+                Self.echo(to: lxc.address!, from: eth0.address!, source: source)
             }
             func run(_ packet: [UInt8]) throws -> BPFTestRun {
                 try NetworkNamespace.run(in: t.namespace) {

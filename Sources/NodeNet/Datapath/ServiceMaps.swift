@@ -469,10 +469,8 @@ public struct MalformedArrayEntry: Sendable, Hashable, CustomStringConvertible {
     /// `bytes 00 00 00 00 00 00 09 00` (in memory order).
     public var found: String {
         "bytes "
-            + (0..<8).map { i in
-                let byte = UInt8(truncatingIfNeeded: UInt64(littleEndian: bytes) >> (8 * i))
-                return (byte < 16 ? "0" : "") + String(byte, radix: 16)
-            }.joined(separator: " ")
+            + withUnsafeBytes(of: bytes) { $0.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) } }.joined(
+                separator: " ")
     }
 
     public var description: String { "\(array.rawValue)[\(id)]: \(found)" }

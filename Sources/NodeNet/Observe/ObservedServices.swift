@@ -88,27 +88,29 @@ public struct ObservedServices: Sendable, Equatable {
         }
         // Arrays by id: an entry of zeros is none.
         if let map = try BPFMappedArray<nodenet_backend>.pinned(at: layout.path(.backends), writable: false) {
-            let ids = map.nonZeroIndices()
-            self.backends.reserveCapacity(ids.count)
-            for id in ids {
-                if let backend = BackendAddress(map[id]) {
-                    self.backends[UInt32(id)] = backend
-                } else {
-                    malformed.append(MalformedArrayEntry(.backends, id: UInt32(id), map[id]))
-                }
-            }
+            self.backends = decode(map, .backends, BackendAddress.init)
         }
         if let map = try BPFMappedArray<nodenet_revnat>.pinned(at: layout.path(.revnat), writable: false) {
-            let ids = map.nonZeroIndices()
-            self.revnat.reserveCapacity(ids.count)
-            for id in ids {
-                if let key = FrontendKey(map[id]) {
-                    self.revnat[UInt32(id)] = key
-                } else {
-                    malformed.append(MalformedArrayEntry(.revnat, id: UInt32(id), map[id]))
-                }
+            self.revnat = decode(map, .revnat, FrontendKey.init)
+        }
+    }
+
+    /// An array's entries that are not zeros, decoded by id; those that decode to nothing are
+    /// noted as malformed.
+    private mutating func decode<Value, Decoded>(
+        _ map: BPFMappedArray<Value>, _ array: MalformedArrayEntry.Array, _ decode: (Value) -> Decoded?
+    ) -> [UInt32: Decoded] {
+        let ids = map.nonZeroIndices()
+        var decoded: [UInt32: Decoded] = [:]
+        decoded.reserveCapacity(ids.count)
+        for id in ids {
+            if let value = decode(map[id]) {
+                decoded[UInt32(id)] = value
+            } else {
+                malformed.append(MalformedArrayEntry(array, id: UInt32(id), map[id]))
             }
         }
+        return decoded
     }
 
     /// The nodes, source ranges, Maglev index and settings maps, decoded.
