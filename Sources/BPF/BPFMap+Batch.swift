@@ -17,22 +17,37 @@ extension BPFMap {
     /// out of each batch whole (a caller reading tens of thousands of entries walks them
     /// with its own types, instead of this generic code touching each one).
     public func contents(batchSize: Int = 4096) throws -> (keys: [Key], values: [Value]) {
-        guard !perCPU else { throw BPFError(EINVAL, "map \(name) is per-CPU: use sum(_:)") }
         var (resultKeys, resultValues): ([Key], [Value]) = ([], [])
+        try forEachBatch(batchSize: batchSize) { keys, values in
+            resultKeys.append(contentsOf: keys)
+            resultValues.append(contentsOf: values)
+            return true
+        }
+        return (resultKeys, resultValues)
+    }
+
+    /// Every entry, a batch at a time: `body` gets the batch's keys and values (`keys[i]` holds
+    /// `values[i]`) where the kernel left them, valid during the call only, and returns false to
+    /// read no further. A caller that only checks the entries copies none (hundreds of
+    /// thousands of entries copied out first cost more than the check). Where the kernel has no
+    /// batch lookup for the map type, the walked entries are one batch.
+    public func forEachBatch(
+        batchSize: Int = 4096, _ body: (UnsafeBufferPointer<Key>, UnsafeBufferPointer<Value>) throws -> Bool
+    ) throws {
+        guard !perCPU else { throw BPFError(EINVAL, "map \(name) is per-CPU: use sum(_:)") }
         let read = try BPFMapInfo.lookupBatches(
             fd, keySize: MemoryLayout<Key>.stride, valueSize: MemoryLayout<Value>.stride, batch: batchSize,
             what: "reading map \(name)"
         ) { keys, values, count in
-            resultKeys.append(
-                contentsOf: UnsafeBufferPointer(start: keys.assumingMemoryBound(to: Key.self), count: count))
-            resultValues.append(
-                contentsOf: UnsafeBufferPointer(start: values.assumingMemoryBound(to: Value.self), count: count))
+            try body(
+                UnsafeBufferPointer(start: keys.assumingMemoryBound(to: Key.self), count: count),
+                UnsafeBufferPointer(start: values.assumingMemoryBound(to: Value.self), count: count))
         }
-        guard read else {
+        if !read {
             let walked = try walk()
-            return (walked.map(\.key), walked.map(\.value))
+            let (keys, values) = (walked.map(\.key), walked.map(\.value))
+            _ = try keys.withUnsafeBufferPointer { k in try values.withUnsafeBufferPointer { v in try body(k, v) } }
         }
-        return (resultKeys, resultValues)
     }
 
     /// Errors meaning "no batch operation here" (the kernel's internal ENOTSUPP is 524).

@@ -198,16 +198,19 @@ extension BPFMapInfo {
         let read = try lookupBatches(
             fd, keySize: Int(info.keySize), valueSize: Int(info.valueSize), batch: 4096,
             what: "counting the entries of \(path)"
-        ) { _, _, count in total += count }
+        ) { _, _, count in
+            total += count
+            return true
+        }
         return read ? total : nil
     }
 
     /// Reads a map's entries in batches of `batch` (BPF_MAP_LOOKUP_BATCH), handing each to
-    /// `body` as raw keys, values and their count. False, before any batch, where the kernel
-    /// has no batch lookup for the map's type.
+    /// `body` as raw keys, values and their count; `body` returns false to read no further.
+    /// False, before any batch, where the kernel has no batch lookup for the map's type.
     static func lookupBatches(
         _ fd: Int32, keySize: Int, valueSize: Int, batch: Int, what: @autoclosure () -> String,
-        _ body: (UnsafeRawPointer, UnsafeRawPointer, Int) throws -> Void
+        _ body: (UnsafeRawPointer, UnsafeRawPointer, Int) throws -> Bool
     ) throws -> Bool {
         let keys = UnsafeMutableRawPointer.allocate(byteCount: batch * keySize, alignment: 8)
         let values = UnsafeMutableRawPointer.allocate(byteCount: batch * valueSize, alignment: 8)
@@ -226,7 +229,7 @@ extension BPFMapInfo {
                 if first && BPFMap<UInt8, UInt8>.unsupported(error) { return false }
                 throw BPFError(error, what())
             }
-            try body(keys, values, Int(count))
+            guard try body(keys, values, Int(count)) else { return true }
             if rc != 0 { return true }  // ENOENT: that was the last batch
             inBatch.copyMemory(from: outBatch, byteCount: cursorSize)
             first = false

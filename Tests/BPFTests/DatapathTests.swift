@@ -134,6 +134,42 @@ struct DatapathTests {
         #expect(throws: BPFError.self) { try counters.lookup(0) }
     }
 
+    @Test func aMapIsReadBatchByBatchUntilTheReaderStops() throws {
+        let object = try Self.loaded()  // (its maps close with it)
+        defer { withExtendedLifetime(object) {} }
+        let map = try object.map(
+            named: "nodenet_endpoints", key: nodenet_endpoint_key.self, value: nodenet_endpoint.self)
+        let written = (1...2_500).map { UInt32($0) }
+        for i in written {
+            try map.update(nodenet_endpoint_key(ip: (0x0A00_0000 | i).bigEndian), Self.endpoint(ifindex: i))
+        }
+        // Every entry once, in batches of at most the size asked for, each key with its value.
+        var batches: [Int] = []
+        var read: [UInt32: UInt32] = [:]
+        try map.forEachBatch(batchSize: 1_000) { keys, values in
+            batches.append(keys.count)
+            for (k, v) in zip(keys, values) { read[UInt32(bigEndian: k.ip) & 0xFFFF] = v.ifindex }
+            return true
+        }
+        #expect(batches.allSatisfy { $0 <= 1_000 } && batches.count >= 3, "\(batches)")
+        #expect(read == Dictionary(uniqueKeysWithValues: written.map { ($0, $0) }))
+        // A reader that stops after the first batch reads no other.
+        var calls = 0
+        try map.forEachBatch(batchSize: 1_000) { _, _ in
+            calls += 1
+            return false
+        }
+        #expect(calls == 1)
+        let (keys, values) = try map.contents(batchSize: 1_000)
+        #expect(
+            keys.count == written.count
+                && zip(keys, values).allSatisfy { UInt32(bigEndian: $0.ip) & 0xFFFF == $1.ifindex })
+    }
+
+    static func endpoint(ifindex: UInt32) -> nodenet_endpoint {
+        nodenet_endpoint(ifindex: ifindex, host_mac: (0, 0, 0, 0, 0, 0), pod_mac: (0, 0, 0, 0, 0, 0), flags: 0)
+    }
+
     @Test func aPinnedMapIsOpenedOnlyWithItsOwnLayout() throws {
         let root = "/sys/fs/bpf/\(TestNames.unique("layout"))"
         try BPFFS.prepare(root)

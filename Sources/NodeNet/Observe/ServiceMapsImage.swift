@@ -24,11 +24,11 @@ struct ServiceMapsImage: Sendable, Equatable {
     /// taken to hold it).
     private let complete: Bool
     private let frontends: [DesiredFrontend]
-    /// Per frontend (in `frontends`' order) what its entries are as apply writes them, in one
-    /// record without references, and its backends' ids one after the other: the check reads
-    /// them for every entry of the maps, in the maps' order (memory latency is its cost).
-    private let records: [FrontendRecord]
-    /// Each frontend's place in `frontends`, by id (-1: none) and by key.
+    /// Per frontend (in `frontends`' order) its reverse-NAT value as apply writes it.
+    private let revnats: [nodenet_revnat]
+    /// Each frontend's place in `frontends` by id (-1: none), and its services-map entries by
+    /// key: the check reads them for every entry of the maps, in the maps' order (memory
+    /// latency is its cost).
     private let frontendByID: [Int32]
     private let frontendByKey: FrontendIndex
     /// Each backend's value by id (zero: none; every backend's protocol is nonzero).
@@ -110,19 +110,10 @@ struct ServiceMapsImage: Sendable, Equatable {
             }
         }
         self.complete = complete && referencedCount == backendIDs.count
-        records = zip(frontends.indices, ids).map { i, id in
-            let frontend = frontends[i]
-            let slots = slotStarts[i]..<slotStarts[i + 1]
-            let master = FrontendMaster(
-                count: UInt16(truncatingIfNeeded: slots.count), id: id, flags: frontend.flags,
-                affinityTimeout: frontend.affinityTimeout ?? 0
-            ).mapValue
-            return FrontendRecord(
-                key: frontend.key.mapKey(slot: 0), master: master, revnat: frontend.key.revnat, slots: slots)
-        }
+        revnats = frontends.map(\.key.revnat)
         self.frontendByID = frontendByID
         self.backendByID = backendByID
-        frontendByKey = FrontendIndex(frontends)
+        frontendByKey = FrontendIndex(frontends, ids: ids, slotStarts: slotStarts)
         serviceEntries = frontends.count + slotIDs.count
     }
 
@@ -139,7 +130,7 @@ struct ServiceMapsImage: Sendable, Equatable {
         guard ids.count == frontends.count else { return false }
         for id in ids {
             guard id < frontendByID.count, case let i = frontendByID[id], i >= 0,
-                Self.same(records[Int(i)].revnat, map[id])
+                Self.same(revnats[Int(i)], map[id])
             else { return false }
         }
         return true
@@ -157,27 +148,24 @@ struct ServiceMapsImage: Sendable, Equatable {
         return true
     }
 
-    /// Every frontend's slot 0 and backend slots, key and value as apply writes them.
+    /// Every frontend's slot 0 and backend slots, key and value as apply writes them, read a
+    /// batch at a time where the kernel leaves them (none copied out).
     private func servicesAreHeld(_ map: BPFMap<nodenet_service_key, nodenet_service>) throws -> Bool {
-        let (keys, values) = try map.contents()
-        guard keys.count == serviceEntries else { return false }
-        for (k, v) in zip(keys, values) {
-            guard let i = frontendByKey.index(of: k) else { return false }
-            let record = records[i]
-            var key = record.key  // slot 0's, as apply writes it
-            key.slot = k.slot
-            guard Self.same(key, k) else { return false }
-            let want: nodenet_service
-            if k.slot == 0 {
-                want = record.master
-            } else {
-                let slot = record.slots.lowerBound + UInt32(k.slot) - 1
-                guard slot < record.slots.upperBound else { return false }
-                want = slotValue(slotIDs[Int(slot)])
-            }
-            guard Self.same(want, v) else { return false }
+        var (entries, held) = (0, true)
+        try map.forEachBatch { keys, values in
+            entries += keys.count
+            held = entries <= serviceEntries && zip(keys, values).allSatisfy(isHeld)
+            return held
         }
-        return true
+        return held && entries == serviceEntries
+    }
+
+    /// Whether a services-map entry is one of the image's (padding zero, as apply writes it).
+    private func isHeld(_ key: nodenet_service_key, _ value: nodenet_service) -> Bool {
+        guard key.pad == 0, key.pad2 == 0, let frontend = frontendByKey.entries(of: key) else { return false }
+        if key.slot == 0 { return Self.same(frontend.master, value) }
+        let slot = frontend.slots.lowerBound + UInt32(key.slot) - 1
+        return slot < frontend.slots.upperBound && Self.same(slotValue(slotIDs[Int(slot)]), value)
     }
 
     /// Whether two map keys or values are the same bytes (padding included: apply writes zeros).
@@ -195,49 +183,54 @@ struct ServiceMapsImage: Sendable, Equatable {
     }
 }
 
-/// A frontend's entries as apply writes them: its services-map key (slot 0's), slot 0, its
-/// reverse-NAT value, and where its backends' ids are in the image's `slotIDs`.
-private struct FrontendRecord: Sendable {
-    var key: nodenet_service_key
-    var master: nodenet_service
-    var revnat: nodenet_revnat
-    var slots: Range<UInt32>
-}
-
-/// Frontends' places in a list by their IPv4 address, port and protocol (a services-map key
-/// without its slot): open addressing over one word each, a probe or two per lookup where a
-/// dictionary of `FrontendKey`s took several cache misses.
+/// Frontends' services-map entries by their IPv4 address, port and protocol (a services-map
+/// key without its slot): open addressing over one word each, the entries beside the word, so
+/// that an entry of the map costs a probe or two and the read of its backend's id (a dictionary
+/// of `FrontendKey`s took several cache misses, a separate table of places one more).
 private struct FrontendIndex: Sendable {
-    /// (key word, place) pairs; place -1: empty.
-    private var table: [(word: UInt64, place: Int32)]
+    /// A frontend's entries: slot 0's value as apply writes it and where its backends' ids are
+    /// in the image's `slotIDs` (slot `n` is `slots.lowerBound + n - 1`).
+    struct Entries {
+        var word: UInt64  // 0: empty (every frontend's protocol is nonzero)
+        var master: nodenet_service
+        var slots: Range<UInt32>
+    }
+    private var table: [Entries]
     private let shift: UInt64
     /// Frontends indexed (a key given twice counts once).
     private(set) var count = 0
 
-    init(_ frontends: [DesiredFrontend]) {
+    /// `ids`: each frontend's id (in `frontends`' order); `slotStarts`: where each one's
+    /// backends' ids start.
+    init(_ frontends: [DesiredFrontend], ids: [FrontendID], slotStarts: [UInt32]) {
         var bits: UInt64 = 4
         while 1 << bits < 2 * max(frontends.count, 1) { bits += 1 }
         shift = 64 - bits
-        table = Array(repeating: (0, -1), count: 1 << bits)
-        for (i, frontend) in frontends.enumerated() {
+        table = Array(repeating: Entries(word: 0, master: nodenet_service(), slots: 0..<0), count: 1 << bits)
+        for (i, id) in ids.enumerated() {
+            let frontend = frontends[i]
             guard let word = Self.word(frontend.key) else { continue }
-            var slot = self.slot(word)
-            while table[slot].place >= 0 && table[slot].word != word { slot = (slot + 1) & (table.count - 1) }
-            if table[slot].place < 0 {
-                table[slot] = (word, Int32(i))
-                count += 1
-            }
+            var place = self.place(word)
+            while table[place].word != 0 && table[place].word != word { place = (place + 1) & (table.count - 1) }
+            guard table[place].word == 0 else { continue }
+            let slots = slotStarts[i]..<slotStarts[i + 1]
+            let master = FrontendMaster(
+                count: UInt16(truncatingIfNeeded: slots.count), id: id, flags: frontend.flags,
+                affinityTimeout: frontend.affinityTimeout ?? 0)
+            table[place] = Entries(word: word, master: master.mapValue, slots: slots)
+            count += 1
         }
     }
 
-    /// The place of the frontend a services-map key belongs to.
-    func index(of key: nodenet_service_key) -> Int? {
+    /// The entries of the frontend a services-map key belongs to.
+    func entries(of key: nodenet_service_key) -> Entries? {
         let word =
             UInt64(UInt32(bigEndian: key.address)) << 32 | UInt64(UInt16(bigEndian: key.port)) << 8 | UInt64(key.proto)
-        var slot = self.slot(word)
-        while table[slot].place >= 0 {
-            if table[slot].word == word { return Int(table[slot].place) }
-            slot = (slot + 1) & (table.count - 1)
+        guard word != 0 else { return nil }
+        var place = self.place(word)
+        while table[place].word != 0 {
+            if table[place].word == word { return table[place] }
+            place = (place + 1) & (table.count - 1)
         }
         return nil
     }
@@ -247,5 +240,5 @@ private struct FrontendIndex: Sendable {
         return UInt64(address) << 32 | UInt64(key.port) << 8 | UInt64(key.protocol.ipProtocol)
     }
 
-    private func slot(_ word: UInt64) -> Int { Int((word &* 0x9E37_79B9_7F4A_7C15) >> shift) }
+    private func place(_ word: UInt64) -> Int { Int((word &* 0x9E37_79B9_7F4A_7C15) >> shift) }
 }
