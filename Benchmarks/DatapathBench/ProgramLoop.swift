@@ -132,8 +132,8 @@ func programLoop(tag: String, calls: Int, rounds: Int, json: Bool, otherObjects:
     let n1 = c.namespace(ofNode: "n1")
     let layout = BPFFSLayout(directory: c.bpffsDirectory(ofNode: "n1"))
     var byKind: [DatapathProgram: BPFProgramHandle] = [:]
-    for (kind, handle) in try programs([layout.directory], namespaces: [n1]) {
-        if let program = DatapathProgram(rawValue: kind), byKind[program] == nil { byKind[program] = handle }
+    for p in try LabPrograms.attached(bpffsDirectories: [layout.directory], namespaces: [n1]) {
+        if let program = DatapathProgram(rawValue: p.kind), byKind[program] == nil { byKind[program] = p.handle }
     }
     var otherByKind: [DatapathProgram: BPFProgramHandle] = [:]
     if let otherObjects {

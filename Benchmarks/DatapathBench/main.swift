@@ -280,45 +280,6 @@ struct Path {
     var iperfPort = 5201, echoPort: UInt16 = 7777
 }
 
-/// The programs of the BPF lab's nodes, by kind (from-container, from-netdev): those of their
-/// tcx links, and those of their cls_bpf filters (`attachMode: auto` attaches from-container so).
-func programs(_ directories: [String], namespaces: [String]) throws -> [(kind: String, handle: BPFProgramHandle)] {
-    var result: [(String, BPFProgramHandle)] = []
-    for namespace in namespaces {
-        let node = try NetlinkSocket(namespace: .named(namespace))
-        for link in try node.links() {
-            for filter in try node.filters(interfaceIndex: link.index, direction: .ingress) {
-                guard let bpf = filter.bpf, let name = bpf.name, let id = bpf.programID,
-                    let program = DatapathProgram(filterName: name)
-                else { continue }
-                result.append((program.rawValue, try BPFProgramHandle(id: id)))
-            }
-        }
-    }
-    for directory in directories {
-        let layout = BPFFSLayout(directory: directory)
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: layout.tcxLinkDirectory)) ?? []
-        for name in names.sorted() {
-            guard let link = try BPFPin.open(layout.tcxLinkPath(name)) else { continue }
-            let info = try BPFLinkInfo(fd: link.fd, what: name)
-            result.append((String(name.prefix { $0 != "@" }), try BPFProgramHandle(id: info.programID)))
-        }
-    }
-    return result
-}
-
-func stats(_ programs: [(kind: String, handle: BPFProgramHandle)]) throws -> [String: BPFProgramStats] {
-    var sums: [String: BPFProgramStats] = [:]
-    for p in programs {
-        let s = try BPFProgramStats(fd: p.handle.fd)
-        var sum = sums[p.kind] ?? BPFProgramStats(runTimeNanoseconds: 0, runCount: 0)
-        sum.runTimeNanoseconds += s.runTimeNanoseconds
-        sum.runCount += s.runCount
-        sums[p.kind] = sum
-    }
-    return sums
-}
-
 struct Output: Encodable {
     struct PathResult: Encodable {
         var path: String
@@ -536,21 +497,11 @@ runBenchmark("datapath-bench", usage: usage) {
         }
     }
     // Program costs, statistics on for this phase only.
-    do {
-        let statistics = try BPFStatistics()
-        defer { withExtendedLifetime(statistics) {} }
-        for i in measured where paths[i].bpf != nil {
-            let bpfPrograms = try programs(paths[i].bpf!.directories, namespaces: paths[i].bpf!.namespaces)
-            for metric in [Metric.rr, .crr] {
-                let before = try stats(bpfPrograms)
-                _ = try measure(metric, paths[i])
-                for (kind, after) in try stats(bpfPrograms) {
-                    let b = before[kind] ?? BPFProgramStats(runTimeNanoseconds: 0, runCount: 0)
-                    cost[i][metric, default: [:]][kind] = BPFProgramStats(
-                        runTimeNanoseconds: after.runTimeNanoseconds - b.runTimeNanoseconds,
-                        runCount: after.runCount - b.runCount)
-                }
-            }
+    for i in measured where paths[i].bpf != nil {
+        let bpfPrograms = try LabPrograms.attached(
+            bpffsDirectories: paths[i].bpf!.directories, namespaces: paths[i].bpf!.namespaces)
+        for metric in [Metric.rr, .crr] {
+            cost[i][metric] = try LabPrograms.costs(of: bpfPrograms) { _ = try measure(metric, paths[i]) }
         }
     }
     /// In-round ratios of path x over path y (empty when either was not measured).

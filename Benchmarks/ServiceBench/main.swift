@@ -30,7 +30,10 @@ import BPF
 //
 // Data path: connection setup from the client pod to the measured ClusterIP: new TCP
 // connection, one HTTP GET, read to EOF, close (with RST, see oneRequest); as many as fit in S seconds, one at a time.
-// Reported: connections/s and the median and p99 latency of those connections.
+// Reported: connections/s and the median and p99 latency of those connections; then, in a
+// second of connections of its own with the kernel's run-time statistics on (issue 15), what
+// n1's programs cost on them: the socket hooks per connection or socket (`connect4`,
+// `release`), the tc programs per packet.
 // - nodenet: lab in BPF mode, socket LB on n1's lab cgroup.
 // - iptables: a second lab in kernel datapath mode (no services in nodenet, no socket LB)
 //   with the kube-proxy ruleset in n1's namespace: pod traffic is routed through n1, so nat
@@ -469,6 +472,62 @@ struct SizeResult: Encodable {
     /// Conntrack entries to the measured ClusterIP in n1 after the runs (iptables: > 0, the
     /// DNAT works in the namespace; nodenet: 0, socket LB translates before any packet).
     var iptablesConntrackEntries: Int?, nodenetConntrackEntries: Int?
+    /// What n1's programs cost on these connections, by kind (medians over the runs).
+    var nodenetPrograms: [String: ProgramCost]
+}
+
+/// A program's run time on the client's node while the client connects to the service: the
+/// socket hooks run per connection (`connect4`) or socket (`release`), the tc programs per
+/// packet. Measured in a second of connections of its own after the latency run, with the
+/// kernel's run-time statistics on for it alone (they cost every program a little).
+struct ProgramCost: Encodable {
+    var nanosecondsPerRun: Double
+    var runsPerConnection: Double
+
+    /// Per kind, the medians over the runs of those that ran.
+    static func medians(_ runs: [(costs: [String: BPFProgramStats], connections: Int)]) -> [String: ProgramCost] {
+        let kinds = Set(runs.flatMap { $0.costs.keys })
+        var result: [String: ProgramCost] = [:]
+        for kind in kinds {
+            let ran = runs.compactMap { run -> (Double, Double)? in
+                guard let c = run.costs[kind], c.runCount > 0, run.connections > 0 else { return nil }
+                return (Double(c.runTimeNanoseconds) / Double(c.runCount), Double(c.runCount) / Double(run.connections))
+            }
+            guard !ran.isEmpty else { continue }
+            result[kind] = ProgramCost(nanosecondsPerRun: median(ran.map(\.0)), runsPerConnection: median(ran.map(\.1)))
+        }
+        return result
+    }
+
+    static func print(_ sizes: [(services: Int, programs: [String: ProgramCost])]) {
+        Swift.print("")
+        Swift.print(
+            "n1's programs on those connections (ns per run, runs per connection; statistics on for a second of its own):"
+        )
+        for (n, programs) in sizes {
+            let kinds = programs.keys.sorted()
+            let list = kinds.map { k in
+                String(format: "%@ %.0f ns (%.1f)", k, programs[k]!.nanosecondsPerRun, programs[k]!.runsPerConnection)
+            }
+            Swift.print(
+                String(format: "%8d services: ", n) + (list.isEmpty ? "none ran" : list.joined(separator: ", ")))
+        }
+    }
+}
+
+/// A second of connections from the BPF lab's client pod to `target`, with the run-time
+/// statistics of node n1's programs (its tc programs and socket hooks) on for it alone.
+func programCosts(_ lab: LabCluster, target: IPAddress) throws -> (costs: [String: BPFProgramStats], connections: Int) {
+    let programs = try LabPrograms.attached(
+        bpffsDirectories: [lab.bpffsDirectory(ofNode: "n1")], namespaces: [lab.namespace(ofNode: "n1")])
+    var connections = 0
+    let costs = try LabPrograms.costs(of: programs) {
+        connections =
+            try client(
+                namespace: lab.namespace(ofPod: "c"), cgroup: lab.cgroupPath(ofNode: "n1"), address: target, seconds: 1
+            ).connections
+    }
+    return (costs, connections)
 }
 
 struct Output: Encodable {
@@ -483,13 +542,14 @@ struct NodenetOnlyResult: Encodable {
     var services: Int
     var addSeconds: [Double], removeSeconds: [Double], medianMicroseconds: [Double]
     var addMedian: Double, removeMedian: Double
+    var nodenetPrograms: [String: ProgramCost]
 }
 
-func reportNodenetOnly(_ options: Options, _ runs: [(Int, [Double], [Double], [ClientResult])]) {
-    let results = runs.map { n, add, remove, nn in
+func reportNodenetOnly(_ options: Options, _ runs: [(Int, [Double], [Double], [ClientResult], [String: ProgramCost])]) {
+    let results = runs.map { n, add, remove, nn, programs in
         NodenetOnlyResult(
             services: n, addSeconds: add, removeSeconds: remove, medianMicroseconds: nn.map(\.medianMicroseconds),
-            addMedian: median(add), removeMedian: median(remove))
+            addMedian: median(add), removeMedian: median(remove), nodenetPrograms: programs)
     }
     let targets = results.filter { [10_000, 100_000].contains($0.services) }.map { r in
         TargetVerdict(
@@ -510,6 +570,7 @@ func reportNodenetOnly(_ options: Options, _ runs: [(Int, [Double], [Double], [C
             String(format: "%8d services: add %.3f s", r.services, r.addMedian) + " (runs \(list(r.addSeconds))), "
                 + String(format: "remove %.3f s", r.removeMedian) + " (runs \(list(r.removeSeconds)))")
     }
+    ProgramCost.print(results.map { ($0.services, $0.nodenetPrograms) })
     printTargets(targets)
 }
 
@@ -634,6 +695,8 @@ do {
         var nn: [ClientResult] = [], ipt: [ClientResult] = []
         var changes = 0, rules = 0
         var ctIptables: Int?, ctNodenet: Int?
+        /// Per run, what n1's programs ran during a second of connections, and how many.
+        var programs: [(costs: [String: BPFProgramStats], connections: Int)] = []
     }
     var samples = [Samples](repeating: Samples(), count: options.sizes.count)
     // The same N services for every run: the spec, kube-proxy's rules and the target.
@@ -676,6 +739,7 @@ do {
                     namespace: bpfLab.namespace(ofPod: "c"), cgroup: bpfLab.cgroupPath(ofNode: "n1"), address: target,
                     seconds: options.seconds))
             samples[i].ctNodenet = conntrackEntries(to: target, namespace: bpfNode)
+            samples[i].programs.append(try programCosts(bpfLab, target: target))
             let remover = try NodeController(spec: empty, namespace: .named(bpfNode))
             var removed: ApplyReport?
             samples[i].remove.append(try seconds { removed = try remover.apply() })
@@ -696,7 +760,9 @@ do {
         }
     }
     if options.nodenetOnly {
-        reportNodenetOnly(options, zip(options.sizes, samples).map { ($0, $1.add, $1.remove, $1.nn) })
+        reportNodenetOnly(
+            options,
+            zip(options.sizes, samples).map { ($0, $1.add, $1.remove, $1.nn, ProgramCost.medians($1.programs)) })
         servers.forEach { $0.stop() }
         downLabs()
         exit(0)
@@ -717,7 +783,8 @@ do {
             iptablesRules: s.rules,
             nodenet: summary(s.nn), iptables: summary(s.ipt), nodenetAnswers: answers(s.nn),
             iptablesAnswers: answers(s.ipt),
-            iptablesConntrackEntries: s.ctIptables, nodenetConntrackEntries: s.ctNodenet)
+            iptablesConntrackEntries: s.ctIptables, nodenetConntrackEntries: s.ctNodenet,
+            nodenetPrograms: ProgramCost.medians(s.programs))
     }.map { r in
         var r = r
         r.programmingRatio = r.iptablesRestoreSeconds / r.nodenetAddSeconds
@@ -780,6 +847,7 @@ do {
                     + "\(r.iptablesConntrackEntries.map(String.init) ?? "?")/\(r.nodenetConntrackEntries.map(String.init) ?? "?")"
             )
         }
+        ProgramCost.print(results.map { ($0.services, $0.nodenetPrograms) })
         if let first = results.first, let last = results.last, last.services > first.services {
             print("")
             print(
