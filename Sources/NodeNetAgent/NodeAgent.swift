@@ -248,43 +248,14 @@ public final class NodeAgent: @unchecked Sendable {
     public func run() async throws {
         let log = logger("agent")
         // Stamp before loading: an edit landing in between is then seen as a change.
-        var stamp = FileStamp(options.specPath)
+        let stamp = FileStamp(options.specPath)
         var spec = try NodeSpec.load(path: options.specPath)
         // One writer per node: held for the agent's lifetime (a second agent, a hand-run apply
         // or teardown are refused with who holds it); it dies with the process.
         let lock = try NodeLock.acquire(stateDirectory: spec.stateDirectory, node: spec.node.name, command: "run")
-        // A store that cannot be trusted is moved aside and rebuilt from the ledger, never a
-        // reason not to start (the node would go unmanaged).
-        let loaded = EndpointStore.loadRecovering(
-            stateDirectory: spec.stateDirectory, node: spec.node.name, podCIDR: spec.node.podCIDR,
-            specPods: spec.pods)
-        var endpoints = loaded.store
-        if let warning = loaded.warning {
-            log.warning("the endpoint store was rebuilt", metadata: ["why": "\(warning)"])
-            state.with { $0.storeWarning = "endpoint store rebuilt: \(warning)" }
-        }
-        if let pruned = endpoints.droppingVanishedRecovered() {
-            endpoints = pruned
-            try endpoints.save()
-        }
-        // Deletions `nodenet-cni DEL` recorded while no agent answered are done first.
-        let recorded = EndpointStore.recordedDeletions(stateDirectory: spec.stateDirectory)
-        for name in recorded.ignored {
-            log.warning("ignoring a file that is not a recorded deletion", metadata: ["file": "\(name)"])
-        }
-        for attachment in recorded.attachments {
-            if let removed = endpoints.remove(attachment) {
-                log.info(
-                    "completing a deletion recorded while the agent was down",
-                    metadata: ["attachment": "\(attachment)", "pod": "\(removed.pod.id)"])
-            }
-        }
-        if !recorded.attachments.isEmpty { try endpoints.save() }
-        for attachment in recorded.attachments {
-            EndpointStore.clearRecordedDeletion(attachment, stateDirectory: spec.stateDirectory)
-        }
+        let endpoints = try loadEndpointStore(for: spec, log: log)
         // Cluster mode: nodes and services come from etcd, merged into the spec.
-        var fileSpec = spec
+        let fileSpec = spec
         var clusterLink: ClusterLink?
         defer {
             if let clusterLink {
@@ -304,7 +275,6 @@ public final class NodeAgent: @unchecked Sendable {
             spec: spec, endpoints: endpoints,
             controller: try RunningNode.controller(spec, endpoints, lock: lock, namespace: options.namespace),
             lock: lock, namespace: options.namespace)
-        var controller: NodeController { node.controller }
         defer { healthChecks.stop() }
         publish(node)
         log.info(
@@ -327,7 +297,7 @@ public final class NodeAgent: @unchecked Sendable {
             log.info("serving the endpoint API", metadata: ["socket": "\(path)"])
         }
         defer { api?.stop() }
-        await reconcile(controller, cause: .start, reason: "start", eventAt: nil)
+        await reconcile(node.controller, cause: .start, reason: "start", eventAt: nil)
         releaseHeapIfDue()
         if spec.datapath.mode == .bpf, options.bpfAuditInterval != nil {
             state.with {
@@ -336,210 +306,15 @@ public final class NodeAgent: @unchecked Sendable {
                 return $0.audit
             }.save(stateDirectory: spec.stateDirectory, interval: options.bpfAuditInterval)
         }
-        let ownedBox = OwnedBox(OwnershipFilter(spec: controller.spec, device: spec.node.device))
-
-        let tasks = [
-            Task { [continuation, logger] in
-                let log = logger("monitor")
-                for await event in monitor {
-                    if case .overrun = event {
-                        log.warning("netlink monitor overran; re-planning")
-                        continuation.yield(.event("monitor overrun", at: .now))
-                    } else if case .undecodable(_, let error) = event {
-                        log.warning("netlink monitor error; re-planning", metadata: ["error": "\(error)"])
-                        continuation.yield(.event("monitor error", at: .now))
-                    } else if case .trafficControl(let index, let parent) = event {
-                        // Our filters on pods' devices (clsact) have no pin to audit: their changes
-                        // come as events. Only the clsact qdisc and its ingress filters are ours
-                        // (a chained plugin's root qdisc is not); a device already gone has its
-                        // link event.
-                        guard parent == 0xFFFF_FFF1 || parent == 0xFFFF_FFF2 else { continue }
-                        do {
-                            if let name = try deviceNames.link(interfaceIndex: index)?.name,
-                                ownedBox.value.owns(device: name)
-                            {
-                                continuation.yield(
-                                    .event("tc ingress changed on \(name)", at: .now, subject: .link(name)))
-                            }
-                        } catch {
-                            log.warning("cannot name a tc event's device; re-planning", metadata: ["error": "\(error)"])
-                            continuation.yield(.event("tc ingress changed on ifindex \(index)", at: .now))
-                        }
-                    } else if let reason = ownedBox.value.concerns(event) {
-                        continuation.yield(.event(reason, at: .now, subject: EventSubject(event)))
-                    }
-                }
-                if !Task.isCancelled {
-                    log.error("netlink monitor stopped; only the periodic re-plan repairs drift now")
-                }
-            },
-            Task { [continuation, options] in
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: options.resyncInterval)
-                    continuation.yield(.resync)
-                }
-            },
-            Task { [continuation, interval = options.bpfAuditInterval, lastAuditCost] in
-                guard let interval else { return }
-                while !Task.isCancelled {
-                    // (At most a minute: one audit slowed by a stalled machine does not stop them.)
-                    let paced = min(lastAuditCost.duration * Self.auditPace, .seconds(60))
-                    try? await Task.sleep(for: max(interval, paced))
-                    continuation.yield(.audit)
-                }
-            },
-            Task { [continuation, options, stamp] in
-                var last = stamp
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: options.specCheckInterval)
-                    let now = FileStamp(options.specPath)
-                    if now != last {
-                        last = now
-                        continuation.yield(.reload("spec file changed"))
-                    }
-                }
-            },
-        ]
+        let owned = OwnedBox(OwnershipFilter(spec: node.controller.spec, device: spec.node.device))
+        let tasks = eventSources(monitor: monitor, deviceNames: deviceNames, owned: owned, stamp: stamp)
         defer { tasks.forEach { $0.cancel() } }
 
-        var lastStart = ContinuousClock.now
-        var stopping = false
+        var loop = AgentLoop(node: node, fileSpec: fileSpec, stamp: stamp, clusterLink: clusterLink, owned: owned)
         for await trigger in triggers {
             // (After the trigger's reconcile and its report are gone.)
             defer { releaseHeapIfDue() }
-            let spec = node.spec
-            if stopping {
-                refusePendingEndpoints("the agent is stopping")
-                continue
-            }
-            switch trigger {
-            case .endpoints:
-                let requests = takePendingEndpoints()
-                guard !requests.isEmpty else { continue }
-                if let fullReconcileAt = await handle(requests, in: &node) { lastStart = fullReconcileAt }
-                ownedBox.value = OwnershipFilter(spec: controller.spec, device: spec.node.device)
-            case .cluster(let reason):
-                state.with { $0.clusterPending = false }
-                guard let link = clusterLink else { continue }
-                let view = link.view
-                let merged = fileSpec.merging(view)
-                let skippedBefore = state.with { box in
-                    defer { box.clusterSkipped = merged.skipped }
-                    return box.clusterSkipped
-                }
-                if merged.skipped != skippedBefore {
-                    for line in merged.skipped where !skippedBefore.contains(line) {
-                        logger("cluster").warning("cluster record left out", metadata: ["why": "\(line)"])
-                    }
-                }
-                saveClusterCache(view, stateDirectory: spec.stateDirectory)
-                guard merged.spec != spec else { continue }
-                do {
-                    try node.adopt(merged.spec, agent: self)
-                    ownedBox.value = OwnershipFilter(spec: controller.spec, device: spec.node.device)
-                    logger("cluster").info(
-                        "cluster changed",
-                        metadata: [
-                            "why": "\(reason)", "nodes": "\(merged.spec.nodes.count)",
-                            "services": "\(merged.spec.services.count)",
-                        ])
-                    lastStart = .now
-                    await reconcile(controller, cause: .cluster, reason: reason, eventAt: nil)
-                } catch {
-                    logger("cluster").error(
-                        "the cluster's state could not be taken; keeping the running one",
-                        metadata: ["why": "\(reason)", "error": "\(error)"])
-                }
-            case .stop:
-                log.info("stopping; the datapath stays as it is")
-                // Endpoint requests still queued get an answer (the runtime retries them).
-                state.with { $0.acceptingEndpoints = false }
-                stopping = true
-                continuation.finish()
-                refusePendingEndpoints("the agent is stopping")
-            case .resync:
-                // Recovered endpoints no DEL can name go with their network namespace.
-                if let pruned = node.endpoints.droppingVanishedRecovered(), let error = node.adopt(pruned, agent: self)
-                {
-                    log.warning("cannot drop recovered endpoints whose namespace went", metadata: ["error": "\(error)"])
-                }
-                lastStart = .now
-                let report = await reconcile(controller, cause: .resync, reason: "periodic re-plan", eventAt: nil)
-                recordDatapathRepair(report, cause: .resync, spec: spec)
-                if spec.datapath.mode == .bpf { collectConntrack(spec) }
-            case .audit:
-                guard spec.datapath.mode == .bpf, let drift = await audit(controller) else { continue }
-                lastStart = .now
-                let report = await reconcile(
-                    controller, cause: .audit, reason: "bpf audit: \(drift.first!)", eventAt: .now)
-                recordDrift(drift, repaired: report?.verified == true, spec: spec)
-            case .event(let reason, let at, let subject):
-                // A reconcile that started after this event already saw its effect, and so did the
-                // reading that last found the node converged (the events of the reconcile's own
-                // changes that carry no socket's id: links, device settings).
-                guard at >= lastStart, at >= state.with({ $0.convergedAt }) ?? at else { continue }
-                // So did an endpoint change that verified what the event is about.
-                if let subject, let verifiedAt = state.with({ $0.ownChanges[subject] }), at <= verifiedAt { continue }
-                lastStart = .now
-                let report = await reconcile(controller, cause: .event, reason: reason, eventAt: at)
-                recordDatapathRepair(report, cause: .event, spec: spec)
-            case .reload(let reason):
-                let current = FileStamp(options.specPath)
-                if reason == "spec file changed" && current == stamp { continue }
-                stamp = current
-                do {
-                    let nextFile = try NodeSpec.load(path: options.specPath)
-                    guard nextFile.cluster == fileSpec.cluster else {
-                        throw NodeNetError.state("the cluster section cannot change under a running agent; restart it")
-                    }
-                    // The node's registration and CIDR claim in etcd say what it was started with.
-                    guard
-                        fileSpec.cluster == nil
-                            || (nextFile.node.address == fileSpec.node.address
-                                && nextFile.node.podCIDR == fileSpec.node.podCIDR)
-                    else {
-                        throw NodeNetError.state(
-                            "in cluster mode node.address and node.podCIDR cannot change under a running agent (they are registered in etcd); restart it"
-                        )
-                    }
-                    let next = clusterLink.map { nextFile.merging($0.view).spec } ?? nextFile
-                    guard next != spec else {
-                        logger("spec").info("spec unchanged", metadata: ["reason": "\(reason)"])
-                        continue
-                    }
-                    // The lock, the ledger and the endpoint store live in the state directory:
-                    // moving it under a running agent would leave them behind.
-                    guard next.stateDirectory == spec.stateDirectory, next.node.name == spec.node.name,
-                        next.node.podCIDR == spec.node.podCIDR || node.endpoints.endpoints.isEmpty
-                    else {
-                        throw NodeNetError.state(
-                            "node.name, stateDirectory and (with CNI endpoints) node.podCIDR cannot change under a running agent; restart it"
-                        )
-                    }
-                    try node.adopt(next, agent: self)
-                    fileSpec = nextFile
-                    ownedBox.value = OwnershipFilter(spec: controller.spec, device: next.node.device)
-                    metrics.specReloads.increment()
-                    logger("spec").info(
-                        "spec reloaded",
-                        metadata: ["reason": "\(reason)", "pods": "\(next.pods.count)", "nodes": "\(next.nodes.count)"])
-                    lastStart = .now
-                    await reconcile(controller, cause: .reload, reason: reason, eventAt: nil)
-                } catch let error as SpecError {
-                    metrics.specReloadErrors.increment()
-                    logger("spec").error(
-                        "new spec rejected; keeping the running one",
-                        metadata: [
-                            "reason": "\(reason)",
-                            "problems": "\(error.problems.map(\.description).joined(separator: "; "))",
-                        ])
-                } catch {
-                    metrics.specReloadErrors.increment()
-                    logger("spec").error(
-                        "new spec rejected; keeping the running one",
-                        metadata: ["reason": "\(reason)", "error": "\(error)"])
-                }
-            }
+            await respond(to: trigger, &loop)
         }
     }
 
@@ -569,7 +344,7 @@ public final class NodeAgent: @unchecked Sendable {
     ///
     /// Not in `reconcile` itself: the report was still alive there, and its changes (400 000 at a
     /// first apply of 100 000 services) stayed resident until the next reconcile's release.
-    private func releaseHeapIfDue() {
+    func releaseHeapIfDue() {
         let due = state.with { box in
             defer { box.heapReleaseDue = false }
             return box.heapReleaseDue
@@ -710,7 +485,7 @@ public final class NodeAgent: @unchecked Sendable {
 
     /// Compares the datapath with the baseline of the last verified reconcile (on a thread of
     /// its own: it makes bpf(2) and netlink calls). Returns what differs, nil when nothing does.
-    private func audit(_ controller: NodeController) async -> [String]? {
+    func audit(_ controller: NodeController) async -> [String]? {
         await withCheckedContinuation { (done: CheckedContinuation<[String]?, Never>) in
             Thread.detachNewThread { [self] in
                 metrics.bpfAudits.increment()
@@ -751,7 +526,7 @@ public final class NodeAgent: @unchecked Sendable {
 
     /// Notes BPF drift and whether the reconcile that met it verified, for `status` (written
     /// only when something happened).
-    private func recordDrift(_ drift: [String], repaired: Bool, spec: NodeSpec) {
+    func recordDrift(_ drift: [String], repaired: Bool, spec: NodeSpec) {
         let record = state.with { box -> AuditRecord in
             box.audit.lastDrift = drift
             box.audit.lastDriftAt = Date()
@@ -763,7 +538,7 @@ public final class NodeAgent: @unchecked Sendable {
 
     /// BPF drift is also met by reconciles the audit did not start (an unrelated event, the
     /// resync): with the spec unchanged, every datapath or service change they make is a repair.
-    private func recordDatapathRepair(_ report: ApplyReport?, cause: ReconcileCause, spec: NodeSpec) {
+    func recordDatapathRepair(_ report: ApplyReport?, cause: ReconcileCause, spec: NodeSpec) {
         guard spec.datapath.mode == .bpf, let report else { return }
         let repairs = report.changes.filter { $0.kind == .datapath || $0.kind == .service }
         guard !repairs.isEmpty else { return }
@@ -773,7 +548,7 @@ public final class NodeAgent: @unchecked Sendable {
     }
 
     /// Removes idle BPF conntrack entries (each resync) and records how many there are.
-    private func collectConntrack(_ spec: NodeSpec) {
+    func collectConntrack(_ spec: NodeSpec) {
         do {
             let gc = try Conntrack.collect(bpffsDirectory: spec.bpffsDirectory)
             metrics.conntrackEntries.set(to: Double(gc.scanned - gc.removed))
