@@ -38,10 +38,11 @@ public enum LabPrograms {
             for (linkDirectory, path) in [
                 (layout.tcxLinkDirectory, layout.tcxLinkPath), (layout.socketLinkDirectory, layout.socketLinkPath),
             ] {
-                let names = (try? FileManager.default.contentsOfDirectory(atPath: linkDirectory)) ?? []
-                for name in names.sorted() {
+                // (A node without such links has no such directory.)
+                guard FileManager.default.fileExists(atPath: linkDirectory) else { continue }
+                for name in try FileManager.default.contentsOfDirectory(atPath: linkDirectory).sorted() {
                     guard let link = try BPFPin.open(path(name)) else { continue }
-                    let info = try BPFLinkInfo(fd: link.fd, what: name)
+                    let info = try BPFLinkInfo(fd: link.fd, what: path(name))
                     guard seen.insert(info.programID).inserted else { continue }
                     result.append(
                         Program(

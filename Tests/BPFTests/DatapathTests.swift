@@ -152,6 +152,7 @@ struct DatapathTests {
             return true
         }
         #expect(batches.allSatisfy { $0 <= 1_000 } && batches.count >= 3, "\(batches)")
+        #expect(batches.reduce(0, +) == written.count, "each entry read once: \(batches)")
         #expect(read == Dictionary(uniqueKeysWithValues: written.map { ($0, $0) }))
         // A reader that stops after the first batch reads no other.
         var calls = 0

@@ -1613,6 +1613,30 @@ struct ServiceLabTests {
                 _ = try maps.services.delete(slot2)
             },
             cleanup: { _ = try maps.services.delete(padded) })
+        // As many entries as the image, one slot past the frontend's count instead of its last,
+        // holding what the image has next (the following frontend's first backend).
+        let place = try #require(
+            desired.frontends.indices.first {
+                $0 + 1 < desired.frontends.count && desired.frontends[$0].backends.count >= 2
+                    && !desired.frontends[$0 + 1].backends.isEmpty
+            })
+        let (tampered, following) = (desired.frontends[place], desired.frontends[place + 1])
+        let last = tampered.key.mapKey(slot: UInt16(tampered.backends.count))
+        let beyond = tampered.key.mapKey(slot: UInt16(tampered.backends.count + 1))
+        let next = try #require(try maps.services.lookup(following.key.mapKey(slot: 1)))
+        try expectSeen("a slot past the count instead of the last one") {
+            _ = try maps.services.delete(last)
+            try maps.services.update(beyond, next)
+        }
+        var padded2 = slot1
+        padded2.pad2 = 1
+        try expectSeen(
+            "a key's second padding, a slot gone",
+            tamper: {
+                try maps.services.update(padded2, first)
+                _ = try maps.services.delete(slot2)
+            },
+            cleanup: { _ = try maps.services.delete(padded2) })
         try expectSeen("a backend's port") {
             var backend = maps.backends[Int(first.backend_id)]
             backend.port = (UInt16(bigEndian: backend.port) &+ 1).bigEndian

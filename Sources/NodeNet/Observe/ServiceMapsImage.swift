@@ -8,9 +8,10 @@ import Foundation
 /// them); maps that differ in anything are decoded and planned as usual, which says what.
 ///
 /// The comparison is exact without sorting: each map must have as many entries as the image,
-/// and every entry must be, byte for byte, one the image's encoders (`mapKey`, `mapValue`, the
-/// ones apply writes with) make. Keys in a map are unique, so a map that passes holds the
-/// image and nothing else. The plan's slots are checked, not trusted: each must name, through
+/// and every entry must be one the image's encoders (`mapKey`, `mapValue`, the ones apply
+/// writes with) make: values byte for byte, services-map keys field by field (the frontend's
+/// address, port and protocol, the slot, padding zero). Keys in a map are unique, so a map
+/// that passes holds the image and nothing else. The plan's slots are checked, not trusted: each must name, through
 /// the backend ids, the frontend's backend at its place.
 struct ServiceMapsImage: Sendable, Equatable {
     /// The ids the image was made with (what the maps hold when it matches): each frontend's,
@@ -110,7 +111,7 @@ struct ServiceMapsImage: Sendable, Equatable {
             }
         }
         self.complete = complete && referencedCount == backendIDs.count
-        revnats = frontends.map(\.key.revnat)
+        revnats = ids.isEmpty ? [] : frontends.map(\.key.revnat)  // (IPv4 only: complete)
         self.frontendByID = frontendByID
         self.backendByID = backendByID
         frontendByKey = FrontendIndex(frontends, ids: ids, slotStarts: slotStarts)
@@ -154,14 +155,16 @@ struct ServiceMapsImage: Sendable, Equatable {
         var (entries, held) = (0, true)
         try map.forEachBatch { keys, values in
             entries += keys.count
-            held = entries <= serviceEntries && zip(keys, values).allSatisfy(isHeld)
+            held = entries <= serviceEntries && zip(keys, values).allSatisfy(holds)
             return held
         }
         return held && entries == serviceEntries
     }
 
-    /// Whether a services-map entry is one of the image's (padding zero, as apply writes it).
-    private func isHeld(_ key: nodenet_service_key, _ value: nodenet_service) -> Bool {
+    /// Whether a services-map entry is one of the image's. The key is checked field by field
+    /// (its word, its slot, its padding zero as apply writes it): every one of its 12 bytes.
+    private func holds(_ key: nodenet_service_key, _ value: nodenet_service) -> Bool {
+        assert(MemoryLayout<nodenet_service_key>.size == 12, "a field of the key this check does not read")
         guard key.pad == 0, key.pad2 == 0, let frontend = frontendByKey.entries(of: key) else { return false }
         if key.slot == 0 { return Self.same(frontend.master, value) }
         let slot = frontend.slots.lowerBound + UInt32(key.slot) - 1
