@@ -47,9 +47,14 @@ extension NodeAgent {
     /// ledger, a migration under way) the node is reconciled in full, and the instant that
     /// began is returned.
     func handle(_ requests: [PendingEndpoint], in node: inout RunningNode) async -> ContinuousClock.Instant? {
-        let log = logger("endpoint")
-        var fullAt: ContinuousClock.Instant?
-        // CHECK: read only.
+        await answerChecks(requests, node)
+        let removalAt = await removeEndpoints(requests, in: &node)
+        let additionAt = await addEndpoints(requests, in: &node)
+        return removalAt ?? additionAt
+    }
+
+    /// CHECK: read only.
+    private func answerChecks(_ requests: [PendingEndpoint], _ node: RunningNode) async {
         for request in requests {
             guard case .check(let attachment) = request.operation else { continue }
             guard let endpoint = node.endpoints.endpoint(attachment) else {
@@ -59,8 +64,14 @@ extension NodeAgent {
             let controller = node.controller
             request.reply(.checked(await Self.onThread { Self.differences(of: endpoint, controller) }))
         }
+    }
 
-        // DEL and GC.
+    /// DEL and GC: out of the store, then out of the kernel (scoped, else the whole node). The
+    /// instant a full reconcile began, if one did.
+    private func removeEndpoints(
+        _ requests: [PendingEndpoint], in node: inout RunningNode
+    ) async -> ContinuousClock.Instant? {
+        var fullAt: ContinuousClock.Instant?
         var next = node.endpoints
         var removed: [Endpoint] = []
         var answers: [(PendingEndpoint, EndpointOutcome)] = []
@@ -82,23 +93,29 @@ extension NodeAgent {
                 answers = answers.map { ($0.0, .failed(failure)) }
             } else {
                 for endpoint in removed {
-                    log.info(
+                    logger("endpoint").info(
                         "endpoint deleted",
                         metadata: ["attachment": "\(endpoint.attachment)", "pod": "\(endpoint.pod.id)"])
                 }
                 let replies = answers
                 let answer = { for (request, outcome) in replies { request.reply(outcome) } }
                 if await !scopedRemove(removed, node.controller, answer: answer) {
-                    fullAt = fullAt ?? .now
+                    fullAt = .now
                     await reconcile(node.controller, cause: .endpoint, reason: "CNI DEL/GC", eventAt: nil)
                 }
             }
         }
         // Those a verified scoped removal answered already are not answered twice (`ReplyOnce`).
         for (request, outcome) in answers { request.reply(outcome) }
+        return fullAt
+    }
 
-        // ADD.
-        next = node.endpoints
+    /// ADD: into the store, then set up (scoped, else the whole node); those that could not be
+    /// set up are taken out again. The instant a full reconcile began, if one did.
+    private func addEndpoints(
+        _ requests: [PendingEndpoint], in node: inout RunningNode
+    ) async -> ContinuousClock.Instant? {
+        var next = node.endpoints
         var adds: [(PendingEndpoint, Endpoint, created: Bool)] = []
         for request in requests {
             guard case .add(let attachment, let netns, let podNamespace, let podName) = request.operation else {
@@ -115,29 +132,41 @@ extension NodeAgent {
                 adds.append((request, added.endpoint, added.created))
             } catch { request.reply(.failed(error)) }
         }
-        guard !adds.isEmpty else { return fullAt }
+        guard !adds.isEmpty else { return nil }
         if adds.contains(where: \.created), let failure = node.adopt(next, agent: self) {
             for (request, _, _) in adds { request.reply(.failed(failure)) }
-            return fullAt
+            return nil
         }
         for (_, endpoint, created) in adds where created {
-            log.info(
+            logger("endpoint").info(
                 "endpoint added",
                 metadata: [
                     "attachment": "\(endpoint.attachment)", "pod": "\(endpoint.pod.id)", "ip": "\(endpoint.ip)",
                     "device": "\(endpoint.hostDevice)",
                 ])
         }
+        let (failed, setUpAt) = await setUp(adds.map { ($0.0, $0.1) }, node.controller)
+        guard !failed.isEmpty else { return setUpAt }
+        let takenBackAt = await takeBack(failed, in: &node)
+        return setUpAt ?? takenBackAt
+    }
+
+    /// Sets the added endpoints up: scoped (all at once; when that fails, one at a time to tell
+    /// which), else the whole node, then each endpoint's interfaces. Answers those set up; returns
+    /// the others with why, and the instant a full reconcile began, if one did.
+    private func setUp(
+        _ adds: [(PendingEndpoint, Endpoint)], _ controller: NodeController
+    ) async -> (failed: [(PendingEndpoint, Endpoint, String)], fullAt: ContinuousClock.Instant?) {
         var failed: [(PendingEndpoint, Endpoint, String)] = []
         let answer = { (results: [EndpointResult]) in
-            for ((request, _, _), result) in zip(adds, results) { request.reply(.added(result)) }
+            for ((request, _), result) in zip(adds, results) { request.reply(.added(result)) }
         }
-        switch await scopedAdd(adds.map(\.1), node.controller, answer: answer) {
+        switch await scopedAdd(adds.map(\.1), controller, answer: answer) {
         case .some(.done): break
         case .some(.failed(let why)) where adds.count > 1:
             // Which of them: one at a time.
-            for (request, endpoint, _) in adds {
-                switch await scopedAdd([endpoint], node.controller, answer: { request.reply(.added($0[0])) }) {
+            for (request, endpoint) in adds {
+                switch await scopedAdd([endpoint], controller, answer: { request.reply(.added($0[0])) }) {
                 case .some(.done): break
                 case .some(.failed(let why)): failed.append((request, endpoint, why))
                 case .none: failed.append((request, endpoint, why))
@@ -147,12 +176,11 @@ extension NodeAgent {
             failed = adds.map { ($0.0, $0.1, why) }
         case .none:
             // No scoped path here: the whole node, then each endpoint's interfaces.
-            fullAt = fullAt ?? .now
+            let fullAt = ContinuousClock.now
             let report = await reconcile(
-                node.controller, cause: .endpoint, reason: "CNI ADD \(adds.map(\.1.attachment.description))",
+                controller, cause: .endpoint, reason: "CNI ADD \(adds.map(\.1.attachment.description))",
                 eventAt: nil)
-            let controller = node.controller
-            for (request, endpoint, _) in adds {
+            for (request, endpoint) in adds {
                 guard report?.verified == true else {
                     failed.append(
                         (
@@ -167,18 +195,26 @@ extension NodeAgent {
                     failed.append((request, endpoint, "\(error)"))
                 }
             }
+            return (failed, fullAt)
         }
-        guard !failed.isEmpty else { return fullAt }
-        // Not in place: taken out again, so a retried ADD starts clean.
+        return (failed, nil)
+    }
+
+    /// Endpoints that could not be set up, taken out again (so a retried ADD starts clean) and
+    /// answered with why. The instant a full reconcile began, if one did.
+    private func takeBack(
+        _ failed: [(PendingEndpoint, Endpoint, String)], in node: inout RunningNode
+    ) async -> ContinuousClock.Instant? {
+        var fullAt: ContinuousClock.Instant?
         var back = node.endpoints
         for (_, endpoint, why) in failed {
-            log.error(
+            logger("endpoint").error(
                 "endpoint could not be set up; removing it",
                 metadata: ["attachment": "\(endpoint.attachment)", "why": "\(why)"])
             back.remove(endpoint.attachment)
         }
         if node.adopt(back, agent: self) == nil, await !scopedRemove(failed.map(\.1), node.controller) {
-            fullAt = fullAt ?? .now
+            fullAt = .now
             await reconcile(node.controller, cause: .endpoint, reason: "CNI ADD failed", eventAt: nil)
         }
         for (request, _, why) in failed {
