@@ -157,110 +157,136 @@ struct SpecValidator {
     }
 
     private mutating func checkServices() {
-        var byName: [String: String] = [:]
-        var byClusterIP: [IPAddress: String] = [:]
-        var nodePorts: [Int: String] = [:]
-        let podCIDRs = [spec.node.podCIDR] + spec.nodes.map(\.podCIDR)
-        let nodeAddresses = Set([spec.node.address] + spec.nodes.map(\.address))
+        var claims = ServiceClaims(spec)
         for (service, path) in zip(spec.services, servicePaths) {
-            if let first = byName[service.name] {
-                problem("\(path).name", "\(service.name) is already used by \(first)")
-            } else {
-                byName[service.name] = path
-            }
-            if let first = byClusterIP[service.clusterIP] {
-                problem("\(path).clusterIP", "\(service.clusterIP) is already used by \(first)")
-            } else {
-                byClusterIP[service.clusterIP] = path
-            }
-            if let cidr = podCIDRs.first(where: { $0.contains(service.clusterIP) }) {
-                problem("\(path).clusterIP", "\(service.clusterIP) is inside pod CIDR \(cidr)")
-            }
-            if service.externalTrafficPolicy == .local, !service.type.hasNodePorts, service.externalIPs.isEmpty {
-                problem(
-                    "\(path).externalTrafficPolicy",
-                    "Local applies to NodePort and LoadBalancer services and externalIPs")
-            }
-            if !service.loadBalancerIPs.isEmpty, service.type != .loadBalancer {
-                problem("\(path).loadBalancerIPs", "only LoadBalancer services have loadBalancerIPs")
-            }
-            if !service.loadBalancerSourceRanges.isEmpty, service.type != .loadBalancer {
-                problem(
-                    "\(path).loadBalancerSourceRanges", "only LoadBalancer services have loadBalancerSourceRanges")
-            }
-            for (key, addresses) in [
-                ("externalIPs", service.externalIPs), ("loadBalancerIPs", service.loadBalancerIPs),
-            ] {
-                for (j, address) in addresses.enumerated() {
-                    if let cidr = podCIDRs.first(where: { $0.contains(address) }) {
-                        problem("\(path).\(key)[\(j)]", "\(address) is inside pod CIDR \(cidr)")
-                    } else if nodeAddresses.contains(address) {
-                        problem("\(path).\(key)[\(j)]", "\(address) is a node's address (use a NodePort)")
-                    } else if let first = byClusterIP[address] {
-                        problem("\(path).\(key)[\(j)]", "\(address) is already used by \(first)")
-                    } else {
-                        byClusterIP[address] = "\(path).\(key)[\(j)]"
-                    }
-                }
-            }
-            var frontends: [Int: Int] = [:]
-            for (j, port) in service.ports.enumerated() {
-                var pp: String { "\(path).ports[\(j)]" }  // only built for a problem
-                let key = port.port << 8 | Int(port.protocol.ipProtocol)
-                if let first = frontends[key] {
-                    problem(
-                        "\(pp).port",
-                        "\(port.port)/\(port.protocol.rawValue) is already used by \(path).ports[\(first)]")
+            checkNameAndAddresses(service, path, &claims)
+            checkPorts(service, path, &claims)
+            checkHealthCheckNodePort(service, path, &claims)
+            checkBackends(service, path)
+        }
+        checkServiceLimits()
+    }
+
+    /// A service's name, cluster IP, external and load-balancer IPs: each once in the spec,
+    /// none in a pod CIDR or a node's address; the fields its type allows.
+    private mutating func checkNameAndAddresses(_ service: ServiceSpec, _ path: String, _ claims: inout ServiceClaims) {
+        if let first = claims.names[service.name] {
+            problem("\(path).name", "\(service.name) is already used by \(first)")
+        } else {
+            claims.names[service.name] = path
+        }
+        if let first = claims.addresses[service.clusterIP] {
+            problem("\(path).clusterIP", "\(service.clusterIP) is already used by \(first)")
+        } else {
+            claims.addresses[service.clusterIP] = path
+        }
+        if let cidr = claims.podCIDRs.first(where: { $0.contains(service.clusterIP) }) {
+            problem("\(path).clusterIP", "\(service.clusterIP) is inside pod CIDR \(cidr)")
+        }
+        if service.externalTrafficPolicy == .local, !service.type.hasNodePorts, service.externalIPs.isEmpty {
+            problem(
+                "\(path).externalTrafficPolicy",
+                "Local applies to NodePort and LoadBalancer services and externalIPs")
+        }
+        if !service.loadBalancerIPs.isEmpty, service.type != .loadBalancer {
+            problem("\(path).loadBalancerIPs", "only LoadBalancer services have loadBalancerIPs")
+        }
+        if !service.loadBalancerSourceRanges.isEmpty, service.type != .loadBalancer {
+            problem(
+                "\(path).loadBalancerSourceRanges", "only LoadBalancer services have loadBalancerSourceRanges")
+        }
+        for (key, addresses) in [
+            ("externalIPs", service.externalIPs), ("loadBalancerIPs", service.loadBalancerIPs),
+        ] {
+            for (j, address) in addresses.enumerated() {
+                if let cidr = claims.podCIDRs.first(where: { $0.contains(address) }) {
+                    problem("\(path).\(key)[\(j)]", "\(address) is inside pod CIDR \(cidr)")
+                } else if claims.nodeAddresses.contains(address) {
+                    problem("\(path).\(key)[\(j)]", "\(address) is a node's address (use a NodePort)")
+                } else if let first = claims.addresses[address] {
+                    problem("\(path).\(key)[\(j)]", "\(address) is already used by \(first)")
                 } else {
-                    frontends[key] = j
-                }
-                switch (service.type.hasNodePorts, port.nodePort) {
-                case (false, .some):
-                    problem("\(pp).nodePort", "only NodePort and LoadBalancer services have node ports")
-                case (true, .none):
-                    problem("\(pp).nodePort", "is required for a \(service.type.rawValue) service")
-                case (true, .some(let nodePort)):
-                    if !spec.nodePortRange.contains(nodePort) {
-                        problem(
-                            "\(pp).nodePort",
-                            "\(nodePort) is outside the NodePort range \(spec.nodePortRange.lowerBound)-\(spec.nodePortRange.upperBound)"
-                        )
-                    }
-                    let npKey = nodePort << 8 | Int(port.protocol.ipProtocol)
-                    if let first = nodePorts[npKey] {
-                        problem("\(pp).nodePort", "\(nodePort)/\(port.protocol.rawValue) is already used by \(first)")
-                    } else {
-                        nodePorts[npKey] = pp
-                    }
-                case (false, .none):
-                    break
-                }
-            }
-            if let port = service.healthCheckNodePort {
-                let hp = "\(path).healthCheckNodePort"
-                if service.type != .loadBalancer || service.externalTrafficPolicy != .local {
-                    problem(hp, "only LoadBalancer services with externalTrafficPolicy Local have one")
-                } else if !spec.nodePortRange.contains(port) {
-                    problem(
-                        hp,
-                        "\(port) is outside the NodePort range \(spec.nodePortRange.lowerBound)-\(spec.nodePortRange.upperBound)"
-                    )
-                } else if let first = nodePorts[port << 8 | 6] {
-                    problem(hp, "\(port)/TCP is already used by \(first)")
-                } else {
-                    nodePorts[port << 8 | 6] = hp
-                }
-            }
-            var backends: [BackendKey: Int] = [:]
-            for (j, backend) in service.backends.enumerated() {
-                let key = BackendKey(ip: backend.ip, port: backend.port)
-                if let first = backends[key] {
-                    problem("\(path).backends[\(j)].ip", "\(backend.ip) is already backends[\(first)]")
-                } else {
-                    backends[key] = j
+                    claims.addresses[address] = "\(path).\(key)[\(j)]"
                 }
             }
         }
+    }
+
+    /// A service's ports, each once, and its node ports: as its type wants them, in the NodePort
+    /// range, each once on the node.
+    private mutating func checkPorts(_ service: ServiceSpec, _ path: String, _ claims: inout ServiceClaims) {
+        var frontends: [Int: Int] = [:]
+        for (j, port) in service.ports.enumerated() {
+            var pp: String { "\(path).ports[\(j)]" }  // only built for a problem
+            let key = port.port << 8 | Int(port.protocol.ipProtocol)
+            if let first = frontends[key] {
+                problem(
+                    "\(pp).port",
+                    "\(port.port)/\(port.protocol.rawValue) is already used by \(path).ports[\(first)]")
+            } else {
+                frontends[key] = j
+            }
+            switch (service.type.hasNodePorts, port.nodePort) {
+            case (false, .some):
+                problem("\(pp).nodePort", "only NodePort and LoadBalancer services have node ports")
+            case (true, .none):
+                problem("\(pp).nodePort", "is required for a \(service.type.rawValue) service")
+            case (true, .some(let nodePort)):
+                if !spec.nodePortRange.contains(nodePort) {
+                    problem(
+                        "\(pp).nodePort",
+                        "\(nodePort) is outside the NodePort range \(spec.nodePortRange.lowerBound)-\(spec.nodePortRange.upperBound)"
+                    )
+                }
+                let npKey = nodePort << 8 | Int(port.protocol.ipProtocol)
+                if let first = claims.nodePorts[npKey] {
+                    problem("\(pp).nodePort", "\(nodePort)/\(port.protocol.rawValue) is already used by \(first)")
+                } else {
+                    claims.nodePorts[npKey] = pp
+                }
+            case (false, .none):
+                break
+            }
+        }
+    }
+
+    /// A LoadBalancer's health check node port (externalTrafficPolicy Local only): in the range,
+    /// not another's node port.
+    private mutating func checkHealthCheckNodePort(
+        _ service: ServiceSpec, _ path: String, _ claims: inout ServiceClaims
+    ) {
+        guard let port = service.healthCheckNodePort else { return }
+        let hp = "\(path).healthCheckNodePort"
+        if service.type != .loadBalancer || service.externalTrafficPolicy != .local {
+            problem(hp, "only LoadBalancer services with externalTrafficPolicy Local have one")
+        } else if !spec.nodePortRange.contains(port) {
+            problem(
+                hp,
+                "\(port) is outside the NodePort range \(spec.nodePortRange.lowerBound)-\(spec.nodePortRange.upperBound)"
+            )
+        } else if let first = claims.nodePorts[port << 8 | 6] {
+            problem(hp, "\(port)/TCP is already used by \(first)")
+        } else {
+            claims.nodePorts[port << 8 | 6] = hp
+        }
+    }
+
+    /// A service's backends, each address and port once.
+    private mutating func checkBackends(_ service: ServiceSpec, _ path: String) {
+        var backends: [BackendKey: Int] = [:]
+        for (j, backend) in service.backends.enumerated() {
+            let key = BackendKey(ip: backend.ip, port: backend.port)
+            if let first = backends[key] {
+                problem("\(path).backends[\(j)].ip", "\(backend.ip) is already backends[\(first)]")
+            } else {
+                backends[key] = j
+            }
+        }
+    }
+
+    /// What the node's ports and BPF maps leave room for: node ports clear of source NAT's
+    /// ports, the service tables, the Maglev tables and the source ranges.
+    private mutating func checkServiceLimits() {
         // Node ports must not collide with the ports masquerading and NodePort SNAT allocate.
         let natPorts = Int(NODENET_NAT_PORT_MIN)...Int(NODENET_NAT_PORT_MIN + NODENET_NAT_PORT_COUNT - 1)
         if spec.nodePortRange.overlaps(natPorts) {
@@ -348,4 +374,21 @@ struct SpecValidator {
 private struct BackendKey: Hashable {
     var ip: IPAddress
     var port: Int?
+}
+
+/// What the services checked so far took (by the path that took it) and what no service may
+/// take: their names, their addresses (cluster, external and load-balancer IPs), the node's
+/// node ports; the pod CIDRs and the nodes' addresses.
+private struct ServiceClaims {
+    var names: [String: String] = [:]
+    var addresses: [IPAddress: String] = [:]
+    /// By port << 8 | IP protocol.
+    var nodePorts: [Int: String] = [:]
+    let podCIDRs: [IPPrefix]
+    let nodeAddresses: Set<IPAddress>
+
+    init(_ spec: NodeSpec) {
+        podCIDRs = [spec.node.podCIDR] + spec.nodes.map(\.podCIDR)
+        nodeAddresses = Set([spec.node.address] + spec.nodes.map(\.address))
+    }
 }
