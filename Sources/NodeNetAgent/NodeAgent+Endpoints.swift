@@ -145,23 +145,23 @@ extension NodeAgent {
                     "device": "\(endpoint.hostDevice)",
                 ])
         }
-        let (failed, setUpAt) = await setUp(adds.map { ($0.0, $0.1) }, node.controller)
+        let (failed, setUpAt) = await setUp(adds.map { (request: $0.0, endpoint: $0.1) }, node.controller)
         guard !failed.isEmpty else { return setUpAt }
         let takenBackAt = await takeBack(failed, in: &node)
         return setUpAt ?? takenBackAt
     }
 
-    /// Sets the added endpoints up: scoped (all at once; when that fails, one at a time to tell
-    /// which), else the whole node, then each endpoint's interfaces. Answers those set up; returns
+    /// Sets the added endpoints up: scoped (all at once; when that fails for several, one at a
+    /// time to tell which), else the whole node, then each endpoint's interfaces. Answers those set up; returns
     /// the others with why, and the instant a full reconcile began, if one did.
     private func setUp(
-        _ adds: [(PendingEndpoint, Endpoint)], _ controller: NodeController
+        _ adds: [(request: PendingEndpoint, endpoint: Endpoint)], _ controller: NodeController
     ) async -> (failed: [(PendingEndpoint, Endpoint, String)], fullAt: ContinuousClock.Instant?) {
         var failed: [(PendingEndpoint, Endpoint, String)] = []
         let answer = { (results: [EndpointResult]) in
             for ((request, _), result) in zip(adds, results) { request.reply(.added(result)) }
         }
-        switch await scopedAdd(adds.map(\.1), controller, answer: answer) {
+        switch await scopedAdd(adds.map(\.endpoint), controller, answer: answer) {
         case .some(.done): break
         case .some(.failed(let why)) where adds.count > 1:
             // Which of them: one at a time.
@@ -173,12 +173,12 @@ extension NodeAgent {
                 }
             }
         case .some(.failed(let why)):
-            failed = adds.map { ($0.0, $0.1, why) }
+            failed = adds.map { ($0.request, $0.endpoint, why) }
         case .none:
             // No scoped path here: the whole node, then each endpoint's interfaces.
             let fullAt = ContinuousClock.now
             let report = await reconcile(
-                controller, cause: .endpoint, reason: "CNI ADD \(adds.map(\.1.attachment.description))",
+                controller, cause: .endpoint, reason: "CNI ADD \(adds.map(\.endpoint.attachment.description))",
                 eventAt: nil)
             for (request, endpoint) in adds {
                 guard report?.verified == true else {

@@ -10,7 +10,7 @@ struct AgentLoop {
     var node: RunningNode
     /// The spec file as last taken (in cluster mode `node.spec` is it merged with etcd's view).
     var fileSpec: NodeSpec
-    /// The spec file as last read.
+    /// The spec file's stamp as last checked (it moves on when a reload is rejected too).
     var stamp: FileStamp
     let clusterLink: NodeAgent.ClusterLink?
     /// What the netlink monitor's events are checked against (ours or not), kept with the spec.
@@ -59,7 +59,8 @@ extension NodeAgent {
         return endpoints
     }
 
-    /// The tasks that feed the loop besides the endpoint API and the cluster link: the netlink
+    /// The tasks that feed the loop besides the endpoint API, the cluster link and `stop()` or
+    /// `reload(reason:)`: the netlink
     /// monitor's events about what the agent owns, the periodic re-plan, the BPF audit's pace
     /// and the spec file's changes.
     func eventSources(
@@ -143,7 +144,7 @@ extension NodeAgent {
             if let fullReconcileAt = await handle(requests, in: &loop.node) { loop.lastStart = fullReconcileAt }
             loop.owned.value = OwnershipFilter(spec: loop.controller.spec, device: spec.node.device)
         case .cluster(let reason):
-            await clusterChanged(reason, &loop)
+            await adoptClusterView(reason, &loop)
         case .stop:
             logger("agent").info("stopping; the datapath stays as it is")
             // Endpoint requests still queued get an answer (the runtime retries them).
@@ -186,7 +187,7 @@ extension NodeAgent {
 
     /// The cluster's view changed: merged into the spec file's, and reconciled when that
     /// changes the node's spec.
-    private func clusterChanged(_ reason: String, _ loop: inout AgentLoop) async {
+    private func adoptClusterView(_ reason: String, _ loop: inout AgentLoop) async {
         state.with { $0.clusterPending = false }
         guard let link = loop.clusterLink else { return }
         let spec = loop.node.spec

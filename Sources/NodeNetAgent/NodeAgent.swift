@@ -310,7 +310,9 @@ public final class NodeAgent: @unchecked Sendable {
         let tasks = eventSources(monitor: monitor, deviceNames: deviceNames, owned: owned, stamp: stamp)
         defer { tasks.forEach { $0.cancel() } }
 
-        var loop = AgentLoop(node: node, fileSpec: fileSpec, stamp: stamp, clusterLink: clusterLink, owned: owned)
+        // (The node moves into the loop: a replaced controller goes when the loop replaces it.)
+        var loop = AgentLoop(
+            node: consume node, fileSpec: fileSpec, stamp: stamp, clusterLink: clusterLink, owned: owned)
         for await trigger in triggers {
             // (After the trigger's reconcile and its report are gone.)
             defer { releaseHeapIfDue() }

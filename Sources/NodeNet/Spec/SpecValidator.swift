@@ -167,8 +167,9 @@ struct SpecValidator {
         checkServiceLimits()
     }
 
-    /// A service's name, cluster IP, external and load-balancer IPs: each once in the spec,
-    /// none in a pod CIDR or a node's address; the fields its type allows.
+    /// A service's name, cluster IP, external and load-balancer IPs: each once in the spec, none
+    /// in a pod CIDR, external and load-balancer IPs none of a node's addresses either; the
+    /// fields its type allows.
     private mutating func checkNameAndAddresses(_ service: ServiceSpec, _ path: String, _ claims: inout ServiceClaims) {
         if let first = claims.names[service.name] {
             problem("\(path).name", "\(service.name) is already used by \(first)")
@@ -381,6 +382,7 @@ private struct BackendKey: Hashable {
 /// node ports; the pod CIDRs and the nodes' addresses.
 private struct ServiceClaims {
     var names: [String: String] = [:]
+    /// Cluster, external and load-balancer IPs together (no address is two services').
     var addresses: [IPAddress: String] = [:]
     /// By port << 8 | IP protocol.
     var nodePorts: [Int: String] = [:]
