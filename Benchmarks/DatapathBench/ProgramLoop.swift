@@ -146,13 +146,10 @@ func programLoop(tag: String, calls: Int, rounds: Int, json: Bool, otherObjects:
     }
     /// A pod's lxc: its ifindex, its MAC (the pod's gateway) and the pod's own MAC.
     func pod(_ ip: String) throws -> (device: Int32, gateway: MACAddress, mac: MACAddress) {
-        let address = IPAddress(ip)!
-        guard let e = try endpoints.lookup(nodenet_endpoint_key(ip: address.ipv4Value!.bigEndian)) else {
+        guard let e = try endpoints.lookup(EndpointEntry.key(IPAddress(ip)!)).map(EndpointEntry.init) else {
             throw BenchError("n1 has no endpoint \(ip)")
         }
-        let host = withUnsafeBytes(of: e.host_mac) { MACAddress(bytes: $0)! }
-        let own = withUnsafeBytes(of: e.pod_mac) { MACAddress(bytes: $0)! }
-        return (Int32(bitPattern: e.ifindex), host, own)
+        return (Int32(bitPattern: e.ifindex), e.hostMAC, e.podMAC)
     }
     let (p1, p2) = (try pod("10.0.2.10"), try pod("10.0.2.11"))
     let node = try NetlinkSocket(namespace: .named(n1))

@@ -626,7 +626,7 @@ runBenchmark("datapath-bench", usage: usage) {
 
 /// Nanoseconds per run of each program kind (none without runs).
 func perPacket(_ stats: [String: BPFProgramStats]?) -> [String: Double] {
-    (stats ?? [:]).compactMapValues { $0.nanosecondsPerRun(since: BPFProgramStats(runTimeNanoseconds: 0, runCount: 0)) }
+    (stats ?? [:]).compactMapValues(\.nanosecondsPerRun)
 }
 
 func printCosts(_ results: [Output.PathResult]) {

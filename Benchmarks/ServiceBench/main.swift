@@ -490,8 +490,8 @@ struct ProgramCost: Encodable {
         var result: [String: ProgramCost] = [:]
         for kind in kinds {
             let ran = runs.compactMap { run -> (Double, Double)? in
-                guard let c = run.costs[kind], c.runCount > 0, run.connections > 0 else { return nil }
-                return (Double(c.runTimeNanoseconds) / Double(c.runCount), Double(c.runCount) / Double(run.connections))
+                guard let c = run.costs[kind], let perRun = c.nanosecondsPerRun, run.connections > 0 else { return nil }
+                return (perRun, Double(c.runCount) / Double(run.connections))
             }
             guard !ran.isEmpty else { continue }
             result[kind] = ProgramCost(nanosecondsPerRun: median(ran.map(\.0)), runsPerConnection: median(ran.map(\.1)))

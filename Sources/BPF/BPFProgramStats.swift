@@ -22,12 +22,23 @@ public struct BPFProgramStats: Sendable, Equatable {
         self.init(runTimeNanoseconds: info.run_time_ns, runCount: info.run_cnt)
     }
 
-    /// What was spent between `earlier` and this reading, per run (nil without a run).
-    public func nanosecondsPerRun(since earlier: BPFProgramStats) -> Double? {
-        let runs = runCount &- earlier.runCount
-        guard runs > 0 else { return nil }
-        return Double(runTimeNanoseconds &- earlier.runTimeNanoseconds) / Double(runs)
+    /// No run, no time.
+    public static let none = BPFProgramStats(runTimeNanoseconds: 0, runCount: 0)
+
+    /// What was spent between `earlier` and this reading.
+    public func since(_ earlier: BPFProgramStats) -> BPFProgramStats {
+        BPFProgramStats(
+            runTimeNanoseconds: runTimeNanoseconds &- earlier.runTimeNanoseconds, runCount: runCount &- earlier.runCount
+        )
     }
+
+    /// The time per run (nil without a run).
+    public var nanosecondsPerRun: Double? {
+        runCount > 0 ? Double(runTimeNanoseconds) / Double(runCount) : nil
+    }
+
+    /// What was spent between `earlier` and this reading, per run (nil without a run).
+    public func nanosecondsPerRun(since earlier: BPFProgramStats) -> Double? { since(earlier).nanosecondsPerRun }
 }
 
 /// Run-time statistics of every BPF program, on while this handle lives (`BPF_ENABLE_STATS`,

@@ -59,7 +59,7 @@ public enum LabPrograms {
         var sums: [String: BPFProgramStats] = [:]
         for p in programs {
             let s = try BPFProgramStats(fd: p.handle.fd)
-            var sum = sums[p.kind] ?? BPFProgramStats(runTimeNanoseconds: 0, runCount: 0)
+            var sum = sums[p.kind] ?? .none
             sum.runTimeNanoseconds += s.runTimeNanoseconds
             sum.runCount += s.runCount
             sums[p.kind] = sum
@@ -75,12 +75,7 @@ public enum LabPrograms {
         let before = try Self.statistics(programs)
         try body()
         var costs: [String: BPFProgramStats] = [:]
-        for (kind, after) in try Self.statistics(programs) {
-            let b = before[kind] ?? BPFProgramStats(runTimeNanoseconds: 0, runCount: 0)
-            costs[kind] = BPFProgramStats(
-                runTimeNanoseconds: after.runTimeNanoseconds - b.runTimeNanoseconds,
-                runCount: after.runCount - b.runCount)
-        }
+        for (kind, after) in try Self.statistics(programs) { costs[kind] = after.since(before[kind] ?? .none) }
         return costs
     }
 }

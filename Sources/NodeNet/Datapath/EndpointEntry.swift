@@ -6,7 +6,8 @@ public struct EndpointEntry: Sendable, Equatable, CustomStringConvertible {
     public var hostMAC: MACAddress
     public var podMAC: MACAddress
 
-    init(_ e: nodenet_endpoint) {
+    /// An entry as the pinned map stores it.
+    public init(_ e: nodenet_endpoint) {
         ifindex = e.ifindex
         hostMAC = MACAddress(bytes: withUnsafeBytes(of: e.host_mac) { Array($0) })!
         podMAC = MACAddress(bytes: withUnsafeBytes(of: e.pod_mac) { Array($0) })!
@@ -29,5 +30,8 @@ public struct EndpointEntry: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String { "ifindex \(ifindex), lxc \(hostMAC), pod \(podMAC)" }
 
-    static func key(_ ip: IPAddress) -> nodenet_endpoint_key { nodenet_endpoint_key(ip: ip.ipv4Value!.bigEndian) }
+    /// The map's key of a pod's (IPv4) address.
+    public static func key(_ ip: IPAddress) -> nodenet_endpoint_key {
+        nodenet_endpoint_key(ip: ip.ipv4Value!.bigEndian)
+    }
 }
